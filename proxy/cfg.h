@@ -1,0 +1,148 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * cfg: the daemon's configuration, loaded from an INI file with libinih.
+ * Every problem is reported as "FILE:LINE: message" (all of them, not just
+ * the first). A loaded struct cfg is immutable and reference-counted: a
+ * session keeps the cfg it started with across a SIGHUP reload.
+ */
+#ifndef SLUICE_CFG_H
+#define SLUICE_CFG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "buf.h"
+
+#define CFG_MAX_LISTEN 16
+#define CFG_MAX_UPSTREAM 16
+#define CFG_MAX_PLUGINS 32
+
+struct cfg_addr {
+    char text[300];                /* as written: "127.0.0.1:2525", "[::1]:25", "unix:/path" */
+    struct sockaddr_storage sa;    /* resolved numerically (no DNS): IPv4/IPv6 literal or "localhost" */
+    socklen_t salen;
+    char host[256];                /* host part as written (for SNI/verify of upstreams) */
+    int port;
+};
+
+enum cfg_upstream_tls { CFG_UP_TLS_NO = 0, CFG_UP_TLS_MAY, CFG_UP_TLS_ENCRYPT };
+enum cfg_connect_at { CFG_CONNECT_AT_MAIL = 0, CFG_CONNECT_AT_CONNECT };
+enum cfg_long_lines { CFG_LONG_REJECT = 0, CFG_LONG_PASS };
+enum cfg_bare_nl { CFG_BARE_REJECT = 0, CFG_BARE_NORMALIZE };
+enum cfg_failure { CFG_FAIL_TEMPFAIL = 0, CFG_FAIL_ACCEPT, CFG_FAIL_TAG };
+
+/* A key=value from any section, kept for plugins (their own sections). */
+struct cfg_kv {
+    char *section;
+    char *key;
+    char *value;
+    int line;
+};
+
+struct cfg_plugin {
+    char *name;      /* instance name: section [plugin NAME] */
+    char *path;      /* "path" key: a .so path or bundled plugin name; default = name */
+    unsigned timeout_ms;      /* "timeout", default 30 s */
+    enum cfg_failure failure; /* "failure" = tempfail|accept|tag */
+    unsigned breaker_failures;  /* "breaker_failures", default 5 (0 = off) */
+    unsigned breaker_window_ms; /* "breaker_window", default 60 s */
+    unsigned breaker_cooldown_ms; /* "breaker_cooldown", default 30 s */
+    int line;        /* where the instance was named in [chain] plugins */
+};
+
+struct cfg {
+    int refs;
+    char *path;      /* file this came from, or NULL for defaults + overrides */
+
+    /* [server] */
+    struct cfg_addr listen[CFG_MAX_LISTEN];
+    size_t nlisten;
+    char hostname[256];           /* default: gethostname() */
+    char *banner;                 /* text after "220 hostname ESMTP " */
+    unsigned max_connections;     /* 1000 */
+    unsigned max_connections_per_ip; /* 50 */
+    uint64_t max_message_size;    /* 26214400 (25 MiB) */
+    unsigned max_recipients;      /* 100 */
+    unsigned max_errors;          /* 10 */
+    size_t max_line_length;       /* 998 */
+    enum cfg_long_lines long_lines; /* reject */
+    enum cfg_bare_nl bare_newline;  /* reject */
+    size_t max_header_size;       /* 262144 */
+    size_t memory_buffer;         /* 1 MiB kept in RAM, then spool file */
+    char *spool_dir;              /* "/var/spool/sluice", fallback $TMPDIR or /tmp when unset */
+    unsigned command_timeout_ms;  /* 300 s (RFC 5321 §4.5.3.2.7) */
+    unsigned data_timeout_ms;     /* 180 s between data blocks (§4.5.3.2.6 uses 3 min for client) */
+    unsigned greeting_timeout_ms; /* 300 s */
+    size_t client_output_limit;   /* 256 KiB: stop reading a client whose replies pile up */
+    char *tls_cert_file;          /* STARTTLS offered when both set */
+    char *tls_key_file;
+    char *user;                   /* drop privileges to this user after binding (when root) */
+    char *group;
+    unsigned thread_pool_size;    /* 4 */
+    unsigned shutdown_timeout_ms; /* 30 s */
+    bool log_syslog;
+    int log_level;                /* enum log_level */
+    char *plugin_dir;             /* bundled plugin directory override */
+    char *quarantine_dir;         /* for QUARANTINE verdicts */
+
+    /* [upstream] */
+    struct cfg_addr upstream[CFG_MAX_UPSTREAM];
+    size_t nupstream;
+    enum cfg_connect_at connect_at; /* "connect = mail|connect" */
+    char *upstream_helo;          /* default: hostname */
+    enum cfg_upstream_tls upstream_tls;
+    bool upstream_tls_verify;
+    char *upstream_tls_ca_file;
+    char *upstream_tls_verify_name; /* default: the host part */
+    bool xclient;                 /* use XCLIENT when offered (default yes) */
+    bool xforward;                /* use XFORWARD when offered and no XCLIENT (default yes) */
+    unsigned upstream_connect_timeout_ms; /* 30 s */
+    unsigned upstream_command_timeout_ms; /* 300 s */
+    unsigned upstream_data_timeout_ms;    /* 600 s for the final reply (§4.5.3.2.6: 10 min) */
+
+    /* [stats] */
+    char stats_listen[300];       /* "127.0.0.1:9025"; "" or "no" disables; "unix:/path" */
+
+    /* [chain] + [plugin NAME] sections */
+    struct cfg_plugin plugins[CFG_MAX_PLUGINS];
+    size_t nplugins;
+
+    /* every key seen, in file order (plugins read their own sections) */
+    struct cfg_kv *kv;
+    size_t nkv;
+};
+
+/* Command-line overrides applied on top of the file (or of defaults). */
+struct cfg_overrides {
+    const char *listen;        /* --listen ADDR:PORT */
+    const char *upstream;      /* --upstream HOST:PORT */
+    const char *stats_listen;  /* --stats-listen ADDR:PORT */
+    const char *plugin_dir;    /* --plugin-dir DIR */
+};
+
+/*
+ * Load `path` (NULL: defaults only) and apply overrides. On success returns
+ * a cfg with refs=1. On failure returns NULL and appends one
+ * "FILE:LINE: message\n" per problem to `errors`.
+ * Checks what the file names: cert/key readable, spool dir exists and is
+ * writable, user exists, addresses parse.
+ */
+struct cfg *cfg_load(const char *path, const struct cfg_overrides *ov, buf_t *errors);
+struct cfg *cfg_ref(struct cfg *c);
+void cfg_unref(struct cfg *c);
+
+/* A plugin section's value: section is "plugin NAME". NULL if unset. */
+const char *cfg_get(const struct cfg *c, const char *section, const char *key, int *line);
+
+/* Parse "ADDR:PORT" / "[v6]:PORT" / "unix:/path" numerically (no DNS,
+ * "localhost" allowed). 0 or -1 with a message in err. */
+int cfg_parse_addr(const char *text, struct cfg_addr *out, char *err, size_t errlen);
+/* "30s", "500ms", "5m", "1h", plain number = seconds. */
+int cfg_parse_duration_ms(const char *text, unsigned *out);
+/* "25M", "64k", "1G", plain number = bytes. */
+int cfg_parse_size(const char *text, uint64_t *out);
+int cfg_parse_bool(const char *text, bool *out);
+
+#endif

@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * smtp_data: pure, resumable DATA reader (RFC 5321 §4.1.1.4, §4.5.2).
+ *
+ * Bytes of the DATA phase go in; the canonical message comes out through a
+ * sink callback: dot-unstuffed, every line ending CRLF, without the final
+ * ".". Only CRLF "." CRLF ends the data. Bare LF and bare CR are never line
+ * ends for the purpose of finding the end (SMTP smuggling, CVE-2023-51764):
+ * under DATA_BARE_REJECT they set DATA_ERR_BARE_NL and the reader keeps
+ * consuming until the real end so the session can reply 550 5.5.2 in
+ * protocol; under DATA_BARE_NORMALIZE a bare LF or bare CR becomes CRLF in
+ * the output (a following "." on that line is then content, and is
+ * re-stuffed on output, so the upstream sees the same message boundary).
+ *
+ * Errors are sticky bits; the reader never stops early, because the only
+ * safe point to answer is after the terminating dot.
+ */
+#ifndef SLUICE_SMTP_DATA_H
+#define SLUICE_SMTP_DATA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum data_bare_policy { DATA_BARE_REJECT = 0, DATA_BARE_NORMALIZE };
+
+enum data_err {
+    DATA_ERR_BARE_NL = 1 << 0,     /* bare LF or CR seen (policy reject) */
+    DATA_ERR_LINE_TOO_LONG = 1 << 1, /* a line > max_line (policy reject) */
+    DATA_ERR_NUL = 1 << 2,         /* a NUL byte */
+    DATA_ERR_HEADER_TOO_BIG = 1 << 3,
+    DATA_ERR_TOO_BIG = 1 << 4,     /* output exceeded max_size: output stops */
+    DATA_ERR_SINK = 1 << 5,        /* the sink returned an error: output stops */
+};
+
+struct data_limits {
+    size_t max_line;          /* octets excluding CRLF; RFC 5322: 998 */
+    bool reject_long_lines;   /* false: pass long lines through untouched */
+    enum data_bare_policy bare;
+    bool reject_nul;          /* true: NUL sets DATA_ERR_NUL */
+    size_t max_header;        /* bytes of the header section; 0 = no limit */
+    uint64_t max_size;        /* canonical message bytes; 0 = no limit */
+};
+
+/* Returns 0 or a negative error; a nonzero return sets DATA_ERR_SINK. */
+typedef int (*data_sink_fn)(void *ctx, const char *p, size_t n);
+
+struct data_reader {
+    struct data_limits lim;
+    data_sink_fn sink;
+    void *sink_ctx;
+    /* --- private state --- */
+    int state;
+    size_t line_len;      /* octets on the current line so far */
+    bool in_header;       /* still in the header section */
+    uint64_t out_bytes;   /* canonical bytes produced */
+    uint64_t header_bytes;
+    unsigned errors;      /* DATA_ERR_* */
+    bool done;
+    bool has_8bit;        /* any byte >= 0x80 */
+    uint64_t header_end;  /* offset of the CRLF CRLF end of header (body start), or 0 if none yet */
+    uint64_t lines;
+    char pend[8];         /* bytes held back while deciding (CR, dot ...) */
+    size_t pend_len;
+};
+
+void data_reader_init(struct data_reader *r, const struct data_limits *lim, data_sink_fn sink,
+                      void *sink_ctx);
+/*
+ * Feed in[0..len). Returns how many bytes were consumed: all of them unless
+ * the end of data was reached, in which case it stops right after the
+ * terminating CRLF.CRLF (r->done is set); the rest is the next pipelined
+ * command and belongs to the command parser.
+ */
+size_t data_reader_feed(struct data_reader *r, const char *in, size_t len);
+
+static inline bool data_reader_done(const struct data_reader *r) { return r->done; }
+static inline unsigned data_reader_errors(const struct data_reader *r) { return r->errors; }
+
+/*
+ * Inverse direction: dot-stuff a canonical message for the wire. Appends the
+ * stuffed form of in[0..len) to the caller's writer through `sink` (chunks
+ * point into `in` or at a static "."), tracking line starts across calls in
+ * *at_line_start (start with true). Call data_stuff_end() once to emit the
+ * final CRLF (if the message did not end with one) and ".\r\n".
+ */
+int data_stuff(const char *in, size_t len, bool *at_line_start, data_sink_fn sink, void *ctx);
+int data_stuff_end(bool at_line_start, data_sink_fn sink, void *ctx);
+
+#endif
