@@ -518,7 +518,8 @@ static void *bench_session_main(void *arg)
             if (rc < 0) {
                 atomic_fetch_add(&run->io_errors, 1);
                 atomic_fetch_add(&run->reconnects, 1);
-                bench_note_error(run, "connection", c->last[0] ? c->last : "lost or timed out");
+                bench_note_error(run, "connection lost or timed out; last reply was",
+                                 c->last[0] ? c->last : "(none)");
                 bench_conn_close(c);
             }
         }
@@ -548,7 +549,10 @@ static int bench_scrape_once(struct bench_scrape *sc)
     char req[512], buf[16384];
     size_t got = 0;
     bool status_ok = false;
-    int fd = bench_connect(&run->scrape, run->scrape_len, NULL, run->timeout_ms);
+    /* A metrics page answers in milliseconds; a short bound keeps a stuck
+     * endpoint from holding the run up after the load is done. */
+    int fd = bench_connect(&run->scrape, run->scrape_len, NULL,
+                           run->timeout_ms < 2000 ? run->timeout_ms : 2000);
     int n;
 
     if (fd < 0)
@@ -666,7 +670,8 @@ static int bench_run_load(struct bench_run *run)
         return -1;
     nall = 0;
     for (unsigned i = 0; i < run->sessions; i++) {
-        memcpy(all + nall, ss[i].lat, ss[i].nlat * sizeof(*all));
+        if (ss[i].nlat > 0)
+            memcpy(all + nall, ss[i].lat, ss[i].nlat * sizeof(*all));
         nall += ss[i].nlat;
         free(ss[i].lat);
     }
