@@ -1,0 +1,449 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The upstream side: replies relayed faithfully, faults turned into
+4xx (never 250), XCLIENT/XFORWARD, STARTTLS to the upstream, 8BITMIME
+downgrade, SMTPUTF8 and DSN parameters."""
+
+import quopri
+import time
+
+import pytest
+
+import harness
+from fakemta import CLOSE, HANG
+from harness import Client, transaction
+
+BODY = b"Subject: up\r\n\r\nupstream test\r\n"
+
+
+def session(sl, name="client.test", source=None):
+    c = Client(sl.port, source=source)
+    c.greeting()
+    c.ehlo(name)
+    return c
+
+
+def no_delivery(up, wait=0.5):
+    time.sleep(wait)
+    return up.messages == []
+
+
+# ---- replies relayed faithfully -------------------------------------------
+@pytest.mark.parametrize("phase,reply", [
+    ("MAIL", "451 4.3.2 sender check deferred, try later"),
+    ("MAIL", "550 5.7.1 sender <a@example.com> refused by policy"),
+    ("MAIL", "421 4.3.2 upstream shutting down"),
+    ("RCPT", "450 4.2.1 mailbox busy"),
+    ("RCPT", "452 4.2.2 mailbox full"),
+    ("RCPT", "550 5.1.1 <b@example.net>: Recipient address rejected: User unknown"),
+    ("RCPT", "553 5.1.3 bad destination mailbox address syntax"),
+    ("EOD", "451 4.3.0 temporary content failure"),
+    ("EOD", "552 5.3.4 message too big for upstream"),
+    ("EOD", "554 5.7.1 spam detected upstream"),
+])
+def test_upstream_reply_relayed(fake_factory, sluice_factory, phase, reply):
+    up = fake_factory(faults={phase: reply})
+    sl = sluice_factory(up.port)
+    want_code = int(reply[:3])
+    want_text = reply[4:]
+    with session(sl) as c:
+        r = c.cmd("MAIL FROM:<a@example.com>")
+        if phase == "MAIL":
+            assert (r.code, r.text) == (want_code, want_text)
+            return
+        assert r.code == 250, r
+        r = c.cmd("RCPT TO:<b@example.net>")
+        if phase == "RCPT":
+            assert (r.code, r.text) == (want_code, want_text)
+            # No accepted recipient: DATA is refused by sluice itself.
+            c.expect("DATA", 554, "5.5.1")
+            assert no_delivery(up)
+            return
+        assert r.code == 250
+        c.expect("DATA", 354)
+        c.send(BODY + b".\r\n")
+        r = c.reply()
+        assert (r.code, r.text) == (want_code, want_text)
+        c.expect("QUIT", 221)
+    assert up.messages == []
+
+
+def test_upstream_multiline_reply_relayed(fake_factory, sluice_factory):
+    up = fake_factory(faults={"RCPT": "550-5.1.1 first line\r\n550 5.1.1 second line"})
+    sl = sluice_factory(up.port)
+    with session(sl) as c:
+        c.expect("MAIL FROM:<a@example.com>", 250)
+        r = c.cmd("RCPT TO:<b@example.net>")
+        assert r.code == 550
+        assert r.lines == ["5.1.1 first line", "5.1.1 second line"]
+
+
+def test_rcpt_mixed_accept_reject(fake_factory, sluice_factory):
+    def rcpt(_s, arg):
+        return "550 5.1.1 unknown user" if "bad" in arg else None
+    up = fake_factory(faults={"RCPT": rcpt})
+    sl = sluice_factory(up.port)
+    refused = harness.smtp_send(sl.port, "a@example.com",
+                                ["good1@example.net", "bad@example.net", "good2@example.net"])
+    assert list(refused) == ["bad@example.net"]
+    assert refused["bad@example.net"][0] == 550
+    m = up.wait_messages(1)[0]
+    assert m.rcpts == ["good1@example.net", "good2@example.net"]
+
+
+# ---- upstream faults -------------------------------------------------------
+def test_upstream_down_at_mail(sluice_factory):
+    sl = sluice_factory(harness.free_port())
+    with session(sl) as c:
+        r = c.cmd("MAIL FROM:<a@example.com>")
+        assert (r.code, r.enh) == (451, "4.4.1"), r
+        # The session survives: the client may retry.
+        c.expect("NOOP", 250)
+
+
+def test_upstream_reset_mid_data(fake_factory, sluice_factory):
+    up = fake_factory(faults={"DATA_BODY": CLOSE})
+    sl = sluice_factory(up.port)
+    with session(sl) as c:
+        r = transaction(c, body=BODY + b"more\r\n" * 1000)
+        assert r.code in (421, 451), r
+        assert r.enh.startswith("4."), r
+    assert no_delivery(up)
+
+
+@pytest.mark.parametrize("phase,action", [
+    ("MAIL", b"this is not smtp\r\n"),
+    ("MAIL", b"2500 almost\r\n"),
+    ("RCPT", b"999 nonsense\r\n"),
+    ("EOD", b"hello world\r\n"),
+    ("EOD", b"250-continued but\r\n354 changed code\r\n"),
+    ("EOD", CLOSE),
+    ("DATA", b"250 2.0.0 not a 354\r\n"),
+    ("DATA", CLOSE),
+    ("MAIL", CLOSE),
+    ("RCPT", CLOSE),
+], ids=lambda v: v if isinstance(v, str) else ("CLOSE" if v is CLOSE else repr(v)[:20]))
+def test_upstream_out_of_protocol_never_250(fake_factory, sluice_factory, phase, action):
+    up = fake_factory(faults={phase: action})
+    sl = sluice_factory(up.port)
+    with session(sl) as c:
+        steps = [("MAIL FROM:<a@example.com>", "MAIL"), ("RCPT TO:<b@example.net>", "RCPT"),
+                 ("DATA", "DATA")]
+        for line, ph in steps:
+            r = c.cmd(line)
+            if ph == phase:
+                assert r.code in (421, 451), r
+                assert r.enh.startswith("4.4") or r.enh.startswith("4.3"), r
+                break
+            assert r.code in (250, 354), r
+        else:
+            c.send(BODY + b".\r\n")
+            r = c.reply()
+            assert r.code in (421, 451), r
+    # Whatever the upstream may have stored, the client was never told 250
+    # for it, and a garbage answer is never counted as accepted by the fake.
+    assert all(not m.accepted for m in up.all_messages if phase == "EOD")
+
+
+@pytest.mark.parametrize("phase", ["MAIL", "RCPT", "EOD"])
+def test_upstream_timeout(fake_factory, sluice_factory, phase):
+    up = fake_factory(faults={phase: HANG})
+    sl = sluice_factory(up.port, upstream={"command_timeout": "2s", "data_timeout": "2s"})
+    with session(sl) as c:
+        t0 = time.monotonic()
+        if phase == "MAIL":
+            r = c.cmd("MAIL FROM:<a@example.com>", timeout=15)
+        elif phase == "RCPT":
+            c.expect("MAIL FROM:<a@example.com>", 250)
+            r = c.cmd("RCPT TO:<b@example.net>", timeout=15)
+        else:
+            c.expect("MAIL FROM:<a@example.com>", 250)
+            c.expect("RCPT TO:<b@example.net>", 250)
+            c.expect("DATA", 354)
+            c.send(BODY + b".\r\n")
+            r = c.reply(timeout=15)
+        took = time.monotonic() - t0
+        assert r.code in (421, 451), r
+        assert r.enh.startswith("4.4"), r
+        assert 1.5 <= took <= 10, took
+
+
+def test_upstream_banner_timeout(fake_factory, sluice_factory):
+    up = fake_factory(faults={"CONNECT": HANG})
+    sl = sluice_factory(up.port, upstream={"command_timeout": "2s", "connect_timeout": "2s"})
+    with session(sl) as c:
+        r = c.cmd("MAIL FROM:<a@example.com>", timeout=15)
+        assert r.code in (421, 451) and r.enh.startswith("4.4"), r
+
+
+def test_upstream_greeting_refused(fake_factory, sluice_factory):
+    up = fake_factory(faults={"CONNECT": "554 5.3.2 go away"})
+    sl = sluice_factory(up.port)
+    with session(sl) as c:
+        r = c.cmd("MAIL FROM:<a@example.com>")
+        assert r.code in (421, 451, 554) and r.code != 250, r
+
+
+def test_upstream_double_250_at_mail(fake_factory, sluice_factory):
+    """An unsolicited second reply must never be taken as the answer to RCPT."""
+    up = fake_factory(faults={"MAIL": b"250 2.1.0 ok\r\n250 2.1.0 unsolicited extra\r\n",
+                              "RCPT": "550 5.1.1 the real rcpt answer"})
+    sl = sluice_factory(up.port)
+    with session(sl) as c:
+        r = c.cmd("MAIL FROM:<a@example.com>")
+        time.sleep(0.5)
+        r = c.cmd("RCPT TO:<b@example.net>")
+        assert "unsolicited" not in r.text, r
+        assert r.code != 250, r
+        assert r.code in (550, 421, 451), r
+
+
+def test_second_upstream_tried_in_order(fake, sluice_factory):
+    dead = harness.free_port()
+    sl = sluice_factory(None, upstream={"servers": "127.0.0.1:%d, 127.0.0.1:%d"
+                                        % (dead, fake.port)})
+    assert harness.smtp_send(sl.port) == {}
+    assert len(fake.wait_messages(1)) == 1
+
+
+def test_connect_at_connect(fake, sluice_factory):
+    sl = sluice_factory(fake.port, upstream={"connect": "connect"})
+    with Client(sl.port) as c:
+        c.greeting()
+        assert fake.wait_for(lambda f: len(f.sessions) == 1, 5)
+        c.ehlo()
+        assert transaction(c).code == 250
+
+
+# ---- XCLIENT / XFORWARD -----------------------------------------------------
+def test_xclient_to_fake(fake_factory, sluice_factory):
+    up = fake_factory(xclient=True)
+    sl = sluice_factory(up.port)
+    with session(sl, "xclient-helo.test", source="127.0.0.2") as c:
+        assert transaction(c).code == 250
+    s = up.sessions[0]
+    assert s.xclient.get("ADDR") == "127.0.0.2", s.command_strs()
+    assert s.xclient.get("HELO") == "xclient-helo.test"
+    assert "PORT" in s.xclient and "PROTO" in s.xclient
+    assert s.xclient["PROTO"].upper() == "ESMTP"
+    verbs = s.verbs()
+    i = verbs.index("XCLIENT")
+    # After XCLIENT's new greeting the session restarts from EHLO.
+    assert verbs[i + 1] in ("EHLO", "XCLIENT"), verbs
+    assert verbs.index("MAIL") > i
+    assert "XFORWARD" not in verbs
+
+
+def test_xforward_without_xclient(fake_factory, sluice_factory):
+    up = fake_factory(xforward=True)
+    sl = sluice_factory(up.port)
+    with session(sl, "xforward-helo.test", source="127.0.0.3") as c:
+        assert transaction(c).code == 250
+    s = up.sessions[0]
+    assert s.xforward.get("ADDR") == "127.0.0.3", s.command_strs()
+    assert s.xforward.get("HELO") == "xforward-helo.test"
+    verbs = s.verbs()
+    assert "XCLIENT" not in verbs
+    assert verbs.index("XFORWARD") < verbs.index("MAIL")
+
+
+def test_xclient_disabled_in_config(fake_factory, sluice_factory):
+    up = fake_factory(xclient=True)
+    sl = sluice_factory(up.port, upstream={"xclient": "no", "xforward": "no"})
+    assert harness.smtp_send(sl.port) == {}
+    up.wait_messages(1)
+    assert "XCLIENT" not in up.sessions[0].verbs()
+
+
+def test_neither_offered(fake, sluice):
+    assert harness.smtp_send(sluice.port) == {}
+    fake.wait_messages(1)
+    verbs = fake.sessions[0].verbs()
+    assert "XCLIENT" not in verbs and "XFORWARD" not in verbs
+
+
+# ---- STARTTLS to the upstream -------------------------------------------------
+def test_upstream_starttls_verified(fake_factory, sluice_factory, certs):
+    up = fake_factory(cert=certs["cert"], key=certs["key"], caps=None)
+    sl = sluice_factory(up.port, upstream={"tls": "encrypt", "tls_verify": "yes",
+                                           "tls_ca_file": certs["ca"],
+                                           "tls_verify_name": "localhost"})
+    assert harness.smtp_send(sl.port) == {}
+    m = up.wait_messages(1)[0]
+    s = m.session
+    assert s.tls
+    assert s.tls_leftover == b""
+    verbs = s.verbs()
+    # EHLO, STARTTLS, EHLO again, then the transaction.
+    assert verbs[:3] == ["EHLO", "STARTTLS", "EHLO"], verbs
+
+
+def test_upstream_starttls_bad_name_refused(fake_factory, sluice_factory, certs):
+    up = fake_factory(cert=certs["cert"], key=certs["key"])
+    sl = sluice_factory(up.port, upstream={"tls": "encrypt", "tls_verify": "yes",
+                                           "tls_ca_file": certs["ca"],
+                                           "tls_verify_name": "wrong.example"})
+    with session(sl) as c:
+        r = c.cmd("MAIL FROM:<a@example.com>")
+        assert r.code in (421, 451) and r.enh.startswith("4."), r
+    assert no_delivery(up)
+
+
+def test_upstream_tls_encrypt_but_not_offered(fake, sluice_factory):
+    sl = sluice_factory(fake.port, upstream={"tls": "encrypt"})
+    with session(sl) as c:
+        r = c.cmd("MAIL FROM:<a@example.com>")
+        assert r.code in (421, 451), r
+    assert no_delivery(fake)
+    # Plaintext was not an option: the envelope never went out in clear.
+    assert all("MAIL" not in s.verbs() for s in fake.sessions)
+
+
+def test_upstream_tls_may_without_offer(fake, sluice_factory):
+    sl = sluice_factory(fake.port, upstream={"tls": "may"})
+    assert harness.smtp_send(sl.port) == {}
+    assert not fake.wait_messages(1)[0].session.tls
+
+
+# ---- 8BITMIME / SMTPUTF8 / DSN -------------------------------------------------
+TEXT_8BIT = "Grüße aus Köln – ½ € ✓\r\nzweite Zeile: naïve café\r\n"
+
+
+def caps_without(*names):
+    from fakemta import DEFAULT_CAPS
+    return [c for c in DEFAULT_CAPS if c.split()[0] not in names]
+
+
+def test_8bitmime_passthrough(fake, sluice):
+    msg = (b"Subject: 8bit\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+           b"Content-Transfer-Encoding: 8bit\r\n\r\n" + TEXT_8BIT.encode())
+    assert harness.smtp_send(sluice.port, msg=msg, mail_options=["BODY=8BITMIME"]) == {}
+    m = fake.wait_messages(1)[0]
+    assert "BODY=8BITMIME" in m.mail_params.upper()
+    assert m.data == msg
+
+
+def test_8bitmime_downgrade_to_quoted_printable(fake_factory, sluice_factory):
+    up = fake_factory(caps=caps_without("8BITMIME"))
+    sl = sluice_factory(up.port)
+    msg = (b"Subject: 8bit\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+           b"Content-Transfer-Encoding: 8bit\r\n\r\n" + TEXT_8BIT.encode())
+    assert harness.smtp_send(sl.port, msg=msg, mail_options=["BODY=8BITMIME"]) == {}
+    m = up.wait_messages(1)[0]
+    assert "8BITMIME" not in m.mail_params.upper()
+    assert all(b < 128 for b in m.raw), "8-bit bytes sent to a 7-bit upstream"
+    head, _, body = m.data.partition(b"\r\n\r\n")
+    hl = head.lower()
+    assert b"content-transfer-encoding: quoted-printable" in hl, head
+    assert b"content-transfer-encoding: 8bit" not in hl
+    assert b"subject: 8bit" in hl
+    assert quopri.decodestring(body).replace(b"\r\n", b"\n") == \
+        TEXT_8BIT.encode().replace(b"\r\n", b"\n")
+
+
+def test_8bitmime_downgrade_multipart(fake_factory, sluice_factory):
+    up = fake_factory(caps=caps_without("8BITMIME"))
+    sl = sluice_factory(up.port)
+    part1 = TEXT_8BIT.encode()
+    msg = (b"Subject: multi\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=\"BB\"\r\n\r\n"
+           b"preamble\r\n--BB\r\nContent-Type: text/plain; charset=utf-8\r\n"
+           b"Content-Transfer-Encoding: 8bit\r\n\r\n" + part1 +
+           b"--BB\r\nContent-Type: text/plain\r\n\r\nplain ascii part\r\n--BB--\r\n")
+    assert harness.smtp_send(sl.port, msg=msg, mail_options=["BODY=8BITMIME"]) == {}
+    m = up.wait_messages(1)[0]
+    assert all(b < 128 for b in m.raw)
+    assert b"plain ascii part" in m.data
+    import email
+    from email import policy
+    e = email.message_from_bytes(m.data, policy=policy.default)
+    parts = [p for p in e.walk() if not p.is_multipart()]
+    assert parts[0].get_content().replace("\r\n", "\n") == TEXT_8BIT.replace("\r\n", "\n")
+
+
+def test_8bit_headers_to_7bit_upstream(fake_factory, sluice_factory):
+    """Raw 8-bit in a header cannot become 7-bit MIME body encoding: either
+    554 5.6.3, or (if sluice encodes headers) a 7-bit clean delivery."""
+    up = fake_factory(caps=caps_without("8BITMIME"))
+    sl = sluice_factory(up.port)
+    msg = "Subject: Grüße\r\nMIME-Version: 1.0\r\n\r\nbody\r\n".encode()
+    with session(sl) as c:
+        c.expect("MAIL FROM:<a@example.com> BODY=8BITMIME", 250)
+        c.expect("RCPT TO:<b@example.net>", 250)
+        c.expect("DATA", 354)
+        c.send(msg + b".\r\n")
+        r = c.reply()
+    if r.code == 250:
+        m = up.wait_messages(1)[0]
+        assert all(b < 128 for b in m.raw)
+    else:
+        assert (r.code, r.enh) == (554, "5.6.3"), r
+        assert no_delivery(up)
+
+
+def test_smtputf8_to_upstream_without_it(fake_factory, sluice_factory):
+    up = fake_factory(caps=caps_without("SMTPUTF8"))
+    sl = sluice_factory(up.port)
+    with session(sl) as c:
+        r = c.cmd("MAIL FROM:<a@example.com> SMTPUTF8")
+        if r.code == 250:
+            r = c.cmd("RCPT TO:<b@example.net>")
+        assert (r.code, r.enh) == (553, "5.6.7"), r
+    assert no_delivery(up)
+
+
+def test_smtputf8_passthrough(fake, sluice):
+    with session(sluice) as c:
+        c.expect("MAIL FROM:<jürgen@example.com> SMTPUTF8", 250)
+        c.expect("RCPT TO:<zoë@example.net>", 250)
+        c.expect("DATA", 354)
+        c.send("Subject: ü\r\n\r\nÜ\r\n.\r\n".encode())
+        assert c.reply().code == 250
+    m = fake.wait_messages(1)[0]
+    assert m.mail_from == "jürgen@example.com"
+    assert "SMTPUTF8" in m.mail_params.upper()
+    assert m.rcpts == ["zoë@example.net"]
+
+
+def test_dsn_parameters_carried(fake, sluice):
+    with session(sluice) as c:
+        c.expect("MAIL FROM:<a@example.com> RET=HDRS ENVID=abc123", 250)
+        c.expect("RCPT TO:<b@example.net> NOTIFY=SUCCESS,FAILURE "
+                 "ORCPT=rfc822;b@example.net", 250)
+        c.expect("DATA", 354)
+        c.send(BODY + b".\r\n")
+        assert c.reply().code == 250
+    s = fake.wait_messages(1)[0].session
+    cmds = s.command_strs()
+    mail = [x for x in cmds if x.upper().startswith("MAIL")][0]
+    rcpt = [x for x in cmds if x.upper().startswith("RCPT")][0]
+    assert "RET=HDRS" in mail and "ENVID=abc123" in mail, mail
+    assert "NOTIFY=SUCCESS,FAILURE" in rcpt and "ORCPT=rfc822;b@example.net" in rcpt, rcpt
+
+
+def test_dsn_parameters_dropped_without_upstream_dsn(fake_factory, sluice_factory):
+    up = fake_factory(caps=caps_without("DSN"))
+    sl = sluice_factory(up.port)
+    with session(sl) as c:
+        r = c.cmd("MAIL FROM:<a@example.com> RET=HDRS")
+        if r.code == 250:
+            c.expect("RCPT TO:<b@example.net>", 250)
+            c.expect("DATA", 354)
+            c.send(BODY + b".\r\n")
+            assert c.reply().code == 250
+            mail = [x for x in up.messages[0].session.command_strs()
+                    if x.upper().startswith("MAIL")][0]
+            assert "RET=" not in mail.upper(), mail
+        else:
+            # Not advertising DSN and refusing the parameter is also RFC 3461-correct.
+            assert r.code in (501, 555), r
+
+
+def test_size_parameter_forwarded(fake, sluice):
+    with session(sluice) as c:
+        c.expect("MAIL FROM:<a@example.com> SIZE=%d" % len(BODY), 250)
+        c.expect("RCPT TO:<b@example.net>", 250)
+        c.expect("DATA", 354)
+        c.send(BODY + b".\r\n")
+        assert c.reply().code == 250
+    m = fake.wait_messages(1)[0]
+    assert "SIZE=" in m.mail_params.upper()
