@@ -1,1 +1,1326 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * cfg: load sluice's INI configuration (see cfg.h for the contract).
+ *
+ * libinih does the INI syntax. Debian builds it without line numbers for the
+ * handler, so the file is read into memory and handed to ini_parse_stream()
+ * one line per reader call by cfg__read_line(); the reader's line counter is
+ * then the line inih is working on. Every key of [server], [upstream],
+ * [stats] and [chain] is described once in cfg__keys[] (type, field, range);
+ * [plugin NAME] sections are kept for their plugin, apart from the few keys
+ * the host itself uses (cfg__plugin_keys[]).
+ *
+ * Problems are collected (not fatal one by one), sorted by line and written
+ * to the caller's buffer as "FILE:LINE: message" at the end, so one run
+ * shows the administrator everything that is wrong.
+ *
+ * Ownership: a struct cfg owns every string and array it points to; the
+ * last cfg_unref() frees them. Nothing here keeps global state (inih's
+ * run-time knobs are left alone).
+ */
+#include "cfg.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <grp.h>
+#include <ini.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define CFG__MAX_FILE (1024 * 1024)  /* a config larger than this is a mistake */
+#define CFG__MAX_ERRORS 100          /* then stop listing: the rest is noise */
+#define CFG__MAX_PSECS 256           /* [plugin NAME] sections, chained or not */
+/* inih copies a section name into a 50-byte buffer and silently cuts it:
+ * longer names are refused so "[plugin long...]" never becomes another name. */
+#define CFG__INI_SECTION_MAX 49
+
+#define KIB 1024ULL
+#define MIB (1024ULL * KIB)
+#define GIB (1024ULL * MIB)
+#define SEC 1000ULL
+#define MIN (60ULL * SEC)
+#define HOUR (60ULL * MIN)
+
+_Static_assert(sizeof(enum cfg_failure) == sizeof(int), "enums are stored as int");
+_Static_assert(sizeof(enum cfg_upstream_tls) == sizeof(int), "enums are stored as int");
+
+/* ---- key table ---------------------------------------------------------- */
+
+enum cfg__sec { SEC_NONE = 0, SEC_SERVER, SEC_UPSTREAM, SEC_STATS, SEC_CHAIN, SEC_PLUGIN, SEC_BAD };
+
+static const char *const cfg__sec_names[] = {
+    [SEC_SERVER] = "server", [SEC_UPSTREAM] = "upstream", [SEC_STATS] = "stats", [SEC_CHAIN] = "chain",
+};
+
+enum cfg__type {
+    T_UINT,     /* unsigned, decimal */
+    T_SIZE,     /* size_t, with k/M/G */
+    T_U64,      /* uint64_t, with k/M/G */
+    T_MS,       /* unsigned milliseconds, with ms/s/m/h */
+    T_BOOL,     /* bool */
+    T_ENUM,     /* int-sized enum, value = index in choices */
+    T_STR,      /* char *, owned; empty value = unset (NULL) unless F_KEEP_EMPTY */
+    T_NAME,     /* char[256] host name */
+    T_ADDRS,    /* struct cfg_addr[] at off, size_t count at off2 */
+    T_STATS,    /* char stats_listen[300] */
+    T_CHAIN,    /* [chain] plugins */
+};
+
+#define F_HOSTNAME 1u    /* T_STR: must look like a host name (HELO) */
+#define F_PRINTABLE 2u   /* T_STR: printable ASCII only (goes on the wire) */
+#define F_KEEP_EMPTY 4u  /* T_STR: "" is a value, not "unset" */
+
+struct cfg__key {
+    enum cfg__sec sec;
+    const char *name;
+    enum cfg__type type;
+    size_t off, off2;
+    uint64_t min, max;
+    const char *const *choices; /* T_ENUM, NULL-terminated */
+    unsigned flags;
+};
+
+static const char *const cfg__long_lines[] = {"reject", "pass", NULL};
+static const char *const cfg__bare_nl[] = {"reject", "normalize", NULL};
+static const char *const cfg__levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const cfg__connect[] = {"mail", "connect", NULL};
+static const char *const cfg__up_tls[] = {"no", "may", "encrypt", NULL};
+static const char *const cfg__failure[] = {"tempfail", "accept", "tag", NULL};
+
+#define O(f) offsetof(struct cfg, f)
+#define P(f) offsetof(struct cfg_plugin, f)
+
+static const struct cfg__key cfg__keys[] = {
+    {SEC_SERVER, "listen", T_ADDRS, O(listen), O(nlisten), 0, CFG_MAX_LISTEN, NULL, 0},
+    {SEC_SERVER, "hostname", T_NAME, O(hostname), 0, 0, 0, NULL, 0},
+    {SEC_SERVER, "banner", T_STR, O(banner), 0, 0, 0, NULL, F_PRINTABLE | F_KEEP_EMPTY},
+    {SEC_SERVER, "max_connections", T_UINT, O(max_connections), 0, 1, 1000000, NULL, 0},
+    {SEC_SERVER, "max_connections_per_ip", T_UINT, O(max_connections_per_ip), 0, 1, 1000000, NULL, 0},
+    {SEC_SERVER, "max_message_size", T_U64, O(max_message_size), 0, KIB, 64 * GIB, NULL, 0},
+    {SEC_SERVER, "max_recipients", T_UINT, O(max_recipients), 0, 1, 100000, NULL, 0},
+    {SEC_SERVER, "max_errors", T_UINT, O(max_errors), 0, 1, 10000, NULL, 0},
+    {SEC_SERVER, "max_line_length", T_SIZE, O(max_line_length), 0, 512, 65536, NULL, 0},
+    {SEC_SERVER, "long_lines", T_ENUM, O(long_lines), 0, 0, 0, cfg__long_lines, 0},
+    {SEC_SERVER, "bare_newline", T_ENUM, O(bare_newline), 0, 0, 0, cfg__bare_nl, 0},
+    {SEC_SERVER, "max_header_size", T_SIZE, O(max_header_size), 0, KIB, 64 * MIB, NULL, 0},
+    {SEC_SERVER, "memory_buffer", T_SIZE, O(memory_buffer), 0, 0, GIB, NULL, 0},
+    {SEC_SERVER, "spool_dir", T_STR, O(spool_dir), 0, 0, 0, NULL, 0},
+    {SEC_SERVER, "command_timeout", T_MS, O(command_timeout_ms), 0, 1, 24 * HOUR, NULL, 0},
+    {SEC_SERVER, "data_timeout", T_MS, O(data_timeout_ms), 0, 1, 24 * HOUR, NULL, 0},
+    {SEC_SERVER, "greeting_timeout", T_MS, O(greeting_timeout_ms), 0, 1, 24 * HOUR, NULL, 0},
+    {SEC_SERVER, "client_output_limit", T_SIZE, O(client_output_limit), 0, 4 * KIB, GIB, NULL, 0},
+    {SEC_SERVER, "tls_cert_file", T_STR, O(tls_cert_file), 0, 0, 0, NULL, 0},
+    {SEC_SERVER, "tls_key_file", T_STR, O(tls_key_file), 0, 0, 0, NULL, 0},
+    {SEC_SERVER, "user", T_STR, O(user), 0, 0, 0, NULL, 0},
+    {SEC_SERVER, "group", T_STR, O(group), 0, 0, 0, NULL, 0},
+    {SEC_SERVER, "thread_pool_size", T_UINT, O(thread_pool_size), 0, 1, 1024, NULL, 0},
+    {SEC_SERVER, "shutdown_timeout", T_MS, O(shutdown_timeout_ms), 0, 0, 24 * HOUR, NULL, 0},
+    {SEC_SERVER, "log_syslog", T_BOOL, O(log_syslog), 0, 0, 0, NULL, 0},
+    {SEC_SERVER, "log_level", T_ENUM, O(log_level), 0, 0, 0, cfg__levels, 0},
+    {SEC_SERVER, "plugin_dir", T_STR, O(plugin_dir), 0, 0, 0, NULL, 0},
+    {SEC_SERVER, "quarantine_dir", T_STR, O(quarantine_dir), 0, 0, 0, NULL, 0},
+
+    {SEC_UPSTREAM, "servers", T_ADDRS, O(upstream), O(nupstream), 0, CFG_MAX_UPSTREAM, NULL, 0},
+    {SEC_UPSTREAM, "connect", T_ENUM, O(connect_at), 0, 0, 0, cfg__connect, 0},
+    {SEC_UPSTREAM, "helo_name", T_STR, O(upstream_helo), 0, 0, 0, NULL, F_HOSTNAME},
+    {SEC_UPSTREAM, "tls", T_ENUM, O(upstream_tls), 0, 0, 0, cfg__up_tls, 0},
+    {SEC_UPSTREAM, "tls_verify", T_BOOL, O(upstream_tls_verify), 0, 0, 0, NULL, 0},
+    {SEC_UPSTREAM, "tls_ca_file", T_STR, O(upstream_tls_ca_file), 0, 0, 0, NULL, 0},
+    {SEC_UPSTREAM, "tls_verify_name", T_STR, O(upstream_tls_verify_name), 0, 0, 0, NULL, F_HOSTNAME},
+    {SEC_UPSTREAM, "xclient", T_BOOL, O(xclient), 0, 0, 0, NULL, 0},
+    {SEC_UPSTREAM, "xforward", T_BOOL, O(xforward), 0, 0, 0, NULL, 0},
+    {SEC_UPSTREAM, "connect_timeout", T_MS, O(upstream_connect_timeout_ms), 0, 1, 24 * HOUR, NULL, 0},
+    {SEC_UPSTREAM, "command_timeout", T_MS, O(upstream_command_timeout_ms), 0, 1, 24 * HOUR, NULL, 0},
+    {SEC_UPSTREAM, "data_timeout", T_MS, O(upstream_data_timeout_ms), 0, 1, 24 * HOUR, NULL, 0},
+
+    {SEC_STATS, "listen", T_STATS, O(stats_listen), 0, 0, 0, NULL, 0},
+
+    {SEC_CHAIN, "plugins", T_CHAIN, 0, 0, 0, 0, NULL, 0},
+};
+#define CFG__NKEYS (sizeof cfg__keys / sizeof cfg__keys[0])
+
+/* The keys of a [plugin NAME] section that the host uses; offsets into
+ * struct cfg_plugin. Every other key there belongs to the plugin. */
+static const struct cfg__key cfg__plugin_keys[] = {
+    {SEC_PLUGIN, "path", T_STR, P(path), 0, 0, 0, NULL, 0},
+    {SEC_PLUGIN, "timeout", T_MS, P(timeout_ms), 0, 1, HOUR, NULL, 0},
+    {SEC_PLUGIN, "failure", T_ENUM, P(failure), 0, 0, 0, cfg__failure, 0},
+    {SEC_PLUGIN, "breaker_failures", T_UINT, P(breaker_failures), 0, 0, 1000000, NULL, 0},
+    {SEC_PLUGIN, "breaker_window", T_MS, P(breaker_window_ms), 0, 1, 24 * HOUR, NULL, 0},
+    {SEC_PLUGIN, "breaker_cooldown", T_MS, P(breaker_cooldown_ms), 0, 1, 24 * HOUR, NULL, 0},
+};
+#define CFG__NPKEYS (sizeof cfg__plugin_keys / sizeof cfg__plugin_keys[0])
+
+#undef O
+#undef P
+
+/* ---- loader state ------------------------------------------------------- */
+
+struct cfg__err {
+    int line;      /* 0: not tied to a line (sorted last) */
+    unsigned seq;  /* keeps discovery order among equal lines */
+    char *msg;     /* complete "where:line: text" */
+};
+
+/* One [plugin NAME] section, chained or not: the host keys parsed so far. */
+struct cfg__psec {
+    char *name;
+    struct cfg_plugin p;  /* name unset, path NULL = default */
+    int seen[CFG__NPKEYS];
+};
+
+struct cfg__load {
+    struct cfg *c;
+    const char *file;  /* label for messages: the path or "(defaults)" */
+
+    struct cfg__err *errs;
+    size_t nerrs, caperrs;
+    unsigned seq;
+    bool too_many;
+
+    /* reader -> handler */
+    const char *p, *end;  /* file text not yet handed to inih */
+    int line;             /* line inih is parsing */
+    int sec_line;         /* last "[...]" header line */
+    int skip_upto;        /* syntax re-scans: blank every line up to this */
+    bool syntax_pass;     /* re-scan: handler does nothing */
+
+    /* current section, classified once per header */
+    int sec_checked;
+    enum cfg__sec sec;
+    char sec_norm[64];    /* "server", "plugin NAME": kv section */
+    size_t cur_psec;
+
+    int seen[CFG__NKEYS];            /* line a key was set on, 0 = not yet */
+    struct cfg__psec *psecs;
+    size_t npsecs;
+    char *chain[CFG_MAX_PLUGINS];
+    size_t nchain;
+    int chain_line;
+    bool listen_bad, upstream_bad;  /* an address was refused: "none left" says nothing new */
+    size_t kvcap;         /* allocated entries of c->kv */
+};
+
+static void cfg__verr(struct cfg__load *s, const char *where, int line, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
+static void cfg__err(struct cfg__load *s, const char *where, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void cfg__verr(struct cfg__load *s, const char *where, int line, const char *fmt, va_list ap)
+{
+    if (s->nerrs >= CFG__MAX_ERRORS) {
+        s->too_many = true;
+        return;
+    }
+    if (s->nerrs == s->caperrs) {
+        size_t n = s->caperrs ? s->caperrs * 2 : 16;
+        struct cfg__err *e = realloc(s->errs, n * sizeof *e);
+        if (!e) {
+            s->too_many = true;  /* still fails the load */
+            return;
+        }
+        s->errs = e;
+        s->caperrs = n;
+    }
+    buf_t b = BUF_INIT;
+    if (line > 0)
+        buf_printf(&b, "%s:%d: ", where ? where : s->file, line);
+    else
+        buf_printf(&b, "%s: ", where ? where : s->file);
+    buf_vprintf(&b, fmt, ap);
+    if (!b.ptr) {
+        s->too_many = true;
+        return;
+    }
+    s->errs[s->nerrs++] = (struct cfg__err){line, s->seq++, b.ptr};
+}
+
+static void cfg__err(struct cfg__load *s, const char *where, int line, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    cfg__verr(s, where, line, fmt, ap);
+    va_end(ap);
+}
+
+static char *cfg__strdup(struct cfg__load *s, const char *text)
+{
+    char *d = strdup(text);
+    if (!d)
+        cfg__err(s, NULL, 0, "out of memory");
+    return d;
+}
+
+static int cfg__err_cmp(const void *a, const void *b)
+{
+    const struct cfg__err *x = a, *y = b;
+    unsigned lx = x->line > 0 ? (unsigned)x->line : UINT_MAX;
+    unsigned ly = y->line > 0 ? (unsigned)y->line : UINT_MAX;
+    if (lx != ly)
+        return lx < ly ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* ---- value parsers (pure) ----------------------------------------------- */
+
+static int cfg__fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int cfg__fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+/* Leading decimal digits of *p into *out; -EINVAL without a digit,
+ * -ERANGE past UINT64_MAX. Advances *p. */
+static int cfg__digits(const char **p, uint64_t *out)
+{
+    const char *q = *p;
+    uint64_t v = 0;
+    if (*q < '0' || *q > '9')
+        return -EINVAL;
+    for (; *q >= '0' && *q <= '9'; q++) {
+        unsigned d = (unsigned)(*q - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return -ERANGE;
+        v = v * 10 + d;
+    }
+    *p = q;
+    *out = v;
+    return 0;
+}
+
+static int cfg__uint(const char *text, uint64_t *out)
+{
+    int rc = cfg__digits(&text, out);
+    if (rc == 0 && *text)
+        return -EINVAL;
+    return rc;
+}
+
+/* Milliseconds as uint64 (range checked by the caller). */
+static int cfg__duration(const char *text, uint64_t *out)
+{
+    uint64_t v, mul;
+    int rc = cfg__digits(&text, &v);
+    if (rc)
+        return rc;
+    if (strcmp(text, "ms") == 0)
+        mul = 1;
+    else if (*text == 0 || strcmp(text, "s") == 0)
+        mul = SEC;
+    else if (strcmp(text, "m") == 0)
+        mul = MIN;
+    else if (strcmp(text, "h") == 0)
+        mul = HOUR;
+    else
+        return -EINVAL;
+    if (v > UINT64_MAX / mul)
+        return -ERANGE;
+    *out = v * mul;
+    return 0;
+}
+
+static int cfg__size(const char *text, uint64_t *out)
+{
+    uint64_t v, mul = 1;
+    int rc = cfg__digits(&text, &v);
+    if (rc)
+        return rc;
+    switch (*text) {
+    case 0: break;
+    case 'k': case 'K': mul = KIB; break;
+    case 'm': case 'M': mul = MIB; break;
+    case 'g': case 'G': mul = GIB; break;
+    default: return -EINVAL;
+    }
+    if (*text && text[1])
+        return -EINVAL;
+    if (v > UINT64_MAX / mul)
+        return -ERANGE;
+    *out = v * mul;
+    return 0;
+}
+
+int cfg_parse_duration_ms(const char *text, unsigned *out)
+{
+    uint64_t v;
+    if (!text || cfg__duration(text, &v) != 0 || v > UINT_MAX)
+        return -1;
+    *out = (unsigned)v;
+    return 0;
+}
+
+int cfg_parse_size(const char *text, uint64_t *out)
+{
+    uint64_t v;
+    if (!text || cfg__size(text, &v) != 0)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int cfg_parse_bool(const char *text, bool *out)
+{
+    static const char *const yes[] = {"yes", "true", "on", "1"};
+    static const char *const no[] = {"no", "false", "off", "0"};
+    if (!text)
+        return -1;
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
+        if (strcasecmp(text, yes[i]) == 0) {
+            *out = true;
+            return 0;
+        }
+        if (strcasecmp(text, no[i]) == 0) {
+            *out = false;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+int cfg_parse_addr(const char *text, struct cfg_addr *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    size_t tl = text ? strlen(text) : 0;
+    if (tl == 0)
+        return cfg__fail(err, errlen, "empty address");
+    if (tl >= sizeof out->text)
+        return cfg__fail(err, errlen, "address longer than %zu characters", sizeof out->text - 1);
+    memcpy(out->text, text, tl + 1);
+
+    if (strncmp(text, "unix:", 5) == 0) {
+        struct sockaddr_un *sun = (struct sockaddr_un *)&out->sa;
+        const char *path = text + 5;
+        size_t pl = strlen(path);
+        if (path[0] != '/')
+            return cfg__fail(err, errlen, "unix socket path must be absolute: '%s'", path);
+        if (pl >= sizeof sun->sun_path)
+            return cfg__fail(err, errlen, "unix socket path longer than %zu characters",
+                             sizeof sun->sun_path - 1);
+        sun->sun_family = AF_UNIX;
+        memcpy(sun->sun_path, path, pl + 1);
+        out->salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + pl + 1);
+        return 0;
+    }
+
+    const char *host, *hend, *colon;
+    bool v6 = text[0] == '[';
+    if (v6) {
+        host = text + 1;
+        hend = strchr(host, ']');
+        if (!hend)
+            return cfg__fail(err, errlen, "missing ']' in '%s'", text);
+        if (hend[1] != ':')
+            return cfg__fail(err, errlen, "missing ':PORT' after ']' in '%s'", text);
+        colon = hend + 1;
+    } else {
+        host = text;
+        colon = strrchr(text, ':');
+        if (!colon)
+            return cfg__fail(err, errlen, "missing ':PORT' in '%s'", text);
+        if (memchr(text, ':', (size_t)(colon - text)))
+            return cfg__fail(err, errlen, "IPv6 address needs brackets, as in [::1]:25: '%s'", text);
+        hend = colon;
+    }
+    size_t hl = (size_t)(hend - host);
+    if (hl == 0)
+        return cfg__fail(err, errlen, "missing host in '%s'", text);
+    if (hl >= sizeof out->host)
+        return cfg__fail(err, errlen, "host longer than %zu characters", sizeof out->host - 1);
+    memcpy(out->host, host, hl);
+    out->host[hl] = 0;
+
+    const char *ps = colon + 1;
+    uint64_t port;
+    if (cfg__uint(ps, &port) != 0 || port < 1 || port > 65535)
+        return cfg__fail(err, errlen, "bad port '%s' (1-65535) in '%s'", ps, text);
+    out->port = (int)port;
+
+    if (!v6) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&out->sa;
+        /* inet_pton, not inet_aton: "127.1" or "0x7f.1" are typos here. */
+        const char *lit = strcmp(out->host, "localhost") == 0 ? "127.0.0.1" : out->host;
+        if (inet_pton(AF_INET, lit, &sin->sin_addr) != 1)
+            return cfg__fail(err, errlen,
+                             "'%s' is not a numeric IPv4 address (no DNS lookups: use an IP address or localhost)",
+                             out->host);
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((uint16_t)port);
+        out->salen = sizeof *sin;
+        return 0;
+    }
+    /* getaddrinfo with AI_NUMERICHOST never queries DNS and, unlike
+     * inet_pton, understands scope ids such as fe80::1%eth0. */
+    struct addrinfo hints = {0}, *ai = NULL;
+    hints.ai_family = AF_INET6;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+    if (getaddrinfo(out->host, NULL, &hints, &ai) != 0 || !ai || ai->ai_addrlen > sizeof out->sa) {
+        if (ai)
+            freeaddrinfo(ai);
+        return cfg__fail(err, errlen, "'%s' is not a numeric IPv6 address", out->host);
+    }
+    memcpy(&out->sa, ai->ai_addr, ai->ai_addrlen);
+    out->salen = (socklen_t)ai->ai_addrlen;
+    freeaddrinfo(ai);
+    ((struct sockaddr_in6 *)&out->sa)->sin6_port = htons((uint16_t)port);
+    return 0;
+}
+
+/* ---- small checks ------------------------------------------------------- */
+
+static bool cfg__is_hostname(const char *h)
+{
+    size_t n = strlen(h);
+    if (n == 0 || n > 255)
+        return false;
+    for (; *h; h++)
+        if (!((*h >= 'a' && *h <= 'z') || (*h >= 'A' && *h <= 'Z') || (*h >= '0' && *h <= '9') ||
+              strchr(".-_[]:", *h)))
+            return false;
+    return true;
+}
+
+static bool cfg__is_printable(const char *t)
+{
+    for (; *t; t++)
+        if ((unsigned char)*t < 0x20 || (unsigned char)*t > 0x7e)
+            return false;
+    return true;
+}
+
+/* Plugin instance names end up in section names, metrics and log lines. */
+static bool cfg__is_instance_name(const char *n)
+{
+    size_t len = strlen(n);
+    if (len == 0 || len > CFG__INI_SECTION_MAX - 7)  /* 7 = strlen("plugin ") */
+        return false;
+    for (; *n; n++)
+        if (!((*n >= 'a' && *n <= 'z') || (*n >= 'A' && *n <= 'Z') || (*n >= '0' && *n <= '9') ||
+              *n == '_' || *n == '-' || *n == '.'))
+            return false;
+    return true;
+}
+
+static void cfg__fmt_ms(char *out, size_t n, uint64_t ms)
+{
+    if (ms && ms % HOUR == 0)
+        snprintf(out, n, "%lluh", (unsigned long long)(ms / HOUR));
+    else if (ms && ms % MIN == 0)
+        snprintf(out, n, "%llum", (unsigned long long)(ms / MIN));
+    else if (ms % SEC == 0)
+        snprintf(out, n, "%llus", (unsigned long long)(ms / SEC));
+    else
+        snprintf(out, n, "%llums", (unsigned long long)ms);
+}
+
+static void cfg__fmt_size(char *out, size_t n, uint64_t v)
+{
+    if (v && v % GIB == 0)
+        snprintf(out, n, "%lluG", (unsigned long long)(v / GIB));
+    else if (v && v % MIB == 0)
+        snprintf(out, n, "%lluM", (unsigned long long)(v / MIB));
+    else if (v && v % KIB == 0)
+        snprintf(out, n, "%lluk", (unsigned long long)(v / KIB));
+    else
+        snprintf(out, n, "%llu", (unsigned long long)v);
+}
+
+/* Calls fn for each token of a comma/blank separated list. */
+static void cfg__each_token(struct cfg__load *s, const char *value, int line, const char *key,
+                            void (*fn)(struct cfg__load *, const char *, int, void *), void *arg)
+{
+    const char *p = value;
+    for (;;) {
+        p += strspn(p, ", \t");
+        if (!*p)
+            break;
+        size_t n = strcspn(p, ", \t");
+        char tok[sizeof ((struct cfg_addr *)0)->text];
+        if (n >= sizeof tok) {
+            cfg__err(s, NULL, line, "'%s': entry '%.20s...' is too long", key, p);
+        } else {
+            memcpy(tok, p, n);
+            tok[n] = 0;
+            fn(s, tok, line, arg);
+        }
+        p += n;
+    }
+}
+
+/* ---- setting one key ---------------------------------------------------- */
+
+struct cfg__addr_list {
+    const char *where;  /* NULL: the file */
+    const char *key;
+    struct cfg_addr *arr;
+    size_t *n;
+    size_t max;
+    bool *bad;          /* set when an entry is refused */
+};
+
+static void cfg__add_addr(struct cfg__load *s, const char *tok, int line, void *arg)
+{
+    struct cfg__addr_list *l = arg;
+    char err[400];
+    if (*l->n >= l->max) {
+        cfg__err(s, l->where, line, "'%s': more than %zu addresses", l->key, l->max);
+        *l->bad = true;
+        return;
+    }
+    if (cfg_parse_addr(tok, &l->arr[*l->n], err, sizeof err) != 0) {
+        cfg__err(s, l->where, line, "'%s': %s", l->key, err);
+        *l->bad = true;
+        return;
+    }
+    for (size_t i = 0; i < *l->n; i++)
+        if (strcmp(l->arr[i].text, tok) == 0) {
+            cfg__err(s, l->where, line, "'%s': address '%s' given twice", l->key, tok);
+            *l->bad = true;
+            return;
+        }
+    (*l->n)++;
+}
+
+static void cfg__add_chain(struct cfg__load *s, const char *tok, int line, void *arg)
+{
+    (void)arg;
+    if (!cfg__is_instance_name(tok)) {
+        cfg__err(s, NULL, line, "bad plugin name '%s' in [chain] plugins (letters, digits, '_', '-', '.'; at most %d)",
+                 tok, CFG__INI_SECTION_MAX - 7);
+        return;
+    }
+    for (size_t i = 0; i < s->nchain; i++)
+        if (strcmp(s->chain[i], tok) == 0) {
+            cfg__err(s, NULL, line, "plugin '%s' listed twice in [chain] plugins", tok);
+            return;
+        }
+    if (s->nchain >= CFG_MAX_PLUGINS) {
+        cfg__err(s, NULL, line, "more than %d plugins in [chain] plugins", CFG_MAX_PLUGINS);
+        return;
+    }
+    char *d = cfg__strdup(s, tok);
+    if (d)
+        s->chain[s->nchain++] = d;
+}
+
+/* Parses `value` for key `k` into the struct at `base`. */
+static void cfg__set(struct cfg__load *s, const struct cfg__key *k, void *base, const char *value, int line)
+{
+    char *field = (char *)base + k->off;
+    char lo[32], hi[32];
+    uint64_t v = 0;
+    int rc;
+
+    switch (k->type) {
+    case T_UINT:
+    case T_SIZE:
+    case T_U64:
+    case T_MS:
+        if (k->type == T_UINT)
+            rc = cfg__uint(value, &v);
+        else if (k->type == T_MS)
+            rc = cfg__duration(value, &v);
+        else
+            rc = cfg__size(value, &v);
+        if (rc == -EINVAL) {
+            cfg__err(s, NULL, line, "'%s': %s '%s'%s", k->name,
+                     k->type == T_UINT ? "not a number" : k->type == T_MS ? "not a duration" : "not a size",
+                     value,
+                     k->type == T_MS ? " (use e.g. 500ms, 30s, 5m, 1h)"
+                     : k->type == T_UINT ? "" : " (use e.g. 65536, 64k, 25M, 1G)");
+            return;
+        }
+        if (rc == 0 && v >= k->min && v <= k->max) {
+            if (k->type == T_SIZE)
+                *(size_t *)field = (size_t)v;
+            else if (k->type == T_U64)
+                *(uint64_t *)field = v;
+            else
+                *(unsigned *)field = (unsigned)v;
+            return;
+        }
+        if (k->type == T_MS) {
+            cfg__fmt_ms(lo, sizeof lo, k->min);
+            cfg__fmt_ms(hi, sizeof hi, k->max);
+        } else if (k->type == T_UINT) {
+            snprintf(lo, sizeof lo, "%llu", (unsigned long long)k->min);
+            snprintf(hi, sizeof hi, "%llu", (unsigned long long)k->max);
+        } else {
+            cfg__fmt_size(lo, sizeof lo, k->min);
+            cfg__fmt_size(hi, sizeof hi, k->max);
+        }
+        cfg__err(s, NULL, line, "'%s' = %s is out of range (%s..%s)", k->name, value, lo, hi);
+        return;
+
+    case T_BOOL: {
+        bool b;
+        if (cfg_parse_bool(value, &b) != 0)
+            cfg__err(s, NULL, line, "'%s': expected yes or no, not '%s'", k->name, value);
+        else
+            *(bool *)field = b;
+        return;
+    }
+
+    case T_ENUM:
+        for (int i = 0; k->choices[i]; i++)
+            if (strcmp(value, k->choices[i]) == 0) {
+                *(int *)field = i;
+                return;
+            }
+        {
+            buf_t b = BUF_INIT;
+            for (int i = 0; k->choices[i]; i++)
+                buf_printf(&b, "%s%s", i ? "|" : "", k->choices[i]);
+            cfg__err(s, NULL, line, "'%s': expected %s, not '%s'", k->name, b.ptr ? b.ptr : "?", value);
+            buf_free(&b);
+        }
+        return;
+
+    case T_STR: {
+        char **sp = (char **)field;
+        if ((k->flags & F_HOSTNAME) && *value && !cfg__is_hostname(value)) {
+            cfg__err(s, NULL, line, "'%s': '%s' is not a host name", k->name, value);
+            return;
+        }
+        if ((k->flags & F_PRINTABLE) && !cfg__is_printable(value)) {
+            cfg__err(s, NULL, line, "'%s': only printable ASCII is allowed", k->name);
+            return;
+        }
+        free(*sp);
+        *sp = NULL;
+        if (*value || (k->flags & F_KEEP_EMPTY))
+            *sp = cfg__strdup(s, value);
+        return;
+    }
+
+    case T_NAME:
+        if (!cfg__is_hostname(value)) {
+            cfg__err(s, NULL, line, "'%s': '%s' is not a host name", k->name, value);
+            return;
+        }
+        snprintf(field, 256, "%s", value);
+        return;
+
+    case T_ADDRS: {
+        size_t *n = (size_t *)((char *)base + k->off2);
+        bool *bad = k->sec == SEC_SERVER ? &s->listen_bad : &s->upstream_bad;
+        struct cfg__addr_list l = {NULL, k->name, (struct cfg_addr *)field, n, (size_t)k->max, bad};
+        cfg__each_token(s, value, line, k->name, cfg__add_addr, &l);
+        return;
+    }
+
+    case T_STATS: {
+        struct cfg_addr a;
+        char err[400];
+        if (!*value || strcmp(value, "no") == 0 || strcmp(value, "off") == 0 || strcmp(value, "none") == 0) {
+            field[0] = 0;
+            return;
+        }
+        if (cfg_parse_addr(value, &a, err, sizeof err) != 0) {
+            cfg__err(s, NULL, line, "'%s': %s", k->name, err);
+            return;
+        }
+        snprintf(field, sizeof a.text, "%s", a.text);
+        return;
+    }
+
+    case T_CHAIN:
+        s->chain_line = line;
+        cfg__each_token(s, value, line, k->name, cfg__add_chain, NULL);
+        return;
+    }
+}
+
+/* ---- inih callbacks ----------------------------------------------------- */
+
+/*
+ * inih's reader: one line per call, so s->line is the line being parsed.
+ * Leading blanks are removed: inih would take an indented line for the
+ * continuation of the previous value (configparser style), which silently
+ * turns an indented "hostname = x" under "listen = ..." into a second listen
+ * value. Lines that inih cannot hold are reported here and handed over empty.
+ */
+static char *cfg__read_line(char *str, int num, void *stream)
+{
+    struct cfg__load *s = stream;
+    if (s->p >= s->end || num < 2)
+        return NULL;
+    const char *b = s->p;
+    const char *nl = memchr(b, '\n', (size_t)(s->end - b));
+    const char *eol = nl ? nl : s->end;
+    s->p = nl ? nl + 1 : s->end;
+    int line = ++s->line;
+
+    if (eol > b && eol[-1] == '\r')
+        eol--;
+    while (b < eol && (*b == ' ' || *b == '\t'))
+        b++;
+    size_t len = (size_t)(eol - b);
+    str[0] = 0;
+    if (line <= s->skip_upto)
+        return str;
+    if (memchr(b, 0, len)) {
+        if (!s->syntax_pass)
+            cfg__err(s, NULL, line, "NUL byte in line");
+        return str;
+    }
+    if (len > (size_t)num - 1) {
+        if (!s->syntax_pass)
+            cfg__err(s, NULL, line, "line too long (%zu characters, at most %d)", len, num - 1);
+        return str;
+    }
+    memcpy(str, b, len);
+    str[len] = 0;
+
+    const char *t = str;
+    if (line == 1 && strncmp(t, "\xEF\xBB\xBF", 3) == 0)
+        t += 3;
+    if (*t == '[' && strchr(t, ']')) {
+        s->sec_line = line;
+        if ((size_t)(strchr(t, ']') - t - 1) > CFG__INI_SECTION_MAX && !s->syntax_pass)
+            cfg__err(s, NULL, line, "section name longer than %d characters", CFG__INI_SECTION_MAX);
+    }
+    return str;
+}
+
+static size_t cfg__psec_get(struct cfg__load *s, const char *name, int line)
+{
+    for (size_t i = 0; i < s->npsecs; i++)
+        if (strcmp(s->psecs[i].name, name) == 0)
+            return i;
+    if (s->npsecs >= CFG__MAX_PSECS) {
+        cfg__err(s, NULL, line, "more than %d [plugin] sections", CFG__MAX_PSECS);
+        return SIZE_MAX;
+    }
+    struct cfg__psec *n = realloc(s->psecs, (s->npsecs + 1) * sizeof *n);
+    if (!n) {
+        cfg__err(s, NULL, line, "out of memory");
+        return SIZE_MAX;
+    }
+    s->psecs = n;
+    struct cfg__psec *ps = &s->psecs[s->npsecs];
+    memset(ps, 0, sizeof *ps);
+    ps->name = cfg__strdup(s, name);
+    if (!ps->name)
+        return SIZE_MAX;
+    ps->p.timeout_ms = 30 * SEC;
+    ps->p.failure = CFG_FAIL_TEMPFAIL;
+    ps->p.breaker_failures = 5;
+    ps->p.breaker_window_ms = 60 * SEC;
+    ps->p.breaker_cooldown_ms = 30 * SEC;
+    return s->npsecs++;
+}
+
+/* Classifies the section inih reports for the first key after a header. */
+static void cfg__enter_section(struct cfg__load *s, const char *section)
+{
+    char name[64];
+    int line = s->sec_line;
+    s->sec_checked = line;
+    s->sec = SEC_BAD;
+
+    /* inih keeps "[ server ]" as " server ". */
+    while (*section == ' ' || *section == '\t')
+        section++;
+    size_t n = strlen(section);
+    while (n && (section[n - 1] == ' ' || section[n - 1] == '\t'))
+        n--;
+    if (n >= sizeof name)
+        n = sizeof name - 1;  /* inih already limits it to 49 */
+    memcpy(name, section, n);
+    name[n] = 0;
+
+    for (int i = SEC_SERVER; i <= SEC_CHAIN; i++)
+        if (strcmp(name, cfg__sec_names[i]) == 0) {
+            s->sec = (enum cfg__sec)i;
+            snprintf(s->sec_norm, sizeof s->sec_norm, "%s", name);
+            return;
+        }
+    if (strncmp(name, "plugin", 6) == 0 && (name[6] == 0 || name[6] == ' ' || name[6] == '\t')) {
+        const char *inst = name + 6;
+        inst += strspn(inst, " \t");
+        if (!*inst) {
+            cfg__err(s, NULL, line, "[plugin] section needs an instance name: [plugin NAME]");
+            return;
+        }
+        if (!cfg__is_instance_name(inst)) {
+            cfg__err(s, NULL, line, "bad plugin instance name '%s' (letters, digits, '_', '-', '.')", inst);
+            return;
+        }
+        size_t idx = cfg__psec_get(s, inst, line);
+        if (idx == SIZE_MAX)
+            return;
+        s->cur_psec = idx;
+        s->sec = SEC_PLUGIN;
+        snprintf(s->sec_norm, sizeof s->sec_norm, "plugin %s", inst);
+        return;
+    }
+    cfg__err(s, NULL, line, "unknown section [%s]", name);
+}
+
+static void cfg__kv_add(struct cfg__load *s, const char *key, const char *value, int line)
+{
+    struct cfg *c = s->c;
+    if (c->nkv == s->kvcap) {
+        size_t cap = s->kvcap ? s->kvcap * 2 : 16;
+        struct cfg_kv *n = realloc(c->kv, cap * sizeof *n);
+        if (!n) {
+            cfg__err(s, NULL, line, "out of memory");
+            return;
+        }
+        c->kv = n;
+        s->kvcap = cap;
+    }
+    struct cfg_kv *kv = &c->kv[c->nkv];
+    kv->section = strdup(s->sec_norm);
+    kv->key = strdup(key);
+    kv->value = strdup(value);
+    kv->line = line;
+    if (!kv->section || !kv->key || !kv->value) {
+        free(kv->section);
+        free(kv->key);
+        free(kv->value);
+        cfg__err(s, NULL, line, "out of memory");
+        return;
+    }
+    c->nkv++;
+}
+
+static int cfg__on_key(void *user, const char *section, const char *name, const char *value)
+{
+    struct cfg__load *s = user;
+    int line = s->line;
+
+    /* Problems are collected in s, never returned: a 0 here would make
+     * inih's return value mix our errors with its syntax errors. */
+    if (s->syntax_pass)
+        return 1;
+    if (s->sec_line == 0) {
+        cfg__err(s, NULL, line, "'%s' is outside any section", name);
+        return 1;
+    }
+    if (s->sec_checked != s->sec_line)
+        cfg__enter_section(s, section);
+    if (s->sec == SEC_BAD)
+        return 1;  /* reported once, at the header */
+
+    cfg__kv_add(s, name, value, line);
+
+    if (s->sec == SEC_PLUGIN) {
+        struct cfg__psec *ps = &s->psecs[s->cur_psec];
+        for (size_t i = 0; i < CFG__NPKEYS; i++) {
+            if (strcmp(name, cfg__plugin_keys[i].name) != 0)
+                continue;
+            if (ps->seen[i]) {
+                cfg__err(s, NULL, line, "duplicate key '%s' in [%s] (first set at line %d)", name,
+                         s->sec_norm, ps->seen[i]);
+                return 1;
+            }
+            ps->seen[i] = line;
+            cfg__set(s, &cfg__plugin_keys[i], &ps->p, value, line);
+            return 1;
+        }
+        return 1;  /* the plugin's own key: it validates it when loaded */
+    }
+
+    for (size_t i = 0; i < CFG__NKEYS; i++) {
+        const struct cfg__key *k = &cfg__keys[i];
+        if (k->sec != s->sec || strcmp(name, k->name) != 0)
+            continue;
+        if (k->type == T_ADDRS) {
+            /* The first listen/servers line replaces the default; repeating
+             * the key adds to the list. */
+            if (!s->seen[i])
+                *(size_t *)((char *)s->c + k->off2) = 0;
+        } else if (s->seen[i]) {
+            cfg__err(s, NULL, line, "duplicate key '%s' in [%s] (first set at line %d)", name,
+                     s->sec_norm, s->seen[i]);
+            return 1;
+        }
+        s->seen[i] = line;
+        cfg__set(s, k, s->c, value, line);
+        return 1;
+    }
+    cfg__err(s, NULL, line, "unknown key '%s' in [%s]", name, s->sec_norm);
+    return 1;
+}
+
+/* ---- loading ------------------------------------------------------------ */
+
+static int cfg__seen_line(const struct cfg__load *s, enum cfg__sec sec, const char *name)
+{
+    for (size_t i = 0; i < CFG__NKEYS; i++)
+        if (cfg__keys[i].sec == sec && strcmp(cfg__keys[i].name, name) == 0)
+            return s->seen[i];
+    return 0;
+}
+
+static void cfg__defaults(struct cfg__load *s)
+{
+    struct cfg *c = s->c;
+    char err[400];
+
+    if (cfg_parse_addr("127.0.0.1:2525", &c->listen[0], err, sizeof err) == 0)
+        c->nlisten = 1;
+    if (cfg_parse_addr("127.0.0.1:25", &c->upstream[0], err, sizeof err) == 0)
+        c->nupstream = 1;
+    snprintf(c->stats_listen, sizeof c->stats_listen, "127.0.0.1:9025");
+
+    if (gethostname(c->hostname, sizeof c->hostname - 1) != 0 || !cfg__is_hostname(c->hostname))
+        snprintf(c->hostname, sizeof c->hostname, "localhost");
+    c->banner = cfg__strdup(s, "sluice");
+    c->max_connections = 1000;
+    c->max_connections_per_ip = 50;
+    c->max_message_size = 25 * MIB;
+    c->max_recipients = 100;
+    c->max_errors = 10;
+    c->max_line_length = 998;
+    c->long_lines = CFG_LONG_REJECT;
+    c->bare_newline = CFG_BARE_REJECT;
+    c->max_header_size = 256 * KIB;
+    c->memory_buffer = MIB;
+    c->command_timeout_ms = 300 * SEC;
+    c->data_timeout_ms = 180 * SEC;
+    c->greeting_timeout_ms = 300 * SEC;
+    c->client_output_limit = 256 * KIB;
+    c->thread_pool_size = 4;
+    c->shutdown_timeout_ms = 30 * SEC;
+    c->log_syslog = false;
+    c->log_level = LOG_LVL_INFO;
+
+    c->connect_at = CFG_CONNECT_AT_MAIL;
+    c->upstream_tls = CFG_UP_TLS_NO;
+    c->upstream_tls_verify = false;
+    c->xclient = true;
+    c->xforward = true;
+    c->upstream_connect_timeout_ms = 30 * SEC;
+    c->upstream_command_timeout_ms = 300 * SEC;
+    c->upstream_data_timeout_ms = 600 * SEC;
+}
+
+static void cfg__parse_file(struct cfg__load *s, const char *path)
+{
+    buf_t text = BUF_INIT;
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        cfg__err(s, NULL, 0, "cannot open: %s", strerror(errno));
+        return;
+    }
+    char chunk[8192];
+    size_t n;
+    bool big = false;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        if (text.len + n > CFG__MAX_FILE) {
+            big = true;
+            break;
+        }
+        if (buf_append(&text, chunk, n) != 0) {
+            cfg__err(s, NULL, 0, "out of memory");
+            break;
+        }
+    }
+    if (ferror(f))
+        cfg__err(s, NULL, 0, "read error: %s", strerror(errno));
+    fclose(f);
+    if (big)
+        cfg__err(s, NULL, 0, "file larger than %d bytes", CFG__MAX_FILE);
+    if (s->nerrs || s->too_many) {
+        buf_free(&text);
+        return;
+    }
+
+    s->p = text.ptr ? text.ptr : "";
+    s->end = s->p + text.len;
+    int rc = ini_parse_stream(cfg__read_line, s, cfg__on_key, s);
+
+    /* inih returns only its first syntax error. To list them all, parse
+     * again with every line up to the last error blanked out (syntax is
+     * per line once indentation is gone), until inih is satisfied. */
+    s->syntax_pass = true;
+    while (rc > 0 && !s->too_many) {
+        cfg__err(s, NULL, rc, "syntax error: expected [section], key = value or a ; comment");
+        s->skip_upto = rc;
+        s->p = text.ptr ? text.ptr : "";
+        s->line = 0;
+        rc = ini_parse_stream(cfg__read_line, s, cfg__on_key, s);
+        if (rc > 0 && rc <= s->skip_upto)
+            break;  /* cannot happen; never loop forever */
+    }
+    if (rc < 0)
+        cfg__err(s, NULL, 0, "out of memory while parsing");
+    s->p = s->end = NULL;
+    buf_free(&text);
+}
+
+static void cfg__apply_overrides(struct cfg__load *s, const struct cfg_overrides *ov)
+{
+    struct cfg *c = s->c;
+    const char *where = "(command line)";
+    if (ov->listen) {
+        struct cfg__addr_list l = {where, "--listen", c->listen, &c->nlisten, CFG_MAX_LISTEN, &s->listen_bad};
+        c->nlisten = 0;
+        s->listen_bad = false;
+        cfg__each_token(s, ov->listen, 0, "--listen", cfg__add_addr, &l);
+        if (c->nlisten == 0 && !*ov->listen)
+            cfg__err(s, where, 0, "--listen: empty address");
+    }
+    if (ov->upstream) {
+        struct cfg__addr_list l = {where, "--upstream", c->upstream, &c->nupstream, CFG_MAX_UPSTREAM,
+                                   &s->upstream_bad};
+        c->nupstream = 0;
+        s->upstream_bad = false;
+        cfg__each_token(s, ov->upstream, 0, "--upstream", cfg__add_addr, &l);
+        if (c->nupstream == 0 && !*ov->upstream)
+            cfg__err(s, where, 0, "--upstream: empty address");
+    }
+    if (ov->stats_listen) {
+        const char *v = ov->stats_listen;
+        struct cfg_addr a;
+        char err[400];
+        if (!*v || strcmp(v, "no") == 0 || strcmp(v, "off") == 0 || strcmp(v, "none") == 0)
+            c->stats_listen[0] = 0;
+        else if (cfg_parse_addr(v, &a, err, sizeof err) != 0)
+            cfg__err(s, where, 0, "--stats-listen: %s", err);
+        else
+            snprintf(c->stats_listen, sizeof c->stats_listen, "%s", a.text);
+    }
+    if (ov->plugin_dir) {
+        free(c->plugin_dir);
+        c->plugin_dir = *ov->plugin_dir ? cfg__strdup(s, ov->plugin_dir) : NULL;
+    }
+}
+
+/* Defaults that depend on other keys, and the plugin chain. */
+static void cfg__finish(struct cfg__load *s)
+{
+    struct cfg *c = s->c;
+    struct stat st;
+
+    if (!c->upstream_helo)
+        c->upstream_helo = cfg__strdup(s, c->hostname);
+    if (!c->spool_dir) {
+        const char *tmp = getenv("TMPDIR");
+        if (stat("/var/spool/sluice", &st) == 0 && S_ISDIR(st.st_mode))
+            c->spool_dir = cfg__strdup(s, "/var/spool/sluice");
+        else
+            c->spool_dir = cfg__strdup(s, tmp && *tmp ? tmp : "/tmp");
+    }
+
+    for (size_t i = 0; i < s->nchain; i++) {
+        struct cfg_plugin *p = &c->plugins[c->nplugins];
+        const struct cfg__psec *ps = NULL;
+        for (size_t j = 0; j < s->npsecs; j++)
+            if (strcmp(s->psecs[j].name, s->chain[i]) == 0)
+                ps = &s->psecs[j];
+        if (ps) {
+            *p = ps->p;
+            p->path = NULL;
+        } else {
+            p->timeout_ms = 30 * SEC;
+            p->failure = CFG_FAIL_TEMPFAIL;
+            p->breaker_failures = 5;
+            p->breaker_window_ms = 60 * SEC;
+            p->breaker_cooldown_ms = 30 * SEC;
+        }
+        p->name = cfg__strdup(s, s->chain[i]);
+        p->path = cfg__strdup(s, ps && ps->p.path ? ps->p.path : s->chain[i]);
+        p->line = s->chain_line;
+        c->nplugins++;
+    }
+}
+
+/* Checks against the system: files, directories, accounts. */
+static void cfg__check_dir(struct cfg__load *s, const char *key, const char *dir, int line, int mode)
+{
+    struct stat st;
+    if (stat(dir, &st) != 0)
+        cfg__err(s, NULL, line, "%s '%s': %s", key, dir, strerror(errno));
+    else if (!S_ISDIR(st.st_mode))
+        cfg__err(s, NULL, line, "%s '%s': not a directory", key, dir);
+    else if (mode && access(dir, mode) != 0)
+        cfg__err(s, NULL, line, "%s '%s': not writable: %s", key, dir, strerror(errno));
+}
+
+static void cfg__check_file(struct cfg__load *s, const char *key, const char *file, int line)
+{
+    struct stat st;
+    if (access(file, R_OK) != 0)
+        cfg__err(s, NULL, line, "%s '%s': cannot read: %s", key, file, strerror(errno));
+    else if (stat(file, &st) == 0 && S_ISDIR(st.st_mode))
+        cfg__err(s, NULL, line, "%s '%s': is a directory", key, file);
+}
+
+static void cfg__check(struct cfg__load *s)
+{
+    struct cfg *c = s->c;
+    int l;
+
+    if (c->nlisten == 0 && !s->listen_bad)
+        cfg__err(s, NULL, cfg__seen_line(s, SEC_SERVER, "listen"), "no listen address");
+    if (c->nupstream == 0 && !s->upstream_bad)
+        cfg__err(s, NULL, cfg__seen_line(s, SEC_UPSTREAM, "servers"), "no upstream server");
+
+    int lc = cfg__seen_line(s, SEC_SERVER, "tls_cert_file");
+    int lk = cfg__seen_line(s, SEC_SERVER, "tls_key_file");
+    if (!c->tls_cert_file != !c->tls_key_file)
+        cfg__err(s, NULL, c->tls_cert_file ? lc : lk,
+                 "tls_cert_file and tls_key_file go together: set both (STARTTLS) or neither");
+    if (c->tls_cert_file)
+        cfg__check_file(s, "tls_cert_file", c->tls_cert_file, lc);
+    if (c->tls_key_file)
+        cfg__check_file(s, "tls_key_file", c->tls_key_file, lk);
+    if (c->upstream_tls_ca_file)
+        cfg__check_file(s, "tls_ca_file", c->upstream_tls_ca_file,
+                        cfg__seen_line(s, SEC_UPSTREAM, "tls_ca_file"));
+
+    if (c->spool_dir)
+        cfg__check_dir(s, "spool_dir", c->spool_dir, cfg__seen_line(s, SEC_SERVER, "spool_dir"),
+                       W_OK | X_OK);
+    if (c->quarantine_dir)
+        cfg__check_dir(s, "quarantine_dir", c->quarantine_dir,
+                       cfg__seen_line(s, SEC_SERVER, "quarantine_dir"), W_OK | X_OK);
+    if (c->plugin_dir) {
+        l = cfg__seen_line(s, SEC_SERVER, "plugin_dir");
+        cfg__check_dir(s, "plugin_dir", c->plugin_dir, l, 0);
+    }
+
+    if (c->user) {
+        errno = 0;
+        if (!getpwnam(c->user))
+            cfg__err(s, NULL, cfg__seen_line(s, SEC_SERVER, "user"), "user '%s' does not exist%s%s",
+                     c->user, errno ? ": " : "", errno ? strerror(errno) : "");
+    }
+    if (c->group) {
+        errno = 0;
+        if (!getgrnam(c->group))
+            cfg__err(s, NULL, cfg__seen_line(s, SEC_SERVER, "group"), "group '%s' does not exist%s%s",
+                     c->group, errno ? ": " : "", errno ? strerror(errno) : "");
+    }
+}
+
+static void cfg__free(struct cfg *c)
+{
+    if (!c)
+        return;
+    free(c->path);
+    free(c->banner);
+    free(c->spool_dir);
+    free(c->tls_cert_file);
+    free(c->tls_key_file);
+    free(c->user);
+    free(c->group);
+    free(c->plugin_dir);
+    free(c->quarantine_dir);
+    free(c->upstream_helo);
+    free(c->upstream_tls_ca_file);
+    free(c->upstream_tls_verify_name);
+    for (size_t i = 0; i < c->nplugins; i++) {
+        free(c->plugins[i].name);
+        free(c->plugins[i].path);
+    }
+    for (size_t i = 0; i < c->nkv; i++) {
+        free(c->kv[i].section);
+        free(c->kv[i].key);
+        free(c->kv[i].value);
+    }
+    free(c->kv);
+    free(c);
+}
+
+struct cfg *cfg_load(const char *path, const struct cfg_overrides *ov, buf_t *errors)
+{
+    struct cfg__load s;
+    memset(&s, 0, sizeof s);
+    s.file = path ? path : "(defaults)";
+    s.sec_checked = -1;
+
+    struct cfg *c = calloc(1, sizeof *c);
+    if (!c) {
+        if (errors)
+            buf_printf(errors, "%s: out of memory\n", s.file);
+        return NULL;
+    }
+    c->refs = 1;
+    s.c = c;
+
+    cfg__defaults(&s);
+    if (path) {
+        c->path = cfg__strdup(&s, path);
+        cfg__parse_file(&s, path);
+    }
+    if (ov)
+        cfg__apply_overrides(&s, ov);
+    cfg__finish(&s);
+    cfg__check(&s);
+
+    bool ok = s.nerrs == 0 && !s.too_many;
+    if (s.nerrs)
+        qsort(s.errs, s.nerrs, sizeof *s.errs, cfg__err_cmp);
+    for (size_t i = 0; i < s.nerrs; i++) {
+        if (errors)
+            buf_printf(errors, "%s\n", s.errs[i].msg);
+        free(s.errs[i].msg);
+    }
+    if (s.too_many && errors)
+        buf_printf(errors, "%s: too many errors, stopped after %d\n", s.file, CFG__MAX_ERRORS);
+    free(s.errs);
+    for (size_t i = 0; i < s.npsecs; i++) {
+        free(s.psecs[i].name);
+        free(s.psecs[i].p.path);
+    }
+    free(s.psecs);
+    for (size_t i = 0; i < s.nchain; i++)
+        free(s.chain[i]);
+
+    if (!ok) {
+        cfg__free(c);
+        return NULL;
+    }
+    return c;
+}
+
+struct cfg *cfg_ref(struct cfg *c)
+{
+    if (c)
+        c->refs++;
+    return c;
+}
+
+void cfg_unref(struct cfg *c)
+{
+    if (c && --c->refs <= 0)
+        cfg__free(c);
+}
+
+const char *cfg_get(const struct cfg *c, const char *section, const char *key, int *line)
+{
+    /* The last occurrence wins, as for any repeated INI key. */
+    for (size_t i = c->nkv; i-- > 0;) {
+        const struct cfg_kv *kv = &c->kv[i];
+        if (strcmp(kv->section, section) == 0 && strcmp(kv->key, key) == 0) {
+            if (line)
+                *line = kv->line;
+            return kv->value;
+        }
+    }
+    return NULL;
+}
