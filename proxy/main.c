@@ -1,2 +1,166 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-int main(void) { return 0; }
+/*
+ * main: command line, configuration check, process set-up. sluice runs in
+ * the foreground (systemd style) and logs to stderr unless told to use
+ * syslog.
+ */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/ssl.h>
+#include <uv.h>
+
+#include "buf.h"
+#include "cfg.h"
+#include "conn.h"
+#include "log.h"
+#include "mime7.h"
+#include "server.h"
+#include "stats.h"
+#include "stats_http.h"
+
+struct cfg_overrides g_overrides;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "Usage: sluice [-c FILE] [options]\n"
+            "\n"
+            "A mail-filtering SMTP proxy in front of an existing MTA.\n"
+            "\n"
+            "  -c, --config FILE       configuration file (INI)\n"
+            "      --check             validate the configuration and everything it names,\n"
+            "                          print problems as FILE:LINE: message, exit 1 on error\n"
+            "      --listen ADDR:PORT  SMTP listen address (overrides [server] listen)\n"
+            "      --upstream HOST:PORT  upstream MTA (overrides [upstream] servers)\n"
+            "      --stats-listen ADDR:PORT  stats endpoint (overrides [stats] listen;\n"
+            "                          'no' disables it)\n"
+            "      --plugin-dir DIR    where bundled plugins are looked up\n"
+            "  -d, --debug             log at debug level\n"
+            "  -V, --version           print the version and exit\n"
+            "  -h, --help              this text\n");
+}
+
+/* Everything --check verifies beyond cfg_load: that the TLS material
+ * actually loads. */
+static int check_extra(const struct cfg *cfg, buf_t *errs)
+{
+    int bad = 0;
+    if (cfg->tls_cert_file && cfg->tls_key_file) {
+        char err[512];
+        SSL_CTX *ctx = tls_server_ctx_new(cfg->tls_cert_file, cfg->tls_key_file, err, sizeof err);
+        if (!ctx) {
+            int line = 0;
+            cfg_get(cfg, "server", "tls_cert_file", &line);
+            buf_printf(errs, "%s:%d: TLS certificate/key: %s\n", cfg->path ? cfg->path : "-",
+                       line, err);
+            bad = 1;
+        } else {
+            SSL_CTX_free(ctx);
+        }
+    }
+    return bad;
+}
+
+int main(int argc, char **argv)
+{
+    enum { OPT_CHECK = 256, OPT_LISTEN, OPT_UPSTREAM, OPT_STATS, OPT_PLUGIN_DIR };
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"check", no_argument, NULL, OPT_CHECK},
+        {"listen", required_argument, NULL, OPT_LISTEN},
+        {"upstream", required_argument, NULL, OPT_UPSTREAM},
+        {"stats-listen", required_argument, NULL, OPT_STATS},
+        {"plugin-dir", required_argument, NULL, OPT_PLUGIN_DIR},
+        {"debug", no_argument, NULL, 'd'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config_path = NULL;
+    bool check = false, debug = false;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "c:dVh", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c': config_path = optarg; break;
+        case OPT_CHECK: check = true; break;
+        case OPT_LISTEN: g_overrides.listen = optarg; break;
+        case OPT_UPSTREAM: g_overrides.upstream = optarg; break;
+        case OPT_STATS: g_overrides.stats_listen = optarg; break;
+        case OPT_PLUGIN_DIR: g_overrides.plugin_dir = optarg; break;
+        case 'd': debug = true; break;
+        case 'V':
+            printf("sluice %s (libuv %s, %s)\n", SLUICE_VERSION, uv_version_string(),
+                   OpenSSL_version(OPENSSL_VERSION));
+            return 0;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "sluice: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+
+    buf_t errs = BUF_INIT;
+    struct cfg *cfg = cfg_load(config_path, &g_overrides, &errs);
+    if (cfg && check)
+        check_extra(cfg, &errs);
+    if (!cfg || errs.len) {
+        fputs(errs.ptr ? errs.ptr : "sluice: invalid configuration\n", stderr);
+        buf_free(&errs);
+        if (cfg)
+            cfg_unref(cfg);
+        return 1;
+    }
+    buf_free(&errs);
+    if (check) {
+        printf("%s: configuration OK\n", config_path ? config_path : "(defaults)");
+        cfg_unref(cfg);
+        return 0;
+    }
+
+    log_init("sluice", cfg->log_syslog, debug ? LOG_LVL_DEBUG : (enum log_level)cfg->log_level);
+    signal(SIGPIPE, SIG_IGN);
+    /* The pool runs blocking plugin work; size it before first use. */
+    char nthreads[16];
+    snprintf(nthreads, sizeof nthreads, "%u", cfg->thread_pool_size);
+    setenv("UV_THREADPOOL_SIZE", nthreads, 1);
+
+    stats_init();
+    stats_set_build_info(SLUICE_VERSION);
+    mime7_init();
+
+    uv_loop_t *loop = uv_default_loop();
+    struct server srv;
+    if (server_init(&srv, loop, cfg) != 0) {
+        log_fatal("cannot start: see the errors above");
+        return 1;
+    }
+    cfg_unref(cfg); /* the server holds its own reference */
+    if (srv.cfg->stats_listen[0] && strcmp(srv.cfg->stats_listen, "no") != 0) {
+        char err[256];
+        if (stats_http_start(srv.cfg->stats_listen, err, sizeof err) != 0) {
+            log_fatal("stats endpoint %s: %s", srv.cfg->stats_listen, err);
+            return 1;
+        }
+        log_info("stats endpoint on %s", srv.cfg->stats_listen);
+    }
+    if (server_start(&srv) != 0) {
+        log_fatal("cannot start: see the errors above");
+        return 1;
+    }
+    stats_set_chain_loaded(true);
+    log_info("sluice %s started", SLUICE_VERSION);
+    uv_run(loop, UV_RUN_DEFAULT);
+    log_info("sluice stopped");
+    stats_http_stop();
+    server_free(&srv);
+    uv_loop_close(loop);
+    mime7_shutdown();
+    return 0;
+}

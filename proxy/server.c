@@ -1,1 +1,385 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * server: listeners, limits, signals, reload and shutdown; see server.h.
+ *
+ * Ownership: the server owns the listeners and the current cfg reference.
+ * Each session holds its own cfg reference, so a reload only affects
+ * sessions accepted after it.
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "log.h"
+#include "session.h"
+#include "stats.h"
+#include "upstream.h"
+
+struct server *g_server;
+
+/* ---- per-IP connection counts: a small open hash ------------------------- */
+
+struct server_ipcount {
+    char ip[64];
+    unsigned n;
+};
+
+static size_t ip_hash(const char *s)
+{
+    size_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static struct server_ipcount *ip_slot(struct server *srv, const char *ip, bool create)
+{
+    if (!srv->ipcounts) {
+        srv->ipcount_cap = 1024;
+        srv->ipcounts = calloc(srv->ipcount_cap, sizeof *srv->ipcounts);
+        if (!srv->ipcounts)
+            return NULL;
+    }
+    size_t mask = srv->ipcount_cap - 1;
+    size_t i = ip_hash(ip) & mask;
+    struct server_ipcount *free_slot = NULL;
+    for (size_t probe = 0; probe < srv->ipcount_cap; probe++, i = (i + 1) & mask) {
+        struct server_ipcount *e = &srv->ipcounts[i];
+        if (e->ip[0] == 0) {
+            if (!free_slot)
+                free_slot = e;
+            break;
+        }
+        if (e->n == 0 && !free_slot)
+            free_slot = e;
+        if (strcmp(e->ip, ip) == 0)
+            return e;
+    }
+    if (!create || !free_slot)
+        return NULL;
+    snprintf(free_slot->ip, sizeof free_slot->ip, "%s", ip);
+    free_slot->n = 0;
+    return free_slot;
+}
+
+bool server_ip_acquire(struct server *srv, const char *ip)
+{
+    unsigned limit = srv->cfg->max_connections_per_ip;
+    struct server_ipcount *e = ip_slot(srv, ip, true);
+    if (!e)
+        return limit == 0; /* table full: only refuse when limits apply */
+    if (limit && e->n >= limit)
+        return false;
+    e->n++;
+    return true;
+}
+
+void server_ip_release(struct server *srv, const char *ip)
+{
+    struct server_ipcount *e = ip_slot(srv, ip, false);
+    if (e && e->n > 0)
+        e->n--;
+}
+
+uint64_t server_next_sid(struct server *srv)
+{
+    return ++srv->next_sid;
+}
+
+/* ---- accepting ----------------------------------------------------------- */
+
+static void server__on_connection(uv_stream_t *listener, int status)
+{
+    struct server *srv = listener->data;
+    if (status < 0) {
+        log_warn("accept error: %s", uv_strerror(status));
+        return;
+    }
+    int rc = sess_accept(srv, listener);
+    if (rc < 0)
+        log_warn("cannot accept connection: %s", uv_strerror(rc));
+}
+
+static int server__bind(struct server *srv, const struct cfg_addr *a)
+{
+    if (a->sa.ss_family == AF_UNIX) {
+        log_error("listen %s: unix sockets are not supported for SMTP listeners", a->text);
+        return -1;
+    }
+    uv_tcp_t *t = malloc(sizeof *t);
+    if (!t)
+        return -1;
+    uv_tcp_init(srv->loop, t);
+    t->data = srv;
+    int rc = uv_tcp_bind(t, (const struct sockaddr *)&a->sa,
+                         a->sa.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)t, 511, server__on_connection);
+    if (rc != 0) {
+        log_error("cannot listen on %s: %s", a->text, uv_strerror(rc));
+        uv_close((uv_handle_t *)t, (uv_close_cb)free);
+        return -1;
+    }
+    srv->listeners[srv->nlisteners++] = t;
+    return 0;
+}
+
+static SSL_CTX *server__tls(const struct cfg *cfg, int *failed)
+{
+    *failed = 0;
+    if (!cfg->tls_cert_file || !cfg->tls_key_file)
+        return NULL;
+    char err[512];
+    SSL_CTX *ctx = tls_server_ctx_new(cfg->tls_cert_file, cfg->tls_key_file, err, sizeof err);
+    if (!ctx) {
+        log_error("TLS: %s", err);
+        *failed = 1;
+    }
+    return ctx;
+}
+
+int server_init(struct server *srv, uv_loop_t *loop, struct cfg *cfg)
+{
+    memset(srv, 0, sizeof *srv);
+    srv->loop = loop;
+    srv->cfg = cfg_ref(cfg);
+    g_server = srv;
+    int failed;
+    srv->tls_ctx = server__tls(cfg, &failed);
+    if (failed)
+        return -1;
+    for (size_t i = 0; i < cfg->nlisten; i++)
+        if (server__bind(srv, &cfg->listen[i]) != 0)
+            return -1;
+    return 0;
+}
+
+/* ---- privileges ------------------------------------------------------------ */
+
+static int server__drop_privileges(const struct cfg *cfg)
+{
+    if (geteuid() != 0) {
+        if (cfg->user)
+            log_warn("not running as root: ignoring user=%s", cfg->user);
+        return 0;
+    }
+    if (!cfg->user) {
+        log_warn("running as root: set [server] user to an unprivileged account");
+        return 0;
+    }
+    struct passwd *pw = getpwnam(cfg->user);
+    if (!pw) {
+        log_error("user %s does not exist", cfg->user);
+        return -1;
+    }
+    gid_t gid = pw->pw_gid;
+    if (cfg->group) {
+        struct group *gr = getgrnam(cfg->group);
+        if (!gr) {
+            log_error("group %s does not exist", cfg->group);
+            return -1;
+        }
+        gid = gr->gr_gid;
+    }
+    if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || setuid(pw->pw_uid) != 0) {
+        log_error("cannot switch to user %s: %s", cfg->user, strerror(errno));
+        return -1;
+    }
+    if (setuid(0) == 0) {
+        log_error("privileges could be regained after switching to %s", cfg->user);
+        return -1;
+    }
+    log_info("running as user %s (uid %u)", cfg->user, (unsigned)pw->pw_uid);
+    return 0;
+}
+
+/* ---- upstream probe (readiness and capability cache) ----------------------- */
+
+static uv_timer_t probe_timer;
+static struct up *probe_up;
+
+static void server__probe_cb(void *ud, const struct up_result *r)
+{
+    struct server *srv = ud;
+    if (r->err == UP_OK) {
+        srv->upstream_caps = up_caps(probe_up);
+        srv->upstream_caps_known = true;
+        stats_set_upstream_ok(true);
+    } else {
+        stats_set_upstream_ok(false);
+    }
+    /* Free from the loop, not inside the upstream's own callback. */
+}
+
+static void server__probe_tick(uv_timer_t *t)
+{
+    struct server *srv = t->data;
+    if (probe_up) {
+        up_free(probe_up);
+        probe_up = NULL;
+    }
+    if (srv->stopping)
+        return;
+    probe_up = up_new(srv->loop, srv->cfg, "probe");
+    if (probe_up)
+        up_open(probe_up, server__probe_cb, srv);
+}
+
+/* ---- signals ------------------------------------------------------------------ */
+
+static void server__stop_listeners(struct server *srv)
+{
+    for (size_t i = 0; i < srv->nlisteners; i++)
+        uv_close((uv_handle_t *)srv->listeners[i], (uv_close_cb)free);
+    srv->nlisteners = 0;
+    stats_set_listening(false);
+}
+
+static void server__shutdown_deadline(uv_timer_t *t)
+{
+    struct server *srv = t->data;
+    log_warn("shutdown deadline reached with %u connection(s) open; exiting", srv->nconns);
+    uv_stop(srv->loop);
+}
+
+static void server__check_done(struct server *srv)
+{
+    if (srv->stopping && srv->nconns == 0)
+        uv_stop(srv->loop);
+}
+
+static void server__idle_check(uv_timer_t *t)
+{
+    server__check_done(t->data);
+}
+
+static uv_timer_t idle_timer;
+
+static void server__on_term(uv_signal_t *h, int signum)
+{
+    struct server *srv = h->data;
+    if (srv->stopping) {
+        log_warn("second signal %d: exiting now", signum);
+        uv_stop(srv->loop);
+        return;
+    }
+    srv->stopping = true;
+    log_info("signal %d: stopping; letting %u connection(s) finish (deadline %u ms)", signum,
+             srv->nconns, srv->cfg->shutdown_timeout_ms);
+    server__stop_listeners(srv);
+    uv_timer_stop(&probe_timer);
+    for (struct sess *s = srv->sessions; s;) {
+        struct sess *next = sess_next(s);
+        sess_shutdown(s);
+        s = next;
+    }
+    uv_timer_start(&srv->shutdown_timer, server__shutdown_deadline, srv->cfg->shutdown_timeout_ms,
+                   0);
+    uv_timer_start(&idle_timer, server__idle_check, 50, 50);
+}
+
+static void server__on_hup(uv_signal_t *h, int signum)
+{
+    (void)signum;
+    struct server *srv = h->data;
+    if (!srv->cfg->path) {
+        log_warn("SIGHUP: no configuration file to reload");
+        return;
+    }
+    buf_t errs = BUF_INIT;
+    struct cfg_overrides ov = {0};
+    extern struct cfg_overrides g_overrides;
+    ov = g_overrides;
+    struct cfg *n = cfg_load(srv->cfg->path, &ov, &errs);
+    int failed = 0;
+    SSL_CTX *tls = NULL;
+    if (n)
+        tls = server__tls(n, &failed);
+    if (!n || failed) {
+        log_error("reload of %s refused; keeping the running configuration:\n%s",
+                  srv->cfg->path, errs.ptr ? errs.ptr : "");
+        if (errs.ptr) {
+            /* One log record per problem, so each names its file and line. */
+            char *save = NULL;
+            for (char *line = strtok_r(errs.ptr, "\n", &save); line;
+                 line = strtok_r(NULL, "\n", &save))
+                log_error("reload: %s", line);
+        }
+        if (n)
+            cfg_unref(n);
+        buf_free(&errs);
+        stats_config_reload(false);
+        return;
+    }
+    buf_free(&errs);
+    bool listen_changed = n->nlisten != srv->cfg->nlisten;
+    for (size_t i = 0; !listen_changed && i < n->nlisten; i++)
+        listen_changed = strcmp(n->listen[i].text, srv->cfg->listen[i].text) != 0;
+    if (listen_changed)
+        log_warn("reload: listen addresses changed; they take effect on restart");
+    if (srv->tls_ctx)
+        SSL_CTX_free(srv->tls_ctx);
+    srv->tls_ctx = tls;
+    cfg_unref(srv->cfg);
+    srv->cfg = n;
+    log_set_level((enum log_level)n->log_level);
+    stats_config_reload(true);
+    log_info("configuration reloaded from %s", n->path);
+}
+
+int server_start(struct server *srv)
+{
+    if (server__drop_privileges(srv->cfg) != 0)
+        return -1;
+    uv_signal_init(srv->loop, &srv->sig_term);
+    uv_signal_init(srv->loop, &srv->sig_int);
+    uv_signal_init(srv->loop, &srv->sig_hup);
+    srv->sig_term.data = srv->sig_int.data = srv->sig_hup.data = srv;
+    uv_signal_start(&srv->sig_term, server__on_term, SIGTERM);
+    uv_signal_start(&srv->sig_int, server__on_term, SIGINT);
+    uv_signal_start(&srv->sig_hup, server__on_hup, SIGHUP);
+    uv_timer_init(srv->loop, &srv->shutdown_timer);
+    srv->shutdown_timer.data = srv;
+    uv_timer_init(srv->loop, &idle_timer);
+    idle_timer.data = srv;
+    uv_timer_init(srv->loop, &probe_timer);
+    probe_timer.data = srv;
+    /* Probe at once (capability cache for EHLO, /readyz), then every 30 s. */
+    uv_timer_start(&probe_timer, server__probe_tick, 0, 30000);
+    for (size_t i = 0; i < srv->cfg->nlisten; i++)
+        log_info("listening on %s", srv->cfg->listen[i].text);
+    stats_set_listening(true);
+    return 0;
+}
+
+static void server__close_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+void server_free(struct server *srv)
+{
+    if (probe_up) {
+        up_free(probe_up);
+        probe_up = NULL;
+    }
+    /* Handles still open at exit (sessions past the deadline): close them
+     * so the loop can be torn down. Their memory goes with the process. */
+    uv_walk(srv->loop, server__close_walk, NULL);
+    uv_run(srv->loop, UV_RUN_DEFAULT);
+    if (srv->tls_ctx)
+        SSL_CTX_free(srv->tls_ctx);
+    free(srv->ipcounts);
+    cfg_unref(srv->cfg);
+    g_server = NULL;
+}

@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * server: the listening sockets, the session registry and the process-wide
+ * state of the daemon (current config, TLS context, connection limits,
+ * upstream capability cache, signals and shutdown).
+ */
+#ifndef SLUICE_SERVER_H
+#define SLUICE_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <openssl/ssl.h>
+#include <uv.h>
+
+#include "cfg.h"
+
+struct sess;
+
+struct server {
+    uv_loop_t *loop;
+    struct cfg *cfg;         /* current config (referenced); sessions hold their own ref */
+    SSL_CTX *tls_ctx;        /* STARTTLS server context or NULL */
+    uv_tcp_t *listeners[CFG_MAX_LISTEN];
+    size_t nlisteners;
+    unsigned nconns;
+    struct server_ipcount *ipcounts; /* hash of connection counts per client IP */
+    size_t ipcount_cap;
+    struct sess *sessions;   /* intrusive list */
+    bool stopping;
+    uint64_t next_sid;
+    /* What the upstream offered at its last EHLO (UP_CAP_*), used to
+     * decide what our own EHLO offers before a session has its upstream. */
+    unsigned upstream_caps;
+    bool upstream_caps_known;
+    uv_signal_t sig_term, sig_int, sig_hup;
+    uv_timer_t shutdown_timer;
+};
+
+extern struct server *g_server;
+
+/* Bind the listeners (before dropping privileges). 0 or -1 (logged). */
+int server_init(struct server *srv, uv_loop_t *loop, struct cfg *cfg);
+/* Drop privileges if configured; start accepting; install signals. */
+int server_start(struct server *srv);
+void server_free(struct server *srv);
+
+/* Per-IP accounting used by sessions. */
+bool server_ip_acquire(struct server *srv, const char *ip);
+void server_ip_release(struct server *srv, const char *ip);
+void server_sess_link(struct server *srv, struct sess *s);
+void server_sess_unlink(struct server *srv, struct sess *s);
+uint64_t server_next_sid(struct server *srv);
+
+#endif

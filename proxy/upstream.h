@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * upstream: the SMTP client side of the proxy. One `struct up` is one
+ * connection to the upstream MTA, owned by one client session and reused for
+ * all of that session's transactions.
+ *
+ * Life: up_open() connects (trying the configured servers in order), reads
+ * the greeting, sends EHLO, does STARTTLS when offered and configured (then
+ * EHLO again), and reports readiness once. Commands queued with up_command()
+ * are sent pipelined when the upstream offers PIPELINING, one at a time
+ * otherwise; replies come back in order through each command's callback.
+ * up_data() sends DATA, waits for 354, streams the message (dot-stuffed,
+ * CRLF) in large chunks with backpressure and reports the final reply.
+ *
+ * Any reply out of protocol (garbage, unexpected code, unsolicited), a
+ * timeout or a lost connection fails the connection: every queued callback
+ * is called once with `err` set, and the session synthesises its own 4xx.
+ * Callbacks are never called after up_free().
+ */
+#ifndef SLUICE_UPSTREAM_H
+#define SLUICE_UPSTREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/uio.h>
+
+#include <uv.h>
+
+#include "cfg.h"
+#include "smtp_reply.h"
+
+struct up;
+
+enum up_err {
+    UP_OK = 0,
+    UP_ERR_CONNECT,  /* no server reachable / greeting refused: 451 4.4.1 */
+    UP_ERR_TIMEOUT,  /* no reply in time: 451 4.4.2 */
+    UP_ERR_LOST,     /* connection closed or reset: 451 4.4.2 */
+    UP_ERR_PROTOCOL, /* garbage or unexpected reply: 451 4.4.0 (never relayed) */
+    UP_ERR_TLS,      /* TLS required but failed / not offered: 451 4.7.5 */
+    UP_ERR_LOCAL,    /* our own resource trouble: 451 4.3.0 */
+};
+
+struct up_result {
+    enum up_err err;
+    const struct smtp_reply *reply; /* when err == UP_OK; valid during the callback only */
+    const char *why;                /* short text for logs when err != UP_OK */
+};
+
+typedef void (*up_cb)(void *ud, const struct up_result *r);
+
+enum up_cap {
+    UP_CAP_PIPELINING = 1 << 0,
+    UP_CAP_8BITMIME = 1 << 1,
+    UP_CAP_SIZE = 1 << 2,
+    UP_CAP_DSN = 1 << 3,
+    UP_CAP_SMTPUTF8 = 1 << 4,
+    UP_CAP_ENHANCED = 1 << 5,
+    UP_CAP_STARTTLS = 1 << 6,
+    UP_CAP_XCLIENT = 1 << 7,
+    UP_CAP_XFORWARD = 1 << 8,
+    UP_CAP_CHUNKING = 1 << 9,
+};
+
+/* What the upstream should be told about the real client (XCLIENT/XFORWARD). */
+struct up_client_info {
+    char addr[64];      /* "192.0.2.1" / "2001:db8::1" */
+    int port;
+    char name[256];     /* reverse name or "" (sent as [UNAVAILABLE]) */
+    char helo[256];     /* "" until known */
+    bool esmtp;
+    bool tls;           /* client used STARTTLS (PROTO stays SMTP/ESMTP) */
+};
+
+struct up *up_new(uv_loop_t *loop, struct cfg *cfg, const char *log_sid);
+/* Connect and handshake; `cb` is called exactly once (reply = the last EHLO
+ * reply on success). */
+void up_open(struct up *u, up_cb cb, void *ud);
+bool up_ready(const struct up *u);
+bool up_failed(const struct up *u);
+unsigned up_caps(const struct up *u);
+const char *up_server(const struct up *u); /* "127.0.0.1:25" of the server in use */
+const char *up_tls_version(const struct up *u);
+/* SIZE limit the upstream announced, 0 if none. */
+unsigned long long up_size_limit(const struct up *u);
+
+/* Tell the upstream who the client is: XCLIENT (once per session, then EHLO
+ * again, transparently) or XFORWARD (before each transaction). `cb` gets the
+ * result (an XCLIENT policy refusal is a reply, relayed by the session).
+ * With neither extension (or both disabled) cb is called at once with a
+ * synthetic 250. */
+void up_identify(struct up *u, const struct up_client_info *ci, up_cb cb, void *ud);
+
+/* Queue one command line (without CRLF). */
+void up_command(struct up *u, const char *line, up_cb cb, void *ud);
+
+/* Send DATA and the message given as segments of canonical bytes (CRLF
+ * lines, not dot-stuffed). The segments must stay valid until cb. cb gets
+ * the DATA refusal (4xx/5xx to DATA) or the final reply after the dot. */
+void up_data(struct up *u, const struct iovec *segs, size_t nsegs, up_cb cb, void *ud);
+/* Bytes written to the upstream in the last up_data (wire bytes). */
+unsigned long long up_data_bytes(const struct up *u);
+
+/* Send QUIT (if usable) and close; no callback is called after this. */
+void up_free(struct up *u);
+
+#endif
