@@ -76,7 +76,9 @@ struct cmd {
  * case-insensitive. "MAIL FROM:" and "RCPT TO:" are recognised as verbs MAIL
  * and RCPT with arg pointing at the '<' (or whatever follows the colon, after
  * optional spaces, as many clients send "MAIL FROM: <a@b>"). A MAIL/RCPT
- * without the FROM:/TO: keyword yields verb MAIL/RCPT with arg NULL. */
+ * without the FROM:/TO: keyword yields verb MAIL/RCPT with arg NULL.
+ * The verb ends at the first space: "NOOPX" is CMD_UNKNOWN (its arg is
+ * still what follows the spaces). Trailing spaces are dropped from arg. */
 void cmd_parse(const char *line, size_t len, struct cmd *out);
 const char *cmd_verb_name(enum cmd_verb v);
 
@@ -133,14 +135,26 @@ enum cmd_path_err {
 /*
  * Parse the argument of MAIL (is_rcpt false; arg as set by cmd_parse) or RCPT:
  * "<path> [SP param[=value]]*". Parameters recognised: SIZE, BODY, SMTPUTF8,
- * RET, ENVID, AUTH (MAIL); NOTIFY, ORCPT (RCPT). Any other parameter gives
- * CMD_PATH_PARAM and *bad_param points at it. A path may be given without
- * brackets by lax clients: not accepted (syntax error), as Postfix's strict
- * mode does. `err_text` gets a short human-readable reason.
+ * RET, ENVID, AUTH (MAIL); NOTIFY, ORCPT (RCPT). Any other parameter, or
+ * a MAIL parameter on RCPT and vice versa, gives CMD_PATH_PARAM
+ * (cmd_parse_mailrcpt_ex() also reports which one). A path may be given
+ * without brackets by lax clients: not accepted (syntax error), as Postfix's
+ * strict mode does. `err_text` (optional) gets a short static reason ("ok"
+ * on success). arg NULL (no FROM:/TO:) is CMD_PATH_SYNTAX. On error *path
+ * and *params are zeroed. ENVID's 100-character limit applies to the
+ * decoded value; the 256-octet total path limit is not enforced (only the
+ * local-part 64 and domain 255 limits are).
  */
 enum cmd_path_err cmd_parse_mailrcpt(const char *arg, size_t len, bool is_rcpt,
                                      struct cmd_path *path, struct cmd_params *params,
                                      const char **err_text);
+/* The same, and on CMD_PATH_PARAM / CMD_PATH_PARAM_DUP *bad_param /
+ * *bad_param_len (both optional) get the offending "keyword[=value]" token,
+ * pointing into arg; NULL / 0 otherwise. */
+enum cmd_path_err cmd_parse_mailrcpt_ex(const char *arg, size_t len, bool is_rcpt,
+                                        struct cmd_path *path, struct cmd_params *params,
+                                        const char **err_text, const char **bad_param,
+                                        size_t *bad_param_len);
 
 /* Validate a mailbox (local@domain, or quoted local part; domain a dot-atom
  * or address literal) as it would appear in a path; used to validate
