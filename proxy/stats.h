@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "buf.h"
+
 enum stats_verdict {
     STATS_V_ACCEPTED = 0,
     STATS_V_REJECTED,
@@ -55,5 +57,140 @@ void stats_config_reload(bool ok);
 void stats_set_listening(bool on);
 void stats_set_upstream_ok(bool ok);
 void stats_set_chain_loaded(bool ok);
+
+/*
+ * ---- Readiness (read by stats_http for /readyz) --------------------------
+ * True when listening, the upstream is reachable and the chain is loaded.
+ * Otherwise false, and `why` (if not NULL) names the first missing piece.
+ */
+bool stats_ready(char *why, size_t whylen);
+
+/*
+ * ---- Per-plugin records (called by the plugin host) ----------------------
+ * One record per chain *instance name*. stats_plugin_get() is idempotent:
+ * the same name returns the same record, so a reload that keeps an instance
+ * keeps its counters (counters never go backwards). Records are never freed
+ * while the process runs (removed instances simply stop moving). It takes a
+ * lock and may allocate: call it at load/reload time, keep the pointer.
+ * Returns NULL when out of memory or when STATS_PLUGINS_MAX records exist;
+ * every stats_plugin_* function below accepts NULL and then does nothing,
+ * so the host needs no special case. All of them are lock-free (relaxed
+ * atomics) and safe from any thread, pool threads included.
+ * The name is copied; bytes outside printable ASCII become '_' and it is
+ * cut at STATS_NAME_MAX - 1 bytes.
+ */
+#define STATS_PLUGINS_MAX 64
+#define STATS_NAME_MAX 64
+
+/* A plugin's answer to one hook (same order as the SDK's verdict set). */
+enum stats_pverdict {
+    STATS_PV_CONTINUE = 0,
+    STATS_PV_ACCEPT,
+    STATS_PV_REJECT,
+    STATS_PV_TEMPFAIL,
+    STATS_PV_DISCARD,
+    STATS_PV_QUARANTINE,
+    STATS_PV_DISCONNECT,
+    STATS_PV_COUNT
+};
+
+/* The SMTP phase a hook ran in (label `phase`). */
+enum stats_phase {
+    STATS_PH_CONNECT = 0,
+    STATS_PH_HELO,
+    STATS_PH_MAIL,
+    STATS_PH_RCPT,
+    STATS_PH_DATA,
+    STATS_PH_RESET,
+    STATS_PH_CLOSE,
+    STATS_PH_COUNT
+};
+
+/* Circuit-breaker state; exported as the gauge's value (0, 1, 2). */
+enum stats_breaker {
+    STATS_CB_CLOSED = 0,    /* plugin is called normally */
+    STATS_CB_OPEN = 1,      /* tripped: policy applied without calling it */
+    STATS_CB_HALF_OPEN = 2, /* cool-down over: next call is a trial */
+};
+
+struct stats_plugin;
+
+struct stats_plugin *stats_plugin_get(const char *instance_name);
+void stats_plugin_verdict(struct stats_plugin *p, enum stats_pverdict v);
+/* Wall time one hook took (seconds), whatever its verdict. */
+void stats_plugin_latency(struct stats_plugin *p, enum stats_phase ph, double seconds);
+void stats_plugin_timeout(struct stats_plugin *p);
+void stats_plugin_error(struct stats_plugin *p);
+/* Set the breaker state; a change to STATS_CB_OPEN also counts one trip. */
+void stats_plugin_breaker(struct stats_plugin *p, enum stats_breaker st);
+
+/*
+ * ---- Plugin-defined counters ---------------------------------------------
+ * stats_counter_new() registers (or, with the same sanitised name, returns
+ * the existing) counter `sluice_<name>_total` with an optional single label.
+ * Name sanitising: lower-cased, every byte outside [a-z0-9_] becomes '_',
+ * a leading "sluice_" and a trailing "_total" are added when missing.
+ * label_name follows the same rule (no prefix/suffix) and must not be
+ * empty, start with "__" or be "le"/"quantile"; NULL means no label.
+ * At most max_label_values distinct values are kept (clamped to
+ * 1..STATS_LABEL_VALUES_MAX); later new values are counted under the value
+ * "other", so a plugin cannot blow up the scrape (spam rule names, virus
+ * names). Returns NULL on a name taken by a core metric, a label mismatch
+ * with an existing counter of that name, a bad label name, no memory, or
+ * more than STATS_COUNTERS_MAX counters. Takes a lock: call at init.
+ *
+ * stats_counter_add() is safe from any thread. Known label values are found
+ * without a lock; only the first sighting of a new value takes the
+ * counter's mutex. label_value is ignored for an unlabelled counter; NULL or
+ * "" on a labelled one counts under "none". Values are copied, bytes outside
+ * printable ASCII become '_', and they are cut at STATS_LABEL_VALUE_MAX - 1.
+ * c == NULL does nothing.
+ */
+#define STATS_COUNTERS_MAX 128
+#define STATS_LABEL_VALUES_MAX 1000
+#define STATS_LABEL_VALUE_MAX 96
+
+struct stats_counter;
+
+struct stats_counter *stats_counter_new(const char *name, const char *help,
+                                        const char *label_name, unsigned max_label_values);
+void stats_counter_add(struct stats_counter *c, const char *label_value, uint64_t n);
+/* The same as stats_counter_new(): the name the plugin host was told about. */
+struct stats_counter *stats_plugin_counter(const char *name, const char *help,
+                                           const char *label_name, unsigned max_label_values);
+/* Current value of one series (tests, the host's own logging); 0 if unknown. */
+uint64_t stats_counter_get(const struct stats_counter *c, const char *label_value);
+
+/*
+ * ---- Decision records -----------------------------------------------------
+ * One JSON object per finished transaction (built by the plugin host: sid,
+ * time, client, from, rcpts, verdict, deciding plugin, reason, scores and
+ * symbols, per-plugin time). The text is validated as one JSON object and
+ * copied; the last STATS_DECISIONS_MAX are kept and /stats returns them,
+ * newest first. 0, -EINVAL (not a JSON object), -E2BIG (longer than
+ * STATS_DECISION_MAX_LEN) or -ENOMEM. Any thread; takes a mutex.
+ */
+#define STATS_DECISIONS_MAX 100
+#define STATS_DECISION_MAX_LEN 16384
+
+int stats_decision_push(const char *json_object);
+
+/*
+ * ---- Rendering (stats_http and tests) -------------------------------------
+ * Append the whole state to `out`: Prometheus text format 0.0.4, or the
+ * /stats JSON document. `now` is the Unix time (seconds) used for uptime.
+ * 0 or -ENOMEM. Safe from any thread, concurrently with the event calls.
+ */
+int stats_render_metrics(buf_t *out, double now);
+int stats_render_json(buf_t *out, double now);
+/* Unix time now, as stats uses it (CLOCK_REALTIME). */
+double stats_now(void);
+
+/*
+ * Tests only: zero every counter, drop plugin records, plugin counters and
+ * decisions, and set the start time. Not thread-safe: nothing else may use
+ * stats meanwhile (pointers from stats_plugin_get/stats_counter_new die).
+ */
+void stats_reset(double start_time);
 
 #endif
