@@ -38,6 +38,7 @@ usage: $0 [options]
                    32 sessions x 4 KiB, throughput compared with the empty chain
   --scrape         extra scenario: scrape http://127.0.0.1:STATSPORT/metrics every
                    100 ms during 32 x 4 KiB via sluice; cost compared with no scrape
+                   (sluice always runs with --stats-listen on a free port)
   --standin        no sluice: measure the "via" column against the sink directly
                    (only to develop this script; figures then mean nothing)
   --scale F        multiply message counts by F (e.g. 0.2 for a quick run)
@@ -171,17 +172,30 @@ start_sluice() { # name port [extra args...]: sets sluice_pid
 
 stats_port=""
 sluice_args=()
-[ -n "$config" ] && sluice_args+=(-c "$config")
 if [ "$standin" = 1 ]; then
     via_port=$sink_port
     sluice_pid=""
     echo "!! STAND-IN MODE: the 'via sluice' column is the sink again, not sluice"
 else
     via_port=$(free_port)
-    if [ "$scrape" = 1 ]; then
-        stats_port=$(free_port)
-        sluice_args+=(--stats-listen "127.0.0.1:$stats_port")
+    # The stats endpoint stays on (as in production), on a port of our own:
+    # its default 127.0.0.1:9025 may be taken.
+    stats_port=$(free_port)
+    if [ -n "$config" ]; then
+        sluice_args+=(-c "$config")
+    else
+        # Without a config, only the connection limits are raised so that
+        # 1,000 idle connections fit (defaults: 1000 in total, 50 per IP).
+        printf '[server]\nmax_connections = 4096\nmax_connections_per_ip = 4096\n' >"$work/bench.conf"
+        if "$sluice" --check -c "$work/bench.conf" --listen "127.0.0.1:$via_port" \
+            --upstream "127.0.0.1:$sink_port" --stats-listen "127.0.0.1:$stats_port" \
+            >"$work/check.out" 2>&1; then
+            sluice_args+=(-c "$work/bench.conf")
+        else
+            echo "   (sluice --check refused the bench config, running with defaults: $(head -1 "$work/check.out"))"
+        fi
     fi
+    sluice_args+=(--stats-listen "127.0.0.1:$stats_port")
     start_sluice sluice "$via_port" "${sluice_args[@]}"
 fi
 main_sluice_pid=$sluice_pid
@@ -399,7 +413,7 @@ if [ -n "$chain" ] && [ "$standin" = 0 ]; then
     echo
     echo "== chain cost: sluice -c $chain vs empty chain, 32 x 4 KiB (sluice-bench)"
     chain_port=$(free_port)
-    start_sluice sluice-chain "$chain_port" -c "$chain"
+    start_sluice sluice-chain "$chain_port" -c "$chain" --stats-listen "127.0.0.1:$(free_port)"
     a=$(extra_rate "$via_port")
     b=$(extra_rate "$chain_port")
     c=$(extra_rate "$via_port")
