@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // sluice dashboard: polls /stats every 2 s and renders it. Rates are computed
-// here from two successive counter readings, so the server keeps no history.
+// here from two successive counter readings, so the server keeps no history;
+// the time between them is the server's own uptime difference, not the
+// browser's clock, so network jitter does not distort them.
 // Every value is written with textContent: decision records carry
 // client-supplied text (addresses, reasons), never HTML.
 "use strict";
 
 const POLL_MS = 2000;
 const VERDICTS = ["accepted", "rejected", "tempfailed", "discarded", "quarantined", "aborted"];
-let prev = null;      // {t, messages}
+let prev = null;      // {uptime, messages} of the previous poll
 let polls = 0;
 
 function $(id) { return document.getElementById(id); }
@@ -156,10 +158,9 @@ function renderDecisions(s) {
 }
 
 function render(s) {
-  const now = performance.now() / 1000;
   let rates = null;
-  if (prev) {
-    const dt = Math.max(now - prev.t, 0.001);
+  const dt = prev ? s.uptime_seconds - prev.uptime : 0;
+  if (dt > 0) {
     rates = {};
     let all = 0;
     for (const v of VERDICTS) {
@@ -168,7 +169,7 @@ function render(s) {
     }
     set("rate-all", fmtRate(all));
   }
-  prev = {t: now, messages: Object.assign({}, s.messages)};
+  if (!prev || dt > 0) prev = {uptime: s.uptime_seconds, messages: Object.assign({}, s.messages)};
 
   set("version", "v" + s.version);
   set("uptime", fmtDuration(s.uptime_seconds));
