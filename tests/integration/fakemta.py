@@ -182,6 +182,13 @@ class FakeMTA:
             return [m for s in self.sessions for m in s.messages if m.accepted]
 
     @property
+    def tx_sessions(self):
+        """Sessions that saw a MAIL command (sluice also opens capability
+        probes that only EHLO and QUIT)."""
+        with self.lock:
+            return [s for s in self.sessions if "MAIL" in s.verbs()]
+
+    @property
     def all_messages(self):
         with self.lock:
             return [m for s in self.sessions for m in s.messages]

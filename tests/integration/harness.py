@@ -410,11 +410,13 @@ class Client:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            r, _, _ = select.select([self.sock], [], [], left)
-            if not r:
-                break
+            # recv with a timeout, not select(): on a TLS socket select()
+            # also wakes for records that carry no data (session tickets).
+            self.sock.settimeout(left)
             try:
                 d = self.sock.recv(65536)
+            except (socket.timeout, ssl.SSLWantReadError):
+                break
             except OSError:
                 d = b""
             if not d:

@@ -104,6 +104,11 @@ class PrivatePostfix:
             "mynetworks": "127.0.0.0/8",
             "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
             "smtpd_authorized_xclient_hosts": "127.0.0.0/8",
+            # One recipient Postfix itself refuses, to show its validation
+            # relayed through sluice.
+            "smtpd_recipient_restrictions":
+                "check_recipient_access inline:{ { unknown@example.net = "
+                "550 5.1.1 User unknown } }",
             "alias_maps": "",
             "alias_database": "",
             "default_transport": "error:outbound delivery disabled in tests",

@@ -80,8 +80,8 @@ def test_many_transactions_one_session_with_rset(fake, sluice):
     assert [m.data for m in msgs[:3]] == [b"Subject: n%d\r\n\r\nmessage %d\r\n" % (i, i)
                                           for i in range(3)]
     # The upstream connection is reused for the whole client session.
-    assert len(fake.sessions) == 1
-    assert "RSET" in fake.sessions[0].verbs()
+    assert len(fake.tx_sessions) == 1
+    assert "RSET" in fake.tx_sessions[0].verbs()
 
 
 def test_smtplib_several_messages_and_recipients(fake, sluice):
@@ -145,7 +145,7 @@ def test_pipelining_past_data_554(fake_factory, sluice_factory):
         assert rest and rest[-1].code in (221, 421), rest
         assert all(x.code >= 400 for x in rest[:-1]), rest
     assert fake_messages_none(up)
-    assert "DATA" not in up.sessions[0].verbs()
+    assert "DATA" not in up.tx_sessions[0].verbs()
 
 
 def fake_messages_none(up, wait=0.5):
@@ -217,7 +217,7 @@ def test_source_route_in_rcpt_ignored(fake, sluice):
 
 # ---- log line ----------------------------------------------------------------
 def test_transaction_log_line(fake, sluice):
-    body = b"Subject: log\r\n\r\n" + b"x" * 1000 + b"\r\n"
+    body = b"Subject: log\r\n\r\n" + (b"x" * 498 + b"\r\n") * 2
     with open_session(sluice, "helo.example") as c:
         assert transaction(c, "log@example.com", ["r1@example.net", "r2@example.net"],
                            body).code == 250

@@ -32,10 +32,10 @@ def test_client_gone_mid_data(fake, sluice):
     time.sleep(0.2)
     c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     c.close()
-    ok = fake.wait_for(lambda f: f.sessions and (
-        {"RSET", "QUIT"} & set(f.sessions[0].verbs()) or f.sessions[0].closed.is_set()), 10)
-    assert ok, fake.sessions[0].verbs() if fake.sessions else "no upstream session"
-    s = fake.sessions[0]
+    ok = fake.wait_for(lambda f: f.tx_sessions and (
+        {"RSET", "QUIT"} & set(f.tx_sessions[0].verbs()) or f.tx_sessions[0].closed.is_set()), 10)
+    assert ok, fake.tx_sessions[0].verbs() if fake.tx_sessions else "no upstream session"
+    s = fake.tx_sessions[0]
     assert "DATA" not in s.verbs(), s.verbs()
     assert {"RSET", "QUIT"} & set(s.verbs()), "upstream saw neither RSET nor QUIT: %s" % s.verbs()
     assert fake.all_messages == []
@@ -170,9 +170,10 @@ def test_client_not_reading_is_paused(fake, sluice):
     print("paused after %d bytes; RSS %d kB (was %d kB)" % (total, rss, base_rss))
 
 
-def test_idle_connections_memory(fake, sluice):
+def test_idle_connections_memory(fake, sluice_factory):
     """Not the benchmark, just a guard: 200 idle sessions stay well under
     64 KiB each."""
+    sluice = sluice_factory(fake.port, server={"max_connections_per_ip": "1000"})
     before = sluice.rss_kb()
     conns = []
     try:

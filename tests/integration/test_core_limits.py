@@ -87,7 +87,7 @@ def test_smuggling_normalized_keeps_boundary(fake_factory, sluice_factory, name)
     # Canonical CRLF on the wire: no bare CR or LF left.
     stripped = m.raw.replace(b"\r\n", b"")
     assert b"\r" not in stripped and b"\n" not in stripped, m.raw
-    assert sum(1 for v in up.sessions[0].verbs() if v == "DATA") == 1
+    assert sum(1 for v in up.tx_sessions[0].verbs() if v == "DATA") == 1
 
 
 def test_dot_stuffing_roundtrip(fake, sluice):
@@ -234,7 +234,8 @@ def test_nul_in_command(sluice):
     with session(sluice) as c:
         r = c.cmd("NOOP\0hidden")
         assert r.code >= 500, r
-        c.expect("MAIL FROM:<a\0b@example.com>", 501)
+        r = c.cmd("MAIL FROM:<a\0b@example.com>")
+        assert r.code in (500, 501), r
         c.expect("NOOP", 250)
 
 

@@ -1,0 +1,59 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# install-deps.sh: install (as root, on Debian 12) every package sluice is
+# built, tested and demonstrated with. Idempotent: packages already present
+# are skipped, and the package lists are only refreshed when something is
+# missing. This is the one place the list lives.
+set -euo pipefail
+
+PACKAGES=(
+  # build: compiler, CMake, pkg-config
+  build-essential cmake pkg-config clang libclang-rt-14-dev
+  # libraries the daemon and plugins link
+  libuv1-dev libssl-dev libinih-dev libpcre2-dev libgmime-3.0-dev
+  libmicrohttpd-dev libclamav-dev libopendkim-dev
+  # unit tests
+  libcmocka-dev
+  # integration tests and demo: Python, a real MTA, real SMTP client, certs
+  python3 python3-pytest postfix swaks openssl curl iproute2 procps util-linux
+  # plugin tests: antivirus, DKIM, spam scoring
+  clamav-daemon clamav-testfiles python3-dkim python3-nacl opendkim-tools rspamd
+  # stats tests: Prometheus' promtool, headless dashboard test
+  prometheus chromium
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps.sh: run as root (sudo bash $0)" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps.sh: all ${#PACKAGES[@]} packages already installed"
+  exit 0
+fi
+
+echo "install-deps.sh: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# Postfix: install the binaries only. sluice's tests and demo run private
+# instances; no system mail service is configured or started.
+echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+echo "postfix postfix/mailname string sluice-test.invalid" | debconf-set-selections
+
+apt_install() {
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+# Refresh the lists only when they are absent or the install cannot find
+# something with the current ones.
+if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1 || ! apt_install; then
+  apt-get update -q
+  apt_install
+fi
+echo "install-deps.sh: done"
