@@ -272,14 +272,15 @@ def test_upstream_down_not_ready(sluice_factory, stats_port):
 
 # ---- a real recording upstream: Postfix's smtp-sink ---------------------------
 
-def test_smtp_sink_counts(sluice_factory, stats_port, tmp_path):
+def test_smtp_sink_counts(sluice_factory, stats_port):
     sink = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
     if not os.path.exists(sink):
         pytest.skip("smtp-sink (Debian package postfix) not installed")
     if os.geteuid() != 0:
         pytest.skip("smtp-sink -u needs root")
-    dump = tempfile.mkdtemp(prefix="stats-sink-", dir=str(tmp_path))
-    os.chmod(str(tmp_path), 0o755)
+    # smtp-sink writes as nobody: pytest's tmp_path (under a 0700 directory)
+    # is out of its reach, so the dump goes to a directory of its own.
+    dump = tempfile.mkdtemp(prefix="sluice-stats-sink-")
     os.chmod(dump, 0o777)
     port = harness.free_port()
     proc = subprocess.Popen([sink, "-u", "nobody", "-d", dump + "/%M.", "127.0.0.1:%d" % port,
@@ -314,3 +315,5 @@ def test_smtp_sink_counts(sluice_factory, stats_port, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+        proc.stderr.close()
+        shutil.rmtree(dump, ignore_errors=True)
