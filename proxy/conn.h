@@ -13,7 +13,12 @@
  * conn_pending() is what is queued and not yet written; CONN_EV_DRAINED fires
  * when it falls to zero after having been non-zero, which is how callers
  * apply backpressure (stop reading a client that does not read its replies;
- * feed a large message in chunks).
+ * feed a large message in chunks). Output OpenSSL produces by itself
+ * (handshake flights, tickets, alerts) counts too, so DRAINED may also fire
+ * after a handshake.
+ *
+ * Threads: all conns must live on one loop thread (they share one static
+ * 64 KiB read buffer, so an idle conn costs only its own ~400 bytes).
  */
 #ifndef SLUICE_CONN_H
 #define SLUICE_CONN_H
@@ -43,7 +48,8 @@ struct conn *conn_new(uv_loop_t *loop, conn_read_fn on_read, conn_event_fn on_ev
 /* The TCP handle, to pass to uv_accept(). */
 uv_tcp_t *conn_tcp(struct conn *c);
 /* Start an outgoing connection; reports CONN_EV_CONNECTED / CONN_EV_CONNECT_FAIL.
- * `bind_addr` (nullable) is the local address to bind first. */
+ * `bind_addr` (nullable) is the local address to bind first. Call
+ * conn_read_start() after CONNECTED; output flushed before it is sent then. */
 int conn_connect(struct conn *c, const struct sockaddr *addr, const struct sockaddr *bind_addr);
 void conn_set_nodelay(struct conn *c);
 
@@ -64,6 +70,13 @@ size_t conn_pending(const struct conn *c);
  * handshake result comes as CONN_EV_TLS_DONE / CONN_EV_TLS_FAIL.
  * Server: ctx from tls_server_ctx_new(). Client: sni_host (nullable) is sent
  * as SNI and, when verify is set, checked against the certificate.
+ *
+ * on_read gets every chunk whole, so when the caller starts TLS while it is
+ * still processing a chunk (the STARTTLS line or the 220 reply), the rest
+ * of that chunk is the caller's to drop: conn holds no plaintext back.
+ * Output already queued (the "220 Ready" reply) is flushed first, in clear.
+ * conn_write() before the handshake completes is queued and encrypted
+ * after it. After CONN_EV_TLS_FAIL the conn reads no more: close it.
  */
 int conn_starttls_server(struct conn *c, SSL_CTX *ctx);
 int conn_starttls_client(struct conn *c, SSL_CTX *ctx, const char *sni_host, bool verify);

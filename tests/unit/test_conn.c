@@ -708,6 +708,43 @@ static void test_close_with_writes_in_flight(void **state)
     assert_true(fx->srv.raw.len < 4 * (size_t)BIG_TOTAL);
 }
 
+static void count_tcp(uv_handle_t *h, void *arg)
+{
+    if (h->type == UV_TCP && !uv_is_closing(h))
+        (*(int *)arg)++;
+}
+
+/* listener + idle_sock + the server conn: the client's handle is gone */
+static bool cli_handle_closed(struct fixture *fx)
+{
+    int n = 0;
+    uv_walk(&fx->loop, count_tcp, &n);
+    return n == 3;
+}
+
+/* A graceful close towards a peer that never reads gives up after the
+ * deadline and releases everything. */
+static void test_graceful_close_deadline(void **state)
+{
+    struct fixture *fx = *state;
+    connect_client(fx, NULL);
+    run_until(fx, both_connected);
+    conn_read_stop(fx->srv.c);
+    char *big = calloc(1, BIG_TOTAL);
+    assert_non_null(big);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(conn_write(fx->cli.c, big, BIG_TOTAL), 0);
+    free(big);
+    uv_update_time(&fx->loop);
+    uint64_t t0 = uv_now(&fx->loop);
+    side_close(&fx->cli, true);
+    assert_false(cli_handle_closed(fx));
+    run_until(fx, cli_handle_closed);
+    uint64_t waited = uv_now(&fx->loop) - t0;
+    assert_true(waited >= 2900);
+    assert_true(waited < 6000);
+}
+
 static bool cli_eof(struct fixture *fx) { return fx->cli.ev[CONN_EV_EOF] > 0; }
 
 static void test_graceful_close_delivers_pending(void **state)
@@ -875,6 +912,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tls_pause_resume, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_with_writes_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_graceful_close_delivers_pending, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_graceful_close_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_large_transfer, setup, teardown),
     };
