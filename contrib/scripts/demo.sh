@@ -106,7 +106,8 @@ outcome "1. a normal message" --from alice@example.com --to bob@example.net \
 outcome "2. a recipient the upstream refuses (Postfix's answer relayed)" \
   --from alice@example.com --to unknown@example.net --helo client.demo
 
-printf 'Subject: smuggling attempt\r\n\r\nfirst message\n.\nMAIL FROM:<evil@attacker.example>\r\nRCPT TO:<bob@example.net>\r\nDATA\r\nSubject: smuggled\r\n\r\nsmuggled\r\n.\r\n' \
+# swaks --no-data-fixup sends the file as is plus one CRLF: so no final CRLF.
+printf 'Subject: smuggling attempt\r\n\r\nfirst message\n.\nMAIL FROM:<evil@attacker.example>\r\nRCPT TO:<bob@example.net>\r\nDATA\r\nSubject: smuggled\r\n\r\nsmuggled\r\n.' \
   > "$WORK/smuggle.eml"
 outcome "3. an SMTP smuggling attempt (bare LF.LF inside DATA)" \
   --from mallory@example.com --to bob@example.net --helo client.demo \
