@@ -34,6 +34,10 @@ enum cmd_rd cmd_reader_next(struct cmd_reader *r, const char *in, size_t len, si
 
     *line = NULL;
     *line_len = 0;
+    if (len == 0) {
+        *consumed = 0; /* in may be NULL */
+        return CMD_RD_AGAIN;
+    }
     if (r->discarding) {
         lf = memchr(in, '\n', len);
         if (lf == NULL) {
@@ -127,8 +131,10 @@ void cmd_parse(const char *line, size_t len, struct cmd *out)
     out->verb = CMD_UNKNOWN;
     out->arg = "";
     out->arg_len = 0;
-    out->has_nul = memchr(line, '\0', len) != NULL;
+    out->has_nul = len > 0 && memchr(line, '\0', len) != NULL;
     out->has_8bit = cmd__has_8bit(line, len);
+    if (len == 0)
+        return; /* line may be NULL */
 
     while (vlen < len && line[vlen] != ' ')
         vlen++;

@@ -121,11 +121,14 @@ static void data__bare(struct data_reader *r)
 
 size_t data_reader_feed(struct data_reader *r, const char *in, size_t len)
 {
-    const char *p = in, *end = in + len;
-    const char *run = in; /* start of input bytes that are output verbatim */
+    const char *p, *end, *run;
 
-    if (r->done)
+    /* len 0 may come with in == NULL, where even in + 0 is undefined. */
+    if (r->done || len == 0)
         return 0;
+    p = in;
+    end = in + len;
+    run = in; /* start of input bytes that are output verbatim */
 
     while (p < end) {
         switch ((enum data_state)r->state) {
@@ -240,9 +243,15 @@ size_t data_reader_feed(struct data_reader *r, const char *in, size_t len)
 
 int data_stuff(const char *in, size_t len, bool *at_line_start, data_sink_fn sink, void *ctx)
 {
-    const char *p = in, *end = in + len, *run = in;
+    const char *p, *end, *run;
     bool bol = *at_line_start;
     int rc;
+
+    if (len == 0)
+        return 0; /* in may be NULL */
+    p = in;
+    end = in + len;
+    run = in;
 
     while (p < end) {
         const char *lf;

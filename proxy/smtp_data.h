@@ -12,6 +12,24 @@
  * the output (a following "." on that line is then content, and is
  * re-stuffed on output, so the upstream sees the same message boundary).
  *
+ * Exact rules (a "real" line start follows a literal CR LF, or is the very
+ * first byte: the CR LF of the DATA command counts; a "bare" line start
+ * follows a bare LF or bare CR):
+ *  - data ends at the first literal CR LF "." CR LF, and nowhere else;
+ *  - at any line start, real or bare, a "." followed by more line content
+ *    is a stuffing dot and is dropped ("..x" -> ".x", ". " -> " ");
+ *  - a line that is just "." but is not the terminator (it starts bare,
+ *    or ends with a bare LF/CR) is content ".": data_stuff() sends it as
+ *    "..", so the upstream cannot see an end there either;
+ *  - output under DATA_BARE_REJECT is the same as under NORMALIZE (bare
+ *    line ends become CRLF); only DATA_ERR_BARE_NL differs. The session
+ *    discards it anyway.
+ * Line lengths, the header section and max_size are measured on the
+ * canonical output (after unstuffing and normalisation). out_bytes counts
+ * the whole canonical message even after output stopped (TOO_BIG / SINK),
+ * so the real size can be logged. pend[] is unused (held-back bytes are
+ * implied by the state).
+ *
  * Errors are sticky bits; the reader never stops early, because the only
  * safe point to answer is after the terminating dot.
  */
@@ -58,8 +76,9 @@ struct data_reader {
     unsigned errors;      /* DATA_ERR_* */
     bool done;
     bool has_8bit;        /* any byte >= 0x80 */
-    uint64_t header_end;  /* offset of the CRLF CRLF end of header (body start), or 0 if none yet */
-    uint64_t lines;
+    uint64_t header_end;  /* canonical offset where the body starts (just after the empty
+                           * line's CRLF), or 0 if no empty line yet */
+    uint64_t lines;       /* canonical lines (CRLFs) so far */
     char pend[8];         /* bytes held back while deciding (CR, dot ...) */
     size_t pend_len;
 };
@@ -83,6 +102,12 @@ static inline unsigned data_reader_errors(const struct data_reader *r) { return 
  * point into `in` or at a static "."), tracking line starts across calls in
  * *at_line_start (start with true). Call data_stuff_end() once to emit the
  * final CRLF (if the message did not end with one) and ".\r\n".
+ * One sink call per run of lines, plus a "." before each line that starts
+ * with "." (the original dot opens the next run). Returns 0 or the first
+ * nonzero sink return (nothing more is emitted then). The input should be
+ * canonical (CRLF); a bare LF also counts as a line start, so a dot after
+ * it is stuffed too, but data_stuff_end() cannot tell a message ending in
+ * a bare LF from one ending in CRLF.
  */
 int data_stuff(const char *in, size_t len, bool *at_line_start, data_sink_fn sink, void *ctx);
 int data_stuff_end(bool at_line_start, data_sink_fn sink, void *ctx);

@@ -70,13 +70,15 @@ enum reply_rd reply_reader_next(struct reply_reader *r, const char *in, size_t l
     size_t off = 0;
 
     *consumed = 0;
+    if (len == 0)
+        return REPLY_AGAIN; /* in may be NULL */
     for (;;) {
         const char *line = in + off, *lf, *text;
         size_t avail = len - off, n, tlen;
         int code;
         bool last;
 
-        lf = memchr(line, '\n', avail);
+        lf = avail > 0 ? memchr(line, '\n', avail) : NULL;
         if (lf == NULL) {
             /* Over-long already? Allow for a CR waiting for its LF. */
             if (avail > REPLY_LINE_MAX + 1 ||

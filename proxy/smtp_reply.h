@@ -17,7 +17,8 @@
 
 struct smtp_reply {
     int code;            /* 200..599 */
-    char enh[16];        /* enhanced status "x.y.z" if the first line has one, else "" */
+    char enh[16];        /* enhanced status "x.y.z" if the first line has one (class
+                          * 2/4/5 matching the code's first digit), else "" */
     size_t nlines;
     /* Each line's text after "NNN-" / "NNN " (and after the enhanced code on
      * every line if present), NUL-terminated, into `text` storage. */
@@ -39,12 +40,25 @@ struct reply_reader {
 };
 
 void reply_reader_init(struct reply_reader *r);
-/* Consume at most one reply from in[0..len). *consumed bytes may be dropped. */
+/*
+ * Consume at most one reply from in[0..len). *consumed bytes may be
+ * dropped. Only complete lines are consumed, so it resumes at any split.
+ * The reply is assembled in *out: pass the SAME `out` on every call until
+ * REPLY_DONE (the reader keeps counters, the lines live in out->text), and
+ * do not copy *out by value afterwards (lines[] point into out->text).
+ * After REPLY_DONE the reader is ready for the next reply (pipelining: the
+ * bytes after *consumed are its start). Bare LF is accepted as a line end.
+ * If the texts exceed out->text they are truncated (never reached by sane
+ * replies; every line stays NUL-terminated). A line with a NUL byte is an
+ * error. After REPLY_ERROR the connection should be dropped; *consumed is
+ * then only informative.
+ */
 enum reply_rd reply_reader_next(struct reply_reader *r, const char *in, size_t len,
                                 size_t *consumed, struct smtp_reply *out);
 
 /* For EHLO replies: does line i (i>=1) announce `keyword`? Case-insensitive;
- * *params (optional) gets the rest of the line after the keyword and a space. */
+ * *params (optional) gets the rest of the line after the keyword and a space
+ * ("" if none; NULL when not found). Line 0 is the greeting, never matched. */
 bool reply_has_keyword(const struct smtp_reply *r, const char *keyword, const char **params);
 
 #endif
