@@ -16,6 +16,7 @@
 #include "buf.h"
 #include "cfg.h"
 #include "conn.h"
+#include "host.h"
 #include "log.h"
 #include "mime7.h"
 #include "server.h"
@@ -110,7 +111,16 @@ int main(int argc, char **argv)
     struct cfg *cfg = cfg_load(config_path, &g_overrides, &errs);
     if (cfg && check)
         check_extra(cfg, &errs);
-    if (!cfg || errs.len) {
+    struct chain *chain = NULL;
+    if (cfg && !errs.len) {
+        /* Plugins log through our logger while they initialise. */
+        log_init("sluice", 0, check ? LOG_LVL_WARN : debug ? LOG_LVL_DEBUG : (enum log_level)cfg->log_level);
+        mime7_init();
+        if (!check)
+            stats_init();
+        chain = chain_load(cfg, check, &errs);
+    }
+    if (!cfg || errs.len || !chain) {
         fputs(errs.ptr ? errs.ptr : "sluice: invalid configuration\n", stderr);
         buf_free(&errs);
         if (cfg)
@@ -119,10 +129,15 @@ int main(int argc, char **argv)
     }
     buf_free(&errs);
     if (check) {
-        printf("%s: configuration OK\n", config_path ? config_path : "(defaults)");
+        printf("%s: configuration OK (%zu plugin instance%s)\n",
+               config_path ? config_path : "(defaults)", chain_size(chain),
+               chain_size(chain) == 1 ? "" : "s");
+        chain_unref(chain);
         cfg_unref(cfg);
         return 0;
     }
+    host_set_current_chain(chain);
+    chain_unref(chain);
 
     log_init("sluice", cfg->log_syslog, debug ? LOG_LVL_DEBUG : (enum log_level)cfg->log_level);
     signal(SIGPIPE, SIG_IGN);
@@ -131,9 +146,7 @@ int main(int argc, char **argv)
     snprintf(nthreads, sizeof nthreads, "%u", cfg->thread_pool_size);
     setenv("UV_THREADPOOL_SIZE", nthreads, 1);
 
-    stats_init();
     stats_set_build_info(SLUICE_VERSION);
-    mime7_init();
 
     uv_loop_t *loop = uv_default_loop();
     struct server srv;
@@ -160,6 +173,7 @@ int main(int argc, char **argv)
     log_info("sluice stopped");
     stats_http_stop();
     server_free(&srv);
+    host_shutdown();
     uv_loop_close(loop);
     mime7_shutdown();
     return 0;

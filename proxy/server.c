@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "host.h"
 #include "log.h"
 #include "session.h"
 #include "stats.h"
@@ -301,11 +302,21 @@ static void server__on_hup(uv_signal_t *h, int signum)
     struct cfg *n = cfg_load(srv->cfg->path, &ov, &errs);
     int failed = 0;
     SSL_CTX *tls = NULL;
+    struct chain *chain = NULL;
     if (n)
         tls = server__tls(n, &failed);
+    if (n && !failed) {
+        /* The new chain is loaded beside the old one; transactions in
+         * flight keep the old one until they end. */
+        chain = chain_load(n, false, &errs);
+        if (!chain)
+            failed = 1;
+    }
     if (!n || failed) {
-        log_error("reload of %s refused; keeping the running configuration:\n%s",
-                  srv->cfg->path, errs.ptr ? errs.ptr : "");
+        if (tls)
+            SSL_CTX_free(tls);
+        log_error("reload of %s refused; keeping the running configuration",
+                  srv->cfg->path);
         if (errs.ptr) {
             /* One log record per problem, so each names its file and line. */
             char *save = NULL;
@@ -330,6 +341,8 @@ static void server__on_hup(uv_signal_t *h, int signum)
     srv->tls_ctx = tls;
     cfg_unref(srv->cfg);
     srv->cfg = n;
+    host_set_current_chain(chain);
+    chain_unref(chain);
     log_set_level((enum log_level)n->log_level);
     stats_config_reload(true);
     log_info("configuration reloaded from %s", n->path);

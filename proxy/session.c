@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "conn.h"
+#include "host.h"
 #include "log.h"
 #include "mime7.h"
 #include "msgbuf.h"
@@ -101,7 +102,16 @@ struct sess {
     char pending_line[CMD_LINE_MAX + 1];
     size_t pending_len;
     int pending_verb;
+    void (*phase_cont)(struct sess *s, const struct host_result *r);
     bool tx_identified; /* XCLIENT/XFORWARD done for the MAIL in progress */
+
+    struct host_conn *hc;      /* plugin host state (NULL if none) */
+    char phase_addr[CMD_ADDR_MAX + 1]; /* MAIL/RCPT address across a plugin phase */
+    char phase_params[600];
+    unsigned replay_pending;    /* envelope replay commands in flight */
+    unsigned replay_ok;         /* recipients the upstream accepted in the replay */
+    char replay_fail[300];      /* last replay refusal */
+    bool replay_mail_failed;
 
     /* for the transaction log line */
     char last_upstream[300];
@@ -308,12 +318,20 @@ static const char *const verdict_names[] = {
 static void sess__log_tx(struct sess *s, enum stats_verdict v, uint64_t size_out)
 {
     double secs = s->tx.started_ns ? (double)(now_ns() - s->tx.started_ns) / 1e9 : 0.0;
+    buf_t extra = BUF_INIT;
+    bool plugins = s->hc && host_conn_active(s->hc);
+    if (plugins)
+        host_tx_summary(s->hc, &extra);
     log_info("sid=%s event=tx client=%s:%d helo=%s tls=%s from=<%s> rcpts=%zu size=%llu "
-             "upstream=\"%s\" verdict=%s duration=%.3f",
+             "upstream=\"%s\" verdict=%s duration=%.3f%s",
              s->info.sid, s->info.client_addr, s->info.client_port,
              s->info.helo[0] ? s->info.helo : "-",
              s->info.tls_version[0] ? s->info.tls_version : "none", s->tx.sender, s->tx.nrcpts,
-             (unsigned long long)s->bytes_in, s->last_upstream, verdict_names[v], secs);
+             (unsigned long long)s->bytes_in, s->last_upstream, verdict_names[v], secs,
+             extra.ptr ? extra.ptr : "");
+    buf_free(&extra);
+    if (plugins)
+        host_tx_record(s->hc, verdict_names[v], s->last_upstream);
     stats_transaction(v, (unsigned)s->tx.nrcpts, s->bytes_in, size_out, secs);
 }
 
@@ -323,6 +341,8 @@ static void sess__tx_end(struct sess *s, bool abort_upstream)
 {
     if (abort_upstream && s->tx.active && s->up && up_ready(s->up))
         up_command(s->up, "RSET", NULL, NULL);
+    if (s->hc)
+        host_tx_end(s->hc);
     tx_clear(&s->tx);
     if (s->msg)
         msgbuf_reset(s->msg);
@@ -392,6 +412,8 @@ static void sess__rcpt_reply_cb(void *ud, const struct up_result *r)
     } else {
         fmt_relay(&sl->text, r->reply);
         if (r->reply->code >= 200 && r->reply->code < 300) {
+            if (s->hc && host_conn_active(s->hc))
+                host_tx_rcpt_accepted(s->hc, sl->rcpt_addr, sl->rcpt_dsn);
             if (tx_add_rcpt(&s->tx, sl->rcpt_addr, sl->rcpt_dsn) == 0) {
                 sl->rcpt_addr = NULL;
                 sl->rcpt_dsn = NULL;
@@ -433,11 +455,78 @@ static void sess__ehlo_reply(struct sess *s, const char *helo)
     buf_free(&b);
 }
 
+/* ---- plugin phases -------------------------------------------------------- */
+
+typedef void (*sess_phase_cont)(struct sess *s, const struct host_result *r);
+
+static void sess__phase_done(void *ud, const struct host_result *r)
+{
+    struct sess *s = ud;
+    sess_phase_cont cont = s->phase_cont;
+    s->phase_cont = NULL;
+    s->wait = W_NONE;
+    cont(s, r);
+    if (s->closed)
+        return;
+    conn_flush(s->conn);
+    if (s->wait == W_NONE)
+        sess__kick(s);
+}
+
+/* check -> plugin phase -> proceed: `cont` runs when the chain answered
+ * (r NULL when the chain is empty), maybe before this returns. */
+static void sess__phase(struct sess *s, enum sluice_phase ph, sess_phase_cont cont)
+{
+    if (!s->hc || !host_conn_active(s->hc)) {
+        cont(s, NULL);
+        return;
+    }
+    s->wait = W_PHASE;
+    s->phase_cont = cont;
+    host_run(s->hc, ph, sess__phase_done, s);
+}
+
+/* A refusing verdict becomes the command's reply. true if refused. */
+static bool sess__refused(struct sess *s, const struct host_result *r)
+{
+    if (!r)
+        return false;
+    switch (r->verdict) {
+    case SLUICE_REJECT:
+    case SLUICE_TEMPFAIL:
+        sess__reply(s, r->code, r->enh, "%s", r->text);
+        return true;
+    case SLUICE_DISCONNECT:
+        sess__reply(s, 421, r->enh[0] == '4' ? r->enh : "4.7.0", "%s", r->text);
+        sess__close(s, true);
+        return true;
+    default:
+        return false;
+    }
+}
+
 /* ---- commands ------------------------------------------------------------- */
 
 static bool sess__is_barrier(enum cmd_verb v)
 {
     return !(v == CMD_MAIL || v == CMD_RCPT || v == CMD_NOOP);
+}
+
+static void sess__helo_cont(struct sess *s, const struct host_result *r)
+{
+    bool esmtp = s->pending_verb == CMD_EHLO;
+    s->pending_verb = 0;
+    if (sess__refused(s, r)) {
+        s->info.helo[0] = 0;
+        if (!s->closed && s->state == S_HELO)
+            sess__set_state(s, S_CONNECTED);
+        return;
+    }
+    sess__set_state(s, S_HELO);
+    if (esmtp)
+        sess__ehlo_reply(s, s->info.helo);
+    else
+        sess__reply(s, 250, "2.0.0", "%s", s->cfg->hostname);
 }
 
 static void sess__cmd_helo(struct sess *s, const struct cmd *c, bool esmtp)
@@ -454,11 +543,10 @@ static void sess__cmd_helo(struct sess *s, const struct cmd *c, bool esmtp)
     memcpy(s->info.helo, c->arg, n);
     s->info.helo[n] = 0;
     s->info.esmtp = esmtp;
-    sess__set_state(s, S_HELO);
-    if (esmtp)
-        sess__ehlo_reply(s, s->info.helo);
-    else
-        sess__reply(s, 250, "2.0.0", "%s", s->cfg->hostname);
+    s->pending_verb = esmtp ? CMD_EHLO : CMD_HELO;
+    if (s->hc)
+        host_conn_info(s->hc, &s->info);
+    sess__phase(s, SLUICE_PHASE_HELO, sess__helo_cont);
 }
 
 static void sess__up_open_cb(void *ud, const struct up_result *r);
@@ -587,7 +675,7 @@ static void sess__mail_proceed(struct sess *s)
         return;
     }
     buf_t line = BUF_INIT;
-    buf_printf(&line, "MAIL FROM:<%s>", path.addr);
+    buf_printf(&line, "MAIL FROM:<%s>", s->phase_addr);
     buf_t params = BUF_INIT;
     if (prm.has_size && (caps & UP_CAP_SIZE))
         buf_printf(&params, " SIZE=%llu", (unsigned long long)prm.size);
@@ -607,10 +695,13 @@ static void sess__mail_proceed(struct sess *s)
     }
     buf_append(&line, params.ptr ? params.ptr : "", params.len);
 
+    uint64_t started = s->tx.started_ns;
     tx_clear(&s->tx);
     s->tx.active = true;
-    s->tx.started_ns = now_ns();
-    snprintf(s->tx.sender, sizeof s->tx.sender, "%s", path.addr);
+    s->tx.started_ns = started ? started : now_ns();
+    snprintf(s->tx.sender, sizeof s->tx.sender, "%s", s->phase_addr);
+    if (s->hc)
+        host_tx_envelope_committed(s->hc);
     snprintf(s->tx.mail_params, sizeof s->tx.mail_params, "%s", params.ptr ? params.ptr : "");
     s->tx.body = prm.body;
     s->tx.smtputf8 = prm.smtputf8;
@@ -627,6 +718,28 @@ static void sess__mail_proceed(struct sess *s)
     sess__set_state(s, S_MAIL);
     up_command(s->up, line.ptr, sess__mail_reply_cb, sl);
     buf_free(&line);
+}
+
+static void sess__mail_cont(struct sess *s, const struct host_result *r)
+{
+    if (sess__refused(s, r)) {
+        if (s->hc)
+            host_tx_end(s->hc);
+        s->tx.started_ns = 0;
+        return;
+    }
+    if (r && s->hc) {
+        bool changed = false;
+        const char *snd = host_tx_sender_now(s->hc, &changed, NULL);
+        if (changed) {
+            log_info("sid=%s sender rewritten by plugin: <%s> -> <%s>", s->info.sid,
+                     s->phase_addr, snd);
+            snprintf(s->phase_addr, sizeof s->phase_addr, "%s", snd);
+        }
+    }
+    s->pending_verb = CMD_MAIL;
+    s->tx_identified = false;
+    sess__mail_proceed(s);
 }
 
 static void sess__cmd_mail(struct sess *s, const struct cmd *c)
@@ -682,10 +795,59 @@ static void sess__cmd_mail(struct sess *s, const struct cmd *c)
         sess__reply(s, 553, "5.6.7", "SMTPUTF8 is not supported by the upstream server");
         return;
     }
-    /* TODO(plugin host): MAIL phase goes here. */
-    s->pending_verb = CMD_MAIL;
-    s->tx_identified = false;
-    sess__mail_proceed(s);
+    snprintf(s->phase_addr, sizeof s->phase_addr, "%s", path.addr);
+    s->tx.started_ns = now_ns();
+    if (s->hc && host_conn_active(s->hc)) {
+        host_tx_begin(s->hc);
+        /* Plugins see the client's own ESMTP parameters (after the path). */
+        const char *gt = memchr(c->arg, '>', c->arg_len);
+        buf_t raw = BUF_INIT;
+        if (gt)
+            buf_append(&raw, gt + 1, c->arg_len - (size_t)(gt + 1 - c->arg));
+        host_tx_sender(s->hc, path.addr, raw.ptr ? raw.ptr : "");
+        buf_free(&raw);
+    }
+    sess__phase(s, SLUICE_PHASE_MAIL, sess__mail_cont);
+}
+
+static void sess__rcpt_cont(struct sess *s, const struct host_result *r)
+{
+    if (sess__refused(s, r))
+        return;
+    if (r && s->hc) {
+        bool removed = false;
+        const char *now = host_tx_current_rcpt_now(s->hc, &removed);
+        if (removed) {
+            log_info("sid=%s recipient <%s> dropped by plugin %s", s->info.sid, s->phase_addr,
+                     r->plugin ? r->plugin : "");
+            sess__reply(s, 250, "2.1.5", "Ok");
+            return;
+        }
+        if (now && strcmp(now, s->phase_addr) != 0) {
+            log_info("sid=%s recipient rewritten by plugin: <%s> -> <%s>", s->info.sid,
+                     s->phase_addr, now);
+            snprintf(s->phase_addr, sizeof s->phase_addr, "%s", now);
+        }
+    }
+    if (!s->tx.active || (s->state != S_MAIL && s->state != S_RCPT)) {
+        /* The MAIL failed meanwhile (its reply came during the phase). */
+        sess__reply(s, 503, "5.5.1", "Error: need MAIL command");
+        return;
+    }
+    struct slot *sl = sess__slot_new(s);
+    if (!sl) {
+        sess__reply(s, 451, "4.3.0", "Local error in processing");
+        return;
+    }
+    sl->is_rcpt = true;
+    sl->rcpt_addr = strdup(s->phase_addr);
+    sl->rcpt_dsn = strdup(s->phase_params);
+    s->tx.rcpts_sent++;
+    sess__set_state(s, S_RCPT);
+    buf_t line = BUF_INIT;
+    buf_printf(&line, "RCPT TO:<%s>%s", s->phase_addr, s->phase_params);
+    up_command(s->up, line.ptr, sess__rcpt_reply_cb, sl);
+    buf_free(&line);
 }
 
 static void sess__cmd_rcpt(struct sess *s, const struct cmd *c)
@@ -744,23 +906,12 @@ static void sess__cmd_rcpt(struct sess *s, const struct cmd *c)
         if (prm.orcpt)
             buf_printf(&dsn, " ORCPT=%.*s", (int)prm.orcpt_len, prm.orcpt);
     }
-    /* TODO(plugin host): RCPT phase goes here. */
-    struct slot *sl = sess__slot_new(s);
-    if (!sl) {
-        buf_free(&dsn);
-        sess__reply(s, 451, "4.3.0", "Local error in processing");
-        return;
-    }
-    sl->is_rcpt = true;
-    sl->rcpt_addr = strdup(path.addr);
-    sl->rcpt_dsn = strdup(dsn.ptr ? dsn.ptr : "");
-    s->tx.rcpts_sent++;
-    sess__set_state(s, S_RCPT);
-    buf_t line = BUF_INIT;
-    buf_printf(&line, "RCPT TO:<%s>%s", path.addr, dsn.ptr ? dsn.ptr : "");
-    up_command(s->up, line.ptr, sess__rcpt_reply_cb, sl);
-    buf_free(&line);
+    snprintf(s->phase_addr, sizeof s->phase_addr, "%s", path.addr);
+    snprintf(s->phase_params, sizeof s->phase_params, "%s", dsn.ptr ? dsn.ptr : "");
     buf_free(&dsn);
+    if (s->hc && host_conn_active(s->hc))
+        host_tx_current_rcpt(s->hc, s->phase_addr, s->phase_params);
+    sess__phase(s, SLUICE_PHASE_RCPT, sess__rcpt_cont);
 }
 
 static void sess__cmd_data(struct sess *s, const struct cmd *c)
@@ -803,6 +954,267 @@ static void sess__cmd_data(struct sess *s, const struct cmd *c)
 }
 
 static void sess__eom_reply_cb(void *ud, const struct up_result *r);
+static void sess__data_cont(struct sess *s, const struct host_result *r);
+static void sess__forward(struct sess *s);
+
+/* Send the message (as the chain left it) to the upstream. */
+static void sess__forward(struct sess *s)
+{
+    bool hosted = s->hc && host_conn_active(s->hc);
+    int n;
+    const char *whole = NULL;
+    size_t wlen = 0;
+    if (hosted) {
+        n = host_tx_segments(s->hc, s->segs, (int)(sizeof s->segs / sizeof s->segs[0]));
+        if (n < 0) {
+            sess__reply(s, 451, "4.3.0", "Local error in processing");
+            snprintf(s->last_upstream, sizeof s->last_upstream, "not sent: local error");
+            sess__log_tx(s, STATS_V_TEMPFAILED, 0);
+            sess__tx_end(s, true);
+            return;
+        }
+    } else {
+        whole = msgbuf_data(s->msg, &wlen);
+        s->segs[0].iov_base = (void *)whole;
+        s->segs[0].iov_len = wlen;
+        n = 1;
+    }
+    if (!(up_caps(s->up) & UP_CAP_8BITMIME) &&
+        (s->dr.has_8bit || s->tx.body == CMD_BODY_8BITMIME || hosted)) {
+        if (hosted)
+            host_tx_render(s->hc, &whole, &wlen);
+        if (mime7_is_8bit(whole, wlen)) {
+            char why[200] = "";
+            buf_reset(&s->mime7_out);
+            int mrc = mime7_downgrade(whole, wlen, &s->mime7_out, why, sizeof why);
+            if (mrc != 0) {
+                if (mrc > 0)
+                    sess__reply(s, 554, "5.6.3", "Conversion required but not possible: %s", why);
+                else
+                    sess__reply(s, 451, "4.3.0", "Local error in conversion");
+                snprintf(s->last_upstream, sizeof s->last_upstream, "not sent: %s",
+                         mrc > 0 ? why : "conversion error");
+                sess__log_tx(s, mrc > 0 ? STATS_V_REJECTED : STATS_V_TEMPFAILED, 0);
+                sess__tx_end(s, true);
+                return;
+            }
+            s->segs[0].iov_base = s->mime7_out.ptr;
+            s->segs[0].iov_len = s->mime7_out.len;
+            n = 1;
+        }
+    }
+    sess__set_state(s, S_EOM);
+    s->wait = W_EOM;
+    up_data(s->up, s->segs, (size_t)n, sess__eom_reply_cb, s);
+}
+
+/* ---- envelope replay after plugin edits --------------------------------- */
+
+static void sess__replay_done(struct sess *s)
+{
+    s->wait = W_NONE;
+    if (s->replay_mail_failed || s->replay_ok == 0) {
+        /* Nobody left to deliver to: answer with what the upstream said. */
+        const char *t = s->replay_fail[0] ? s->replay_fail : "451 4.3.0 Envelope change failed";
+        int code = atoi(t);
+        enum stats_verdict v = code >= 500 ? STATS_V_REJECTED : STATS_V_TEMPFAILED;
+        buf_t b = BUF_INIT;
+        buf_printf(&b, "%s\r\n", t);
+        sess__emit(s, b.ptr, b.len);
+        buf_free(&b);
+        snprintf(s->last_upstream, sizeof s->last_upstream, "not sent: %.280s", t);
+        sess__log_tx(s, v, 0);
+        sess__tx_end(s, true);
+        conn_flush(s->conn);
+        sess__kick(s);
+        return;
+    }
+    host_tx_envelope_committed(s->hc);
+    sess__forward(s);
+    conn_flush(s->conn);
+}
+
+static void sess__replay_cb(void *ud, const struct up_result *r, bool is_mail)
+{
+    struct sess *s = ud;
+    if (r->err != UP_OK) {
+        s->replay_mail_failed = true;
+        snprintf(s->replay_fail, sizeof s->replay_fail, "451 4.4.2 Upstream failure during "
+                 "envelope change");
+    } else if (r->reply->code >= 300) {
+        if (is_mail)
+            s->replay_mail_failed = true;
+        snprintf(s->replay_fail, sizeof s->replay_fail, "%d %s %s", r->reply->code,
+                 r->reply->enh[0] ? r->reply->enh : default_enh(r->reply->code),
+                 r->reply->nlines ? r->reply->lines[0] : "");
+        log_warn("sid=%s upstream refused a plugin envelope change: %s", s->info.sid,
+                 s->replay_fail);
+    } else if (!is_mail) {
+        s->replay_ok++;
+    }
+    if (--s->replay_pending == 0)
+        sess__replay_done(s);
+}
+
+static void sess__replay_mail_cb(void *ud, const struct up_result *r)
+{
+    sess__replay_cb(ud, r, true);
+}
+
+static void sess__replay_rcpt_cb(void *ud, const struct up_result *r)
+{
+    sess__replay_cb(ud, r, false);
+}
+
+static void sess__replay_rset_cb(void *ud, const struct up_result *r)
+{
+    struct sess *s = ud;
+    if (r->err != UP_OK || r->reply->code >= 300) {
+        s->replay_mail_failed = true;
+        snprintf(s->replay_fail, sizeof s->replay_fail, "451 4.4.2 Upstream refused RSET");
+    }
+    if (--s->replay_pending == 0)
+        sess__replay_done(s);
+}
+
+static const char *space_params(const char *p, char *tmp, size_t tmplen)
+{
+    if (!p || !*p)
+        return "";
+    if (*p == ' ')
+        return p;
+    snprintf(tmp, tmplen, " %s", p);
+    return tmp;
+}
+
+/* Apply the chain's envelope changes to the upstream, then forward:
+ * extra recipients are added with RCPT; a changed sender or a removed
+ * recipient needs RSET and the whole envelope again. */
+static void sess__apply_envelope(struct sess *s)
+{
+    bool sender_changed = false;
+    const char *params = NULL;
+    const char *sender = host_tx_sender_now(s->hc, &sender_changed, &params);
+    struct host_rcpt_view v[256];
+    size_t total = host_tx_rcpt_view(s->hc, v, 256);
+    size_t n = total < 256 ? total : 256;
+    bool removed = false, added = false;
+    for (size_t i = 0; i < n; i++) {
+        removed |= v[i].removed && !v[i].added;
+        added |= v[i].added && !v[i].removed;
+    }
+    if (!sender_changed && !removed && !added) {
+        sess__forward(s);
+        return;
+    }
+    bool replay = sender_changed || removed;
+    s->replay_pending = 0;
+    s->replay_ok = replay ? 0 : 1;
+    s->replay_fail[0] = 0;
+    s->replay_mail_failed = false;
+    s->wait = W_EOM;
+    char tmp[700];
+    buf_t line = BUF_INIT;
+    if (replay) {
+        log_info("sid=%s envelope changed by plugins: replaying MAIL <%s> -> <%s> with %zu "
+                 "recipient(s)", s->info.sid, s->tx.sender, sender, n);
+        s->replay_pending += 2;
+        up_command(s->up, "RSET", sess__replay_rset_cb, s);
+        buf_printf(&line, "MAIL FROM:<%s>%s", sender,
+                   params && *params && sender_changed ? space_params(params, tmp, sizeof tmp)
+                                                       : s->tx.mail_params);
+        up_command(s->up, line.ptr, sess__replay_mail_cb, s);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (v[i].removed || (!replay && !v[i].added))
+            continue;
+        if (v[i].added)
+            log_info("sid=%s recipient <%s> added by plugin", s->info.sid, v[i].addr);
+        buf_reset(&line);
+        buf_printf(&line, "RCPT TO:<%s>%s", v[i].addr, space_params(v[i].params, tmp, sizeof tmp));
+        s->replay_pending++;
+        up_command(s->up, line.ptr, sess__replay_rcpt_cb, s);
+    }
+    buf_free(&line);
+    if (s->replay_pending == 0)
+        sess__replay_done(s);
+}
+
+static int sess__quarantine(struct sess *s)
+{
+    if (!s->cfg->quarantine_dir) {
+        log_error("sid=%s quarantine requested but [server] quarantine_dir is not set",
+                  s->info.sid);
+        return -1;
+    }
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%lld-%s.eml", s->cfg->quarantine_dir, (long long)time(NULL),
+             s->info.sid);
+    FILE *f = fopen(path, "wx");
+    if (!f) {
+        log_error("sid=%s cannot create %s: %s", s->info.sid, path, strerror(errno));
+        return -1;
+    }
+    const char *data;
+    size_t len;
+    host_tx_render(s->hc, &data, &len);
+    fprintf(f, "X-Sluice-Quarantine: sid=%s client=%s\r\nX-Sluice-Envelope-From: <%s>\r\n",
+            s->info.sid, s->info.client_addr, s->tx.sender);
+    for (size_t i = 0; i < s->tx.nrcpts; i++)
+        fprintf(f, "X-Sluice-Envelope-To: <%s>\r\n", s->tx.rcpts[i].addr);
+    size_t w = fwrite(data, 1, len, f);
+    int rc = (w == len && fflush(f) == 0 && fsync(fileno(f)) == 0) ? 0 : -1;
+    if (fclose(f) != 0)
+        rc = -1;
+    if (rc != 0) {
+        log_error("sid=%s cannot write %s: %s", s->info.sid, path, strerror(errno));
+        unlink(path);
+        return -1;
+    }
+    log_warn("sid=%s message quarantined in %s", s->info.sid, path);
+    return 0;
+}
+
+static void sess__data_cont(struct sess *s, const struct host_result *r)
+{
+    if (r && (r->verdict == SLUICE_REJECT || r->verdict == SLUICE_TEMPFAIL ||
+              r->verdict == SLUICE_DISCONNECT)) {
+        snprintf(s->last_upstream, sizeof s->last_upstream, "not sent: %s by %s",
+                 r->verdict == SLUICE_REJECT ? "rejected" : "tempfailed",
+                 r->plugin ? r->plugin : "chain");
+        enum stats_verdict v = r->verdict == SLUICE_REJECT ? STATS_V_REJECTED : STATS_V_TEMPFAILED;
+        if (r->verdict != SLUICE_DISCONNECT)
+            sess__log_tx(s, v, 0);
+        sess__refused(s, r);
+        if (!s->closed)
+            sess__tx_end(s, true);
+        return;
+    }
+    if (host_tx_quarantine(s->hc)) {
+        if (sess__quarantine(s) != 0) {
+            sess__reply(s, 451, "4.3.0", "Local error in processing, try again later");
+            snprintf(s->last_upstream, sizeof s->last_upstream, "not sent: quarantine failed");
+            sess__log_tx(s, STATS_V_TEMPFAILED, 0);
+        } else {
+            if (host_tx_quarantine_accepts(s->hc))
+                sess__reply(s, 250, "2.0.0", "Ok");
+            else
+                sess__reply(s, 554, "5.7.1", "Message quarantined");
+            snprintf(s->last_upstream, sizeof s->last_upstream, "not sent: quarantined");
+            sess__log_tx(s, STATS_V_QUARANTINED, 0);
+        }
+        sess__tx_end(s, true);
+        return;
+    }
+    if (host_tx_discard(s->hc)) {
+        sess__reply(s, 250, "2.0.0", "Ok");
+        snprintf(s->last_upstream, sizeof s->last_upstream, "not sent: discarded");
+        sess__log_tx(s, STATS_V_DISCARDED, 0);
+        sess__tx_end(s, true);
+        return;
+    }
+    sess__apply_envelope(s);
+}
 
 /* The whole message is in; decide and forward. */
 static void sess__end_of_data(struct sess *s)
@@ -841,34 +1253,20 @@ static void sess__end_of_data(struct sess *s)
             sess__reply(s, 452, "4.3.1", "Insufficient system storage");
             snprintf(s->last_upstream, sizeof s->last_upstream, "not sent: spool error");
             v = STATS_V_TEMPFAILED;
-        } else {
-            /* TODO(plugin host): DATA phase goes here. */
-            size_t len = 0;
-            const char *data = msgbuf_data(s->msg, &len);
-            struct iovec *seg = &s->segs[0];
-            seg->iov_base = (void *)data;
-            seg->iov_len = len;
-            if (!(up_caps(s->up) & UP_CAP_8BITMIME) &&
-                (s->dr.has_8bit || s->tx.body == CMD_BODY_8BITMIME) && mime7_is_8bit(data, len)) {
-                char why[200] = "";
-                buf_reset(&s->mime7_out);
-                int mrc = mime7_downgrade(data, len, &s->mime7_out, why, sizeof why);
-                if (mrc > 0) {
-                    sess__reply(s, 554, "5.6.3",
-                                "Conversion required but not possible: %s", why);
-                    snprintf(s->last_upstream, sizeof s->last_upstream, "not sent: %s", why);
-                    goto refused;
-                } else if (mrc < 0) {
-                    sess__reply(s, 451, "4.3.0", "Local error in conversion");
-                    v = STATS_V_TEMPFAILED;
-                    goto refused;
-                }
-                seg->iov_base = s->mime7_out.ptr;
-                seg->iov_len = s->mime7_out.len;
+        } else if (s->hc && host_conn_active(s->hc)) {
+            if (host_tx_message(s->hc, s->msg) != 0) {
+                s->msg = NULL;
+                sess__reply(s, 451, "4.3.0", "Local error in processing");
+                v = STATS_V_TEMPFAILED;
+                goto refused;
             }
+            s->msg = NULL; /* the host owns it now */
             sess__set_state(s, S_EOM);
-            s->wait = W_EOM;
-            up_data(s->up, s->segs, 1, sess__eom_reply_cb, s);
+            sess__phase(s, SLUICE_PHASE_DATA, sess__data_cont);
+            return;
+        } else {
+            sess__set_state(s, S_EOM);
+            sess__forward(s);
             return;
         }
     }
@@ -1200,6 +1598,10 @@ static void sess__close(struct sess *s, bool graceful)
         up_free(s->up);
         s->up = NULL;
     }
+    if (s->hc) {
+        host_conn_free(s->hc);
+        s->hc = NULL;
+    }
     if (s->conn) {
         conn_flush(s->conn);
         conn_close(s->conn, graceful);
@@ -1238,6 +1640,8 @@ static void sess__on_event(struct conn *c, enum conn_event ev, int err, void *ud
         /* RFC 3207: the session starts over; a new EHLO is required. */
         s->info.helo[0] = 0;
         s->info.esmtp = false;
+        if (s->hc)
+            host_conn_info(s->hc, &s->info);
         buf_reset(&s->in);
         cmd_reader_init(&s->rd, CMD_LINE_MAX);
         sess__set_state(s, S_CONNECTED);
@@ -1270,6 +1674,28 @@ static void sess__greet(struct sess *s)
     sess__emit(s, b.ptr, b.len);
     buf_free(&b);
     conn_flush(s->conn);
+}
+
+static void sess__connect_cont(struct sess *s, const struct host_result *r)
+{
+    if (r && (r->verdict == SLUICE_REJECT || r->verdict == SLUICE_TEMPFAIL ||
+              r->verdict == SLUICE_DISCONNECT)) {
+        /* Refused at connect: say why and close (a 554 greeting would
+         * oblige us to keep answering 503 until QUIT; closing is simpler
+         * and what clients handle best). */
+        buf_t b = BUF_INIT;
+        if (r->verdict == SLUICE_REJECT)
+            buf_printf(&b, "554 %s %s\r\n", r->enh, r->text);
+        else
+            buf_printf(&b, "421 %s %s\r\n", r->enh[0] == '4' ? r->enh : "4.7.0", r->text);
+        sess__emit(s, b.ptr, b.len);
+        buf_free(&b);
+        log_info("sid=%s client=%s refused at connect by %s", s->info.sid, s->info.client_addr,
+                 r->plugin ? r->plugin : "chain");
+        sess__close(s, true);
+        return;
+    }
+    sess__greet(s);
 }
 
 int sess_accept(struct server *srv, uv_stream_t *listener)
@@ -1328,9 +1754,19 @@ int sess_accept(struct server *srv, uv_stream_t *listener)
         if (s->up)
             up_open(s->up, sess__up_open_cb, s);
     }
-    /* TODO(plugin host): CONNECT phase goes here. */
-    sess__greet(s);
-    sess__arm_timer(s);
+    s->hc = host_conn_new(srv->loop, &s->info);
+    if (!s->hc) {
+        buf_t b = BUF_INIT;
+        buf_printf(&b, "421 4.3.0 %s Error: out of resources, try again later\r\n",
+                   srv->cfg->hostname);
+        sess__emit(s, b.ptr, b.len);
+        buf_free(&b);
+        sess__close(s, true);
+        return 0;
+    }
+    sess__phase(s, SLUICE_PHASE_CONNECT, sess__connect_cont);
+    if (!s->closed)
+        sess__arm_timer(s);
     return 0;
 }
 
