@@ -427,9 +427,12 @@ struct cvalue {
     _Atomic uint64_t n;
 };
 
+#define COUNTER_NAME_MAX 128
+
 struct stats_counter {
-    char name[STATS_NAME_MAX + 16]; /* sluice_ + name + _total */
-    char label_name[STATS_NAME_MAX]; /* "" when unlabelled */
+    char name[COUNTER_NAME_MAX + 16]; /* sluice_ + name + _total */
+    char plugin[STATS_NAME_MAX];      /* value of the `plugin` label; "" for none */
+    char label_name[STATS_NAME_MAX];  /* "" when unlabelled */
     char *help;                      /* owned */
     unsigned max_values;             /* distinct values before "other" */
     pthread_mutex_t lock;            /* serialises appends to values */
@@ -462,12 +465,20 @@ static bool label_name_ok(const char *l)
            strcmp(l, "le") != 0 && strcmp(l, "quantile") != 0;
 }
 
-struct stats_counter *stats_counter_new(const char *name, const char *help,
-                                        const char *label_name, unsigned max_label_values)
+/* Register or find (full name, plugin): see stats.h. plugin may be NULL. */
+static struct stats_counter *counter_register(const char *plugin_name, const char *name,
+                                              const char *help, const char *label_name,
+                                              unsigned max_label_values)
 {
     if (name == NULL || name[0] == '\0')
         return NULL;
-    char base[STATS_NAME_MAX], full[STATS_NAME_MAX + 16], label[STATS_NAME_MAX] = "";
+    char base[COUNTER_NAME_MAX], full[COUNTER_NAME_MAX + 16], label[STATS_NAME_MAX] = "";
+    char plugin[STATS_NAME_MAX] = "";
+    if (plugin_name != NULL) {
+        copy_printable(plugin, sizeof plugin, plugin_name);
+        if (plugin[0] == '\0')
+            return NULL;
+    }
     sanitize_ident(base, sizeof base, name);
     snprintf(full, sizeof full, "%s%s%s", strncmp(base, "sluice_", 7) == 0 ? "" : "sluice_",
              base, has_suffix(base, "_total") ? "" : "_total");
@@ -476,7 +487,7 @@ struct stats_counter *stats_counter_new(const char *name, const char *help,
             return NULL;
     if (label_name != NULL) {
         sanitize_ident(label, sizeof label, label_name);
-        if (!label_name_ok(label))
+        if (!label_name_ok(label) || (plugin[0] && strcmp(label, "plugin") == 0))
             return NULL;
     }
     if (max_label_values < 1)
@@ -487,10 +498,18 @@ struct stats_counter *stats_counter_new(const char *name, const char *help,
     struct stats_counter *c = NULL;
     pthread_mutex_lock(&reg_lock);
     size_t n = atomic_load_explicit(&g_ncounters, memory_order_relaxed);
+    const char *family_help = NULL; /* a family has one HELP: its first record's */
     for (size_t i = 0; i < n; i++) {
-        if (strcmp(g_counters[i]->name, full) == 0) {
-            /* Same name again (a reload): same counter, if it is the same shape. */
-            c = strcmp(g_counters[i]->label_name, label) == 0 ? g_counters[i] : NULL;
+        struct stats_counter *o = g_counters[i];
+        if (strcmp(o->name, full) != 0)
+            continue;
+        family_help = o->help;
+        /* One family, one label set: same label, and plugin label or not. */
+        if (strcmp(o->label_name, label) != 0 || (o->plugin[0] == '\0') != (plugin[0] == '\0'))
+            goto out;
+        /* Same name (and instance) again, e.g. a reload: the same counter. */
+        if (strcmp(o->plugin, plugin) == 0) {
+            c = o;
             goto out;
         }
     }
@@ -501,7 +520,9 @@ struct stats_counter *stats_counter_new(const char *name, const char *help,
         goto out;
     size_t cap = label[0] ? (size_t)max_label_values + 1 : 1;
     c->values = calloc(cap, sizeof *c->values);
-    c->help = strdup(help != NULL && help[0] != '\0' ? help : "Plugin-defined counter.");
+    if (family_help == NULL)
+        family_help = help != NULL && help[0] != '\0' ? help : "Plugin-defined counter.";
+    c->help = strdup(family_help);
     if (c->values == NULL || c->help == NULL) {
         free(c->values);
         free(c->help);
@@ -510,6 +531,7 @@ struct stats_counter *stats_counter_new(const char *name, const char *help,
         goto out;
     }
     snprintf(c->name, sizeof c->name, "%s", full);
+    snprintf(c->plugin, sizeof c->plugin, "%s", plugin);
     snprintf(c->label_name, sizeof c->label_name, "%s", label);
     c->max_values = max_label_values;
     pthread_mutex_init(&c->lock, NULL);
@@ -520,6 +542,21 @@ struct stats_counter *stats_counter_new(const char *name, const char *help,
 out:
     pthread_mutex_unlock(&reg_lock);
     return c;
+}
+
+struct stats_counter *stats_counter_new(const char *name, const char *help,
+                                        const char *label_name, unsigned max_label_values)
+{
+    return counter_register(NULL, name, help, label_name, max_label_values);
+}
+
+struct stats_counter *stats_counter_new_plugin(const char *instance_name, const char *name,
+                                               const char *help, const char *label_name,
+                                               unsigned max_label_values)
+{
+    if (instance_name == NULL)
+        return NULL;
+    return counter_register(instance_name, name, help, label_name, max_label_values);
 }
 
 struct stats_counter *stats_plugin_counter(const char *name, const char *help,
@@ -987,31 +1024,61 @@ static int render_plugins(buf_t *out)
     return rc;
 }
 
+/* Label value text, escaped for the exposition format. */
+static int prom_label(buf_t *out, const char *name, const char *value, bool comma)
+{
+    int rc = buf_printf(out, "%s%s=\"", comma ? "," : "", name);
+    if (rc >= 0)
+        rc = prom_escape(out, value, true);
+    if (rc >= 0)
+        rc = buf_puts(out, "\"");
+    return rc;
+}
+
+static int render_counter_series(buf_t *out, const struct stats_counter *c)
+{
+    size_t nv = atomic_load_explicit(&c->nvalues, memory_order_acquire);
+    int rc = 0;
+    for (size_t v = 0; v < nv && rc >= 0; v++) {
+        bool labels = c->plugin[0] || c->label_name[0];
+        rc = buf_printf(out, "%s%s", c->name, labels ? "{" : "");
+        if (rc >= 0 && c->plugin[0])
+            rc = prom_label(out, "plugin", c->plugin, false);
+        if (rc >= 0 && c->label_name[0])
+            rc = prom_label(out, c->label_name, c->values[v].label, c->plugin[0] != '\0');
+        if (rc >= 0)
+            rc = buf_printf(out, "%s %" PRIu64 "\n", labels ? "}" : "", ld(&c->values[v].n));
+    }
+    return rc;
+}
+
+/* One family per name: the records of several plugin instances that share a
+ * name are printed together under one HELP/TYPE (the exposition format wants
+ * a family's lines contiguous). A family without any sample is left out. */
 static int render_counters(buf_t *out)
 {
     size_t n = atomic_load_explicit(&g_ncounters, memory_order_acquire);
     int rc = 0;
     for (size_t i = 0; i < n && rc >= 0; i++) {
-        struct stats_counter *c = g_counters[i];
-        size_t nv = atomic_load_explicit(&c->nvalues, memory_order_acquire);
-        if (nv == 0)
-            continue; /* a family without samples would only confuse */
+        const struct stats_counter *c = g_counters[i];
+        bool seen = false, samples = false;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = strcmp(g_counters[j]->name, c->name) == 0;
+        if (seen)
+            continue;
+        for (size_t k = i; k < n && !samples; k++)
+            samples = strcmp(g_counters[k]->name, c->name) == 0 &&
+                      atomic_load_explicit(&g_counters[k]->nvalues, memory_order_acquire) > 0;
+        if (!samples)
+            continue;
         rc = buf_printf(out, "# HELP %s ", c->name);
         if (rc >= 0)
             rc = prom_escape(out, c->help, false);
         if (rc >= 0)
             rc = buf_printf(out, "\n# TYPE %s counter\n", c->name);
-        for (size_t v = 0; v < nv && rc >= 0; v++) {
-            if (c->label_name[0] == '\0') {
-                rc = buf_printf(out, "%s %" PRIu64 "\n", c->name, ld(&c->values[v].n));
-                continue;
-            }
-            rc = buf_printf(out, "%s{%s=\"", c->name, c->label_name);
-            if (rc >= 0)
-                rc = prom_escape(out, c->values[v].label, true);
-            if (rc >= 0)
-                rc = buf_printf(out, "\"} %" PRIu64 "\n", ld(&c->values[v].n));
-        }
+        for (size_t k = i; k < n && rc >= 0; k++)
+            if (strcmp(g_counters[k]->name, c->name) == 0)
+                rc = render_counter_series(out, g_counters[k]);
     }
     return rc;
 }
@@ -1217,7 +1284,11 @@ static int json_counters(buf_t *out)
     for (size_t i = 0; i < n && rc >= 0; i++) {
         const struct stats_counter *c = g_counters[i];
         size_t nv = atomic_load_explicit(&c->nvalues, memory_order_acquire);
-        rc = buf_printf(out, "%s{\"name\":\"%s\",\"help\":", i ? "," : "", c->name);
+        rc = buf_printf(out, "%s{\"name\":\"%s\",\"plugin\":", i ? "," : "", c->name);
+        if (rc >= 0)
+            rc = c->plugin[0] ? json_str(out, c->plugin) : buf_puts(out, "null");
+        if (rc >= 0)
+            rc = buf_puts(out, ",\"help\":");
         if (rc >= 0)
             rc = json_str(out, c->help);
         if (rc >= 0 && c->label_name[0] == '\0') {

@@ -155,6 +155,20 @@ struct stats_counter;
 struct stats_counter *stats_counter_new(const char *name, const char *help,
                                         const char *label_name, unsigned max_label_values);
 void stats_counter_add(struct stats_counter *c, const char *label_value, uint64_t n);
+/*
+ * The same, for a counter owned by one plugin *instance*: the family is
+ * `sluice_<name>_total` and every series carries `plugin="<instance_name>"`
+ * before its own label, so two instances of one plugin (or two plugins
+ * counting the same thing) share one family and queries can sum or split by
+ * plugin. The registry key is (name, instance): the same pair returns the
+ * same counter (reloads), another instance gets its own series. All
+ * instances of a family must use the same label_name, and label_name must
+ * not be "plugin". The plugin host should prefer this over prefixing the
+ * instance name into `name`.
+ */
+struct stats_counter *stats_counter_new_plugin(const char *instance_name, const char *name,
+                                               const char *help, const char *label_name,
+                                               unsigned max_label_values);
 /* The same as stats_counter_new(): the name the plugin host was told about. */
 struct stats_counter *stats_plugin_counter(const char *name, const char *help,
                                            const char *label_name, unsigned max_label_values);

@@ -12,6 +12,7 @@
  *   tx VERDICT RCPTS BYTES_IN BYTES_OUT SECONDS
  *   plugin NAME verdict V | latency PHASE SECONDS | timeout | error | breaker STATE
  *   counter NAME LABEL|- MAX VALUE|- N
+ *   pcounter INSTANCE NAME LABEL|- MAX VALUE|- N   (stats_counter_new_plugin)
  *   decision {JSON object}
  *   auto RATE                    (random accepted/rejected mail at RATE/s; 0 stops)
  *   quit                         (EOF too)
@@ -57,8 +58,8 @@ static void *auto_load(void *arg)
 {
     (void)arg;
     struct stats_plugin *spam = stats_plugin_get("spam");
-    struct stats_counter *rules = stats_counter_new("spam_rule_hits", "Spam rules that matched.",
-                                                    "rule", 20);
+    struct stats_counter *rules =
+        stats_counter_new("plugin_spam_rule_hits", "Spam rules that matched.", "rule", 20);
     static const char *const rule_names[] = {"BAYES_99", "URIBL_BLACK", "MISSING_DATE", "HTML_ONLY"};
     unsigned n = 0;
     int rate;
@@ -165,14 +166,23 @@ static const char *run(char *line)
             stats_plugin_breaker(p, (enum stats_breaker)i);
         else
             return "plugin what";
-    } else if (strcmp(cmd, "counter") == 0 && a1) {
+    } else if ((strcmp(cmd, "counter") == 0 || strcmp(cmd, "pcounter") == 0) && a1) {
+        const char *instance = NULL;
+        if (cmd[0] == 'p') {
+            instance = a1;
+            a1 = strtok_r(NULL, " \t\r\n", &save);
+            if (a1 == NULL)
+                return "pcounter INSTANCE NAME LABEL MAX VALUE N";
+        }
         char *label = strtok_r(NULL, " \t\r\n", &save), *max = strtok_r(NULL, " \t\r\n", &save);
         char *value = strtok_r(NULL, " \t\r\n", &save), *n = strtok_r(NULL, " \t\r\n", &save);
         if (!label || !max || !value || !n)
             return "counter NAME LABEL MAX VALUE N";
-        struct stats_counter *c = stats_counter_new(a1, "Test counter.",
-                                                    strcmp(label, "-") ? label : NULL,
-                                                    (unsigned)atoi(max));
+        const char *ln = strcmp(label, "-") ? label : NULL;
+        struct stats_counter *c =
+            instance ? stats_counter_new_plugin(instance, a1, "Test counter.", ln,
+                                                (unsigned)atoi(max))
+                     : stats_counter_new(a1, "Test counter.", ln, (unsigned)atoi(max));
         if (c == NULL)
             return "counter refused";
         stats_counter_add(c, strcmp(value, "-") ? value : NULL, strtoull(n, NULL, 10));

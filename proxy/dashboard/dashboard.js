@@ -114,13 +114,15 @@ function renderPlugins(s) {
 function renderRules(s) {
   const all = [];
   for (const c of s.counters || []) {
-    if (c.label === null) all.push({name: c.name, value: "", n: c.value});
-    else for (const [v, n] of Object.entries(c.values)) all.push({name: c.name, value: v, n: n});
+    const name = c.name.replace(/^sluice_/, "").replace(/_total$/, "") +
+                 (c.plugin ? " (" + c.plugin + ")" : "");
+    if (c.label === null) all.push({name: name, value: "", n: c.value});
+    else for (const [v, n] of Object.entries(c.values)) all.push({name: name, value: v, n: n});
   }
   all.sort((a, b) => b.n - a.n);
   const rows = all.filter(x => x.n > 0).slice(0, 15).map(x => {
     const tr = document.createElement("tr");
-    cell(tr, x.name.replace(/^sluice_/, "").replace(/_total$/, ""));
+    cell(tr, x.name);
     cell(tr, x.value);
     cell(tr, x.n, "n");
     return tr;

@@ -539,6 +539,64 @@ static void test_label_bounding(void **state)
     assert_int_equal(stats_counter_get(NULL, "x"), 0);
 }
 
+static const char want_plugin_family[] =
+    "# HELP sluice_rule_hits_total Rules that matched.\n"
+    "# TYPE sluice_rule_hits_total counter\n"
+    "sluice_rule_hits_total{plugin=\"spam\",rule=\"BAYES_99\"} 3\n"
+    "sluice_rule_hits_total{plugin=\"spam\",rule=\"other\"} 1\n"
+    "sluice_rule_hits_total{plugin=\"spam-strict\",rule=\"BAYES_99\"} 5\n"
+    "# HELP sluice_scanned_total Messages scanned.\n"
+    "# TYPE sluice_scanned_total counter\n"
+    "sluice_scanned_total{plugin=\"virus\"} 2\n";
+
+static void test_plugin_counter_family(void **state)
+{
+    (void)state;
+    struct stats_counter *a = stats_counter_new_plugin("spam", "rule_hits", "Rules that matched.",
+                                                       "rule", 1);
+    struct stats_counter *scanned = stats_counter_new_plugin("virus", "scanned",
+                                                             "Messages scanned.", NULL, 0);
+    struct stats_counter *b = stats_counter_new_plugin("spam-strict", "rule_hits", "ignored",
+                                                       "rule", 5);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_ptr_not_equal(a, b);
+    /* (name, instance) is the key: a reload gets the same counter back. */
+    assert_ptr_equal(stats_counter_new_plugin("spam", "rule_hits", "x", "rule", 1), a);
+    static const struct {
+        const char *instance, *name, *label;
+    } refused[] = {
+        {"spam", "rule_hits", "symbol"}, /* another label in the same family */
+        {"spam", "rule_hits", NULL},
+        {"x", "scanned", "kind"},
+        {"x", "y", "plugin"},            /* would clash with the plugin label */
+        {"", "y", NULL},
+        {NULL, "y", NULL},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
+        assert_null(stats_counter_new_plugin(refused[i].instance, refused[i].name, "h",
+                                             refused[i].label, 3));
+    /* A plain counter cannot join a family with the plugin label, nor the reverse. */
+    assert_null(stats_counter_new("rule_hits", "h", "rule", 3));
+    assert_non_null(stats_counter_new("plain", "h", "plugin", 3));
+    assert_null(stats_counter_new_plugin("spam", "plain", "h", "plugin", 3));
+
+    stats_counter_add(a, "BAYES_99", 3);
+    stats_counter_add(a, "URIBL", 1); /* bound 1 */
+    stats_counter_add(b, "BAYES_99", 5);
+    stats_counter_add(scanned, NULL, 2);
+    char *got = render();
+    assert_string_equal(from(got, "# HELP sluice_rule_hits_total"), want_plugin_family);
+    free(got);
+
+    buf_t j = BUF_INIT;
+    assert_int_equal(stats_render_json(&j, T0), 0);
+    assert_non_null(strstr(j.ptr, "{\"name\":\"sluice_rule_hits_total\",\"plugin\":\"spam-strict\","
+                                  "\"help\":\"Rules that matched.\",\"label\":\"rule\","
+                                  "\"values\":{\"BAYES_99\":5}}"));
+    buf_free(&j);
+}
+
 /* ---- Threads: counts are exact under contention ---------------------------- */
 
 #define THREADS 4
@@ -702,7 +760,7 @@ static void test_json_figures(void **state)
         "\"plugins\":[{\"name\":\"spam\",\"verdicts\":{\"continue\":0,\"accept\":0,\"reject\":1",
         "\"circuit_state\":0,\"circuit_state_name\":\"closed\",\"circuit_trips\":0,"
         "\"phases\":{\"mail\":{\"buckets\":[",
-        "\"counters\":[{\"name\":\"sluice_rule_hits_total\",\"help\":\"Rules \\\"hit\\\".\","
+        "\"counters\":[{\"name\":\"sluice_rule_hits_total\",\"plugin\":null,\"help\":\"Rules \\\"hit\\\".\","
         "\"label\":\"rule\",\"values\":{\"R\\\"1\":7}}]",
         "\"decisions\":[]}\n",
     };
@@ -784,6 +842,7 @@ int main(void)
         cmocka_unit_test_setup(test_plugin_record_idempotent, reset),
         cmocka_unit_test_setup(test_counter_names, reset),
         cmocka_unit_test_setup(test_label_bounding, reset),
+        cmocka_unit_test_setup(test_plugin_counter_family, reset),
         cmocka_unit_test_setup(test_threads, reset),
         cmocka_unit_test_setup(test_decision_validation, reset),
         cmocka_unit_test_setup(test_decision_ring, reset),
