@@ -1,0 +1,787 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * dkp_plugin: the dkim.so plugin, glue between the sluice host API and the
+ * engine modules (dkp_*). One instance runs in one mode:
+ *
+ *   mode = verify  check every DKIM-Signature, delete forged
+ *                  Authentication-Results carrying our authserv-id, add ours
+ *                  at the top, optionally reject per require_valid_from;
+ *   mode = sign    for outbound mail (From domain in the signing table AND
+ *                  client in internal_networks or authenticated) add one
+ *                  DKIM-Signature per table line for that domain.
+ *
+ * A chain usually holds a verify instance first and a sign instance last,
+ * so the signature covers the message exactly as it will be forwarded.
+ *
+ * Both modes work in the DATA hook on a thread-pool thread (key lookups and
+ * RSA are blocking). The instance state (struct dkp_inst) is built by
+ * init(), read-only afterwards and shared by those threads; the only
+ * mutable shared piece, the key cache, has its own lock.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <sluice/plugin.h>
+
+#include "dkp_ar.h"
+#include "dkp_cache.h"
+#include "dkp_dns.h"
+#include "dkp_key.h"
+#include "dkp_keyfile.h"
+#include "dkp_net.h"
+#include "dkp_policy.h"
+#include "dkp_sign.h"
+#include "dkp_table.h"
+#include "dkp_verify.h"
+
+#define DKP_MAX_FILE (4 * 1024 * 1024)
+
+enum dkp_mode { DKP_MODE_VERIFY, DKP_MODE_SIGN };
+
+/* Hooks receive only a ctx, so the host's table is kept here; it is the
+ * same table for every instance and set before any hook can run. */
+static const struct sluice_host_api *dkp__api;
+
+struct dkp_inst {
+    const struct sluice_host_api *api; /* host's, for the instance's life */
+    sluice_instance *inst;
+    enum dkp_mode mode;
+
+    /* verify */
+    char authserv_id[256];
+    struct dkp_keyfile keyfile; /* owned; used when have_keyfile */
+    int have_keyfile;
+    struct dkp_dns_conf dns;
+    struct dkp_cache *cache;    /* owned */
+    struct dkp_verify *verify;  /* owned */
+    struct dkp_policy policy;   /* owned */
+    sluice_counter *c_results;
+
+    /* sign */
+    struct dkp_table table;     /* owned */
+    char **pems;                /* owned, one per table entry */
+    struct dkp_netlist nets;    /* owned */
+    int sign_authenticated;
+    int sender_envelope;        /* 1: envelope sender's domain; 0: From field */
+    char **sign_headers;        /* owned NULL-terminated lists, NULL = defaults */
+    char **oversign_headers;
+    struct dkp_sign *sign;      /* owned */
+    sluice_counter *c_sign;
+};
+
+/* ---- small parsers for config values ----------------------------------- */
+
+/* "5s", "250ms", "2m", "3" (seconds) into milliseconds; -1 if invalid. */
+static long dkp__duration_ms(const char *s)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || errno || v < 0)
+        return -1;
+    while (*end == ' ')
+        end++;
+    double mult = 1000;
+    if (*end == '\0' || strcmp(end, "s") == 0)
+        mult = 1000;
+    else if (strcmp(end, "ms") == 0)
+        mult = 1;
+    else if (strcmp(end, "m") == 0)
+        mult = 60000;
+    else if (strcmp(end, "h") == 0)
+        mult = 3600000;
+    else if (strcmp(end, "d") == 0)
+        mult = 86400000;
+    else
+        return -1;
+    if (v * mult > (double)LONG_MAX / 2)
+        return -1;
+    return (long)(v * mult);
+}
+
+static int dkp__bool(const char *s, int *out)
+{
+    if (!strcasecmp(s, "yes") || !strcasecmp(s, "true") || !strcasecmp(s, "on") || !strcmp(s, "1"))
+        *out = 1;
+    else if (!strcasecmp(s, "no") || !strcasecmp(s, "false") || !strcasecmp(s, "off") ||
+             !strcmp(s, "0"))
+        *out = 0;
+    else
+        return -1;
+    return 0;
+}
+
+static int dkp__ulong(const char *s, unsigned long min, unsigned long max, unsigned long *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (end == s || *end || errno || v < min || v > max || s[0] == '-')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* A header name list "From, To, Subject" into a NULL-terminated array. */
+static char **dkp__name_list(const char *s)
+{
+    size_t n = 0, cap = 8;
+    char **v = calloc(cap + 1, sizeof *v);
+
+    if (!v)
+        return NULL;
+    while (*s) {
+        size_t l = 0;
+        while (*s == ' ' || *s == '\t' || *s == ',' || *s == ':')
+            s++;
+        if (!*s)
+            break;
+        while (s[l] && s[l] != ' ' && s[l] != '\t' && s[l] != ',' && s[l] != ':')
+            l++;
+        for (size_t i = 0; i < l; i++) {
+            unsigned char c = (unsigned char)s[i];
+            if (c <= 0x20 || c >= 0x7f) {
+                l = 0;
+                break;
+            }
+        }
+        if (l == 0)
+            goto fail;
+        if (n == cap) {
+            char **nv = realloc(v, (cap * 2 + 1) * sizeof *nv);
+            if (!nv)
+                goto fail;
+            v = nv;
+            cap *= 2;
+        }
+        v[n] = strndup(s, l);
+        if (!v[n])
+            goto fail;
+        n++;
+        v[n] = NULL;
+        s += l;
+    }
+    if (n == 0)
+        goto fail;
+    return v;
+fail:
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+    return NULL;
+}
+
+static void dkp__free_list(char **l)
+{
+    for (size_t i = 0; l && l[i]; i++)
+        free(l[i]);
+    free(l);
+}
+
+/* Whole file into a malloc'd NUL-terminated buffer; NULL with errno. */
+static char *dkp__slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "re");
+    char *buf = NULL;
+    size_t cap = 0, n = 0;
+
+    if (!f)
+        return NULL;
+    for (;;) {
+        if (n + 4096 + 1 > cap) {
+            cap = cap ? cap * 2 : 8192;
+            if (cap > DKP_MAX_FILE) {
+                errno = EFBIG;
+                goto fail;
+            }
+            char *nb = realloc(buf, cap);
+            if (!nb)
+                goto fail;
+            buf = nb;
+        }
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0) {
+            if (ferror(f)) {
+                errno = EIO;
+                goto fail;
+            }
+            break;
+        }
+    }
+    fclose(f);
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+fail:
+    free(buf);
+    fclose(f);
+    return NULL;
+}
+
+/* ---- instance life ----------------------------------------------------- */
+
+static void dkp__shutdown(void *data)
+{
+    struct dkp_inst *d = data;
+
+    if (!d)
+        return;
+    dkp_verify_free(d->verify);
+    dkp_cache_free(d->cache);
+    dkp_keyfile_free(&d->keyfile);
+    dkp_policy_free(&d->policy);
+    dkp_sign_free(d->sign);
+    for (size_t i = 0; d->pems && i < d->table.n; i++) {
+        if (d->pems[i]) {
+            /* private key material: do not leave it in freed memory */
+            memset(d->pems[i], 0, strlen(d->pems[i]));
+            free(d->pems[i]);
+        }
+    }
+    free(d->pems);
+    dkp_table_free(&d->table);
+    dkp_net_free(&d->nets);
+    dkp__free_list(d->sign_headers);
+    dkp__free_list(d->oversign_headers);
+    free(d);
+}
+
+/* Keys that belong to the other mode are a mistake worth reporting. */
+static const char *const dkp__verify_keys[] = {
+    "authserv_id", "keys_file", "dns_servers", "dns_timeout", "cache_size", "cache_max_ttl",
+    "min_key_bits", "allow_sha1", "require_valid_from", "on_fail", "on_temperror", NULL,
+};
+static const char *const dkp__sign_keys[] = {
+    "signing_table", "internal_networks", "sign_authenticated", "sender", "canonicalization",
+    "sign_headers", "oversign_headers", NULL,
+};
+
+static int dkp__init_verify(struct dkp_inst *d)
+{
+    const struct sluice_host_api *api = d->api;
+    sluice_instance *inst = d->inst;
+    const char *v;
+    char err[256];
+    int bad = 0;
+    unsigned long cache_size = 10000, max_ttl_ms = 3600000, min_bits = 1024;
+    long timeout_ms = 5000;
+    int allow_sha1 = 0;
+
+    v = api->config_get(inst, "authserv_id");
+    if (v) {
+        if (!dkp_ar_valid_authserv_id(v)) {
+            api->config_error(inst, "authserv_id", "must be a host-name-like token, got \"%s\"", v);
+            bad = 1;
+        } else {
+            snprintf(d->authserv_id, sizeof d->authserv_id, "%s", v);
+        }
+    } else if (gethostname(d->authserv_id, sizeof d->authserv_id - 1) != 0 ||
+               !dkp_ar_valid_authserv_id(d->authserv_id)) {
+        api->config_error(inst, "authserv_id", "not set and the host name is unusable; set it");
+        bad = 1;
+    }
+
+    v = api->config_get(inst, "keys_file");
+    if (v) {
+        size_t len;
+        char *text = dkp__slurp(v, &len);
+        unsigned line = 0;
+        if (!text) {
+            api->config_error(inst, "keys_file", "cannot read %s: %s", v, strerror(errno));
+            bad = 1;
+        } else if (dkp_keyfile_parse(text, len, &d->keyfile, &line, err, sizeof err) < 0) {
+            api->log(inst, SLUICE_LOG_ERROR, "%s:%u: %s", v, line, err);
+            api->config_error(inst, "keys_file", "%s:%u: %s", v, line, err);
+            bad = 1;
+        } else {
+            d->have_keyfile = 1;
+        }
+        free(text);
+    }
+
+    v = api->config_get(inst, "dns_servers");
+    if (v) {
+        if (dkp_dns_parse_servers(v, &d->dns, err, sizeof err) < 0) {
+            api->config_error(inst, "dns_servers", "%s", err);
+            bad = 1;
+        }
+    } else if (!d->have_keyfile) {
+        size_t len;
+        char *text = dkp__slurp("/etc/resolv.conf", &len);
+        if (!text || dkp_dns_parse_resolv(text, len, &d->dns) < 0) {
+            api->config_error(inst, "dns_servers",
+                              "not set and /etc/resolv.conf names no usable nameserver");
+            bad = 1;
+        }
+        free(text);
+    }
+
+    v = api->config_get(inst, "dns_timeout");
+    if (v && ((timeout_ms = dkp__duration_ms(v)) < 100 || timeout_ms > 60000)) {
+        api->config_error(inst, "dns_timeout", "must be a duration from 100ms to 60s, got \"%s\"",
+                          v);
+        bad = 1;
+    }
+    d->dns.timeout_ms = (unsigned)timeout_ms;
+
+    v = api->config_get(inst, "cache_size");
+    if (v && dkp__ulong(v, 1, 1000000, &cache_size) < 0) {
+        api->config_error(inst, "cache_size", "must be a number from 1 to 1000000, got \"%s\"", v);
+        bad = 1;
+    }
+    v = api->config_get(inst, "cache_max_ttl");
+    if (v) {
+        long ms = dkp__duration_ms(v);
+        if (ms < 0 || ms > 7L * 86400000) {
+            api->config_error(inst, "cache_max_ttl", "must be a duration up to 7d, got \"%s\"", v);
+            bad = 1;
+        } else {
+            max_ttl_ms = (unsigned long)ms;
+        }
+    }
+    v = api->config_get(inst, "min_key_bits");
+    if (v && dkp__ulong(v, 1024, 16384, &min_bits) < 0) {
+        api->config_error(inst, "min_key_bits",
+                          "must be from 1024 (RFC 8301) to 16384, got \"%s\"", v);
+        bad = 1;
+    }
+    v = api->config_get(inst, "allow_sha1");
+    if (v && dkp__bool(v, &allow_sha1) < 0) {
+        api->config_error(inst, "allow_sha1", "must be yes or no, got \"%s\"", v);
+        bad = 1;
+    }
+
+    d->policy.on_fail = DKP_ACT_REJECT;
+    d->policy.on_temperror = DKP_ACT_TEMPFAIL;
+    v = api->config_get(inst, "require_valid_from");
+    if (v && dkp_policy_parse_domains(&d->policy, v, err, sizeof err) < 0) {
+        api->config_error(inst, "require_valid_from", "%s", err);
+        bad = 1;
+    }
+    v = api->config_get(inst, "on_fail");
+    if (v && dkp_policy_parse_action(v, &d->policy.on_fail) < 0) {
+        api->config_error(inst, "on_fail", "must be reject, tempfail or tag, got \"%s\"", v);
+        bad = 1;
+    }
+    v = api->config_get(inst, "on_temperror");
+    if (v && dkp_policy_parse_action(v, &d->policy.on_temperror) < 0) {
+        api->config_error(inst, "on_temperror", "must be tempfail, reject or tag, got \"%s\"", v);
+        bad = 1;
+    }
+    if (bad)
+        return -1;
+
+    if (!d->have_keyfile) {
+        d->cache = dkp_cache_new(cache_size, 0, (uint32_t)(max_ttl_ms / 1000), 60);
+        if (!d->cache) {
+            api->config_error(inst, "cache_size", "cannot allocate the key cache");
+            return -1;
+        }
+    }
+    struct dkp_verify_conf vc = {
+        .keyfile = d->have_keyfile ? &d->keyfile : NULL,
+        .dns = &d->dns,
+        .cache = d->cache,
+        .min_key_bits = (unsigned)min_bits,
+        .allow_sha1 = allow_sha1,
+    };
+    d->verify = dkp_verify_new(&vc, err, sizeof err);
+    if (!d->verify) {
+        api->config_error(inst, NULL, "%s", err);
+        return -1;
+    }
+    d->c_results = api->counter_new(inst, "results", "DKIM signature results", "result", 8);
+    return 0;
+}
+
+/* Resolve a key path relative to the signing table's directory. */
+static char *dkp__key_path(const char *table, const char *key)
+{
+    if (key[0] == '/')
+        return strdup(key);
+    const char *slash = strrchr(table, '/');
+    if (!slash)
+        return strdup(key);
+    size_t dl = (size_t)(slash - table);
+    char *p = malloc(dl + 1 + strlen(key) + 1);
+    if (p)
+        sprintf(p, "%.*s/%s", (int)dl, table, key);
+    return p;
+}
+
+static int dkp__init_sign(struct dkp_inst *d)
+{
+    const struct sluice_host_api *api = d->api;
+    sluice_instance *inst = d->inst;
+    const char *v;
+    char err[256];
+    int bad = 0;
+    struct dkp_sign_conf sc = {.header_relaxed = 1, .body_relaxed = 1};
+
+    const char *table = api->config_get(inst, "signing_table");
+    if (!table) {
+        api->config_error(inst, "signing_table", "required with mode = sign");
+        bad = 1;
+    } else {
+        size_t len;
+        unsigned line = 0;
+        char *text = dkp__slurp(table, &len);
+        if (!text) {
+            api->config_error(inst, "signing_table", "cannot read %s: %s", table,
+                              strerror(errno));
+            bad = 1;
+        } else if (dkp_table_parse(text, len, &d->table, &line, err, sizeof err) < 0) {
+            api->log(inst, SLUICE_LOG_ERROR, "%s:%u: %s", table, line, err);
+            api->config_error(inst, "signing_table", "%s:%u: %s", table, line, err);
+            bad = 1;
+        } else if (d->table.n == 0) {
+            api->config_error(inst, "signing_table", "%s has no entries", table);
+            bad = 1;
+        }
+        free(text);
+    }
+    if (!bad) {
+        d->pems = calloc(d->table.n, sizeof *d->pems);
+        if (!d->pems)
+            return -1;
+        for (size_t i = 0; i < d->table.n; i++) {
+            struct dkp_table_entry *e = &d->table.v[i];
+            char *path = dkp__key_path(table, e->keyfile);
+            unsigned bits = 0;
+            if (!path || dkp_key_load(path, e->alg, &d->pems[i], &bits, err, sizeof err) < 0) {
+                api->log(inst, SLUICE_LOG_ERROR, "%s:%u: key %s: %s", table, e->line,
+                         path ? path : e->keyfile, path ? err : "out of memory");
+                api->config_error(inst, "signing_table", "%s:%u: key %s: %s", table, e->line,
+                                  path ? path : e->keyfile, path ? err : "out of memory");
+                bad = 1;
+            } else if (e->alg == DKP_ALG_RSA_SHA256 && bits < 2048) {
+                api->log(inst, SLUICE_LOG_WARN,
+                         "%s:%u: %u-bit RSA key for %s; 2048 bits are recommended", table,
+                         e->line, bits, e->domain);
+            }
+            free(path);
+        }
+    }
+
+    v = api->config_get(inst, "internal_networks");
+    if (dkp_net_parse(v ? v : "127.0.0.0/8, ::1/128", &d->nets, err, sizeof err) < 0) {
+        api->config_error(inst, "internal_networks", "%s", err);
+        bad = 1;
+    }
+    d->sign_authenticated = 1;
+    v = api->config_get(inst, "sign_authenticated");
+    if (v && dkp__bool(v, &d->sign_authenticated) < 0) {
+        api->config_error(inst, "sign_authenticated", "must be yes or no, got \"%s\"", v);
+        bad = 1;
+    }
+    v = api->config_get(inst, "sender");
+    if (v) {
+        if (!strcasecmp(v, "header") || !strcasecmp(v, "from"))
+            d->sender_envelope = 0;
+        else if (!strcasecmp(v, "envelope"))
+            d->sender_envelope = 1;
+        else {
+            api->config_error(inst, "sender", "must be header or envelope, got \"%s\"", v);
+            bad = 1;
+        }
+    }
+    v = api->config_get(inst, "canonicalization");
+    if (v) {
+        char h[16] = "", b[16] = "simple";
+        const char *slash = strchr(v, '/');
+        snprintf(h, sizeof h, "%.*s", slash ? (int)(slash - v) : (int)strlen(v), v);
+        if (slash)
+            snprintf(b, sizeof b, "%s", slash + 1);
+        int hok = !strcmp(h, "relaxed") || !strcmp(h, "simple");
+        int bok = !strcmp(b, "relaxed") || !strcmp(b, "simple");
+        if (!hok || !bok) {
+            api->config_error(inst, "canonicalization",
+                              "must be HEADER/BODY with relaxed or simple, got \"%s\"", v);
+            bad = 1;
+        }
+        sc.header_relaxed = !strcmp(h, "relaxed");
+        sc.body_relaxed = !strcmp(b, "relaxed");
+    }
+    v = api->config_get(inst, "sign_headers");
+    if (v) {
+        d->sign_headers = dkp__name_list(v);
+        if (!d->sign_headers) {
+            api->config_error(inst, "sign_headers", "must be a list of header field names");
+            bad = 1;
+        } else {
+            int has_from = 0;
+            for (size_t i = 0; d->sign_headers[i]; i++)
+                if (!strcasecmp(d->sign_headers[i], "from"))
+                    has_from = 1;
+            if (!has_from) {
+                api->config_error(inst, "sign_headers", "must include From (RFC 6376 5.4)");
+                bad = 1;
+            }
+        }
+    }
+    v = api->config_get(inst, "oversign_headers");
+    if (v) {
+        d->oversign_headers = strcmp(v, "none") ? dkp__name_list(v) : calloc(1, sizeof(char *));
+        if (!d->oversign_headers) {
+            api->config_error(inst, "oversign_headers",
+                              "must be a list of header field names or none");
+            bad = 1;
+        }
+    }
+    if (bad)
+        return -1;
+    sc.sign_headers = (const char *const *)d->sign_headers;
+    sc.oversign_headers = (const char *const *)d->oversign_headers;
+    d->sign = dkp_sign_new(&sc, err, sizeof err);
+    if (!d->sign) {
+        api->config_error(inst, NULL, "%s", err);
+        return -1;
+    }
+    d->c_sign = api->counter_new(inst, "signatures", "DKIM signing decisions", "outcome", 8);
+    return 0;
+}
+
+static int dkp__init(const struct sluice_host_api *api, sluice_instance *inst, void **data)
+{
+    struct dkp_inst *d = calloc(1, sizeof *d);
+    const char *mode;
+    int rc = 0;
+
+    *data = NULL;
+    if (!d) {
+        api->config_error(inst, NULL, "out of memory");
+        return -1;
+    }
+    dkp__api = api;
+    d->api = api;
+    d->inst = inst;
+    mode = api->config_get(inst, "mode");
+    if (!mode) {
+        api->config_error(inst, "mode", "required: verify or sign");
+        dkp__shutdown(d);
+        return -1;
+    }
+    if (!strcasecmp(mode, "verify")) {
+        d->mode = DKP_MODE_VERIFY;
+    } else if (!strcasecmp(mode, "sign")) {
+        d->mode = DKP_MODE_SIGN;
+    } else {
+        api->config_error(inst, "mode", "must be verify or sign, got \"%s\"", mode);
+        dkp__shutdown(d);
+        return -1;
+    }
+    const char *const *other = d->mode == DKP_MODE_VERIFY ? dkp__sign_keys : dkp__verify_keys;
+    for (size_t i = 0; other[i]; i++) {
+        if (api->config_get(inst, other[i])) {
+            api->config_error(inst, other[i], "only for mode = %s",
+                              d->mode == DKP_MODE_VERIFY ? "sign" : "verify");
+            rc = -1;
+        }
+    }
+    if ((d->mode == DKP_MODE_VERIFY ? dkp__init_verify(d) : dkp__init_sign(d)) < 0)
+        rc = -1;
+    if (rc < 0) {
+        dkp__shutdown(d);
+        return -1;
+    }
+    *data = d;
+    return 0;
+}
+
+/* ---- verify ------------------------------------------------------------ */
+
+static const char *dkp__symbol(enum dkp_result r)
+{
+    switch (r) {
+    case DKP_RES_PASS:
+        return "DKIM_PASS";
+    case DKP_RES_FAIL:
+        return "DKIM_FAIL";
+    case DKP_RES_NEUTRAL:
+        return "DKIM_NEUTRAL";
+    case DKP_RES_POLICY:
+        return "DKIM_POLICY";
+    case DKP_RES_TEMPERROR:
+        return "DKIM_TEMPERROR";
+    case DKP_RES_PERMERROR:
+        return "DKIM_PERMERROR";
+    case DKP_RES_NONE:
+        break;
+    }
+    return "DKIM_NONE";
+}
+
+static void dkp__delete_forged(sluice_ctx *ctx, struct dkp_inst *d)
+{
+    const struct sluice_host_api *api = d->api;
+    size_t ours[64], n = 0;
+
+    for (size_t nth = 0; nth < 1000 && n < sizeof ours / sizeof ours[0]; nth++) {
+        const char *v = api->header_get(ctx, "Authentication-Results", nth);
+        if (!v)
+            break;
+        if (dkp_ar_has_authserv_id(v, strlen(v), d->authserv_id))
+            ours[n++] = nth;
+    }
+    /* Highest first, so the indices of the remaining ones stay valid
+     * whether the host applies deletions at once or at the end. */
+    while (n > 0) {
+        size_t nth = ours[--n];
+        if (api->header_delete(ctx, "Authentication-Results", nth) == 0)
+            api->log_ctx(ctx, SLUICE_LOG_INFO,
+                         "dkim: removed Authentication-Results #%zu claiming to be from %s", nth,
+                         d->authserv_id);
+    }
+}
+
+static int dkp__on_data_verify(sluice_ctx *ctx, struct dkp_inst *d)
+{
+    const struct sluice_host_api *api = d->api;
+    const char *msg;
+    size_t len, n = 0;
+    struct dkp_sigres *res = NULL;
+    char err[256], ar[1024], from_dom[256];
+    struct dkp_policy_decision dec;
+
+    if (api->message(ctx, &msg, &len) != 0) {
+        api->log_ctx(ctx, SLUICE_LOG_WARN, "dkim: message not available");
+        return SLUICE_CONTINUE;
+    }
+    if (dkp_verify_message(d->verify, msg, len, &res, &n, err, sizeof err) < 0) {
+        api->log_ctx(ctx, SLUICE_LOG_INFO, "dkim: not verifiable: %s", err);
+        n = 0;
+    }
+    dkp__delete_forged(ctx, d);
+    if (n == 0) {
+        if (dkp_ar_format(d->authserv_id, NULL, ar, sizeof ar) > 0)
+            api->header_insert(ctx, 0, "Authentication-Results", ar);
+        api->symbol_add(ctx, "DKIM_NONE", 0.0, "no DKIM signature");
+        if (d->c_results)
+            api->counter_add(d->c_results, "none", 1);
+    }
+    /* Inserted at the top in reverse, so they read in signature order. */
+    for (size_t i = n; i-- > 0;) {
+        const struct dkp_sigres *r = &res[i];
+        if (dkp_ar_format(d->authserv_id, r, ar, sizeof ar) > 0)
+            api->header_insert(ctx, 0, "Authentication-Results", ar);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct dkp_sigres *r = &res[i];
+        char why[600];
+        snprintf(why, sizeof why, "d=%s s=%s%s%s", r->domain, r->selector, r->reason[0] ? ": " : "",
+                 r->reason);
+        api->symbol_add(ctx, dkp__symbol(r->result), 0.0, why);
+        if (d->c_results)
+            api->counter_add(d->c_results, dkp_ar_result_name(r->result), 1);
+        api->log_ctx(ctx, SLUICE_LOG_INFO, "dkim: d=%s s=%s a=%s result=%s%s%s", r->domain,
+                     r->selector, r->alg, dkp_ar_result_name(r->result),
+                     r->reason[0] ? " reason=" : "", r->reason);
+    }
+
+    int have_from = dkp_sign_addr_domain(api->header_get(ctx, "From", 0), from_dom,
+                                         sizeof from_dom) == 0;
+    dkp_policy_eval(&d->policy, have_from ? from_dom : NULL, res, n, &dec);
+    free(res);
+    if (dec.symbol)
+        api->symbol_add(ctx, dec.symbol, 0.0, dec.text);
+    if (dec.action == DKP_ACT_REJECT) {
+        api->set_reply(ctx, dec.code, dec.enh, dec.text);
+        return SLUICE_REJECT;
+    }
+    if (dec.action == DKP_ACT_TEMPFAIL) {
+        api->set_reply(ctx, dec.code, dec.enh, dec.text);
+        return SLUICE_TEMPFAIL;
+    }
+    return SLUICE_CONTINUE;
+}
+
+/* ---- sign ---------------------------------------------------------------- */
+
+static int dkp__on_data_sign(sluice_ctx *ctx, struct dkp_inst *d)
+{
+    const struct sluice_host_api *api = d->api;
+    const char *client = api->client_addr(ctx);
+    const char *user = api->auth_user(ctx);
+    char dom[256], err[256];
+    const char *msg;
+    size_t len;
+
+    int internal = dkp_net_match(&d->nets, client);
+    int authed = d->sign_authenticated && user && *user;
+    if (!internal && !authed) {
+        if (d->c_sign)
+            api->counter_add(d->c_sign, "not_outbound", 1);
+        return SLUICE_CONTINUE;
+    }
+    if (d->sender_envelope) {
+        const char *s = api->sender(ctx);
+        const char *at = s ? strrchr(s, '@') : NULL;
+        if (!at || !at[1] || strlen(at + 1) >= sizeof dom)
+            dom[0] = '\0';
+        else
+            snprintf(dom, sizeof dom, "%s", at + 1);
+    } else if (dkp_sign_addr_domain(api->header_get(ctx, "From", 0), dom, sizeof dom) < 0) {
+        dom[0] = '\0';
+    }
+    size_t i = dom[0] ? dkp_table_find(&d->table, dom, 0) : d->table.n;
+    if (i == d->table.n) {
+        api->log_ctx(ctx, SLUICE_LOG_DEBUG, "dkim: no signing table entry for \"%s\"", dom);
+        if (d->c_sign)
+            api->counter_add(d->c_sign, "no_entry", 1);
+        return SLUICE_CONTINUE;
+    }
+    if (api->message(ctx, &msg, &len) != 0) {
+        api->log_ctx(ctx, SLUICE_LOG_WARN, "dkim: message not available, not signed");
+        return SLUICE_CONTINUE;
+    }
+    /* Sign everything first: the message must not change between
+     * signatures (each one covers the original, not the others). */
+    char *sigs[16];
+    size_t nsig = 0;
+    for (; i < d->table.n && nsig < 16; i = dkp_table_find(&d->table, dom, i + 1)) {
+        const struct dkp_table_entry *e = &d->table.v[i];
+        char *value = NULL;
+        if (dkp_sign_message(d->sign, e->domain, e->selector, d->pems[i], e->alg, msg, len,
+                             &value, err, sizeof err) < 0) {
+            api->log_ctx(ctx, SLUICE_LOG_WARN, "dkim: cannot sign as d=%s s=%s: %s", e->domain,
+                         e->selector, err);
+            if (d->c_sign)
+                api->counter_add(d->c_sign, "error", 1);
+            continue;
+        }
+        api->log_ctx(ctx, SLUICE_LOG_INFO, "dkim: signed d=%s s=%s a=%s", e->domain,
+                     e->selector, dkp_alg_name(e->alg));
+        if (d->c_sign)
+            api->counter_add(d->c_sign, "signed", 1);
+        sigs[nsig++] = value;
+    }
+    for (size_t k = nsig; k-- > 0;) {
+        int rc = api->header_insert(ctx, 0, "DKIM-Signature", sigs[k]);
+        if (rc != 0)
+            api->log_ctx(ctx, SLUICE_LOG_WARN, "dkim: cannot add DKIM-Signature: %s",
+                         strerror(-rc));
+        free(sigs[k]);
+    }
+    return SLUICE_CONTINUE;
+}
+
+static int dkp__on_data(sluice_ctx *ctx)
+{
+    struct dkp_inst *d = dkp__api ? dkp__api->instance_data(ctx) : NULL;
+
+    if (!d)
+        return SLUICE_CONTINUE;
+    return d->mode == DKP_MODE_VERIFY ? dkp__on_data_verify(ctx, d) : dkp__on_data_sign(ctx, d);
+}
+
+SLUICE_PLUGIN_DEFINE(.name = "dkim", .version = "1.0",
+                     .description = "DKIM verification (Authentication-Results) and signing",
+                     .capabilities = SLUICE_CAP_HEADERS,
+                     .blocking_phases = SLUICE_PHASE_BIT(SLUICE_PHASE_DATA),
+                     .init = dkp__init, .shutdown = dkp__shutdown, .on_data = dkp__on_data);
