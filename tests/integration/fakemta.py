@@ -153,6 +153,11 @@ class FakeMTA:
     def stop(self):
         self._stop.set()
         try:
+            # shutdown() wakes a thread blocked in accept(); close() does not.
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
             self.sock.close()
         except OSError:
             pass
@@ -165,7 +170,9 @@ class FakeMTA:
                 c.close()
             except OSError:
                 pass
-        for t in self._threads:
+        if self._accept_thread:
+            self._accept_thread.join(timeout=2)
+        for t in list(self._threads):
             t.join(timeout=2)
 
     def __enter__(self):
@@ -222,10 +229,13 @@ class FakeMTA:
                 conn, peer = self.sock.accept()
             except OSError:
                 return
+            if self._stop.is_set():
+                conn.close()
+                return
             t = threading.Thread(target=self._serve, args=(conn, peer), daemon=True)
-            self._threads.append(t)
             self._conns.append(conn)
             t.start()
+            self._threads.append(t)
 
     def _fault(self, phase, sess, arg):
         f = self.faults.get(phase)
@@ -238,13 +248,17 @@ class FakeMTA:
         with self.cond:
             self.sessions.append(sess)
             self.cond.notify_all()
-        io = _Conn(conn, self.idle_timeout, self._stop)
+        io = None
         try:
+            io = _Conn(conn, self.idle_timeout, self._stop)
             self._dialogue(io, sess)
         except (OSError, ssl.SSLError, _Closed) as e:
             sess.close_reason = sess.close_reason or repr(e)
         finally:
-            io.close()
+            if io:
+                io.close()
+            else:
+                conn.close()
             sess.closed.set()
             self._notify()
 
