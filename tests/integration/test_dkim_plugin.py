@@ -1,0 +1,462 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""dkim plugin end to end: sluice between a client and a recording upstream.
+
+Interoperability is the point, so every signature sluice makes is checked
+by dkimpy (an independent verifier), and sluice verifies signatures made by
+dkimpy and by rspamd's `rspamadm mime sign`. Keys are generated here, at
+test time, with openssl; none is committed. Key records come from a key
+file (keys_file) or, for the DNS path, from a tiny UDP DNS responder on
+127.0.0.1 written below (plus a silent UDP socket for the timeout case).
+"""
+
+import base64
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+
+import pytest
+
+import harness
+
+dkim = pytest.importorskip("dkim")
+
+AUTHSERV = "mx.test"
+
+
+# --------------------------------------------------------------------------
+# keys
+def _run(*cmd, **kw):
+    return subprocess.run(list(cmd), check=True, capture_output=True, timeout=60, **kw)
+
+
+class Keys:
+    """RSA-2048 and Ed25519 key pairs for example.com and example.org."""
+
+    def __init__(self, d):
+        self.dir = str(d)
+        self.records = {}   # "sel._domainkey.dom" -> TXT text
+        self.pem = {}       # selector -> path of the private PEM
+        self.dkimpy = {}    # selector -> private key as dkimpy wants it
+        for sel, kind in (("rsa", "rsa"), ("ed", "ed25519"), ("org", "rsa")):
+            path = os.path.join(self.dir, sel + ".pem")
+            if kind == "rsa":
+                _run("openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt",
+                     "rsa_keygen_bits:2048", "-out", path)
+            else:
+                _run("openssl", "genpkey", "-algorithm", "ed25519", "-out", path)
+            os.chmod(path, 0o600)
+            pub = _run("openssl", "pkey", "-in", path, "-pubout", "-outform", "DER").stdout
+            dom = "example.org" if sel == "org" else "example.com"
+            if kind == "rsa":
+                rec = "v=DKIM1; k=rsa; p=" + base64.b64encode(pub).decode()
+                self.dkimpy[sel] = open(path, "rb").read()
+            else:
+                rec = "v=DKIM1; k=ed25519; p=" + base64.b64encode(pub[-32:]).decode()
+                der = _run("openssl", "pkey", "-in", path, "-outform", "DER").stdout
+                self.dkimpy[sel] = base64.b64encode(der[-32:])
+            self.records["%s._domainkey.%s" % (sel, dom)] = rec
+            self.pem[sel] = path
+
+    def keys_file(self, name="keys.txt", extra=None, drop=()):
+        recs = dict(self.records)
+        recs.update(extra or {})
+        path = os.path.join(self.dir, name)
+        with open(path, "w") as f:
+            for n, r in recs.items():
+                if n not in drop:
+                    f.write("%s %s\n" % (n, r))
+        return path
+
+    def dnsfunc(self, name, timeout=5):
+        n = name.decode().rstrip(".")
+        r = self.records.get(n)
+        return r.encode() if r else None
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    if not shutil.which("openssl"):
+        pytest.skip("openssl not installed")
+    return Keys(tmp_path_factory.mktemp("dkimkeys"))
+
+
+MSG = (b"From: Ann Example <ann@example.com>\r\n"
+       b"To: Bob <bob@example.net>\r\n"
+       b"Subject: quarterly figures\r\n"
+       b"Date: Tue, 14 Nov 2023 22:13:20 +0000\r\n"
+       b"Message-ID: <q3@example.com>\r\n"
+       b"MIME-Version: 1.0\r\n"
+       b"Content-Type: text/plain; charset=utf-8\r\n"
+       b"\r\n"
+       b"Hello Bob,\r\n\r\nthe figures are attached in spirit.\r\n"
+       b".leading dot line\r\n")
+
+
+def dkimpy_sign(keys, sel, msg=MSG, domain=b"example.com"):
+    alg = b"ed25519-sha256" if sel == "ed" else b"rsa-sha256"
+    sig = dkim.sign(msg, sel.encode(), domain, keys.dkimpy[sel],
+                    canonicalize=(b"relaxed", b"relaxed"), signature_algorithm=alg,
+                    include_headers=[b"from", b"to", b"subject", b"date", b"message-id"])
+    return sig.replace(b"\n", b"\r\n").replace(b"\r\r\n", b"\r\n") + msg
+
+
+def verify_conf(keys_file=None, **extra):
+    c = {"path": "dkim", "mode": "verify", "authserv_id": AUTHSERV}
+    if keys_file:
+        c["keys_file"] = keys_file
+    c.update(extra)
+    return c
+
+
+def sign_conf(table, **extra):
+    c = {"path": "dkim", "mode": "sign", "signing_table": table}
+    c.update(extra)
+    return c
+
+
+def start(sluice_factory, fake, instances):
+    """sluice with the given {name: section} plugin instances, in order."""
+    sections = {"chain": {"plugins": ", ".join(instances)}}
+    for name, conf in instances.items():
+        sections["plugin " + name] = conf
+    return sluice_factory(fake.port, extra_sections=sections)
+
+
+def send(s, fake, msg, n, mail_from="ann@example.com"):
+    refused = harness.smtp_send(s.port, mail_from=mail_from, rcpts=["bob@example.net"], msg=msg)
+    assert refused == {}
+    got = fake.wait_messages(n)
+    assert len(got) >= n, "upstream got %d messages" % len(got)
+    return got[n - 1].data
+
+
+def headers(data, name):
+    """Unfolded values of all fields called name, in order."""
+    head = data.split(b"\r\n\r\n", 1)[0].decode()
+    out = []
+    for m in re.finditer(r"^%s:[ \t]*([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)" % re.escape(name), head,
+                         re.M | re.I):
+        out.append(re.sub(r"\r\n[ \t]*", " ", m.group(1)))
+    return out
+
+
+def ar_results(data):
+    return [h for h in headers(data, "Authentication-Results") if h.startswith(AUTHSERV + ";")]
+
+
+# --------------------------------------------------------------------------
+# signing
+def write_table(keys, lines, name="table"):
+    path = os.path.join(keys.dir, name)
+    with open(path, "w") as f:
+        f.write("# domain selector key [algorithm]\n" + "\n".join(lines) + "\n")
+    return path
+
+
+def test_sign_dual_rsa_ed25519_verified_by_dkimpy(keys, fake, sluice_factory):
+    table = write_table(keys, ["example.com rsa rsa.pem",
+                               "example.com ed %s ed25519-sha256" % keys.pem["ed"]])
+    s = start(sluice_factory, fake, {"dkims": sign_conf(table)})
+    data = send(s, fake, MSG, 1)
+    sigs = headers(data, "DKIM-Signature")
+    assert len(sigs) == 2, data
+    assert data.startswith(b"DKIM-Signature:") or data.split(b"\r\n")[1].startswith(b"DKIM"), \
+        "signatures belong at the top"
+    algs = sorted(re.search(r"a=([\w-]+)", v).group(1) for v in sigs)
+    assert algs == ["ed25519-sha256", "rsa-sha256"]
+    for v in sigs:
+        assert "c=relaxed/relaxed" in v
+        assert not re.search(r"(^|;)\s*l=", v), "no l= tag"
+        h = re.search(r"(?:^|;)\s*h=([^;]*)", v).group(1).replace(" ", "").lower().split(":")
+        for name in ("from", "to", "subject", "date"):
+            assert h.count(name) == 2, "%s over-signed: %s" % (name, h)
+        assert "message-id" in h
+    for idx in range(2):
+        d = dkim.DKIM(data)
+        assert d.verify(idx=idx, dnsfunc=keys.dnsfunc), "dkimpy rejects signature %d" % idx
+    # and tampering is noticed by the independent verifier
+    bad = data.replace(b"figures are", b"figures were")
+    with pytest.raises(dkim.ValidationError):
+        dkim.DKIM(bad).verify(idx=0, dnsfunc=keys.dnsfunc)
+
+
+def test_sign_only_outbound_mail(keys, fake, sluice_factory):
+    table = write_table(keys, ["example.com rsa rsa.pem"], "table2")
+    # 127.0.0.1 is not internal here and nobody authenticates: no signature
+    s = start(sluice_factory, fake, {"dkims": sign_conf(table, internal_networks="10.0.0.0/8")})
+    data = send(s, fake, MSG, 1)
+    assert headers(data, "DKIM-Signature") == []
+    s.stop()
+    # internal client, but a From domain that is not in the table: no signature
+    s2 = start(sluice_factory, fake, {"dkims": sign_conf(table)})
+    other = MSG.replace(b"ann@example.com", b"ann@elsewhere.example")
+    data = send(s2, fake, other, 2)
+    assert headers(data, "DKIM-Signature") == []
+    # and the same client with the table's domain: signed
+    data = send(s2, fake, MSG, 3)
+    assert len(headers(data, "DKIM-Signature")) == 1
+
+
+def test_sign_after_verify_chain_and_roundtrip(keys, fake, sluice_factory):
+    """verify first, sign last: the signature covers the edited message
+    (with the new Authentication-Results) and sluice's own verifier passes
+    it on a second pass."""
+    table = write_table(keys, ["example.com ed ed.pem ed25519-sha256"], "table3")
+    kf = keys.keys_file()
+    s = start(sluice_factory, fake, {"dkimv": verify_conf(kf), "dkims": sign_conf(table)})
+    data = send(s, fake, MSG, 1)
+    assert ar_results(data) == [AUTHSERV + "; dkim=none"]
+    assert dkim.DKIM(data).verify(dnsfunc=keys.dnsfunc)
+    # the signed output verifies as pass in sluice too
+    s2 = start(sluice_factory, fake, {"dkimv": verify_conf(kf, authserv_id="mx2.test")})
+    out = send(s2, fake, data, 2)
+    res = [h for h in headers(out, "Authentication-Results") if h.startswith("mx2.test;")]
+    assert len(res) == 1 and "dkim=pass" in res[0] and "header.s=ed" in res[0], res
+
+
+# --------------------------------------------------------------------------
+# verifying
+def test_verify_dkimpy_signatures_pass(keys, fake, sluice_factory):
+    s = start(sluice_factory, fake, {"dkimv": verify_conf(keys.keys_file())})
+    for n, sel in enumerate(("rsa", "ed"), 1):
+        signed = dkimpy_sign(keys, sel)
+        b = re.search(rb"b=([A-Za-z0-9+/]{8})", signed.split(b"bh=")[1]).group(1).decode()
+        data = send(s, fake, signed, n)
+        res = ar_results(data)
+        assert len(res) == 1, res
+        assert res[0].startswith(AUTHSERV + "; dkim=pass "), res
+        assert "header.d=example.com" in res[0] and "header.s=%s" % sel in res[0]
+        assert re.search(r'header\.b="?%s"?' % re.escape(b), res[0]), (b, res)
+        assert data.startswith(b"Authentication-Results: " + AUTHSERV.encode()), \
+            "A-R at the top"
+
+
+@pytest.mark.parametrize("case,mutate,want,reason", [
+    ("body", lambda m: m.replace(b"in spirit", b"in person"), "fail", "body hash"),
+    ("header", lambda m: m.replace(b"Subject: quarterly", b"Subject: yearly"), "fail",
+     "signature did not verify"),
+])
+def test_verify_tampered(keys, fake, sluice_factory, case, mutate, want, reason):
+    s = start(sluice_factory, fake, {"dkimv": verify_conf(keys.keys_file())})
+    data = send(s, fake, mutate(dkimpy_sign(keys, "rsa")), 1)
+    res = ar_results(data)
+    assert len(res) == 1 and ("dkim=%s" % want) in res[0] and reason in res[0], res
+
+
+def test_verify_key_problems_and_unsigned(keys, fake, sluice_factory):
+    kf = keys.keys_file("keys-bad.txt", drop=("ed._domainkey.example.com",),
+                        extra={"rsa._domainkey.example.com": "v=DKIM1; k=rsa; p=!!not-base64!!"})
+    s = start(sluice_factory, fake, {"dkimv": verify_conf(kf)})
+    data = send(s, fake, dkimpy_sign(keys, "ed"), 1)          # no key record at all
+    res = ar_results(data)
+    assert len(res) == 1 and "dkim=permerror" in res[0] and "no key" in res[0], res
+    data = send(s, fake, dkimpy_sign(keys, "rsa"), 2)         # malformed key record
+    res = ar_results(data)
+    assert len(res) == 1 and "dkim=permerror" in res[0], res
+    data = send(s, fake, MSG, 3)                              # unsigned
+    assert ar_results(data) == [AUTHSERV + "; dkim=none"]
+
+
+def test_verify_several_signatures_and_forged_ar(keys, fake, sluice_factory):
+    s = start(sluice_factory, fake, {"dkimv": verify_conf(keys.keys_file())})
+    m = dkimpy_sign(keys, "rsa")
+    m = dkimpy_sign(keys, "ed", m)
+    m = dkimpy_sign(keys, "org", m, domain=b"example.org")
+    forged = (b"Authentication-Results: " + AUTHSERV.encode() + b"; dkim=pass header.d=bank.example\r\n"
+              b"Authentication-Results: MX.TEST (forged\r\n  again); spf=pass\r\n"
+              b"Authentication-Results: other.example; dkim=pass header.d=kept.example\r\n")
+    data = send(s, fake, forged + m, 1)
+    res = ar_results(data)
+    assert len(res) == 3, res
+    assert all("dkim=pass" in r for r in res), res
+    assert sorted(re.search(r"header\.s=(\w+)", r).group(1) for r in res) == ["ed", "org", "rsa"]
+    all_ar = headers(data, "Authentication-Results")
+    assert not any("bank.example" in h for h in all_ar), "forged A-R kept"
+    assert not any("forged" in h for h in all_ar), "forged A-R (case, comment) kept"
+    assert any("kept.example" in h for h in all_ar), "someone else's A-R removed"
+    assert "removed Authentication-Results" in s.output()
+
+
+def test_verify_rspamd_signature_pass(keys, fake, sluice_factory, tmp_path):
+    if not shutil.which("rspamadm"):
+        pytest.skip("rspamadm (rspamd) not installed")
+    msgf = tmp_path / "m.eml"
+    msgf.write_bytes(MSG)
+    out = subprocess.run(["rspamadm", "mime", "sign", "-d", "example.com", "-s", "rsa",
+                          "-k", keys.pem["rsa"], str(msgf)], capture_output=True, timeout=60)
+    if out.returncode != 0 or b"DKIM-Signature" not in out.stdout:
+        pytest.skip("rspamadm mime sign failed: %r" % out.stderr[-300:])
+    signed = out.stdout.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    s = start(sluice_factory, fake, {"dkimv": verify_conf(keys.keys_file())})
+    data = send(s, fake, signed, 1)
+    res = ar_results(data)
+    assert len(res) == 1 and "dkim=pass" in res[0] and "header.s=rsa" in res[0], res
+
+
+# --------------------------------------------------------------------------
+# DNS path: a tiny responder, and a port that never answers
+class TinyDNS:
+    """Answers TXT queries on 127.0.0.1 from a dict; counts queries."""
+
+    def __init__(self, records, silent=False):
+        self.records = records
+        self.silent = silent
+        self.queries = []
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self.loop, daemon=True)
+        self.t.start()
+
+    def loop(self):
+        while not self.stop.is_set():
+            try:
+                q, peer = self.sock.recvfrom(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            labels, i = [], 12
+            while q[i]:
+                labels.append(q[i + 1:i + 1 + q[i]].decode())
+                i += 1 + q[i]
+            name = ".".join(labels).lower()
+            self.queries.append(name)
+            if self.silent:
+                continue
+            qend = i + 5
+            rec = self.records.get(name)
+            flags = 0x8180 if rec else 0x8183
+            out = q[:2] + struct.pack(">HHHHH", flags, 1, 1 if rec else 0, 0, 0) + q[12:qend]
+            if rec:
+                raw = rec.encode()
+                chunks = b"".join(bytes([len(raw[k:k + 255])]) + raw[k:k + 255]
+                                  for k in range(0, len(raw), 255))
+                out += struct.pack(">HHHIH", 0xc00c, 16, 1, 300, len(chunks)) + chunks
+            self.sock.sendto(out, peer)
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+        self.t.join(2)
+
+
+def test_verify_over_dns_with_cache(keys, fake, sluice_factory):
+    dns = TinyDNS(keys.records)
+    try:
+        s = start(sluice_factory, fake, {"dkimv": verify_conf(
+            dns_servers="127.0.0.1:%d" % dns.port, dns_timeout="2s")})
+        for n in (1, 2):
+            data = send(s, fake, dkimpy_sign(keys, "rsa"), n)
+            res = ar_results(data)
+            assert len(res) == 1 and "dkim=pass" in res[0], res
+        assert dns.queries == ["rsa._domainkey.example.com"], \
+            "second message must be answered from the cache: %r" % dns.queries
+        data = send(s, fake, dkimpy_sign(keys, "ed").replace(b"s=ed", b"s=gone"), 3)
+        res = ar_results(data)
+        assert len(res) == 1 and "dkim=permerror" in res[0], res
+    finally:
+        dns.close()
+
+
+def test_dns_timeout_temperror_and_tempfail(keys, fake, sluice_factory):
+    silent = TinyDNS({}, silent=True)
+    try:
+        s = start(sluice_factory, fake, {"dkimv": verify_conf(
+            dns_servers="127.0.0.1:%d" % silent.port, dns_timeout="500ms")})
+        data = send(s, fake, dkimpy_sign(keys, "rsa"), 1)
+        res = ar_results(data)
+        assert len(res) == 1 and "dkim=temperror" in res[0], res
+        s.stop()
+        s2 = start(sluice_factory, fake, {"dkimv": verify_conf(
+            dns_servers="127.0.0.1:%d" % silent.port, dns_timeout="500ms",
+            require_valid_from="example.com")})
+        with harness.Client(s2.port) as c:
+            c.greeting()
+            c.ehlo()
+            r = harness.transaction(c, mail_from="ann@example.com",
+                                    body=dkimpy_sign(keys, "rsa"))
+            assert r.code == 451 and r.enh == "4.7.20", r
+    finally:
+        silent.close()
+
+
+# --------------------------------------------------------------------------
+# policy
+@pytest.mark.parametrize("case,msg_fn,code,enh", [
+    ("unsigned", lambda k: MSG, 550, "5.7.20"),
+    ("broken", lambda k: dkimpy_sign(k, "rsa").replace(b"in spirit", b"in person"), 550, "5.7.20"),
+    ("other domain", lambda k: dkimpy_sign(k, "org", domain=b"example.org"), 550, "5.7.22"),
+    ("author signed", lambda k: dkimpy_sign(k, "ed"), 250, None),
+])
+def test_require_valid_from(keys, fake, sluice_factory, case, msg_fn, code, enh):
+    s = start(sluice_factory, fake, {"dkimv": verify_conf(
+        keys.keys_file(), require_valid_from="example.com, example.net")})
+    with harness.Client(s.port) as c:
+        c.greeting()
+        c.ehlo()
+        r = harness.transaction(c, mail_from="ann@example.com", body=msg_fn(keys))
+        assert r.code == code, r
+        if enh:
+            assert r.enh == enh, r
+
+
+def test_policy_default_only_tags(keys, fake, sluice_factory):
+    s = start(sluice_factory, fake, {"dkimv": verify_conf(keys.keys_file())})
+    data = send(s, fake, MSG, 1)
+    assert ar_results(data) == [AUTHSERV + "; dkim=none"]
+
+
+# --------------------------------------------------------------------------
+# configuration errors under --check
+def check(tmp_path, instances):
+    s = harness.Sluice(tmp_path / "chk", upstream_port=1,
+                       extra_sections=dict([("chain", {"plugins": ", ".join(instances)})] +
+                                           [("plugin " + k, v) for k, v in instances.items()]))
+    s.write_config()
+    return harness.run_sluice(["-c", s.config_path, "--check"]), s.config_path
+
+
+def test_check_errors(keys, tmp_path):
+    loose = os.path.join(keys.dir, "loose.pem")
+    shutil.copy(keys.pem["rsa"], loose)
+    os.chmod(loose, 0o644)
+    badpem = os.path.join(keys.dir, "bad.pem")
+    with open(badpem, "w") as f:
+        f.write("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+    os.chmod(badpem, 0o600)
+    cases = [
+        (["example.com rsa rsa.pem", "example.com sel"], ":3: too few fields"),
+        (["example.com rsa loose.pem"], "group or others"),
+        (["example.com rsa bad.pem"], "not a PEM private key"),
+        (["example.com rsa missing.pem"], "cannot open key file"),
+        (["example.com ed rsa.pem ed25519-sha256"], "needs an Ed25519 key"),
+    ]
+    for n, (lines, want) in enumerate(cases):
+        table = write_table(keys, lines, "chk%d" % n)
+        r, conf = check(tmp_path / str(n), {"dkims": sign_conf(table)})
+        out = r.stdout + r.stderr
+        assert r.returncode != 0, out
+        assert want in out, (want, out)
+        assert re.search(r"%s:\d+: " % re.escape(table), out), "TABLE:LINE missing: " + out
+    # config keys: FILE:LINE of the key in the config
+    r, conf = check(tmp_path / "k", {"dkimv": verify_conf(keys.keys_file(), dns_timeout="forever",
+                                                         on_fail="drop")})
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert re.search(r"%s:\d+: .*dns_timeout" % re.escape(conf), out), out
+    assert "on_fail" in out
+    r, conf = check(tmp_path / "m", {"dkimx": {"path": "dkim", "mode": "both"}})
+    assert r.returncode != 0 and "mode" in r.stdout + r.stderr
+    # and a good configuration passes
+    table = write_table(keys, ["example.com rsa rsa.pem", "example.com ed ed.pem ed25519-sha256"],
+                        "good")
+    r, conf = check(tmp_path / "ok", {"dkimv": verify_conf(keys.keys_file()),
+                                      "dkims": sign_conf(table)})
+    assert r.returncode == 0, r.stdout + r.stderr
