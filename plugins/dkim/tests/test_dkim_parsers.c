@@ -405,7 +405,8 @@ static size_t answer(unsigned char *buf, const unsigned char *q, size_t qlen, in
     buf[10] = 0;
     buf[11] = 0; /* drop the OPT record */
     size_t qend = qlen - 11;
-    memcpy(buf + qend, rrs, rrlen);
+    if (rrlen)
+        memcpy(buf + qend, rrs, rrlen);
     return qend + rrlen;
 }
 
