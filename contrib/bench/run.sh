@@ -240,8 +240,21 @@ fi
 # r_acc (accepted per the client), r_ok (counted by the sink), r_sink and
 # r_sluice (CPU ticks used meanwhile), r_p50/r_p99 (ms, sluice-bench only),
 # r_note (what went wrong).
+# Both servers must outlive every run: a dead one would make the figures
+# (and /proc reads) meaningless, so stop with the reason instead.
+alive() {
+    kill -0 "$sink_pid" 2>/dev/null || die "smtp-sink (pid $sink_pid) is gone (killed from outside?)"
+    if [ -n "$main_sluice_pid" ] && ! kill -0 "$main_sluice_pid" 2>/dev/null; then
+        echo "--- last lines of $work/sluice.log:" >&2
+        tail -5 "$work/sluice.log" >&2
+        keep=1
+        die "sluice (pid $main_sluice_pid) died during the benchmark"
+    fi
+}
+
 measure() {
     local tool=$1 target=$2 sess=$3 size=$4 count=$5
+    alive
     local port=$sink_port spid=""
     [ "$target" = via ] && port=$via_port && spid=$main_sluice_pid
     local before after c0=0 c1=0 s0 s1 t0 t1 line
@@ -276,6 +289,7 @@ measure() {
         [ "$(kv errors "$line")" = 0 ] || r_note="errors=$(kv errors "$line"): $(head -1 "$work/bench.err")"
     fi
     after=$(sink_wait $((before + r_acc)))
+    alive
     s1=$(cpu_ticks "$sink_pid")
     [ -n "$spid" ] && c1=$(cpu_ticks "$spid")
     r_ok=$((after - before))
