@@ -37,7 +37,7 @@
  * here, set by init() before any hook can run. */
 static const struct sluice_host_api *vir__api;
 
-/* Upper bounds (seconds) of the scan-time buckets, label "le". */
+/* Upper bounds (seconds) of the scan-time buckets, label "seconds". */
 static const struct {
     double le;
     const char *label;
@@ -59,7 +59,7 @@ struct vir_inst {
     char scanner[80];            /* for X-Virus-Scanned */
     sluice_counter *c_scans;     /* label result */
     sluice_counter *c_detect;    /* label signature */
-    sluice_counter *c_bucket;    /* label le: cumulative scan-time histogram */
+    sluice_counter *c_bucket;    /* label seconds: cumulative scan-time buckets */
     sluice_counter *c_usec;      /* total scan time, microseconds */
 };
 
@@ -173,14 +173,16 @@ static int vir_init(const struct sluice_host_api *api, sluice_instance *inst, vo
         return 0;
     }
 
-    vi->c_scans = api->counter_new(inst, "scans", "Messages scanned, by result "
+    vi->c_scans = api->counter_new(inst, "virus_scans", "Messages scanned, by result "
                                    "(clean, virus, limit, error)", "result", VIR_KIND_COUNT);
-    vi->c_detect = api->counter_new(inst, "detections", "Viruses found, by signature name",
+    vi->c_detect = api->counter_new(inst, "virus_detections", "Viruses found, by signature name",
                                     "signature", 100);
-    vi->c_bucket = api->counter_new(inst, "scan_seconds_bucket",
-                                    "Scans that took at most `le` seconds (cumulative)", "le",
-                                    (unsigned)VIR_NBUCKETS);
-    vi->c_usec = api->counter_new(inst, "scan_microseconds",
+    /* A histogram approximated by counters: "le" is reserved for real
+     * histograms, so the label is "seconds" (cumulative, like buckets). */
+    vi->c_bucket = api->counter_new(inst, "virus_scans_within",
+                                    "Scans that took at most `seconds` seconds (cumulative)",
+                                    "seconds", (unsigned)VIR_NBUCKETS);
+    vi->c_usec = api->counter_new(inst, "virus_scan_microseconds",
                                   "Time spent scanning, microseconds", NULL, 0);
 
     if (vi->cfg.backend == VIR_BACKEND_LIBCLAMAV) {

@@ -1,0 +1,342 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""virus plugin (libclamav backend) end to end: client -> sluice -> recording
+upstream.
+
+No signature file or EICAR sample is in the repository: every test builds
+its database at run time (an .ndb line for the EICAR string, assembled from
+pieces here, and the .hdb line matching clam.exe of Debian's
+clamav-testfiles), and archives are made with zipfile at test time.
+
+The helpers at the top (names without a test_ prefix) are also used by
+test_virus_clamd.py.
+"""
+
+import base64
+import io
+import os
+import re
+import shutil
+import threading
+import time
+import zipfile
+
+import pytest
+
+import harness
+import plugkit
+
+TESTFILES = "/usr/share/clamav-testfiles"
+CLAM_EXE_HDB = "aa15bcf478d165efd2065190eb473bcb:544:ClamAV-Test-File\n"
+
+
+def eicar():
+    """The EICAR test string, assembled so this file is no detection itself."""
+    return ("X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + "EICAR-STANDARD-" + "ANTIVIRUS-TEST-"
+            + "FILE!$H+H*").encode()
+
+
+def ndb_line(name, data):
+    return "%s:0:*:%s\n" % (name, data.hex())
+
+
+def make_db(d, extra=None):
+    """A signature directory: EICAR (.ndb) + clam.exe (.hdb) [+ extra]."""
+    d = str(d)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "test.ndb"), "w") as f:
+        f.write(ndb_line("Test.EICAR.NDB", eicar()))
+    with open(os.path.join(d, "test.hdb"), "w") as f:
+        f.write(CLAM_EXE_HDB)
+    for name, text in (extra or {}).items():
+        with open(os.path.join(d, name), "w") as f:
+            f.write(text)
+    return d
+
+
+def b64_lines(data):
+    enc = base64.b64encode(data)
+    return b"\r\n".join(enc[i:i + 76] for i in range(0, len(enc), 76))
+
+
+def mail(attachments=(), text=b"Hello, see the attachment.\r\n", subject=b"test"):
+    """A multipart/mixed message (CRLF) with base64 attachments [(name, bytes)]."""
+    out = [b"From: sender@example.com", b"To: rcpt@example.net",
+           b"Subject: " + subject, b"Message-ID: <virus-test@example.com>",
+           b"MIME-Version: 1.0",
+           b'Content-Type: multipart/mixed; boundary="=_b"', b"",
+           b"This is a multi-part message in MIME format.",
+           b"--=_b", b"Content-Type: text/plain; charset=us-ascii", b"", text.rstrip(b"\r\n")]
+    for name, data in attachments:
+        n = name.encode()
+        out += [b"--=_b",
+                b'Content-Type: application/octet-stream; name="' + n + b'"',
+                b"Content-Transfer-Encoding: base64",
+                b'Content-Disposition: attachment; filename="' + n + b'"', b"",
+                b64_lines(data)]
+    out += [b"--=_b--", b""]
+    return b"\r\n".join(out)
+
+
+def zipped(name, data):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(name, data)
+    return buf.getvalue()
+
+
+def virus_sections(keys, name="virus"):
+    sec = {"path": "virus"}
+    sec.update(keys)
+    return {"chain": {"plugins": name}, "plugin %s" % name: sec}
+
+
+def start_virus(sluice_factory, fake, keys, server=None, stats=None, name="virus"):
+    return sluice_factory(fake.port, extra_sections=virus_sections(keys, name),
+                          server=server, stats=stats)
+
+
+def header_fields(data):
+    """Header fields of a message as [(name, value)] (unfolded)."""
+    head = plugkit.header_block(data).decode("latin-1")
+    out = []
+    for ln in head.split("\r\n"):
+        if not ln:
+            continue
+        if ln[0] in " \t" and out:
+            out[-1] = (out[-1][0], out[-1][1] + " " + ln.strip())
+        else:
+            k, _, v = ln.partition(":")
+            out.append((k, v.strip()))
+    return out
+
+
+def header(data, name):
+    return [v for k, v in header_fields(data) if k.lower() == name.lower()]
+
+
+# --------------------------------------------------------------------------
+@pytest.fixture
+def db(tmp_path):
+    return make_db(tmp_path / "db")
+
+
+def test_eicar_attachment_rejected_with_signature_name(db, fake, sluice_factory):
+    s = start_virus(sluice_factory, fake, {"database": db})
+    d = plugkit.send(s.port, body=mail([("eicar.com", eicar())]))
+    r = d["eod"]
+    assert r.code == 554 and r.enh == "5.7.1", r
+    assert "Virus found: Test.EICAR.NDB" in r.text, r
+    assert fake.messages == []
+    # The clean one after it on another connection passes.
+    d = plugkit.send(s.port, body=mail([("notes.txt", b"nothing to see\r\n")]))
+    assert d["eod"].code == 250, d
+
+
+def test_eicar_in_zip_in_mail(db, fake, sluice_factory):
+    s = start_virus(sluice_factory, fake, {"database": db,
+                                           "reject_text": "Rejected: %s (100%% sure)"})
+    d = plugkit.send(s.port, body=mail([("docs.zip", zipped("readme.com", eicar()))]))
+    assert d["eod"].code == 554, d["eod"]
+    assert re.search(r"Rejected: Test\.EICAR\.NDB\S* \(100% sure\)", d["eod"].text), d["eod"]
+    assert fake.messages == []
+
+
+def test_clean_mail_passes_byte_identical(db, fake, sluice_factory):
+    s = start_virus(sluice_factory, fake, {"database": db})
+    msg = mail([("report.pdf", b"%PDF-1.4\r\nnot really a pdf\r\n" * 50)])
+    d = plugkit.send(s.port, body=msg)
+    assert d["eod"].code == 250, d
+    got = fake.wait_messages(1)
+    assert len(got) == 1 and got[0].data == msg
+
+
+def test_clamav_testfiles_formats(db, fake, sluice_factory):
+    if not os.path.isdir(TESTFILES):
+        pytest.skip("clamav-testfiles not installed")
+    s = start_virus(sluice_factory, fake, {"database": db})
+    names = ["clam.zip", "clam.tar.gz", "clam.pdf", "clam.ole.doc", "clam.7z", "clam.cab",
+             "clam.exe.rtf", "clam.exe.bz2", "clam.impl.zip", "clam.ppt"]
+    missed = []
+    for n in names:
+        with open(os.path.join(TESTFILES, n), "rb") as f:
+            data = f.read()
+        d = plugkit.send(s.port, body=mail([(n, data)]))
+        if d["eod"].code != 554 or "ClamAV-Test-File" not in d["eod"].text:
+            missed.append((n, str(d["eod"])))
+    assert not missed, missed
+    assert fake.messages == []
+    # clam.mail is itself a mail: sent as the message, not an attachment.
+    with open(os.path.join(TESTFILES, "clam.mail"), "rb") as f:
+        raw = f.read().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    d = plugkit.send(s.port, body=raw)
+    assert d["eod"].code == 554 and "ClamAV-Test-File" in d["eod"].text, d["eod"]
+
+
+def test_action_tag_and_scanned_header(db, fake, sluice_factory):
+    s = start_virus(sluice_factory, fake, {"database": db, "action": "tag",
+                                           "scanned_header": "yes"})
+    d = plugkit.send(s.port, body=mail([("eicar.com", eicar())]))
+    assert d["eod"].code == 250, d
+    clean = mail([("a.txt", b"fine\r\n")])
+    d = plugkit.send(s.port, body=clean)
+    assert d["eod"].code == 250, d
+    got = fake.wait_messages(2)
+    assert len(got) == 2
+    assert header(got[0].data, "X-Virus") == ["Test.EICAR.NDB.UNOFFICIAL"]
+    assert re.match(r"sluice \(ClamAV \d+\.\d+", header(got[0].data, "X-Virus-Scanned")[0])
+    assert header(got[1].data, "X-Virus") == []
+    assert len(header(got[1].data, "X-Virus-Scanned")) == 1
+    # Only the header was added: the rest is byte-identical.
+    assert got[1].data.endswith(clean[clean.find(b"\r\n\r\n"):])
+
+
+def test_action_quarantine(db, fake, sluice_factory, tmp_path):
+    qdir = tmp_path / "quarantine"
+    qdir.mkdir()
+    s = start_virus(sluice_factory, fake, {"database": db, "action": "quarantine"},
+                    server={"quarantine_dir": str(qdir)})
+    d = plugkit.send(s.port, body=mail([("eicar.com", eicar())]))
+    assert d["eod"].code == 250, d
+    assert fake.messages == []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not os.listdir(qdir):
+        time.sleep(0.05)
+    files = os.listdir(qdir)
+    assert files, "nothing quarantined"
+    assert any(eicar()[:20] in open(os.path.join(qdir, f), "rb").read()
+               or b"eicar.com" in open(os.path.join(qdir, f), "rb").read() for f in files)
+
+
+@pytest.mark.parametrize("policy,code,enh", [("tempfail", 452, "4.3.4"),
+                                             ("reject", 552, "5.3.4"),
+                                             ("tag", 250, None)])
+def test_message_over_scan_limit(db, fake, sluice_factory, policy, code, enh):
+    s = start_virus(sluice_factory, fake, {"database": db, "max_scan_size": "20k",
+                                           "limit_action": policy})
+    big = mail([("big.bin", os.urandom(30000))])
+    d = plugkit.send(s.port, body=big)
+    r = d["eod"]
+    assert r.code == code, r
+    if enh:
+        assert r.enh == enh and "MaxScanSize" in r.text, r
+        assert fake.messages == []
+    else:
+        got = fake.wait_messages(1)
+        assert header(got[0].data, "X-Virus-Limit") == ["limit exceeded (MaxScanSize)"]
+    # Under the limit: scanned normally.
+    d = plugkit.send(s.port, body=mail([("eicar.com", eicar())]))
+    assert d["eod"].code == 554, d
+
+
+def test_recursion_limit_is_not_a_silent_pass(db, fake, sluice_factory):
+    s = start_virus(sluice_factory, fake, {"database": db, "max_recursion": "1"})
+    d = plugkit.send(s.port, body=mail([("docs.zip", zipped("readme.com", eicar()))]))
+    assert d["eod"].code == 452 and "MaxRecursion" in d["eod"].text, d["eod"]
+
+
+def test_empty_database_fails_with_failure_policy(tmp_path, fake, sluice_factory):
+    empty = tmp_path / "emptydb"
+    empty.mkdir()
+    s = start_virus(sluice_factory, fake, {"database": str(empty)})
+    assert s.wait_log(r"NOT READY", timeout=5), s.output()
+    d = plugkit.send(s.port, body=mail([("a.txt", b"x\r\n")]))
+    assert d["eod"].code == 451 and d["eod"].enh == "4.7.1", d["eod"]
+    assert "not ready" in d["eod"].text
+    s2 = start_virus(sluice_factory, fake, {"database": str(tmp_path / "missing"),
+                                            "failure": "accept"})
+    d = plugkit.send(s2.port, body=mail([("a.txt", b"x\r\n")]))
+    assert d["eod"].code == 250, d["eod"]
+
+
+def test_database_reload_while_mail_flows(db, fake, sluice_factory):
+    s = start_virus(sluice_factory, fake, {"database": db, "reload_check": "200ms"})
+    marker = b"sluice-virus-reload-marker-" + str(os.getpid()).encode()
+    d = plugkit.send(s.port, body=mail([("m.txt", marker)]))
+    assert d["eod"].code == 250, d
+
+    results = []
+    stop = threading.Event()
+
+    def flow():
+        i = 0
+        while not stop.is_set():
+            infected = i % 2 == 0
+            att = eicar() if infected else b"clean %d\r\n" % i
+            d = plugkit.send(s.port, body=mail([("f%d.com" % i, att)]))
+            results.append((infected, d["eod"].code))
+            i += 1
+
+    threads = [threading.Thread(target=flow) for _ in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    # Rewrite the database directory: a new file with a new signature and
+    # the old ones rewritten in place.
+    tmp = os.path.join(db, "fresh.ndb.tmp")
+    with open(tmp, "w") as f:
+        f.write(ndb_line("Test.Fresh.NDB", marker))
+    os.rename(tmp, os.path.join(db, "fresh.ndb"))
+    make_db(db)
+    ok = s.wait_log(r"loaded 3 signature", timeout=15)
+    time.sleep(0.5)
+    stop.set()
+    for t in threads:
+        t.join(20)
+    assert ok, s.output()
+    assert len(results) > 10
+    wrong = [(inf, c) for inf, c in results if c != (554 if inf else 250)]
+    assert not wrong, wrong
+    d = plugkit.send(s.port, body=mail([("m.txt", marker)]))
+    assert d["eod"].code == 554 and "Test.Fresh.NDB" in d["eod"].text, d["eod"]
+
+
+def test_counters_on_metrics(db, fake, sluice_factory):
+    sport = harness.free_port()
+    s = start_virus(sluice_factory, fake, {"database": db},
+                    stats={"listen": "127.0.0.1:%d" % sport})
+    plugkit.send(s.port, body=mail([("eicar.com", eicar())]))
+    plugkit.send(s.port, body=mail([("eicar.com", eicar())]))
+    plugkit.send(s.port, body=mail([("a.txt", b"clean\r\n")]))
+    text = plugkit.metrics(sport)
+
+    def value(metric_part, label):
+        for ln in text.splitlines():
+            if metric_part in ln and label in ln and not ln.startswith("#"):
+                return float(ln.split()[-1])
+        return None
+    assert value("virus_scans_total", 'result="virus"') == 2, text
+    assert value("virus_scans_total", 'result="clean"') == 1, text
+    assert value("virus_detections_total", 'signature="Test.EICAR.NDB.UNOFFICIAL"') == 2, text
+    assert value("virus_scans_within_total", 'seconds="+Inf"') == 3, text
+
+
+def test_check_reports_bad_keys(tmp_path):
+    conf = tmp_path / "sluice.conf"
+    conf.write_text(harness.render_config({
+        "server": {"listen": "127.0.0.1:%d" % harness.free_port()},
+        "upstream": {"servers": "127.0.0.1:25"},
+        "chain": {"plugins": "virus"},
+        "plugin virus": {"path": "virus", "action": "drop", "max_scan_size": "lots",
+                         "reject_text": "%s %s", "backend": "clamd"},
+    }))
+    r = harness.run_sluice(["--check", "-c", str(conf)])
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    lines = conf.read_text().splitlines()
+    for key in ("action", "max_scan_size", "reject_text", "backend"):
+        ln = next(i + 1 for i, t in enumerate(lines) if t.startswith(key + " "))
+        assert re.search(r"%s:%d: .*%s" % (re.escape(str(conf)), ln, key), out), (key, out)
+
+
+def test_check_accepts_good_config(db, tmp_path):
+    conf = tmp_path / "sluice.conf"
+    conf.write_text(harness.render_config({
+        "server": {"listen": "127.0.0.1:%d" % harness.free_port()},
+        "upstream": {"servers": "127.0.0.1:25"},
+        "chain": {"plugins": "virus"},
+        "plugin virus": {"path": "virus", "database": db, "action": "tag",
+                         "limit_action": "reject", "max_scan_size": "10M",
+                         "max_scan_time": "5s", "scanned_header": "yes"},
+    }))
+    r = harness.run_sluice(["--check", "-c", str(conf)])
+    assert r.returncode == 0, r.stdout + r.stderr
