@@ -373,10 +373,9 @@ int server_start(struct server *srv)
     return 0;
 }
 
-static void server__close_walk(uv_handle_t *h, void *arg)
+static void server__close_handle(uv_handle_t *h)
 {
-    (void)arg;
-    if (!uv_is_closing(h))
+    if (h->loop && !uv_is_closing(h))
         uv_close(h, NULL);
 }
 
@@ -386,9 +385,17 @@ void server_free(struct server *srv)
         up_free(probe_up);
         probe_up = NULL;
     }
-    /* Handles still open at exit (sessions past the deadline): close them
-     * so the loop can be torn down. Their memory goes with the process. */
-    uv_walk(srv->loop, server__close_walk, NULL);
+    /* Sessions still open past the shutdown deadline are cut off. */
+    while (srv->sessions)
+        sess_abort(srv->sessions);
+    server__stop_listeners(srv);
+    server__close_handle((uv_handle_t *)&srv->sig_term);
+    server__close_handle((uv_handle_t *)&srv->sig_int);
+    server__close_handle((uv_handle_t *)&srv->sig_hup);
+    server__close_handle((uv_handle_t *)&srv->shutdown_timer);
+    server__close_handle((uv_handle_t *)&idle_timer);
+    server__close_handle((uv_handle_t *)&probe_timer);
+    /* Let every close (graceful TLS/QUIT flushes are bounded) complete. */
     uv_run(srv->loop, UV_RUN_DEFAULT);
     if (srv->tls_ctx)
         SSL_CTX_free(srv->tls_ctx);

@@ -1770,6 +1770,11 @@ int sess_accept(struct server *srv, uv_stream_t *listener)
     return 0;
 }
 
+void sess_abort(struct sess *s)
+{
+    sess__close(s, false);
+}
+
 void sess_shutdown(struct sess *s)
 {
     s->shutdown = true;

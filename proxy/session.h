@@ -70,6 +70,8 @@ int sess_accept(struct server *srv, uv_stream_t *listener);
 /* Begin a graceful shutdown of this session (SIGTERM): finish the
  * transaction in flight, then close with 421. */
 void sess_shutdown(struct sess *s);
+/* Close now, without waiting (exit after the shutdown deadline). */
+void sess_abort(struct sess *s);
 /* Next session in the server list (for shutdown). */
 struct sess *sess_next(struct sess *s);
 const struct sess_info *sess_info(const struct sess *s);

@@ -473,7 +473,12 @@ static void up__on_reply(struct up *u)
     if (log_enabled(LOG_LVL_DEBUG))
         log_debug("sid=%s upstream< %d %s", u->sid, r->code, r->nlines ? r->lines[0] : "");
     if (!up__reply_ok_for(c->kind, r->code)) {
-        free(c);
+        /* Back to the head of the queue so that its owner hears the failure. */
+        c->next = u->inflight.head;
+        u->inflight.head = c;
+        if (!u->inflight.tail)
+            u->inflight.tail = c;
+        u->inflight.n++;
         char why[96];
         snprintf(why, sizeof why, "unexpected reply code %d from upstream", r->code);
         up__fail(u, UP_ERR_PROTOCOL, why);
@@ -497,7 +502,11 @@ static void up__on_reply(struct up *u)
     if (c->kind == UP_K_DOT && u->streaming) {
         /* A final reply before the end of the message is out of protocol:
          * never relay it (it could be a 250 for a truncated message). */
-        free(c);
+        c->next = u->inflight.head;
+        u->inflight.head = c;
+        if (!u->inflight.tail)
+            u->inflight.tail = c;
+        u->inflight.n++;
         up__fail(u, UP_ERR_PROTOCOL, "upstream replied before the end of the message");
         return;
     }
