@@ -1,0 +1,242 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Plugin failure paths end to end: a hook that sleeps past its timeout gets
+its instance's failure policy (tempfail, accept, tag); an invalid verdict;
+the circuit breaker (log line, calls stop, counters); asynchronous answers;
+and a blocking hook on the thread pool does not stall other sessions."""
+
+import threading
+import time
+
+import pytest
+
+import harness
+import plugkit
+from plugkit import MSG, send
+
+HDR_END = MSG.index(b"\r\n\r\n") + 2
+
+
+def with_header(line):
+    return MSG[:HDR_END] + line + MSG[HDR_END:]
+
+
+# Timeouts are generous for ASan builds: the hook sleeps 2 s, the instance
+# gives up after 300 ms.
+SLOW = {"sleep_ms": "2000", "timeout": "300ms"}
+
+
+@pytest.mark.parametrize("policy", ["tempfail", "accept", "tag", None])
+def test_timeout_policy(sluice_factory, fake, policy):
+    keys = dict(SLOW)
+    if policy:
+        keys["failure"] = policy
+    sl = plugkit.start(sluice_factory, fake, ("slow", "testplug_blocking", keys))
+    t0 = time.monotonic()
+    d = send(sl.port)
+    took = time.monotonic() - t0
+    # The policy applied when the timeout expired, not when the hook ended.
+    assert took < 1.8, took
+    if policy in ("tempfail", None):      # tempfail is the default
+        assert (d["eod"].code, d["eod"].text) == \
+            (451, "4.3.0 Filter slow unavailable, try again later"), d
+        time.sleep(0.2)
+        assert fake.messages == []
+    elif policy == "accept":
+        assert d["eod"].code == 250, d
+        assert fake.wait_messages(1)[0].data == MSG
+    else:
+        assert d["eod"].code == 250, d
+        assert fake.wait_messages(1)[0].data == \
+            with_header(b"X-Sluice-Skipped: slow (timeout after 300 ms)\r\n")
+    assert sl.wait_log(r"plugin=slow timeout after 300 ms: failure policy %s"
+                       % (policy or "tempfail"), 5), sl.output()
+    # The abandoned hook finishes later without harm; the daemon still works.
+    time.sleep(2.0)
+    d = send(sl.port)
+    assert d["eod"].code in (250, 451), d
+    assert sl.alive()
+
+
+def test_timeout_of_async_answer(sluice_factory, fake):
+    """An async answer that comes after the timeout is ignored, with its edits."""
+    sl = plugkit.start(sluice_factory, fake,
+                       ("late", "testplug", {"async_ms": "1500", "timeout": "300ms",
+                                             "failure": "accept",
+                                             "add_header": "X-Late: 1", "data": "reject"}))
+    d = send(sl.port)
+    assert d["eod"].code == 250, d
+    time.sleep(1.5)
+    m = fake.wait_messages(1)[0]
+    assert m.data == MSG
+    assert sl.alive()
+
+
+def test_async_answer(sluice_factory, fake):
+    sl = plugkit.start(sluice_factory, fake,
+                       ("a", "testplug", {"async_ms": "200", "add_header": "X-Async: yes"}),
+                       ("b", "testplug", {"async_ms": "50", "data": "reject",
+                                          "reply": "550 5.7.3 async no"}))
+    t0 = time.monotonic()
+    d = send(sl.port)
+    assert time.monotonic() - t0 >= 0.25
+    assert (d["eod"].code, d["eod"].text) == (550, "5.7.3 async no"), d
+    sl2 = plugkit.start(sluice_factory, fake,
+                        ("a", "testplug", {"async_ms": "100", "add_header": "X-Async: yes"}))
+    d = send(sl2.port)
+    assert d["eod"].code == 250, d
+    assert fake.wait_messages(1)[0].data == with_header(b"X-Async: yes\r\n")
+
+
+@pytest.mark.parametrize("policy,code", [("tempfail", 451), ("accept", 250), ("tag", 250)])
+def test_invalid_verdict(sluice_factory, fake, policy, code):
+    sl = plugkit.start(sluice_factory, fake,
+                       ("bad", "testplug", {"data": "invalid", "failure": policy}))
+    d = send(sl.port)
+    assert d["eod"].code == code, d
+    assert sl.wait_log(r"plugin=bad returned an invalid verdict 42", 5), sl.output()
+    if policy == "tag":
+        assert fake.wait_messages(1)[0].data == \
+            with_header(b"X-Sluice-Skipped: bad (invalid verdict)\r\n")
+
+
+ALL_INVALID = {ph: "invalid" for ph in ("connect", "helo", "mail", "rcpt", "data")}
+
+
+def test_circuit_breaker(sluice_factory, fake):
+    """A plugin whose every hook fails: after breaker_failures failures it is
+    no longer called; its policy (accept) applies without calling it."""
+    stats_port = harness.free_port()
+    keys = dict(ALL_INVALID, failure="accept", breaker_failures="3", breaker_window="60s",
+                breaker_cooldown="1h", counter="yes")
+    sl = plugkit.start(sluice_factory, fake, ("flaky", "testplug", keys),
+                       ("after", "testplug", {"add_header": "X-After: yes"}),
+                       stats={"listen": "127.0.0.1:%d" % stats_port})
+    for i in range(5):
+        d = send(sl.port)
+        assert d["eod"].code == 250, (i, d)
+    msgs = fake.wait_messages(5)
+    assert len(msgs) == 5
+    # The next plugin ran for every message.
+    assert all(m.data == with_header(b"X-After: yes\r\n") for m in msgs)
+    assert sl.wait_log(r"plugin=flaky circuit breaker OPEN after 3 failure\(s\)", 5), sl.output()
+    assert plugkit.count_lines(sl, r"circuit breaker OPEN") == 1
+    # Calls stopped after the third failure (connect, helo, mail of message 1).
+    assert plugkit.count_lines(sl, r"plugin=flaky returned an invalid verdict") == 3
+    assert plugkit.count_lines(sl, r"plugin=flaky circuit breaker open: failure policy "
+                                   r"accept") >= 5 * 5 - 3
+    m = plugkit.metrics(stats_port)
+    assert not plugkit.metric_value(m, "sluice_plugin_flaky_data_calls_total"), m
+    assert plugkit.metric_value(m, "sluice_plugin_circuit_state", {"plugin": "flaky"}) == 1
+    assert plugkit.metric_value(m, "sluice_plugin_circuit_trips_total", {"plugin": "flaky"}) == 1
+    assert plugkit.metric_value(m, "sluice_plugin_errors_total", {"plugin": "flaky"}) == 3
+
+
+@pytest.mark.xfail(reason="host bug: a successful hook of another phase (connect/helo/mail/"
+                          "rcpt) resets the failure count, so a plugin failing only at DATA "
+                          "never trips its breaker (breaker_result() zeroes fails on success)")
+def test_circuit_breaker_data_only_failures(sluice_factory, fake):
+    """The usual case: the data hook fails (scanner down), the cheap hooks of
+    the earlier phases answer fine. Still N failures in the window."""
+    stats_port = harness.free_port()
+    sl = plugkit.start(sluice_factory, fake,
+                       ("flaky", "testplug", {"data": "invalid", "failure": "accept",
+                                              "counter": "yes", "breaker_failures": "2",
+                                              "breaker_window": "60s",
+                                              "breaker_cooldown": "1h"}),
+                       stats={"listen": "127.0.0.1:%d" % stats_port})
+    for i in range(5):
+        assert send(sl.port)["eod"].code == 250
+    assert len(fake.wait_messages(5)) == 5
+    m = plugkit.metrics(stats_port)
+    assert sl.wait_log(r"plugin=flaky circuit breaker OPEN after 2 failure\(s\)", 2)
+    assert plugkit.metric_value(m, "sluice_plugin_flaky_data_calls_total") == 2, m
+
+
+def test_circuit_breaker_cooldown(sluice_factory, fake):
+    """After the cool-down one trial call is made (half-open); a failing trial
+    opens it again at once."""
+    keys = dict(ALL_INVALID, failure="accept", breaker_failures="1", breaker_cooldown="500ms")
+    sl = plugkit.start(sluice_factory, fake, ("flaky", "testplug", keys))
+    assert send(sl.port)["eod"].code == 250     # connect fails: open
+    assert send(sl.port)["eod"].code == 250     # open: not called at all
+    assert plugkit.count_lines(sl, r"plugin=flaky returned an invalid verdict") == 1
+    time.sleep(0.7)
+    assert send(sl.port)["eod"].code == 250     # half-open trial: called, fails
+    assert sl.wait_log(r"plugin=flaky circuit breaker half-open", 5)
+    assert plugkit.count_lines(sl, r"plugin=flaky returned an invalid verdict") == 2
+    assert plugkit.count_lines(sl, r"circuit breaker OPEN") == 2
+
+
+def _noop_latency(port, stop, out):
+    """EHLO then NOOPs on one session until `stop`; records each latency."""
+    with harness.Client(port) as c:
+        c.greeting()
+        t = time.monotonic()
+        c.ehlo()
+        out.append(time.monotonic() - t)
+        while not stop.is_set():
+            t = time.monotonic()
+            r = c.cmd("NOOP")
+            out.append(time.monotonic() - t)
+            assert r.code == 250
+            time.sleep(0.02)
+
+
+@pytest.mark.parametrize("pool", [1, 4])
+def test_blocking_hook_does_not_stall_loop(sluice_factory, fake, pool):
+    """Messages whose DATA hook sleeps 1 s on the pool. Meanwhile another
+    client's EHLO/NOOP answer at once; with a pool of 4, four such messages
+    take about 1 s together (they sleep in parallel), with 1 thread about 4 s."""
+    sl = plugkit.start(sluice_factory, fake,
+                       ("slow", "testplug_blocking", {"sleep_ms": "1000", "timeout": "30s"}),
+                       server={"thread_pool_size": str(pool)})
+    results = [None] * 4
+    def one(i):
+        results[i] = send(sl.port, rcpts=("r%d@example.net" % i,), timeout=20)
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+    lat = []
+    stop = threading.Event()
+    prober = threading.Thread(target=_noop_latency, args=(sl.port, stop, lat))
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    prober.start()
+    for t in threads:
+        t.join(30)
+    took = time.monotonic() - t0
+    stop.set()
+    prober.join(10)
+    assert all(r is not None and r["eod"].code == 250 for r in results), results
+    assert len(fake.wait_messages(4)) == 4
+    assert len(lat) >= 10, lat
+    # Replies that need no plugin keep their latency while hooks sleep.
+    assert max(lat) < 0.3, sorted(lat)[-5:]
+    if pool == 4:
+        assert took < 2.5, took
+    else:
+        assert took >= 3.9, took
+
+
+def test_other_session_message_goes_through_while_one_waits(sluice_factory, fake):
+    """While one session's async hook holds its message for 3 s, another
+    session gets a whole message through (the second is not slowed: the
+    async delay is per message, and the loop is free)."""
+    sl = plugkit.start(sluice_factory, fake,
+                       ("hold", "testplug", {"async_ms": "3000", "timeout": "30s"}))
+    res = {}
+    def slow():
+        res["slow"] = send(sl.port, rcpts=("slow@example.net",), timeout=20)
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.3)
+    # A second session completes EHLO..DATA and its message goes through
+    # the same 3 s hold concurrently: done well before slow + 3 s.
+    t0 = time.monotonic()
+    res["fast"] = send(sl.port, rcpts=("fast@example.net",), timeout=20)
+    took = time.monotonic() - t0
+    t.join(20)
+    assert res["slow"]["eod"].code == 250 and res["fast"]["eod"].code == 250, res
+    assert took < 4.0, took
+    msgs = fake.wait_messages(2)
+    assert sorted(m.rcpts[0] for m in msgs) == ["fast@example.net", "slow@example.net"]
