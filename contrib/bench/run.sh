@@ -82,7 +82,7 @@ if [ ! -x "$bench" ] || { [ "$standin" = 0 ] && [ ! -x "$sluice" ]; }; then
     echo "== building in $build"
     cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSLUICE_TESTS=OFF >/dev/null \
         || die "cmake failed"
-    targets=sluice-bench
+    targets="sluice-bench"
     [ "$standin" = 0 ] && targets="$targets sluice"
     # shellcheck disable=SC2086
     make -C "$build" -j"$(nproc)" $targets >/dev/null || die "build failed"
