@@ -28,6 +28,11 @@
  *  - Whether a connection is tagged is computed once per connection and kept
  *    as connection private data, freed by the host when the connection ends.
  */
+/* strdup, strtok_r, inet_pton with a plain -std=c11. */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -35,7 +40,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 
 #include <sluice/plugin.h>
