@@ -468,3 +468,78 @@ def test_check_errors(keys, tmp_path):
     r, conf = check(tmp_path / "ok", {"dkimv": verify_conf(keys.keys_file()),
                                       "dkims": sign_conf(table)})
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# --------------------------------------------------------------------------
+# opendkim-testmsg: a second independent verifier. It has no key-file
+# option and always asks the DNS of /etc/resolv.conf, so it runs in a
+# private network + mount namespace where resolv.conf points at a responder
+# on that namespace's own 127.0.0.1:53 (nothing touches the host's network).
+RESPONDER = r'''
+import socket, struct, sys, os
+recs = dict(l.rstrip("\n").split(" ", 1) for l in open(sys.argv[1]) if l.strip())
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 53))
+open(sys.argv[2], "w").close()
+s.settimeout(30)
+while True:
+    try:
+        q, peer = s.recvfrom(4096)
+    except socket.timeout:
+        break
+    labels, i = [], 12
+    while q[i]:
+        labels.append(q[i + 1:i + 1 + q[i]].decode()); i += 1 + q[i]
+    rec = recs.get(".".join(labels).lower())
+    out = q[:2] + struct.pack(">HHHHH", 0x8180 if rec else 0x8183, 1, 1 if rec else 0, 0, 0) + q[12:i + 5]
+    if rec:
+        raw = rec.encode()
+        ch = b"".join(bytes([len(raw[k:k + 255])]) + raw[k:k + 255] for k in range(0, len(raw), 255))
+        out += struct.pack(">HHHIH", 0xc00c, 16, 1, 300, len(ch)) + ch
+    s.sendto(out, peer)
+'''
+
+
+def opendkim_testmsg(workdir, keys, msg):
+    """Exit status of opendkim-testmsg verifying msg, and its output."""
+    d = str(workdir)
+    for name, text in (("resp.py", RESPONDER), ("resolv.conf", "nameserver 127.0.0.1\n"),
+                       ("recs", "".join("%s %s\n" % kv for kv in keys.records.items()))):
+        with open(os.path.join(d, name), "w") as f:
+            f.write(text)
+    with open(os.path.join(d, "msg.eml"), "wb") as f:
+        f.write(msg)
+    script = ("set -e; rm -f {d}/ready; ip link set lo up; "
+              "mount --bind {d}/resolv.conf /etc/resolv.conf; "
+              "/usr/bin/python3 {d}/resp.py {d}/recs {d}/ready </dev/null >/dev/null 2>&1 & p=$!; "
+              "for i in $(seq 1 100); do [ -e {d}/ready ] && break; sleep 0.05; done; "
+              "set +e; timeout 20 opendkim-testmsg -C < {d}/msg.eml; rc=$?; kill $p; exit $rc"
+              ).format(d=d)
+    r = subprocess.run(["unshare", "-m", "-n", "--propagation", "private", "sh", "-c", script],
+                       capture_output=True, text=True, timeout=40)
+    return r.returncode, r.stdout + r.stderr
+
+
+def test_sign_verified_by_opendkim_testmsg(keys, fake, sluice_factory, tmp_path):
+    if not shutil.which("opendkim-testmsg") or not shutil.which("unshare") or os.geteuid() != 0:
+        pytest.skip("needs opendkim-testmsg, unshare and root")
+    probe = subprocess.run(["unshare", "-m", "-n", "true"], capture_output=True, timeout=10)
+    if probe.returncode != 0:
+        pytest.skip("no namespaces here: %s" % probe.stderr)
+    table = write_table(keys, ["example.com rsa rsa.pem",
+                               "example.com ed ed.pem ed25519-sha256"], "table-tm")
+    s = start(sluice_factory, fake, {"dkims": sign_conf(table)})
+    data = send(s, fake, MSG, 1)
+    head, body = data.split(b"\r\n\r\n", 1)
+    fields = re.split(rb"\r\n(?![ \t])", head)
+    sigs = [f for f in fields if f.lower().startswith(b"dkim-signature:")]
+    rest = [f for f in fields if not f.lower().startswith(b"dkim-signature:")]
+    assert len(sigs) == 2
+    for n, sig in enumerate(sigs):
+        # one signature at a time, so each algorithm is judged on its own
+        one = b"\r\n".join([sig] + rest) + b"\r\n\r\n" + body
+        rc, out = opendkim_testmsg(tmp_path, keys, one)
+        assert rc == 0, "opendkim-testmsg rejects %r: rc=%d %s" % (sig[:60], rc, out)
+        bad = one.replace(b"figures are", b"figures were")
+        rc, out = opendkim_testmsg(tmp_path, keys, bad)
+        assert rc != 0 and "Bad signature" in out, (rc, out)
