@@ -108,7 +108,7 @@ struct spam__unit {
 };
 
 static int spam__number(struct spam_inst *si, const char *key, const struct spam__unit *units, uint64_t def,
-                        uint64_t min, uint64_t max, uint64_t *out)
+                        uint64_t min, uint64_t max, const char *range, uint64_t *out)
 {
     const char *v = si->api->config_get(si->inst, key);
     *out = def;
@@ -137,8 +137,7 @@ static int spam__number(struct spam_inst *si, const char *key, const struct spam
         goto bad;
     return 0;
 bad:
-    si->api->config_error(si->inst, key, "bad value '%s' (from %llu to %llu%s)", v, (unsigned long long)min,
-                          (unsigned long long)max, units ? units[0].suffix[0] ? units[0].suffix : " bytes" : "");
+    si->api->config_error(si->inst, key, "bad value '%s' (want %s)", v, range);
     return -1;
 }
 
@@ -303,13 +302,17 @@ static int spam_init(const struct sluice_host_api *api, sluice_instance *inst, v
     bad |= spam__text(si, "reject_text", "Message rejected as spam", &si->reject_text);
     uint64_t v;
     struct spam_eval_limits lim = SPAM_EVAL_LIMITS_DEFAULT;
-    bad |= spam__number(si, "max_scan_size", spam__size_units, 256 * 1024, 1024, 64ULL << 20, &v);
+    bad |= spam__number(si, "max_scan_size", spam__size_units, 256 * 1024, 1024, 64ULL << 20,
+                        "a size from 1k to 64M", &v);
     si->max_scan = (size_t)v;
-    bad |= spam__number(si, "match_limit", NULL, lim.match_limit, 100, 100000000, &v);
+    bad |= spam__number(si, "match_limit", NULL, lim.match_limit, 100, 100000000,
+                        "a number from 100 to 100000000", &v);
     lim.match_limit = (uint32_t)v;
-    bad |= spam__number(si, "rule_time_limit", spam__ms_units, lim.rule_time_ms, 1, 60000, &v);
+    bad |= spam__number(si, "rule_time_limit", spam__ms_units, lim.rule_time_ms, 1, 60000,
+                        "a duration from 1ms to 60s", &v);
     lim.rule_time_ms = (unsigned)v;
-    bad |= spam__number(si, "scan_time_limit", spam__ms_units, lim.msg_time_ms, 1, 600000, &v);
+    bad |= spam__number(si, "scan_time_limit", spam__ms_units, lim.msg_time_ms, 1, 600000,
+                        "a duration from 1ms to 10m", &v);
     lim.msg_time_ms = (unsigned)v;
     bad |= spam__bool(si, "watch_rules", 1, &si->watch);
     bad |= spam__bool(si, "strip_headers", 1, &si->strip_headers);
