@@ -654,8 +654,16 @@ static int dkp__on_data_verify(sluice_ctx *ctx, struct dkp_inst *d)
         return SLUICE_CONTINUE;
     }
     if (dkp_verify_message(d->verify, msg, len, &res, &n, err, sizeof err) < 0) {
+        /* libopendkim refuses messages it cannot parse (no From: field,
+         * say) before looking at signatures: signed ones get permerror,
+         * unsigned ones stay "none". */
         api->log_ctx(ctx, SLUICE_LOG_INFO, "dkim: not verifiable: %s", err);
         n = 0;
+        if (api->header_get(ctx, "DKIM-Signature", 0) && (res = calloc(1, sizeof *res))) {
+            res->result = DKP_RES_PERMERROR;
+            snprintf(res->reason, sizeof res->reason, "message not verifiable: %.90s", err);
+            n = 1;
+        }
     }
     dkp__delete_forged(ctx, d);
     if (n == 0) {

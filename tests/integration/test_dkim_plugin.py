@@ -267,6 +267,12 @@ def test_verify_key_problems_and_unsigned(keys, fake, sluice_factory):
     assert len(res) == 1 and "dkim=permerror" in res[0], res
     data = send(s, fake, MSG, 3)                              # unsigned
     assert ar_results(data) == [AUTHSERV + "; dkim=none"]
+    nofrom = re.sub(rb"(?m)^From: [^\r]*\r\n", b"", dkimpy_sign(keys, "ed"))
+    data = send(s, fake, nofrom, 4)                           # signed, From: gone
+    res = ar_results(data)
+    assert len(res) == 1 and "dkim=permerror" in res[0] and "not verifiable" in res[0], res
+    data = send(s, fake, re.sub(rb"(?m)^From: [^\r]*\r\n", b"", MSG), 5)
+    assert ar_results(data) == [AUTHSERV + "; dkim=none"]
 
 
 def test_verify_several_signatures_and_forged_ar(keys, fake, sluice_factory):
