@@ -31,6 +31,7 @@ static void spam_lint__usage(FILE *fp)
           "  --ip ADDR         client address for --test\n"
           "  --helo NAME       HELO name for --test\n"
           "  --max-scan BYTES  decoded text scanned per part (default 262144)\n"
+          "  -v, --verbose     with --test, also show the __ sub-rules that hit\n"
           "  -q, --quiet       print errors only\n"
           "  -h, --help\n",
           fp);
@@ -57,6 +58,7 @@ int main(int argc, char **argv)
         {"rcpt", required_argument, NULL, 'r'}, {"ip", required_argument, NULL, 'i'},
         {"helo", required_argument, NULL, 'H'}, {"max-scan", required_argument, NULL, 'm'},
         {"quiet", no_argument, NULL, 'q'},      {"help", no_argument, NULL, 'h'},
+        {"verbose", no_argument, NULL, 'v'},
         {NULL, 0, NULL, 0},
     };
     const char **tests = calloc((size_t)argc + 1, sizeof(char *));
@@ -65,8 +67,8 @@ int main(int argc, char **argv)
     struct spam_msg_env env;
     memset(&env, 0, sizeof(env));
     size_t max_scan = 256 * 1024;
-    int quiet = 0, c;
-    while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+    int quiet = 0, verbose = 0, c;
+    while ((c = getopt_long(argc, argv, "qhv", opts, NULL)) != -1) {
         switch (c) {
         case 't': tests[ntests++] = optarg; break;
         case 'f': env.sender = optarg; break;
@@ -75,6 +77,7 @@ int main(int argc, char **argv)
         case 'H': env.helo = optarg; break;
         case 'm': max_scan = strtoul(optarg, NULL, 10); break;
         case 'q': quiet = 1; break;
+        case 'v': verbose = 1; break;
         case 'h': spam_lint__usage(stdout); return 0;
         default: spam_lint__usage(stderr); return 2;
         }
@@ -126,7 +129,7 @@ int main(int argc, char **argv)
             printf("  GTUBE %.2f\n", SPAM_GTUBE_SCORE);
         for (size_t i = 0; i < rs->nrules; i++) {
             const struct spam_rule *r = &rs->rules[i];
-            if (res.hit[i])
+            if (res.hit[i] && (verbose || strncmp(r->name, "__", 2) != 0))
                 printf("  %s %.2f%s%s\n", r->name, r->score, r->describe ? " " : "",
                        r->describe ? r->describe : "");
             if (res.limited[i])
