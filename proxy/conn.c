@@ -71,7 +71,28 @@ struct conn {
     unsigned sock_eof : 1;     /* the socket returned EOF */
     unsigned eof : 1;          /* EOF was reported (after all data before it) */
     unsigned error : 1;        /* ERROR was reported */
+    unsigned flush_queued : 1; /* on the dirty list, flushed at the loop's check phase */
+    struct conn *dirty_prev, *dirty_next;
+    struct conn_loopq *lq;
 };
+
+/*
+ * Output is flushed once per loop iteration, after all I/O callbacks ran
+ * (libuv's check phase): the replies to a pipelined group, or the commands
+ * several replies caused, leave in one write. The list is the conns that
+ * asked for a flush since the last check.
+ */
+struct conn_loopq {
+    uv_loop_t *loop;
+    uv_check_t *check; /* heap; closed when the loop has no conn left */
+    uv_idle_t *idle;   /* heap; active while flushes are pending, so that the
+                          loop does not block in poll before the check runs
+                          (writes made from timers or outside callbacks) */
+    struct conn *dirty;
+    unsigned nconns;
+};
+#define CONN_MAX_LOOPS 8
+static struct conn_loopq conn__loops[CONN_MAX_LOOPS];
 
 /* A uv_write in flight; owns the bytes. */
 struct conn_wreq {
@@ -86,6 +107,8 @@ static char conn__rbuf[CONN_RBUF_SIZE];
 static void conn__close_handles(struct conn *c);
 static void conn__tls_pump(struct conn *c);
 static int conn__flush(struct conn *c);
+static int conn__flush_now(struct conn *c);
+static void conn__enqueue(struct conn *c);
 
 static void conn__emit(struct conn *c, enum conn_event ev, int err)
 {
@@ -115,12 +138,83 @@ static void conn__set_tls_err(struct conn *c, const char *text)
     c->tls_err = strdup(text);
 }
 
+static void conn__dirty_remove(struct conn *c)
+{
+    if (!c->flush_queued)
+        return;
+    if (c->dirty_prev)
+        c->dirty_prev->dirty_next = c->dirty_next;
+    else
+        c->lq->dirty = c->dirty_next;
+    if (c->dirty_next)
+        c->dirty_next->dirty_prev = c->dirty_prev;
+    c->dirty_prev = c->dirty_next = NULL;
+    c->flush_queued = 0;
+}
+
+static void conn__idle_cb(uv_idle_t *h)
+{
+    (void)h;
+}
+
+static void conn__check_cb(uv_check_t *h)
+{
+    struct conn_loopq *lq = h->data;
+    uv_idle_stop(lq->idle);
+    while (lq->dirty) {
+        struct conn *c = lq->dirty;
+        conn__dirty_remove(c);
+        if (c->closing || c->connecting)
+            continue;
+        int rc = conn__flush_now(c);
+        if (rc != 0) {
+            conn__emit_error(c, rc);
+        } else if (c->drain_armed && conn_pending(c) == 0) {
+            c->drain_armed = 0;
+            conn__emit(c, CONN_EV_DRAINED, 0);
+        }
+    }
+}
+
 struct conn *conn_new(uv_loop_t *loop, conn_read_fn on_read, conn_event_fn on_event, void *ud)
 {
     struct conn *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
+    struct conn_loopq *lq = NULL, *spare = NULL;
+    for (size_t i = 0; i < CONN_MAX_LOOPS; i++) {
+        if (conn__loops[i].loop == loop)
+            lq = &conn__loops[i];
+        else if (!conn__loops[i].loop && !spare)
+            spare = &conn__loops[i];
+    }
+    if (!lq) {
+        if (!spare || !(spare->check = malloc(sizeof *spare->check)) ||
+            !(spare->idle = malloc(sizeof *spare->idle))) {
+            if (spare) {
+                free(spare->check);
+                spare->check = NULL;
+            }
+            free(c);
+            return NULL;
+        }
+        lq = spare;
+        lq->loop = loop;
+        lq->dirty = NULL;
+        lq->nconns = 0;
+        /* The check never keeps the loop alive; it goes with the last conn. */
+        uv_check_init(loop, lq->check);
+        lq->check->data = lq;
+        uv_check_start(lq->check, conn__check_cb);
+        uv_unref((uv_handle_t *)lq->check);
+        uv_idle_init(loop, lq->idle);
+        lq->idle->data = lq;
+        uv_unref((uv_handle_t *)lq->idle);
+    }
+    lq->nconns++;
+    c->lq = lq;
     if (uv_tcp_init(loop, &c->tcp) != 0) {
+        lq->nconns--; /* the check stays until the loop's next conn goes */
         free(c);
         return NULL;
     }
@@ -212,11 +306,31 @@ static void conn__write_cb(uv_write_t *req, int status)
     }
 }
 
-/* Hand the whole output buffer to one uv_write; the request takes it over. */
-static int conn__flush(struct conn *c)
+/* Send the output: straight to the socket when nothing is queued before it
+ * (no request, no poll registration), else (or for the rest) one uv_write
+ * that takes the buffer over. DRAINED is never emitted from here (callers
+ * may be in the middle of something); the check phase reports it. */
+static int conn__flush_now(struct conn *c)
 {
     if (c->out.len == 0)
         return 0;
+    if (c->inflight == 0) {
+        uv_buf_t tb = uv_buf_init(c->out.ptr, (unsigned)c->out.len);
+        int n = uv_try_write((uv_stream_t *)&c->tcp, &tb, 1);
+        if (n > 0) {
+            if ((size_t)n == c->out.len) {
+                /* Keep a small buffer for the next replies; drop a big one. */
+                if (c->out.cap > 16384)
+                    buf_free(&c->out);
+                else
+                    buf_reset(&c->out);
+                return 0;
+            }
+            buf_consume(&c->out, (size_t)n);
+        } else if (n != UV_EAGAIN && n != UV_ENOSYS) {
+            return n;
+        }
+    }
     struct conn_wreq *w = malloc(sizeof *w);
     if (!w)
         return UV_ENOMEM;
@@ -235,13 +349,41 @@ static int conn__flush(struct conn *c)
     return 0;
 }
 
+static void conn__enqueue(struct conn *c)
+{
+    if (c->flush_queued || c->closing)
+        return;
+    if (!c->lq->dirty)
+        uv_idle_start(c->lq->idle, conn__idle_cb);
+    c->flush_queued = 1;
+    c->dirty_prev = NULL;
+    c->dirty_next = c->lq->dirty;
+    if (c->lq->dirty)
+        c->lq->dirty->dirty_prev = c;
+    c->lq->dirty = c;
+}
+
+/* Flush now (internal paths: TLS handshake, close); a DRAINED it causes is
+ * reported from the check phase. */
+static int conn__flush(struct conn *c)
+{
+    int rc = conn__flush_now(c);
+    if (rc == 0 && c->drain_armed && conn_pending(c) == 0)
+        conn__enqueue(c);
+    return rc;
+}
+
 int conn_flush(struct conn *c)
 {
     if (c->closing)
         return UV_EPIPE;
     if (c->connecting)
         return 0; /* sent by the connect callback */
-    return conn__flush(c);
+    if (c->out.len == 0)
+        return 0;
+    /* Deferred to the check phase: see conn__check_cb. */
+    conn__enqueue(c);
+    return 0;
 }
 
 /* Move everything OpenSSL produced into the output. Returns bytes moved or
@@ -682,8 +824,20 @@ int conn_local(const struct conn *c, char *ip, size_t iplen, int *port)
 
 /* ---- close ------------------------------------------------------------ */
 
+static void conn__check_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
 static void conn__free(struct conn *c)
 {
+    conn__dirty_remove(c);
+    struct conn_loopq *lq = c->lq;
+    if (--lq->nconns == 0) {
+        uv_close((uv_handle_t *)lq->check, conn__check_closed);
+        uv_close((uv_handle_t *)lq->idle, conn__check_closed);
+        memset(lq, 0, sizeof *lq);
+    }
     SSL_free(c->ssl); /* frees rbio and wbio */
     buf_free(&c->out);
     buf_free(&c->early);
@@ -730,6 +884,7 @@ void conn_close(struct conn *c, bool graceful)
     if (!c || c->closing)
         return;
     c->closing = 1;
+    conn__dirty_remove(c);
     c->reading = 0;
     conn__sync_reading(c);
     if (c->timer)
