@@ -3,6 +3,8 @@
  * with a single write(2) so concurrent threads never interleave. */
 #include "log.h"
 
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -11,6 +13,14 @@
 #include <unistd.h>
 
 static int log_syslog;
+/* Buffered mode: lines logged on the event loop's thread are collected and
+ * written once per loop iteration (log_flush from a check handle), so a busy
+ * loop pays one write(2) for many transaction lines. Other threads, and
+ * warnings and worse, write at once. */
+static bool log_buffered;
+static pthread_t log_loop_thread;
+static char log_buf[32768];
+static size_t log_buf_len;
 static enum log_level log_min = LOG_LVL_INFO;
 static const char *const log_names[] = {"debug", "info", "warning", "error", "fatal"};
 
@@ -69,8 +79,39 @@ void log_vmsg(enum log_level lvl, const char *fmt, va_list ap)
         if (line[i] == '\n' || line[i] == '\r')
             line[i] = ' ';
     line[len++] = '\n';
+    if (log_buffered && lvl <= LOG_LVL_INFO && pthread_equal(pthread_self(), log_loop_thread)) {
+        if (log_buf_len + len > sizeof log_buf)
+            log_flush();
+        memcpy(log_buf + log_buf_len, line, len);
+        log_buf_len += len;
+        return;
+    }
+    if (log_buffered && pthread_equal(pthread_self(), log_loop_thread))
+        log_flush(); /* keep the order of this thread's lines */
     ssize_t w = write(STDERR_FILENO, line, len);
     (void)w;
+}
+
+void log_flush(void)
+{
+    if (!log_buf_len)
+        return;
+    size_t off = 0;
+    while (off < log_buf_len) {
+        ssize_t w = write(STDERR_FILENO, log_buf + off, log_buf_len - off);
+        if (w <= 0)
+            break;
+        off += (size_t)w;
+    }
+    log_buf_len = 0;
+}
+
+void log_set_buffered(int on)
+{
+    if (!on)
+        log_flush();
+    log_loop_thread = pthread_self();
+    log_buffered = on != 0;
 }
 
 void log_msg(enum log_level lvl, const char *fmt, ...)

@@ -22,6 +22,10 @@ void log_set_level(enum log_level min_level);
 int log_enabled(enum log_level lvl);
 /* Parse "debug|info|warn|error"; -1 if unknown. */
 int log_level_parse(const char *s);
+/* Buffer info/debug lines logged from the calling (event loop) thread;
+ * log_flush() writes them (call it once per loop iteration and at exit). */
+void log_set_buffered(int on);
+void log_flush(void);
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void log_vmsg(enum log_level lvl, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 

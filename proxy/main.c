@@ -25,6 +25,13 @@
 
 struct cfg_overrides g_overrides;
 
+/* Buffered log lines go out once per loop iteration. */
+static void main__log_check(uv_check_t *h)
+{
+    (void)h;
+    log_flush();
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -169,7 +176,14 @@ int main(int argc, char **argv)
     }
     stats_set_chain_loaded(true);
     log_info("sluice %s started", SLUICE_VERSION);
+    uv_check_t log_check;
+    uv_check_init(loop, &log_check);
+    uv_check_start(&log_check, main__log_check);
+    uv_unref((uv_handle_t *)&log_check);
+    log_set_buffered(!srv.cfg->log_syslog);
     uv_run(loop, UV_RUN_DEFAULT);
+    log_set_buffered(0);
+    uv_close((uv_handle_t *)&log_check, NULL);
     log_info("sluice stopped");
     stats_http_stop();
     server_free(&srv);
