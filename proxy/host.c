@@ -540,6 +540,25 @@ size_t chain_size(const struct chain *c)
     return c ? c->n : 0;
 }
 
+void host_chain_handover(struct chain *old, struct chain *nw)
+{
+    if (!old || !nw)
+        return;
+    for (size_t i = 0; i < nw->n; i++) {
+        struct sluice_instance *n = nw->inst[i];
+        if (n->desc->size < offsetof(struct sluice_plugin, reload) + sizeof n->desc->reload ||
+            !n->desc->reload)
+            continue;
+        for (size_t j = 0; j < old->n; j++) {
+            struct sluice_instance *o = old->inst[j];
+            if (strcmp(o->name, n->name) == 0 && o->desc == n->desc && o->initialised) {
+                n->desc->reload(o->data, n->data);
+                break;
+            }
+        }
+    }
+}
+
 void host_set_current_chain(struct chain *c)
 {
     struct chain *old = host_chain;
@@ -1118,12 +1137,15 @@ static void breaker_result(struct sluice_instance *in, bool failed)
         return;
     uint64_t now = now_ns();
     if (!failed) {
-        if (in->breaker != STATS_CB_CLOSED) {
+        /* Only a successful trial closes the breaker. Other successes do not
+         * wipe the failure count: a plugin failing in one phase only would
+         * never trip it; counts expire with the window instead. */
+        if (in->breaker == STATS_CB_HALF_OPEN) {
             log_info("plugin=%s circuit breaker closed (plugin answers again)", in->name);
             in->breaker = STATS_CB_CLOSED;
             stats_plugin_breaker(in->stats, STATS_CB_CLOSED);
+            in->fails = 0;
         }
-        in->fails = 0;
         return;
     }
     if (in->breaker == STATS_CB_HALF_OPEN ||
@@ -1210,12 +1232,14 @@ static void ctx_done(struct sluice_ctx *c)
     if (v == SLUICE_QUARANTINE && !(in->desc->capabilities & SLUICE_CAP_QUARANTINE))
         valid = false;
     if (!valid) {
-        log_error("sid=%s plugin=%s returned an invalid verdict %d", c->tx->info.sid, in->name,
-                  v);
+        if (v != SLUICE_ERROR)
+            log_error("sid=%s plugin=%s returned an invalid verdict %d", c->tx->info.sid,
+                      in->name, v);
         stats_plugin_error(in->stats);
         breaker_result(in, true);
         hc->cur = NULL;
-        bool go_on = apply_failure_policy(hc, in, "invalid verdict", &r);
+        bool go_on = apply_failure_policy(
+            hc, in, v == SLUICE_ERROR ? "reported an error" : "invalid verdict", &r);
         ctx_unref(c);
         if (go_on)
             run_next(hc);
@@ -1351,8 +1375,8 @@ static void run_next(struct host_conn *hc)
             return;
         }
         hc->cur = c;
-        uv_timer_start(hc->timer, timer_cb, in->settings.timeout_ms, 0);
         if (in->desc->blocking_phases & SLUICE_PHASE_BIT(hc->phase)) {
+            uv_timer_start(hc->timer, timer_cb, in->settings.timeout_ms, 0);
             c->refs++;
             c->outstanding = true;
             c->work.data = c;
@@ -1374,15 +1398,17 @@ static void run_next(struct host_conn *hc)
             if (c->completed) {
                 /* complete() was called from inside the hook: done. */
                 c->refs--;
-                uv_timer_stop(hc->timer);
                 ctx_done(c);
+            } else {
+                /* A hook on the loop cannot be interrupted, so the clock
+                 * only matters while we wait for its answer. */
+                uv_timer_start(hc->timer, timer_cb, in->settings.timeout_ms, 0);
             }
             return;
         }
         c->outstanding = false;
         c->refs--;
         c->verdict = v;
-        uv_timer_stop(hc->timer);
         ctx_done(c);
         return;
     }

@@ -43,6 +43,9 @@ struct chain *chain_ref(struct chain *c);
 void chain_unref(struct chain *c);
 size_t chain_size(const struct chain *c);
 
+/* SIGHUP: let each instance of the new chain take over state from the
+ * running instance of the same name (the plugin's reload hook). */
+void host_chain_handover(struct chain *old, struct chain *nw);
 /* The chain new transactions use (owned by the server). */
 void host_set_current_chain(struct chain *c);
 struct chain *host_current_chain(void);

@@ -341,6 +341,7 @@ static void server__on_hup(uv_signal_t *h, int signum)
     srv->tls_ctx = tls;
     cfg_unref(srv->cfg);
     srv->cfg = n;
+    host_chain_handover(host_current_chain(), chain);
     host_set_current_chain(chain);
     chain_unref(chain);
     log_set_level((enum log_level)n->log_level);

@@ -1099,9 +1099,23 @@ static void sess__apply_envelope(struct sess *s)
     size_t total = host_tx_rcpt_view(s->hc, v, 256);
     size_t n = total < 256 ? total : 256;
     bool removed = false, added = false;
+    size_t left = 0;
     for (size_t i = 0; i < n; i++) {
         removed |= v[i].removed && !v[i].added;
         added |= v[i].added && !v[i].removed;
+        left += !v[i].removed;
+    }
+    if (left == 0) {
+        /* The chain removed every recipient: nobody to deliver to. Like
+         * DISCARD, the client hears 250 (a 4xx would make it retry a
+         * message that can never go anywhere) and it is logged loudly. */
+        log_warn("sid=%s plugins removed every recipient: message accepted and dropped",
+                 s->info.sid);
+        sess__reply(s, 250, "2.0.0", "Ok");
+        snprintf(s->last_upstream, sizeof s->last_upstream, "not sent: no recipients left");
+        sess__log_tx(s, STATS_V_DISCARDED, 0);
+        sess__tx_end(s, true);
+        return;
     }
     if (!sender_changed && !removed && !added) {
         sess__forward(s);

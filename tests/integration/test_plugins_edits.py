@@ -154,12 +154,15 @@ def test_rcpt_removed(sluice_factory, fake):
 
 def test_only_rcpt_removed(sluice_factory, fake):
     """Removing the only recipient leaves nobody: the message is not
-    delivered and the client is not told 250."""
+    delivered; like DISCARD the client hears 250 (a 4xx would be retried
+    forever) and the drop is logged loudly."""
     sl = plugkit.start(sluice_factory, fake, ("p", "testplug", {"remove_rcpt": "rcpt@example.net"}))
     d = send(sl.port)
-    assert d["eod"].code >= 400, d
+    assert d["eod"].code == 250, d
     time.sleep(0.2)
     assert fake.messages == []
+    assert sl.wait_log(r"plugins removed every recipient: message accepted and dropped", 2)
+    assert sl.wait_log(r"verdict=discarded", 2)
 
 
 def test_rcpt_rewritten_at_rcpt(sluice_factory, fake):

@@ -64,6 +64,8 @@ enum sluice_verdict {
                             the instance's `quarantine_reply` setting */
     SLUICE_DISCONNECT,   /* 421 and close the connection */
     SLUICE_ASYNC = 100,  /* the answer comes later through api->complete() */
+    SLUICE_ERROR = 101,  /* the plugin failed: the instance's failure policy
+                            applies (and counts for the circuit breaker) */
 };
 
 /* SMTP phases, one hook each. */
@@ -125,9 +127,11 @@ struct sluice_plugin {
      * need; it returns 0, or -1 after reporting the problems. It also runs
      * under `sluice --check`, where api->checking() is true: validate,
      * don't start anything. *data receives the instance's private state.
-     * reload() is called on SIGHUP with the new instance's state already
-     * initialised by init(); it may be NULL. shutdown() frees the state
-     * once the last transaction using this instance has ended.
+     * On SIGHUP the host loads a whole new chain beside the running one:
+     * init() runs for the new instance, then reload() (see the end of this
+     * struct) may take over state from the running instance of the same
+     * name. shutdown() frees an instance's state once the last transaction
+     * using it has ended.
      */
     int (*init)(const struct sluice_host_api *api, sluice_instance *inst, void **data);
     void (*shutdown)(void *data);
@@ -140,6 +144,14 @@ struct sluice_plugin {
     sluice_hook_fn on_data;
     sluice_notify_fn on_reset;
     sluice_notify_fn on_close;
+
+    /* Members after on_close are optional: the host checks `size` first. */
+
+    /* SIGHUP: the new instance (new_data, already initialised) may take
+     * over state from the running one (old_data): caches, connections.
+     * Called on the loop thread; old_data stays in use by transactions in
+     * flight, so share or copy, don't steal. May be NULL. */
+    void (*reload)(void *old_data, void *new_data);
 };
 
 /* The one exported symbol. */
