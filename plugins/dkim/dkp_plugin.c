@@ -440,14 +440,14 @@ static int dkp__init_sign(struct dkp_inst *d)
             api->log(inst, SLUICE_LOG_ERROR, "%s:%u: %s", table, line, err);
             api->config_error(inst, "signing_table", "%s:%u: %s", table, line, err);
             bad = 1;
-        } else if (d->table.n == 0) {
-            api->config_error(inst, "signing_table", "%s has no entries", table);
-            bad = 1;
+        } else if (d->table.n == 0 && !api->checking(inst)) {
+            /* An empty table is a valid choice (sign nothing yet), but say so. */
+            api->log(inst, SLUICE_LOG_WARN, "%s has no entries: nothing will be signed", table);
         }
         free(text);
     }
     if (!bad) {
-        d->pems = calloc(d->table.n, sizeof *d->pems);
+        d->pems = calloc(d->table.n ? d->table.n : 1, sizeof *d->pems);
         if (!d->pems)
             return -1;
         for (size_t i = 0; i < d->table.n; i++) {
