@@ -756,7 +756,16 @@ static void test_contrib_conf(void **state)
     assert_int_equal(c->upstream_connect_timeout_ms, d->upstream_connect_timeout_ms);
     assert_int_equal(c->upstream_command_timeout_ms, d->upstream_command_timeout_ms);
     assert_int_equal(c->upstream_data_timeout_ms, d->upstream_data_timeout_ms);
-    assert_int_equal(c->nplugins, 0);
+    /* The bundled chain in its recommended order. */
+    static const char *const chain[] = {"dkim_verify", "virus", "spam", "rewrite", "dkim_sign"};
+    size_t want = 0;
+    for (size_t i = 0; i < sizeof chain / sizeof chain[0] && want < c->nplugins; i++)
+        if (strcmp(c->plugins[want].name, chain[i]) == 0)
+            want++;
+    assert_int_equal(want, c->nplugins); /* a subsequence, in that order */
+    assert_true(c->nplugins >= 4);
+    assert_string_equal(c->plugins[0].name, "dkim_verify");
+    assert_string_equal(c->plugins[c->nplugins - 1].name, "dkim_sign");
     cfg_unref(d);
     cfg_unref(c);
     buf_free(&err);
