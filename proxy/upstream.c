@@ -77,6 +77,7 @@ struct up {
     unsigned long long size_limit;
     bool tls_done;
     bool xclient_done;
+    char client_helo[256]; /* the real client's HELO, for the EHLO after XCLIENT */
     int depth;      /* >0 while inside a callback */
     bool dead;      /* up_free() called */
 
@@ -828,9 +829,13 @@ static void up__xclient_cb(void *ud, const struct up_result *r)
     if (r->reply->code == 220 || r->reply->code == 250) {
         u->xclient_done = true;
         if (r->reply->code == 220) {
-            /* XCLIENT restarts the session: EHLO again, before anything else. */
+            /* XCLIENT restarts the session: EHLO again, before anything else,
+             * with the client's own HELO name, so that the upstream's HELO
+             * checks and Received header see the real client. */
             char line[300];
-            const char *helo = u->cfg->upstream_helo ? u->cfg->upstream_helo : u->cfg->hostname;
+            const char *helo = u->client_helo[0] ? u->client_helo
+                               : u->cfg->upstream_helo ? u->cfg->upstream_helo
+                                                       : u->cfg->hostname;
             snprintf(line, sizeof line, "EHLO %s", helo);
             struct up_cmd *c = cmd_new(UP_K_EHLO, line, up__xclient_ehlo_cb, u);
             if (!c) {
@@ -868,6 +873,12 @@ void up_identify(struct up *u, const struct up_client_info *ci, up_cb cb, void *
     const char *name = ci->name[0] ? ci->name : "[UNAVAILABLE]";
     buf_t b = BUF_INIT;
     if ((u->caps & UP_CAP_XCLIENT) && u->cfg->xclient && !u->xclient_done) {
+        /* Only a syntactically plain HELO name is repeated in our EHLO. */
+        u->client_helo[0] = 0;
+        if (ci->helo[0] && strlen(ci->helo) < sizeof u->client_helo &&
+            strspn(ci->helo, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-[]:") ==
+                strlen(ci->helo))
+            snprintf(u->client_helo, sizeof u->client_helo, "%s", ci->helo);
         buf_puts(&b, "XCLIENT ADDR=");
         if (strchr(ci->addr, ':'))
             buf_puts(&b, "IPV6:");
