@@ -91,6 +91,7 @@ struct host_sym {
 
 struct host_tx {
     int refs;
+    bool fresh;            /* nothing happened in it yet: can be reused */
     struct sess_info info;
     char *sender;
     char *sender_params;
@@ -132,6 +133,7 @@ struct host_conn {
     void (*connfree[CFG_MAX_PLUGINS])(void *);
     /* the phase being run */
     struct sluice_ctx *cur;
+    struct sluice_ctx *spare; /* a free ctx kept for reuse */
     enum sluice_phase phase;
     size_t next_idx;
     host_done_fn done;
@@ -194,6 +196,7 @@ static struct host_tx *tx_new(const struct sess_info *info)
     if (!tx)
         return NULL;
     tx->refs = 1;
+    tx->fresh = true;
     tx->info = *info;
     pthread_mutex_init(&tx->mu, NULL);
     return tx;
@@ -603,6 +606,7 @@ static void hc_unref(struct host_conn *hc)
     hc_free_conndata(hc);
     tx_unref(hc->tx);
     chain_unref(hc->chain);
+    free(hc->spare);
     pthread_mutex_destroy(&hc->mu);
     uv_close((uv_handle_t *)hc->timer, hc_timer_close_cb);
     free(hc);
@@ -663,6 +667,11 @@ void host_conn_free(struct host_conn *hc)
 
 static void hc_new_tx(struct host_conn *hc)
 {
+    struct host_tx *cur = hc->tx;
+    if (cur && cur->refs == 1 && cur->fresh) {
+        cur->info = hc->info; /* unused since it was made: reuse it */
+        return;
+    }
     struct host_tx *tx = tx_new(&hc->info);
     if (tx) {
         tx_unref(hc->tx);
@@ -682,6 +691,7 @@ void host_tx_begin(struct host_conn *hc)
         hc->chain = chain_ref(host_chain);
     }
     hc_new_tx(hc);
+    hc->tx->fresh = false;
     hc->in_tx = true;
 }
 
@@ -812,20 +822,43 @@ bool host_tx_quarantine_accepts(struct host_conn *hc)
     return hc->tx->quarantine_accepts;
 }
 
+/* "%.3f" / "%.2f" without the libc float formatter (hot path: once per
+ * transaction). */
+static void fmt_fixed(buf_t *b, double v, int digits)
+{
+    long long scale = digits == 2 ? 100 : 1000;
+    long long m = (long long)(v * (double)scale + (v < 0 ? -0.5 : 0.5));
+    if (m < 0) {
+        buf_puts(b, "-");
+        m = -m;
+    }
+    buf_printf(b, digits == 2 ? "%lld.%02lld" : "%lld.%03lld", m / scale, m % scale);
+}
+
+static void fmt_milli(buf_t *b, double v)
+{
+    fmt_fixed(b, v, 3);
+}
+
 /* JSON string escaping for the decision record. */
 static void json_str(buf_t *b, const char *s)
 {
-    buf_puts(b, "\"");
-    for (; s && *s; s++) {
-        unsigned char c = (unsigned char)*s;
+    buf_append(b, "\"", 1);
+    while (s && *s) {
+        const char *run = s;
+        while (*s && *s != '"' && *s != '\\' && (unsigned char)*s >= 0x20 &&
+               (unsigned char)*s < 0x7f)
+            s++;
+        buf_append(b, run, (size_t)(s - run));
+        if (!*s)
+            break;
+        unsigned char c = (unsigned char)*s++;
         if (c == '"' || c == '\\')
             buf_printf(b, "\\%c", c);
-        else if (c < 0x20 || c >= 0x7f)
-            buf_printf(b, "\\u%04x", c);
         else
-            buf_append(b, s, 1);
+            buf_printf(b, "\\u%04x", c);
     }
-    buf_puts(b, "\"");
+    buf_append(b, "\"", 1);
 }
 
 void host_tx_summary(struct host_conn *hc, buf_t *out)
@@ -837,13 +870,18 @@ void host_tx_summary(struct host_conn *hc, buf_t *out)
     if (tx->decided_by[0])
         buf_printf(out, " decision=%s:%s", tx->decided_by, tx->decision);
     if (tx->nsyms) {
-        buf_printf(out, " score=%.2f symbols=", tx->score);
+        buf_puts(out, " score=");
+        fmt_fixed(out, tx->score, 2);
+        buf_puts(out, " symbols=");
         for (size_t i = 0; i < tx->nsyms; i++)
             buf_printf(out, "%s%s", i ? "," : "", tx->syms[i].name);
     }
     buf_puts(out, " plugins=");
-    for (size_t i = 0; i < ch->n; i++)
-        buf_printf(out, "%s%s:%.2fms", i ? "," : "", ch->inst[i]->name, tx->plugin_ms[i]);
+    for (size_t i = 0; i < ch->n; i++) {
+        buf_printf(out, "%s%s:", i ? "," : "", ch->inst[i]->name);
+        fmt_fixed(out, tx->plugin_ms[i], 2);
+        buf_puts(out, "ms");
+    }
 }
 
 void host_tx_record(struct host_conn *hc, const char *verdict, const char *upstream_reply)
@@ -853,7 +891,7 @@ void host_tx_record(struct host_conn *hc, const char *verdict, const char *upstr
     buf_t b = BUF_INIT;
     buf_printf(&b, "{\"sid\":");
     json_str(&b, tx->info.sid);
-    buf_printf(&b, ",\"time\":%.3f,\"client\":", (double)time(NULL));
+    buf_printf(&b, ",\"time\":%lld,\"client\":", (long long)time(NULL));
     json_str(&b, tx->info.client_addr);
     buf_puts(&b, ",\"from\":");
     json_str(&b, tx->orig_sender ? tx->orig_sender : "");
@@ -863,11 +901,15 @@ void host_tx_record(struct host_conn *hc, const char *verdict, const char *upstr
     json_str(&b, tx->decided_by);
     buf_puts(&b, ",\"reason\":");
     json_str(&b, tx->reason[0] ? tx->reason : (upstream_reply ? upstream_reply : ""));
-    buf_printf(&b, ",\"score\":%.3f,\"symbols\":[", tx->score);
+    buf_puts(&b, ",\"score\":");
+    fmt_milli(&b, tx->score);
+    buf_puts(&b, ",\"symbols\":[");
     for (size_t i = 0; i < tx->nsyms && i < 50; i++) {
         buf_puts(&b, i ? ",{\"name\":" : "{\"name\":");
         json_str(&b, tx->syms[i].name);
-        buf_printf(&b, ",\"score\":%.3f,\"plugin\":", tx->syms[i].score);
+        buf_puts(&b, ",\"score\":");
+        fmt_milli(&b, tx->syms[i].score);
+        buf_puts(&b, ",\"plugin\":");
         json_str(&b, tx->syms[i].plugin);
         buf_puts(&b, "}");
     }
@@ -875,11 +917,12 @@ void host_tx_record(struct host_conn *hc, const char *verdict, const char *upstr
     for (size_t i = 0; ch && i < ch->n; i++) {
         buf_puts(&b, i ? "," : "");
         json_str(&b, ch->inst[i]->name);
-        buf_printf(&b, ":%.3f", tx->plugin_ms[i]);
+        buf_puts(&b, ":");
+        fmt_milli(&b, tx->plugin_ms[i]);
     }
     buf_puts(&b, "}}");
-    stats_decision_push(b.ptr);
-    buf_free(&b);
+    if (b.ptr)
+        stats_decision_push_owned(b.ptr, b.len); /* takes the buffer */
 }
 
 /* ---- contexts ------------------------------------------------------------------ */
@@ -887,11 +930,20 @@ void host_tx_record(struct host_conn *hc, const char *verdict, const char *upstr
 static struct sluice_ctx *ctx_new(struct host_conn *hc, struct sluice_instance *in,
                                   enum sluice_phase ph)
 {
-    struct sluice_ctx *c = calloc(1, sizeof *c);
+    /* One spare per connection: most hooks answer at once, so the same ctx
+     * serves every call of a transaction without malloc/free. */
+    struct sluice_ctx *c = hc->spare;
+    if (c) {
+        hc->spare = NULL;
+        memset(c, 0, sizeof *c);
+    } else {
+        c = calloc(1, sizeof *c);
+    }
     if (!c)
         return NULL;
     c->hc = hc;
     hc->refs++;
+    hc->tx->fresh = false;
     c->tx = hc->tx;
     c->tx->refs++;
     c->inst = in;
@@ -924,8 +976,14 @@ static void ctx_unref(struct sluice_ctx *c)
     for (size_t i = 0; i < c->nstrs; i++)
         free(c->strs[i]);
     free(c->strs);
+    struct host_conn *hc = c->hc;
     tx_unref(c->tx);
-    hc_unref(c->hc);
+    if (!hc->spare && hc->refs > 1 && !atomic_load(&c->abandoned)) {
+        hc->spare = c;
+        hc_unref(hc);
+        return;
+    }
+    hc_unref(hc);
     free(c);
 }
 
@@ -1101,7 +1159,8 @@ static void finish_phase(struct host_conn *hc, const struct host_result *r)
 {
     hc->running = false;
     hc->cur = NULL;
-    uv_timer_stop(hc->timer);
+    if (uv_is_active((uv_handle_t *)hc->timer))
+        uv_timer_stop(hc->timer);
     host_done_fn cb = hc->done;
     hc->done = NULL;
     if (cb)

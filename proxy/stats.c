@@ -813,6 +813,25 @@ int stats_decision_push(const char *json_object)
     return 0;
 }
 
+int stats_decision_push_owned(char *json_object, size_t len)
+{
+    if (json_object == NULL)
+        return -EINVAL;
+    if (len > STATS_DECISION_MAX_LEN) {
+        free(json_object);
+        return -E2BIG;
+    }
+    pthread_mutex_lock(&dec_lock);
+    char *old = g_dec[g_dec_next];
+    g_dec[g_dec_next] = json_object;
+    g_dec_next = (g_dec_next + 1) % STATS_DECISIONS_MAX;
+    if (g_dec_count < STATS_DECISIONS_MAX)
+        g_dec_count++;
+    pthread_mutex_unlock(&dec_lock);
+    free(old);
+    return 0;
+}
+
 /* ---- Reset (tests) --------------------------------------------------------- */
 
 void stats_reset(double start_time)

@@ -188,6 +188,10 @@ uint64_t stats_counter_get(const struct stats_counter *c, const char *label_valu
 #define STATS_DECISION_MAX_LEN 16384
 
 int stats_decision_push(const char *json_object);
+/* The same for a record the caller built itself with correct escaping (the
+ * plugin host, once per transaction): no validation, no copy. Takes
+ * ownership of the malloc'd json_object (freed on error too). */
+int stats_decision_push_owned(char *json_object, size_t len);
 
 /*
  * ---- Rendering (stats_http and tests) -------------------------------------
