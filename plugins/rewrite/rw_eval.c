@@ -516,9 +516,10 @@ static int rw_eval__header_rule(const struct rw_rule *r, struct rw_scratch *sc, 
             char *d = rw_hdr_decode(h->f[i].raw, strlen(h->f[i].raw));
             char *n = rw_eval__subst(sc, r->re, d, r->text);
             if (n && strcmp(n, d) != 0) {
-                if (rw_hdrs_set(h, i, n) == 0)
+                int rc = rw_hdrs_set(h, i, n);
+                if (rc > 0)
                     fired = 1;
-                else
+                else if (rc < 0)
                     rw_eval__warn(warn, r, "new value cannot be folded under 998 octets");
             }
             free(n);
@@ -537,9 +538,10 @@ static int rw_eval__header_rule(const struct rw_rule *r, struct rw_scratch *sc, 
             rw_eval__encode_part(r->text, &v);
             if (r->kind == RW_HDR_PREPEND)
                 rw_str_puts(&v, u);
-            if (rw_hdrs_set(h, i, rw_str_cstr(&v)) == 0)
+            int rc = rw_hdrs_set(h, i, rw_str_cstr(&v));
+            if (rc > 0)
                 fired = 1;
-            else
+            else if (rc < 0)
                 rw_eval__warn(warn, r, "new value cannot be folded under 998 octets");
             rw_str_free(&v);
             free(u);
@@ -560,9 +562,10 @@ static int rw_eval__header_rule(const struct rw_rule *r, struct rw_scratch *sc, 
             if (*u)
                 rw_str_putc(&v, ' ');
             rw_str_puts(&v, u);
-            if (rw_hdrs_set(h, (size_t)i, rw_str_cstr(&v)) == 0)
+            int rc = rw_hdrs_set(h, (size_t)i, rw_str_cstr(&v));
+            if (rc > 0)
                 fired = 1;
-            else
+            else if (rc < 0)
                 rw_eval__warn(warn, r, "tagged subject cannot be folded under 998 octets");
             rw_str_free(&v);
             free(u);

@@ -138,10 +138,14 @@ int rw_hdrs_set(struct rw_hdrs *h, size_t i, const char *text)
     char *raw = rw_hdrs__make(h->f[i].name, text);
     if (!raw)
         return -1;
+    if (strcmp(raw, h->f[i].raw) == 0) {
+        free(raw);
+        return 0;
+    }
     free(h->f[i].raw);
     h->f[i].raw = raw;
     h->f[i].changed = 1;
-    return 0;
+    return 1;
 }
 
 void rw_hdrs_set_raw(struct rw_hdrs *h, size_t i, const char *raw)

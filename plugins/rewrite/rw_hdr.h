@@ -52,7 +52,8 @@ void rw_hdrs_free(struct rw_hdrs *h);
 long rw_hdrs_find(const struct rw_hdrs *h, const char *name, size_t nth);
 
 /* Set a field's value from text (UTF-8): non-ASCII is RFC 2047 encoded,
- * the result folded. 0, or -1 when it cannot be folded under 998. */
+ * the result folded. 1 when the value changed, 0 when it came out the
+ * same, -1 when it cannot be folded under 998. */
 int rw_hdrs_set(struct rw_hdrs *h, size_t i, const char *text);
 /* Set a raw value as is (already a valid folded value). */
 void rw_hdrs_set_raw(struct rw_hdrs *h, size_t i, const char *raw);
