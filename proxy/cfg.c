@@ -128,6 +128,7 @@ static const struct cfg__key cfg__keys[] = {
     {SEC_SERVER, "thread_pool_size", T_UINT, O(thread_pool_size), 0, 1, 1024, NULL, 0},
     {SEC_SERVER, "shutdown_timeout", T_MS, O(shutdown_timeout_ms), 0, 0, 24 * HOUR, NULL, 0},
     {SEC_SERVER, "log_syslog", T_BOOL, O(log_syslog), 0, 0, 0, NULL, 0},
+    {SEC_SERVER, "reverse_dns", T_BOOL, O(reverse_dns), 0, 0, 0, NULL, 0},
     {SEC_SERVER, "log_level", T_ENUM, O(log_level), 0, 0, 0, cfg__levels, 0},
     {SEC_SERVER, "plugin_dir", T_STR, O(plugin_dir), 0, 0, 0, NULL, 0},
     {SEC_SERVER, "quarantine_dir", T_STR, O(quarantine_dir), 0, 0, 0, NULL, 0},
@@ -1005,6 +1006,7 @@ static void cfg__defaults(struct cfg__load *s)
     c->thread_pool_size = 4;
     c->shutdown_timeout_ms = 30 * SEC;
     c->log_syslog = false;
+    c->reverse_dns = true;
     c->log_level = LOG_LVL_INFO;
 
     c->connect_at = CFG_CONNECT_AT_MAIL;

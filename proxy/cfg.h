@@ -83,6 +83,7 @@ struct cfg {
     unsigned thread_pool_size;    /* 4 */
     unsigned shutdown_timeout_ms; /* 30 s */
     bool log_syslog;
+    bool reverse_dns;             /* yes: look up (and forward-confirm) the client's name */
     int log_level;                /* enum log_level */
     char *plugin_dir;             /* bundled plugin directory override */
     char *quarantine_dir;         /* for QUARANTINE verdicts */

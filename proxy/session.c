@@ -18,6 +18,7 @@
 #include "session.h"
 
 #include <errno.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,6 +107,7 @@ struct sess {
     bool tx_identified; /* XCLIENT/XFORWARD done for the MAIL in progress */
 
     struct host_conn *hc;      /* plugin host state (NULL if none) */
+    struct sess_dns *dns;      /* client name lookup in progress */
     char phase_addr[CMD_ADDR_MAX + 1]; /* MAIL/RCPT address across a plugin phase */
     char phase_params[600];
     unsigned replay_pending;    /* envelope replay commands in flight */
@@ -123,6 +125,8 @@ static void sess__kick(struct sess *s);
 static void sess__close(struct sess *s, bool graceful);
 static void sess__process_input(struct sess *s);
 static void sess__mail_proceed(struct sess *s);
+struct sess_dns;
+static void sess__dns_detach(struct sess_dns *d);
 
 /* ---- utilities ----------------------------------------------------------- */
 
@@ -1616,6 +1620,10 @@ static void sess__close(struct sess *s, bool graceful)
         host_conn_free(s->hc);
         s->hc = NULL;
     }
+    if (s->dns) {
+        sess__dns_detach(s->dns); /* the lookup's callback frees it */
+        s->dns = NULL;
+    }
     if (s->conn) {
         conn_flush(s->conn);
         conn_close(s->conn, graceful);
@@ -1688,6 +1696,92 @@ static void sess__greet(struct sess *s)
     sess__emit(s, b.ptr, b.len);
     buf_free(&b);
     conn_flush(s->conn);
+}
+
+/* ---- the client's name ------------------------------------------------------
+ * Reverse lookup, then forward confirmation (the name must resolve back to
+ * the client's address), on libuv's pool before the greeting, as MTAs do:
+ * plugins and the upstream (XCLIENT NAME) only ever get a verified name. */
+
+struct sess_dns {
+    uv_getnameinfo_t ni;
+    uv_getaddrinfo_t ai;
+    struct sess *s; /* NULL once the session is gone */
+    char name[NI_MAXHOST];
+};
+
+static void sess__begin(struct sess *s);
+
+static void sess__dns_detach(struct sess_dns *d)
+{
+    d->s = NULL;
+}
+
+static void sess__dns_done(struct sess_dns *d, const char *verified)
+{
+    struct sess *s = d->s;
+    free(d);
+    if (!s)
+        return;
+    s->dns = NULL;
+    if (verified)
+        snprintf(s->info.client_name, sizeof s->info.client_name, "%s", verified);
+    sess__begin(s);
+}
+
+static void sess__dns_ai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct sess_dns *d = req->data;
+    const char *ok = NULL;
+    for (struct addrinfo *a = status == 0 ? res : NULL; a && d->s; a = a->ai_next) {
+        char ip[64];
+        if (uv_ip_name(a->ai_addr, ip, sizeof ip) == 0 &&
+            strcmp(ip, d->s->info.client_addr) == 0)
+            ok = d->name;
+    }
+    if (res)
+        uv_freeaddrinfo(res);
+    if (!ok && d->s)
+        log_info("sid=%s client=%s reverse name %s does not resolve back to it: unverified",
+                 d->s->info.sid, d->s->info.client_addr, d->name);
+    sess__dns_done(d, ok);
+}
+
+static void sess__dns_ni_cb(uv_getnameinfo_t *req, int status, const char *host,
+                            const char *service)
+{
+    (void)service;
+    struct sess_dns *d = req->data;
+    if (status != 0 || !host || !d->s) {
+        sess__dns_done(d, NULL);
+        return;
+    }
+    snprintf(d->name, sizeof d->name, "%s", host);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    d->ai.data = d;
+    if (uv_getaddrinfo(d->s->srv->loop, &d->ai, sess__dns_ai_cb, d->name, NULL, &hints) != 0)
+        sess__dns_done(d, NULL);
+}
+
+static bool sess__start_dns(struct sess *s)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    if (uv_tcp_getpeername(conn_tcp(s->conn), (struct sockaddr *)&ss, &len) != 0)
+        return false;
+    struct sess_dns *d = calloc(1, sizeof *d);
+    if (!d)
+        return false;
+    d->s = s;
+    d->ni.data = d;
+    if (uv_getnameinfo(s->srv->loop, &d->ni, sess__dns_ni_cb, (struct sockaddr *)&ss,
+                       NI_NAMEREQD) != 0) {
+        free(d);
+        return false;
+    }
+    s->dns = d;
+    s->wait = W_PHASE; /* nothing is processed before the greeting */
+    return true;
 }
 
 static void sess__connect_cont(struct sess *s, const struct host_result *r)
@@ -1768,6 +1862,19 @@ int sess_accept(struct server *srv, uv_stream_t *listener)
         if (s->up)
             up_open(s->up, sess__up_open_cb, s);
     }
+    if (s->cfg->reverse_dns && sess__start_dns(s)) {
+        sess__arm_timer(s);
+        return 0; /* sess__begin() runs when the lookup is done */
+    }
+    sess__begin(s);
+    return 0;
+}
+
+/* The session proper starts: plugins' CONNECT phase, then the greeting. */
+static void sess__begin(struct sess *s)
+{
+    struct server *srv = s->srv;
+    s->wait = W_NONE;
     s->hc = host_conn_new(srv->loop, &s->info);
     if (!s->hc) {
         buf_t b = BUF_INIT;
@@ -1776,12 +1883,13 @@ int sess_accept(struct server *srv, uv_stream_t *listener)
         sess__emit(s, b.ptr, b.len);
         buf_free(&b);
         sess__close(s, true);
-        return 0;
+        return;
     }
     sess__phase(s, SLUICE_PHASE_CONNECT, sess__connect_cont);
-    if (!s->closed)
-        sess__arm_timer(s);
-    return 0;
+    if (!s->closed) {
+        conn_flush(s->conn);
+        sess__kick(s);
+    }
 }
 
 void sess_abort(struct sess *s)

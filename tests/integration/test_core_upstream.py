@@ -456,3 +456,33 @@ def test_size_parameter_forwarded(fake, sluice):
         assert c.reply().code == 250
     m = fake.wait_messages(1)[0]
     assert "SIZE=" in m.mail_params.upper()
+
+
+def _hosts_name(ip):
+    """The name /etc/hosts (or the resolver) gives ip, if it maps back."""
+    import socket
+    try:
+        name = socket.gethostbyaddr(ip)[0]
+        return name if ip in socket.gethostbyname_ex(name)[2] else None
+    except OSError:
+        return None
+
+
+def test_xclient_name_is_forward_confirmed(fake_factory, sluice_factory):
+    """The client's reverse name is looked up, confirmed by a forward lookup,
+    and handed to the upstream as XCLIENT NAME; without a name (or with
+    reverse_dns = no) it is [UNAVAILABLE]."""
+    want = _hosts_name("127.0.0.1")
+    if not want:
+        pytest.skip("127.0.0.1 has no forward-confirmed name on this machine")
+    up = fake_factory(xclient=True)
+    sl = sluice_factory(up.port)
+    with session(sl, "name.test", source="127.0.0.1") as c:
+        assert transaction(c).code == 250
+    assert up.tx_sessions[0].xclient.get("NAME") == want, up.tx_sessions[0].command_strs()
+
+    up2 = fake_factory(xclient=True)
+    sl2 = sluice_factory(up2.port, server={"reverse_dns": "no"})
+    with session(sl2, "name.test", source="127.0.0.1") as c:
+        assert transaction(c).code == 250
+    assert up2.tx_sessions[0].xclient.get("NAME") == "[UNAVAILABLE]"
