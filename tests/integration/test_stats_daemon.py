@@ -317,3 +317,49 @@ def test_smtp_sink_counts(sluice_factory, stats_port):
             proc.wait(5)
         proc.stderr.close()
         shutil.rmtree(dump, ignore_errors=True)
+
+
+# ---- plugin timeouts and the circuit breaker on /metrics -------------------------
+
+def test_plugin_timeouts_and_breaker(fake, sluice_factory, stats_port):
+    """A plugin that sleeps past its timeout: each message is tempfailed by
+    the failure policy, and /metrics counts the timeouts, the trip of the
+    breaker and its state; the scrape stays promtool-clean."""
+    build = os.environ.get("SLUICE_BUILD_DIR", "")
+    so = os.path.join(build, "tests", "plugins", "testplug_blocking.so")
+    if not os.path.exists(so):
+        pytest.skip("test plugins not built")
+    conf = {"chain": {"plugins": "slow"},
+            "plugin slow": {"path": so, "sleep_ms": "400", "timeout": "100ms",
+                            "failure": "tempfail", "breaker_failures": "2",
+                            "breaker_window": "60s", "breaker_cooldown": "1h"}}
+    sl = sluice_factory(fake.port, stats={"listen": "127.0.0.1:%d" % stats_port},
+                        extra_sections=conf)
+    assert harness.wait_port(stats_port)
+    heard = []
+    for i in range(2):
+        code, _ = send(sl.port, "slow%d" % i, ["r@example.net"], 200, heard)
+        assert code == 451, i
+    sl.wait_transactions(2)
+    # The breaker is open now: the policy (tempfail) applies in every phase
+    # the plugin hooks without calling it; testplug hooks CONNECT too, so
+    # the next clients hear 421 4.3.0 right away.
+    for i in range(2):
+        with pytest.raises(smtplib.SMTPConnectError) as e:
+            send(sl.port, "open%d" % i, ["r@example.net"], 200, heard)
+        assert e.value.smtp_code == 421
+    text, s = scrape(stats_port)
+    ok, out = promtool_clean(text)
+    assert ok, out
+    # Two calls timed out; then the breaker opened and the policy applied
+    # without calling the plugin.
+    assert val(s, "sluice_plugin_timeouts_total", plugin="slow") == 2
+    assert val(s, "sluice_plugin_circuit_trips_total", plugin="slow") == 1
+    assert val(s, "sluice_plugin_circuit_state", plugin="slow") == 1
+    assert val(s, "sluice_transactions_total", verdict="tempfailed") == 2
+    assert val(s, "sluice_connections_total") == 4
+    assert fake.messages == []
+    st, body = http_get(stats_port, "/stats")
+    assert st == 200
+    decisions = json.loads(body)["decisions"]
+    assert [d["verdict"] for d in decisions[:2]] == ["tempfailed", "tempfailed"]
