@@ -1720,12 +1720,12 @@ static void sess__dns_detach(struct sess_dns *d)
 static void sess__dns_done(struct sess_dns *d, const char *verified)
 {
     struct sess *s = d->s;
+    if (s && verified) /* verified may point into d */
+        snprintf(s->info.client_name, sizeof s->info.client_name, "%s", verified);
     free(d);
     if (!s)
         return;
     s->dns = NULL;
-    if (verified)
-        snprintf(s->info.client_name, sizeof s->info.client_name, "%s", verified);
     sess__begin(s);
 }
 
