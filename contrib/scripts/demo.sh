@@ -72,6 +72,15 @@ PUB=$(openssl pkey -in "$WORK/dkim/demo.pem" -pubout -outform DER 2>/dev/null | 
 printf 'demo._domainkey.example.com v=DKIM1; k=rsa; p=%s\n' "$PUB" > "$WORK/dkim/keys.txt"
 printf 'example.com demo %s rsa-sha256\n' "$WORK/dkim/demo.pem" > "$WORK/dkim/signing.table"
 echo "  DKIM: example.com selector 'demo' (RSA-2048); sluice signs mail From: example.com"
+# Demo rewrite rules: the shipped rules/rewrite.rules only touch mail from
+# internal RFC 1918 clients, so add two visible ones for loopback clients.
+cat "$ROOT/rules/rewrite.rules" > "$WORK/rewrite.rules"
+cat >> "$WORK/rewrite.rules" <<'RULES'
+# demo: a domain migration (envelope and To:) and a tag for outside senders
+recipient /^(.+)@old\.example$/i $1@example.net headers
+subject-tag [EXTERNAL] if not sender /@example\.com$/i
+RULES
+echo "  rewrite: recipients @old.example -> @example.net, [EXTERNAL] tag for senders outside example.com"
 
 PORT=$(free_port)
 STATS=127.0.0.1:9025
@@ -92,6 +101,7 @@ set_keys = {
     "plugin dkim_verify": {"keys_file": "$WORK/dkim/keys.txt"},
     "plugin virus": {"database": "$WORK/clamav", "reload_check": "0"},
     "plugin dkim_sign": {"signing_table": "$WORK/dkim/signing.table"},
+    "plugin rewrite": {"rules": "$WORK/rewrite.rules"},
 }
 out, section, done = [], None, set()
 def flush(sec):
@@ -172,14 +182,18 @@ PYEOF
 outcome "6. a message already DKIM-signed by another implementation (dkimpy): dkim=pass" \
   --from carol@example.com --to bob@example.net --data "@$WORK/signed.eml"
 
+outcome "7. an address rewrite: To bob@old.example, from outside example.com" \
+  --from dave@partner.example --to bob@old.example \
+  --header "Subject: meeting notes" --body "Notes from today's meeting."
+
 sleep 1
-say "what Postfix delivered (expect #1 and #6 only)"
+say "what Postfix delivered (expect #1, #6 and #7)"
 n=$(find "$PF_BASE/mail/Maildir/new" -type f 2>/dev/null | wc -l)
 echo "  messages in the Maildir: $n"
 for f in "$PF_BASE"/mail/Maildir/new/*; do
   [ -f "$f" ] || continue
   echo "  --- $(grep -m1 '^Subject:' "$f")"
-  grep -E '^(Received: from|Authentication-Results|X-Spam-|DKIM-Signature|X-Virus|X-Sluice)' "$f" \
+  grep -E '^(Received: from|To:|Authentication-Results|X-Spam-|DKIM-Signature|X-Virus|X-Sluice)' "$f" \
     | cut -c1-110 | sed 's/^/    /'
 done
 if grep -rqs "smuggled" "$PF_BASE/mail/Maildir/new"; then
