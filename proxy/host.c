@@ -801,6 +801,11 @@ void host_tx_envelope_committed(struct host_conn *hc)
     tx->nrcpts = j;
 }
 
+const char *host_tx_current_rcpt_params(struct host_conn *hc)
+{
+    return hc->tx->cur_rcpt_params ? hc->tx->cur_rcpt_params : "";
+}
+
 const char *host_tx_current_rcpt_now(struct host_conn *hc, bool *removed)
 {
     *removed = hc->tx->cur_removed;
@@ -1086,9 +1091,12 @@ static void ctx_apply(struct sluice_ctx *c)
                  * rewrite: the new address is sent in its place, so the
                  * upstream still validates it. */
                 free(tx->cur_rcpt);
-                free(tx->cur_rcpt_params);
                 tx->cur_rcpt = xstrdup(e->value);
-                tx->cur_rcpt_params = xstrdup(e->params ? e->params : "");
+                /* No parameters given: the client's (NOTIFY, ORCPT) stay. */
+                if (e->params && *e->params) {
+                    free(tx->cur_rcpt_params);
+                    tx->cur_rcpt_params = xstrdup(e->params);
+                }
                 tx->cur_removed = false;
                 break;
             }
@@ -1690,6 +1698,13 @@ static const char *api_current_rcpt(sluice_ctx *ctx)
     return ctx->phase == SLUICE_PHASE_RCPT ? ctx->tx->cur_rcpt : NULL;
 }
 
+static const char *api_current_rcpt_params(sluice_ctx *ctx)
+{
+    if (ctx->phase != SLUICE_PHASE_RCPT)
+        return NULL;
+    return ctx->tx->cur_rcpt_params ? ctx->tx->cur_rcpt_params : "";
+}
+
 static int api_message(sluice_ctx *ctx, const char **data, size_t *len)
 {
     if (!ctx->tx->msg)
@@ -2041,4 +2056,5 @@ static const struct sluice_host_api host_api = {
     .tx_data_get = api_tx_data_get,
     .complete = api_complete,
     .event_loop = api_event_loop,
+    .current_rcpt_params = api_current_rcpt_params,
 };

@@ -111,6 +111,8 @@ size_t host_tx_rcpt_view(struct host_conn *hc, struct host_rcpt_view *out, size_
 void host_tx_envelope_committed(struct host_conn *hc);
 /* In the RCPT phase: was the current recipient removed / replaced? */
 const char *host_tx_current_rcpt_now(struct host_conn *hc, bool *removed);
+/* ... and its ESMTP parameters (" NOTIFY=... ORCPT=..." or ""). */
+const char *host_tx_current_rcpt_params(struct host_conn *hc);
 
 /* Decision record: " score=.. symbols=.. plugins=.." for the log line, and
  * the JSON object for the stats endpoint (pushed by the host itself). */

@@ -831,6 +831,10 @@ static void sess__rcpt_cont(struct sess *s, const struct host_result *r)
             log_info("sid=%s recipient rewritten by plugin: <%s> -> <%s>", s->info.sid,
                      s->phase_addr, now);
             snprintf(s->phase_addr, sizeof s->phase_addr, "%s", now);
+            const char *p = host_tx_current_rcpt_params(s->hc);
+            if (up_caps(s->up) & UP_CAP_DSN)
+                snprintf(s->phase_params, sizeof s->phase_params, "%s%s",
+                         *p && *p != ' ' ? " " : "", p);
         }
     }
     if (!s->tx.active || (s->state != S_MAIL && s->state != S_RCPT)) {

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+import harness
 import plugkit
 from plugkit import MSG, send
 
@@ -222,3 +223,22 @@ def test_several_transactions_one_session(sluice_factory, fake):
     for i, m in enumerate(msgs):
         assert m.rcpts == ["r%d@example.net" % i, "extra@example.net"]
         assert m.data.count(b"X-Once: 1\r\n") == 1
+
+
+def test_rcpt_rewrite_keeps_dsn_parameters(sluice_factory, fake):
+    """A recipient rewritten in the RCPT phase keeps the client's DSN
+    parameters (the fake upstream offers DSN)."""
+    sl = plugkit.start(sluice_factory, fake,
+                       ("p", "testplug", {"rewrite_rcpt": "old@example.net new@example.net"}))
+    with harness.Client(sl.port) as c:
+        c.greeting()
+        c.expect("EHLO client.test", 250)
+        c.expect("MAIL FROM:<s@example.com> RET=HDRS", 250)
+        c.expect("RCPT TO:<old@example.net> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;old@example.net", 250)
+        c.expect("DATA", 354)
+        c.send(b"Subject: dsn\r\n\r\nbody\r\n.\r\n")
+        assert c.reply().code == 250
+    cmds = _tx_commands(fake)
+    rcpt = [x for x in cmds if x.startswith("RCPT")]
+    assert rcpt == ["RCPT TO:<new@example.net> NOTIFY=SUCCESS,FAILURE "
+                    "ORCPT=rfc822;old@example.net"], cmds

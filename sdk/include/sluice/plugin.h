@@ -279,6 +279,13 @@ struct sluice_host_api {
     void (*complete)(sluice_ctx *ctx, int verdict);
     /* The host's libuv loop (uv_loop_t *) for the plugin's own I/O. */
     void *(*event_loop)(sluice_ctx *ctx);
+
+    /* ---- added after ABI 1's first table: check SLUICE_API_HAS() ---- */
+
+    /* In the RCPT phase: the ESMTP parameters of the recipient being
+     * decided (" NOTIFY=... ORCPT=...", as forwarded), "" if none. A rewrite
+     * (rcpt_remove(current) + rcpt_add(new, NULL)) keeps them. */
+    const char *(*current_rcpt_params)(sluice_ctx *ctx);
 };
 
 /* True when the host's table has member `m` (for members added later). */
