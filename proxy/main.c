@@ -19,6 +19,7 @@
 #include "host.h"
 #include "log.h"
 #include "mime7.h"
+#include "resolve.h"
 #include "server.h"
 #include "stats.h"
 #include "stats_http.h"
@@ -170,6 +171,8 @@ int main(int argc, char **argv)
         }
         log_info("stats endpoint on %s", srv.cfg->stats_listen);
     }
+    if (resolve_init(loop, 4) != 0)
+        log_warn("client name lookups disabled: no resolver threads");
     if (server_start(&srv) != 0) {
         log_fatal("cannot start: see the errors above");
         return 1;
@@ -184,6 +187,7 @@ int main(int argc, char **argv)
     uv_run(loop, UV_RUN_DEFAULT);
     log_set_buffered(0);
     uv_close((uv_handle_t *)&log_check, NULL);
+    resolve_shutdown();
     log_info("sluice stopped");
     stats_http_stop();
     server_free(&srv);

@@ -30,6 +30,7 @@
 #include "log.h"
 #include "mime7.h"
 #include "msgbuf.h"
+#include "resolve.h"
 #include "server.h"
 #include "smtp_data.h"
 #include "stats.h"
@@ -86,6 +87,10 @@ struct sess {
     bool read_paused;   /* backpressure */
     bool shutdown;      /* SIGTERM: close at the next idle point */
     bool ip_counted;
+    bool close_after_reply;  /* a 421 was sent: close once it is out */
+    unsigned ncmds;          /* commands handled (timer bookkeeping) */
+    unsigned timer_ncmds;    /* ncmds when the timer was last armed */
+    size_t timer_bytes;      /* DATA bytes since the timer was last armed */
     bool tls;
     unsigned errors;
     struct cmd_reader rd;
@@ -107,7 +112,7 @@ struct sess {
     bool tx_identified; /* XCLIENT/XFORWARD done for the MAIL in progress */
 
     struct host_conn *hc;      /* plugin host state (NULL if none) */
-    struct sess_dns *dns;      /* client name lookup in progress */
+    struct resolve_req *dns;   /* client name lookup in progress */
     char phase_addr[CMD_ADDR_MAX + 1]; /* MAIL/RCPT address across a plugin phase */
     char phase_params[600];
     unsigned replay_pending;    /* envelope replay commands in flight */
@@ -125,8 +130,6 @@ static void sess__kick(struct sess *s);
 static void sess__close(struct sess *s, bool graceful);
 static void sess__process_input(struct sess *s);
 static void sess__mail_proceed(struct sess *s);
-struct sess_dns;
-static void sess__dns_detach(struct sess_dns *d);
 
 /* ---- utilities ----------------------------------------------------------- */
 
@@ -147,6 +150,13 @@ static void sess__set_state(struct sess *s, enum sess_state st)
 
 static void sess__arm_timer(struct sess *s);
 
+/* Hand queued output to the conn (which writes it once per loop turn). */
+static void sess__flush(struct sess *s)
+{
+    if (!s->closed && s->conn)
+        conn_flush(s->conn);
+}
+
 /* Append a complete reply (already formatted, CRLF-terminated). */
 static void sess__emit(struct sess *s, const char *p, size_t n)
 {
@@ -154,6 +164,8 @@ static void sess__emit(struct sess *s, const char *p, size_t n)
         return;
     int code = atoi(p);
     stats_smtp_reply(code);
+    if (code == 421)
+        s->close_after_reply = true; /* 421 means the session ends (RFC 5321 §3.8) */
     if (log_enabled(LOG_LVL_DEBUG))
         log_debug("sid=%s client< %.*s", s->info.sid, (int)(n > 2 ? n - 2 : n), p);
     conn_write(s->conn, p, n);
@@ -398,7 +410,7 @@ static void sess__mail_reply_cb(void *ud, const struct up_result *r)
     }
     sl->filled = true;
     sess__flush_slots(s);
-    conn_flush(s->conn);
+    sess__flush(s);
     sess__kick(s);
 }
 
@@ -426,7 +438,7 @@ static void sess__rcpt_reply_cb(void *ud, const struct up_result *r)
     }
     sl->filled = true;
     sess__flush_slots(s);
-    conn_flush(s->conn);
+    sess__flush(s);
     sess__kick(s);
 }
 
@@ -472,7 +484,7 @@ static void sess__phase_done(void *ud, const struct host_result *r)
     cont(s, r);
     if (s->closed)
         return;
-    conn_flush(s->conn);
+    sess__flush(s);
     if (s->wait == W_NONE)
         sess__kick(s);
 }
@@ -593,7 +605,7 @@ static void sess__up_open_cb(void *ud, const struct up_result *r)
             sess__last_upstream(s, r);
             s->wait = W_NONE;
             s->pending_verb = 0;
-            conn_flush(s->conn);
+            sess__flush(s);
             sess__kick(s);
         }
         return;
@@ -604,7 +616,7 @@ static void sess__up_open_cb(void *ud, const struct up_result *r)
         s->wait = W_NONE;
         sess__mail_proceed(s);
         if (s->wait == W_NONE) {
-            conn_flush(s->conn);
+            sess__flush(s);
             sess__kick(s);
         }
     }
@@ -636,7 +648,7 @@ static void sess__up_ident_cb(void *ud, const struct up_result *r)
     s->tx_identified = true;
     sess__mail_proceed(s);
     if (s->wait == W_NONE) {
-        conn_flush(s->conn);
+        sess__flush(s);
         sess__kick(s);
     }
 }
@@ -958,6 +970,7 @@ static void sess__cmd_data(struct sess *s, const struct cmd *c)
     data_reader_init(&s->dr, &lim, msgbuf_sink, s->msg);
     s->bytes_in = 0;
     sess__set_state(s, S_DATA);
+    sess__arm_timer(s); /* data_timeout from now on */
     sess__reply(s, 354, "", "End data with <CR><LF>.<CR><LF>");
 }
 
@@ -1033,13 +1046,13 @@ static void sess__replay_done(struct sess *s)
         snprintf(s->last_upstream, sizeof s->last_upstream, "not sent: %.280s", t);
         sess__log_tx(s, v, 0);
         sess__tx_end(s, true);
-        conn_flush(s->conn);
+        sess__flush(s);
         sess__kick(s);
         return;
     }
     host_tx_envelope_committed(s->hc);
     sess__forward(s);
-    conn_flush(s->conn);
+    sess__flush(s);
 }
 
 static void sess__replay_cb(void *ud, const struct up_result *r, bool is_mail)
@@ -1320,7 +1333,7 @@ static void sess__eom_reply_cb(void *ud, const struct up_result *r)
     s->tx.active = false;
     sess__tx_end(s, false);
     s->wait = W_NONE;
-    conn_flush(s->conn);
+    sess__flush(s);
     sess__kick(s);
 }
 
@@ -1357,7 +1370,7 @@ static void sess__cmd_starttls(struct sess *s, const struct cmd *c)
     if (s->tx.active)
         sess__tx_end(s, true);
     sess__reply(s, 220, "2.0.0", "Ready to start TLS");
-    conn_flush(s->conn);
+    sess__flush(s);
     if (conn_starttls_server(s->conn, s->srv->tls_ctx) != 0) {
         sess__close(s, false);
         return;
@@ -1371,6 +1384,7 @@ static void sess__cmd_starttls(struct sess *s, const struct cmd *c)
 /* Handle one command line. */
 static void sess__command(struct sess *s, const char *line, size_t len)
 {
+    s->ncmds++;
     struct cmd c;
     cmd_parse(line, len, &c);
     if (log_enabled(LOG_LVL_DEBUG))
@@ -1434,7 +1448,8 @@ static void sess__command(struct sess *s, const char *line, size_t len)
 static size_t sess__process(struct sess *s, const char *in, size_t len)
 {
     size_t off = 0;
-    while (off < len && s->wait == W_NONE && !s->closing && !s->closed) {
+    while (off < len && s->wait == W_NONE && !s->closing && !s->closed &&
+           !s->close_after_reply) {
         if (s->state == S_DATA) {
             size_t n = data_reader_feed(&s->dr, in + off, len - off);
             off += n;
@@ -1506,11 +1521,15 @@ static void sess__kick(struct sess *s)
 {
     if (s->closed)
         return;
+    if (s->close_after_reply) {
+        sess__close(s, true);
+        return;
+    }
     if (s->wait == W_SLOTS && !s->slots_head)
         s->wait = W_NONE;
     if (s->wait == W_NONE && !s->processing) {
         sess__process_input(s);
-        conn_flush(s->conn);
+        sess__flush(s);
     }
     if (s->shutdown && s->wait == W_NONE && !s->tx.active && !s->slots_head && !s->closing) {
         sess__reply(s, 421, "4.3.2", "%s Service shutting down", s->cfg->hostname);
@@ -1539,11 +1558,27 @@ static void sess__on_read(struct conn *c, const char *data, size_t len, void *ud
     }
     if (s->closed)
         return;
-    conn_flush(s->conn);
+    if (s->close_after_reply) {
+        sess__close(s, true);
+        return;
+    }
+    sess__flush(s);
     if (s->wait == W_SLOTS && !s->slots_head)
         sess__kick(s);
+    if (s->closed)
+        return;
     sess__check_backpressure(s);
-    sess__arm_timer(s);
+    /* The clock restarts on progress, not on every byte: a command must be
+     * complete within command_timeout, and DATA must bring at least 1 KiB
+     * (or its end) per data_timeout, so a client sending a byte a second
+     * is bounded. */
+    if (s->state == S_DATA) {
+        s->timer_bytes += len;
+        if (s->timer_bytes >= 1024 || !uv_is_active((uv_handle_t *)&s->timer))
+            sess__arm_timer(s);
+    } else if (s->ncmds != s->timer_ncmds || !uv_is_active((uv_handle_t *)&s->timer)) {
+        sess__arm_timer(s);
+    }
 }
 
 /* ---- timers, events, close ------------------------------------------------ */
@@ -1579,8 +1614,10 @@ static void sess__arm_timer(struct sess *s)
         return;
     }
     unsigned ms = s->state == S_DATA ? s->cfg->data_timeout_ms
-                  : s->state == S_CONNECTED ? s->cfg->command_timeout_ms
+                  : s->state == S_CONNECTED ? s->cfg->greeting_timeout_ms
                                             : s->cfg->command_timeout_ms;
+    s->timer_ncmds = s->ncmds;
+    s->timer_bytes = 0;
     uv_timer_start(&s->timer, sess__timeout_cb, ms, 0);
 }
 
@@ -1625,11 +1662,11 @@ static void sess__close(struct sess *s, bool graceful)
         s->hc = NULL;
     }
     if (s->dns) {
-        sess__dns_detach(s->dns); /* the lookup's callback frees it */
+        resolve_cancel(s->dns); /* no callback after this */
         s->dns = NULL;
     }
     if (s->conn) {
-        conn_flush(s->conn);
+        sess__flush(s);
         conn_close(s->conn, graceful);
         s->conn = NULL;
     }
@@ -1699,72 +1736,24 @@ static void sess__greet(struct sess *s)
     buf_printf(&b, "220 %s ESMTP %s\r\n", s->cfg->hostname, s->cfg->banner ? s->cfg->banner : "");
     sess__emit(s, b.ptr, b.len);
     buf_free(&b);
-    conn_flush(s->conn);
+    sess__flush(s);
 }
 
 /* ---- the client's name ------------------------------------------------------
  * Reverse lookup, then forward confirmation (the name must resolve back to
- * the client's address), on libuv's pool before the greeting, as MTAs do:
- * plugins and the upstream (XCLIENT NAME) only ever get a verified name. */
-
-struct sess_dns {
-    uv_getnameinfo_t ni;
-    uv_getaddrinfo_t ai;
-    struct sess *s; /* NULL once the session is gone */
-    char name[NI_MAXHOST];
-};
+ * the client's address), on sluice's resolver threads before the greeting,
+ * as MTAs do: plugins and the upstream (XCLIENT NAME) only ever get a
+ * verified name. */
 
 static void sess__begin(struct sess *s);
 
-static void sess__dns_detach(struct sess_dns *d)
+static void sess__dns_cb(void *ud, const char *name)
 {
-    d->s = NULL;
-}
-
-static void sess__dns_done(struct sess_dns *d, const char *verified)
-{
-    struct sess *s = d->s;
-    if (s && verified) /* verified may point into d */
-        snprintf(s->info.client_name, sizeof s->info.client_name, "%s", verified);
-    free(d);
-    if (!s)
-        return;
+    struct sess *s = ud;
     s->dns = NULL;
+    if (name)
+        snprintf(s->info.client_name, sizeof s->info.client_name, "%s", name);
     sess__begin(s);
-}
-
-static void sess__dns_ai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
-{
-    struct sess_dns *d = req->data;
-    const char *ok = NULL;
-    for (struct addrinfo *a = status == 0 ? res : NULL; a && d->s; a = a->ai_next) {
-        char ip[64];
-        if (uv_ip_name(a->ai_addr, ip, sizeof ip) == 0 &&
-            strcmp(ip, d->s->info.client_addr) == 0)
-            ok = d->name;
-    }
-    if (res)
-        uv_freeaddrinfo(res);
-    if (!ok && d->s)
-        log_info("sid=%s client=%s reverse name %s does not resolve back to it: unverified",
-                 d->s->info.sid, d->s->info.client_addr, d->name);
-    sess__dns_done(d, ok);
-}
-
-static void sess__dns_ni_cb(uv_getnameinfo_t *req, int status, const char *host,
-                            const char *service)
-{
-    (void)service;
-    struct sess_dns *d = req->data;
-    if (status != 0 || !host || !d->s) {
-        sess__dns_done(d, NULL);
-        return;
-    }
-    snprintf(d->name, sizeof d->name, "%s", host);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    d->ai.data = d;
-    if (uv_getaddrinfo(d->s->srv->loop, &d->ai, sess__dns_ai_cb, d->name, NULL, &hints) != 0)
-        sess__dns_done(d, NULL);
 }
 
 static bool sess__start_dns(struct sess *s)
@@ -1773,17 +1762,9 @@ static bool sess__start_dns(struct sess *s)
     int len = sizeof ss;
     if (uv_tcp_getpeername(conn_tcp(s->conn), (struct sockaddr *)&ss, &len) != 0)
         return false;
-    struct sess_dns *d = calloc(1, sizeof *d);
-    if (!d)
+    s->dns = resolve_client((struct sockaddr *)&ss, sess__dns_cb, s);
+    if (!s->dns)
         return false;
-    d->s = s;
-    d->ni.data = d;
-    if (uv_getnameinfo(s->srv->loop, &d->ni, sess__dns_ni_cb, (struct sockaddr *)&ss,
-                       NI_NAMEREQD) != 0) {
-        free(d);
-        return false;
-    }
-    s->dns = d;
     s->wait = W_PHASE; /* nothing is processed before the greeting */
     return true;
 }
@@ -1891,7 +1872,7 @@ static void sess__begin(struct sess *s)
     }
     sess__phase(s, SLUICE_PHASE_CONNECT, sess__connect_cont);
     if (!s->closed) {
-        conn_flush(s->conn);
+        sess__flush(s);
         sess__kick(s);
     }
 }

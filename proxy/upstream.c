@@ -458,8 +458,14 @@ static bool up__reply_ok_for(enum up_cmd_kind k, int code)
     case UP_K_XCLIENT:
         /* Postfix answers XCLIENT with a fresh 220 greeting. */
         return code == 220 || code == 250 || (code >= 400 && code < 600);
+    case UP_K_EHLO:
+        return code == 250 || (code >= 400 && code < 600);
     default:
-        return (code >= 200 && code < 300) || (code >= 400 && code < 600);
+        /* MAIL, RCPT, RSET, XFORWARD, QUIT and the end of data: the only
+         * positive answers RFC 5321 defines are 250/251 (221 for QUIT).
+         * Anything else positive is out of protocol and never relayed. */
+        return code == 250 || code == 251 || (code == 221 && k == UP_K_QUIT) ||
+               (code >= 400 && code < 600);
     }
 }
 

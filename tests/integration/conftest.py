@@ -96,8 +96,22 @@ def sluice_factory(request, tmp_path):
             s.start()
         return s
     yield make
+    # Every daemon must survive its test and exit cleanly: a crash (signal),
+    # an abort or a sanitizer report is a failure of the test that caused it,
+    # even if every reply the test checked was right.
+    problems = []
     for s in made:
-        s.stop()
+        rc = s.stop()
+        out = s.output() if s.proc is not None else ""
+        if getattr(s, "expect_unclean", False):
+            continue
+        if rc not in (None, 0):
+            problems.append("sluice in %s exited with status %s" % (s.workdir, rc))
+        for marker in ("Sanitizer", "runtime error:", "Assertion", "LeakSanitizer"):
+            if marker in out:
+                problems.append("sluice in %s logged %r:\n%s" % (s.workdir, marker, out[-4000:]))
+                break
+    assert not problems, "\n".join(problems)
 
 
 @pytest.fixture

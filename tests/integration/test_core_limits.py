@@ -333,3 +333,51 @@ def test_slow_client_does_not_block_others(fake, sluice_factory):
     assert time.monotonic() - t0 < 5
     stop.set()
     assert len(fake.wait_messages(3)) == 3
+
+
+def test_trickling_command_is_bounded(sluice_factory, fake):
+    """A client sending a command a byte at a time cannot keep the session:
+    the whole command must arrive within command_timeout."""
+    sl = sluice_factory(fake.port, server={"command_timeout": "2s"})
+    with Client(sl.port) as c:
+        c.greeting()
+        c.expect("EHLO trickle.test", 250)
+        t0 = time.monotonic()
+        closed = False
+        for b in b"NOOP NOOP NOOP NOOP\r\n":
+            try:
+                c.send(bytes([b]))
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.25)
+            if c.is_closed(0.01):
+                closed = True
+                break
+        assert closed or c.is_closed(5)
+        assert time.monotonic() - t0 < 4.5
+
+
+def test_trickling_data_is_bounded(sluice_factory, fake):
+    """In DATA the clock restarts only when at least 1 KiB arrived: a byte a
+    few times a second is cut off after data_timeout with 421 4.4.2, and
+    nothing is delivered."""
+    sl = sluice_factory(fake.port, server={"data_timeout": "2s"})
+    with session(sl) as c:
+        start_data(c)
+        t0 = time.monotonic()
+        got = None
+        for _ in range(40):
+            try:
+                c.send(b"x")
+            except OSError:
+                break
+            try:
+                got = c.reply(timeout=0.2)
+                break
+            except Exception:
+                continue
+        assert got is not None and got.code == 421 and got.enh.startswith("4.4"), got
+        assert time.monotonic() - t0 < 4.5
+    time.sleep(0.3)
+    assert fake.messages == []

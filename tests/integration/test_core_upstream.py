@@ -121,6 +121,9 @@ def test_upstream_reset_mid_data(fake_factory, sluice_factory):
     ("DATA", CLOSE),
     ("MAIL", CLOSE),
     ("RCPT", CLOSE),
+    ("MAIL", b"221 2.0.0 bye\r\n"),
+    ("RCPT", b"220 ready\r\n"),
+    ("EOD", b"252 2.1.5 maybe\r\n"),
 ], ids=lambda v: v if isinstance(v, str) else ("CLOSE" if v is CLOSE else repr(v)[:20]))
 def test_upstream_out_of_protocol_never_250(fake_factory, sluice_factory, phase, action):
     up = fake_factory(faults={phase: action})
@@ -486,3 +489,14 @@ def test_xclient_name_is_forward_confirmed(fake_factory, sluice_factory):
     with session(sl2, "name.test", source="127.0.0.1") as c:
         assert transaction(c).code == 250
     assert up2.tx_sessions[0].xclient.get("NAME") == "[UNAVAILABLE]"
+
+
+def test_upstream_421_ends_the_client_session(fake_factory, sluice_factory):
+    """The upstream's 421 is relayed, and like any 421 it ends the session."""
+    up = fake_factory(faults={"RCPT": "421 4.3.2 upstream going down"})
+    sl = sluice_factory(up.port)
+    with session(sl) as c:
+        c.expect("MAIL FROM:<a@example.com>", 250)
+        r = c.cmd("RCPT TO:<b@example.net>")
+        assert r.code == 421 and r.enh == "4.3.2", r
+        assert c.is_closed(5)
