@@ -134,6 +134,7 @@ struct host_conn {
     /* the phase being run */
     struct sluice_ctx *cur;
     struct sluice_ctx *spare; /* a free ctx kept for reuse */
+    uint64_t clock_ns;        /* end of the last hook of the running phase, or 0 */
     enum sluice_phase phase;
     size_t next_idx;
     host_done_fn done;
@@ -170,16 +171,19 @@ struct sluice_ctx {
     bool completed;
     bool in_hook;              /* complete() called from inside the hook */
     int verdict;
-    int code;
-    char enh[16];
-    char text[400];
+    int code;                  /* 0: no reply set (enh/text unset) */
     struct edit *edits, *edits_tail;
     buf_t scratch;             /* header_get results */
     char **strs;               /* other host-owned strings for this call */
     size_t nstrs;
     uint64_t started_ns;
+    /* Members below are not cleared for a new call (only read when set). */
+    char enh[16];
+    char text[400];
     uv_work_t work;
 };
+
+#define CTX_CLEAR_SIZE offsetof(struct sluice_ctx, enh)
 
 /* ---- small helpers -------------------------------------------------------- */
 
@@ -940,7 +944,7 @@ static struct sluice_ctx *ctx_new(struct host_conn *hc, struct sluice_instance *
     struct sluice_ctx *c = hc->spare;
     if (c) {
         hc->spare = NULL;
-        memset(c, 0, sizeof *c);
+        memset(c, 0, CTX_CLEAR_SIZE);
     } else {
         c = calloc(1, sizeof *c);
     }
@@ -955,7 +959,10 @@ static struct sluice_ctx *ctx_new(struct host_conn *hc, struct sluice_instance *
     c->phase = ph;
     c->refs = 1;
     atomic_init(&c->abandoned, false);
-    c->started_ns = now_ns();
+    /* Hooks of one phase run back to back: the end of the previous one is
+     * the start of this one (one clock reading per hook, not two). */
+    c->started_ns = hc->clock_ns ? hc->clock_ns : now_ns();
+    hc->clock_ns = 0;
     return c;
 }
 
@@ -1165,6 +1172,7 @@ static void run_next(struct host_conn *hc);
 
 static void finish_phase(struct host_conn *hc, const struct host_result *r)
 {
+    hc->clock_ns = 0;
     hc->running = false;
     hc->cur = NULL;
     if (uv_is_active((uv_handle_t *)hc->timer))
@@ -1290,7 +1298,9 @@ static void ctx_done(struct sluice_ctx *c)
 {
     struct host_conn *hc = c->hc;
     struct sluice_instance *in = c->inst;
-    double secs = (double)(now_ns() - c->started_ns) / 1e9;
+    uint64_t now = now_ns();
+    double secs = (double)(now - c->started_ns) / 1e9;
+    hc->clock_ns = now;
     stats_plugin_latency(in->stats, (enum stats_phase)c->phase, secs);
     c->tx->plugin_ms[in->idx] += secs * 1000.0;
     int v = c->verdict;
@@ -1485,6 +1495,7 @@ static void run_next(struct host_conn *hc)
 
 void host_run(struct host_conn *hc, enum sluice_phase ph, host_done_fn cb, void *ud)
 {
+    hc->clock_ns = 0;
     hc->phase = ph;
     hc->next_idx = 0;
     hc->done = cb;

@@ -141,6 +141,8 @@ class Sluice:
             self.write_config()
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1")
+        # Library-owned per-thread state only (tests/lsan.supp says which).
+        env.setdefault("LSAN_OPTIONS", "suppressions=" + os.path.join(SRC_DIR, "tests", "lsan.supp"))
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
         env.update(self.env or {})
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,

@@ -121,7 +121,7 @@ def sign_conf(table, **extra):
 # Under SLUICE_SANITIZE: libopendkim 2.11 leaks the key of every Ed25519
 # signature (plugins/dkim/lsan.supp says where); suppress only that.
 LSAN_ENV = {
-    "LSAN_OPTIONS": "suppressions=" + os.path.join(harness.SRC_DIR, "plugins", "dkim", "lsan.supp"),
+    "LSAN_OPTIONS": "suppressions=" + os.path.join(harness.SRC_DIR, "tests", "lsan.supp"),
     "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=1:fast_unwind_on_malloc=0",
 }
 

@@ -87,8 +87,7 @@ def zipped(name, data):
 # Under SLUICE_SANITIZE: OpenSSL's per-thread state, allocated inside
 # libclamav on pool threads, is freed only at thread exit (plugins/virus/lsan.supp).
 LSAN_ENV = {
-    "LSAN_OPTIONS": "suppressions=" + os.path.join(harness.SRC_DIR, "plugins", "virus",
-                                                    "lsan.supp"),
+    "LSAN_OPTIONS": "suppressions=" + os.path.join(harness.SRC_DIR, "tests", "lsan.supp"),
     "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=1:fast_unwind_on_malloc=0",
 }
 
