@@ -103,6 +103,11 @@ class Sluice:
             "spool_dir": self.spool,
             "command_timeout": "30s",
             "data_timeout": "30s",
+            # Test clients use 127.0.0.x addresses without names: their
+            # reverse lookups would go to the machine's resolver, off
+            # loopback. The lookup itself has its own test (127.0.0.1,
+            # answered by /etc/hosts).
+            "reverse_dns": "no",
         }
         srv.update(server or {})
         up = {}

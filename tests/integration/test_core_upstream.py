@@ -479,7 +479,8 @@ def test_xclient_name_is_forward_confirmed(fake_factory, sluice_factory):
     if not want:
         pytest.skip("127.0.0.1 has no forward-confirmed name on this machine")
     up = fake_factory(xclient=True)
-    sl = sluice_factory(up.port)
+    # 127.0.0.1 only: /etc/hosts answers, no query leaves loopback.
+    sl = sluice_factory(up.port, server={"reverse_dns": "yes"})
     with session(sl, "name.test", source="127.0.0.1") as c:
         assert transaction(c).code == 250
     assert up.tx_sessions[0].xclient.get("NAME") == want, up.tx_sessions[0].command_strs()
