@@ -64,12 +64,32 @@ void log_vmsg(enum log_level lvl, const char *fmt, va_list ap)
         return;
     }
     struct timespec ts;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s: ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000, log_names[lvl]);
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+    /* The date and time to the second change once a second: format them
+     * then (per thread), and only the milliseconds per line. */
+    static __thread time_t cached_sec = -1;
+    static __thread char cached[64];
+    if (ts.tv_sec != cached_sec) {
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        snprintf(cached, sizeof cached, "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        cached_sec = ts.tv_sec;
+    }
+    long msec = ts.tv_nsec / 1000000;
+    int n = 19;
+    memcpy(line, cached, 19);
+    line[n++] = '.';
+    line[n++] = (char)('0' + msec / 100);
+    line[n++] = (char)('0' + msec / 10 % 10);
+    line[n++] = (char)('0' + msec % 10);
+    line[n++] = 'Z';
+    line[n++] = ' ';
+    size_t nl = strlen(log_names[lvl]);
+    memcpy(line + n, log_names[lvl], nl);
+    n += (int)nl;
+    line[n++] = ':';
+    line[n++] = ' ';
     int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
     size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
     if (len > sizeof line - 2)

@@ -91,6 +91,8 @@ struct sess {
     unsigned ncmds;          /* commands handled (timer bookkeeping) */
     unsigned timer_ncmds;    /* ncmds when the timer was last armed */
     size_t timer_bytes;      /* DATA bytes since the timer was last armed */
+    uint64_t deadline;       /* loop time (ms) the client must act by; 0: none */
+    uint64_t timer_due;      /* when the libuv timer fires, if active */
     bool tls;
     unsigned errors;
     struct cmd_reader rd;
@@ -333,18 +335,20 @@ static const char *const verdict_names[] = {
 /* One log line per transaction, session id first. */
 static void sess__log_tx(struct sess *s, enum stats_verdict v, uint64_t size_out)
 {
-    double secs = s->tx.started_ns ? (double)(now_ns() - s->tx.started_ns) / 1e9 : 0.0;
+    uint64_t ns = s->tx.started_ns ? now_ns() - s->tx.started_ns : 0;
+    double secs = (double)ns / 1e9;
+    unsigned long long ms = (unsigned long long)(ns / 1000000u);
     buf_t extra = BUF_INIT;
     bool plugins = s->hc && host_conn_active(s->hc);
     if (plugins)
         host_tx_summary(s->hc, &extra);
     log_info("sid=%s event=tx client=%s:%d helo=%s tls=%s from=<%s> rcpts=%zu size=%llu "
-             "upstream=\"%s\" verdict=%s duration=%.3f%s",
+             "upstream=\"%s\" verdict=%s duration=%llu.%03llu%s",
              s->info.sid, s->info.client_addr, s->info.client_port,
              s->info.helo[0] ? s->info.helo : "-",
              s->info.tls_version[0] ? s->info.tls_version : "none", s->tx.sender, s->tx.nrcpts,
-             (unsigned long long)s->bytes_in, s->last_upstream, verdict_names[v], secs,
-             extra.ptr ? extra.ptr : "");
+             (unsigned long long)s->bytes_in, s->last_upstream, verdict_names[v], ms / 1000,
+             ms % 1000, extra.ptr ? extra.ptr : "");
     buf_free(&extra);
     if (plugins)
         host_tx_record(s->hc, verdict_names[v], s->last_upstream);
@@ -1574,9 +1578,9 @@ static void sess__on_read(struct conn *c, const char *data, size_t len, void *ud
      * is bounded. */
     if (s->state == S_DATA) {
         s->timer_bytes += len;
-        if (s->timer_bytes >= 1024 || !uv_is_active((uv_handle_t *)&s->timer))
+        if (s->timer_bytes >= 1024 || s->deadline == 0)
             sess__arm_timer(s);
-    } else if (s->ncmds != s->timer_ncmds || !uv_is_active((uv_handle_t *)&s->timer)) {
+    } else if (s->ncmds != s->timer_ncmds || s->deadline == 0) {
         sess__arm_timer(s);
     }
 }
@@ -1588,6 +1592,16 @@ static void sess__timeout_cb(uv_timer_t *t)
     struct sess *s = t->data;
     if (s->closed || s->closing)
         return;
+    /* The timer runs lazily (see sess__arm_timer): only a deadline that
+     * has really passed counts; an earlier wake-up re-arms for the rest. */
+    if (s->deadline == 0)
+        return;
+    uint64_t now = uv_now(s->srv->loop);
+    if (now < s->deadline) {
+        uv_timer_start(&s->timer, sess__timeout_cb, s->deadline - now, 0);
+        s->timer_due = s->deadline;
+        return;
+    }
     stats_timeout(s->state == S_DATA ? STATS_TO_DATA : STATS_TO_COMMAND);
     log_warn("sid=%s client=%s timeout in state %s", s->info.sid, s->info.client_addr,
              sess_state_names[s->state]);
@@ -1610,7 +1624,7 @@ static void sess__arm_timer(struct sess *s)
         return;
     if (s->wait != W_NONE && s->wait != W_SLOTS) {
         /* Our turn to work (upstream, plugins): the client is not idle. */
-        uv_timer_stop(&s->timer);
+        s->deadline = 0;
         return;
     }
     unsigned ms = s->state == S_DATA ? s->cfg->data_timeout_ms
@@ -1618,7 +1632,14 @@ static void sess__arm_timer(struct sess *s)
                                             : s->cfg->command_timeout_ms;
     s->timer_ncmds = s->ncmds;
     s->timer_bytes = 0;
-    uv_timer_start(&s->timer, sess__timeout_cb, ms, 0);
+    /* Moving a deadline is a store; the libuv timer (a heap operation) is
+     * only started when none is pending, and its callback re-arms for
+     * whatever is left. */
+    s->deadline = uv_now(s->srv->loop) + ms;
+    if (!uv_is_active((uv_handle_t *)&s->timer) || s->deadline < s->timer_due) {
+        uv_timer_start(&s->timer, sess__timeout_cb, ms, 0);
+        s->timer_due = s->deadline;
+    }
 }
 
 static void sess__timer_close_cb(uv_handle_t *h)
