@@ -740,6 +740,20 @@ int host_tx_message(struct host_conn *hc, struct msgbuf *mb)
     return tx->msg ? 0 : -ENOMEM;
 }
 
+struct msgbuf *host_tx_reclaim_msgbuf(struct host_conn *hc)
+{
+    struct host_tx *tx = hc->tx;
+    if (!tx->mb || tx->refs != 1)
+        return NULL; /* an abandoned hook may still read it */
+    if (tx->msg) {
+        msg_free(tx->msg);
+        tx->msg = NULL;
+    }
+    struct msgbuf *mb = tx->mb;
+    tx->mb = NULL;
+    return mb;
+}
+
 void host_tx_end(struct host_conn *hc)
 {
     if (!hc->in_tx)
@@ -835,13 +849,23 @@ bool host_tx_quarantine_accepts(struct host_conn *hc)
  * transaction). */
 static void fmt_fixed(buf_t *b, double v, int digits)
 {
-    long long scale = digits == 2 ? 100 : 1000;
+    long long scale = digits == 0 ? 1 : digits == 2 ? 100 : 1000;
     long long m = (long long)(v * (double)scale + (v < 0 ? -0.5 : 0.5));
-    if (m < 0) {
-        buf_puts(b, "-");
-        m = -m;
-    }
-    buf_printf(b, digits == 2 ? "%lld.%02lld" : "%lld.%03lld", m / scale, m % scale);
+    char tmp[32];
+    char *e = tmp + sizeof tmp, *p = e;
+    bool neg = m < 0;
+    unsigned long long u = neg ? (unsigned long long)-m : (unsigned long long)m;
+    for (int i = 0; i < digits; i++, u /= 10)
+        *--p = (char)('0' + u % 10);
+    if (digits)
+        *--p = '.';
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (neg)
+        *--p = '-';
+    buf_append(b, p, (size_t)(e - p));
 }
 
 static void fmt_milli(buf_t *b, double v)
@@ -882,14 +906,20 @@ void host_tx_summary(struct host_conn *hc, buf_t *out)
         buf_puts(out, " score=");
         fmt_fixed(out, tx->score, 2);
         buf_puts(out, " symbols=");
-        for (size_t i = 0; i < tx->nsyms; i++)
-            buf_printf(out, "%s%s", i ? "," : "", tx->syms[i].name);
+        for (size_t i = 0; i < tx->nsyms; i++) {
+            if (i)
+                buf_append(out, ",", 1);
+            buf_puts(out, tx->syms[i].name);
+        }
     }
     buf_puts(out, " plugins=");
     for (size_t i = 0; i < ch->n; i++) {
-        buf_printf(out, "%s%s:", i ? "," : "", ch->inst[i]->name);
+        if (i)
+            buf_append(out, ",", 1);
+        buf_puts(out, ch->inst[i]->name);
+        buf_append(out, ":", 1);
         fmt_fixed(out, tx->plugin_ms[i], 2);
-        buf_puts(out, "ms");
+        buf_append(out, "ms", 2);
     }
 }
 
@@ -898,13 +928,17 @@ void host_tx_record(struct host_conn *hc, const char *verdict, const char *upstr
     struct host_tx *tx = hc->tx;
     struct chain *ch = hc->chain;
     buf_t b = BUF_INIT;
-    buf_printf(&b, "{\"sid\":");
+    buf_puts(&b, "{\"sid\":");
     json_str(&b, tx->info.sid);
-    buf_printf(&b, ",\"time\":%lld,\"client\":", (long long)time(NULL));
+    buf_puts(&b, ",\"time\":");
+    fmt_fixed(&b, (double)time(NULL), 0);
+    buf_puts(&b, ",\"client\":");
     json_str(&b, tx->info.client_addr);
     buf_puts(&b, ",\"from\":");
     json_str(&b, tx->orig_sender ? tx->orig_sender : "");
-    buf_printf(&b, ",\"rcpts\":%zu,\"verdict\":", tx->nrcpts);
+    buf_puts(&b, ",\"rcpts\":");
+    fmt_fixed(&b, (double)tx->nrcpts, 0);
+    buf_puts(&b, ",\"verdict\":");
     json_str(&b, verdict);
     buf_puts(&b, ",\"plugin\":");
     json_str(&b, tx->decided_by);

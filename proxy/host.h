@@ -81,6 +81,9 @@ void host_tx_current_rcpt(struct host_conn *hc, const char *addr, const char *pa
 void host_tx_rcpt_accepted(struct host_conn *hc, const char *addr, const char *params);
 /* Hand over the complete message; the host owns the msgbuf from now on. */
 int host_tx_message(struct host_conn *hc, struct msgbuf *mb);
+/* Give the message buffer back for the next transaction (NULL when a
+ * hook that timed out may still read it). */
+struct msgbuf *host_tx_reclaim_msgbuf(struct host_conn *hc);
 /* Runs the RESET notifications; frees the transaction's plugin data. */
 void host_tx_end(struct host_conn *hc);
 

@@ -361,8 +361,11 @@ static void sess__tx_end(struct sess *s, bool abort_upstream)
 {
     if (abort_upstream && s->tx.active && s->up && up_ready(s->up))
         up_command(s->up, "RSET", NULL, NULL);
-    if (s->hc)
+    if (s->hc) {
+        if (!s->msg)
+            s->msg = host_tx_reclaim_msgbuf(s->hc); /* reuse its memory */
         host_tx_end(s->hc);
+    }
     tx_clear(&s->tx);
     if (s->msg)
         msgbuf_reset(s->msg);
