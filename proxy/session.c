@@ -743,6 +743,33 @@ static void sess__mail_proceed(struct sess *s)
     buf_free(&line);
 }
 
+/* Parse MAIL/RCPT's path and parameters; on error reply (RFC 5321 §4.1.1.11:
+ * 501 with 5.1.7 for the sender, 5.1.3 for a recipient; RFC 1869 §6: 555
+ * for an unknown parameter) and return false. */
+static bool sess__parse_path(struct sess *s, const struct cmd *c, bool is_rcpt,
+                             struct cmd_path *path, struct cmd_params *prm)
+{
+    const char *why = "syntax error";
+    switch (cmd_parse_mailrcpt(c->arg, c->arg_len, is_rcpt, path, prm, &why)) {
+    case CMD_PATH_OK:
+        return true;
+    case CMD_PATH_PARAM:
+        sess__reply(s, 555, "5.5.4", "Error: %s", why);
+        break;
+    case CMD_PATH_PARAM_DUP:
+        sess__reply(s, 501, "5.5.4", "Error: %s", why);
+        break;
+    default:
+        if (is_rcpt)
+            sess__reply(s, 501, "5.1.3", "Bad recipient address syntax (%s)", why);
+        else
+            sess__reply(s, 501, "5.1.7", "Bad sender address syntax (%s)", why);
+        break;
+    }
+    sess__error(s);
+    return false;
+}
+
 static void sess__mail_cont(struct sess *s, const struct host_result *r)
 {
     if (sess__refused(s, r)) {
@@ -784,24 +811,8 @@ static void sess__cmd_mail(struct sess *s, const struct cmd *c)
     }
     struct cmd_path path;
     struct cmd_params prm;
-    const char *why = "syntax error";
-    enum cmd_path_err e = cmd_parse_mailrcpt(c->arg, c->arg_len, false, &path, &prm, &why);
-    switch (e) {
-    case CMD_PATH_OK:
-        break;
-    case CMD_PATH_PARAM:
-        sess__reply(s, 555, "5.5.4", "Error: %s", why);
-        sess__error(s);
+    if (!sess__parse_path(s, c, false, &path, &prm))
         return;
-    case CMD_PATH_PARAM_DUP:
-        sess__reply(s, 501, "5.5.4", "Error: %s", why);
-        sess__error(s);
-        return;
-    default:
-        sess__reply(s, 501, "5.1.7", "Bad sender address syntax (%s)", why);
-        sess__error(s);
-        return;
-    }
     if (prm.has_size && s->cfg->max_message_size && prm.size > s->cfg->max_message_size) {
         sess__reply(s, 552, "5.3.4", "Message size exceeds fixed limit");
         return;
@@ -891,24 +902,8 @@ static void sess__cmd_rcpt(struct sess *s, const struct cmd *c)
     }
     struct cmd_path path;
     struct cmd_params prm;
-    const char *why = "syntax error";
-    enum cmd_path_err e = cmd_parse_mailrcpt(c->arg, c->arg_len, true, &path, &prm, &why);
-    switch (e) {
-    case CMD_PATH_OK:
-        break;
-    case CMD_PATH_PARAM:
-        sess__reply(s, 555, "5.5.4", "Error: %s", why);
-        sess__error(s);
+    if (!sess__parse_path(s, c, true, &path, &prm))
         return;
-    case CMD_PATH_PARAM_DUP:
-        sess__reply(s, 501, "5.5.4", "Error: %s", why);
-        sess__error(s);
-        return;
-    default:
-        sess__reply(s, 501, "5.1.3", "Bad recipient address syntax (%s)", why);
-        sess__error(s);
-        return;
-    }
     if (s->cfg->max_recipients && s->tx.rcpts_sent >= s->cfg->max_recipients) {
         sess__reply(s, 452, "4.5.3", "Error: too many recipients");
         return;
