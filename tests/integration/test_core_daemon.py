@@ -227,5 +227,37 @@ def test_spool_full_tempfails(fake, sluice_factory, small_tmpfs):
     assert sorted(os.listdir(small_tmpfs)) == ["filler"]
     os.unlink(os.path.join(small_tmpfs, "filler"))
     # With space again it works.
-    assert harness.smtp_send(sl.port) == {}
-    assert len(fake.wait_messages(1)) == 1
+    try:
+        assert harness.smtp_send(sl.port) == {}
+        assert len(fake.wait_messages(1)) == 1
+    finally:
+        request_cleanup()
+
+
+# ---- least privilege ----------------------------------------------------------------
+
+def test_drops_privileges_after_binding(fake, sluice_factory):
+    """Started as root with [server] user = nobody: the listener is bound,
+    then the process runs as nobody (real, effective and saved uid), and mail
+    still flows (the spool is writable by nobody)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    import shutil
+    import tempfile
+    # pytest's own temp tree is private to root: the spool lives beside it.
+    spool = tempfile.mkdtemp(prefix="sluice-nobody-", dir="/tmp")
+    os.chown(spool, nobody.pw_uid, nobody.pw_gid)
+    request_cleanup = lambda: shutil.rmtree(spool, ignore_errors=True)  # noqa: E731
+    sl = sluice_factory(fake.port, server={"user": "nobody", "spool_dir": spool,
+                                           "memory_buffer": "0"})
+    assert sl.wait_log(r"running as user nobody", 5), sl.output()
+    with open("/proc/%d/status" % sl.proc.pid) as f:
+        uids = [l.split()[1:] for l in f if l.startswith("Uid:")][0]
+    assert uids[:3] == [str(nobody.pw_uid)] * 3, uids
+    try:
+        assert harness.smtp_send(sl.port) == {}
+        assert len(fake.wait_messages(1)) == 1
+    finally:
+        request_cleanup()
