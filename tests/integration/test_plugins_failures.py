@@ -237,3 +237,20 @@ def test_other_session_message_goes_through_while_one_waits(sluice_factory, fake
     assert took < 4.0, took
     msgs = fake.wait_messages(2)
     assert sorted(m.rcpts[0] for m in msgs) == ["fast@example.net", "slow@example.net"]
+
+
+@pytest.mark.parametrize("failure,code,delivered", [("tempfail", 451, 0), ("accept", 250, 1),
+                                                    ("tag", 250, 1)])
+def test_plugin_reported_error_gets_failure_policy(sluice_factory, fake, failure, code, delivered):
+    """SLUICE_ERROR: the plugin says it could not do its job; the instance's
+    failure policy answers, and it counts for the breaker."""
+    sl = plugkit.start(sluice_factory, fake,
+                       ("scanner", "testplug", {"data": "error", "failure": failure}))
+    d = send(sl.port)
+    assert d["eod"].code == code, d
+    msgs = fake.wait_messages(delivered) if delivered else []
+    time.sleep(0.2)
+    assert len(fake.messages) == delivered
+    assert sl.wait_log(r"plugin=scanner reported an error: failure policy %s" % failure, 3)
+    if failure == "tag":
+        assert b"X-Sluice-Skipped: scanner (reported an error)" in msgs[0].data

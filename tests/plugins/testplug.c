@@ -6,7 +6,7 @@
  *
  * Keys (all optional):
  *   connect|helo|mail|rcpt|data = continue|accept|reject|tempfail|discard|
- *                                 quarantine|disconnect|invalid
+ *                                 quarantine|disconnect|invalid|error
  *   reply = CODE ENH text        reply for reject/tempfail/disconnect
  *   match_rcpt = ADDR            rcpt verdict only for this recipient
  *   blocking = yes               the data hook runs on the thread pool
@@ -69,6 +69,8 @@ static int parse_verdict(const char *s)
             return i;
     if (strcasecmp(s, "invalid") == 0)
         return 42;
+    if (strcasecmp(s, "error") == 0)
+        return SLUICE_ERROR;
     return -1;
 }
 
