@@ -217,3 +217,17 @@ def test_check_reports_every_problem(tmp_path):
     assert len(lines) == 2, r.stderr
     assert lines[0].startswith(conf + ":12: [plugin first]")
     assert lines[1].startswith(conf + ":19: [plugin second] data:")
+
+
+def test_reload_hook_hands_state_over(sluice_factory, fake):
+    """On SIGHUP the new instance of the same name gets the running one's
+    state through the plugin's reload hook (testplug hands over its count of
+    data calls); a transaction after the reload runs on the new instance."""
+    sl = plugkit.start(sluice_factory, fake, ("tag", "testplug", {"add_header": "X-Chain: a"}))
+    for _ in range(3):
+        assert plugkit.send(sl.port)["eod"].code == 250
+    rewrite(sl, chain_a())
+    sl.signal(signal.SIGHUP)
+    assert sl.wait_log(r"plugin=tag reload: took over 3 data calls", 5), sl.output()
+    assert plugkit.send(sl.port)["eod"].code == 250
+    assert len(fake.wait_messages(4)) == 4

@@ -55,6 +55,7 @@ struct tp {
     char sym_name[64];
     double sym_score;
     sluice_counter *calls;
+    unsigned long ndata; /* data hook calls, handed over on reload */
 };
 
 /* The host table is the same for every instance; keep it for tp_of(). */
@@ -215,8 +216,16 @@ static void split_header(const char *spec, char *name, size_t nlen, const char *
         (*value)++;
 }
 
+static void tp_reload(void *old_data, void *new_data)
+{
+    struct tp *o = old_data, *n = new_data;
+    n->ndata = __atomic_load_n(&o->ndata, __ATOMIC_RELAXED);
+    n->api->log(n->inst, SLUICE_LOG_INFO, "reload: took over %lu data calls", n->ndata);
+}
+
 static int tp_data_work(sluice_ctx *ctx, struct tp *t)
 {
+    __atomic_add_fetch(&t->ndata, 1, __ATOMIC_RELAXED);
     const struct sluice_host_api *api = t->api;
     char name[128];
     const char *value;
@@ -289,4 +298,4 @@ SLUICE_PLUGIN_DEFINE(.name = "testplug", .version = "1", .description = "test pl
                      .blocking_phases = TESTPLUG_BLOCKING, .init = tp_init,
                      .shutdown = tp_shutdown, .on_connect = tp_hook_connect,
                      .on_helo = tp_hook_helo, .on_mail = tp_hook_mail, .on_rcpt = tp_hook_rcpt,
-                     .on_data = tp_hook_data);
+                     .on_data = tp_hook_data, .reload = tp_reload);
