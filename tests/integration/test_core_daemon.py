@@ -227,11 +227,8 @@ def test_spool_full_tempfails(fake, sluice_factory, small_tmpfs):
     assert sorted(os.listdir(small_tmpfs)) == ["filler"]
     os.unlink(os.path.join(small_tmpfs, "filler"))
     # With space again it works.
-    try:
-        assert harness.smtp_send(sl.port) == {}
-        assert len(fake.wait_messages(1)) == 1
-    finally:
-        request_cleanup()
+    assert harness.smtp_send(sl.port) == {}
+    assert len(fake.wait_messages(1)) == 1
 
 
 # ---- least privilege ----------------------------------------------------------------
