@@ -12,7 +12,7 @@
 #include "rw_eval.h"
 
 #include "rw_srs.h"
-#include "rw_str.h"
+#include "pstr.h"
 
 #include <ctype.h>
 #include <stdlib.h>
@@ -28,7 +28,7 @@ struct rw_scratch {
 
 struct rw_scratch *rw_scratch_new(uint32_t match_limit)
 {
-    struct rw_scratch *s = rw_xcalloc(1, sizeof(*s));
+    struct rw_scratch *s = pstr_xcalloc(1, sizeof(*s));
     s->md = pcre2_match_data_create(32, NULL);
     s->mctx = pcre2_match_context_create(NULL);
     s->js = pcre2_jit_stack_create(32 * 1024, 1024 * 1024, NULL);
@@ -60,11 +60,11 @@ uint64_t rw_scratch_limited(const struct rw_scratch *s)
 
 struct rw_tx *rw_tx_new(struct rw_ruleset *rs)
 {
-    struct rw_tx *tx = rw_xcalloc(1, sizeof(*tx));
+    struct rw_tx *tx = pstr_xcalloc(1, sizeof(*tx));
     rw_ruleset_ref(rs);
     tx->rs = rs;
     tx->stop_at = rs->nrules;
-    tx->fired = rw_xcalloc(rs->nrules + 1, 1);
+    tx->fired = pstr_xcalloc(rs->nrules + 1, 1);
     return tx;
 }
 
@@ -102,15 +102,15 @@ static char *rw_eval__subst(struct rw_scratch *sc, const pcre2_code *re, const c
         return NULL;
     PCRE2_SIZE *ov = pcre2_get_ovector_pointer(sc->md);
     uint32_t npairs = pcre2_get_ovector_count(sc->md);
-    struct rw_str out = RW_STR_INIT;
-    rw_str_append(&out, s, ov[0]);
+    struct pstr out = PSTR_INIT;
+    pstr_append(&out, s, ov[0]);
     for (const char *t = tpl; *t; t++) {
         if (*t != '$') {
-            rw_str_putc(&out, *t);
+            pstr_putc(&out, *t);
             continue;
         }
         if (t[1] == '$') {
-            rw_str_putc(&out, '$');
+            pstr_putc(&out, '$');
             t++;
             continue;
         }
@@ -122,10 +122,10 @@ static char *rw_eval__subst(struct rw_scratch *sc, const pcre2_code *re, const c
         unsigned long g = strtoul(d, &e, 10);
         t = brace ? e : e - 1; /* the parser checked the template */
         if (g < npairs && ov[2 * g] != PCRE2_UNSET)
-            rw_str_append(&out, s + ov[2 * g], ov[2 * g + 1] - ov[2 * g]);
+            pstr_append(&out, s + ov[2 * g], ov[2 * g + 1] - ov[2 * g]);
     }
-    rw_str_append(&out, s + ov[1], len - ov[1]);
-    return rw_str_steal(&out);
+    pstr_append(&out, s + ov[1], len - ov[1]);
+    return pstr_steal(&out);
 }
 
 /* ASCII case-insensitive substring search (UTF-8 bytes compared as is). */
@@ -210,7 +210,7 @@ static int rw_eval__conds(const struct rw_rule *r, const struct rw_env *env, str
 
 static char *rw_eval__lower(const char *s)
 {
-    char *p = rw_xstrdup(s);
+    char *p = pstr_xstrdup(s);
     for (char *q = p; *q; q++)
         *q = (char)tolower((unsigned char)*q);
     return p;
@@ -229,12 +229,12 @@ int rw_eval_addr(const struct rw_rule *r, const struct rw_env *env, struct rw_sc
             v = rw_map_get(r->map, key + (at - addr));
         free(key);
         if (v && v[0] == '@') {
-            struct rw_str s = RW_STR_INIT;
-            rw_str_append(&s, addr, at ? (size_t)(at - addr) : strlen(addr));
-            rw_str_puts(&s, v);
-            n = rw_str_steal(&s);
+            struct pstr s = PSTR_INIT;
+            pstr_append(&s, addr, at ? (size_t)(at - addr) : strlen(addr));
+            pstr_puts(&s, v);
+            n = pstr_steal(&s);
         } else if (v) {
-            n = rw_xstrdup(v);
+            n = pstr_xstrdup(v);
         }
         break;
     }
@@ -246,7 +246,7 @@ int rw_eval_addr(const struct rw_rule *r, const struct rw_env *env, struct rw_sc
         break;
     case RW_OP_LOWER_DOMAIN:
         if (at) {
-            n = rw_xstrdup(addr);
+            n = pstr_xstrdup(addr);
             for (char *q = n + (at - addr); *q; q++)
                 *q = (char)tolower((unsigned char)*q);
         }
@@ -255,10 +255,10 @@ int rw_eval_addr(const struct rw_rule *r, const struct rw_env *env, struct rw_sc
         if (at && addr[0] != '"') {
             const char *plus = memchr(addr, '+', (size_t)(at - addr));
             if (plus && plus > addr) {
-                struct rw_str s = RW_STR_INIT;
-                rw_str_append(&s, addr, (size_t)(plus - addr));
-                rw_str_puts(&s, at);
-                n = rw_str_steal(&s);
+                struct pstr s = PSTR_INIT;
+                pstr_append(&s, addr, (size_t)(plus - addr));
+                pstr_puts(&s, at);
+                n = pstr_steal(&s);
             }
         }
         break;
@@ -292,7 +292,7 @@ static int rw_eval__envelope(struct rw_tx *tx, const struct rw_env *env0, struct
 {
     const struct rw_ruleset *rs = tx->rs;
     struct rw_env env = *env0;
-    char *cur = rw_xstrdup(target == RW_TGT_SENDER ? env0->sender : env0->rcpt);
+    char *cur = pstr_xstrdup(target == RW_TGT_SENDER ? env0->sender : env0->rcpt);
     int changed = 0;
     for (size_t i = 0; i < tx->stop_at && i < rs->nrules; i++) {
         const struct rw_rule *r = &rs->rules[i];
@@ -405,39 +405,39 @@ static int rw_eval__addr_headers(const struct rw_rule *r, const struct rw_env *e
             want |= strcasecmp(h->f[i].name, fields[k]) == 0;
         if (!want)
             continue;
-        struct rw_str out = RW_STR_INIT;
+        struct pstr out = PSTR_INIT;
         int n = rw_hdr_map_addrs(h->f[i].raw, rw_eval__addr_cb, &ud, &out);
-        if (n > 0 && rw_eval__lines_ok(h->f[i].name, rw_str_cstr(&out))) {
-            rw_hdrs_set_raw(h, i, rw_str_cstr(&out));
+        if (n > 0 && rw_eval__lines_ok(h->f[i].name, pstr_cstr(&out))) {
+            rw_hdrs_set_raw(h, i, pstr_cstr(&out));
             fired = 1;
         }
-        rw_str_free(&out);
+        pstr_free(&out);
     }
     return fired;
 }
 
 /* Text for a header: leading and trailing blanks stay outside the encoded
  * words (a decoder would swallow them inside). */
-static void rw_eval__encode_part(const char *text, struct rw_str *out)
+static void rw_eval__encode_part(const char *text, struct pstr *out)
 {
     size_t n = strlen(text), a = 0, b = n;
     while (a < n && (text[a] == ' ' || text[a] == '\t'))
         a++;
     while (b > a && (text[b - 1] == ' ' || text[b - 1] == '\t'))
         b--;
-    rw_str_append(out, text, a);
-    char *core = rw_xstrndup(text + a, b - a);
+    pstr_append(out, text, a);
+    char *core = pstr_xstrndup(text + a, b - a);
     char *enc = rw_hdr_encode(core);
-    rw_str_puts(out, enc);
+    pstr_puts(out, enc);
     free(enc);
     free(core);
-    rw_str_append(out, text + b, n - b);
+    pstr_append(out, text + b, n - b);
 }
 
-static void rw_eval__warn(struct rw_str *warn, const struct rw_rule *r, const char *what)
+static void rw_eval__warn(struct pstr *warn, const struct rw_rule *r, const char *what)
 {
     if (warn)
-        rw_str_printf(warn, "%srule at line %u: %s", warn->len ? "; " : "", r->line, what);
+        pstr_printf(warn, "%srule at line %u: %s", warn->len ? "; " : "", r->line, what);
 }
 
 /* IP literals of a Received field's "from" clause in networks? */
@@ -459,7 +459,7 @@ static int rw_eval__received_internal(const struct rw_rule *r, const char *v)
         const char *close = memchr(v + i, ']', n - i);
         if (!close)
             break;
-        char *ip = rw_xstrndup(v + i + 1, (size_t)(close - v) - i - 1);
+        char *ip = pstr_xstrndup(v + i + 1, (size_t)(close - v) - i - 1);
         const char *p = ip;
         if (strncasecmp(p, "IPv6:", 5) == 0)
             p += 5;
@@ -473,7 +473,7 @@ static int rw_eval__received_internal(const struct rw_rule *r, const char *v)
 }
 
 static int rw_eval__header_rule(const struct rw_rule *r, struct rw_scratch *sc, struct rw_hdrs *h,
-                                struct rw_str *warn)
+                                struct pstr *warn)
 {
     int fired = 0;
     switch (r->kind) {
@@ -532,18 +532,18 @@ static int rw_eval__header_rule(const struct rw_rule *r, struct rw_scratch *sc, 
             if (h->f[i].deleted || strcasecmp(h->f[i].name, r->field) != 0)
                 continue;
             char *u = rw_hdr_unfold(h->f[i].raw, strlen(h->f[i].raw));
-            struct rw_str v = RW_STR_INIT;
+            struct pstr v = PSTR_INIT;
             if (r->kind == RW_HDR_APPEND)
-                rw_str_puts(&v, u);
+                pstr_puts(&v, u);
             rw_eval__encode_part(r->text, &v);
             if (r->kind == RW_HDR_PREPEND)
-                rw_str_puts(&v, u);
-            int rc = rw_hdrs_set(h, i, rw_str_cstr(&v));
+                pstr_puts(&v, u);
+            int rc = rw_hdrs_set(h, i, pstr_cstr(&v));
             if (rc > 0)
                 fired = 1;
             else if (rc < 0)
                 rw_eval__warn(warn, r, "new value cannot be folded under 998 octets");
-            rw_str_free(&v);
+            pstr_free(&v);
             free(u);
         }
         break;
@@ -557,17 +557,17 @@ static int rw_eval__header_rule(const struct rw_rule *r, struct rw_scratch *sc, 
         char *d = rw_hdr_decode(h->f[i].raw, strlen(h->f[i].raw));
         if (!rw_eval__contains(d, r->text)) {
             char *u = rw_hdr_unfold(h->f[i].raw, strlen(h->f[i].raw));
-            struct rw_str v = RW_STR_INIT;
+            struct pstr v = PSTR_INIT;
             rw_eval__encode_part(r->text, &v);
             if (*u)
-                rw_str_putc(&v, ' ');
-            rw_str_puts(&v, u);
-            int rc = rw_hdrs_set(h, (size_t)i, rw_str_cstr(&v));
+                pstr_putc(&v, ' ');
+            pstr_puts(&v, u);
+            int rc = rw_hdrs_set(h, (size_t)i, pstr_cstr(&v));
             if (rc > 0)
                 fired = 1;
             else if (rc < 0)
                 rw_eval__warn(warn, r, "tagged subject cannot be folded under 998 octets");
-            rw_str_free(&v);
+            pstr_free(&v);
             free(u);
         }
         free(d);
@@ -581,7 +581,7 @@ static int rw_eval__header_rule(const struct rw_rule *r, struct rw_scratch *sc, 
 }
 
 int rw_eval_headers(struct rw_tx *tx, const struct rw_env *env, struct rw_scratch *sc, struct rw_hdrs *h,
-                    struct rw_str *warn)
+                    struct pstr *warn)
 {
     const struct rw_ruleset *rs = tx->rs;
     int nfired = 0;

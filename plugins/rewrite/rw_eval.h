@@ -81,7 +81,7 @@ int rw_eval_rcpt(struct rw_tx *tx, const struct rw_env *env, struct rw_scratch *
 /* Header rules on the model; returns how many rules fired. Problems
  * (a value that cannot be folded) are appended to `warn`, one per line. */
 int rw_eval_headers(struct rw_tx *tx, const struct rw_env *env, struct rw_scratch *sc, struct rw_hdrs *h,
-                    struct rw_str *warn);
+                    struct pstr *warn);
 
 /* One envelope rule's address transformation, without its conditions
  * (RW_KEEP, RW_CHANGED with *out, RW_SRS_BAD). */

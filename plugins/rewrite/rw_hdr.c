@@ -40,7 +40,7 @@ static struct rw_field *rw_hdrs__new(struct rw_hdrs *h)
 {
     if (h->n == h->cap) {
         h->cap = h->cap ? h->cap * 2 : 32;
-        h->f = rw_xrealloc(h->f, h->cap * sizeof(*h->f));
+        h->f = pstr_xrealloc(h->f, h->cap * sizeof(*h->f));
     }
     struct rw_field *f = &h->f[h->n++];
     memset(f, 0, sizeof(*f));
@@ -54,8 +54,8 @@ void rw_hdrs_push(struct rw_hdrs *h, const char *name, size_t name_len, const ch
         if (h->f[i].orig >= 0)
             orig++;
     struct rw_field *f = rw_hdrs__new(h);
-    f->name = rw_xstrndup(name, name_len);
-    f->raw = rw_xstrndup(raw, raw_len);
+    f->name = pstr_xstrndup(name, name_len);
+    f->raw = pstr_xstrndup(raw, raw_len);
     f->orig = orig;
 }
 
@@ -119,18 +119,18 @@ long rw_hdrs_find(const struct rw_hdrs *h, const char *name, size_t nth)
 static char *rw_hdrs__make(const char *name, const char *text)
 {
     char *enc = rw_hdr_encode(text);
-    struct rw_str v = RW_STR_INIT;
-    rw_str_putc(&v, ' ');
-    rw_str_puts(&v, enc);
+    struct pstr v = PSTR_INIT;
+    pstr_putc(&v, ' ');
+    pstr_puts(&v, enc);
     free(enc);
-    struct rw_str out = RW_STR_INIT;
-    int rc = rw_hdr_fold(strlen(name) + 1, rw_str_cstr(&v), &out);
-    rw_str_free(&v);
+    struct pstr out = PSTR_INIT;
+    int rc = rw_hdr_fold(strlen(name) + 1, pstr_cstr(&v), &out);
+    pstr_free(&v);
     if (rc < 0) {
-        rw_str_free(&out);
+        pstr_free(&out);
         return NULL;
     }
-    return rw_str_steal(&out);
+    return pstr_steal(&out);
 }
 
 int rw_hdrs_set(struct rw_hdrs *h, size_t i, const char *text)
@@ -153,7 +153,7 @@ void rw_hdrs_set_raw(struct rw_hdrs *h, size_t i, const char *raw)
     if (strcmp(h->f[i].raw, raw) == 0)
         return;
     free(h->f[i].raw);
-    h->f[i].raw = rw_xstrdup(raw);
+    h->f[i].raw = pstr_xstrdup(raw);
     h->f[i].changed = 1;
 }
 
@@ -163,7 +163,7 @@ int rw_hdrs_add(struct rw_hdrs *h, const char *name, const char *text)
     if (!raw)
         return -1;
     struct rw_field *f = rw_hdrs__new(h);
-    f->name = rw_xstrdup(name);
+    f->name = pstr_xstrdup(name);
     f->raw = raw;
     f->orig = -1;
     f->changed = 1;
@@ -183,29 +183,29 @@ int rw_hdrs_edited(const struct rw_hdrs *h)
     return 0;
 }
 
-void rw_hdrs_render(const struct rw_hdrs *h, struct rw_str *out)
+void rw_hdrs_render(const struct rw_hdrs *h, struct pstr *out)
 {
     for (size_t i = 0; i < h->n; i++) {
         const struct rw_field *f = &h->f[i];
         if (f->deleted)
             continue;
-        rw_str_puts(out, f->name);
-        rw_str_putc(out, ':');
+        pstr_puts(out, f->name);
+        pstr_putc(out, ':');
         /* The host writes "Name: " before a value that does not start
          * with white space; unchanged fields are as they came. */
         if (f->changed && !rw_hdr__wsp(f->raw[0]))
-            rw_str_putc(out, ' ');
-        rw_str_puts(out, f->raw);
-        rw_str_puts(out, "\r\n");
+            pstr_putc(out, ' ');
+        pstr_puts(out, f->raw);
+        pstr_puts(out, "\r\n");
     }
 }
 
 size_t rw_hdrs_edits(const struct rw_hdrs *h, struct rw_edit **out)
 {
-    struct rw_edit *e = rw_xcalloc(h->n + 1, sizeof(*e));
+    struct rw_edit *e = pstr_xcalloc(h->n + 1, sizeof(*e));
     size_t k = 0;
     /* nth of each original field among the originals of its name */
-    size_t *nth = rw_xcalloc(h->n + 1, sizeof(*nth));
+    size_t *nth = pstr_xcalloc(h->n + 1, sizeof(*nth));
     for (size_t i = 0; i < h->n; i++) {
         if (h->f[i].orig < 0)
             continue;
@@ -231,15 +231,15 @@ size_t rw_hdrs_edits(const struct rw_hdrs *h, struct rw_edit **out)
 
 char *rw_hdr_unfold(const char *raw, size_t len)
 {
-    struct rw_str s = RW_STR_INIT;
+    struct pstr s = PSTR_INIT;
     for (size_t i = 0; i < len; i++) {
         if (raw[i] == '\r' && i + 1 < len && raw[i + 1] == '\n')
             continue;
         if (raw[i] == '\n')
             continue;
-        rw_str_putc(&s, raw[i]);
+        pstr_putc(&s, raw[i]);
     }
-    char *p = rw_str_steal(&s);
+    char *p = pstr_steal(&s);
     size_t n = strlen(p);
     while (n > 0 && rw_hdr__wsp(p[n - 1]))
         p[--n] = 0;
@@ -260,7 +260,7 @@ char *rw_hdr_decode(const char *raw, size_t len)
     if (!d)
         return u;
     free(u);
-    char *r = rw_xstrdup(d);
+    char *r = pstr_xstrdup(d);
     g_free(d);
     return r;
 }
@@ -272,22 +272,22 @@ char *rw_hdr_encode(const char *text)
         if (*p >= 0x80)
             ascii = 0;
     if (ascii)
-        return rw_xstrdup(text);
+        return pstr_xstrdup(text);
     rw_hdr_global_init();
     char *e = g_mime_utils_header_encode_text(NULL, text, "utf-8");
     if (!e)
-        return rw_xstrdup(text);
+        return pstr_xstrdup(text);
     /* Folding is ours: keep the encoded words on one line here. */
     char *r = rw_hdr_unfold(e, strlen(e));
     g_free(e);
     return r;
 }
 
-int rw_hdr_fold(size_t prefix, const char *v, struct rw_str *out)
+int rw_hdr_fold(size_t prefix, const char *v, struct pstr *out)
 {
     size_t n = strlen(v);
     if (prefix + n <= RW_LINE_SOFT) {
-        rw_str_append(out, v, n);
+        pstr_append(out, v, n);
         return 0;
     }
     size_t line = prefix, i = 0;
@@ -301,13 +301,13 @@ int rw_hdr_fold(size_t prefix, const char *v, struct rw_str *out)
         size_t seg = i - s;
         int can_fold = s > 0 && word > s && i > word;
         if (can_fold && line + seg > RW_LINE_SOFT) {
-            rw_str_puts(out, "\r\n");
+            pstr_puts(out, "\r\n");
             line = 0;
         }
         line += seg;
         if (line > RW_LINE_HARD)
             return -1;
-        rw_str_append(out, v + s, seg);
+        pstr_append(out, v + s, seg);
     }
     return 0;
 }
@@ -399,15 +399,15 @@ static int rw_hdr__delim(char c)
 }
 
 /* One address: ask fn, append the original or the replacement. */
-static int rw_hdr__one(const char *a, size_t n, rw_addr_fn fn, void *ud, struct rw_str *out)
+static int rw_hdr__one(const char *a, size_t n, rw_addr_fn fn, void *ud, struct pstr *out)
 {
-    char *addr = rw_xstrndup(a, n);
+    char *addr = pstr_xstrndup(a, n);
     char *rep = NULL;
     int rc = memchr(addr, '@', n) ? fn(ud, addr, &rep) : 0;
     if (rc == 1 && rep) {
-        rw_str_puts(out, rep);
+        pstr_puts(out, rep);
     } else {
-        rw_str_append(out, a, n);
+        pstr_append(out, a, n);
         if (rc > 0)
             rc = 0;
     }
@@ -416,7 +416,7 @@ static int rw_hdr__one(const char *a, size_t n, rw_addr_fn fn, void *ud, struct 
     return rc;
 }
 
-int rw_hdr_map_addrs(const char *raw, rw_addr_fn fn, void *ud, struct rw_str *out)
+int rw_hdr_map_addrs(const char *raw, rw_addr_fn fn, void *ud, struct pstr *out)
 {
     size_t n = strlen(raw), i = 0;
     int count = 0;
@@ -427,7 +427,7 @@ int rw_hdr_map_addrs(const char *raw, rw_addr_fn fn, void *ud, struct rw_str *ou
             while (j < n && raw[j] != '"')
                 j += raw[j] == '\\' && j + 1 < n ? 2 : 1;
             j = j < n ? j + 1 : n;
-            rw_str_append(out, raw + i, j - i);
+            pstr_append(out, raw + i, j - i);
             i = j;
         } else if (c == '(') { /* a comment, maybe nested */
             size_t j = i, depth = 0;
@@ -444,24 +444,24 @@ int rw_hdr_map_addrs(const char *raw, rw_addr_fn fn, void *ud, struct rw_str *ou
                 }
                 j++;
             }
-            rw_str_append(out, raw + i, j - i);
+            pstr_append(out, raw + i, j - i);
             i = j;
         } else if (c == '<') {
             const char *gt = memchr(raw + i, '>', n - i);
             if (!gt) {
-                rw_str_append(out, raw + i, n - i);
+                pstr_append(out, raw + i, n - i);
                 break;
             }
             size_t j = (size_t)(gt - raw);
-            rw_str_putc(out, '<');
+            pstr_putc(out, '<');
             int rc = rw_hdr__one(raw + i + 1, j - i - 1, fn, ud, out);
             if (rc < 0)
                 return -1;
             count += rc;
-            rw_str_putc(out, '>');
+            pstr_putc(out, '>');
             i = j + 1;
         } else if (rw_hdr__delim(c)) {
-            rw_str_putc(out, c);
+            pstr_putc(out, c);
             i++;
         } else {
             size_t j = i;

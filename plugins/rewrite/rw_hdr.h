@@ -17,7 +17,7 @@
 #ifndef RW_HDR_H
 #define RW_HDR_H
 
-#include "rw_str.h"
+#include "pstr.h"
 
 #include <stddef.h>
 
@@ -65,7 +65,7 @@ int rw_hdrs_edited(const struct rw_hdrs *h);
 
 /* The header block as it will be written (fields and CRLFs, no blank
  * line). */
-void rw_hdrs_render(const struct rw_hdrs *h, struct rw_str *out);
+void rw_hdrs_render(const struct rw_hdrs *h, struct pstr *out);
 
 /*
  * The edits that turn the original header into this one, in an order that
@@ -92,7 +92,7 @@ char *rw_hdr_encode(const char *text);
 /* Fold `value` (no CR/LF) for a field whose "Name:" takes `prefix`
  * columns. The result starts with the value's first byte. 0 or -1
  * (a word longer than 998). */
-int rw_hdr_fold(size_t prefix, const char *value, struct rw_str *out);
+int rw_hdr_fold(size_t prefix, const char *value, struct pstr *out);
 
 /* Whether addr is a mailbox the host accepts (local@domain, no spaces,
  * no angle brackets; UTF-8 allowed). */
@@ -106,6 +106,6 @@ int rw_addr_valid(const char *addr);
  * for byte. Returns the number of addresses replaced, or -1.
  */
 typedef int (*rw_addr_fn)(void *ud, const char *addr, char **out);
-int rw_hdr_map_addrs(const char *raw, rw_addr_fn fn, void *ud, struct rw_str *out);
+int rw_hdr_map_addrs(const char *raw, rw_addr_fn fn, void *ud, struct pstr *out);
 
 #endif

@@ -14,7 +14,7 @@
 #include "rw_eval.h"
 #include "rw_hdr.h"
 #include "rw_rules.h"
-#include "rw_str.h"
+#include "pstr.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -58,7 +58,7 @@ static double rw_lint__score(void *ud)
     return ((struct rw_lint__ctx *)ud)->score;
 }
 
-static int rw_lint__read(const char *path, struct rw_str *out)
+static int rw_lint__read(const char *path, struct pstr *out)
 {
     FILE *fp = fopen(path, "rb");
     if (!fp)
@@ -66,36 +66,36 @@ static int rw_lint__read(const char *path, struct rw_str *out)
     char buf[65536];
     size_t n;
     while ((n = fread(buf, 1, sizeof(buf), fp)) > 0)
-        rw_str_append(out, buf, n);
+        pstr_append(out, buf, n);
     int err = ferror(fp);
     fclose(fp);
     return err ? -1 : 0;
 }
 
 /* LF line ends to CRLF (a message saved by an editor). */
-static void rw_lint__crlf(const struct rw_str *in, struct rw_str *out)
+static void rw_lint__crlf(const struct pstr *in, struct pstr *out)
 {
     for (size_t i = 0; i < in->len; i++) {
         if (in->ptr[i] == '\n' && (i == 0 || in->ptr[i - 1] != '\r'))
-            rw_str_putc(out, '\r');
-        rw_str_putc(out, in->ptr[i]);
+            pstr_putc(out, '\r');
+        pstr_putc(out, in->ptr[i]);
     }
 }
 
 static int rw_lint__test(struct rw_ruleset *rs, const char *msgfile, struct rw_env *env, char **rcpts, size_t nrcpts)
 {
-    struct rw_str raw = RW_STR_INIT, msg = RW_STR_INIT;
+    struct pstr raw = PSTR_INIT, msg = PSTR_INIT;
     if (rw_lint__read(msgfile, &raw) < 0) {
         fprintf(stderr, "sluice-rewrite-lint: cannot read %s\n", msgfile);
         return 2;
     }
     rw_lint__crlf(&raw, &msg);
-    rw_str_free(&raw);
+    pstr_free(&raw);
     struct rw_scratch *sc = rw_scratch_new(100000);
     struct rw_tx *tx = rw_tx_new(rs);
     int status = 0;
 
-    char *sender = rw_xstrdup(env->sender);
+    char *sender = pstr_xstrdup(env->sender);
     char *out = NULL;
     unsigned line = 0;
     int rc = rw_eval_sender(tx, env, sc, &out, &line);
@@ -136,14 +136,14 @@ static int rw_lint__test(struct rw_ruleset *rs, const char *msgfile, struct rw_e
     struct rw_hdrs h = RW_HDRS_INIT;
     size_t body_off = 0;
     rw_hdrs_parse(&h, msg.ptr ? msg.ptr : "", msg.len, &body_off);
-    struct rw_str warn = RW_STR_INIT;
+    struct pstr warn = PSTR_INIT;
     rw_eval_headers(tx, env, sc, &h, &warn);
     if (warn.len)
-        printf("# warning: %s\n", rw_str_cstr(&warn));
+        printf("# warning: %s\n", pstr_cstr(&warn));
     printf("MAIL FROM:<%s>\n", sender);
     for (size_t i = 0; i < nfinal; i++)
         printf("RCPT TO:<%s>\n", final[i]);
-    struct rw_str hdr = RW_STR_INIT;
+    struct pstr hdr = PSTR_INIT;
     rw_hdrs_render(&h, &hdr);
     fwrite(hdr.ptr ? hdr.ptr : "", 1, hdr.len, stdout);
     /* the separator and body as they came */
@@ -155,8 +155,8 @@ static int rw_lint__test(struct rw_ruleset *rs, const char *msgfile, struct rw_e
         fputs("\r\n", stdout);
     fwrite(b + body_off, 1, msg.len - body_off, stdout);
 
-    rw_str_free(&hdr);
-    rw_str_free(&warn);
+    pstr_free(&hdr);
+    pstr_free(&warn);
     rw_hdrs_free(&h);
     for (size_t i = 0; i < nrcpts; i++)
         free(owned[i]);
@@ -165,7 +165,7 @@ static int rw_lint__test(struct rw_ruleset *rs, const char *msgfile, struct rw_e
     free(sender);
     rw_tx_free(tx);
     rw_scratch_free(sc);
-    rw_str_free(&msg);
+    pstr_free(&msg);
     return status;
 }
 
@@ -190,13 +190,13 @@ int main(int argc, char **argv)
         case 't': test = optarg; break;
         case 'f': from = optarg; break;
         case 'r':
-            rcpts = rw_xrealloc(rcpts, (nrcpts + 1) * sizeof(char *));
+            rcpts = pstr_xrealloc(rcpts, (nrcpts + 1) * sizeof(char *));
             rcpts[nrcpts++] = optarg;
             break;
         case 'i': ip = optarg; break;
         case 'a': auth = 1; break;
         case 'S':
-            lc.symbols = rw_xrealloc(lc.symbols, (lc.nsymbols + 1) * sizeof(char *));
+            lc.symbols = pstr_xrealloc(lc.symbols, (lc.nsymbols + 1) * sizeof(char *));
             lc.symbols[lc.nsymbols++] = optarg;
             break;
         case 's': lc.score = strtod(optarg, NULL); break;

@@ -31,7 +31,7 @@
 #include "rw_eval.h"
 #include "rw_hdr.h"
 #include "rw_rules.h"
-#include "rw_str.h"
+#include "pstr.h"
 
 #include <sluice/plugin.h>
 
@@ -116,7 +116,7 @@ static int rw__secret(struct rw_inst *ri)
             ri->api->config_error(ri->inst, "srs_secret", "too short (at least 16 characters)");
             return -1;
         }
-        ri->srs_secret = rw_xstrdup(s);
+        ri->srs_secret = pstr_xstrdup(s);
     } else if (f) {
         FILE *fp = fopen(f, "r");
         if (!fp) {
@@ -133,7 +133,7 @@ static int rw__secret(struct rw_inst *ri)
             ri->api->config_error(ri->inst, "srs_secret_file", "%s: secret too short (at least 16 characters)", f);
             return -1;
         }
-        ri->srs_secret = rw_xstrdup(buf);
+        ri->srs_secret = pstr_xstrdup(buf);
     }
     ri->srs_secret_len = ri->srs_secret ? strlen(ri->srs_secret) : 0;
     return 0;
@@ -230,7 +230,7 @@ static void rw_shutdown(void *data)
 
 static int rw_init(const struct sluice_host_api *api, sluice_instance *inst, void **data)
 {
-    struct rw_inst *ri = rw_xcalloc(1, sizeof(*ri));
+    struct rw_inst *ri = pstr_xcalloc(1, sizeof(*ri));
     rw__api = api;
     ri->api = api;
     ri->inst = inst;
@@ -238,7 +238,7 @@ static int rw_init(const struct sluice_host_api *api, sluice_instance *inst, voi
 
     int bad = 0;
     const char *rules = api->config_get(inst, "rules");
-    ri->rules_path = rw_xstrdup(rules && *rules ? rules : RW_DEFAULT_RULES);
+    ri->rules_path = pstr_xstrdup(rules && *rules ? rules : RW_DEFAULT_RULES);
     bad |= rw__bool(ri, "watch_rules", 1, &ri->watch);
     unsigned long v;
     bad |= rw__uint(ri, "match_limit", 100000, 100, 100000000, &v);
@@ -398,7 +398,7 @@ static int rw_on_rcpt(sluice_ctx *ctx)
     } else if (rc == RW_INVALID) {
         verdict = rw__tempfail(ri, ctx, "recipient", env.rcpt, out, line, "not a valid address");
     } else if (rc == RW_CHANGED) {
-        char *old = rw_xstrdup(env.rcpt);
+        char *old = pstr_xstrdup(env.rcpt);
         int e = api->rcpt_remove(ctx, old);
         if (e == 0)
             e = api->rcpt_add(ctx, out, NULL);
@@ -424,7 +424,7 @@ static int rw_on_data(sluice_ctx *ctx)
     struct rw_env env;
     rw__env(ri, ctx, &env);
     size_t nr = api->rcpt_count(ctx);
-    const char **rcpts = rw_xcalloc(nr + 1, sizeof(char *));
+    const char **rcpts = pstr_xcalloc(nr + 1, sizeof(char *));
     for (size_t i = 0; i < nr; i++)
         rcpts[i] = api->rcpt(ctx, i);
     env.rcpts = rcpts;
@@ -437,12 +437,12 @@ static int rw_on_data(sluice_ctx *ctx)
         if (api->header_at(ctx, i, &f) == 0)
             rw_hdrs_push(&h, f.name, f.name_len, f.value, f.value_len);
     }
-    struct rw_str warn = RW_STR_INIT;
+    struct pstr warn = PSTR_INIT;
     uint64_t lim = rw_scratch_limited(ri->sc);
     int fired = rw_eval_headers(tx, &env, ri->sc, &h, &warn);
     rw__count_limits(ri, lim);
     if (warn.len)
-        api->log_ctx(ctx, SLUICE_LOG_WARN, "rewrite: %s", rw_str_cstr(&warn));
+        api->log_ctx(ctx, SLUICE_LOG_WARN, "rewrite: %s", pstr_cstr(&warn));
     if (fired && rw_hdrs_edited(&h)) {
         struct rw_edit *e = NULL;
         size_t ne = rw_hdrs_edits(&h, &e);
@@ -472,7 +472,7 @@ static int rw_on_data(sluice_ctx *ctx)
             api->counter_add(ri->c_rewrites, "header", ne - failed);
         free(e);
     }
-    rw_str_free(&warn);
+    pstr_free(&warn);
     rw_hdrs_free(&h);
     free(rcpts);
     return SLUICE_CONTINUE;

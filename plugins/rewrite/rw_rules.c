@@ -11,7 +11,7 @@
 #include "rw_rules.h"
 
 #include "rw_hdr.h"
-#include "rw_str.h"
+#include "pstr.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -53,16 +53,16 @@ static void rw_rules__err_at(struct rw_errors *errs, const char *file, unsigned 
         return;
     if (errs->n == errs->cap) {
         errs->cap = errs->cap ? errs->cap * 2 : 8;
-        errs->v = rw_xrealloc(errs->v, errs->cap * sizeof(*errs->v));
+        errs->v = pstr_xrealloc(errs->v, errs->cap * sizeof(*errs->v));
     }
-    struct rw_str m = RW_STR_INIT;
+    struct pstr m = PSTR_INIT;
     char buf[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
-    rw_str_puts(&m, buf);
-    errs->v[errs->n++] = (struct rw_error){rw_xstrdup(file), line, rw_str_steal(&m)};
+    pstr_puts(&m, buf);
+    errs->v[errs->n++] = (struct rw_error){pstr_xstrdup(file), line, pstr_steal(&m)};
 }
 
 #define rw_rules__err(p, ...)                                                                           \
@@ -197,16 +197,16 @@ static int rw_rules__tokenize(struct rw_parser *p, const char *s, struct rw_tok 
             rw_rules__err(p, "too many words on one line (at most %d)", RW_MAX_TOKENS);
             goto fail;
         }
-        struct rw_str v = RW_STR_INIT;
+        struct pstr v = PSTR_INIT;
         if (*s == '"') {
             s++;
             while (*s && *s != '"') {
                 if (*s == '\\' && (s[1] == '"' || s[1] == '\\'))
                     s++;
-                rw_str_putc(&v, *s++);
+                pstr_putc(&v, *s++);
             }
             if (*s != '"') {
-                rw_str_free(&v);
+                pstr_free(&v);
                 rw_rules__err(p, "unterminated \"quoted string\"");
                 goto fail;
             }
@@ -219,12 +219,12 @@ static int rw_rules__tokenize(struct rw_parser *p, const char *s, struct rw_tok 
                 if (*s == '\\' && s[1] == '/') {
                     s++; /* "\/" is a slash in the pattern */
                 } else if (*s == '\\' && s[1]) {
-                    rw_str_putc(&v, *s++);
+                    pstr_putc(&v, *s++);
                 }
-                rw_str_putc(&v, *s++);
+                pstr_putc(&v, *s++);
             }
             if (*s != '/') {
-                rw_str_free(&v);
+                pstr_free(&v);
                 rw_rules__err(p, "unterminated /regex/");
                 goto fail;
             }
@@ -237,14 +237,14 @@ static int rw_rules__tokenize(struct rw_parser *p, const char *s, struct rw_tok 
                 case 's': fl |= PCRE2_DOTALL; break;
                 case 'x': fl |= PCRE2_EXTENDED; break;
                 default:
-                    rw_str_free(&v);
+                    pstr_free(&v);
                     rw_rules__err(p, "unknown regex flag '%c' (want i, m, s or x)", *s);
                     goto fail;
                 }
                 s++;
             }
             if (v.len == 0) {
-                rw_str_free(&v);
+                pstr_free(&v);
                 rw_rules__err(p, "empty /regex/");
                 goto fail;
             }
@@ -252,11 +252,11 @@ static int rw_rules__tokenize(struct rw_parser *p, const char *s, struct rw_tok 
             t[n].reflags = fl;
         } else {
             while (*s && *s != ' ' && *s != '\t')
-                rw_str_putc(&v, *s++);
+                pstr_putc(&v, *s++);
             t[n].type = RW_TOK_WORD;
             t[n].reflags = 0;
         }
-        t[n].s = rw_str_steal(&v);
+        t[n].s = pstr_steal(&v);
         n++;
     }
     *nt = n;
@@ -384,16 +384,16 @@ static int rw_rules__template(struct rw_parser *p, const char *tpl, pcre2_code *
 static char *rw_rules__path(struct rw_parser *p, const char *name)
 {
     if (name[0] == '/' || !p->dir)
-        return rw_xstrdup(name);
-    struct rw_str s = RW_STR_INIT;
-    rw_str_printf(&s, "%s/%s", p->dir, name);
-    return rw_str_steal(&s);
+        return pstr_xstrdup(name);
+    struct pstr s = PSTR_INIT;
+    pstr_printf(&s, "%s/%s", p->dir, name);
+    return pstr_steal(&s);
 }
 
 static void rw_rules__add_file(struct rw_ruleset *rs, const char *path)
 {
-    rs->files = rw_xrealloc(rs->files, (rs->nfiles + 1) * sizeof(char *));
-    rs->files[rs->nfiles++] = rw_xstrdup(path);
+    rs->files = pstr_xrealloc(rs->files, (rs->nfiles + 1) * sizeof(char *));
+    rs->files[rs->nfiles++] = pstr_xstrdup(path);
 }
 
 static void rw_rules__lower(char *s)
@@ -431,10 +431,10 @@ static void rw_map_free(struct rw_map *m)
 static int rw_map__side_ok(const char *s)
 {
     if (s[0] == '@') {
-        struct rw_str t = RW_STR_INIT;
-        rw_str_printf(&t, "x%s", s);
-        int ok = rw_addr_valid(rw_str_cstr(&t));
-        rw_str_free(&t);
+        struct pstr t = PSTR_INIT;
+        pstr_printf(&t, "x%s", s);
+        int ok = rw_addr_valid(pstr_cstr(&t));
+        pstr_free(&t);
         return ok;
     }
     return rw_addr_valid(s);
@@ -448,8 +448,8 @@ static struct rw_map *rw_map_load(struct rw_parser *p, const char *path)
         rw_rules__err(p, "cannot read map file %s: %s", path, strerror(errno));
         return NULL;
     }
-    struct rw_map *m = rw_xcalloc(1, sizeof(*m));
-    m->path = rw_xstrdup(path);
+    struct rw_map *m = pstr_xcalloc(1, sizeof(*m));
+    m->path = pstr_xstrdup(path);
     size_t cap = 0;
     char *line = NULL;
     size_t lcap = 0;
@@ -480,11 +480,11 @@ static struct rw_map *rw_map_load(struct rw_parser *p, const char *path)
         }
         if (m->n == cap) {
             cap = cap ? cap * 2 : 64;
-            m->e = rw_xrealloc(m->e, cap * sizeof(*m->e));
+            m->e = pstr_xrealloc(m->e, cap * sizeof(*m->e));
         }
-        m->e[m->n].key = rw_xstrdup(k);
+        m->e[m->n].key = pstr_xstrdup(k);
         rw_rules__lower(m->e[m->n].key);
-        m->e[m->n].value = rw_xstrdup(v);
+        m->e[m->n].value = pstr_xstrdup(v);
         m->e[m->n].line = ln;
         m->n++;
     }
@@ -507,7 +507,7 @@ static struct rw_map *rw_map_load(struct rw_parser *p, const char *path)
 
 static int rw_rules__nets(struct rw_parser *p, const char *list, struct rw_net **out, size_t *n)
 {
-    char *dup = rw_xstrdup(list), *save = NULL;
+    char *dup = pstr_xstrdup(list), *save = NULL;
     for (char *tok = strtok_r(dup, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         struct rw_net net;
         if (rw_net_parse(tok, &net) < 0) {
@@ -515,7 +515,7 @@ static int rw_rules__nets(struct rw_parser *p, const char *list, struct rw_net *
             free(dup);
             return -1;
         }
-        *out = rw_xrealloc(*out, (*n + 1) * sizeof(**out));
+        *out = pstr_xrealloc(*out, (*n + 1) * sizeof(**out));
         (*out)[(*n)++] = net;
     }
     free(dup);
@@ -585,7 +585,7 @@ static int rw_rules__conds(struct rw_parser *p, struct rw_rule *r, struct rw_tok
             }
             if (rw_rules__field_name(p, i < n ? &t[i] : NULL) < 0)
                 return -1;
-            c.name = rw_xstrdup(t[i++].s);
+            c.name = pstr_xstrdup(t[i++].s);
             if (rw_rules__want_regex(p, i < n ? &t[i] : NULL, "header condition") < 0 ||
                 !(c.re = rw_rules__regex(p, &t[i]))) {
                 rw_cond_free(&c);
@@ -598,7 +598,7 @@ static int rw_rules__conds(struct rw_parser *p, struct rw_rule *r, struct rw_tok
                 rw_rules__err(p, "symbol: want a symbol name");
                 return -1;
             }
-            c.name = rw_xstrdup(t[i++].s);
+            c.name = pstr_xstrdup(t[i++].s);
         } else if (strcmp(w, "score") == 0) {
             c.kind = RW_C_SCORE;
             if (i + 1 >= n || t[i].type != RW_TOK_WORD ||
@@ -623,7 +623,7 @@ static int rw_rules__conds(struct rw_parser *p, struct rw_rule *r, struct rw_tok
                           w);
             return -1;
         }
-        r->conds = rw_xrealloc(r->conds, (r->nconds + 1) * sizeof(*r->conds));
+        r->conds = pstr_xrealloc(r->conds, (r->nconds + 1) * sizeof(*r->conds));
         r->conds[r->nconds++] = c;
         if (i < n) {
             if (t[i].type != RW_TOK_WORD || strcmp(t[i].s, "and") != 0) {
@@ -675,7 +675,7 @@ static int rw_rules__action(struct rw_parser *p, struct rw_rule *r, struct rw_to
         const char *op = t[1].s;
         if (rw_rules__field_name(p, end > 2 ? &t[2] : NULL) < 0)
             return -1;
-        r->field = rw_xstrdup(t[2].s);
+        r->field = pstr_xstrdup(t[2].s);
         if (strcmp(op, "add") == 0 || strcmp(op, "prepend") == 0 || strcmp(op, "append") == 0) {
             r->kind = op[0] == 'a' ? (op[1] == 'd' ? RW_HDR_ADD : RW_HDR_APPEND) : RW_HDR_PREPEND;
             if (end != 4) {
@@ -684,7 +684,7 @@ static int rw_rules__action(struct rw_parser *p, struct rw_rule *r, struct rw_to
             }
             if (rw_rules__value(p, &t[3], op) < 0)
                 return -1;
-            r->text = rw_xstrdup(t[3].s);
+            r->text = pstr_xstrdup(t[3].s);
         } else if (strcmp(op, "remove") == 0) {
             r->kind = RW_HDR_REMOVE;
             if (end > 4) {
@@ -704,7 +704,7 @@ static int rw_rules__action(struct rw_parser *p, struct rw_rule *r, struct rw_to
                 return -1;
             if (rw_rules__value(p, &t[4], "replacement") < 0 || rw_rules__template(p, t[4].s, r->re, 0) < 0)
                 return -1;
-            r->text = rw_xstrdup(t[4].s);
+            r->text = pstr_xstrdup(t[4].s);
         } else {
             rw_rules__err(p, "header: unknown operation '%s' (want add, remove, replace, prepend or append)", op);
             return -1;
@@ -723,7 +723,7 @@ static int rw_rules__action(struct rw_parser *p, struct rw_rule *r, struct rw_to
             rw_rules__err(p, "subject-tag: the tag is empty");
             return -1;
         }
-        r->text = rw_xstrdup(t[1].s);
+        r->text = pstr_xstrdup(t[1].s);
         return 0;
     }
     if (strcmp(a, "strip-received") == 0) {
@@ -737,7 +737,7 @@ static int rw_rules__action(struct rw_parser *p, struct rw_rule *r, struct rw_to
                 pcre2_code *re = rw_rules__regex(p, &t[i]);
                 if (!re)
                     return -1;
-                r->res = rw_xrealloc(r->res, (r->nres + 1) * sizeof(*r->res));
+                r->res = pstr_xrealloc(r->res, (r->nres + 1) * sizeof(*r->res));
                 r->res[r->nres++] = re;
             } else if (rw_rules__nets(p, t[i].s, &r->nets, &r->nnets) < 0) {
                 return -1;
@@ -764,7 +764,7 @@ static int rw_rules__action(struct rw_parser *p, struct rw_rule *r, struct rw_to
                 return -1;
             if (rw_rules__value(p, &t[2], "replacement") < 0 || rw_rules__template(p, t[2].s, r->re, 1) < 0)
                 return -1;
-            r->text = rw_xstrdup(t[2].s);
+            r->text = pstr_xstrdup(t[2].s);
             return 0;
         }
         const char *op = t[1].s;
@@ -802,16 +802,16 @@ static int rw_rules__action(struct rw_parser *p, struct rw_rule *r, struct rw_to
                 rw_rules__err(p, "srs-reverse rewrites bounce recipients: use 'recipient srs-reverse DOMAIN'");
                 return -1;
             }
-            struct rw_str probe = RW_STR_INIT;
+            struct pstr probe = PSTR_INIT;
             if (end == 3)
-                rw_str_printf(&probe, "x@%s", t[2].s);
-            if (end != 3 || !rw_addr_valid(rw_str_cstr(&probe))) {
-                rw_str_free(&probe);
+                pstr_printf(&probe, "x@%s", t[2].s);
+            if (end != 3 || !rw_addr_valid(pstr_cstr(&probe))) {
+                pstr_free(&probe);
                 rw_rules__err(p, "%s %s: want the forwarding domain (e.g. fwd.example.org)", a, op);
                 return -1;
             }
-            rw_str_free(&probe);
-            r->text = rw_xstrdup(t[2].s);
+            pstr_free(&probe);
+            r->text = pstr_xstrdup(t[2].s);
             p->rs->uses_srs = 1;
             return 0;
         }
@@ -877,19 +877,19 @@ static void rw_rules__line(struct rw_parser *p, const char *text)
         return;
     }
     struct rw_ruleset *rs = p->rs;
-    rs->rules = rw_xrealloc(rs->rules, (rs->nrules + 1) * sizeof(*rs->rules));
+    rs->rules = pstr_xrealloc(rs->rules, (rs->nrules + 1) * sizeof(*rs->rules));
     rs->rules[rs->nrules++] = r;
 }
 
 struct rw_ruleset *rw_rules_parse(const char *text, size_t len, const char *file, struct rw_errors *errs)
 {
     struct rw_parser p = {.file = file ? file : "-", .errs = errs};
-    p.rs = rw_xcalloc(1, sizeof(*p.rs));
+    p.rs = pstr_xcalloc(1, sizeof(*p.rs));
     atomic_init(&p.rs->refs, 1);
     p.rs->jit = 1;
     const char *slash = file ? strrchr(file, '/') : NULL;
     if (slash)
-        p.dir = rw_xstrndup(file, (size_t)(slash - file) + (slash == file));
+        p.dir = pstr_xstrndup(file, (size_t)(slash - file) + (slash == file));
     if (file)
         rw_rules__add_file(p.rs, file);
     size_t before = errs ? errs->n : 0;
@@ -899,7 +899,7 @@ struct rw_ruleset *rw_rules_parse(const char *text, size_t len, const char *file
         const char *nl = memchr(text + i, '\n', len - i);
         size_t e = nl ? (size_t)(nl - text) : len;
         p.line++;
-        char *line = rw_xstrndup(text + i, e - i);
+        char *line = pstr_xstrndup(text + i, e - i);
         size_t ll = strlen(line);
         if (ll != e - i) {
             rw_rules__err(&p, "NUL byte in the line");
@@ -932,20 +932,20 @@ struct rw_ruleset *rw_rules_load(const char *path, struct rw_errors *errs)
         rw_rules__err_at(errs, path, 0, "cannot read the rule file: %s", strerror(errno));
         return NULL;
     }
-    struct rw_str s = RW_STR_INIT;
+    struct pstr s = PSTR_INIT;
     char buf[65536];
     size_t n;
     while ((n = fread(buf, 1, sizeof(buf), fp)) > 0)
-        rw_str_append(&s, buf, n);
+        pstr_append(&s, buf, n);
     int err = ferror(fp);
     fclose(fp);
     if (err) {
-        rw_str_free(&s);
+        pstr_free(&s);
         rw_rules__err_at(errs, path, 0, "cannot read the rule file");
         return NULL;
     }
-    struct rw_ruleset *rs = rw_rules_parse(rw_str_cstr(&s), s.len, path, errs);
-    rw_str_free(&s);
+    struct rw_ruleset *rs = rw_rules_parse(pstr_cstr(&s), s.len, path, errs);
+    pstr_free(&s);
     return rs;
 }
 

@@ -4,7 +4,7 @@
  */
 #include "rw_srs.h"
 
-#include "rw_str.h"
+#include "pstr.h"
 
 #include <ctype.h>
 #include <stdint.h>
@@ -33,18 +33,18 @@ static int rw_srs__b32val(char c)
 static void rw_srs__hash(const char *secret, size_t slen, const char *tt, const char *domain, size_t dlen,
                          const char *local, size_t llen, char out[9])
 {
-    struct rw_str in = RW_STR_INIT;
-    rw_str_puts(&in, tt);
-    rw_str_putc(&in, '=');
-    rw_str_append(&in, domain, dlen);
-    rw_str_putc(&in, '=');
-    rw_str_append(&in, local, llen);
+    struct pstr in = PSTR_INIT;
+    pstr_puts(&in, tt);
+    pstr_putc(&in, '=');
+    pstr_append(&in, domain, dlen);
+    pstr_putc(&in, '=');
+    pstr_append(&in, local, llen);
     for (size_t i = 0; i < in.len; i++)
         in.ptr[i] = (char)tolower((unsigned char)in.ptr[i]);
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned mdlen = 0;
     HMAC(EVP_sha256(), secret, (int)slen, (const unsigned char *)in.ptr, in.len, md, &mdlen);
-    rw_str_free(&in);
+    pstr_free(&in);
     /* 40 bits -> 8 base32 letters */
     uint64_t v = 0;
     for (int i = 0; i < 5; i++)
@@ -69,9 +69,9 @@ int rw_srs_forward(const char *secret, size_t slen, const char *domain, const ch
     char tt[3], h[9];
     rw_srs__stamp(now, tt);
     rw_srs__hash(secret, slen, tt, at + 1, strlen(at + 1), addr, (size_t)(at - addr), h);
-    struct rw_str s = RW_STR_INIT;
-    rw_str_printf(&s, "SRS0=%s=%s=%s=%.*s@%s", h, tt, at + 1, (int)(at - addr), addr, domain);
-    *out = rw_str_steal(&s);
+    struct pstr s = PSTR_INIT;
+    pstr_printf(&s, "SRS0=%s=%s=%s=%.*s@%s", h, tt, at + 1, (int)(at - addr), addr, domain);
+    *out = pstr_steal(&s);
     return 1;
 }
 
@@ -107,8 +107,8 @@ int rw_srs_reverse(const char *secret, size_t slen, const char *domain, const ch
     unsigned today = (unsigned)((now / 86400) & 1023);
     if (((today - stamp) & 1023) > max_age_days)
         return -1;
-    struct rw_str s = RW_STR_INIT;
-    rw_str_printf(&s, "%.*s@%.*s", (int)(at - local), local, (int)(e3 - dom), dom);
-    *out = rw_str_steal(&s);
+    struct pstr s = PSTR_INIT;
+    pstr_printf(&s, "%.*s@%.*s", (int)(at - local), local, (int)(e3 - dom), dom);
+    *out = pstr_steal(&s);
     return 1;
 }

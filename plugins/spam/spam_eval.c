@@ -207,7 +207,7 @@ int spam_eval_run(const struct spam_ruleset *rs, const struct spam_msg *m, struc
     struct timespec msg_deadline;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &msg_deadline);
     spam_eval__add_ms(&msg_deadline, pool->lim.msg_time_ms);
-    struct spam_str val = SPAM_STR_INIT;
+    struct pstr val = PSTR_INIT;
 
     for (size_t i = 0; i < rs->nrules; i++) {
         const struct spam_rule *r = &rs->rules[i];
@@ -233,14 +233,14 @@ int spam_eval_run(const struct spam_ruleset *rs, const struct spam_msg *m, struc
             if (r->op == SPAM_OP_EXISTS) {
                 rc = exists;
             } else {
-                rc = spam_eval__match(s, r->re, spam_str_cstr(&val), val.len);
+                rc = spam_eval__match(s, r->re, pstr_cstr(&val), val.len);
                 if (rc >= 0 && r->op == SPAM_OP_NOMATCH)
                     rc = !rc;
             }
             break;
         }
-        case SPAM_RULE_BODY: rc = spam_eval__match(s, r->re, spam_str_cstr(&m->text), m->text.len); break;
-        case SPAM_RULE_RAWBODY: rc = spam_eval__match(s, r->re, spam_str_cstr(&m->rawtext), m->rawtext.len); break;
+        case SPAM_RULE_BODY: rc = spam_eval__match(s, r->re, pstr_cstr(&m->text), m->text.len); break;
+        case SPAM_RULE_RAWBODY: rc = spam_eval__match(s, r->re, pstr_cstr(&m->rawtext), m->rawtext.len); break;
         case SPAM_RULE_FULL: rc = spam_eval__match(s, r->re, m->raw ? m->raw : "", m->rawlen); break;
         case SPAM_RULE_URI:
             for (size_t u = 0; u < m->nuris && rc == 0; u++)
@@ -255,7 +255,7 @@ int spam_eval_run(const struct spam_ruleset *rs, const struct spam_msg *m, struc
             res->hit[i] = 1;
         }
     }
-    spam_str_free(&val);
+    pstr_free(&val);
     spam_scratch__put(pool, s);
 
     size_t maxprog = 1;

@@ -35,7 +35,7 @@ struct spam_html__state {
     size_t depth;
     int space_vis, space_hid; /* last byte written was white space */
     int in_link;
-    struct spam_str link_text;
+    struct pstr link_text;
     char *link_href;
 };
 
@@ -127,7 +127,7 @@ size_t spam_html_entity(const char *s, size_t len, char *out, size_t *outlen)
 static void spam_html__emit(struct spam_html__state *st, const char *p, size_t n)
 {
     int hidden = st->depth > 0 && st->stack[st->depth - 1].hidden;
-    struct spam_str *dst = hidden ? &st->out->hidden : &st->out->text;
+    struct pstr *dst = hidden ? &st->out->hidden : &st->out->text;
     int *sp = hidden ? &st->space_hid : &st->space_vis;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)p[i];
@@ -139,33 +139,33 @@ static void spam_html__emit(struct spam_html__state *st, const char *p, size_t n
         }
         if (ws) {
             if (!*sp && dst->len > 0) {
-                spam_str_putc(dst, ' ');
+                pstr_putc(dst, ' ');
                 *sp = 1;
             }
             if (st->in_link && st->link_text.len > 0 && st->link_text.ptr[st->link_text.len - 1] != ' ')
-                spam_str_putc(&st->link_text, ' ');
+                pstr_putc(&st->link_text, ' ');
             continue;
         }
-        spam_str_putc(dst, (char)c);
+        pstr_putc(dst, (char)c);
         *sp = 0;
         if (st->in_link && st->link_text.len < 1024)
-            spam_str_putc(&st->link_text, (char)c);
+            pstr_putc(&st->link_text, (char)c);
     }
 }
 
 static void spam_html__newline(struct spam_html__state *st)
 {
-    struct spam_str *dst = &st->out->text;
+    struct pstr *dst = &st->out->text;
     if (dst->len == 0)
         return;
     while (dst->len > 0 && dst->ptr[dst->len - 1] == ' ')
         dst->len--;
     dst->ptr[dst->len] = '\0';
     if (dst->len > 0 && dst->ptr[dst->len - 1] != '\n')
-        spam_str_putc(dst, '\n');
+        pstr_putc(dst, '\n');
     st->space_vis = 1;
     if (st->out->hidden.len > 0 && !st->space_hid) {
-        spam_str_putc(&st->out->hidden, ' ');
+        pstr_putc(&st->out->hidden, ' ');
         st->space_hid = 1;
     }
 }
@@ -176,8 +176,8 @@ static void spam_html__add_uri(struct spam_html_result *r, const char *v)
         v++;
     if (!*v || r->nuris >= SPAM_HTML_MAX_URIS)
         return;
-    r->uris = spam_xrealloc(r->uris, (r->nuris + 1) * sizeof(*r->uris));
-    r->uris[r->nuris++] = spam_xstrdup(v);
+    r->uris = pstr_xrealloc(r->uris, (r->nuris + 1) * sizeof(*r->uris));
+    r->uris[r->nuris++] = pstr_xstrdup(v);
 }
 
 static void spam_html__end_link(struct spam_html__state *st)
@@ -186,21 +186,21 @@ static void spam_html__end_link(struct spam_html__state *st)
         return;
     struct spam_html_result *r = st->out;
     if (r->nlinks < SPAM_HTML_MAX_URIS) {
-        r->links = spam_xrealloc(r->links, (r->nlinks + 1) * sizeof(*r->links));
-        struct spam_str *t = &st->link_text;
+        r->links = pstr_xrealloc(r->links, (r->nlinks + 1) * sizeof(*r->links));
+        struct pstr *t = &st->link_text;
         while (t->len > 0 && t->ptr[t->len - 1] == ' ')
             t->len--;
         size_t s = 0;
         while (s < t->len && t->ptr[s] == ' ')
             s++;
         r->links[r->nlinks].href = st->link_href;
-        r->links[r->nlinks].text = spam_xstrndup(t->ptr ? t->ptr + s : "", t->len - s);
+        r->links[r->nlinks].text = pstr_xstrndup(t->ptr ? t->ptr + s : "", t->len - s);
         r->nlinks++;
     } else {
         free(st->link_href);
     }
     st->link_href = NULL;
-    spam_str_clear(&st->link_text);
+    pstr_clear(&st->link_text);
     st->in_link = 0;
 }
 
@@ -303,7 +303,7 @@ static void spam_html__tag_free(struct spam_html__tag *t)
 /* Entity-decode an attribute value. */
 static char *spam_html__attr_value(const char *v, size_t n)
 {
-    struct spam_str s = SPAM_STR_INIT;
+    struct pstr s = PSTR_INIT;
     if (n > SPAM_HTML_ATTR)
         n = SPAM_HTML_ATTR;
     for (size_t i = 0; i < n;) {
@@ -312,15 +312,15 @@ static char *spam_html__attr_value(const char *v, size_t n)
             size_t ol;
             size_t used = spam_html_entity(v + i, n - i, o, &ol);
             if (used) {
-                spam_str_append(&s, o, ol);
+                pstr_append(&s, o, ol);
                 i += used;
                 continue;
             }
         }
-        spam_str_putc(&s, v[i]);
+        pstr_putc(&s, v[i]);
         i++;
     }
-    return spam_str_steal(&s);
+    return pstr_steal(&s);
 }
 
 /* Parse a tag starting after '<'; returns the index after '>'. */
@@ -437,7 +437,7 @@ static void spam_html__start(struct spam_html__state *st, const struct spam_html
         spam_html__end_link(st);
         if (t->href) {
             st->in_link = 1;
-            st->link_href = spam_xstrdup(t->href);
+            st->link_href = pstr_xstrdup(t->href);
         }
     }
     if (spam_html__in(t->name, spam_html__block))
@@ -534,7 +534,7 @@ static size_t spam_html__skip_to_end(const char *h, size_t len, size_t i, const 
 
 void spam_html_parse(const char *h, size_t len, struct spam_html_result *out)
 {
-    struct spam_html__state *st = spam_xcalloc(1, sizeof(*st));
+    struct spam_html__state *st = pstr_xcalloc(1, sizeof(*st));
     st->out = out;
     st->space_vis = st->space_hid = 1;
     size_t i = 0;
@@ -588,11 +588,11 @@ void spam_html_parse(const char *h, size_t len, struct spam_html_result *out)
         i = j;
     }
     spam_html__end_link(st);
-    spam_str_free(&st->link_text);
+    pstr_free(&st->link_text);
     /* Trailing blank left by collapsing. */
-    struct spam_str *bufs[2] = {&out->text, &out->hidden};
+    struct pstr *bufs[2] = {&out->text, &out->hidden};
     for (int k = 0; k < 2; k++) {
-        struct spam_str *b = bufs[k];
+        struct pstr *b = bufs[k];
         while (b->len > 0 && (b->ptr[b->len - 1] == ' ' || b->ptr[b->len - 1] == '\n'))
             b->ptr[--b->len] = '\0';
     }
@@ -601,8 +601,8 @@ void spam_html_parse(const char *h, size_t len, struct spam_html_result *out)
 
 void spam_html_result_free(struct spam_html_result *r)
 {
-    spam_str_free(&r->text);
-    spam_str_free(&r->hidden);
+    pstr_free(&r->text);
+    pstr_free(&r->hidden);
     for (size_t i = 0; i < r->nuris; i++)
         free(r->uris[i]);
     free(r->uris);

@@ -14,7 +14,7 @@
 #ifndef SPAM_HTML_H
 #define SPAM_HTML_H
 
-#include "spam_str.h"
+#include "pstr.h"
 
 #include <stddef.h>
 
@@ -24,8 +24,8 @@ struct spam_html_link {
 };
 
 struct spam_html_result {
-    struct spam_str text;   /* visible text */
-    struct spam_str hidden; /* hidden text */
+    struct pstr text;   /* visible text */
+    struct pstr hidden; /* hidden text */
     char **uris;            /* owned; href/src/action values */
     size_t nuris;
     struct spam_html_link *links; /* owned */

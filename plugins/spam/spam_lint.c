@@ -14,7 +14,7 @@
 #include "spam_eval.h"
 #include "spam_msg.h"
 #include "spam_rules.h"
-#include "spam_str.h"
+#include "pstr.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -37,7 +37,7 @@ static void spam_lint__usage(FILE *fp)
           fp);
 }
 
-static int spam_lint__read(const char *path, struct spam_str *out)
+static int spam_lint__read(const char *path, struct pstr *out)
 {
     FILE *fp = fopen(path, "rb");
     if (!fp)
@@ -45,7 +45,7 @@ static int spam_lint__read(const char *path, struct spam_str *out)
     char buf[65536];
     size_t n;
     while ((n = fread(buf, 1, sizeof(buf), fp)) > 0)
-        spam_str_append(out, buf, n);
+        pstr_append(out, buf, n);
     int err = ferror(fp);
     fclose(fp);
     return err ? -1 : 0;
@@ -114,14 +114,14 @@ int main(int argc, char **argv)
     struct spam_eval_limits lim = SPAM_EVAL_LIMITS_DEFAULT;
     struct spam_scratch_pool *pool = spam_scratch_pool_new(&lim);
     for (size_t t = 0; t < ntests; t++) {
-        struct spam_str data = SPAM_STR_INIT;
+        struct pstr data = PSTR_INIT;
         if (spam_lint__read(tests[t], &data) < 0) {
             fprintf(stderr, "sluice-rules-lint: %s: %s\n", tests[t], strerror(errno));
             status = 2;
-            spam_str_free(&data);
+            pstr_free(&data);
             continue;
         }
-        struct spam_msg *m = spam_msg_parse(spam_str_cstr(&data), data.len, &env, max_scan);
+        struct spam_msg *m = spam_msg_parse(pstr_cstr(&data), data.len, &env, max_scan);
         struct spam_result res;
         spam_eval_run(rs, m, pool, &res);
         printf("%s: score %.2f\n", tests[t], res.score);
@@ -137,7 +137,7 @@ int main(int argc, char **argv)
         }
         spam_result_free(&res);
         spam_msg_free(m);
-        spam_str_free(&data);
+        pstr_free(&data);
     }
     spam_scratch_pool_free(pool);
     spam_ruleset_unref(rs);

@@ -42,23 +42,23 @@ static void spam_msg__add_header(struct spam_msg *m, const char *name, size_t nl
 {
     if (m->nhdrs == *cap) {
         *cap = *cap ? *cap * 2 : 32;
-        m->hdrs = spam_xrealloc(m->hdrs, *cap * sizeof(*m->hdrs));
+        m->hdrs = pstr_xrealloc(m->hdrs, *cap * sizeof(*m->hdrs));
     }
-    struct spam_str raw = SPAM_STR_INIT;
+    struct pstr raw = PSTR_INIT;
     /* Unfold: drop CR and LF; the WSP that follows them stays. */
     size_t i = 0;
     while (i < vlen && (v[i] == ' ' || v[i] == '\t'))
         i++;
     for (; i < vlen; i++)
         if (v[i] != '\r' && v[i] != '\n')
-            spam_str_putc(&raw, v[i]);
+            pstr_putc(&raw, v[i]);
     while (raw.len > 0 && (raw.ptr[raw.len - 1] == ' ' || raw.ptr[raw.len - 1] == '\t'))
         raw.ptr[--raw.len] = '\0';
     struct spam_msg_header *h = &m->hdrs[m->nhdrs++];
-    h->name = spam_xstrndup(name, nlen);
-    h->raw = spam_str_steal(&raw);
+    h->name = pstr_xstrndup(name, nlen);
+    h->raw = pstr_steal(&raw);
     char *dec = g_mime_utils_header_decode_text(NULL, h->raw);
-    h->decoded = spam_xstrdup(dec ? dec : h->raw);
+    h->decoded = pstr_xstrdup(dec ? dec : h->raw);
     g_free(dec);
 }
 
@@ -125,14 +125,14 @@ static void spam_msg__add_uri(void *arg, const char *uri, size_t ulen)
     for (size_t i = 0; i < m->nuris; i++)
         if (strlen(m->uris[i]) == ulen && memcmp(m->uris[i], uri, ulen) == 0)
             return;
-    m->uris = spam_xrealloc(m->uris, (m->nuris + 1) * sizeof(*m->uris));
-    m->uris[m->nuris++] = spam_xstrndup(uri, ulen);
+    m->uris = pstr_xrealloc(m->uris, (m->nuris + 1) * sizeof(*m->uris));
+    m->uris[m->nuris++] = pstr_xstrndup(uri, ulen);
 }
 
-static void spam_msg__sep(struct spam_str *s)
+static void spam_msg__sep(struct pstr *s)
 {
     if (s->len > 0 && s->ptr[s->len - 1] != '\n')
-        spam_str_putc(s, '\n');
+        pstr_putc(s, '\n');
 }
 
 static void spam_msg__text(struct spam_msg__walk *w, const char *t, size_t n, int html)
@@ -143,30 +143,30 @@ static void spam_msg__text(struct spam_msg__walk *w, const char *t, size_t n, in
         m->truncated = 1;
     }
     spam_msg__sep(&m->rawtext);
-    spam_str_append(&m->rawtext, t, n);
+    pstr_append(&m->rawtext, t, n);
     spam_msg__sep(&m->text);
     if (!html) {
-        spam_str_append(&m->text, t, n);
+        pstr_append(&m->text, t, n);
         spam_uri_extract(t, n, SPAM_MSG_MAX_URIS, spam_msg__add_uri, m);
         return;
     }
     struct spam_html_result h;
     memset(&h, 0, sizeof(h));
     spam_html_parse(t, n, &h);
-    spam_str_append(&m->text, spam_str_cstr(&h.text), h.text.len);
+    pstr_append(&m->text, pstr_cstr(&h.text), h.text.len);
     if (h.hidden.len) {
         spam_msg__sep(&m->hidden);
-        spam_str_append(&m->hidden, h.hidden.ptr, h.hidden.len);
+        pstr_append(&m->hidden, h.hidden.ptr, h.hidden.len);
     }
     for (size_t i = 0; i < h.nuris; i++)
         spam_msg__add_uri(m, h.uris[i], strlen(h.uris[i]));
-    spam_uri_extract(spam_str_cstr(&h.text), h.text.len, SPAM_MSG_MAX_URIS, spam_msg__add_uri, m);
+    spam_uri_extract(pstr_cstr(&h.text), h.text.len, SPAM_MSG_MAX_URIS, spam_msg__add_uri, m);
     for (size_t i = 0; i < h.nlinks; i++) {
         char th[256], hh[256];
         if (spam_uri_text_host(h.links[i].text, th, sizeof(th)) == 0 &&
             spam_uri_host(h.links[i].href, hh, sizeof(hh)) == 0 && spam_uri_hosts_differ(th, hh)) {
             spam_msg__sep(&m->mismatch);
-            spam_str_printf(&m->mismatch, "%s %s", th, hh);
+            pstr_printf(&m->mismatch, "%s %s", th, hh);
         }
     }
     spam_html_result_free(&h);
@@ -191,12 +191,12 @@ static void spam_msg__leaf(struct spam_msg__walk *w, GMimeObject *o)
     for (char *p = ld; *p; p++)
         *p = (char)tolower((unsigned char)*p);
     spam_msg__sep(&m->parts);
-    spam_str_printf(&m->parts, "%s %s %s", lt, encs ? encs : "7bit", ld);
+    pstr_printf(&m->parts, "%s %s %s", lt, encs ? encs : "7bit", ld);
     const char *fn = g_mime_part_get_filename(part);
     if (fn && *fn) {
         spam_msg__sep(&m->filenames);
         for (const char *p = fn; *p; p++)
-            spam_str_putc(&m->filenames, (*p == '\r' || *p == '\n') ? ' ' : *p);
+            pstr_putc(&m->filenames, (*p == '\r' || *p == '\n') ? ' ' : *p);
     }
     int html = strcmp(lt, "text/html") == 0;
     if ((html || strcmp(lt, "text/plain") == 0) && GMIME_IS_TEXT_PART(o)) {
@@ -221,7 +221,7 @@ static void spam_msg__walk(struct spam_msg__walk *w, GMimeObject *o, int depth)
     } else if (GMIME_IS_MESSAGE_PART(o)) {
         GMimeMessage *inner = g_mime_message_part_get_message(GMIME_MESSAGE_PART(o));
         spam_msg__sep(&w->m->parts);
-        spam_str_puts(&w->m->parts, "message/rfc822 7bit inline");
+        pstr_puts(&w->m->parts, "message/rfc822 7bit inline");
         if (inner)
             spam_msg__walk(w, g_mime_message_get_mime_part(inner), depth + 1);
     } else if (GMIME_IS_PART(o)) {
@@ -231,13 +231,13 @@ static void spam_msg__walk(struct spam_msg__walk *w, GMimeObject *o, int depth)
 
 static char *spam_msg__dup(const char *s)
 {
-    return spam_xstrdup(s ? s : "");
+    return pstr_xstrdup(s ? s : "");
 }
 
 struct spam_msg *spam_msg_parse(const char *data, size_t len, const struct spam_msg_env *env, size_t max_scan)
 {
     spam_msg_global_init();
-    struct spam_msg *m = spam_xcalloc(1, sizeof(*m));
+    struct spam_msg *m = pstr_xcalloc(1, sizeof(*m));
     m->raw = data;
     m->rawlen = len;
     size_t body = spam_msg__headers(m, data, len);
@@ -262,7 +262,7 @@ struct spam_msg *spam_msg_parse(const char *data, size_t len, const struct spam_
     m->client_name = spam_msg__dup(env ? env->client_name : NULL);
     for (size_t i = 0; env && i < env->nrcpts; i++) {
         spam_msg__sep(&m->env_rcpt);
-        spam_str_puts(&m->env_rcpt, env->rcpts[i] ? env->rcpts[i] : "");
+        pstr_puts(&m->env_rcpt, env->rcpts[i] ? env->rcpts[i] : "");
     }
     return m;
 }
@@ -280,13 +280,13 @@ void spam_msg_free(struct spam_msg *m)
     for (size_t i = 0; i < m->nuris; i++)
         free(m->uris[i]);
     free(m->uris);
-    spam_str_free(&m->text);
-    spam_str_free(&m->rawtext);
-    spam_str_free(&m->parts);
-    spam_str_free(&m->filenames);
-    spam_str_free(&m->hidden);
-    spam_str_free(&m->mismatch);
-    spam_str_free(&m->env_rcpt);
+    pstr_free(&m->text);
+    pstr_free(&m->rawtext);
+    pstr_free(&m->parts);
+    pstr_free(&m->filenames);
+    pstr_free(&m->hidden);
+    pstr_free(&m->mismatch);
+    pstr_free(&m->env_rcpt);
     free(m->env_from);
     free(m->client_ip);
     free(m->helo);
@@ -297,15 +297,15 @@ void spam_msg_free(struct spam_msg *m)
 /* ---- field values ------------------------------------------------------ */
 
 /* Append v as a new line of a joined value (no separator before the first). */
-static void spam_msg__line(struct spam_str *out, int *first, const char *v)
+static void spam_msg__line(struct pstr *out, int *first, const char *v)
 {
     if (!*first)
-        spam_str_putc(out, '\n');
-    spam_str_puts(out, v ? v : "");
+        pstr_putc(out, '\n');
+    pstr_puts(out, v ? v : "");
     *first = 0;
 }
 
-static void spam_msg__addresses(InternetAddressList *l, enum spam_field_mod mod, struct spam_str *out, int *first,
+static void spam_msg__addresses(InternetAddressList *l, enum spam_field_mod mod, struct pstr *out, int *first,
                                 int depth)
 {
     int n = l ? internet_address_list_length(l) : 0;
@@ -324,7 +324,7 @@ static void spam_msg__addresses(InternetAddressList *l, enum spam_field_mod mod,
 }
 
 static void spam_msg__named(const struct spam_msg *m, const char *const *names, size_t nnames,
-                            enum spam_field_mod mod, struct spam_str *out, int *exists)
+                            enum spam_field_mod mod, struct pstr *out, int *exists)
 {
     size_t count = 0;
     int first = 1;
@@ -357,15 +357,15 @@ static void spam_msg__named(const struct spam_msg *m, const char *const *names, 
         }
     }
     if (mod == SPAM_MOD_COUNT)
-        spam_str_printf(out, "%zu", count);
+        pstr_printf(out, "%zu", count);
     *exists = count > 0;
 }
 
-void spam_msg_field(const struct spam_msg *m, const struct spam_rule *r, struct spam_str *out, int *exists)
+void spam_msg_field(const struct spam_msg *m, const struct spam_rule *r, struct pstr *out, int *exists)
 {
-    spam_str_clear(out);
+    pstr_clear(out);
     const char *v = NULL;
-    const struct spam_str *s = NULL;
+    const struct pstr *s = NULL;
     switch (r->field) {
     case SPAM_FIELD_HEADER: {
         const char *names[1] = {r->field_name};
@@ -380,7 +380,7 @@ void spam_msg_field(const struct spam_msg *m, const struct spam_rule *r, struct 
     case SPAM_FIELD_ALL:
         for (size_t i = 0; i < m->nhdrs; i++) {
             spam_msg__sep(out);
-            spam_str_printf(out, "%s: %s", m->hdrs[i].name, m->hdrs[i].raw);
+            pstr_printf(out, "%s: %s", m->hdrs[i].name, m->hdrs[i].raw);
         }
         *exists = m->nhdrs > 0;
         return;
@@ -396,8 +396,8 @@ void spam_msg_field(const struct spam_msg *m, const struct spam_rule *r, struct 
     case SPAM_FIELD_KIND_COUNT: break;
     }
     if (s)
-        spam_str_append(out, spam_str_cstr(s), s->len);
+        pstr_append(out, pstr_cstr(s), s->len);
     else if (v)
-        spam_str_puts(out, v);
+        pstr_puts(out, v);
     *exists = out->len > 0;
 }

@@ -14,7 +14,7 @@
 #define SPAM_MSG_H
 
 #include "spam_rules.h"
-#include "spam_str.h"
+#include "pstr.h"
 
 #include <stddef.h>
 
@@ -43,16 +43,16 @@ struct spam_msg {
     size_t rawlen;
     struct spam_msg_header *hdrs; /* owned */
     size_t nhdrs;
-    struct spam_str text;      /* decoded text parts, HTML as text */
-    struct spam_str rawtext;   /* decoded text parts, HTML as is */
+    struct pstr text;      /* decoded text parts, HTML as text */
+    struct pstr rawtext;   /* decoded text parts, HTML as is */
     char **uris;               /* owned */
     size_t nuris;
-    struct spam_str parts;     /* MIME:parts */
-    struct spam_str filenames; /* MIME:filenames */
-    struct spam_str hidden;    /* HTML:hidden */
-    struct spam_str mismatch;  /* HTML:linkmismatch */
+    struct pstr parts;     /* MIME:parts */
+    struct pstr filenames; /* MIME:filenames */
+    struct pstr hidden;    /* HTML:hidden */
+    struct pstr mismatch;  /* HTML:linkmismatch */
     char *env_from, *client_ip, *helo, *client_name; /* owned, never NULL */
-    struct spam_str env_rcpt;
+    struct pstr env_rcpt;
     int truncated;             /* some text part was longer than max_scan */
 };
 
@@ -69,6 +69,6 @@ void spam_msg_free(struct spam_msg *m);
  * (cleared first); *exists tells whether the field is present (for
  * pseudo fields: whether the value is non-empty).
  */
-void spam_msg_field(const struct spam_msg *m, const struct spam_rule *r, struct spam_str *out, int *exists);
+void spam_msg_field(const struct spam_msg *m, const struct spam_rule *r, struct pstr *out, int *exists);
 
 #endif

@@ -22,7 +22,7 @@
 #include "spam_eval.h"
 #include "spam_msg.h"
 #include "spam_rules.h"
-#include "spam_str.h"
+#include "pstr.h"
 
 #include <sluice/plugin.h>
 
@@ -176,7 +176,7 @@ static int spam__text(struct spam_inst *si, const char *key, const char *def, ch
         si->api->config_error(si->inst, key, "at most 200 characters");
         return -1;
     }
-    *out = spam_xstrdup(v);
+    *out = pstr_xstrdup(v);
     return 0;
 }
 
@@ -284,7 +284,7 @@ static void spam_shutdown(void *data)
 
 static int spam_init(const struct sluice_host_api *api, sluice_instance *inst, void **data)
 {
-    struct spam_inst *si = spam_xcalloc(1, sizeof(*si));
+    struct spam_inst *si = pstr_xcalloc(1, sizeof(*si));
     spam__api = api;
     si->api = api;
     si->inst = inst;
@@ -293,7 +293,7 @@ static int spam_init(const struct sluice_host_api *api, sluice_instance *inst, v
 
     int bad = 0;
     const char *rules = api->config_get(inst, "rules");
-    si->rules_path = spam_xstrdup(rules && *rules ? rules : SPAM_DEFAULT_RULES);
+    si->rules_path = pstr_xstrdup(rules && *rules ? rules : SPAM_DEFAULT_RULES);
     bad |= spam__threshold(si, "header_threshold", 4.0, &si->header_threshold);
     bad |= spam__threshold(si, "tag_threshold", 6.0, &si->tag_threshold);
     bad |= spam__threshold(si, "quarantine_threshold", NAN, &si->quarantine_threshold);
@@ -401,12 +401,12 @@ static void spam__headers(struct spam_inst *si, sluice_ctx *ctx, double score, i
     char buf[64];
     snprintf(buf, sizeof(buf), "%.2f", score);
     api->header_add(ctx, "X-Spam-Score", buf);
-    struct spam_str st = SPAM_STR_INIT;
+    struct pstr st = PSTR_INIT;
     double req = !isnan(si->tag_threshold) ? si->tag_threshold : si->header_threshold;
-    spam_str_printf(&st, "%s, score=%.2f required=%.2f tests=%s", spam ? "Yes" : "No", score, req,
+    pstr_printf(&st, "%s, score=%.2f required=%.2f tests=%s", spam ? "Yes" : "No", score, req,
                     *tests ? tests : "none");
-    api->header_add(ctx, "X-Spam-Status", spam_str_cstr(&st));
-    spam_str_free(&st);
+    api->header_add(ctx, "X-Spam-Status", pstr_cstr(&st));
+    pstr_free(&st);
     api->header_add(ctx, "X-Spam-Flag", spam ? "YES" : "NO");
 }
 
@@ -421,10 +421,10 @@ static void spam__tag_subject(struct spam_inst *si, sluice_ctx *ctx)
     }
     if (strncmp(subj, si->subject_tag, tl) == 0)
         return;
-    struct spam_str s = SPAM_STR_INIT;
-    spam_str_printf(&s, "%s %s", si->subject_tag, subj);
-    api->header_change(ctx, "Subject", 0, spam_str_cstr(&s));
-    spam_str_free(&s);
+    struct pstr s = PSTR_INIT;
+    pstr_printf(&s, "%s %s", si->subject_tag, subj);
+    api->header_change(ctx, "Subject", 0, pstr_cstr(&s));
+    pstr_free(&s);
 }
 
 static int spam_on_data(sluice_ctx *ctx)
@@ -437,7 +437,7 @@ static int spam_on_data(sluice_ctx *ctx)
         return SLUICE_CONTINUE;
 
     size_t nr = api->rcpt_count(ctx);
-    const char **rcpts = spam_xcalloc(nr + 1, sizeof(char *));
+    const char **rcpts = pstr_xcalloc(nr + 1, sizeof(char *));
     for (size_t i = 0; i < nr; i++)
         rcpts[i] = api->rcpt(ctx, i);
     struct spam_msg_env env = {
@@ -454,11 +454,11 @@ static int spam_on_data(sluice_ctx *ctx)
     spam_eval_run(rs, m, si->pool, &res);
 
     /* Symbols: every rule hit (but "__" sub-rules), GTUBE first. */
-    struct spam_str tests = SPAM_STR_INIT;
+    struct pstr tests = PSTR_INIT;
     size_t ntests = 0;
     if (res.gtube) {
         api->symbol_add(ctx, "GTUBE", SPAM_GTUBE_SCORE, "the GTUBE test string");
-        spam_str_puts(&tests, "GTUBE");
+        pstr_puts(&tests, "GTUBE");
         ntests++;
     }
     for (size_t i = 0; i < rs->nrules; i++) {
@@ -477,10 +477,10 @@ static int spam_on_data(sluice_ctx *ctx)
             api->counter_add(si->c_hits, r->name, 1);
         if (ntests < SPAM_MAX_STATUS_TESTS) {
             if (tests.len)
-                spam_str_putc(&tests, ',');
-            spam_str_puts(&tests, r->name);
+                pstr_putc(&tests, ',');
+            pstr_puts(&tests, r->name);
         } else if (ntests == SPAM_MAX_STATUS_TESTS) {
-            spam_str_puts(&tests, ",...");
+            pstr_puts(&tests, ",...");
         }
         ntests++;
     }
@@ -503,7 +503,7 @@ static int spam_on_data(sluice_ctx *ctx)
     } else {
         int spam = spam__at(score, si->tag_threshold);
         if (spam__at(score, si->header_threshold) || spam || spam__at(score, si->quarantine_threshold)) {
-            spam__headers(si, ctx, score, spam, spam_str_cstr(&tests));
+            spam__headers(si, ctx, score, spam, pstr_cstr(&tests));
             action = "headers";
         }
         if (spam) {
@@ -518,10 +518,10 @@ static int spam_on_data(sluice_ctx *ctx)
     if (si->c_msgs)
         api->counter_add(si->c_msgs, action, 1);
     api->log_ctx(ctx, verdict == SLUICE_CONTINUE && ntests == 0 ? SLUICE_LOG_DEBUG : SLUICE_LOG_INFO,
-                 "spam score=%.2f action=%s tests=%s%s%s", score, action, tests.len ? spam_str_cstr(&tests) : "none",
+                 "spam score=%.2f action=%s tests=%s%s%s", score, action, tests.len ? pstr_cstr(&tests) : "none",
                  res.nlimited ? " limited=" : "", res.nlimited ? (res.out_of_time ? "time" : "match") : "");
 
-    spam_str_free(&tests);
+    pstr_free(&tests);
     spam_result_free(&res);
     spam_msg_free(m);
     spam_ruleset_unref(rs);

@@ -13,7 +13,7 @@
  * when there were errors).
  */
 #include "spam_rules.h"
-#include "spam_str.h"
+#include "pstr.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -71,18 +71,18 @@ static void spam_rules__err(struct spam_rules_builder *b, const char *file, unsi
     struct spam_rules_errors *e = &b->errs;
     if (e->n == e->cap) {
         e->cap = e->cap ? e->cap * 2 : 16;
-        e->v = spam_xrealloc(e->v, e->cap * sizeof(*e->v));
+        e->v = pstr_xrealloc(e->v, e->cap * sizeof(*e->v));
     }
-    struct spam_str s = SPAM_STR_INIT;
+    struct pstr s = PSTR_INIT;
     va_list ap;
     va_start(ap, fmt);
     char tmp[512];
     vsnprintf(tmp, sizeof(tmp), fmt, ap);
     va_end(ap);
-    spam_str_puts(&s, tmp);
-    e->v[e->n].file = spam_xstrdup(file);
+    pstr_puts(&s, tmp);
+    e->v[e->n].file = pstr_xstrdup(file);
     e->v[e->n].line = line;
-    e->v[e->n].msg = spam_str_steal(&s);
+    e->v[e->n].msg = pstr_steal(&s);
     e->n++;
 }
 
@@ -101,7 +101,7 @@ void spam_rules_errors_free(struct spam_rules_errors *errs)
 
 struct spam_rules_builder *spam_rules_builder_new(void)
 {
-    return spam_xcalloc(1, sizeof(struct spam_rules_builder));
+    return pstr_xcalloc(1, sizeof(struct spam_rules_builder));
 }
 
 /* Register a file; returns its index (existing one for the same path). */
@@ -112,11 +112,11 @@ static size_t spam_rules__file(struct spam_rules_builder *b, const char *path, c
             return i;
     if (b->nfiles == b->capfiles) {
         b->capfiles = b->capfiles ? b->capfiles * 2 : 8;
-        b->files = spam_xrealloc(b->files, b->capfiles * sizeof(*b->files));
+        b->files = pstr_xrealloc(b->files, b->capfiles * sizeof(*b->files));
     }
     struct spam_rules_file *f = &b->files[b->nfiles];
     memset(f, 0, sizeof(*f));
-    f->path = spam_xstrdup(path);
+    f->path = pstr_xstrdup(path);
     if (st) {
         f->dev = st->st_dev;
         f->ino = st->st_ino;
@@ -165,11 +165,11 @@ static struct spam_rules__entry *spam_rules__entry(struct spam_rules_builder *b,
         return e;
     if (b->nents == b->capents) {
         b->capents = b->capents ? b->capents * 2 : 64;
-        b->ents = spam_xrealloc(b->ents, b->capents * sizeof(*b->ents));
+        b->ents = pstr_xrealloc(b->ents, b->capents * sizeof(*b->ents));
     }
     e = &b->ents[b->nents++];
     memset(e, 0, sizeof(*e));
-    e->rule.name = spam_xstrdup(name);
+    e->rule.name = pstr_xstrdup(name);
     e->rule.score = strncmp(name, "__", 2) == 0 ? 0.0 : 1.0;
     return e;
 }
@@ -262,7 +262,7 @@ static const char *spam_rules__regex(const char *p, const char *end, char **pat,
     }
     if (p >= end)
         return "unterminated regular expression";
-    *pat = spam_xstrndup(start, (size_t)(p - start));
+    *pat = pstr_xstrndup(start, (size_t)(p - start));
     p++;
     uint32_t o = 0;
     for (; p < end && *p != ' ' && *p != '\t'; p++) {
@@ -308,11 +308,11 @@ static pcre2_code *spam_rules__compile(struct spam_rules_builder *b, const char 
         spam_rules__err(b, file, line, "bad regex /%s/: (*...) options are not allowed at offset 0", pat);
         return NULL;
     }
-    struct spam_str w = SPAM_STR_INIT;
-    spam_str_puts(&w, SPAM_RULES_WRAP_PREFIX);
-    spam_str_puts(&w, pat);
+    struct pstr w = PSTR_INIT;
+    pstr_puts(&w, SPAM_RULES_WRAP_PREFIX);
+    pstr_puts(&w, pat);
     /* With /x a trailing comment would swallow the closing parenthesis. */
-    spam_str_puts(&w, (opts & PCRE2_EXTENDED) ? "\n)" : ")");
+    pstr_puts(&w, (opts & PCRE2_EXTENDED) ? "\n)" : ")");
     int ec;
     PCRE2_SIZE off;
     /*
@@ -320,10 +320,10 @@ static pcre2_code *spam_rules__compile(struct spam_rules_builder *b, const char 
      * MATCH_INVALID_UTF because raw mail is full of invalid UTF-8 which
      * must never turn a match into an error.
      */
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)spam_str_cstr(&w), w.len,
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pstr_cstr(&w), w.len,
                                    opts | PCRE2_UTF | PCRE2_MATCH_INVALID_UTF | PCRE2_NEVER_BACKSLASH_C,
                                    &ec, &off, NULL);
-    spam_str_free(&w);
+    pstr_free(&w);
     if (!re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(ec, msg, sizeof(msg));
@@ -403,7 +403,7 @@ static int spam_rules__field(const char *w, size_t n, int allow_mod, struct spam
         r->field = SPAM_FIELD_TOCC;
     } else {
         r->field = SPAM_FIELD_HEADER;
-        r->field_name = spam_xstrndup(w, nlen);
+        r->field_name = pstr_xstrndup(w, nlen);
     }
     r->mod = mod;
     return 0;
@@ -425,7 +425,7 @@ static void spam_rules__mp_emit(struct spam_rules__mp *m, enum spam_meta_opcode 
 {
     if (m->nops == m->cap) {
         m->cap = m->cap ? m->cap * 2 : 16;
-        m->ops = spam_xrealloc(m->ops, m->cap * sizeof(*m->ops));
+        m->ops = pstr_xrealloc(m->ops, m->cap * sizeof(*m->ops));
     }
     m->ops[m->nops].op = op;
     m->ops[m->nops].arg = arg;
@@ -511,8 +511,8 @@ static void spam_rules__mp_primary(struct spam_rules__mp *m, int depth)
         spam_rules__mp_fail(m, "name too long");
         return;
     }
-    m->refs = spam_xrealloc(m->refs, (m->nrefs + 1) * sizeof(*m->refs));
-    m->refs[m->nrefs] = spam_xstrndup(s, (size_t)(m->p - s));
+    m->refs = pstr_xrealloc(m->refs, (m->nrefs + 1) * sizeof(*m->refs));
+    m->refs[m->nrefs] = pstr_xstrndup(s, (size_t)(m->p - s));
     spam_rules__mp_emit(m, SPAM_META_RULE, m->nrefs, 0);
     m->nrefs++;
 }
@@ -635,40 +635,40 @@ static void spam_rules__line(struct spam_rules_builder *b, size_t fidx, unsigned
 static void spam_rules__include(struct spam_rules_builder *b, const char *from, unsigned line,
                                 const char *arg, size_t len)
 {
-    char *rel = spam_xstrndup(arg, len);
-    struct spam_str path = SPAM_STR_INIT;
+    char *rel = pstr_xstrndup(arg, len);
+    struct pstr path = PSTR_INIT;
     if (rel[0] == '/') {
-        spam_str_puts(&path, rel);
+        pstr_puts(&path, rel);
     } else {
         const char *slash = strrchr(from, '/');
         if (slash)
-            spam_str_append(&path, from, (size_t)(slash - from + 1));
-        spam_str_puts(&path, rel);
+            pstr_append(&path, from, (size_t)(slash - from + 1));
+        pstr_puts(&path, rel);
     }
     free(rel);
     if (b->depth >= SPAM_RULES_MAX_INCLUDE_DEPTH) {
         spam_rules__err(b, from, line, "include nested too deeply");
     } else {
         char real[PATH_MAX];
-        const char *key = realpath(spam_str_cstr(&path), real) ? real : spam_str_cstr(&path);
+        const char *key = realpath(pstr_cstr(&path), real) ? real : pstr_cstr(&path);
         int loop = 0;
         for (size_t i = 0; i < b->depth; i++)
             if (strcmp(b->stack[i], key) == 0)
                 loop = 1;
         if (loop) {
-            spam_rules__err(b, from, line, "include loop: %s includes itself", spam_str_cstr(&path));
+            spam_rules__err(b, from, line, "include loop: %s includes itself", pstr_cstr(&path));
         } else {
-            FILE *fp = fopen(spam_str_cstr(&path), "r");
+            FILE *fp = fopen(pstr_cstr(&path), "r");
             if (!fp) {
-                spam_rules__err(b, from, line, "cannot read include %s: %s", spam_str_cstr(&path),
+                spam_rules__err(b, from, line, "cannot read include %s: %s", pstr_cstr(&path),
                                 strerror(errno));
             } else {
                 fclose(fp);
-                spam_rules_builder_add_file(b, spam_str_cstr(&path));
+                spam_rules_builder_add_file(b, pstr_cstr(&path));
             }
         }
     }
-    spam_str_free(&path);
+    pstr_free(&path);
 }
 
 static void spam_rules__line(struct spam_rules_builder *b, size_t fidx, unsigned line, const char *p,
@@ -745,7 +745,7 @@ static void spam_rules__line(struct spam_rules_builder *b, size_t fidx, unsigned
         }
         struct spam_rules__entry *en = spam_rules__entry(b, name);
         free(en->rule.describe);
-        en->rule.describe = spam_xstrndup(p, (size_t)(end - p));
+        en->rule.describe = pstr_xstrndup(p, (size_t)(end - p));
         if (!en->mention_file) {
             en->mention_file = file;
             en->mention_line = line;
@@ -905,28 +905,28 @@ void spam_rules_builder_add_file(struct spam_rules_builder *b, const char *path)
             fclose(fp);
         return;
     }
-    struct spam_str s = SPAM_STR_INIT;
+    struct pstr s = PSTR_INIT;
     char buf[8192];
     size_t n;
     while ((n = fread(buf, 1, sizeof(buf), fp)) > 0)
-        spam_str_append(&s, buf, n);
+        pstr_append(&s, buf, n);
     int rerr = ferror(fp);
     fclose(fp);
     if (rerr) {
         spam_rules__err(b, path, 0, "cannot read rule file");
-        spam_str_free(&s);
+        pstr_free(&s);
         return;
     }
     size_t fidx = spam_rules__file(b, path, &st);
     char real[PATH_MAX];
-    char *key = spam_xstrdup(realpath(path, real) ? real : path);
+    char *key = pstr_xstrdup(realpath(path, real) ? real : path);
     if (b->depth < SPAM_RULES_MAX_INCLUDE_DEPTH) {
         b->stack[b->depth++] = key;
-        spam_rules__text(b, fidx, spam_str_cstr(&s), s.len);
+        spam_rules__text(b, fidx, pstr_cstr(&s), s.len);
         b->depth--;
     }
     free(key);
-    spam_str_free(&s);
+    pstr_free(&s);
 }
 
 /* ---- finishing --------------------------------------------------------- */
@@ -952,7 +952,7 @@ static void spam_rules__sort_errors(struct spam_rules_builder *b)
     size_t n = b->errs.n;
     if (n < 2)
         return;
-    struct spam_rules__sortkey *k = spam_xcalloc(n, sizeof(*k));
+    struct spam_rules__sortkey *k = pstr_xcalloc(n, sizeof(*k));
     for (size_t i = 0; i < n; i++) {
         k[i].file = b->nfiles;
         for (size_t f = 0; f < b->nfiles; f++)
@@ -962,7 +962,7 @@ static void spam_rules__sort_errors(struct spam_rules_builder *b)
         k[i].seq = i;
     }
     qsort(k, n, sizeof(*k), spam_rules__errcmp);
-    struct spam_rules_error *v = spam_xcalloc(n, sizeof(*v));
+    struct spam_rules_error *v = pstr_xcalloc(n, sizeof(*v));
     for (size_t i = 0; i < n; i++)
         v[i] = b->errs.v[k[i].seq];
     free(b->errs.v);
@@ -1007,10 +1007,10 @@ struct spam_ruleset *spam_rules_builder_finish(struct spam_rules_builder *b, str
             spam_rules__err(b, e->mention_file, e->mention_line, "score or describe for unknown rule %s",
                             e->rule.name);
     }
-    struct spam_ruleset *rs = spam_xcalloc(1, sizeof(*rs));
+    struct spam_ruleset *rs = pstr_xcalloc(1, sizeof(*rs));
     atomic_init(&rs->refs, 1);
-    size_t *map = spam_xcalloc(b->nents, sizeof(*map));
-    rs->rules = spam_xcalloc(b->nents, sizeof(*rs->rules));
+    size_t *map = pstr_xcalloc(b->nents, sizeof(*map));
+    rs->rules = pstr_xcalloc(b->nents, sizeof(*rs->rules));
     for (size_t i = 0; i < b->nents; i++) {
         if (!b->ents[i].defined)
             continue;
@@ -1045,9 +1045,9 @@ struct spam_ruleset *spam_rules_builder_finish(struct spam_rules_builder *b, str
             r->prog[k].arg = map[t - b->ents];
         }
     }
-    rs->meta_order = spam_xcalloc(rs->count[SPAM_RULE_META] + 1, sizeof(size_t));
-    unsigned char *color = spam_xcalloc(rs->nrules + 1, 1);
-    int *cyc = spam_xcalloc(rs->nrules + 1, sizeof(int));
+    rs->meta_order = pstr_xcalloc(rs->count[SPAM_RULE_META] + 1, sizeof(size_t));
+    unsigned char *color = pstr_xcalloc(rs->nrules + 1, 1);
+    int *cyc = pstr_xcalloc(rs->nrules + 1, sizeof(int));
     for (size_t i = 0; i < rs->nrules; i++)
         if (rs->rules[i].type == SPAM_RULE_META)
             spam_rules__visit(b, rs, i, color, cyc);

@@ -14,7 +14,7 @@
 #include "spam_eval.h"
 #include "spam_msg.h"
 #include "spam_rules.h"
-#include "spam_str.h"
+#include "pstr.h"
 
 #include <getopt.h>
 #include <pthread.h>
@@ -27,7 +27,7 @@
 
 static struct spam_ruleset *rs;
 static struct spam_scratch_pool *pool;
-static struct spam_str msg;
+static struct pstr msg;
 static atomic_int stop;
 static atomic_ulong done;
 
@@ -37,7 +37,7 @@ static const char *const words[] = {"meeting", "report", "budget", "project", "s
 
 static void build_message(size_t size)
 {
-    spam_str_puts(&msg, "Received: from mail.example.org (mail.example.org [192.0.2.10])\r\n"
+    pstr_puts(&msg, "Received: from mail.example.org (mail.example.org [192.0.2.10])\r\n"
                         "\tby mx.example.net with ESMTPS id 4AbC; Mon, 6 May 2024 10:00:01 +0200\r\n"
                         "From: Alice Example <alice@example.org>\r\nTo: Bob <bob@example.net>\r\n"
                         "Subject: Quarterly report and schedule\r\nDate: Mon, 6 May 2024 10:00:00 +0200\r\n"
@@ -48,21 +48,21 @@ static void build_message(size_t size)
     unsigned k = 0;
     while (msg.len < half) {
         for (int i = 0; i < 10; i++)
-            spam_str_printf(&msg, "%s ", words[(k++ * 7) % 16]);
+            pstr_printf(&msg, "%s ", words[(k++ * 7) % 16]);
         if (k % 50 == 0)
-            spam_str_printf(&msg, "https://docs.example.org/p/%u ", k);
-        spam_str_puts(&msg, "\r\n");
+            pstr_printf(&msg, "https://docs.example.org/p/%u ", k);
+        pstr_puts(&msg, "\r\n");
     }
-    spam_str_puts(&msg, "--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<html><body>\r\n");
+    pstr_puts(&msg, "--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<html><body>\r\n");
     while (msg.len < size - 40) {
-        spam_str_puts(&msg, "<p>");
+        pstr_puts(&msg, "<p>");
         for (int i = 0; i < 8; i++)
-            spam_str_printf(&msg, "%s ", words[(k++ * 5) % 16]);
+            pstr_printf(&msg, "%s ", words[(k++ * 5) % 16]);
         if (k % 40 == 0)
-            spam_str_printf(&msg, "<a href=\"https://www.example.org/x/%u\">the page</a>", k);
-        spam_str_puts(&msg, "</p>\r\n");
+            pstr_printf(&msg, "<a href=\"https://www.example.org/x/%u\">the page</a>", k);
+        pstr_puts(&msg, "</p>\r\n");
     }
-    spam_str_puts(&msg, "</body></html>\r\n--b--\r\n");
+    pstr_puts(&msg, "</body></html>\r\n--b--\r\n");
 }
 
 static char *extra_rules(const char *base, int n)
@@ -167,6 +167,6 @@ int main(int argc, char **argv)
            el * 1000.0 * threads / (double)(n ? n : 1), rs->jit);
     spam_scratch_pool_free(pool);
     spam_ruleset_unref(rs);
-    spam_str_free(&msg);
+    pstr_free(&msg);
     return 0;
 }

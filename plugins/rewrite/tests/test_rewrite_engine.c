@@ -115,11 +115,11 @@ static int run(const struct tcase *tc, char **sender_out, char *rcpts_out[4], ch
     size_t body = 0;
     rw_hdrs_parse(&h, tc->msg, strlen(tc->msg), &body);
     rw_eval_headers(tx, &env, sc, &h, NULL);
-    struct rw_str m = RW_STR_INIT;
+    struct pstr m = PSTR_INIT;
     rw_hdrs_render(&h, &m);
-    rw_str_puts(&m, "\r\n");
-    rw_str_puts(&m, tc->msg + body);
-    *msg_out = rw_str_steal(&m);
+    pstr_puts(&m, "\r\n");
+    pstr_puts(&m, tc->msg + body);
+    *msg_out = pstr_steal(&m);
     rw_hdrs_free(&h);
     rw_tx_free(tx);
     rw_scratch_free(sc);
@@ -360,9 +360,9 @@ static void test_encoded_output_decodes_back(void **state)
                        "proc\xc3\xa8s-verbal et pi\xc3\xa8" "ces jointes \xc3\xa0 relire avant jeudi";
     struct rw_hdrs h = RW_HDRS_INIT;
     assert_int_equal(rw_hdrs_add(&h, "Subject", text), 0);
-    struct rw_str out = RW_STR_INIT;
+    struct pstr out = PSTR_INIT;
     rw_hdrs_render(&h, &out);
-    const char *p = rw_str_cstr(&out);
+    const char *p = pstr_cstr(&out);
     size_t line = 0;
     for (; *p; p++) {
         if (*p == '\n') {
@@ -376,7 +376,7 @@ static void test_encoded_output_decodes_back(void **state)
     char *dec = rw_hdr_decode(h.f[0].raw, strlen(h.f[0].raw));
     assert_string_equal(dec, text);
     free(dec);
-    rw_str_free(&out);
+    pstr_free(&out);
     rw_hdrs_free(&h);
 }
 
@@ -396,19 +396,19 @@ static void test_fold_rules(void **state)
          " xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        struct rw_str out = RW_STR_INIT;
+        struct pstr out = PSTR_INIT;
         assert_int_equal(rw_hdr_fold(cases[i].prefix, cases[i].in, &out), cases[i].rc);
-        assert_string_equal(rw_str_cstr(&out), cases[i].want);
-        rw_str_free(&out);
+        assert_string_equal(pstr_cstr(&out), cases[i].want);
+        pstr_free(&out);
     }
     /* a word over 998 octets cannot be folded */
     char *big = malloc(1200);
     memset(big, 'x', 1199);
     big[0] = ' ';
     big[1199] = 0;
-    struct rw_str out = RW_STR_INIT;
+    struct pstr out = PSTR_INIT;
     assert_int_equal(rw_hdr_fold(8, big, &out), -1);
-    rw_str_free(&out);
+    pstr_free(&out);
     free(big);
 }
 

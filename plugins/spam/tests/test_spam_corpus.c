@@ -18,7 +18,7 @@
 #include "spam_eval.h"
 #include "spam_msg.h"
 #include "spam_rules.h"
-#include "spam_str.h"
+#include "pstr.h"
 
 static const char *const base_headers[] = {
     "Received: from mail.example.org (mail.example.org [192.0.2.10])\n"
@@ -37,7 +37,7 @@ static const char base_body[] = "Hi Bob,\n\nsee you at noon at the usual place.\
 struct entry {
     char name[128];
     int want_hit;
-    struct spam_str text;
+    struct pstr text;
 };
 
 static struct entry *entries;
@@ -50,17 +50,17 @@ static int header_named(const char *line, const char *name)
 }
 
 /* Turn an entry's text into a message (CRLF), per the corpus rules. */
-static void build(const char *text, struct spam_str *out, char *helo, size_t helosz)
+static void build(const char *text, struct pstr *out, char *helo, size_t helosz)
 {
-    struct spam_str msg = SPAM_STR_INIT;
+    struct pstr msg = PSTR_INIT;
     snprintf(helo, helosz, "mail.example.org");
     if (strncmp(text, "@clean\n", 7) != 0) {
-        spam_str_puts(&msg, text);
+        pstr_puts(&msg, text);
     } else {
         const char *p = text + 7;
         char *removed[32];
         size_t nremoved = 0;
-        struct spam_str own = SPAM_STR_INIT;
+        struct pstr own = PSTR_INIT;
         /* Directives and own header lines, up to the first empty line. */
         while (*p && *p != '\n') {
             const char *nl = strchr(p, '\n');
@@ -71,8 +71,8 @@ static void build(const char *text, struct spam_str *out, char *helo, size_t hel
                 if (nremoved < 32)
                     removed[nremoved++] = strndup(p + 1, l - 1);
             } else {
-                spam_str_append(&own, p, l);
-                spam_str_putc(&own, '\n');
+                pstr_append(&own, p, l);
+                pstr_putc(&own, '\n');
                 if (*p != ' ' && *p != '\t' && nremoved < 32) {
                     const char *c = memchr(p, ':', l);
                     if (c)
@@ -87,26 +87,26 @@ static void build(const char *text, struct spam_str *out, char *helo, size_t hel
                 if (header_named(base_headers[i], removed[k]))
                     skip = 1;
             if (!skip) {
-                spam_str_puts(&msg, base_headers[i]);
-                spam_str_putc(&msg, '\n');
+                pstr_puts(&msg, base_headers[i]);
+                pstr_putc(&msg, '\n');
             }
         }
-        spam_str_append(&msg, spam_str_cstr(&own), own.len);
-        spam_str_putc(&msg, '\n');
+        pstr_append(&msg, pstr_cstr(&own), own.len);
+        pstr_putc(&msg, '\n');
         if (*p == '\n' && p[1])
-            spam_str_puts(&msg, p + 1);
+            pstr_puts(&msg, p + 1);
         else
-            spam_str_puts(&msg, base_body);
+            pstr_puts(&msg, base_body);
         for (size_t k = 0; k < nremoved; k++)
             free(removed[k]);
-        spam_str_free(&own);
+        pstr_free(&own);
     }
-    for (const char *c = spam_str_cstr(&msg); *c; c++) {
+    for (const char *c = pstr_cstr(&msg); *c; c++) {
         if (*c == '\n')
-            spam_str_putc(out, '\r');
-        spam_str_putc(out, *c);
+            pstr_putc(out, '\r');
+        pstr_putc(out, *c);
     }
-    spam_str_free(&msg);
+    pstr_free(&msg);
 }
 
 static void load_corpus(void)
@@ -128,12 +128,12 @@ static void load_corpus(void)
         }
         if (!cur)
             continue; /* the file's comment block */
-        spam_str_puts(&cur->text, line);
+        pstr_puts(&cur->text, line);
     }
     fclose(fp);
     /* The blank line before the next "%%" separates entries, not content. */
     for (size_t i = 0; i < nentries; i++) {
-        struct spam_str *t = &entries[i].text;
+        struct pstr *t = &entries[i].text;
         while (t->len >= 2 && t->ptr[t->len - 1] == '\n' && t->ptr[t->len - 2] == '\n')
             t->ptr[--t->len] = '\0';
     }
@@ -153,15 +153,15 @@ static struct spam_ruleset *load_rules(void)
 static void eval_text(const struct spam_ruleset *rs, struct spam_scratch_pool *pool, const char *text,
                       struct spam_result *res)
 {
-    struct spam_str msg = SPAM_STR_INIT;
+    struct pstr msg = PSTR_INIT;
     char helo[256];
     build(text, &msg, helo, sizeof(helo));
     const char *rcpts[] = {"bob@example.net"};
     struct spam_msg_env env = {"alice@example.org", rcpts, 1, "192.0.2.10", helo, "mail.example.org"};
-    struct spam_msg *m = spam_msg_parse(spam_str_cstr(&msg), msg.len, &env, 256 * 1024);
+    struct spam_msg *m = spam_msg_parse(pstr_cstr(&msg), msg.len, &env, 256 * 1024);
     assert_int_equal(spam_eval_run(rs, m, pool, res), 0);
     spam_msg_free(m);
-    spam_str_free(&msg);
+    pstr_free(&msg);
 }
 
 static void test_corpus_each_rule(void **state)
@@ -180,7 +180,7 @@ static void test_corpus_each_rule(void **state)
             continue;
         }
         struct spam_result res;
-        eval_text(rs, pool, spam_str_cstr(&entries[i].text), &res);
+        eval_text(rs, pool, pstr_cstr(&entries[i].text), &res);
         if (res.hit[idx] != entries[i].want_hit) {
             fprintf(stderr, "%s %s: got %s, want %s (score %.2f)\n", entries[i].name,
                     entries[i].want_hit ? "hit" : "miss", res.hit[idx] ? "hit" : "miss",
@@ -207,7 +207,7 @@ static void test_corpus_each_rule(void **state)
         }
     }
     for (size_t i = 0; i < nentries; i++)
-        spam_str_free(&entries[i].text);
+        pstr_free(&entries[i].text);
     free(entries);
     entries = NULL;
     nentries = 0;

@@ -19,7 +19,7 @@
 #include "spam_html.h"
 #include "spam_msg.h"
 #include "spam_rules.h"
-#include "spam_str.h"
+#include "pstr.h"
 #include "spam_uri.h"
 
 static void test_html_text_and_hidden(void **state)
@@ -51,11 +51,11 @@ static void test_html_text_and_hidden(void **state)
         struct spam_html_result r;
         memset(&r, 0, sizeof(r));
         spam_html_parse(cases[i].html, strlen(cases[i].html), &r);
-        if (strcmp(spam_str_cstr(&r.text), cases[i].text) || strcmp(spam_str_cstr(&r.hidden), cases[i].hidden))
-            fprintf(stderr, "case %zu: got text '%s' hidden '%s', want '%s' / '%s'\n", i, spam_str_cstr(&r.text),
-                    spam_str_cstr(&r.hidden), cases[i].text, cases[i].hidden);
-        assert_string_equal(spam_str_cstr(&r.text), cases[i].text);
-        assert_string_equal(spam_str_cstr(&r.hidden), cases[i].hidden);
+        if (strcmp(pstr_cstr(&r.text), cases[i].text) || strcmp(pstr_cstr(&r.hidden), cases[i].hidden))
+            fprintf(stderr, "case %zu: got text '%s' hidden '%s', want '%s' / '%s'\n", i, pstr_cstr(&r.text),
+                    pstr_cstr(&r.hidden), cases[i].text, cases[i].hidden);
+        assert_string_equal(pstr_cstr(&r.text), cases[i].text);
+        assert_string_equal(pstr_cstr(&r.hidden), cases[i].hidden);
         spam_html_result_free(&r);
     }
 }
@@ -226,21 +226,21 @@ static void test_msg_fields(void **state)
     const char *rcpts[] = {"r1@example.net", "r2@example.net"};
     struct spam_msg_env env = {"s@example.org", rcpts, 2, "192.0.2.1", "helo.example", NULL};
     struct spam_msg *m = spam_msg_parse(field_msg, strlen(field_msg), &env, 65536);
-    assert_string_equal(spam_str_cstr(&m->text), "Gr\xc3\xbc\xc3\x9f" "e, see http://x.example/");
+    assert_string_equal(pstr_cstr(&m->text), "Gr\xc3\xbc\xc3\x9f" "e, see http://x.example/");
     assert_int_equal(m->nuris, 1);
     assert_string_equal(m->uris[0], "http://x.example/");
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char text[256];
         snprintf(text, sizeof(text), "header R %s =~ /x/", cases[i].field);
         struct spam_ruleset *rs = rules(text);
-        struct spam_str v = SPAM_STR_INIT;
+        struct pstr v = PSTR_INIT;
         int exists = -1;
         spam_msg_field(m, &rs->rules[0], &v, &exists);
-        if (strcmp(spam_str_cstr(&v), cases[i].value) != 0)
-            fprintf(stderr, "%s: got '%s', want '%s'\n", cases[i].field, spam_str_cstr(&v), cases[i].value);
-        assert_string_equal(spam_str_cstr(&v), cases[i].value);
+        if (strcmp(pstr_cstr(&v), cases[i].value) != 0)
+            fprintf(stderr, "%s: got '%s', want '%s'\n", cases[i].field, pstr_cstr(&v), cases[i].value);
+        assert_string_equal(pstr_cstr(&v), cases[i].value);
         assert_int_equal(exists, cases[i].exists);
-        spam_str_free(&v);
+        pstr_free(&v);
         spam_ruleset_unref(rs);
     }
     spam_msg_free(m);
@@ -336,12 +336,12 @@ static void test_eval_catastrophic_regex_bounded(void **state)
     /* Exponential backtracking at every start position of a 1 MB body. */
     struct spam_ruleset *rs = rules("body EVIL /(\\w+\\s?)+$/\nfull EVIL2 /(a|aa)+$/\nbody FINE /hello/\n");
     size_t size = 1024 * 1024;
-    struct spam_str msg = SPAM_STR_INIT;
-    spam_str_puts(&msg, "Subject: adversarial\r\n\r\nhello\r\n");
+    struct pstr msg = PSTR_INIT;
+    pstr_puts(&msg, "Subject: adversarial\r\n\r\nhello\r\n");
     while (msg.len < size) {
         for (int i = 0; i < 30; i++)
-            spam_str_putc(&msg, 'a');
-        spam_str_puts(&msg, "!\r\n");
+            pstr_putc(&msg, 'a');
+        pstr_puts(&msg, "!\r\n");
     }
     double t0 = now();
     struct spam_result res;
@@ -363,11 +363,11 @@ static void test_eval_catastrophic_regex_bounded(void **state)
      * limit (2^11 steps each): only the time budget can stop this one
      * (it would take seconds to minutes unbounded).
      */
-    spam_str_clear(&msg);
-    spam_str_puts(&msg, "Subject: adversarial\r\n\r\nhello\r\n");
+    pstr_clear(&msg);
+    pstr_puts(&msg, "Subject: adversarial\r\n\r\nhello\r\n");
     while (msg.len < size)
-        spam_str_puts(&msg, "aaaaaaaaaaa!");
-    spam_str_puts(&msg, "aaaa\r\n");
+        pstr_puts(&msg, "aaaaaaaaaaa!");
+    pstr_puts(&msg, "aaaa\r\n");
     t0 = now();
     m = spam_msg_parse(msg.ptr, msg.len, NULL, 2 * 1024 * 1024);
     assert_int_equal(spam_eval_run(rs, m, pool, &res), 0);
@@ -380,7 +380,7 @@ static void test_eval_catastrophic_regex_bounded(void **state)
     spam_result_free(&res);
     spam_msg_free(m);
     spam_scratch_pool_free(pool);
-    spam_str_free(&msg);
+    pstr_free(&msg);
     spam_ruleset_unref(rs);
 }
 
