@@ -1987,44 +1987,48 @@ static void api_set_reply(sluice_ctx *ctx, int code, const char *enh, const char
         snprintf(ctx->enh, sizeof ctx->enh, "%d.7.1", code / 100);
 }
 
+/* Private-data slots (per connection or per transaction): set from any
+ * thread a hook runs on, so under the owner's mutex; a replaced value is
+ * freed with its own free function. */
+static void slot_set(pthread_mutex_t *mu, void **slot, void (**slot_free)(void *), void *data,
+                     void (*free_fn)(void *))
+{
+    pthread_mutex_lock(mu);
+    if (*slot && *slot_free && *slot != data)
+        (*slot_free)(*slot);
+    *slot = data;
+    *slot_free = free_fn;
+    pthread_mutex_unlock(mu);
+}
+
+static void *slot_get(pthread_mutex_t *mu, void *const *slot)
+{
+    pthread_mutex_lock(mu);
+    void *d = *slot;
+    pthread_mutex_unlock(mu);
+    return d;
+}
+
 static void api_conn_data_set(sluice_ctx *ctx, void *data, void (*free_fn)(void *))
 {
-    struct host_conn *hc = ctx->hc;
     size_t i = ctx->inst->idx;
-    pthread_mutex_lock(&hc->mu);
-    if (hc->conndata[i] && hc->connfree[i] && hc->conndata[i] != data)
-        hc->connfree[i](hc->conndata[i]);
-    hc->conndata[i] = data;
-    hc->connfree[i] = free_fn;
-    pthread_mutex_unlock(&hc->mu);
+    slot_set(&ctx->hc->mu, &ctx->hc->conndata[i], &ctx->hc->connfree[i], data, free_fn);
 }
 
 static void *api_conn_data_get(sluice_ctx *ctx)
 {
-    pthread_mutex_lock(&ctx->hc->mu);
-    void *d = ctx->hc->conndata[ctx->inst->idx];
-    pthread_mutex_unlock(&ctx->hc->mu);
-    return d;
+    return slot_get(&ctx->hc->mu, &ctx->hc->conndata[ctx->inst->idx]);
 }
 
 static void api_tx_data_set(sluice_ctx *ctx, void *data, void (*free_fn)(void *))
 {
-    struct host_tx *tx = ctx->tx;
     size_t i = ctx->inst->idx;
-    pthread_mutex_lock(&tx->mu);
-    if (tx->txdata[i] && tx->txfree[i] && tx->txdata[i] != data)
-        tx->txfree[i](tx->txdata[i]);
-    tx->txdata[i] = data;
-    tx->txfree[i] = free_fn;
-    pthread_mutex_unlock(&tx->mu);
+    slot_set(&ctx->tx->mu, &ctx->tx->txdata[i], &ctx->tx->txfree[i], data, free_fn);
 }
 
 static void *api_tx_data_get(sluice_ctx *ctx)
 {
-    pthread_mutex_lock(&ctx->tx->mu);
-    void *d = ctx->tx->txdata[ctx->inst->idx];
-    pthread_mutex_unlock(&ctx->tx->mu);
-    return d;
+    return slot_get(&ctx->tx->mu, &ctx->tx->txdata[ctx->inst->idx]);
 }
 
 static void api_complete(sluice_ctx *ctx, int verdict)
