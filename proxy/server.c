@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "defer.h"
 #include "host.h"
 #include "log.h"
 #include "session.h"
@@ -151,6 +152,7 @@ int server_init(struct server *srv, uv_loop_t *loop, struct cfg *cfg)
 {
     memset(srv, 0, sizeof *srv);
     srv->loop = loop;
+    defer_init(loop);
     srv->cfg = cfg_ref(cfg);
     g_server = srv;
     int failed;
@@ -396,7 +398,10 @@ void server_free(struct server *srv)
     server__close_handle((uv_handle_t *)&srv->shutdown_timer);
     server__close_handle((uv_handle_t *)&idle_timer);
     server__close_handle((uv_handle_t *)&probe_timer);
-    /* Let every close (graceful TLS/QUIT flushes are bounded) complete. */
+    /* Let every close (graceful TLS/QUIT flushes are bounded) and every
+     * deferred teardown complete, then close the defer handle itself. */
+    uv_run(srv->loop, UV_RUN_DEFAULT);
+    defer_shutdown();
     uv_run(srv->loop, UV_RUN_DEFAULT);
     if (srv->tls_ctx)
         SSL_CTX_free(srv->tls_ctx);
