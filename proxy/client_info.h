@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * client_info: the facts of one client connection that plugins may read
+ * (through the host API) and that the upstream is told (XCLIENT). A plain
+ * value type: the session owns the live copy and changes it only between
+ * phases (HELO, TLS); each transaction keeps a snapshot of it.
+ */
+#ifndef SLUICE_CLIENT_INFO_H
+#define SLUICE_CLIENT_INFO_H
+
+#include <stdbool.h>
+
+struct client_info {
+    char sid[24];
+    char client_addr[64];
+    int client_port;
+    char client_name[256];  /* verified reverse name, "" if unknown */
+    char helo[256];
+    bool esmtp;
+    char tls_version[32];   /* "" when no TLS */
+    char tls_cipher[64];
+    char auth_user[256];    /* "" (sluice does not offer AUTH itself) */
+    char local_addr[64];
+    int local_port;
+};
+
+#endif
