@@ -16,7 +16,7 @@ PACKAGES=(
   # unit tests
   libcmocka-dev
   # integration tests and demo: Python, a real MTA, real SMTP client, certs
-  python3 python3-pytest postfix swaks openssl curl iproute2 procps util-linux
+  python3 python3-pytest postfix swaks libnet-ssleay-perl openssl curl iproute2 procps util-linux
   # plugin tests: antivirus, DKIM, spam scoring
   clamav-daemon clamav-testfiles python3-dkim python3-nacl opendkim-tools rspamd
   # stats tests: Prometheus' promtool, headless dashboard test
