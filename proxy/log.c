@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <syslog.h>
@@ -140,4 +141,29 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
     va_start(ap, fmt);
     log_vmsg(lvl, fmt, ap);
     va_end(ap);
+}
+
+void log_conn_msg(const struct log_conn *lc, enum log_level lvl, const char *fmt, ...)
+{
+    if (!log_enabled(lvl))
+        return;
+    char text[3072];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    if (lvl >= LOG_LVL_WARN && lc->action)
+        log_msg(lvl, "sid=%s %s (while %s)", lc->sid, text, lc->action);
+    else
+        log_msg(lvl, "sid=%s %s", lc->sid, text);
+}
+
+void log_panic(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_vmsg(LOG_LVL_FATAL, fmt, ap);
+    va_end(ap);
+    log_flush();
+    abort();
 }

@@ -1,8 +1,13 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * log: graded logging to stderr (default) or syslog. One line per call.
- * Lines are "LEVEL message"; callers put "sid=... key=value" context first.
- * Thread-safe (one write(2) per line).
+ * Lines are "LEVEL message". Thread-safe (one write(2) per line).
+ *
+ * Context: a connection's lines go through its `struct log_conn`, which
+ * prefixes every line with "sid=ID" and, for warnings and worse, ends it
+ * with what the connection was doing ("(while sending RCPT to upstream)"),
+ * so callers never paste the session id into format strings.
+ * log_panic() is for our own bugs: it logs and aborts.
  */
 #ifndef SLUICE_LOG_H
 #define SLUICE_LOG_H
@@ -28,6 +33,20 @@ void log_set_buffered(int on);
 void log_flush(void);
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void log_vmsg(enum log_level lvl, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+
+/* A connection's logging context (owned by the connection). */
+struct log_conn {
+    char sid[24];
+    const char *action; /* static string: what the connection is doing now */
+};
+void log_conn_msg(const struct log_conn *lc, enum log_level lvl, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void log_panic(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+#define log_c_debug(lc, ...) do { if (log_enabled(LOG_LVL_DEBUG)) log_conn_msg(lc, LOG_LVL_DEBUG, __VA_ARGS__); } while (0)
+#define log_c_info(lc, ...) log_conn_msg(lc, LOG_LVL_INFO, __VA_ARGS__)
+#define log_c_warn(lc, ...) log_conn_msg(lc, LOG_LVL_WARN, __VA_ARGS__)
+#define log_c_error(lc, ...) log_conn_msg(lc, LOG_LVL_ERROR, __VA_ARGS__)
 
 #define log_debug(...) do { if (log_enabled(LOG_LVL_DEBUG)) log_msg(LOG_LVL_DEBUG, __VA_ARGS__); } while (0)
 #define log_info(...) log_msg(LOG_LVL_INFO, __VA_ARGS__)

@@ -144,7 +144,7 @@ int main(int argc, char **argv)
         cfg_unref(cfg);
         return 0;
     }
-    host_set_current_chain(chain);
+    chain_set_current(chain);
     chain_unref(chain);
 
     log_init("sluice", cfg->log_syslog, debug ? LOG_LVL_DEBUG : (enum log_level)cfg->log_level);
@@ -191,7 +191,7 @@ int main(int argc, char **argv)
     log_info("sluice stopped");
     stats_http_stop();
     server_free(&srv);
-    host_shutdown();
+    chain_shutdown();
     uv_loop_close(loop);
     mime7_shutdown();
     return 0;

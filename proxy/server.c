@@ -21,7 +21,7 @@
 #include "defer.h"
 #include "host.h"
 #include "log.h"
-#include "session.h"
+#include "sess.h"
 #include "stats.h"
 #include "upstream.h"
 
@@ -89,6 +89,29 @@ void server_ip_release(struct server *srv, const char *ip)
     struct server_ipcount *e = ip_slot(srv, ip, false);
     if (e && e->n > 0)
         e->n--;
+}
+
+void server_sess_link(struct server *srv, struct server_link *l, struct sess *s)
+{
+    l->sess = s;
+    l->prev = NULL;
+    l->next = srv->sessions;
+    if (srv->sessions)
+        srv->sessions->prev = l;
+    srv->sessions = l;
+    srv->nconns++;
+}
+
+void server_sess_unlink(struct server *srv, struct server_link *l)
+{
+    if (l->prev)
+        l->prev->next = l->next;
+    else if (srv->sessions == l)
+        srv->sessions = l->next;
+    if (l->next)
+        l->next->prev = l->prev;
+    l->next = l->prev = NULL;
+    srv->nconns--;
 }
 
 uint64_t server_next_sid(struct server *srv)
@@ -279,10 +302,10 @@ static void server__on_term(uv_signal_t *h, int signum)
              srv->nconns, srv->cfg->shutdown_timeout_ms);
     server__stop_listeners(srv);
     uv_timer_stop(&probe_timer);
-    for (struct sess *s = srv->sessions; s;) {
-        struct sess *next = sess_next(s);
-        sess_shutdown(s);
-        s = next;
+    for (struct server_link *l = srv->sessions; l;) {
+        struct server_link *next = l->next;
+        sess_shutdown(l->sess);
+        l = next;
     }
     uv_timer_start(&srv->shutdown_timer, server__shutdown_deadline, srv->cfg->shutdown_timeout_ms,
                    0);
@@ -343,8 +366,8 @@ static void server__on_hup(uv_signal_t *h, int signum)
     srv->tls_ctx = tls;
     cfg_unref(srv->cfg);
     srv->cfg = n;
-    host_chain_handover(host_current_chain(), chain);
-    host_set_current_chain(chain);
+    chain_handover(chain_current(), chain);
+    chain_set_current(chain);
     chain_unref(chain);
     log_set_level((enum log_level)n->log_level);
     stats_config_reload(true);
@@ -390,7 +413,7 @@ void server_free(struct server *srv)
     }
     /* Sessions still open past the shutdown deadline are cut off. */
     while (srv->sessions)
-        sess_abort(srv->sessions);
+        sess_abort(srv->sessions->sess);
     server__stop_listeners(srv);
     server__close_handle((uv_handle_t *)&srv->sig_term);
     server__close_handle((uv_handle_t *)&srv->sig_int);

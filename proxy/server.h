@@ -17,6 +17,12 @@
 
 struct sess;
 
+/* A session's place in the server's list (embedded in the session). */
+struct server_link {
+    struct server_link *next, *prev;
+    struct sess *sess;
+};
+
 struct server {
     uv_loop_t *loop;
     struct cfg *cfg;         /* current config (referenced); sessions hold their own ref */
@@ -26,7 +32,7 @@ struct server {
     unsigned nconns;
     struct server_ipcount *ipcounts; /* hash of connection counts per client IP */
     size_t ipcount_cap;
-    struct sess *sessions;   /* intrusive list */
+    struct server_link *sessions; /* intrusive list of open sessions */
     bool stopping;
     uint64_t next_sid;
     /* What the upstream offered at its last EHLO (UP_CAP_*), used to
@@ -48,8 +54,8 @@ void server_free(struct server *srv);
 /* Per-IP accounting used by sessions. */
 bool server_ip_acquire(struct server *srv, const char *ip);
 void server_ip_release(struct server *srv, const char *ip);
-void server_sess_link(struct server *srv, struct sess *s);
-void server_sess_unlink(struct server *srv, struct sess *s);
+void server_sess_link(struct server *srv, struct server_link *l, struct sess *s);
+void server_sess_unlink(struct server *srv, struct server_link *l);
 uint64_t server_next_sid(struct server *srv);
 
 #endif

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Unit tests of the plugin host (proxy/host.c) driven through its public
+ * Unit tests of the plugin host (proxy/host.c, chain.c, ctx.c, api.c) driven through its public
  * interface with real plugins and a real libuv loop:
  *  - loader: a missing file, a wrong ABI version, no descriptor symbol, and
  *    malformed descriptors (compiled at test time from a small source, one
@@ -35,10 +35,12 @@
 
 #include "buf.h"
 #include "cfg.h"
+#include "defer.h"
 #include "host.h"
 #include "log.h"
+#include "msg.h"
 #include "msgbuf.h"
-#include "session.h"
+#include "tx.h"
 #include "stats.h"
 
 static char g_plugdir[PATH_MAX];  /* BUILD/tests/plugins */
@@ -106,6 +108,8 @@ static char *chain_errors(const char *sections, bool checking)
 struct fx {
     uv_loop_t loop;
     struct host_conn *hc;
+    struct tx *tx;             /* the transaction, owned as the session owns it */
+    struct client_info info;
     struct host_result res;
     bool done;
 };
@@ -114,22 +118,34 @@ static void fx_open(struct fx *fx, struct chain *ch)
 {
     memset(fx, 0, sizeof *fx);
     assert_int_equal(uv_loop_init(&fx->loop), 0);
-    host_set_current_chain(ch);
+    defer_init(&fx->loop);
+    chain_set_current(ch);
     chain_unref(ch);
-    struct sess_info info;
-    memset(&info, 0, sizeof info);
-    snprintf(info.sid, sizeof info.sid, "T%d", g_cfgno);
-    snprintf(info.client_addr, sizeof info.client_addr, "192.0.2.7");
-    info.client_port = 40000;
-    snprintf(info.helo, sizeof info.helo, "client.test");
-    fx->hc = host_conn_new(&fx->loop, &info);
+    struct client_info *info = &fx->info;
+    snprintf(info->sid, sizeof info->sid, "T%d", g_cfgno);
+    snprintf(info->client_addr, sizeof info->client_addr, "192.0.2.7");
+    info->client_port = 40000;
+    snprintf(info->helo, sizeof info->helo, "client.test");
+    fx->hc = host_conn_new(&fx->loop, info);
     assert_non_null(fx->hc);
+}
+
+/* End the transaction as the session does. */
+static void fx_end(struct fx *fx)
+{
+    if (!fx->tx)
+        return;
+    host_tx_end(fx->hc, fx->tx);
+    tx_unref(fx->tx);
+    fx->tx = NULL;
 }
 
 static void fx_close(struct fx *fx)
 {
+    fx_end(fx);
     host_conn_free(fx->hc);
-    host_shutdown();
+    chain_shutdown();
+    defer_shutdown();
     /* Run until the host's handles (and any late async timers) are closed. */
     uint64_t end = mono_ms() + 5000;
     while (uv_run(&fx->loop, UV_RUN_NOWAIT) != 0 && mono_ms() < end)
@@ -137,9 +153,16 @@ static void fx_close(struct fx *fx)
     assert_int_equal(uv_loop_close(&fx->loop), 0);
 }
 
-static void fx_done(void *ud, const struct host_result *r)
+static void fx_done(void *ud, struct host_result *r)
 {
     struct fx *fx = ud;
+    if (r->tx && r->tx != fx->tx) {
+        tx_unref(fx->tx); /* a hook timed out: go on with the clone */
+        fx->tx = r->tx;
+    } else {
+        tx_unref(r->tx);
+    }
+    r->tx = NULL;
     fx->res = *r;
     fx->done = true;
 }
@@ -149,7 +172,8 @@ static const struct host_result *fx_run(struct fx *fx, enum sluice_phase ph)
 {
     fx->done = false;
     memset(&fx->res, 0, sizeof fx->res);
-    host_run(fx->hc, ph, fx_done, fx);
+    host_run(fx->hc, ph >= SLUICE_PHASE_MAIL ? fx->tx : NULL, ph, fx_done, fx);
+    assert_false(fx->done); /* never answered inside host_run */
     uint64_t end = mono_ms() + 10000;
     while (!fx->done && mono_ms() < end)
         uv_run(&fx->loop, UV_RUN_ONCE);
@@ -174,24 +198,53 @@ static const char MSG[] = "From: a@example.com\r\n"
                           "body line\r\n";
 
 /* MAIL + one RCPT + message, as the session would report them. */
-static void fx_tx(struct fx *fx, const char *msg)
+static void fx_begin(struct fx *fx)
 {
     host_tx_begin(fx->hc);
-    host_tx_sender(fx->hc, "a@example.com", "");
-    host_tx_current_rcpt(fx->hc, "b@example.net", "");
-    host_tx_rcpt_accepted(fx->hc, "b@example.net", "");
+    fx->tx = tx_new(&fx->info, 1);
+    tx_set_sender(fx->tx, "a@example.com", "");
+}
+
+static void fx_tx(struct fx *fx, const char *msg)
+{
+    fx_begin(fx);
+    tx_set_current(fx->tx, "b@example.net", "");
+    tx_rcpt_answered(fx->tx, tx_rcpt_sent(fx->tx), true);
     struct msgbuf *mb = msgbuf_new(1 << 20, g_tmpdir);
     assert_non_null(mb);
     assert_int_equal(msgbuf_append(mb, msg, strlen(msg)), 0);
     assert_int_equal(msgbuf_finish(mb), 0);
-    assert_int_equal(host_tx_message(fx->hc, mb), 0);
+    assert_int_equal(tx_set_message(fx->tx, mb), 0);
+}
+
+/* The envelope as the end of data sees it (all recipients, with marks). */
+struct rcpt_view {
+    const char *addr;
+    bool added, removed;
+};
+
+static size_t fx_view(struct fx *fx, struct rcpt_view *v, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < fx->tx->nrcpts && n < max; i++, n++) {
+        v[n].addr = fx->tx->rcpts[i].addr;
+        v[n].added = fx->tx->rcpts[i].st == TX_R_ADDED;
+        v[n].removed = fx->tx->rcpts[i].removed;
+    }
+    return fx->tx->nrcpts;
+}
+
+static const char *fx_sender(struct fx *fx, bool *changed)
+{
+    *changed = fx->tx->sender_changed;
+    return fx->tx->sender;
 }
 
 static char *fx_render(struct fx *fx)
 {
     const char *d;
     size_t n;
-    host_tx_render(fx->hc, &d, &n);
+    tx_render(fx->tx, &d, &n);
     char *s = malloc(n + 1);
     assert_non_null(s);
     memcpy(s, d, n);
@@ -395,9 +448,9 @@ static void test_capabilities_enforced(void **state)
     assert_string_equal(m, MSG);
     free(m);
     bool changed = true;
-    assert_string_equal(host_tx_sender_now(fx.hc, &changed, NULL), "a@example.com");
+    assert_string_equal(fx_sender(&fx, &changed), "a@example.com");
     assert_false(changed);
-    host_tx_end(fx.hc);
+    fx_end(&fx);
     fx_close(&fx);
 }
 
@@ -479,15 +532,15 @@ static void test_verdict_merging(void **state)
                      (unsigned long long)calls_of("b"),
                      (unsigned long long)cases[i].want_b_calls);
         if (cases[i].want_verdict == SLUICE_DISCARD)
-            assert_true(host_tx_discard(fx.hc));
+            assert_true(fx.tx->discard);
         if (cases[i].want_verdict == SLUICE_QUARANTINE) {
-            assert_true(host_tx_quarantine(fx.hc));
-            assert_true(host_tx_quarantine_accepts(fx.hc));
+            assert_true(fx.tx->quarantine);
+            assert_true(fx.tx->quarantine_accepts);
         }
         if (cases[i].ph == SLUICE_PHASE_MAIL && cases[i].want_verdict == SLUICE_ACCEPT)
-            assert_true(host_tx_discard(fx.hc));
+            assert_true(fx.tx->discard);
         if (cases[i].ph >= SLUICE_PHASE_MAIL)
-            host_tx_end(fx.hc);
+            fx_end(&fx);
         fx_close(&fx);
         buf_free(&bx);
         buf_free(&b);
@@ -505,9 +558,9 @@ static void test_quarantine_reply_reject(void **state)
     fx_open(&fx, chain_from(b.ptr));
     fx_tx(&fx, MSG);
     assert_int_equal(fx_run(&fx, SLUICE_PHASE_DATA)->verdict, SLUICE_QUARANTINE);
-    assert_true(host_tx_quarantine(fx.hc));
-    assert_false(host_tx_quarantine_accepts(fx.hc));
-    host_tx_end(fx.hc);
+    assert_true(fx.tx->quarantine);
+    assert_false(fx.tx->quarantine_accepts);
+    fx_end(&fx);
     fx_close(&fx);
     buf_free(&b);
 }
@@ -561,7 +614,7 @@ static void test_edits_applied(void **state)
             fail_msg("case %zu: got\n%s\nwant\n%s", i, m, cases[i].want);
         /* The segments forwarded are the same bytes. */
         struct iovec iov[64];
-        int n = host_tx_segments(fx.hc, iov, 64);
+        int n = msg_segments(fx.tx->msg, iov, 64);
         assert_true(n > 0);
         buf_t seg = BUF_INIT;
         for (int k = 0; k < n; k++)
@@ -570,7 +623,7 @@ static void test_edits_applied(void **state)
         assert_memory_equal(seg.ptr, m, seg.len);
         buf_free(&seg);
         free(m);
-        host_tx_end(fx.hc);
+        fx_end(&fx);
         fx_close(&fx);
         buf_free(&b);
     }
@@ -590,11 +643,10 @@ static void test_envelope_edits(void **state)
     fx_tx(&fx, MSG);
     assert_int_equal(fx_run(&fx, SLUICE_PHASE_DATA)->verdict, SLUICE_CONTINUE);
     bool changed = false;
-    const char *params = NULL;
-    assert_string_equal(host_tx_sender_now(fx.hc, &changed, &params), "new@example.org");
+    assert_string_equal(fx_sender(&fx, &changed), "new@example.org");
     assert_true(changed);
-    struct host_rcpt_view v[8];
-    size_t n = host_tx_rcpt_view(fx.hc, v, 8);
+    struct rcpt_view v[8];
+    size_t n = fx_view(&fx, v, 8);
     assert_int_equal(n, 2);
     assert_string_equal(v[0].addr, "b@example.net");
     assert_true(v[0].removed);
@@ -603,18 +655,18 @@ static void test_envelope_edits(void **state)
     assert_true(v[1].added);
     assert_false(v[1].removed);
     buf_t sum = BUF_INIT;
-    host_tx_summary(fx.hc, &sum);
+    host_summary(fx.hc, fx.tx, &sum);
     assert_non_null(strstr(sum.ptr, "score=3.50 symbols=A_SYM,B_SYM"));
     assert_non_null(strstr(sum.ptr, "plugins=a:"));
     buf_free(&sum);
-    host_tx_envelope_committed(fx.hc);
-    n = host_tx_rcpt_view(fx.hc, v, 8);
+    tx_envelope_committed(fx.tx);
+    n = fx_view(&fx, v, 8);
     assert_int_equal(n, 1);
     assert_string_equal(v[0].addr, "extra@example.net");
     assert_false(v[0].added);
-    host_tx_sender_now(fx.hc, &changed, NULL);
+    fx_sender(&fx, &changed);
     assert_false(changed);
-    host_tx_end(fx.hc);
+    fx_end(&fx);
     fx_close(&fx);
     buf_free(&b);
 }
@@ -630,11 +682,10 @@ static void test_envelope_edits_early_phases(void **state)
                  "rewrite_rcpt = old@example.net new@example.net");
     struct fx fx;
     fx_open(&fx, chain_from(b.ptr));
-    host_tx_begin(fx.hc);
-    host_tx_sender(fx.hc, "a@example.com", "");
+    fx_begin(&fx);
     assert_int_equal(fx_run(&fx, SLUICE_PHASE_MAIL)->verdict, SLUICE_CONTINUE);
     bool changed = false;
-    assert_string_equal(host_tx_sender_now(fx.hc, &changed, NULL), "m@example.org");
+    assert_string_equal(fx_sender(&fx, &changed), "m@example.org");
     assert_true(changed);
     static const struct {
         const char *rcpt, *want;
@@ -644,15 +695,15 @@ static void test_envelope_edits_early_phases(void **state)
         {"OLD@example.net", "new@example.net"},
     };
     for (size_t i = 0; i < sizeof rc / sizeof rc[0]; i++) {
-        host_tx_current_rcpt(fx.hc, rc[i].rcpt, "");
+        tx_set_current(fx.tx, rc[i].rcpt, "");
         assert_int_equal(fx_run(&fx, SLUICE_PHASE_RCPT)->verdict, SLUICE_CONTINUE);
-        bool removed = true;
-        const char *now = host_tx_current_rcpt_now(fx.hc, &removed);
+        bool removed = fx.tx->cur.removed;
+        const char *now = fx.tx->cur.addr;
         assert_false(removed);
         if (strcmp(now, rc[i].want) != 0)
             fail_msg("rcpt %s: got %s, want %s", rc[i].rcpt, now, rc[i].want);
     }
-    host_tx_end(fx.hc);
+    fx_end(&fx);
     fx_close(&fx);
     buf_free(&b);
 }
@@ -730,7 +781,7 @@ static void test_failure_policies(void **state)
         m = fx_render(&fx);
         assert_null(strstr(m, "X-Late"));
         free(m);
-        host_tx_end(fx.hc);
+        fx_end(&fx);
         fx_close(&fx);
         buf_free(&b);
     }
@@ -753,7 +804,7 @@ static void test_circuit_breaker(void **state)
     for (size_t i = 0; i < sizeof want_calls / sizeof want_calls[0]; i++) {
         fx_tx(&fx, MSG);
         assert_int_equal(fx_run(&fx, SLUICE_PHASE_DATA)->verdict, SLUICE_CONTINUE);
-        host_tx_end(fx.hc);
+        fx_end(&fx);
         if (calls_of("flaky") != want_calls[i])
             fail_msg("message %zu: flaky called %llu times, want %llu", i,
                      (unsigned long long)calls_of("flaky"), (unsigned long long)want_calls[i]);
@@ -764,11 +815,11 @@ static void test_circuit_breaker(void **state)
     usleep(350 * 1000);
     fx_tx(&fx, MSG);
     fx_run(&fx, SLUICE_PHASE_DATA);
-    host_tx_end(fx.hc);
+    fx_end(&fx);
     assert_int_equal(calls_of("flaky"), 3);
     fx_tx(&fx, MSG);
     fx_run(&fx, SLUICE_PHASE_DATA);
-    host_tx_end(fx.hc);
+    fx_end(&fx);
     assert_int_equal(calls_of("flaky"), 3);
     /* The breaker is visible on /metrics. */
     buf_t out = BUF_INIT;
@@ -796,7 +847,7 @@ static void test_breaker_tempfail(void **state)
         const struct host_result *r = fx_run(&fx, SLUICE_PHASE_DATA);
         assert_int_equal(r->verdict, SLUICE_TEMPFAIL);
         assert_int_equal(r->code, 451);
-        host_tx_end(fx.hc);
+        fx_end(&fx);
     }
     assert_int_equal(calls_of("flaky"), 1);
     fx_close(&fx);
@@ -817,20 +868,20 @@ static void test_reload_pins_chain(void **state)
     fx_tx(&fx, MSG);
     /* A reload while the transaction is open: it finishes on the old chain. */
     struct chain *n = chain_from(b2.ptr);
-    host_set_current_chain(n);
+    chain_set_current(n);
     chain_unref(n);
     fx_run(&fx, SLUICE_PHASE_DATA);
     char *m = fx_render(&fx);
     assert_non_null(strstr(m, "X-Chain: old\r\n"));
     free(m);
-    host_tx_end(fx.hc);
+    fx_end(&fx);
     /* The next transaction uses the new one. */
     fx_tx(&fx, MSG);
     fx_run(&fx, SLUICE_PHASE_DATA);
     m = fx_render(&fx);
     assert_non_null(strstr(m, "X-Chain: new\r\n"));
     free(m);
-    host_tx_end(fx.hc);
+    fx_end(&fx);
     fx_close(&fx);
     buf_free(&b1);
     buf_free(&b2);
@@ -877,7 +928,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    host_shutdown();
+    chain_shutdown();
     return rm_rf_cb(g_tmpdir) == 0 ? 0 : -1;
 }
 

@@ -1,0 +1,496 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* api: the host API table; see api.h. */
+#include "api.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chain.h"
+#include "ctx.h"
+#include "host.h"
+#include "log.h"
+#include "msg.h"
+#include "smtp_cmd.h"
+#include "stats.h"
+#include "xalloc.h"
+
+static const struct sluice_host_api host_api;
+
+static const char *api_instance_name(const sluice_instance *inst)
+{
+    return inst->name;
+}
+
+static const char *api_config_get(const sluice_instance *inst, const char *key)
+{
+    char section[300];
+    snprintf(section, sizeof section, "plugin %s", inst->name);
+    return cfg_get(inst->cfg, section, key, NULL);
+}
+
+static void api_config_error(sluice_instance *inst, const char *key, const char *fmt, ...)
+{
+    char section[300];
+    snprintf(section, sizeof section, "plugin %s", inst->name);
+    int line = inst->settings.line;
+    if (key)
+        cfg_get(inst->cfg, section, key, &line);
+    if (!line)
+        line = inst->settings.line;
+    char msgtxt[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msgtxt, sizeof msgtxt, fmt, ap);
+    va_end(ap);
+    if (inst->errors) {
+        if (key)
+            chain_inst_error(inst, line, "%s: %s", key, msgtxt);
+        else
+            chain_inst_error(inst, line, "%s", msgtxt);
+    } else {
+        log_error("%s:%d: [plugin %s] %s%s%s", chain_cfg_file(inst->cfg), line, inst->name,
+                  key ? key : "", key ? ": " : "", msgtxt);
+    }
+}
+
+static int api_checking(const sluice_instance *inst)
+{
+    return inst->checking;
+}
+
+static int to_log_level(int level)
+{
+    switch (level) {
+    case SLUICE_LOG_DEBUG: return LOG_LVL_DEBUG;
+    case SLUICE_LOG_WARN: return LOG_LVL_WARN;
+    case SLUICE_LOG_ERROR: return LOG_LVL_ERROR;
+    default: return LOG_LVL_INFO;
+    }
+}
+
+static void api_log(const sluice_instance *inst, int level, const char *fmt, ...)
+{
+    enum log_level l = (enum log_level)to_log_level(level);
+    if (!log_enabled(l))
+        return;
+    char text[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    log_msg(l, "plugin=%s %s", inst->name, text);
+}
+
+static sluice_counter *api_counter_new(sluice_instance *inst, const char *name, const char *help,
+                                       const char *label_name, unsigned max_label_values)
+{
+    if (inst->checking)
+        return NULL;
+    char full[256];
+    snprintf(full, sizeof full, "plugin_%s_%s", inst->name, name);
+    return (sluice_counter *)stats_plugin_counter(full, help, label_name, max_label_values);
+}
+
+static void api_counter_add(sluice_counter *c, const char *label_value, uint64_t n)
+{
+    stats_counter_add((struct stats_counter *)c, label_value, n);
+}
+
+static sluice_instance *api_instance(sluice_ctx *ctx)
+{
+    return ctx->inst;
+}
+
+static void *api_instance_data(sluice_ctx *ctx)
+{
+    return ctx->inst->data;
+}
+
+static enum sluice_phase api_phase(sluice_ctx *ctx)
+{
+    return ctx->phase;
+}
+
+static void api_log_ctx(sluice_ctx *ctx, int level, const char *fmt, ...)
+{
+    enum log_level l = (enum log_level)to_log_level(level);
+    if (!log_enabled(l))
+        return;
+    char text[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    log_conn_msg(host_conn_log(ctx->hc), l, "plugin=%s %s", ctx->inst->name, text);
+}
+
+static const char *api_session_id(sluice_ctx *ctx) { return ctx->tx->client.sid; }
+static const char *api_client_addr(sluice_ctx *ctx) { return ctx->tx->client.client_addr; }
+static int api_client_port(sluice_ctx *ctx) { return ctx->tx->client.client_port; }
+static const char *api_client_name(sluice_ctx *ctx) { return ctx->tx->client.client_name; }
+static const char *api_helo(sluice_ctx *ctx) { return ctx->tx->client.helo; }
+static const char *api_tls_version(sluice_ctx *ctx) { return ctx->tx->client.tls_version; }
+static const char *api_tls_cipher(sluice_ctx *ctx) { return ctx->tx->client.tls_cipher; }
+static const char *api_auth_user(sluice_ctx *ctx) { return ctx->tx->client.auth_user; }
+
+static const char *api_sender(sluice_ctx *ctx)
+{
+    return ctx->tx->sender ? ctx->tx->sender : "";
+}
+
+static const char *api_sender_params(sluice_ctx *ctx)
+{
+    return ctx->tx->sender_params ? ctx->tx->sender_params : "";
+}
+
+/* Recipients visible to plugins: accepted or added, not removed. */
+static size_t api_rcpt_count(sluice_ctx *ctx)
+{
+    return tx_visible_count(ctx->tx);
+}
+
+static const char *api_rcpt(sluice_ctx *ctx, size_t i)
+{
+    const struct tx_rcpt *r = tx_visible_at(ctx->tx, i);
+    return r ? r->addr : NULL;
+}
+
+static const char *api_rcpt_params(sluice_ctx *ctx, size_t i)
+{
+    const struct tx_rcpt *r = tx_visible_at(ctx->tx, i);
+    return r ? r->params : NULL;
+}
+
+static const char *api_current_rcpt(sluice_ctx *ctx)
+{
+    return ctx->phase == SLUICE_PHASE_RCPT && ctx->tx->cur_set ? ctx->tx->cur.addr : NULL;
+}
+
+static const char *api_current_rcpt_params(sluice_ctx *ctx)
+{
+    if (ctx->phase != SLUICE_PHASE_RCPT || !ctx->tx->cur_set)
+        return NULL;
+    return ctx->tx->cur.params;
+}
+
+static int api_message(sluice_ctx *ctx, const char **data, size_t *len)
+{
+    if (!ctx->tx->msg)
+        return -ENOENT;
+    msg_render(ctx->tx->msg, data, len);
+    return 0;
+}
+
+static size_t api_header_count(sluice_ctx *ctx)
+{
+    return ctx->tx->msg ? msg_field_count(ctx->tx->msg) : 0;
+}
+
+static int api_header_at(sluice_ctx *ctx, size_t i, struct sluice_header *out)
+{
+    if (!ctx->tx->msg || !out || out->size < sizeof *out)
+        return -EINVAL;
+    const struct msg_field *f = msg_field_at(ctx->tx->msg, i);
+    if (!f)
+        return -ENOENT;
+    out->name = f->name;
+    out->name_len = f->name_len;
+    out->value = f->value;
+    out->value_len = f->value_len;
+    return 0;
+}
+
+static const char *api_header_get(sluice_ctx *ctx, const char *name, size_t nth)
+{
+    if (!ctx->tx->msg || !name)
+        return NULL;
+    long i = msg_field_find(ctx->tx->msg, name, nth);
+    if (i < 0)
+        return NULL;
+    const struct msg_field *f = msg_field_at(ctx->tx->msg, (size_t)i);
+    buf_t b = BUF_INIT;
+    msg_unfold(f->value, f->value_len, &b);
+    char *s = b.ptr ? b.ptr : xstrdup("");
+    return ctx_keep(ctx, s);
+}
+
+static int api_body(sluice_ctx *ctx, const char **data, size_t *len)
+{
+    if (!ctx->tx->msg)
+        return -ENOENT;
+    msg_body(ctx->tx->msg, data, len);
+    return 0;
+}
+
+static bool has_cap(sluice_ctx *ctx, uint32_t cap)
+{
+    if (ctx->inst->desc->capabilities & cap)
+        return true;
+    log_c_warn(host_conn_log(ctx->hc), "plugin=%s attempted an edit without the capability for it",
+               ctx->inst->name);
+    return false;
+}
+
+/* Validate a header name/value early, so the plugin gets the error. */
+static int check_header(const char *name, const char *value)
+{
+    if (name) {
+        size_t n = strlen(name);
+        if (n == 0 || n > 76)
+            return -EINVAL;
+        for (const char *p = name; *p; p++)
+            if ((unsigned char)*p <= 32 || (unsigned char)*p >= 127 || *p == ':')
+                return -EINVAL;
+    }
+    if (value) {
+        for (const char *p = value; *p; p++) {
+            if (*p == '\r' && !(p[1] == '\n' && (p[2] == ' ' || p[2] == '\t')))
+                return -EINVAL;
+            if (*p == '\n' && !(p > value && p[-1] == '\r'))
+                return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+static int journal_header(sluice_ctx *ctx, enum ctx_edit_kind k, size_t index, const char *name,
+                          const char *value)
+{
+    if (ctx->phase != SLUICE_PHASE_DATA)
+        return -EPERM;
+    if (!has_cap(ctx, SLUICE_CAP_HEADERS))
+        return -EPERM;
+    int rc = check_header(name, value);
+    if (rc)
+        return rc;
+    struct ctx_edit *e = ctx_edit_new(ctx, k);
+    e->index = index;
+    e->name = xstrdup(name);
+    e->value = xstrdup(value);
+    return 0;
+}
+
+static int api_header_add(sluice_ctx *ctx, const char *name, const char *value)
+{
+    if (!name || !value)
+        return -EINVAL;
+    return journal_header(ctx, CTX_E_HDR_ADD, 0, name, value);
+}
+
+static int api_header_insert(sluice_ctx *ctx, size_t index, const char *name, const char *value)
+{
+    if (!name || !value)
+        return -EINVAL;
+    return journal_header(ctx, CTX_E_HDR_INSERT, index, name, value);
+}
+
+static int api_header_change(sluice_ctx *ctx, const char *name, size_t nth, const char *value)
+{
+    if (!name)
+        return -EINVAL;
+    if (!ctx->tx->msg || msg_field_find(ctx->tx->msg, name, nth) < 0)
+        return -ENOENT;
+    return journal_header(ctx, value ? CTX_E_HDR_CHANGE : CTX_E_HDR_DELETE, nth, name, value);
+}
+
+static int api_header_delete(sluice_ctx *ctx, const char *name, size_t nth)
+{
+    return api_header_change(ctx, name, nth, NULL);
+}
+
+static int api_body_replace(sluice_ctx *ctx, const char *data, size_t len)
+{
+    if (ctx->phase != SLUICE_PHASE_DATA || !has_cap(ctx, SLUICE_CAP_BODY))
+        return -EPERM;
+    if (!data && len)
+        return -EINVAL;
+    if (memchr(data ? data : "", 0, len))
+        return -EINVAL;
+    struct ctx_edit *e = ctx_edit_new(ctx, CTX_E_BODY);
+    e->data = xmalloc(len ? len : 1);
+    if (len)
+        memcpy(e->data, data, len);
+    e->len = len;
+    return 0;
+}
+
+static int journal_addr(sluice_ctx *ctx, enum ctx_edit_kind k, uint32_t cap, const char *addr,
+                        const char *params)
+{
+    if (ctx->phase != SLUICE_PHASE_MAIL && ctx->phase != SLUICE_PHASE_RCPT &&
+        ctx->phase != SLUICE_PHASE_DATA)
+        return -EPERM;
+    if (!has_cap(ctx, cap))
+        return -EPERM;
+    if (!addr)
+        return -EINVAL;
+    /* Never let a plugin produce a malformed command for the upstream. */
+    if (!(k == CTX_E_SENDER && addr[0] == 0) && !cmd_mailbox_valid(addr, strlen(addr), true))
+        return -EINVAL;
+    if (params) {
+        for (const char *p = params; *p; p++)
+            if ((unsigned char)*p < 32 || (unsigned char)*p > 126)
+                return -EINVAL;
+    }
+    struct ctx_edit *e = ctx_edit_new(ctx, k);
+    e->value = xstrdup(addr);
+    e->params = xstrdup(params ? params : "");
+    return 0;
+}
+
+static int api_sender_change(sluice_ctx *ctx, const char *addr, const char *params)
+{
+    return journal_addr(ctx, CTX_E_SENDER, SLUICE_CAP_SENDER, addr, params);
+}
+
+static int api_rcpt_add(sluice_ctx *ctx, const char *addr, const char *params)
+{
+    return journal_addr(ctx, CTX_E_RCPT_ADD, SLUICE_CAP_RECIPIENTS, addr, params);
+}
+
+static int api_rcpt_remove(sluice_ctx *ctx, const char *addr)
+{
+    return journal_addr(ctx, CTX_E_RCPT_REMOVE, SLUICE_CAP_RECIPIENTS, addr, NULL);
+}
+
+static void api_symbol_add(sluice_ctx *ctx, const char *name, double score,
+                           const char *description)
+{
+    if (!name)
+        return;
+    struct ctx_edit *e = ctx_edit_new(ctx, CTX_E_SYMBOL);
+    e->name = xstrdup(name);
+    e->value = xstrdup(description ? description : "");
+    e->score = score;
+}
+
+static double api_score(sluice_ctx *ctx)
+{
+    double s = ctx->tx->score;
+    for (struct ctx_edit *e = ctx->edits; e; e = e->next)
+        if (e->kind == CTX_E_SYMBOL)
+            s += e->score;
+    return s;
+}
+
+static int api_has_symbol(sluice_ctx *ctx, const char *name)
+{
+    for (size_t i = 0; i < ctx->tx->nsyms; i++)
+        if (strcmp(ctx->tx->syms[i].name, name) == 0)
+            return 1;
+    for (struct ctx_edit *e = ctx->edits; e; e = e->next)
+        if (e->kind == CTX_E_SYMBOL && strcmp(e->name, name) == 0)
+            return 1;
+    return 0;
+}
+
+static void api_set_reply(sluice_ctx *ctx, int code, const char *enh, const char *text)
+{
+    ctx->code = code;
+    snprintf(ctx->enh, sizeof ctx->enh, "%s", enh ? enh : "");
+    /* One line, printable: a plugin must not inject reply lines. */
+    size_t j = 0;
+    for (const char *p = text ? text : ""; *p && j < sizeof ctx->text - 1; p++)
+        ctx->text[j++] = ((unsigned char)*p < 32 || (unsigned char)*p == 127) ? ' ' : *p;
+    ctx->text[j] = 0;
+    /* Enhanced code must be x.y.z with the reply's class. */
+    int a, b, c;
+    char tail;
+    if (sscanf(ctx->enh, "%d.%d.%d%c", &a, &b, &c, &tail) != 3 || a != code / 100)
+        snprintf(ctx->enh, sizeof ctx->enh, "%d.7.1", code / 100);
+}
+
+/* Private-data slots: guarded by their owner (plugins may set them from
+ * pool threads); a replaced value is freed with its own free function. */
+static void api_conn_data_set(sluice_ctx *ctx, void *data, void (*free_fn)(void *))
+{
+    host_conn_data_set(ctx->hc, ctx->inst->idx, data, free_fn);
+}
+
+static void *api_conn_data_get(sluice_ctx *ctx)
+{
+    return host_conn_data_get(ctx->hc, ctx->inst->idx);
+}
+
+static void api_tx_data_set(sluice_ctx *ctx, void *data, void (*free_fn)(void *))
+{
+    tx_data_set(ctx->tx, ctx->inst->idx, data, free_fn);
+}
+
+static void *api_tx_data_get(sluice_ctx *ctx)
+{
+    return tx_data_get(ctx->tx, ctx->inst->idx);
+}
+
+static void api_complete(sluice_ctx *ctx, int verdict)
+{
+    host_complete(ctx, verdict);
+}
+
+static void *api_event_loop(sluice_ctx *ctx)
+{
+    return host_conn_loop(ctx->hc);
+}
+
+static const struct sluice_host_api host_api = {
+    .size = sizeof(struct sluice_host_api),
+    .version = SLUICE_PLUGIN_ABI_VERSION,
+    .instance_name = api_instance_name,
+    .config_get = api_config_get,
+    .config_error = api_config_error,
+    .checking = api_checking,
+    .log = api_log,
+    .counter_new = api_counter_new,
+    .counter_add = api_counter_add,
+    .instance = api_instance,
+    .instance_data = api_instance_data,
+    .phase = api_phase,
+    .log_ctx = api_log_ctx,
+    .session_id = api_session_id,
+    .client_addr = api_client_addr,
+    .client_port = api_client_port,
+    .client_name = api_client_name,
+    .helo = api_helo,
+    .tls_version = api_tls_version,
+    .tls_cipher = api_tls_cipher,
+    .auth_user = api_auth_user,
+    .sender = api_sender,
+    .sender_params = api_sender_params,
+    .rcpt_count = api_rcpt_count,
+    .rcpt = api_rcpt,
+    .rcpt_params = api_rcpt_params,
+    .current_rcpt = api_current_rcpt,
+    .message = api_message,
+    .header_count = api_header_count,
+    .header_at = api_header_at,
+    .header_get = api_header_get,
+    .body = api_body,
+    .header_add = api_header_add,
+    .header_insert = api_header_insert,
+    .header_change = api_header_change,
+    .header_delete = api_header_delete,
+    .body_replace = api_body_replace,
+    .sender_change = api_sender_change,
+    .rcpt_add = api_rcpt_add,
+    .rcpt_remove = api_rcpt_remove,
+    .symbol_add = api_symbol_add,
+    .score = api_score,
+    .has_symbol = api_has_symbol,
+    .set_reply = api_set_reply,
+    .conn_data_set = api_conn_data_set,
+    .conn_data_get = api_conn_data_get,
+    .tx_data_set = api_tx_data_set,
+    .tx_data_get = api_tx_data_get,
+    .complete = api_complete,
+    .event_loop = api_event_loop,
+    .current_rcpt_params = api_current_rcpt_params,
+};
+
+const struct sluice_host_api *api_table(void)
+{
+    return &host_api;
+}
+

@@ -1,0 +1,587 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * sess: the session's life, input and clock; see sess.h.
+ *
+ * Input: bytes from the client are processed from a view (the read buffer
+ * when nothing is pending, else s->in). In command states the cmd_reader
+ * cuts lines; in DATA the data_reader consumes bytes into the message
+ * buffer until CRLF.CRLF. Processing stops while a command waits (s->busy:
+ * plugin phase or upstream), while the state is not a command state
+ * (lookup, connect, end of data, TLS handshake), or when a barrier command
+ * must wait for earlier replies; the completion calls sess_kick(), which
+ * resumes from s->in.
+ *
+ * Teardown: sess_close() marks the session CLOSING (every entry point
+ * checks that first) and posts its teardown, which runs from the loop:
+ * the session is never freed inside its own call stack.
+ */
+#include "sess.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "conn.h"
+#include "resolve.h"
+#include "server.h"
+#include "sess_int.h"
+#include "xalloc.h"
+
+static const char *const sess__state_names[S_COUNT] = {
+    [S_LOOKUP] = "lookup", [S_CONNECT] = "connect", [S_GREETED] = "greeted",
+    [S_HELO] = "helo", [S_MAIL] = "mail", [S_RCPT] = "rcpt", [S_DATA] = "data",
+    [S_EOM] = "eom", [S_TLS] = "tls", [S_CLOSING] = "closing",
+};
+
+const char *sess_state_name(enum sess_state st)
+{
+    return st < S_COUNT ? sess__state_names[st] : "?";
+}
+
+/* The one place the state changes. CLOSING is final. */
+void sess_set_state(struct sess *s, enum sess_state st)
+{
+    if (s->state == st)
+        return;
+    if (s->state == S_CLOSING)
+        log_panic("sid=%s state change %s -> %s after close", s->info.sid,
+                  sess_state_name(s->state), sess_state_name(st));
+    log_c_debug(&s->log, "state %s -> %s", sess_state_name(s->state), sess_state_name(st));
+    s->state = st;
+}
+
+/* ---- transaction ------------------------------------------------------------ */
+
+bool sess_tx_open(const struct sess *s)
+{
+    return s->tx && (s->state == S_MAIL || s->state == S_RCPT || s->state == S_DATA ||
+                     s->state == S_EOM);
+}
+
+static const char *const sess__verdict_names[] = {
+    "accepted", "rejected", "tempfailed", "discarded", "quarantined", "aborted",
+};
+
+/* One log line per transaction, session id first. */
+void sess_log_tx(struct sess *s, enum stats_verdict v, uint64_t size_out)
+{
+    struct tx *tx = s->tx;
+    uint64_t ns = tx && tx->started_ns ? clock_mono_ns() - tx->started_ns : 0;
+    unsigned long long ms = (unsigned long long)(ns / 1000000u);
+    buf_t extra = BUF_INIT;
+    bool plugins = s->hc && tx && host_conn_active(s->hc);
+    if (plugins)
+        host_summary(s->hc, tx, &extra);
+    size_t nrcpts = tx ? tx_accepted(tx) : 0;
+    uint64_t bytes = tx ? tx->bytes_in : 0;
+    log_c_info(&s->log, "event=tx client=%s:%d helo=%s tls=%s from=<%s> rcpts=%zu size=%llu "
+               "upstream=\"%s\" verdict=%s duration=%llu.%03llu%s",
+               s->info.client_addr, s->info.client_port, s->info.helo[0] ? s->info.helo : "-",
+               s->info.tls_version[0] ? s->info.tls_version : "none",
+               tx && tx->orig_sender ? tx->orig_sender : "", nrcpts, (unsigned long long)bytes,
+               s->last_upstream, sess__verdict_names[v], ms / 1000, ms % 1000,
+               extra.ptr ? extra.ptr : "");
+    buf_free(&extra);
+    if (plugins)
+        host_record(s->hc, tx, sess__verdict_names[v], s->last_upstream);
+    stats_transaction(v, (unsigned)nrcpts, bytes, size_out, (double)ns / 1e9);
+}
+
+/* End the transaction locally; `abort_upstream` sends RSET when the
+ * upstream has one open. */
+void sess_tx_end(struct sess *s, bool abort_upstream)
+{
+    if (abort_upstream && sess_tx_open(s) && s->up && up_ready(s->up))
+        up_command(s->up, "RSET", NULL, NULL);
+    if (s->tx) {
+        if (s->hc)
+            host_tx_end(s->hc, s->tx);
+        if (!s->msg)
+            s->msg = tx_take_msgbuf(s->tx); /* reuse its memory */
+        tx_unref(s->tx);
+        s->tx = NULL;
+    }
+    if (s->msg)
+        msgbuf_reset(s->msg);
+    buf_free(&s->mime7_out);
+    s->last_upstream[0] = 0;
+    if (s->state == S_MAIL || s->state == S_RCPT || s->state == S_DATA || s->state == S_EOM)
+        sess_set_state(s, S_HELO);
+    s->log.action = NULL;
+}
+
+void sess_last_upstream(struct sess *s, const struct up_result *r)
+{
+    if (r->err == UP_OK && r->reply)
+        snprintf(s->last_upstream, sizeof s->last_upstream, "%d %s%s%s", r->reply->code,
+                 r->reply->enh, r->reply->enh[0] ? " " : "",
+                 r->reply->nlines ? r->reply->lines[0] : "");
+    else
+        snprintf(s->last_upstream, sizeof s->last_upstream, "error: %s",
+                 r->why ? r->why : "upstream failure");
+}
+
+unsigned sess_upstream_caps(struct sess *s)
+{
+    if (s->up && up_ready(s->up))
+        return up_caps(s->up);
+    return s->srv->upstream_caps_known ? s->srv->upstream_caps : 0;
+}
+
+/* Count a client error; past the limit the session ends with 421. */
+bool sess_error(struct sess *s)
+{
+    s->errors++;
+    if (s->cfg->max_errors && s->errors >= s->cfg->max_errors) {
+        sess_reply(s, 421, "4.7.0", "%s Error: too many errors, closing connection",
+                   s->cfg->hostname);
+        sess_close(s, true);
+        return false;
+    }
+    return true;
+}
+
+/* ---- input ------------------------------------------------------------------ */
+
+/* Can the next command line be handled now? */
+static bool sess__can_take_command(const struct sess *s)
+{
+    return !s->busy && (s->state == S_GREETED || s->state == S_HELO || s->state == S_MAIL ||
+                        s->state == S_RCPT);
+}
+
+/* Process in[0..len); returns bytes consumed. Stops when waiting. */
+static size_t sess__process(struct sess *s, const char *in, size_t len)
+{
+    size_t off = 0;
+    while (off < len && !s->end_after_reply) {
+        if (s->state == S_DATA) {
+            off += data_reader_feed(&s->dr, in + off, len - off);
+            if (data_reader_done(&s->dr))
+                sess_eom_begin(s);
+            continue;
+        }
+        if (!sess__can_take_command(s))
+            break;
+        size_t used = 0, llen = 0;
+        const char *line = NULL;
+        enum cmd_rd rd = cmd_reader_next(&s->rd, in + off, len - off, &used, &line, &llen);
+        if (rd == CMD_RD_AGAIN) {
+            off += used;
+            break;
+        }
+        if (rd == CMD_RD_TOO_LONG) {
+            off += used;
+            sess_reply(s, 500, "5.5.2", "Error: line too long");
+            sess_error(s);
+            continue;
+        }
+        /* A barrier command waits for every earlier reply; the line stays
+         * unconsumed in the input until then. */
+        struct cmd c;
+        cmd_parse(line, llen, &c);
+        if (s->slots_head && sess_cmd_is_barrier(c.verb))
+            break;
+        off += used;
+        if (sess_cmd_handle(s, line, llen))
+            return len; /* STARTTLS: everything after it in this read is discarded */
+    }
+    return off;
+}
+
+static void sess__process_input(struct sess *s)
+{
+    if (s->processing)
+        log_panic("sid=%s session input processed re-entrantly", s->info.sid);
+    if (s->state == S_CLOSING)
+        return;
+    s->processing = true;
+    size_t used = sess__process(s, s->in.ptr, s->in.len);
+    buf_consume(&s->in, used);
+    s->processing = false;
+}
+
+static void sess__check_backpressure(struct sess *s)
+{
+    if (s->state == S_CLOSING)
+        return;
+    bool too_much_out = conn_pending(s->conn) > s->cfg->client_output_limit;
+    bool too_much_in = s->in.len > 4 * CMD_LINE_MAX + 65536;
+    if ((too_much_out || too_much_in) && !s->read_paused) {
+        conn_read_stop(s->conn);
+        s->read_paused = true;
+    } else if (!too_much_out && !too_much_in && s->read_paused) {
+        conn_read_start(s->conn);
+        s->read_paused = false;
+    }
+}
+
+/* Resume after an asynchronous step completed (called from the loop). */
+void sess_kick(struct sess *s)
+{
+    if (s->state == S_CLOSING)
+        return;
+    if (s->end_after_reply) {
+        sess_close(s, true);
+        return;
+    }
+    if (!s->processing && s->in.len)
+        sess__process_input(s);
+    if (s->state == S_CLOSING)
+        return;
+    if (s->end_after_reply) {
+        sess_close(s, true);
+        return;
+    }
+    conn_flush(s->conn);
+    if (s->shutdown && !s->busy && !sess_tx_open(s) && !s->slots_head &&
+        (s->state == S_GREETED || s->state == S_HELO)) {
+        sess_reply(s, 421, "4.3.2", "%s Service shutting down", s->cfg->hostname);
+        sess_close(s, true);
+        return;
+    }
+    sess__check_backpressure(s);
+    sess_arm_timer(s);
+}
+
+static void sess__on_read(struct conn *c, const char *data, size_t len, void *ud)
+{
+    (void)c;
+    struct sess *s = ud;
+    if (s->state == S_CLOSING)
+        return;
+    if (s->in.len == 0 && !s->processing) {
+        /* Fast path: process straight from the read buffer. */
+        s->processing = true;
+        size_t used = sess__process(s, data, len);
+        s->processing = false;
+        if (used < len && s->state != S_CLOSING && s->state != S_TLS)
+            buf_append(&s->in, data + used, len - used);
+    } else {
+        buf_append(&s->in, data, len);
+        sess__process_input(s);
+    }
+    if (s->state == S_CLOSING)
+        return;
+    if (s->end_after_reply) {
+        sess_close(s, true);
+        return;
+    }
+    conn_flush(s->conn);
+    sess__check_backpressure(s);
+    /* The clock restarts on progress, not on every byte: a command must be
+     * complete within command_timeout, and DATA must bring at least 1 KiB
+     * (or its end) per data_timeout, so a client sending a byte a second
+     * is bounded. */
+    if (s->state == S_DATA) {
+        s->timer_bytes += len;
+        if (s->timer_bytes >= 1024 || s->deadline == 0)
+            sess_arm_timer(s);
+    } else if (s->ncmds != s->timer_ncmds || s->deadline == 0) {
+        sess_arm_timer(s);
+    }
+}
+
+/* ---- the client's deadline ------------------------------------------------------ */
+
+static void sess__timeout_cb(uv_timer_t *t)
+{
+    struct sess *s = t->data;
+    if (s->state == S_CLOSING || s->deadline == 0)
+        return;
+    /* The timer runs lazily (see sess_arm_timer): only a deadline that
+     * has really passed counts; an earlier wake-up re-arms for the rest. */
+    uint64_t now = uv_now(s->srv->loop);
+    if (now < s->deadline) {
+        uv_timer_start(&s->timer, sess__timeout_cb, s->deadline - now, 0);
+        s->timer_due = s->deadline;
+        return;
+    }
+    stats_timeout(s->state == S_DATA ? STATS_TO_DATA : STATS_TO_COMMAND);
+    log_c_warn(&s->log, "client=%s timeout in state %s", s->info.client_addr,
+               sess_state_name(s->state));
+    if (sess_tx_open(s)) {
+        snprintf(s->last_upstream, sizeof s->last_upstream, "not sent: client timeout");
+        sess_log_tx(s, STATS_V_ABORTED, 0);
+    }
+    sess_tx_end(s, true);
+    /* Not behind pending slots: the client has gone quiet. */
+    sess_reply_drop_all(s);
+    sess_reply(s, 421, "4.4.2", "%s Error: timeout exceeded", s->cfg->hostname);
+    sess_close(s, true);
+}
+
+void sess_arm_timer(struct sess *s)
+{
+    if (s->state == S_CLOSING)
+        return;
+    if (s->busy || s->state == S_EOM || s->state == S_LOOKUP || s->state == S_CONNECT ||
+        s->state == S_TLS) {
+        /* Our turn to work (upstream, plugins): the client is not idle. */
+        s->deadline = 0;
+        return;
+    }
+    unsigned ms = s->state == S_DATA      ? s->cfg->data_timeout_ms
+                  : s->state == S_GREETED ? s->cfg->greeting_timeout_ms
+                                          : s->cfg->command_timeout_ms;
+    s->timer_ncmds = s->ncmds;
+    s->timer_bytes = 0;
+    /* Moving a deadline is a store; the libuv timer (a heap operation) is
+     * only started when none is pending, and its callback re-arms for
+     * whatever is left. */
+    s->deadline = uv_now(s->srv->loop) + ms;
+    if (!uv_is_active((uv_handle_t *)&s->timer) || s->deadline < s->timer_due) {
+        uv_timer_start(&s->timer, sess__timeout_cb, ms, 0);
+        s->timer_due = s->deadline;
+    }
+}
+
+/* ---- teardown --------------------------------------------------------------------- */
+
+static void sess__timer_close_cb(uv_handle_t *h)
+{
+    struct sess *s = h->data;
+    buf_free(&s->in);
+    buf_free(&s->mime7_out);
+    if (s->msg)
+        msgbuf_free(s->msg);
+    cfg_unref(s->cfg);
+    free(s);
+}
+
+/* Everything sess_close() marked, done from the loop. */
+static void sess__teardown(struct sess *s, bool graceful)
+{
+    defer_cancel(&s->close_ev);
+    if (s->hc)
+        host_cancel(s->hc);
+    sess_eom_cancel(s);
+    if (s->tx) {
+        if (s->closing_tx_open) {
+            if (!s->last_upstream[0])
+                snprintf(s->last_upstream, sizeof s->last_upstream,
+                         "not sent: client disconnected");
+            sess_log_tx(s, STATS_V_ABORTED, 0);
+        }
+        if (s->up && up_ready(s->up) && s->tx->mail_ok)
+            up_command(s->up, "RSET", NULL, NULL);
+        if (s->hc)
+            host_tx_end(s->hc, s->tx);
+        tx_unref(s->tx);
+        s->tx = NULL;
+    }
+    sess_reply_drop_all(s);
+    if (s->up) {
+        up_free(s->up);
+        s->up = NULL;
+    }
+    if (s->hc) {
+        host_conn_free(s->hc);
+        s->hc = NULL;
+    }
+    if (s->dns) {
+        resolve_cancel(s->dns); /* no callback after this */
+        s->dns = NULL;
+    }
+    if (s->conn) {
+        conn_flush(s->conn);
+        conn_close(s->conn, graceful);
+        s->conn = NULL;
+    }
+    if (s->ip_counted)
+        server_ip_release(s->srv, s->info.client_addr);
+    server_sess_unlink(s->srv, &s->link);
+    stats_conn_close();
+    log_c_info(&s->log, "event=disconnect client=%s:%d errors=%u duration=%.3f",
+               s->info.client_addr, s->info.client_port, s->errors,
+               (double)(clock_mono_ns() - s->conn_started_ns) / 1e9);
+    uv_timer_stop(&s->timer);
+    uv_close((uv_handle_t *)&s->timer, sess__timer_close_cb);
+}
+
+static void sess__close_ev(struct defer_ev *ev)
+{
+    struct sess *s = (struct sess *)((char *)ev - offsetof(struct sess, close_ev));
+    sess__teardown(s, s->graceful_close);
+}
+
+void sess_close(struct sess *s, bool graceful)
+{
+    if (s->state == S_CLOSING)
+        return;
+    /* What is already queued for the client still goes out. */
+    if (s->conn)
+        conn_flush(s->conn);
+    if (s->conn && !s->read_paused)
+        conn_read_stop(s->conn);
+    s->read_paused = true;
+    s->graceful_close = graceful;
+    /* The transaction was open in this state: remember it for the log. */
+    s->closing_tx_open = sess_tx_open(s);
+    sess_set_state(s, S_CLOSING);
+    defer_post(&s->close_ev, sess__close_ev);
+}
+
+static void sess__on_event(struct conn *c, enum conn_event ev, int err, void *ud)
+{
+    (void)c;
+    struct sess *s = ud;
+    if (s->state == S_CLOSING)
+        return;
+    switch (ev) {
+    case CONN_EV_EOF:
+        sess_close(s, false);
+        break;
+    case CONN_EV_ERROR:
+        log_c_debug(&s->log, "client connection error: %s", uv_strerror(err));
+        sess_close(s, false);
+        break;
+    case CONN_EV_TLS_DONE:
+        stats_tls_handshake(true);
+        s->tls = true;
+        snprintf(s->info.tls_version, sizeof s->info.tls_version, "%s",
+                 conn_tls_version(s->conn) ? conn_tls_version(s->conn) : "");
+        snprintf(s->info.tls_cipher, sizeof s->info.tls_cipher, "%s",
+                 conn_tls_cipher(s->conn) ? conn_tls_cipher(s->conn) : "");
+        /* RFC 3207: the session starts over; a new EHLO is required. */
+        s->info.helo[0] = 0;
+        s->info.esmtp = false;
+        if (s->hc)
+            host_conn_info(s->hc, &s->info);
+        buf_reset(&s->in);
+        cmd_reader_init(&s->rd, CMD_LINE_MAX);
+        s->log.action = NULL;
+        sess_set_state(s, S_GREETED);
+        sess_kick(s);
+        break;
+    case CONN_EV_TLS_FAIL:
+        stats_tls_handshake(false);
+        log_c_warn(&s->log, "client=%s TLS handshake failed: %s", s->info.client_addr,
+                   conn_tls_error(s->conn));
+        sess_close(s, false);
+        break;
+    case CONN_EV_DRAINED:
+        sess__check_backpressure(s);
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---- creation ---------------------------------------------------------------------- */
+
+/* The session proper starts: plugins' CONNECT phase, then the greeting. */
+static void sess__begin(struct sess *s)
+{
+    s->hc = host_conn_new(s->srv->loop, &s->info);
+    sess_cmd_connect(s);
+}
+
+/* Reverse lookup, then forward confirmation (the name must resolve back to
+ * the client's address), on sluice's resolver threads before the greeting,
+ * as MTAs do: plugins and the upstream (XCLIENT NAME) only ever get a
+ * verified name. */
+static void sess__dns_cb(void *ud, const char *name)
+{
+    struct sess *s = ud;
+    s->dns = NULL;
+    if (s->state == S_CLOSING)
+        return;
+    if (name)
+        snprintf(s->info.client_name, sizeof s->info.client_name, "%s", name);
+    sess__begin(s);
+}
+
+static bool sess__start_dns(struct sess *s)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    if (uv_tcp_getpeername(conn_tcp(s->conn), (struct sockaddr *)&ss, &len) != 0)
+        return false;
+    s->dns = resolve_client((struct sockaddr *)&ss, sess__dns_cb, s);
+    if (!s->dns)
+        return false;
+    s->log.action = "looking up the client's name";
+    return true;
+}
+
+static void sess__refuse_busy(struct sess *s)
+{
+    struct server *srv = s->srv;
+    bool over_total = srv->cfg->max_connections && srv->nconns > srv->cfg->max_connections;
+    stats_conn_refused();
+    log_c_warn(&s->log, "client=%s refused: %s", s->info.client_addr,
+               srv->stopping ? "shutting down"
+               : over_total  ? "too many connections"
+                             : "too many connections from this address");
+    sess_reply(s, 421, "4.7.0", "%s Error: too many connections, try again later",
+               srv->cfg->hostname);
+    sess_close(s, true);
+}
+
+int sess_accept(struct server *srv, uv_stream_t *listener)
+{
+    struct sess *s = xcalloc(1, sizeof *s);
+    s->srv = srv;
+    s->cfg = cfg_ref(srv->cfg);
+    s->conn = conn_new(srv->loop, sess__on_read, sess__on_event, s);
+    int rc = uv_accept(listener, (uv_stream_t *)conn_tcp(s->conn));
+    if (rc != 0) {
+        conn_close(s->conn, false);
+        cfg_unref(s->cfg);
+        free(s);
+        return rc;
+    }
+    uv_timer_init(srv->loop, &s->timer);
+    s->timer.data = s;
+    s->conn_started_ns = clock_mono_ns();
+    snprintf(s->info.sid, sizeof s->info.sid, "%010llX",
+             (unsigned long long)server_next_sid(srv));
+    memcpy(s->log.sid, s->info.sid, sizeof s->log.sid);
+    conn_peer(s->conn, s->info.client_addr, sizeof s->info.client_addr, &s->info.client_port);
+    conn_local(s->conn, s->info.local_addr, sizeof s->info.local_addr, &s->info.local_port);
+    cmd_reader_init(&s->rd, CMD_LINE_MAX);
+    server_sess_link(srv, &s->link, s);
+    stats_conn_open();
+
+    bool over_total = srv->cfg->max_connections && srv->nconns > srv->cfg->max_connections;
+    bool over_ip = !server_ip_acquire(srv, s->info.client_addr);
+    s->ip_counted = !over_ip;
+    if (over_total || over_ip || srv->stopping) {
+        sess__refuse_busy(s);
+        return 0;
+    }
+    log_c_info(&s->log, "event=connect client=%s:%d", s->info.client_addr, s->info.client_port);
+    conn_set_nodelay(s->conn);
+    conn_read_start(s->conn);
+    if (s->cfg->connect_at == CFG_CONNECT_AT_CONNECT) {
+        s->up = up_new(srv->loop, s->cfg, s->info.sid);
+        up_open(s->up, sess_cmd_up_open_cb, s);
+    }
+    if (s->cfg->reverse_dns && sess__start_dns(s))
+        return 0; /* sess__begin() runs when the lookup is done */
+    sess__begin(s);
+    return 0;
+}
+
+void sess_abort(struct sess *s)
+{
+    /* Called by the server, never from inside the session: finish now. */
+    if (s->state != S_CLOSING)
+        sess_close(s, false);
+    sess__teardown(s, false);
+}
+
+void sess_shutdown(struct sess *s)
+{
+    s->shutdown = true;
+    sess_kick(s);
+}
+
+const struct client_info *sess_info(const struct sess *s)
+{
+    return &s->info;
+}

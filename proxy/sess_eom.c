@@ -1,0 +1,376 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * sess_eom: the end of data. The message is complete: check what the DATA
+ * reader saw, run the DATA phase, apply the verdict (reject, tempfail,
+ * discard, quarantine), bring the upstream's envelope in line with the
+ * plugins' edits (tx_envelope_plan: as is, new RCPTs, or RSET + replay),
+ * forward the message (7-bit downgrade when the upstream lacks 8BITMIME)
+ * and relay the upstream's final reply. Exactly one reply and one log line
+ * per message, whatever happens.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conn.h"
+#include "mime7.h"
+#include "quar.h"
+#include "server.h"
+#include "sess_int.h"
+
+/* Answer the message without sending it, log it, end the transaction. */
+static void sess_eom__finish(struct sess *s, enum stats_verdict v, const char *why)
+{
+    snprintf(s->last_upstream, sizeof s->last_upstream, "not sent: %.280s", why);
+    sess_log_tx(s, v, 0);
+    sess_tx_end(s, true);
+}
+
+/* ---- forwarding ------------------------------------------------------------- */
+
+static void sess_eom__reply_cb(void *ud, const struct up_result *r)
+{
+    struct sess *s = ud;
+    if (s->state == S_CLOSING)
+        return;
+    buf_t b = BUF_INIT;
+    enum stats_verdict v;
+    sess_last_upstream(s, r);
+    if (r->err != UP_OK) {
+        sess_reply_up_error(&b, r->err);
+        v = STATS_V_TEMPFAILED;
+    } else {
+        sess_reply_relay(&b, r->reply);
+        v = r->reply->code < 300   ? STATS_V_ACCEPTED
+            : r->reply->code < 500 ? STATS_V_TEMPFAILED
+                                   : STATS_V_REJECTED;
+    }
+    sess_reply_raw(s, b.ptr, b.len);
+    buf_free(&b);
+    sess_log_tx(s, v, r->err == UP_OK ? up_data_bytes(s->up) : 0);
+    /* The upstream's transaction ended with its final reply: no RSET. */
+    sess_tx_end(s, false);
+    sess_kick(s);
+}
+
+/* Downgrade to 7 bits when the upstream cannot take 8-bit data. false: a
+ * reply was given and the transaction ended. */
+static bool sess_eom__downgrade(struct sess *s, int *n)
+{
+    const char *whole;
+    size_t wlen;
+    tx_render(s->tx, &whole, &wlen);
+    if (!mime7_is_8bit(whole, wlen))
+        return true;
+    char why[200] = "";
+    buf_reset(&s->mime7_out);
+    int mrc = mime7_downgrade(whole, wlen, &s->mime7_out, why, sizeof why);
+    if (mrc != 0) {
+        if (mrc > 0)
+            sess_reply(s, 554, "5.6.3", "Conversion required but not possible: %s", why);
+        else
+            sess_reply(s, 451, "4.3.0", "Local error in conversion");
+        sess_eom__finish(s, mrc > 0 ? STATS_V_REJECTED : STATS_V_TEMPFAILED,
+                         mrc > 0 ? why : "conversion error");
+        return false;
+    }
+    s->segs[0].iov_base = s->mime7_out.ptr;
+    s->segs[0].iov_len = s->mime7_out.len;
+    *n = 1;
+    return true;
+}
+
+/* Send the message (as the chain left it) to the upstream. */
+static void sess_eom__forward(struct sess *s)
+{
+    int n = msg_segments(s->tx->msg, s->segs, (int)(sizeof s->segs / sizeof s->segs[0]));
+    if (n < 0) {
+        sess_reply(s, 451, "4.3.0", "Local error in processing");
+        sess_eom__finish(s, STATS_V_TEMPFAILED, "local error");
+        return;
+    }
+    if (!(up_caps(s->up) & UP_CAP_8BITMIME) &&
+        (s->dr.has_8bit || s->tx->body == CMD_BODY_8BITMIME || msg_edited(s->tx->msg)) &&
+        !sess_eom__downgrade(s, &n))
+        return;
+    s->log.action = "sending the message to upstream";
+    up_data(s->up, s->segs, (size_t)n, sess_eom__reply_cb, s);
+}
+
+/* ---- envelope replay after plugin edits ----------------------------------- */
+
+static void sess_eom__replay_done(struct sess *s)
+{
+    if (s->replay.mail_failed || s->replay.ok == 0) {
+        /* Nobody left to deliver to: answer with what the upstream said. */
+        const char *t = s->replay.fail[0] ? s->replay.fail : "451 4.3.0 Envelope change failed";
+        enum stats_verdict v = atoi(t) >= 500 ? STATS_V_REJECTED : STATS_V_TEMPFAILED;
+        buf_t b = BUF_INIT;
+        buf_printf(&b, "%s\r\n", t);
+        sess_reply_raw(s, b.ptr, b.len);
+        buf_free(&b);
+        char why[300];
+        snprintf(why, sizeof why, "%.280s", t);
+        sess_eom__finish(s, v, why);
+        sess_kick(s);
+        return;
+    }
+    tx_envelope_committed(s->tx);
+    sess_eom__forward(s);
+    sess_kick(s);
+}
+
+static void sess_eom__replay_cb(struct sess *s, const struct up_result *r, bool is_mail,
+                                bool is_rset)
+{
+    struct sess_replay *rp = &s->replay;
+    if (r->err != UP_OK) {
+        rp->mail_failed = true;
+        snprintf(rp->fail, sizeof rp->fail,
+                 "451 4.4.2 Upstream failure during envelope change");
+    } else if (is_rset && r->reply->code >= 300) {
+        rp->mail_failed = true;
+        snprintf(rp->fail, sizeof rp->fail, "451 4.4.2 Upstream refused RSET");
+    } else if (r->reply->code >= 300) {
+        if (is_mail)
+            rp->mail_failed = true;
+        snprintf(rp->fail, sizeof rp->fail, "%d %s %s", r->reply->code,
+                 r->reply->enh[0] ? r->reply->enh : sess_reply_default_enh(r->reply->code),
+                 r->reply->nlines ? r->reply->lines[0] : "");
+        log_c_warn(&s->log, "upstream refused a plugin envelope change: %s", rp->fail);
+    } else if (!is_mail && !is_rset) {
+        rp->ok++;
+    }
+    if (--rp->pending == 0 && s->state != S_CLOSING)
+        sess_eom__replay_done(s);
+}
+
+static void sess_eom__rset_cb(void *ud, const struct up_result *r)
+{
+    sess_eom__replay_cb(ud, r, false, true);
+}
+
+static void sess_eom__mail_cb(void *ud, const struct up_result *r)
+{
+    sess_eom__replay_cb(ud, r, true, false);
+}
+
+static void sess_eom__rcpt_cb(void *ud, const struct up_result *r)
+{
+    sess_eom__replay_cb(ud, r, false, false);
+}
+
+static const char *sess_eom__space(const char *p, char *tmp, size_t tmplen)
+{
+    if (!p || !*p)
+        return "";
+    if (*p == ' ')
+        return p;
+    snprintf(tmp, tmplen, " %s", p);
+    return tmp;
+}
+
+/* Bring the upstream's envelope in line with the plugins' edits, then
+ * forward (tx_envelope_plan decides what that takes). */
+static void sess_eom__envelope(struct sess *s)
+{
+    struct tx *tx = s->tx;
+    enum tx_plan plan = tx_envelope_plan(tx);
+    if (plan == TX_PLAN_NONE_LEFT) {
+        /* The chain removed every recipient: nobody to deliver to. Like
+         * DISCARD, the client hears 250 (a 4xx would make it retry a
+         * message that can never go anywhere) and it is logged loudly. */
+        log_c_warn(&s->log, "plugins removed every recipient: message accepted and dropped");
+        sess_reply(s, 250, "2.0.0", "Ok");
+        sess_eom__finish(s, STATS_V_DISCARDED, "no recipients left");
+        return;
+    }
+    if (plan == TX_PLAN_AS_IS) {
+        sess_eom__forward(s);
+        return;
+    }
+    bool replay = plan == TX_PLAN_REPLAY;
+    memset(&s->replay, 0, sizeof s->replay);
+    s->replay.ok = replay ? 0 : 1;
+    char tmp[700];
+    buf_t line = BUF_INIT;
+    s->log.action = "changing the envelope at the upstream";
+    if (replay) {
+        log_c_info(&s->log, "envelope changed by plugins: replaying MAIL <%s> -> <%s> with %zu "
+                   "recipient(s)", tx->orig_sender, tx->sender, tx_visible_count(tx));
+        s->replay.pending += 2;
+        up_command(s->up, "RSET", sess_eom__rset_cb, s);
+        buf_printf(&line, "MAIL FROM:<%s>%s", tx->sender,
+                   tx->sender_changed && tx->sender_params && *tx->sender_params
+                       ? sess_eom__space(tx->sender_params, tmp, sizeof tmp)
+                       : tx->mail_params);
+        up_command(s->up, line.ptr, sess_eom__mail_cb, s);
+    }
+    for (size_t i = 0; i < tx->nrcpts; i++) {
+        const struct tx_rcpt *r = &tx->rcpts[i];
+        bool in = (r->st == TX_R_ACCEPTED || r->st == TX_R_ADDED) && !r->removed;
+        if (!in || (!replay && r->st != TX_R_ADDED))
+            continue;
+        if (r->st == TX_R_ADDED)
+            log_c_info(&s->log, "recipient <%s> added by plugin", r->addr);
+        buf_reset(&line);
+        buf_printf(&line, "RCPT TO:<%s>%s", r->addr, sess_eom__space(r->params, tmp, sizeof tmp));
+        s->replay.pending++;
+        up_command(s->up, line.ptr, sess_eom__rcpt_cb, s);
+    }
+    buf_free(&line);
+}
+
+/* ---- verdicts ------------------------------------------------------------------ */
+
+static void sess_eom__quar_cb(void *ud, int rc, const char *path)
+{
+    struct sess *s = ud;
+    s->quar = NULL;
+    if (rc != 0) {
+        log_c_error(&s->log, "cannot write quarantine file %s: %s", path, strerror(-rc));
+        sess_reply(s, 451, "4.3.0", "Local error in processing, try again later");
+        sess_eom__finish(s, STATS_V_TEMPFAILED, "quarantine failed");
+    } else {
+        log_c_warn(&s->log, "message quarantined in %s", path);
+        if (s->tx->quarantine_accepts)
+            sess_reply(s, 250, "2.0.0", "Ok");
+        else
+            sess_reply(s, 554, "5.7.1", "Message quarantined");
+        sess_eom__finish(s, STATS_V_QUARANTINED, "quarantined");
+    }
+    sess_kick(s);
+}
+
+static void sess_eom__quarantine(struct sess *s)
+{
+    if (!s->cfg->quarantine_dir) {
+        log_c_error(&s->log, "quarantine requested but [server] quarantine_dir is not set");
+        sess_reply(s, 451, "4.3.0", "Local error in processing, try again later");
+        sess_eom__finish(s, STATS_V_TEMPFAILED, "quarantine failed");
+        return;
+    }
+    s->log.action = "writing the quarantine file";
+    s->quar = quar_write(s->srv->loop, s->cfg->quarantine_dir, s->tx, sess_eom__quar_cb, s);
+}
+
+static void sess_eom__data_done(void *ud, struct host_result *r)
+{
+    struct sess *s = ud;
+    if (r->tx && s->tx && r->tx != s->tx) {
+        tx_unref(s->tx); /* a hook timed out: go on with the clone */
+        s->tx = r->tx;
+    } else {
+        tx_unref(r->tx);
+    }
+    r->tx = NULL;
+    if (s->state == S_CLOSING)
+        return;
+    if (r->verdict == SLUICE_REJECT || r->verdict == SLUICE_TEMPFAIL ||
+        r->verdict == SLUICE_DISCONNECT) {
+        char why[120];
+        snprintf(why, sizeof why, "%s by %s", r->verdict == SLUICE_REJECT ? "rejected" : "tempfailed",
+                 r->plugin ? r->plugin : "chain");
+        snprintf(s->last_upstream, sizeof s->last_upstream, "not sent: %s", why);
+        if (r->verdict != SLUICE_DISCONNECT)
+            sess_log_tx(s, r->verdict == SLUICE_REJECT ? STATS_V_REJECTED : STATS_V_TEMPFAILED, 0);
+        if (r->verdict == SLUICE_DISCONNECT) {
+            sess_reply(s, 421, r->enh[0] == '4' ? r->enh : "4.7.0", "%s", r->text);
+            sess_close(s, true);
+            return;
+        }
+        sess_reply(s, r->code, r->enh, "%s", r->text);
+        sess_tx_end(s, true);
+    } else if (s->tx->quarantine) {
+        sess_eom__quarantine(s);
+    } else if (s->tx->discard) {
+        sess_reply(s, 250, "2.0.0", "Ok");
+        sess_eom__finish(s, STATS_V_DISCARDED, "discarded");
+    } else {
+        sess_eom__envelope(s);
+    }
+    sess_kick(s);
+}
+
+/* What the DATA reader or the spool saw wrong, as a reply; NULL if fine. */
+static const char *sess_eom__data_error(struct sess *s, enum stats_verdict *v)
+{
+    unsigned errs = data_reader_errors(&s->dr);
+    int merr = msgbuf_error(s->msg);
+    *v = STATS_V_REJECTED;
+    if (errs & DATA_ERR_SINK || merr) {
+        log_c_warn(&s->log, "spool write failed: %s", strerror(merr ? -merr : EIO));
+        stats_error();
+        sess_reply(s, 452, "4.3.1", "Insufficient system storage");
+        *v = STATS_V_TEMPFAILED;
+        return "spool error";
+    }
+    if (errs & DATA_ERR_TOO_BIG) {
+        sess_reply(s, 552, "5.3.4", "Error: message too large");
+        return "too large";
+    }
+    if (errs & DATA_ERR_BARE_NL) {
+        sess_reply(s, 550, "5.5.2", "Error: bare <CR> or <LF> received in message data");
+        return "bare newline";
+    }
+    if (errs & DATA_ERR_NUL) {
+        sess_reply(s, 550, "5.6.0", "Error: NUL byte in message data");
+        return "NUL byte";
+    }
+    if (errs & DATA_ERR_LINE_TOO_LONG) {
+        sess_reply(s, 550, "5.5.2", "Error: message line longer than %zu octets",
+                   s->cfg->max_line_length);
+        return "line too long";
+    }
+    if (errs & DATA_ERR_HEADER_TOO_BIG) {
+        sess_reply(s, 552, "5.3.4", "Error: message header too large");
+        return "header too large";
+    }
+    int rc = msgbuf_finish(s->msg);
+    if (rc != 0) {
+        log_c_warn(&s->log, "spool finish failed: %s", strerror(-rc));
+        stats_error();
+        sess_reply(s, 452, "4.3.1", "Insufficient system storage");
+        *v = STATS_V_TEMPFAILED;
+        return "spool error";
+    }
+    return NULL;
+}
+
+void sess_eom_begin(struct sess *s)
+{
+    s->tx->bytes_in = s->dr.out_bytes;
+    sess_set_state(s, S_EOM);
+    enum stats_verdict v;
+    const char *why = sess_eom__data_error(s, &v);
+    if (why) {
+        bool client_error = data_reader_errors(&s->dr) != 0;
+        sess_eom__finish(s, v, why);
+        if (client_error)
+            sess_error(s);
+        return;
+    }
+    /* The tx takes the message buffer; it comes back at the end. */
+    struct msgbuf *mb = s->msg;
+    s->msg = NULL;
+    if (tx_set_message(s->tx, mb) != 0) {
+        sess_reply(s, 451, "4.3.0", "Local error in processing");
+        sess_eom__finish(s, STATS_V_TEMPFAILED, "local error");
+        return;
+    }
+    if (s->hc && host_conn_active(s->hc)) {
+        s->log.action = "waiting for the plugins";
+        host_run(s->hc, s->tx, SLUICE_PHASE_DATA, sess_eom__data_done, s);
+        return;
+    }
+    sess_eom__forward(s);
+}
+
+void sess_eom_cancel(struct sess *s)
+{
+    if (s->quar) {
+        quar_cancel(s->quar);
+        s->quar = NULL;
+    }
+}
