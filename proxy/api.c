@@ -64,10 +64,14 @@ static int api_checking(const sluice_instance *inst)
 static int to_log_level(int level)
 {
     switch (level) {
-    case SLUICE_LOG_DEBUG: return LOG_LVL_DEBUG;
-    case SLUICE_LOG_WARN: return LOG_LVL_WARN;
-    case SLUICE_LOG_ERROR: return LOG_LVL_ERROR;
-    default: return LOG_LVL_INFO;
+    case SLUICE_LOG_DEBUG:
+        return LOG_LVL_DEBUG;
+    case SLUICE_LOG_WARN:
+        return LOG_LVL_WARN;
+    case SLUICE_LOG_ERROR:
+        return LOG_LVL_ERROR;
+    default:
+        return LOG_LVL_INFO;
     }
 }
 
@@ -127,14 +131,38 @@ static void api_log_ctx(sluice_ctx *ctx, int level, const char *fmt, ...)
     log_conn_msg(host_conn_log(ctx->hc), l, "plugin=%s %s", ctx->inst->name, text);
 }
 
-static const char *api_session_id(sluice_ctx *ctx) { return ctx->tx->client.sid; }
-static const char *api_client_addr(sluice_ctx *ctx) { return ctx->tx->client.client_addr; }
-static int api_client_port(sluice_ctx *ctx) { return ctx->tx->client.client_port; }
-static const char *api_client_name(sluice_ctx *ctx) { return ctx->tx->client.client_name; }
-static const char *api_helo(sluice_ctx *ctx) { return ctx->tx->client.helo; }
-static const char *api_tls_version(sluice_ctx *ctx) { return ctx->tx->client.tls_version; }
-static const char *api_tls_cipher(sluice_ctx *ctx) { return ctx->tx->client.tls_cipher; }
-static const char *api_auth_user(sluice_ctx *ctx) { return ctx->tx->client.auth_user; }
+static const char *api_session_id(sluice_ctx *ctx)
+{
+    return ctx->tx->client.sid;
+}
+static const char *api_client_addr(sluice_ctx *ctx)
+{
+    return ctx->tx->client.client_addr;
+}
+static int api_client_port(sluice_ctx *ctx)
+{
+    return ctx->tx->client.client_port;
+}
+static const char *api_client_name(sluice_ctx *ctx)
+{
+    return ctx->tx->client.client_name;
+}
+static const char *api_helo(sluice_ctx *ctx)
+{
+    return ctx->tx->client.helo;
+}
+static const char *api_tls_version(sluice_ctx *ctx)
+{
+    return ctx->tx->client.tls_version;
+}
+static const char *api_tls_cipher(sluice_ctx *ctx)
+{
+    return ctx->tx->client.tls_cipher;
+}
+static const char *api_auth_user(sluice_ctx *ctx)
+{
+    return ctx->tx->client.auth_user;
+}
 
 static const char *api_sender(sluice_ctx *ctx)
 {
@@ -356,8 +384,7 @@ static int api_rcpt_remove(sluice_ctx *ctx, const char *addr)
     return journal_addr(ctx, CTX_E_RCPT_REMOVE, SLUICE_CAP_RECIPIENTS, addr, NULL);
 }
 
-static void api_symbol_add(sluice_ctx *ctx, const char *name, double score,
-                           const char *description)
+static void api_symbol_add(sluice_ctx *ctx, const char *name, double score, const char *description)
 {
     if (!name)
         return;
@@ -493,4 +520,3 @@ const struct sluice_host_api *api_table(void)
 {
     return &host_api;
 }
-

@@ -75,8 +75,8 @@ static const char *chain__desc_problem(const struct sluice_plugin *d)
 {
     static char why[160];
     if (d->abi_version != SLUICE_PLUGIN_ABI_VERSION) {
-        snprintf(why, sizeof why, "plugin ABI version %u, this sluice supports %u",
-                 d->abi_version, SLUICE_PLUGIN_ABI_VERSION);
+        snprintf(why, sizeof why, "plugin ABI version %u, this sluice supports %u", d->abi_version,
+                 SLUICE_PLUGIN_ABI_VERSION);
         return why;
     }
     if (d->size < offsetof(struct sluice_plugin, on_close) + sizeof d->on_close)
@@ -95,7 +95,7 @@ static const char *chain__desc_problem(const struct sluice_plugin *d)
 }
 
 static struct sluice_instance *chain__inst_load(struct chain *ch, const struct cfg_plugin *cp,
-                                         size_t idx, bool checking, buf_t *errors)
+                                                size_t idx, bool checking, buf_t *errors)
 {
     struct sluice_instance *in = xcalloc(1, sizeof *in);
     in->chain = ch;
@@ -128,7 +128,7 @@ static struct sluice_instance *chain__inst_load(struct chain *ch, const struct c
     in->desc = dlsym(in->dl, SLUICE_PLUGIN_SYMBOL);
     if (!in->desc) {
         chain_inst_error(in, cp->line, "%s is not a sluice plugin (no '%s' symbol)", in->path,
-                   SLUICE_PLUGIN_SYMBOL);
+                         SLUICE_PLUGIN_SYMBOL);
         return in;
     }
     const char *why = chain__desc_problem(in->desc);
@@ -140,7 +140,7 @@ static struct sluice_instance *chain__inst_load(struct chain *ch, const struct c
     if ((in->desc->blocking_phases &
          (SLUICE_PHASE_BIT(SLUICE_PHASE_RESET) | SLUICE_PHASE_BIT(SLUICE_PHASE_CLOSE))) != 0) {
         chain_inst_error(in, cp->line, "%s refused: reset/close notifications cannot be blocking",
-                   in->path);
+                         in->path);
         in->desc = NULL;
         return in;
     }
@@ -188,8 +188,7 @@ struct chain *chain_load(struct cfg *cfg, bool checking, buf_t *errors)
     for (size_t i = 0; i < ch->n; i++)
         log_info("chain: %zu. %s (%s %s) from %s", i + 1, ch->inst[i]->name,
                  ch->inst[i]->desc->name,
-                 ch->inst[i]->desc->version ? ch->inst[i]->desc->version : "",
-                 ch->inst[i]->path);
+                 ch->inst[i]->desc->version ? ch->inst[i]->desc->version : "", ch->inst[i]->path);
     return ch;
 }
 

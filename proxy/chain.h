@@ -29,18 +29,18 @@
 #include "stats.h"
 
 struct sluice_instance {
-    struct chain *chain;         /* not referenced (the chain owns us) */
+    struct chain *chain; /* not referenced (the chain owns us) */
     size_t idx;
     char *name;
-    char *path;                  /* resolved .so path */
-    struct cfg_plugin settings;  /* copy; name/path point into cfg */
-    struct cfg *cfg;             /* referenced */
+    char *path;                 /* resolved .so path */
+    struct cfg_plugin settings; /* copy; name/path point into cfg */
+    struct cfg *cfg;            /* referenced */
     void *dl;
     const struct sluice_plugin *desc;
-    void *data;                  /* plugin's instance data */
+    void *data; /* plugin's instance data */
     bool initialised;
     bool checking;
-    buf_t *errors;               /* during init only */
+    buf_t *errors; /* during init only */
     int nerrors;
     bool quarantine_accepts;
     struct stats_plugin *stats;

@@ -14,12 +14,12 @@ struct client_info {
     char sid[24];
     char client_addr[64];
     int client_port;
-    char client_name[256];  /* verified reverse name, "" if unknown */
+    char client_name[256]; /* verified reverse name, "" if unknown */
     char helo[256];
     bool esmtp;
-    char tls_version[32];   /* "" when no TLS */
+    char tls_version[32]; /* "" when no TLS */
     char tls_cipher[64];
-    char auth_user[256];    /* "" (sluice does not offer AUTH itself) */
+    char auth_user[256]; /* "" (sluice does not offer AUTH itself) */
     char local_addr[64];
     int local_port;
 };

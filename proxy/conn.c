@@ -30,6 +30,7 @@
 #include "conn.h"
 
 #include "buf.h"
+#include "xalloc.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -135,7 +136,7 @@ static void conn__report_eof(struct conn *c)
 static void conn__set_tls_err(struct conn *c, const char *text)
 {
     free(c->tls_err);
-    c->tls_err = strdup(text);
+    c->tls_err = xstrdup(text);
 }
 
 static void conn__dirty_remove(struct conn *c)
@@ -178,9 +179,7 @@ static void conn__check_cb(uv_check_t *h)
 
 struct conn *conn_new(uv_loop_t *loop, conn_read_fn on_read, conn_event_fn on_event, void *ud)
 {
-    struct conn *c = calloc(1, sizeof *c);
-    if (!c)
-        return NULL;
+    struct conn *c = xcalloc(1, sizeof *c);
     struct conn_loopq *lq = NULL, *spare = NULL;
     for (size_t i = 0; i < CONN_MAX_LOOPS; i++) {
         if (conn__loops[i].loop == loop)
@@ -189,15 +188,12 @@ struct conn *conn_new(uv_loop_t *loop, conn_read_fn on_read, conn_event_fn on_ev
             spare = &conn__loops[i];
     }
     if (!lq) {
-        if (!spare || !(spare->check = malloc(sizeof *spare->check)) ||
-            !(spare->idle = malloc(sizeof *spare->idle))) {
-            if (spare) {
-                free(spare->check);
-                spare->check = NULL;
-            }
+        if (!spare) {
             free(c);
-            return NULL;
+            return NULL; /* more loops than CONN_MAX_LOOPS: a bug */
         }
+        spare->check = xmalloc(sizeof *spare->check);
+        spare->idle = xmalloc(sizeof *spare->idle);
         lq = spare;
         lq->loop = loop;
         lq->dirty = NULL;
@@ -256,9 +252,7 @@ int conn_connect(struct conn *c, const struct sockaddr *addr, const struct socka
     int rc;
     if (bind_addr && (rc = uv_tcp_bind(&c->tcp, bind_addr, 0)) != 0)
         return rc;
-    uv_connect_t *req = malloc(sizeof *req);
-    if (!req)
-        return UV_ENOMEM;
+    uv_connect_t *req = xmalloc(sizeof *req);
     req->data = c;
     rc = uv_tcp_connect(req, &c->tcp, addr, conn__connect_cb);
     if (rc != 0) {
@@ -331,9 +325,7 @@ static int conn__flush_now(struct conn *c)
             return n;
         }
     }
-    struct conn_wreq *w = malloc(sizeof *w);
-    if (!w)
-        return UV_ENOMEM;
+    struct conn_wreq *w = xmalloc(sizeof *w);
     w->c = c;
     w->data = c->out.ptr;
     w->len = c->out.len;
@@ -492,9 +484,7 @@ static int conn__timer(struct conn *c)
 {
     if (c->timer)
         return 0;
-    c->timer = malloc(sizeof *c->timer);
-    if (!c->timer)
-        return UV_ENOMEM;
+    c->timer = xmalloc(sizeof *c->timer);
     uv_timer_init(c->loop, c->timer);
     c->timer->data = c;
     c->nhandles++;
@@ -676,10 +666,8 @@ static void conn__read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     if (c->tls_failed)
         return;
     /* A memory BIO grows as needed; it fails only on allocation. */
-    if (BIO_write(c->rbio, b->base, (int)nread) != (int)nread) {
-        conn__emit_error(c, UV_ENOMEM);
-        return;
-    }
+    if (BIO_write(c->rbio, b->base, (int)nread) != (int)nread)
+        xalloc_die((size_t)nread);
     conn__tls_pump(c);
 }
 
@@ -695,12 +683,8 @@ static int conn__starttls(struct conn *c, SSL_CTX *ctx, bool server, const char 
     SSL *ssl = SSL_new(ctx);
     BIO *rbio = BIO_new(BIO_s_mem());
     BIO *wbio = BIO_new(BIO_s_mem());
-    if (!ssl || !rbio || !wbio) {
-        SSL_free(ssl);
-        BIO_free(rbio);
-        BIO_free(wbio);
-        return UV_ENOMEM;
-    }
+    if (!ssl || !rbio || !wbio)
+        xalloc_die(0); /* OpenSSL reports allocation failure only */
     /* An empty memory BIO must mean "no data yet", not end of stream. */
     BIO_set_mem_eof_return(rbio, -1);
     SSL_set_bio(ssl, rbio, wbio);
@@ -899,8 +883,8 @@ void conn_close(struct conn *c, bool graceful)
         }
         conn__flush(c);
         /* uv_shutdown completes after every queued write: then FIN. */
-        uv_shutdown_t *req = malloc(sizeof *req);
-        if (req && conn__timer(c) == 0) {
+        uv_shutdown_t *req = xmalloc(sizeof *req);
+        if (conn__timer(c) == 0) {
             req->data = c;
             if (uv_shutdown(req, (uv_stream_t *)&c->tcp, conn__shutdown_cb) == 0) {
                 uv_timer_start(c->timer, conn__deadline_cb, CONN_CLOSE_DEADLINE_MS, 0);

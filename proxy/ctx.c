@@ -10,8 +10,8 @@
 #include "log.h"
 #include "xalloc.h"
 
-void ctx_init(struct sluice_ctx *c, struct host_conn *hc, struct tx *tx,
-              struct sluice_instance *in, enum sluice_phase ph, uint64_t now_ns)
+void ctx_init(struct sluice_ctx *c, struct host_conn *hc, struct tx *tx, struct sluice_instance *in,
+              enum sluice_phase ph, uint64_t now_ns)
 {
     memset(c, 0, CTX_CLEAR_SIZE);
     c->hc = hc;
@@ -126,7 +126,7 @@ void ctx_apply(struct sluice_ctx *c)
         }
         if (rc != 0)
             log_c_warn(host_conn_log(c->hc), "plugin=%s edit failed: %s", c->inst->name,
-                     strerror(-rc));
+                       strerror(-rc));
     }
     if (msg_changed && tx->msg) {
         /* Render now, on the loop, so later hooks (maybe on pool threads)

@@ -35,37 +35,44 @@
 struct host_conn;
 
 enum ctx_edit_kind {
-    CTX_E_HDR_ADD, CTX_E_HDR_INSERT, CTX_E_HDR_CHANGE, CTX_E_HDR_DELETE, CTX_E_BODY,
-    CTX_E_SENDER, CTX_E_RCPT_ADD, CTX_E_RCPT_REMOVE, CTX_E_SYMBOL,
+    CTX_E_HDR_ADD,
+    CTX_E_HDR_INSERT,
+    CTX_E_HDR_CHANGE,
+    CTX_E_HDR_DELETE,
+    CTX_E_BODY,
+    CTX_E_SENDER,
+    CTX_E_RCPT_ADD,
+    CTX_E_RCPT_REMOVE,
+    CTX_E_SYMBOL,
 };
 
 struct ctx_edit {
     struct ctx_edit *next;
     enum ctx_edit_kind kind;
     size_t index;
-    char *name;    /* owned */
-    char *value;   /* owned; header value / address / symbol description */
-    char *params;  /* owned */
-    char *data;    /* owned; body */
+    char *name;   /* owned */
+    char *value;  /* owned; header value / address / symbol description */
+    char *params; /* owned */
+    char *data;   /* owned; body */
     size_t len;
     double score;
 };
 
 struct sluice_ctx {
-    struct host_conn *hc;      /* referenced */
-    struct tx *tx;             /* referenced; never NULL */
+    struct host_conn *hc; /* referenced */
+    struct tx *tx;        /* referenced; never NULL */
     struct sluice_instance *inst;
     enum sluice_phase phase;
     int refs;
     atomic_bool abandoned;
-    bool outstanding;          /* pool work or async answer pending */
+    bool outstanding; /* pool work or async answer pending */
     bool completed;
-    bool in_hook;              /* complete() called from inside the hook */
+    bool in_hook; /* complete() called from inside the hook */
     int verdict;
-    int code;                  /* 0: no reply set (enh/text unset) */
+    int code; /* 0: no reply set (enh/text unset) */
     struct ctx_edit *edits, *edits_tail;
-    buf_t scratch;             /* header_get results */
-    char **strs;               /* other host-owned strings for this call */
+    buf_t scratch; /* header_get results */
+    char **strs;   /* other host-owned strings for this call */
     size_t nstrs;
     uint64_t started_ns;
     /* Members below are not cleared for a new call (only read when set). */
@@ -78,8 +85,8 @@ struct sluice_ctx {
 #define CTX_CLEAR_SIZE offsetof(struct sluice_ctx, next_done)
 
 /* Prepare `c` (fresh or recycled memory) for one call. */
-void ctx_init(struct sluice_ctx *c, struct host_conn *hc, struct tx *tx,
-              struct sluice_instance *in, enum sluice_phase ph, uint64_t now_ns);
+void ctx_init(struct sluice_ctx *c, struct host_conn *hc, struct tx *tx, struct sluice_instance *in,
+              enum sluice_phase ph, uint64_t now_ns);
 /* Release the call's resources (journal, strings, references to tx);
  * the memory itself is the caller's (host_ctx_release). */
 void ctx_fini(struct sluice_ctx *c);

@@ -36,15 +36,15 @@ struct host_conn {
     bool closed;
     uv_loop_t *loop;
     struct client_info info;
-    struct log_conn log;      /* "sid=..." on every line */
-    struct chain *chain;      /* pinned for the current transaction / connection */
+    struct log_conn log; /* "sid=..." on every line */
+    struct chain *chain; /* pinned for the current transaction / connection */
     bool in_tx;
     pthread_mutex_t mu;
     void *conndata[CFG_MAX_PLUGINS];
     void (*connfree[CFG_MAX_PLUGINS])(void *);
     /* the phase being run */
-    struct tx *tx;            /* referenced while the phase runs */
-    bool tx_temp;             /* made for a phase without a transaction */
+    struct tx *tx; /* referenced while the phase runs */
+    bool tx_temp;  /* made for a phase without a transaction */
     struct sluice_ctx *cur;
     struct sluice_ctx *spare; /* a free ctx kept for reuse */
     uint64_t clock_ns;        /* end of the last hook of the running phase, or 0 */
@@ -54,7 +54,7 @@ struct host_conn {
     void *done_ud;
     bool running;
     uv_timer_t *timer;
-    struct defer_ev done_ev;  /* delivers `result` from the loop */
+    struct defer_ev done_ev; /* delivers `result` from the loop */
     struct host_result result;
 };
 
@@ -360,12 +360,18 @@ static enum stats_pverdict host__to_pv(int v)
 static sluice_hook_fn host__hook_for(const struct sluice_plugin *d, enum sluice_phase ph)
 {
     switch (ph) {
-    case SLUICE_PHASE_CONNECT: return d->on_connect;
-    case SLUICE_PHASE_HELO: return d->on_helo;
-    case SLUICE_PHASE_MAIL: return d->on_mail;
-    case SLUICE_PHASE_RCPT: return d->on_rcpt;
-    case SLUICE_PHASE_DATA: return d->on_data;
-    default: return NULL;
+    case SLUICE_PHASE_CONNECT:
+        return d->on_connect;
+    case SLUICE_PHASE_HELO:
+        return d->on_helo;
+    case SLUICE_PHASE_MAIL:
+        return d->on_mail;
+    case SLUICE_PHASE_RCPT:
+        return d->on_rcpt;
+    case SLUICE_PHASE_DATA:
+        return d->on_data;
+    default:
+        return NULL;
     }
 }
 
@@ -474,18 +480,16 @@ static bool host__breaker_blocks(struct sluice_instance *in)
 
 /* A plugin failed (timeout, error, open breaker): apply its policy. Returns
  * true if the phase goes on with the next plugin. */
-static bool host__failure_policy(struct host_conn *hc, struct sluice_instance *in,
-                                 const char *what, struct host_result *r)
+static bool host__failure_policy(struct host_conn *hc, struct sluice_instance *in, const char *what,
+                                 struct host_result *r)
 {
     struct tx *tx = hc->tx;
     switch (in->settings.failure) {
     case CFG_FAIL_ACCEPT:
-        log_c_warn(&hc->log, "plugin=%s %s: failure policy accept, skipping it",
-                 in->name, what);
+        log_c_warn(&hc->log, "plugin=%s %s: failure policy accept, skipping it", in->name, what);
         return true;
     case CFG_FAIL_TAG:
-        log_c_warn(&hc->log, "plugin=%s %s: failure policy tag, skipping it", in->name,
-                 what);
+        log_c_warn(&hc->log, "plugin=%s %s: failure policy tag, skipping it", in->name, what);
         if (hc->phase == SLUICE_PHASE_DATA && tx->msg) {
             char val[300];
             snprintf(val, sizeof val, "%s (%s)", in->name, what);
@@ -527,8 +531,7 @@ static void host__ctx_done(struct sluice_ctx *c)
         valid = false;
     if (!valid) {
         if (v != SLUICE_ERROR)
-            log_c_error(&hc->log, "plugin=%s returned an invalid verdict %d",
-                      in->name, v);
+            log_c_error(&hc->log, "plugin=%s returned an invalid verdict %d", in->name, v);
         stats_plugin_error(in->stats);
         host__breaker_result(in, true);
         hc->cur = NULL;
@@ -555,16 +558,16 @@ static void host__ctx_done(struct sluice_ctx *c)
     r.plugin = in->name;
     host__default_reply(v, c->phase, &r);
     if (c->code) {
-        bool ok = (v == SLUICE_REJECT && c->code >= 500 && c->code < 600) ||
-                  ((v == SLUICE_TEMPFAIL || v == SLUICE_DISCONNECT) && c->code >= 400 &&
-                   c->code < 500);
+        bool ok =
+            (v == SLUICE_REJECT && c->code >= 500 && c->code < 600) ||
+            ((v == SLUICE_TEMPFAIL || v == SLUICE_DISCONNECT) && c->code >= 400 && c->code < 500);
         if (ok) {
             r.code = c->code;
             snprintf(r.enh, sizeof r.enh, "%s", c->enh);
             snprintf(r.text, sizeof r.text, "%s", c->text);
         } else {
             log_c_warn(&hc->log, "plugin=%s reply code %d does not match verdict %s; using default",
-                     in->name, c->code, host__verdict_names[v]);
+                       in->name, c->code, host__verdict_names[v]);
         }
     }
     snprintf(tx->decided_by, sizeof tx->decided_by, "%s", in->name);
@@ -583,9 +586,10 @@ static void host__ctx_done(struct sluice_ctx *c)
     if (v == SLUICE_DISCARD || v == SLUICE_QUARANTINE) {
         /* Decided for the transaction; the rest of this phase is skipped
          * like ACCEPT; the session applies it at end of data. */
-        r.verdict = (v == SLUICE_DISCARD || v == SLUICE_QUARANTINE) && hc->phase != SLUICE_PHASE_DATA
-                        ? SLUICE_ACCEPT
-                        : r.verdict;
+        r.verdict =
+            (v == SLUICE_DISCARD || v == SLUICE_QUARANTINE) && hc->phase != SLUICE_PHASE_DATA
+                ? SLUICE_ACCEPT
+                : r.verdict;
     }
     host__finish(hc, &r);
 }
@@ -699,8 +703,7 @@ static void host__run_next(struct host_conn *hc)
     host__finish(hc, &r);
 }
 
-void host_run(struct host_conn *hc, struct tx *tx, enum sluice_phase ph, host_done_fn cb,
-              void *ud)
+void host_run(struct host_conn *hc, struct tx *tx, enum sluice_phase ph, host_done_fn cb, void *ud)
 {
     assert(!hc->running && !hc->closed);
     assert(tx || ph == SLUICE_PHASE_CONNECT || ph == SLUICE_PHASE_HELO);
@@ -764,7 +767,7 @@ void host_complete(struct sluice_ctx *ctx, int verdict)
         return;
     }
     if (ctx->in_hook)
-        return; /* completed from inside the hook itself: run_next finishes it */
+        return;  /* completed from inside the hook itself: run_next finishes it */
     ctx->refs--; /* the async reference; the runner's stays until done */
     uv_timer_stop(ctx->hc->timer);
     host__ctx_done(ctx);

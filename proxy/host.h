@@ -45,9 +45,9 @@ struct host_result {
     int code;                    /* reply to give for REJECT/TEMPFAIL/DISCONNECT */
     char enh[16];
     char text[400];
-    const char *plugin;          /* instance that decided, or NULL */
-    struct tx *tx;               /* the tx to go on with (a reference the callee
-                                    takes over); NULL for phases run without one */
+    const char *plugin; /* instance that decided, or NULL */
+    struct tx *tx;      /* the tx to go on with (a reference the callee
+                           takes over); NULL for phases run without one */
 };
 
 typedef void (*host_done_fn)(void *ud, struct host_result *r);
@@ -74,8 +74,7 @@ void host_tx_end(struct host_conn *hc, struct tx *tx);
 /* Run phase `ph` through the chain for `tx` (NULL for CONNECT and HELO).
  * `cb` is called exactly once, from the loop. A phase must not be started
  * while one runs (assertion). */
-void host_run(struct host_conn *hc, struct tx *tx, enum sluice_phase ph, host_done_fn cb,
-              void *ud);
+void host_run(struct host_conn *hc, struct tx *tx, enum sluice_phase ph, host_done_fn cb, void *ud);
 /* Abandon a running phase (the session is going away): cb is not called. */
 void host_cancel(struct host_conn *hc);
 

@@ -5,6 +5,7 @@
  * syslog.
  */
 #include <getopt.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +17,7 @@
 #include "buf.h"
 #include "cfg.h"
 #include "conn.h"
-#include "host.h"
+#include "chain.h"
 #include "log.h"
 #include "mime7.h"
 #include "resolve.h"
@@ -24,7 +25,7 @@
 #include "stats.h"
 #include "stats_http.h"
 
-struct cfg_overrides g_overrides;
+static struct cfg_overrides main__overrides;
 
 /* Buffered log lines go out once per loop iteration. */
 static void main__log_check(uv_check_t *h)
@@ -33,29 +34,28 @@ static void main__log_check(uv_check_t *h)
     log_flush();
 }
 
-static void usage(FILE *f)
+static void main__usage(FILE *f)
 {
-    fprintf(f,
-            "Usage: sluice [-c FILE] [options]\n"
-            "\n"
-            "A mail-filtering SMTP proxy in front of an existing MTA.\n"
-            "\n"
-            "  -c, --config FILE       configuration file (INI)\n"
-            "      --check             validate the configuration and everything it names,\n"
-            "                          print problems as FILE:LINE: message, exit 1 on error\n"
-            "      --listen ADDR:PORT  SMTP listen address (overrides [server] listen)\n"
-            "      --upstream HOST:PORT  upstream MTA (overrides [upstream] servers)\n"
-            "      --stats-listen ADDR:PORT  stats endpoint (overrides [stats] listen;\n"
-            "                          'no' disables it)\n"
-            "      --plugin-dir DIR    where bundled plugins are looked up\n"
-            "  -d, --debug             log at debug level\n"
-            "  -V, --version           print the version and exit\n"
-            "  -h, --help              this text\n");
+    fprintf(f, "Usage: sluice [-c FILE] [options]\n"
+               "\n"
+               "A mail-filtering SMTP proxy in front of an existing MTA.\n"
+               "\n"
+               "  -c, --config FILE       configuration file (INI)\n"
+               "      --check             validate the configuration and everything it names,\n"
+               "                          print problems as FILE:LINE: message, exit 1 on error\n"
+               "      --listen ADDR:PORT  SMTP listen address (overrides [server] listen)\n"
+               "      --upstream HOST:PORT  upstream MTA (overrides [upstream] servers)\n"
+               "      --stats-listen ADDR:PORT  stats endpoint (overrides [stats] listen;\n"
+               "                          'no' disables it)\n"
+               "      --plugin-dir DIR    where bundled plugins are looked up\n"
+               "  -d, --debug             log at debug level\n"
+               "  -V, --version           print the version and exit\n"
+               "  -h, --help              this text\n");
 }
 
 /* Everything --check verifies beyond cfg_load: that the TLS material
  * actually loads. */
-static int check_extra(const struct cfg *cfg, buf_t *errs)
+static int main__check_extra(const struct cfg *cfg, buf_t *errs)
 {
     int bad = 0;
     if (cfg->tls_cert_file && cfg->tls_key_file) {
@@ -64,8 +64,8 @@ static int check_extra(const struct cfg *cfg, buf_t *errs)
         if (!ctx) {
             int line = 0;
             cfg_get(cfg, "server", "tls_cert_file", &line);
-            buf_printf(errs, "%s:%d: TLS certificate/key: %s\n", cfg->path ? cfg->path : "-",
-                       line, err);
+            buf_printf(errs, "%s:%d: TLS certificate/key: %s\n", cfg->path ? cfg->path : "-", line,
+                       err);
             bad = 1;
         } else {
             SSL_CTX_free(ctx);
@@ -74,7 +74,13 @@ static int check_extra(const struct cfg *cfg, buf_t *errs)
     return bad;
 }
 
-int main(int argc, char **argv)
+struct main__args {
+    const char *config_path;
+    bool check, debug;
+};
+
+/* Parse the command line; -1 to go on, else the exit code. */
+static int main__args(int argc, char **argv, struct main__args *a)
 {
     enum { OPT_CHECK = 256, OPT_LISTEN, OPT_UPSTREAM, OPT_STATS, OPT_PLUGIN_DIR };
     static const struct option opts[] = {
@@ -89,44 +95,69 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *config_path = NULL;
-    bool check = false, debug = false;
     int ch;
     while ((ch = getopt_long(argc, argv, "c:dVh", opts, NULL)) != -1) {
         switch (ch) {
-        case 'c': config_path = optarg; break;
-        case OPT_CHECK: check = true; break;
-        case OPT_LISTEN: g_overrides.listen = optarg; break;
-        case OPT_UPSTREAM: g_overrides.upstream = optarg; break;
-        case OPT_STATS: g_overrides.stats_listen = optarg; break;
-        case OPT_PLUGIN_DIR: g_overrides.plugin_dir = optarg; break;
-        case 'd': debug = true; break;
+        case 'c':
+            a->config_path = optarg;
+            break;
+        case OPT_CHECK:
+            a->check = true;
+            break;
+        case OPT_LISTEN:
+            main__overrides.listen = optarg;
+            break;
+        case OPT_UPSTREAM:
+            main__overrides.upstream = optarg;
+            break;
+        case OPT_STATS:
+            main__overrides.stats_listen = optarg;
+            break;
+        case OPT_PLUGIN_DIR:
+            main__overrides.plugin_dir = optarg;
+            break;
+        case 'd':
+            a->debug = true;
+            break;
         case 'V':
             printf("sluice %s (libuv %s, %s)\n", SLUICE_VERSION, uv_version_string(),
                    OpenSSL_version(OPENSSL_VERSION));
             return 0;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'h':
+            main__usage(stdout);
+            return 0;
+        default:
+            main__usage(stderr);
+            return 2;
         }
     }
     if (optind < argc) {
         fprintf(stderr, "sluice: unexpected argument '%s'\n", argv[optind]);
-        usage(stderr);
+        main__usage(stderr);
         return 2;
     }
+    return -1;
+}
 
+/* Load the configuration and the chain (and, with --check, report).
+ * -1 to go on (the chain is current, *cfgp set), else the exit code. */
+static int main__load(const struct main__args *a, struct cfg **cfgp)
+{
     buf_t errs = BUF_INIT;
-    struct cfg *cfg = cfg_load(config_path, &g_overrides, &errs);
-    if (cfg && check)
-        check_extra(cfg, &errs);
+    struct cfg *cfg = cfg_load(a->config_path, &main__overrides, &errs);
+    if (cfg && a->check)
+        main__check_extra(cfg, &errs);
     struct chain *chain = NULL;
     if (cfg && !errs.len) {
         /* Plugins log through our logger while they initialise. */
-        log_init("sluice", 0, check ? LOG_LVL_WARN : debug ? LOG_LVL_DEBUG : (enum log_level)cfg->log_level);
+        log_init("sluice", 0,
+                 a->check   ? LOG_LVL_WARN
+                 : a->debug ? LOG_LVL_DEBUG
+                            : (enum log_level)cfg->log_level);
         mime7_init();
-        if (!check)
+        if (!a->check)
             stats_init();
-        chain = chain_load(cfg, check, &errs);
+        chain = chain_load(cfg, a->check, &errs);
     }
     if (!cfg || errs.len || !chain) {
         fputs(errs.ptr ? errs.ptr : "sluice: invalid configuration\n", stderr);
@@ -136,9 +167,9 @@ int main(int argc, char **argv)
         return 1;
     }
     buf_free(&errs);
-    if (check) {
+    if (a->check) {
         printf("%s: configuration OK (%zu plugin instance%s)\n",
-               config_path ? config_path : "(defaults)", chain_size(chain),
+               a->config_path ? a->config_path : "(defaults)", chain_size(chain),
                chain_size(chain) == 1 ? "" : "s");
         chain_unref(chain);
         cfg_unref(cfg);
@@ -146,16 +177,14 @@ int main(int argc, char **argv)
     }
     chain_set_current(chain);
     chain_unref(chain);
+    *cfgp = cfg;
+    return -1;
+}
 
-    log_init("sluice", cfg->log_syslog, debug ? LOG_LVL_DEBUG : (enum log_level)cfg->log_level);
-    signal(SIGPIPE, SIG_IGN);
-    /* The pool runs blocking plugin work; size it before first use. */
-    char nthreads[16];
-    snprintf(nthreads, sizeof nthreads, "%u", cfg->thread_pool_size);
-    setenv("UV_THREADPOOL_SIZE", nthreads, 1);
-
-    stats_set_build_info(SLUICE_VERSION);
-
+/* Bind, start the stats endpoint and the resolver, accept, run until
+ * stopped, and tear down. The exit code. */
+static int main__run(struct cfg *cfg)
+{
     uv_loop_t *loop = uv_default_loop();
     struct server srv;
     if (server_init(&srv, loop, cfg) != 0) {
@@ -163,6 +192,7 @@ int main(int argc, char **argv)
         return 1;
     }
     cfg_unref(cfg); /* the server holds its own reference */
+    srv.overrides = &main__overrides;
     if (srv.cfg->stats_listen[0] && strcmp(srv.cfg->stats_listen, "no") != 0) {
         char err[256];
         if (stats_http_start(srv.cfg->stats_listen, err, sizeof err) != 0) {
@@ -195,4 +225,24 @@ int main(int argc, char **argv)
     uv_loop_close(loop);
     mime7_shutdown();
     return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct main__args a = {0};
+    int rc = main__args(argc, argv, &a);
+    if (rc >= 0)
+        return rc;
+    struct cfg *cfg = NULL;
+    rc = main__load(&a, &cfg);
+    if (rc >= 0)
+        return rc;
+    log_init("sluice", cfg->log_syslog, a.debug ? LOG_LVL_DEBUG : (enum log_level)cfg->log_level);
+    signal(SIGPIPE, SIG_IGN);
+    /* The pool runs blocking plugin work; size it before first use. */
+    char nthreads[16];
+    snprintf(nthreads, sizeof nthreads, "%u", cfg->thread_pool_size);
+    setenv("UV_THREADPOOL_SIZE", nthreads, 1);
+    stats_set_build_info(SLUICE_VERSION);
+    return main__run(cfg);
 }

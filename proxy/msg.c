@@ -17,6 +17,7 @@
  * an unedited message is exactly one iovec over the original.
  */
 #include "msg.h"
+#include "xalloc.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -66,19 +67,7 @@ static char msg__lower(char c)
 
 static int msg__grow(struct msg *m, size_t need)
 {
-    if (need <= m->cap)
-        return 0;
-    size_t ncap = m->cap ? m->cap : 16;
-    while (ncap < need) {
-        if (ncap > SIZE_MAX / 2 / sizeof(*m->f))
-            return -ENOMEM;
-        ncap *= 2;
-    }
-    struct msg_field *p = realloc(m->f, ncap * sizeof(*p));
-    if (!p)
-        return -ENOMEM;
-    m->f = p;
-    m->cap = ncap;
+    m->f = xgrow(m->f, &m->cap, need, sizeof(*m->f), 16);
     return 0;
 }
 
@@ -90,9 +79,7 @@ static int msg__grow(struct msg *m, size_t need)
  */
 struct msg *msg_parse(const char *data, size_t len)
 {
-    struct msg *m = calloc(1, sizeof(*m));
-    if (!m)
-        return NULL;
+    struct msg *m = xcalloc(1, sizeof(*m));
     m->data = data ? data : ""; /* no arithmetic on NULL */
     m->len = data ? len : 0;
     m->sep_off = m->body_off = len;

@@ -16,6 +16,7 @@
 #include "msgbuf.h"
 
 #include "buf.h"
+#include "xalloc.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -46,14 +47,8 @@ struct msgbuf {
 
 struct msgbuf *msgbuf_new(size_t mem_limit, const char *spool_dir)
 {
-    struct msgbuf *m = calloc(1, sizeof *m);
-    if (!m)
-        return NULL;
-    m->spool_dir = strdup(spool_dir ? spool_dir : "/tmp");
-    if (!m->spool_dir) {
-        free(m);
-        return NULL;
-    }
+    struct msgbuf *m = xcalloc(1, sizeof *m);
+    m->spool_dir = xstrdup(spool_dir ? spool_dir : "/tmp");
     m->mem_limit = mem_limit;
     buf_init(&m->mem);
     m->fd = -1;
@@ -70,9 +65,7 @@ static int msgbuf__open_tmp(const char *dir)
     if (errno == ENOENT || errno == ENOTDIR || errno == EACCES)
         return -errno;
     size_t n = strlen(dir) + sizeof "/sluice-msg-XXXXXX";
-    char *path = malloc(n);
-    if (!path)
-        return -ENOMEM;
+    char *path = xmalloc(n);
     snprintf(path, n, "%s/sluice-msg-XXXXXX", dir);
     fd = mkostemp(path, O_CLOEXEC); /* mkostemp creates with 0600 */
     if (fd < 0) {
@@ -138,11 +131,7 @@ static int msgbuf__spill(struct msgbuf *m)
     int fd = msgbuf__open_tmp(m->spool_dir);
     if (fd < 0)
         return fd;
-    m->wbuf = malloc(MSGBUF_WBUF_SIZE);
-    if (!m->wbuf) {
-        close(fd);
-        return -ENOMEM;
-    }
+    m->wbuf = xmalloc(MSGBUF_WBUF_SIZE);
     m->fd = fd;
     m->wlen = 0;
     int rc = 0;

@@ -15,8 +15,8 @@
 
 struct quar_req {
     uv_work_t work;
-    struct tx *tx;   /* referenced */
-    buf_t head;      /* X-Sluice-* lines, made on the loop */
+    struct tx *tx; /* referenced */
+    buf_t head;    /* X-Sluice-* lines, made on the loop */
     char path[1024];
     int rc;
     bool cancelled;
@@ -74,21 +74,20 @@ static void quar__done(uv_work_t *w, int status)
     free(q);
 }
 
-struct quar_req *quar_write(uv_loop_t *loop, const char *dir, struct tx *tx, quar_cb cb,
-                            void *ud)
+struct quar_req *quar_write(uv_loop_t *loop, const char *dir, struct tx *tx, quar_cb cb, void *ud)
 {
     struct quar_req *q = xcalloc(1, sizeof *q);
     q->tx = tx_ref(tx);
     q->cb = cb;
     q->ud = ud;
-    snprintf(q->path, sizeof q->path, "%s/%lld-%s.eml", dir, (long long)time(NULL),
-             tx->client.sid);
+    snprintf(q->path, sizeof q->path, "%s/%lld-%s.eml", dir, (long long)time(NULL), tx->client.sid);
     /* The message itself is rendered on the loop before it leaves: later
      * reads on the pool thread only see the cache. */
     const char *data;
     size_t len;
     tx_render(tx, &data, &len);
-    buf_printf(&q->head, "X-Sluice-Quarantine: sid=%s client=%s\r\nX-Sluice-Envelope-From: <%s>\r\n",
+    buf_printf(&q->head,
+               "X-Sluice-Quarantine: sid=%s client=%s\r\nX-Sluice-Envelope-From: <%s>\r\n",
                tx->client.sid, tx->client.client_addr, tx->orig_sender ? tx->orig_sender : "");
     for (size_t i = 0; i < tx->nrcpts; i++)
         if (tx->rcpts[i].st == TX_R_ACCEPTED)

@@ -24,8 +24,7 @@ struct quar_req;
 /* rc: 0, or negative errno; path: the file written (or attempted). */
 typedef void (*quar_cb)(void *ud, int rc, const char *path);
 
-struct quar_req *quar_write(uv_loop_t *loop, const char *dir, struct tx *tx, quar_cb cb,
-                            void *ud);
+struct quar_req *quar_write(uv_loop_t *loop, const char *dir, struct tx *tx, quar_cb cb, void *ud);
 void quar_cancel(struct quar_req *q);
 
 #endif

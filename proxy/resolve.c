@@ -7,6 +7,7 @@
  * freed without a callback.
  */
 #include "resolve.h"
+#include "xalloc.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -147,9 +148,7 @@ struct resolve_req *resolve_client(const struct sockaddr *addr, resolve_cb cb, v
 {
     if (!rs_started || (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
         return NULL;
-    struct resolve_req *r = calloc(1, sizeof *r);
-    if (!r)
-        return NULL;
+    struct resolve_req *r = xcalloc(1, sizeof *r);
     r->addrlen = addr->sa_family == AF_INET ? sizeof(struct sockaddr_in)
                                             : sizeof(struct sockaddr_in6);
     memcpy(&r->addr, addr, r->addrlen);

@@ -24,6 +24,7 @@
 #include "sess.h"
 #include "stats.h"
 #include "upstream.h"
+#include "xalloc.h"
 
 struct server *g_server;
 
@@ -46,9 +47,7 @@ static struct server_ipcount *ip_slot(struct server *srv, const char *ip, bool c
 {
     if (!srv->ipcounts) {
         srv->ipcount_cap = 1024;
-        srv->ipcounts = calloc(srv->ipcount_cap, sizeof *srv->ipcounts);
-        if (!srv->ipcounts)
-            return NULL;
+        srv->ipcounts = xcalloc(srv->ipcount_cap, sizeof *srv->ipcounts);
     }
     size_t mask = srv->ipcount_cap - 1;
     size_t i = ip_hash(ip) & mask;
@@ -139,9 +138,7 @@ static int server__bind(struct server *srv, const struct cfg_addr *a)
         log_error("listen %s: unix sockets are not supported for SMTP listeners", a->text);
         return -1;
     }
-    uv_tcp_t *t = malloc(sizeof *t);
-    if (!t)
-        return -1;
+    uv_tcp_t *t = xmalloc(sizeof *t);
     uv_tcp_init(srv->loop, t);
     t->data = srv;
     int rc = uv_tcp_bind(t, (const struct sockaddr *)&a->sa,
@@ -322,8 +319,8 @@ static void server__on_hup(uv_signal_t *h, int signum)
     }
     buf_t errs = BUF_INIT;
     struct cfg_overrides ov = {0};
-    extern struct cfg_overrides g_overrides;
-    ov = g_overrides;
+    if (srv->overrides)
+        ov = *srv->overrides;
     struct cfg *n = cfg_load(srv->cfg->path, &ov, &errs);
     int failed = 0;
     SSL_CTX *tls = NULL;

@@ -39,6 +39,7 @@ struct server {
      * decide what our own EHLO offers before a session has its upstream. */
     unsigned upstream_caps;
     bool upstream_caps_known;
+    const struct cfg_overrides *overrides; /* command line (main.c), re-applied on reload */
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t shutdown_timer;
 };

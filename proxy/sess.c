@@ -31,9 +31,9 @@
 #include "xalloc.h"
 
 static const char *const sess__state_names[S_COUNT] = {
-    [S_LOOKUP] = "lookup", [S_CONNECT] = "connect", [S_GREETED] = "greeted",
-    [S_HELO] = "helo", [S_MAIL] = "mail", [S_RCPT] = "rcpt", [S_DATA] = "data",
-    [S_EOM] = "eom", [S_TLS] = "tls", [S_CLOSING] = "closing",
+    [S_LOOKUP] = "lookup", [S_CONNECT] = "connect", [S_GREETED] = "greeted", [S_HELO] = "helo",
+    [S_MAIL] = "mail",     [S_RCPT] = "rcpt",       [S_DATA] = "data",       [S_EOM] = "eom",
+    [S_TLS] = "tls",       [S_CLOSING] = "closing",
 };
 
 const char *sess_state_name(enum sess_state st)
@@ -57,8 +57,8 @@ void sess_set_state(struct sess *s, enum sess_state st)
 
 bool sess_tx_open(const struct sess *s)
 {
-    return s->tx && (s->state == S_MAIL || s->state == S_RCPT || s->state == S_DATA ||
-                     s->state == S_EOM);
+    return s->tx &&
+           (s->state == S_MAIL || s->state == S_RCPT || s->state == S_DATA || s->state == S_EOM);
 }
 
 static const char *const sess__verdict_names[] = {
@@ -77,7 +77,8 @@ void sess_log_tx(struct sess *s, enum stats_verdict v, uint64_t size_out)
         host_summary(s->hc, tx, &extra);
     size_t nrcpts = tx ? tx_accepted(tx) : 0;
     uint64_t bytes = tx ? tx->bytes_in : 0;
-    log_c_info(&s->log, "event=tx client=%s:%d helo=%s tls=%s from=<%s> rcpts=%zu size=%llu "
+    log_c_info(&s->log,
+               "event=tx client=%s:%d helo=%s tls=%s from=<%s> rcpts=%zu size=%llu "
                "upstream=\"%s\" verdict=%s duration=%llu.%03llu%s",
                s->info.client_addr, s->info.client_port, s->info.helo[0] ? s->info.helo : "-",
                s->info.tls_version[0] ? s->info.tls_version : "none",
@@ -538,8 +539,7 @@ int sess_accept(struct server *srv, uv_stream_t *listener)
     uv_timer_init(srv->loop, &s->timer);
     s->timer.data = s;
     s->conn_started_ns = clock_mono_ns();
-    snprintf(s->info.sid, sizeof s->info.sid, "%010llX",
-             (unsigned long long)server_next_sid(srv));
+    snprintf(s->info.sid, sizeof s->info.sid, "%010llX", (unsigned long long)server_next_sid(srv));
     memcpy(s->log.sid, s->info.sid, sizeof s->log.sid);
     conn_peer(s->conn, s->info.client_addr, sizeof s->info.client_addr, &s->info.client_port);
     conn_local(s->conn, s->info.local_addr, sizeof s->info.local_addr, &s->info.local_port);

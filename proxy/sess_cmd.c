@@ -22,10 +22,10 @@
 
 /* Flags of a verb. */
 enum {
-    SV_BARRIER = 1 << 0,      /* waits for every earlier reply (not pipelinable) */
-    SV_COUNT_ERROR = 1 << 1,  /* a refusal counts toward max_errors */
-    SV_DISCARD_AFTER = 1 << 2,/* input pipelined after it is discarded (STARTTLS) */
-    SV_NEEDS_TX = 1 << 3,     /* needs a transaction (MAIL given) */
+    SV_BARRIER = 1 << 0,       /* waits for every earlier reply (not pipelinable) */
+    SV_COUNT_ERROR = 1 << 1,   /* a refusal counts toward max_errors */
+    SV_DISCARD_AFTER = 1 << 2, /* input pipelined after it is discarded (STARTTLS) */
+    SV_NEEDS_TX = 1 << 3,      /* needs a transaction (MAIL given) */
 };
 
 #define SV_NO_PHASE SLUICE_PHASE_COUNT
@@ -34,10 +34,10 @@ enum {
 
 struct sess_verb {
     enum cmd_verb verb;
-    unsigned states;          /* where it is legal; elsewhere 503 with `seq_text` */
+    unsigned states; /* where it is legal; elsewhere 503 with `seq_text` */
     const char *seq_text;
     unsigned flags;
-    enum sluice_phase phase;  /* plugin phase, or SV_NO_PHASE */
+    enum sluice_phase phase; /* plugin phase, or SV_NO_PHASE */
     bool (*check)(struct sess *s, const struct cmd *c);
     void (*proceed)(struct sess *s, const struct host_result *r);
 };
@@ -73,8 +73,8 @@ static bool sess_cmd__syntax(struct sess *s, const char *usage)
 /* Parse MAIL/RCPT's path and parameters; on error reply (RFC 5321 §4.1.1.11:
  * 501 with 5.1.7 for the sender, 5.1.3 for a recipient; RFC 1869 §6: 555
  * for an unknown parameter) and return false. */
-static bool sess_cmd__path(struct sess *s, const struct cmd *c, bool is_rcpt,
-                           struct cmd_path *path, struct cmd_params *prm)
+static bool sess_cmd__path(struct sess *s, const struct cmd *c, bool is_rcpt, struct cmd_path *path,
+                           struct cmd_params *prm)
 {
     const char *why = "syntax error";
     switch (cmd_parse_mailrcpt(c->arg, c->arg_len, is_rcpt, path, prm, &why)) {
@@ -277,8 +277,7 @@ static bool sess_cmd__mail_check(struct sess *s, const struct cmd *c)
         sess_reply(s, 553, "5.6.7", "Non-ASCII address requires SMTPUTF8");
         return false;
     }
-    if (prm.smtputf8 && !(sess_upstream_caps(s) & UP_CAP_SMTPUTF8) &&
-        s->srv->upstream_caps_known) {
+    if (prm.smtputf8 && !(sess_upstream_caps(s) & UP_CAP_SMTPUTF8) && s->srv->upstream_caps_known) {
         sess_reply(s, 553, "5.6.7", "SMTPUTF8 is not supported by the upstream server");
         return false;
     }
@@ -624,12 +623,12 @@ static bool sess_cmd__ok(struct sess *s, const struct cmd *c)
 
 #define ANY ST_COMMAND
 static const struct sess_verb sess_cmd__table[CMD_VERB_COUNT] = {
-    [CMD_EHLO] = {CMD_EHLO, ANY, NULL, SV_BARRIER, SLUICE_PHASE_HELO,
-                  sess_cmd__ehlo_check, sess_cmd__helo_proceed},
-    [CMD_HELO] = {CMD_HELO, ANY, NULL, SV_BARRIER, SLUICE_PHASE_HELO,
-                  sess_cmd__helo_only_check, sess_cmd__helo_proceed},
-    [CMD_MAIL] = {CMD_MAIL, S_BIT(S_HELO) | ST_TX, "Error: send HELO/EHLO first",
-                  SV_COUNT_ERROR, SLUICE_PHASE_MAIL, sess_cmd__mail_check, sess_cmd__mail_proceed},
+    [CMD_EHLO] = {CMD_EHLO, ANY, NULL, SV_BARRIER, SLUICE_PHASE_HELO, sess_cmd__ehlo_check,
+                  sess_cmd__helo_proceed},
+    [CMD_HELO] = {CMD_HELO, ANY, NULL, SV_BARRIER, SLUICE_PHASE_HELO, sess_cmd__helo_only_check,
+                  sess_cmd__helo_proceed},
+    [CMD_MAIL] = {CMD_MAIL, S_BIT(S_HELO) | ST_TX, "Error: send HELO/EHLO first", SV_COUNT_ERROR,
+                  SLUICE_PHASE_MAIL, sess_cmd__mail_check, sess_cmd__mail_proceed},
     [CMD_RCPT] = {CMD_RCPT, ST_TX, "Error: need MAIL command", SV_COUNT_ERROR | SV_NEEDS_TX,
                   SLUICE_PHASE_RCPT, sess_cmd__rcpt_check, sess_cmd__rcpt_proceed},
     [CMD_DATA] = {CMD_DATA, ST_TX, "Error: need MAIL command",

@@ -127,8 +127,7 @@ static void sess_eom__replay_cb(struct sess *s, const struct up_result *r, bool 
     struct sess_replay *rp = &s->replay;
     if (r->err != UP_OK) {
         rp->mail_failed = true;
-        snprintf(rp->fail, sizeof rp->fail,
-                 "451 4.4.2 Upstream failure during envelope change");
+        snprintf(rp->fail, sizeof rp->fail, "451 4.4.2 Upstream failure during envelope change");
     } else if (is_rset && r->reply->code >= 300) {
         rp->mail_failed = true;
         snprintf(rp->fail, sizeof rp->fail, "451 4.4.2 Upstream refused RSET");
@@ -197,8 +196,10 @@ static void sess_eom__envelope(struct sess *s)
     buf_t line = BUF_INIT;
     s->log.action = "changing the envelope at the upstream";
     if (replay) {
-        log_c_info(&s->log, "envelope changed by plugins: replaying MAIL <%s> -> <%s> with %zu "
-                   "recipient(s)", tx->orig_sender, tx->sender, tx_visible_count(tx));
+        log_c_info(&s->log,
+                   "envelope changed by plugins: replaying MAIL <%s> -> <%s> with %zu "
+                   "recipient(s)",
+                   tx->orig_sender, tx->sender, tx_visible_count(tx));
         s->replay.pending += 2;
         up_command(s->up, "RSET", sess_eom__rset_cb, s);
         buf_printf(&line, "MAIL FROM:<%s>%s", tx->sender,
@@ -270,7 +271,8 @@ static void sess_eom__data_done(void *ud, struct host_result *r)
     if (r->verdict == SLUICE_REJECT || r->verdict == SLUICE_TEMPFAIL ||
         r->verdict == SLUICE_DISCONNECT) {
         char why[120];
-        snprintf(why, sizeof why, "%s by %s", r->verdict == SLUICE_REJECT ? "rejected" : "tempfailed",
+        snprintf(why, sizeof why, "%s by %s",
+                 r->verdict == SLUICE_REJECT ? "rejected" : "tempfailed",
                  r->plugin ? r->plugin : "chain");
         snprintf(s->last_upstream, sizeof s->last_upstream, "not sent: %s", why);
         if (r->verdict != SLUICE_DISCONNECT)

@@ -53,42 +53,42 @@ struct sess_slot {
     struct sess_slot *next;
     struct sess *s;
     bool filled;
-    size_t rcpt_idx;    /* RCPT: index of the recipient in s->tx */
-    unsigned tx_seq;    /* ... of the transaction with that number */
-    buf_t text;         /* the reply, CRLF-terminated lines */
+    size_t rcpt_idx; /* RCPT: index of the recipient in s->tx */
+    unsigned tx_seq; /* ... of the transaction with that number */
+    buf_t text;      /* the reply, CRLF-terminated lines */
 };
 
 /* Envelope replay after plugin edits (sess_eom.c). */
 struct sess_replay {
-    unsigned pending;   /* commands in flight */
-    unsigned ok;        /* recipients the upstream accepted */
+    unsigned pending; /* commands in flight */
+    unsigned ok;      /* recipients the upstream accepted */
     bool mail_failed;
-    char fail[300];     /* last refusal, as a reply line */
+    char fail[300]; /* last refusal, as a reply line */
 };
 
 struct sess {
-    struct server_link link;  /* in the server's list */
+    struct server_link link; /* in the server's list */
     struct server *srv;
-    struct cfg *cfg;          /* referenced for the session's life */
+    struct cfg *cfg; /* referenced for the session's life */
     struct conn *conn;
     uv_timer_t timer;
     struct client_info info;
     struct log_conn log;
 
-    enum sess_state state;         /* changed by sess_set_state() only */
-    const struct sess_verb *busy;  /* command waiting for its phase or the upstream */
-    bool processing;               /* input loop running (re-entry is a bug) */
-    bool read_paused;              /* backpressure */
-    bool shutdown;                 /* SIGTERM: close at the next idle point */
+    enum sess_state state;        /* changed by sess_set_state() only */
+    const struct sess_verb *busy; /* command waiting for its phase or the upstream */
+    bool processing;              /* input loop running (re-entry is a bug) */
+    bool read_paused;             /* backpressure */
+    bool shutdown;                /* SIGTERM: close at the next idle point */
     bool ip_counted;
     bool tls;
-    bool end_after_reply;          /* a 421 is queued: close once it is out */
-    bool identified;               /* XCLIENT/XFORWARD done for the MAIL in progress */
-    bool graceful_close;           /* how sess_close() wants the conn closed */
-    bool closing_tx_open;          /* a transaction was open when it closed */
-    bool up_wait;                  /* MAIL waits for the upstream to open/identify */
-    unsigned tx_seq;               /* number of the current transaction */
-    unsigned busy_seq;             /* tx_seq when the running phase started */
+    bool end_after_reply; /* a 421 is queued: close once it is out */
+    bool identified;      /* XCLIENT/XFORWARD done for the MAIL in progress */
+    bool graceful_close;  /* how sess_close() wants the conn closed */
+    bool closing_tx_open; /* a transaction was open when it closed */
+    bool up_wait;         /* MAIL waits for the upstream to open/identify */
+    unsigned tx_seq;      /* number of the current transaction */
+    unsigned busy_seq;    /* tx_seq when the running phase started */
     unsigned errors;
 
     /* client deadline (sess.c) */
@@ -97,30 +97,30 @@ struct sess {
     uint64_t deadline, timer_due;
 
     struct cmd_reader rd;
-    buf_t in;                      /* unprocessed client input */
+    buf_t in; /* unprocessed client input */
     struct sess_slot *slots_head, *slots_tail;
     size_t nslots;
 
     /* the command being handled across an asynchronous step */
     char line[CMD_LINE_MAX + 1];
     size_t line_len;
-    char addr[CMD_ADDR_MAX + 1];   /* MAIL/RCPT path as the client gave it */
-    char dsn[600];                 /* RCPT: DSN params to forward */
+    char addr[CMD_ADDR_MAX + 1]; /* MAIL/RCPT path as the client gave it */
+    char dsn[600];               /* RCPT: DSN params to forward */
 
     struct up *up;
     struct host_conn *hc;
     struct resolve_req *dns;
-    struct tx *tx;                 /* the transaction in progress (owned) or NULL */
+    struct tx *tx; /* the transaction in progress (owned) or NULL */
     struct data_reader dr;
-    struct msgbuf *msg;            /* reused message buffer (owned) */
+    struct msgbuf *msg; /* reused message buffer (owned) */
     buf_t mime7_out;
     struct iovec segs[4];
     struct sess_replay replay;
-    struct quar_req *quar;         /* quarantine write in progress */
+    struct quar_req *quar; /* quarantine write in progress */
 
-    char last_upstream[300];       /* for the transaction log line */
+    char last_upstream[300]; /* for the transaction log line */
     uint64_t conn_started_ns;
-    struct defer_ev close_ev;      /* teardown */
+    struct defer_ev close_ev; /* teardown */
 };
 
 /* sess.c */
@@ -129,7 +129,7 @@ const char *sess_state_name(enum sess_state st);
 void sess_close(struct sess *s, bool graceful); /* mark; finished from the loop */
 void sess_kick(struct sess *s);                 /* resume input after async work */
 void sess_arm_timer(struct sess *s);
-bool sess_error(struct sess *s);                /* count an error; false: closed */
+bool sess_error(struct sess *s); /* count an error; false: closed */
 unsigned sess_upstream_caps(struct sess *s);
 void sess_tx_end(struct sess *s, bool abort_upstream);
 bool sess_tx_open(const struct sess *s); /* MAIL was sent for the tx */
@@ -139,7 +139,7 @@ void sess_last_upstream(struct sess *s, const struct up_result *r);
 /* sess_reply.c */
 void sess_reply(struct sess *s, int code, const char *enh, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-void sess_reply_raw(struct sess *s, const char *p, size_t n);  /* now, in order */
+void sess_reply_raw(struct sess *s, const char *p, size_t n); /* now, in order */
 struct sess_slot *sess_reply_slot(struct sess *s);
 void sess_reply_fill_relay(struct sess_slot *sl, const struct smtp_reply *r);
 void sess_reply_fill_error(struct sess_slot *sl, enum up_err e);
@@ -159,7 +159,7 @@ void sess_cmd_connect(struct sess *s); /* CONNECT phase, then the greeting */
 void sess_cmd_up_open_cb(void *ud, const struct up_result *r);
 
 /* sess_eom.c */
-void sess_eom_begin(struct sess *s);   /* the whole message is in */
-void sess_eom_cancel(struct sess *s);  /* teardown: drop pending work */
+void sess_eom_begin(struct sess *s);  /* the whole message is in */
+void sess_eom_cancel(struct sess *s); /* teardown: drop pending work */
 
 #endif

@@ -305,8 +305,7 @@ void tx_render(struct tx *tx, const char **data, size_t *len)
     msg_render(tx->msg, data, len);
 }
 
-void tx_sym_add(struct tx *tx, const char *name, double score, const char *desc,
-                const char *plugin)
+void tx_sym_add(struct tx *tx, const char *name, double score, const char *desc, const char *plugin)
 {
     tx->syms = xgrow(tx->syms, &tx->capsyms, tx->nsyms + 1, sizeof *tx->syms, 16);
     struct tx_sym *s = &tx->syms[tx->nsyms++];

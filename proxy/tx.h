@@ -52,8 +52,8 @@ struct tx_rcpt {
 };
 
 struct tx_sym {
-    char *name;         /* owned */
-    char *desc;         /* owned */
+    char *name; /* owned */
+    char *desc; /* owned */
     double score;
     const char *plugin; /* instance name (the pinned chain outlives the tx) */
 };
@@ -72,13 +72,13 @@ struct tx {
     int body;            /* enum cmd_body */
     bool smtputf8;
     uint64_t declared_size;
-    bool mail_ok;        /* the upstream accepted MAIL */
+    bool mail_ok; /* the upstream accepted MAIL */
 
     /* recipients */
     struct tx_rcpt *rcpts;
     size_t nrcpts, caprcpts;
-    unsigned rcpts_sent;  /* RCPT commands sent (max_recipients) */
-    struct tx_rcpt cur;   /* RCPT phase: the recipient being decided */
+    unsigned rcpts_sent; /* RCPT commands sent (max_recipients) */
+    struct tx_rcpt cur;  /* RCPT phase: the recipient being decided */
     bool cur_set;
 
     /* message */
@@ -137,10 +137,10 @@ const struct tx_rcpt *tx_visible_at(const struct tx *tx, size_t i);
 
 /* End of data: what the upstream's envelope needs. Pure. */
 enum tx_plan {
-    TX_PLAN_AS_IS = 0,   /* nothing changed: send the message */
-    TX_PLAN_ADD_RCPTS,   /* only new recipients: RCPT each, then send */
-    TX_PLAN_REPLAY,      /* sender changed or a recipient removed: RSET + MAIL + RCPTs */
-    TX_PLAN_NONE_LEFT,   /* every recipient removed: nobody to deliver to */
+    TX_PLAN_AS_IS = 0, /* nothing changed: send the message */
+    TX_PLAN_ADD_RCPTS, /* only new recipients: RCPT each, then send */
+    TX_PLAN_REPLAY,    /* sender changed or a recipient removed: RSET + MAIL + RCPTs */
+    TX_PLAN_NONE_LEFT, /* every recipient removed: nobody to deliver to */
 };
 enum tx_plan tx_envelope_plan(const struct tx *tx);
 /* The upstream has the envelope as it stands now: drop removed and

@@ -22,7 +22,8 @@ void *xcalloc(size_t nmemb, size_t size) __attribute__((malloc, alloc_size(1, 2)
 void *xrealloc(void *p, size_t n) __attribute__((alloc_size(2), returns_nonnull));
 /* Grow an array of `size`-byte elements to at least `need` elements:
  * doubles *cap (from `first`), checks for overflow. */
-void *xgrow(void *p, size_t *cap, size_t need, size_t size, size_t first) __attribute__((returns_nonnull));
+void *xgrow(void *p, size_t *cap, size_t need, size_t size, size_t first)
+    __attribute__((returns_nonnull));
 /* NULL stays NULL. */
 char *xstrdup(const char *s) __attribute__((malloc));
 char *xstrndup(const char *s, size_t n) __attribute__((malloc, returns_nonnull));

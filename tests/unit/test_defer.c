@@ -14,8 +14,8 @@
 struct probe {
     struct defer_ev ev;
     int id;
-    struct probe *cancel;  /* cancel this one when run */
-    struct probe *repost;  /* post this one when run */
+    struct probe *cancel; /* cancel this one when run */
+    struct probe *repost; /* post this one when run */
 };
 
 static int order[16];

@@ -35,10 +35,10 @@ static void rcpt(struct tx *tx, const char *addr, bool accepted)
  * edits: "+x" add, "-x" remove, "S" change sender. */
 struct plan_case {
     const char *name;
-    const char *rcpts;  /* e.g. "A:b@x R:c@x" */
-    const char *edits;  /* e.g. "-b@x +d@x" */
+    const char *rcpts; /* e.g. "A:b@x R:c@x" */
+    const char *edits; /* e.g. "-b@x +d@x" */
     enum tx_plan want;
-    size_t visible;     /* recipients plugins see afterwards */
+    size_t visible; /* recipients plugins see afterwards */
 };
 
 static const struct plan_case plan_cases[] = {
