@@ -9,7 +9,7 @@ set -euo pipefail
 
 PACKAGES=(
   # build: compiler, CMake, pkg-config
-  build-essential cmake pkg-config clang libclang-rt-14-dev
+  build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
   # libraries the daemon and plugins link
   libuv1-dev libssl-dev libinih-dev libpcre2-dev libgmime-3.0-dev
   libmicrohttpd-dev libclamav-dev libopendkim-dev

@@ -22,6 +22,12 @@ if [ "${SKIP_DEPS:-0}" != 1 ]; then
   bash contrib/scripts/install-deps.sh || exit 1
 fi
 
+step "format of changed lines"
+if ! bash contrib/scripts/format-check.sh; then
+  echo "test.sh: FAILED format check" >&2
+  status=1
+fi
+
 # build_and_test DIR CMAKE_ARGS...: configure, build and ctest one tree.
 build_and_test() {
   local dir=$1; shift
