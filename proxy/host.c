@@ -115,11 +115,6 @@ bool host_conn_active(struct host_conn *hc)
     return c && c->n > 0;
 }
 
-struct chain *host_conn_chain(struct host_conn *hc)
-{
-    return hc->chain;
-}
-
 const struct log_conn *host_conn_log(const struct host_conn *hc)
 {
     return &hc->log;

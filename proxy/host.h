@@ -60,7 +60,6 @@ void host_conn_free(struct host_conn *hc);
 /* Does the chain a new phase would use have any instance? (The session
  * skips all plugin work when it is empty.) */
 bool host_conn_active(struct host_conn *hc);
-struct chain *host_conn_chain(struct host_conn *hc);
 uv_loop_t *host_conn_loop(struct host_conn *hc);
 const struct log_conn *host_conn_log(const struct host_conn *hc);
 void host_conn_data_set(struct host_conn *hc, size_t slot, void *data, void (*free_fn)(void *));

@@ -43,16 +43,6 @@ int log_enabled(enum log_level lvl)
     return lvl >= log_min;
 }
 
-int log_level_parse(const char *s)
-{
-    for (int i = 0; i <= LOG_LVL_ERROR; i++)
-        if (strcasecmp(s, log_names[i]) == 0)
-            return i;
-    if (strcasecmp(s, "warn") == 0)
-        return LOG_LVL_WARN;
-    return -1;
-}
-
 void log_vmsg(enum log_level lvl, const char *fmt, va_list ap)
 {
     if (lvl < log_min)

@@ -25,8 +25,6 @@ enum log_level {
 void log_init(const char *ident, int use_syslog, enum log_level min_level);
 void log_set_level(enum log_level min_level);
 int log_enabled(enum log_level lvl);
-/* Parse "debug|info|warn|error"; -1 if unknown. */
-int log_level_parse(const char *s);
 /* Buffer info/debug lines logged from the calling (event loop) thread;
  * log_flush() writes them (call it once per loop iteration and at exit). */
 void log_set_buffered(int on);

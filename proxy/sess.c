@@ -581,7 +581,3 @@ void sess_shutdown(struct sess *s)
     sess_kick(s);
 }
 
-const struct client_info *sess_info(const struct sess *s)
-{
-    return &s->info;
-}

@@ -23,7 +23,6 @@
 
 #include <uv.h>
 
-#include "client_info.h"
 
 struct server;
 struct sess;
@@ -35,6 +34,5 @@ int sess_accept(struct server *srv, uv_stream_t *listener);
 void sess_shutdown(struct sess *s);
 /* Close now, without waiting (exit after the shutdown deadline). */
 void sess_abort(struct sess *s);
-const struct client_info *sess_info(const struct sess *s);
 
 #endif

@@ -16,7 +16,7 @@ PY=/usr/bin/python3
 JOBS=${JOBS:-2}
 
 if [ "$(id -u)" -ne 0 ]; then
-  echo "demo.sh: run as root (the private Postfix needs it): sudo bash $0" >&2
+  echo "demo.sh: run as root (the private Postfix needs it): bash $0 as root" >&2
   exit 1
 fi
 

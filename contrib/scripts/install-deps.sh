@@ -24,7 +24,7 @@ PACKAGES=(
 )
 
 if [ "$(id -u)" -ne 0 ]; then
-  echo "install-deps.sh: run as root (sudo bash $0)" >&2
+  echo "install-deps.sh: run as root (bash $0)" >&2
   exit 1
 fi
 

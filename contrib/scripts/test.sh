@@ -5,7 +5,7 @@
 # whole suite (cmocka units + integration against real daemons on
 # loopback), then do it again in an AddressSanitizer + UBSan build.
 # Exits non-zero if any step fails. Run as root from anywhere:
-#   sudo bash contrib/scripts/test.sh
+#   bash contrib/scripts/test.sh
 # Env: JOBS (default 2), SKIP_DEPS=1 to skip apt, SKIP_ASAN=1 for a quick run.
 set -uo pipefail
 
