@@ -26,7 +26,6 @@
 #include "upstream.h"
 #include "xalloc.h"
 
-struct server *g_server;
 
 /* ---- per-IP connection counts: a small open hash ------------------------- */
 
@@ -174,7 +173,6 @@ int server_init(struct server *srv, uv_loop_t *loop, struct cfg *cfg)
     srv->loop = loop;
     defer_init(loop);
     srv->cfg = cfg_ref(cfg);
-    g_server = srv;
     int failed;
     srv->tls_ctx = server__tls(cfg, &failed);
     if (failed)
@@ -427,5 +425,4 @@ void server_free(struct server *srv)
         SSL_CTX_free(srv->tls_ctx);
     free(srv->ipcounts);
     cfg_unref(srv->cfg);
-    g_server = NULL;
 }

@@ -44,7 +44,6 @@ struct server {
     uv_timer_t shutdown_timer;
 };
 
-extern struct server *g_server;
 
 /* Bind the listeners (before dropping privileges). 0 or -1 (logged). */
 int server_init(struct server *srv, uv_loop_t *loop, struct cfg *cfg);
