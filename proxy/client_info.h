@@ -3,7 +3,8 @@
  * client_info: the facts of one client connection that plugins may read
  * (through the host API) and that the upstream is told (XCLIENT). A plain
  * value type: the session owns the live copy and changes it only between
- * phases (HELO, TLS); each transaction keeps a snapshot of it.
+ * phases (HELO, TLS); each transaction keeps a snapshot of it. Threads:
+ * a plain value, read from any thread while its owner is alive.
  */
 #ifndef SLUICE_CLIENT_INFO_H
 #define SLUICE_CLIENT_INFO_H

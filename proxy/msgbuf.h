@@ -5,6 +5,12 @@
  * spool directory (created 0600, unlinked at once, so nothing is left behind
  * by a crash). A write error (ENOSPC, EIO ...) is sticky: the message is
  * then refused with 452 4.3.1, never forwarded truncated.
+ *
+ * Ownership: the session owns its msgbuf and reuses it across
+ * transactions; a transaction borrows it from end of data until it ends
+ * (tx_set_message / tx_take_msgbuf). Threads: one writer (the loop);
+ * after msgbuf_finish() the contents are read-only and may be read from
+ * pool threads.
  */
 #ifndef SLUICE_MSGBUF_H
 #define SLUICE_MSGBUF_H

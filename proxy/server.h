@@ -3,6 +3,10 @@
  * server: the listening sockets, the session registry and the process-wide
  * state of the daemon (current config, TLS context, connection limits,
  * upstream capability cache, signals and shutdown).
+ *
+ * Ownership: main owns the struct server; the server owns its listeners
+ * and the list of sessions (each session owns itself and unlinks at
+ * teardown). Threads: loop thread only.
  */
 #ifndef SLUICE_SERVER_H
 #define SLUICE_SERVER_H

@@ -4,6 +4,7 @@
  * make up the session (sess.c: life, input, timers; sess_cmd.c: the
  * command table and the verbs; sess_reply.c: replies in order;
  * sess_eom.c: end of data). Nothing else includes it.
+ * Ownership and threads: see sess.h (loop thread only).
  */
 #ifndef SLUICE_SESS_INT_H
 #define SLUICE_SESS_INT_H

@@ -3,7 +3,7 @@
  * smtp_cmd: pure, resumable SMTP command parsing (RFC 5321 §4.1, RFC 1869,
  * RFC 3461, RFC 6152, RFC 6531). No I/O: bytes in, lines and commands out.
  * Everything returned points into caller memory or into the output struct;
- * nothing is allocated.
+ * nothing is allocated. Threads: any (no globals).
  */
 #ifndef SLUICE_SMTP_CMD_H
 #define SLUICE_SMTP_CMD_H

@@ -32,6 +32,7 @@
  *
  * Errors are sticky bits; the reader never stops early, because the only
  * safe point to answer is after the terminating dot.
+ * Pure: no I/O, no allocation, no globals; any thread.
  */
 #ifndef SLUICE_SMTP_DATA_H
 #define SLUICE_SMTP_DATA_H

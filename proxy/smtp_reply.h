@@ -5,6 +5,7 @@
  * (no 3-digit code, mixed codes across lines, over-long lines, too many
  * lines, bad separator) is reported as an error so the session can
  * synthesise its own 451/421 instead of relaying garbage.
+ * Pure: no I/O, no allocation, no globals; any thread.
  */
 #ifndef SLUICE_SMTP_REPLY_H
 #define SLUICE_SMTP_REPLY_H
