@@ -16,9 +16,8 @@
  * (a dropped stuffing dot, a CR inserted before a bare LF ...).
  *
  * No allocation and no global state; the reader is all in struct
- * data_reader, so it resumes at any byte split. pend[] is not needed by
- * this implementation (held-back bytes are implied by the state) and stays
- * empty.
+ * data_reader, so it resumes at any byte split; held-back bytes are
+ * implied by the state.
  */
 #include "smtp_data.h"
 

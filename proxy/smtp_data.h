@@ -27,8 +27,8 @@
  * Line lengths, the header section and max_size are measured on the
  * canonical output (after unstuffing and normalisation). out_bytes counts
  * the whole canonical message even after output stopped (TOO_BIG / SINK),
- * so the real size can be logged. pend[] is unused (held-back bytes are
- * implied by the state).
+ * so the real size can be logged. Bytes held back while deciding (a CR,
+ * a dot) are implied by the state, never stored.
  *
  * Errors are sticky bits; the reader never stops early, because the only
  * safe point to answer is after the terminating dot.
@@ -80,8 +80,6 @@ struct data_reader {
     uint64_t header_end;  /* canonical offset where the body starts (just after the empty
                            * line's CRLF), or 0 if no empty line yet */
     uint64_t lines;       /* canonical lines (CRLFs) so far */
-    char pend[8];         /* bytes held back while deciding (CR, dot ...) */
-    size_t pend_len;
 };
 
 void data_reader_init(struct data_reader *r, const struct data_limits *lim, data_sink_fn sink,
