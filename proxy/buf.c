@@ -55,9 +55,11 @@ static void buf__format_bug(const char *fmt) __attribute__((noreturn));
 static void buf__format_bug(const char *fmt)
 {
     char line[160];
-    int len = snprintf(line, sizeof line, "PANIC buf_printf: vsnprintf failed for \"%.100s\"\n", fmt);
+    int len =
+        snprintf(line, sizeof line, "PANIC buf_printf: vsnprintf failed for \"%.100s\"\n", fmt);
     if (len > 0)
-        (void)!write(STDERR_FILENO, line, (size_t)len < sizeof line ? (size_t)len : sizeof line - 1);
+        (void)!write(STDERR_FILENO, line,
+                     (size_t)len < sizeof line ? (size_t)len : sizeof line - 1);
     abort();
 }
 

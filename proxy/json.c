@@ -208,13 +208,20 @@ static bool json__value(struct json__scan *s)
 {
     json__ws(s);
     switch (*s->p) {
-    case '{': return json__container(s, '}', true);
-    case '[': return json__container(s, ']', false);
-    case '"': return json__string(s);
-    case 't': return json__word(s, "true");
-    case 'f': return json__word(s, "false");
-    case 'n': return json__word(s, "null");
-    default: return json__number(s);
+    case '{':
+        return json__container(s, '}', true);
+    case '[':
+        return json__container(s, ']', false);
+    case '"':
+        return json__string(s);
+    case 't':
+        return json__word(s, "true");
+    case 'f':
+        return json__word(s, "false");
+    case 'n':
+        return json__word(s, "null");
+    default:
+        return json__number(s);
     }
 }
 

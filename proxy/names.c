@@ -23,9 +23,9 @@ _Static_assert(sizeof names__txverdicts / sizeof names__txverdicts[0] == NAMES_T
                "transaction verdicts");
 
 /* The SDK's numbering is ABI: the lists must follow it, entry by entry. */
-#define NAMES__SDK_PHASE(id, word) \
+#define NAMES__SDK_PHASE(id, word)                                                                 \
     _Static_assert((int)SLUICE_PHASE_##id == (int)NAMES_PH_##id, "SLUICE_PHASE_" #id);
-#define NAMES__SDK_VERDICT(id, word) \
+#define NAMES__SDK_VERDICT(id, word)                                                               \
     _Static_assert((int)SLUICE_##id == (int)NAMES_PV_##id, "SLUICE_" #id);
 NAMES_PHASES(NAMES__SDK_PHASE)
 NAMES_PVERDICTS(NAMES__SDK_VERDICT)

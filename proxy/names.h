@@ -24,32 +24,32 @@
 #define SLUICE_NAMES_H
 
 /* The SMTP phase a plugin hook runs in. */
-#define NAMES_PHASES(X)                                                                  \
-    X(CONNECT, "connect")                                                                \
-    X(HELO, "helo")                                                                      \
-    X(MAIL, "mail")                                                                      \
-    X(RCPT, "rcpt")                                                                      \
-    X(DATA, "data")                                                                      \
-    X(RESET, "reset")                                                                    \
+#define NAMES_PHASES(X)                                                                            \
+    X(CONNECT, "connect")                                                                          \
+    X(HELO, "helo")                                                                                \
+    X(MAIL, "mail")                                                                                \
+    X(RCPT, "rcpt")                                                                                \
+    X(DATA, "data")                                                                                \
+    X(RESET, "reset")                                                                              \
     X(CLOSE, "close")
 
 /* A plugin's answer to one hook. */
-#define NAMES_PVERDICTS(X)                                                               \
-    X(CONTINUE, "continue")                                                              \
-    X(ACCEPT, "accept")                                                                  \
-    X(REJECT, "reject")                                                                  \
-    X(TEMPFAIL, "tempfail")                                                              \
-    X(DISCARD, "discard")                                                                \
-    X(QUARANTINE, "quarantine")                                                          \
+#define NAMES_PVERDICTS(X)                                                                         \
+    X(CONTINUE, "continue")                                                                        \
+    X(ACCEPT, "accept")                                                                            \
+    X(REJECT, "reject")                                                                            \
+    X(TEMPFAIL, "tempfail")                                                                        \
+    X(DISCARD, "discard")                                                                          \
+    X(QUARANTINE, "quarantine")                                                                    \
     X(DISCONNECT, "disconnect")
 
 /* How a whole transaction ended. */
-#define NAMES_TXVERDICTS(X)                                                              \
-    X(ACCEPTED, "accepted")                                                              \
-    X(REJECTED, "rejected")                                                              \
-    X(TEMPFAILED, "tempfailed")                                                          \
-    X(DISCARDED, "discarded")                                                            \
-    X(QUARANTINED, "quarantined")                                                        \
+#define NAMES_TXVERDICTS(X)                                                                        \
+    X(ACCEPTED, "accepted")                                                                        \
+    X(REJECTED, "rejected")                                                                        \
+    X(TEMPFAILED, "tempfailed")                                                                    \
+    X(DISCARDED, "discarded")                                                                      \
+    X(QUARANTINED, "quarantined")                                                                  \
     X(ABORTED, "aborted")
 
 /* NAMES_PH_CONNECT.., NAMES_PV_CONTINUE.., NAMES_TX_ACCEPTED.. and the counts. */

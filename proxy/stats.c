@@ -65,16 +65,16 @@ _Static_assert(STATS_V_COUNT == (int)NAMES_TXVERDICT_COUNT, "transaction verdict
 /* Plugin hooks: from a regex test to a slow network lookup. */
 const struct stats_hist_spec stats__spec_plugin = {
     15,
-    {NS(0.0001), NS(0.00025), NS(0.0005), NS(0.001), NS(0.0025), NS(0.005), NS(0.01),
-     NS(0.025), NS(0.05), NS(0.1), NS(0.25), NS(0.5), NS(1), NS(2.5), NS(10)},
+    {NS(0.0001), NS(0.00025), NS(0.0005), NS(0.001), NS(0.0025), NS(0.005), NS(0.01), NS(0.025),
+     NS(0.05), NS(0.1), NS(0.25), NS(0.5), NS(1), NS(2.5), NS(10)},
     9,
 };
 
 /* Whole transactions: MAIL FROM to final reply, client speed included. */
 const struct stats_hist_spec stats__spec_tx = {
     14,
-    {NS(0.005), NS(0.01), NS(0.025), NS(0.05), NS(0.1), NS(0.25), NS(0.5), NS(1),
-     NS(2.5), NS(5), NS(10), NS(30), NS(60), NS(300)},
+    {NS(0.005), NS(0.01), NS(0.025), NS(0.05), NS(0.1), NS(0.25), NS(0.5), NS(1), NS(2.5), NS(5),
+     NS(10), NS(30), NS(60), NS(300)},
     9,
 };
 
@@ -419,9 +419,8 @@ static bool counter_key(struct counter_key *k, const char *plugin_name, const ch
             return false;
     }
     sanitize_ident(base, sizeof base, name);
-    snprintf(k->full, sizeof k->full, "%s%s%s",
-             strncmp(base, "sluice_", 7) == 0 ? "" : "sluice_", base,
-             has_suffix(base, "_total") ? "" : "_total");
+    snprintf(k->full, sizeof k->full, "%s%s%s", strncmp(base, "sluice_", 7) == 0 ? "" : "sluice_",
+             base, has_suffix(base, "_total") ? "" : "_total");
     for (size_t i = 0; i < sizeof core_names / sizeof core_names[0]; i++)
         if (strcmp(k->full, core_names[i]) == 0)
             return false;

@@ -26,8 +26,8 @@ static const char *jbool(bool b)
 }
 
 /* "key":{"word(0)":n,...}, one member per member of an enum. */
-static void emit_enum(buf_t *out, const char *key, word_fn *word,
-                      const _Atomic uint64_t *counts, size_t n)
+static void emit_enum(buf_t *out, const char *key, word_fn *word, const _Atomic uint64_t *counts,
+                      size_t n)
 {
     buf_printf(out, "\"%s\":{", key);
     for (size_t i = 0; i < n; i++)
@@ -77,8 +77,8 @@ static void emit_process(buf_t *out, const struct stats__core *g, double now)
     emit_enum(out, "config_reloads", stats__result_name, g->reloads, 2);
     buf_printf(out,
                ",\"config_last_reload_success\":%d,"
-               "\"connections\":{\"current\":%" PRId64 ",\"total\":%" PRIu64
-               ",\"refused\":%" PRIu64 "},",
+               "\"connections\":{\"current\":%" PRId64 ",\"total\":%" PRIu64 ",\"refused\":%" PRIu64
+               "},",
                atomic_load(&g->last_reload_ok), cur > 0 ? cur : 0, stats__ld(&g->conn_total),
                stats__ld(&g->conn_refused));
 }

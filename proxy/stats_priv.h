@@ -62,7 +62,7 @@ struct stats_plugin {
     _Atomic uint64_t timeouts;
     _Atomic uint64_t errors;
     _Atomic uint64_t trips;
-    _Atomic int breaker; /* enum stats_breaker */
+    _Atomic int breaker;                     /* enum stats_breaker */
     struct stats_hist phase[STATS_PH_COUNT]; /* stats__spec_plugin */
 };
 

@@ -61,8 +61,8 @@ static void emit_scalar(buf_t *out, const char *name, const char *type, const ch
 
 /* Samples of one histogram series; `labels` is "" or `plugin="x",...` (with
  * a trailing comma) prepended inside the braces. */
-static void emit_hist(buf_t *out, const char *name, const char *labels,
-                      const struct stats_hist *h, const struct stats_hist_spec *spec)
+static void emit_hist(buf_t *out, const char *name, const char *labels, const struct stats_hist *h,
+                      const struct stats_hist_spec *spec)
 {
     struct stats_hist_snap s;
     char num[40];
@@ -100,8 +100,8 @@ static void emit_process(buf_t *out, const struct stats__core *g, double now)
     emit_head(out, "sluice_uptime_seconds", "gauge", "Seconds since the process started.");
     buf_printf(out, "sluice_uptime_seconds %.3f\n", up);
     emit_enum(out, "sluice_config_reloads_total", "counter",
-              "Configuration reloads (SIGHUP) by result.", "result", stats__result_name,
-              g->reloads, 2);
+              "Configuration reloads (SIGHUP) by result.", "result", stats__result_name, g->reloads,
+              2);
     emit_scalar(out, "sluice_config_last_reload_success", "gauge",
                 "1 if the last configuration reload succeeded (or none happened yet).",
                 (uint64_t)atomic_load(&g->last_reload_ok));
