@@ -18,16 +18,14 @@
 #include "stats_hist.h"
 #include "stats_priv.h"
 
-typedef const char *word_fn(int i);
-
 static const char *jbool(bool b)
 {
     return b ? "true" : "false";
 }
 
 /* "key":{"word(0)":n,...}, one member per member of an enum. */
-static void emit_enum(buf_t *out, const char *key, word_fn *word, const _Atomic uint64_t *counts,
-                      size_t n)
+static void emit_enum(buf_t *out, const char *key, stats__word_fn *word,
+                      const _Atomic uint64_t *counts, size_t n)
 {
     buf_printf(out, "\"%s\":{", key);
     for (size_t i = 0; i < n; i++)

@@ -110,6 +110,10 @@ struct stats_counter *const *stats__counters(size_t *n);
 typedef void stats__decision_fn(const char *json, size_t k, void *arg);
 void stats__decisions_each(stats__decision_fn *fn, void *arg);
 
+/* The word for member i of a label set: these five and names_phase(),
+ * names_pverdict(), names_txverdict(). */
+typedef const char *stats__word_fn(int i);
+
 /* Label words of the stats-only sets; "unknown" outside them. */
 const char *stats__result_name(int ok); /* 0 failure, 1 success */
 const char *stats__class_name(int rc);  /* STATS__RC_* */

@@ -20,8 +20,6 @@
 #include "stats_hist.h"
 #include "stats_priv.h"
 
-typedef const char *word_fn(int i);
-
 /* Free text: backslash and newline escaped, and `"` too when quote is set. */
 static void emit_escaped(buf_t *out, const char *s, bool quote)
 {
@@ -44,7 +42,8 @@ static void emit_head(buf_t *out, const char *name, const char *type, const char
 
 /* name{label="word(i)"} counts[i], one line per member of an enum. */
 static void emit_enum(buf_t *out, const char *name, const char *type, const char *help,
-                      const char *label, word_fn *word, const _Atomic uint64_t *counts, size_t n)
+                      const char *label, stats__word_fn *word, const _Atomic uint64_t *counts,
+                      size_t n)
 {
     emit_head(out, name, type, help);
     for (size_t i = 0; i < n; i++)
