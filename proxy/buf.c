@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* buf: growable byte buffer; see buf.h. */
+/* buf: growable byte buffer; see buf.h (allocation failure is fatal). */
 #include "buf.h"
 
-#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "xalloc.h"
 
 void buf_init(buf_t *b)
 {
@@ -15,27 +18,22 @@ void buf_init(buf_t *b)
 
 int buf_reserve(buf_t *b, size_t extra)
 {
-    if (extra > (size_t)-1 / 2 - b->len)
-        return -ENOMEM;
+    if (extra > SIZE_MAX / 2 - b->len)
+        xalloc_die(SIZE_MAX);
     size_t need = b->len + extra + 1;
     if (need <= b->cap)
         return 0;
     size_t ncap = b->cap ? b->cap : 64;
     while (ncap < need)
         ncap *= 2;
-    char *p = realloc(b->ptr, ncap);
-    if (!p)
-        return -ENOMEM;
-    b->ptr = p;
+    b->ptr = xrealloc(b->ptr, ncap);
     b->cap = ncap;
     return 0;
 }
 
 int buf_append(buf_t *b, const void *p, size_t n)
 {
-    int rc = buf_reserve(b, n);
-    if (rc)
-        return rc;
+    buf_reserve(b, n);
     if (n)
         memcpy(b->ptr + b->len, p, n);
     b->len += n;
@@ -48,6 +46,23 @@ int buf_puts(buf_t *b, const char *s)
     return buf_append(b, s, strlen(s));
 }
 
+/*
+ * vsnprintf() fails only for text over INT_MAX bytes or a bad wide
+ * character: a bug in the caller, not a condition to handle at run time.
+ */
+static void buf__format_bug(const char *fmt) __attribute__((noreturn));
+
+static void buf__format_bug(const char *fmt)
+{
+    char line[160];
+    int len =
+        snprintf(line, sizeof line, "PANIC buf_printf: vsnprintf failed for \"%.100s\"\n", fmt);
+    if (len > 0)
+        (void)!write(STDERR_FILENO, line,
+                     (size_t)len < sizeof line ? (size_t)len : sizeof line - 1);
+    abort();
+}
+
 int buf_vprintf(buf_t *b, const char *fmt, va_list ap)
 {
     va_list ap2;
@@ -56,12 +71,10 @@ int buf_vprintf(buf_t *b, const char *fmt, va_list ap)
     int n = vsnprintf(tmp, sizeof tmp, fmt, ap2);
     va_end(ap2);
     if (n < 0)
-        return -EINVAL;
+        buf__format_bug(fmt);
     if ((size_t)n < sizeof tmp)
         return buf_append(b, tmp, (size_t)n);
-    int rc = buf_reserve(b, (size_t)n);
-    if (rc)
-        return rc;
+    buf_reserve(b, (size_t)n);
     vsnprintf(b->ptr + b->len, (size_t)n + 1, fmt, ap);
     b->len += (size_t)n;
     return 0;

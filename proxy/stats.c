@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * stats: counters, gauges and histograms of the daemon, plugin records,
- * plugin-defined counters and the ring of recent decision records.
+ * stats: the registry. Counters, gauges and histograms of the daemon,
+ * plugin records, plugin-defined counters and the ring of recent decision
+ * records, and the stats_* event API the rest of the daemon reports to.
+ * Rendering lives in stats_prom.c (/metrics) and stats_json.c (/stats),
+ * which read the layout declared in stats_priv.h.
  *
  * Writers are the SMTP loop, pool threads and the plugin host; the reader is
  * the HTTP thread (stats_http.c). Every figure is a C11 atomic updated with
@@ -16,13 +19,12 @@
  * need no lock. Only appends take a mutex (registration, first sighting of a
  * label value). stats_reset() is the one exception and is for tests only.
  *
- * Histogram sums are fixed-point integers (nanoseconds, bytes) so that they
- * can be plain atomic adds and render exactly.
+ * Out of memory is fatal (xalloc.h): registration fails only on a full
+ * registry or a bad name, never for lack of memory.
  */
 #include "stats.h"
 
 #include <errno.h>
-#include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -30,160 +32,103 @@
 #include <string.h>
 #include <time.h>
 
+#include "json.h"
+#include "names.h"
+#include "stats_hist.h"
+#include "stats_json.h"
+#include "stats_priv.h"
+#include "stats_prom.h"
+#include "xalloc.h"
+
 #ifndef SLUICE_VERSION
 #define SLUICE_VERSION "unknown"
 #endif
 
-/* ---- Histograms ----------------------------------------------------------- */
+/* The stats enums are numbered as the shared name lists (names.h). */
+#define STATS__SAME_PH(id, word) _Static_assert(STATS_PH_##id == (int)NAMES_PH_##id, #id);
+#define STATS__SAME_PV(id, word) _Static_assert(STATS_PV_##id == (int)NAMES_PV_##id, #id);
+#define STATS__SAME_TX(id, word) _Static_assert(STATS_V_##id == (int)NAMES_TX_##id, #id);
+NAMES_PHASES(STATS__SAME_PH)
+NAMES_PVERDICTS(STATS__SAME_PV)
+NAMES_TXVERDICTS(STATS__SAME_TX)
+#undef STATS__SAME_PH
+#undef STATS__SAME_PV
+#undef STATS__SAME_TX
+_Static_assert(STATS_PH_COUNT == (int)NAMES_PHASE_COUNT, "phase count");
+_Static_assert(STATS_PV_COUNT == (int)NAMES_PVERDICT_COUNT, "plugin verdict count");
+_Static_assert(STATS_V_COUNT == (int)NAMES_TXVERDICT_COUNT, "transaction verdict count");
 
-#define HIST_MAX_BOUNDS 16
-
-struct hist_spec {
-    size_t nbounds;
-    uint64_t bounds[HIST_MAX_BOUNDS]; /* in fixed-point units, ascending */
-    unsigned scale;                   /* decimal digits after the point (9: ns) */
-};
-
-struct hist {
-    _Atomic uint64_t bucket[HIST_MAX_BOUNDS + 1]; /* non-cumulative; last: +Inf */
-    _Atomic uint64_t sum;                         /* fixed-point, see spec->scale */
-};
+/* ---- Histogram layouts ------------------------------------------------------ */
 
 #define NS(x) ((uint64_t)((x) * 1000000000.0 + 0.5))
 
 /* Plugin hooks: from a regex test to a slow network lookup. */
-static const struct hist_spec spec_plugin = {
+const struct stats_hist_spec stats__spec_plugin = {
     15,
-    {NS(0.0001), NS(0.00025), NS(0.0005), NS(0.001), NS(0.0025), NS(0.005), NS(0.01),
-     NS(0.025), NS(0.05), NS(0.1), NS(0.25), NS(0.5), NS(1), NS(2.5), NS(10)},
+    {NS(0.0001), NS(0.00025), NS(0.0005), NS(0.001), NS(0.0025), NS(0.005), NS(0.01), NS(0.025),
+     NS(0.05), NS(0.1), NS(0.25), NS(0.5), NS(1), NS(2.5), NS(10)},
     9,
 };
 
 /* Whole transactions: MAIL FROM to final reply, client speed included. */
-static const struct hist_spec spec_tx = {
+const struct stats_hist_spec stats__spec_tx = {
     14,
-    {NS(0.005), NS(0.01), NS(0.025), NS(0.05), NS(0.1), NS(0.25), NS(0.5), NS(1),
-     NS(2.5), NS(5), NS(10), NS(30), NS(60), NS(300)},
+    {NS(0.005), NS(0.01), NS(0.025), NS(0.05), NS(0.1), NS(0.25), NS(0.5), NS(1), NS(2.5), NS(5),
+     NS(10), NS(30), NS(60), NS(300)},
     9,
 };
 
 /* Message sizes: 1 KiB to 64 MiB, powers of four. */
-static const struct hist_spec spec_size = {
+const struct stats_hist_spec stats__spec_size = {
     9,
     {1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864},
     0,
 };
 
-static uint64_t secs_to_ns(double s)
+/* ---- Label words of the stats-only sets ------------------------------------ */
+
+static const char *word(const char *const *tab, size_t n, int i)
 {
-    if (!(s > 0)) /* also NaN */
-        return 0;
-    if (s > 1e9) /* 31 years: treat as garbage but keep the sum sane */
-        s = 1e9;
-    return (uint64_t)(s * 1e9 + 0.5);
+    return i >= 0 && (size_t)i < n ? tab[i] : "unknown";
 }
 
-static void hist_observe(struct hist *h, const struct hist_spec *spec, uint64_t v)
+#define WORD(tab, i) word(tab, sizeof tab / sizeof tab[0], i)
+
+const char *stats__result_name(int ok)
 {
-    size_t i = 0;
-    while (i < spec->nbounds && v > spec->bounds[i])
-        i++;
-    atomic_fetch_add_explicit(&h->bucket[i], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&h->sum, v, memory_order_relaxed);
+    static const char *const tab[] = {"failure", "success"};
+    return WORD(tab, ok);
 }
 
-static void hist_clear(struct hist *h)
+const char *stats__class_name(int rc)
 {
-    for (size_t i = 0; i <= HIST_MAX_BOUNDS; i++)
-        atomic_store_explicit(&h->bucket[i], 0, memory_order_relaxed);
-    atomic_store_explicit(&h->sum, 0, memory_order_relaxed);
+    static const char *const tab[STATS__RC_COUNT] = {"2xx", "3xx", "4xx", "5xx"};
+    return WORD(tab, rc);
 }
 
-/* A consistent-enough copy: cumulative counts, and count == +Inf bucket. */
-struct hist_snap {
-    uint64_t cum[HIST_MAX_BOUNDS + 1];
-    uint64_t count;
-    uint64_t sum;
-};
-
-static void hist_snapshot(const struct hist *h, const struct hist_spec *spec,
-                          struct hist_snap *s)
+const char *stats__timeout_name(int t)
 {
-    uint64_t acc = 0;
-    for (size_t i = 0; i <= spec->nbounds; i++) {
-        acc += atomic_load_explicit(&h->bucket[i], memory_order_relaxed);
-        s->cum[i] = acc;
-    }
-    s->count = acc;
-    s->sum = atomic_load_explicit(&h->sum, memory_order_relaxed);
+    static const char *const tab[STATS_TO_COUNT] = {"command", "data", "upstream", "plugin"};
+    return WORD(tab, t);
 }
 
-/* Exact decimal text of a fixed-point value: 1500000000 at scale 9 -> "1.5". */
-static void fmt_fixed(char *dst, size_t n, uint64_t v, unsigned scale)
+const char *stats__uperr_name(int e)
 {
-    if (scale == 0) {
-        snprintf(dst, n, "%" PRIu64, v);
-        return;
-    }
-    uint64_t div = 1;
-    for (unsigned i = 0; i < scale; i++)
-        div *= 10;
-    char frac[24];
-    snprintf(frac, sizeof frac, "%0*" PRIu64, (int)scale, v % div);
-    size_t fl = strlen(frac);
-    while (fl > 0 && frac[fl - 1] == '0')
-        frac[--fl] = '\0';
-    if (fl == 0)
-        snprintf(dst, n, "%" PRIu64, v / div);
-    else
-        snprintf(dst, n, "%" PRIu64 ".%s", v / div, frac);
+    static const char *const tab[STATS_UPERR_COUNT] = {
+        "connect", "protocol", "timeout", "lost", "tls",
+    };
+    return WORD(tab, e);
 }
 
-/* ---- Core figures --------------------------------------------------------- */
+const char *stats__breaker_name(int b)
+{
+    static const char *const tab[] = {"closed", "open", "half_open"};
+    return WORD(tab, b);
+}
 
-enum { RC_2XX = 0, RC_3XX, RC_4XX, RC_5XX, RC_COUNT };
+/* ---- Core figures ----------------------------------------------------------- */
 
-static const char *const verdict_names[STATS_V_COUNT] = {
-    "accepted", "rejected", "tempfailed", "discarded", "quarantined", "aborted",
-};
-static const char *const timeout_names[STATS_TO_COUNT] = {
-    "command", "data", "upstream", "plugin",
-};
-static const char *const uperr_names[STATS_UPERR_COUNT] = {
-    "connect", "protocol", "timeout", "lost", "tls",
-};
-static const char *const rc_names[RC_COUNT] = {"2xx", "3xx", "4xx", "5xx"};
-static const char *const pverdict_names[STATS_PV_COUNT] = {
-    "continue", "accept", "reject", "tempfail", "discard", "quarantine", "disconnect",
-};
-static const char *const phase_names[STATS_PH_COUNT] = {
-    "connect", "helo", "mail", "rcpt", "data", "reset", "close",
-};
-static const char *const breaker_names[3] = {"closed", "open", "half_open"};
-
-static struct {
-    _Atomic int64_t conn_current;
-    _Atomic uint64_t conn_total;
-    _Atomic uint64_t conn_refused;
-    _Atomic uint64_t tls[2]; /* [0] failure, [1] success */
-    _Atomic uint64_t smtp_reply[RC_COUNT];
-    _Atomic uint64_t up_reply[RC_COUNT];
-    _Atomic uint64_t up_error[STATS_UPERR_COUNT];
-    _Atomic uint64_t timeout[STATS_TO_COUNT];
-    _Atomic uint64_t errors;
-    _Atomic uint64_t tx[STATS_V_COUNT];
-    _Atomic uint64_t msg[STATS_V_COUNT];
-    _Atomic uint64_t rcpts;
-    _Atomic uint64_t bytes_in;
-    _Atomic uint64_t bytes_out;
-    _Atomic uint64_t reloads[2]; /* [0] failure, [1] success */
-    _Atomic int last_reload_ok;
-    _Atomic bool listening;
-    _Atomic bool upstream_ok;
-    _Atomic bool chain_loaded;
-    struct hist msg_size;
-    struct hist tx_time;
-} g = {.last_reload_ok = 1};
+static struct stats__core g = {.last_reload_ok = 1};
 
 /* Written once at start-up, before the HTTP thread exists (or by tests). */
 static double g_start_time;
@@ -194,9 +139,19 @@ static inline void inc(_Atomic uint64_t *c)
     atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
 }
 
-static inline uint64_t ld(const _Atomic uint64_t *c)
+const struct stats__core *stats__core(void)
 {
-    return atomic_load_explicit(c, memory_order_relaxed);
+    return &g;
+}
+
+double stats__start_time(void)
+{
+    return g_start_time;
+}
+
+const char *stats__version(void)
+{
+    return g_version;
 }
 
 double stats_now(void)
@@ -281,9 +236,9 @@ void stats_transaction(enum stats_verdict v, unsigned rcpts, uint64_t bytes_in,
     /* A message is a transaction that got as far as sending content. */
     if (bytes_in > 0) {
         inc(&g.msg[v]);
-        hist_observe(&g.msg_size, &spec_size, bytes_in);
+        stats_hist_observe(&g.msg_size, &stats__spec_size, bytes_in);
     }
-    hist_observe(&g.tx_time, &spec_tx, secs_to_ns(seconds));
+    stats_hist_observe(&g.tx_time, &stats__spec_tx, stats_hist_secs_to_ns(seconds));
 }
 
 void stats_config_reload(bool ok)
@@ -310,7 +265,7 @@ bool stats_ready(char *why, size_t whylen)
     return missing == NULL;
 }
 
-/* ---- Names ---------------------------------------------------------------- */
+/* ---- Names ------------------------------------------------------------------ */
 
 /* Copy, keeping printable ASCII only: label values and JSON stay trivial. */
 static void copy_printable(char *dst, size_t n, const char *src)
@@ -342,21 +297,17 @@ static bool has_suffix(const char *s, const char *suf)
     return ls >= lf && strcmp(s + ls - lf, suf) == 0;
 }
 
-/* ---- Plugin records ------------------------------------------------------- */
-
-struct stats_plugin {
-    char name[STATS_NAME_MAX];
-    _Atomic uint64_t verdict[STATS_PV_COUNT];
-    _Atomic uint64_t timeouts;
-    _Atomic uint64_t errors;
-    _Atomic uint64_t trips;
-    _Atomic int breaker;
-    struct hist phase[STATS_PH_COUNT];
-};
+/* ---- Plugin records --------------------------------------------------------- */
 
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct stats_plugin *g_plugins[STATS_PLUGINS_MAX];
 static _Atomic size_t g_nplugins;
+
+struct stats_plugin *const *stats__plugins(size_t *n)
+{
+    *n = atomic_load_explicit(&g_nplugins, memory_order_acquire);
+    return g_plugins;
+}
 
 struct stats_plugin *stats_plugin_get(const char *instance_name)
 {
@@ -368,21 +319,15 @@ struct stats_plugin *stats_plugin_get(const char *instance_name)
     struct stats_plugin *p = NULL;
     pthread_mutex_lock(&reg_lock);
     size_t n = atomic_load_explicit(&g_nplugins, memory_order_relaxed);
-    for (size_t i = 0; i < n; i++) {
-        if (strcmp(g_plugins[i]->name, name) == 0) {
+    for (size_t i = 0; i < n && p == NULL; i++)
+        if (strcmp(g_plugins[i]->name, name) == 0)
             p = g_plugins[i];
-            goto out;
-        }
+    if (p == NULL && n < STATS_PLUGINS_MAX) {
+        p = xcalloc(1, sizeof *p);
+        memcpy(p->name, name, sizeof name);
+        g_plugins[n] = p;
+        atomic_store_explicit(&g_nplugins, n + 1, memory_order_release);
     }
-    if (n == STATS_PLUGINS_MAX)
-        goto out;
-    p = calloc(1, sizeof *p);
-    if (p == NULL)
-        goto out;
-    memcpy(p->name, name, sizeof name);
-    g_plugins[n] = p;
-    atomic_store_explicit(&g_nplugins, n + 1, memory_order_release);
-out:
     pthread_mutex_unlock(&reg_lock);
     return p;
 }
@@ -396,7 +341,7 @@ void stats_plugin_verdict(struct stats_plugin *p, enum stats_pverdict v)
 void stats_plugin_latency(struct stats_plugin *p, enum stats_phase ph, double seconds)
 {
     if (p != NULL && (unsigned)ph < STATS_PH_COUNT)
-        hist_observe(&p->phase[ph], &spec_plugin, secs_to_ns(seconds));
+        stats_hist_observe(&p->phase[ph], &stats__spec_plugin, stats_hist_secs_to_ns(seconds));
 }
 
 void stats_plugin_timeout(struct stats_plugin *p)
@@ -420,28 +365,16 @@ void stats_plugin_breaker(struct stats_plugin *p, enum stats_breaker st)
         inc(&p->trips);
 }
 
-/* ---- Plugin-defined counters ---------------------------------------------- */
-
-struct cvalue {
-    char label[STATS_LABEL_VALUE_MAX];
-    _Atomic uint64_t n;
-};
-
-#define COUNTER_NAME_MAX 128
-
-struct stats_counter {
-    char name[COUNTER_NAME_MAX + 16]; /* sluice_ + name + _total */
-    char plugin[STATS_NAME_MAX];      /* value of the `plugin` label; "" for none */
-    char label_name[STATS_NAME_MAX];  /* "" when unlabelled */
-    char *help;                      /* owned */
-    unsigned max_values;             /* distinct values before "other" */
-    pthread_mutex_t lock;            /* serialises appends to values */
-    _Atomic size_t nvalues;
-    struct cvalue *values; /* owned; capacity max_values + 1 ("other") */
-};
+/* ---- Plugin-defined counters ------------------------------------------------ */
 
 static struct stats_counter *g_counters[STATS_COUNTERS_MAX];
 static _Atomic size_t g_ncounters;
+
+struct stats_counter *const *stats__counters(size_t *n)
+{
+    *n = atomic_load_explicit(&g_ncounters, memory_order_acquire);
+    return g_counters;
+}
 
 /* Families rendered by the core; a plugin counter must not reuse them. */
 static const char *const core_names[] = {
@@ -465,31 +398,66 @@ static bool label_name_ok(const char *l)
            strcmp(l, "le") != 0 && strcmp(l, "quantile") != 0;
 }
 
+/* What identifies a counter, sanitised (see stats.h). */
+struct counter_key {
+    char full[STATS__COUNTER_NAME_MAX + 16]; /* sluice_<name>_total */
+    char plugin[STATS_NAME_MAX];             /* "" for none */
+    char label[STATS_NAME_MAX];              /* "" for none */
+};
+
+/* Build the key; false for a name or label stats.h refuses. */
+static bool counter_key(struct counter_key *k, const char *plugin_name, const char *name,
+                        const char *label_name)
+{
+    char base[STATS__COUNTER_NAME_MAX];
+    if (name == NULL || name[0] == '\0')
+        return false;
+    k->plugin[0] = k->label[0] = '\0';
+    if (plugin_name != NULL) {
+        copy_printable(k->plugin, sizeof k->plugin, plugin_name);
+        if (k->plugin[0] == '\0')
+            return false;
+    }
+    sanitize_ident(base, sizeof base, name);
+    snprintf(k->full, sizeof k->full, "%s%s%s", strncmp(base, "sluice_", 7) == 0 ? "" : "sluice_",
+             base, has_suffix(base, "_total") ? "" : "_total");
+    for (size_t i = 0; i < sizeof core_names / sizeof core_names[0]; i++)
+        if (strcmp(k->full, core_names[i]) == 0)
+            return false;
+    if (label_name != NULL) {
+        sanitize_ident(k->label, sizeof k->label, label_name);
+        if (!label_name_ok(k->label) || (k->plugin[0] && strcmp(k->label, "plugin") == 0))
+            return false;
+    }
+    return true;
+}
+
+/* A new record for key; the caller holds reg_lock and publishes it. */
+static struct stats_counter *counter_alloc(const struct counter_key *k, const char *help,
+                                           unsigned max_label_values)
+{
+    struct stats_counter *c = xcalloc(1, sizeof *c);
+    size_t cap = k->label[0] ? (size_t)max_label_values + 1 : 1;
+    c->values = xcalloc(cap, sizeof *c->values);
+    c->help = xstrdup(help);
+    snprintf(c->name, sizeof c->name, "%s", k->full);
+    snprintf(c->plugin, sizeof c->plugin, "%s", k->plugin);
+    snprintf(c->label_name, sizeof c->label_name, "%s", k->label);
+    c->max_values = max_label_values;
+    pthread_mutex_init(&c->lock, NULL);
+    /* An unlabelled counter is one value with an empty label, always present. */
+    atomic_store_explicit(&c->nvalues, k->label[0] ? 0 : 1, memory_order_relaxed);
+    return c;
+}
+
 /* Register or find (full name, plugin): see stats.h. plugin may be NULL. */
 static struct stats_counter *counter_register(const char *plugin_name, const char *name,
                                               const char *help, const char *label_name,
                                               unsigned max_label_values)
 {
-    if (name == NULL || name[0] == '\0')
+    struct counter_key k;
+    if (!counter_key(&k, plugin_name, name, label_name))
         return NULL;
-    char base[COUNTER_NAME_MAX], full[COUNTER_NAME_MAX + 16], label[STATS_NAME_MAX] = "";
-    char plugin[STATS_NAME_MAX] = "";
-    if (plugin_name != NULL) {
-        copy_printable(plugin, sizeof plugin, plugin_name);
-        if (plugin[0] == '\0')
-            return NULL;
-    }
-    sanitize_ident(base, sizeof base, name);
-    snprintf(full, sizeof full, "%s%s%s", strncmp(base, "sluice_", 7) == 0 ? "" : "sluice_",
-             base, has_suffix(base, "_total") ? "" : "_total");
-    for (size_t i = 0; i < sizeof core_names / sizeof core_names[0]; i++)
-        if (strcmp(full, core_names[i]) == 0)
-            return NULL;
-    if (label_name != NULL) {
-        sanitize_ident(label, sizeof label, label_name);
-        if (!label_name_ok(label) || (plugin[0] && strcmp(label, "plugin") == 0))
-            return NULL;
-    }
     if (max_label_values < 1)
         max_label_values = 1;
     if (max_label_values > STATS_LABEL_VALUES_MAX)
@@ -501,42 +469,23 @@ static struct stats_counter *counter_register(const char *plugin_name, const cha
     const char *family_help = NULL; /* a family has one HELP: its first record's */
     for (size_t i = 0; i < n; i++) {
         struct stats_counter *o = g_counters[i];
-        if (strcmp(o->name, full) != 0)
+        if (strcmp(o->name, k.full) != 0)
             continue;
         family_help = o->help;
         /* One family, one label set: same label, and plugin label or not. */
-        if (strcmp(o->label_name, label) != 0 || (o->plugin[0] == '\0') != (plugin[0] == '\0'))
+        if (strcmp(o->label_name, k.label) != 0 || (o->plugin[0] == '\0') != (k.plugin[0] == '\0'))
             goto out;
         /* Same name (and instance) again, e.g. a reload: the same counter. */
-        if (strcmp(o->plugin, plugin) == 0) {
+        if (strcmp(o->plugin, k.plugin) == 0) {
             c = o;
             goto out;
         }
     }
     if (n == STATS_COUNTERS_MAX)
         goto out;
-    c = calloc(1, sizeof *c);
-    if (c == NULL)
-        goto out;
-    size_t cap = label[0] ? (size_t)max_label_values + 1 : 1;
-    c->values = calloc(cap, sizeof *c->values);
     if (family_help == NULL)
         family_help = help != NULL && help[0] != '\0' ? help : "Plugin-defined counter.";
-    c->help = strdup(family_help);
-    if (c->values == NULL || c->help == NULL) {
-        free(c->values);
-        free(c->help);
-        free(c);
-        c = NULL;
-        goto out;
-    }
-    snprintf(c->name, sizeof c->name, "%s", full);
-    snprintf(c->plugin, sizeof c->plugin, "%s", plugin);
-    snprintf(c->label_name, sizeof c->label_name, "%s", label);
-    c->max_values = max_label_values;
-    pthread_mutex_init(&c->lock, NULL);
-    /* An unlabelled counter is one value with an empty label, always present. */
-    atomic_store_explicit(&c->nvalues, label[0] ? 0 : 1, memory_order_relaxed);
+    c = counter_alloc(&k, family_help, max_label_values);
     g_counters[n] = c;
     atomic_store_explicit(&g_ncounters, n + 1, memory_order_release);
 out:
@@ -565,7 +514,8 @@ struct stats_counter *stats_plugin_counter(const char *name, const char *help,
     return stats_counter_new(name, help, label_name, max_label_values);
 }
 
-static struct cvalue *cvalue_find(struct stats_counter *c, const char *v, size_t from, size_t to)
+static struct stats__cvalue *cvalue_find(struct stats_counter *c, const char *v, size_t from,
+                                         size_t to)
 {
     for (size_t i = from; i < to; i++)
         if (strcmp(c->values[i].label, v) == 0)
@@ -591,7 +541,7 @@ void stats_counter_add(struct stats_counter *c, const char *label_value, uint64_
 
     /* Fast path: a value seen before, found without the lock. */
     size_t seen = atomic_load_explicit(&c->nvalues, memory_order_acquire);
-    struct cvalue *cv = cvalue_find(c, v, 0, seen);
+    struct stats__cvalue *cv = cvalue_find(c, v, 0, seen);
     if (cv == NULL) {
         pthread_mutex_lock(&c->lock);
         size_t now = atomic_load_explicit(&c->nvalues, memory_order_relaxed);
@@ -619,173 +569,34 @@ uint64_t stats_counter_get(const struct stats_counter *c, const char *label_valu
     if (c == NULL)
         return 0;
     if (c->label_name[0] == '\0')
-        return ld(&c->values[0].n);
+        return stats__ld(&c->values[0].n);
     char v[STATS_LABEL_VALUE_MAX];
     label_value_norm(v, sizeof v, label_value);
     size_t n = atomic_load_explicit(&c->nvalues, memory_order_acquire);
     for (size_t i = 0; i < n; i++)
         if (strcmp(c->values[i].label, v) == 0)
-            return ld(&c->values[i].n);
+            return stats__ld(&c->values[i].n);
     return 0;
 }
 
-/* ---- Decision records ----------------------------------------------------- */
+/* ---- Decision records ------------------------------------------------------- */
 
 static pthread_mutex_t dec_lock = PTHREAD_MUTEX_INITIALIZER;
 static char *g_dec[STATS_DECISIONS_MAX]; /* owned; ring, g_dec_next is the oldest */
 static size_t g_dec_next;
 static size_t g_dec_count;
 
-/*
- * A small validating JSON scanner (RFC 8259), so that a bad record from a
- * plugin cannot corrupt the /stats document it is pasted into.
- */
-struct jscan {
-    const char *p;
-    int depth;
-};
-
-static bool js_value(struct jscan *s);
-
-static void js_ws(struct jscan *s)
+/* Put an owned record into the ring, dropping the oldest when full. */
+static void decision_store(char *json_object)
 {
-    while (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r')
-        s->p++;
-}
-
-static bool js_hex(char c)
-{
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
-
-static bool js_string(struct jscan *s)
-{
-    if (*s->p != '"')
-        return false;
-    s->p++;
-    for (;;) {
-        unsigned char c = (unsigned char)*s->p;
-        if (c == '"') {
-            s->p++;
-            return true;
-        }
-        if (c < 0x20) /* also the terminating NUL */
-            return false;
-        if (c == '\\') {
-            s->p++;
-            char e = *s->p;
-            if (e == 'u') {
-                for (int i = 1; i <= 4; i++)
-                    if (!js_hex(s->p[i]))
-                        return false;
-                s->p += 5;
-                continue;
-            }
-            if (strchr("\"\\/bfnrt", e) == NULL || e == '\0')
-                return false;
-        }
-        s->p++;
-    }
-}
-
-static bool js_digits(struct jscan *s)
-{
-    if (!(*s->p >= '0' && *s->p <= '9'))
-        return false;
-    while (*s->p >= '0' && *s->p <= '9')
-        s->p++;
-    return true;
-}
-
-static bool js_number(struct jscan *s)
-{
-    if (*s->p == '-')
-        s->p++;
-    if (*s->p == '0')
-        s->p++;
-    else if (!js_digits(s))
-        return false;
-    if (*s->p == '.') {
-        s->p++;
-        if (!js_digits(s))
-            return false;
-    }
-    if (*s->p == 'e' || *s->p == 'E') {
-        s->p++;
-        if (*s->p == '+' || *s->p == '-')
-            s->p++;
-        if (!js_digits(s))
-            return false;
-    }
-    return true;
-}
-
-static bool js_word(struct jscan *s, const char *w)
-{
-    size_t n = strlen(w);
-    if (strncmp(s->p, w, n) != 0)
-        return false;
-    s->p += n;
-    return true;
-}
-
-static bool js_container(struct jscan *s, char close, bool object)
-{
-    if (++s->depth > 32)
-        return false;
-    s->p++;
-    js_ws(s);
-    if (*s->p == close) {
-        s->p++;
-        s->depth--;
-        return true;
-    }
-    for (;;) {
-        js_ws(s);
-        if (object) {
-            if (!js_string(s))
-                return false;
-            js_ws(s);
-            if (*s->p++ != ':')
-                return false;
-        }
-        if (!js_value(s))
-            return false;
-        js_ws(s);
-        if (*s->p == ',') {
-            s->p++;
-            continue;
-        }
-        if (*s->p != close)
-            return false;
-        s->p++;
-        s->depth--;
-        return true;
-    }
-}
-
-static bool js_value(struct jscan *s)
-{
-    js_ws(s);
-    switch (*s->p) {
-    case '{': return js_container(s, '}', true);
-    case '[': return js_container(s, ']', false);
-    case '"': return js_string(s);
-    case 't': return js_word(s, "true");
-    case 'f': return js_word(s, "false");
-    case 'n': return js_word(s, "null");
-    default: return js_number(s);
-    }
-}
-
-static bool json_is_object(const char *text)
-{
-    struct jscan s = {text, 0};
-    js_ws(&s);
-    if (*s.p != '{' || !js_value(&s))
-        return false;
-    js_ws(&s);
-    return *s.p == '\0';
+    pthread_mutex_lock(&dec_lock);
+    char *old = g_dec[g_dec_next];
+    g_dec[g_dec_next] = json_object;
+    g_dec_next = (g_dec_next + 1) % STATS_DECISIONS_MAX;
+    if (g_dec_count < STATS_DECISIONS_MAX)
+        g_dec_count++;
+    pthread_mutex_unlock(&dec_lock);
+    free(old);
 }
 
 int stats_decision_push(const char *json_object)
@@ -795,21 +606,10 @@ int stats_decision_push(const char *json_object)
     size_t len = strlen(json_object);
     if (len > STATS_DECISION_MAX_LEN)
         return -E2BIG;
+    /* A plugin's bad record must not corrupt the /stats document. */
     if (!json_is_object(json_object))
         return -EINVAL;
-    char *copy = malloc(len + 1);
-    if (copy == NULL)
-        return -ENOMEM;
-    memcpy(copy, json_object, len + 1);
-
-    pthread_mutex_lock(&dec_lock);
-    char *old = g_dec[g_dec_next];
-    g_dec[g_dec_next] = copy;
-    g_dec_next = (g_dec_next + 1) % STATS_DECISIONS_MAX;
-    if (g_dec_count < STATS_DECISIONS_MAX)
-        g_dec_count++;
-    pthread_mutex_unlock(&dec_lock);
-    free(old);
+    decision_store(xstrndup(json_object, len));
     return 0;
 }
 
@@ -821,20 +621,38 @@ int stats_decision_push_owned(char *json_object, size_t len)
         free(json_object);
         return -E2BIG;
     }
-    pthread_mutex_lock(&dec_lock);
-    char *old = g_dec[g_dec_next];
-    g_dec[g_dec_next] = json_object;
-    g_dec_next = (g_dec_next + 1) % STATS_DECISIONS_MAX;
-    if (g_dec_count < STATS_DECISIONS_MAX)
-        g_dec_count++;
-    pthread_mutex_unlock(&dec_lock);
-    free(old);
+    decision_store(json_object);
     return 0;
 }
 
-/* ---- Reset (tests) --------------------------------------------------------- */
+void stats__decisions_each(stats__decision_fn *fn, void *arg)
+{
+    pthread_mutex_lock(&dec_lock);
+    for (size_t k = 0; k < g_dec_count; k++) {
+        /* newest first: walk backwards from the slot before g_dec_next */
+        size_t idx = (g_dec_next + STATS_DECISIONS_MAX - 1 - k) % STATS_DECISIONS_MAX;
+        fn(g_dec[idx], k, arg);
+    }
+    pthread_mutex_unlock(&dec_lock);
+}
 
-void stats_reset(double start_time)
+/* ---- Rendering (kept names; the renderers are stats_prom and stats_json) ---- */
+
+int stats_render_metrics(buf_t *out, double now)
+{
+    stats_prom_render(out, now);
+    return 0;
+}
+
+int stats_render_json(buf_t *out, double now)
+{
+    stats_json_render(out, now);
+    return 0;
+}
+
+/* ---- Reset (tests) ---------------------------------------------------------- */
+
+static void reset_core(void)
 {
     _Atomic uint64_t *all[] = {
         &g.conn_total, &g.conn_refused, &g.errors, &g.rcpts, &g.bytes_in, &g.bytes_out,
@@ -846,7 +664,7 @@ void stats_reset(double start_time)
         atomic_store(&g.tls[i], 0);
         atomic_store(&g.reloads[i], 0);
     }
-    for (size_t i = 0; i < RC_COUNT; i++) {
+    for (size_t i = 0; i < STATS__RC_COUNT; i++) {
         atomic_store(&g.smtp_reply[i], 0);
         atomic_store(&g.up_reply[i], 0);
     }
@@ -862,9 +680,13 @@ void stats_reset(double start_time)
     atomic_store(&g.listening, false);
     atomic_store(&g.upstream_ok, false);
     atomic_store(&g.chain_loaded, false);
-    hist_clear(&g.msg_size);
-    hist_clear(&g.tx_time);
+    stats_hist_clear(&g.msg_size);
+    stats_hist_clear(&g.tx_time);
+}
 
+void stats_reset(double start_time)
+{
+    reset_core();
     size_t n = atomic_exchange(&g_nplugins, 0);
     for (size_t i = 0; i < n; i++) {
         free(g_plugins[i]);
@@ -885,550 +707,4 @@ void stats_reset(double start_time)
     g_dec_next = g_dec_count = 0;
     g_start_time = start_time;
     snprintf(g_version, sizeof g_version, "%s", SLUICE_VERSION);
-}
-
-/* ---- Prometheus text ------------------------------------------------------- */
-
-/* HELP text escaping: backslash and newline (label values are printable ASCII
- * already; only backslash and quote need escaping there). */
-static int prom_escape(buf_t *out, const char *s, bool quote)
-{
-    for (; *s; s++) {
-        int rc;
-        if (*s == '\\')
-            rc = buf_puts(out, "\\\\");
-        else if (*s == '\n')
-            rc = buf_puts(out, "\\n");
-        else if (quote && *s == '"')
-            rc = buf_puts(out, "\\\"");
-        else
-            rc = buf_append(out, s, 1);
-        if (rc < 0)
-            return rc;
-    }
-    return 0;
-}
-
-static int prom_head(buf_t *out, const char *name, const char *type, const char *help)
-{
-    return buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-}
-
-/* name{label="value"} n, one per value of an enum-indexed array. */
-static int prom_enum(buf_t *out, const char *name, const char *type, const char *help,
-                     const char *label, const char *const *values,
-                     const _Atomic uint64_t *counts, size_t n)
-{
-    int rc = prom_head(out, name, type, help);
-    for (size_t i = 0; i < n && rc >= 0; i++)
-        rc = buf_printf(out, "%s{%s=\"%s\"} %" PRIu64 "\n", name, label, values[i],
-                        ld(&counts[i]));
-    return rc;
-}
-
-static int prom_scalar(buf_t *out, const char *name, const char *type, const char *help,
-                       uint64_t v)
-{
-    int rc = prom_head(out, name, type, help);
-    if (rc >= 0)
-        rc = buf_printf(out, "%s %" PRIu64 "\n", name, v);
-    return rc;
-}
-
-/* Samples of one histogram series; `labels` is "" or `plugin="x",...` (with
- * a trailing comma) prepended inside the braces. */
-static int prom_hist(buf_t *out, const char *name, const char *labels, const struct hist *h,
-                     const struct hist_spec *spec)
-{
-    struct hist_snap s;
-    char num[40];
-    int rc = 0;
-    hist_snapshot(h, spec, &s);
-    for (size_t i = 0; i < spec->nbounds && rc >= 0; i++) {
-        fmt_fixed(num, sizeof num, spec->bounds[i], spec->scale);
-        rc = buf_printf(out, "%s_bucket{%sle=\"%s\"} %" PRIu64 "\n", name, labels, num,
-                        s.cum[i]);
-    }
-    if (rc >= 0)
-        rc = buf_printf(out, "%s_bucket{%sle=\"+Inf\"} %" PRIu64 "\n", name, labels, s.count);
-    fmt_fixed(num, sizeof num, s.sum, spec->scale);
-    size_t ll = strlen(labels);
-    /* _sum/_count carry the labels without the trailing comma. */
-    if (rc >= 0) {
-        if (ll > 0)
-            rc = buf_printf(out, "%s_sum{%.*s} %s\n%s_count{%.*s} %" PRIu64 "\n", name,
-                            (int)(ll - 1), labels, num, name, (int)(ll - 1), labels, s.count);
-        else
-            rc = buf_printf(out, "%s_sum %s\n%s_count %" PRIu64 "\n", name, num, name,
-                            s.count);
-    }
-    return rc;
-}
-
-static void plugin_labels(char *dst, size_t n, const char *plugin, const char *phase)
-{
-    /* Names are printable ASCII; escape the two characters that need it. */
-    char esc[STATS_NAME_MAX * 2];
-    size_t j = 0;
-    for (size_t i = 0; plugin[i] && j + 2 < sizeof esc; i++) {
-        if (plugin[i] == '"' || plugin[i] == '\\')
-            esc[j++] = '\\';
-        esc[j++] = plugin[i];
-    }
-    esc[j] = '\0';
-    if (phase != NULL)
-        snprintf(dst, n, "plugin=\"%s\",phase=\"%s\",", esc, phase);
-    else
-        snprintf(dst, n, "plugin=\"%s\"", esc);
-}
-
-static int render_plugins(buf_t *out)
-{
-    size_t n = atomic_load_explicit(&g_nplugins, memory_order_acquire);
-    char lab[STATS_NAME_MAX * 2 + 32];
-    int rc = 0;
-    if (n == 0)
-        return 0;
-
-    rc = prom_head(out, "sluice_plugin_verdicts_total", "counter",
-                   "Hook answers per plugin instance and verdict.");
-    for (size_t i = 0; i < n && rc >= 0; i++) {
-        plugin_labels(lab, sizeof lab, g_plugins[i]->name, NULL);
-        for (size_t v = 0; v < STATS_PV_COUNT && rc >= 0; v++)
-            rc = buf_printf(out, "sluice_plugin_verdicts_total{%s,verdict=\"%s\"} %" PRIu64 "\n",
-                            lab, pverdict_names[v], ld(&g_plugins[i]->verdict[v]));
-    }
-    struct {
-        const char *name, *type, *help;
-        size_t off;
-    } per[] = {
-        {"sluice_plugin_timeouts_total", "counter", "Hook calls that ran past the plugin's timeout.",
-         offsetof(struct stats_plugin, timeouts)},
-        {"sluice_plugin_errors_total", "counter", "Hook calls that failed (plugin error).",
-         offsetof(struct stats_plugin, errors)},
-        {"sluice_plugin_circuit_trips_total", "counter",
-         "Times the plugin's circuit breaker opened.", offsetof(struct stats_plugin, trips)},
-    };
-    for (size_t k = 0; k < sizeof per / sizeof per[0] && rc >= 0; k++) {
-        rc = prom_head(out, per[k].name, per[k].type, per[k].help);
-        for (size_t i = 0; i < n && rc >= 0; i++) {
-            plugin_labels(lab, sizeof lab, g_plugins[i]->name, NULL);
-            const _Atomic uint64_t *c =
-                (const _Atomic uint64_t *)((const char *)g_plugins[i] + per[k].off);
-            rc = buf_printf(out, "%s{%s} %" PRIu64 "\n", per[k].name, lab, ld(c));
-        }
-    }
-    if (rc >= 0)
-        rc = prom_head(out, "sluice_plugin_circuit_state", "gauge",
-                       "Circuit-breaker state per plugin: 0 closed, 1 open, 2 half-open.");
-    for (size_t i = 0; i < n && rc >= 0; i++) {
-        plugin_labels(lab, sizeof lab, g_plugins[i]->name, NULL);
-        rc = buf_printf(out, "sluice_plugin_circuit_state{%s} %d\n", lab,
-                        atomic_load_explicit(&g_plugins[i]->breaker, memory_order_relaxed));
-    }
-    if (rc >= 0)
-        rc = prom_head(out, "sluice_plugin_duration_seconds", "histogram",
-                       "Time one plugin hook took, per plugin and SMTP phase.");
-    for (size_t i = 0; i < n && rc >= 0; i++) {
-        for (size_t ph = 0; ph < STATS_PH_COUNT && rc >= 0; ph++) {
-            struct hist_snap s;
-            hist_snapshot(&g_plugins[i]->phase[ph], &spec_plugin, &s);
-            if (s.count == 0) /* only phases the plugin hooks */
-                continue;
-            plugin_labels(lab, sizeof lab, g_plugins[i]->name, phase_names[ph]);
-            rc = prom_hist(out, "sluice_plugin_duration_seconds", lab, &g_plugins[i]->phase[ph],
-                           &spec_plugin);
-        }
-    }
-    return rc;
-}
-
-/* Label value text, escaped for the exposition format. */
-static int prom_label(buf_t *out, const char *name, const char *value, bool comma)
-{
-    int rc = buf_printf(out, "%s%s=\"", comma ? "," : "", name);
-    if (rc >= 0)
-        rc = prom_escape(out, value, true);
-    if (rc >= 0)
-        rc = buf_puts(out, "\"");
-    return rc;
-}
-
-static int render_counter_series(buf_t *out, const struct stats_counter *c)
-{
-    size_t nv = atomic_load_explicit(&c->nvalues, memory_order_acquire);
-    int rc = 0;
-    for (size_t v = 0; v < nv && rc >= 0; v++) {
-        bool labels = c->plugin[0] || c->label_name[0];
-        rc = buf_printf(out, "%s%s", c->name, labels ? "{" : "");
-        if (rc >= 0 && c->plugin[0])
-            rc = prom_label(out, "plugin", c->plugin, false);
-        if (rc >= 0 && c->label_name[0])
-            rc = prom_label(out, c->label_name, c->values[v].label, c->plugin[0] != '\0');
-        if (rc >= 0)
-            rc = buf_printf(out, "%s %" PRIu64 "\n", labels ? "}" : "", ld(&c->values[v].n));
-    }
-    return rc;
-}
-
-/* One family per name: the records of several plugin instances that share a
- * name are printed together under one HELP/TYPE (the exposition format wants
- * a family's lines contiguous). A family without any sample is left out. */
-static int render_counters(buf_t *out)
-{
-    size_t n = atomic_load_explicit(&g_ncounters, memory_order_acquire);
-    int rc = 0;
-    for (size_t i = 0; i < n && rc >= 0; i++) {
-        const struct stats_counter *c = g_counters[i];
-        bool seen = false, samples = false;
-        for (size_t j = 0; j < i && !seen; j++)
-            seen = strcmp(g_counters[j]->name, c->name) == 0;
-        if (seen)
-            continue;
-        for (size_t k = i; k < n && !samples; k++)
-            samples = strcmp(g_counters[k]->name, c->name) == 0 &&
-                      atomic_load_explicit(&g_counters[k]->nvalues, memory_order_acquire) > 0;
-        if (!samples)
-            continue;
-        rc = buf_printf(out, "# HELP %s ", c->name);
-        if (rc >= 0)
-            rc = prom_escape(out, c->help, false);
-        if (rc >= 0)
-            rc = buf_printf(out, "\n# TYPE %s counter\n", c->name);
-        for (size_t k = i; k < n && rc >= 0; k++)
-            if (strcmp(g_counters[k]->name, c->name) == 0)
-                rc = render_counter_series(out, g_counters[k]);
-    }
-    return rc;
-}
-
-int stats_render_metrics(buf_t *out, double now)
-{
-    int rc;
-    double up = now - g_start_time;
-    if (up < 0)
-        up = 0;
-    static const char *const result_names[2] = {"failure", "success"};
-    int64_t cur = atomic_load_explicit(&g.conn_current, memory_order_relaxed);
-
-    rc = prom_head(out, "sluice_build_info", "gauge",
-                   "Build information; the value is always 1.");
-    if (rc >= 0) {
-        rc = buf_puts(out, "sluice_build_info{version=\"");
-        if (rc >= 0)
-            rc = prom_escape(out, g_version, true);
-        if (rc >= 0)
-            rc = buf_puts(out, "\"} 1\n");
-    }
-    if (rc >= 0)
-        rc = prom_head(out, "sluice_start_time_seconds", "gauge",
-                       "Unix time the process started.");
-    if (rc >= 0)
-        rc = buf_printf(out, "sluice_start_time_seconds %.3f\n", g_start_time);
-    if (rc >= 0)
-        rc = prom_head(out, "sluice_uptime_seconds", "gauge", "Seconds since the process started.");
-    if (rc >= 0)
-        rc = buf_printf(out, "sluice_uptime_seconds %.3f\n", up);
-    if (rc >= 0)
-        rc = prom_enum(out, "sluice_config_reloads_total", "counter",
-                       "Configuration reloads (SIGHUP) by result.", "result", result_names,
-                       g.reloads, 2);
-    if (rc >= 0)
-        rc = prom_scalar(out, "sluice_config_last_reload_success", "gauge",
-                         "1 if the last configuration reload succeeded (or none happened yet).",
-                         (uint64_t)atomic_load(&g.last_reload_ok));
-    if (rc >= 0)
-        rc = prom_scalar(out, "sluice_ready", "gauge",
-                         "1 when listening, upstream reachable and plugin chain loaded.",
-                         stats_ready(NULL, 0) ? 1 : 0);
-    if (rc >= 0)
-        rc = prom_scalar(out, "sluice_connections_current", "gauge",
-                         "Client connections open now.", cur > 0 ? (uint64_t)cur : 0);
-    if (rc >= 0)
-        rc = prom_scalar(out, "sluice_connections_total", "counter",
-                         "Client connections accepted.", ld(&g.conn_total));
-    if (rc >= 0)
-        rc = prom_scalar(out, "sluice_connections_refused_total", "counter",
-                         "Client connections refused by a connection limit.",
-                         ld(&g.conn_refused));
-    if (rc >= 0)
-        rc = prom_enum(out, "sluice_tls_handshakes_total", "counter",
-                       "TLS handshakes with clients by result.", "result", result_names, g.tls, 2);
-    if (rc >= 0)
-        rc = prom_enum(out, "sluice_smtp_replies_total", "counter",
-                       "SMTP replies sent to clients by code class.", "class", rc_names,
-                       g.smtp_reply, RC_COUNT);
-    if (rc >= 0)
-        rc = prom_enum(out, "sluice_upstream_replies_total", "counter",
-                       "SMTP replies received from the upstream MTA by code class.", "class",
-                       rc_names, g.up_reply, RC_COUNT);
-    if (rc >= 0)
-        rc = prom_enum(out, "sluice_upstream_errors_total", "counter",
-                       "Failures talking to the upstream MTA by kind.", "kind", uperr_names,
-                       g.up_error, STATS_UPERR_COUNT);
-    if (rc >= 0)
-        rc = prom_enum(out, "sluice_timeouts_total", "counter", "Timeouts by kind.", "kind",
-                       timeout_names, g.timeout, STATS_TO_COUNT);
-    if (rc >= 0)
-        rc = prom_scalar(out, "sluice_errors_total", "counter",
-                         "Internal errors (memory, spool).", ld(&g.errors));
-    if (rc >= 0)
-        rc = prom_enum(out, "sluice_transactions_total", "counter",
-                       "Transactions (MAIL FROM to final answer) by final verdict.", "verdict",
-                       verdict_names, g.tx, STATS_V_COUNT);
-    if (rc >= 0)
-        rc = prom_enum(out, "sluice_messages_total", "counter",
-                       "Transactions that carried message content, by final verdict.", "verdict",
-                       verdict_names, g.msg, STATS_V_COUNT);
-    if (rc >= 0)
-        rc = prom_scalar(out, "sluice_recipients_total", "counter",
-                         "Recipients of finished transactions.", ld(&g.rcpts));
-    if (rc >= 0)
-        rc = prom_scalar(out, "sluice_received_bytes_total", "counter",
-                         "Message bytes received from clients.", ld(&g.bytes_in));
-    if (rc >= 0)
-        rc = prom_scalar(out, "sluice_forwarded_bytes_total", "counter",
-                         "Message bytes forwarded to the upstream MTA.", ld(&g.bytes_out));
-    if (rc >= 0)
-        rc = prom_head(out, "sluice_message_size_bytes", "histogram",
-                       "Size of received messages.");
-    if (rc >= 0)
-        rc = prom_hist(out, "sluice_message_size_bytes", "", &g.msg_size, &spec_size);
-    if (rc >= 0)
-        rc = prom_head(out, "sluice_transaction_duration_seconds", "histogram",
-                       "Transaction time from MAIL FROM to the final reply.");
-    if (rc >= 0)
-        rc = prom_hist(out, "sluice_transaction_duration_seconds", "", &g.tx_time, &spec_tx);
-    if (rc >= 0)
-        rc = render_plugins(out);
-    if (rc >= 0)
-        rc = render_counters(out);
-    return rc < 0 ? rc : 0;
-}
-
-/* ---- JSON ------------------------------------------------------------------ */
-
-static int json_str(buf_t *out, const char *s)
-{
-    int rc = buf_puts(out, "\"");
-    for (; *s && rc >= 0; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            rc = buf_printf(out, "\\%c", c);
-        else if (c < 0x20)
-            rc = buf_printf(out, "\\u%04x", c);
-        else
-            rc = buf_append(out, s, 1);
-    }
-    if (rc >= 0)
-        rc = buf_puts(out, "\"");
-    return rc;
-}
-
-static int json_enum(buf_t *out, const char *key, const char *const *names,
-                     const _Atomic uint64_t *counts, size_t n)
-{
-    int rc = buf_printf(out, "\"%s\":{", key);
-    for (size_t i = 0; i < n && rc >= 0; i++)
-        rc = buf_printf(out, "%s\"%s\":%" PRIu64, i ? "," : "", names[i], ld(&counts[i]));
-    if (rc >= 0)
-        rc = buf_puts(out, "}");
-    return rc;
-}
-
-static int json_hist(buf_t *out, const struct hist *h, const struct hist_spec *spec)
-{
-    struct hist_snap s;
-    char num[40];
-    hist_snapshot(h, spec, &s);
-    int rc = buf_puts(out, "{\"buckets\":[");
-    for (size_t i = 0; i <= spec->nbounds && rc >= 0; i++) {
-        if (i < spec->nbounds)
-            fmt_fixed(num, sizeof num, spec->bounds[i], spec->scale);
-        else
-            snprintf(num, sizeof num, "+Inf");
-        rc = buf_printf(out, "%s{\"le\":\"%s\",\"count\":%" PRIu64 "}", i ? "," : "", num,
-                        s.cum[i]);
-    }
-    fmt_fixed(num, sizeof num, s.sum, spec->scale);
-    if (rc >= 0)
-        rc = buf_printf(out, "],\"sum\":%s,\"count\":%" PRIu64 "}", num, s.count);
-    return rc;
-}
-
-static int json_plugins(buf_t *out)
-{
-    size_t n = atomic_load_explicit(&g_nplugins, memory_order_acquire);
-    int rc = buf_puts(out, "\"plugins\":[");
-    for (size_t i = 0; i < n && rc >= 0; i++) {
-        const struct stats_plugin *p = g_plugins[i];
-        int br = atomic_load_explicit(&p->breaker, memory_order_relaxed);
-        rc = buf_puts(out, i ? ",{\"name\":" : "{\"name\":");
-        if (rc >= 0)
-            rc = json_str(out, p->name);
-        if (rc >= 0)
-            rc = buf_puts(out, ",");
-        if (rc >= 0)
-            rc = json_enum(out, "verdicts", pverdict_names, p->verdict, STATS_PV_COUNT);
-        if (rc >= 0)
-            rc = buf_printf(out,
-                            ",\"timeouts\":%" PRIu64 ",\"errors\":%" PRIu64
-                            ",\"circuit_state\":%d,\"circuit_state_name\":\"%s\""
-                            ",\"circuit_trips\":%" PRIu64 ",\"phases\":{",
-                            ld(&p->timeouts), ld(&p->errors), br,
-                            breaker_names[br >= 0 && br <= 2 ? br : 0], ld(&p->trips));
-        bool first = true;
-        for (size_t ph = 0; ph < STATS_PH_COUNT && rc >= 0; ph++) {
-            struct hist_snap s;
-            hist_snapshot(&p->phase[ph], &spec_plugin, &s);
-            if (s.count == 0)
-                continue;
-            rc = buf_printf(out, "%s\"%s\":", first ? "" : ",", phase_names[ph]);
-            if (rc >= 0)
-                rc = json_hist(out, &p->phase[ph], &spec_plugin);
-            first = false;
-        }
-        if (rc >= 0)
-            rc = buf_puts(out, "}}");
-    }
-    if (rc >= 0)
-        rc = buf_puts(out, "]");
-    return rc;
-}
-
-static int json_counters(buf_t *out)
-{
-    size_t n = atomic_load_explicit(&g_ncounters, memory_order_acquire);
-    int rc = buf_puts(out, "\"counters\":[");
-    for (size_t i = 0; i < n && rc >= 0; i++) {
-        const struct stats_counter *c = g_counters[i];
-        size_t nv = atomic_load_explicit(&c->nvalues, memory_order_acquire);
-        rc = buf_printf(out, "%s{\"name\":\"%s\",\"plugin\":", i ? "," : "", c->name);
-        if (rc >= 0)
-            rc = c->plugin[0] ? json_str(out, c->plugin) : buf_puts(out, "null");
-        if (rc >= 0)
-            rc = buf_puts(out, ",\"help\":");
-        if (rc >= 0)
-            rc = json_str(out, c->help);
-        if (rc >= 0 && c->label_name[0] == '\0') {
-            rc = buf_printf(out, ",\"label\":null,\"value\":%" PRIu64 "}", ld(&c->values[0].n));
-            continue;
-        }
-        if (rc >= 0)
-            rc = buf_printf(out, ",\"label\":\"%s\",\"values\":{", c->label_name);
-        for (size_t v = 0; v < nv && rc >= 0; v++) {
-            rc = buf_puts(out, v ? "," : "");
-            if (rc >= 0)
-                rc = json_str(out, c->values[v].label);
-            if (rc >= 0)
-                rc = buf_printf(out, ":%" PRIu64, ld(&c->values[v].n));
-        }
-        if (rc >= 0)
-            rc = buf_puts(out, "}}");
-    }
-    if (rc >= 0)
-        rc = buf_puts(out, "]");
-    return rc;
-}
-
-static int json_decisions(buf_t *out)
-{
-    int rc = buf_puts(out, "\"decisions\":[");
-    pthread_mutex_lock(&dec_lock);
-    for (size_t k = 0; k < g_dec_count && rc >= 0; k++) {
-        /* newest first: walk backwards from the slot before g_dec_next */
-        size_t idx = (g_dec_next + STATS_DECISIONS_MAX - 1 - k) % STATS_DECISIONS_MAX;
-        rc = buf_puts(out, k ? "," : "");
-        if (rc >= 0)
-            rc = buf_puts(out, g_dec[idx]);
-    }
-    pthread_mutex_unlock(&dec_lock);
-    if (rc >= 0)
-        rc = buf_puts(out, "]");
-    return rc;
-}
-
-int stats_render_json(buf_t *out, double now)
-{
-    static const char *const result_names[2] = {"failure", "success"};
-    double up = now - g_start_time;
-    if (up < 0)
-        up = 0;
-    int64_t cur = atomic_load_explicit(&g.conn_current, memory_order_relaxed);
-    char why[64];
-    bool ready = stats_ready(why, sizeof why);
-
-    int rc = buf_puts(out, "{\"version\":");
-    if (rc >= 0)
-        rc = json_str(out, g_version);
-    if (rc >= 0)
-        rc = buf_printf(out,
-                        ",\"start_time_seconds\":%.3f,\"uptime_seconds\":%.3f,"
-                        "\"ready\":%s,\"ready_reason\":\"%s\",\"listening\":%s,"
-                        "\"upstream_ok\":%s,\"chain_loaded\":%s,",
-                        g_start_time, up, ready ? "true" : "false", why,
-                        atomic_load(&g.listening) ? "true" : "false",
-                        atomic_load(&g.upstream_ok) ? "true" : "false",
-                        atomic_load(&g.chain_loaded) ? "true" : "false");
-    if (rc >= 0)
-        rc = json_enum(out, "config_reloads", result_names, g.reloads, 2);
-    if (rc >= 0)
-        rc = buf_printf(out,
-                        ",\"config_last_reload_success\":%d,"
-                        "\"connections\":{\"current\":%" PRId64 ",\"total\":%" PRIu64
-                        ",\"refused\":%" PRIu64 "},",
-                        atomic_load(&g.last_reload_ok), cur > 0 ? cur : 0, ld(&g.conn_total),
-                        ld(&g.conn_refused));
-    if (rc >= 0)
-        rc = json_enum(out, "tls_handshakes", result_names, g.tls, 2);
-    if (rc >= 0)
-        rc = buf_puts(out, ",");
-    if (rc >= 0)
-        rc = json_enum(out, "smtp_replies", rc_names, g.smtp_reply, RC_COUNT);
-    if (rc >= 0)
-        rc = buf_puts(out, ",");
-    if (rc >= 0)
-        rc = json_enum(out, "upstream_replies", rc_names, g.up_reply, RC_COUNT);
-    if (rc >= 0)
-        rc = buf_puts(out, ",");
-    if (rc >= 0)
-        rc = json_enum(out, "upstream_errors", uperr_names, g.up_error, STATS_UPERR_COUNT);
-    if (rc >= 0)
-        rc = buf_puts(out, ",");
-    if (rc >= 0)
-        rc = json_enum(out, "timeouts", timeout_names, g.timeout, STATS_TO_COUNT);
-    if (rc >= 0)
-        rc = buf_printf(out, ",\"errors\":%" PRIu64 ",", ld(&g.errors));
-    if (rc >= 0)
-        rc = json_enum(out, "transactions", verdict_names, g.tx, STATS_V_COUNT);
-    if (rc >= 0)
-        rc = buf_puts(out, ",");
-    if (rc >= 0)
-        rc = json_enum(out, "messages", verdict_names, g.msg, STATS_V_COUNT);
-    if (rc >= 0)
-        rc = buf_printf(out,
-                        ",\"recipients\":%" PRIu64 ",\"received_bytes\":%" PRIu64
-                        ",\"forwarded_bytes\":%" PRIu64 ",\"message_size_bytes\":",
-                        ld(&g.rcpts), ld(&g.bytes_in), ld(&g.bytes_out));
-    if (rc >= 0)
-        rc = json_hist(out, &g.msg_size, &spec_size);
-    if (rc >= 0)
-        rc = buf_puts(out, ",\"transaction_duration_seconds\":");
-    if (rc >= 0)
-        rc = json_hist(out, &g.tx_time, &spec_tx);
-    if (rc >= 0)
-        rc = buf_puts(out, ",");
-    if (rc >= 0)
-        rc = json_plugins(out);
-    if (rc >= 0)
-        rc = buf_puts(out, ",");
-    if (rc >= 0)
-        rc = json_counters(out);
-    if (rc >= 0)
-        rc = buf_puts(out, ",");
-    if (rc >= 0)
-        rc = json_decisions(out);
-    if (rc >= 0)
-        rc = buf_puts(out, "}\n");
-    return rc < 0 ? rc : 0;
 }

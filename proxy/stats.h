@@ -1,11 +1,19 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * stats: the daemon's metrics. The SMTP loop reports events through the
- * functions below; each is a handful of relaxed atomic increments on
+ * stats: the daemon's metrics registry. The SMTP loop reports events through
+ * the functions below; each is a handful of relaxed atomic increments on
  * pre-resolved counters (no locks, no allocation, no label lookups in the
- * hot path). The HTTP side (stats_http.c) reads them from its own thread.
+ * hot path). The event calls are safe from any thread (loop, pool threads).
+ * The HTTP side (stats_http.c) reads the registry from its own thread and
+ * renders it with stats_prom.c (/metrics) and stats_json.c (/stats).
  * Plugins register their own counters through the plugin host, which calls
  * stats_plugin_counter().
+ *
+ * Ownership: stats owns every record it hands out (struct stats_plugin,
+ * struct stats_counter); they live until the process ends. Out of memory is
+ * fatal (xalloc.h), so no call here fails for lack of memory.
+ *
+ * The words used as label values for phases and verdicts come from names.h.
  */
 #ifndef SLUICE_STATS_H
 #define SLUICE_STATS_H
@@ -72,7 +80,7 @@ bool stats_ready(char *why, size_t whylen);
  * keeps its counters (counters never go backwards). Records are never freed
  * while the process runs (removed instances simply stop moving). It takes a
  * lock and may allocate: call it at load/reload time, keep the pointer.
- * Returns NULL when out of memory or when STATS_PLUGINS_MAX records exist;
+ * Returns NULL when STATS_PLUGINS_MAX records exist;
  * every stats_plugin_* function below accepts NULL and then does nothing,
  * so the host needs no special case. All of them are lock-free (relaxed
  * atomics) and safe from any thread, pool threads included.
@@ -136,8 +144,8 @@ void stats_plugin_breaker(struct stats_plugin *p, enum stats_breaker st);
  * 1..STATS_LABEL_VALUES_MAX); later new values are counted under the value
  * "other", so a plugin cannot blow up the scrape (spam rule names, virus
  * names). Returns NULL on a name taken by a core metric, a label mismatch
- * with an existing counter of that name, a bad label name, no memory, or
- * more than STATS_COUNTERS_MAX counters. Takes a lock: call at init.
+ * with an existing counter of that name, a bad label name, or more than
+ * STATS_COUNTERS_MAX counters. Takes a lock: call at init.
  *
  * stats_counter_add() is safe from any thread. Known label values are found
  * without a lock; only the first sighting of a new value takes the
@@ -181,8 +189,8 @@ uint64_t stats_counter_get(const struct stats_counter *c, const char *label_valu
  * time, client, from, rcpts, verdict, deciding plugin, reason, scores and
  * symbols, per-plugin time). The text is validated as one JSON object and
  * copied; the last STATS_DECISIONS_MAX are kept and /stats returns them,
- * newest first. 0, -EINVAL (not a JSON object), -E2BIG (longer than
- * STATS_DECISION_MAX_LEN) or -ENOMEM. Any thread; takes a mutex.
+ * newest first. 0, -EINVAL (not a JSON object, see json_is_object()) or
+ * -E2BIG (longer than STATS_DECISION_MAX_LEN). Any thread; takes a mutex.
  */
 #define STATS_DECISIONS_MAX 100
 #define STATS_DECISION_MAX_LEN 16384
@@ -194,10 +202,11 @@ int stats_decision_push(const char *json_object);
 int stats_decision_push_owned(char *json_object, size_t len);
 
 /*
- * ---- Rendering (stats_http and tests) -------------------------------------
+ * ---- Rendering (kept for existing callers) ---------------------------------
  * Append the whole state to `out`: Prometheus text format 0.0.4, or the
  * /stats JSON document. `now` is the Unix time (seconds) used for uptime.
- * 0 or -ENOMEM. Safe from any thread, concurrently with the event calls.
+ * The same as stats_prom_render() and stats_json_render(), which new code
+ * calls; always 0. Safe from any thread, concurrently with the event calls.
  */
 int stats_render_metrics(buf_t *out, double now);
 int stats_render_json(buf_t *out, double now);

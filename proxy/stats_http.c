@@ -4,8 +4,9 @@
  *
  * MHD runs its own polling thread (MHD_USE_INTERNAL_POLLING_THREAD), so the
  * SMTP loop never waits for a scraper. Each request renders a fresh
- * document from stats.c into a buf_t whose memory is handed to MHD
- * (MHD_RESPMEM_MUST_FREE): nothing is shared between requests.
+ * document (stats_prom.c or stats_json.c) into a buf_t whose memory is
+ * handed to MHD (MHD_RESPMEM_MUST_FREE): nothing is shared between
+ * requests.
  *
  * We create the listening socket ourselves for every address family and give
  * it to MHD (MHD_OPTION_LISTEN_SOCKET): one code path for TCP and unix
@@ -30,6 +31,8 @@
 #include "buf.h"
 #include "log.h"
 #include "stats.h"
+#include "stats_json.h"
+#include "stats_prom.h"
 
 static struct MHD_Daemon *g_daemon;
 static int g_port;
@@ -228,12 +231,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (strcmp(url, "/metrics") == 0 || strcmp(url, "/stats") == 0) {
         buf_t b = BUF_INIT;
         bool metrics = url[1] == 'm';
-        int rc = metrics ? stats_render_metrics(&b, stats_now())
-                         : stats_render_json(&b, stats_now());
-        if (rc < 0 || b.ptr == NULL) {
-            buf_free(&b);
-            return send_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
-        }
+        if (metrics)
+            stats_prom_render(&b, stats_now());
+        else
+            stats_json_render(&b, stats_now());
         return send_buf(c,
                         metrics ? "text/plain; version=0.0.4; charset=utf-8"
                                 : "application/json",

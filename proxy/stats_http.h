@@ -2,7 +2,10 @@
 /*
  * stats_http: the read-only HTTP listener for the stats (libmicrohttpd, on
  * its own thread, so a slow scraper never touches the SMTP loop; it only
- * reads the atomics in stats.c).
+ * reads the registry in stats.c, through stats_prom and stats_json).
+ * stats_http_start()/stop() are called from the main thread; requests are
+ * answered on MHD's thread. The module owns the listening socket (handed
+ * to MHD) and the unix socket file it created.
  *
  *   GET /metrics   Prometheus text format 0.0.4
  *   GET /stats     the same figures as JSON, plus the last decision records

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "names.h"
 #include "stats.h"
 #include "stats_http.h"
 
@@ -39,13 +40,8 @@ static int lookup(const char *const *names, size_t n, const char *s)
 
 #define LOOKUP(tab, s) lookup(tab, sizeof tab / sizeof tab[0], s)
 
-static const char *const verdicts[] = {"accepted", "rejected", "tempfailed", "discarded",
-                                       "quarantined", "aborted"};
 static const char *const timeouts[] = {"command", "data", "upstream", "plugin"};
 static const char *const uperrs[] = {"connect", "protocol", "timeout", "lost", "tls"};
-static const char *const pverdicts[] = {"continue", "accept", "reject", "tempfail",
-                                        "discard", "quarantine", "disconnect"};
-static const char *const phases[] = {"connect", "helo", "mail", "rcpt", "data", "reset", "close"};
 static const char *const breakers[] = {"closed", "open", "half_open"};
 
 /* ---- Background load for the dashboard test ----------------------------- */
@@ -96,6 +92,56 @@ static void auto_stop(void)
 
 /* ---- Commands ------------------------------------------------------------ */
 
+/* plugin NAME verdict V | latency PHASE SECONDS | timeout | error | breaker STATE */
+static const char *run_plugin(const char *name, char **save)
+{
+    struct stats_plugin *p = stats_plugin_get(name);
+    char *what = strtok_r(NULL, " \t\r\n", save), *x = strtok_r(NULL, " \t\r\n", save);
+    int i;
+    if (p == NULL || what == NULL)
+        return "plugin NAME WHAT";
+    if (strcmp(what, "verdict") == 0 && (i = names_pverdict_find(x)) >= 0)
+        stats_plugin_verdict(p, (enum stats_pverdict)i);
+    else if (strcmp(what, "latency") == 0 && (i = names_phase_find(x)) >= 0) {
+        char *s = strtok_r(NULL, " \t\r\n", save);
+        if (!s)
+            return "latency PHASE SECONDS";
+        stats_plugin_latency(p, (enum stats_phase)i, strtod(s, NULL));
+    } else if (strcmp(what, "timeout") == 0)
+        stats_plugin_timeout(p);
+    else if (strcmp(what, "error") == 0)
+        stats_plugin_error(p);
+    else if (strcmp(what, "breaker") == 0 && (i = LOOKUP(breakers, x)) >= 0)
+        stats_plugin_breaker(p, (enum stats_breaker)i);
+    else
+        return "plugin what";
+    return NULL;
+}
+
+/* counter NAME LABEL|- MAX VALUE|- N, or with per_instance: pcounter INSTANCE NAME ... */
+static const char *run_counter(bool per_instance, char *a1, char **save)
+{
+    const char *instance = NULL;
+    if (per_instance) {
+        instance = a1;
+        a1 = strtok_r(NULL, " \t\r\n", save);
+        if (a1 == NULL)
+            return "pcounter INSTANCE NAME LABEL MAX VALUE N";
+    }
+    char *label = strtok_r(NULL, " \t\r\n", save), *max = strtok_r(NULL, " \t\r\n", save);
+    char *value = strtok_r(NULL, " \t\r\n", save), *n = strtok_r(NULL, " \t\r\n", save);
+    if (!label || !max || !value || !n)
+        return "counter NAME LABEL MAX VALUE N";
+    const char *ln = strcmp(label, "-") ? label : NULL;
+    struct stats_counter *c =
+        instance ? stats_counter_new_plugin(instance, a1, "Test counter.", ln, (unsigned)atoi(max))
+                 : stats_counter_new(a1, "Test counter.", ln, (unsigned)atoi(max));
+    if (c == NULL)
+        return "counter refused";
+    stats_counter_add(c, strcmp(value, "-") ? value : NULL, strtoull(n, NULL, 10));
+    return NULL;
+}
+
 static const char *run(char *line)
 {
     /* The record is the rest of the line, spaces and all: before strtok. */
@@ -139,7 +185,7 @@ static const char *run(char *line)
         stats_set_listening(atoi(a1));
         stats_set_upstream_ok(atoi(u));
         stats_set_chain_loaded(atoi(c));
-    } else if (strcmp(cmd, "tx") == 0 && (i = LOOKUP(verdicts, a1)) >= 0) {
+    } else if (strcmp(cmd, "tx") == 0 && (i = names_txverdict_find(a1)) >= 0) {
         char *r = strtok_r(NULL, " \t\r\n", &save), *bi = strtok_r(NULL, " \t\r\n", &save);
         char *bo = strtok_r(NULL, " \t\r\n", &save), *s = strtok_r(NULL, " \t\r\n", &save);
         if (!r || !bi || !bo || !s)
@@ -147,45 +193,9 @@ static const char *run(char *line)
         stats_transaction((enum stats_verdict)i, (unsigned)strtoul(r, NULL, 10),
                           strtoull(bi, NULL, 10), strtoull(bo, NULL, 10), strtod(s, NULL));
     } else if (strcmp(cmd, "plugin") == 0 && a1) {
-        struct stats_plugin *p = stats_plugin_get(a1);
-        char *what = strtok_r(NULL, " \t\r\n", &save), *x = strtok_r(NULL, " \t\r\n", &save);
-        if (p == NULL || what == NULL)
-            return "plugin NAME WHAT";
-        if (strcmp(what, "verdict") == 0 && (i = LOOKUP(pverdicts, x)) >= 0)
-            stats_plugin_verdict(p, (enum stats_pverdict)i);
-        else if (strcmp(what, "latency") == 0 && (i = LOOKUP(phases, x)) >= 0) {
-            char *s = strtok_r(NULL, " \t\r\n", &save);
-            if (!s)
-                return "latency PHASE SECONDS";
-            stats_plugin_latency(p, (enum stats_phase)i, strtod(s, NULL));
-        } else if (strcmp(what, "timeout") == 0)
-            stats_plugin_timeout(p);
-        else if (strcmp(what, "error") == 0)
-            stats_plugin_error(p);
-        else if (strcmp(what, "breaker") == 0 && (i = LOOKUP(breakers, x)) >= 0)
-            stats_plugin_breaker(p, (enum stats_breaker)i);
-        else
-            return "plugin what";
+        return run_plugin(a1, &save);
     } else if ((strcmp(cmd, "counter") == 0 || strcmp(cmd, "pcounter") == 0) && a1) {
-        const char *instance = NULL;
-        if (cmd[0] == 'p') {
-            instance = a1;
-            a1 = strtok_r(NULL, " \t\r\n", &save);
-            if (a1 == NULL)
-                return "pcounter INSTANCE NAME LABEL MAX VALUE N";
-        }
-        char *label = strtok_r(NULL, " \t\r\n", &save), *max = strtok_r(NULL, " \t\r\n", &save);
-        char *value = strtok_r(NULL, " \t\r\n", &save), *n = strtok_r(NULL, " \t\r\n", &save);
-        if (!label || !max || !value || !n)
-            return "counter NAME LABEL MAX VALUE N";
-        const char *ln = strcmp(label, "-") ? label : NULL;
-        struct stats_counter *c =
-            instance ? stats_counter_new_plugin(instance, a1, "Test counter.", ln,
-                                                (unsigned)atoi(max))
-                     : stats_counter_new(a1, "Test counter.", ln, (unsigned)atoi(max));
-        if (c == NULL)
-            return "counter refused";
-        stats_counter_add(c, strcmp(value, "-") ? value : NULL, strtoull(n, NULL, 10));
+        return run_counter(cmd[0] == 'p', a1, &save);
     } else if (strcmp(cmd, "auto") == 0 && a1) {
         auto_stop();
         atomic_store(&g_rate, atoi(a1));

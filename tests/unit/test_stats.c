@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Unit tests for stats.c (counters, histograms, exposition text, plugin
- * records, bounded labels, decision ring) and the listen-address parser of
+ * Unit tests for the stats registry (stats.c: counters, histograms, plugin
+ * records, bounded labels, decision ring), its renderers (stats_prom.c
+ * exposition text, stats_json.c document) and the listen-address parser of
  * stats_http.c. Every test starts from stats_reset().
  */
 #include <stdarg.h>
@@ -17,8 +18,11 @@
 #include <string.h>
 
 #include "buf.h"
+#include "json.h"
 #include "stats.h"
 #include "stats_http.h"
+#include "stats_json.h"
+#include "stats_prom.h"
 
 #define T0 1700000000.0
 
@@ -33,7 +37,7 @@ static int reset(void **state)
 static char *render(void)
 {
     buf_t b = BUF_INIT;
-    assert_int_equal(stats_render_metrics(&b, T0 + 60.5), 0);
+    stats_prom_render(&b, T0 + 60.5);
     return b.ptr;
 }
 
@@ -590,7 +594,7 @@ static void test_plugin_counter_family(void **state)
     free(got);
 
     buf_t j = BUF_INIT;
-    assert_int_equal(stats_render_json(&j, T0), 0);
+    stats_json_render(&j, T0);
     assert_non_null(strstr(j.ptr, "{\"name\":\"sluice_rule_hits_total\",\"plugin\":\"spam-strict\","
                                   "\"help\":\"Rules that matched.\",\"label\":\"rule\","
                                   "\"values\":{\"BAYES_99\":5}}"));
@@ -718,7 +722,7 @@ static void test_decision_ring(void **state)
         assert_int_equal(stats_decision_push(rec), 0);
     }
     buf_t b = BUF_INIT;
-    assert_int_equal(stats_render_json(&b, T0 + 1), 0);
+    stats_json_render(&b, T0 + 1);
     const char *d = strstr(b.ptr, "\"decisions\":[");
     assert_non_null(d);
     /* Newest first, the 5 oldest gone. */
@@ -744,7 +748,7 @@ static void test_json_figures(void **state)
     struct stats_counter *c = stats_counter_new("rule_hits", "Rules \"hit\".", "rule", 5);
     stats_counter_add(c, "R\"1", 7);
     buf_t b = BUF_INIT;
-    assert_int_equal(stats_render_json(&b, T0 + 60.5), 0);
+    stats_json_render(&b, T0 + 60.5);
     static const char *const want[] = {
         "{\"version\":\"1.2.3\",\"start_time_seconds\":1700000000.000,\"uptime_seconds\":60.500,",
         "\"ready\":false,\"ready_reason\":\"plugin chain not loaded\"",
@@ -767,6 +771,137 @@ static void test_json_figures(void **state)
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         if (strstr(b.ptr, want[i]) == NULL)
             fail_msg("missing %s\n--- in ---\n%s", want[i], b.ptr);
+    buf_free(&b);
+}
+
+/* ---- The exact JSON document; text in JSON and in the exposition ------------ */
+
+/* A state that touches every part of the /stats document. */
+static void fire_json_state(void)
+{
+    fire_core_events();
+    struct stats_plugin *p = stats_plugin_get("spam");
+    stats_plugin_verdict(p, STATS_PV_REJECT);
+    stats_plugin_verdict(p, STATS_PV_CONTINUE);
+    stats_plugin_latency(p, STATS_PH_MAIL, 0.5);
+    stats_plugin_latency(p, STATS_PH_DATA, 0.0002);
+    stats_plugin_timeout(p);
+    stats_plugin_breaker(p, STATS_CB_OPEN);
+    struct stats_plugin *q = stats_plugin_get("idle");
+    stats_plugin_error(q);
+    struct stats_counter *c = stats_counter_new("rule_hits", "Rules \"hit\".", "rule", 5);
+    stats_counter_add(c, "R1", 7);
+    stats_counter_add(c, "R\\2", 1);
+    struct stats_counter *u = stats_counter_new_plugin("av", "scanned", "Scanned.", NULL, 1);
+    stats_counter_add(u, NULL, 3);
+    assert_int_equal(stats_decision_push("{\"sid\":\"s1\",\"verdict\":\"accepted\"}"), 0);
+    assert_int_equal(stats_decision_push("{\"sid\":\"s2\"}"), 0);
+}
+
+/* GET /stats for fire_json_state() at now = T0 + 60.5, byte for byte. */
+static const char want_json[] =
+    "{\"version\":\"1.2.3\",\"start_time_seconds\":1700000000.000,\"uptime_seconds\":60.500,"
+    "\"ready\":false,\"ready_reason\":\"plugin chain not loaded\",\"listening\":true,"
+    "\"upstream_ok\":true,\"chain_loaded\":false,\"config_reloads\":{\"failure\":1,"
+    "\"success\":1},\"config_last_reload_success\":0,\"connections\":{\"current\":2,"
+    "\"total\":3,\"refused\":1},\"tls_handshakes\":{\"failure\":1,\"success\":2},"
+    "\"smtp_replies\":{\"2xx\":3,\"3xx\":1,\"4xx\":1,\"5xx\":1},\"upstream_replies\":{\"2xx\""
+    ":2,\"3xx\":0,\"4xx\":0,\"5xx\":1},\"upstream_errors\":{\"connect\":1,"
+    "\"protocol\":0,\"timeout\":0,\"lost\":0,\"tls\":1},\"timeouts\":{\"command\":2,"
+    "\"data\":0,\"upstream\":0,\"plugin\":1},\"errors\":1,\"transactions\":{\"accepted\":1,"
+    "\"rejected\":1,\"tempfailed\":1,\"discarded\":0,\"quarantined\":0,"
+    "\"aborted\":1},\"messages\":{\"accepted\":1,\"rejected\":1,\"tempfailed\":0,"
+    "\"discarded\":0,\"quarantined\":0,\"aborted\":0},\"recipients\":4,"
+    "\"received_bytes\":6000,\"forwarded_bytes\":1100,\"message_size_bytes\":{\"buckets\":[{"
+    "\"le\":\"1024\",\"count\":1},{\"le\":\"4096\",\"count\":1},{\"le\":\"16384\","
+    "\"count\":2},{\"le\":\"65536\",\"count\":2},{\"le\":\"262144\",\"count\":2},"
+    "{\"le\":\"1048576\",\"count\":2},{\"le\":\"4194304\",\"count\":2},"
+    "{\"le\":\"16777216\",\"count\":2},{\"le\":\"67108864\",\"count\":2},"
+    "{\"le\":\"+Inf\",\"count\":2}],\"sum\":6000,\"count\":2},\"transaction_duration_seconds"
+    "\":{\"buckets\":[{\"le\":\"0.005\",\"count\":1},{\"le\":\"0.01\","
+    "\"count\":2},{\"le\":\"0.025\",\"count\":2},{\"le\":\"0.05\",\"count\":2},"
+    "{\"le\":\"0.1\",\"count\":2},{\"le\":\"0.25\",\"count\":2},{\"le\":\"0.5\","
+    "\"count\":3},{\"le\":\"1\",\"count\":3},{\"le\":\"2.5\",\"count\":3},"
+    "{\"le\":\"5\",\"count\":3},{\"le\":\"10\",\"count\":3},{\"le\":\"30\","
+    "\"count\":3},{\"le\":\"60\",\"count\":3},{\"le\":\"300\",\"count\":3},"
+    "{\"le\":\"+Inf\",\"count\":4}],\"sum\":400.515,\"count\":4},\"plugins\":[{\"name\":\"spa"
+    "m\",\"verdicts\":{\"continue\":1,\"accept\":0,\"reject\":1,\"tempfail\":0,"
+    "\"discard\":0,\"quarantine\":0,\"disconnect\":0},\"timeouts\":1,\"errors\":0,"
+    "\"circuit_state\":1,\"circuit_state_name\":\"open\",\"circuit_trips\":1,"
+    "\"phases\":{\"mail\":{\"buckets\":[{\"le\":\"0.0001\",\"count\":0},"
+    "{\"le\":\"0.00025\",\"count\":0},{\"le\":\"0.0005\",\"count\":0},"
+    "{\"le\":\"0.001\",\"count\":0},{\"le\":\"0.0025\",\"count\":0},{\"le\":\"0.005\","
+    "\"count\":0},{\"le\":\"0.01\",\"count\":0},{\"le\":\"0.025\",\"count\":0},"
+    "{\"le\":\"0.05\",\"count\":0},{\"le\":\"0.1\",\"count\":0},{\"le\":\"0.25\","
+    "\"count\":0},{\"le\":\"0.5\",\"count\":1},{\"le\":\"1\",\"count\":1},"
+    "{\"le\":\"2.5\",\"count\":1},{\"le\":\"10\",\"count\":1},{\"le\":\"+Inf\","
+    "\"count\":1}],\"sum\":0.5,\"count\":1},\"data\":{\"buckets\":[{\"le\":\"0.0001\","
+    "\"count\":0},{\"le\":\"0.00025\",\"count\":1},{\"le\":\"0.0005\","
+    "\"count\":1},{\"le\":\"0.001\",\"count\":1},{\"le\":\"0.0025\",\"count\":1},"
+    "{\"le\":\"0.005\",\"count\":1},{\"le\":\"0.01\",\"count\":1},{\"le\":\"0.025\","
+    "\"count\":1},{\"le\":\"0.05\",\"count\":1},{\"le\":\"0.1\",\"count\":1},"
+    "{\"le\":\"0.25\",\"count\":1},{\"le\":\"0.5\",\"count\":1},{\"le\":\"1\","
+    "\"count\":1},{\"le\":\"2.5\",\"count\":1},{\"le\":\"10\",\"count\":1},"
+    "{\"le\":\"+Inf\",\"count\":1}],\"sum\":0.0002,\"count\":1}}},{\"name\":\"idle\","
+    "\"verdicts\":{\"continue\":0,\"accept\":0,\"reject\":0,\"tempfail\":0,"
+    "\"discard\":0,\"quarantine\":0,\"disconnect\":0},\"timeouts\":0,\"errors\":1,"
+    "\"circuit_state\":0,\"circuit_state_name\":\"closed\",\"circuit_trips\":0,"
+    "\"phases\":{}}],\"counters\":[{\"name\":\"sluice_rule_hits_total\","
+    "\"plugin\":null,\"help\":\"Rules \\\"hit\\\".\",\"label\":\"rule\","
+    "\"values\":{\"R1\":7,\"R\\\\2\":1}},{\"name\":\"sluice_scanned_total\","
+    "\"plugin\":\"av\",\"help\":\"Scanned.\",\"label\":null,\"value\":3}],"
+    "\"decisions\":[{\"sid\":\"s2\"},{\"sid\":\"s1\",\"verdict\":\"accepted\"}]}\n";
+
+static void test_json_exact(void **state)
+{
+    (void)state;
+    fire_json_state();
+    buf_t b = BUF_INIT;
+    stats_json_render(&b, T0 + 60.5);
+    assert_string_equal(b.ptr, want_json);
+    assert_true(json_is_object(b.ptr));
+    buf_free(&b);
+}
+
+/* The old entry points render exactly what the renderers do (the plugin
+ * host's tests call them), and report success. */
+static void test_render_wrappers(void **state)
+{
+    (void)state;
+    fire_json_state();
+    buf_t a = BUF_INIT, b = BUF_INIT;
+    assert_int_equal(stats_render_metrics(&a, T0 + 5), 0);
+    stats_prom_render(&b, T0 + 5);
+    assert_string_equal(a.ptr, b.ptr);
+    buf_reset(&a);
+    buf_reset(&b);
+    assert_int_equal(stats_render_json(&a, T0 + 5), 0);
+    stats_json_render(&b, T0 + 5);
+    assert_string_equal(a.ptr, b.ptr);
+    buf_free(&a);
+    buf_free(&b);
+}
+
+/*
+ * HELP text is free text from a plugin. /metrics prints its bytes with
+ * backslash and newline escaped; /stats prints UTF-8 as is, control bytes
+ * as \u00XX, and a byte that is not UTF-8 as \u00XX (so the document stays
+ * valid JSON whatever a plugin passes).
+ */
+static void test_help_text(void **state)
+{
+    (void)state;
+    struct stats_counter *c =
+        stats_counter_new("odd", "caf\xc3\xa9 \"q\" a\\b\nline\ttab caf\xe9", "k", 2);
+    stats_counter_add(c, "v", 1);
+    char *got = render();
+    assert_has_line(got, "# HELP sluice_odd_total caf\xc3\xa9 \"q\" a\\\\b\\nline\ttab caf\xe9");
+    free(got);
+    buf_t b = BUF_INIT;
+    stats_json_render(&b, T0);
+    assert_non_null(strstr(b.ptr, "\"help\":\"caf\xc3\xa9 \\\"q\\\" a\\\\b\\u000aline\\u0009tab "
+                                  "caf\\u00e9\""));
+    assert_true(json_is_object(b.ptr));
     buf_free(&b);
 }
 
@@ -847,6 +982,9 @@ int main(void)
         cmocka_unit_test_setup(test_decision_validation, reset),
         cmocka_unit_test_setup(test_decision_ring, reset),
         cmocka_unit_test_setup(test_json_figures, reset),
+        cmocka_unit_test_setup(test_json_exact, reset),
+        cmocka_unit_test_setup(test_render_wrappers, reset),
+        cmocka_unit_test_setup(test_help_text, reset),
         cmocka_unit_test(test_parse_listen),
         cmocka_unit_test(test_assets_embedded),
     };
