@@ -26,7 +26,9 @@
 #include "clock.h"
 #include "ctx.h"
 #include "defer.h"
+#include "json.h"
 #include "log.h"
+#include "names.h"
 #include "msg.h"
 #include "stats.h"
 #include "xalloc.h"
@@ -247,27 +249,6 @@ static void host__fmt_milli(buf_t *b, double v)
     host__fmt_fixed(b, v, 3);
 }
 
-/* JSON string escaping for the decision record. */
-static void host__json_str(buf_t *b, const char *s)
-{
-    buf_append(b, "\"", 1);
-    while (s && *s) {
-        const char *run = s;
-        while (*s && *s != '"' && *s != '\\' && (unsigned char)*s >= 0x20 &&
-               (unsigned char)*s < 0x7f)
-            s++;
-        buf_append(b, run, (size_t)(s - run));
-        if (!*s)
-            break;
-        unsigned char c = (unsigned char)*s++;
-        if (c == '"' || c == '\\')
-            buf_printf(b, "\\%c", c);
-        else
-            buf_printf(b, "\\u%04x", c);
-    }
-    buf_append(b, "\"", 1);
-}
-
 void host_summary(struct host_conn *hc, const struct tx *tx, buf_t *out)
 {
     struct chain *ch = hc->chain;
@@ -302,37 +283,37 @@ void host_record(struct host_conn *hc, const struct tx *tx, const char *verdict,
     struct chain *ch = hc->chain;
     buf_t b = BUF_INIT;
     buf_puts(&b, "{\"sid\":");
-    host__json_str(&b, tx->client.sid);
+    json_escape(&b, tx->client.sid);
     buf_puts(&b, ",\"time\":");
     host__fmt_fixed(&b, (double)time(NULL), 0);
     buf_puts(&b, ",\"client\":");
-    host__json_str(&b, tx->client.client_addr);
+    json_escape(&b, tx->client.client_addr);
     buf_puts(&b, ",\"from\":");
-    host__json_str(&b, tx->orig_sender ? tx->orig_sender : "");
+    json_escape(&b, tx->orig_sender ? tx->orig_sender : "");
     buf_puts(&b, ",\"rcpts\":");
     host__fmt_fixed(&b, (double)tx_accepted(tx), 0);
     buf_puts(&b, ",\"verdict\":");
-    host__json_str(&b, verdict);
+    json_escape(&b, verdict);
     buf_puts(&b, ",\"plugin\":");
-    host__json_str(&b, tx->decided_by);
+    json_escape(&b, tx->decided_by);
     buf_puts(&b, ",\"reason\":");
-    host__json_str(&b, tx->reason[0] ? tx->reason : (upstream_reply ? upstream_reply : ""));
+    json_escape(&b, tx->reason[0] ? tx->reason : (upstream_reply ? upstream_reply : ""));
     buf_puts(&b, ",\"score\":");
     host__fmt_milli(&b, tx->score);
     buf_puts(&b, ",\"symbols\":[");
     for (size_t i = 0; i < tx->nsyms && i < 50; i++) {
         buf_puts(&b, i ? ",{\"name\":" : "{\"name\":");
-        host__json_str(&b, tx->syms[i].name);
+        json_escape(&b, tx->syms[i].name);
         buf_puts(&b, ",\"score\":");
         host__fmt_milli(&b, tx->syms[i].score);
         buf_puts(&b, ",\"plugin\":");
-        host__json_str(&b, tx->syms[i].plugin);
+        json_escape(&b, tx->syms[i].plugin);
         buf_puts(&b, "}");
     }
     buf_puts(&b, "],\"plugin_ms\":{");
     for (size_t i = 0; ch && i < ch->n; i++) {
         buf_puts(&b, i ? "," : "");
-        host__json_str(&b, ch->inst[i]->name);
+        json_escape(&b, ch->inst[i]->name);
         buf_puts(&b, ":");
         host__fmt_milli(&b, tx->plugin_ms[i]);
     }
@@ -342,10 +323,6 @@ void host_record(struct host_conn *hc, const struct tx *tx, const char *verdict,
 }
 
 /* ---- the runner -------------------------------------------------------- */
-
-static const char *const host__verdict_names[] = {
-    "continue", "accept", "reject", "tempfail", "discard", "quarantine", "disconnect",
-};
 
 static enum stats_pverdict host__to_pv(int v)
 {
@@ -562,11 +539,11 @@ static void host__ctx_done(struct sluice_ctx *c)
             snprintf(r.text, sizeof r.text, "%s", c->text);
         } else {
             log_c_warn(&hc->log, "plugin=%s reply code %d does not match verdict %s; using default",
-                       in->name, c->code, host__verdict_names[v]);
+                       in->name, c->code, names_pverdict(v));
         }
     }
     snprintf(tx->decided_by, sizeof tx->decided_by, "%s", in->name);
-    snprintf(tx->decision, sizeof tx->decision, "%s", host__verdict_names[v]);
+    snprintf(tx->decision, sizeof tx->decision, "%s", names_pverdict(v));
     snprintf(tx->reason, sizeof tx->reason, "%.190s", r.code ? r.text : "");
     if (v == SLUICE_DISCARD) {
         tx->discard = true;

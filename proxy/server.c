@@ -26,7 +26,6 @@
 #include "upstream.h"
 #include "xalloc.h"
 
-
 /* ---- per-IP connection counts: a small open hash ------------------------- */
 
 struct server_ipcount {

@@ -48,7 +48,6 @@ struct server {
     uv_timer_t shutdown_timer;
 };
 
-
 /* Bind the listeners (before dropping privileges). 0 or -1 (logged). */
 int server_init(struct server *srv, uv_loop_t *loop, struct cfg *cfg);
 /* Drop privileges if configured; start accepting; install signals. */

@@ -25,6 +25,7 @@
 
 #include "clock.h"
 #include "conn.h"
+#include "names.h"
 #include "resolve.h"
 #include "server.h"
 #include "sess_int.h"
@@ -61,10 +62,6 @@ bool sess_tx_open(const struct sess *s)
            (s->state == S_MAIL || s->state == S_RCPT || s->state == S_DATA || s->state == S_EOM);
 }
 
-static const char *const sess__verdict_names[] = {
-    "accepted", "rejected", "tempfailed", "discarded", "quarantined", "aborted",
-};
-
 /* One log line per transaction, session id first. */
 void sess_log_tx(struct sess *s, enum stats_verdict v, uint64_t size_out)
 {
@@ -83,11 +80,11 @@ void sess_log_tx(struct sess *s, enum stats_verdict v, uint64_t size_out)
                s->info.client_addr, s->info.client_port, s->info.helo[0] ? s->info.helo : "-",
                s->info.tls_version[0] ? s->info.tls_version : "none",
                tx && tx->orig_sender ? tx->orig_sender : "", nrcpts, (unsigned long long)bytes,
-               s->last_upstream, sess__verdict_names[v], ms / 1000, ms % 1000,
+               s->last_upstream, names_txverdict(v), ms / 1000, ms % 1000,
                extra.ptr ? extra.ptr : "");
     buf_free(&extra);
     if (plugins)
-        host_record(s->hc, tx, sess__verdict_names[v], s->last_upstream);
+        host_record(s->hc, tx, names_txverdict(v), s->last_upstream);
     stats_transaction(v, (unsigned)nrcpts, bytes, size_out, (double)ns / 1e9);
 }
 
@@ -580,4 +577,3 @@ void sess_shutdown(struct sess *s)
     s->shutdown = true;
     sess_kick(s);
 }
-

@@ -23,7 +23,6 @@
 
 #include <uv.h>
 
-
 struct server;
 struct sess;
 

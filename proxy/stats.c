@@ -636,20 +636,6 @@ void stats__decisions_each(stats__decision_fn *fn, void *arg)
     pthread_mutex_unlock(&dec_lock);
 }
 
-/* ---- Rendering (kept names; the renderers are stats_prom and stats_json) ---- */
-
-int stats_render_metrics(buf_t *out, double now)
-{
-    stats_prom_render(out, now);
-    return 0;
-}
-
-int stats_render_json(buf_t *out, double now)
-{
-    stats_json_render(out, now);
-    return 0;
-}
-
 /* ---- Reset (tests) ---------------------------------------------------------- */
 
 static void reset_core(void)

@@ -208,8 +208,6 @@ int stats_decision_push_owned(char *json_object, size_t len);
  * The same as stats_prom_render() and stats_json_render(), which new code
  * calls; always 0. Safe from any thread, concurrently with the event calls.
  */
-int stats_render_metrics(buf_t *out, double now);
-int stats_render_json(buf_t *out, double now);
 /* Unix time now, as stats uses it (CLOCK_REALTIME). */
 double stats_now(void);
 

@@ -42,6 +42,7 @@
 #include "msgbuf.h"
 #include "tx.h"
 #include "stats.h"
+#include "stats_prom.h"
 
 static char g_plugdir[PATH_MAX];  /* BUILD/tests/plugins */
 static char g_tmpdir[PATH_MAX];   /* per-run scratch dir: configs, compiled variants */
@@ -823,7 +824,7 @@ static void test_circuit_breaker(void **state)
     assert_int_equal(calls_of("flaky"), 3);
     /* The breaker is visible on /metrics. */
     buf_t out = BUF_INIT;
-    stats_render_metrics(&out, 1);
+    stats_prom_render(&out, 1);
     assert_non_null(strstr(out.ptr, "sluice_plugin_circuit_state{plugin=\"flaky\"} 1"));
     assert_non_null(strstr(out.ptr, "sluice_plugin_circuit_trips_total{plugin=\"flaky\"} 2"));
     buf_free(&out);

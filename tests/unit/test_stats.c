@@ -863,25 +863,6 @@ static void test_json_exact(void **state)
     buf_free(&b);
 }
 
-/* The old entry points render exactly what the renderers do (the plugin
- * host's tests call them), and report success. */
-static void test_render_wrappers(void **state)
-{
-    (void)state;
-    fire_json_state();
-    buf_t a = BUF_INIT, b = BUF_INIT;
-    assert_int_equal(stats_render_metrics(&a, T0 + 5), 0);
-    stats_prom_render(&b, T0 + 5);
-    assert_string_equal(a.ptr, b.ptr);
-    buf_reset(&a);
-    buf_reset(&b);
-    assert_int_equal(stats_render_json(&a, T0 + 5), 0);
-    stats_json_render(&b, T0 + 5);
-    assert_string_equal(a.ptr, b.ptr);
-    buf_free(&a);
-    buf_free(&b);
-}
-
 /*
  * HELP text is free text from a plugin. /metrics prints its bytes with
  * backslash and newline escaped; /stats prints UTF-8 as is, control bytes
@@ -983,7 +964,6 @@ int main(void)
         cmocka_unit_test_setup(test_decision_ring, reset),
         cmocka_unit_test_setup(test_json_figures, reset),
         cmocka_unit_test_setup(test_json_exact, reset),
-        cmocka_unit_test_setup(test_render_wrappers, reset),
         cmocka_unit_test_setup(test_help_text, reset),
         cmocka_unit_test(test_parse_listen),
         cmocka_unit_test(test_assets_embedded),
