@@ -387,8 +387,7 @@ static long conn__tls_out(struct conn *c)
     while ((n = BIO_ctrl_pending(c->wbio)) > 0) {
         if (n > INT_MAX)
             n = INT_MAX;
-        if (buf_reserve(&c->out, n) != 0)
-            return UV_ENOMEM;
+        buf_reserve(&c->out, n);
         int got = BIO_read(c->wbio, c->out.ptr + c->out.len, (int)n);
         if (got <= 0)
             break;
@@ -433,11 +432,11 @@ int conn_write(struct conn *c, const void *p, size_t n)
     if (c->ssl && c->tls_failed)
         return UV_EPROTO;
     if (c->ssl && !c->tls_done)
-        rc = buf_append(&c->early, p, n) ? UV_ENOMEM : 0;
+        rc = buf_append(&c->early, p, n); /* never fails (xalloc) */
     else if (c->ssl)
         rc = conn__tls_write(c, p, n);
     else
-        rc = buf_append(&c->out, p, n) ? UV_ENOMEM : 0;
+        rc = buf_append(&c->out, p, n);
     conn__arm(c);
     return rc;
 }

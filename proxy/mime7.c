@@ -456,8 +456,7 @@ static int mime7__emit(const unsigned char *p, size_t n, buf_t *out, struct mime
 {
     size_t start = 0;
 
-    if (buf_reserve(out, n + n / 32 + 2) < 0)
-        return -ENOMEM;
+    buf_reserve(out, n + n / 32 + 2);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = p[i];
 
@@ -466,17 +465,16 @@ static int mime7__emit(const unsigned char *p, size_t n, buf_t *out, struct mime
             return MIME7_UNCONVERTIBLE;
         }
         if (c == '\n' && (i == 0 || p[i - 1] != '\r')) {
-            if (buf_append(out, p + start, i - start) < 0 || buf_append(out, "\r\n", 2) < 0)
-                return -ENOMEM;
+            buf_append(out, p + start, i - start);
+            buf_append(out, "\r\n", 2);
             start = i + 1;
         } else if (c == '\r' && (i + 1 == n || p[i + 1] != '\n')) {
-            if (buf_append(out, p + start, i - start) < 0 || buf_append(out, "\r\n", 2) < 0)
-                return -ENOMEM;
+            buf_append(out, p + start, i - start);
+            buf_append(out, "\r\n", 2);
             start = i + 1;
         }
     }
-    if (buf_append(out, p + start, n - start) < 0)
-        return -ENOMEM;
+    buf_append(out, p + start, n - start);
     return 0;
 }
 
@@ -494,8 +492,10 @@ int mime7_downgrade(const char *msg, size_t len, buf_t *out, char *why, size_t w
 
     if (why != NULL && whylen > 0)
         why[0] = '\0';
-    if (!mime7_is_8bit(msg, len))
-        return buf_append(out, msg, len) < 0 ? -ENOMEM : 0;
+    if (!mime7_is_8bit(msg, len)) {
+        buf_append(out, msg, len);
+        return 0;
+    }
     /* 8BITMIME data has no NUL (RFC 6152 §2 via RFC 5321 §2.3.8); GMime
      * keeps header values as C strings and would cut them there. */
     if (memchr(msg, '\0', len) != NULL) {

@@ -192,8 +192,7 @@ void msg_unfold(const char *value, size_t len, buf_t *out)
             run_end--;
         if (nl && !(stop + 1 < len && msg__is_wsp(value[stop + 1])))
             run_end = stop + 1; /* not a fold: keep the bytes */
-        if (buf_append(out, value + i, run_end - i))
-            return;
+        buf_append(out, value + i, run_end - i);
         i = nl ? stop + 1 : len;
     }
     /* Trim trailing WSP, and leading WSP a fold at the very start exposed. */
@@ -287,7 +286,8 @@ static int msg__put_folded(buf_t *b, size_t prefix, const char *v, size_t vlen)
         if (++line > MSG_LINE_HARD)
             return -EINVAL;
     }
-    return buf_append(b, v, vlen);
+    buf_append(b, v, vlen);
+    return 0;
 }
 
 /*
@@ -299,8 +299,10 @@ static int msg__put_folded(buf_t *b, size_t prefix, const char *v, size_t vlen)
  */
 static int msg__put_unfolded(buf_t *b, size_t prefix, const char *v, size_t vlen)
 {
-    if (prefix + vlen <= MSG_LINE_SOFT)
-        return buf_append(b, v, vlen);
+    if (prefix + vlen <= MSG_LINE_SOFT) {
+        buf_append(b, v, vlen);
+        return 0;
+    }
 
     size_t line = prefix;
     size_t i = 0;
@@ -314,17 +316,13 @@ static int msg__put_unfolded(buf_t *b, size_t prefix, const char *v, size_t vlen
         size_t seg = i - s;
         bool can_fold = s > 0 && word > s && i > word;
         if (can_fold && line + seg > MSG_LINE_SOFT) {
-            int rc = buf_append(b, "\r\n", 2);
-            if (rc)
-                return rc;
+            buf_append(b, "\r\n", 2);
             line = 0;
         }
         line += seg;
         if (line > MSG_LINE_HARD)
             return -EINVAL;
-        int rc = buf_append(b, v + s, seg);
-        if (rc)
-            return rc;
+        buf_append(b, v + s, seg);
     }
     return 0;
 }
@@ -340,17 +338,12 @@ static int msg__make_field(struct msg_field *out, const char *name, size_t name_
     bool space = vlen == 0 || !msg__is_wsp(value[0]);
     size_t prefix = name_len + 1 + (space ? 1 : 0);
     buf_t b = BUF_INIT;
-    int rc = buf_reserve(&b, prefix + vlen + vlen / 32 * 2 + 4);
-
-    if (!rc)
-        rc = buf_append(&b, name, name_len);
-    if (!rc)
-        rc = buf_append(&b, space ? ": " : ":", prefix - name_len);
-    if (!rc)
-        rc = folded ? msg__put_folded(&b, prefix, value, vlen)
+    buf_reserve(&b, prefix + vlen + vlen / 32 * 2 + 4);
+    buf_append(&b, name, name_len);
+    buf_append(&b, space ? ": " : ":", prefix - name_len);
+    int rc = folded ? msg__put_folded(&b, prefix, value, vlen)
                     : msg__put_unfolded(&b, prefix, value, vlen);
-    if (!rc)
-        rc = buf_append(&b, "\r\n", 2);
+    buf_append(&b, "\r\n", 2);
     if (rc) {
         buf_free(&b);
         return rc;
@@ -428,26 +421,21 @@ int msg_field_delete(struct msg *m, size_t index)
 int msg_body_replace(struct msg *m, const char *data, size_t len)
 {
     buf_t b = BUF_INIT;
-    int rc = buf_reserve(&b, len + len / 16 + 2);
+    buf_reserve(&b, len + len / 16 + 2);
     size_t i = 0;
-
-    while (!rc && i < len) {
+    while (i < len) {
         /* Copy up to the next CR or LF, then write one canonical CRLF. */
         size_t j = i;
         while (j < len && data[j] != '\r' && data[j] != '\n')
             j++;
-        rc = buf_append(&b, data + i, j - i);
-        if (rc || j == len)
+        buf_append(&b, data + i, j - i);
+        if (j == len)
             break;
-        rc = buf_append(&b, "\r\n", 2);
+        buf_append(&b, "\r\n", 2);
         i = (data[j] == '\r' && j + 1 < len && data[j + 1] == '\n') ? j + 2 : j + 1;
     }
-    if (!rc && b.len > 0 && b.ptr[b.len - 1] != '\n')
-        rc = buf_append(&b, "\r\n", 2);
-    if (rc) {
-        buf_free(&b);
-        return rc;
-    }
+    if (b.len > 0 && b.ptr[b.len - 1] != '\n')
+        buf_append(&b, "\r\n", 2);
     buf_free(&m->body);
     m->body = b;
     m->body_replaced = true;
