@@ -107,10 +107,12 @@ static const struct cfg__key cfg__keys[] = {
     {SEC_SERVER, "hostname", T_NAME, O(hostname), 0, 0, 0, NULL, 0},
     {SEC_SERVER, "banner", T_STR, O(banner), 0, 0, 0, NULL, F_PRINTABLE | F_KEEP_EMPTY},
     {SEC_SERVER, "max_connections", T_UINT, O(max_connections), 0, 1, 1000000, NULL, 0},
-    {SEC_SERVER, "max_connections_per_ip", T_UINT, O(max_connections_per_ip), 0, 1, 1000000, NULL, 0},
+    {SEC_SERVER, "max_connections_per_ip", T_UINT, O(max_connections_per_ip), 0, 1, 1000000, NULL,
+     0},
     {SEC_SERVER, "max_message_size", T_U64, O(max_message_size), 0, KIB, 64 * GIB, NULL, 0},
     {SEC_SERVER, "max_recipients", T_UINT, O(max_recipients), 0, 1, 100000, NULL, 0},
     {SEC_SERVER, "max_errors", T_UINT, O(max_errors), 0, 1, 10000, NULL, 0},
+    {SEC_SERVER, "junk_command_limit", T_UINT, O(junk_command_limit), 0, 0, 1000000, NULL, 0},
     {SEC_SERVER, "max_line_length", T_SIZE, O(max_line_length), 0, 512, 65536, NULL, 0},
     {SEC_SERVER, "long_lines", T_ENUM, O(long_lines), 0, 0, 0, cfg__long_lines, 0},
     {SEC_SERVER, "bare_newline", T_ENUM, O(bare_newline), 0, 0, 0, cfg__bare_nl, 0},
@@ -139,11 +141,14 @@ static const struct cfg__key cfg__keys[] = {
     {SEC_UPSTREAM, "tls", T_ENUM, O(upstream_tls), 0, 0, 0, cfg__up_tls, 0},
     {SEC_UPSTREAM, "tls_verify", T_BOOL, O(upstream_tls_verify), 0, 0, 0, NULL, 0},
     {SEC_UPSTREAM, "tls_ca_file", T_STR, O(upstream_tls_ca_file), 0, 0, 0, NULL, 0},
-    {SEC_UPSTREAM, "tls_verify_name", T_STR, O(upstream_tls_verify_name), 0, 0, 0, NULL, F_HOSTNAME},
+    {SEC_UPSTREAM, "tls_verify_name", T_STR, O(upstream_tls_verify_name), 0, 0, 0, NULL,
+     F_HOSTNAME},
     {SEC_UPSTREAM, "xclient", T_BOOL, O(xclient), 0, 0, 0, NULL, 0},
     {SEC_UPSTREAM, "xforward", T_BOOL, O(xforward), 0, 0, 0, NULL, 0},
-    {SEC_UPSTREAM, "connect_timeout", T_MS, O(upstream_connect_timeout_ms), 0, 1, 24 * HOUR, NULL, 0},
-    {SEC_UPSTREAM, "command_timeout", T_MS, O(upstream_command_timeout_ms), 0, 1, 24 * HOUR, NULL, 0},
+    {SEC_UPSTREAM, "connect_timeout", T_MS, O(upstream_connect_timeout_ms), 0, 1, 24 * HOUR, NULL,
+     0},
+    {SEC_UPSTREAM, "command_timeout", T_MS, O(upstream_command_timeout_ms), 0, 1, 24 * HOUR, NULL,
+     0},
     {SEC_UPSTREAM, "data_timeout", T_MS, O(upstream_data_timeout_ms), 0, 1, 24 * HOUR, NULL, 0},
 
     {SEC_STATS, "listen", T_STATS, O(stats_listen), 0, 0, 0, NULL, 0},
@@ -991,9 +996,11 @@ static void cfg__defaults(struct cfg__load *s)
     c->banner = cfg__strdup(s, "sluice");
     c->max_connections = 1000;
     c->max_connections_per_ip = 50;
+    c->ipv6_prefix = 64;
     c->max_message_size = 25 * MIB;
     c->max_recipients = 100;
     c->max_errors = 10;
+    c->junk_command_limit = 100;
     c->max_line_length = 998;
     c->long_lines = CFG_LONG_REJECT;
     c->bare_newline = CFG_BARE_REJECT;

@@ -63,9 +63,11 @@ struct cfg {
     char *banner;                 /* text after "220 hostname ESMTP " */
     unsigned max_connections;     /* 1000 */
     unsigned max_connections_per_ip; /* 50 */
+    unsigned ipv6_prefix;            /* 64: IPv6 clients are counted per /N network */
     uint64_t max_message_size;    /* 26214400 (25 MiB) */
     unsigned max_recipients;      /* 100 */
     unsigned max_errors;          /* 10 */
+    unsigned junk_command_limit;  /* 100: NOOP/RSET/HELP/VRFY/HELO/EHLO between messages */
     size_t max_line_length;       /* 998 */
     enum cfg_long_lines long_lines; /* reject */
     enum cfg_bare_nl bare_newline;  /* reject */

@@ -157,3 +157,37 @@ void log_panic(const char *fmt, ...)
     log_flush();
     abort();
 }
+
+const char *log_quote(char *dst, size_t dstlen, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t j = 0;
+    if (dstlen < 3) {
+        if (dstlen)
+            dst[0] = 0;
+        return dst;
+    }
+    dst[j++] = '"';
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+        char esc[4];
+        size_t n = 0;
+        if (*p == '"' || *p == '\\') {
+            esc[n++] = '\\';
+            esc[n++] = (char)*p;
+        } else if (*p < 0x20 || *p >= 0x7f) {
+            esc[n++] = '\\';
+            esc[n++] = 'x';
+            esc[n++] = hex[*p >> 4];
+            esc[n++] = hex[*p & 15];
+        } else {
+            esc[n++] = (char)*p;
+        }
+        if (j + n + 2 > dstlen)
+            break; /* room for the closing quote and the NUL */
+        memcpy(dst + j, esc, n);
+        j += n;
+    }
+    dst[j++] = '"';
+    dst[j] = 0;
+    return dst;
+}

@@ -13,6 +13,7 @@
 #define SLUICE_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 enum log_level {
     LOG_LVL_DEBUG = 0,
@@ -39,6 +40,11 @@ struct log_conn {
 };
 void log_conn_msg(const struct log_conn *lc, enum log_level lvl, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Write s into dst as one key=value-safe token: "..." with '"' and '\\'
+ * escaped by a backslash and bytes outside printable ASCII as \xHH, so a
+ * key=value parser reads back exactly s (attacker-supplied values:
+ * addresses, HELO, upstream replies). Truncated to fit; returns dst. */
+const char *log_quote(char *dst, size_t dstlen, const char *s);
 void log_panic(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
 #define log_c_debug(lc, ...) do { if (log_enabled(LOG_LVL_DEBUG)) log_conn_msg(lc, LOG_LVL_DEBUG, __VA_ARGS__); } while (0)

@@ -8,6 +8,7 @@
  */
 #include "server.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <grp.h>
 #include <pwd.h>
@@ -69,10 +70,29 @@ static struct server_ipcount *ip_slot(struct server *srv, const char *ip, bool c
     return free_slot;
 }
 
+/* The key an address is counted under: IPv4 as is, IPv6 as its network of
+ * ipv6_prefix bits ("2001:db8:1:2::/64"), since one IPv6 host commonly
+ * holds a whole /64 and could otherwise take every slot. */
+static const char *server__ip_key(const struct server *srv, const char *ip, char *out, size_t n)
+{
+    struct in6_addr a;
+    if (!strchr(ip, ':') || inet_pton(AF_INET6, ip, &a) != 1)
+        return ip;
+    unsigned prefix = srv->cfg->ipv6_prefix ? srv->cfg->ipv6_prefix : 128;
+    for (unsigned bit = prefix; bit < 128; bit++)
+        a.s6_addr[bit / 8] &= (unsigned char)~(0x80u >> (bit % 8));
+    char text[INET6_ADDRSTRLEN];
+    if (!inet_ntop(AF_INET6, &a, text, sizeof text))
+        return ip;
+    snprintf(out, n, "%s/%u", text, prefix);
+    return out;
+}
+
 bool server_ip_acquire(struct server *srv, const char *ip)
 {
     unsigned limit = srv->cfg->max_connections_per_ip;
-    struct server_ipcount *e = ip_slot(srv, ip, true);
+    char key[64];
+    struct server_ipcount *e = ip_slot(srv, server__ip_key(srv, ip, key, sizeof key), true);
     if (!e)
         return limit == 0; /* table full: only refuse when limits apply */
     if (limit && e->n >= limit)
@@ -83,7 +103,8 @@ bool server_ip_acquire(struct server *srv, const char *ip)
 
 void server_ip_release(struct server *srv, const char *ip)
 {
-    struct server_ipcount *e = ip_slot(srv, ip, false);
+    char key[64];
+    struct server_ipcount *e = ip_slot(srv, server__ip_key(srv, ip, key, sizeof key), false);
     if (e && e->n > 0)
         e->n--;
 }
@@ -184,16 +205,48 @@ int server_init(struct server *srv, uv_loop_t *loop, struct cfg *cfg)
 
 /* ---- privileges ------------------------------------------------------------ */
 
+/* The quarantine holds other people's mail: a directory only the service
+ * user can enter (created if missing; its mode is corrected, and its owner
+ * too while we are still root). 0, or -1 (logged). */
+static int server__quarantine_dir(const struct cfg *cfg, uid_t uid, gid_t gid)
+{
+    const char *dir = cfg->quarantine_dir;
+    if (!dir)
+        return 0;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        log_error("quarantine_dir %s: cannot create: %s", dir, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        log_error("quarantine_dir %s: not a directory", dir);
+        return -1;
+    }
+    if ((st.st_mode & 07777) != 0700) {
+        log_warn("quarantine_dir %s: mode %04o changed to 0700", dir,
+                 (unsigned)(st.st_mode & 07777));
+        if (chmod(dir, 0700) != 0) {
+            log_error("quarantine_dir %s: cannot chmod: %s", dir, strerror(errno));
+            return -1;
+        }
+    }
+    if (geteuid() == 0 && (st.st_uid != uid || st.st_gid != gid) && chown(dir, uid, gid) != 0) {
+        log_error("quarantine_dir %s: cannot chown: %s", dir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 static int server__drop_privileges(const struct cfg *cfg)
 {
     if (geteuid() != 0) {
         if (cfg->user)
             log_warn("not running as root: ignoring user=%s", cfg->user);
-        return 0;
+        return server__quarantine_dir(cfg, geteuid(), getegid());
     }
     if (!cfg->user) {
         log_warn("running as root: set [server] user to an unprivileged account");
-        return 0;
+        return server__quarantine_dir(cfg, 0, 0);
     }
     struct passwd *pw = getpwnam(cfg->user);
     if (!pw) {
@@ -209,6 +262,8 @@ static int server__drop_privileges(const struct cfg *cfg)
         }
         gid = gr->gr_gid;
     }
+    if (server__quarantine_dir(cfg, pw->pw_uid, gid) != 0)
+        return -1;
     if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || setuid(pw->pw_uid) != 0) {
         log_error("cannot switch to user %s: %s", cfg->user, strerror(errno));
         return -1;

@@ -74,14 +74,20 @@ void sess_log_tx(struct sess *s, enum stats_verdict v, uint64_t size_out)
         host_summary(s->hc, tx, &extra);
     size_t nrcpts = tx ? tx_accepted(tx) : 0;
     uint64_t bytes = tx ? tx->bytes_in : 0;
+    /* Everything the client or the upstream chose is quoted: a key=value
+     * parser must read back exactly what happened. */
+    char from[CMD_ADDR_MAX + 3], qfrom[4 * sizeof from + 3], qhelo[4 * sizeof s->info.helo + 3];
+    char qup[4 * sizeof s->last_upstream + 3];
+    snprintf(from, sizeof from, "<%s>", tx && tx->orig_sender ? tx->orig_sender : "");
     log_c_info(&s->log,
-               "event=tx client=%s:%d helo=%s tls=%s from=<%s> rcpts=%zu size=%llu "
-               "upstream=\"%s\" verdict=%s duration=%llu.%03llu%s",
-               s->info.client_addr, s->info.client_port, s->info.helo[0] ? s->info.helo : "-",
+               "event=tx client=%s:%d helo=%s tls=%s from=%s rcpts=%zu size=%llu "
+               "upstream=%s verdict=%s duration=%llu.%03llu%s",
+               s->info.client_addr, s->info.client_port,
+               s->info.helo[0] ? log_quote(qhelo, sizeof qhelo, s->info.helo) : "-",
                s->info.tls_version[0] ? s->info.tls_version : "none",
-               tx && tx->orig_sender ? tx->orig_sender : "", nrcpts, (unsigned long long)bytes,
-               s->last_upstream, names_txverdict(v), ms / 1000, ms % 1000,
-               extra.ptr ? extra.ptr : "");
+               log_quote(qfrom, sizeof qfrom, from), nrcpts, (unsigned long long)bytes,
+               log_quote(qup, sizeof qup, s->last_upstream), names_txverdict(v), ms / 1000,
+               ms % 1000, extra.ptr ? extra.ptr : "");
     buf_free(&extra);
     if (plugins)
         host_record(s->hc, tx, names_txverdict(v), s->last_upstream);
@@ -301,6 +307,12 @@ static void sess__timeout_cb(uv_timer_t *t)
     stats_timeout(s->state == S_DATA ? STATS_TO_DATA : STATS_TO_COMMAND);
     log_c_warn(&s->log, "client=%s timeout in state %s", s->info.client_addr,
                sess_state_name(s->state));
+    if (s->state == S_TLS) {
+        /* A handshake that stalls holds a slot like an idle client: the
+         * command deadline applies; there is no channel for a reply. */
+        sess_close(s, false);
+        return;
+    }
     if (sess_tx_open(s)) {
         snprintf(s->last_upstream, sizeof s->last_upstream, "not sent: client timeout");
         sess_log_tx(s, STATS_V_ABORTED, 0);
@@ -316,8 +328,7 @@ void sess_arm_timer(struct sess *s)
 {
     if (s->state == S_CLOSING)
         return;
-    if (s->busy || s->state == S_EOM || s->state == S_LOOKUP || s->state == S_CONNECT ||
-        s->state == S_TLS) {
+    if (s->busy || s->state == S_EOM || s->state == S_LOOKUP || s->state == S_CONNECT) {
         /* Our turn to work (upstream, plugins): the client is not idle. */
         s->deadline = 0;
         return;
@@ -344,6 +355,7 @@ static void sess__timer_close_cb(uv_handle_t *h)
     struct sess *s = h->data;
     buf_free(&s->in);
     buf_free(&s->mime7_out);
+    free(s->replay.items);
     if (s->msg)
         msgbuf_free(s->msg);
     cfg_unref(s->cfg);

@@ -26,6 +26,7 @@ enum {
     SV_COUNT_ERROR = 1 << 1,   /* a refusal counts toward max_errors */
     SV_DISCARD_AFTER = 1 << 2, /* input pipelined after it is discarded (STARTTLS) */
     SV_NEEDS_TX = 1 << 3,      /* needs a transaction (MAIL given) */
+    SV_JUNK = 1 << 4,          /* counts toward junk_command_limit */
 };
 
 #define SV_NO_PHASE SLUICE_PHASE_COUNT
@@ -97,12 +98,15 @@ static bool sess_cmd__path(struct sess *s, const struct cmd *c, bool is_rcpt, st
     return false;
 }
 
+static const struct sess_verb sess_cmd__table[CMD_VERB_COUNT];
+
 /* ---- HELO / EHLO ----------------------------------------------------------- */
 
 static bool sess_cmd__helo_check(struct sess *s, const struct cmd *c, bool esmtp)
 {
     if (c->arg_len == 0 || !cmd_helo_valid(c->arg, c->arg_len))
         return sess_cmd__syntax(s, esmtp ? "EHLO hostname" : "HELO hostname");
+    s->offered = 0; /* until this EHLO's reply offers again */
     /* A new HELO/EHLO resets any transaction (RFC 5321 §4.1.4). */
     sess_tx_end(s, true);
     size_t n = c->arg_len < sizeof s->info.helo - 1 ? c->arg_len : sizeof s->info.helo - 1;
@@ -133,16 +137,31 @@ static void sess_cmd__helo_proceed(struct sess *s, const struct host_result *r)
         return;
     }
     sess_set_state(s, S_HELO);
-    if (s->info.esmtp)
-        sess_reply_ehlo(s, s->info.helo);
-    else
+    if (!s->info.esmtp) {
         sess_reply(s, 250, "2.0.0", "%s", s->cfg->hostname);
+        return;
+    }
+    if (!s->srv->upstream_caps_known && !(s->up && up_ready(s->up))) {
+        /* What the EHLO reply offers must be what the upstream takes: until
+         * the first upstream EHLO is known (just after start), this session
+         * opens its upstream first and answers when it is ready. */
+        if (!s->up || up_failed(s->up)) {
+            if (s->up)
+                up_free(s->up);
+            s->up = up_new(s->srv->loop, s->cfg, s->info.sid);
+            up_open(s->up, sess_cmd_up_open_cb, s);
+        }
+        s->busy = &sess_cmd__table[CMD_EHLO];
+        s->up_wait = true;
+        s->log.action = "learning what the upstream offers";
+        return;
+    }
+    sess_reply_ehlo(s, s->info.helo);
 }
 
 /* ---- the upstream for a transaction ------------------------------------------ */
 
 static void sess_cmd__mail_send(struct sess *s);
-static const struct sess_verb sess_cmd__table[CMD_VERB_COUNT];
 
 /* Answer MAIL with an upstream failure and give up the transaction. */
 static void sess_cmd__mail_failed(struct sess *s, const struct up_result *r)
@@ -171,10 +190,14 @@ void sess_cmd_up_open_cb(void *ud, const struct up_result *r)
     if (!s->up_wait)
         return; /* opened at connect: nobody waits yet */
     s->up_wait = false;
-    if (r->err != UP_OK)
+    if (s->busy == &sess_cmd__table[CMD_EHLO]) {
+        s->busy = NULL; /* offers what the upstream offers, or nothing extra */
+        sess_reply_ehlo(s, s->info.helo);
+    } else if (r->err != UP_OK) {
         sess_cmd__mail_failed(s, r);
-    else
+    } else {
         sess_cmd__mail_send(s);
+    }
     sess_kick(s);
 }
 
@@ -277,8 +300,9 @@ static bool sess_cmd__mail_check(struct sess *s, const struct cmd *c)
         sess_reply(s, 553, "5.6.7", "Non-ASCII address requires SMTPUTF8");
         return false;
     }
-    if (prm.smtputf8 && !(sess_upstream_caps(s) & UP_CAP_SMTPUTF8) && s->srv->upstream_caps_known) {
-        sess_reply(s, 553, "5.6.7", "SMTPUTF8 is not supported by the upstream server");
+    if (prm.smtputf8 && !(s->offered & UP_CAP_SMTPUTF8)) {
+        /* Only what this session's EHLO reply offered is accepted. */
+        sess_reply(s, 555, "5.5.4", "Error: SMTPUTF8 was not offered");
         return false;
     }
     s->tx = tx_new(&s->info, clock_mono_ns());
@@ -305,8 +329,10 @@ static void sess_cmd__mail_proceed(struct sess *s, const struct host_result *r)
         return;
     }
     if (s->tx->sender_changed) {
-        log_c_info(&s->log, "sender rewritten by plugin: <%s> -> <%s>", s->tx->orig_sender,
-                   s->tx->sender);
+        char q1[4 * CMD_ADDR_MAX + 3], q2[4 * CMD_ADDR_MAX + 3];
+        log_c_info(&s->log, "sender rewritten by plugin: old=%s new=%s",
+                   log_quote(q1, sizeof q1, s->tx->orig_sender),
+                   log_quote(q2, sizeof q2, s->tx->sender));
         s->tx->sender_changed = false; /* MAIL is built from it: the upstream sees it */
     }
     s->busy = &sess_cmd__table[CMD_MAIL];
@@ -466,13 +492,17 @@ static void sess_cmd__rcpt_proceed(struct sess *s, const struct host_result *r)
     }
     struct tx_rcpt *cur = &s->tx->cur;
     if (r && cur->removed) {
-        log_c_info(&s->log, "recipient <%s> dropped by plugin %s", s->addr,
-                   r->plugin ? r->plugin : "");
+        char q[4 * CMD_ADDR_MAX + 3];
+        log_c_info(&s->log, "recipient dropped by plugin %s: rcpt=%s", r->plugin ? r->plugin : "",
+                   log_quote(q, sizeof q, s->addr));
         sess_reply(s, 250, "2.1.5", "Ok");
         return;
     }
-    if (strcmp(cur->addr, s->addr) != 0)
-        log_c_info(&s->log, "recipient rewritten by plugin: <%s> -> <%s>", s->addr, cur->addr);
+    if (strcmp(cur->addr, s->addr) != 0) {
+        char q1[4 * CMD_ADDR_MAX + 3], q2[4 * CMD_ADDR_MAX + 3];
+        log_c_info(&s->log, "recipient rewritten by plugin: old=%s new=%s",
+                   log_quote(q1, sizeof q1, s->addr), log_quote(q2, sizeof q2, cur->addr));
+    }
     struct sess_slot *sl = sess_reply_slot(s);
     sl->rcpt_idx = tx_rcpt_sent(s->tx);
     sl->tx_seq = s->tx_seq;
@@ -623,10 +653,10 @@ static bool sess_cmd__ok(struct sess *s, const struct cmd *c)
 
 #define ANY ST_COMMAND
 static const struct sess_verb sess_cmd__table[CMD_VERB_COUNT] = {
-    [CMD_EHLO] = {CMD_EHLO, ANY, NULL, SV_BARRIER, SLUICE_PHASE_HELO, sess_cmd__ehlo_check,
-                  sess_cmd__helo_proceed},
-    [CMD_HELO] = {CMD_HELO, ANY, NULL, SV_BARRIER, SLUICE_PHASE_HELO, sess_cmd__helo_only_check,
-                  sess_cmd__helo_proceed},
+    [CMD_EHLO] = {CMD_EHLO, ANY, NULL, SV_BARRIER | SV_JUNK, SLUICE_PHASE_HELO,
+                  sess_cmd__ehlo_check, sess_cmd__helo_proceed},
+    [CMD_HELO] = {CMD_HELO, ANY, NULL, SV_BARRIER | SV_JUNK, SLUICE_PHASE_HELO,
+                  sess_cmd__helo_only_check, sess_cmd__helo_proceed},
     [CMD_MAIL] = {CMD_MAIL, S_BIT(S_HELO) | ST_TX, "Error: send HELO/EHLO first", SV_COUNT_ERROR,
                   SLUICE_PHASE_MAIL, sess_cmd__mail_check, sess_cmd__mail_proceed},
     [CMD_RCPT] = {CMD_RCPT, ST_TX, "Error: need MAIL command", SV_COUNT_ERROR | SV_NEEDS_TX,
@@ -634,14 +664,14 @@ static const struct sess_verb sess_cmd__table[CMD_VERB_COUNT] = {
     [CMD_DATA] = {CMD_DATA, ST_TX, "Error: need MAIL command",
                   SV_BARRIER | SV_COUNT_ERROR | SV_NEEDS_TX, SV_NO_PHASE, sess_cmd__data_check,
                   sess_cmd__data_proceed},
-    [CMD_RSET] = {CMD_RSET, ANY, NULL, SV_BARRIER, SV_NO_PHASE, sess_cmd__rset_check,
+    [CMD_RSET] = {CMD_RSET, ANY, NULL, SV_BARRIER | SV_JUNK, SV_NO_PHASE, sess_cmd__rset_check,
                   sess_cmd__rset_proceed},
-    [CMD_NOOP] = {CMD_NOOP, ANY, NULL, 0, SV_NO_PHASE, sess_cmd__ok, sess_cmd__noop_proceed},
+    [CMD_NOOP] = {CMD_NOOP, ANY, NULL, SV_JUNK, SV_NO_PHASE, sess_cmd__ok, sess_cmd__noop_proceed},
     [CMD_QUIT] = {CMD_QUIT, ANY, NULL, SV_BARRIER, SV_NO_PHASE, sess_cmd__ok,
                   sess_cmd__quit_proceed},
-    [CMD_HELP] = {CMD_HELP, ANY, NULL, SV_BARRIER, SV_NO_PHASE, sess_cmd__ok,
+    [CMD_HELP] = {CMD_HELP, ANY, NULL, SV_BARRIER | SV_JUNK, SV_NO_PHASE, sess_cmd__ok,
                   sess_cmd__help_proceed},
-    [CMD_VRFY] = {CMD_VRFY, ANY, NULL, SV_BARRIER, SV_NO_PHASE, sess_cmd__ok,
+    [CMD_VRFY] = {CMD_VRFY, ANY, NULL, SV_BARRIER | SV_JUNK, SV_NO_PHASE, sess_cmd__ok,
                   sess_cmd__vrfy_proceed},
     [CMD_STARTTLS] = {CMD_STARTTLS, ANY, NULL, SV_BARRIER | SV_DISCARD_AFTER, SV_NO_PHASE,
                       sess_cmd__starttls_check, sess_cmd__starttls_proceed},
@@ -688,6 +718,13 @@ static void sess_cmd__run(struct sess *s, const struct sess_verb *d, const struc
         sess_reply(s, 503, "5.5.1", "%s", d->seq_text ? d->seq_text : "Error: bad sequence");
         if (d->flags & SV_COUNT_ERROR)
             sess_error(s);
+        return;
+    }
+    if ((d->flags & SV_JUNK) && ++s->junk > s->cfg->junk_command_limit &&
+        s->cfg->junk_command_limit) {
+        /* NOOP, RSET and friends keep a connection open for nothing. */
+        sess_reply(s, 421, "4.7.0", "%s Error: too many commands without mail", s->cfg->hostname);
+        sess_close(s, true);
         return;
     }
     if (!d->check(s, c))

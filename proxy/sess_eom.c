@@ -9,6 +9,7 @@
  * per message, whatever happens.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include "mime7.h"
 #include "quar.h"
 #include "server.h"
+#include "xalloc.h"
 #include "sess_int.h"
 
 /* Answer the message without sending it, log it, end the transaction. */
@@ -42,6 +44,8 @@ static void sess_eom__reply_cb(void *ud, const struct up_result *r)
         v = STATS_V_TEMPFAILED;
     } else {
         sess_reply_relay(&b, r->reply);
+        if (r->reply->code < 300)
+            s->junk = 0; /* mail delivered: the client does real work */
         v = r->reply->code < 300   ? STATS_V_ACCEPTED
             : r->reply->code < 500 ? STATS_V_TEMPFAILED
                                    : STATS_V_REJECTED;
@@ -81,9 +85,25 @@ static bool sess_eom__downgrade(struct sess *s, int *n)
     return true;
 }
 
+/* The upstream went away while the message arrived (an MTA closes idle
+ * sessions): one tempfail, the client retries. false: answered. */
+static bool sess_eom__upstream_there(struct sess *s)
+{
+    if (s->up && up_ready(s->up))
+        return true;
+    buf_t b = BUF_INIT;
+    sess_reply_up_error(&b, UP_ERR_LOST);
+    sess_reply_raw(s, b.ptr, b.len);
+    buf_free(&b);
+    sess_eom__finish(s, STATS_V_TEMPFAILED, "upstream connection lost");
+    return false;
+}
+
 /* Send the message (as the chain left it) to the upstream. */
 static void sess_eom__forward(struct sess *s)
 {
+    if (!sess_eom__upstream_there(s))
+        return;
     int n = msg_segments(s->tx->msg, s->segs, (int)(sizeof s->segs / sizeof s->segs[0]));
     if (n < 0) {
         sess_reply(s, 451, "4.3.0", "Local error in processing");
@@ -102,9 +122,15 @@ static void sess_eom__forward(struct sess *s)
 
 static void sess_eom__replay_done(struct sess *s)
 {
-    if (s->replay.mail_failed || s->replay.ok == 0) {
-        /* Nobody left to deliver to: answer with what the upstream said. */
-        const char *t = s->replay.fail[0] ? s->replay.fail : "451 4.3.0 Envelope change failed";
+    struct sess_replay *rp = &s->replay;
+    if (rp->failed || rp->told_refused) {
+        /* The client was told 250 for every recipient it gave: if the
+         * upstream will not take exactly those, the message is tempfailed
+         * (or refused as the upstream refused the new sender). */
+        const char *t =
+            rp->failed && rp->fail[0]
+                ? rp->fail
+                : "451 4.3.0 Envelope change refused by the upstream server, try again later";
         enum stats_verdict v = atoi(t) >= 500 ? STATS_V_REJECTED : STATS_V_TEMPFAILED;
         buf_t b = BUF_INIT;
         buf_printf(&b, "%s\r\n", t);
@@ -121,43 +147,37 @@ static void sess_eom__replay_done(struct sess *s)
     sess_kick(s);
 }
 
-static void sess_eom__replay_cb(struct sess *s, const struct up_result *r, bool is_mail,
-                                bool is_rset)
+static void sess_eom__replay_cb(void *ud, const struct up_result *r)
 {
+    struct sess_replay_item *it = ud;
+    struct sess *s = it->s;
     struct sess_replay *rp = &s->replay;
+    bool ok = r->err == UP_OK && r->reply->code < 300;
     if (r->err != UP_OK) {
-        rp->mail_failed = true;
-        snprintf(rp->fail, sizeof rp->fail, "451 4.4.2 Upstream failure during envelope change");
-    } else if (is_rset && r->reply->code >= 300) {
-        rp->mail_failed = true;
-        snprintf(rp->fail, sizeof rp->fail, "451 4.4.2 Upstream refused RSET");
-    } else if (r->reply->code >= 300) {
-        if (is_mail)
-            rp->mail_failed = true;
-        snprintf(rp->fail, sizeof rp->fail, "%d %s %s", r->reply->code,
+        rp->failed = true;
+        snprintf(rp->fail, sizeof rp->fail,
+                 "451 4.4.2 Upstream failure during envelope change, try again later");
+    } else if (!ok) {
+        char text[280];
+        snprintf(text, sizeof text, "%d %s %s", r->reply->code,
                  r->reply->enh[0] ? r->reply->enh : sess_reply_default_enh(r->reply->code),
                  r->reply->nlines ? r->reply->lines[0] : "");
-        log_c_warn(&s->log, "upstream refused a plugin envelope change: %s", rp->fail);
-    } else if (!is_mail && !is_rset) {
-        rp->ok++;
+        log_c_warn(&s->log, "upstream refused a plugin envelope change: %s", text);
+        if (it->rcpt_idx == SIZE_MAX) {
+            rp->failed = true; /* RSET or the new MAIL */
+            snprintf(rp->fail, sizeof rp->fail, "%s",
+                     it->is_mail ? text : "451 4.4.2 Upstream refused RSET, try again later");
+        }
+    }
+    if (it->rcpt_idx != SIZE_MAX && s->tx && it->rcpt_idx < s->tx->nrcpts) {
+        struct tx_rcpt *rc = &s->tx->rcpts[it->rcpt_idx];
+        if (!ok && rc->st == TX_R_ACCEPTED)
+            rp->told_refused = true;
+        else if (!ok)
+            rc->st = TX_R_REFUSED; /* one a plugin added: the client never heard of it */
     }
     if (--rp->pending == 0 && s->state != S_CLOSING)
         sess_eom__replay_done(s);
-}
-
-static void sess_eom__rset_cb(void *ud, const struct up_result *r)
-{
-    sess_eom__replay_cb(ud, r, false, true);
-}
-
-static void sess_eom__mail_cb(void *ud, const struct up_result *r)
-{
-    sess_eom__replay_cb(ud, r, true, false);
-}
-
-static void sess_eom__rcpt_cb(void *ud, const struct up_result *r)
-{
-    sess_eom__replay_cb(ud, r, false, false);
 }
 
 static const char *sess_eom__space(const char *p, char *tmp, size_t tmplen)
@@ -170,12 +190,70 @@ static const char *sess_eom__space(const char *p, char *tmp, size_t tmplen)
     return tmp;
 }
 
+static struct sess_replay_item *sess_eom__item(struct sess *s, size_t idx, bool is_mail)
+{
+    struct sess_replay *rp = &s->replay;
+    struct sess_replay_item *it = &rp->items[rp->nitems++];
+    *it = (struct sess_replay_item){.s = s, .rcpt_idx = idx, .is_mail = is_mail};
+    return it;
+}
+
+/* The upstream's envelope in line with the plugins' edits: RCPT for the
+ * added recipients, or RSET + MAIL + every recipient. */
+static void sess_eom__replay(struct sess *s, bool replay)
+{
+    struct tx *tx = s->tx;
+    struct sess_replay *rp = &s->replay;
+    size_t n = replay ? 2 : 0;
+    for (size_t i = 0; i < tx->nrcpts; i++) {
+        const struct tx_rcpt *r = &tx->rcpts[i];
+        bool in = (r->st == TX_R_ACCEPTED || r->st == TX_R_ADDED) && !r->removed;
+        n += in && (replay || r->st == TX_R_ADDED);
+    }
+    /* Every item exists before the first command is queued: answers index
+     * into the array, and all are counted before any can arrive. */
+    rp->items = xgrow(rp->items, &rp->capitems, n, sizeof *rp->items, 8);
+    rp->nitems = 0;
+    rp->pending = (unsigned)n;
+    rp->failed = rp->told_refused = false;
+    rp->fail[0] = 0;
+    char tmp[700];
+    buf_t line = BUF_INIT;
+    s->log.action = "changing the envelope at the upstream";
+    if (replay) {
+        char q1[4 * CMD_ADDR_MAX + 3], q2[4 * CMD_ADDR_MAX + 3];
+        log_c_info(&s->log, "envelope changed by plugins: replaying old=%s new=%s rcpts=%zu",
+                   log_quote(q1, sizeof q1, tx->orig_sender), log_quote(q2, sizeof q2, tx->sender),
+                   tx_visible_count(tx));
+        up_command(s->up, "RSET", sess_eom__replay_cb, sess_eom__item(s, SIZE_MAX, false));
+        buf_printf(&line, "MAIL FROM:<%s>%s", tx->sender,
+                   tx->sender_changed && tx->sender_params && *tx->sender_params
+                       ? sess_eom__space(tx->sender_params, tmp, sizeof tmp)
+                       : tx->mail_params);
+        up_command(s->up, line.ptr, sess_eom__replay_cb, sess_eom__item(s, SIZE_MAX, true));
+    }
+    for (size_t i = 0; i < tx->nrcpts; i++) {
+        const struct tx_rcpt *r = &tx->rcpts[i];
+        bool in = (r->st == TX_R_ACCEPTED || r->st == TX_R_ADDED) && !r->removed;
+        if (!in || (!replay && r->st != TX_R_ADDED))
+            continue;
+        if (r->st == TX_R_ADDED) {
+            char q[4 * CMD_ADDR_MAX + 3];
+            log_c_info(&s->log, "recipient added by plugin: rcpt=%s",
+                       log_quote(q, sizeof q, r->addr));
+        }
+        buf_reset(&line);
+        buf_printf(&line, "RCPT TO:<%s>%s", r->addr, sess_eom__space(r->params, tmp, sizeof tmp));
+        up_command(s->up, line.ptr, sess_eom__replay_cb, sess_eom__item(s, i, false));
+    }
+    buf_free(&line);
+}
+
 /* Bring the upstream's envelope in line with the plugins' edits, then
  * forward (tx_envelope_plan decides what that takes). */
 static void sess_eom__envelope(struct sess *s)
 {
-    struct tx *tx = s->tx;
-    enum tx_plan plan = tx_envelope_plan(tx);
+    enum tx_plan plan = tx_envelope_plan(s->tx);
     if (plan == TX_PLAN_NONE_LEFT) {
         /* The chain removed every recipient: nobody to deliver to. Like
          * DISCARD, the client hears 250 (a 4xx would make it retry a
@@ -185,42 +263,12 @@ static void sess_eom__envelope(struct sess *s)
         sess_eom__finish(s, STATS_V_DISCARDED, "no recipients left");
         return;
     }
-    if (plan == TX_PLAN_AS_IS) {
-        sess_eom__forward(s);
+    if (!sess_eom__upstream_there(s))
         return;
-    }
-    bool replay = plan == TX_PLAN_REPLAY;
-    memset(&s->replay, 0, sizeof s->replay);
-    s->replay.ok = replay ? 0 : 1;
-    char tmp[700];
-    buf_t line = BUF_INIT;
-    s->log.action = "changing the envelope at the upstream";
-    if (replay) {
-        log_c_info(&s->log,
-                   "envelope changed by plugins: replaying MAIL <%s> -> <%s> with %zu "
-                   "recipient(s)",
-                   tx->orig_sender, tx->sender, tx_visible_count(tx));
-        s->replay.pending += 2;
-        up_command(s->up, "RSET", sess_eom__rset_cb, s);
-        buf_printf(&line, "MAIL FROM:<%s>%s", tx->sender,
-                   tx->sender_changed && tx->sender_params && *tx->sender_params
-                       ? sess_eom__space(tx->sender_params, tmp, sizeof tmp)
-                       : tx->mail_params);
-        up_command(s->up, line.ptr, sess_eom__mail_cb, s);
-    }
-    for (size_t i = 0; i < tx->nrcpts; i++) {
-        const struct tx_rcpt *r = &tx->rcpts[i];
-        bool in = (r->st == TX_R_ACCEPTED || r->st == TX_R_ADDED) && !r->removed;
-        if (!in || (!replay && r->st != TX_R_ADDED))
-            continue;
-        if (r->st == TX_R_ADDED)
-            log_c_info(&s->log, "recipient <%s> added by plugin", r->addr);
-        buf_reset(&line);
-        buf_printf(&line, "RCPT TO:<%s>%s", r->addr, sess_eom__space(r->params, tmp, sizeof tmp));
-        s->replay.pending++;
-        up_command(s->up, line.ptr, sess_eom__rcpt_cb, s);
-    }
-    buf_free(&line);
+    if (plan == TX_PLAN_AS_IS)
+        sess_eom__forward(s);
+    else
+        sess_eom__replay(s, plan == TX_PLAN_REPLAY);
 }
 
 /* ---- verdicts ------------------------------------------------------------------ */

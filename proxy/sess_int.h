@@ -59,12 +59,21 @@ struct sess_slot {
     buf_t text;      /* the reply, CRLF-terminated lines */
 };
 
-/* Envelope replay after plugin edits (sess_eom.c). */
+/* Envelope replay after plugin edits (sess_eom.c): one item per command
+ * sent, so each answer knows what it answers. */
+struct sess_replay_item {
+    struct sess *s;
+    size_t rcpt_idx; /* index in s->tx->rcpts; SIZE_MAX for RSET/MAIL */
+    bool is_mail;
+};
+
 struct sess_replay {
-    unsigned pending; /* commands in flight */
-    unsigned ok;      /* recipients the upstream accepted */
-    bool mail_failed;
-    char fail[300]; /* last refusal, as a reply line */
+    struct sess_replay_item *items; /* owned; valid while `pending` */
+    size_t nitems, capitems;
+    unsigned pending;  /* commands in flight */
+    bool failed;       /* RSET/MAIL refused or the upstream failed */
+    bool told_refused; /* a recipient the client was told 250 for was refused */
+    char fail[300];    /* the reply to give when failed */
 };
 
 struct sess {
@@ -91,6 +100,8 @@ struct sess {
     unsigned tx_seq;      /* number of the current transaction */
     unsigned busy_seq;    /* tx_seq when the running phase started */
     unsigned errors;
+    unsigned offered; /* UP_CAP_* the last EHLO reply offered */
+    unsigned junk;    /* junk commands since the last delivered message */
 
     /* client deadline (sess.c) */
     unsigned ncmds, timer_ncmds;

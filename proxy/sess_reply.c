@@ -160,6 +160,7 @@ void sess_reply_ehlo(struct sess *s, const char *helo)
 {
     buf_t b = BUF_INIT;
     unsigned caps = sess_upstream_caps(s);
+    s->offered = caps & (UP_CAP_DSN | UP_CAP_SMTPUTF8);
     buf_printf(&b, "250-%s Hello %s\r\n", s->cfg->hostname, helo);
     buf_puts(&b, "250-PIPELINING\r\n");
     buf_printf(&b, "250-SIZE %llu\r\n", (unsigned long long)s->cfg->max_message_size);

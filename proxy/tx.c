@@ -193,16 +193,21 @@ void tx_rcpt_add(struct tx *tx, const char *addr, const char *params, bool rcpt_
 
 int tx_rcpt_remove(struct tx *tx, const char *addr, bool rcpt_phase)
 {
+    if (rcpt_phase) {
+        /* The RCPT phase decides the current recipient only: an earlier
+         * accepted one that differs only in case is another recipient. */
+        if (tx->cur_set && !tx->cur.removed && strcasecmp(tx->cur.addr, addr) == 0) {
+            tx->cur.removed = true;
+            return 0;
+        }
+        return -ENOENT;
+    }
     int rc = -ENOENT;
     for (size_t i = 0; i < tx->nrcpts; i++)
         if (tx__in_envelope(&tx->rcpts[i]) && strcasecmp(tx->rcpts[i].addr, addr) == 0) {
             tx->rcpts[i].removed = true;
             rc = 0;
         }
-    if (rcpt_phase && tx->cur_set && !tx->cur.removed && strcasecmp(tx->cur.addr, addr) == 0) {
-        tx->cur.removed = true;
-        rc = 0;
-    }
     return rc;
 }
 

@@ -123,8 +123,8 @@ void tx_set_current(struct tx *tx, const char *addr, const char *params);
 size_t tx_rcpt_sent(struct tx *tx);
 void tx_rcpt_answered(struct tx *tx, size_t idx, bool accepted);
 /* A plugin adds / removes a recipient. Remove matches case-insensitively
- * (RFC 5321 domains); in the RCPT phase the current recipient is matched
- * too. 0, or -ENOENT if nothing matched. */
+ * (RFC 5321 domains); in the RCPT phase it removes the current recipient
+ * only (never an earlier one). 0, or -ENOENT if nothing matched. */
 /* In the RCPT phase, remove(current) then add(new) is a rewrite of the
  * current recipient (the upstream still validates the new address). */
 void tx_rcpt_add(struct tx *tx, const char *addr, const char *params, bool rcpt_phase);

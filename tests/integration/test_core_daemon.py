@@ -134,9 +134,12 @@ def test_sighup_reload_good_and_bad(fake, sluice_factory):
 
 
 # ---- backpressure -----------------------------------------------------------------
-def test_client_not_reading_is_paused(fake, sluice):
+def test_client_not_reading_is_paused(fake, sluice_factory):
     """50 MB of NOOPs without reading a reply: sluice stops reading that
-    client (bounded output queue), its RSS stays small, others are served."""
+    client (bounded output queue), its RSS stays small, others are served.
+    (The junk-command limit would end this client after 100 NOOPs; it is
+    turned off here so that the output bound is what is tested.)"""
+    sluice = sluice_factory(fake.port, server={"junk_command_limit": "0"})
     base_rss = sluice.rss_kb()
     s = socket.create_connection(("127.0.0.1", sluice.port), timeout=10)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

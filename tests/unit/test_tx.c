@@ -131,6 +131,25 @@ static void test_rcpt_phase_rewrite(void **state)
     tx_unref(tx);
 }
 
+/* In the RCPT phase a removal never reaches an earlier recipient that
+ * differs only in case (rewrite's lowercase-domain on bob@EXAMPLE.NET after
+ * bob@example.net was accepted). */
+static void test_rcpt_phase_removal_current_only(void **state)
+{
+    (void)state;
+    struct tx *tx = mk();
+    rcpt(tx, "bob@example.net", true);
+    tx_set_current(tx, "bob@EXAMPLE.NET", "");
+    assert_int_equal(tx_rcpt_remove(tx, "bob@EXAMPLE.NET", true), 0);
+    tx_rcpt_add(tx, "bob@example.net", "", true);
+    assert_false(tx->rcpts[0].removed);
+    assert_int_equal(tx_envelope_plan(tx), TX_PLAN_AS_IS);
+    /* Outside the RCPT phase a removal matches every recipient. */
+    assert_int_equal(tx_rcpt_remove(tx, "BOB@example.net", false), 0);
+    assert_true(tx->rcpts[0].removed);
+    tx_unref(tx);
+}
+
 static void test_clone_is_deep(void **state)
 {
     (void)state;
@@ -179,6 +198,7 @@ int main(void)
         cmocka_unit_test(test_plan_table),
         cmocka_unit_test(test_pending_not_visible),
         cmocka_unit_test(test_rcpt_phase_rewrite),
+        cmocka_unit_test(test_rcpt_phase_removal_current_only),
         cmocka_unit_test(test_clone_is_deep),
         cmocka_unit_test(test_private_data_freed_with_last_ref),
     };

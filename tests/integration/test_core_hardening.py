@@ -1,0 +1,207 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Regression tests for defects found when sluice was tried as an attacker
+would (the hardening issue). Each test reproduces one reported defect with a
+raw client against the real daemon and a recording fake upstream, and
+asserts what the client (or the admin) sees: exactly one reply per command,
+the envelope the client was told, log lines a key=value parser reads back
+exactly, file permissions, deadlines."""
+
+import glob
+import os
+import stat
+import time
+
+import harness
+import plugkit
+from harness import Client
+
+MSG = plugkit.MSG
+REWRITE_SO = os.path.abspath(os.path.join(plugkit.BUILD, "plugins", "rewrite.so"))
+
+
+def session(sl, name="client.test"):
+    c = Client(sl.port)
+    c.greeting()
+    c.ehlo(name)
+    return c
+
+
+def rules_file(tmp_path, text):
+    p = tmp_path / "rewrite.rules"
+    p.write_text(text)
+    return str(p)
+
+
+# ---- envelope changes at end of data ------------------------------------------
+
+def test_replay_on_upstream_gone_one_reply(fake_factory, sluice_factory):
+    """Defect 1: a DATA-phase envelope change while the idle upstream
+    connection was closed during a slow DATA: one 451 for the end of data,
+    one log line, and the next pipelined command gets its own reply."""
+    up = fake_factory(idle_timeout=1)
+    sl = plugkit.start(sluice_factory, up, ("p", "testplug", {"remove_rcpt": "c@example.net"}))
+    with session(sl) as c:
+        c.expect("MAIL FROM:<a@example.com>", 250)
+        c.expect("RCPT TO:<b@example.net>", 250)
+        c.expect("RCPT TO:<c@example.net>", 250)
+        c.expect("DATA", 354)
+        time.sleep(2.0)  # the upstream drops the idle connection meanwhile
+        c.send(harness.dot_stuff(MSG) + b".\r\nNOOP\r\n")
+        r = c.reply()
+        assert r.code == 451 and r.enh.startswith("4."), r
+        r2 = c.reply()
+        assert r2.code == 250, "the NOOP must get its own reply, got %s" % r2
+        extra, _ = c.drain(1.0)
+        assert extra == b"", "extra replies: %r" % extra
+    tx = sl.wait_transactions(1)
+    time.sleep(0.3)
+    assert len(sl.transactions()) == 1, sl.transactions()
+    assert tx[0]["verdict"] == "tempfailed", tx
+
+
+def test_replay_refusing_a_told_recipient_tempfails(fake_factory, sluice_factory):
+    """Defect 2: when the upstream refuses, during the replay, a recipient
+    the client was told 250 for, the whole message is tempfailed (never
+    delivered to fewer recipients than the client was told)."""
+    seen = {"c": 0}
+
+    def rcpt(sess, arg):
+        if "c@example.net" in arg:
+            seen["c"] += 1
+            if seen["c"] > 1:
+                return "450 4.2.1 try c later"
+        return None
+
+    up = fake_factory(faults={"RCPT": rcpt})
+    # The sender change forces RSET + MAIL + every RCPT again.
+    sl = plugkit.start(sluice_factory, up, ("p", "testplug", {"change_sender": "n@example.org"}))
+    with session(sl) as c:
+        c.expect("MAIL FROM:<a@example.com>", 250)
+        c.expect("RCPT TO:<b@example.net>", 250)
+        c.expect("RCPT TO:<c@example.net>", 250)
+        c.expect("DATA", 354)
+        c.send(harness.dot_stuff(MSG) + b".\r\n")
+        r = c.reply()
+        assert r.code // 100 == 4, r
+    time.sleep(0.3)
+    assert up.messages == [], "delivered to fewer recipients than told: %r" % up.messages
+
+
+def test_replay_many_recipients(fake_factory, sluice_factory):
+    """Defect 2: no fixed-size array: 300 recipients are all replayed."""
+    up = fake_factory()
+    sl = plugkit.start(sluice_factory, up, ("p", "testplug", {"change_sender": "n@example.org"}),
+                       server={"max_recipients": "1000"})
+    rcpts = ["r%d@example.net" % i for i in range(300)]
+    with session(sl) as c:
+        c.send(b"MAIL FROM:<a@example.com>\r\n" +
+               b"".join(b"RCPT TO:<%s>\r\n" % r.encode() for r in rcpts))
+        for r in c.replies(1 + len(rcpts)):
+            assert r.code == 250, r
+        c.expect("DATA", 354)
+        c.send(harness.dot_stuff(MSG) + b".\r\n")
+        assert c.reply().code == 250
+    msgs = up.wait_messages(1)
+    assert sorted(msgs[0].rcpts) == sorted(rcpts), len(msgs[0].rcpts)
+    assert msgs[0].mail_from == "n@example.org"
+
+
+def test_rcpt_phase_removal_only_current(fake_factory, sluice_factory, tmp_path):
+    """Defect 3: rewrite's `recipient lowercase-domain` on a second RCPT that
+    differs only in case must not remove the first one; no replay."""
+    up = fake_factory()
+    rules = rules_file(tmp_path, "recipient lowercase-domain\n")
+    sl = plugkit.start(sluice_factory, up, ("rewrite", REWRITE_SO, {"rules": rules}))
+    with session(sl) as c:
+        c.expect("MAIL FROM:<a@example.com>", 250)
+        c.expect("RCPT TO:<bob@example.net>", 250)
+        c.expect("RCPT TO:<bob@EXAMPLE.NET>", 250)
+        c.expect("DATA", 354)
+        c.send(harness.dot_stuff(MSG) + b".\r\n")
+        assert c.reply().code == 250
+    msgs = up.wait_messages(1)
+    assert msgs[0].rcpts, msgs[0].rcpts
+    assert all(r == "bob@example.net" for r in msgs[0].rcpts), msgs[0].rcpts
+    # No RSET/replay: the upstream saw one MAIL.
+    verbs = [v for s in up.sessions for v in s.verbs()]
+    assert verbs.count("MAIL") == 1 and "RSET" not in verbs, verbs
+
+
+# ---- deadlines --------------------------------------------------------------------
+
+def test_starttls_handshake_has_a_deadline(fake, sluice_factory, certs):
+    """Defect 6: a client that sends STARTTLS and stops is cut off after
+    command_timeout instead of holding its slot for ever."""
+    sl = sluice_factory(fake.port, server={"tls_cert_file": certs["cert"],
+                                           "tls_key_file": certs["key"],
+                                           "command_timeout": "2s"})
+    with session(sl) as c:
+        c.expect("STARTTLS", 220)
+        t0 = time.monotonic()
+        assert c.is_closed(timeout=8.0), "still connected after 8 s"
+        assert time.monotonic() - t0 < 6.0
+
+
+def test_junk_commands_are_limited(sluice_factory, fake):
+    """Defect 13: NOOP/RSET/HELP/VRFY/EHLO count; past the limit 421."""
+    sl = sluice_factory(fake.port, server={"junk_command_limit": "20"})
+    with session(sl) as c:  # the EHLO is the first of the 20
+        c.send(b"NOOP\r\n" * 40)
+        codes = [r.code for r in c.replies(20)]
+        assert codes[:19] == [250] * 19, codes
+        assert codes[19] == 421, codes
+        assert c.is_closed(timeout=3.0)
+    # A delivered message starts the count again.
+    with session(sl) as c:
+        for _ in range(15):
+            c.expect("NOOP", 250)
+        assert harness.transaction(c).code == 250
+        for _ in range(19):
+            c.expect("NOOP", 250)
+
+
+# ---- what the EHLO reply promises ------------------------------------------------
+
+def test_smtputf8_refused_when_not_advertised(fake_factory, sluice_factory):
+    """Defect 17: the parameters accepted agree with the EHLO reply."""
+    up = fake_factory(caps=["PIPELINING", "8BITMIME", "SIZE 52428800", "ENHANCEDSTATUSCODES"])
+    sl = sluice_factory(up.port)
+    with Client(sl.port) as c:
+        c.greeting()
+        r = c.cmd("EHLO client.test")
+        assert "SMTPUTF8" not in r.text, r
+        c.expect("MAIL FROM:<a@example.com> SMTPUTF8", 555, "5.5.4")
+
+
+# ---- what the admin sees ----------------------------------------------------------
+
+def test_log_line_cannot_be_forged(fake, sluice):
+    """Defect 9: a quoted local part with spaces and '=' (legal) is logged so
+    that a key=value parser reads back exactly what happened."""
+    evil = '"x verdict=accepted rcpts=99"@example.com'
+    with session(sluice) as c:
+        c.expect("MAIL FROM:<%s>" % evil, 250)
+        c.expect("RSET", 250)
+    tx = sluice.wait_transactions(1)
+    assert tx[0]["verdict"] == "aborted", tx
+    assert tx[0]["rcpts"] == "0", tx
+    assert tx[0]["from"] == "<%s>" % evil, tx
+
+
+def test_quarantine_files_private(sluice_factory, fake, tmp_path):
+    """Defect 10: quarantined mail is 0600 in a 0700 directory."""
+    qdir = tmp_path / "quarantine"
+    qdir.mkdir()
+    qdir.chmod(0o755)  # as an admin might create it: sluice tightens it
+    sl = plugkit.start(sluice_factory, fake, ("q", "testplug", {"data": "quarantine"}),
+                       server={"quarantine_dir": str(qdir)})
+    old = os.umask(0)
+    try:
+        d = plugkit.send(sl.port)
+    finally:
+        os.umask(old)
+    assert d["eod"].code == 250, d
+    files = glob.glob(str(qdir / "*.eml"))
+    assert len(files) == 1, files
+    assert stat.S_IMODE(os.stat(files[0]).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(str(qdir)).st_mode) == 0o700
