@@ -265,10 +265,8 @@ static void up__deliver(struct defer_ev *ev)
     while (n-- > 0 && !u->dead) {
         struct up_cmd *c = fifo_pop(&u->done);
         struct up_result r = {.err = c->err, .reply = c->reply, .why = c->why};
-        up_cb cb = c->cb;
-        void *ud = c->ud;
+        up__call(u, c->cb, c->ud, &r); /* c is off every queue: ours to free */
         free(c);
-        up__call(u, cb, ud, &r);
     }
     up__leave(u);
 }
@@ -588,10 +586,9 @@ static void up__on_reply(struct up *u)
     up__arm_timer(u);
     bool ends = up__reply_ends_session(c->kind, r->code);
     struct up_result res = {.err = UP_OK, .reply = r, .why = NULL};
-    up_cb cb = c->cb;
-    void *ud = c->ud;
+    bool alive = up__call(u, c->cb, c->ud, &res); /* c is off every queue */
     free(c);
-    if (!up__call(u, cb, ud, &res))
+    if (!alive)
         return;
     if (ends)
         up__fail(u, UP_ERR_LOST, "upstream closed the transmission channel (421)");
@@ -839,7 +836,7 @@ void up_open(struct up *u, up_cb cb, void *ud)
 
 bool up_ready(const struct up *u)
 {
-    return u->state == UP_S_READY;
+    return u->state == UP_S_READY || u->state == UP_S_XCLIENT || u->state == UP_S_DATA;
 }
 
 bool up_failed(const struct up *u)

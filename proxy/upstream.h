@@ -26,6 +26,9 @@
  * replies. A callback may call any function here on its own up, up_free()
  * included (the memory then goes when the callback returns).
  *
+ * Ownership: the caller owns the struct up and ends it with up_free(); the
+ * up holds a reference on the cfg and owns everything it queued.
+ *
  * Threads: loop thread only (the loop given to up_new(), which must be the
  * one defer_init() was given).
  */
@@ -92,7 +95,10 @@ struct up *up_new(uv_loop_t *loop, struct cfg *cfg, const char *log_sid);
  * reply on success; NULL when the up was already open). One pending open at
  * a time. */
 void up_open(struct up *u, up_cb cb, void *ud);
+/* Open: the handshake is done and the connection alive (also while an
+ * XCLIENT or a message is under way). */
 bool up_ready(const struct up *u);
+/* Failed: every later call answers with an error (from the loop). */
 bool up_failed(const struct up *u);
 unsigned up_caps(const struct up *u);
 const char *up_server(const struct up *u); /* "127.0.0.1:25" of the server in use */
