@@ -2,52 +2,84 @@
 /*
  * upstream: SMTP client towards the real MTA; see upstream.h.
  *
- * State machine: CONNECTING -> GREETING -> EHLO -> [STARTTLS -> HANDSHAKE ->
- * EHLO] -> READY. Commands live in two FIFOs: `waiting` (not sent yet) and
- * `inflight` (sent, reply pending). Replies pop `inflight` in order. The
- * handshake itself uses the same FIFOs with internal callbacks, so there is
- * one reply path.
+ * State machine: `u->state` changes in up__set_state() only, which checks
+ * the change against up__states[] (states and legal transitions in one
+ * table, below the enum) and logs `old -> new` at debug.
  *
- * Ownership: struct up owns its conn, its timer and every queued command.
- * Segments given to up_data() belong to the caller. Freeing is deferred
- * while a callback is running (u->depth), so a session may call up_free()
- * from inside a callback.
+ * Commands live in three FIFOs: `waiting` (not sent yet), `inflight` (sent,
+ * reply pending; replies pop it in order) and `done` (result known without
+ * a reply: failures and synthetic answers). The handshake uses the same
+ * FIFOs with internal callbacks, so there is one reply path; what may be
+ * sent in which state is up__may_send().
+ *
+ * Callbacks. The caller's callbacks run only from two loop entry points:
+ * up__on_read() (a reply arrived) and up__deliver() (the defer event that
+ * empties `done`). No public function calls back. Both entry points hold
+ * u->depth while they run; up_free() inside a callback only marks the up
+ * dead, and the entry point frees it when the callback returns.
+ *
+ * Ownership: struct up owns its conn, its timer, its defer event and every
+ * queued command. Segments given to up_data() belong to the caller.
  */
 #include "upstream.h"
 
-#include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "buf.h"
 #include "conn.h"
+#include "defer.h"
 #include "log.h"
 #include "smtp_data.h"
 #include "stats.h"
+#include "xalloc.h"
 
 enum up_state {
-    UP_S_NEW = 0,
-    UP_S_CONNECTING,
-    UP_S_GREETING,
-    UP_S_HANDSHAKE, /* EHLO / STARTTLS / TLS / EHLO via the command queue */
-    UP_S_READY,
-    UP_S_FAILED,
-    UP_S_CLOSED,
+    UP_S_NEW = 0,    /* up_new(): nothing done yet */
+    UP_S_CONNECTING, /* TCP connect to cfg->upstream[server_idx] */
+    UP_S_GREETING,   /* connected; waiting for the 220 banner */
+    UP_S_EHLO,       /* EHLO queued or sent (first, or again after TLS) */
+    UP_S_STARTTLS,   /* STARTTLS queued or sent; waiting for its 220 */
+    UP_S_TLS,        /* TLS handshake running */
+    UP_S_READY,      /* usable: the caller's commands flow */
+    UP_S_XCLIENT,    /* XCLIENT sent; until its reply and the EHLO it needs */
+    UP_S_DATA,       /* 354 received: the message is being written */
+    UP_S_FAILED,     /* connection dead; owners hear it from the loop */
+    UP_S_CLOSED,     /* up_free() called */
 };
 
+#define S_(x) (1u << UP_S_##x)
+#define S_END (S_(FAILED) | S_(CLOSED)) /* every live state may end so */
+static const struct {
+    const char *name;
+    unsigned next; /* bit set of the states it may change to */
+} up__states[] = {
+    [UP_S_NEW] = {"new", S_(CONNECTING) | S_END},
+    [UP_S_CONNECTING] = {"connecting", S_(CONNECTING) | S_(GREETING) | S_END},
+    [UP_S_GREETING] = {"greeting", S_(EHLO) | S_END},
+    [UP_S_EHLO] = {"ehlo", S_(STARTTLS) | S_(READY) | S_END},
+    [UP_S_STARTTLS] = {"starttls", S_(TLS) | S_(READY) | S_END},
+    [UP_S_TLS] = {"tls", S_(EHLO) | S_END},
+    [UP_S_READY] = {"ready", S_(XCLIENT) | S_(DATA) | S_END},
+    [UP_S_XCLIENT] = {"xclient", S_(READY) | S_END},
+    [UP_S_DATA] = {"data", S_(READY) | S_END},
+    [UP_S_FAILED] = {"failed", S_(CLOSED)},
+    [UP_S_CLOSED] = {"closed", 0},
+};
+#undef S_
+#undef S_END
+
 enum up_cmd_kind {
-    UP_K_USER = 0, /* MAIL, RCPT, RSET, ... from the session */
+    UP_K_USER = 0, /* MAIL, RCPT, RSET, ... from the caller; also `done` results */
     UP_K_GREETING, /* pseudo command: the 220 banner */
     UP_K_EHLO,
     UP_K_STARTTLS,
     UP_K_XCLIENT,
-    UP_K_XCLIENT_GREETING, /* pseudo command: the 220 after XCLIENT */
     UP_K_XFORWARD,
-    UP_K_DATA,  /* DATA; on 354 the message follows */
-    UP_K_DOT,   /* pseudo command: the final reply after the dot */
-    UP_K_QUIT,
+    UP_K_DATA, /* DATA; on 354 the message follows */
+    UP_K_DOT,  /* pseudo command: the final reply after the dot */
 };
 
 struct up_cmd {
@@ -55,6 +87,10 @@ struct up_cmd {
     enum up_cmd_kind kind;
     up_cb cb;
     void *ud;
+    /* The result, for commands on `done` (delivered from the loop). */
+    enum up_err err;
+    const char *why;                /* static, or u->fail_why */
+    const struct smtp_reply *reply; /* static synthetic reply or NULL */
     size_t len;
     char line[]; /* NUL-terminated, without CRLF */
 };
@@ -69,8 +105,9 @@ struct up {
     struct cfg *cfg; /* referenced */
     char sid[32];
     enum up_state state;
-    struct conn *conn;
-    uv_timer_t *timer; /* heap: closed asynchronously */
+    struct conn *conn;     /* NULL unless connecting or connected */
+    uv_timer_t *timer;     /* heap: closed asynchronously */
+    struct defer_ev defer; /* runs up__deliver() while `done` is not empty */
     size_t server_idx;
     char server[300];
     unsigned caps;
@@ -78,24 +115,25 @@ struct up {
     bool tls_done;
     bool xclient_done;
     char client_helo[256]; /* the real client's HELO, for the EHLO after XCLIENT */
-    int depth;      /* >0 while inside a callback */
-    bool dead;      /* up_free() called */
+    int depth;             /* loop entry points on the stack (see the top) */
+    bool dead;             /* up_free() called */
+    enum up_err fail_err;  /* why FAILED */
+    char fail_why[256];
 
     up_cb open_cb; /* pending open result */
     void *open_ud;
     up_cb ident_cb; /* pending identify result */
     void *ident_ud;
 
-    struct up_fifo waiting, inflight;
+    struct up_fifo waiting, inflight, done;
     struct reply_reader rr;
     struct smtp_reply reply;
-    buf_t in;  /* unparsed input */
+    buf_t in; /* unparsed input */
 
-    /* message being streamed after 354 */
+    /* message being written in state DATA */
     const struct iovec *segs;
     size_t nsegs, seg_idx, seg_off;
     bool at_line_start;
-    bool streaming;
     unsigned long long data_bytes;
 };
 
@@ -104,6 +142,7 @@ struct up {
 static void up__fail(struct up *u, enum up_err err, const char *why);
 static void up__pump(struct up *u);
 static void up__stream(struct up *u);
+static void up__arm_timer(struct up *u);
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -133,9 +172,8 @@ static struct up_cmd *fifo_pop(struct up_fifo *f)
 static struct up_cmd *cmd_new(enum up_cmd_kind kind, const char *line, up_cb cb, void *ud)
 {
     size_t len = line ? strlen(line) : 0;
-    struct up_cmd *c = malloc(sizeof *c + len + 1);
-    if (!c)
-        return NULL;
+    struct up_cmd *c = xmalloc(sizeof *c + len + 1);
+    memset(c, 0, sizeof *c);
     c->kind = kind;
     c->cb = cb;
     c->ud = ud;
@@ -143,8 +181,39 @@ static struct up_cmd *cmd_new(enum up_cmd_kind kind, const char *line, up_cb cb,
     if (len)
         memcpy(c->line, line, len);
     c->line[len] = 0;
-    c->next = NULL;
     return c;
+}
+
+/* Does the caller own this command's callback (as opposed to the handshake
+ * or the identify machinery, whose owners hear results another way)? */
+static bool cmd_is_callers(const struct up_cmd *c)
+{
+    return c->kind == UP_K_USER || c->kind == UP_K_DATA || c->kind == UP_K_DOT;
+}
+
+/* A broken contract is our bug: say which and stop. */
+static void up__bug(const struct up *u, const char *what, enum up_state to)
+{
+    log_fatal("sid=%s upstream: bug: %s (state %s -> %s)", u->sid, what, up__states[u->state].name,
+              up__states[to].name);
+    abort();
+}
+
+/* The one place the state changes. */
+static void up__set_state(struct up *u, enum up_state to)
+{
+    enum up_state from = u->state;
+    if (!(up__states[from].next & (1u << to)))
+        up__bug(u, "illegal state change", to);
+    log_debug("sid=%s upstream=%s state %s -> %s", u->sid, u->server[0] ? u->server : "-",
+              up__states[from].name, up__states[to].name);
+    u->state = to;
+    up__arm_timer(u);
+}
+
+static bool up__live(const struct up *u)
+{
+    return u->state != UP_S_FAILED && u->state != UP_S_CLOSED;
 }
 
 static void up__timer_close_cb(uv_handle_t *h)
@@ -154,11 +223,13 @@ static void up__timer_close_cb(uv_handle_t *h)
 
 static void up__destroy(struct up *u)
 {
-    struct up_cmd *c;
-    while ((c = fifo_pop(&u->waiting)))
-        free(c);
-    while ((c = fifo_pop(&u->inflight)))
-        free(c);
+    defer_cancel(&u->defer);
+    struct up_fifo *queues[] = {&u->waiting, &u->inflight, &u->done};
+    for (size_t i = 0; i < sizeof queues / sizeof queues[0]; i++) {
+        struct up_cmd *c;
+        while ((c = fifo_pop(queues[i])))
+            free(c);
+    }
     if (u->conn)
         conn_close(u->conn, true);
     u->conn = NULL;
@@ -169,19 +240,56 @@ static void up__destroy(struct up *u)
     free(u);
 }
 
-/* Call a user callback; returns false if the up was freed meanwhile. */
+/* Loop entry points that call back hold u->depth (++ on entry) and end
+ * with this; afterwards the up may be gone. */
+static void up__leave(struct up *u)
+{
+    if (--u->depth == 0 && u->dead)
+        up__destroy(u);
+}
+
+/* Call a callback from an entry point; false if the up was freed meanwhile
+ * (it is still allocated until up__leave()). */
 static bool up__call(struct up *u, up_cb cb, void *ud, const struct up_result *r)
 {
-    if (!cb || u->dead)
-        return !u->dead;
-    u->depth++;
-    cb(ud, r);
-    u->depth--;
-    if (u->dead && u->depth == 0) {
-        up__destroy(u);
-        return false;
-    }
+    if (cb && !u->dead)
+        cb(ud, r);
     return !u->dead;
+}
+
+static void up__deliver(struct defer_ev *ev)
+{
+    struct up *u = (struct up *)(void *)((char *)ev - offsetof(struct up, defer));
+    size_t n = u->done.n; /* results posted by these callbacks wait a turn */
+    u->depth++;
+    while (n-- > 0 && !u->dead) {
+        struct up_cmd *c = fifo_pop(&u->done);
+        struct up_result r = {.err = c->err, .reply = c->reply, .why = c->why};
+        up__call(u, c->cb, c->ud, &r); /* c is off every queue: ours to free */
+        free(c);
+    }
+    up__leave(u);
+}
+
+/* Queue c's result for delivery from the loop (takes c). */
+static void up__post(struct up *u, struct up_cmd *c, enum up_err err, const char *why,
+                     const struct smtp_reply *reply)
+{
+    if (!c->cb || u->dead) {
+        free(c);
+        return;
+    }
+    c->err = err;
+    c->why = why;
+    c->reply = reply;
+    fifo_push(&u->done, c);
+    defer_post(&u->defer, up__deliver);
+}
+
+static void up__post_cb(struct up *u, up_cb cb, void *ud, enum up_err err, const char *why,
+                        const struct smtp_reply *reply)
+{
+    up__post(u, cmd_new(UP_K_USER, NULL, cb, ud), err, why, reply);
 }
 
 static void up__timer_cb(uv_timer_t *t)
@@ -191,20 +299,23 @@ static void up__timer_cb(uv_timer_t *t)
     up__fail(u, UP_ERR_TIMEOUT, "upstream timeout");
 }
 
+/* The timer runs whenever something is expected from the upstream; every
+ * send, reply and state change restarts it (an inactivity timeout). */
 static void up__arm_timer(struct up *u)
 {
-    if (u->state == UP_S_FAILED || u->state == UP_S_CLOSED)
-        return;
-    unsigned ms = u->cfg->upstream_command_timeout_ms;
-    if (u->state == UP_S_CONNECTING)
-        ms = u->cfg->upstream_connect_timeout_ms;
-    else if (u->inflight.head && u->inflight.head->kind == UP_K_DOT)
-        ms = u->cfg->upstream_data_timeout_ms;
-    if (u->inflight.head || u->state == UP_S_CONNECTING || u->state == UP_S_GREETING ||
-        u->streaming)
-        uv_timer_start(u->timer, up__timer_cb, ms, 0);
-    else
+    const struct cfg *cfg = u->cfg;
+    const struct up_cmd *head = u->inflight.head;
+    enum up_state st = u->state;
+    unsigned ms = cfg->upstream_command_timeout_ms;
+    if (st == UP_S_CONNECTING)
+        ms = cfg->upstream_connect_timeout_ms;
+    else if (st == UP_S_DATA || (head && head->kind == UP_K_DOT))
+        ms = cfg->upstream_data_timeout_ms;
+    if (!up__live(u) || (!head && st != UP_S_CONNECTING && st != UP_S_GREETING && st != UP_S_TLS &&
+                         st != UP_S_DATA))
         uv_timer_stop(u->timer);
+    else
+        uv_timer_start(u->timer, up__timer_cb, ms, 0);
 }
 
 static int up__send_line(struct up *u, const char *line, size_t len)
@@ -219,109 +330,72 @@ static int up__send_line(struct up *u, const char *line, size_t len)
 
 /* ---- failure ------------------------------------------------------------ */
 
+static const enum stats_up_error up__stats_err[] = {
+    [UP_ERR_CONNECT] = STATS_UPERR_CONNECT, [UP_ERR_TIMEOUT] = STATS_UPERR_TIMEOUT,
+    [UP_ERR_LOST] = STATS_UPERR_LOST,       [UP_ERR_PROTOCOL] = STATS_UPERR_PROTOCOL,
+    [UP_ERR_TLS] = STATS_UPERR_TLS,         [UP_ERR_LOCAL] = STATS_UPERR_PROTOCOL,
+};
+
+/* Fail the connection. Nobody is called back here: every owner hears the
+ * failure once, from the loop, in queue order (open, identify, in flight,
+ * waiting). */
 static void up__fail(struct up *u, enum up_err err, const char *why)
 {
-    if (u->state == UP_S_FAILED || u->state == UP_S_CLOSED)
+    if (!up__live(u))
         return;
     log_warn("sid=%s upstream=%s error=\"%s\"", u->sid, u->server[0] ? u->server : "-", why);
-    switch (err) {
-    case UP_ERR_CONNECT: stats_upstream_error(STATS_UPERR_CONNECT); break;
-    case UP_ERR_TIMEOUT: stats_upstream_error(STATS_UPERR_TIMEOUT); break;
-    case UP_ERR_LOST: stats_upstream_error(STATS_UPERR_LOST); break;
-    case UP_ERR_TLS: stats_upstream_error(STATS_UPERR_TLS); break;
-    default: stats_upstream_error(STATS_UPERR_PROTOCOL); break;
-    }
-    u->state = UP_S_FAILED;
-    u->streaming = false;
-    uv_timer_stop(u->timer);
+    stats_upstream_error(up__stats_err[err]);
+    u->fail_err = err;
+    snprintf(u->fail_why, sizeof u->fail_why, "%s", why);
+    up__set_state(u, UP_S_FAILED);
     if (u->conn) {
         conn_close(u->conn, false);
         u->conn = NULL;
     }
-    struct up_result r = {.err = err, .reply = NULL, .why = why};
-    /* Keep the up alive across the callbacks. */
-    u->depth++;
-    if (u->open_cb) {
-        up_cb cb = u->open_cb;
-        u->open_cb = NULL;
-        cb(u->open_ud, &r);
+    if (u->open_cb)
+        up__post_cb(u, u->open_cb, u->open_ud, err, u->fail_why, NULL);
+    if (u->ident_cb)
+        up__post_cb(u, u->ident_cb, u->ident_ud, err, u->fail_why, NULL);
+    u->open_cb = u->ident_cb = NULL;
+    struct up_fifo *queues[] = {&u->inflight, &u->waiting};
+    for (size_t i = 0; i < 2; i++) {
+        struct up_cmd *c;
+        while ((c = fifo_pop(queues[i]))) {
+            if (cmd_is_callers(c))
+                up__post(u, c, err, u->fail_why, NULL);
+            else
+                free(c);
+        }
     }
-    if (u->ident_cb && !u->dead) {
-        up_cb cb = u->ident_cb;
-        u->ident_cb = NULL;
-        cb(u->ident_ud, &r);
-    }
-    struct up_cmd *c;
-    while (!u->dead && (c = fifo_pop(&u->inflight))) {
-        if (c->cb && c->kind != UP_K_QUIT)
-            c->cb(c->ud, &r);
-        free(c);
-    }
-    while (!u->dead && (c = fifo_pop(&u->waiting))) {
-        if (c->cb)
-            c->cb(c->ud, &r);
-        free(c);
-    }
-    u->depth--;
-    if (u->dead && u->depth == 0)
-        up__destroy(u);
 }
 
 /* ---- handshake ---------------------------------------------------------- */
 
-static void up__parse_ehlo(struct up *u, const struct smtp_reply *r)
-{
-    const char *p;
-    u->caps = 0;
-    u->size_limit = 0;
-    if (reply_has_keyword(r, "PIPELINING", NULL)) u->caps |= UP_CAP_PIPELINING;
-    if (reply_has_keyword(r, "8BITMIME", NULL)) u->caps |= UP_CAP_8BITMIME;
-    if (reply_has_keyword(r, "SIZE", &p)) {
-        u->caps |= UP_CAP_SIZE;
-        if (p)
-            u->size_limit = strtoull(p, NULL, 10);
-    }
-    if (reply_has_keyword(r, "DSN", NULL)) u->caps |= UP_CAP_DSN;
-    if (reply_has_keyword(r, "SMTPUTF8", NULL)) u->caps |= UP_CAP_SMTPUTF8;
-    if (reply_has_keyword(r, "ENHANCEDSTATUSCODES", NULL)) u->caps |= UP_CAP_ENHANCED;
-    if (reply_has_keyword(r, "STARTTLS", NULL)) u->caps |= UP_CAP_STARTTLS;
-    if (reply_has_keyword(r, "XCLIENT", NULL)) u->caps |= UP_CAP_XCLIENT;
-    if (reply_has_keyword(r, "XFORWARD", NULL)) u->caps |= UP_CAP_XFORWARD;
-    if (reply_has_keyword(r, "CHUNKING", NULL)) u->caps |= UP_CAP_CHUNKING;
-}
-
 static void up__hs_ehlo_cb(void *ud, const struct up_result *r);
 
-static void up__queue_internal(struct up *u, enum up_cmd_kind kind, const char *line, up_cb cb,
-                               bool front)
+/* Handshake commands go before anything the caller queued. */
+static void up__queue_front(struct up *u, enum up_cmd_kind kind, const char *line, up_cb cb)
 {
     struct up_cmd *c = cmd_new(kind, line, cb, u);
-    if (!c) {
-        up__fail(u, UP_ERR_LOCAL, "out of memory");
-        return;
-    }
-    if (front) {
-        c->next = u->waiting.head;
-        u->waiting.head = c;
-        if (!u->waiting.tail)
-            u->waiting.tail = c;
-        u->waiting.n++;
-    } else {
-        fifo_push(&u->waiting, c);
-    }
+    c->next = u->waiting.head;
+    u->waiting.head = c;
+    if (!u->waiting.tail)
+        u->waiting.tail = c;
+    u->waiting.n++;
 }
 
-static void up__send_ehlo(struct up *u)
+static void up__queue_ehlo(struct up *u, const char *helo, up_cb cb)
 {
     char line[300];
-    const char *helo = u->cfg->upstream_helo ? u->cfg->upstream_helo : u->cfg->hostname;
+    if (!helo)
+        helo = u->cfg->upstream_helo ? u->cfg->upstream_helo : u->cfg->hostname;
     snprintf(line, sizeof line, "EHLO %s", helo);
-    up__queue_internal(u, UP_K_EHLO, line, up__hs_ehlo_cb, true);
+    up__queue_front(u, UP_K_EHLO, line, cb);
 }
 
 static void up__ready(struct up *u, const struct smtp_reply *r)
 {
-    u->state = UP_S_READY;
+    up__set_state(u, UP_S_READY);
     stats_set_upstream_ok(true);
     if (u->open_cb) {
         up_cb cb = u->open_cb;
@@ -346,7 +420,8 @@ static void up__hs_tls_event(struct up *u, bool ok)
     u->tls_done = true;
     log_debug("sid=%s upstream TLS %s %s", u->sid, conn_tls_version(u->conn),
               conn_tls_cipher(u->conn));
-    up__send_ehlo(u);
+    up__set_state(u, UP_S_EHLO);
+    up__queue_ehlo(u, NULL, up__hs_ehlo_cb);
     up__pump(u);
 }
 
@@ -360,8 +435,8 @@ static SSL_CTX *up__client_ctx(struct up *u, char *err, size_t errlen)
     const char *ca = u->cfg->upstream_tls_ca_file ? u->cfg->upstream_tls_ca_file : "";
     if (ctx && ctx_verify == u->cfg->upstream_tls_verify && strcmp(ctx_ca, ca) == 0)
         return ctx;
-    SSL_CTX *n = tls_client_ctx_new(u->cfg->upstream_tls_ca_file, u->cfg->upstream_tls_verify,
-                                    err, errlen);
+    SSL_CTX *n =
+        tls_client_ctx_new(u->cfg->upstream_tls_ca_file, u->cfg->upstream_tls_verify, err, errlen);
     if (!n)
         return NULL;
     if (ctx)
@@ -375,8 +450,6 @@ static SSL_CTX *up__client_ctx(struct up *u, char *err, size_t errlen)
 static void up__hs_starttls_cb(void *ud, const struct up_result *r)
 {
     struct up *u = ud;
-    if (r->err)
-        return; /* already failing */
     if (r->reply->code != 220) {
         if (u->cfg->upstream_tls == CFG_UP_TLS_ENCRYPT) {
             up__fail(u, UP_ERR_TLS, "upstream refused STARTTLS");
@@ -394,8 +467,9 @@ static void up__hs_starttls_cb(void *ud, const struct up_result *r)
         return;
     }
     const struct cfg_addr *a = &u->cfg->upstream[u->server_idx];
-    const char *name = u->cfg->upstream_tls_verify_name ? u->cfg->upstream_tls_verify_name : a->host;
-    u->state = UP_S_HANDSHAKE;
+    const char *name =
+        u->cfg->upstream_tls_verify_name ? u->cfg->upstream_tls_verify_name : a->host;
+    up__set_state(u, UP_S_TLS);
     if (conn_starttls_client(u->conn, ctx, name, u->cfg->upstream_tls_verify) != 0)
         up__fail(u, UP_ERR_TLS, "cannot start TLS");
 }
@@ -403,8 +477,6 @@ static void up__hs_starttls_cb(void *ud, const struct up_result *r)
 static void up__hs_ehlo_cb(void *ud, const struct up_result *r)
 {
     struct up *u = ud;
-    if (r->err)
-        return;
     if (r->reply->code != 250) {
         /* Some servers only speak HELO; we need ESMTP for a transparent proxy. */
         char why[128];
@@ -412,10 +484,11 @@ static void up__hs_ehlo_cb(void *ud, const struct up_result *r)
         up__fail(u, UP_ERR_CONNECT, why);
         return;
     }
-    up__parse_ehlo(u, r->reply);
+    u->caps = esmtp_caps(r->reply, &u->size_limit);
     if (!u->tls_done && u->cfg->upstream_tls != CFG_UP_TLS_NO) {
         if (u->caps & UP_CAP_STARTTLS) {
-            up__queue_internal(u, UP_K_STARTTLS, "STARTTLS", up__hs_starttls_cb, true);
+            up__set_state(u, UP_S_STARTTLS);
+            up__queue_front(u, UP_K_STARTTLS, "STARTTLS", up__hs_starttls_cb);
             up__pump(u);
             return;
         }
@@ -430,16 +503,14 @@ static void up__hs_ehlo_cb(void *ud, const struct up_result *r)
 static void up__hs_greeting_cb(void *ud, const struct up_result *r)
 {
     struct up *u = ud;
-    if (r->err)
-        return;
     if (r->reply->code != 220) {
         char why[128];
         snprintf(why, sizeof why, "upstream greeting %d", r->reply->code);
         up__fail(u, UP_ERR_CONNECT, why);
         return;
     }
-    u->state = UP_S_HANDSHAKE;
-    up__send_ehlo(u);
+    up__set_state(u, UP_S_EHLO);
+    up__queue_ehlo(u, NULL, up__hs_ehlo_cb);
     up__pump(u);
 }
 
@@ -447,31 +518,38 @@ static void up__hs_greeting_cb(void *ud, const struct up_result *r)
 
 static bool up__reply_ok_for(enum up_cmd_kind k, int code)
 {
+    if (code >= 400 && code < 600)
+        return true; /* a refusal is always in protocol */
     switch (k) {
     case UP_K_GREETING:
-    case UP_K_XCLIENT_GREETING:
-        return code == 220 || code == 421 || code == 554 || (code >= 400 && code < 600);
-    case UP_K_DATA:
-        return code == 354 || (code >= 400 && code < 600);
     case UP_K_STARTTLS:
-        return code == 220 || (code >= 400 && code < 600);
+        return code == 220;
+    case UP_K_DATA:
+        return code == 354;
     case UP_K_XCLIENT:
         /* Postfix answers XCLIENT with a fresh 220 greeting. */
-        return code == 220 || code == 250 || (code >= 400 && code < 600);
+        return code == 220 || code == 250;
     case UP_K_EHLO:
-        return code == 250 || (code >= 400 && code < 600);
+        return code == 250;
     default:
-        /* MAIL, RCPT, RSET, XFORWARD, QUIT and the end of data: the only
-         * positive answers RFC 5321 defines are 250/251 (221 for QUIT).
-         * Anything else positive is out of protocol and never relayed. */
-        return code == 250 || code == 251 || (code == 221 && k == UP_K_QUIT) ||
-               (code >= 400 && code < 600);
+        /* MAIL, RCPT, RSET, XFORWARD and the end of data: the only positive
+         * answers RFC 5321 defines are 250/251. Anything else positive is
+         * out of protocol and never relayed. */
+        return code == 250 || code == 251;
     }
+}
+
+/* A 421 closes the transmission channel (RFC 5321 §3.8): after relaying it
+ * to its command's owner, the up is lost for everything behind it. Replies
+ * to the handshake are judged by its own callbacks. */
+static bool up__reply_ends_session(enum up_cmd_kind k, int code)
+{
+    return code == 421 && k != UP_K_GREETING && k != UP_K_EHLO && k != UP_K_STARTTLS;
 }
 
 static void up__on_reply(struct up *u)
 {
-    struct up_cmd *c = fifo_pop(&u->inflight);
+    struct up_cmd *c = u->inflight.head;
     if (!c) {
         up__fail(u, UP_ERR_PROTOCOL, "unsolicited reply from upstream");
         return;
@@ -479,60 +557,50 @@ static void up__on_reply(struct up *u)
     const struct smtp_reply *r = &u->reply;
     if (log_enabled(LOG_LVL_DEBUG))
         log_debug("sid=%s upstream< %d %s", u->sid, r->code, r->nlines ? r->lines[0] : "");
+    /* Out of protocol: fail with the command still in flight, so that its
+     * owner hears the failure and never sees the reply. */
     if (!up__reply_ok_for(c->kind, r->code)) {
-        /* Back to the head of the queue so that its owner hears the failure. */
-        c->next = u->inflight.head;
-        u->inflight.head = c;
-        if (!u->inflight.tail)
-            u->inflight.tail = c;
-        u->inflight.n++;
         char why[96];
         snprintf(why, sizeof why, "unexpected reply code %d from upstream", r->code);
         up__fail(u, UP_ERR_PROTOCOL, why);
         return;
     }
-    if (c->kind == UP_K_USER || c->kind == UP_K_DOT || c->kind == UP_K_DATA)
-        stats_upstream_reply(r->code);
-    if (c->kind == UP_K_DATA) {
-        if (r->code == 354) {
-            /* The final reply comes after the dot: re-queue as DOT. */
-            c->kind = UP_K_DOT;
-            fifo_push(&u->inflight, c);
-            u->streaming = true;
-            u->at_line_start = true;
-            up__arm_timer(u);
-            up__stream(u);
-            return;
-        }
-        u->streaming = false;
-    }
-    if (c->kind == UP_K_DOT && u->streaming) {
-        /* A final reply before the end of the message is out of protocol:
-         * never relay it (it could be a 250 for a truncated message). */
-        c->next = u->inflight.head;
-        u->inflight.head = c;
-        if (!u->inflight.tail)
-            u->inflight.tail = c;
-        u->inflight.n++;
+    if (c->kind == UP_K_DOT && u->state == UP_S_DATA) {
+        /* A final reply before the end of the message could be a 250 for
+         * a truncated message. */
         up__fail(u, UP_ERR_PROTOCOL, "upstream replied before the end of the message");
         return;
     }
-    up__arm_timer(u);
-    struct up_result res = {.err = UP_OK, .reply = r, .why = NULL};
-    up_cb cb = c->cb;
-    void *ud = c->ud;
-    free(c);
-    if (!up__call(u, cb, ud, &res))
+    fifo_pop(&u->inflight);
+    if (cmd_is_callers(c))
+        stats_upstream_reply(r->code);
+    if (c->kind == UP_K_DATA && r->code == 354) {
+        /* The final reply comes after the dot: back in flight as DOT. */
+        c->kind = UP_K_DOT;
+        fifo_push(&u->inflight, c);
+        u->at_line_start = true;
+        up__set_state(u, UP_S_DATA);
+        up__stream(u);
         return;
-    up__pump(u);
+    }
+    up__arm_timer(u);
+    bool ends = up__reply_ends_session(c->kind, r->code);
+    struct up_result res = {.err = UP_OK, .reply = r, .why = NULL};
+    bool alive = up__call(u, c->cb, c->ud, &res); /* c is off every queue */
+    free(c);
+    if (!alive)
+        return;
+    if (ends)
+        up__fail(u, UP_ERR_LOST, "upstream closed the transmission channel (421)");
+    else
+        up__pump(u);
 }
-
 
 static void up__on_read(struct conn *c, const char *data, size_t len, void *ud)
 {
     (void)c;
     struct up *u = ud;
-    if (u->state == UP_S_FAILED || u->state == UP_S_CLOSED)
+    if (!up__live(u))
         return;
     if (buf_append(&u->in, data, len) != 0) {
         up__fail(u, UP_ERR_LOCAL, "out of memory");
@@ -542,7 +610,7 @@ static void up__on_read(struct conn *c, const char *data, size_t len, void *ud)
     u->depth++;
     /* Note: a STARTTLS 220 handler resets u->in, which ends this loop and
      * drops any plaintext that followed the 220 (response injection). */
-    while (off < u->in.len && u->state != UP_S_FAILED && !u->dead) {
+    while (off < u->in.len && up__live(u) && !u->dead) {
         size_t used = 0;
         enum reply_rd rd =
             reply_reader_next(&u->rr, u->in.ptr + off, u->in.len - off, &used, &u->reply);
@@ -556,38 +624,32 @@ static void up__on_read(struct conn *c, const char *data, size_t len, void *ud)
         reply_reader_init(&u->rr);
         up__on_reply(u);
     }
-    u->depth--;
-    if (u->dead && u->depth == 0) {
-        up__destroy(u);
-        return;
-    }
-    if (u->state != UP_S_FAILED && !u->dead)
+    if (up__live(u) && !u->dead)
         buf_consume(&u->in, off);
+    up__leave(u);
 }
 
 static void up__try_next_server(struct up *u);
+
+static void up__on_connected(struct up *u)
+{
+    conn_set_nodelay(u->conn);
+    if (conn_read_start(u->conn) != 0) {
+        up__fail(u, UP_ERR_CONNECT, "cannot read from upstream");
+        return;
+    }
+    fifo_push(&u->inflight, cmd_new(UP_K_GREETING, NULL, up__hs_greeting_cb, u));
+    up__set_state(u, UP_S_GREETING);
+}
 
 static void up__on_event(struct conn *c, enum conn_event ev, int err, void *ud)
 {
     (void)c;
     struct up *u = ud;
     switch (ev) {
-    case CONN_EV_CONNECTED: {
-        conn_set_nodelay(u->conn);
-        if (conn_read_start(u->conn) != 0) {
-            up__fail(u, UP_ERR_CONNECT, "cannot read from upstream");
-            return;
-        }
-        u->state = UP_S_GREETING;
-        struct up_cmd *g = cmd_new(UP_K_GREETING, NULL, up__hs_greeting_cb, u);
-        if (!g) {
-            up__fail(u, UP_ERR_LOCAL, "out of memory");
-            return;
-        }
-        fifo_push(&u->inflight, g);
-        up__arm_timer(u);
+    case CONN_EV_CONNECTED:
+        up__on_connected(u);
         break;
-    }
     case CONN_EV_CONNECT_FAIL:
         log_warn("sid=%s upstream=%s connect failed: %s", u->sid, u->server, uv_strerror(err));
         conn_close(u->conn, false);
@@ -611,57 +673,61 @@ static void up__on_event(struct conn *c, enum conn_event ev, int err, void *ud)
         break;
     }
     case CONN_EV_DRAINED:
-        if (u->streaming)
-            up__stream(u);
+        up__stream(u);
         break;
     }
 }
 
 static void up__try_next_server(struct up *u)
 {
-    if (u->server_idx >= u->cfg->nupstream) {
-        stats_set_upstream_ok(false);
-        up__fail(u, UP_ERR_CONNECT, "no upstream server reachable");
-        return;
-    }
-    const struct cfg_addr *a = &u->cfg->upstream[u->server_idx];
-    snprintf(u->server, sizeof u->server, "%s", a->text);
-    u->conn = conn_new(u->loop, up__on_read, up__on_event, u);
-    if (!u->conn) {
-        up__fail(u, UP_ERR_LOCAL, "out of memory");
-        return;
-    }
-    u->state = UP_S_CONNECTING;
-    up__arm_timer(u);
-    if (conn_connect(u->conn, (const struct sockaddr *)&a->sa, NULL) != 0) {
+    for (; u->server_idx < u->cfg->nupstream; u->server_idx++) {
+        const struct cfg_addr *a = &u->cfg->upstream[u->server_idx];
+        snprintf(u->server, sizeof u->server, "%s", a->text);
+        u->conn = conn_new(u->loop, up__on_read, up__on_event, u);
+        if (!u->conn) {
+            up__fail(u, UP_ERR_LOCAL, "cannot create the upstream connection");
+            return;
+        }
+        up__set_state(u, UP_S_CONNECTING);
+        int rc = conn_connect(u->conn, (const struct sockaddr *)&a->sa, NULL);
+        if (rc == 0)
+            return;
+        log_warn("sid=%s upstream=%s connect failed: %s", u->sid, u->server, uv_strerror(rc));
         conn_close(u->conn, false);
         u->conn = NULL;
-        u->server_idx++;
-        up__try_next_server(u);
+    }
+    stats_set_upstream_ok(false);
+    up__fail(u, UP_ERR_CONNECT, "no upstream server reachable");
+}
+
+/* What may be sent now, by state: during the handshake only its own
+ * command, one at a time; when ready, the caller's commands, pipelined when
+ * the upstream offers PIPELINING (DATA only when nothing else is in
+ * flight, RFC 2920 §3.1), else one at a time. XCLIENT goes alone and moves
+ * to state XCLIENT, so that what follows waits for the new session. */
+static bool up__may_send(const struct up *u, const struct up_cmd *c)
+{
+    const struct up_cmd *last = u->inflight.tail;
+    switch (u->state) {
+    case UP_S_EHLO:
+    case UP_S_XCLIENT:
+        return !last && c->kind == UP_K_EHLO;
+    case UP_S_STARTTLS:
+        return !last && c->kind == UP_K_STARTTLS;
+    case UP_S_READY:
+        if (c->kind == UP_K_XCLIENT || !last)
+            return !last;
+        return (u->caps & UP_CAP_PIPELINING) && c->kind != UP_K_DATA && last->kind != UP_K_DATA;
+    default:
+        return false;
     }
 }
 
-/* Send what may be sent now: everything when pipelining (DATA only when
- * nothing else is in flight, RFC 2920 §3.1), else one command at a time.
- * Handshake commands are never pipelined. */
 static void up__pump(struct up *u)
 {
-    if (u->dead || !u->conn || u->state == UP_S_FAILED || u->state == UP_S_CONNECTING ||
-        u->state == UP_S_GREETING || u->streaming)
-        return;
     bool sent = false;
-    while (u->waiting.head) {
-        struct up_cmd *c = u->waiting.head;
-        bool internal = c->kind != UP_K_USER && c->kind != UP_K_DATA && c->kind != UP_K_QUIT &&
-                        c->kind != UP_K_XFORWARD;
-        if (u->state != UP_S_READY && !internal)
-            break; /* user commands wait for the handshake */
-        if (u->inflight.head) {
-            bool can_pipeline = (u->caps & UP_CAP_PIPELINING) && !internal &&
-                                c->kind != UP_K_DATA && u->inflight.tail->kind != UP_K_DATA;
-            if (!can_pipeline)
-                break;
-        }
+    struct up_cmd *c;
+    while (u->conn && !u->dead && (c = u->waiting.head) && up__may_send(u, c)) {
         fifo_pop(&u->waiting);
         if (up__send_line(u, c->line, c->len) != 0) {
             free(c);
@@ -670,8 +736,8 @@ static void up__pump(struct up *u)
         }
         fifo_push(&u->inflight, c);
         sent = true;
-        if (c->kind == UP_K_STARTTLS || c->kind == UP_K_XCLIENT || c->kind == UP_K_EHLO)
-            break;
+        if (c->kind == UP_K_XCLIENT)
+            up__set_state(u, UP_S_XCLIENT);
     }
     if (sent) {
         conn_flush(u->conn);
@@ -688,18 +754,20 @@ static int up__sink(void *ctx, const char *p, size_t n)
     return conn_write(u->conn, p, n);
 }
 
+/* Write the message in state DATA, UP_CHUNK at a time; the next chunk goes
+ * on CONN_EV_DRAINED (backpressure). After the dot: READY again, with the
+ * final reply pending as DOT. */
 static void up__stream(struct up *u)
 {
-    if (!u->streaming || !u->conn)
+    if (u->state != UP_S_DATA || !u->conn)
         return;
-    /* Write up to UP_CHUNK at a time; continue on CONN_EV_DRAINED. */
     size_t budget = UP_CHUNK;
     while (u->seg_idx < u->nsegs && budget > 0) {
         const struct iovec *v = &u->segs[u->seg_idx];
         size_t left = v->iov_len - u->seg_off;
         size_t n = left < budget ? left : budget;
-        if (data_stuff((const char *)v->iov_base + u->seg_off, n, &u->at_line_start, up__sink,
-                       u) != 0) {
+        if (data_stuff((const char *)v->iov_base + u->seg_off, n, &u->at_line_start, up__sink, u) !=
+            0) {
             up__fail(u, UP_ERR_LOCAL, "cannot write message to upstream");
             return;
         }
@@ -715,7 +783,7 @@ static void up__stream(struct up *u)
             up__fail(u, UP_ERR_LOCAL, "cannot write message to upstream");
             return;
         }
-        u->streaming = false;
+        up__set_state(u, UP_S_READY);
     }
     conn_flush(u->conn);
     up__arm_timer(u);
@@ -725,14 +793,8 @@ static void up__stream(struct up *u)
 
 struct up *up_new(uv_loop_t *loop, struct cfg *cfg, const char *log_sid)
 {
-    struct up *u = calloc(1, sizeof *u);
-    if (!u)
-        return NULL;
-    u->timer = malloc(sizeof *u->timer);
-    if (!u->timer) {
-        free(u);
-        return NULL;
-    }
+    struct up *u = xcalloc(1, sizeof *u);
+    u->timer = xmalloc(sizeof *u->timer);
     u->loop = loop;
     u->cfg = cfg_ref(cfg);
     snprintf(u->sid, sizeof u->sid, "%s", log_sid);
@@ -745,23 +807,36 @@ struct up *up_new(uv_loop_t *loop, struct cfg *cfg, const char *log_sid)
 
 void up_open(struct up *u, up_cb cb, void *ud)
 {
-    u->open_cb = cb;
-    u->open_ud = ud;
-    if (u->state == UP_S_READY) {
-        struct up_result r = {.err = UP_OK, .reply = NULL, .why = NULL};
-        u->open_cb = NULL;
-        up__call(u, cb, ud, &r);
-        return;
+    switch (u->state) {
+    case UP_S_NEW:
+        u->open_cb = cb;
+        u->open_ud = ud;
+        u->server_idx = 0;
+        up__try_next_server(u);
+        break;
+    case UP_S_READY:
+    case UP_S_XCLIENT:
+    case UP_S_DATA:
+        up__post_cb(u, cb, ud, UP_OK, NULL, NULL);
+        break;
+    case UP_S_FAILED:
+    case UP_S_CLOSED:
+        up__post_cb(u, cb, ud, u->fail_err ? u->fail_err : UP_ERR_LOST,
+                    u->fail_why[0] ? u->fail_why : "upstream not connected", NULL);
+        break;
+    default:
+        /* Opening already: one pending open at a time. */
+        if (u->open_cb)
+            up__bug(u, "up_open() while an open is pending", u->state);
+        u->open_cb = cb;
+        u->open_ud = ud;
+        break;
     }
-    if (u->state != UP_S_NEW)
-        return; /* already opening; the pending open reports */
-    u->server_idx = 0;
-    up__try_next_server(u);
 }
 
 bool up_ready(const struct up *u)
 {
-    return u->state == UP_S_READY;
+    return u->state == UP_S_READY || u->state == UP_S_XCLIENT || u->state == UP_S_DATA;
 }
 
 bool up_failed(const struct up *u)
@@ -794,185 +869,115 @@ unsigned long long up_data_bytes(const struct up *u)
     return u->data_bytes;
 }
 
-/* RFC 1891 xtext, as Postfix expects for XCLIENT/XFORWARD values. */
-static void xtext_append(buf_t *b, const char *s)
+/* The identify's answer (also the callback of the last XFORWARD line). */
+static void up__ident_done(void *ud, const struct up_result *r)
 {
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch < 33 || ch > 126 || ch == '+' || ch == '=')
-            buf_printf(b, "+%02X", ch);
-        else
-            buf_append(b, s, 1);
-    }
-}
-
-static void up__ident_done(struct up *u, const struct up_result *r)
-{
+    struct up *u = ud;
     up_cb cb = u->ident_cb;
     u->ident_cb = NULL;
-    if (cb)
-        up__call(u, cb, u->ident_ud, r);
+    up__call(u, cb, u->ident_ud, r);
 }
 
 static void up__xclient_ehlo_cb(void *ud, const struct up_result *r)
 {
     struct up *u = ud;
-    if (r->err)
-        return;
     if (r->reply->code != 250) {
         up__fail(u, UP_ERR_PROTOCOL, "upstream refused EHLO after XCLIENT");
         return;
     }
-    up__parse_ehlo(u, r->reply);
+    u->caps = esmtp_caps(r->reply, &u->size_limit);
+    up__set_state(u, UP_S_READY);
     up__ident_done(u, r);
 }
 
 static void up__xclient_cb(void *ud, const struct up_result *r)
 {
     struct up *u = ud;
-    if (r->err)
-        return;
-    if (r->reply->code == 220 || r->reply->code == 250) {
+    if (r->reply->code == 220) {
+        /* XCLIENT restarts the session: EHLO again, before anything else,
+         * with the client's own HELO name, so that the upstream's HELO
+         * checks and Received header see the real client. The state stays
+         * XCLIENT until that EHLO is answered. */
         u->xclient_done = true;
-        if (r->reply->code == 220) {
-            /* XCLIENT restarts the session: EHLO again, before anything else,
-             * with the client's own HELO name, so that the upstream's HELO
-             * checks and Received header see the real client. */
-            char line[300];
-            const char *helo = u->client_helo[0] ? u->client_helo
-                               : u->cfg->upstream_helo ? u->cfg->upstream_helo
-                                                       : u->cfg->hostname;
-            snprintf(line, sizeof line, "EHLO %s", helo);
-            struct up_cmd *c = cmd_new(UP_K_EHLO, line, up__xclient_ehlo_cb, u);
-            if (!c) {
-                up__fail(u, UP_ERR_LOCAL, "out of memory");
-                return;
-            }
-            c->next = u->waiting.head;
-            u->waiting.head = c;
-            if (!u->waiting.tail)
-                u->waiting.tail = c;
-            u->waiting.n++;
-            return; /* up__on_reply pumps */
-        }
-        up__ident_done(u, r);
-        return;
+        up__queue_ehlo(u, u->client_helo[0] ? u->client_helo : NULL, up__xclient_ehlo_cb);
+        return; /* up__on_reply pumps */
     }
-    /* The upstream's policy refused the real client: the session relays it. */
+    /* 250: done without a new greeting. Otherwise the upstream's policy
+     * refused the real client: the caller relays the reply. */
+    if (r->reply->code == 250)
+        u->xclient_done = true;
+    up__set_state(u, UP_S_READY);
     up__ident_done(u, r);
 }
 
-static void up__xforward_cb(void *ud, const struct up_result *r)
+static void up__queue_ident(struct up *u, const struct up_client_info *ci, bool xclient)
 {
-    struct up *u = ud;
-    if (r->err)
-        return;
-    up__ident_done(u, r);
+    struct esmtp_client w = {
+        .addr = ci->addr, .port = ci->port, .name = ci->name, .helo = ci->helo, .esmtp = ci->esmtp};
+    buf_t a = BUF_INIT, b = BUF_INIT;
+    if (xclient) {
+        /* Only a syntactically plain HELO name is repeated in our EHLO. */
+        bool plain = esmtp_helo_plain(ci->helo, sizeof u->client_helo);
+        snprintf(u->client_helo, sizeof u->client_helo, "%s", plain ? ci->helo : "");
+        esmtp_xclient_line(&a, &w);
+        fifo_push(&u->waiting, cmd_new(UP_K_XCLIENT, a.ptr, up__xclient_cb, u));
+    } else {
+        /* The second line's reply answers the identify. */
+        esmtp_xforward_lines(&a, &b, &w);
+        fifo_push(&u->waiting, cmd_new(UP_K_XFORWARD, a.ptr, NULL, u));
+        fifo_push(&u->waiting, cmd_new(UP_K_XFORWARD, b.ptr, up__ident_done, u));
+    }
+    buf_free(&a);
+    buf_free(&b);
 }
 
 void up_identify(struct up *u, const struct up_client_info *ci, up_cb cb, void *ud)
 {
-    static struct smtp_reply ok_reply = {.code = 250, .enh = "2.0.0"};
+    static const struct smtp_reply ok_reply = {.code = 250, .enh = "2.0.0"};
+    if (!up__live(u)) {
+        up__post_cb(u, cb, ud, UP_ERR_LOST, "upstream not connected", NULL);
+        return;
+    }
+    if (u->ident_cb)
+        up__bug(u, "up_identify() while one is pending", u->state);
+    if ((u->caps & UP_CAP_XCLIENT) && u->cfg->xclient && !u->xclient_done) {
+        up__queue_ident(u, ci, true);
+    } else if ((u->caps & UP_CAP_XFORWARD) && u->cfg->xforward && !u->xclient_done) {
+        up__queue_ident(u, ci, false);
+    } else {
+        up__post_cb(u, cb, ud, UP_OK, NULL, &ok_reply);
+        return;
+    }
     u->ident_cb = cb;
     u->ident_ud = ud;
-    const char *proto = ci->esmtp ? "ESMTP" : "SMTP";
-    const char *name = ci->name[0] ? ci->name : "[UNAVAILABLE]";
-    buf_t b = BUF_INIT;
-    if ((u->caps & UP_CAP_XCLIENT) && u->cfg->xclient && !u->xclient_done) {
-        /* Only a syntactically plain HELO name is repeated in our EHLO. */
-        u->client_helo[0] = 0;
-        if (ci->helo[0] && strlen(ci->helo) < sizeof u->client_helo &&
-            strspn(ci->helo, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-[]:") ==
-                strlen(ci->helo))
-            snprintf(u->client_helo, sizeof u->client_helo, "%s", ci->helo);
-        buf_puts(&b, "XCLIENT ADDR=");
-        if (strchr(ci->addr, ':'))
-            buf_puts(&b, "IPV6:");
-        xtext_append(&b, ci->addr);
-        buf_printf(&b, " PORT=%d NAME=", ci->port);
-        xtext_append(&b, name);
-        buf_printf(&b, " PROTO=%s", proto);
-        if (ci->helo[0]) {
-            buf_puts(&b, " HELO=");
-            xtext_append(&b, ci->helo);
-        }
-        struct up_cmd *c = cmd_new(UP_K_XCLIENT, b.ptr, up__xclient_cb, u);
-        buf_free(&b);
-        if (!c) {
-            up__fail(u, UP_ERR_LOCAL, "out of memory");
-            return;
-        }
-        fifo_push(&u->waiting, c);
-        up__pump(u);
-        return;
-    }
-    if ((u->caps & UP_CAP_XFORWARD) && u->cfg->xforward && !u->xclient_done) {
-        /* Two commands keep each line under 512 octets with long names. */
-        buf_puts(&b, "XFORWARD ADDR=");
-        if (strchr(ci->addr, ':'))
-            buf_puts(&b, "IPV6:");
-        xtext_append(&b, ci->addr);
-        buf_printf(&b, " PORT=%d PROTO=%s NAME=", ci->port, proto);
-        xtext_append(&b, name);
-        struct up_cmd *c1 = cmd_new(UP_K_XFORWARD, b.ptr, NULL, u);
-        buf_reset(&b);
-        buf_puts(&b, "XFORWARD HELO=");
-        xtext_append(&b, ci->helo[0] ? ci->helo : "[UNAVAILABLE]");
-        struct up_cmd *c2 = cmd_new(UP_K_XFORWARD, b.ptr, up__xforward_cb, u);
-        buf_free(&b);
-        if (!c1 || !c2) {
-            free(c1);
-            free(c2);
-            up__fail(u, UP_ERR_LOCAL, "out of memory");
-            return;
-        }
-        fifo_push(&u->waiting, c1);
-        fifo_push(&u->waiting, c2);
-        up__pump(u);
-        return;
-    }
-    buf_free(&b);
-    struct up_result r = {.err = UP_OK, .reply = &ok_reply, .why = NULL};
-    up__ident_done(u, &r);
+    up__pump(u);
 }
 
-void up_command(struct up *u, const char *line, up_cb cb, void *ud)
+/* Queue a caller's command (takes c); on a dead upstream its callback hears
+ * that from the loop. */
+static void up__queue(struct up *u, struct up_cmd *c)
 {
-    if (u->state == UP_S_FAILED || u->state == UP_S_CLOSED) {
-        struct up_result r = {.err = UP_ERR_LOST, .reply = NULL, .why = "upstream not connected"};
-        up__call(u, cb, ud, &r);
-        return;
-    }
-    struct up_cmd *c = cmd_new(UP_K_USER, line, cb, ud);
-    if (!c) {
-        struct up_result r = {.err = UP_ERR_LOCAL, .reply = NULL, .why = "out of memory"};
-        up__call(u, cb, ud, &r);
+    if (!up__live(u)) {
+        up__post(u, c, UP_ERR_LOST, "upstream not connected", NULL);
         return;
     }
     fifo_push(&u->waiting, c);
     up__pump(u);
 }
 
+void up_command(struct up *u, const char *line, up_cb cb, void *ud)
+{
+    up__queue(u, cmd_new(UP_K_USER, line, cb, ud));
+}
+
 void up_data(struct up *u, const struct iovec *segs, size_t nsegs, up_cb cb, void *ud)
 {
-    if (u->state == UP_S_FAILED || u->state == UP_S_CLOSED) {
-        struct up_result r = {.err = UP_ERR_LOST, .reply = NULL, .why = "upstream not connected"};
-        up__call(u, cb, ud, &r);
-        return;
-    }
-    struct up_cmd *c = cmd_new(UP_K_DATA, "DATA", cb, ud);
-    if (!c) {
-        struct up_result r = {.err = UP_ERR_LOCAL, .reply = NULL, .why = "out of memory"};
-        up__call(u, cb, ud, &r);
-        return;
-    }
     u->segs = segs;
     u->nsegs = nsegs;
     u->seg_idx = 0;
     u->seg_off = 0;
     u->data_bytes = 0;
-    fifo_push(&u->waiting, c);
-    up__pump(u);
+    up__queue(u, cmd_new(UP_K_DATA, "DATA", cb, ud));
 }
 
 void up_free(struct up *u)
@@ -980,12 +985,13 @@ void up_free(struct up *u)
     if (!u || u->dead)
         return;
     u->dead = true;
-    if (u->state == UP_S_READY && u->conn && !u->streaming && !u->inflight.head) {
+    if (u->state == UP_S_READY && u->conn && !u->inflight.head) {
         /* Polite QUIT; the conn flushes it on graceful close. */
         up__send_line(u, "QUIT", 4);
         conn_flush(u->conn);
     }
-    u->state = UP_S_CLOSED;
+    up__set_state(u, UP_S_CLOSED);
+    defer_cancel(&u->defer); /* nothing queued is delivered any more */
     if (u->depth == 0)
         up__destroy(u);
 }

@@ -15,7 +15,22 @@
  * Any reply out of protocol (garbage, unexpected code, unsolicited), a
  * timeout or a lost connection fails the connection: every queued callback
  * is called once with `err` set, and the session synthesises its own 4xx.
- * Callbacks are never called after up_free().
+ * A 421 reply is relayed to its command's callback, then the connection
+ * counts as lost for everything queued behind it (RFC 5321 §3.8).
+ *
+ * Callbacks: every callback given to a function here is called exactly
+ * once, unless up_free() comes first. Callbacks are never called from
+ * inside the call that queued them, and never after up_free(): results
+ * known at once (a failed or closed upstream, a synthetic identify reply,
+ * up_open() on an open upstream) are delivered from the event loop, like
+ * replies. A callback may call any function here on its own up, up_free()
+ * included (the memory then goes when the callback returns).
+ *
+ * Ownership: the caller owns the struct up and ends it with up_free(); the
+ * up holds a reference on the cfg and owns everything it queued.
+ *
+ * Threads: loop thread only (the loop given to up_new(), which must be the
+ * one defer_init() was given).
  */
 #ifndef SLUICE_UPSTREAM_H
 #define SLUICE_UPSTREAM_H
@@ -27,6 +42,7 @@
 #include <uv.h>
 
 #include "cfg.h"
+#include "esmtp.h"
 #include "smtp_reply.h"
 
 struct up;
@@ -49,17 +65,18 @@ struct up_result {
 
 typedef void (*up_cb)(void *ud, const struct up_result *r);
 
+/* The upstream's capabilities (from its last EHLO reply; esmtp.h parses). */
 enum up_cap {
-    UP_CAP_PIPELINING = 1 << 0,
-    UP_CAP_8BITMIME = 1 << 1,
-    UP_CAP_SIZE = 1 << 2,
-    UP_CAP_DSN = 1 << 3,
-    UP_CAP_SMTPUTF8 = 1 << 4,
-    UP_CAP_ENHANCED = 1 << 5,
-    UP_CAP_STARTTLS = 1 << 6,
-    UP_CAP_XCLIENT = 1 << 7,
-    UP_CAP_XFORWARD = 1 << 8,
-    UP_CAP_CHUNKING = 1 << 9,
+    UP_CAP_PIPELINING = ESMTP_PIPELINING,
+    UP_CAP_8BITMIME = ESMTP_8BITMIME,
+    UP_CAP_SIZE = ESMTP_SIZE,
+    UP_CAP_DSN = ESMTP_DSN,
+    UP_CAP_SMTPUTF8 = ESMTP_SMTPUTF8,
+    UP_CAP_ENHANCED = ESMTP_ENHANCED,
+    UP_CAP_STARTTLS = ESMTP_STARTTLS,
+    UP_CAP_XCLIENT = ESMTP_XCLIENT,
+    UP_CAP_XFORWARD = ESMTP_XFORWARD,
+    UP_CAP_CHUNKING = ESMTP_CHUNKING,
 };
 
 /* What the upstream should be told about the real client (XCLIENT/XFORWARD). */
@@ -72,11 +89,16 @@ struct up_client_info {
     bool tls;           /* client used STARTTLS (PROTO stays SMTP/ESMTP) */
 };
 
+/* Never NULL (allocation failure is fatal). `log_sid` is copied. */
 struct up *up_new(uv_loop_t *loop, struct cfg *cfg, const char *log_sid);
 /* Connect and handshake; `cb` is called exactly once (reply = the last EHLO
- * reply on success). */
+ * reply on success; NULL when the up was already open). One pending open at
+ * a time. */
 void up_open(struct up *u, up_cb cb, void *ud);
+/* Open: the handshake is done and the connection alive (also while an
+ * XCLIENT or a message is under way). */
 bool up_ready(const struct up *u);
+/* Failed: every later call answers with an error (from the loop). */
 bool up_failed(const struct up *u);
 unsigned up_caps(const struct up *u);
 const char *up_server(const struct up *u); /* "127.0.0.1:25" of the server in use */
@@ -87,8 +109,9 @@ unsigned long long up_size_limit(const struct up *u);
 /* Tell the upstream who the client is: XCLIENT (once per session, then EHLO
  * again, transparently) or XFORWARD (before each transaction). `cb` gets the
  * result (an XCLIENT policy refusal is a reply, relayed by the session).
- * With neither extension (or both disabled) cb is called at once with a
- * synthetic 250. */
+ * With neither extension (or both disabled) cb gets a synthetic 250 (from
+ * the loop, like any result). One pending identify at a time; call it once
+ * the open succeeded. */
 void up_identify(struct up *u, const struct up_client_info *ci, up_cb cb, void *ud);
 
 /* Queue one command line (without CRLF). */

@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * esmtp: EHLO capabilities and XCLIENT / XFORWARD lines; see esmtp.h.
+ * Attribute names and order follow Postfix's XCLIENT_README and
+ * XFORWARD_README.
+ */
+#include "esmtp.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+unsigned esmtp_caps(const struct smtp_reply *ehlo, unsigned long long *size_limit)
+{
+    static const struct {
+        const char *kw;
+        unsigned cap;
+    } kws[] = {
+        {"PIPELINING", ESMTP_PIPELINING},
+        {"8BITMIME", ESMTP_8BITMIME},
+        {"SIZE", ESMTP_SIZE},
+        {"DSN", ESMTP_DSN},
+        {"SMTPUTF8", ESMTP_SMTPUTF8},
+        {"ENHANCEDSTATUSCODES", ESMTP_ENHANCED},
+        {"STARTTLS", ESMTP_STARTTLS},
+        {"XCLIENT", ESMTP_XCLIENT},
+        {"XFORWARD", ESMTP_XFORWARD},
+        {"CHUNKING", ESMTP_CHUNKING},
+    };
+    unsigned caps = 0;
+    *size_limit = 0;
+    for (size_t i = 0; i < sizeof kws / sizeof kws[0]; i++) {
+        const char *p = NULL;
+        if (!reply_has_keyword(ehlo, kws[i].kw, &p))
+            continue;
+        caps |= kws[i].cap;
+        if (kws[i].cap == ESMTP_SIZE && p)
+            *size_limit = strtoull(p, NULL, 10);
+    }
+    return caps;
+}
+
+void esmtp_xtext(buf_t *b, const char *s)
+{
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch < 33 || ch > 126 || ch == '+' || ch == '=')
+            buf_printf(b, "+%02X", ch);
+        else
+            buf_append(b, s, 1);
+    }
+}
+
+bool esmtp_helo_plain(const char *helo, size_t maxlen)
+{
+    static const char plain[] =
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-[]:";
+    size_t n = strlen(helo);
+    return n > 0 && n < maxlen && strspn(helo, plain) == n;
+}
+
+static void esmtp__addr(buf_t *b, const char *addr)
+{
+    if (strchr(addr, ':'))
+        buf_puts(b, "IPV6:");
+    esmtp_xtext(b, addr);
+}
+
+static const char *esmtp__name(const struct esmtp_client *w)
+{
+    return w->name && w->name[0] ? w->name : "[UNAVAILABLE]";
+}
+
+void esmtp_xclient_line(buf_t *b, const struct esmtp_client *w)
+{
+    buf_puts(b, "XCLIENT ADDR=");
+    esmtp__addr(b, w->addr);
+    buf_printf(b, " PORT=%d NAME=", w->port);
+    esmtp_xtext(b, esmtp__name(w));
+    buf_printf(b, " PROTO=%s", w->esmtp ? "ESMTP" : "SMTP");
+    if (w->helo && w->helo[0]) {
+        buf_puts(b, " HELO=");
+        esmtp_xtext(b, w->helo);
+    }
+}
+
+void esmtp_xforward_lines(buf_t *addr_line, buf_t *helo_line, const struct esmtp_client *w)
+{
+    buf_puts(addr_line, "XFORWARD ADDR=");
+    esmtp__addr(addr_line, w->addr);
+    buf_printf(addr_line, " PORT=%d PROTO=%s NAME=", w->port, w->esmtp ? "ESMTP" : "SMTP");
+    esmtp_xtext(addr_line, esmtp__name(w));
+    buf_puts(helo_line, "XFORWARD HELO=");
+    esmtp_xtext(helo_line, w->helo && w->helo[0] ? w->helo : "[UNAVAILABLE]");
+}

@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * esmtp: the service extensions the upstream client uses, as pure
+ * functions: which capabilities an EHLO reply announces, and the lines of
+ * Postfix's XCLIENT and XFORWARD that tell the upstream MTA who the real
+ * client is (attribute values in RFC 1891 xtext). Replies in, lines out
+ * (without CRLF); no I/O. The upstream client decides when to send them.
+ *
+ * Ownership: the caller owns every buf_t; functions append to them.
+ * Threads: any.
+ */
+#ifndef SLUICE_ESMTP_H
+#define SLUICE_ESMTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "buf.h"
+#include "smtp_reply.h"
+
+/* Capability bits (upstream.h's UP_CAP_* are the same values). */
+enum esmtp_cap {
+    ESMTP_PIPELINING = 1 << 0,
+    ESMTP_8BITMIME = 1 << 1,
+    ESMTP_SIZE = 1 << 2,
+    ESMTP_DSN = 1 << 3,
+    ESMTP_SMTPUTF8 = 1 << 4,
+    ESMTP_ENHANCED = 1 << 5, /* ENHANCEDSTATUSCODES */
+    ESMTP_STARTTLS = 1 << 6,
+    ESMTP_XCLIENT = 1 << 7,
+    ESMTP_XFORWARD = 1 << 8,
+    ESMTP_CHUNKING = 1 << 9,
+};
+
+/* The capabilities an EHLO reply announces; *size_limit gets SIZE's
+ * argument (0 when absent or without one). */
+unsigned esmtp_caps(const struct smtp_reply *ehlo, unsigned long long *size_limit);
+
+/* Who the client is, as the upstream is told. */
+struct esmtp_client {
+    const char *addr; /* "192.0.2.1" / "2001:db8::1" (sent with IPV6:) */
+    int port;
+    const char *name; /* reverse name; "" is sent as [UNAVAILABLE] */
+    const char *helo; /* "" until known */
+    bool esmtp;       /* PROTO=ESMTP, else SMTP */
+};
+
+/* Append s as xtext: bytes outside 33..126, '+' and '=' become "+HH". */
+void esmtp_xtext(buf_t *b, const char *s);
+/* Is this HELO name plain enough to repeat in our own EHLO after XCLIENT
+ * (letters, digits and ".-[]:" only, non-empty, shorter than maxlen)? */
+bool esmtp_helo_plain(const char *helo, size_t maxlen);
+/* "XCLIENT ADDR=.. PORT=.. NAME=.. PROTO=.. [HELO=..]" (HELO once known). */
+void esmtp_xclient_line(buf_t *b, const struct esmtp_client *w);
+/* The two XFORWARD lines, "XFORWARD ADDR=.. PORT=.. PROTO=.. NAME=.." and
+ * "XFORWARD HELO=..": two commands keep each under 512 octets. */
+void esmtp_xforward_lines(buf_t *addr_line, buf_t *helo_line, const struct esmtp_client *w);
+
+#endif

@@ -1,0 +1,142 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Unit tests for esmtp (pure): EHLO capabilities, xtext, the plain-HELO
+ * rule, and the XCLIENT / XFORWARD lines. Table-driven: got X, want Y.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "esmtp.h"
+
+#include <string.h>
+
+/* Parse a whole reply text with the real reply parser. */
+static void parse_reply(const char *text, struct smtp_reply *out)
+{
+    struct reply_reader rr;
+    reply_reader_init(&rr);
+    size_t used = 0;
+    assert_int_equal(reply_reader_next(&rr, text, strlen(text), &used, out), REPLY_DONE);
+    assert_int_equal(used, strlen(text));
+}
+
+static void test_caps(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *ehlo;
+        unsigned want;
+        unsigned long long want_size;
+    } cases[] = {
+        {"250 mx.example\r\n", 0, 0},
+        {"250-mx.example\r\n250-PIPELINING\r\n250-SIZE 52428800\r\n250-8BITMIME\r\n250-DSN\r\n"
+         "250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250-STARTTLS\r\n250-CHUNKING\r\n"
+         "250-XCLIENT NAME ADDR PORT PROTO HELO\r\n250 XFORWARD NAME ADDR PROTO HELO\r\n",
+         ESMTP_PIPELINING | ESMTP_SIZE | ESMTP_8BITMIME | ESMTP_DSN | ESMTP_SMTPUTF8 |
+             ESMTP_ENHANCED | ESMTP_STARTTLS | ESMTP_CHUNKING | ESMTP_XCLIENT | ESMTP_XFORWARD,
+         52428800},
+        {"250-mx\r\n250-size\r\n250 pipelining\r\n", ESMTP_SIZE | ESMTP_PIPELINING, 0},
+        {"250-mx\r\n250 SIZE 0\r\n", ESMTP_SIZE, 0},
+        {"250 PIPELINING\r\n", 0, 0}, /* line 0 is the greeting text */
+        {"250-mx\r\n250-PIPELININGX\r\n250 XCLIENTS\r\n", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct smtp_reply r;
+        parse_reply(cases[i].ehlo, &r);
+        unsigned long long size = 99;
+        assert_int_equal(esmtp_caps(&r, &size), cases[i].want);
+        assert_int_equal(size, cases[i].want_size);
+    }
+}
+
+static void test_xtext(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *want;
+    } cases[] = {
+        {"", ""},
+        {"mail.example.org", "mail.example.org"},
+        {"a b", "a+20b"},
+        {"x+y=z", "x+2By+3Dz"},
+        {"tab\there", "tab+09here"},
+        {"caf\xc3\xa9", "caf+C3+A9"},
+        {"~!", "~!"},
+        {"\x7f", "+7F"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        buf_t b = BUF_INIT;
+        esmtp_xtext(&b, cases[i].in);
+        assert_string_equal(b.ptr ? b.ptr : "", cases[i].want);
+        buf_free(&b);
+    }
+}
+
+static void test_helo_plain(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *helo;
+        bool want;
+    } cases[] = {
+        {"mail.example.org", true},
+        {"[192.0.2.1]", true},
+        {"[IPv6:2001:db8::1]", true},
+        {"", false},
+        {"a b", false},
+        {"x+y", false},
+        {"host_name", false},
+        {"caf\xc3\xa9", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        assert_int_equal(esmtp_helo_plain(cases[i].helo, 256), cases[i].want);
+    assert_true(esmtp_helo_plain("abc", 4));
+    assert_false(esmtp_helo_plain("abcd", 4)); /* would not fit with its NUL */
+}
+
+static void test_xclient_and_xforward_lines(void **state)
+{
+    (void)state;
+    static const struct {
+        struct esmtp_client w;
+        const char *want_xclient, *want_xf_addr, *want_xf_helo;
+    } cases[] = {
+        {{"192.0.2.1", 40000, "mx.example", "mx.example", true},
+         "XCLIENT ADDR=192.0.2.1 PORT=40000 NAME=mx.example PROTO=ESMTP HELO=mx.example",
+         "XFORWARD ADDR=192.0.2.1 PORT=40000 PROTO=ESMTP NAME=mx.example",
+         "XFORWARD HELO=mx.example"},
+        {{"2001:db8::1", 25, "", "", false},
+         "XCLIENT ADDR=IPV6:2001:db8::1 PORT=25 NAME=[UNAVAILABLE] PROTO=SMTP",
+         "XFORWARD ADDR=IPV6:2001:db8::1 PORT=25 PROTO=SMTP NAME=[UNAVAILABLE]",
+         "XFORWARD HELO=[UNAVAILABLE]"},
+        {{"192.0.2.2", 1, NULL, "bad helo=1", true},
+         "XCLIENT ADDR=192.0.2.2 PORT=1 NAME=[UNAVAILABLE] PROTO=ESMTP HELO=bad+20helo+3D1",
+         "XFORWARD ADDR=192.0.2.2 PORT=1 PROTO=ESMTP NAME=[UNAVAILABLE]",
+         "XFORWARD HELO=bad+20helo+3D1"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        buf_t x = BUF_INIT, a = BUF_INIT, h = BUF_INIT;
+        esmtp_xclient_line(&x, &cases[i].w);
+        esmtp_xforward_lines(&a, &h, &cases[i].w);
+        assert_string_equal(x.ptr, cases[i].want_xclient);
+        assert_string_equal(a.ptr, cases[i].want_xf_addr);
+        assert_string_equal(h.ptr, cases[i].want_xf_helo);
+        buf_free(&x);
+        buf_free(&a);
+        buf_free(&h);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_caps),
+        cmocka_unit_test(test_xtext),
+        cmocka_unit_test(test_helo_plain),
+        cmocka_unit_test(test_xclient_and_xforward_lines),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
