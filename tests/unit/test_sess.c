@@ -65,6 +65,7 @@ enum fu_act {
     FU_REPLY = 0, /* send `reply` (after `delay_ms`) */
     FU_CLOSE,     /* close the connection without a reply (after earlier replies) */
     FU_SILENT,    /* never answer */
+    FU_REPLY_CLOSE, /* send `reply`, then close */
 };
 
 /* A scripted answer: the first rule whose prefix starts the received line
@@ -241,7 +242,7 @@ static const char *fu_default(struct fu_conn *c, const char *line, bool *close_a
     if (!strncmp(line, "DATA", 4))
         return c->in_tx && c->nrcpt ? "354 End data with <CR><LF>.<CR><LF>"
                                     : "554 5.5.1 Error: no valid recipients";
-    if (!strncmp(line, "RSET", 4) || !strncmp(line, "NOOP", 4))
+    if (!strncmp(line, "RSET", 4) || !strncmp(line, "NOOP", 4) || !strncmp(line, "XFORWARD", 8))
         return "250 2.0.0 Ok";
     if (!strncmp(line, "QUIT", 4)) {
         *close_after = true;
@@ -286,7 +287,7 @@ static bool fu_on_line(struct fu_conn *c, const char *line)
         c->in_data = true;
     }
     fu_queue(c, reply, r ? r->delay_ms : 0);
-    if (close_after)
+    if (close_after || (r && r->act == FU_REPLY_CLOSE))
         fu_queue(c, NULL, 0);
     return !c->closing;
 }
@@ -395,7 +396,7 @@ static char *fu_transcript(const struct fake_up *fu)
     buf_t b = BUF_INIT;
     for (const struct fu_conn *c = fu->conns; c; c = c->next)
         fu_conn_script(c, &b);
-    return strdup(b.ptr ? b.ptr : "");
+    return b.ptr ? b.ptr : strdup("");
 }
 
 static void fu_close_all(struct fake_up *fu)
@@ -591,6 +592,17 @@ static bool run_until(struct h *h, pred_fn pred, const void *arg, unsigned ms)
         uv_run(&h->loop, UV_RUN_ONCE);
     }
     return true;
+}
+
+static void run_for(struct h *h, unsigned ms)
+{
+    uv_update_time(&h->loop);
+    uint64_t end = uv_now(&h->loop) + ms;
+    while (uv_now(&h->loop) < end) {
+        uv_timer_start(&h->tick, tick_cb, 5, 0);
+        uv_run(&h->loop, UV_RUN_ONCE);
+        uv_update_time(&h->loop);
+    }
 }
 
 static void h_dump(struct h *h, const struct cli *c)
@@ -842,12 +854,14 @@ struct step {
     size_t len;
     const char *expect; /* the replies this step brings, '|'-separated prefixes */
     bool eof;           /* then the server closes the connection */
+    unsigned pause_ms;  /* run the loop this long before sending */
 };
 
 #define SEND(s, e) {s, sizeof(s) - 1, e, false}
 #define SEND_EOF(s, e) {s, sizeof(s) - 1, e, true}
 #define WAIT(e) {NULL, 0, e, false}
 #define WAIT_EOF(e) {NULL, 0, e, true}
+#define PAUSE_SEND(ms, s, e) {s, sizeof(s) - 1, e, false, ms}
 #define MAX_STEPS 12
 
 struct dialogue {
@@ -881,6 +895,8 @@ static void run_dialogue(void **state)
     bool closed = false;
     for (const struct step *st = d->steps; st < d->steps + MAX_STEPS && (st->send || st->expect);
          st++) {
+        if (st->pause_ms)
+            run_for(h, st->pause_ms);
         if (st->send)
             cli_send(c, st->send, st->len);
         size_t n = count_expect(st->expect);
@@ -913,11 +929,14 @@ static void run_dialogue(void **state)
         assert_true(uv_now(&h->loop) - t0 >= d->min_ms);
     if (d->up_saw) {
         char *t = fu_transcript(&h->fu);
-        if (strcmp(t, d->up_saw) != 0) {
+        bool same = strcmp(t, d->up_saw) == 0;
+        if (!same) {
             h_dump(h, c);
-            fail_msg("upstream saw:\n%s\nwant:\n%s", t, d->up_saw);
+            print_error("upstream saw:\n%s\nwant:\n%s\n", t, d->up_saw);
         }
         free(t);
+        if (!same)
+            fail_msg("the upstream transcript differs");
     }
     if (d->up_order)
         check_order(h, d->up_order);
@@ -928,9 +947,15 @@ static void run_dialogue(void **state)
         assert_non_null(fc);
         assert_string_equal(fc->body.ptr, d->up_body);
     }
-    if (d->up_lacks && h->fu.events.ptr && strstr(h->fu.events.ptr, d->up_lacks)) {
-        h_dump(h, c);
-        fail_msg("the upstream saw \"%s\"", d->up_lacks);
+    if (d->up_lacks) {
+        char *t = fu_transcript(&h->fu);
+        bool seen = strstr(t, d->up_lacks) ||
+                    (h->fu.events.ptr && strstr(h->fu.events.ptr, d->up_lacks));
+        free(t);
+        if (seen) {
+            h_dump(h, c);
+            fail_msg("the upstream saw \"%s\"", d->up_lacks);
+        }
     }
     if (d->rx_lacks && c->rx.ptr && strstr(c->rx.ptr, d->rx_lacks)) {
         h_dump(h, c);
@@ -1379,6 +1404,97 @@ static const struct dialogue d_message_too_large = {
     .up_lacks = ">DATA",
 };
 
+/* Replies the session gives itself (a syntax error, NOOP) queue behind
+ * the upstream's late ones: the client reads them in command order. */
+static const struct dialogue d_mixed_local_and_upstream_replies = {
+    .o = {.rules = rules_slow_tx},
+    .steps = {EHLO_OK,
+              SEND(MAIL_A "NOOP\r\nRCPT TO:<no-brackets@x.test\r\n" RCPT_B "RCPT TO:<>\r\n" RCPT_C
+                   "DATA\r\n",
+                   "250 2.1.0 Ok|250 2.0.0 Ok|501 5.1.3|250 2.1.5 Ok|501 5.1.3|250 2.1.5 Ok|354"),
+              SEND(".\r\n", "250 2.0.0")},
+    .up_saw = UP_MAIL_A UP_RCPT_B UP_RCPT_C "DATA\n.\n",
+};
+
+static const struct dialogue d_max_recipients = {
+    .o = {.server_cfg = "max_recipients = 2\n"},
+    .steps = {EHLO_OK,
+              SEND(MAIL_A RCPT_B RCPT_C "RCPT TO:<d@x.test>\r\nDATA\r\n",
+                   "250 2.1.0|250 2.1.5|250 2.1.5|452 4.5.3 Error: too many recipients|354"),
+              SEND(".\r\n", "250 2.0.0")},
+    .up_saw = UP_MAIL_A UP_RCPT_B UP_RCPT_C "DATA\n.\n",
+};
+
+static const struct fu_rule rules_replies_as_written[] = {
+    {"RCPT TO:<multi", "550-5.1.1 first line\n550-5.1.1 second line\n550 5.1.1 last line",
+     FU_REPLY, 0, false},
+    {"RCPT TO:<plain", "250 Ok", FU_REPLY, 0, false},
+    {"RCPT TO:<temp", "450 Mailbox busy", FU_REPLY, 0, false},
+    {NULL, NULL, 0, 0, false},
+};
+
+/* Upstream replies keep their lines; a missing enhanced code is added
+ * (sluice offers ENHANCEDSTATUSCODES). */
+static const struct dialogue d_upstream_replies_relayed = {
+    .o = {.rules = rules_replies_as_written},
+    .steps = {EHLO_OK, SEND(MAIL_A "RCPT TO:<multi@x.test>\r\nRCPT TO:<plain@x.test>\r\n"
+                            "RCPT TO:<temp@x.test>\r\n",
+                            "250 2.1.0|550-5.1.1 first line\r\n550-5.1.1 second line\r\n"
+                            "550 5.1.1 last line\r\n|250 2.0.0 Ok\r\n|450 4.0.0 Mailbox busy\r\n")},
+};
+
+static const struct fu_rule rules_close_after_message[] = {
+    {".", "250 2.0.0 Ok: queued as ONE", FU_REPLY_CLOSE, 0, true},
+    {NULL, NULL, 0, 0, false},
+};
+
+/* The upstream drops its connection between two transactions (its idle
+ * timeout): the next MAIL opens a new one, the client notices nothing. */
+static const struct dialogue d_upstream_gone_between_transactions = {
+    .o = {.rules = rules_close_after_message},
+    .steps = {EHLO_OK, SEND(MAIL_A RCPT_B "DATA\r\n", "250|250|354"),
+              SEND(".\r\n", "250 2.0.0 Ok: queued as ONE"),
+              PAUSE_SEND(100, MAIL_A RCPT_C "DATA\r\n", "250 2.1.0|250 2.1.5|354"),
+              SEND(".\r\n", "250 2.0.0 Ok: queued as FAKE")},
+    .up_saw = UP_MAIL_A UP_RCPT_B "DATA\n.\n" UP_MAIL_A UP_RCPT_C "DATA\n.\n",
+};
+
+#define EHLO_XFORWARD "250-fake.test\n250-PIPELINING\n250-XFORWARD NAME ADDR PROTO HELO\n" \
+                      "250 ENHANCEDSTATUSCODES"
+static const struct fu_rule rules_xforward[] = {
+    {"EHLO", EHLO_XFORWARD, FU_REPLY, 0, false},
+    {NULL, NULL, 0, 0, false},
+};
+
+/* XFORWARD goes before every transaction's MAIL. */
+static const struct dialogue d_xforward = {
+    .o = {.rules = rules_xforward},
+    .steps = {EHLO_OK, SEND(MAIL_A RCPT_B "RSET\r\n", "250 2.1.0|250 2.1.5|250 2.0.0"),
+              SEND(MAIL_A, "250 2.1.0")},
+    .up_order = ">XFORWARD ADDR=127.0.0.1 PORT=*\n>XFORWARD HELO=c.test\n>" UP_MAIL_A
+                ">" UP_RCPT_B ">RSET\n>XFORWARD ADDR=127.0.0.1 PORT=*\n>XFORWARD HELO=c.test\n>"
+                UP_MAIL_A,
+};
+
+static const struct fu_rule rules_7bit_upstream[] = {
+    {"EHLO", "250-fake.test\n250-PIPELINING\n250 ENHANCEDSTATUSCODES", FU_REPLY, 0, false},
+    {NULL, NULL, 0, 0, false},
+};
+
+/* An upstream without 8BITMIME gets 8-bit text converted, and no BODY=. */
+static const struct dialogue d_8bit_downgraded = {
+    .o = {.rules = rules_7bit_upstream},
+    .steps = {EHLO_OK,
+              SEND("MAIL FROM:<a@x.test> BODY=8BITMIME\r\n" RCPT_B "DATA\r\n", "250|250|354"),
+              SEND("Subject: t\r\nMIME-Version: 1.0\r\n"
+                   "Content-Type: text/plain; charset=utf-8\r\n\r\ncaf\xc3\xa9\r\n.\r\n",
+                   "250 2.0.0")},
+    .up_saw = UP_MAIL_A UP_RCPT_B "DATA\nSubject: t\nMIME-Version: 1.0\n"
+              "Content-Type: text/plain; charset=utf-8\n"
+              "Content-Transfer-Encoding: quoted-printable\n\ncaf=C3=A9\n.\n",
+    .up_lacks = "\xc3",
+};
+
 /* ==== the per-state table ================================================== */
 
 /* Every verb in every command state: the reply a client gets. The states
@@ -1697,6 +1813,12 @@ int main(void)
         DIALOGUE(d_connect_at_connect),
         DIALOGUE(d_connect_at_connect_down),
         DIALOGUE(d_message_too_large),
+        DIALOGUE(d_mixed_local_and_upstream_replies),
+        DIALOGUE(d_max_recipients),
+        DIALOGUE(d_upstream_replies_relayed),
+        DIALOGUE(d_upstream_gone_between_transactions),
+        DIALOGUE(d_xforward),
+        DIALOGUE(d_8bit_downgraded),
         TEST(test_verbs_per_state),
         TEST(test_disconnect_while_waiting),
         TEST(test_concurrent_sessions),
