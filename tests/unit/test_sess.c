@@ -1495,6 +1495,23 @@ static const struct dialogue d_8bit_downgraded = {
     .up_lacks = "\xc3",
 };
 
+static const struct fu_rule rules_lost_after_rcpt[] = {
+    {"RCPT", "250 2.1.5 Ok", FU_REPLY_CLOSE, 0, true},
+    {NULL, NULL, 0, 0, false},
+};
+
+/* The upstream accepted the recipient and then went away: DATA is still
+ * local (354), the end of data gets one 451 4.4.2, the session goes on. */
+static const struct dialogue d_upstream_lost_before_data = {
+    .o = {.rules = rules_lost_after_rcpt},
+    .steps = {EHLO_OK, SEND(MAIL_A RCPT_B, "250 2.1.0|250 2.1.5"),
+              PAUSE_SEND(50, "DATA\r\n", "354"),
+              SEND("Subject: t\r\n\r\nx\r\n.\r\nNOOP\r\n",
+                   "451 4.4.2 Connection to upstream server lost|250 2.0.0"),
+              SEND(MAIL_A RCPT_B, "250 2.1.0|250 2.1.5")},
+    .up_saw = UP_MAIL_A UP_RCPT_B UP_MAIL_A UP_RCPT_B "RSET\n",
+};
+
 /* ==== the per-state table ================================================== */
 
 /* Every verb in every command state: the reply a client gets. The states
@@ -1819,6 +1836,7 @@ int main(void)
         DIALOGUE(d_upstream_gone_between_transactions),
         DIALOGUE(d_xforward),
         DIALOGUE(d_8bit_downgraded),
+        DIALOGUE(d_upstream_lost_before_data),
         TEST(test_verbs_per_state),
         TEST(test_disconnect_while_waiting),
         TEST(test_concurrent_sessions),
