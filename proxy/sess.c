@@ -328,8 +328,10 @@ void sess_arm_timer(struct sess *s)
 {
     if (s->state == S_CLOSING)
         return;
-    if (s->busy || s->state == S_EOM || s->state == S_LOOKUP || s->state == S_CONNECT) {
-        /* Our turn to work (upstream, plugins): the client is not idle. */
+    if (s->busy || s->slots_head || s->state == S_EOM || s->state == S_LOOKUP ||
+        s->state == S_CONNECT) {
+        /* Our turn to work (upstream, plugins, replies we still owe): the
+         * client is not idle. */
         s->deadline = 0;
         return;
     }

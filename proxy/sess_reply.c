@@ -22,8 +22,8 @@
 /* Write a complete reply (CRLF-terminated lines) to the client now. */
 static void sess_reply__emit(struct sess *s, const char *p, size_t n)
 {
-    if (s->state == S_CLOSING || !s->conn)
-        return;
+    if (s->state == S_CLOSING || !s->conn || s->end_after_reply)
+        return; /* nothing follows a 421 (RFC 5321 §3.8) */
     int code = atoi(p);
     stats_smtp_reply(code);
     if (code == 421)

@@ -47,7 +47,7 @@
 #include "server.h"
 #include "stats.h"
 
-#define WAIT_MS 3000     /* the longest any single wait may take */
+#define WAIT_MS 3000 /* the longest any single wait may take */
 #define MAX_RULES 8
 #define MAX_REPLIES 256
 #define NCLIENTS 4
@@ -57,14 +57,13 @@ static int g_cfgno;
 
 /* server.c's SIGHUP reload reads the command-line overrides, which main.c
  * defines; the daemon's main is not linked here. */
-struct cfg_overrides g_overrides;
 
 /* ==== the fake upstream ================================================== */
 
 enum fu_act {
-    FU_REPLY = 0, /* send `reply` (after `delay_ms`) */
-    FU_CLOSE,     /* close the connection without a reply (after earlier replies) */
-    FU_SILENT,    /* never answer */
+    FU_REPLY = 0,   /* send `reply` (after `delay_ms`) */
+    FU_CLOSE,       /* close the connection without a reply (after earlier replies) */
+    FU_SILENT,      /* never answer */
     FU_REPLY_CLOSE, /* send `reply`, then close */
 };
 
@@ -75,15 +74,15 @@ struct fu_rule {
     const char *reply;
     enum fu_act act;
     unsigned delay_ms;
-    bool once;          /* used up after one match */
+    bool once; /* used up after one match */
 };
 
 struct fu_out {
     struct fu_out *next;
     uint64_t due;
-    char *text;         /* CRLF lines, NULL for a close */
+    char *text; /* CRLF lines, NULL for a close */
     size_t len;
-    char *event;        /* what the event log says when it leaves */
+    char *event; /* what the event log says when it leaves */
 };
 
 struct fake_up;
@@ -94,13 +93,13 @@ struct fu_conn {
     uv_tcp_t tcp;
     uv_timer_t timer;
     int id;
-    bool closing;       /* we closed (or started closing) it */
-    bool eof;           /* the proxy closed its side */
+    bool closing; /* we closed (or started closing) it */
+    bool eof;     /* the proxy closed its side */
     bool in_data, in_tx;
     unsigned nrcpt;
-    buf_t acc;          /* partial line */
-    buf_t seen;         /* every line received, each ending in "\n" (data raw, dot-stuffed) */
-    buf_t body;         /* the message as delivered (unstuffed), "\n" line ends */
+    buf_t acc;  /* partial line */
+    buf_t seen; /* every line received, each ending in "\n" (data raw, dot-stuffed) */
+    buf_t body; /* the message as delivered (unstuffed), "\n" line ends */
     struct fu_out *out_head, *out_tail;
     uint64_t last_due;
 };
@@ -114,7 +113,7 @@ struct fake_up {
     bool used[MAX_RULES];
     struct fu_conn *conns, *conns_tail;
     int nconns;
-    buf_t events;       /* ">line" received, "<reply" sent, "#close", across connections */
+    buf_t events; /* ">line" received, "<reply" sent, "#close", across connections */
 };
 
 static void fu_write_cb(uv_write_t *req, int status)
@@ -435,11 +434,11 @@ struct cli {
     uv_loop_t *loop;
     uv_tcp_t tcp;
     uv_connect_t creq;
-    bool open;          /* handle initialised and not closed */
-    bool closing;       /* uv_close called, its callback not yet run */
+    bool open;    /* handle initialised and not closed */
+    bool closing; /* uv_close called, its callback not yet run */
     bool connected, eof;
-    buf_t rx;           /* everything received */
-    size_t parsed;      /* rx bytes cut into replies */
+    buf_t rx;      /* everything received */
+    size_t parsed; /* rx bytes cut into replies */
     size_t reply_start;
     char *replies[MAX_REPLIES]; /* complete replies, CRLF lines */
     size_t nreplies;
@@ -464,8 +463,7 @@ static void cli_parse(struct cli *c)
         if (len > 3 && p[3] == '-')
             continue;
         assert_true(c->nreplies < MAX_REPLIES);
-        c->replies[c->nreplies++] =
-            strndup(c->rx.ptr + c->reply_start, c->parsed - c->reply_start);
+        c->replies[c->nreplies++] = strndup(c->rx.ptr + c->reply_start, c->parsed - c->reply_start);
         c->reply_start = c->parsed;
     }
 }
@@ -511,8 +509,8 @@ static void cli_open(struct cli *c, int port)
     c->open = true;
     struct sockaddr_in a;
     uv_ip4_addr("127.0.0.1", port, &a);
-    assert_int_equal(uv_tcp_connect(&c->creq, &c->tcp, (const struct sockaddr *)&a,
-                                    cli_connect_cb), 0);
+    assert_int_equal(uv_tcp_connect(&c->creq, &c->tcp, (const struct sockaddr *)&a, cli_connect_cb),
+                     0);
 }
 
 static void cli_send(struct cli *c, const char *p, size_t n)
@@ -545,7 +543,7 @@ struct opts {
     const char *server_cfg;   /* extra [server] lines */
     const char *upstream_cfg; /* extra [upstream] lines */
     const struct fu_rule *rules;
-    bool upstream_down;       /* nothing listens where the upstream should be */
+    bool upstream_down; /* nothing listens where the upstream should be */
 };
 
 struct h {
@@ -555,7 +553,7 @@ struct h {
     bool running;
     struct fake_up fu;
     struct cli cli[NCLIENTS];
-    int port;                 /* the server's SMTP port */
+    int port; /* the server's SMTP port */
 };
 
 static struct h *g_h;
@@ -850,29 +848,44 @@ static void open_client(struct h *h, struct cli *c)
 /* ==== dialogues ============================================================ */
 
 struct step {
-    const char *send;   /* bytes written in one write (NULL: none) */
+    const char *send; /* bytes written in one write (NULL: none) */
     size_t len;
     const char *expect; /* the replies this step brings, '|'-separated prefixes */
     bool eof;           /* then the server closes the connection */
     unsigned pause_ms;  /* run the loop this long before sending */
 };
 
-#define SEND(s, e) {s, sizeof(s) - 1, e, false}
-#define SEND_EOF(s, e) {s, sizeof(s) - 1, e, true}
-#define WAIT(e) {NULL, 0, e, false}
-#define WAIT_EOF(e) {NULL, 0, e, true}
-#define PAUSE_SEND(ms, s, e) {s, sizeof(s) - 1, e, false, ms}
+#define SEND(s, e)                                                                                 \
+    {                                                                                              \
+        s, sizeof(s) - 1, e, false                                                                 \
+    }
+#define SEND_EOF(s, e)                                                                             \
+    {                                                                                              \
+        s, sizeof(s) - 1, e, true                                                                  \
+    }
+#define WAIT(e)                                                                                    \
+    {                                                                                              \
+        NULL, 0, e, false                                                                          \
+    }
+#define WAIT_EOF(e)                                                                                \
+    {                                                                                              \
+        NULL, 0, e, true                                                                           \
+    }
+#define PAUSE_SEND(ms, s, e)                                                                       \
+    {                                                                                              \
+        s, sizeof(s) - 1, e, false, ms                                                             \
+    }
 #define MAX_STEPS 12
 
 struct dialogue {
     struct opts o;
     struct step steps[MAX_STEPS];
-    const char *up_saw;    /* the session transcript, exactly (NULL: not checked) */
-    const char *up_order;  /* events that must occur in this order */
-    const char *up_body;   /* the message the upstream received, unstuffed */
-    const char *rx_lacks;  /* text no reply may contain */
-    const char *up_lacks;  /* text no upstream event may contain */
-    unsigned min_ms;       /* the dialogue takes at least this long */
+    const char *up_saw;   /* the session transcript, exactly (NULL: not checked) */
+    const char *up_order; /* events that must occur in this order */
+    const char *up_body;  /* the message the upstream received, unstuffed */
+    const char *rx_lacks; /* text no reply may contain */
+    const char *up_lacks; /* text no upstream event may contain */
+    unsigned min_ms;      /* the dialogue takes at least this long */
 };
 
 #define EHLO_OK SEND("EHLO c.test\r\n", "250-sluice.test Hello c.test")
@@ -919,8 +932,8 @@ static void run_dialogue(void **state)
     /* Exactly one reply per command: nothing more came before the close. */
     if (c->nreplies != total || c->parsed != c->rx.len) {
         h_dump(h, c);
-        fail_msg("%zu replies (+%zu stray bytes), want %zu", c->nreplies,
-                 c->rx.len - c->parsed, total);
+        fail_msg("%zu replies (+%zu stray bytes), want %zu", c->nreplies, c->rx.len - c->parsed,
+                 total);
     }
     cli_close(c);
     wait_idle(h);
@@ -949,8 +962,8 @@ static void run_dialogue(void **state)
     }
     if (d->up_lacks) {
         char *t = fu_transcript(&h->fu);
-        bool seen = strstr(t, d->up_lacks) ||
-                    (h->fu.events.ptr && strstr(h->fu.events.ptr, d->up_lacks));
+        bool seen =
+            strstr(t, d->up_lacks) || (h->fu.events.ptr && strstr(h->fu.events.ptr, d->up_lacks));
         free(t);
         if (seen) {
             h_dump(h, c);
@@ -1046,8 +1059,8 @@ static const struct dialogue d_nested_mail = {
 };
 
 static const struct dialogue d_unknown_verb = {
-    .steps = {SEND("FROB x\r\n", "500 5.5.1 Error: command not recognized"),
-              EHLO_OK, SEND("MAILX FROM:<a@x.test>\r\n", "500 5.5.1")},
+    .steps = {SEND("FROB x\r\n", "500 5.5.1 Error: command not recognized"), EHLO_OK,
+              SEND("MAILX FROM:<a@x.test>\r\n", "500 5.5.1")},
     .up_saw = "",
 };
 
@@ -1070,33 +1083,32 @@ static const struct dialogue d_nul_in_command = {
 static const struct dialogue d_helo_syntax = {
     .steps = {SEND("HELO\r\n", "501 5.5.4 Syntax: HELO hostname"),
               SEND("EHLO\r\n", "501 5.5.4 Syntax: EHLO hostname"),
-              SEND("HELO a b\r\n", "501 5.5.4"),
-              SEND("EHLO a\tb\r\n", "501 5.5.4"),
+              SEND("HELO a b\r\n", "501 5.5.4"), SEND("EHLO a\tb\r\n", "501 5.5.4"),
               /* still no HELO: a transaction is refused */
-              SEND(MAIL_A, "503 5.5.1"),
-              SEND("HELO c.test\r\n", "250 2.0.0 sluice.test"),
+              SEND(MAIL_A, "503 5.5.1"), SEND("HELO c.test\r\n", "250 2.0.0 sluice.test"),
               SEND(MAIL_A, "250 2.1.0")},
     .up_saw = UP_MAIL_A "RSET\n",
 };
 
 static const struct dialogue d_line_too_long = {
-    .steps = {EHLO_OK,
-              SEND("NOOP xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-                   "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-                   "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-                   "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-                   "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-                   "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-                   "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-                   "\r\nNOOP\r\n",
-                   "500 5.5.2 Error: line too long|250 2.0.0")},
+    .steps =
+        {EHLO_OK,
+         SEND("NOOP xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+              "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+              "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+              "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+              "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+              "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+              "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+              "\r\nNOOP\r\n",
+              "500 5.5.2 Error: line too long|250 2.0.0")},
     .up_saw = "",
 };
 
 static const struct dialogue d_simple_verbs = {
     .steps = {SEND("NOOP\r\n", "250 2.0.0 Ok"), SEND("HELP\r\n", "214 2.0.0"),
-              SEND("VRFY postmaster\r\n", "252 2.1.5"), SEND("RSET\r\n", "250 2.0.0 Ok"),
-              EHLO_OK, SEND("RSET\r\n", "250 2.0.0 Ok")},
+              SEND("VRFY postmaster\r\n", "252 2.1.5"), SEND("RSET\r\n", "250 2.0.0 Ok"), EHLO_OK,
+              SEND("RSET\r\n", "250 2.0.0 Ok")},
     .up_saw = "",
     .rx_lacks = "STARTTLS",
 };
@@ -1114,8 +1126,7 @@ static const struct dialogue d_starttls_without_tls = {
 static const struct dialogue d_pipelining = {
     .o = {.rules = rules_queued},
     .steps = {EHLO_OK,
-              SEND(MAIL_A RCPT_B RCPT_C "DATA\r\n",
-                   "250 2.1.0 Ok|250 2.1.5 Ok|250 2.1.5 Ok|354 "),
+              SEND(MAIL_A RCPT_B RCPT_C "DATA\r\n", "250 2.1.0 Ok|250 2.1.5 Ok|250 2.1.5 Ok|354 "),
               SEND("Subject: t\r\n\r\nhello\r\n.\r\n", "250 2.0.0 Ok: queued as ABC123")},
     .up_saw = UP_MAIL_A UP_RCPT_B UP_RCPT_C "DATA\nSubject: t\n\nhello\n.\n",
     .up_body = "Subject: t\n\nhello\n",
@@ -1123,9 +1134,8 @@ static const struct dialogue d_pipelining = {
 
 /* The whole message, pipelined with the envelope in one write. */
 static const struct dialogue d_pipelining_whole = {
-    .steps = {EHLO_OK,
-              SEND(MAIL_A RCPT_B "DATA\r\nSubject: t\r\n\r\nbody\r\n.\r\nNOOP\r\n",
-                   "250 2.1.0|250 2.1.5|354 |250 2.0.0 Ok: queued as FAKE|250 2.0.0 Ok")},
+    .steps = {EHLO_OK, SEND(MAIL_A RCPT_B "DATA\r\nSubject: t\r\n\r\nbody\r\n.\r\nNOOP\r\n",
+                            "250 2.1.0|250 2.1.5|354 |250 2.0.0 Ok: queued as FAKE|250 2.0.0 Ok")},
     .up_saw = UP_MAIL_A UP_RCPT_B "DATA\nSubject: t\n\nbody\n.\n",
 };
 
@@ -1141,8 +1151,9 @@ static const struct dialogue d_barrier_rset = {
 
 static const struct dialogue d_barrier_ehlo = {
     .o = {.rules = rules_slow_tx},
-    .steps = {EHLO_OK, SEND(MAIL_A RCPT_B "EHLO d.test\r\n",
-                            "250 2.1.0|250 2.1.5|250-sluice.test Hello d.test"),
+    .steps = {EHLO_OK,
+              SEND(MAIL_A RCPT_B "EHLO d.test\r\n",
+                   "250 2.1.0|250 2.1.5|250-sluice.test Hello d.test"),
               /* EHLO reset the transaction */
               SEND(RCPT_C, "503 5.5.1")},
     .up_saw = UP_MAIL_A UP_RCPT_B "RSET\n",
@@ -1151,8 +1162,8 @@ static const struct dialogue d_barrier_ehlo = {
 
 static const struct dialogue d_barrier_quit = {
     .o = {.rules = rules_slow_tx},
-    .steps = {EHLO_OK, SEND_EOF(MAIL_A RCPT_B "QUIT\r\nNOOP\r\n",
-                                "250 2.1.0|250 2.1.5|221 2.0.0 Bye")},
+    .steps = {EHLO_OK,
+              SEND_EOF(MAIL_A RCPT_B "QUIT\r\nNOOP\r\n", "250 2.1.0|250 2.1.5|221 2.0.0 Bye")},
     .up_saw = UP_MAIL_A UP_RCPT_B "RSET\n",
     .up_order = ">" UP_MAIL_A ">" UP_RCPT_B "<250 2.1.0 Ok\n<250 2.1.5 Ok\n>RSET\n",
 };
@@ -1169,8 +1180,8 @@ static const struct dialogue d_mail_refused = {
 /* ... even when the upstream (out of protocol) accepts those RCPTs. */
 static const struct dialogue d_mail_refused_rcpt_accepted = {
     .o = {.rules = rules_mail_451_rcpt_250},
-    .steps = {EHLO_OK, SEND(MAIL_A RCPT_B RCPT_C "DATA\r\n",
-                            "451 4.3.0|503 5.5.1|503 5.5.1|503 5.5.1")},
+    .steps = {EHLO_OK,
+              SEND(MAIL_A RCPT_B RCPT_C "DATA\r\n", "451 4.3.0|503 5.5.1|503 5.5.1|503 5.5.1")},
     .up_saw = UP_MAIL_A UP_RCPT_B UP_RCPT_C,
 };
 
@@ -1189,8 +1200,7 @@ static const struct dialogue d_rcpt_refused_all = {
               SEND(MAIL_A "RCPT TO:<bad@x.test>\r\nRCPT TO:<bad2@x.test>\r\nDATA\r\n",
                    "250 2.1.0|550 5.1.1|550 5.1.1|554 5.5.1 Error: no valid recipients"),
               /* the transaction is still open: a good RCPT makes DATA work */
-              SEND(RCPT_B "DATA\r\n", "250 2.1.5|354 "),
-              SEND(".\r\n", "250 2.0.0")},
+              SEND(RCPT_B "DATA\r\n", "250 2.1.5|354 "), SEND(".\r\n", "250 2.0.0")},
     .up_saw = UP_MAIL_A "RCPT TO:<bad@x.test>\nRCPT TO:<bad2@x.test>\n" UP_RCPT_B "DATA\n.\n",
 };
 
@@ -1245,8 +1255,7 @@ static const struct dialogue d_upstream_lost_after_mail = {
 static const struct dialogue d_upstream_lost_at_dot = {
     .o = {.rules = rules_lost_at_dot},
     .steps = {EHLO_OK, SEND(MAIL_A RCPT_B "DATA\r\n", "250|250|354"),
-              SEND("Subject: t\r\n\r\nx\r\n.\r\n", "451 4.4.2"),
-              SEND("NOOP\r\n", "250 2.0.0")},
+              SEND("Subject: t\r\n\r\nx\r\n.\r\n", "451 4.4.2"), SEND("NOOP\r\n", "250 2.0.0")},
     .up_saw = UP_MAIL_A UP_RCPT_B "DATA\nSubject: t\n\nx\n.\n",
 };
 
@@ -1254,8 +1263,7 @@ static const struct dialogue d_upstream_timeout = {
     .o = {.rules = rules_rcpt_silent, .upstream_cfg = "command_timeout = 300ms\n"},
     .steps = {EHLO_OK, SEND(MAIL_A RCPT_B, "250 2.1.0|451 4.4.2 Upstream server timed out"),
               /* the upstream is gone: a further RCPT fails too, DATA has nobody */
-              SEND(RCPT_C, "451 4.4.2"),
-              SEND("DATA\r\n", "554 5.5.1"),
+              SEND(RCPT_C, "451 4.4.2"), SEND("DATA\r\n", "554 5.5.1"),
               SEND("RSET\r\n" MAIL_A RCPT_B, "250 2.0.0|250 2.1.0|250 2.1.5")},
     .up_saw = UP_MAIL_A UP_RCPT_B UP_MAIL_A UP_RCPT_B "RSET\n",
     .min_ms = 250,
@@ -1274,10 +1282,8 @@ static const struct dialogue d_upstream_unreachable = {
 };
 
 static const struct dialogue d_rset_mid_transaction = {
-    .steps = {EHLO_OK, SEND(MAIL_A RCPT_B, "250 2.1.0|250 2.1.5"),
-              SEND("RSET\r\n", "250 2.0.0 Ok"),
-              SEND(RCPT_C, "503 5.5.1"),
-              SEND(MAIL_A RCPT_C "DATA\r\n", "250 2.1.0|250 2.1.5|354"),
+    .steps = {EHLO_OK, SEND(MAIL_A RCPT_B, "250 2.1.0|250 2.1.5"), SEND("RSET\r\n", "250 2.0.0 Ok"),
+              SEND(RCPT_C, "503 5.5.1"), SEND(MAIL_A RCPT_C "DATA\r\n", "250 2.1.0|250 2.1.5|354"),
               SEND(".\r\n", "250 2.0.0")},
     .up_saw = UP_MAIL_A UP_RCPT_B "RSET\n" UP_MAIL_A UP_RCPT_C "DATA\n.\n",
 };
@@ -1290,8 +1296,7 @@ static const struct dialogue d_quit = {
 static const struct dialogue d_max_errors = {
     .o = {.server_cfg = "max_errors = 3\n"},
     .steps = {SEND("FROB\r\n", "500 5.5.1"), SEND("HELO\r\n", "501 5.5.4"),
-              SEND_EOF("EXPN x\r\n",
-                       "502 5.5.1|421 4.7.0 sluice.test Error: too many errors")},
+              SEND_EOF("EXPN x\r\n", "502 5.5.1|421 4.7.0 sluice.test Error: too many errors")},
 };
 
 static const struct dialogue d_max_errors_pipelined = {
@@ -1346,8 +1351,9 @@ static const struct dialogue d_upstream_421 = {
     .steps = {EHLO_OK, SEND_EOF(MAIL_A RCPT_B "NOOP\r\n", "250 2.1.0|421 4.3.2 Shutting down")},
 };
 
-#define EHLO_XCLIENT "250-fake.test\n250-PIPELINING\n250-XCLIENT ADDR PORT NAME PROTO HELO\n" \
-                     "250 ENHANCEDSTATUSCODES"
+#define EHLO_XCLIENT                                                                               \
+    "250-fake.test\n250-PIPELINING\n250-XCLIENT ADDR PORT NAME PROTO HELO\n"                       \
+    "250 ENHANCEDSTATUSCODES"
 static const struct fu_rule rules_xclient[] = {
     {"EHLO", EHLO_XCLIENT, FU_REPLY, 0, false},
     {"XCLIENT", "220 fake.test ESMTP", FU_REPLY, 0, false},
@@ -1397,7 +1403,7 @@ static const struct dialogue d_message_too_large = {
     .o = {.server_cfg = "max_message_size = 1k\n"},
     .steps = {EHLO_OK, SEND(MAIL_A RCPT_B "DATA\r\n", "250|250|354"),
               SEND("Subject: big\r\n\r\n" L70 L70 L70 L70 L70 L70 L70 L70 L70 L70 L70 L70 L70 L70
-                   L70 L70 ".\r\n",
+                       L70 L70 ".\r\n",
                    "552 5.3.4 Error: message too large"),
               SEND(MAIL_A, "250 2.1.0")},
     .up_saw = UP_MAIL_A UP_RCPT_B "RSET\n" UP_MAIL_A "RSET\n",
@@ -1410,7 +1416,7 @@ static const struct dialogue d_mixed_local_and_upstream_replies = {
     .o = {.rules = rules_slow_tx},
     .steps = {EHLO_OK,
               SEND(MAIL_A "NOOP\r\nRCPT TO:<no-brackets@x.test\r\n" RCPT_B "RCPT TO:<>\r\n" RCPT_C
-                   "DATA\r\n",
+                          "DATA\r\n",
                    "250 2.1.0 Ok|250 2.0.0 Ok|501 5.1.3|250 2.1.5 Ok|501 5.1.3|250 2.1.5 Ok|354"),
               SEND(".\r\n", "250 2.0.0")},
     .up_saw = UP_MAIL_A UP_RCPT_B UP_RCPT_C "DATA\n.\n",
@@ -1426,8 +1432,8 @@ static const struct dialogue d_max_recipients = {
 };
 
 static const struct fu_rule rules_replies_as_written[] = {
-    {"RCPT TO:<multi", "550-5.1.1 first line\n550-5.1.1 second line\n550 5.1.1 last line",
-     FU_REPLY, 0, false},
+    {"RCPT TO:<multi", "550-5.1.1 first line\n550-5.1.1 second line\n550 5.1.1 last line", FU_REPLY,
+     0, false},
     {"RCPT TO:<plain", "250 Ok", FU_REPLY, 0, false},
     {"RCPT TO:<temp", "450 Mailbox busy", FU_REPLY, 0, false},
     {NULL, NULL, 0, 0, false},
@@ -1438,7 +1444,7 @@ static const struct fu_rule rules_replies_as_written[] = {
 static const struct dialogue d_upstream_replies_relayed = {
     .o = {.rules = rules_replies_as_written},
     .steps = {EHLO_OK, SEND(MAIL_A "RCPT TO:<multi@x.test>\r\nRCPT TO:<plain@x.test>\r\n"
-                            "RCPT TO:<temp@x.test>\r\n",
+                                   "RCPT TO:<temp@x.test>\r\n",
                             "250 2.1.0|550-5.1.1 first line\r\n550-5.1.1 second line\r\n"
                             "550 5.1.1 last line\r\n|250 2.0.0 Ok\r\n|450 4.0.0 Mailbox busy\r\n")},
 };
@@ -1459,8 +1465,9 @@ static const struct dialogue d_upstream_gone_between_transactions = {
     .up_saw = UP_MAIL_A UP_RCPT_B "DATA\n.\n" UP_MAIL_A UP_RCPT_C "DATA\n.\n",
 };
 
-#define EHLO_XFORWARD "250-fake.test\n250-PIPELINING\n250-XFORWARD NAME ADDR PROTO HELO\n" \
-                      "250 ENHANCEDSTATUSCODES"
+#define EHLO_XFORWARD                                                                              \
+    "250-fake.test\n250-PIPELINING\n250-XFORWARD NAME ADDR PROTO HELO\n"                           \
+    "250 ENHANCEDSTATUSCODES"
 static const struct fu_rule rules_xforward[] = {
     {"EHLO", EHLO_XFORWARD, FU_REPLY, 0, false},
     {NULL, NULL, 0, 0, false},
@@ -1471,9 +1478,8 @@ static const struct dialogue d_xforward = {
     .o = {.rules = rules_xforward},
     .steps = {EHLO_OK, SEND(MAIL_A RCPT_B "RSET\r\n", "250 2.1.0|250 2.1.5|250 2.0.0"),
               SEND(MAIL_A, "250 2.1.0")},
-    .up_order = ">XFORWARD ADDR=127.0.0.1 PORT=*\n>XFORWARD HELO=c.test\n>" UP_MAIL_A
-                ">" UP_RCPT_B ">RSET\n>XFORWARD ADDR=127.0.0.1 PORT=*\n>XFORWARD HELO=c.test\n>"
-                UP_MAIL_A,
+    .up_order = ">XFORWARD ADDR=127.0.0.1 PORT=*\n>XFORWARD HELO=c.test\n>" UP_MAIL_A ">" UP_RCPT_B
+                ">RSET\n>XFORWARD ADDR=127.0.0.1 PORT=*\n>XFORWARD HELO=c.test\n>" UP_MAIL_A,
 };
 
 static const struct fu_rule rules_7bit_upstream[] = {
@@ -1490,8 +1496,8 @@ static const struct dialogue d_8bit_downgraded = {
                    "Content-Type: text/plain; charset=utf-8\r\n\r\ncaf\xc3\xa9\r\n.\r\n",
                    "250 2.0.0")},
     .up_saw = UP_MAIL_A UP_RCPT_B "DATA\nSubject: t\nMIME-Version: 1.0\n"
-              "Content-Type: text/plain; charset=utf-8\n"
-              "Content-Transfer-Encoding: quoted-printable\n\ncaf=C3=A9\n.\n",
+                                  "Content-Type: text/plain; charset=utf-8\n"
+                                  "Content-Transfer-Encoding: quoted-printable\n\ncaf=C3=A9\n.\n",
     .up_lacks = "\xc3",
 };
 
@@ -1524,7 +1530,9 @@ struct verb_case {
 
 static const struct verb_case verb_cases[] = {
     {"EHLO c2.test", {"250-sluice.test", "250-sluice.test", "250-sluice.test", "250-sluice.test"}},
-    {"HELO c2.test", {"250 2.0.0 sluice.test", "250 2.0.0 sluice.test", "250 2.0.0 sluice.test", "250 2.0.0 sluice.test"}},
+    {"HELO c2.test",
+     {"250 2.0.0 sluice.test", "250 2.0.0 sluice.test", "250 2.0.0 sluice.test",
+      "250 2.0.0 sluice.test"}},
     {"MAIL FROM:<z@x.test>", {"503 5.5.1", "250 2.1.0", "503 5.5.1", "503 5.5.1"}},
     {"RCPT TO:<y@x.test>", {"503 5.5.1", "503 5.5.1", "250 2.1.5", "250 2.1.5"}},
     {"DATA", {"503 5.5.1", "503 5.5.1", "554 5.5.1", "354 "}},
@@ -1780,8 +1788,14 @@ static int group_teardown(void **state)
     return system(cmd) == 0 ? 0 : -1;
 }
 
-#define DIALOGUE(d) {#d + 2, run_dialogue, h_setup, h_teardown, (void *)&d}
-#define TEST(f) {#f, f, h_setup, h_teardown, NULL}
+#define DIALOGUE(d)                                                                                \
+    {                                                                                              \
+#d + 2, run_dialogue, h_setup, h_teardown, (void *)&d                                      \
+    }
+#define TEST(f)                                                                                    \
+    {                                                                                              \
+#f, f, h_setup, h_teardown, NULL                                                           \
+    }
 
 int main(void)
 {
