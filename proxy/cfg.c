@@ -378,6 +378,25 @@ int cfg_parse_size(const char *text, uint64_t *out)
     return 0;
 }
 
+int cfg_parse_uint(const char *text, uint64_t *out)
+{
+    uint64_t v;
+    if (!text || cfg__uint(text, &v) != 0)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int cfg_parse_enum(const char *text, const char *const *choices, int *out)
+{
+    for (int i = 0; text && choices[i]; i++)
+        if (strcmp(text, choices[i]) == 0) {
+            *out = i;
+            return 0;
+        }
+    return -1;
+}
+
 int cfg_parse_bool(const char *text, bool *out)
 {
     static const char *const yes[] = {"yes", "true", "on", "1"};
@@ -682,11 +701,8 @@ static void cfg__set(struct cfg__load *s, const struct cfg__key *k, void *base, 
     }
 
     case T_ENUM:
-        for (int i = 0; k->choices[i]; i++)
-            if (strcmp(value, k->choices[i]) == 0) {
-                *(int *)field = i;
-                return;
-            }
+        if (cfg_parse_enum(value, k->choices, (int *)field) == 0)
+            return;
         {
             buf_t b = BUF_INIT;
             for (int i = 0; k->choices[i]; i++)

@@ -28,6 +28,9 @@
 
 #include "log.h"
 #include "msg.h"
+#include "plugcfg.h"
+#include "plugdone.h"
+#include "plughdr.h"
 #include "smtp_cmd.h"
 #include "stats.h"
 
@@ -613,6 +616,7 @@ static void hc_unref(struct host_conn *hc)
     free(hc->spare);
     pthread_mutex_destroy(&hc->mu);
     uv_close((uv_handle_t *)hc->timer, hc_timer_close_cb);
+    plugdone_detach(hc->loop);
     free(hc);
 }
 
@@ -636,6 +640,7 @@ struct host_conn *host_conn_new(uv_loop_t *loop, const struct sess_info *info)
     pthread_mutex_init(&hc->mu, NULL);
     uv_timer_init(loop, hc->timer);
     hc->timer->data = hc;
+    plugdone_attach(loop);
     return hc;
 }
 
@@ -2033,6 +2038,9 @@ static void *api_tx_data_get(sluice_ctx *ctx)
 
 static void api_complete(sluice_ctx *ctx, int verdict)
 {
+    /* From a plugin thread: the loop calls us again with the same answer. */
+    if (plugdone_post(ctx->hc->loop, ctx, verdict, api_complete))
+        return;
     if (!ctx->outstanding || ctx->completed)
         return;
     ctx->completed = true;
@@ -2106,4 +2114,16 @@ static const struct sluice_host_api host_api = {
     .complete = api_complete,
     .event_loop = api_event_loop,
     .current_rcpt_params = api_current_rcpt_params,
+    .config_load = plugcfg_api_load,
+    .header_fold = plughdr_fold,
 };
+
+const struct sluice_host_api *host_api_table(void)
+{
+    return &host_api;
+}
+
+const struct cfg *host_inst_cfg(const sluice_instance *inst)
+{
+    return inst->cfg;
+}
