@@ -216,7 +216,9 @@ static char *rw_eval__lower(const char *s)
     return p;
 }
 
-int rw_eval_addr(const struct rw_rule *r, const struct rw_env *env, struct rw_scratch *sc, const char *addr,
+/* One envelope rule's address transformation, without its conditions
+ * (RW_KEEP, RW_CHANGED with *out, RW_SRS_BAD). */
+static int rw_eval_addr(const struct rw_rule *r, const struct rw_env *env, struct rw_scratch *sc, const char *addr,
                  char **out)
 {
     char *n = NULL;

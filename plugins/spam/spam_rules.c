@@ -54,11 +54,6 @@ static const char *const spam_rules__type_names[SPAM_RULE_TYPE_COUNT] = {
     "header", "body", "rawbody", "full", "uri", "meta",
 };
 
-const char *spam_rule_type_name(enum spam_rule_type t)
-{
-    return (unsigned)t < SPAM_RULE_TYPE_COUNT ? spam_rules__type_names[t] : "?";
-}
-
 /* ---- errors ------------------------------------------------------------ */
 
 static void spam_rules__err(struct spam_rules_builder *b, const char *file, unsigned line,

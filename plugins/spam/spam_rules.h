@@ -169,7 +169,5 @@ void spam_ruleset_unref(struct spam_ruleset *rs);
 /* Index of rule `name`, or -1. */
 long spam_ruleset_find(const struct spam_ruleset *rs, const char *name);
 
-/* "header", "body", ... */
-const char *spam_rule_type_name(enum spam_rule_type t);
 
 #endif
