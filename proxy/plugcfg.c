@@ -27,8 +27,8 @@
 /* The keys of a plugin section that belong to the host: cfg.c's plugin
  * keys and the loader's quarantine_reply. */
 static const char *const plugcfg__host_keys[] = {
-    "path", "timeout", "failure", "breaker_failures", "breaker_window", "breaker_cooldown",
-    "quarantine_reply", NULL,
+    "path",           "timeout",          "failure",          "breaker_failures",
+    "breaker_window", "breaker_cooldown", "quarantine_reply", NULL,
 };
 
 int plugcfg_host_key(const char *key)
@@ -143,8 +143,8 @@ static void plugcfg__set(struct plugcfg__run *r, const struct sluice_config_key 
             ok = cfg_parse_size(text, &v) == 0;
             lim = UINT64_MAX;
             if (!ok)
-                plugcfg__err(r, k->name, "%snot a size '%s' (use e.g. 65536, 64k, 25M, 1G)%s",
-                             what, text, bug);
+                plugcfg__err(r, k->name, "%snot a size '%s' (use e.g. 65536, 64k, 25M, 1G)%s", what,
+                             text, bug);
         }
         if (!ok)
             return;
@@ -190,7 +190,8 @@ static void plugcfg__set(struct plugcfg__run *r, const struct sluice_config_key 
             plugcfg__err(r, k->name, "%scontrol characters in a path%s", what, bug);
             return;
         }
-        if (k->type == SLUICE_CONFIG_PATH && (k->flags & SLUICE_CONFIG_ABSOLUTE) && text[0] != '/') {
+        if (k->type == SLUICE_CONFIG_PATH && (k->flags & SLUICE_CONFIG_ABSOLUTE) &&
+            text[0] != '/') {
             plugcfg__err(r, k->name, "%s'%s' is not an absolute path%s", what, text, bug);
             return;
         }
@@ -212,12 +213,14 @@ static void plugcfg__set(struct plugcfg__run *r, const struct sluice_config_key 
 static bool plugcfg__entry_ok(struct plugcfg__run *r, const struct sluice_config_key *k)
 {
     if (k->type < SLUICE_CONFIG_BOOL || k->type > SLUICE_CONFIG_STRING) {
-        plugcfg__err(r, k->name, "unknown key type %u in the plugin's key table (a bug in the plugin)",
+        plugcfg__err(r, k->name,
+                     "unknown key type %u in the plugin's key table (a bug in the plugin)",
                      (unsigned)k->type);
         return false;
     }
     if (k->type == SLUICE_CONFIG_ENUM && !k->choices) {
-        plugcfg__err(r, k->name, "enum key without choices in the plugin's key table (a bug in the plugin)");
+        plugcfg__err(r, k->name,
+                     "enum key without choices in the plugin's key table (a bug in the plugin)");
         return false;
     }
     return true;
@@ -245,8 +248,8 @@ static bool plugcfg__in_table(const struct sluice_config_key *keys, size_t key_s
     }
 }
 
-int plugcfg_load(const struct sluice_config_key *keys, size_t key_size, void *base,
-                 uint32_t flags, const struct plugcfg_io *io)
+int plugcfg_load(const struct sluice_config_key *keys, size_t key_size, void *base, uint32_t flags,
+                 const struct plugcfg_io *io)
 {
     struct plugcfg__run r = {io, 0};
     /* The first published key struct ends with `choices`. */
@@ -266,7 +269,8 @@ int plugcfg_load(const struct sluice_config_key *keys, size_t key_size, void *ba
         const char *v = io->get(io->ud, k.name);
         bool text = k.type == SLUICE_CONFIG_PATH || k.type == SLUICE_CONFIG_STRING;
         /* As in the daemon's own sections, an empty text value is "unset". */
-        if (v && !*v && text && !(k.type == SLUICE_CONFIG_STRING && (k.flags & SLUICE_CONFIG_KEEP_EMPTY)))
+        if (v && !*v && text &&
+            !(k.type == SLUICE_CONFIG_STRING && (k.flags & SLUICE_CONFIG_KEEP_EMPTY)))
             v = NULL;
         if (v) {
             plugcfg__set(&r, &k, field, v, "");
@@ -324,8 +328,8 @@ static const char *plugcfg__key_at(void *ud, size_t want)
     return NULL;
 }
 
-int plugcfg_api_load(sluice_instance *inst, const struct sluice_config_key *keys,
-                     size_t key_size, void *base, uint32_t flags)
+int plugcfg_api_load(sluice_instance *inst, const struct sluice_config_key *keys, size_t key_size,
+                     void *base, uint32_t flags)
 {
     struct plugcfg__inst x = {.inst = inst, .api = host_api_table(), .cfg = host_inst_cfg(inst)};
     snprintf(x.section, sizeof x.section, "plugin %s", x.api->instance_name(inst));

@@ -43,16 +43,16 @@ struct plugcfg_io {
 /* Fill `base` from io as `keys` (entries key_size bytes apart) say; flags
  * are config_load()'s. Returns the number of problems reported (0 = every
  * key is valid and stored). */
-int plugcfg_load(const struct sluice_config_key *keys, size_t key_size, void *base,
-                 uint32_t flags, const struct plugcfg_io *io);
+int plugcfg_load(const struct sluice_config_key *keys, size_t key_size, void *base, uint32_t flags,
+                 const struct plugcfg_io *io);
 
 /* Is `key` one of the keys the host itself reads in a [plugin NAME]
  * section (path, timeout, failure, ...)? */
 int plugcfg_host_key(const char *key);
 
 /* The host API member config_load (0, or -1 after reporting). */
-int plugcfg_api_load(sluice_instance *inst, const struct sluice_config_key *keys,
-                     size_t key_size, void *base, uint32_t flags);
+int plugcfg_api_load(sluice_instance *inst, const struct sluice_config_key *keys, size_t key_size,
+                     void *base, uint32_t flags);
 
 /*
  * Provided by the plugin loader (host.c) for this module: the API table

@@ -23,9 +23,9 @@ struct plugdone__item {
 struct plugdone__loop {
     struct plugdone__loop *next;
     uv_loop_t *loop;
-    pthread_t thread;       /* the loop's thread (where attach ran) */
-    unsigned users;         /* attached connections */
-    uv_async_t *async;      /* owned; freed by its close callback */
+    pthread_t thread;  /* the loop's thread (where attach ran) */
+    unsigned users;    /* attached connections */
+    uv_async_t *async; /* owned; freed by its close callback */
     struct plugdone__item *head, **tail;
 };
 

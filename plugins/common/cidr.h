@@ -26,9 +26,10 @@ struct cidr_list {
 };
 
 /* cidr_parse() flags */
-#define CIDR_HOST_BITS_OK 1u /* "10.1.2.3/8" means 10.0.0.0/8; without it a
-                                network with host bits set is refused (a
-                                typo in the prefix length, usually) */
+#define CIDR_HOST_BITS_OK                                                                          \
+    1u /* "10.1.2.3/8" means 10.0.0.0/8; without it a                                              \
+          network with host bits set is refused (a                                                 \
+          typo in the prefix length, usually) */
 
 /* Parse one network. 0, or -1 with the reason in err (the text quoted). */
 int cidr_parse(const char *text, unsigned flags, struct cidr *out, char *err, size_t errlen);

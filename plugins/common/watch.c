@@ -24,9 +24,9 @@ struct watch {
     unsigned interval_ms;
 
     pthread_mutex_t mu;
-    void *obj;          /* current; one reference held */
-    uint64_t sig;       /* files of the last build attempt */
-    uint64_t last_ms;   /* last check started */
+    void *obj;        /* current; one reference held */
+    uint64_t sig;     /* files of the last build attempt */
+    uint64_t last_ms; /* last check started */
     bool busy;
     bool stopped;
     int refs;

@@ -56,20 +56,29 @@ struct ar_conf {
 };
 
 static const struct sluice_config_key ar_keys[] = {
-    {.name = "reject_domain", .type = SLUICE_CONFIG_STRING, .flags = SLUICE_CONFIG_REQUIRED,
+    {.name = "reject_domain",
+     .type = SLUICE_CONFIG_STRING,
+     .flags = SLUICE_CONFIG_REQUIRED,
      .offset = offsetof(struct ar_conf, reject_domain)},
-    {.name = "delay", .type = SLUICE_CONFIG_DURATION, .def = "0ms", .max = 60000,
+    {.name = "delay",
+     .type = SLUICE_CONFIG_DURATION,
+     .def = "0ms",
+     .max = 60000,
      .offset = offsetof(struct ar_conf, delay_ms)},
-    {.name = "reject_text", .type = SLUICE_CONFIG_STRING, .def = "No such user here",
-     .flags = SLUICE_CONFIG_PRINTABLE, .max = 200, .offset = offsetof(struct ar_conf, reject_text)},
+    {.name = "reject_text",
+     .type = SLUICE_CONFIG_STRING,
+     .def = "No such user here",
+     .flags = SLUICE_CONFIG_PRINTABLE,
+     .max = 200,
+     .offset = offsetof(struct ar_conf, reject_text)},
     {.name = NULL},
 };
 
 struct ar_job {
     struct ar_job *next;
     sluice_ctx *ctx;
-    char *rcpt;             /* owned copy: host strings die with the hook */
-    struct timespec due;    /* CLOCK_MONOTONIC */
+    char *rcpt;          /* owned copy: host strings die with the hook */
+    struct timespec due; /* CLOCK_MONOTONIC */
 };
 
 struct ar {
@@ -78,8 +87,8 @@ struct ar {
     sluice_counter *c_lookups;
     pthread_t worker;
     bool started;
-    pthread_mutex_t mu;     /* guards everything below */
-    pthread_cond_t cv;      /* a job was queued, or stop */
+    pthread_mutex_t mu; /* guards everything below */
+    pthread_cond_t cv;  /* a job was queued, or stop */
     struct ar_job *head, **tail;
     bool stop;
 };
@@ -200,7 +209,8 @@ static int ar_init(const struct sluice_host_api *api, sluice_instance *inst, voi
             return -1;
         }
         a->started = true;
-        a->c_lookups = api->counter_new(inst, "lookups", "Recipient lookups, by result", "result", 2);
+        a->c_lookups =
+            api->counter_new(inst, "lookups", "Recipient lookups, by result", "result", 2);
     }
     *data = a;
     return 0;

@@ -69,6 +69,7 @@ static int old_data(sluice_ctx *ctx)
     return SLUICE_CONTINUE;
 }
 
-SLUICE_PLUGIN_DEFINE(.name = "oldabi", .version = "1", .description = "built against ABI 1's first header",
+SLUICE_PLUGIN_DEFINE(.name = "oldabi", .version = "1",
+                     .description = "built against ABI 1's first header",
                      .capabilities = SLUICE_CAP_HEADERS, .init = old_init, .on_rcpt = old_rcpt,
                      .on_data = old_data);

@@ -65,21 +65,44 @@ struct conf {
 
 static const char *const modes[] = {"verify", "sign", NULL};
 
-
 static const struct sluice_config_key keys[] = {
-    {.name = "flag", .type = SLUICE_CONFIG_BOOL, .offset = offsetof(struct conf, flag), .def = "yes"},
-    {.name = "n", .type = SLUICE_CONFIG_UNSIGNED, .offset = offsetof(struct conf, n), .def = "7",
-     .min = 1, .max = 100},
-    {.name = "ms", .type = SLUICE_CONFIG_DURATION, .offset = offsetof(struct conf, ms), .def = "5s",
-     .min = 100, .max = 60000},
-    {.name = "size", .type = SLUICE_CONFIG_SIZE, .offset = offsetof(struct conf, size), .def = "256k",
-     .min = 1024, .max = 64ULL << 20},
-    {.name = "mode", .type = SLUICE_CONFIG_ENUM, .offset = offsetof(struct conf, mode), .def = "verify",
+    {.name = "flag",
+     .type = SLUICE_CONFIG_BOOL,
+     .offset = offsetof(struct conf, flag),
+     .def = "yes"},
+    {.name = "n",
+     .type = SLUICE_CONFIG_UNSIGNED,
+     .offset = offsetof(struct conf, n),
+     .def = "7",
+     .min = 1,
+     .max = 100},
+    {.name = "ms",
+     .type = SLUICE_CONFIG_DURATION,
+     .offset = offsetof(struct conf, ms),
+     .def = "5s",
+     .min = 100,
+     .max = 60000},
+    {.name = "size",
+     .type = SLUICE_CONFIG_SIZE,
+     .offset = offsetof(struct conf, size),
+     .def = "256k",
+     .min = 1024,
+     .max = 64ULL << 20},
+    {.name = "mode",
+     .type = SLUICE_CONFIG_ENUM,
+     .offset = offsetof(struct conf, mode),
+     .def = "verify",
      .choices = modes},
-    {.name = "path", .type = SLUICE_CONFIG_PATH, .offset = offsetof(struct conf, path),
+    {.name = "path",
+     .type = SLUICE_CONFIG_PATH,
+     .offset = offsetof(struct conf, path),
      .flags = SLUICE_CONFIG_ABSOLUTE},
-    {.name = "text", .type = SLUICE_CONFIG_STRING, .offset = offsetof(struct conf, text),
-     .def = "hello", .flags = SLUICE_CONFIG_PRINTABLE, .max = 10},
+    {.name = "text",
+     .type = SLUICE_CONFIG_STRING,
+     .offset = offsetof(struct conf, text),
+     .def = "hello",
+     .flags = SLUICE_CONFIG_PRINTABLE,
+     .max = 10},
     {.name = NULL},
 };
 
@@ -112,7 +135,7 @@ static void test_values(void **state)
 {
     (void)state;
     static const struct kv kv[] = {
-        {"flag", "Off"}, {"n", "100"}, {"ms", "250ms"}, {"size", "25M"}, {"mode", "sign"},
+        {"flag", "Off"},    {"n", "100"}, {"ms", "250ms"},   {"size", "25M"},    {"mode", "sign"},
         {"path", "/etc/x"}, {"text", ""}, {"timeout", "5s"}, {"failure", "tag"}, {NULL, NULL},
     };
     struct conf c;
@@ -179,9 +202,15 @@ static void test_required_and_bad_defaults(void **state)
 {
     (void)state;
     static const struct sluice_config_key req[] = {
-        {.name = "mode", .type = SLUICE_CONFIG_ENUM, .offset = offsetof(struct conf, mode),
-         .choices = modes, .flags = SLUICE_CONFIG_REQUIRED},
-        {.name = "ms", .type = SLUICE_CONFIG_DURATION, .offset = offsetof(struct conf, ms), .def = "soon"},
+        {.name = "mode",
+         .type = SLUICE_CONFIG_ENUM,
+         .offset = offsetof(struct conf, mode),
+         .choices = modes,
+         .flags = SLUICE_CONFIG_REQUIRED},
+        {.name = "ms",
+         .type = SLUICE_CONFIG_DURATION,
+         .offset = offsetof(struct conf, ms),
+         .def = "soon"},
         {.name = "n", .type = 99, .offset = offsetof(struct conf, n)},
         {.name = NULL},
     };
@@ -189,10 +218,11 @@ static void test_required_and_bad_defaults(void **state)
     struct fake f = {0};
     struct plugcfg_io io = {fake_get, fake_err, fake_key_at, &f};
     assert_int_equal(plugcfg_load(req, sizeof req[0], &c, 0, &io), 3);
-    assert_string_equal(f.errs,
-                        "mode: required key missing\n"
-                        "ms: default not a duration 'soon' (use e.g. 500ms, 30s, 5m, 1h) (a bug in the plugin)\n"
-                        "n: unknown key type 99 in the plugin's key table (a bug in the plugin)\n");
+    assert_string_equal(
+        f.errs,
+        "mode: required key missing\n"
+        "ms: default not a duration 'soon' (use e.g. 500ms, 30s, 5m, 1h) (a bug in the plugin)\n"
+        "n: unknown key type 99 in the plugin's key table (a bug in the plugin)\n");
 }
 
 /* A table built with a larger (future) key struct: the stride is honoured. */
@@ -203,8 +233,16 @@ static void test_key_size(void **state)
         struct sluice_config_key k;
         uint64_t future;
     } big[] = {
-        {{.name = "n", .type = SLUICE_CONFIG_UNSIGNED, .offset = offsetof(struct conf, n), .def = "3"}, 1},
-        {{.name = "flag", .type = SLUICE_CONFIG_BOOL, .offset = offsetof(struct conf, flag), .def = "on"}, 2},
+        {{.name = "n",
+          .type = SLUICE_CONFIG_UNSIGNED,
+          .offset = offsetof(struct conf, n),
+          .def = "3"},
+         1},
+        {{.name = "flag",
+          .type = SLUICE_CONFIG_BOOL,
+          .offset = offsetof(struct conf, flag),
+          .def = "on"},
+         2},
         {{.name = NULL}, 0},
     };
     struct conf c = {0};
@@ -221,7 +259,8 @@ static void test_key_size(void **state)
 static void test_same_grammar_as_daemon(void **state)
 {
     (void)state;
-    static const char *const durations[] = {"30s", "500ms", "5m", "1h", "1.5s", "10 s", "10d", "", "-1"};
+    static const char *const durations[] = {"30s",  "500ms", "5m", "1h", "1.5s",
+                                            "10 s", "10d",   "",   "-1"};
     for (size_t i = 0; i < sizeof durations / sizeof durations[0]; i++) {
         unsigned daemon;
         bool daemon_ok = cfg_parse_duration_ms(durations[i], &daemon) == 0;
