@@ -13,6 +13,9 @@
 #include "host.h"
 #include "log.h"
 #include "msg.h"
+#include "plugcfg.h"
+#include "plugdone.h"
+#include "plughdr.h"
 #include "smtp_cmd.h"
 #include "stats.h"
 #include "xalloc.h"
@@ -454,6 +457,9 @@ static void *api_tx_data_get(sluice_ctx *ctx)
 
 static void api_complete(sluice_ctx *ctx, int verdict)
 {
+    /* From a plugin's own thread: delivered on the loop by plugdone. */
+    if (plugdone_post(host_conn_loop(ctx->hc), ctx, verdict, api_complete))
+        return;
     host_complete(ctx, verdict);
 }
 
@@ -514,6 +520,8 @@ static const struct sluice_host_api host_api = {
     .complete = api_complete,
     .event_loop = api_event_loop,
     .current_rcpt_params = api_current_rcpt_params,
+    .config_load = plugcfg_api_load,
+    .header_fold = plughdr_fold,
 };
 
 const struct sluice_host_api *api_table(void)

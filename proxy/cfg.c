@@ -109,6 +109,7 @@ static const struct cfg__key cfg__keys[] = {
     {SEC_SERVER, "max_connections", T_UINT, O(max_connections), 0, 1, 1000000, NULL, 0},
     {SEC_SERVER, "max_connections_per_ip", T_UINT, O(max_connections_per_ip), 0, 1, 1000000, NULL,
      0},
+    {SEC_SERVER, "ipv6_prefix", T_UINT, O(ipv6_prefix), 0, 16, 128, NULL, 0},
     {SEC_SERVER, "max_message_size", T_U64, O(max_message_size), 0, KIB, 64 * GIB, NULL, 0},
     {SEC_SERVER, "max_recipients", T_UINT, O(max_recipients), 0, 1, 100000, NULL, 0},
     {SEC_SERVER, "max_errors", T_UINT, O(max_errors), 0, 1, 10000, NULL, 0},
@@ -381,6 +382,25 @@ int cfg_parse_size(const char *text, uint64_t *out)
         return -1;
     *out = v;
     return 0;
+}
+
+int cfg_parse_uint(const char *text, uint64_t *out)
+{
+    uint64_t v;
+    if (!text || cfg__uint(text, &v) != 0)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int cfg_parse_enum(const char *text, const char *const *choices, int *out)
+{
+    for (int i = 0; text && choices[i]; i++)
+        if (strcmp(text, choices[i]) == 0) {
+            *out = i;
+            return 0;
+        }
+    return -1;
 }
 
 int cfg_parse_bool(const char *text, bool *out)
@@ -687,11 +707,8 @@ static void cfg__set(struct cfg__load *s, const struct cfg__key *k, void *base, 
     }
 
     case T_ENUM:
-        for (int i = 0; k->choices[i]; i++)
-            if (strcmp(value, k->choices[i]) == 0) {
-                *(int *)field = i;
-                return;
-            }
+        if (cfg_parse_enum(value, k->choices, (int *)field) == 0)
+            return;
         {
             buf_t b = BUF_INIT;
             for (int i = 0; k->choices[i]; i++)

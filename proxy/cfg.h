@@ -142,10 +142,20 @@ const char *cfg_get(const struct cfg *c, const char *section, const char *key, i
 /* Parse "ADDR:PORT" / "[v6]:PORT" / "unix:/path" numerically (no DNS,
  * "localhost" allowed). 0 or -1 with a message in err. */
 int cfg_parse_addr(const char *text, struct cfg_addr *out, char *err, size_t errlen);
-/* "30s", "500ms", "5m", "1h", plain number = seconds. */
+/*
+ * The value grammar of the whole file, shared with the plugins' typed keys
+ * (proxy/plugcfg.c), so one syntax holds in every section. Each returns 0,
+ * or -1 when `text` is not a value of its kind (NULL included).
+ */
+/* "30s", "500ms", "5m", "1h", plain number = seconds; fits in unsigned. */
 int cfg_parse_duration_ms(const char *text, unsigned *out);
 /* "25M", "64k", "1G", plain number = bytes. */
 int cfg_parse_size(const char *text, uint64_t *out);
+/* yes|true|on|1 and no|false|off|0, any case. */
 int cfg_parse_bool(const char *text, bool *out);
+/* Plain decimal digits, no sign, no blanks. */
+int cfg_parse_uint(const char *text, uint64_t *out);
+/* One of the NULL-terminated `choices`, exactly as written; *out is its index. */
+int cfg_parse_enum(const char *text, const char *const *choices, int *out);
 
 #endif

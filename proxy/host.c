@@ -29,6 +29,7 @@
 #include "json.h"
 #include "log.h"
 #include "names.h"
+#include "plugdone.h"
 #include "msg.h"
 #include "stats.h"
 #include "xalloc.h"
@@ -88,6 +89,7 @@ static void host__unref(struct host_conn *hc)
     free(hc->spare);
     pthread_mutex_destroy(&hc->mu);
     uv_close((uv_handle_t *)hc->timer, host__timer_close_cb);
+    plugdone_detach(hc->loop);
     free(hc);
 }
 
@@ -103,6 +105,7 @@ struct host_conn *host_conn_new(uv_loop_t *loop, const struct client_info *info)
     pthread_mutex_init(&hc->mu, NULL);
     uv_timer_init(loop, hc->timer);
     hc->timer->data = hc;
+    plugdone_attach(loop);
     return hc;
 }
 

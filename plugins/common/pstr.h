@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * spam_str: a growable, always NUL-terminated byte string {ptr, len, cap}
- * used by the spam engine's text builders. The struct owns ptr.
- * Allocation failure aborts: the engine runs on messages already bounded
- * by max_scan_size, so running out of memory there is not recoverable.
+ * pstr: a growable, always NUL-terminated byte string {ptr, len, cap}
+ * used by the plugins' engines (spam, rewrite) and plugins/common. The
+ * struct owns ptr. Allocation failure aborts (the daemon's policy too):
+ * the engines run on messages already bounded by their size limits, so
+ * running out of memory there is not recoverable.
  */
 #ifndef SLUICE_PSTR_H
 #define SLUICE_PSTR_H

@@ -17,9 +17,12 @@
  * RSA are blocking). The instance state (struct dkp_inst) is built by
  * init(), read-only afterwards and shared by those threads; the only
  * mutable shared piece, the key cache, has its own lock.
+ *
+ * Keys: one typed key table for both modes (api->config_load, the daemon's
+ * grammar); a key of the other mode is reported as such.
  */
 #include <errno.h>
-#include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,11 +36,12 @@
 #include "dkp_dns.h"
 #include "dkp_key.h"
 #include "dkp_keyfile.h"
-#include "dkp_net.h"
 #include "dkp_policy.h"
 #include "dkp_sign.h"
 #include "dkp_table.h"
 #include "dkp_verify.h"
+
+#include "cidr.h"
 
 #define DKP_MAX_FILE (4 * 1024 * 1024)
 
@@ -45,11 +49,61 @@ enum dkp_mode { DKP_MODE_VERIFY, DKP_MODE_SIGN };
 
 /* Hooks receive only a ctx, so the host's table is kept here; it is the
  * same table for every instance and set before any hook can run. */
-static const struct sluice_host_api *dkp__api;
+SLUICE_API_DECLARE;
+
+/* The section as the key table reads it (strings point into the host's
+ * configuration, valid for the instance's life). */
+struct dkp_conf {
+    int mode; /* enum dkp_mode */
+    /* verify */
+    const char *authserv_id, *keys_file, *dns_servers;
+    unsigned dns_timeout_ms, cache_size, cache_max_ttl_ms, min_key_bits;
+    bool allow_sha1;
+    const char *require_valid_from, *on_fail, *on_temperror;
+    /* sign */
+    const char *signing_table, *internal_networks;
+    bool sign_authenticated;
+    int sender; /* index in dkp__senders */
+    const char *canonicalization, *sign_headers, *oversign_headers;
+};
+
+static const char *const dkp__modes[] = {"verify", "sign", NULL};
+static const char *const dkp__senders[] = {"header", "envelope", "from", NULL};
+
+#define DKP_KEY(n, t, f) .name = n, .type = t, .offset = offsetof(struct dkp_conf, f)
+static const struct sluice_config_key dkp__keys[] = {
+    {DKP_KEY("mode", SLUICE_CONFIG_ENUM, mode), .choices = dkp__modes,
+     .flags = SLUICE_CONFIG_REQUIRED},
+    {DKP_KEY("authserv_id", SLUICE_CONFIG_STRING, authserv_id)},
+    {DKP_KEY("keys_file", SLUICE_CONFIG_PATH, keys_file)},
+    {DKP_KEY("dns_servers", SLUICE_CONFIG_STRING, dns_servers)},
+    {DKP_KEY("dns_timeout", SLUICE_CONFIG_DURATION, dns_timeout_ms), .def = "5s", .min = 100,
+     .max = 60000},
+    {DKP_KEY("cache_size", SLUICE_CONFIG_UNSIGNED, cache_size), .def = "10000", .min = 1,
+     .max = 1000000},
+    {DKP_KEY("cache_max_ttl", SLUICE_CONFIG_DURATION, cache_max_ttl_ms), .def = "1h", .min = 0,
+     .max = 7ULL * 24 * 3600 * 1000},
+    {DKP_KEY("min_key_bits", SLUICE_CONFIG_UNSIGNED, min_key_bits), .def = "1024", .min = 1024,
+     .max = 16384},
+    {DKP_KEY("allow_sha1", SLUICE_CONFIG_BOOL, allow_sha1), .def = "no"},
+    {DKP_KEY("require_valid_from", SLUICE_CONFIG_STRING, require_valid_from)},
+    {DKP_KEY("on_fail", SLUICE_CONFIG_STRING, on_fail)},
+    {DKP_KEY("on_temperror", SLUICE_CONFIG_STRING, on_temperror)},
+    {DKP_KEY("signing_table", SLUICE_CONFIG_PATH, signing_table)},
+    {DKP_KEY("internal_networks", SLUICE_CONFIG_STRING, internal_networks),
+     .def = "127.0.0.0/8, ::1/128"},
+    {DKP_KEY("sign_authenticated", SLUICE_CONFIG_BOOL, sign_authenticated), .def = "yes"},
+    {DKP_KEY("sender", SLUICE_CONFIG_ENUM, sender), .choices = dkp__senders, .def = "header"},
+    {DKP_KEY("canonicalization", SLUICE_CONFIG_STRING, canonicalization)},
+    {DKP_KEY("sign_headers", SLUICE_CONFIG_STRING, sign_headers)},
+    {DKP_KEY("oversign_headers", SLUICE_CONFIG_STRING, oversign_headers)},
+    {.name = NULL},
+};
+#undef DKP_KEY
 
 struct dkp_inst {
-    const struct sluice_host_api *api; /* host's, for the instance's life */
     sluice_instance *inst;
+    struct dkp_conf conf;
     enum dkp_mode mode;
 
     /* verify */
@@ -65,7 +119,7 @@ struct dkp_inst {
     /* sign */
     struct dkp_table table;     /* owned */
     char **pems;                /* owned, one per table entry */
-    struct dkp_netlist nets;    /* owned */
+    struct cidr_list nets;      /* owned */
     int sign_authenticated;
     int sender_envelope;        /* 1: envelope sender's domain; 0: From field */
     char **sign_headers;        /* owned NULL-terminated lists, NULL = defaults */
@@ -74,58 +128,7 @@ struct dkp_inst {
     sluice_counter *c_sign;
 };
 
-/* ---- small parsers for config values ----------------------------------- */
-
-/* "5s", "250ms", "2m", "3" (seconds) into milliseconds; -1 if invalid. */
-static long dkp__duration_ms(const char *s)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (end == s || errno || v < 0)
-        return -1;
-    while (*end == ' ')
-        end++;
-    double mult = 1000;
-    if (*end == '\0' || strcmp(end, "s") == 0)
-        mult = 1000;
-    else if (strcmp(end, "ms") == 0)
-        mult = 1;
-    else if (strcmp(end, "m") == 0)
-        mult = 60000;
-    else if (strcmp(end, "h") == 0)
-        mult = 3600000;
-    else if (strcmp(end, "d") == 0)
-        mult = 86400000;
-    else
-        return -1;
-    if (v * mult > (double)LONG_MAX / 2)
-        return -1;
-    return (long)(v * mult);
-}
-
-static int dkp__bool(const char *s, int *out)
-{
-    if (!strcasecmp(s, "yes") || !strcasecmp(s, "true") || !strcasecmp(s, "on") || !strcmp(s, "1"))
-        *out = 1;
-    else if (!strcasecmp(s, "no") || !strcasecmp(s, "false") || !strcasecmp(s, "off") ||
-             !strcmp(s, "0"))
-        *out = 0;
-    else
-        return -1;
-    return 0;
-}
-
-static int dkp__ulong(const char *s, unsigned long min, unsigned long max, unsigned long *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long v = strtoul(s, &end, 10);
-    if (end == s || *end || errno || v < min || v > max || s[0] == '-')
-        return -1;
-    *out = v;
-    return 0;
-}
+/* ---- config values ---------------------------------------------------- */
 
 /* A header name list "From, To, Subject" into a NULL-terminated array. */
 static char **dkp__name_list(const char *s)
@@ -246,7 +249,7 @@ static void dkp__shutdown(void *data)
     }
     free(d->pems);
     dkp_table_free(&d->table);
-    dkp_net_free(&d->nets);
+    cidr_list_free(&d->nets);
     dkp__free_list(d->sign_headers);
     dkp__free_list(d->oversign_headers);
     free(d);
@@ -262,18 +265,15 @@ static const char *const dkp__sign_keys[] = {
     "sign_headers", "oversign_headers", NULL,
 };
 
-static int dkp__init_verify(struct dkp_inst *d)
+static int dkp__init_verify(struct dkp_inst *d, int bad)
 {
-    const struct sluice_host_api *api = d->api;
+    const struct sluice_host_api *api = sluice_api;
     sluice_instance *inst = d->inst;
+    const struct dkp_conf *c = &d->conf;
     const char *v;
     char err[256];
-    int bad = 0;
-    unsigned long cache_size = 10000, max_ttl_ms = 3600000, min_bits = 1024;
-    long timeout_ms = 5000;
-    int allow_sha1 = 0;
 
-    v = api->config_get(inst, "authserv_id");
+    v = c->authserv_id;
     if (v) {
         if (!dkp_ar_valid_authserv_id(v)) {
             api->config_error(inst, "authserv_id", "must be a host-name-like token, got \"%s\"", v);
@@ -287,7 +287,7 @@ static int dkp__init_verify(struct dkp_inst *d)
         bad = 1;
     }
 
-    v = api->config_get(inst, "keys_file");
+    v = c->keys_file;
     if (v) {
         size_t len;
         char *text = dkp__slurp(v, &len);
@@ -305,7 +305,7 @@ static int dkp__init_verify(struct dkp_inst *d)
         free(text);
     }
 
-    v = api->config_get(inst, "dns_servers");
+    v = c->dns_servers;
     if (v) {
         if (dkp_dns_parse_servers(v, &d->dns, err, sizeof err) < 0) {
             api->config_error(inst, "dns_servers", "%s", err);
@@ -322,54 +322,21 @@ static int dkp__init_verify(struct dkp_inst *d)
         free(text);
     }
 
-    v = api->config_get(inst, "dns_timeout");
-    if (v && ((timeout_ms = dkp__duration_ms(v)) < 100 || timeout_ms > 60000)) {
-        api->config_error(inst, "dns_timeout", "must be a duration from 100ms to 60s, got \"%s\"",
-                          v);
-        bad = 1;
-    }
-    d->dns.timeout_ms = (unsigned)timeout_ms;
-
-    v = api->config_get(inst, "cache_size");
-    if (v && dkp__ulong(v, 1, 1000000, &cache_size) < 0) {
-        api->config_error(inst, "cache_size", "must be a number from 1 to 1000000, got \"%s\"", v);
-        bad = 1;
-    }
-    v = api->config_get(inst, "cache_max_ttl");
-    if (v) {
-        long ms = dkp__duration_ms(v);
-        if (ms < 0 || ms > 7L * 86400000) {
-            api->config_error(inst, "cache_max_ttl", "must be a duration up to 7d, got \"%s\"", v);
-            bad = 1;
-        } else {
-            max_ttl_ms = (unsigned long)ms;
-        }
-    }
-    v = api->config_get(inst, "min_key_bits");
-    if (v && dkp__ulong(v, 1024, 16384, &min_bits) < 0) {
-        api->config_error(inst, "min_key_bits",
-                          "must be from 1024 (RFC 8301) to 16384, got \"%s\"", v);
-        bad = 1;
-    }
-    v = api->config_get(inst, "allow_sha1");
-    if (v && dkp__bool(v, &allow_sha1) < 0) {
-        api->config_error(inst, "allow_sha1", "must be yes or no, got \"%s\"", v);
-        bad = 1;
-    }
+    d->dns.timeout_ms = c->dns_timeout_ms;
 
     d->policy.on_fail = DKP_ACT_REJECT;
     d->policy.on_temperror = DKP_ACT_TEMPFAIL;
-    v = api->config_get(inst, "require_valid_from");
+    v = c->require_valid_from;
     if (v && dkp_policy_parse_domains(&d->policy, v, err, sizeof err) < 0) {
         api->config_error(inst, "require_valid_from", "%s", err);
         bad = 1;
     }
-    v = api->config_get(inst, "on_fail");
+    v = c->on_fail;
     if (v && dkp_policy_parse_action(v, &d->policy.on_fail) < 0) {
         api->config_error(inst, "on_fail", "must be reject, tempfail or tag, got \"%s\"", v);
         bad = 1;
     }
-    v = api->config_get(inst, "on_temperror");
+    v = c->on_temperror;
     if (v && dkp_policy_parse_action(v, &d->policy.on_temperror) < 0) {
         api->config_error(inst, "on_temperror", "must be tempfail, reject or tag, got \"%s\"", v);
         bad = 1;
@@ -378,7 +345,7 @@ static int dkp__init_verify(struct dkp_inst *d)
         return -1;
 
     if (!d->have_keyfile) {
-        d->cache = dkp_cache_new(cache_size, 0, (uint32_t)(max_ttl_ms / 1000), 60);
+        d->cache = dkp_cache_new(c->cache_size, 0, c->cache_max_ttl_ms / 1000, 60);
         if (!d->cache) {
             api->config_error(inst, "cache_size", "cannot allocate the key cache");
             return -1;
@@ -388,8 +355,8 @@ static int dkp__init_verify(struct dkp_inst *d)
         .keyfile = d->have_keyfile ? &d->keyfile : NULL,
         .dns = &d->dns,
         .cache = d->cache,
-        .min_key_bits = (unsigned)min_bits,
-        .allow_sha1 = allow_sha1,
+        .min_key_bits = c->min_key_bits,
+        .allow_sha1 = c->allow_sha1,
     };
     d->verify = dkp_verify_new(&vc, err, sizeof err);
     if (!d->verify) {
@@ -415,16 +382,16 @@ static char *dkp__key_path(const char *table, const char *key)
     return p;
 }
 
-static int dkp__init_sign(struct dkp_inst *d)
+static int dkp__init_sign(struct dkp_inst *d, int bad)
 {
-    const struct sluice_host_api *api = d->api;
+    const struct sluice_host_api *api = sluice_api;
     sluice_instance *inst = d->inst;
+    const struct dkp_conf *c = &d->conf;
     const char *v;
     char err[256];
-    int bad = 0;
     struct dkp_sign_conf sc = {.header_relaxed = 1, .body_relaxed = 1};
 
-    const char *table = api->config_get(inst, "signing_table");
+    const char *table = c->signing_table;
     if (!table) {
         api->config_error(inst, "signing_table", "required with mode = sign");
         bad = 1;
@@ -469,29 +436,14 @@ static int dkp__init_sign(struct dkp_inst *d)
         }
     }
 
-    v = api->config_get(inst, "internal_networks");
-    if (dkp_net_parse(v ? v : "127.0.0.0/8, ::1/128", &d->nets, err, sizeof err) < 0) {
+    if (c->internal_networks &&
+        cidr_list_parse(c->internal_networks, 0, &d->nets, err, sizeof err) < 0) {
         api->config_error(inst, "internal_networks", "%s", err);
         bad = 1;
     }
-    d->sign_authenticated = 1;
-    v = api->config_get(inst, "sign_authenticated");
-    if (v && dkp__bool(v, &d->sign_authenticated) < 0) {
-        api->config_error(inst, "sign_authenticated", "must be yes or no, got \"%s\"", v);
-        bad = 1;
-    }
-    v = api->config_get(inst, "sender");
-    if (v) {
-        if (!strcasecmp(v, "header") || !strcasecmp(v, "from"))
-            d->sender_envelope = 0;
-        else if (!strcasecmp(v, "envelope"))
-            d->sender_envelope = 1;
-        else {
-            api->config_error(inst, "sender", "must be header or envelope, got \"%s\"", v);
-            bad = 1;
-        }
-    }
-    v = api->config_get(inst, "canonicalization");
+    d->sign_authenticated = c->sign_authenticated;
+    d->sender_envelope = c->sender == 1; /* "envelope"; "header" and "from" are the From field */
+    v = c->canonicalization;
     if (v) {
         char h[16] = "", b[16] = "simple";
         const char *slash = strchr(v, '/');
@@ -508,7 +460,7 @@ static int dkp__init_sign(struct dkp_inst *d)
         sc.header_relaxed = !strcmp(h, "relaxed");
         sc.body_relaxed = !strcmp(b, "relaxed");
     }
-    v = api->config_get(inst, "sign_headers");
+    v = c->sign_headers;
     if (v) {
         d->sign_headers = dkp__name_list(v);
         if (!d->sign_headers) {
@@ -525,7 +477,7 @@ static int dkp__init_sign(struct dkp_inst *d)
             }
         }
     }
-    v = api->config_get(inst, "oversign_headers");
+    v = c->oversign_headers;
     if (v) {
         d->oversign_headers = strcmp(v, "none") ? dkp__name_list(v) : calloc(1, sizeof(char *));
         if (!d->oversign_headers) {
@@ -549,44 +501,36 @@ static int dkp__init_sign(struct dkp_inst *d)
 
 static int dkp__init(const struct sluice_host_api *api, sluice_instance *inst, void **data)
 {
-    struct dkp_inst *d = calloc(1, sizeof *d);
-    const char *mode;
-    int rc = 0;
-
     *data = NULL;
+    SLUICE_API_STORE(api);
+    if (!SLUICE_API_HAS(api, config_load)) {
+        api->config_error(inst, NULL, "this plugin needs a newer sluice (typed keys)");
+        return -1;
+    }
+    struct dkp_inst *d = calloc(1, sizeof *d);
     if (!d) {
         api->config_error(inst, NULL, "out of memory");
         return -1;
     }
-    dkp__api = api;
-    d->api = api;
     d->inst = inst;
-    mode = api->config_get(inst, "mode");
-    if (!mode) {
-        api->config_error(inst, "mode", "required: verify or sign");
+    d->conf.mode = -1;
+    int bad = SLUICE_CONFIG_LOAD(api, inst, dkp__keys, &d->conf, SLUICE_CONFIG_STRICT) != 0;
+    if (d->conf.mode < 0) { /* missing or invalid: reported */
         dkp__shutdown(d);
         return -1;
     }
-    if (!strcasecmp(mode, "verify")) {
-        d->mode = DKP_MODE_VERIFY;
-    } else if (!strcasecmp(mode, "sign")) {
-        d->mode = DKP_MODE_SIGN;
-    } else {
-        api->config_error(inst, "mode", "must be verify or sign, got \"%s\"", mode);
-        dkp__shutdown(d);
-        return -1;
-    }
+    d->mode = d->conf.mode == 0 ? DKP_MODE_VERIFY : DKP_MODE_SIGN;
     const char *const *other = d->mode == DKP_MODE_VERIFY ? dkp__sign_keys : dkp__verify_keys;
     for (size_t i = 0; other[i]; i++) {
         if (api->config_get(inst, other[i])) {
             api->config_error(inst, other[i], "only for mode = %s",
                               d->mode == DKP_MODE_VERIFY ? "sign" : "verify");
-            rc = -1;
+            bad = 1;
         }
     }
-    if ((d->mode == DKP_MODE_VERIFY ? dkp__init_verify(d) : dkp__init_sign(d)) < 0)
-        rc = -1;
-    if (rc < 0) {
+    /* The mode's own checks run even after a bad key, so --check lists
+     * every problem; nothing is built then. */
+    if ((d->mode == DKP_MODE_VERIFY ? dkp__init_verify(d, bad) : dkp__init_sign(d, bad)) < 0) {
         dkp__shutdown(d);
         return -1;
     }
@@ -619,7 +563,7 @@ static const char *dkp__symbol(enum dkp_result r)
 
 static void dkp__delete_forged(sluice_ctx *ctx, struct dkp_inst *d)
 {
-    const struct sluice_host_api *api = d->api;
+    const struct sluice_host_api *api = sluice_api;
     size_t ours[64], n = 0;
 
     for (size_t nth = 0; nth < 1000 && n < sizeof ours / sizeof ours[0]; nth++) {
@@ -642,7 +586,7 @@ static void dkp__delete_forged(sluice_ctx *ctx, struct dkp_inst *d)
 
 static int dkp__on_data_verify(sluice_ctx *ctx, struct dkp_inst *d)
 {
-    const struct sluice_host_api *api = d->api;
+    const struct sluice_host_api *api = sluice_api;
     const char *msg;
     size_t len, n = 0;
     struct dkp_sigres *res = NULL;
@@ -713,14 +657,14 @@ static int dkp__on_data_verify(sluice_ctx *ctx, struct dkp_inst *d)
 
 static int dkp__on_data_sign(sluice_ctx *ctx, struct dkp_inst *d)
 {
-    const struct sluice_host_api *api = d->api;
+    const struct sluice_host_api *api = sluice_api;
     const char *client = api->client_addr(ctx);
     const char *user = api->auth_user(ctx);
     char dom[256], err[256];
     const char *msg;
     size_t len;
 
-    int internal = dkp_net_match(&d->nets, client);
+    int internal = cidr_match(d->nets.v, d->nets.n, client);
     int authed = d->sign_authenticated && user && *user;
     if (!internal && !authed) {
         if (d->c_sign)
@@ -781,7 +725,7 @@ static int dkp__on_data_sign(sluice_ctx *ctx, struct dkp_inst *d)
 
 static int dkp__on_data(sluice_ctx *ctx)
 {
-    struct dkp_inst *d = dkp__api ? dkp__api->instance_data(ctx) : NULL;
+    struct dkp_inst *d = sluice_api ? sluice_api->instance_data(ctx) : NULL;
 
     if (!d)
         return SLUICE_CONTINUE;

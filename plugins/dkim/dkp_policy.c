@@ -71,7 +71,9 @@ int dkp_policy_parse_action(const char *s, enum dkp_policy_action *out)
     return 0;
 }
 
-int dkp_policy_aligned(const char *d, const char *from)
+/* 1 when a signing domain d aligns with the author domain from (equal, or
+ * from is a subdomain of d). */
+static int dkp_policy_aligned(const char *d, const char *from)
 {
     size_t dl = strlen(d), fl = strlen(from);
 

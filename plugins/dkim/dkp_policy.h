@@ -43,10 +43,6 @@ int dkp_policy_parse_domains(struct dkp_policy *p, const char *list, char *err, 
 int dkp_policy_parse_action(const char *s, enum dkp_policy_action *out);
 void dkp_policy_free(struct dkp_policy *p);
 
-/* 1 when a signing domain d aligns with the author domain from (equal, or
- * from is a subdomain of d). */
-int dkp_policy_aligned(const char *d, const char *from);
-
 /* Decide for a message with author domain from_domain (NULL when the From
  * field is unusable) and its signature results. */
 void dkp_policy_eval(const struct dkp_policy *p, const char *from_domain,

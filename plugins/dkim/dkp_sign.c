@@ -15,18 +15,45 @@
 
 #include <dkim.h>
 
-const char *const dkp_sign_default_headers[] = {
-    "from", "sender", "reply-to", "subject", "date", "message-id", "to", "cc",
-    "mime-version", "content-type", "content-transfer-encoding", "content-id",
-    "content-description", "resent-date", "resent-from", "resent-sender", "resent-to",
-    "resent-cc", "resent-message-id", "in-reply-to", "references", "list-id", "list-help",
-    "list-unsubscribe", "list-unsubscribe-post", "list-subscribe", "list-post", "list-owner",
-    "list-archive", NULL,
+/* Header fields signed by default (RFC 6376 §5.4.1 plus Message-ID, MIME
+ * and list fields) and the subset signed once more than present
+ * ("over-signed"), so that adding such a field breaks the signature. */
+static const char *const dkp_sign_default_headers[] = {
+    "from",
+    "sender",
+    "reply-to",
+    "subject",
+    "date",
+    "message-id",
+    "to",
+    "cc",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+    "content-id",
+    "content-description",
+    "resent-date",
+    "resent-from",
+    "resent-sender",
+    "resent-to",
+    "resent-cc",
+    "resent-message-id",
+    "in-reply-to",
+    "references",
+    "list-id",
+    "list-help",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+    "list-subscribe",
+    "list-post",
+    "list-owner",
+    "list-archive",
+    NULL,
 };
 
-const char *const dkp_sign_default_oversign[] = {
-    "from", "to", "cc", "subject", "date", "reply-to", "sender", "message-id",
-    "mime-version", "content-type", NULL,
+static const char *const dkp_sign_default_oversign[] = {
+    "from",   "to",         "cc",           "subject",      "date", "reply-to",
+    "sender", "message-id", "mime-version", "content-type", NULL,
 };
 
 struct dkp_sign {

@@ -20,12 +20,6 @@ struct dkp_sign_conf {
     uint64_t fixed_time;                 /* tests: fixed t=; 0 = real clock */
 };
 
-/* Header fields signed by default (RFC 6376 §5.4.1 plus Message-ID, MIME
- * and list fields) and the subset signed once more than present
- * ("over-signed"), so that adding such a field breaks the signature. */
-extern const char *const dkp_sign_default_headers[];
-extern const char *const dkp_sign_default_oversign[];
-
 struct dkp_sign;
 
 /* NULL with a message on failure. The lists in conf are copied. */

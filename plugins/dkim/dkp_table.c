@@ -30,7 +30,8 @@ const char *dkp_alg_name(enum dkp_alg alg)
     return "?";
 }
 
-int dkp_alg_parse(const char *name, enum dkp_alg *out)
+/* 0 and *out set, or -1 for an unknown name. */
+static int dkp_alg_parse(const char *name, enum dkp_alg *out)
 {
     for (size_t i = 0; i < sizeof dkp__alg_names / sizeof dkp__alg_names[0]; i++) {
         if (strcasecmp(name, dkp__alg_names[i]) == 0) {

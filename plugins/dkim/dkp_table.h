@@ -46,8 +46,6 @@ size_t dkp_table_find(const struct dkp_table *t, const char *domain, size_t from
 
 /* "rsa-sha256" / "ed25519-sha256". */
 const char *dkp_alg_name(enum dkp_alg alg);
-/* 0 and *out set, or -1 for an unknown name. */
-int dkp_alg_parse(const char *name, enum dkp_alg *out);
 
 /* True when s is a syntactically valid domain name or selector
  * (dot-separated labels of letters, digits, '-' and '_', no empty label). */

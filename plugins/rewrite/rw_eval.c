@@ -174,7 +174,7 @@ static int rw_eval__cond(const struct rw_cond *c, const struct rw_env *env, stru
         }
         break;
     case RW_C_CLIENT:
-        v = rw_net_match(c->nets, c->nnets, env->client_ip);
+        v = cidr_match(c->nets, c->nnets, env->client_ip);
         break;
     case RW_C_HEADER:
         v = rw_eval__header_matches(sc, h, c->name, c->re);
@@ -216,8 +216,10 @@ static char *rw_eval__lower(const char *s)
     return p;
 }
 
-int rw_eval_addr(const struct rw_rule *r, const struct rw_env *env, struct rw_scratch *sc, const char *addr,
-                 char **out)
+/* One envelope rule's address transformation, without its conditions
+ * (RW_KEEP, RW_CHANGED with *out, RW_SRS_BAD). */
+static int rw_eval_addr(const struct rw_rule *r, const struct rw_env *env, struct rw_scratch *sc,
+                        const char *addr, char **out)
 {
     char *n = NULL;
     const char *at = strrchr(addr, '@');
@@ -463,7 +465,7 @@ static int rw_eval__received_internal(const struct rw_rule *r, const char *v)
         const char *p = ip;
         if (strncasecmp(p, "IPv6:", 5) == 0)
             p += 5;
-        int in = rw_net_match(r->nets, r->nnets, p);
+        int in = cidr_match(r->nets, r->nnets, p);
         free(ip);
         if (in)
             return 1;

@@ -83,9 +83,4 @@ int rw_eval_rcpt(struct rw_tx *tx, const struct rw_env *env, struct rw_scratch *
 int rw_eval_headers(struct rw_tx *tx, const struct rw_env *env, struct rw_scratch *sc, struct rw_hdrs *h,
                     struct pstr *warn);
 
-/* One envelope rule's address transformation, without its conditions
- * (RW_KEEP, RW_CHANGED with *out, RW_SRS_BAD). */
-int rw_eval_addr(const struct rw_rule *r, const struct rw_env *env, struct rw_scratch *sc, const char *addr,
-                 char **out);
-
 #endif

@@ -2,12 +2,9 @@
 /*
  * rw_hdr: header model, folding, RFC 2047, address fields (see rw_hdr.h).
  *
- * The fold rule is the host's (proxy/msg.c documents it): a value is
- * folded greedily before a run of white space when the line would pass 78
- * octets; a continuation line always starts with that white space and
- * never is blank; no line may pass 998. Doing it here with the same rule
- * means the value handed to the host is already final, so the host keeps
- * it as is and the engine's rendering is byte-exact.
+ * Folding is the host's (the model's fold function, proxy/msg.c's rule):
+ * the value handed to the host is already final, so the host keeps it as
+ * is and the engine's rendering is byte-exact.
  */
 #include "rw_hdr.h"
 
@@ -115,27 +112,34 @@ long rw_hdrs_find(const struct rw_hdrs *h, const char *name, size_t nth)
     return -1;
 }
 
-/* " " + value, folded for "Name:". */
-static char *rw_hdrs__make(const char *name, const char *text)
+/* " " + value, folded by the host's rule for "Name:"; NULL when it
+ * cannot be folded. */
+static char *rw_hdrs__make(const struct rw_hdrs *h, const char *name, const char *text)
 {
     char *enc = rw_hdr_encode(text);
     struct pstr v = PSTR_INIT;
     pstr_putc(&v, ' ');
     pstr_puts(&v, enc);
     free(enc);
-    struct pstr out = PSTR_INIT;
-    int rc = rw_hdr_fold(strlen(name) + 1, pstr_cstr(&v), &out);
-    pstr_free(&v);
-    if (rc < 0) {
-        pstr_free(&out);
-        return NULL;
+    char small[256];
+    char *raw = NULL;
+    int n = h->fold(name, pstr_cstr(&v), small, sizeof small);
+    if (n >= 0 && (size_t)n < sizeof small) {
+        raw = pstr_xstrdup(small);
+    } else if (n >= 0) {
+        raw = pstr_xmalloc((size_t)n + 1);
+        if (h->fold(name, pstr_cstr(&v), raw, (size_t)n + 1) != n) {
+            free(raw);
+            raw = NULL;
+        }
     }
-    return pstr_steal(&out);
+    pstr_free(&v);
+    return raw;
 }
 
 int rw_hdrs_set(struct rw_hdrs *h, size_t i, const char *text)
 {
-    char *raw = rw_hdrs__make(h->f[i].name, text);
+    char *raw = rw_hdrs__make(h, h->f[i].name, text);
     if (!raw)
         return -1;
     if (strcmp(raw, h->f[i].raw) == 0) {
@@ -159,7 +163,7 @@ void rw_hdrs_set_raw(struct rw_hdrs *h, size_t i, const char *raw)
 
 int rw_hdrs_add(struct rw_hdrs *h, const char *name, const char *text)
 {
-    char *raw = rw_hdrs__make(name, text);
+    char *raw = rw_hdrs__make(h, name, text);
     if (!raw)
         return -1;
     struct rw_field *f = rw_hdrs__new(h);
@@ -281,35 +285,6 @@ char *rw_hdr_encode(const char *text)
     char *r = rw_hdr_unfold(e, strlen(e));
     g_free(e);
     return r;
-}
-
-int rw_hdr_fold(size_t prefix, const char *v, struct pstr *out)
-{
-    size_t n = strlen(v);
-    if (prefix + n <= RW_LINE_SOFT) {
-        pstr_append(out, v, n);
-        return 0;
-    }
-    size_t line = prefix, i = 0;
-    while (i < n) {
-        size_t s = i;
-        while (i < n && rw_hdr__wsp(v[i]))
-            i++;
-        size_t word = i;
-        while (i < n && !rw_hdr__wsp(v[i]))
-            i++;
-        size_t seg = i - s;
-        int can_fold = s > 0 && word > s && i > word;
-        if (can_fold && line + seg > RW_LINE_SOFT) {
-            pstr_puts(out, "\r\n");
-            line = 0;
-        }
-        line += seg;
-        if (line > RW_LINE_HARD)
-            return -1;
-        pstr_append(out, v + s, seg);
-    }
-    return 0;
 }
 
 /* ---- addresses ------------------------------------------------------------- */

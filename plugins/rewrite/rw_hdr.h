@@ -6,10 +6,11 @@
  * A header is a list of fields. Each keeps its raw value (after the colon,
  * folding kept, no final CRLF) and where it came from: a field the engine
  * did not touch is written back byte for byte; a changed field gets a new
- * raw value that is folded here exactly as the host would fold it, so the
- * engine's rendering is the message the upstream receives. The plugin
- * turns the model into host edits (rw_hdrs_edits), the unit tests and the
- * lint tool render it.
+ * raw value folded by the host's own rule (the model's `fold`: the SDK's
+ * api->header_fold in the plugin, the daemon's plughdr_fold in the lint
+ * tool and the tests), so the engine's rendering is the message the
+ * upstream receives. The plugin turns the model into host edits
+ * (rw_hdrs_edits), the unit tests and the lint tool render it.
  *
  * Decoding (RFC 2047 words to UTF-8) and encoding (non-ASCII to encoded
  * words) use GMime; rw_hdr_global_init() runs g_mime_init() once.
@@ -21,7 +22,6 @@
 
 #include <stddef.h>
 
-#define RW_LINE_SOFT 78  /* fold lines longer than this (RFC 5322 2.1.1) */
 #define RW_LINE_HARD 998 /* no line may be longer than this */
 
 struct rw_field {
@@ -32,12 +32,21 @@ struct rw_field {
     int deleted;
 };
 
+/* The host's folding rule (the signature of api->header_fold): the raw
+ * value a field `name` carries when `value` is added, snprintf-style;
+ * negative when it cannot be folded. */
+typedef int (*rw_fold_fn)(const char *name, const char *value, char *out, size_t outlen);
+
 struct rw_hdrs {
     struct rw_field *f; /* owned array */
     size_t n, cap;
+    rw_fold_fn fold; /* for changed and added fields */
 };
 
-#define RW_HDRS_INIT {NULL, 0, 0}
+#define RW_HDRS_INIT(fold)                                                                         \
+    {                                                                                              \
+        NULL, 0, 0, (fold)                                                                         \
+    }
 
 void rw_hdr_global_init(void);
 
@@ -89,11 +98,6 @@ char *rw_hdr_unfold(const char *raw, size_t len);
 char *rw_hdr_decode(const char *raw, size_t len);
 /* Text to a header value: encoded words when not pure ASCII. */
 char *rw_hdr_encode(const char *text);
-/* Fold `value` (no CR/LF) for a field whose "Name:" takes `prefix`
- * columns. The result starts with the value's first byte. 0 or -1
- * (a word longer than 998). */
-int rw_hdr_fold(size_t prefix, const char *value, struct pstr *out);
-
 /* Whether addr is a mailbox the host accepts (local@domain, no spaces,
  * no angle brackets; UTF-8 allowed). */
 int rw_addr_valid(const char *addr);

@@ -15,6 +15,7 @@
 #include "rw_hdr.h"
 #include "rw_rules.h"
 #include "pstr.h"
+#include "plughdr.h" /* the daemon's folding rule (what header_fold gives the plugin) */
 
 #include <getopt.h>
 #include <stdio.h>
@@ -133,7 +134,7 @@ static int rw_lint__test(struct rw_ruleset *rs, const char *msgfile, struct rw_e
     env->rcpt = NULL;
     env->rcpts = final;
     env->nrcpts = nfinal;
-    struct rw_hdrs h = RW_HDRS_INIT;
+    struct rw_hdrs h = RW_HDRS_INIT(plughdr_fold);
     size_t body_off = 0;
     rw_hdrs_parse(&h, msg.ptr ? msg.ptr : "", msg.len, &body_off);
     struct pstr warn = PSTR_INIT;

@@ -2,10 +2,11 @@
 /*
  * rewrite: the sluice plugin around the rewrite engine.
  *
- * init() reads the keys and loads the rule file; every rule-file error is
- * logged as RULEFILE:LINE: message (map files as MAPFILE:LINE) and the
- * instance fails, so `sluice --check` and a SIGHUP with a broken file
- * refuse it (on SIGHUP the host keeps the old instance).
+ * init() reads the keys (a typed key table: api->config_load) and loads
+ * the rule file; every rule-file error is logged as RULEFILE:LINE: message
+ * (map files as MAPFILE:LINE) and the instance fails, so `sluice --check`
+ * and a SIGHUP with a broken file refuse it (on SIGHUP the host keeps the
+ * old instance).
  *
  * Hooks, all on the loop thread (matching is bounded by the PCRE2 match
  * limit, and header work is small):
@@ -18,109 +19,121 @@
  * A rewrite into an invalid address is never sent: the command gets
  * 451 4.3.0 and a log line.
  *
- * Rule-file watch: at most once a second, when a transaction starts, the
- * rule file and its map files are stat()ed; when they changed a new set
- * is built and swapped in. A file with errors is logged and refused; the
- * old set stays until the files change again. A transaction keeps the set
- * it started with (struct rw_tx holds a reference).
+ * Rule-file watch (plugins/common/watch): at most once a second, when a
+ * transaction starts, the rule file and its map files are stat()ed and,
+ * when they changed, a new set is built: both on libuv's thread pool while
+ * the first hook waits (it answers SLUICE_ASYNC), never on the loop; the
+ * new set is swapped in on the loop thread and that transaction already
+ * uses it. A file with errors is logged and refused; the old set stays
+ * until the files change again. A transaction keeps the set it started
+ * with (struct rw_tx holds a reference).
  *
  * Ownership: struct rw_inst is the instance data, freed by shutdown(); it
- * owns the current set's reference and the regex scratch. struct rw_tx is
- * the transaction data, freed by the host through rw_plugin__tx_free.
+ * owns the watch (which holds the current set) and the regex scratch.
+ * struct rw_tx is the transaction data, freed by the host through
+ * rw__tx_free.
  */
 #include "rw_eval.h"
 #include "rw_hdr.h"
 #include "rw_rules.h"
 #include "pstr.h"
+#include "watch.h"
 
 #include <sluice/plugin.h>
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #define RW_DEFAULT_RULES "/etc/sluice/rules/rewrite.rules"
+#define RW_WATCH_MS 1000
+
+struct rw_conf {
+    const char *rules;
+    bool watch;
+    unsigned match_limit;
+    unsigned srs_max_age;
+    const char *srs_secret;
+    const char *srs_secret_file;
+};
+
+static const struct sluice_config_key rw__keys[] = {
+    {.name = "rules",
+     .type = SLUICE_CONFIG_PATH,
+     .def = RW_DEFAULT_RULES,
+     .offset = offsetof(struct rw_conf, rules)},
+    {.name = "watch_rules",
+     .type = SLUICE_CONFIG_BOOL,
+     .def = "yes",
+     .offset = offsetof(struct rw_conf, watch)},
+    {.name = "match_limit",
+     .type = SLUICE_CONFIG_UNSIGNED,
+     .def = "100000",
+     .min = 100,
+     .max = 100000000,
+     .offset = offsetof(struct rw_conf, match_limit)},
+    {.name = "srs_max_age",
+     .type = SLUICE_CONFIG_UNSIGNED,
+     .def = "21",
+     .min = 1,
+     .max = 1000,
+     .offset = offsetof(struct rw_conf, srs_max_age)},
+    {.name = "srs_secret",
+     .type = SLUICE_CONFIG_STRING,
+     .offset = offsetof(struct rw_conf, srs_secret)},
+    {.name = "srs_secret_file",
+     .type = SLUICE_CONFIG_PATH,
+     .offset = offsetof(struct rw_conf, srs_secret_file)},
+    {.name = NULL},
+};
+
+/* What a rule-set build needs; owned by the watch (a build may finish on
+ * the pool after the instance is gone). */
+struct rw_source {
+    char *path;
+    bool have_secret;
+};
 
 struct rw_inst {
-    const struct sluice_host_api *api;
     sluice_instance *inst;
-    char *rules_path;
-    int watch;
-    uint32_t match_limit;
+    struct rw_conf conf;
     char *srs_secret; /* owned, NULL when none */
     size_t srs_secret_len;
-    unsigned srs_max_age;
 
-    struct rw_ruleset *rs; /* loop thread only */
-    uint64_t sig;
-    time_t last_check;
+    struct watch *watch; /* holds the current set */
     struct rw_scratch *sc;
 
     sluice_counter *c_rewrites, *c_refused, *c_reloads, *c_limited;
 };
 
-static const struct sluice_host_api *rw__api;
+SLUICE_API_DECLARE;
 
 /* ---- config ------------------------------------------------------------- */
 
-static int rw__bool(struct rw_inst *ri, const char *key, int def, int *out)
-{
-    const char *v = ri->api->config_get(ri->inst, key);
-    *out = def;
-    if (!v)
-        return 0;
-    if (!strcasecmp(v, "yes") || !strcasecmp(v, "true") || !strcasecmp(v, "on") || !strcmp(v, "1"))
-        *out = 1;
-    else if (!strcasecmp(v, "no") || !strcasecmp(v, "false") || !strcasecmp(v, "off") || !strcmp(v, "0"))
-        *out = 0;
-    else {
-        ri->api->config_error(ri->inst, key, "want yes or no, got '%s'", v);
-        return -1;
-    }
-    return 0;
-}
-
-static int rw__uint(struct rw_inst *ri, const char *key, unsigned long def, unsigned long min, unsigned long max,
-                    unsigned long *out)
-{
-    const char *v = ri->api->config_get(ri->inst, key);
-    *out = def;
-    if (!v)
-        return 0;
-    char *e;
-    errno = 0;
-    unsigned long n = strtoul(v, &e, 10);
-    if (e == v || *e || errno || *v == '-' || n < min || n > max) {
-        ri->api->config_error(ri->inst, key, "want a number from %lu to %lu, got '%s'", min, max, v);
-        return -1;
-    }
-    *out = n;
-    return 0;
-}
-
 static int rw__secret(struct rw_inst *ri)
 {
-    const char *s = ri->api->config_get(ri->inst, "srs_secret");
-    const char *f = ri->api->config_get(ri->inst, "srs_secret_file");
+    const char *s = ri->conf.srs_secret;
+    const char *f = ri->conf.srs_secret_file;
     if (s && f) {
-        ri->api->config_error(ri->inst, "srs_secret_file", "give srs_secret or srs_secret_file, not both");
+        sluice_api->config_error(ri->inst, "srs_secret_file",
+                                 "give srs_secret or srs_secret_file, not both");
         return -1;
     }
     if (s) {
         if (strlen(s) < 16) {
-            ri->api->config_error(ri->inst, "srs_secret", "too short (at least 16 characters)");
+            sluice_api->config_error(ri->inst, "srs_secret", "too short (at least 16 characters)");
             return -1;
         }
         ri->srs_secret = pstr_xstrdup(s);
     } else if (f) {
         FILE *fp = fopen(f, "r");
         if (!fp) {
-            ri->api->config_error(ri->inst, "srs_secret_file", "cannot read %s: %s", f, strerror(errno));
+            sluice_api->config_error(ri->inst, "srs_secret_file", "cannot read %s: %s", f,
+                                     strerror(errno));
             return -1;
         }
         char buf[1024];
@@ -130,7 +143,8 @@ static int rw__secret(struct rw_inst *ri)
         while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
             buf[--n] = 0;
         if (n < 16) {
-            ri->api->config_error(ri->inst, "srs_secret_file", "%s: secret too short (at least 16 characters)", f);
+            sluice_api->config_error(ri->inst, "srs_secret_file",
+                                     "%s: secret too short (at least 16 characters)", f);
             return -1;
         }
         ri->srs_secret = pstr_xstrdup(buf);
@@ -139,77 +153,85 @@ static int rw__secret(struct rw_inst *ri)
     return 0;
 }
 
-/* ---- rule sets --------------------------------------------------------------- */
+/* ---- rule sets (struct watch_ops) ---------------------------------------------- */
 
-static uint64_t rw__sig(const struct rw_ruleset *rs)
+/* Any thread: only the source is used; errors become lines. */
+static void *rw__build(const void *arg, struct pstr *errors)
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < rs->nfiles; i++) {
-        struct stat st;
-        uint64_t v[5] = {0, 0, 0, 0, 0};
-        if (stat(rs->files[i], &st) == 0) {
-            v[0] = (uint64_t)st.st_ino;
-            v[1] = (uint64_t)st.st_size;
-            v[2] = (uint64_t)st.st_mtim.tv_sec;
-            v[3] = (uint64_t)st.st_mtim.tv_nsec;
-            v[4] = (uint64_t)st.st_dev;
-        }
-        for (int k = 0; k < 5; k++) {
-            h ^= v[k];
-            h *= 1099511628211ULL;
-        }
-    }
-    return h;
-}
-
-static struct rw_ruleset *rw__load(struct rw_inst *ri, size_t *nerr)
-{
+    const struct rw_source *src = arg;
     struct rw_errors errs = RW_ERRORS_INIT;
-    struct rw_ruleset *rs = rw_rules_load(ri->rules_path, &errs);
-    *nerr = errs.n;
+    struct rw_ruleset *rs = rw_rules_load(src->path, &errs);
     for (size_t i = 0; i < errs.n; i++) {
         if (errs.v[i].line)
-            ri->api->log(ri->inst, SLUICE_LOG_ERROR, "%s:%u: %s", errs.v[i].file, errs.v[i].line, errs.v[i].msg);
+            pstr_printf(errors, "%s:%u: %s\n", errs.v[i].file, errs.v[i].line, errs.v[i].msg);
         else
-            ri->api->log(ri->inst, SLUICE_LOG_ERROR, "%s: %s", errs.v[i].file, errs.v[i].msg);
+            pstr_printf(errors, "%s: %s\n", errs.v[i].file, errs.v[i].msg);
     }
     rw_errors_free(&errs);
-    if (rs && rs->uses_srs && !ri->srs_secret) {
-        ri->api->log(ri->inst, SLUICE_LOG_ERROR, "%s: the rules use SRS but srs_secret / srs_secret_file is not set",
-                     ri->rules_path);
+    if (rs && rs->uses_srs && !src->have_secret) {
+        pstr_printf(errors, "%s: the rules use SRS but srs_secret / srs_secret_file is not set\n",
+                    src->path);
         rw_ruleset_unref(rs);
-        *nerr = 1;
         return NULL;
     }
     return rs;
 }
 
-/* The set a new transaction uses, reloading first when the files changed. */
-static struct rw_ruleset *rw__current(struct rw_inst *ri)
+static const char *rw__set_path(const void *obj, size_t i)
 {
-    time_t now = time(NULL);
-    if (ri->watch && now != ri->last_check) {
-        ri->last_check = now;
-        uint64_t sig = rw__sig(ri->rs);
-        if (sig != ri->sig) {
-            size_t nerr = 0;
-            struct rw_ruleset *rs = rw__load(ri, &nerr);
-            if (rs) {
-                rw_ruleset_unref(ri->rs);
-                ri->rs = rs;
-                ri->sig = rw__sig(rs);
-                ri->api->log(ri->inst, SLUICE_LOG_INFO, "rules reloaded from %s: %zu rules", ri->rules_path,
-                             rs->nrules);
-            } else {
-                ri->sig = sig; /* try again when the files change again */
-                ri->api->log(ri->inst, SLUICE_LOG_ERROR, "rule file %s has %zu error%s; keeping the previous rules",
-                             ri->rules_path, nerr, nerr == 1 ? "" : "s");
-            }
-            if (ri->c_reloads)
-                ri->api->counter_add(ri->c_reloads, rs ? "ok" : "failed", 1);
-        }
+    const struct rw_ruleset *rs = obj;
+    return i < rs->nfiles ? rs->files[i] : NULL;
+}
+
+static void rw__set_ref(void *obj)
+{
+    rw_ruleset_ref(obj);
+}
+
+static void rw__set_unref(void *obj)
+{
+    rw_ruleset_unref(obj);
+}
+
+/* Log each error line; the number of lines. */
+static size_t rw__log_errors(struct rw_inst *ri, const char *errors)
+{
+    size_t n = 0;
+    while (*errors) {
+        const char *nl = strchr(errors, '\n');
+        int len = nl ? (int)(nl - errors) : (int)strlen(errors);
+        sluice_api->log(ri->inst, SLUICE_LOG_ERROR, "%.*s", len, errors);
+        n++;
+        errors += len + (nl ? 1 : 0);
     }
-    return ri->rs;
+    return n;
+}
+
+/* The watch rebuilt the set (loop thread). */
+static void rw__reloaded(void *owner, const void *obj, const char *errors)
+{
+    struct rw_inst *ri = owner;
+    size_t nerr = rw__log_errors(ri, errors);
+    const struct rw_ruleset *rs = obj;
+    if (rs)
+        sluice_api->log(ri->inst, SLUICE_LOG_INFO, "rules reloaded from %s: %zu rules",
+                        ri->conf.rules, rs->nrules);
+    else
+        sluice_api->log(ri->inst, SLUICE_LOG_ERROR,
+                        "rule file %s has %zu error%s; keeping the previous rules", ri->conf.rules,
+                        nerr, nerr == 1 ? "" : "s");
+    if (ri->c_reloads)
+        sluice_api->counter_add(ri->c_reloads, rs ? "ok" : "failed", 1);
+}
+
+static const struct watch_ops rw__watch_ops = {rw__build, rw__set_path, rw__set_ref, rw__set_unref,
+                                               rw__reloaded};
+
+static void rw__source_free(void *p)
+{
+    struct rw_source *src = p;
+    free(src->path);
+    free(src);
 }
 
 /* ---- instance ------------------------------------------------------------------ */
@@ -219,9 +241,8 @@ static void rw_shutdown(void *data)
     struct rw_inst *ri = data;
     if (!ri)
         return;
-    rw_ruleset_unref(ri->rs);
+    watch_free(ri->watch);
     rw_scratch_free(ri->sc);
-    free(ri->rules_path);
     if (ri->srs_secret)
         memset(ri->srs_secret, 0, ri->srs_secret_len);
     free(ri->srs_secret);
@@ -230,37 +251,42 @@ static void rw_shutdown(void *data)
 
 static int rw_init(const struct sluice_host_api *api, sluice_instance *inst, void **data)
 {
+    SLUICE_API_STORE(api);
+    if (!SLUICE_API_HAS(api, header_fold)) {
+        api->config_error(inst, NULL, "this plugin needs a newer sluice (typed keys, header_fold)");
+        return -1;
+    }
     struct rw_inst *ri = pstr_xcalloc(1, sizeof(*ri));
-    rw__api = api;
-    ri->api = api;
     ri->inst = inst;
     rw_hdr_global_init();
 
-    int bad = 0;
-    const char *rules = api->config_get(inst, "rules");
-    ri->rules_path = pstr_xstrdup(rules && *rules ? rules : RW_DEFAULT_RULES);
-    bad |= rw__bool(ri, "watch_rules", 1, &ri->watch);
-    unsigned long v;
-    bad |= rw__uint(ri, "match_limit", 100000, 100, 100000000, &v);
-    ri->match_limit = (uint32_t)v;
-    bad |= rw__uint(ri, "srs_max_age", 21, 1, 1000, &v);
-    ri->srs_max_age = (unsigned)v;
-    bad |= rw__secret(ri);
-
-    size_t nerr = 0;
-    ri->rs = rw__load(ri, &nerr);
-    if (!ri->rs) {
-        api->config_error(inst, "rules", "rule file %s has %zu error%s", ri->rules_path, nerr, nerr == 1 ? "" : "s");
+    /* Every problem at once: the keys, then the rule file (when its path
+     * is usable), so `sluice --check` shows them all. */
+    int bad = SLUICE_CONFIG_LOAD(api, inst, rw__keys, &ri->conf, SLUICE_CONFIG_STRICT) != 0;
+    if (rw__secret(ri) != 0)
         bad = 1;
+    struct rw_ruleset *rs = NULL;
+    struct rw_source *src = pstr_xcalloc(1, sizeof *src);
+    if (ri->conf.rules) {
+        src->path = pstr_xstrdup(ri->conf.rules);
+        src->have_secret = ri->srs_secret != NULL;
+        struct pstr errors = PSTR_INIT;
+        rs = rw__build(src, &errors);
+        size_t nerr = rw__log_errors(ri, pstr_cstr(&errors));
+        pstr_free(&errors);
+        if (!rs)
+            api->config_error(inst, "rules", "rule file %s has %zu error%s", ri->conf.rules, nerr,
+                              nerr == 1 ? "" : "s");
     }
-    if (bad) {
+    if (bad || !rs) {
+        rw_ruleset_unref(rs);
+        rw__source_free(src);
         rw_shutdown(ri);
         return -1;
     }
-    ri->sig = rw__sig(ri->rs);
-    ri->last_check = time(NULL);
+    ri->watch = watch_new(&rw__watch_ops, src, rw__source_free, ri, rs, RW_WATCH_MS);
     if (!api->checking(inst)) {
-        ri->sc = rw_scratch_new(ri->match_limit);
+        ri->sc = rw_scratch_new(ri->conf.match_limit);
         if (!ri->sc) {
             api->config_error(inst, NULL, "out of memory");
             rw_shutdown(ri);
@@ -272,8 +298,8 @@ static int rw_init(const struct sluice_host_api *api, sluice_instance *inst, voi
                                          "reason", 4);
         ri->c_reloads = api->counter_new(inst, "reloads", "Rule file reloads on change", "result", 2);
         ri->c_limited = api->counter_new(inst, "match_limits", "Regex runs stopped by match_limit", NULL, 0);
-        api->log(inst, SLUICE_LOG_INFO, "%zu rewrite rules from %s%s", ri->rs->nrules, ri->rules_path,
-                 ri->rs->jit ? "" : " (some without JIT)");
+        api->log(inst, SLUICE_LOG_INFO, "%zu rewrite rules from %s%s", rs->nrules, ri->conf.rules,
+                 rs->jit ? "" : " (some without JIT)");
     }
     *data = ri;
     return 0;
@@ -286,29 +312,74 @@ static void rw__tx_free(void *p)
     rw_tx_free(p);
 }
 
-static struct rw_tx *rw__tx(struct rw_inst *ri, sluice_ctx *ctx)
+/* The transaction's state, on the rule set current when it starts. */
+static struct rw_tx *rw__tx_new(struct rw_inst *ri, sluice_ctx *ctx)
 {
-    struct rw_tx *tx = rw__api->tx_data_get(ctx);
-    if (!tx) {
-        tx = rw_tx_new(rw__current(ri));
-        rw__api->tx_data_set(ctx, tx, rw__tx_free);
-    }
+    struct rw_ruleset *rs = watch_get(ri->watch);
+    struct rw_tx *tx = rw_tx_new(rs);
+    rw_ruleset_unref(rs);
+    sluice_api->tx_data_set(ctx, tx, rw__tx_free);
     return tx;
+}
+
+/* What a hook does once the transaction has its rule set. */
+typedef int (*rw_step_fn)(sluice_ctx *ctx, struct rw_inst *ri, struct rw_tx *tx);
+
+/* A hook waiting for a rule-file check on the pool. */
+struct rw_wait {
+    sluice_ctx *ctx;
+    struct rw_inst *ri;
+    rw_step_fn step;
+};
+
+/* The check is done and the new set (if any) swapped in: loop thread. */
+static void rw__resume(void *ud, int stopped)
+{
+    struct rw_wait *wt = ud;
+    int v = SLUICE_ERROR; /* the instance is gone: the host gave up on us */
+    if (!stopped)
+        v = wt->step(wt->ctx, wt->ri, rw__tx_new(wt->ri, wt->ctx));
+    sluice_api->complete(wt->ctx, v);
+    free(wt);
+}
+
+/*
+ * Every hook goes through here. The first hook of a transaction checks the
+ * rule files when a check is due (at most once a second): the stat() calls
+ * and any rebuild run on the thread pool while this hook waits (SLUICE_ASYNC),
+ * so the transaction that notices a change is the first to use the new set
+ * and the loop never blocks on the files.
+ */
+static int rw__run(sluice_ctx *ctx, rw_step_fn step)
+{
+    struct rw_inst *ri = sluice_api->instance_data(ctx);
+    struct rw_tx *tx = sluice_api->tx_data_get(ctx);
+    if (!tx) {
+        if (ri->conf.watch) {
+            struct rw_wait *wt = pstr_xcalloc(1, sizeof *wt);
+            *wt = (struct rw_wait){ctx, ri, step};
+            if (watch_check_async(ri->watch, sluice_api->event_loop(ctx), rw__resume, wt))
+                return SLUICE_ASYNC;
+            free(wt);
+        }
+        tx = rw__tx_new(ri, ctx);
+    }
+    return step(ctx, ri, tx);
 }
 
 static int rw__has_symbol(void *ud, const char *name)
 {
-    return rw__api->has_symbol(ud, name);
+    return sluice_api->has_symbol(ud, name);
 }
 
 static double rw__score(void *ud)
 {
-    return rw__api->score(ud);
+    return sluice_api->score(ud);
 }
 
 static void rw__env(struct rw_inst *ri, sluice_ctx *ctx, struct rw_env *env)
 {
-    const struct sluice_host_api *api = ri->api;
+    const struct sluice_host_api *api = sluice_api;
     const char *auth = api->auth_user(ctx);
     *env = (struct rw_env){
         .sender = api->sender(ctx),
@@ -320,7 +391,7 @@ static void rw__env(struct rw_inst *ri, sluice_ctx *ctx, struct rw_env *env)
         .now = time(NULL),
         .srs_secret = ri->srs_secret,
         .srs_secret_len = ri->srs_secret_len,
-        .srs_max_age = ri->srs_max_age,
+        .srs_max_age = ri->conf.srs_max_age,
     };
 }
 
@@ -328,25 +399,23 @@ static void rw__count_limits(struct rw_inst *ri, uint64_t before)
 {
     uint64_t n = rw_scratch_limited(ri->sc) - before;
     if (n && ri->c_limited)
-        ri->api->counter_add(ri->c_limited, NULL, n);
+        sluice_api->counter_add(ri->c_limited, NULL, n);
 }
 
 static int rw__tempfail(struct rw_inst *ri, sluice_ctx *ctx, const char *what, const char *from, const char *to,
                         unsigned line, const char *why)
 {
-    ri->api->log_ctx(ctx, SLUICE_LOG_WARN, "rewrite %s <%s> -> <%s> refused: %s (%s:%u)", what, from, to, why,
-                     ri->rules_path, line);
-    ri->api->set_reply(ctx, 451, "4.3.0", "Address rewriting failed, please try again later");
+    sluice_api->log_ctx(ctx, SLUICE_LOG_WARN, "rewrite %s <%s> -> <%s> refused: %s (%s:%u)", what,
+                        from, to, why, ri->conf.rules, line);
+    sluice_api->set_reply(ctx, 451, "4.3.0", "Address rewriting failed, please try again later");
     if (ri->c_refused)
-        ri->api->counter_add(ri->c_refused, "invalid_address", 1);
+        sluice_api->counter_add(ri->c_refused, "invalid_address", 1);
     return SLUICE_TEMPFAIL;
 }
 
-static int rw_on_mail(sluice_ctx *ctx)
+static int rw__mail(sluice_ctx *ctx, struct rw_inst *ri, struct rw_tx *tx)
 {
-    const struct sluice_host_api *api = rw__api;
-    struct rw_inst *ri = api->instance_data(ctx);
-    struct rw_tx *tx = rw__tx(ri, ctx);
+    const struct sluice_host_api *api = sluice_api;
     struct rw_env env;
     rw__env(ri, ctx, &env);
     char *out = NULL;
@@ -362,8 +431,8 @@ static int rw_on_mail(sluice_ctx *ctx)
         if (e < 0) {
             verdict = rw__tempfail(ri, ctx, "sender", env.sender, out, line, strerror(-e));
         } else {
-            api->log_ctx(ctx, SLUICE_LOG_INFO, "rewrite sender <%s> -> <%s> (%s:%u)", env.sender, out,
-                         ri->rules_path, line);
+            api->log_ctx(ctx, SLUICE_LOG_INFO, "rewrite sender <%s> -> <%s> (%s:%u)", env.sender,
+                         out, ri->conf.rules, line);
             if (ri->c_rewrites)
                 api->counter_add(ri->c_rewrites, "sender", 1);
         }
@@ -372,11 +441,9 @@ static int rw_on_mail(sluice_ctx *ctx)
     return verdict;
 }
 
-static int rw_on_rcpt(sluice_ctx *ctx)
+static int rw__rcpt(sluice_ctx *ctx, struct rw_inst *ri, struct rw_tx *tx)
 {
-    const struct sluice_host_api *api = rw__api;
-    struct rw_inst *ri = api->instance_data(ctx);
-    struct rw_tx *tx = rw__tx(ri, ctx);
+    const struct sluice_host_api *api = sluice_api;
     struct rw_env env;
     rw__env(ri, ctx, &env);
     env.rcpt = api->current_rcpt(ctx);
@@ -389,8 +456,10 @@ static int rw_on_rcpt(sluice_ctx *ctx)
     rw__count_limits(ri, lim);
     int verdict = SLUICE_CONTINUE;
     if (rc == RW_SRS_BAD) {
-        api->log_ctx(ctx, SLUICE_LOG_WARN, "rewrite recipient <%s> refused: forged, damaged or expired SRS address "
-                     "(%s:%u)", env.rcpt, ri->rules_path, line);
+        api->log_ctx(ctx, SLUICE_LOG_WARN,
+                     "rewrite recipient <%s> refused: forged, damaged or expired SRS address "
+                     "(%s:%u)",
+                     env.rcpt, ri->conf.rules, line);
         api->set_reply(ctx, 550, "5.1.1", "Invalid or expired SRS bounce address");
         if (ri->c_refused)
             api->counter_add(ri->c_refused, "bad_srs", 1);
@@ -405,8 +474,8 @@ static int rw_on_rcpt(sluice_ctx *ctx)
         if (e < 0) {
             verdict = rw__tempfail(ri, ctx, "recipient", old, out, line, strerror(-e));
         } else {
-            api->log_ctx(ctx, SLUICE_LOG_INFO, "rewrite recipient <%s> -> <%s> (%s:%u)", old, out, ri->rules_path,
-                         line);
+            api->log_ctx(ctx, SLUICE_LOG_INFO, "rewrite recipient <%s> -> <%s> (%s:%u)", old, out,
+                         ri->conf.rules, line);
             if (ri->c_rewrites)
                 api->counter_add(ri->c_rewrites, "recipient", 1);
         }
@@ -416,11 +485,9 @@ static int rw_on_rcpt(sluice_ctx *ctx)
     return verdict;
 }
 
-static int rw_on_data(sluice_ctx *ctx)
+static int rw__data(sluice_ctx *ctx, struct rw_inst *ri, struct rw_tx *tx)
 {
-    const struct sluice_host_api *api = rw__api;
-    struct rw_inst *ri = api->instance_data(ctx);
-    struct rw_tx *tx = rw__tx(ri, ctx);
+    const struct sluice_host_api *api = sluice_api;
     struct rw_env env;
     rw__env(ri, ctx, &env);
     size_t nr = api->rcpt_count(ctx);
@@ -430,7 +497,7 @@ static int rw_on_data(sluice_ctx *ctx)
     env.rcpts = rcpts;
     env.nrcpts = nr;
 
-    struct rw_hdrs h = RW_HDRS_INIT;
+    struct rw_hdrs h = RW_HDRS_INIT(sluice_api->header_fold);
     size_t nh = api->header_count(ctx);
     for (size_t i = 0; i < nh; i++) {
         struct sluice_header f = {.size = sizeof(f)};
@@ -476,6 +543,21 @@ static int rw_on_data(sluice_ctx *ctx)
     rw_hdrs_free(&h);
     free(rcpts);
     return SLUICE_CONTINUE;
+}
+
+static int rw_on_mail(sluice_ctx *ctx)
+{
+    return rw__run(ctx, rw__mail);
+}
+
+static int rw_on_rcpt(sluice_ctx *ctx)
+{
+    return rw__run(ctx, rw__rcpt);
+}
+
+static int rw_on_data(sluice_ctx *ctx)
+{
+    return rw__run(ctx, rw__data);
 }
 
 SLUICE_PLUGIN_DEFINE(.name = "rewrite", .version = "1.0",

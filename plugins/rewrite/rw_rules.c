@@ -13,7 +13,6 @@
 #include "rw_hdr.h"
 #include "pstr.h"
 
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -21,7 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
 
 #define RW_MAX_TOKENS 64
 
@@ -80,82 +78,6 @@ void rw_errors_free(struct rw_errors *errs)
     free(errs->v);
     errs->v = NULL;
     errs->n = errs->cap = 0;
-}
-
-/* ---- networks --------------------------------------------------------------- */
-
-int rw_net_parse(const char *s, struct rw_net *out)
-{
-    char buf[INET6_ADDRSTRLEN + 8];
-    if (strlen(s) >= sizeof(buf))
-        return -1;
-    strcpy(buf, s);
-    char *slash = strchr(buf, '/');
-    long bits = -1;
-    if (slash) {
-        *slash = 0;
-        char *e;
-        errno = 0;
-        bits = strtol(slash + 1, &e, 10);
-        if (e == slash + 1 || *e || errno || bits < 0)
-            return -1;
-    }
-    memset(out, 0, sizeof(*out));
-    if (inet_pton(AF_INET, buf, out->addr) == 1) {
-        out->family = AF_INET;
-        if (bits > 32)
-            return -1;
-        out->bits = bits < 0 ? 32 : (unsigned)bits;
-    } else if (inet_pton(AF_INET6, buf, out->addr) == 1) {
-        out->family = AF_INET6;
-        if (bits > 128)
-            return -1;
-        out->bits = bits < 0 ? 128 : (unsigned)bits;
-    } else {
-        return -1;
-    }
-    return 0;
-}
-
-static int rw_net__in(const struct rw_net *n, int family, const unsigned char *a)
-{
-    if (n->family != family)
-        return 0;
-    unsigned full = n->bits / 8, rest = n->bits % 8;
-    if (memcmp(n->addr, a, full) != 0)
-        return 0;
-    if (rest) {
-        unsigned char mask = (unsigned char)(0xff << (8 - rest));
-        if ((n->addr[full] & mask) != (a[full] & mask))
-            return 0;
-    }
-    return 1;
-}
-
-int rw_net_match(const struct rw_net *nets, size_t n, const char *ip)
-{
-    unsigned char a[16];
-    int family;
-    if (!ip || !*ip)
-        return 0;
-    if (inet_pton(AF_INET, ip, a) == 1) {
-        family = AF_INET;
-    } else if (inet_pton(AF_INET6, ip, a) == 1) {
-        family = AF_INET6;
-        /* v4-mapped clients match v4 networks */
-        static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-        if (memcmp(a, mapped, 12) == 0) {
-            for (size_t i = 0; i < n; i++)
-                if (rw_net__in(&nets[i], AF_INET, a + 12))
-                    return 1;
-        }
-    } else {
-        return 0;
-    }
-    for (size_t i = 0; i < n; i++)
-        if (rw_net__in(&nets[i], family, a))
-            return 1;
-    return 0;
 }
 
 /* ---- tokens --------------------------------------------------------------------- */
@@ -505,12 +427,13 @@ static struct rw_map *rw_map_load(struct rw_parser *p, const char *path)
     return m;
 }
 
-static int rw_rules__nets(struct rw_parser *p, const char *list, struct rw_net **out, size_t *n)
+static int rw_rules__nets(struct rw_parser *p, const char *list, struct cidr **out, size_t *n)
 {
     char *dup = pstr_xstrdup(list), *save = NULL;
     for (char *tok = strtok_r(dup, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        struct rw_net net;
-        if (rw_net_parse(tok, &net) < 0) {
+        struct cidr net;
+        char why[128];
+        if (cidr_parse(tok, CIDR_HOST_BITS_OK, &net, why, sizeof why) < 0) {
             rw_rules__err(p, "bad network '%s' (want an address or CIDR, e.g. 10.0.0.0/8)", tok);
             free(dup);
             return -1;

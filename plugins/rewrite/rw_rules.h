@@ -20,6 +20,8 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include "cidr.h"
+
 #include <stdatomic.h>
 #include <stddef.h>
 
@@ -61,18 +63,12 @@ enum rw_cond_kind {
     RW_C_AUTH,       /* authenticated */
 };
 
-struct rw_net {
-    int family; /* AF_INET or AF_INET6 */
-    unsigned char addr[16];
-    unsigned bits;
-};
-
 struct rw_cond {
     enum rw_cond_kind kind;
     int neg;          /* "not" */
     pcre2_code *re;   /* sender, recipient, header */
     char *name;       /* header NAME, symbol NAME */
-    struct rw_net *nets;
+    struct cidr *nets;
     size_t nnets;
     char cmp[3];      /* score: ">", ">=", "<", "<=" */
     double num;
@@ -100,7 +96,7 @@ struct rw_rule {
     pcre2_code *re;        /* remove / replace / addr regex */
     char *text;            /* value, replacement, tag, SRS domain */
     struct rw_map *map;    /* RW_OP_MAP */
-    struct rw_net *nets;   /* strip-received networks */
+    struct cidr *nets;     /* strip-received networks */
     size_t nnets;
     pcre2_code **res;      /* strip-received patterns */
     size_t nres;
@@ -146,10 +142,5 @@ void rw_errors_free(struct rw_errors *errs);
 
 /* Look a (lower-cased) key up in a map; the value or NULL. */
 const char *rw_map_get(const struct rw_map *m, const char *key);
-
-/* Whether ip (text) is in one of the networks. */
-int rw_net_match(const struct rw_net *nets, size_t n, const char *ip);
-/* Parse "a.b.c.d[/n]" or "v6[/n]"; 0 or -1. */
-int rw_net_parse(const char *s, struct rw_net *out);
 
 #endif

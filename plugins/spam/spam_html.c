@@ -79,7 +79,10 @@ static size_t spam_html__utf8(unsigned cp, char *o)
     return 4;
 }
 
-size_t spam_html_entity(const char *s, size_t len, char *out, size_t *outlen)
+/* Decode one entity at s (which starts with '&'); writes UTF-8 to out
+ * (at least 8 bytes) and returns the bytes consumed, or 0 if s is not an
+ * entity. */
+static size_t spam_html_entity(const char *s, size_t len, char *out, size_t *outlen)
 {
     if (len < 3 || s[0] != '&')
         return 0;

@@ -40,9 +40,4 @@ struct spam_html_result {
 void spam_html_parse(const char *html, size_t len, struct spam_html_result *out);
 void spam_html_result_free(struct spam_html_result *r);
 
-/* Decode one entity at s (which starts with '&'); writes UTF-8 to out
- * (at least 8 bytes) and returns the bytes consumed, or 0 if s is not an
- * entity. Exposed for the tests. */
-size_t spam_html_entity(const char *s, size_t len, char *out, size_t *outlen);
-
 #endif

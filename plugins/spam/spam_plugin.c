@@ -9,64 +9,134 @@
  * the message view, evaluates the current rule set, records every rule hit
  * as a symbol and acts on the transaction's total score.
  *
- * Rule-file watch: at most once a second, at the start of a DATA hook, the
- * files of the current set are stat()ed; when they changed, the thread
- * that noticed builds a new set and swaps it in under the instance lock
- * (evaluations in flight keep their reference to the old set). A file with
- * errors is logged and refused; the old set stays until the files change
- * again.
+ * Keys: a typed key table (api->config_load); the score thresholds, a
+ * number or "off", are read as text and parsed here.
+ *
+ * Rule-file watch (plugins/common/watch): at most once a second, at the
+ * start of a DATA hook (on its pool thread, never the loop), the files of
+ * the current set are stat()ed; when they changed, that thread builds a
+ * new set and swaps it in (evaluations in flight keep their reference to
+ * the old set). A file with errors is logged and refused; the old set
+ * stays until the files change again.
  *
  * Ownership: struct spam_inst is the instance data, freed by shutdown();
- * it owns the current rule set's reference and the scratch pool.
+ * it owns the watch (which holds the current rule set) and the scratch
+ * pool.
  */
 #include "spam_eval.h"
 #include "spam_msg.h"
 #include "spam_rules.h"
 #include "pstr.h"
+#include "watch.h"
 
 #include <sluice/plugin.h>
 
-#include <ctype.h>
 #include <errno.h>
 #include <math.h>
-#include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
-#include <time.h>
 
 #define SPAM_DEFAULT_RULES "/etc/sluice/rules/spam.rules"
 #define SPAM_MAX_STATUS_TESTS 60
+#define SPAM_WATCH_MS 1000
+
+struct spam_conf {
+    const char *rules;
+    const char *header_threshold, *tag_threshold, *quarantine_threshold, *reject_threshold;
+    const char *subject_tag;
+    const char *reject_text;
+    uint64_t max_scan;
+    unsigned match_limit;
+    unsigned rule_time_ms;
+    unsigned msg_time_ms;
+    bool watch;
+    bool strip_headers;
+};
+
+#define SPAM_TEXT (SLUICE_CONFIG_PRINTABLE)
+static const struct sluice_config_key spam__keys[] = {
+    {.name = "rules",
+     .type = SLUICE_CONFIG_PATH,
+     .def = SPAM_DEFAULT_RULES,
+     .offset = offsetof(struct spam_conf, rules)},
+    {.name = "header_threshold",
+     .type = SLUICE_CONFIG_STRING,
+     .def = "4.0",
+     .offset = offsetof(struct spam_conf, header_threshold)},
+    {.name = "tag_threshold",
+     .type = SLUICE_CONFIG_STRING,
+     .def = "6.0",
+     .offset = offsetof(struct spam_conf, tag_threshold)},
+    {.name = "quarantine_threshold",
+     .type = SLUICE_CONFIG_STRING,
+     .def = "off",
+     .offset = offsetof(struct spam_conf, quarantine_threshold)},
+    {.name = "reject_threshold",
+     .type = SLUICE_CONFIG_STRING,
+     .def = "15.0",
+     .offset = offsetof(struct spam_conf, reject_threshold)},
+    {.name = "subject_tag",
+     .type = SLUICE_CONFIG_STRING,
+     .def = "[SPAM]",
+     .max = 200,
+     .flags = SPAM_TEXT | SLUICE_CONFIG_KEEP_EMPTY,
+     .offset = offsetof(struct spam_conf, subject_tag)},
+    {.name = "reject_text",
+     .type = SLUICE_CONFIG_STRING,
+     .def = "Message rejected as spam",
+     .max = 200,
+     .flags = SPAM_TEXT | SLUICE_CONFIG_KEEP_EMPTY,
+     .offset = offsetof(struct spam_conf, reject_text)},
+    {.name = "max_scan_size",
+     .type = SLUICE_CONFIG_SIZE,
+     .def = "256k",
+     .min = 1024,
+     .max = 64ULL << 20,
+     .offset = offsetof(struct spam_conf, max_scan)},
+    /* Defaults of the three limits: the engine's (preset, .def NULL). */
+    {.name = "match_limit",
+     .type = SLUICE_CONFIG_UNSIGNED,
+     .min = 100,
+     .max = 100000000,
+     .offset = offsetof(struct spam_conf, match_limit)},
+    {.name = "rule_time_limit",
+     .type = SLUICE_CONFIG_DURATION,
+     .min = 1,
+     .max = 60000,
+     .offset = offsetof(struct spam_conf, rule_time_ms)},
+    {.name = "scan_time_limit",
+     .type = SLUICE_CONFIG_DURATION,
+     .min = 1,
+     .max = 600000,
+     .offset = offsetof(struct spam_conf, msg_time_ms)},
+    {.name = "watch_rules",
+     .type = SLUICE_CONFIG_BOOL,
+     .def = "yes",
+     .offset = offsetof(struct spam_conf, watch)},
+    {.name = "strip_headers",
+     .type = SLUICE_CONFIG_BOOL,
+     .def = "yes",
+     .offset = offsetof(struct spam_conf, strip_headers)},
+    {.name = NULL},
+};
 
 struct spam_inst {
-    const struct sluice_host_api *api;
     sluice_instance *inst;
-    char *rules_path;
+    struct spam_conf conf;
     /* thresholds; NAN = off */
     double header_threshold, tag_threshold, quarantine_threshold, reject_threshold;
-    char *subject_tag;
-    char *reject_text;
-    size_t max_scan;
-    int watch;
-    int strip_headers;
     struct spam_eval_limits limits;
     struct spam_scratch_pool *pool;
-
-    pthread_mutex_t lock;       /* guards rs, sig, last_check, reloading */
-    struct spam_ruleset *rs;
-    uint64_t sig;               /* of the rule files when last (tried to be) loaded */
-    struct timespec last_check;
-    int reloading;
+    struct watch *watch; /* holds the current rule set */
 
     sluice_counter *c_hits, *c_limits, *c_msgs, *c_score, *c_reloads;
 };
 
-/* The host's table, the same for every instance: hooks get only a ctx and
- * reach their instance's state through it (api->instance_data). */
-static const struct sluice_host_api *spam__api;
+SLUICE_API_DECLARE;
 
 /* ---- config parsing ----------------------------------------------------- */
 
@@ -84,187 +154,81 @@ static int spam__parse_double(const char *v, double *out)
 }
 
 /* A threshold: a number, or "off". */
-static int spam__threshold(struct spam_inst *si, const char *key, double def, double *out)
+static int spam__threshold(struct spam_inst *si, const char *key, const char *v, double *out)
 {
-    const char *v = si->api->config_get(si->inst, key);
-    *out = def;
-    if (!v)
-        return 0;
     if (strcasecmp(v, "off") == 0 || strcasecmp(v, "none") == 0 || strcasecmp(v, "no") == 0) {
         *out = NAN;
         return 0;
     }
     if (spam__parse_double(v, out) < 0 || fabs(*out) > 1e6) {
-        si->api->config_error(si->inst, key, "want a score (e.g. 5.0) or off, got '%s'", v);
+        sluice_api->config_error(si->inst, key, "want a score (e.g. 5.0) or off, got '%s'", v);
         return -1;
     }
     return 0;
 }
 
-/* Unsigned with an optional suffix from `units` (name, multiplier). */
-struct spam__unit {
-    const char *suffix;
-    uint64_t mult;
-};
+/* ---- rule sets (struct watch_ops) ------------------------------------------ */
 
-static int spam__number(struct spam_inst *si, const char *key, const struct spam__unit *units, uint64_t def,
-                        uint64_t min, uint64_t max, const char *range, uint64_t *out)
-{
-    const char *v = si->api->config_get(si->inst, key);
-    *out = def;
-    if (!v)
-        return 0;
-    char *e;
-    errno = 0;
-    unsigned long long n = strtoull(v, &e, 10);
-    if (e == v || errno || *v == '-')
-        goto bad;
-    uint64_t mult = units ? units[0].mult : 1;
-    if (*e) {
-        int found = 0;
-        for (size_t i = 0; units && units[i].suffix; i++)
-            if (strcasecmp(e, units[i].suffix) == 0) {
-                mult = units[i].mult;
-                found = 1;
-            }
-        if (!found)
-            goto bad;
-    }
-    if (n > max / (mult ? mult : 1))
-        goto bad;
-    *out = n * mult;
-    if (*out < min || *out > max)
-        goto bad;
-    return 0;
-bad:
-    si->api->config_error(si->inst, key, "bad value '%s' (want %s)", v, range);
-    return -1;
-}
-
-static const struct spam__unit spam__ms_units[] = {{"s", 1000}, {"ms", 1}, {"m", 60000}, {NULL, 0}};
-static const struct spam__unit spam__size_units[] = {{"", 1}, {"k", 1024}, {"m", 1024 * 1024}, {NULL, 0}};
-
-static int spam__bool(struct spam_inst *si, const char *key, int def, int *out)
-{
-    const char *v = si->api->config_get(si->inst, key);
-    *out = def;
-    if (!v)
-        return 0;
-    if (!strcasecmp(v, "yes") || !strcasecmp(v, "true") || !strcasecmp(v, "on") || !strcmp(v, "1"))
-        *out = 1;
-    else if (!strcasecmp(v, "no") || !strcasecmp(v, "false") || !strcasecmp(v, "off") || !strcmp(v, "0"))
-        *out = 0;
-    else {
-        si->api->config_error(si->inst, key, "want yes or no, got '%s'", v);
-        return -1;
-    }
-    return 0;
-}
-
-/* A one-line text (for header values and SMTP replies). */
-static int spam__text(struct spam_inst *si, const char *key, const char *def, char **out)
-{
-    const char *v = si->api->config_get(si->inst, key);
-    if (!v)
-        v = def;
-    for (const char *p = v; *p; p++)
-        if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e) {
-            si->api->config_error(si->inst, key, "printable ASCII only");
-            return -1;
-        }
-    if (strlen(v) > 200) {
-        si->api->config_error(si->inst, key, "at most 200 characters");
-        return -1;
-    }
-    *out = pstr_xstrdup(v);
-    return 0;
-}
-
-/* ---- rule set loading ----------------------------------------------------- */
-
-static uint64_t spam__sig(const struct spam_ruleset *rs)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < rs->nfiles; i++) {
-        struct stat st;
-        uint64_t v[5] = {0, 0, 0, 0, 0};
-        if (stat(rs->files[i].path, &st) == 0) {
-            v[0] = (uint64_t)st.st_ino;
-            v[1] = (uint64_t)st.st_size;
-            v[2] = (uint64_t)st.st_mtim.tv_sec;
-            v[3] = (uint64_t)st.st_mtim.tv_nsec;
-            v[4] = (uint64_t)st.st_dev;
-        }
-        for (int k = 0; k < 5; k++) {
-            h ^= v[k];
-            h *= 1099511628211ULL;
-        }
-    }
-    return h;
-}
-
-/* Load the rule file; logs each error as FILE:LINE: message. */
-static struct spam_ruleset *spam__load(struct spam_inst *si, size_t *nerr)
+/* Any thread; errors as "FILE:LINE: message" lines. */
+static void *spam__build(const void *arg, struct pstr *errors)
 {
     struct spam_rules_errors errs;
-    struct spam_ruleset *rs = spam_rules_load(si->rules_path, &errs);
-    *nerr = errs.n;
+    struct spam_ruleset *rs = spam_rules_load(arg, &errs);
     for (size_t i = 0; i < errs.n; i++)
-        si->api->log(si->inst, SLUICE_LOG_ERROR, "%s:%u: %s", errs.v[i].file, errs.v[i].line, errs.v[i].msg);
+        pstr_printf(errors, "%s:%u: %s\n", errs.v[i].file, errs.v[i].line, errs.v[i].msg);
     spam_rules_errors_free(&errs);
     return rs;
 }
 
-/* The set to use for one message (a reference), reloading first if due. */
-static struct spam_ruleset *spam__acquire(struct spam_inst *si)
+static const char *spam__set_path(const void *obj, size_t i)
 {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
-    pthread_mutex_lock(&si->lock);
-    int check = si->watch && !si->reloading && now.tv_sec - si->last_check.tv_sec >= 1;
-    struct spam_ruleset *cur = si->rs;
-    if (check) {
-        si->last_check = now;
-        si->reloading = 1;
-        spam_ruleset_ref(cur);
-    }
-    pthread_mutex_unlock(&si->lock);
-    if (check) {
-        uint64_t sig = spam__sig(cur);
-        spam_ruleset_unref(cur);
-        if (sig != si->sig) {
-            size_t nerr = 0;
-            struct spam_ruleset *nrs = spam__load(si, &nerr);
-            pthread_mutex_lock(&si->lock);
-            if (nrs) {
-                struct spam_ruleset *old = si->rs;
-                si->rs = nrs;
-                si->sig = spam__sig(nrs);
-                spam_ruleset_unref(old);
-            } else {
-                si->sig = sig; /* retry only when the files change again */
-            }
-            pthread_mutex_unlock(&si->lock);
-            if (si->c_reloads)
-                si->api->counter_add(si->c_reloads, nrs ? "ok" : "failed", 1);
-            if (nrs)
-                si->api->log(si->inst, SLUICE_LOG_INFO, "rules reloaded from %s: %zu rules", si->rules_path,
-                             nrs->nrules);
-            else
-                si->api->log(si->inst, SLUICE_LOG_ERROR,
-                             "rule file %s has %zu error%s; keeping the previous rules", si->rules_path, nerr,
-                             nerr == 1 ? "" : "s");
-        }
-        pthread_mutex_lock(&si->lock);
-        si->reloading = 0;
-        pthread_mutex_unlock(&si->lock);
-    }
-    pthread_mutex_lock(&si->lock);
-    cur = si->rs;
-    spam_ruleset_ref(cur);
-    pthread_mutex_unlock(&si->lock);
-    return cur;
+    const struct spam_ruleset *rs = obj;
+    return i < rs->nfiles ? rs->files[i].path : NULL;
 }
+
+static void spam__set_ref(void *obj)
+{
+    spam_ruleset_ref(obj);
+}
+
+static void spam__set_unref(void *obj)
+{
+    spam_ruleset_unref(obj);
+}
+
+/* Log each error line; the number of lines. */
+static size_t spam__log_errors(struct spam_inst *si, const char *errors)
+{
+    size_t n = 0;
+    while (*errors) {
+        const char *nl = strchr(errors, '\n');
+        int len = nl ? (int)(nl - errors) : (int)strlen(errors);
+        sluice_api->log(si->inst, SLUICE_LOG_ERROR, "%.*s", len, errors);
+        n++;
+        errors += len + (nl ? 1 : 0);
+    }
+    return n;
+}
+
+/* The watch tried a new set (on the pool thread of a DATA hook). */
+static void spam__reloaded(void *owner, const void *obj, const char *errors)
+{
+    struct spam_inst *si = owner;
+    size_t nerr = spam__log_errors(si, errors);
+    const struct spam_ruleset *nrs = obj;
+    if (si->c_reloads)
+        sluice_api->counter_add(si->c_reloads, nrs ? "ok" : "failed", 1);
+    if (nrs)
+        sluice_api->log(si->inst, SLUICE_LOG_INFO, "rules reloaded from %s: %zu rules",
+                        si->conf.rules, nrs->nrules);
+    else
+        sluice_api->log(si->inst, SLUICE_LOG_ERROR,
+                        "rule file %s has %zu error%s; keeping the previous rules", si->conf.rules,
+                        nerr, nerr == 1 ? "" : "s");
+}
+
+static const struct watch_ops spam__watch_ops = {spam__build, spam__set_path, spam__set_ref,
+                                                 spam__set_unref, spam__reloaded};
 
 /* ---- instance life ----------------------------------------------------------- */
 
@@ -273,49 +237,45 @@ static void spam_shutdown(void *data)
     struct spam_inst *si = data;
     if (!si)
         return;
-    spam_ruleset_unref(si->rs);
+    watch_free(si->watch);
     spam_scratch_pool_free(si->pool);
-    pthread_mutex_destroy(&si->lock);
-    free(si->rules_path);
-    free(si->subject_tag);
-    free(si->reject_text);
     free(si);
 }
 
 static int spam_init(const struct sluice_host_api *api, sluice_instance *inst, void **data)
 {
+    SLUICE_API_STORE(api);
+    if (!SLUICE_API_HAS(api, config_load)) {
+        api->config_error(inst, NULL, "this plugin needs a newer sluice (typed keys)");
+        return -1;
+    }
     struct spam_inst *si = pstr_xcalloc(1, sizeof(*si));
-    spam__api = api;
-    si->api = api;
     si->inst = inst;
-    pthread_mutex_init(&si->lock, NULL);
     spam_msg_global_init();
 
-    int bad = 0;
-    const char *rules = api->config_get(inst, "rules");
-    si->rules_path = pstr_xstrdup(rules && *rules ? rules : SPAM_DEFAULT_RULES);
-    bad |= spam__threshold(si, "header_threshold", 4.0, &si->header_threshold);
-    bad |= spam__threshold(si, "tag_threshold", 6.0, &si->tag_threshold);
-    bad |= spam__threshold(si, "quarantine_threshold", NAN, &si->quarantine_threshold);
-    bad |= spam__threshold(si, "reject_threshold", 15.0, &si->reject_threshold);
-    bad |= spam__text(si, "subject_tag", "[SPAM]", &si->subject_tag);
-    bad |= spam__text(si, "reject_text", "Message rejected as spam", &si->reject_text);
-    uint64_t v;
     struct spam_eval_limits lim = SPAM_EVAL_LIMITS_DEFAULT;
-    bad |= spam__number(si, "max_scan_size", spam__size_units, 256 * 1024, 1024, 64ULL << 20,
-                        "a size from 1k to 64M", &v);
-    si->max_scan = (size_t)v;
-    bad |= spam__number(si, "match_limit", NULL, lim.match_limit, 100, 100000000,
-                        "a number from 100 to 100000000", &v);
-    lim.match_limit = (uint32_t)v;
-    bad |= spam__number(si, "rule_time_limit", spam__ms_units, lim.rule_time_ms, 1, 60000,
-                        "a duration from 1ms to 60s", &v);
-    lim.rule_time_ms = (unsigned)v;
-    bad |= spam__number(si, "scan_time_limit", spam__ms_units, lim.msg_time_ms, 1, 600000,
-                        "a duration from 1ms to 10m", &v);
-    lim.msg_time_ms = (unsigned)v;
-    bad |= spam__bool(si, "watch_rules", 1, &si->watch);
-    bad |= spam__bool(si, "strip_headers", 1, &si->strip_headers);
+    si->conf.match_limit = lim.match_limit;
+    si->conf.rule_time_ms = lim.rule_time_ms;
+    si->conf.msg_time_ms = lim.msg_time_ms;
+    int bad = SLUICE_CONFIG_LOAD(api, inst, spam__keys, &si->conf, SLUICE_CONFIG_STRICT) != 0;
+    /* A threshold that failed above stays NULL: not checked twice. */
+    const struct {
+        const char *key, *text;
+        double *out;
+    } th[] = {
+        {"header_threshold", si->conf.header_threshold, &si->header_threshold},
+        {"tag_threshold", si->conf.tag_threshold, &si->tag_threshold},
+        {"quarantine_threshold", si->conf.quarantine_threshold, &si->quarantine_threshold},
+        {"reject_threshold", si->conf.reject_threshold, &si->reject_threshold},
+    };
+    for (size_t i = 0; i < sizeof th / sizeof th[0]; i++) {
+        *th[i].out = NAN;
+        if (th[i].text && spam__threshold(si, th[i].key, th[i].text, th[i].out) < 0)
+            bad = 1;
+    }
+    lim.match_limit = si->conf.match_limit;
+    lim.rule_time_ms = si->conf.rule_time_ms;
+    lim.msg_time_ms = si->conf.msg_time_ms;
     si->limits = lim;
 
     /* Thresholds must make sense together (an off one is ignored). */
@@ -328,19 +288,23 @@ static int spam_init(const struct sluice_host_api *api, sluice_instance *inst, v
         bad = 1;
     }
 
-    size_t nerr = 0;
-    si->rs = spam__load(si, &nerr);
-    if (!si->rs) {
-        api->config_error(inst, "rules", "rule file %s has %zu error%s", si->rules_path, nerr,
-                          nerr == 1 ? "" : "s");
-        bad = 1;
+    struct spam_ruleset *rs = NULL;
+    if (si->conf.rules) {
+        struct pstr errors = PSTR_INIT;
+        rs = spam__build(si->conf.rules, &errors);
+        size_t nerr = spam__log_errors(si, pstr_cstr(&errors));
+        pstr_free(&errors);
+        if (!rs)
+            api->config_error(inst, "rules", "rule file %s has %zu error%s", si->conf.rules, nerr,
+                              nerr == 1 ? "" : "s");
     }
-    if (bad) {
+    if (bad || !rs) {
+        spam_ruleset_unref(rs);
         spam_shutdown(si);
         return -1;
     }
-    si->sig = spam__sig(si->rs);
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &si->last_check);
+    si->watch =
+        watch_new(&spam__watch_ops, pstr_xstrdup(si->conf.rules), free, si, rs, SPAM_WATCH_MS);
     if (!api->checking(inst)) {
         si->pool = spam_scratch_pool_new(&si->limits);
         if (!si->pool) {
@@ -355,8 +319,8 @@ static int spam_init(const struct sluice_host_api *api, sluice_instance *inst, v
         si->c_msgs = api->counter_new(inst, "messages", "Messages scanned, by action taken", "action", 8);
         si->c_score = api->counter_new(inst, "scores", "Messages scanned, by score range", "range", 8);
         si->c_reloads = api->counter_new(inst, "reloads", "Rule file reloads on change", "result", 2);
-        api->log(inst, SLUICE_LOG_INFO, "%zu rules from %s%s", si->rs->nrules, si->rules_path,
-                 si->rs->jit ? "" : " (some without JIT)");
+        api->log(inst, SLUICE_LOG_INFO, "%zu rules from %s%s", rs->nrules, si->conf.rules,
+                 rs->jit ? "" : " (some without JIT)");
     }
     *data = si;
     return 0;
@@ -397,7 +361,7 @@ static void spam__strip(const struct sluice_host_api *api, sluice_ctx *ctx, cons
 
 static void spam__headers(struct spam_inst *si, sluice_ctx *ctx, double score, int spam, const char *tests)
 {
-    const struct sluice_host_api *api = si->api;
+    const struct sluice_host_api *api = sluice_api;
     char buf[64];
     snprintf(buf, sizeof(buf), "%.2f", score);
     api->header_add(ctx, "X-Spam-Score", buf);
@@ -412,24 +376,25 @@ static void spam__headers(struct spam_inst *si, sluice_ctx *ctx, double score, i
 
 static void spam__tag_subject(struct spam_inst *si, sluice_ctx *ctx)
 {
-    const struct sluice_host_api *api = si->api;
+    const struct sluice_host_api *api = sluice_api;
     const char *subj = api->header_get(ctx, "Subject", 0);
-    size_t tl = strlen(si->subject_tag);
+    const char *tag = si->conf.subject_tag;
+    size_t tl = strlen(tag);
     if (!subj) {
-        api->header_add(ctx, "Subject", si->subject_tag);
+        api->header_add(ctx, "Subject", tag);
         return;
     }
-    if (strncmp(subj, si->subject_tag, tl) == 0)
+    if (strncmp(subj, tag, tl) == 0)
         return;
     struct pstr s = PSTR_INIT;
-    pstr_printf(&s, "%s %s", si->subject_tag, subj);
+    pstr_printf(&s, "%s %s", tag, subj);
     api->header_change(ctx, "Subject", 0, pstr_cstr(&s));
     pstr_free(&s);
 }
 
 static int spam_on_data(sluice_ctx *ctx)
 {
-    const struct sluice_host_api *api = spam__api;
+    const struct sluice_host_api *api = sluice_api;
     struct spam_inst *si = api->instance_data(ctx);
     const char *data = NULL;
     size_t len = 0;
@@ -448,8 +413,10 @@ static int spam_on_data(sluice_ctx *ctx)
         .helo = api->helo(ctx),
         .client_name = api->client_name(ctx),
     };
-    struct spam_ruleset *rs = spam__acquire(si);
-    struct spam_msg *m = spam_msg_parse(data, len, &env, si->max_scan);
+    if (si->conf.watch)
+        watch_poll(si->watch);
+    struct spam_ruleset *rs = watch_get(si->watch);
+    struct spam_msg *m = spam_msg_parse(data, len, &env, (size_t)si->conf.max_scan);
     struct spam_result res;
     spam_eval_run(rs, m, si->pool, &res);
 
@@ -491,13 +458,13 @@ static int spam_on_data(sluice_ctx *ctx)
 
     int verdict = SLUICE_CONTINUE;
     const char *action = "ham";
-    if (si->strip_headers) {
+    if (si->conf.strip_headers) {
         spam__strip(api, ctx, "X-Spam-Flag");
         spam__strip(api, ctx, "X-Spam-Status");
         spam__strip(api, ctx, "X-Spam-Score");
     }
     if (spam__at(score, si->reject_threshold)) {
-        api->set_reply(ctx, 554, "5.7.1", si->reject_text);
+        api->set_reply(ctx, 554, "5.7.1", si->conf.reject_text);
         verdict = SLUICE_REJECT;
         action = "rejected";
     } else {

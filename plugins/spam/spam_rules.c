@@ -24,7 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 
 #define SPAM_RULES_MAX_INCLUDE_DEPTH 16
 #define SPAM_RULES_MAX_NAME 100
@@ -54,11 +53,6 @@ struct spam_rules_builder {
 static const char *const spam_rules__type_names[SPAM_RULE_TYPE_COUNT] = {
     "header", "body", "rawbody", "full", "uri", "meta",
 };
-
-const char *spam_rule_type_name(enum spam_rule_type t)
-{
-    return (unsigned)t < SPAM_RULE_TYPE_COUNT ? spam_rules__type_names[t] : "?";
-}
 
 /* ---- errors ------------------------------------------------------------ */
 
@@ -105,7 +99,7 @@ struct spam_rules_builder *spam_rules_builder_new(void)
 }
 
 /* Register a file; returns its index (existing one for the same path). */
-static size_t spam_rules__file(struct spam_rules_builder *b, const char *path, const struct stat *st)
+static size_t spam_rules__file(struct spam_rules_builder *b, const char *path)
 {
     for (size_t i = 0; i < b->nfiles; i++)
         if (strcmp(b->files[i].path, path) == 0)
@@ -117,13 +111,6 @@ static size_t spam_rules__file(struct spam_rules_builder *b, const char *path, c
     struct spam_rules_file *f = &b->files[b->nfiles];
     memset(f, 0, sizeof(*f));
     f->path = pstr_xstrdup(path);
-    if (st) {
-        f->dev = st->st_dev;
-        f->ino = st->st_ino;
-        f->size = st->st_size;
-        f->mtime = st->st_mtim;
-        f->watched = 1;
-    }
     return b->nfiles++;
 }
 
@@ -887,7 +874,7 @@ static void spam_rules__text(struct spam_rules_builder *b, size_t fidx, const ch
 void spam_rules_builder_add_text(struct spam_rules_builder *b, const char *file, const char *text,
                                  size_t len)
 {
-    size_t fidx = spam_rules__file(b, file, NULL);
+    size_t fidx = spam_rules__file(b, file);
     if (b->depth < SPAM_RULES_MAX_INCLUDE_DEPTH) {
         b->stack[b->depth++] = file;
         spam_rules__text(b, fidx, text, len);
@@ -898,11 +885,8 @@ void spam_rules_builder_add_text(struct spam_rules_builder *b, const char *file,
 void spam_rules_builder_add_file(struct spam_rules_builder *b, const char *path)
 {
     FILE *fp = fopen(path, "r");
-    struct stat st;
-    if (!fp || fstat(fileno(fp), &st) < 0) {
+    if (!fp) {
         spam_rules__err(b, path, 0, "cannot read rule file: %s", strerror(errno));
-        if (fp)
-            fclose(fp);
         return;
     }
     struct pstr s = PSTR_INIT;
@@ -917,7 +901,7 @@ void spam_rules_builder_add_file(struct spam_rules_builder *b, const char *path)
         pstr_free(&s);
         return;
     }
-    size_t fidx = spam_rules__file(b, path, &st);
+    size_t fidx = spam_rules__file(b, path);
     char real[PATH_MAX];
     char *key = pstr_xstrdup(realpath(path, real) ? real : path);
     if (b->depth < SPAM_RULES_MAX_INCLUDE_DEPTH) {
@@ -1116,20 +1100,4 @@ long spam_ruleset_find(const struct spam_ruleset *rs, const char *name)
         if (strcmp(rs->rules[i].name, name) == 0)
             return (long)i;
     return -1;
-}
-
-int spam_ruleset_files_changed(const struct spam_ruleset *rs)
-{
-    for (size_t i = 0; i < rs->nfiles; i++) {
-        const struct spam_rules_file *f = &rs->files[i];
-        struct stat st;
-        if (!f->watched)
-            continue;
-        if (stat(f->path, &st) < 0)
-            return 1;
-        if (st.st_dev != f->dev || st.st_ino != f->ino || st.st_size != f->size ||
-            st.st_mtim.tv_sec != f->mtime.tv_sec || st.st_mtim.tv_nsec != f->mtime.tv_nsec)
-            return 1;
-    }
-    return 0;
 }

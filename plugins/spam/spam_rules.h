@@ -21,7 +21,6 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <sys/types.h>
-#include <time.h>
 
 enum spam_rule_type {
     SPAM_RULE_HEADER = 0,
@@ -112,12 +111,7 @@ struct spam_rule {
 
 /* A file the set was read from, to notice changes. */
 struct spam_rules_file {
-    char *path;
-    dev_t dev;
-    ino_t ino;
-    off_t size;
-    struct timespec mtime;
-    int watched;             /* 0 for text given by the caller (not a file) */
+    char *path; /* or the label of text given by the caller */
 };
 
 struct spam_ruleset {
@@ -174,10 +168,5 @@ void spam_ruleset_ref(struct spam_ruleset *rs);
 void spam_ruleset_unref(struct spam_ruleset *rs);
 /* Index of rule `name`, or -1. */
 long spam_ruleset_find(const struct spam_ruleset *rs, const char *name);
-/* 1 when a file of the set changed (mtime, size or inode) or vanished. */
-int spam_ruleset_files_changed(const struct spam_ruleset *rs);
-
-/* "header", "body", ... */
-const char *spam_rule_type_name(enum spam_rule_type t);
 
 #endif

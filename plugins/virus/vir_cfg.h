@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * vir_cfg: the virus plugin's configuration keys, parsed and validated
- * without the host: values come from a getter callback and problems go to
- * an error callback (the plugin wires them to api->config_get and
- * api->config_error; the unit tests to a table). Pure: no file system,
- * no sockets (checks that touch the disk are the plugin's, under init).
+ * vir_cfg: the virus plugin's configuration keys. vir_cfg_keys is the
+ * typed key table the plugin hands to api->config_load (the daemon parses
+ * and range-checks every value with its own grammar and fills struct
+ * vir_config, defaults included); vir_cfg_check() adds what a table cannot
+ * say (the reply template, a clamd address for backend clamd), reporting
+ * through an error callback (the plugin wires it to api->config_error, the
+ * unit tests to a table). Pure: no file system, no sockets (checks that
+ * touch the disk are the plugin's, under init).
  */
 #ifndef VIR_CFG_H
 #define VIR_CFG_H
@@ -13,60 +16,57 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sluice/plugin.h>
+
 enum vir_backend { VIR_BACKEND_LIBCLAMAV = 0, VIR_BACKEND_CLAMD };
 /* What to do with a virus. */
 enum vir_action { VIR_ACT_REJECT = 0, VIR_ACT_QUARANTINE, VIR_ACT_TAG };
 /* What to do when a scan limit was exceeded. */
 enum vir_limit_action { VIR_LIM_TEMPFAIL = 0, VIR_LIM_TAG, VIR_LIM_REJECT };
 /* The host's `failure` key, which this plugin applies itself to scanner
- * errors (the SDK has no "error" verdict). */
+ * errors (rather than answering SLUICE_ERROR) so that its reply and tag
+ * name what went wrong with the scanner. */
 enum vir_failure { VIR_FAIL_TEMPFAIL = 0, VIR_FAIL_ACCEPT, VIR_FAIL_TAG };
 
 #define VIR_PATH_MAX 4096
 #define VIR_TEXT_MAX 256
 
+/* Strings point into the host's configuration (valid for the instance's
+ * life); enums are stored as int by the key table. */
 struct vir_config {
     enum vir_backend backend;
-    char database[VIR_PATH_MAX]; /* libclamav: signature directory */
-    char tmpdir[VIR_PATH_MAX];   /* libclamav scratch dir; "" = make a private one */
-    uint32_t reload_check_ms;    /* database change check interval; 0 = never */
+    const char *database;        /* libclamav: signature directory */
+    const char *tmpdir;          /* libclamav scratch dir; NULL = make a private one */
+    unsigned reload_check_ms;    /* database change check interval; 0 = never */
     bool cache;                  /* libclamav clean-result cache */
 
-    char clamd[VIR_PATH_MAX];    /* "unix:/path" or "IP:port" */
-    uint32_t clamd_connect_timeout_ms;
-    uint32_t clamd_timeout_ms;   /* whole INSTREAM exchange */
+    const char *clamd; /* "unix:/path" or "IP:port"; NULL when unset */
+    unsigned clamd_connect_timeout_ms;
+    unsigned clamd_timeout_ms; /* whole INSTREAM exchange */
 
     uint64_t max_scan_size;      /* bytes; larger messages get limit_action */
     uint64_t max_file_size;
-    uint32_t max_recursion;
-    uint32_t max_files;
-    uint32_t max_scan_time_ms;
+    unsigned max_recursion;
+    unsigned max_files;
+    unsigned max_scan_time_ms;
 
     enum vir_action action;
     enum vir_limit_action limit_action;
     enum vir_failure failure;
-    char reject_text[VIR_TEXT_MAX]; /* template, one "%s" = signature name */
-    bool scanned_header;            /* add X-Virus-Scanned */
+    const char *reject_text; /* template, one "%s" = signature name */
+    bool scanned_header;     /* add X-Virus-Scanned */
 };
 
-/* Value of `key`, or NULL when unset. */
-typedef const char *(*vir_cfg_get_fn)(void *ud, const char *key);
+/* The keys and their defaults (see README.md), in the order problems are
+ * reported. */
+extern const struct sluice_config_key vir_cfg_keys[];
+
 /* Report one problem with `key`. */
 typedef void (*vir_cfg_err_fn)(void *ud, const char *key, const char *msg);
 
-/* Defaults (see README.md). */
-void vir_cfg_defaults(struct vir_config *c);
-
-/* Read every key through get(); each problem is reported through err().
- * Returns the number of problems (0 = c is complete and valid). */
-int vir_cfg_parse(struct vir_config *c, vir_cfg_get_fn get, vir_cfg_err_fn err, void *ud);
-
-/* Value parsers, exposed for the tests. 0 ok, -1 invalid. */
-/* "25M", "512k", "1G", "1000" (bytes; binary multiples). */
-int vir_cfg_size(const char *s, uint64_t *out);
-/* "250ms", "5s", "2m", "1h", "3" (seconds). */
-int vir_cfg_duration_ms(const char *s, uint64_t *out);
-int vir_cfg_bool(const char *s, bool *out);
+/* Checks across keys, after the table filled c; each problem through
+ * err(). Returns the number of problems. */
+int vir_cfg_check(const struct vir_config *c, vir_cfg_err_fn err, void *ud);
 
 /* A reject_text template is valid when it has at most one "%s", no other
  * '%' except "%%", only printable ASCII, and fits VIR_TEXT_MAX. */

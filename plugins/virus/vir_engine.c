@@ -374,17 +374,6 @@ void vir_engine_maybe_reload(struct vir_engine *e)
     pthread_mutex_unlock(&e->lock);
 }
 
-int vir_engine_reload_now(struct vir_engine *e)
-{
-    uint64_t sig = vir__dir_signature(e->database);
-    struct vir__loaded *l = vir__load(e);
-    pthread_mutex_lock(&e->lock);
-    e->dir_sig = sig;
-    pthread_mutex_unlock(&e->lock);
-    vir__swap(e, l);
-    return l ? 0 : -1;
-}
-
 bool vir_engine_wait_idle(struct vir_engine *e, uint32_t timeout_ms)
 {
     struct timespec ts;

@@ -73,10 +73,6 @@ void vir_engine_scan(struct vir_engine *e, const void *data, size_t len, struct 
  * Cheap when not due. Thread-safe. */
 void vir_engine_maybe_reload(struct vir_engine *e);
 
-/* Load now on the calling thread and swap in on success (tests, tools).
- * 0 ok; -1 failed (the old engine stays). */
-int vir_engine_reload_now(struct vir_engine *e);
-
 /* Signatures in the current engine (0 = not ready). */
 unsigned vir_engine_signatures(struct vir_engine *e);
 /* Number of successful loads so far (tests watch it change). */

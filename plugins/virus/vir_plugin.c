@@ -3,7 +3,7 @@
  * vir_plugin: virus.so, glue between the sluice host API and the virus
  * engine modules:
  *
- *   vir_cfg     keys of [plugin NAME] -> struct vir_config
+ *   vir_cfg     keys of [plugin NAME] (a typed key table) -> struct vir_config
  *   vir_engine  libclamav in process (shared engine, background reload)
  *   vir_clamd   clamd over INSTREAM
  *   vir_policy  scan result -> verdict, reply, headers
@@ -12,10 +12,11 @@
  * whole scan). The instance state is built by init() and read-only after
  * that, except the engine holder, which has its own lock.
  *
- * Scanner errors: the SDK has no "error" verdict, so this plugin applies
- * the instance's `failure` key itself (tempfail -> 451 4.7.1, accept,
- * tag -> X-Sluice-Skipped). The host's circuit breaker therefore does not
- * count scanner errors; it does count hook timeouts.
+ * Scanner errors: this plugin applies the instance's `failure` key itself
+ * (tempfail -> 451 4.7.1, accept, tag -> X-Sluice-Skipped) rather than
+ * answering SLUICE_ERROR, so the reply and the tag say what went wrong
+ * with the scanner. The host's circuit breaker therefore does not count
+ * scanner errors; it does count hook timeouts.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -35,7 +36,7 @@
 
 /* Hooks only get a ctx; the host's table (one for all instances) is kept
  * here, set by init() before any hook can run. */
-static const struct sluice_host_api *vir__api;
+SLUICE_API_DECLARE;
 
 /* Upper bounds (seconds) of the scan-time buckets, label "seconds". */
 static const struct {
@@ -49,7 +50,6 @@ static const struct {
 #define VIR_NBUCKETS (sizeof vir__buckets / sizeof vir__buckets[0])
 
 struct vir_inst {
-    const struct sluice_host_api *api;
     sluice_instance *inst;
     struct vir_config cfg;
     struct vir_engine *engine;   /* owned; libclamav backend */
@@ -65,28 +65,22 @@ struct vir_inst {
 
 /* ---- config callbacks ------------------------------------------------------ */
 
-static const char *vir__get(void *ud, const char *key)
-{
-    struct vir_inst *vi = ud;
-    return vi->api->config_get(vi->inst, key);
-}
-
 static void vir__err(void *ud, const char *key, const char *msg)
 {
     struct vir_inst *vi = ud;
-    vi->api->config_error(vi->inst, key, "%s", msg);
+    sluice_api->config_error(vi->inst, key, "%s", msg);
 }
 
 static void vir__engine_log(void *ud, int level, const char *msg)
 {
     struct vir_inst *vi = ud;
-    vi->api->log(vi->inst, level, "%s", msg);
+    sluice_api->log(vi->inst, level, "%s", msg);
 }
 
 /* Checks that touch the disk; returns the number of problems. */
 static int vir__check_paths(struct vir_inst *vi)
 {
-    const struct sluice_host_api *api = vi->api;
+    const struct sluice_host_api *api = sluice_api;
     int errors = 0;
     struct stat st;
     if (vi->cfg.backend == VIR_BACKEND_LIBCLAMAV) {
@@ -101,7 +95,7 @@ static int vir__check_paths(struct vir_inst *vi)
                               vi->cfg.database);
             errors++;
         }
-        if (vi->cfg.tmpdir[0]) {
+        if (vi->cfg.tmpdir) {
             if (stat(vi->cfg.tmpdir, &st) < 0) {
                 api->config_error(vi->inst, "tmpdir", "%s: %s", vi->cfg.tmpdir,
                                   strerror(errno));
@@ -129,24 +123,27 @@ static void vir__free(struct vir_inst *vi)
         return;
     vir_engine_free(vi->engine);
     if (vi->own_tmpdir && rmdir(vi->tmpdir) < 0 && errno != ENOENT)
-        vi->api->log(vi->inst, SLUICE_LOG_WARN, "cannot remove %s: %s", vi->tmpdir,
-                     strerror(errno));
+        sluice_api->log(vi->inst, SLUICE_LOG_WARN, "cannot remove %s: %s", vi->tmpdir,
+                        strerror(errno));
     free(vi);
 }
 
 static int vir_init(const struct sluice_host_api *api, sluice_instance *inst, void **data)
 {
-    vir__api = api;
+    SLUICE_API_STORE(api);
+    if (!SLUICE_API_HAS(api, config_load)) {
+        api->config_error(inst, NULL, "this plugin needs a newer sluice (typed keys)");
+        return -1;
+    }
     struct vir_inst *vi = calloc(1, sizeof *vi);
     if (!vi) {
         api->config_error(inst, NULL, "out of memory");
         return -1;
     }
-    vi->api = api;
     vi->inst = inst;
-    vir_cfg_defaults(&vi->cfg);
-    int errors = vir_cfg_parse(&vi->cfg, vir__get, vir__err, vi);
-    if (vi->cfg.backend == VIR_BACKEND_CLAMD && vi->cfg.clamd[0]) {
+    int errors = SLUICE_CONFIG_LOAD(api, inst, vir_cfg_keys, &vi->cfg, SLUICE_CONFIG_STRICT) != 0;
+    errors += vir_cfg_check(&vi->cfg, vir__err, vi);
+    if (vi->cfg.backend == VIR_BACKEND_CLAMD && vi->cfg.clamd) {
         const char *why;
         if (vir_clamd_parse_addr(vi->cfg.clamd, &vi->clamd, &why) < 0) {
             api->config_error(inst, "clamd", "\"%s\": %s", vi->cfg.clamd, why);
@@ -186,7 +183,7 @@ static int vir_init(const struct sluice_host_api *api, sluice_instance *inst, vo
                                   "Time spent scanning, microseconds", NULL, 0);
 
     if (vi->cfg.backend == VIR_BACKEND_LIBCLAMAV) {
-        if (vi->cfg.tmpdir[0]) {
+        if (vi->cfg.tmpdir) {
             snprintf(vi->tmpdir, sizeof vi->tmpdir, "%s", vi->cfg.tmpdir);
         } else {
             const char *base = getenv("TMPDIR");
@@ -234,7 +231,7 @@ static void vir_shutdown(void *data)
 
 static void vir__count(struct vir_inst *vi, const struct vir_result *r, double secs)
 {
-    const struct sluice_host_api *api = vi->api;
+    const struct sluice_host_api *api = sluice_api;
     if (vi->c_scans)
         api->counter_add(vi->c_scans, vir_result_kind_name(r->kind), 1);
     if (vi->c_detect && r->kind == VIR_VIRUS)
@@ -256,7 +253,7 @@ static double vir__now(void)
 
 static int vir_on_data(sluice_ctx *ctx)
 {
-    const struct sluice_host_api *api = vir__api;
+    const struct sluice_host_api *api = sluice_api;
     struct vir_inst *vi = api->instance_data(ctx);
     struct vir_result r;
     memset(&r, 0, sizeof r);

@@ -20,6 +20,10 @@
  *   sluice_plugin_<instance>_tagged_total    messages tagged
  *
  * Design notes (why it looks like this):
+ *  - The keys are a typed key table: the host reads them with sluice.conf's
+ *    own grammar, applies the defaults, and reports unknown keys and
+ *    missing required ones as FILE:LINE; init() only checks what a table
+ *    cannot say (the file's contents, the networks, the header's shape).
  *  - Everything is read at init; the hooks only look up memory, so they run
  *    on the event loop (no blocking_phases). SIGHUP re-runs init on a fresh
  *    instance, which is how the list is reloaded.
@@ -52,8 +56,37 @@ struct rb_net {
     unsigned prefix;
 };
 
+/* The section as the host reads it (strings stay valid for the
+ * instance's life). */
+struct rb_conf {
+    const char *blocklist;
+    const char *reject_text;
+    const char *tag_networks;
+    const char *tag_header;
+};
+
+static const struct sluice_config_key rb_keys[] = {
+    {.name = "blocklist",
+     .type = SLUICE_CONFIG_PATH,
+     .flags = SLUICE_CONFIG_REQUIRED,
+     .offset = offsetof(struct rb_conf, blocklist)},
+    {.name = "reject_text",
+     .type = SLUICE_CONFIG_STRING,
+     .def = "Recipient blocked",
+     .flags = SLUICE_CONFIG_PRINTABLE,
+     .max = 199,
+     .offset = offsetof(struct rb_conf, reject_text)},
+    {.name = "tag_networks",
+     .type = SLUICE_CONFIG_STRING,
+     .offset = offsetof(struct rb_conf, tag_networks)},
+    {.name = "tag_header",
+     .type = SLUICE_CONFIG_STRING,
+     .def = "X-Sluice-Network: internal",
+     .offset = offsetof(struct rb_conf, tag_header)},
+    {.name = NULL},
+};
+
 struct rb {
-    const struct sluice_host_api *api;
     char **blocked;          /* sorted, lower case; "@domain" for whole domains */
     size_t nblocked;
     char reject_text[200];
@@ -67,7 +100,7 @@ struct rb {
 
 /* The host table is the same for every instance of this plugin; hooks
  * reach their instance's state through it (api->instance_data). */
-static const struct sluice_host_api *rb_api;
+SLUICE_API_DECLARE;
 
 static int rb_cmp(const void *a, const void *b)
 {
@@ -93,7 +126,7 @@ static void rb_free(struct rb *r)
 /* Read the blocklist file. Problems are reported through config_error. */
 static int rb_read_list(struct rb *r, sluice_instance *inst, const char *path)
 {
-    const struct sluice_host_api *api = r->api;
+    const struct sluice_host_api *api = sluice_api;
     FILE *f = fopen(path, "r");
     if (!f) {
         api->config_error(inst, "blocklist", "cannot open %s: %s", path, strerror(errno));
@@ -200,13 +233,13 @@ static int rb_parse_nets(struct rb *r, sluice_instance *inst, const char *list)
     char *save = NULL;
     for (char *tok = strtok_r(copy, " ,\t", &save); tok; tok = strtok_r(NULL, " ,\t", &save)) {
         if (r->nnets == RB_MAX_NETS) {
-            r->api->config_error(inst, "tag_networks", "more than %d networks", RB_MAX_NETS);
+            sluice_api->config_error(inst, "tag_networks", "more than %d networks", RB_MAX_NETS);
             bad = 1;
             break;
         }
         if (rb_parse_net(tok, &r->nets[r->nnets]) != 0) {
-            r->api->config_error(inst, "tag_networks", "'%s' is not an address or CIDR network",
-                                 tok);
+            sluice_api->config_error(inst, "tag_networks", "'%s' is not an address or CIDR network",
+                                     tok);
             bad = 1;
             continue;
         }
@@ -218,30 +251,26 @@ static int rb_parse_nets(struct rb *r, sluice_instance *inst, const char *list)
 
 static int rb_init(const struct sluice_host_api *api, sluice_instance *inst, void **data)
 {
+    SLUICE_API_STORE(api);
+    if (!SLUICE_API_HAS(api, config_load)) {
+        api->config_error(inst, NULL, "this plugin needs a newer sluice (typed keys)");
+        return -1;
+    }
     struct rb *r = calloc(1, sizeof *r);
     if (!r)
         return -1;
-    rb_api = api;
-    r->api = api;
-    int bad = 0;
+    /* Unset keys get their defaults, wrong ones are reported: all of them. */
+    struct rb_conf conf = {0};
+    int bad = SLUICE_CONFIG_LOAD(api, inst, rb_keys, &conf, SLUICE_CONFIG_STRICT) != 0;
 
-    const char *v = api->config_get(inst, "blocklist");
-    if (!v) {
-        api->config_error(inst, NULL, "blocklist: required key missing");
+    if (conf.blocklist && rb_read_list(r, inst, conf.blocklist) != 0)
         bad = 1;
-    } else if (rb_read_list(r, inst, v) != 0) {
-        bad = 1;
-    }
-
-    v = api->config_get(inst, "reject_text");
-    snprintf(r->reject_text, sizeof r->reject_text, "%s", v ? v : "Recipient blocked");
-
-    if ((v = api->config_get(inst, "tag_networks")) && rb_parse_nets(r, inst, v) != 0)
+    if (conf.reject_text)
+        snprintf(r->reject_text, sizeof r->reject_text, "%s", conf.reject_text);
+    if (conf.tag_networks && rb_parse_nets(r, inst, conf.tag_networks) != 0)
         bad = 1;
 
-    v = api->config_get(inst, "tag_header");
-    if (!v)
-        v = "X-Sluice-Network: internal";
+    const char *v = conf.tag_header ? conf.tag_header : "";
     const char *colon = strchr(v, ':');
     if (!colon || colon == v || (size_t)(colon - v) >= sizeof r->tag_name) {
         api->config_error(inst, "tag_header", "expected 'Name: value', got '%s'", v);
@@ -294,14 +323,14 @@ static bool rb_is_blocked(const struct rb *r, const char *rcpt)
 
 static int rb_on_rcpt(sluice_ctx *ctx)
 {
-    struct rb *r = rb_api->instance_data(ctx);
-    const char *rcpt = rb_api->current_rcpt(ctx);
+    struct rb *r = sluice_api->instance_data(ctx);
+    const char *rcpt = sluice_api->current_rcpt(ctx);
     if (!rcpt || !rb_is_blocked(r, rcpt))
         return SLUICE_CONTINUE;
-    rb_api->log_ctx(ctx, SLUICE_LOG_INFO, "blocked recipient <%s>", rcpt);
+    sluice_api->log_ctx(ctx, SLUICE_LOG_INFO, "blocked recipient <%s>", rcpt);
     if (r->c_blocked)
-        rb_api->counter_add(r->c_blocked, NULL, 1);
-    rb_api->set_reply(ctx, 550, "5.7.1", r->reject_text);
+        sluice_api->counter_add(r->c_blocked, NULL, 1);
+    sluice_api->set_reply(ctx, 550, "5.7.1", r->reject_text);
     return SLUICE_REJECT;
 }
 
@@ -309,12 +338,12 @@ static int rb_on_rcpt(sluice_ctx *ctx)
  * free callback has something to free (and so "not computed yet" is NULL). */
 static bool rb_conn_tagged(sluice_ctx *ctx, const struct rb *r)
 {
-    int *known = rb_api->conn_data_get(ctx);
+    int *known = sluice_api->conn_data_get(ctx);
     if (known)
         return *known;
     unsigned char a[16];
     int family = 0;
-    const char *addr = rb_api->client_addr(ctx);
+    const char *addr = sluice_api->client_addr(ctx);
     if (inet_pton(AF_INET, addr, a) == 1)
         family = AF_INET;
     else if (inet_pton(AF_INET6, addr, a) == 1)
@@ -325,21 +354,21 @@ static bool rb_conn_tagged(sluice_ctx *ctx, const struct rb *r)
     known = malloc(sizeof *known);
     if (known) {
         *known = tag;
-        rb_api->conn_data_set(ctx, known, free);
+        sluice_api->conn_data_set(ctx, known, free);
     }
     return tag;
 }
 
 static int rb_on_data(sluice_ctx *ctx)
 {
-    struct rb *r = rb_api->instance_data(ctx);
+    struct rb *r = sluice_api->instance_data(ctx);
     if (r->nnets == 0 || !rb_conn_tagged(ctx, r))
         return SLUICE_CONTINUE;
-    int rc = rb_api->header_add(ctx, r->tag_name, r->tag_value);
+    int rc = sluice_api->header_add(ctx, r->tag_name, r->tag_value);
     if (rc != 0)
-        rb_api->log_ctx(ctx, SLUICE_LOG_WARN, "cannot add %s: %s", r->tag_name, strerror(-rc));
+        sluice_api->log_ctx(ctx, SLUICE_LOG_WARN, "cannot add %s: %s", r->tag_name, strerror(-rc));
     else if (r->c_tagged)
-        rb_api->counter_add(r->c_tagged, NULL, 1);
+        sluice_api->counter_add(r->c_tagged, NULL, 1);
     return SLUICE_CONTINUE;
 }
 

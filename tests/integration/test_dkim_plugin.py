@@ -476,6 +476,28 @@ def test_check_errors(keys, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_one_duration_grammar_with_the_host(keys, tmp_path):
+    """dns_timeout is read with the daemon's grammar: what the instance's
+    own `timeout` refuses (fractions, days) it refuses too, at its line."""
+    for n, (text, ok) in enumerate((("1.5s", False), ("2d", False), ("1500ms", True),
+                                    ("2s", True), ("1m", True))):
+        r1, c1 = check(tmp_path / ("d%d" % n), {"dkimv": verify_conf(keys.keys_file(),
+                                                                     dns_timeout=text)})
+        r2, c2 = check(tmp_path / ("t%d" % n), {"dkimv": verify_conf(keys.keys_file(),
+                                                                     timeout=text)})
+        out1, out2 = r1.stdout + r1.stderr, r2.stdout + r2.stderr
+        assert (r1.returncode == 0) == ok, (text, out1)
+        assert (r2.returncode == 0) == ok, (text, out2)
+        if not ok:
+            assert re.search(r"%s:\d+: \[plugin dkimv\] dns_timeout: not a duration '%s'"
+                             % (re.escape(c1), re.escape(text)), out1), out1
+    # and a key neither dkim nor the host knows is reported
+    r, conf = check(tmp_path / "u", {"dkimv": verify_conf(keys.keys_file(), dns_timout="2s")})
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert re.search(r"%s:\d+: \[plugin dkimv\] dns_timout: unknown key" % re.escape(conf), out), out
+
+
 # --------------------------------------------------------------------------
 # opendkim-testmsg: a second independent verifier. It has no key-file
 # option and always asks the DNS of /etc/resolv.conf, so it runs in a

@@ -97,6 +97,8 @@ static void test_defaults(void **state)
     assert_int_equal(c->max_message_size, 26214400);
     assert_int_equal(c->max_recipients, 100);
     assert_int_equal(c->max_errors, 10);
+    assert_int_equal(c->junk_command_limit, 100);
+    assert_int_equal(c->ipv6_prefix, 64);
     assert_int_equal(c->max_line_length, 998);
     assert_int_equal(c->long_lines, CFG_LONG_REJECT);
     assert_int_equal(c->bare_newline, CFG_BARE_REJECT);
@@ -147,6 +149,8 @@ struct num_case {
 static const struct num_case num_cases[] = {
     {"[server]\nmax_connections = 7\n", F(max_connections), 7},
     {"[server]\nmax_connections_per_ip = 3\n", F(max_connections_per_ip), 3},
+    {"[server]\nipv6_prefix = 56\n", F(ipv6_prefix), 56},
+    {"[server]\njunk_command_limit = 0\n", F(junk_command_limit), 0},
     {"[server]\nmax_message_size = 10M\n", F(max_message_size), 10485760},
     {"[server]\nmax_message_size = 2G\n", F(max_message_size), 2147483648ULL},
     {"[server]\nmax_recipients = 1000\n", F(max_recipients), 1000},

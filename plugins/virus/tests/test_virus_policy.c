@@ -9,7 +9,29 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "plugcfg.h"
 #include "vir_policy.h"
+
+static const char *no_value(void *ud, const char *key)
+{
+    (void)ud;
+    (void)key;
+    return NULL;
+}
+
+static void no_error(void *ud, const char *key, const char *msg)
+{
+    (void)ud;
+    fail_msg("default of %s: %s", key, msg);
+}
+
+/* The keys' defaults, as the host fills them for an empty section. */
+static void vir_cfg_defaults(struct vir_config *c)
+{
+    memset(c, 0, sizeof *c);
+    struct plugcfg_io io = {no_value, no_error, NULL, NULL};
+    assert_int_equal(plugcfg_load(vir_cfg_keys, sizeof vir_cfg_keys[0], c, 0, &io), 0);
+}
 
 struct pcase {
     enum vir_kind kind;

@@ -19,7 +19,11 @@
  * descriptor marks its phase in `blocking_phases`: then it runs on a thread
  * of the host's thread pool while the session waits (other sessions keep
  * going). Either way, all ctx functions may be used from within the hook,
- * on the thread that runs it. Never block in a non-blocking hook.
+ * on the thread that runs it. Never block in a non-blocking hook. A hook
+ * that returned SLUICE_ASYNC hands its ctx to one thread of the plugin's
+ * choosing (the loop, a timer, a worker thread): that thread may use the
+ * ctx functions, then calls api->complete() from wherever it is; see
+ * `complete` below for the whole contract.
  *
  * EDITS. Changes a hook makes (headers, body, envelope) are recorded and
  * applied when the hook returns (or completes, for asynchronous hooks);
@@ -29,7 +33,7 @@
  * VERDICTS. Each transaction hook returns a verdict. The first verdict
  * other than SLUICE_CONTINUE decides the phase; plugins after it are not
  * called for that phase. A hook may also return SLUICE_ASYNC and call
- * api->complete() later (from the loop thread) with the real verdict.
+ * api->complete() later (from any thread) with the real verdict.
  *
  * MEMORY. Strings returned by the host are owned by the host and valid
  * during the hook only (copy what you keep). Strings given to the host are
@@ -173,6 +177,72 @@ struct sluice_header {
     size_t value_len;
 };
 
+/* ---- typed configuration keys ---------------------------------------------
+ *
+ * A plugin describes its keys in a table and lets the host fill its own
+ * struct in one call (api->config_load, a member added after ABI 1's first
+ * table). Values are read with the grammar of the rest of sluice.conf, so
+ * `dns_timeout = 1.5s` in a plugin section is refused exactly like
+ * `timeout = 1.5s`; problems are reported like api->config_error does, as
+ * "FILE:LINE: [plugin NAME] key: message", every problem of the section at
+ * once.
+ *
+ *   struct my_conf { bool watch; unsigned timeout_ms; uint64_t max; int mode;
+ *                    const char *rules; };
+ *   static const char *const my_modes[] = {"verify", "sign", NULL};
+ *   static const struct sluice_config_key my_keys[] = {
+ *       {.name = "watch", .type = SLUICE_CONFIG_BOOL, .def = "yes",
+ *        .offset = offsetof(struct my_conf, watch)},
+ *       {.name = "timeout", .type = SLUICE_CONFIG_DURATION, .def = "5s",
+ *        .min = 100, .max = 60000, .offset = offsetof(struct my_conf, timeout_ms)},
+ *       {.name = "mode", .type = SLUICE_CONFIG_ENUM, .choices = my_modes,
+ *        .flags = SLUICE_CONFIG_REQUIRED, .offset = offsetof(struct my_conf, mode)},
+ *       {.name = NULL}};
+ *   if (SLUICE_CONFIG_LOAD(api, inst, my_keys, &conf, SLUICE_CONFIG_STRICT) != 0)
+ *       return -1;   (every problem was reported)
+ */
+
+enum sluice_config_type {
+    SLUICE_CONFIG_BOOL = 1, /* bool: yes|no|true|false|on|off|1|0, any case */
+    SLUICE_CONFIG_UNSIGNED, /* unsigned: plain decimal digits */
+    SLUICE_CONFIG_DURATION, /* unsigned, in milliseconds: 500ms, 30s, 5m, 1h;
+                               a plain number is seconds; no fractions */
+    SLUICE_CONFIG_SIZE,     /* uint64_t, in bytes: 65536, 64k, 25M, 1G */
+    SLUICE_CONFIG_ENUM,     /* int: the index of the value in `choices`
+                               (compared exactly, as the daemon's own keys) */
+    SLUICE_CONFIG_PATH,     /* const char *: a file system path, not empty */
+    SLUICE_CONFIG_STRING,   /* const char *: the value as written */
+};
+
+/* sluice_config_key.flags */
+#define SLUICE_CONFIG_REQUIRED (1u << 0)   /* unset is an error ("required key missing") */
+#define SLUICE_CONFIG_KEEP_EMPTY (1u << 1) /* STRING: "" is a value, not "unset" */
+#define SLUICE_CONFIG_ABSOLUTE (1u << 2)   /* PATH: must start with '/' */
+#define SLUICE_CONFIG_PRINTABLE (1u << 3)  /* STRING: printable ASCII only (goes on the wire) */
+
+struct sluice_config_key {
+    const char *name; /* the key; NULL ends the table */
+    uint32_t type;    /* enum sluice_config_type */
+    uint32_t flags;   /* SLUICE_CONFIG_REQUIRED ... */
+    size_t offset;    /* of the field in the struct handed to config_load */
+    /* The value when the key is unset, written in the key's own syntax
+     * ("30s", "25M", "yes"), parsed like a value from the file. NULL: the
+     * field is left as it is (so a plugin may preset it). */
+    const char *def;
+    /* UNSIGNED, DURATION (ms), SIZE (bytes): the accepted range, both
+     * ends included; min = max = 0 means no limit. STRING, PATH: max is
+     * the longest accepted value (0: any). */
+    uint64_t min, max;
+    const char *const *choices; /* ENUM: NULL-terminated list of values */
+};
+
+/* config_load() flags */
+#define SLUICE_CONFIG_STRICT                                                                       \
+    (1u << 0) /* a key of the section that is neither in                                           \
+                 the table nor one of the host's                                                   \
+                 (path, timeout, failure, breaker_*,                                               \
+                 quarantine_reply) is an error */
+
 /* ---- the host's function table ------------------------------------------- */
 
 struct sluice_host_api {
@@ -273,9 +343,19 @@ struct sluice_host_api {
 
     /* -- asynchronous completion --
      * For hooks that returned SLUICE_ASYNC: deliver the verdict. Call it
-     * exactly once, on the loop thread. The ctx stays valid until then,
-     * even if the host gave up waiting (timeout); the late verdict and
-     * edits are then ignored. */
+     * exactly once per SLUICE_ASYNC, never for a hook that returned
+     * anything else, from any thread: the loop thread (inside the hook, a
+     * timer or an I/O callback of the plugin) or a thread of the plugin's
+     * own. Called off the loop thread, it queues the answer and returns at
+     * once; the host applies it on the loop thread a moment later.
+     * Until complete() the ctx belongs to whoever will call it: that one
+     * thread may use every ctx function (read the transaction, edit,
+     * set_reply, tx_data), as a blocking hook does on its pool thread;
+     * after complete() the ctx must not be touched. The ctx stays valid
+     * until complete() even if the host gave up waiting (timeout): the
+     * instance's failure policy has then applied and the late verdict and
+     * edits are dropped, so a plugin must still call complete() once to
+     * let the host free the ctx. */
     void (*complete)(sluice_ctx *ctx, int verdict);
     /* The host's libuv loop (uv_loop_t *) for the plugin's own I/O. */
     void *(*event_loop)(sluice_ctx *ctx);
@@ -286,11 +366,50 @@ struct sluice_host_api {
      * decided (" NOTIFY=... ORCPT=...", as forwarded), "" if none. A rewrite
      * (rcpt_remove(current) + rcpt_add(new, NULL)) keeps them. */
     const char *(*current_rcpt_params)(sluice_ctx *ctx);
+
+    /* Fill the struct at `base` from the instance's [plugin NAME] section
+     * as `keys` says (see "typed configuration keys" above): each key
+     * present is parsed with the daemon's grammar and range-checked, an
+     * unset key gets its default. key_size is sizeof(struct
+     * sluice_config_key) as the plugin was built (SLUICE_CONFIG_LOAD passes
+     * it). Every problem is reported through the config_error path; then
+     * -1 (the struct may be partly filled), else 0. PATH and STRING values
+     * point into the host's copy of the configuration and stay valid until
+     * the instance's shutdown() has returned. Call it from init() (or
+     * later on the loop thread). */
+    int (*config_load)(sluice_instance *inst, const struct sluice_config_key *keys, size_t key_size,
+                       void *base, uint32_t flags);
+
+    /* Fold a header field value exactly as the host folds what header_add
+     * and header_change receive (at white space before column 78, never a
+     * line over 998 octets, an already folded value kept as is), for a
+     * field called `name`. Writes the raw value as the field will carry it
+     * after the colon (leading space included, CRLF + WSP at each fold, no
+     * final CRLF) into out[0..outlen) NUL-terminated, like snprintf, and
+     * returns its length (a return >= outlen means out was too small), or
+     * -EINVAL when the name or value is not acceptable (bare CR/LF, NUL, a
+     * word that cannot be folded under 998 octets). Pure and thread-safe:
+     * any thread, any time, no ctx needed. */
+    int (*header_fold)(const char *name, const char *value, char *out, size_t outlen);
 };
 
 /* True when the host's table has member `m` (for members added later). */
 #define SLUICE_API_HAS(api, m) \
     ((api)->size >= offsetof(struct sluice_host_api, m) + sizeof((api)->m))
+
+/*
+ * The host hands every instance the same table. Hooks only get a ctx, so a
+ * plugin keeps the table in one place: SLUICE_API_DECLARE; at file scope
+ * declares `sluice_api` (private to the plugin), SLUICE_API_STORE(api) in
+ * init() sets it. Written on the loop thread before any hook of the
+ * instance can run, read from every thread afterwards.
+ */
+#define SLUICE_API_DECLARE static const struct sluice_host_api *sluice_api
+#define SLUICE_API_STORE(host) ((void)(sluice_api = (host)))
+
+/* api->config_load with the key size this plugin was built with. */
+#define SLUICE_CONFIG_LOAD(api, inst, keys, base, flags)                                           \
+    ((api)->config_load((inst), (keys), sizeof(struct sluice_config_key), (base), (flags)))
 
 #ifdef __cplusplus
 }
