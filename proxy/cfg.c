@@ -6,9 +6,10 @@
  * handler, so the file is read into memory and handed to ini_parse_stream()
  * one line per reader call by cfg__read_line(); the reader's line counter is
  * then the line inih is working on. Every key of [server], [upstream],
- * [stats] and [chain] is described once in cfg__keys[] (type, field, range);
+ * [stats] and [chain] is described once in cfg_keys[] (cfg_keys.c: type,
+ * field, range);
  * [plugin NAME] sections are kept for their plugin, apart from the few keys
- * the host itself uses (cfg__plugin_keys[]).
+ * the host itself uses (cfg_keys_plugin[]).
  *
  * Problems are collected (not fatal one by one), sorted by line and written
  * to the caller's buffer as "FILE:LINE: message" at the end, so one run
@@ -20,13 +21,10 @@
  */
 #include "cfg.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <grp.h>
 #include <ini.h>
 #include <limits.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -34,9 +32,9 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
+#include "cfg_keys.h"
 #include "log.h"
 
 #define CFG__MAX_FILE (1024 * 1024)  /* a config larger than this is a mistake */
@@ -56,123 +54,6 @@
 _Static_assert(sizeof(enum cfg_failure) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(enum cfg_upstream_tls) == sizeof(int), "enums are stored as int");
 
-/* ---- key table ---------------------------------------------------------- */
-
-enum cfg__sec { SEC_NONE = 0, SEC_SERVER, SEC_UPSTREAM, SEC_STATS, SEC_CHAIN, SEC_PLUGIN, SEC_BAD };
-
-static const char *const cfg__sec_names[] = {
-    [SEC_SERVER] = "server", [SEC_UPSTREAM] = "upstream", [SEC_STATS] = "stats", [SEC_CHAIN] = "chain",
-};
-
-enum cfg__type {
-    T_UINT,     /* unsigned, decimal */
-    T_SIZE,     /* size_t, with k/M/G */
-    T_U64,      /* uint64_t, with k/M/G */
-    T_MS,       /* unsigned milliseconds, with ms/s/m/h */
-    T_BOOL,     /* bool */
-    T_ENUM,     /* int-sized enum, value = index in choices */
-    T_STR,      /* char *, owned; empty value = unset (NULL) unless F_KEEP_EMPTY */
-    T_NAME,     /* char[256] host name */
-    T_ADDRS,    /* struct cfg_addr[] at off, size_t count at off2 */
-    T_STATS,    /* char stats_listen[300] */
-    T_CHAIN,    /* [chain] plugins */
-};
-
-#define F_HOSTNAME 1u    /* T_STR: must look like a host name (HELO) */
-#define F_PRINTABLE 2u   /* T_STR: printable ASCII only (goes on the wire) */
-#define F_KEEP_EMPTY 4u  /* T_STR: "" is a value, not "unset" */
-
-struct cfg__key {
-    enum cfg__sec sec;
-    const char *name;
-    enum cfg__type type;
-    size_t off, off2;
-    uint64_t min, max;
-    const char *const *choices; /* T_ENUM, NULL-terminated */
-    unsigned flags;
-};
-
-static const char *const cfg__long_lines[] = {"reject", "pass", NULL};
-static const char *const cfg__bare_nl[] = {"reject", "normalize", NULL};
-static const char *const cfg__levels[] = {"debug", "info", "warn", "error", NULL};
-static const char *const cfg__connect[] = {"mail", "connect", NULL};
-static const char *const cfg__up_tls[] = {"no", "may", "encrypt", NULL};
-static const char *const cfg__failure[] = {"tempfail", "accept", "tag", NULL};
-
-#define O(f) offsetof(struct cfg, f)
-#define P(f) offsetof(struct cfg_plugin, f)
-
-static const struct cfg__key cfg__keys[] = {
-    {SEC_SERVER, "listen", T_ADDRS, O(listen), O(nlisten), 0, CFG_MAX_LISTEN, NULL, 0},
-    {SEC_SERVER, "hostname", T_NAME, O(hostname), 0, 0, 0, NULL, 0},
-    {SEC_SERVER, "banner", T_STR, O(banner), 0, 0, 0, NULL, F_PRINTABLE | F_KEEP_EMPTY},
-    {SEC_SERVER, "max_connections", T_UINT, O(max_connections), 0, 1, 1000000, NULL, 0},
-    {SEC_SERVER, "max_connections_per_ip", T_UINT, O(max_connections_per_ip), 0, 1, 1000000, NULL,
-     0},
-    {SEC_SERVER, "ipv6_prefix", T_UINT, O(ipv6_prefix), 0, 16, 128, NULL, 0},
-    {SEC_SERVER, "max_message_size", T_U64, O(max_message_size), 0, KIB, 64 * GIB, NULL, 0},
-    {SEC_SERVER, "max_recipients", T_UINT, O(max_recipients), 0, 1, 100000, NULL, 0},
-    {SEC_SERVER, "max_errors", T_UINT, O(max_errors), 0, 1, 10000, NULL, 0},
-    {SEC_SERVER, "junk_command_limit", T_UINT, O(junk_command_limit), 0, 0, 1000000, NULL, 0},
-    {SEC_SERVER, "max_line_length", T_SIZE, O(max_line_length), 0, 512, 65536, NULL, 0},
-    {SEC_SERVER, "long_lines", T_ENUM, O(long_lines), 0, 0, 0, cfg__long_lines, 0},
-    {SEC_SERVER, "bare_newline", T_ENUM, O(bare_newline), 0, 0, 0, cfg__bare_nl, 0},
-    {SEC_SERVER, "max_header_size", T_SIZE, O(max_header_size), 0, KIB, 64 * MIB, NULL, 0},
-    {SEC_SERVER, "memory_buffer", T_SIZE, O(memory_buffer), 0, 0, GIB, NULL, 0},
-    {SEC_SERVER, "spool_dir", T_STR, O(spool_dir), 0, 0, 0, NULL, 0},
-    {SEC_SERVER, "command_timeout", T_MS, O(command_timeout_ms), 0, 1, 24 * HOUR, NULL, 0},
-    {SEC_SERVER, "data_timeout", T_MS, O(data_timeout_ms), 0, 1, 24 * HOUR, NULL, 0},
-    {SEC_SERVER, "greeting_timeout", T_MS, O(greeting_timeout_ms), 0, 1, 24 * HOUR, NULL, 0},
-    {SEC_SERVER, "client_output_limit", T_SIZE, O(client_output_limit), 0, 4 * KIB, GIB, NULL, 0},
-    {SEC_SERVER, "tls_cert_file", T_STR, O(tls_cert_file), 0, 0, 0, NULL, 0},
-    {SEC_SERVER, "tls_key_file", T_STR, O(tls_key_file), 0, 0, 0, NULL, 0},
-    {SEC_SERVER, "user", T_STR, O(user), 0, 0, 0, NULL, 0},
-    {SEC_SERVER, "group", T_STR, O(group), 0, 0, 0, NULL, 0},
-    {SEC_SERVER, "thread_pool_size", T_UINT, O(thread_pool_size), 0, 1, 1024, NULL, 0},
-    {SEC_SERVER, "shutdown_timeout", T_MS, O(shutdown_timeout_ms), 0, 0, 24 * HOUR, NULL, 0},
-    {SEC_SERVER, "log_syslog", T_BOOL, O(log_syslog), 0, 0, 0, NULL, 0},
-    {SEC_SERVER, "reverse_dns", T_BOOL, O(reverse_dns), 0, 0, 0, NULL, 0},
-    {SEC_SERVER, "log_level", T_ENUM, O(log_level), 0, 0, 0, cfg__levels, 0},
-    {SEC_SERVER, "plugin_dir", T_STR, O(plugin_dir), 0, 0, 0, NULL, 0},
-    {SEC_SERVER, "quarantine_dir", T_STR, O(quarantine_dir), 0, 0, 0, NULL, 0},
-
-    {SEC_UPSTREAM, "servers", T_ADDRS, O(upstream), O(nupstream), 0, CFG_MAX_UPSTREAM, NULL, 0},
-    {SEC_UPSTREAM, "connect", T_ENUM, O(connect_at), 0, 0, 0, cfg__connect, 0},
-    {SEC_UPSTREAM, "helo_name", T_STR, O(upstream_helo), 0, 0, 0, NULL, F_HOSTNAME},
-    {SEC_UPSTREAM, "tls", T_ENUM, O(upstream_tls), 0, 0, 0, cfg__up_tls, 0},
-    {SEC_UPSTREAM, "tls_verify", T_BOOL, O(upstream_tls_verify), 0, 0, 0, NULL, 0},
-    {SEC_UPSTREAM, "tls_ca_file", T_STR, O(upstream_tls_ca_file), 0, 0, 0, NULL, 0},
-    {SEC_UPSTREAM, "tls_verify_name", T_STR, O(upstream_tls_verify_name), 0, 0, 0, NULL,
-     F_HOSTNAME},
-    {SEC_UPSTREAM, "xclient", T_BOOL, O(xclient), 0, 0, 0, NULL, 0},
-    {SEC_UPSTREAM, "xforward", T_BOOL, O(xforward), 0, 0, 0, NULL, 0},
-    {SEC_UPSTREAM, "connect_timeout", T_MS, O(upstream_connect_timeout_ms), 0, 1, 24 * HOUR, NULL,
-     0},
-    {SEC_UPSTREAM, "command_timeout", T_MS, O(upstream_command_timeout_ms), 0, 1, 24 * HOUR, NULL,
-     0},
-    {SEC_UPSTREAM, "data_timeout", T_MS, O(upstream_data_timeout_ms), 0, 1, 24 * HOUR, NULL, 0},
-
-    {SEC_STATS, "listen", T_STATS, O(stats_listen), 0, 0, 0, NULL, 0},
-
-    {SEC_CHAIN, "plugins", T_CHAIN, 0, 0, 0, 0, NULL, 0},
-};
-#define CFG__NKEYS (sizeof cfg__keys / sizeof cfg__keys[0])
-
-/* The keys of a [plugin NAME] section that the host uses; offsets into
- * struct cfg_plugin. Every other key there belongs to the plugin. */
-static const struct cfg__key cfg__plugin_keys[] = {
-    {SEC_PLUGIN, "path", T_STR, P(path), 0, 0, 0, NULL, 0},
-    {SEC_PLUGIN, "timeout", T_MS, P(timeout_ms), 0, 1, HOUR, NULL, 0},
-    {SEC_PLUGIN, "failure", T_ENUM, P(failure), 0, 0, 0, cfg__failure, 0},
-    {SEC_PLUGIN, "breaker_failures", T_UINT, P(breaker_failures), 0, 0, 1000000, NULL, 0},
-    {SEC_PLUGIN, "breaker_window", T_MS, P(breaker_window_ms), 0, 1, 24 * HOUR, NULL, 0},
-    {SEC_PLUGIN, "breaker_cooldown", T_MS, P(breaker_cooldown_ms), 0, 1, 24 * HOUR, NULL, 0},
-};
-#define CFG__NPKEYS (sizeof cfg__plugin_keys / sizeof cfg__plugin_keys[0])
-
-#undef O
-#undef P
-
 /* ---- loader state ------------------------------------------------------- */
 
 struct cfg__err {
@@ -185,7 +66,7 @@ struct cfg__err {
 struct cfg__psec {
     char *name;
     struct cfg_plugin p;  /* name unset, path NULL = default */
-    int seen[CFG__NPKEYS];
+    int seen[CFG_KEYS_PLUGIN_N];
 };
 
 struct cfg__load {
@@ -206,11 +87,11 @@ struct cfg__load {
 
     /* current section, classified once per header */
     int sec_checked;
-    enum cfg__sec sec;
+    enum cfg_keys_sec sec;
     char sec_norm[64];    /* "server", "plugin NAME": kv section */
     size_t cur_psec;
 
-    int seen[CFG__NKEYS];            /* line a key was set on, 0 = not yet */
+    int seen[CFG_KEYS_N]; /* line a key was set on, 0 = not yet */
     struct cfg__psec *psecs;
     size_t npsecs;
     char *chain[CFG_MAX_PLUGINS];
@@ -278,237 +159,6 @@ static int cfg__err_cmp(const void *a, const void *b)
     if (lx != ly)
         return lx < ly ? -1 : 1;
     return x->seq < y->seq ? -1 : x->seq > y->seq;
-}
-
-/* ---- value parsers (pure) ----------------------------------------------- */
-
-static int cfg__fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static int cfg__fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
-/* Leading decimal digits of *p into *out; -EINVAL without a digit,
- * -ERANGE past UINT64_MAX. Advances *p. */
-static int cfg__digits(const char **p, uint64_t *out)
-{
-    const char *q = *p;
-    uint64_t v = 0;
-    if (*q < '0' || *q > '9')
-        return -EINVAL;
-    for (; *q >= '0' && *q <= '9'; q++) {
-        unsigned d = (unsigned)(*q - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return -ERANGE;
-        v = v * 10 + d;
-    }
-    *p = q;
-    *out = v;
-    return 0;
-}
-
-static int cfg__uint(const char *text, uint64_t *out)
-{
-    int rc = cfg__digits(&text, out);
-    if (rc == 0 && *text)
-        return -EINVAL;
-    return rc;
-}
-
-/* Milliseconds as uint64 (range checked by the caller). */
-static int cfg__duration(const char *text, uint64_t *out)
-{
-    uint64_t v, mul;
-    int rc = cfg__digits(&text, &v);
-    if (rc)
-        return rc;
-    if (strcmp(text, "ms") == 0)
-        mul = 1;
-    else if (*text == 0 || strcmp(text, "s") == 0)
-        mul = SEC;
-    else if (strcmp(text, "m") == 0)
-        mul = MIN;
-    else if (strcmp(text, "h") == 0)
-        mul = HOUR;
-    else
-        return -EINVAL;
-    if (v > UINT64_MAX / mul)
-        return -ERANGE;
-    *out = v * mul;
-    return 0;
-}
-
-static int cfg__size(const char *text, uint64_t *out)
-{
-    uint64_t v, mul = 1;
-    int rc = cfg__digits(&text, &v);
-    if (rc)
-        return rc;
-    switch (*text) {
-    case 0: break;
-    case 'k': case 'K': mul = KIB; break;
-    case 'm': case 'M': mul = MIB; break;
-    case 'g': case 'G': mul = GIB; break;
-    default: return -EINVAL;
-    }
-    if (*text && text[1])
-        return -EINVAL;
-    if (v > UINT64_MAX / mul)
-        return -ERANGE;
-    *out = v * mul;
-    return 0;
-}
-
-int cfg_parse_duration_ms(const char *text, unsigned *out)
-{
-    uint64_t v;
-    if (!text || cfg__duration(text, &v) != 0 || v > UINT_MAX)
-        return -1;
-    *out = (unsigned)v;
-    return 0;
-}
-
-int cfg_parse_size(const char *text, uint64_t *out)
-{
-    uint64_t v;
-    if (!text || cfg__size(text, &v) != 0)
-        return -1;
-    *out = v;
-    return 0;
-}
-
-int cfg_parse_uint(const char *text, uint64_t *out)
-{
-    uint64_t v;
-    if (!text || cfg__uint(text, &v) != 0)
-        return -1;
-    *out = v;
-    return 0;
-}
-
-int cfg_parse_enum(const char *text, const char *const *choices, int *out)
-{
-    for (int i = 0; text && choices[i]; i++)
-        if (strcmp(text, choices[i]) == 0) {
-            *out = i;
-            return 0;
-        }
-    return -1;
-}
-
-int cfg_parse_bool(const char *text, bool *out)
-{
-    static const char *const yes[] = {"yes", "true", "on", "1"};
-    static const char *const no[] = {"no", "false", "off", "0"};
-    if (!text)
-        return -1;
-    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
-        if (strcasecmp(text, yes[i]) == 0) {
-            *out = true;
-            return 0;
-        }
-        if (strcasecmp(text, no[i]) == 0) {
-            *out = false;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-int cfg_parse_addr(const char *text, struct cfg_addr *out, char *err, size_t errlen)
-{
-    memset(out, 0, sizeof *out);
-    size_t tl = text ? strlen(text) : 0;
-    if (tl == 0)
-        return cfg__fail(err, errlen, "empty address");
-    if (tl >= sizeof out->text)
-        return cfg__fail(err, errlen, "address longer than %zu characters", sizeof out->text - 1);
-    memcpy(out->text, text, tl + 1);
-
-    if (strncmp(text, "unix:", 5) == 0) {
-        struct sockaddr_un *sun = (struct sockaddr_un *)&out->sa;
-        const char *path = text + 5;
-        size_t pl = strlen(path);
-        if (path[0] != '/')
-            return cfg__fail(err, errlen, "unix socket path must be absolute: '%s'", path);
-        if (pl >= sizeof sun->sun_path)
-            return cfg__fail(err, errlen, "unix socket path longer than %zu characters",
-                             sizeof sun->sun_path - 1);
-        sun->sun_family = AF_UNIX;
-        memcpy(sun->sun_path, path, pl + 1);
-        out->salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + pl + 1);
-        return 0;
-    }
-
-    const char *host, *hend, *colon;
-    bool v6 = text[0] == '[';
-    if (v6) {
-        host = text + 1;
-        hend = strchr(host, ']');
-        if (!hend)
-            return cfg__fail(err, errlen, "missing ']' in '%s'", text);
-        if (hend[1] != ':')
-            return cfg__fail(err, errlen, "missing ':PORT' after ']' in '%s'", text);
-        colon = hend + 1;
-    } else {
-        host = text;
-        colon = strrchr(text, ':');
-        if (!colon)
-            return cfg__fail(err, errlen, "missing ':PORT' in '%s'", text);
-        if (memchr(text, ':', (size_t)(colon - text)))
-            return cfg__fail(err, errlen, "IPv6 address needs brackets, as in [::1]:25: '%s'", text);
-        hend = colon;
-    }
-    size_t hl = (size_t)(hend - host);
-    if (hl == 0)
-        return cfg__fail(err, errlen, "missing host in '%s'", text);
-    if (hl >= sizeof out->host)
-        return cfg__fail(err, errlen, "host longer than %zu characters", sizeof out->host - 1);
-    memcpy(out->host, host, hl);
-    out->host[hl] = 0;
-
-    const char *ps = colon + 1;
-    uint64_t port;
-    if (cfg__uint(ps, &port) != 0 || port < 1 || port > 65535)
-        return cfg__fail(err, errlen, "bad port '%s' (1-65535) in '%s'", ps, text);
-    out->port = (int)port;
-
-    if (!v6) {
-        struct sockaddr_in *sin = (struct sockaddr_in *)&out->sa;
-        /* inet_pton, not inet_aton: "127.1" or "0x7f.1" are typos here. */
-        const char *lit = strcmp(out->host, "localhost") == 0 ? "127.0.0.1" : out->host;
-        if (inet_pton(AF_INET, lit, &sin->sin_addr) != 1)
-            return cfg__fail(err, errlen,
-                             "'%s' is not a numeric IPv4 address (no DNS lookups: use an IP address or localhost)",
-                             out->host);
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons((uint16_t)port);
-        out->salen = sizeof *sin;
-        return 0;
-    }
-    /* getaddrinfo with AI_NUMERICHOST never queries DNS and, unlike
-     * inet_pton, understands scope ids such as fe80::1%eth0. */
-    struct addrinfo hints = {0}, *ai = NULL;
-    hints.ai_family = AF_INET6;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
-    if (getaddrinfo(out->host, NULL, &hints, &ai) != 0 || !ai || ai->ai_addrlen > sizeof out->sa) {
-        if (ai)
-            freeaddrinfo(ai);
-        return cfg__fail(err, errlen, "'%s' is not a numeric IPv6 address", out->host);
-    }
-    memcpy(&out->sa, ai->ai_addr, ai->ai_addrlen);
-    out->salen = (socklen_t)ai->ai_addrlen;
-    freeaddrinfo(ai);
-    ((struct sockaddr_in6 *)&out->sa)->sin6_port = htons((uint16_t)port);
-    return 0;
 }
 
 /* ---- small checks ------------------------------------------------------- */
@@ -648,53 +298,63 @@ static void cfg__add_chain(struct cfg__load *s, const char *tok, int line, void 
         s->chain[s->nchain++] = d;
 }
 
-/* Parses `value` for key `k` into the struct at `base`. */
-static void cfg__set(struct cfg__load *s, const struct cfg__key *k, void *base, const char *value, int line)
+/* A number, size or duration key, range-checked. */
+static void cfg__set_number(struct cfg__load *s, const struct cfg_key *k, char *field,
+                            const char *value, int line)
 {
-    char *field = (char *)base + k->off;
     char lo[32], hi[32];
     uint64_t v = 0;
     int rc;
+    if (k->type == T_UINT)
+        rc = cfg_parse_u64(value, &v);
+    else if (k->type == T_MS)
+        rc = cfg_parse_ms64(value, &v);
+    else
+        rc = cfg_parse_bytes(value, &v);
+    if (rc == -EINVAL) {
+        cfg__err(s, NULL, line, "'%s': %s '%s'%s", k->name,
+                 k->type == T_UINT ? "not a number"
+                 : k->type == T_MS ? "not a duration"
+                                   : "not a size",
+                 value,
+                 k->type == T_MS     ? " (use e.g. 500ms, 30s, 5m, 1h)"
+                 : k->type == T_UINT ? ""
+                                     : " (use e.g. 65536, 64k, 25M, 1G)");
+        return;
+    }
+    if (rc == 0 && v >= k->min && v <= k->max) {
+        if (k->type == T_SIZE)
+            *(size_t *)field = (size_t)v;
+        else if (k->type == T_U64)
+            *(uint64_t *)field = v;
+        else
+            *(unsigned *)field = (unsigned)v;
+        return;
+    }
+    if (k->type == T_MS) {
+        cfg__fmt_ms(lo, sizeof lo, k->min);
+        cfg__fmt_ms(hi, sizeof hi, k->max);
+    } else if (k->type == T_UINT) {
+        snprintf(lo, sizeof lo, "%llu", (unsigned long long)k->min);
+        snprintf(hi, sizeof hi, "%llu", (unsigned long long)k->max);
+    } else {
+        cfg__fmt_size(lo, sizeof lo, k->min);
+        cfg__fmt_size(hi, sizeof hi, k->max);
+    }
+    cfg__err(s, NULL, line, "'%s' = %s is out of range (%s..%s)", k->name, value, lo, hi);
+}
 
+/* Parses `value` for key `k` into the struct at `base`. */
+static void cfg__set(struct cfg__load *s, const struct cfg_key *k, void *base, const char *value,
+                     int line)
+{
+    char *field = (char *)base + k->off;
     switch (k->type) {
     case T_UINT:
     case T_SIZE:
     case T_U64:
     case T_MS:
-        if (k->type == T_UINT)
-            rc = cfg__uint(value, &v);
-        else if (k->type == T_MS)
-            rc = cfg__duration(value, &v);
-        else
-            rc = cfg__size(value, &v);
-        if (rc == -EINVAL) {
-            cfg__err(s, NULL, line, "'%s': %s '%s'%s", k->name,
-                     k->type == T_UINT ? "not a number" : k->type == T_MS ? "not a duration" : "not a size",
-                     value,
-                     k->type == T_MS ? " (use e.g. 500ms, 30s, 5m, 1h)"
-                     : k->type == T_UINT ? "" : " (use e.g. 65536, 64k, 25M, 1G)");
-            return;
-        }
-        if (rc == 0 && v >= k->min && v <= k->max) {
-            if (k->type == T_SIZE)
-                *(size_t *)field = (size_t)v;
-            else if (k->type == T_U64)
-                *(uint64_t *)field = v;
-            else
-                *(unsigned *)field = (unsigned)v;
-            return;
-        }
-        if (k->type == T_MS) {
-            cfg__fmt_ms(lo, sizeof lo, k->min);
-            cfg__fmt_ms(hi, sizeof hi, k->max);
-        } else if (k->type == T_UINT) {
-            snprintf(lo, sizeof lo, "%llu", (unsigned long long)k->min);
-            snprintf(hi, sizeof hi, "%llu", (unsigned long long)k->max);
-        } else {
-            cfg__fmt_size(lo, sizeof lo, k->min);
-            cfg__fmt_size(hi, sizeof hi, k->max);
-        }
-        cfg__err(s, NULL, line, "'%s' = %s is out of range (%s..%s)", k->name, value, lo, hi);
+        cfg__set_number(s, k, field, value, line);
         return;
 
     case T_BOOL: {
@@ -873,8 +533,8 @@ static void cfg__enter_section(struct cfg__load *s, const char *section)
     name[n] = 0;
 
     for (int i = SEC_SERVER; i <= SEC_CHAIN; i++)
-        if (strcmp(name, cfg__sec_names[i]) == 0) {
-            s->sec = (enum cfg__sec)i;
+        if (strcmp(name, cfg_keys_sec_names[i]) == 0) {
+            s->sec = (enum cfg_keys_sec)i;
             snprintf(s->sec_norm, sizeof s->sec_norm, "%s", name);
             return;
         }
@@ -950,8 +610,8 @@ static int cfg__on_key(void *user, const char *section, const char *name, const 
 
     if (s->sec == SEC_PLUGIN) {
         struct cfg__psec *ps = &s->psecs[s->cur_psec];
-        for (size_t i = 0; i < CFG__NPKEYS; i++) {
-            if (strcmp(name, cfg__plugin_keys[i].name) != 0)
+        for (size_t i = 0; i < CFG_KEYS_PLUGIN_N; i++) {
+            if (strcmp(name, cfg_keys_plugin[i].name) != 0)
                 continue;
             if (ps->seen[i]) {
                 cfg__err(s, NULL, line, "duplicate key '%s' in [%s] (first set at line %d)", name,
@@ -959,14 +619,14 @@ static int cfg__on_key(void *user, const char *section, const char *name, const 
                 return 1;
             }
             ps->seen[i] = line;
-            cfg__set(s, &cfg__plugin_keys[i], &ps->p, value, line);
+            cfg__set(s, &cfg_keys_plugin[i], &ps->p, value, line);
             return 1;
         }
         return 1;  /* the plugin's own key: it validates it when loaded */
     }
 
-    for (size_t i = 0; i < CFG__NKEYS; i++) {
-        const struct cfg__key *k = &cfg__keys[i];
+    for (size_t i = 0; i < CFG_KEYS_N; i++) {
+        const struct cfg_key *k = &cfg_keys[i];
         if (k->sec != s->sec || strcmp(name, k->name) != 0)
             continue;
         if (k->type == T_ADDRS) {
@@ -989,10 +649,10 @@ static int cfg__on_key(void *user, const char *section, const char *name, const 
 
 /* ---- loading ------------------------------------------------------------ */
 
-static int cfg__seen_line(const struct cfg__load *s, enum cfg__sec sec, const char *name)
+static int cfg__seen_line(const struct cfg__load *s, enum cfg_keys_sec sec, const char *name)
 {
-    for (size_t i = 0; i < CFG__NKEYS; i++)
-        if (cfg__keys[i].sec == sec && strcmp(cfg__keys[i].name, name) == 0)
+    for (size_t i = 0; i < CFG_KEYS_N; i++)
+        if (cfg_keys[i].sec == sec && strcmp(cfg_keys[i].name, name) == 0)
             return s->seen[i];
     return 0;
 }

@@ -14,18 +14,11 @@
 #include <sys/socket.h>
 
 #include "buf.h"
+#include "cfg_parse.h"
 
 #define CFG_MAX_LISTEN 16
 #define CFG_MAX_UPSTREAM 16
 #define CFG_MAX_PLUGINS 32
-
-struct cfg_addr {
-    char text[300];                /* as written: "127.0.0.1:2525", "[::1]:25", "unix:/path" */
-    struct sockaddr_storage sa;    /* resolved numerically (no DNS): IPv4/IPv6 literal or "localhost" */
-    socklen_t salen;
-    char host[256];                /* host part as written (for SNI/verify of upstreams) */
-    int port;
-};
 
 enum cfg_upstream_tls { CFG_UP_TLS_NO = 0, CFG_UP_TLS_MAY, CFG_UP_TLS_ENCRYPT };
 enum cfg_connect_at { CFG_CONNECT_AT_MAIL = 0, CFG_CONNECT_AT_CONNECT };
@@ -138,24 +131,5 @@ void cfg_unref(struct cfg *c);
 
 /* A plugin section's value: section is "plugin NAME". NULL if unset. */
 const char *cfg_get(const struct cfg *c, const char *section, const char *key, int *line);
-
-/* Parse "ADDR:PORT" / "[v6]:PORT" / "unix:/path" numerically (no DNS,
- * "localhost" allowed). 0 or -1 with a message in err. */
-int cfg_parse_addr(const char *text, struct cfg_addr *out, char *err, size_t errlen);
-/*
- * The value grammar of the whole file, shared with the plugins' typed keys
- * (proxy/plugcfg.c), so one syntax holds in every section. Each returns 0,
- * or -1 when `text` is not a value of its kind (NULL included).
- */
-/* "30s", "500ms", "5m", "1h", plain number = seconds; fits in unsigned. */
-int cfg_parse_duration_ms(const char *text, unsigned *out);
-/* "25M", "64k", "1G", plain number = bytes. */
-int cfg_parse_size(const char *text, uint64_t *out);
-/* yes|true|on|1 and no|false|off|0, any case. */
-int cfg_parse_bool(const char *text, bool *out);
-/* Plain decimal digits, no sign, no blanks. */
-int cfg_parse_uint(const char *text, uint64_t *out);
-/* One of the NULL-terminated `choices`, exactly as written; *out is its index. */
-int cfg_parse_enum(const char *text, const char *const *choices, int *out);
 
 #endif

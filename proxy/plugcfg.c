@@ -10,6 +10,7 @@
 #include "plugcfg.h"
 
 #include "api.h"
+#include "cfg_keys.h"
 #include "chain.h"
 
 #include <limits.h>
@@ -27,17 +28,15 @@
 #define PLUGCFG__MIN (60ULL * PLUGCFG__SEC)
 #define PLUGCFG__HOUR (60ULL * PLUGCFG__MIN)
 
-/* The keys of a plugin section that belong to the host: cfg.c's plugin
- * keys and the loader's quarantine_reply. */
-static const char *const plugcfg__host_keys[] = {
-    "path",           "timeout",          "failure",          "breaker_failures",
-    "breaker_window", "breaker_cooldown", "quarantine_reply", NULL,
-};
-
+/* The keys of a plugin section that belong to the host: the one list in
+ * cfg_keys.c. */
 int plugcfg_host_key(const char *key)
 {
-    for (size_t i = 0; plugcfg__host_keys[i]; i++)
-        if (strcmp(key, plugcfg__host_keys[i]) == 0)
+    for (size_t i = 0; i < CFG_KEYS_PLUGIN_N; i++)
+        if (strcmp(key, cfg_keys_plugin[i].name) == 0)
+            return 1;
+    for (size_t i = 0; cfg_keys_plugin_extra[i]; i++)
+        if (strcmp(key, cfg_keys_plugin_extra[i]) == 0)
             return 1;
     return 0;
 }

@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* cfg_keys: the configuration's key table; see cfg_keys.h. */
+#include "cfg_keys.h"
+
+#include "cfg.h"
+
+#define KIB 1024ULL
+#define MIB (1024ULL * KIB)
+#define GIB (1024ULL * MIB)
+#define SEC 1000ULL
+#define MIN (60ULL * SEC)
+#define HOUR (60ULL * MIN)
+
+const char *const cfg_keys_sec_names[] = {
+    [SEC_SERVER] = "server", [SEC_UPSTREAM] = "upstream", [SEC_STATS] = "stats", [SEC_CHAIN] = "chain",
+};
+
+static const char *const cfg_keys__long_lines[] = {"reject", "pass", NULL};
+static const char *const cfg_keys__bare_nl[] = {"reject", "normalize", NULL};
+static const char *const cfg_keys__levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const cfg_keys__connect[] = {"mail", "connect", NULL};
+static const char *const cfg_keys__up_tls[] = {"no", "may", "encrypt", NULL};
+static const char *const cfg_keys__failure[] = {"tempfail", "accept", "tag", NULL};
+
+#define O(f) offsetof(struct cfg, f)
+#define P(f) offsetof(struct cfg_plugin, f)
+
+const struct cfg_key cfg_keys[CFG_KEYS_N] = {
+    {SEC_SERVER, "listen", T_ADDRS, O(listen), O(nlisten), 0, CFG_MAX_LISTEN, NULL, 0},
+    {SEC_SERVER, "hostname", T_NAME, O(hostname), 0, 0, 0, NULL, 0},
+    {SEC_SERVER, "banner", T_STR, O(banner), 0, 0, 0, NULL, F_PRINTABLE | F_KEEP_EMPTY},
+    {SEC_SERVER, "max_connections", T_UINT, O(max_connections), 0, 1, 1000000, NULL, 0},
+    {SEC_SERVER, "max_connections_per_ip", T_UINT, O(max_connections_per_ip), 0, 1, 1000000, NULL,
+     0},
+    {SEC_SERVER, "ipv6_prefix", T_UINT, O(ipv6_prefix), 0, 16, 128, NULL, 0},
+    {SEC_SERVER, "max_message_size", T_U64, O(max_message_size), 0, KIB, 64 * GIB, NULL, 0},
+    {SEC_SERVER, "max_recipients", T_UINT, O(max_recipients), 0, 1, 100000, NULL, 0},
+    {SEC_SERVER, "max_errors", T_UINT, O(max_errors), 0, 1, 10000, NULL, 0},
+    {SEC_SERVER, "junk_command_limit", T_UINT, O(junk_command_limit), 0, 0, 1000000, NULL, 0},
+    {SEC_SERVER, "max_line_length", T_SIZE, O(max_line_length), 0, 512, 65536, NULL, 0},
+    {SEC_SERVER, "long_lines", T_ENUM, O(long_lines), 0, 0, 0, cfg_keys__long_lines, 0},
+    {SEC_SERVER, "bare_newline", T_ENUM, O(bare_newline), 0, 0, 0, cfg_keys__bare_nl, 0},
+    {SEC_SERVER, "max_header_size", T_SIZE, O(max_header_size), 0, KIB, 64 * MIB, NULL, 0},
+    {SEC_SERVER, "memory_buffer", T_SIZE, O(memory_buffer), 0, 0, GIB, NULL, 0},
+    {SEC_SERVER, "spool_dir", T_STR, O(spool_dir), 0, 0, 0, NULL, 0},
+    {SEC_SERVER, "command_timeout", T_MS, O(command_timeout_ms), 0, 1, 24 * HOUR, NULL, 0},
+    {SEC_SERVER, "data_timeout", T_MS, O(data_timeout_ms), 0, 1, 24 * HOUR, NULL, 0},
+    {SEC_SERVER, "greeting_timeout", T_MS, O(greeting_timeout_ms), 0, 1, 24 * HOUR, NULL, 0},
+    {SEC_SERVER, "client_output_limit", T_SIZE, O(client_output_limit), 0, 4 * KIB, GIB, NULL, 0},
+    {SEC_SERVER, "tls_cert_file", T_STR, O(tls_cert_file), 0, 0, 0, NULL, 0},
+    {SEC_SERVER, "tls_key_file", T_STR, O(tls_key_file), 0, 0, 0, NULL, 0},
+    {SEC_SERVER, "user", T_STR, O(user), 0, 0, 0, NULL, 0},
+    {SEC_SERVER, "group", T_STR, O(group), 0, 0, 0, NULL, 0},
+    {SEC_SERVER, "thread_pool_size", T_UINT, O(thread_pool_size), 0, 1, 1024, NULL, 0},
+    {SEC_SERVER, "shutdown_timeout", T_MS, O(shutdown_timeout_ms), 0, 0, 24 * HOUR, NULL, 0},
+    {SEC_SERVER, "log_syslog", T_BOOL, O(log_syslog), 0, 0, 0, NULL, 0},
+    {SEC_SERVER, "reverse_dns", T_BOOL, O(reverse_dns), 0, 0, 0, NULL, 0},
+    {SEC_SERVER, "log_level", T_ENUM, O(log_level), 0, 0, 0, cfg_keys__levels, 0},
+    {SEC_SERVER, "plugin_dir", T_STR, O(plugin_dir), 0, 0, 0, NULL, 0},
+    {SEC_SERVER, "quarantine_dir", T_STR, O(quarantine_dir), 0, 0, 0, NULL, 0},
+
+    {SEC_UPSTREAM, "servers", T_ADDRS, O(upstream), O(nupstream), 0, CFG_MAX_UPSTREAM, NULL, 0},
+    {SEC_UPSTREAM, "connect", T_ENUM, O(connect_at), 0, 0, 0, cfg_keys__connect, 0},
+    {SEC_UPSTREAM, "helo_name", T_STR, O(upstream_helo), 0, 0, 0, NULL, F_HOSTNAME},
+    {SEC_UPSTREAM, "tls", T_ENUM, O(upstream_tls), 0, 0, 0, cfg_keys__up_tls, 0},
+    {SEC_UPSTREAM, "tls_verify", T_BOOL, O(upstream_tls_verify), 0, 0, 0, NULL, 0},
+    {SEC_UPSTREAM, "tls_ca_file", T_STR, O(upstream_tls_ca_file), 0, 0, 0, NULL, 0},
+    {SEC_UPSTREAM, "tls_verify_name", T_STR, O(upstream_tls_verify_name), 0, 0, 0, NULL,
+     F_HOSTNAME},
+    {SEC_UPSTREAM, "xclient", T_BOOL, O(xclient), 0, 0, 0, NULL, 0},
+    {SEC_UPSTREAM, "xforward", T_BOOL, O(xforward), 0, 0, 0, NULL, 0},
+    {SEC_UPSTREAM, "connect_timeout", T_MS, O(upstream_connect_timeout_ms), 0, 1, 24 * HOUR, NULL,
+     0},
+    {SEC_UPSTREAM, "command_timeout", T_MS, O(upstream_command_timeout_ms), 0, 1, 24 * HOUR, NULL,
+     0},
+    {SEC_UPSTREAM, "data_timeout", T_MS, O(upstream_data_timeout_ms), 0, 1, 24 * HOUR, NULL, 0},
+
+    {SEC_STATS, "listen", T_STATS, O(stats_listen), 0, 0, 0, NULL, 0},
+
+    {SEC_CHAIN, "plugins", T_CHAIN, 0, 0, 0, 0, NULL, 0},
+};
+_Static_assert(sizeof cfg_keys / sizeof cfg_keys[0] == CFG_KEYS_N, "CFG_KEYS_N");
+
+/* The keys of a [plugin NAME] section that the host uses; offsets into
+ * struct cfg_plugin. Every other key there belongs to the plugin. */
+const struct cfg_key cfg_keys_plugin[CFG_KEYS_PLUGIN_N] = {
+    {SEC_PLUGIN, "path", T_STR, P(path), 0, 0, 0, NULL, 0},
+    {SEC_PLUGIN, "timeout", T_MS, P(timeout_ms), 0, 1, HOUR, NULL, 0},
+    {SEC_PLUGIN, "failure", T_ENUM, P(failure), 0, 0, 0, cfg_keys__failure, 0},
+    {SEC_PLUGIN, "breaker_failures", T_UINT, P(breaker_failures), 0, 0, 1000000, NULL, 0},
+    {SEC_PLUGIN, "breaker_window", T_MS, P(breaker_window_ms), 0, 1, 24 * HOUR, NULL, 0},
+    {SEC_PLUGIN, "breaker_cooldown", T_MS, P(breaker_cooldown_ms), 0, 1, 24 * HOUR, NULL, 0},
+};
+_Static_assert(sizeof cfg_keys_plugin / sizeof cfg_keys_plugin[0] == CFG_KEYS_PLUGIN_N,
+               "CFG_KEYS_PLUGIN_N");
+
+const char *const cfg_keys_plugin_extra[] = {"quarantine_reply", NULL};
+
+#undef O
+#undef P
