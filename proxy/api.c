@@ -16,7 +16,7 @@
 #include "plugcfg.h"
 #include "plugdone.h"
 #include "plughdr.h"
-#include "smtp_cmd.h"
+#include "cmd.h"
 #include "stats.h"
 #include "xalloc.h"
 

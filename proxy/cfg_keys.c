@@ -12,7 +12,10 @@
 #define HOUR (60ULL * MIN)
 
 const char *const cfg_keys_sec_names[] = {
-    [SEC_SERVER] = "server", [SEC_UPSTREAM] = "upstream", [SEC_STATS] = "stats", [SEC_CHAIN] = "chain",
+    [SEC_SERVER] = "server",
+    [SEC_UPSTREAM] = "upstream",
+    [SEC_STATS] = "stats",
+    [SEC_CHAIN] = "chain",
 };
 
 static const char *const cfg_keys__long_lines[] = {"reject", "pass", NULL};

@@ -12,25 +12,33 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum cfg_keys_sec { SEC_NONE = 0, SEC_SERVER, SEC_UPSTREAM, SEC_STATS, SEC_CHAIN, SEC_PLUGIN, SEC_BAD };
-
-enum cfg_keys_type {
-    T_UINT,     /* unsigned, decimal */
-    T_SIZE,     /* size_t, with k/M/G */
-    T_U64,      /* uint64_t, with k/M/G */
-    T_MS,       /* unsigned milliseconds, with ms/s/m/h */
-    T_BOOL,     /* bool */
-    T_ENUM,     /* int-sized enum, value = index in choices */
-    T_STR,      /* char *, owned; empty value = unset (NULL) unless F_KEEP_EMPTY */
-    T_NAME,     /* char[256] host name */
-    T_ADDRS,    /* struct cfg_addr[] at off, size_t count at off2 */
-    T_STATS,    /* char stats_listen[300] */
-    T_CHAIN,    /* [chain] plugins */
+enum cfg_keys_sec {
+    SEC_NONE = 0,
+    SEC_SERVER,
+    SEC_UPSTREAM,
+    SEC_STATS,
+    SEC_CHAIN,
+    SEC_PLUGIN,
+    SEC_BAD
 };
 
-#define F_HOSTNAME 1u    /* T_STR: must look like a host name (HELO) */
-#define F_PRINTABLE 2u   /* T_STR: printable ASCII only (goes on the wire) */
-#define F_KEEP_EMPTY 4u  /* T_STR: "" is a value, not "unset" */
+enum cfg_keys_type {
+    T_UINT,  /* unsigned, decimal */
+    T_SIZE,  /* size_t, with k/M/G */
+    T_U64,   /* uint64_t, with k/M/G */
+    T_MS,    /* unsigned milliseconds, with ms/s/m/h */
+    T_BOOL,  /* bool */
+    T_ENUM,  /* int-sized enum, value = index in choices */
+    T_STR,   /* char *, owned; empty value = unset (NULL) unless F_KEEP_EMPTY */
+    T_NAME,  /* char[256] host name */
+    T_ADDRS, /* struct cfg_addr[] at off, size_t count at off2 */
+    T_STATS, /* char stats_listen[300] */
+    T_CHAIN, /* [chain] plugins */
+};
+
+#define F_HOSTNAME 1u   /* T_STR: must look like a host name (HELO) */
+#define F_PRINTABLE 2u  /* T_STR: printable ASCII only (goes on the wire) */
+#define F_KEEP_EMPTY 4u /* T_STR: "" is a value, not "unset" */
 
 struct cfg_key {
     enum cfg_keys_sec sec;

@@ -26,7 +26,8 @@
 #define MIN (60ULL * SEC)
 #define HOUR (60ULL * MIN)
 
-static int cfg_parse__fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int cfg_parse__fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static int cfg_parse__fail(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -95,11 +96,22 @@ int cfg_parse_bytes(const char *text, uint64_t *out)
     if (rc)
         return rc;
     switch (*text) {
-    case 0: break;
-    case 'k': case 'K': mul = KIB; break;
-    case 'm': case 'M': mul = MIB; break;
-    case 'g': case 'G': mul = GIB; break;
-    default: return -EINVAL;
+    case 0:
+        break;
+    case 'k':
+    case 'K':
+        mul = KIB;
+        break;
+    case 'm':
+    case 'M':
+        mul = MIB;
+        break;
+    case 'g':
+    case 'G':
+        mul = GIB;
+        break;
+    default:
+        return -EINVAL;
     }
     if (*text && text[1])
         return -EINVAL;
@@ -172,7 +184,8 @@ int cfg_parse_addr(const char *text, struct cfg_addr *out, char *err, size_t err
     if (tl == 0)
         return cfg_parse__fail(err, errlen, "empty address");
     if (tl >= sizeof out->text)
-        return cfg_parse__fail(err, errlen, "address longer than %zu characters", sizeof out->text - 1);
+        return cfg_parse__fail(err, errlen, "address longer than %zu characters",
+                               sizeof out->text - 1);
     memcpy(out->text, text, tl + 1);
 
     if (strncmp(text, "unix:", 5) == 0) {
@@ -183,7 +196,7 @@ int cfg_parse_addr(const char *text, struct cfg_addr *out, char *err, size_t err
             return cfg_parse__fail(err, errlen, "unix socket path must be absolute: '%s'", path);
         if (pl >= sizeof sun->sun_path)
             return cfg_parse__fail(err, errlen, "unix socket path longer than %zu characters",
-                             sizeof sun->sun_path - 1);
+                                   sizeof sun->sun_path - 1);
         sun->sun_family = AF_UNIX;
         memcpy(sun->sun_path, path, pl + 1);
         out->salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + pl + 1);
@@ -206,14 +219,16 @@ int cfg_parse_addr(const char *text, struct cfg_addr *out, char *err, size_t err
         if (!colon)
             return cfg_parse__fail(err, errlen, "missing ':PORT' in '%s'", text);
         if (memchr(text, ':', (size_t)(colon - text)))
-            return cfg_parse__fail(err, errlen, "IPv6 address needs brackets, as in [::1]:25: '%s'", text);
+            return cfg_parse__fail(err, errlen, "IPv6 address needs brackets, as in [::1]:25: '%s'",
+                                   text);
         hend = colon;
     }
     size_t hl = (size_t)(hend - host);
     if (hl == 0)
         return cfg_parse__fail(err, errlen, "missing host in '%s'", text);
     if (hl >= sizeof out->host)
-        return cfg_parse__fail(err, errlen, "host longer than %zu characters", sizeof out->host - 1);
+        return cfg_parse__fail(err, errlen, "host longer than %zu characters",
+                               sizeof out->host - 1);
     memcpy(out->host, host, hl);
     out->host[hl] = 0;
 
@@ -229,8 +244,9 @@ int cfg_parse_addr(const char *text, struct cfg_addr *out, char *err, size_t err
         const char *lit = strcmp(out->host, "localhost") == 0 ? "127.0.0.1" : out->host;
         if (inet_pton(AF_INET, lit, &sin->sin_addr) != 1)
             return cfg_parse__fail(err, errlen,
-                             "'%s' is not a numeric IPv4 address (no DNS lookups: use an IP address or localhost)",
-                             out->host);
+                                   "'%s' is not a numeric IPv4 address (no DNS lookups: use an IP "
+                                   "address or localhost)",
+                                   out->host);
         sin->sin_family = AF_INET;
         sin->sin_port = htons((uint16_t)port);
         out->salen = sizeof *sin;

@@ -13,10 +13,11 @@
 #include <sys/socket.h>
 
 struct cfg_addr {
-    char text[300];                /* as written: "127.0.0.1:2525", "[::1]:25", "unix:/path" */
-    struct sockaddr_storage sa;    /* resolved numerically (no DNS): IPv4/IPv6 literal or "localhost" */
+    char text[300]; /* as written: "127.0.0.1:2525", "[::1]:25", "unix:/path" */
+    struct sockaddr_storage
+        sa; /* resolved numerically (no DNS): IPv4/IPv6 literal or "localhost" */
     socklen_t salen;
-    char host[256];                /* host part as written (for SNI/verify of upstreams) */
+    char host[256]; /* host part as written (for SNI/verify of upstreams) */
     int port;
 };
 

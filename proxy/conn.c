@@ -931,7 +931,8 @@ static SSL_CTX *tls__ctx_common(const SSL_METHOD *method, char *err, size_t errl
     return ctx;
 }
 
-SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, char *err, size_t errlen)
+SSL_CTX *conn_tls_server_ctx_new(const char *cert_file, const char *key_file, char *err,
+                                 size_t errlen)
 {
     SSL_CTX *ctx = tls__ctx_common(TLS_server_method(), err, errlen);
     if (!ctx)
@@ -954,7 +955,7 @@ fail:
     return NULL;
 }
 
-SSL_CTX *tls_client_ctx_new(const char *ca_file, bool verify, char *err, size_t errlen)
+SSL_CTX *conn_tls_client_ctx_new(const char *ca_file, bool verify, char *err, size_t errlen)
 {
     SSL_CTX *ctx = tls__ctx_common(TLS_client_method(), err, errlen);
     if (!ctx)

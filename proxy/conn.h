@@ -68,7 +68,7 @@ size_t conn_pending(const struct conn *c);
  * to on_read is discarded (CVE-2011-0411: no command/response injection
  * across STARTTLS); callers must also drop whatever they buffered. The
  * handshake result comes as CONN_EV_TLS_DONE / CONN_EV_TLS_FAIL.
- * Server: ctx from tls_server_ctx_new(). Client: sni_host (nullable) is sent
+ * Server: ctx from conn_tls_server_ctx_new(). Client: sni_host (nullable) is sent
  * as SNI and, when verify is set, checked against the certificate.
  *
  * on_read gets every chunk whole, so when the caller starts TLS while it is
@@ -97,7 +97,8 @@ int conn_local(const struct conn *c, char *ip, size_t iplen, int *port);
 void conn_close(struct conn *c, bool graceful);
 
 /* TLS contexts (OpenSSL 3). On error NULL and a message in err. */
-SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, char *err, size_t errlen);
-SSL_CTX *tls_client_ctx_new(const char *ca_file, bool verify, char *err, size_t errlen);
+SSL_CTX *conn_tls_server_ctx_new(const char *cert_file, const char *key_file, char *err,
+                                 size_t errlen);
+SSL_CTX *conn_tls_client_ctx_new(const char *ca_file, bool verify, char *err, size_t errlen);
 
 #endif

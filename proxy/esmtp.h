@@ -16,7 +16,7 @@
 #include <stddef.h>
 
 #include "buf.h"
-#include "smtp_reply.h"
+#include "reply.h"
 
 /* Capability bits (upstream.h's UP_CAP_* are the same values). */
 enum esmtp_cap {

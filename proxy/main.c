@@ -60,7 +60,8 @@ static int main__check_extra(const struct cfg *cfg, buf_t *errs)
     int bad = 0;
     if (cfg->tls_cert_file && cfg->tls_key_file) {
         char err[512];
-        SSL_CTX *ctx = tls_server_ctx_new(cfg->tls_cert_file, cfg->tls_key_file, err, sizeof err);
+        SSL_CTX *ctx =
+            conn_tls_server_ctx_new(cfg->tls_cert_file, cfg->tls_key_file, err, sizeof err);
         if (!ctx) {
             int line = 0;
             cfg_get(cfg, "server", "tls_cert_file", &line);

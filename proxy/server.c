@@ -24,7 +24,7 @@
 #include "log.h"
 #include "sess.h"
 #include "stats.h"
-#include "upstream.h"
+#include "up.h"
 #include "xalloc.h"
 
 /* ---- per-IP connection counts: a small open hash ------------------------- */
@@ -179,7 +179,7 @@ static SSL_CTX *server__tls(const struct cfg *cfg, int *failed)
     if (!cfg->tls_cert_file || !cfg->tls_key_file)
         return NULL;
     char err[512];
-    SSL_CTX *ctx = tls_server_ctx_new(cfg->tls_cert_file, cfg->tls_key_file, err, sizeof err);
+    SSL_CTX *ctx = conn_tls_server_ctx_new(cfg->tls_cert_file, cfg->tls_key_file, err, sizeof err);
     if (!ctx) {
         log_error("TLS: %s", err);
         *failed = 1;

@@ -24,11 +24,11 @@
 #include "log.h"
 #include "server.h"
 #include "sess.h"
-#include "smtp_cmd.h"
-#include "smtp_data.h"
+#include "cmd.h"
+#include "data.h"
 #include "stats.h"
 #include "tx.h"
-#include "upstream.h"
+#include "up.h"
 
 /* The session's states. Which verbs are legal in which state is the
  * command table in sess_cmd.c. */

@@ -8,7 +8,7 @@
 
 #include <string.h>
 
-#include "smtp_cmd.h"
+#include "cmd.h"
 
 #define FUZZ_MAX_EVENTS 4096
 

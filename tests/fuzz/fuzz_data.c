@@ -13,7 +13,7 @@
 
 #include <string.h>
 
-#include "smtp_data.h"
+#include "data.h"
 
 #define FUZZ_OUT_MAX (1u << 20)
 

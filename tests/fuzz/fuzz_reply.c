@@ -9,7 +9,7 @@
 
 #include <string.h>
 
-#include "smtp_reply.h"
+#include "reply.h"
 
 /* A digest of the replies: enough to compare two runs exactly. */
 struct trace {

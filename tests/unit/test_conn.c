@@ -306,7 +306,7 @@ static void cli_events(struct side *s, enum conn_event ev, int err)
 static void start_dialogue(struct fixture *fx, const char *ca, bool verify, const char *sni)
 {
     char err[256] = "";
-    fx->cli_ctx = tls_client_ctx_new(ca, verify, err, sizeof err);
+    fx->cli_ctx = conn_tls_client_ctx_new(ca, verify, err, sizeof err);
     assert_non_null(fx->cli_ctx);
     fx->verify = verify;
     fx->sni = sni;
@@ -381,7 +381,7 @@ static int group_setup(void **state)
     snprintf(other_key_file, sizeof other_key_file, "%s/other.pem", tmpdir);
     make_cert();
     char err[256];
-    srv_ctx = tls_server_ctx_new(cert_file, key_file, err, sizeof err);
+    srv_ctx = conn_tls_server_ctx_new(cert_file, key_file, err, sizeof err);
     if (!srv_ctx) {
         fprintf(stderr, "server ctx: %s\n", err);
         return -1;
@@ -883,16 +883,16 @@ static void test_ctx_errors(void **state)
         const char *key = cases[i].key ? cases[i].key : key_file;
         if (key && strcmp(key, "other") == 0)
             key = other_key_file;
-        SSL_CTX *ctx = tls_server_ctx_new(cases[i].cert ? cases[i].cert : cert_file, key, err,
-                                          sizeof err);
+        SSL_CTX *ctx = conn_tls_server_ctx_new(cases[i].cert ? cases[i].cert : cert_file, key, err,
+                                               sizeof err);
         assert_null(ctx);
         if (!strstr(err, cases[i].want))
             fail_msg("got %s, want %s", err, cases[i].want);
     }
     char err[256] = "";
-    assert_null(tls_client_ctx_new("/nonexistent/ca.pem", true, err, sizeof err));
+    assert_null(conn_tls_client_ctx_new("/nonexistent/ca.pem", true, err, sizeof err));
     assert_non_null(strstr(err, "cannot load CA certificates /nonexistent/ca.pem"));
-    SSL_CTX *ok = tls_client_ctx_new(NULL, true, err, sizeof err);
+    SSL_CTX *ok = conn_tls_client_ctx_new(NULL, true, err, sizeof err);
     assert_non_null(ok);
     SSL_CTX_free(ok);
 }

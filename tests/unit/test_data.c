@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "smtp_data.h"
+#include "data.h"
 
 #define S(lit) lit, sizeof(lit) - 1
 

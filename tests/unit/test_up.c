@@ -18,7 +18,7 @@
 #include "cfg.h"
 #include "defer.h"
 #include "log.h"
-#include "upstream.h"
+#include "up.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * smtp_data: pure, resumable DATA reader (RFC 5321 §4.1.1.4, §4.5.2).
+ * data: pure, resumable DATA reader (RFC 5321 §4.1.1.4, §4.5.2).
  *
  * Bytes of the DATA phase go in; the canonical message comes out through a
  * sink callback: dot-unstuffed, every line ending CRLF, without the final
@@ -34,8 +34,8 @@
  * safe point to answer is after the terminating dot.
  * Pure: no I/O, no allocation, no globals; any thread.
  */
-#ifndef SLUICE_SMTP_DATA_H
-#define SLUICE_SMTP_DATA_H
+#ifndef SLUICE_DATA_H
+#define SLUICE_DATA_H
 
 #include <stdbool.h>
 #include <stddef.h>

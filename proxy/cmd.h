@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * smtp_cmd: pure, resumable SMTP command parsing (RFC 5321 §4.1, RFC 1869,
+ * cmd: pure, resumable SMTP command parsing (RFC 5321 §4.1, RFC 1869,
  * RFC 3461, RFC 6152, RFC 6531). No I/O: bytes in, lines and commands out.
  * Everything returned points into caller memory or into the output struct;
  * nothing is allocated. Threads: any (no globals).
  */
-#ifndef SLUICE_SMTP_CMD_H
-#define SLUICE_SMTP_CMD_H
+#ifndef SLUICE_CMD_H
+#define SLUICE_CMD_H
 
 #include <stdbool.h>
 #include <stddef.h>

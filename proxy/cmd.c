@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * smtp_cmd: command line assembly, verb splitting, and the MAIL/RCPT path
+ * cmd: command line assembly, verb splitting, and the MAIL/RCPT path
  * and ESMTP parameter grammar (RFC 5321 §4.1.2, RFC 1870, RFC 3461,
  * RFC 4954, RFC 6152, RFC 6531).
  *
@@ -13,7 +13,7 @@
  * values are checked), and lenient where clients are commonly sloppy and no
  * harm follows (spaces after "FROM:", trailing spaces, bare LF).
  */
-#include "smtp_cmd.h"
+#include "cmd.h"
 
 #include <arpa/inet.h>
 #include <string.h>

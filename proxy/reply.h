@@ -1,14 +1,14 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * smtp_reply: pure, resumable parser of SMTP replies from the upstream
+ * reply: pure, resumable parser of SMTP replies from the upstream
  * (RFC 5321 §4.2), multi-line included. Strict: anything out of protocol
  * (no 3-digit code, mixed codes across lines, over-long lines, too many
  * lines, bad separator) is reported as an error so the session can
  * synthesise its own 451/421 instead of relaying garbage.
  * Pure: no I/O, no allocation, no globals; any thread.
  */
-#ifndef SLUICE_SMTP_REPLY_H
-#define SLUICE_SMTP_REPLY_H
+#ifndef SLUICE_REPLY_H
+#define SLUICE_REPLY_H
 
 #include <stdbool.h>
 #include <stddef.h>

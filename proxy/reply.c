@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * smtp_reply: upstream reply parsing (RFC 5321 §4.2, enhanced status codes
+ * reply: upstream reply parsing (RFC 5321 §4.2, enhanced status codes
  * RFC 3463 / RFC 2034).
  *
  * Only complete lines are consumed; a partial line stays with the caller
@@ -9,7 +9,7 @@
  * copied into its `text` storage) and the reader keeps the counters; that
  * is why the same `out` must be passed until REPLY_DONE.
  */
-#include "smtp_reply.h"
+#include "reply.h"
 
 #include <string.h>
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * upstream: SMTP client towards the real MTA; see upstream.h.
+ * up: the SMTP client towards the real MTA (the upstream); see up.h.
  *
  * State machine: `u->state` changes in up__set_state() only, which checks
  * the change against up__states[] (states and legal transitions in one
@@ -21,7 +21,7 @@
  * Ownership: struct up owns its conn, its timer, its defer event and every
  * queued command. Segments given to up_data() belong to the caller.
  */
-#include "upstream.h"
+#include "up.h"
 
 #include <stddef.h>
 #include <stdio.h>
@@ -32,7 +32,7 @@
 #include "conn.h"
 #include "defer.h"
 #include "log.h"
-#include "smtp_data.h"
+#include "data.h"
 #include "stats.h"
 #include "xalloc.h"
 
@@ -435,8 +435,8 @@ static SSL_CTX *up__client_ctx(struct up *u, char *err, size_t errlen)
     const char *ca = u->cfg->upstream_tls_ca_file ? u->cfg->upstream_tls_ca_file : "";
     if (ctx && ctx_verify == u->cfg->upstream_tls_verify && strcmp(ctx_ca, ca) == 0)
         return ctx;
-    SSL_CTX *n =
-        tls_client_ctx_new(u->cfg->upstream_tls_ca_file, u->cfg->upstream_tls_verify, err, errlen);
+    SSL_CTX *n = conn_tls_client_ctx_new(u->cfg->upstream_tls_ca_file, u->cfg->upstream_tls_verify,
+                                         err, errlen);
     if (!n)
         return NULL;
     if (ctx)

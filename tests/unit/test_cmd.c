@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "smtp_cmd.h"
+#include "cmd.h"
 
 #define S(lit) lit, sizeof(lit) - 1
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * smtp_data: the DATA phase byte stream <-> canonical message.
+ * data: the DATA phase byte stream <-> canonical message.
  *
  * The reader finds the end of data exactly where RFC 5321 puts it: at the
  * first CR LF "." CR LF in the byte stream (the CR LF ending the DATA
@@ -19,7 +19,7 @@
  * data_reader, so it resumes at any byte split; held-back bytes are
  * implied by the state.
  */
-#include "smtp_data.h"
+#include "data.h"
 
 #include <string.h>
 

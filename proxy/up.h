@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * upstream: the SMTP client side of the proxy. One `struct up` is one
+ * up: the SMTP client side of the proxy. One `struct up` is one
  * connection to the upstream MTA, owned by one client session and reused for
  * all of that session's transactions.
  *
@@ -32,8 +32,8 @@
  * Threads: loop thread only (the loop given to up_new(), which must be the
  * one defer_init() was given).
  */
-#ifndef SLUICE_UPSTREAM_H
-#define SLUICE_UPSTREAM_H
+#ifndef SLUICE_UP_H
+#define SLUICE_UP_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -43,7 +43,7 @@
 
 #include "cfg.h"
 #include "esmtp.h"
-#include "smtp_reply.h"
+#include "reply.h"
 
 struct up;
 

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "smtp_reply.h"
+#include "reply.h"
 
 /* Run the reader over in[0..len), delivered in two pieces split at
  * `split` (0: at once; SIZE_MAX: byte by byte), the way a connection
