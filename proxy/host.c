@@ -157,9 +157,11 @@ void host_conn_free(struct host_conn *hc)
         return;
     host_cancel(hc);
     assert(!hc->in_tx); /* the session ends its transaction first */
-    struct tx *tmp = tx_new(&hc->info, 0);
-    host__notify(hc, tmp, SLUICE_PHASE_CLOSE);
-    tx_unref(tmp);
+    if (hc->chain && hc->chain->n) {
+        struct tx *tmp = tx_new(&hc->info, 0);
+        host__notify(hc, tmp, SLUICE_PHASE_CLOSE);
+        tx_unref(tmp);
+    }
     hc->closed = true;
     uv_timer_stop(hc->timer);
     host__unref(hc);

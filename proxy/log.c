@@ -168,24 +168,34 @@ const char *log_quote(char *dst, size_t dstlen, const char *s)
         return dst;
     }
     dst[j++] = '"';
-    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-        char esc[4];
-        size_t n = 0;
-        if (*p == '"' || *p == '\\') {
-            esc[n++] = '\\';
-            esc[n++] = (char)*p;
-        } else if (*p < 0x20 || *p >= 0x7f) {
-            esc[n++] = '\\';
-            esc[n++] = 'x';
-            esc[n++] = hex[*p >> 4];
-            esc[n++] = hex[*p & 15];
-        } else {
-            esc[n++] = (char)*p;
-        }
+    const unsigned char *p = (const unsigned char *)(s ? s : "");
+    while (*p) {
+        /* Runs of plain printable ASCII are copied as they are. */
+        const unsigned char *run = p;
+        while (*p >= 0x20 && *p < 0x7f && *p != '"' && *p != '\\')
+            p++;
+        size_t n = (size_t)(p - run);
         if (j + n + 2 > dstlen)
-            break; /* room for the closing quote and the NUL */
-        memcpy(dst + j, esc, n);
+            n = dstlen - j - 2;
+        memcpy(dst + j, run, n);
         j += n;
+        if (!*p || j + 2 >= dstlen)
+            break;
+        char esc[4];
+        size_t e = 0;
+        esc[e++] = '\\';
+        if (*p == '"' || *p == '\\') {
+            esc[e++] = (char)*p;
+        } else {
+            esc[e++] = 'x';
+            esc[e++] = hex[*p >> 4];
+            esc[e++] = hex[*p & 15];
+        }
+        if (j + e + 2 > dstlen)
+            break; /* room for the closing quote and the NUL */
+        memcpy(dst + j, esc, e);
+        j += e;
+        p++;
     }
     dst[j++] = '"';
     dst[j] = 0;

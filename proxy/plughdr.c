@@ -18,9 +18,7 @@ int plughdr_fold(const char *name, const char *value, char *out, size_t outlen)
 {
     if (!name || !value)
         return -EINVAL;
-    struct msg *m = msg_parse("", 0);
-    if (!m)
-        return -ENOMEM;
+    struct msg *m = msg_parse("", 0); /* never NULL (xalloc) */
     int rc = msg_field_add(m, name, value);
     if (rc == 0) {
         const struct msg_field *f = msg_field_at(m, 0);

@@ -767,7 +767,8 @@ bool sess_cmd_handle(struct sess *s, const char *line, size_t len)
     memcpy(s->line, line, len);
     s->line[len] = 0;
     s->line_len = len;
-    cmd_parse(s->line, s->line_len, &c);
+    if (c.arg)
+        c.arg = s->line + (c.arg - line);
     sess_cmd__run(s, d, &c);
     return (d->flags & SV_DISCARD_AFTER) && s->state == S_TLS;
 }

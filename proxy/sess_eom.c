@@ -104,14 +104,23 @@ static void sess_eom__forward(struct sess *s)
 {
     if (!sess_eom__upstream_there(s))
         return;
-    int n = msg_segments(s->tx->msg, s->segs, (int)(sizeof s->segs / sizeof s->segs[0]));
+    int n;
+    if (s->tx->msg) {
+        n = msg_segments(s->tx->msg, s->segs, (int)(sizeof s->segs / sizeof s->segs[0]));
+    } else {
+        size_t len = 0;
+        s->segs[0].iov_base = (void *)msgbuf_data(s->tx->mb, &len);
+        s->segs[0].iov_len = len;
+        n = 1;
+    }
     if (n < 0) {
         sess_reply(s, 451, "4.3.0", "Local error in processing");
         sess_eom__finish(s, STATS_V_TEMPFAILED, "local error");
         return;
     }
     if (!(up_caps(s->up) & UP_CAP_8BITMIME) &&
-        (s->dr.has_8bit || s->tx->body == CMD_BODY_8BITMIME || msg_edited(s->tx->msg)) &&
+        (s->dr.has_8bit || s->tx->body == CMD_BODY_8BITMIME ||
+         (s->tx->msg && msg_edited(s->tx->msg))) &&
         !sess_eom__downgrade(s, &n))
         return;
     s->log.action = "sending the message to upstream";
@@ -404,12 +413,9 @@ void sess_eom_begin(struct sess *s)
     /* The tx takes the message buffer; it comes back at the end. */
     struct msgbuf *mb = s->msg;
     s->msg = NULL;
-    if (tx_set_message(s->tx, mb) != 0) {
-        sess_reply(s, 451, "4.3.0", "Local error in processing");
-        sess_eom__finish(s, STATS_V_TEMPFAILED, "local error");
-        return;
-    }
-    if (s->hc && host_conn_active(s->hc)) {
+    bool plugins = s->hc && host_conn_active(s->hc);
+    tx_set_message(s->tx, mb, plugins);
+    if (plugins) {
         s->log.action = "waiting for the plugins";
         host_run(s->hc, s->tx, SLUICE_PHASE_DATA, sess_eom__data_done, s);
         return;

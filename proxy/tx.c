@@ -106,10 +106,10 @@ struct tx *tx_clone(const struct tx *old)
         tx->cur.removed = old->cur.removed;
         tx->cur_set = true;
     }
-    if (old->msg) {
+    if (old->msg || old->mb) {
         const char *data;
         size_t len;
-        msg_render(old->msg, &data, &len);
+        tx_render((struct tx *)old, &data, &len);
         tx->copy = xmalloc(len ? len : 1);
         memcpy(tx->copy, data, len);
         tx->msg = msg_parse(tx->copy, len);
@@ -274,17 +274,19 @@ void tx_envelope_committed(struct tx *tx)
     tx->nrcpts = j;
 }
 
-int tx_set_message(struct tx *tx, struct msgbuf *mb)
+void tx_set_message(struct tx *tx, struct msgbuf *mb, bool model)
 {
     if (tx->msg)
         msg_free(tx->msg);
+    tx->msg = NULL;
     if (tx->mb && tx->mb != mb)
         msgbuf_free(tx->mb);
     tx->mb = mb;
-    size_t len = 0;
-    const char *data = msgbuf_data(mb, &len);
-    tx->msg = msg_parse(data, len);
-    return tx->msg ? 0 : -EINVAL;
+    if (model) {
+        size_t len = 0;
+        const char *data = msgbuf_data(mb, &len);
+        tx->msg = msg_parse(data, len);
+    }
 }
 
 struct msgbuf *tx_take_msgbuf(struct tx *tx)
@@ -302,12 +304,14 @@ struct msgbuf *tx_take_msgbuf(struct tx *tx)
 
 void tx_render(struct tx *tx, const char **data, size_t *len)
 {
-    if (!tx->msg) {
+    if (tx->msg) {
+        msg_render(tx->msg, data, len);
+    } else if (tx->mb) {
+        *data = msgbuf_data(tx->mb, len); /* no model: the bytes as received */
+    } else {
         *data = "";
         *len = 0;
-        return;
     }
-    msg_render(tx->msg, data, len);
 }
 
 void tx_sym_add(struct tx *tx, const char *name, double score, const char *desc, const char *plugin)

@@ -147,8 +147,9 @@ enum tx_plan tx_envelope_plan(const struct tx *tx);
  * refused recipients, added ones become accepted, sender unchanged. */
 void tx_envelope_committed(struct tx *tx);
 
-/* The complete message (the tx takes mb). 0 or -EINVAL (unparseable). */
-int tx_set_message(struct tx *tx, struct msgbuf *mb);
+/* The complete message (the tx takes mb). `model`: parse it for plugins
+ * (headers, edits); without it the bytes are forwarded as received. */
+void tx_set_message(struct tx *tx, struct msgbuf *mb, bool model);
 /* Give the message buffer back for reuse when nobody else reads it. */
 struct msgbuf *tx_take_msgbuf(struct tx *tx);
 /* The message as it stands (edited), contiguous; "" if none. */
