@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -417,20 +418,40 @@ static int api_has_symbol(sluice_ctx *ctx, const char *name)
     return 0;
 }
 
+/* RFC 3463: class "." subject "." detail, 1-3 digits each, the class
+ * matching the reply's first digit; checked byte by byte (no scanf, which
+ * skips white space and once let CR/LF through). */
+static bool api__enh_valid(const char *e, int code)
+{
+    if (!e || e[0] != '0' + code / 100 || e[1] != '.')
+        return false;
+    const char *p = e + 2;
+    for (int part = 0; part < 2; part++) {
+        int n = 0;
+        while (*p >= '0' && *p <= '9' && n < 4) {
+            p++;
+            n++;
+        }
+        if (n < 1 || n > 3)
+            return false;
+        if (part == 0 && *p++ != '.')
+            return false;
+    }
+    return *p == 0;
+}
+
 static void api_set_reply(sluice_ctx *ctx, int code, const char *enh, const char *text)
 {
     ctx->code = code;
-    snprintf(ctx->enh, sizeof ctx->enh, "%s", enh ? enh : "");
-    /* One line, printable: a plugin must not inject reply lines. */
+    if (api__enh_valid(enh, code))
+        snprintf(ctx->enh, sizeof ctx->enh, "%s", enh);
+    else
+        snprintf(ctx->enh, sizeof ctx->enh, "%d.7.1", code / 100);
+    /* One line of printable ASCII: a plugin must not inject reply lines. */
     size_t j = 0;
     for (const char *p = text ? text : ""; *p && j < sizeof ctx->text - 1; p++)
-        ctx->text[j++] = ((unsigned char)*p < 32 || (unsigned char)*p == 127) ? ' ' : *p;
+        ctx->text[j++] = ((unsigned char)*p < 32 || (unsigned char)*p >= 127) ? ' ' : *p;
     ctx->text[j] = 0;
-    /* Enhanced code must be x.y.z with the reply's class. */
-    int a, b, c;
-    char tail;
-    if (sscanf(ctx->enh, "%d.%d.%d%c", &a, &b, &c, &tail) != 3 || a != code / 100)
-        snprintf(ctx->enh, sizeof ctx->enh, "%d.7.1", code / 100);
 }
 
 /* Private-data slots: guarded by their owner (plugins may set them from

@@ -699,8 +699,8 @@ static void cfg__defaults(struct cfg__load *s)
     c->xclient = true;
     c->xforward = true;
     c->upstream_connect_timeout_ms = 30 * SEC;
-    c->upstream_command_timeout_ms = 300 * SEC;
-    c->upstream_data_timeout_ms = 600 * SEC;
+    c->upstream_command_timeout_ms = 100 * SEC; /* a client waits 5 min for RCPT */
+    c->upstream_data_timeout_ms = 100 * SEC;    /* the client waits 10 min: answer it first */
 }
 
 static void cfg__parse_file(struct cfg__load *s, const char *path)

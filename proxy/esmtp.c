@@ -7,6 +7,7 @@
 #include "esmtp.h"
 
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 unsigned esmtp_caps(const struct smtp_reply *ehlo, unsigned long long *size_limit)
@@ -50,12 +51,18 @@ void esmtp_xtext(buf_t *b, const char *s)
     }
 }
 
-bool esmtp_helo_plain(const char *helo, size_t maxlen)
+void esmtp_ehlo_name(char *out, size_t n, const char *helo, const char *addr)
 {
-    static const char plain[] =
-        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-[]:";
-    size_t n = strlen(helo);
-    return n > 0 && n < maxlen && strspn(helo, plain) == n;
+    size_t len = helo ? strlen(helo) : 0;
+    bool usable = len > 0 && len < n;
+    for (size_t i = 0; usable && i < len; i++)
+        usable = (unsigned char)helo[i] >= 33 && (unsigned char)helo[i] <= 126;
+    if (usable)
+        snprintf(out, n, "%s", helo);
+    else if (addr && strchr(addr, ':'))
+        snprintf(out, n, "[IPv6:%s]", addr);
+    else
+        snprintf(out, n, "[%s]", addr ? addr : "");
 }
 
 static void esmtp__addr(buf_t *b, const char *addr)

@@ -47,9 +47,11 @@ struct esmtp_client {
 
 /* Append s as xtext: bytes outside 33..126, '+' and '=' become "+HH". */
 void esmtp_xtext(buf_t *b, const char *s);
-/* Is this HELO name plain enough to repeat in our own EHLO after XCLIENT
- * (letters, digits and ".-[]:" only, non-empty, shorter than maxlen)? */
-bool esmtp_helo_plain(const char *helo, size_t maxlen);
+/* The name for our own EHLO after XCLIENT: the client's HELO as it sent
+ * it, so that the upstream's HELO checks judge the real client (bytes
+ * 33..126, fits in out), else its address literal ("[192.0.2.1]",
+ * "[IPv6:2001:db8::1]") when the HELO cannot go on an EHLO line. */
+void esmtp_ehlo_name(char *out, size_t n, const char *helo, const char *addr);
 /* "XCLIENT ADDR=.. PORT=.. NAME=.. PROTO=.. [HELO=..]" (HELO once known). */
 void esmtp_xclient_line(buf_t *b, const struct esmtp_client *w);
 /* The two XFORWARD lines, "XFORWARD ADDR=.. PORT=.. PROTO=.. NAME=.." and

@@ -153,6 +153,10 @@ bool sess_error(struct sess *s)
 /* Can the next command line be handled now? */
 static bool sess__can_take_command(const struct sess *s)
 {
+    /* A client that does not read its replies gets no more answers
+     * produced for it: input waits until the output queue drains. */
+    if (conn_pending(s->conn) > s->cfg->client_output_limit)
+        return false;
     return !s->busy && (s->state == S_GREETED || s->state == S_HELO || s->state == S_MAIL ||
                         s->state == S_RCPT);
 }
@@ -476,7 +480,8 @@ static void sess__on_event(struct conn *c, enum conn_event ev, int err, void *ud
         sess_close(s, false);
         break;
     case CONN_EV_DRAINED:
-        sess__check_backpressure(s);
+        /* Input held back while the output queue was full goes on. */
+        sess_kick(s);
         break;
     default:
         break;

@@ -115,6 +115,7 @@ struct up {
     bool tls_done;
     bool xclient_done;
     char client_helo[256]; /* the real client's HELO, for the EHLO after XCLIENT */
+    char told_helo[256];   /* the HELO the last XCLIENT told (re-sent when it changes) */
     int depth;             /* loop entry points on the stack (see the top) */
     bool dead;             /* up_free() called */
     enum up_err fail_err;  /* why FAILED */
@@ -916,9 +917,10 @@ static void up__queue_ident(struct up *u, const struct up_client_info *ci, bool 
         .addr = ci->addr, .port = ci->port, .name = ci->name, .helo = ci->helo, .esmtp = ci->esmtp};
     buf_t a = BUF_INIT, b = BUF_INIT;
     if (xclient) {
-        /* Only a syntactically plain HELO name is repeated in our EHLO. */
-        bool plain = esmtp_helo_plain(ci->helo, sizeof u->client_helo);
-        snprintf(u->client_helo, sizeof u->client_helo, "%s", plain ? ci->helo : "");
+        /* Our EHLO after XCLIENT carries what the client sent (or its
+         * address literal), so the upstream's HELO checks see the client. */
+        esmtp_ehlo_name(u->client_helo, sizeof u->client_helo, ci->helo, ci->addr);
+        snprintf(u->told_helo, sizeof u->told_helo, "%s", ci->helo);
         esmtp_xclient_line(&a, &w);
         fifo_push(&u->waiting, cmd_new(UP_K_XCLIENT, a.ptr, up__xclient_cb, u));
     } else {
@@ -940,7 +942,10 @@ void up_identify(struct up *u, const struct up_client_info *ci, up_cb cb, void *
     }
     if (u->ident_cb)
         up__bug(u, "up_identify() while one is pending", u->state);
-    if ((u->caps & UP_CAP_XCLIENT) && u->cfg->xclient && !u->xclient_done) {
+    if ((u->caps & UP_CAP_XCLIENT) && u->cfg->xclient &&
+        (!u->xclient_done || strcmp(u->told_helo, ci->helo) != 0)) {
+        /* Again when the client's HELO changed (a new EHLO, after STARTTLS
+         * too): the upstream judges the name the client uses now. */
         up__queue_ident(u, ci, true);
     } else if ((u->caps & UP_CAP_XFORWARD) && u->cfg->xforward && !u->xclient_done) {
         up__queue_ident(u, ci, false);

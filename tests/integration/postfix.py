@@ -104,6 +104,9 @@ class PrivatePostfix:
             "mynetworks": "127.0.0.0/8",
             "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
             "smtpd_authorized_xclient_hosts": "127.0.0.0/8",
+            # Postfix judges the client's HELO itself: sluice must hand it
+            # over (XCLIENT HELO= and the EHLO after it).
+            "smtpd_helo_restrictions": "reject_invalid_helo_hostname",
             # One recipient Postfix itself refuses, to show its validation
             # relayed through sluice.
             "smtpd_recipient_restrictions":

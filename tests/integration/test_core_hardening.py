@@ -8,8 +8,12 @@ exactly, file permissions, deadlines."""
 
 import glob
 import os
+import re
+import socket
 import stat
 import time
+
+import pytest
 
 import harness
 import plugkit
@@ -205,3 +209,28 @@ def test_quarantine_files_private(sluice_factory, fake, tmp_path):
     assert len(files) == 1, files
     assert stat.S_IMODE(os.stat(files[0]).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(str(qdir)).st_mode) == 0o700
+
+
+# ---- what plugins may put on the wire -----------------------------------------------
+
+@pytest.mark.parametrize("mode", ["both", "enh", "text"])
+def test_plugin_cannot_inject_reply_lines(fake, sluice_factory, mode):
+    """Defect 8: set_reply() with CR/LF in the enhanced code or the text
+    never puts a second reply line on the wire."""
+    sl = plugkit.start(sluice_factory, fake, ("inj", "injplug", {"mode": mode}))
+    with session(sl) as c:
+        c.expect("MAIL FROM:<a@example.com>", 250)
+        c.send(b"RCPT TO:<b@example.net>\r\n")
+        raw = b""
+        deadline = time.monotonic() + 3
+        while b"\r\n" not in raw and time.monotonic() < deadline:
+            data, _ = c.drain(0.2)
+            raw += data
+        time.sleep(0.3)
+        extra, _ = c.drain(0.5)
+        raw += extra
+        lines = raw.split(b"\r\n")[:-1]
+        assert len(lines) == 1, raw
+        assert re.match(rb"^550 5\.\d{1,3}\.\d{1,3} [\x20-\x7e]*$", lines[0]), raw
+        assert b"injected" not in raw or b"\r\n250" not in raw
+        c.expect("NOOP", 250)

@@ -85,6 +85,36 @@ def test_xclient_original_helo(postfix, front):
     assert received.startswith("from client.test "), received
 
 
+def test_postfix_judges_the_clients_helo(postfix, front):
+    """Hardening defect 7: a HELO Postfix refuses directly is refused through
+    sluice too, also when the client changes it later in the session."""
+    # Directly: Postfix refuses the name (at RCPT, smtpd_delay_reject).
+    with Client(postfix.port) as c:
+        c.greeting()
+        c.ehlo("bad!host")
+        c.expect("MAIL FROM:<a@example.com>", 250)
+        direct = c.cmd("RCPT TO:<helo@example.net>")
+    assert direct.code // 100 == 5 and "Helo command rejected" in direct.text, direct
+    # Through sluice: the same answer.
+    with Client(front.port) as c:
+        c.greeting()
+        c.ehlo("bad!host")
+        c.expect("MAIL FROM:<a@example.com>", 250)
+        r = c.cmd("RCPT TO:<helo@example.net>")
+        assert r.code // 100 == 5 and "Helo command rejected" in r.text, r
+    # A good name first, then a bad one in the same session: judged again.
+    with Client(front.port) as c:
+        c.greeting()
+        c.ehlo("client.test")
+        c.expect("MAIL FROM:<a@example.com>", 250)
+        c.expect("RCPT TO:<helo@example.net>", 250)
+        c.expect("RSET", 250)
+        c.ehlo("bad!host")
+        c.expect("MAIL FROM:<a@example.com>", 250)
+        r = c.cmd("RCPT TO:<helo@example.net>")
+        assert r.code // 100 == 5 and "Helo command rejected" in r.text, r
+
+
 def test_postfix_recipient_validation_relayed(postfix, front):
     with Client(front.port) as c:
         c.greeting()

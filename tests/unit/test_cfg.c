@@ -128,8 +128,10 @@ static void test_defaults(void **state)
     assert_true(c->xclient);
     assert_true(c->xforward);
     assert_int_equal(c->upstream_connect_timeout_ms, 30000);
-    assert_int_equal(c->upstream_command_timeout_ms, 300000);
-    assert_int_equal(c->upstream_data_timeout_ms, 600000);
+    /* Upstream deadlines leave room to answer a client that waits 5
+     * minutes for RCPT and 10 for the final reply (RFC 5321 §4.5.3.2). */
+    assert_int_equal(c->upstream_command_timeout_ms, 100000);
+    assert_int_equal(c->upstream_data_timeout_ms, 100000);
     assert_int_equal(c->nplugins, 0);
     assert_int_equal(c->nkv, 0);
     cfg_unref(c);

@@ -75,26 +75,33 @@ static void test_xtext(void **state)
     }
 }
 
-static void test_helo_plain(void **state)
+static void test_ehlo_name(void **state)
 {
     (void)state;
     static const struct {
-        const char *helo;
-        bool want;
+        const char *helo, *addr, *want;
     } cases[] = {
-        {"mail.example.org", true},
-        {"[192.0.2.1]", true},
-        {"[IPv6:2001:db8::1]", true},
-        {"", false},
-        {"a b", false},
-        {"x+y", false},
-        {"host_name", false},
-        {"caf\xc3\xa9", false},
+        {"mail.example.org", "192.0.2.1", "mail.example.org"},
+        {"[192.0.2.1]", "192.0.2.1", "[192.0.2.1]"},
+        {"[IPv6:2001:db8::1]", "2001:db8::1", "[IPv6:2001:db8::1]"},
+        /* what the client sent, so the upstream's HELO checks see it */
+        {"bad!host", "192.0.2.1", "bad!host"},
+        {"x+y", "192.0.2.1", "x+y"},
+        {"host_name", "192.0.2.1", "host_name"},
+        /* cannot go on an EHLO line: the address literal */
+        {"", "192.0.2.1", "[192.0.2.1]"},
+        {"a b", "192.0.2.1", "[192.0.2.1]"},
+        {"caf\xc3\xa9", "2001:db8::7", "[IPv6:2001:db8::7]"},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-        assert_int_equal(esmtp_helo_plain(cases[i].helo, 256), cases[i].want);
-    assert_true(esmtp_helo_plain("abc", 4));
-    assert_false(esmtp_helo_plain("abcd", 4)); /* would not fit with its NUL */
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char out[256];
+        esmtp_ehlo_name(out, sizeof out, cases[i].helo, cases[i].addr);
+        if (strcmp(out, cases[i].want) != 0)
+            fail_msg("helo '%s': got %s, want %s", cases[i].helo, out, cases[i].want);
+    }
+    char small[4];
+    esmtp_ehlo_name(small, sizeof small, "abcd", "1.2.3.4"); /* does not fit */
+    assert_string_equal(small, "[1.");
 }
 
 static void test_xclient_and_xforward_lines(void **state)
@@ -135,7 +142,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_caps),
         cmocka_unit_test(test_xtext),
-        cmocka_unit_test(test_helo_plain),
+        cmocka_unit_test(test_ehlo_name),
         cmocka_unit_test(test_xclient_and_xforward_lines),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -25,8 +25,8 @@ static const struct q_case cases[] = {
     {"cr\rlf\nnul-free\x01", 64, "\"cr\\x0dlf\\x0anul-free\\x01\""},
     {"j\xc3\xbcrgen", 64, "\"j\\xc3\\xbcrgen\""},
     {"\x7f", 64, "\"\\x7f\""},
-    {"abcdefgh", 6, "\"abc\""},       /* cut, still quoted and terminated */
-    {"ab\"cd", 6, "\"ab\""},          /* an escape that does not fit is left out */
+    {"abcdefgh", 6, "\"abc\""}, /* cut, still quoted and terminated */
+    {"ab\"cd", 6, "\"ab\""},    /* an escape that does not fit is left out */
     {"abc", 3, "\"\""},
 };
 

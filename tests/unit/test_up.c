@@ -835,11 +835,15 @@ static const struct xclient_case {
      {.addr = "2001:db8::25", .port = 2525, .name = "", .helo = "my host+x=y", .esmtp = false},
      "XCLIENT ADDR=IPV6:2001:db8::25 PORT=2525 NAME=[UNAVAILABLE] PROTO=SMTP "
      "HELO=my+20host+2Bx+3Dy",
-     "EHLO " HELO_NAME},
+     "EHLO [IPv6:2001:db8::25]"}, /* cannot go on an EHLO line: the address literal */
     {"no HELO yet",
      {.addr = "192.0.2.8", .port = 1, .name = "a.example", .helo = "", .esmtp = true},
      "XCLIENT ADDR=192.0.2.8 PORT=1 NAME=a.example PROTO=ESMTP",
-     "EHLO " HELO_NAME},
+     "EHLO [192.0.2.8]"},
+    {"a name Postfix would refuse is passed on as it is",
+     {.addr = "192.0.2.9", .port = 2, .name = "", .helo = "bad!host", .esmtp = true},
+     "XCLIENT ADDR=192.0.2.9 PORT=2 NAME=[UNAVAILABLE] PROTO=ESMTP HELO=bad!host",
+     "EHLO bad!host"},
 };
 
 /* clang-format off */
@@ -848,8 +852,10 @@ static const struct xclient_case {
     "250 XFORWARD NAME ADDR PROTO HELO\r\n", 0, false}
 /* clang-format on */
 
-/* XCLIENT, its new greeting, then EHLO again (with the client's HELO when
- * it is plain); a command queued meanwhile waits for all that. */
+/* XCLIENT, its new greeting, then EHLO again with the client's own HELO
+ * (its address literal when the HELO cannot go on an EHLO line), so the
+ * upstream's HELO checks judge the client; a command queued meanwhile
+ * waits for all that. */
 static void test_xclient(void **state)
 {
     (void)state;
@@ -883,7 +889,8 @@ static void test_xclient(void **state)
         assert_int_equal(srv.errors, 0);
         assert_int_equal(up_caps(u), UP_CAP_PIPELINING | UP_CAP_XCLIENT); /* from the new EHLO */
 
-        /* XCLIENT is once per session: a second identify is answered at once. */
+        /* With the same HELO a second identify is answered at once (XCLIENT
+         * is sent again only when the client's HELO changes). */
         struct rec again = {0};
         CALL(up_identify(u, &tc->ci, rec_cb, &again));
         assert_int_equal(again.calls, 0);
