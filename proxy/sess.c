@@ -105,7 +105,10 @@ void sess_tx_end(struct sess *s, bool abort_upstream)
             host_tx_end(s->hc, s->tx);
         if (!s->msg)
             s->msg = tx_take_msgbuf(s->tx); /* reuse its memory */
-        tx_unref(s->tx);
+        if (s->tx->refs == 1 && !s->spare_tx)
+            s->spare_tx = tx_renew(s->tx, &s->info, 0); /* emptied now, reused at MAIL */
+        else
+            tx_unref(s->tx);
         s->tx = NULL;
     }
     if (s->msg)
@@ -362,6 +365,7 @@ static void sess__timer_close_cb(uv_handle_t *h)
     buf_free(&s->in);
     buf_free(&s->mime7_out);
     free(s->replay.items);
+    tx_unref(s->spare_tx);
     if (s->msg)
         msgbuf_free(s->msg);
     cfg_unref(s->cfg);

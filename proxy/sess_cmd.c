@@ -305,7 +305,9 @@ static bool sess_cmd__mail_check(struct sess *s, const struct cmd *c)
         sess_reply(s, 555, "5.5.4", "Error: SMTPUTF8 was not offered");
         return false;
     }
-    s->tx = tx_new(&s->info, clock_mono_ns());
+    s->tx = s->spare_tx ? tx_renew(s->spare_tx, &s->info, clock_mono_ns())
+                        : tx_new(&s->info, clock_mono_ns());
+    s->spare_tx = NULL;
     s->tx_seq++;
     /* Plugins see the client's own ESMTP parameters (after the path). */
     const char *gt = memchr(c->arg, '>', c->arg_len);

@@ -123,6 +123,7 @@ struct sess {
     struct host_conn *hc;
     struct resolve_req *dns;
     struct tx *tx; /* the transaction in progress (owned) or NULL */
+    struct tx *spare_tx; /* an emptied one kept for the next MAIL (owned) */
     struct data_reader dr;
     struct msgbuf *msg; /* reused message buffer (owned) */
     buf_t mime7_out;

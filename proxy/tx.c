@@ -3,6 +3,7 @@
 #include "tx.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -43,10 +44,9 @@ static void tx__rcpt_free(struct tx_rcpt *r)
     r->addr = r->params = NULL;
 }
 
-void tx_unref(struct tx *tx)
+/* Everything the tx owns, released; the struct itself stays. */
+static void tx__release(struct tx *tx)
 {
-    if (!tx || --tx->refs > 0)
-        return;
     for (size_t i = 0; i < CFG_MAX_PLUGINS; i++)
         if (tx->data[i] && tx->data_free[i])
             tx->data_free[i](tx->data[i]);
@@ -68,8 +68,30 @@ void tx_unref(struct tx *tx)
     if (tx->mb)
         msgbuf_free(tx->mb);
     free(tx->copy);
+}
+
+void tx_unref(struct tx *tx)
+{
+    if (!tx || --tx->refs > 0)
+        return;
+    tx__release(tx);
     pthread_mutex_destroy(&tx->mu);
     free(tx);
+}
+
+struct tx *tx_renew(struct tx *tx, const struct client_info *client, uint64_t now_ns)
+{
+    if (!tx || tx->refs != 1) {
+        tx_unref(tx);
+        return tx_new(client, now_ns);
+    }
+    tx__release(tx);
+    /* The mutex is the first member and stays as it is. */
+    memset((char *)tx + offsetof(struct tx, refs), 0, sizeof *tx - offsetof(struct tx, refs));
+    tx->refs = 1;
+    tx->client = *client;
+    tx->started_ns = now_ns;
+    return tx;
 }
 
 static struct tx_rcpt *tx__push(struct tx *tx, const char *addr, const char *params,

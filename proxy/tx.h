@@ -59,6 +59,7 @@ struct tx_sym {
 };
 
 struct tx {
+    pthread_mutex_t mu; /* guards data[] (first: kept when the tx is reused) */
     int refs;
     struct client_info client; /* snapshot taken at MAIL (and HELO changes) */
     uint64_t started_ns;
@@ -97,13 +98,16 @@ struct tx {
     char reason[200];
     double plugin_ms[CFG_MAX_PLUGINS];
 
-    /* plugins' private data, one slot per chain position */
-    pthread_mutex_t mu;
+    /* plugins' private data, one slot per chain position (under mu) */
     void *data[CFG_MAX_PLUGINS];
     void (*data_free[CFG_MAX_PLUGINS])(void *);
 };
 
 struct tx *tx_new(const struct client_info *client, uint64_t now_ns);
+/* The next transaction of the same session in the same memory: `tx` must
+ * have no other reference (else a new one is made and tx released).
+ * Saves an allocation per message. */
+struct tx *tx_renew(struct tx *tx, const struct client_info *client, uint64_t now_ns);
 struct tx *tx_ref(struct tx *tx);
 void tx_unref(struct tx *tx);
 /* A copy to go on with after a hook was abandoned (see above). Plugin

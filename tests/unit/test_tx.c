@@ -192,6 +192,36 @@ static void test_private_data_freed_with_last_ref(void **state)
     assert_int_equal(freed, 2);
 }
 
+/* A renewed tx is empty, its plugin data freed, and the same memory. */
+static void test_renew(void **state)
+{
+    (void)state;
+    static int a;
+    struct tx *tx = mk();
+    rcpt(tx, "b@x", true);
+    tx_sym_add(tx, "S", 1, "", "p");
+    freed = 0;
+    tx_data_set(tx, 1, &a, free_cb);
+    struct client_info ci;
+    memset(&ci, 0, sizeof ci);
+    strcpy(ci.sid, "T2");
+    struct tx *again = tx_renew(tx, &ci, 7);
+    assert_ptr_equal(again, tx);
+    assert_int_equal(freed, 1);
+    assert_int_equal(again->nrcpts, 0);
+    assert_int_equal(again->nsyms, 0);
+    assert_null(again->sender);
+    assert_null(tx_data_get(again, 1));
+    assert_string_equal(again->client.sid, "T2");
+    assert_int_equal(again->started_ns, 7);
+    /* Held elsewhere (an abandoned hook): a new one, the old released. */
+    tx_ref(again);
+    struct tx *other = tx_renew(again, &ci, 8);
+    assert_ptr_not_equal(other, again);
+    tx_unref(again);
+    tx_unref(other);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -201,6 +231,7 @@ int main(void)
         cmocka_unit_test(test_rcpt_phase_removal_current_only),
         cmocka_unit_test(test_clone_is_deep),
         cmocka_unit_test(test_private_data_freed_with_last_ref),
+        cmocka_unit_test(test_renew),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
