@@ -916,6 +916,8 @@ static void cfg__free(struct cfg *c)
     free(c->group);
     free(c->plugin_dir);
     free(c->quarantine_dir);
+    free(c->stats_allowed_hosts);
+    free(c->stats_token_file);
     free(c->upstream_helo);
     free(c->upstream_tls_ca_file);
     free(c->upstream_tls_verify_name);

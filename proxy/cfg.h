@@ -100,6 +100,8 @@ struct cfg {
 
     /* [stats] */
     char stats_listen[300];       /* "127.0.0.1:9025"; "" or "no" disables; "unix:/path" */
+    char *stats_allowed_hosts;    /* extra Host names the endpoint answers to, or NULL */
+    char *stats_token_file;       /* file holding the bearer token, or NULL (no token) */
 
     /* [chain] + [plugin NAME] sections */
     struct cfg_plugin plugins[CFG_MAX_PLUGINS];

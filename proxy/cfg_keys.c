@@ -79,6 +79,8 @@ const struct cfg_key cfg_keys[CFG_KEYS_N] = {
     {SEC_UPSTREAM, "data_timeout", T_MS, O(upstream_data_timeout_ms), 0, 1, 24 * HOUR, NULL, 0},
 
     {SEC_STATS, "listen", T_STATS, O(stats_listen), 0, 0, 0, NULL, 0},
+    {SEC_STATS, "allowed_hosts", T_STR, O(stats_allowed_hosts), 0, 0, 0, NULL, F_PRINTABLE},
+    {SEC_STATS, "token_file", T_STR, O(stats_token_file), 0, 0, 0, NULL, 0},
 
     {SEC_CHAIN, "plugins", T_CHAIN, 0, 0, 0, 0, NULL, 0},
 };

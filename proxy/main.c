@@ -4,6 +4,7 @@
  * the foreground (systemd style) and logs to stderr unless told to use
  * syslog.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdbool.h>
 #include <signal.h>
@@ -182,6 +183,29 @@ static int main__load(const struct main__args *a, struct cfg **cfgp)
     return -1;
 }
 
+/* The stats endpoint's bearer token, read before privileges are dropped
+ * (the file may be root-only). 0, or -1 (logged). */
+static int main__read_token(const char *path, char *out, size_t n)
+{
+    out[0] = 0;
+    if (!path)
+        return 0;
+    FILE *f = fopen(path, "r");
+    if (!f || !fgets(out, (int)n, f)) {
+        log_fatal("[stats] token_file %s: %s", path, f ? "empty" : strerror(errno));
+        if (f)
+            fclose(f);
+        return -1;
+    }
+    fclose(f);
+    out[strcspn(out, "\r\n")] = 0;
+    if (strlen(out) < 16) {
+        log_fatal("[stats] token_file %s: the token must have at least 16 characters", path);
+        return -1;
+    }
+    return 0;
+}
+
 /* Bind, start the stats endpoint and the resolver, accept, run until
  * stopped, and tear down. The exit code. */
 static int main__run(struct cfg *cfg)
@@ -195,7 +219,10 @@ static int main__run(struct cfg *cfg)
     cfg_unref(cfg); /* the server holds its own reference */
     srv.overrides = &main__overrides;
     if (srv.cfg->stats_listen[0] && strcmp(srv.cfg->stats_listen, "no") != 0) {
-        char err[256];
+        char err[256], token[256] = "";
+        if (main__read_token(srv.cfg->stats_token_file, token, sizeof token) != 0)
+            return 1;
+        stats_http_access(srv.cfg->stats_allowed_hosts, token);
         if (stats_http_start(srv.cfg->stats_listen, err, sizeof err) != 0) {
             log_fatal("stats endpoint %s: %s", srv.cfg->stats_listen, err);
             return 1;

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -35,6 +36,9 @@
 #include "stats_prom.h"
 
 static struct MHD_Daemon *g_daemon;
+static struct stats_http_addr g_addr; /* the listener, for the Host check */
+static char g_allowed[512];           /* extra Host names */
+static char g_token[256];             /* bearer token, "" for none */
 static int g_port;
 static char g_unix_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 
@@ -213,6 +217,80 @@ static enum MHD_Result send_buf(struct MHD_Connection *c, const char *ctype, buf
     return send_resp(c, MHD_HTTP_OK, ctype, r);
 }
 
+void stats_http_access(const char *allowed_hosts, const char *token)
+{
+    snprintf(g_allowed, sizeof g_allowed, "%s", allowed_hosts ? allowed_hosts : "");
+    snprintf(g_token, sizeof g_token, "%s", token ? token : "");
+}
+
+/* Is `name` (len bytes) one of the space/comma separated names? */
+static bool stats_http__listed(const char *name, size_t len, const char *list)
+{
+    const char *p = list ? list : "";
+    while (*p) {
+        p += strspn(p, " ,\t");
+        size_t n = strcspn(p, " ,\t");
+        if (n == len && n && strncasecmp(p, name, n) == 0)
+            return true;
+        p += n;
+    }
+    return false;
+}
+
+bool stats_http_host_ok(const char *host, const struct stats_http_addr *a, int port,
+                        const char *allowed_hosts)
+{
+    if (!host)
+        return true;
+    if (a->family == STATS_HTTP_UNIX)
+        return true; /* no browser reaches a unix socket */
+    /* name[:port] or [v6][:port] */
+    const char *name = host, *end, *colon = NULL;
+    if (*host == '[') {
+        name = host + 1;
+        end = strchr(name, ']');
+        if (!end)
+            return false;
+        if (end[1] == ':')
+            colon = end + 1;
+        else if (end[1])
+            return false;
+    } else {
+        colon = strchr(host, ':');
+        if (colon && strchr(colon + 1, ':'))
+            return false; /* a bare IPv6 address needs brackets */
+        end = colon ? colon : host + strlen(host);
+    }
+    if (colon) {
+        char *stop;
+        long p = strtol(colon + 1, &stop, 10);
+        if (*stop || stop == colon + 1 || p != port)
+            return false;
+    }
+    size_t len = (size_t)(end - name);
+    if (len == strlen(a->host) && strncasecmp(name, a->host, len) == 0)
+        return true;
+    bool loopback = strncmp(a->host, "127.", 4) == 0 || strcmp(a->host, "::1") == 0;
+    if (loopback && len == 9 && strncasecmp(name, "localhost", 9) == 0)
+        return true;
+    return stats_http__listed(name, len, allowed_hosts);
+}
+
+/* Constant-time comparison of the presented credentials with the token. */
+static bool stats_http__token_ok(struct MHD_Connection *c)
+{
+    const char *auth =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!auth || strncasecmp(auth, "Bearer ", 7) != 0)
+        return false;
+    const char *given = auth + 7;
+    size_t n = strlen(g_token), m = strlen(given);
+    unsigned char diff = (unsigned char)(n != m);
+    for (size_t i = 0; i < n; i++)
+        diff |= (unsigned char)(g_token[i] ^ (i < m ? given[i] : 0));
+    return diff == 0;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
@@ -228,6 +306,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
         return send_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
 
+    const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+    if (!stats_http_host_ok(host, &g_addr, g_port, g_allowed))
+        return send_text(c, 421, "misdirected request: unknown Host\n");
+    bool probe = strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0;
+    if (g_token[0] && !probe && !stats_http__token_ok(c)) {
+        struct MHD_Response *r = MHD_create_response_from_buffer(
+            sizeof "unauthorized\n" - 1, (void *)"unauthorized\n", MHD_RESPMEM_PERSISTENT);
+        if (r)
+            MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"sluice\"");
+        return send_resp(c, MHD_HTTP_UNAUTHORIZED, "text/plain; charset=utf-8", r);
+    }
     if (strcmp(url, "/metrics") == 0 || strcmp(url, "/stats") == 0) {
         buf_t b = BUF_INIT;
         bool metrics = url[1] == 'm';
@@ -283,6 +372,7 @@ int stats_http_start(const char *listen, char *err, size_t errlen)
     if (rc < 0)
         return rc;
     g_port = 0;
+    g_addr = a;
     int fd = open_listener(&a, err, errlen);
     if (fd < 0)
         return fd;

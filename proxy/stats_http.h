@@ -19,6 +19,8 @@
 #ifndef SLUICE_STATS_HTTP_H
 #define SLUICE_STATS_HTTP_H
 
+#include <stdbool.h>
+
 #include <stddef.h>
 
 /*
@@ -30,6 +32,13 @@
  * One listener per process: a second start without a stop is -EALREADY.
  */
 int stats_http_start(const char *listen, char *err, size_t errlen);
+/* Who may read (call before start). The Host header must name the listen
+ * address (or localhost on a loopback listener, or one of `allowed_hosts`,
+ * separated by spaces or commas), else 421: a web page on another name
+ * cannot read the stats through DNS rebinding. With a non-empty `token`
+ * every request but /healthz and /readyz needs "Authorization: Bearer
+ * TOKEN" (else 401). Copies both. */
+void stats_http_access(const char *allowed_hosts, const char *token);
 /* Stop the listener and its thread; no-op when not started. */
 void stats_http_stop(void);
 /* The TCP port actually bound (useful with port 0); 0 if none / unix. */
@@ -46,6 +55,10 @@ struct stats_http_addr {
 };
 
 /* 0, or -EINVAL with a message in err. */
+/* Does a Host header value name this listener (pure; unit-tested)?
+ * host NULL (HTTP/1.0 without Host) is accepted: browsers always send one. */
+bool stats_http_host_ok(const char *host, const struct stats_http_addr *a, int port,
+                        const char *allowed_hosts);
 int stats_http_parse_listen(const char *listen, struct stats_http_addr *out, char *err,
                             size_t errlen);
 

@@ -234,3 +234,51 @@ def test_plugin_cannot_inject_reply_lines(fake, sluice_factory, mode):
         assert re.match(rb"^550 5\.\d{1,3}\.\d{1,3} [\x20-\x7e]*$", lines[0]), raw
         assert b"injected" not in raw or b"\r\n250" not in raw
         c.expect("NOOP", 250)
+
+
+# ---- the stats endpoint ----------------------------------------------------------------
+
+def http_get(port, path, host=None, token=None):
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    headers = {}
+    if host is not None:
+        headers["Host"] = host
+    if token:
+        headers["Authorization"] = "Bearer " + token
+    conn.request("GET", path, headers=headers)
+    r = conn.getresponse()
+    body = r.read()
+    conn.close()
+    return r.status, body
+
+
+def test_stats_checks_host(fake, sluice_factory):
+    """Defect 11: a page on another name (DNS rebinding) cannot read the
+    decision records: Host must name the listener."""
+    port = harness.free_port()
+    sl = sluice_factory(fake.port, stats={"listen": "127.0.0.1:%d" % port,
+                                          "allowed_hosts": "mon.example"})
+    assert http_get(port, "/stats", "127.0.0.1:%d" % port)[0] == 200
+    assert http_get(port, "/metrics", "localhost:%d" % port)[0] == 200
+    assert http_get(port, "/stats", "mon.example:%d" % port)[0] == 200
+    status, body = http_get(port, "/stats", "evil.example:%d" % port)
+    assert status == 421 and b"sid" not in body, (status, body)
+    assert http_get(port, "/", "evil.example:%d" % port)[0] == 421
+    assert sl.alive()
+
+
+def test_stats_bearer_token(fake, sluice_factory, tmp_path):
+    """Defect 11: with [stats] token_file, data needs the token; the health
+    probes do not."""
+    port = harness.free_port()
+    tok = tmp_path / "token"
+    tok.write_text("s3cret-token-0123456789\n")
+    tok.chmod(0o600)
+    sluice_factory(fake.port, stats={"listen": "127.0.0.1:%d" % port,
+                                     "token_file": str(tok)})
+    host = "127.0.0.1:%d" % port
+    assert http_get(port, "/metrics", host)[0] == 401
+    assert http_get(port, "/metrics", host, token="wrong-token-0123456789")[0] == 401
+    assert http_get(port, "/metrics", host, token="s3cret-token-0123456789")[0] == 200
+    assert http_get(port, "/healthz", host)[0] == 200
