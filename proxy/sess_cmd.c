@@ -244,8 +244,11 @@ static bool sess_cmd__upstream_ready(struct sess *s)
         snprintf(ci.helo, sizeof ci.helo, "%s", s->info.helo);
         ci.esmtp = s->info.esmtp;
         ci.tls = s->tls;
-        up_identify(s->up, &ci, sess_cmd__up_ident_cb, s);
-        return false;
+        if (up_identify_needed(s->up, &ci)) {
+            up_identify(s->up, &ci, sess_cmd__up_ident_cb, s);
+            return false;
+        }
+        s->identified = true; /* nothing to tell: MAIL goes out at once */
     }
     return true;
 }

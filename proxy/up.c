@@ -933,6 +933,25 @@ static void up__queue_ident(struct up *u, const struct up_client_info *ci, bool 
     buf_free(&b);
 }
 
+enum up__ident { UP__IDENT_NONE = 0, UP__IDENT_XCLIENT, UP__IDENT_XFORWARD };
+
+static enum up__ident up__ident_needed(const struct up *u, const struct up_client_info *ci)
+{
+    /* XCLIENT again when the client's HELO changed (a new EHLO, after
+     * STARTTLS too): the upstream judges the name the client uses now. */
+    if ((u->caps & UP_CAP_XCLIENT) && u->cfg->xclient &&
+        (!u->xclient_done || strcmp(u->told_helo, ci->helo) != 0))
+        return UP__IDENT_XCLIENT;
+    if ((u->caps & UP_CAP_XFORWARD) && u->cfg->xforward && !u->xclient_done)
+        return UP__IDENT_XFORWARD;
+    return UP__IDENT_NONE;
+}
+
+bool up_identify_needed(const struct up *u, const struct up_client_info *ci)
+{
+    return up__live(u) && up__ident_needed(u, ci) != UP__IDENT_NONE;
+}
+
 void up_identify(struct up *u, const struct up_client_info *ci, up_cb cb, void *ud)
 {
     static const struct smtp_reply ok_reply = {.code = 250, .enh = "2.0.0"};
@@ -942,12 +961,10 @@ void up_identify(struct up *u, const struct up_client_info *ci, up_cb cb, void *
     }
     if (u->ident_cb)
         up__bug(u, "up_identify() while one is pending", u->state);
-    if ((u->caps & UP_CAP_XCLIENT) && u->cfg->xclient &&
-        (!u->xclient_done || strcmp(u->told_helo, ci->helo) != 0)) {
-        /* Again when the client's HELO changed (a new EHLO, after STARTTLS
-         * too): the upstream judges the name the client uses now. */
+    enum up__ident how = up__ident_needed(u, ci);
+    if (how == UP__IDENT_XCLIENT) {
         up__queue_ident(u, ci, true);
-    } else if ((u->caps & UP_CAP_XFORWARD) && u->cfg->xforward && !u->xclient_done) {
+    } else if (how == UP__IDENT_XFORWARD) {
         up__queue_ident(u, ci, false);
     } else {
         up__post_cb(u, cb, ud, UP_OK, NULL, &ok_reply);

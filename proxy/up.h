@@ -112,6 +112,9 @@ unsigned long long up_size_limit(const struct up *u);
  * With neither extension (or both disabled) cb gets a synthetic 250 (from
  * the loop, like any result). One pending identify at a time; call it once
  * the open succeeded. */
+/* Would up_identify() send anything? (When not, the caller may skip it
+ * and save the loop turn its synthetic answer takes.) */
+bool up_identify_needed(const struct up *u, const struct up_client_info *ci);
 void up_identify(struct up *u, const struct up_client_info *ci, up_cb cb, void *ud);
 
 /* Queue one command line (without CRLF). */

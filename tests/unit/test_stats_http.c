@@ -13,7 +13,7 @@
 
 struct host_case {
     const char *listen;
-    int port;        /* the bound port */
+    int port; /* the bound port */
     const char *allowed;
     const char *host; /* NULL: no Host header */
     bool want;
@@ -24,21 +24,21 @@ static const struct host_case cases[] = {
     {"127.0.0.1:9025", 9025, "", "127.0.0.1", true},
     {"127.0.0.1:9025", 9025, "", "localhost:9025", true},
     {"127.0.0.1:9025", 9025, "", "LOCALHOST:9025", true},
-    {"127.0.0.1:9025", 9025, "", "evil.example:9025", false},  /* rebinding */
+    {"127.0.0.1:9025", 9025, "", "evil.example:9025", false}, /* rebinding */
     {"127.0.0.1:9025", 9025, "", "127.0.0.1:9026", false},
     {"127.0.0.1:9025", 9025, "", "127.0.0.1:", false},
     {"127.0.0.1:9025", 9025, "", "127.0.0.1:90x", false},
     {"127.0.0.1:9025", 9025, "", "", false},
-    {"127.0.0.1:9025", 9025, "", NULL, true},                  /* HTTP/1.0 */
+    {"127.0.0.1:9025", 9025, "", NULL, true}, /* HTTP/1.0 */
     {"127.0.0.1:9025", 9025, "mon.example, stats.example", "stats.example:9025", true},
     {"127.0.0.1:9025", 9025, "mon.example, stats.example", "stats.example.evil:9025", false},
     {"127.0.0.1:9025", 9025, "mon.example", "mon.examplex", false},
-    {"192.0.2.5:9025", 9025, "", "localhost:9025", false},     /* not a loopback listener */
+    {"192.0.2.5:9025", 9025, "", "localhost:9025", false}, /* not a loopback listener */
     {"[::1]:9025", 9025, "", "[::1]:9025", true},
     {"[::1]:9025", 9025, "", "localhost", true},
-    {"[::1]:9025", 9025, "", "::1", false},                    /* brackets needed */
+    {"[::1]:9025", 9025, "", "::1", false}, /* brackets needed */
     {"[::1]:9025", 9025, "", "[::1", false},
-    {"127.0.0.1:0", 41234, "", "127.0.0.1:41234", true},       /* port 0: the bound one */
+    {"127.0.0.1:0", 41234, "", "127.0.0.1:41234", true}, /* port 0: the bound one */
     {"unix:/run/sluice/stats.sock", 0, "", "anything", true},
 };
 

@@ -897,6 +897,12 @@ static void test_xclient(void **state)
         RUN_UNTIL(again.calls > 0);
         assert_from_loop(&again, 1);
         assert_int_equal(again.code, 250);
+        /* The session asks first and skips a call that would send nothing;
+         * a changed HELO needs XCLIENT again. */
+        assert_false(up_identify_needed(u, &tc->ci));
+        struct up_client_info changed = tc->ci;
+        snprintf(changed.helo, sizeof changed.helo, "%s", "other.example");
+        assert_true(up_identify_needed(u, &changed));
         up_free(u);
     }
 }
