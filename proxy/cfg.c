@@ -196,30 +196,6 @@ static bool cfg__is_instance_name(const char *n)
     return true;
 }
 
-static void cfg__fmt_ms(char *out, size_t n, uint64_t ms)
-{
-    if (ms && ms % HOUR == 0)
-        snprintf(out, n, "%lluh", (unsigned long long)(ms / HOUR));
-    else if (ms && ms % MIN == 0)
-        snprintf(out, n, "%llum", (unsigned long long)(ms / MIN));
-    else if (ms % SEC == 0)
-        snprintf(out, n, "%llus", (unsigned long long)(ms / SEC));
-    else
-        snprintf(out, n, "%llums", (unsigned long long)ms);
-}
-
-static void cfg__fmt_size(char *out, size_t n, uint64_t v)
-{
-    if (v && v % GIB == 0)
-        snprintf(out, n, "%lluG", (unsigned long long)(v / GIB));
-    else if (v && v % MIB == 0)
-        snprintf(out, n, "%lluM", (unsigned long long)(v / MIB));
-    else if (v && v % KIB == 0)
-        snprintf(out, n, "%lluk", (unsigned long long)(v / KIB));
-    else
-        snprintf(out, n, "%llu", (unsigned long long)v);
-}
-
 /* Calls fn for each token of a comma/blank separated list. */
 static void cfg__each_token(struct cfg__load *s, const char *value, int line, const char *key,
                             void (*fn)(struct cfg__load *, const char *, int, void *), void *arg)
@@ -332,14 +308,14 @@ static void cfg__set_number(struct cfg__load *s, const struct cfg_key *k, char *
         return;
     }
     if (k->type == T_MS) {
-        cfg__fmt_ms(lo, sizeof lo, k->min);
-        cfg__fmt_ms(hi, sizeof hi, k->max);
+        cfg_parse_fmt_ms(lo, sizeof lo, k->min);
+        cfg_parse_fmt_ms(hi, sizeof hi, k->max);
     } else if (k->type == T_UINT) {
         snprintf(lo, sizeof lo, "%llu", (unsigned long long)k->min);
         snprintf(hi, sizeof hi, "%llu", (unsigned long long)k->max);
     } else {
-        cfg__fmt_size(lo, sizeof lo, k->min);
-        cfg__fmt_size(hi, sizeof hi, k->max);
+        cfg_parse_fmt_size(lo, sizeof lo, k->min);
+        cfg_parse_fmt_size(hi, sizeof hi, k->max);
     }
     cfg__err(s, NULL, line, "'%s' = %s is out of range (%s..%s)", k->name, value, lo, hi);
 }

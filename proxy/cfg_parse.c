@@ -269,3 +269,27 @@ int cfg_parse_addr(const char *text, struct cfg_addr *out, char *err, size_t err
     ((struct sockaddr_in6 *)&out->sa)->sin6_port = htons((uint16_t)port);
     return 0;
 }
+
+void cfg_parse_fmt_ms(char *out, size_t n, uint64_t ms)
+{
+    if (ms && ms % HOUR == 0)
+        snprintf(out, n, "%lluh", (unsigned long long)(ms / HOUR));
+    else if (ms && ms % MIN == 0)
+        snprintf(out, n, "%llum", (unsigned long long)(ms / MIN));
+    else if (ms % SEC == 0)
+        snprintf(out, n, "%llus", (unsigned long long)(ms / SEC));
+    else
+        snprintf(out, n, "%llums", (unsigned long long)ms);
+}
+
+void cfg_parse_fmt_size(char *out, size_t n, uint64_t v)
+{
+    if (v && v % GIB == 0)
+        snprintf(out, n, "%lluG", (unsigned long long)(v / GIB));
+    else if (v && v % MIB == 0)
+        snprintf(out, n, "%lluM", (unsigned long long)(v / MIB));
+    else if (v && v % KIB == 0)
+        snprintf(out, n, "%lluk", (unsigned long long)(v / KIB));
+    else
+        snprintf(out, n, "%llu", (unsigned long long)v);
+}

@@ -46,4 +46,9 @@ int cfg_parse_uint(const char *text, uint64_t *out);
 /* One of the NULL-terminated `choices`, exactly as written; *out is its index. */
 int cfg_parse_enum(const char *text, const char *const *choices, int *out);
 
+/* The inverse, for "out of range (1s..24h)" messages: the largest exact
+ * unit ("30s", "5m", "64k", "25M"). */
+void cfg_parse_fmt_ms(char *out, size_t n, uint64_t ms);
+void cfg_parse_fmt_size(char *out, size_t n, uint64_t v);
+
 #endif

@@ -21,13 +21,6 @@
 
 #include "buf.h"
 
-#define PLUGCFG__KIB 1024ULL
-#define PLUGCFG__MIB (1024ULL * PLUGCFG__KIB)
-#define PLUGCFG__GIB (1024ULL * PLUGCFG__MIB)
-#define PLUGCFG__SEC 1000ULL
-#define PLUGCFG__MIN (60ULL * PLUGCFG__SEC)
-#define PLUGCFG__HOUR (60ULL * PLUGCFG__MIN)
-
 /* The keys of a plugin section that belong to the host: the one list in
  * cfg_keys.c. */
 int plugcfg_host_key(const char *key)
@@ -62,36 +55,12 @@ static void plugcfg__err(struct plugcfg__run *r, const char *key, const char *fm
     r->problems++;
 }
 
-static void plugcfg__fmt_ms(char *out, size_t n, uint64_t ms)
-{
-    if (ms && ms % PLUGCFG__HOUR == 0)
-        snprintf(out, n, "%lluh", (unsigned long long)(ms / PLUGCFG__HOUR));
-    else if (ms && ms % PLUGCFG__MIN == 0)
-        snprintf(out, n, "%llum", (unsigned long long)(ms / PLUGCFG__MIN));
-    else if (ms % PLUGCFG__SEC == 0)
-        snprintf(out, n, "%llus", (unsigned long long)(ms / PLUGCFG__SEC));
-    else
-        snprintf(out, n, "%llums", (unsigned long long)ms);
-}
-
-static void plugcfg__fmt_size(char *out, size_t n, uint64_t v)
-{
-    if (v && v % PLUGCFG__GIB == 0)
-        snprintf(out, n, "%lluG", (unsigned long long)(v / PLUGCFG__GIB));
-    else if (v && v % PLUGCFG__MIB == 0)
-        snprintf(out, n, "%lluM", (unsigned long long)(v / PLUGCFG__MIB));
-    else if (v && v % PLUGCFG__KIB == 0)
-        snprintf(out, n, "%lluk", (unsigned long long)(v / PLUGCFG__KIB));
-    else
-        snprintf(out, n, "%llu", (unsigned long long)v);
-}
-
 static void plugcfg__fmt(uint32_t type, char *out, size_t n, uint64_t v)
 {
     if (type == SLUICE_CONFIG_DURATION)
-        plugcfg__fmt_ms(out, n, v);
+        cfg_parse_fmt_ms(out, n, v);
     else if (type == SLUICE_CONFIG_SIZE)
-        plugcfg__fmt_size(out, n, v);
+        cfg_parse_fmt_size(out, n, v);
     else
         snprintf(out, n, "%llu", (unsigned long long)v);
 }
