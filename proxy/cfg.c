@@ -461,6 +461,17 @@ static char *cfg__read_line(char *str, int num, void *stream)
     return str;
 }
 
+/* The host keys of a [plugin NAME] section before the file sets any. */
+static void cfg__plugin_defaults(struct cfg_plugin *p)
+{
+    p->timeout_ms = 30 * SEC;
+    p->failure = CFG_FAIL_TEMPFAIL;
+    p->breaker_failures = 5;
+    p->breaker_window_ms = 60 * SEC;
+    p->breaker_cooldown_ms = 30 * SEC;
+    p->max_threads = 0; /* automatic: the pool less one */
+}
+
 static size_t cfg__psec_get(struct cfg__load *s, const char *name, int line)
 {
     for (size_t i = 0; i < s->npsecs; i++)
@@ -481,11 +492,7 @@ static size_t cfg__psec_get(struct cfg__load *s, const char *name, int line)
     ps->name = cfg__strdup(s, name);
     if (!ps->name)
         return SIZE_MAX;
-    ps->p.timeout_ms = 30 * SEC;
-    ps->p.failure = CFG_FAIL_TEMPFAIL;
-    ps->p.breaker_failures = 5;
-    ps->p.breaker_window_ms = 60 * SEC;
-    ps->p.breaker_cooldown_ms = 30 * SEC;
+    cfg__plugin_defaults(&ps->p);
     return s->npsecs++;
 }
 
@@ -797,11 +804,7 @@ static void cfg__finish(struct cfg__load *s)
             *p = ps->p;
             p->path = NULL;
         } else {
-            p->timeout_ms = 30 * SEC;
-            p->failure = CFG_FAIL_TEMPFAIL;
-            p->breaker_failures = 5;
-            p->breaker_window_ms = 60 * SEC;
-            p->breaker_cooldown_ms = 30 * SEC;
+            cfg__plugin_defaults(p);
         }
         p->name = cfg__strdup(s, s->chain[i]);
         p->path = cfg__strdup(s, ps && ps->p.path ? ps->p.path : s->chain[i]);

@@ -42,6 +42,9 @@ struct cfg_plugin {
     unsigned breaker_failures;  /* "breaker_failures", default 5 (0 = off) */
     unsigned breaker_window_ms; /* "breaker_window", default 60 s */
     unsigned breaker_cooldown_ms; /* "breaker_cooldown", default 30 s */
+    unsigned max_threads;         /* "max_threads": pool threads its blocking hooks may
+                                     hold at once, abandoned ones included; 0 = the
+                                     pool less one (at least 1) */
     int line;        /* where the instance was named in [chain] plugins */
 };
 

@@ -95,6 +95,7 @@ const struct cfg_key cfg_keys_plugin[CFG_KEYS_PLUGIN_N] = {
     {SEC_PLUGIN, "breaker_failures", T_UINT, P(breaker_failures), 0, 0, 1000000, NULL, 0},
     {SEC_PLUGIN, "breaker_window", T_MS, P(breaker_window_ms), 0, 1, 24 * HOUR, NULL, 0},
     {SEC_PLUGIN, "breaker_cooldown", T_MS, P(breaker_cooldown_ms), 0, 1, 24 * HOUR, NULL, 0},
+    {SEC_PLUGIN, "max_threads", T_UINT, P(max_threads), 0, 0, 1024, NULL, 0},
 };
 _Static_assert(sizeof cfg_keys_plugin / sizeof cfg_keys_plugin[0] == CFG_KEYS_PLUGIN_N,
                "CFG_KEYS_PLUGIN_N");

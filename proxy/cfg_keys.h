@@ -56,7 +56,7 @@ extern const char *const cfg_keys_sec_names[];
 extern const struct cfg_key cfg_keys[CFG_KEYS_N];
 /* The keys of a [plugin NAME] section that the host uses; offsets into
  * struct cfg_plugin. Every other key there belongs to the plugin. */
-#define CFG_KEYS_PLUGIN_N 6
+#define CFG_KEYS_PLUGIN_N 7
 extern const struct cfg_key cfg_keys_plugin[CFG_KEYS_PLUGIN_N];
 /* Host keys of a plugin section that are not in cfg_keys_plugin (read by
  * the chain loader itself), NULL-terminated. */

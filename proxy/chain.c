@@ -2,6 +2,7 @@
 /* chain: loading plugin instances; see chain.h. */
 #include "chain.h"
 
+#include <assert.h>
 #include <dlfcn.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -26,6 +27,24 @@ static bool chain__file_exists(const char *p)
 
 /* Where is bundled plugin `name`? --plugin-dir / [server] plugin_dir, then
  * the build tree next to the binary, then the install directory. */
+/* libuv's pool size, fixed for the life of the process at its first use
+ * (a reload cannot change it). */
+static unsigned chain__pool = 4;
+
+void chain_pool_size(unsigned n)
+{
+    chain__pool = n ? n : 1;
+}
+
+/* An instance may hold every pool thread but one unless told otherwise, so
+ * that one plugin stuck in its hooks cannot stop the others. */
+static unsigned chain__thread_limit(unsigned configured)
+{
+    if (configured)
+        return configured;
+    return chain__pool > 1 ? chain__pool - 1 : 1;
+}
+
 static char *chain__resolve_plugin(const struct cfg *cfg, const char *name)
 {
     char buf[PATH_MAX];
@@ -107,6 +126,9 @@ static struct sluice_instance *chain__inst_load(struct chain *ch, const struct c
     in->errors = errors;
     in->breaker = STATS_CB_CLOSED;
     in->quarantine_accepts = true;
+    in->gate = xcalloc(1, sizeof *in->gate);
+    in->gate->refs = 1;
+    in->gate->limit = chain__thread_limit(cp->max_threads);
     int qline = cp->line;
     char section[300];
     snprintf(section, sizeof section, "plugin %s", cp->name);
@@ -154,10 +176,19 @@ static struct sluice_instance *chain__inst_load(struct chain *ch, const struct c
     return in;
 }
 
+static void chain__gate_unref(struct chain_gate *g)
+{
+    if (g && --g->refs == 0) {
+        assert(g->busy == 0 && !g->wait_first);
+        free(g);
+    }
+}
+
 static void chain__inst_free(struct sluice_instance *in)
 {
     if (!in)
         return;
+    chain__gate_unref(in->gate);
     if (in->initialised && in->desc->shutdown)
         in->desc->shutdown(in->data);
     /* The .so stays loaded: a plugin's counters, strings or threads may
@@ -225,6 +256,19 @@ void chain_handover(struct chain *old, struct chain *nw)
         return;
     for (size_t i = 0; i < nw->n; i++) {
         struct sluice_instance *n = nw->inst[i];
+        for (size_t j = 0; j < old->n; j++) {
+            struct sluice_instance *o = old->inst[j];
+            if (strcmp(o->name, n->name) == 0) {
+                /* Threads the old instance's hooks still hold count
+                 * against the new one; the new configuration's limit. */
+                unsigned limit = n->gate->limit;
+                chain__gate_unref(n->gate);
+                n->gate = o->gate;
+                n->gate->refs++;
+                n->gate->limit = limit;
+                break;
+            }
+        }
         if (n->desc->size < offsetof(struct sluice_plugin, reload) + sizeof n->desc->reload ||
             !n->desc->reload)
             continue;

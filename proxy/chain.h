@@ -28,6 +28,19 @@
 #include "cfg.h"
 #include "stats.h"
 
+/* The pool threads an instance's blocking hooks hold, abandoned ones
+ * included (a hook that ran past its timeout still holds its thread), and
+ * the calls waiting for one. Shared by the instances of one name across
+ * reloads, since the old instance's stuck hooks still hold threads.
+ * Lifetime: chain.c (refs); counters and the wait list: host.c alone.
+ * Loop thread only. */
+struct chain_gate {
+    int refs;
+    unsigned limit; /* > 0 */
+    unsigned busy;  /* hooks queued to or running on the pool */
+    struct sluice_ctx *wait_first, *wait_last;
+};
+
 struct sluice_instance {
     struct chain *chain; /* not referenced (the chain owns us) */
     size_t idx;
@@ -44,6 +57,7 @@ struct sluice_instance {
     int nerrors;
     bool quarantine_accepts;
     struct stats_plugin *stats;
+    struct chain_gate *gate; /* referenced */
     /* circuit breaker (loop thread only) */
     unsigned fails;
     uint64_t window_start_ns;
@@ -58,6 +72,8 @@ struct chain {
     size_t n;
 };
 
+/* The size of libuv's thread pool (set once, before the first chain). */
+void chain_pool_size(unsigned n);
 /* Load and initialise every instance of cfg's chain. On failure NULL and
  * one "FILE:LINE: message" line per problem in `errors`. */
 struct chain *chain_load(struct cfg *cfg, bool checking, buf_t *errors);
@@ -65,7 +81,8 @@ struct chain *chain_ref(struct chain *c);
 void chain_unref(struct chain *c);
 size_t chain_size(const struct chain *c);
 /* SIGHUP: let each instance of the new chain take over state from the
- * running instance of the same name (the plugin's reload hook). */
+ * running instance of the same name (the plugin's reload hook, and the
+ * host's thread accounting). */
 void chain_handover(struct chain *old, struct chain *nw);
 /* The chain new transactions use (owned here, referenced by users). */
 void chain_set_current(struct chain *c);

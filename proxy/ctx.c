@@ -17,6 +17,7 @@ void ctx_init(struct sluice_ctx *c, struct host_conn *hc, struct tx *tx, struct 
     c->hc = hc;
     c->tx = tx_ref(tx);
     c->inst = in;
+    chain_ref(in->chain);
     c->phase = ph;
     c->refs = 1;
     atomic_init(&c->abandoned, false);
@@ -48,6 +49,12 @@ void ctx_fini(struct sluice_ctx *c)
     c->nstrs = 0;
     tx_unref(c->tx);
     c->tx = NULL;
+    if (c->inst) {
+        /* May shut a reloaded-away instance down, now that its hook is
+         * over. */
+        chain_unref(c->inst->chain);
+        c->inst = NULL;
+    }
 }
 
 const char *ctx_keep(struct sluice_ctx *c, char *s)

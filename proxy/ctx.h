@@ -61,13 +61,16 @@ struct ctx_edit {
 struct sluice_ctx {
     struct host_conn *hc; /* referenced */
     struct tx *tx;        /* referenced; never NULL */
-    struct sluice_instance *inst;
+    struct sluice_instance *inst; /* its chain referenced: an abandoned hook
+                                     still runs the instance's code */
     enum sluice_phase phase;
     int refs;
     atomic_bool abandoned;
     bool outstanding; /* pool work or async answer pending */
     bool completed;
     bool in_hook; /* complete() called from inside the hook */
+    bool waiting; /* queued for one of its instance's pool threads */
+    struct sluice_ctx *next_wait;
     int verdict;
     int code; /* 0: no reply set (enh/text unset) */
     struct ctx_edit *edits, *edits_tail;

@@ -571,6 +571,86 @@ static void host__ctx_done(struct sluice_ctx *c)
     host__finish(hc, &r);
 }
 
+/* ---- pool threads per instance --------------------------------------------- */
+
+static void host__work_cb(uv_work_t *w);
+static void host__after_work_cb(uv_work_t *w, int status);
+
+static void host__gate_stats(const struct sluice_instance *in)
+{
+    stats_plugin_threads(in->stats, in->gate->busy);
+}
+
+/* Hand c's hook to the pool; it holds one of its instance's threads until
+ * host__after_work_cb, whether or not the session still waits for it. */
+static void host__gate_start(struct sluice_ctx *c)
+{
+    struct sluice_instance *in = c->inst;
+    in->gate->busy++;
+    host__gate_stats(in);
+    if (uv_queue_work(c->hc->loop, &c->work, host__work_cb, host__after_work_cb) != 0) {
+        in->gate->busy--;
+        host__gate_stats(in);
+        c->refs--;
+        c->outstanding = false;
+        c->verdict = -1;
+        uv_timer_stop(c->hc->timer);
+        host__ctx_done(c);
+    }
+}
+
+/* Every thread the instance may hold is taken: c waits its turn (FIFO).
+ * The wait list holds the outstanding reference. */
+static void host__gate_wait(struct sluice_ctx *c)
+{
+    struct chain_gate *g = c->inst->gate;
+    c->waiting = true;
+    c->next_wait = NULL;
+    if (g->wait_last)
+        g->wait_last->next_wait = c;
+    else
+        g->wait_first = c;
+    g->wait_last = c;
+    stats_plugin_thread_wait(c->inst->stats);
+}
+
+/* c leaves the wait list without running (timeout, session gone). */
+static void host__gate_unwait(struct sluice_ctx *c)
+{
+    struct chain_gate *g = c->inst->gate;
+    struct sluice_ctx **pp = &g->wait_first, *prev = NULL;
+    while (*pp && *pp != c) {
+        prev = *pp;
+        pp = &(*pp)->next_wait;
+    }
+    assert(*pp == c);
+    *pp = c->next_wait;
+    if (g->wait_last == c)
+        g->wait_last = prev;
+    c->waiting = false;
+    c->outstanding = false;
+    c->refs--; /* the wait list's; the caller holds the runner's */
+}
+
+/* A hook of `in` gave its thread back: start the next waiting call of any
+ * instance sharing the gate. */
+static void host__gate_leave(struct sluice_instance *in)
+{
+    struct chain_gate *g = in->gate;
+    assert(g->busy > 0);
+    g->busy--;
+    host__gate_stats(in);
+    while (g->wait_first && g->busy < g->limit) {
+        struct sluice_ctx *c = g->wait_first;
+        g->wait_first = c->next_wait;
+        if (!g->wait_first)
+            g->wait_last = NULL;
+        c->waiting = false;
+        c->started_ns = clock_mono_ns(); /* latency: the hook's own time */
+        host__gate_start(c);
+    }
+}
+
 static void host__timer_cb(uv_timer_t *t)
 {
     struct host_conn *hc = t->data;
@@ -578,19 +658,26 @@ static void host__timer_cb(uv_timer_t *t)
     if (!c)
         return;
     struct sluice_instance *in = c->inst;
-    atomic_store(&c->abandoned, true);
+    char what[96];
+    if (c->waiting) {
+        /* It never ran: nobody else reads the tx. */
+        snprintf(what, sizeof what, "timeout after %u ms waiting for a thread (%u of %u busy)",
+                 in->settings.timeout_ms, in->gate->busy, in->gate->limit);
+        host__gate_unwait(c);
+    } else {
+        snprintf(what, sizeof what, "timeout after %u ms", in->settings.timeout_ms);
+        atomic_store(&c->abandoned, true);
+        /* The abandoned hook keeps its tx; the session goes on with a clone. */
+        struct tx *clone = tx_clone(hc->tx);
+        tx_unref(hc->tx);
+        hc->tx = clone;
+    }
     stats_plugin_timeout(in->stats);
     stats_timeout(STATS_TO_PLUGIN);
-    c->tx->plugin_ms[in->idx] += (double)(clock_mono_ns() - c->started_ns) / 1e6;
+    hc->tx->plugin_ms[in->idx] += (double)(clock_mono_ns() - c->started_ns) / 1e6;
     host__breaker_result(in, true);
-    /* The abandoned hook keeps its tx; the session goes on with a clone. */
-    struct tx *clone = tx_clone(hc->tx);
-    tx_unref(hc->tx);
-    hc->tx = clone;
     hc->cur = NULL;
-    host__ctx_unref(c); /* the runner's reference; the outstanding one remains */
-    char what[64];
-    snprintf(what, sizeof what, "timeout after %u ms", in->settings.timeout_ms);
+    host__ctx_unref(c); /* the runner's reference; an outstanding one may remain */
     struct host_result r = {.verdict = SLUICE_CONTINUE};
     if (host__failure_policy(hc, in, what, &r))
         host__run_next(hc);
@@ -608,6 +695,7 @@ static void host__work_cb(uv_work_t *w)
 static void host__after_work_cb(uv_work_t *w, int status)
 {
     struct sluice_ctx *c = w->data;
+    host__gate_leave(c->inst);
     c->outstanding = false;
     if (atomic_load(&c->abandoned) || status == UV_ECANCELED) {
         host__ctx_unref(c);
@@ -640,17 +728,16 @@ static void host__run_next(struct host_conn *hc)
         struct sluice_ctx *c = host__ctx_new(hc, hc->tx, in, hc->phase);
         hc->cur = c;
         if (in->desc->blocking_phases & SLUICE_PHASE_BIT(hc->phase)) {
+            /* The clock covers a wait for a thread too: the session's
+             * budget for this plugin does not grow because it is busy. */
             uv_timer_start(hc->timer, host__timer_cb, in->settings.timeout_ms, 0);
             c->refs++;
             c->outstanding = true;
             c->work.data = c;
-            if (uv_queue_work(hc->loop, &c->work, host__work_cb, host__after_work_cb) != 0) {
-                c->refs--;
-                c->outstanding = false;
-                c->verdict = -1;
-                uv_timer_stop(hc->timer);
-                host__ctx_done(c);
-            }
+            if (in->gate->busy >= in->gate->limit)
+                host__gate_wait(c);
+            else
+                host__gate_start(c);
             return;
         }
         c->refs++; /* held for a possible ASYNC answer */
@@ -701,7 +788,10 @@ void host_cancel(struct host_conn *hc)
         return;
     struct sluice_ctx *c = hc->cur;
     if (c) {
-        atomic_store(&c->abandoned, true);
+        if (c->waiting)
+            host__gate_unwait(c);
+        else
+            atomic_store(&c->abandoned, true);
         hc->cur = NULL;
         host__ctx_unref(c);
     }

@@ -160,6 +160,7 @@ static int main__load(const struct main__args *a, struct cfg **cfgp)
         mime7_init();
         if (!a->check)
             stats_init();
+        chain_pool_size(cfg->thread_pool_size);
         chain = chain_load(cfg, a->check, &errs);
     }
     if (!cfg || errs.len || !chain) {

@@ -365,6 +365,18 @@ void stats_plugin_breaker(struct stats_plugin *p, enum stats_breaker st)
         inc(&p->trips);
 }
 
+void stats_plugin_threads(struct stats_plugin *p, unsigned busy)
+{
+    if (p != NULL)
+        atomic_store_explicit(&p->threads, busy, memory_order_relaxed);
+}
+
+void stats_plugin_thread_wait(struct stats_plugin *p)
+{
+    if (p != NULL)
+        inc(&p->thread_waits);
+}
+
 /* ---- Plugin-defined counters ------------------------------------------------ */
 
 static struct stats_counter *g_counters[STATS_COUNTERS_MAX];
@@ -378,18 +390,36 @@ struct stats_counter *const *stats__counters(size_t *n)
 
 /* Families rendered by the core; a plugin counter must not reuse them. */
 static const char *const core_names[] = {
-    "sluice_build_info", "sluice_start_time_seconds", "sluice_uptime_seconds",
-    "sluice_config_reloads_total", "sluice_config_last_reload_success", "sluice_ready",
-    "sluice_connections_current", "sluice_connections_total",
-    "sluice_connections_refused_total", "sluice_tls_handshakes_total",
-    "sluice_smtp_replies_total", "sluice_upstream_replies_total",
-    "sluice_upstream_errors_total", "sluice_timeouts_total", "sluice_errors_total",
-    "sluice_transactions_total", "sluice_messages_total", "sluice_recipients_total",
-    "sluice_received_bytes_total", "sluice_forwarded_bytes_total",
-    "sluice_message_size_bytes", "sluice_transaction_duration_seconds",
-    "sluice_plugin_verdicts_total", "sluice_plugin_timeouts_total",
-    "sluice_plugin_errors_total", "sluice_plugin_circuit_state",
-    "sluice_plugin_circuit_trips_total", "sluice_plugin_duration_seconds",
+    "sluice_build_info",
+    "sluice_start_time_seconds",
+    "sluice_uptime_seconds",
+    "sluice_config_reloads_total",
+    "sluice_config_last_reload_success",
+    "sluice_ready",
+    "sluice_connections_current",
+    "sluice_connections_total",
+    "sluice_connections_refused_total",
+    "sluice_tls_handshakes_total",
+    "sluice_smtp_replies_total",
+    "sluice_upstream_replies_total",
+    "sluice_upstream_errors_total",
+    "sluice_timeouts_total",
+    "sluice_errors_total",
+    "sluice_transactions_total",
+    "sluice_messages_total",
+    "sluice_recipients_total",
+    "sluice_received_bytes_total",
+    "sluice_forwarded_bytes_total",
+    "sluice_message_size_bytes",
+    "sluice_transaction_duration_seconds",
+    "sluice_plugin_verdicts_total",
+    "sluice_plugin_timeouts_total",
+    "sluice_plugin_errors_total",
+    "sluice_plugin_circuit_state",
+    "sluice_plugin_circuit_trips_total",
+    "sluice_plugin_duration_seconds",
+    "sluice_plugin_threads_busy",
+    "sluice_plugin_thread_waits_total",
 };
 
 static bool label_name_ok(const char *l)

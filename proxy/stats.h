@@ -131,6 +131,10 @@ void stats_plugin_timeout(struct stats_plugin *p);
 void stats_plugin_error(struct stats_plugin *p);
 /* Set the breaker state; a change to STATS_CB_OPEN also counts one trip. */
 void stats_plugin_breaker(struct stats_plugin *p, enum stats_breaker st);
+/* Pool threads the instance's blocking hooks hold now (abandoned ones
+ * included), and one more call that had to wait for one of them. */
+void stats_plugin_threads(struct stats_plugin *p, unsigned busy);
+void stats_plugin_thread_wait(struct stats_plugin *p);
 
 /*
  * ---- Plugin-defined counters ---------------------------------------------

@@ -118,9 +118,12 @@ static void emit_plugin(buf_t *out, const struct stats_plugin *p)
     buf_printf(out,
                ",\"timeouts\":%" PRIu64 ",\"errors\":%" PRIu64
                ",\"circuit_state\":%d,\"circuit_state_name\":\"%s\""
-               ",\"circuit_trips\":%" PRIu64 ",\"phases\":{",
+               ",\"circuit_trips\":%" PRIu64 ",\"threads_busy\":%u,\"thread_waits\":%" PRIu64
+               ",\"phases\":{",
                stats__ld(&p->timeouts), stats__ld(&p->errors), br,
-               stats__breaker_name(br >= 0 && br <= 2 ? br : 0), stats__ld(&p->trips));
+               stats__breaker_name(br >= 0 && br <= 2 ? br : 0), stats__ld(&p->trips),
+               atomic_load_explicit(&p->threads, memory_order_relaxed),
+               stats__ld(&p->thread_waits));
     bool first = true;
     for (size_t ph = 0; ph < STATS_PH_COUNT; ph++) {
         struct stats_hist_snap s;

@@ -62,6 +62,8 @@ struct stats_plugin {
     _Atomic uint64_t timeouts;
     _Atomic uint64_t errors;
     _Atomic uint64_t trips;
+    _Atomic uint64_t thread_waits;
+    _Atomic unsigned threads;                /* gauge */
     _Atomic int breaker;                     /* enum stats_breaker */
     struct stats_hist phase[STATS_PH_COUNT]; /* stats__spec_plugin */
 };

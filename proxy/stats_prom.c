@@ -189,6 +189,9 @@ static const struct {
      offsetof(struct stats_plugin, errors)},
     {"sluice_plugin_circuit_trips_total", "Times the plugin's circuit breaker opened.",
      offsetof(struct stats_plugin, trips)},
+    {"sluice_plugin_thread_waits_total",
+     "Blocking hook calls that waited because the plugin held all the pool threads it may.",
+     offsetof(struct stats_plugin, thread_waits)},
 };
 
 static void emit_plugins(buf_t *out)
@@ -222,6 +225,13 @@ static void emit_plugins(buf_t *out)
         plugin_labels(lab, sizeof lab, pl[i]->name, NULL);
         buf_printf(out, "sluice_plugin_circuit_state{%s} %d\n", lab,
                    atomic_load_explicit(&pl[i]->breaker, memory_order_relaxed));
+    }
+    emit_head(out, "sluice_plugin_threads_busy", "gauge",
+              "Pool threads the plugin's blocking hooks hold now, timed-out hooks included.");
+    for (size_t i = 0; i < n; i++) {
+        plugin_labels(lab, sizeof lab, pl[i]->name, NULL);
+        buf_printf(out, "sluice_plugin_threads_busy{%s} %u\n", lab,
+                   atomic_load_explicit(&pl[i]->threads, memory_order_relaxed));
     }
     emit_head(out, "sluice_plugin_duration_seconds", "histogram",
               "Time one plugin hook took, per plugin and SMTP phase.");

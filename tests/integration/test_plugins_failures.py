@@ -4,6 +4,7 @@ its instance's failure policy (tempfail, accept, tag); an invalid verdict;
 the circuit breaker (log line, calls stop, counters); asynchronous answers;
 and a blocking hook on the thread pool does not stall other sessions."""
 
+import signal
 import threading
 import time
 
@@ -254,3 +255,66 @@ def test_plugin_reported_error_gets_failure_policy(sluice_factory, fake, failure
     assert sl.wait_log(r"plugin=scanner reported an error: failure policy %s" % failure, 3)
     if failure == "tag":
         assert b"X-Sluice-Skipped: scanner (reported an error)" in msgs[0].data
+
+
+def test_stuck_plugin_cannot_take_every_pool_thread(sluice_factory, fake):
+    """A blocking hook that hangs far past its timeout keeps its pool
+    thread. With a pool of 4, four such messages used to hold every thread,
+    and the next plugin's hooks timed out for unrelated mail (451 "Filter
+    next unavailable"). Each instance may hold at most `max_threads`
+    threads (default: the pool less one), abandoned hooks included: further
+    calls of the stuck plugin wait for one of its own threads and time out
+    (its failure policy applies), while other plugins keep running."""
+    stats_port = harness.free_port()
+    sl = plugkit.start(sluice_factory, fake,
+                       ("stuck", "testplug_blocking", {"sleep_ms": "6000", "timeout": "300ms",
+                                                       "failure": "accept",
+                                                       "breaker_failures": "0"}),
+                       ("next", "testplug_blocking", {"add_header": "X-Next: yes",
+                                                      "timeout": "2s"}),
+                       server={"thread_pool_size": "4"},
+                       stats={"listen": "127.0.0.1:%d" % stats_port})
+    t0 = time.monotonic()
+    codes = [send(sl.port)["eod"].code for _ in range(6)]
+    assert time.monotonic() - t0 < 5.5   # all while the stuck hooks still sleep
+    assert codes == [250] * 6, codes
+    msgs = fake.wait_messages(6)
+    assert all(b"X-Next: yes\r\n" in m.data for m in msgs), [m.data for m in msgs]
+    assert sl.wait_log(r"plugin=stuck timeout after 300 ms waiting for a thread "
+                       r"\(3 of 3 busy\): failure policy accept", 5), sl.output()
+    m = plugkit.metrics(stats_port)
+    assert plugkit.metric_value(m, "sluice_plugin_threads_busy", {"plugin": "stuck"}) == 3, m
+    assert plugkit.metric_value(m, "sluice_plugin_thread_waits_total",
+                                {"plugin": "stuck"}) == 3, m
+
+
+def test_reload_while_abandoned_hook_runs(sluice_factory, fake):
+    """A hook abandoned after its timeout still runs plugin code. A reload
+    followed by a new transaction on the same connection dropped the last
+    reference to the old chain, which shut the instance down under the
+    running hook (use-after-free of its data). The call now pins its
+    instance until the hook returns."""
+    sl = plugkit.start(sluice_factory, fake,
+                       ("slow", "testplug_blocking", {"sleep_ms": "1500", "timeout": "300ms",
+                                                      "failure": "accept"}))
+    with harness.Client(sl.port) as c:
+        c.greeting()
+        c.ehlo()
+        c.expect("MAIL FROM:<a@example.com>", 250)
+        c.expect("RCPT TO:<b@example.net>", 250)
+        c.expect("DATA", 354)
+        c.send(MSG + b".\r\n")
+        assert c.reply().code == 250
+        mark = len(sl.lines)
+        sl.signal(signal.SIGHUP)
+        assert sl.wait_log(r"configuration reloaded", 5, start=mark), sl.output()
+        # A new transaction on the same connection: the new chain.
+        c.expect("MAIL FROM:<a@example.com>", 250)
+        c.expect("RCPT TO:<b@example.net>", 250)
+        c.expect("DATA", 354)
+        c.send(MSG + b".\r\n")
+        assert c.reply().code == 250
+        c.expect("QUIT", 221)
+    time.sleep(2.0)   # the first hook wakes up and returns
+    assert sl.alive()
+    assert len(fake.wait_messages(2)) == 2

@@ -360,11 +360,21 @@ static const char want_plugins[] =
     "# TYPE sluice_plugin_circuit_trips_total counter\n"
     "sluice_plugin_circuit_trips_total{plugin=\"spam\"} 1\n"
     "sluice_plugin_circuit_trips_total{plugin=\"virus_\\\"x\\\"\"} 0\n"
+    "# HELP sluice_plugin_thread_waits_total Blocking hook calls that waited because the "
+    "plugin held all the pool threads it may.\n"
+    "# TYPE sluice_plugin_thread_waits_total counter\n"
+    "sluice_plugin_thread_waits_total{plugin=\"spam\"} 0\n"
+    "sluice_plugin_thread_waits_total{plugin=\"virus_\\\"x\\\"\"} 0\n"
     "# HELP sluice_plugin_circuit_state Circuit-breaker state per plugin: 0 closed, 1 open, "
     "2 half-open.\n"
     "# TYPE sluice_plugin_circuit_state gauge\n"
     "sluice_plugin_circuit_state{plugin=\"spam\"} 2\n"
     "sluice_plugin_circuit_state{plugin=\"virus_\\\"x\\\"\"} 0\n"
+    "# HELP sluice_plugin_threads_busy Pool threads the plugin's blocking hooks hold now, "
+    "timed-out hooks included.\n"
+    "# TYPE sluice_plugin_threads_busy gauge\n"
+    "sluice_plugin_threads_busy{plugin=\"spam\"} 0\n"
+    "sluice_plugin_threads_busy{plugin=\"virus_\\\"x\\\"\"} 0\n"
     "# HELP sluice_plugin_duration_seconds Time one plugin hook took, per plugin and SMTP "
     "phase.\n"
     "# TYPE sluice_plugin_duration_seconds histogram\n"
@@ -763,7 +773,7 @@ static void test_json_figures(void **state)
         "\"sum\":400.515,\"count\":4}",
         "\"plugins\":[{\"name\":\"spam\",\"verdicts\":{\"continue\":0,\"accept\":0,\"reject\":1",
         "\"circuit_state\":0,\"circuit_state_name\":\"closed\",\"circuit_trips\":0,"
-        "\"phases\":{\"mail\":{\"buckets\":[",
+        "\"threads_busy\":0,\"thread_waits\":0,\"phases\":{\"mail\":{\"buckets\":[",
         "\"counters\":[{\"name\":\"sluice_rule_hits_total\",\"plugin\":null,\"help\":\"Rules \\\"hit\\\".\","
         "\"label\":\"rule\",\"values\":{\"R\\\"1\":7}}]",
         "\"decisions\":[]}\n",
@@ -828,7 +838,7 @@ static const char want_json[] =
     "m\",\"verdicts\":{\"continue\":1,\"accept\":0,\"reject\":1,\"tempfail\":0,"
     "\"discard\":0,\"quarantine\":0,\"disconnect\":0},\"timeouts\":1,\"errors\":0,"
     "\"circuit_state\":1,\"circuit_state_name\":\"open\",\"circuit_trips\":1,"
-    "\"phases\":{\"mail\":{\"buckets\":[{\"le\":\"0.0001\",\"count\":0},"
+    "\"threads_busy\":0,\"thread_waits\":0,\"phases\":{\"mail\":{\"buckets\":[{\"le\":\"0.0001\",\"count\":0},"
     "{\"le\":\"0.00025\",\"count\":0},{\"le\":\"0.0005\",\"count\":0},"
     "{\"le\":\"0.001\",\"count\":0},{\"le\":\"0.0025\",\"count\":0},{\"le\":\"0.005\","
     "\"count\":0},{\"le\":\"0.01\",\"count\":0},{\"le\":\"0.025\",\"count\":0},"
@@ -846,7 +856,7 @@ static const char want_json[] =
     "\"verdicts\":{\"continue\":0,\"accept\":0,\"reject\":0,\"tempfail\":0,"
     "\"discard\":0,\"quarantine\":0,\"disconnect\":0},\"timeouts\":0,\"errors\":1,"
     "\"circuit_state\":0,\"circuit_state_name\":\"closed\",\"circuit_trips\":0,"
-    "\"phases\":{}}],\"counters\":[{\"name\":\"sluice_rule_hits_total\","
+    "\"threads_busy\":0,\"thread_waits\":0,\"phases\":{}}],\"counters\":[{\"name\":\"sluice_rule_hits_total\","
     "\"plugin\":null,\"help\":\"Rules \\\"hit\\\".\",\"label\":\"rule\","
     "\"values\":{\"R1\":7,\"R\\\\2\":1}},{\"name\":\"sluice_scanned_total\","
     "\"plugin\":\"av\",\"help\":\"Scanned.\",\"label\":null,\"value\":3}],"
