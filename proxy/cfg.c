@@ -71,6 +71,7 @@ struct cfg__psec {
 
 struct cfg__load {
     struct cfg *c;
+    const struct cfg_overrides *loaded; /* the TLS files already loaded, or NULL */
     const char *file;  /* label for messages: the path or "(defaults)" */
 
     struct cfg__err *errs;
@@ -825,9 +826,17 @@ static void cfg__check_dir(struct cfg__load *s, const char *key, const char *dir
         cfg__err(s, NULL, line, "%s '%s': not writable: %s", key, dir, strerror(errno));
 }
 
+static bool cfg__same(const char *a, const char *b)
+{
+    return a && b && strcmp(a, b) == 0;
+}
+
 static void cfg__check_file(struct cfg__load *s, const char *key, const char *file, int line)
 {
     struct stat st;
+    if (access(file, R_OK) != 0 && errno == EACCES && s->loaded &&
+        (cfg__same(file, s->loaded->loaded_tls_cert) || cfg__same(file, s->loaded->loaded_tls_key)))
+        return; /* loaded before the privilege drop; the server keeps it */
     if (access(file, R_OK) != 0)
         cfg__err(s, NULL, line, "%s '%s': cannot read: %s", key, file, strerror(errno));
     else if (stat(file, &st) == 0 && S_ISDIR(st.st_mode))
@@ -936,6 +945,7 @@ struct cfg *cfg_load(const char *path, const struct cfg_overrides *ov, buf_t *er
     }
     if (ov)
         cfg__apply_overrides(&s, ov);
+    s.loaded = ov;
     cfg__finish(&s);
     cfg__check(&s);
 

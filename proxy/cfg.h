@@ -121,6 +121,10 @@ struct cfg_overrides {
     const char *upstream;      /* --upstream HOST:PORT */
     const char *stats_listen;  /* --stats-listen ADDR:PORT */
     const char *plugin_dir;    /* --plugin-dir DIR */
+    /* Reload after the privilege drop: TLS files the running process loaded
+     * at start. Named unchanged, they need not be readable any more (a
+     * root-only key); the server keeps what it loaded. */
+    const char *loaded_tls_cert, *loaded_tls_key;
 };
 
 /*

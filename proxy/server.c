@@ -187,6 +187,37 @@ static SSL_CTX *server__tls(const struct cfg *cfg, int *failed)
     return ctx;
 }
 
+static bool server__unreadable(const char *file)
+{
+    return access(file, R_OK) != 0 && errno == EACCES;
+}
+
+/* The TLS context for a reloaded configuration. A reload runs after the
+ * privilege drop, so a key only root may read (as it should be) cannot be
+ * read again: when the files are named as before and are unreadable, the
+ * context loaded at start stays in use. New certificate files therefore
+ * take a restart when the key is root-only; a reload says so. */
+static SSL_CTX *server__tls_reload(struct server *srv, const struct cfg *n, int *failed)
+{
+    const struct cfg *o = srv->cfg;
+    *failed = 0;
+    if (srv->tls_ctx && n->tls_cert_file && n->tls_key_file && o->tls_cert_file &&
+        o->tls_key_file && strcmp(n->tls_cert_file, o->tls_cert_file) == 0 &&
+        strcmp(n->tls_key_file, o->tls_key_file) == 0) {
+        const char *bad = server__unreadable(n->tls_key_file)    ? n->tls_key_file
+                          : server__unreadable(n->tls_cert_file) ? n->tls_cert_file
+                                                                 : NULL;
+        if (bad) {
+            log_warn("TLS: cannot read %s as user %s; keeping the certificate and key loaded at "
+                     "start (restart sluice to load new ones)",
+                     bad, o->user ? o->user : "(current)");
+            SSL_CTX_up_ref(srv->tls_ctx);
+            return srv->tls_ctx;
+        }
+    }
+    return server__tls(n, failed);
+}
+
 int server_init(struct server *srv, uv_loop_t *loop, struct cfg *cfg)
 {
     memset(srv, 0, sizeof *srv);
@@ -373,12 +404,16 @@ static void server__on_hup(uv_signal_t *h, int signum)
     struct cfg_overrides ov = {0};
     if (srv->overrides)
         ov = *srv->overrides;
+    if (srv->tls_ctx) {
+        ov.loaded_tls_cert = srv->cfg->tls_cert_file;
+        ov.loaded_tls_key = srv->cfg->tls_key_file;
+    }
     struct cfg *n = cfg_load(srv->cfg->path, &ov, &errs);
     int failed = 0;
     SSL_CTX *tls = NULL;
     struct chain *chain = NULL;
     if (n)
-        tls = server__tls(n, &failed);
+        tls = server__tls_reload(srv, n, &failed);
     if (n && !failed) {
         /* The new chain is loaded beside the old one; transactions in
          * flight keep the old one until they end. */

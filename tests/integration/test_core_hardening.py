@@ -9,6 +9,7 @@ exactly, file permissions, deadlines."""
 import glob
 import os
 import re
+import signal
 import socket
 import stat
 import time
@@ -282,3 +283,57 @@ def test_stats_bearer_token(fake, sluice_factory, tmp_path):
     assert http_get(port, "/metrics", host, token="wrong-token-0123456789")[0] == 401
     assert http_get(port, "/metrics", host, token="s3cret-token-0123456789")[0] == 200
     assert http_get(port, "/healthz", host)[0] == 200
+
+
+# ---- 15. SIGHUP after the privilege drop with a root-only TLS key ----------------
+
+def test_reload_keeps_root_only_tls_key(fake, sluice_factory, certs, tmp_path):
+    """Started as root with user = nobody and a 0600 root TLS key (as in
+    /etc/ssl/private): a SIGHUP used to be refused because the key could not
+    be read again as nobody, so no configuration change could ever be
+    reloaded. Now the certificate and key loaded at start stay in use when
+    their files are unchanged in the configuration and cannot be read any
+    more; the rest of the configuration is reloaded, and STARTTLS works."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    import pwd
+    import shutil
+    import stat
+    import tempfile
+    nobody = pwd.getpwnam("nobody")
+    os.chmod(certs["key"], 0o600)
+    # The config and spool must stay readable by nobody (as /etc/sluice is
+    # for the service user); pytest's tree is root-only, so they live in /tmp.
+    spool = tempfile.mkdtemp(prefix="sluice-hup-", dir="/tmp")
+    os.chown(spool, nobody.pw_uid, nobody.pw_gid)
+    p = str(tmp_path)
+    while p not in ("/", "/tmp"):
+        os.chmod(p, os.stat(p).st_mode | stat.S_IXOTH)
+        p = os.path.dirname(p)
+    try:
+        sl = sluice_factory(fake.port, server={"user": "nobody", "spool_dir": spool,
+                                               "memory_buffer": "0",
+                                               "banner": "first banner",
+                                               "tls_cert_file": certs["cert"],
+                                               "tls_key_file": certs["key"]})
+        assert sl.wait_log(r"running as user nobody", 5), sl.output()
+        os.chmod(sl.config_path, 0o644)
+        with Client(sl.port) as c:
+            assert "first banner" in c.greeting().text
+        sl.sections["server"]["banner"] = "second banner"
+        sl.write_config()
+        os.chmod(sl.config_path, 0o644)
+        n = len(sl.lines)
+        sl.signal(signal.SIGHUP)
+        assert sl.wait_log(r"configuration reloaded", 5, start=n), sl.output()
+        assert sl.wait_log(r"TLS: cannot read .* as user nobody; keeping the certificate "
+                           r"and key loaded at start", 5, start=n), sl.output()
+        with Client(sl.port) as c:
+            assert "second banner" in c.greeting().text
+            c.ehlo()
+            c.expect("STARTTLS", 220)
+            c.starttls(certs["ca"])
+            c.ehlo()
+            c.expect("QUIT", 221)
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
