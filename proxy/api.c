@@ -212,7 +212,7 @@ static int api_message(sluice_ctx *ctx, const char **data, size_t *len)
 {
     if (!ctx->tx->msg)
         return -ENOENT;
-    msg_render(ctx->tx->msg, data, len);
+    tx_render(ctx->tx, data, len);
     return 0;
 }
 

@@ -137,9 +137,13 @@ void ctx_apply(struct sluice_ctx *c)
     }
     if (msg_changed && tx->msg) {
         /* Render now, on the loop, so later hooks (maybe on pool threads)
-         * only ever read the cache. */
-        const char *d;
-        size_t l;
-        msg_render(tx->msg, &d, &l);
+         * only ever read it; into the spool when the message is large. */
+        int rc = tx_render_edits(tx);
+        if (rc != 0) {
+            log_c_warn(host_conn_log(c->hc), "edited message kept in memory: %s", strerror(-rc));
+            const char *d;
+            size_t l;
+            msg_render(tx->msg, &d, &l);
+        }
     }
 }

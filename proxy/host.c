@@ -471,9 +471,11 @@ static bool host__failure_policy(struct host_conn *hc, struct sluice_instance *i
             char val[300];
             snprintf(val, sizeof val, "%s (%s)", in->name, what);
             msg_field_add(tx->msg, "X-Sluice-Skipped", val);
-            const char *d;
-            size_t l;
-            msg_render(tx->msg, &d, &l);
+            if (tx_render_edits(tx) != 0) {
+                const char *d;
+                size_t l;
+                msg_render(tx->msg, &d, &l); /* in memory, but ready for any thread */
+            }
         } else {
             char sym[128];
             snprintf(sym, sizeof sym, "SKIPPED_%s", in->name);

@@ -45,6 +45,7 @@ struct msg {
     buf_t body; /* replacement body, canonical CRLF */
     buf_t hdr;  /* header rendered in one piece (msg_segments fallback) */
     bool hdr_valid;
+    unsigned long generation; /* edits made so far */
     buf_t out; /* whole message rendered (msg_render) */
     bool out_valid;
 };
@@ -254,8 +255,14 @@ bool msg_edited(const struct msg *m)
 static void msg__touch(struct msg *m)
 {
     m->edited = true;
+    m->generation++;
     m->hdr_valid = false;
     m->out_valid = false;
+}
+
+unsigned long msg_generation(const struct msg *m)
+{
+    return m->generation;
 }
 
 static int msg__check_name(const char *name, size_t len)

@@ -73,6 +73,9 @@ int msg_body_replace(struct msg *m, const char *data, size_t len);              
 
 /* Any edit made since parse? */
 bool msg_edited(const struct msg *m);
+/* Changes with every edit (for copies of the rendered message kept
+ * elsewhere). */
+unsigned long msg_generation(const struct msg *m);
 
 /*
  * The message to forward: header fields in order, the separator, the body.
@@ -83,7 +86,8 @@ bool msg_edited(const struct msg *m);
  */
 int msg_segments(struct msg *m, struct iovec *iov, int max);
 /* The whole current message in one contiguous buffer (msg-owned, cached
- * until the next edit). For plugins that need raw bytes after edits. */
+ * until the next edit): the whole message in memory. The daemon renders an
+ * edited message into a spool-backed msgbuf instead (tx_render_edits). */
 void msg_render(struct msg *m, const char **data, size_t *len);
 size_t msg_size(const struct msg *m);
 

@@ -55,6 +55,11 @@ struct msgbuf *msgbuf_new(size_t mem_limit, const char *spool_dir)
     return m;
 }
 
+struct msgbuf *msgbuf_new_like(const struct msgbuf *m)
+{
+    return msgbuf_new(m->mem_limit, m->spool_dir);
+}
+
 /* An unnamed file that disappears with its last descriptor. O_TMPFILE is not
  * supported by every filesystem, hence the mkstemp fallback. */
 static int msgbuf__open_tmp(const char *dir)

@@ -22,6 +22,8 @@ struct msgbuf;
 /* spool_dir: directory for the temp file (must exist). mem_limit: bytes kept
  * in memory before spilling. NULL on ENOMEM. */
 struct msgbuf *msgbuf_new(size_t mem_limit, const char *spool_dir);
+/* A new, empty msgbuf with m's memory limit and spool directory. */
+struct msgbuf *msgbuf_new_like(const struct msgbuf *m);
 /* Append; 0 or negative errno (sticky: later appends fail the same way). */
 int msgbuf_append(struct msgbuf *m, const char *p, size_t n);
 /* Compatible with data_sink_fn: ctx is the msgbuf. */

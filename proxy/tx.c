@@ -67,7 +67,10 @@ static void tx__release(struct tx *tx)
         msg_free(tx->msg);
     if (tx->mb)
         msgbuf_free(tx->mb);
-    free(tx->copy);
+    if (tx->copy)
+        msgbuf_free(tx->copy);
+    if (tx->rendered)
+        msgbuf_free(tx->rendered);
 }
 
 void tx_unref(struct tx *tx)
@@ -132,9 +135,13 @@ struct tx *tx_clone(const struct tx *old)
         const char *data;
         size_t len;
         tx_render((struct tx *)old, &data, &len);
-        tx->copy = xmalloc(len ? len : 1);
-        memcpy(tx->copy, data, len);
-        tx->msg = msg_parse(tx->copy, len);
+        /* Bounded like the original: in memory up to its limit. */
+        tx->copy = msgbuf_new_like(old->mb ? old->mb : old->copy);
+        if (msgbuf_append(tx->copy, data, len) == 0 && msgbuf_finish(tx->copy) == 0)
+            data = msgbuf_data(tx->copy, &len);
+        else
+            data = "", len = 0; /* spool failed: the message is lost to the clone */
+        tx->msg = msg_parse(data, len);
     }
     tx->bytes_in = old->bytes_in;
     for (size_t i = 0; i < old->nsyms; i++)
@@ -296,8 +303,17 @@ void tx_envelope_committed(struct tx *tx)
     tx->nrcpts = j;
 }
 
+static void tx__drop_rendered(struct tx *tx)
+{
+    if (tx->rendered)
+        msgbuf_free(tx->rendered);
+    tx->rendered = NULL;
+    tx->rendered_gen = 0;
+}
+
 void tx_set_message(struct tx *tx, struct msgbuf *mb, bool model)
 {
+    tx__drop_rendered(tx);
     if (tx->msg)
         msg_free(tx->msg);
     tx->msg = NULL;
@@ -319,14 +335,47 @@ struct msgbuf *tx_take_msgbuf(struct tx *tx)
         msg_free(tx->msg);
         tx->msg = NULL;
     }
+    tx__drop_rendered(tx);
     struct msgbuf *mb = tx->mb;
     tx->mb = NULL;
     return mb;
 }
 
+int tx_render_edits(struct tx *tx)
+{
+    if (!tx->msg || !msg_edited(tx->msg))
+        return 0;
+    unsigned long gen = msg_generation(tx->msg);
+    if (tx->rendered && tx->rendered_gen == gen)
+        return 0;
+    const struct msgbuf *like = tx->mb ? tx->mb : tx->copy;
+    if (!like)
+        return -ENOENT;
+    struct msgbuf *out = msgbuf_new_like(like);
+    struct iovec iov[64];
+    int n = msg_segments(tx->msg, iov, (int)(sizeof iov / sizeof iov[0]));
+    int rc = n < 0 ? -EINVAL : 0;
+    for (int i = 0; rc == 0 && i < n; i++)
+        rc = msgbuf_append(out, iov[i].iov_base, iov[i].iov_len);
+    if (rc == 0)
+        rc = msgbuf_finish(out);
+    if (rc != 0) {
+        msgbuf_free(out);
+        return rc;
+    }
+    if (tx->rendered)
+        msgbuf_free(tx->rendered);
+    tx->rendered = out;
+    tx->rendered_gen = gen;
+    return 0;
+}
+
 void tx_render(struct tx *tx, const char **data, size_t *len)
 {
-    if (tx->msg) {
+    if (tx->msg && msg_edited(tx->msg) && tx->rendered &&
+        tx->rendered_gen == msg_generation(tx->msg)) {
+        *data = msgbuf_data(tx->rendered, len);
+    } else if (tx->msg) {
         msg_render(tx->msg, data, len);
     } else if (tx->mb) {
         *data = msgbuf_data(tx->mb, len); /* no model: the bytes as received */

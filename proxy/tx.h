@@ -85,7 +85,11 @@ struct tx {
     /* message */
     struct msgbuf *mb; /* owned */
     struct msg *msg;   /* owned; model over mb (or `copy`) */
-    char *copy;        /* owned bytes of a clone's message */
+    struct msgbuf *copy; /* owned: a clone's message */
+    /* owned: the edited message as plugins read it, in memory up to the
+     * message's memory limit, else in the spool (tx_render_edits) */
+    struct msgbuf *rendered;
+    unsigned long rendered_gen; /* msg_generation() it was made at */
     uint64_t bytes_in;
 
     /* decision record */
@@ -156,8 +160,14 @@ void tx_envelope_committed(struct tx *tx);
 void tx_set_message(struct tx *tx, struct msgbuf *mb, bool model);
 /* Give the message buffer back for reuse when nobody else reads it. */
 struct msgbuf *tx_take_msgbuf(struct tx *tx);
-/* The message as it stands (edited), contiguous; "" if none. */
+/* The message as it stands (edited), contiguous; "" if none. Any thread
+ * while the tx is stable; it reads the copy tx_render_edits() made. */
 void tx_render(struct tx *tx, const char **data, size_t *len);
+/* After edits (loop thread): write the edited message out as the
+ * upstream will get it (headers from memory, body from the original) into
+ * a msgbuf like the message's own, so an edit never puts a whole message
+ * in memory. 0, or negative errno (tx_render then renders in memory). */
+int tx_render_edits(struct tx *tx);
 
 void tx_sym_add(struct tx *tx, const char *name, double score, const char *desc,
                 const char *plugin);
