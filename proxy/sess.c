@@ -158,7 +158,7 @@ static bool sess__can_take_command(const struct sess *s)
 {
     /* A client that does not read its replies gets no more answers
      * produced for it: input waits until the output queue drains. */
-    if (conn_pending(s->conn) > s->cfg->client_output_limit)
+    if (sess_reply_queued(s) > s->cfg->client_output_limit)
         return false;
     return !s->busy && (s->state == S_GREETED || s->state == S_HELO || s->state == S_MAIL ||
                         s->state == S_RCPT);
@@ -219,7 +219,7 @@ static void sess__check_backpressure(struct sess *s)
 {
     if (s->state == S_CLOSING)
         return;
-    bool too_much_out = conn_pending(s->conn) > s->cfg->client_output_limit;
+    bool too_much_out = sess_reply_queued(s) > s->cfg->client_output_limit;
     bool too_much_in = s->in.len > 4 * CMD_LINE_MAX + 65536;
     if ((too_much_out || too_much_in) && !s->read_paused) {
         conn_read_stop(s->conn);

@@ -112,6 +112,7 @@ struct sess {
     buf_t in; /* unprocessed client input */
     struct sess_slot *slots_head, *slots_tail;
     size_t nslots;
+    size_t slot_bytes; /* reply text waiting in slots (sess_reply.c) */
 
     /* the command being handled across an asynchronous step */
     char line[CMD_LINE_MAX + 1];
@@ -158,6 +159,9 @@ void sess_reply_fill_relay(struct sess_slot *sl, const struct smtp_reply *r);
 void sess_reply_fill_error(struct sess_slot *sl, enum up_err e);
 void sess_reply_slot_done(struct sess_slot *sl);
 void sess_reply_flush(struct sess *s);
+/* Reply bytes produced and not yet taken by the kernel: waiting in order
+ * behind an upstream answer, or in the connection's output queue. */
+size_t sess_reply_queued(const struct sess *s);
 void sess_reply_drop_all(struct sess *s);
 void sess_reply_relay(buf_t *b, const struct smtp_reply *r);
 void sess_reply_up_error(buf_t *b, enum up_err e);

@@ -34,8 +34,15 @@ static void sess_reply__emit(struct sess *s, const char *p, size_t n)
 
 static void sess_reply__free(struct sess_slot *sl)
 {
+    if (sl->filled)
+        sl->s->slot_bytes -= sl->text.len + sizeof *sl;
     buf_free(&sl->text);
     free(sl);
+}
+
+size_t sess_reply_queued(const struct sess *s)
+{
+    return s->slot_bytes + (s->conn ? conn_pending(s->conn) : 0);
 }
 
 void sess_reply_flush(struct sess *s)
@@ -89,6 +96,7 @@ void sess_reply_raw(struct sess *s, const char *p, size_t n)
     struct sess_slot *sl = sess_reply__push(s);
     buf_append(&sl->text, p, n);
     sl->filled = true;
+    s->slot_bytes += sl->text.len + sizeof *sl;
 }
 
 void sess_reply(struct sess *s, int code, const char *enh, const char *fmt, ...)
@@ -153,6 +161,7 @@ void sess_reply_fill_error(struct sess_slot *sl, enum up_err e)
 void sess_reply_slot_done(struct sess_slot *sl)
 {
     sl->filled = true;
+    sl->s->slot_bytes += sl->text.len + sizeof *sl;
     sess_reply_flush(sl->s);
 }
 

@@ -30,6 +30,18 @@ import time
 
 SLUICE_BIN = os.environ.get("SLUICE_BIN") or os.path.join(
     os.environ.get("SLUICE_BUILD_DIR", "build"), "proxy", "sluice")
+
+
+def sanitized():
+    """Is the daemon under test an AddressSanitizer build? (Its allocator
+    keeps freed memory around: heap-size figures mean nothing there.)"""
+    try:
+        with open(SLUICE_BIN, "rb") as f:
+            return b"__asan_init" in f.read()
+    except OSError:
+        return False
+
+
 SRC_DIR = os.environ.get("SLUICE_SRC_DIR") or os.path.abspath(
     os.path.join(os.path.dirname(__file__), "..", ".."))
 

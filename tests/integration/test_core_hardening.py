@@ -388,3 +388,46 @@ def test_edited_big_message_stays_in_spool(sluice_factory, fake):
     assert len(got) == len(msg) + len(b"X-Edited: yes\r\n")
     # Heap growth well under the message size (64k buffers, headers, ASan).
     assert peak - before < 6 * 1024, (before, peak)
+
+
+# ---- 14. client_output_limit stops reading, not only between reads ---------------
+
+def test_output_limit_checked_per_command(sluice_factory, fake):
+    """A client that pipelines 128 KiB of `EHLO a` and reads nothing: the
+    limit used to be checked only after a whole read had been answered, so
+    one 64 KiB read produced about 885 KB of queued replies. Commands now
+    wait while the output queue is over client_output_limit: sluice's
+    memory barely grows, and every command is still answered once the
+    client reads."""
+    asan = os.environ.get("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1")
+    sl = sluice_factory(fake.port, server={"client_output_limit": "16k",
+                                           "junk_command_limit": "0"},
+                        env={"ASAN_OPTIONS": asan + ":quarantine_size_mb=0"})
+    n = 128 * 1024 // len(b"EHLO a\r\n")
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", sl.port))
+    try:
+        assert s.recv(4096).startswith(b"220")
+        s.sendall(b"EHLO warm\r\n")
+        time.sleep(0.3)
+        s.recv(65536)
+        before = _rss_anon_kb(sl.proc.pid)
+        s.sendall(b"EHLO a\r\n" * n)
+        time.sleep(1.0)
+        grew = _rss_anon_kb(sl.proc.pid) - before
+        got = b""
+        deadline = time.monotonic() + 30
+        while got.count(b"\r\n250 ") < n and time.monotonic() < deadline:
+            chunk = s.recv(1 << 20)
+            assert chunk, "connection closed after %d replies" % got.count(b"\r\n250 ")
+            got += chunk
+        assert got.count(b"250-") // 6 >= n - 1 and got.count(b"\r\n250 ") == n, len(got)
+        # Queued replies are bounded by the limit (plus one read's worth of
+        # commands in the input buffer), not by what the client sent
+        # (without the per-command check: +1,044 KiB here).
+        if not harness.sanitized():
+            assert grew < 512, (before, grew)
+    finally:
+        s.close()
