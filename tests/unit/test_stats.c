@@ -774,7 +774,8 @@ static void test_json_figures(void **state)
         "\"plugins\":[{\"name\":\"spam\",\"verdicts\":{\"continue\":0,\"accept\":0,\"reject\":1",
         "\"circuit_state\":0,\"circuit_state_name\":\"closed\",\"circuit_trips\":0,"
         "\"threads_busy\":0,\"thread_waits\":0,\"phases\":{\"mail\":{\"buckets\":[",
-        "\"counters\":[{\"name\":\"sluice_rule_hits_total\",\"plugin\":null,\"help\":\"Rules \\\"hit\\\".\","
+        "\"counters\":[{\"name\":\"sluice_rule_hits_total\",\"plugin\":null,\"help\":\"Rules "
+        "\\\"hit\\\".\","
         "\"label\":\"rule\",\"values\":{\"R\\\"1\":7}}]",
         "\"decisions\":[]}\n",
     };
@@ -838,7 +839,8 @@ static const char want_json[] =
     "m\",\"verdicts\":{\"continue\":1,\"accept\":0,\"reject\":1,\"tempfail\":0,"
     "\"discard\":0,\"quarantine\":0,\"disconnect\":0},\"timeouts\":1,\"errors\":0,"
     "\"circuit_state\":1,\"circuit_state_name\":\"open\",\"circuit_trips\":1,"
-    "\"threads_busy\":0,\"thread_waits\":0,\"phases\":{\"mail\":{\"buckets\":[{\"le\":\"0.0001\",\"count\":0},"
+    "\"threads_busy\":0,\"thread_waits\":0,\"phases\":{\"mail\":{\"buckets\":[{\"le\":\"0.0001\","
+    "\"count\":0},"
     "{\"le\":\"0.00025\",\"count\":0},{\"le\":\"0.0005\",\"count\":0},"
     "{\"le\":\"0.001\",\"count\":0},{\"le\":\"0.0025\",\"count\":0},{\"le\":\"0.005\","
     "\"count\":0},{\"le\":\"0.01\",\"count\":0},{\"le\":\"0.025\",\"count\":0},"
@@ -856,7 +858,8 @@ static const char want_json[] =
     "\"verdicts\":{\"continue\":0,\"accept\":0,\"reject\":0,\"tempfail\":0,"
     "\"discard\":0,\"quarantine\":0,\"disconnect\":0},\"timeouts\":0,\"errors\":1,"
     "\"circuit_state\":0,\"circuit_state_name\":\"closed\",\"circuit_trips\":0,"
-    "\"threads_busy\":0,\"thread_waits\":0,\"phases\":{}}],\"counters\":[{\"name\":\"sluice_rule_hits_total\","
+    "\"threads_busy\":0,\"thread_waits\":0,\"phases\":{}}],\"counters\":[{\"name\":\"sluice_rule_"
+    "hits_total\","
     "\"plugin\":null,\"help\":\"Rules \\\"hit\\\".\",\"label\":\"rule\","
     "\"values\":{\"R1\":7,\"R\\\\2\":1}},{\"name\":\"sluice_scanned_total\","
     "\"plugin\":\"av\",\"help\":\"Scanned.\",\"label\":null,\"value\":3}],"
