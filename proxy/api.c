@@ -458,12 +458,12 @@ static void api_set_reply(sluice_ctx *ctx, int code, const char *enh, const char
  * pool threads); a replaced value is freed with its own free function. */
 static void api_conn_data_set(sluice_ctx *ctx, void *data, void (*free_fn)(void *))
 {
-    host_conn_data_set(ctx->hc, ctx->inst->idx, data, free_fn);
+    host_conn_data_set(ctx->hc, ctx->inst->chain, ctx->inst->idx, data, free_fn);
 }
 
 static void *api_conn_data_get(sluice_ctx *ctx)
 {
-    return host_conn_data_get(ctx->hc, ctx->inst->idx);
+    return host_conn_data_get(ctx->hc, ctx->inst->chain, ctx->inst->idx);
 }
 
 static void api_tx_data_set(sluice_ctx *ctx, void *data, void (*free_fn)(void *))

@@ -831,10 +831,12 @@ static bool cfg__same(const char *a, const char *b)
     return a && b && strcmp(a, b) == 0;
 }
 
-static void cfg__check_file(struct cfg__load *s, const char *key, const char *file, int line)
+/* tls_file: a TLS certificate or key the server may keep from start. */
+static void cfg__check_file(struct cfg__load *s, const char *key, const char *file, int line,
+                            bool tls_file)
 {
     struct stat st;
-    if (access(file, R_OK) != 0 && errno == EACCES && s->loaded &&
+    if (tls_file && access(file, R_OK) != 0 && errno == EACCES && s->loaded &&
         (cfg__same(file, s->loaded->loaded_tls_cert) || cfg__same(file, s->loaded->loaded_tls_key)))
         return; /* loaded before the privilege drop; the server keeps it */
     if (access(file, R_OK) != 0)
@@ -859,12 +861,12 @@ static void cfg__check(struct cfg__load *s)
         cfg__err(s, NULL, c->tls_cert_file ? lc : lk,
                  "tls_cert_file and tls_key_file go together: set both (STARTTLS) or neither");
     if (c->tls_cert_file)
-        cfg__check_file(s, "tls_cert_file", c->tls_cert_file, lc);
+        cfg__check_file(s, "tls_cert_file", c->tls_cert_file, lc, true);
     if (c->tls_key_file)
-        cfg__check_file(s, "tls_key_file", c->tls_key_file, lk);
+        cfg__check_file(s, "tls_key_file", c->tls_key_file, lk, true);
     if (c->upstream_tls_ca_file)
         cfg__check_file(s, "tls_ca_file", c->upstream_tls_ca_file,
-                        cfg__seen_line(s, SEC_UPSTREAM, "tls_ca_file"));
+                        cfg__seen_line(s, SEC_UPSTREAM, "tls_ca_file"), false);
 
     if (c->spool_dir)
         cfg__check_dir(s, "spool_dir", c->spool_dir, cfg__seen_line(s, SEC_SERVER, "spool_dir"),

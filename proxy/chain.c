@@ -25,8 +25,6 @@ static bool chain__file_exists(const char *p)
     return access(p, R_OK) == 0;
 }
 
-/* Where is bundled plugin `name`? --plugin-dir / [server] plugin_dir, then
- * the build tree next to the binary, then the install directory. */
 /* libuv's pool size, fixed for the life of the process at its first use
  * (a reload cannot change it). */
 static unsigned chain__pool = 4;
@@ -45,6 +43,8 @@ static unsigned chain__thread_limit(unsigned configured)
     return chain__pool > 1 ? chain__pool - 1 : 1;
 }
 
+/* Where is bundled plugin `name`? --plugin-dir / [server] plugin_dir, then
+ * the build tree next to the binary, then the install directory. */
 static char *chain__resolve_plugin(const struct cfg *cfg, const char *name)
 {
     char buf[PATH_MAX];
@@ -129,6 +129,10 @@ static struct sluice_instance *chain__inst_load(struct chain *ch, const struct c
     in->gate = xcalloc(1, sizeof *in->gate);
     in->gate->refs = 1;
     in->gate->limit = chain__thread_limit(cp->max_threads);
+    if (cp->max_threads >= chain__pool && !checking)
+        log_warn("plugin=%s max_threads=%u is not below the thread pool's %u threads: a stuck "
+                 "hook of this plugin can hold every thread",
+                 cp->name, cp->max_threads, chain__pool);
     int qline = cp->line;
     char section[300];
     snprintf(section, sizeof section, "plugin %s", cp->name);
@@ -243,6 +247,23 @@ void chain_unref(struct chain *c)
 {
     if (c && --c->refs == 0)
         chain__free(c);
+}
+
+static void chain__release_cb(struct defer_ev *ev)
+{
+    struct chain *c = (struct chain *)((char *)ev - offsetof(struct chain, release_ev));
+    chain_unref(c);
+}
+
+void chain_unref_later(struct chain *c)
+{
+    if (!c)
+        return;
+    if (c->refs > 1 || defer_queued(&c->release_ev)) {
+        c->refs--;
+        return;
+    }
+    defer_post(&c->release_ev, chain__release_cb); /* keeps the last reference */
 }
 
 size_t chain_size(const struct chain *c)

@@ -26,6 +26,7 @@
 
 #include "buf.h"
 #include "cfg.h"
+#include "defer.h"
 #include "stats.h"
 
 /* The pool threads an instance's blocking hooks hold, abandoned ones
@@ -67,6 +68,7 @@ struct sluice_instance {
 
 struct chain {
     int refs;
+    struct defer_ev release_ev; /* chain_unref_later */
     struct cfg *cfg;
     struct sluice_instance **inst;
     size_t n;
@@ -79,6 +81,10 @@ void chain_pool_size(unsigned n);
 struct chain *chain_load(struct cfg *cfg, bool checking, buf_t *errors);
 struct chain *chain_ref(struct chain *c);
 void chain_unref(struct chain *c);
+/* The same, but a last reference is dropped from the loop, never inside
+ * the caller's stack: a hook's call ends inside the plugin's own
+ * complete(), and the plugin must not be shut down under itself. */
+void chain_unref_later(struct chain *c);
 size_t chain_size(const struct chain *c);
 /* SIGHUP: let each instance of the new chain take over state from the
  * running instance of the same name (the plugin's reload hook, and the

@@ -52,7 +52,7 @@ void ctx_fini(struct sluice_ctx *c)
     if (c->inst) {
         /* May shut a reloaded-away instance down, now that its hook is
          * over. */
-        chain_unref(c->inst->chain);
+        chain_unref_later(c->inst->chain);
         c->inst = NULL;
     }
 }
@@ -110,7 +110,6 @@ void ctx_apply(struct sluice_ctx *c)
 {
     struct tx *tx = c->tx;
     bool rcpt_phase = c->phase == SLUICE_PHASE_RCPT;
-    bool msg_changed = false;
     for (struct ctx_edit *e = c->edits; e; e = e->next) {
         int rc = 0;
         switch (e->kind) {
@@ -128,22 +127,14 @@ void ctx_apply(struct sluice_ctx *c)
             break;
         default:
             rc = ctx__apply_msg(tx->msg, e);
-            msg_changed = true;
             break;
         }
         if (rc != 0)
             log_c_warn(host_conn_log(c->hc), "plugin=%s edit failed: %s", c->inst->name,
                        strerror(-rc));
     }
-    if (msg_changed && tx->msg) {
-        /* Render now, on the loop, so later hooks (maybe on pool threads)
-         * only ever read it; into the spool when the message is large. */
-        int rc = tx_render_edits(tx);
-        if (rc != 0) {
-            log_c_warn(host_conn_log(c->hc), "edited message kept in memory: %s", strerror(-rc));
-            const char *d;
-            size_t l;
-            msg_render(tx->msg, &d, &l);
-        }
-    }
+    /* An edited message is written out before the next hook that may
+     * read it runs (host.c), not here: several editing plugins in a row
+     * cost one copy, and none after the last hook (the upstream gets the
+     * pieces, msg_segments). */
 }

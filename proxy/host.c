@@ -130,9 +130,16 @@ uv_loop_t *host_conn_loop(struct host_conn *hc)
     return hc->loop;
 }
 
-void host_conn_data_set(struct host_conn *hc, size_t slot, void *data, void (*free_fn)(void *))
+void host_conn_data_set(struct host_conn *hc, const struct chain *ch, size_t slot, void *data,
+                        void (*free_fn)(void *))
 {
     pthread_mutex_lock(&hc->mu);
+    if (ch != hc->chain) {
+        pthread_mutex_unlock(&hc->mu);
+        if (data && free_fn)
+            free_fn(data);
+        return;
+    }
     if (hc->conndata[slot] && hc->connfree[slot] && hc->conndata[slot] != data)
         hc->connfree[slot](hc->conndata[slot]);
     hc->conndata[slot] = data;
@@ -140,10 +147,10 @@ void host_conn_data_set(struct host_conn *hc, size_t slot, void *data, void (*fr
     pthread_mutex_unlock(&hc->mu);
 }
 
-void *host_conn_data_get(struct host_conn *hc, size_t slot)
+void *host_conn_data_get(struct host_conn *hc, const struct chain *ch, size_t slot)
 {
     pthread_mutex_lock(&hc->mu);
-    void *d = hc->conndata[slot];
+    void *d = ch == hc->chain ? hc->conndata[slot] : NULL;
     pthread_mutex_unlock(&hc->mu);
     return d;
 }
@@ -175,9 +182,12 @@ void host_tx_begin(struct host_conn *hc)
     if (hc->chain != chain_current()) {
         /* A reload happened: new transactions use the new chain. Private
          * connection data belonged to the old instances. */
-        host__free_conndata(hc);
-        chain_unref(hc->chain);
+        struct chain *old = hc->chain;
+        pthread_mutex_lock(&hc->mu); /* an abandoned hook may be reading it */
         hc->chain = chain_ref(chain_current());
+        pthread_mutex_unlock(&hc->mu);
+        host__free_conndata(hc); /* stale hooks can no longer add to it */
+        chain_unref(old);
     }
     hc->in_tx = true;
 }
@@ -471,11 +481,6 @@ static bool host__failure_policy(struct host_conn *hc, struct sluice_instance *i
             char val[300];
             snprintf(val, sizeof val, "%s (%s)", in->name, what);
             msg_field_add(tx->msg, "X-Sluice-Skipped", val);
-            if (tx_render_edits(tx) != 0) {
-                const char *d;
-                size_t l;
-                msg_render(tx->msg, &d, &l); /* in memory, but ready for any thread */
-            }
         } else {
             char sym[128];
             snprintf(sym, sizeof sym, "SKIPPED_%s", in->name);
@@ -616,8 +621,8 @@ static void host__gate_wait(struct sluice_ctx *c)
     stats_plugin_thread_wait(c->inst->stats);
 }
 
-/* c leaves the wait list without running (timeout, session gone). */
-static void host__gate_unwait(struct sluice_ctx *c)
+/* Take c off the wait list (it keeps the list's reference). */
+static void host__gate_unlink(struct sluice_ctx *c)
 {
     struct chain_gate *g = c->inst->gate;
     struct sluice_ctx **pp = &g->wait_first, *prev = NULL;
@@ -630,27 +635,43 @@ static void host__gate_unwait(struct sluice_ctx *c)
     if (g->wait_last == c)
         g->wait_last = prev;
     c->waiting = false;
+}
+
+/* c leaves the wait list without running (timeout, session gone). */
+static void host__gate_unwait(struct sluice_ctx *c)
+{
+    host__gate_unlink(c);
     c->outstanding = false;
     c->refs--; /* the wait list's; the caller holds the runner's */
 }
 
-/* A hook of `in` gave its thread back: start the next waiting call of any
- * instance sharing the gate. */
+/* Start waiting calls, in order, while the gate has room. A call with
+ * almost none of its time left is not started: it would be abandoned at
+ * once and then hold a thread for nobody; its timer applies the failure
+ * policy. */
+static void host__gate_drain(struct chain_gate *g)
+{
+    struct sluice_ctx *c = g->wait_first;
+    while (c && g->busy < g->limit) {
+        struct sluice_ctx *next = c->next_wait;
+        uint64_t left = uv_timer_get_due_in(c->hc->timer);
+        if (left * 10 >= c->inst->settings.timeout_ms && left >= 20) {
+            host__gate_unlink(c);
+            c->started_ns = clock_mono_ns(); /* latency: the hook's own time */
+            host__gate_start(c);
+        }
+        c = next;
+    }
+}
+
+/* A hook of `in` gave its thread back. */
 static void host__gate_leave(struct sluice_instance *in)
 {
     struct chain_gate *g = in->gate;
     assert(g->busy > 0);
     g->busy--;
     host__gate_stats(in);
-    while (g->wait_first && g->busy < g->limit) {
-        struct sluice_ctx *c = g->wait_first;
-        g->wait_first = c->next_wait;
-        if (!g->wait_first)
-            g->wait_last = NULL;
-        c->waiting = false;
-        c->started_ns = clock_mono_ns(); /* latency: the hook's own time */
-        host__gate_start(c);
-    }
+    host__gate_drain(g);
 }
 
 static void host__timer_cb(uv_timer_t *t)
@@ -669,10 +690,17 @@ static void host__timer_cb(uv_timer_t *t)
     } else {
         snprintf(what, sizeof what, "timeout after %u ms", in->settings.timeout_ms);
         atomic_store(&c->abandoned, true);
-        /* The abandoned hook keeps its tx; the session goes on with a clone. */
-        struct tx *clone = tx_clone(hc->tx);
-        tx_unref(hc->tx);
-        hc->tx = clone;
+        /* Queued but not started (the pool is busy elsewhere): it never
+         * runs, and gives its thread slot back in host__after_work_cb. */
+        bool never_ran = (in->desc->blocking_phases & SLUICE_PHASE_BIT(hc->phase)) &&
+                         uv_cancel((uv_req_t *)&c->work) == 0;
+        if (!never_ran) {
+            /* The abandoned hook keeps its tx; the session goes on with a
+             * clone. */
+            struct tx *clone = tx_clone(hc->tx);
+            tx_unref(hc->tx);
+            hc->tx = clone;
+        }
     }
     stats_plugin_timeout(in->stats);
     stats_timeout(STATS_TO_PLUGIN);
@@ -727,6 +755,18 @@ static void host__run_next(struct host_conn *hc)
             host__finish(hc, &r);
             return;
         }
+        int wrc = hc->tx->msg ? tx_render_edits(hc->tx) : 0;
+        if (wrc != 0) {
+            /* The hook may read the edited message, which must then exist
+             * in full; never in memory beyond memory_buffer. */
+            log_c_error(&hc->log, "cannot write the edited message to the spool: %s",
+                        strerror(-wrc));
+            struct host_result r = {.verdict = SLUICE_TEMPFAIL, .code = 452};
+            snprintf(r.enh, sizeof r.enh, "4.3.1");
+            snprintf(r.text, sizeof r.text, "Insufficient system storage, try again later");
+            host__finish(hc, &r);
+            return;
+        }
         struct sluice_ctx *c = host__ctx_new(hc, hc->tx, in, hc->phase);
         hc->cur = c;
         if (in->desc->blocking_phases & SLUICE_PHASE_BIT(hc->phase)) {
@@ -736,10 +776,12 @@ static void host__run_next(struct host_conn *hc)
             c->refs++;
             c->outstanding = true;
             c->work.data = c;
-            if (in->gate->busy >= in->gate->limit)
-                host__gate_wait(c);
-            else
+            if (in->gate->busy >= in->gate->limit || in->gate->wait_first) {
+                host__gate_wait(c);         /* behind earlier waiters, in order */
+                host__gate_drain(in->gate); /* a reload may have raised the limit */
+            } else {
                 host__gate_start(c);
+            }
             return;
         }
         c->refs++; /* held for a possible ASYNC answer */
@@ -828,6 +870,8 @@ void host_complete(struct sluice_ctx *ctx, int verdict)
 {
     if (!ctx->outstanding || ctx->completed)
         return;
+    if (ctx->inst->desc->blocking_phases & SLUICE_PHASE_BIT(ctx->phase))
+        return; /* a blocking hook answers by returning; its work holds the call */
     ctx->completed = true;
     ctx->outstanding = false;
     ctx->verdict = verdict;

@@ -62,8 +62,12 @@ void host_conn_free(struct host_conn *hc);
 bool host_conn_active(struct host_conn *hc);
 uv_loop_t *host_conn_loop(struct host_conn *hc);
 const struct log_conn *host_conn_log(const struct host_conn *hc);
-void host_conn_data_set(struct host_conn *hc, size_t slot, void *data, void (*free_fn)(void *));
-void *host_conn_data_get(struct host_conn *hc, size_t slot);
+/* Per-connection private data of the instance at `slot` of the chain `ch`
+ * (a stale instance's call, from before a reload, is refused: its slot
+ * now belongs to another plugin; set frees what it was given). */
+void host_conn_data_set(struct host_conn *hc, const struct chain *ch, size_t slot, void *data,
+                        void (*free_fn)(void *));
+void *host_conn_data_get(struct host_conn *hc, const struct chain *ch, size_t slot);
 
 /* A transaction starts (pins the current chain) / ends (runs the RESET
  * notifications with it). */

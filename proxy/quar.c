@@ -85,6 +85,7 @@ struct quar_req *quar_write(uv_loop_t *loop, const char *dir, struct tx *tx, qua
      * reads on the pool thread only see the cache. */
     const char *data;
     size_t len;
+    tx_render_edits(tx); /* else in memory: still correct */
     tx_render(tx, &data, &len);
     buf_printf(&q->head,
                "X-Sluice-Quarantine: sid=%s client=%s\r\nX-Sluice-Envelope-From: <%s>\r\n",

@@ -64,6 +64,7 @@ static bool sess_eom__downgrade(struct sess *s, int *n)
 {
     const char *whole;
     size_t wlen;
+    tx_render_edits(s->tx); /* else in memory: still correct */
     tx_render(s->tx, &whole, &wlen);
     if (!mime7_is_8bit(whole, wlen))
         return true;

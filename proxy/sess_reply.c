@@ -34,8 +34,7 @@ static void sess_reply__emit(struct sess *s, const char *p, size_t n)
 
 static void sess_reply__free(struct sess_slot *sl)
 {
-    if (sl->filled)
-        sl->s->slot_bytes -= sl->text.len + sizeof *sl;
+    sl->s->slot_bytes -= sizeof *sl + (sl->filled ? sl->text.len : 0);
     buf_free(&sl->text);
     free(sl);
 }
@@ -79,6 +78,7 @@ static struct sess_slot *sess_reply__push(struct sess *s)
         s->slots_head = sl;
     s->slots_tail = sl;
     s->nslots++;
+    s->slot_bytes += sizeof *sl; /* a reply on its way, counted before its text */
     return sl;
 }
 
@@ -96,7 +96,7 @@ void sess_reply_raw(struct sess *s, const char *p, size_t n)
     struct sess_slot *sl = sess_reply__push(s);
     buf_append(&sl->text, p, n);
     sl->filled = true;
-    s->slot_bytes += sl->text.len + sizeof *sl;
+    s->slot_bytes += sl->text.len;
 }
 
 void sess_reply(struct sess *s, int code, const char *enh, const char *fmt, ...)
@@ -161,7 +161,7 @@ void sess_reply_fill_error(struct sess_slot *sl, enum up_err e)
 void sess_reply_slot_done(struct sess_slot *sl)
 {
     sl->filled = true;
-    sl->s->slot_bytes += sl->text.len + sizeof *sl;
+    sl->s->slot_bytes += sl->text.len;
     sess_reply_flush(sl->s);
 }
 

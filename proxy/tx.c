@@ -67,8 +67,7 @@ static void tx__release(struct tx *tx)
         msg_free(tx->msg);
     if (tx->mb)
         msgbuf_free(tx->mb);
-    if (tx->copy)
-        msgbuf_free(tx->copy);
+    tx_unref(tx->src);
     if (tx->rendered)
         msgbuf_free(tx->rendered);
 }
@@ -135,12 +134,10 @@ struct tx *tx_clone(const struct tx *old)
         const char *data;
         size_t len;
         tx_render((struct tx *)old, &data, &len);
-        /* Bounded like the original: in memory up to its limit. */
-        tx->copy = msgbuf_new_like(old->mb ? old->mb : old->copy);
-        if (msgbuf_append(tx->copy, data, len) == 0 && msgbuf_finish(tx->copy) == 0)
-            data = msgbuf_data(tx->copy, &len);
-        else
-            data = "", len = 0; /* spool failed: the message is lost to the clone */
+        /* No copy: those bytes never change again (the abandoned hook's
+         * edits are dropped with its journal), so the clone keeps the
+         * original alive and reads them. */
+        tx->src = tx_ref((struct tx *)old);
         tx->msg = msg_parse(data, len);
     }
     tx->bytes_in = old->bytes_in;
@@ -348,7 +345,10 @@ int tx_render_edits(struct tx *tx)
     unsigned long gen = msg_generation(tx->msg);
     if (tx->rendered && tx->rendered_gen == gen)
         return 0;
-    const struct msgbuf *like = tx->mb ? tx->mb : tx->copy;
+    const struct tx *t = tx;
+    while (!t->mb && t->src)
+        t = t->src;
+    const struct msgbuf *like = t->mb;
     if (!like)
         return -ENOENT;
     struct msgbuf *out = msgbuf_new_like(like);

@@ -84,8 +84,10 @@ struct tx {
 
     /* message */
     struct msgbuf *mb; /* owned */
-    struct msg *msg;   /* owned; model over mb (or `copy`) */
-    struct msgbuf *copy; /* owned: a clone's message */
+    struct msg *msg;   /* owned; model over mb's bytes (or src's) */
+    /* referenced: a clone's original, whose message bytes (immutable once
+     * received or rendered) the clone's model reads instead of a copy */
+    struct tx *src;
     /* owned: the edited message as plugins read it, in memory up to the
      * message's memory limit, else in the spool (tx_render_edits) */
     struct msgbuf *rendered;

@@ -318,3 +318,23 @@ def test_reload_while_abandoned_hook_runs(sluice_factory, fake):
     time.sleep(2.0)   # the first hook wakes up and returns
     assert sl.alive()
     assert len(fake.wait_messages(2)) == 2
+
+
+def test_timeout_with_spooled_message_keeps_it_whole(sluice_factory, fake):
+    """After a blocking hook times out the phase goes on with a clone of
+    the transaction. With the message in the spool (above memory_buffer),
+    the clone reads the original's bytes: the next plugin's edit and the
+    upstream see the whole message (a failed copy of it once meant an
+    empty message forwarded with 250)."""
+    body = MSG + (b"0123456789" * 7 + b"\r\n") * 4000      # ~290 KB
+    sl = plugkit.start(sluice_factory, fake,
+                       ("slow", "testplug_blocking", {"sleep_ms": "1500", "timeout": "300ms",
+                                                      "failure": "accept"}),
+                       ("after", "testplug", {"add_header": "X-After: yes"}),
+                       server={"memory_buffer": "4k"})
+    d = send(sl.port, body=body)
+    assert d["eod"].code == 250, d
+    got = fake.wait_messages(1)[0].data
+    assert got == body[:HDR_END] + b"X-After: yes\r\n" + body[HDR_END:], len(got)
+    time.sleep(1.5)
+    assert sl.alive()
