@@ -57,10 +57,32 @@ static void tok__emit(struct tok_out *o, const char *prefix, const char *w, size
 static bool tok__sep(unsigned char c)
 {
     switch (c) {
-    case ' ': case '\t': case '\r': case '\n': case '\f': case '\v':
-    case '<': case '>': case '(': case ')': case '[': case ']': case '{': case '}':
-    case '"': case ',': case ';': case ':': case '|': case '=': case '*': case '`':
-    case '\\': case '#': case '^': case '~':
+    case ' ':
+    case '\t':
+    case '\r':
+    case '\n':
+    case '\f':
+    case '\v':
+    case '<':
+    case '>':
+    case '(':
+    case ')':
+    case '[':
+    case ']':
+    case '{':
+    case '}':
+    case '"':
+    case ',':
+    case ';':
+    case ':':
+    case '|':
+    case '=':
+    case '*':
+    case '`':
+    case '\\':
+    case '#':
+    case '^':
+    case '~':
         return true;
     default:
         return c < 0x20 || c == 0x7f;
@@ -245,7 +267,8 @@ struct bayes_pick {
 
 static int bayes__by_strength(const void *a, const void *b)
 {
-    double x = ((const struct bayes_pick *)a)->strength, y = ((const struct bayes_pick *)b)->strength;
+    double x = ((const struct bayes_pick *)a)->strength,
+           y = ((const struct bayes_pick *)b)->strength;
     return x > y ? -1 : x < y;
 }
 

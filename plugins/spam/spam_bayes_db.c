@@ -52,8 +52,8 @@ struct spam_bayes_db *spam_bayes_db_open(const char *path, bool create, bool rea
                                          size_t errlen)
 {
     struct spam_bayes_db *db = pstr_xcalloc(1, sizeof *db);
-    int flags = readonly ? SQLITE_OPEN_READONLY
-                         : SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0);
+    int flags =
+        readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0);
     if (sqlite3_open_v2(path, &db->h, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "%s: %s", path, db->h ? sqlite3_errmsg(db->h) : "cannot open");
         spam_bayes_db_close(db);
@@ -131,8 +131,7 @@ static int db__meta_add(struct spam_bayes_db *db, const char *k, int64_t d)
     return 0;
 }
 
-static int db__count(struct spam_bayes_db *db, const uint64_t *tok, size_t n, int dspam,
-                     int dham)
+static int db__count(struct spam_bayes_db *db, const uint64_t *tok, size_t n, int dspam, int dham)
 {
     int64_t now = (int64_t)(time(NULL) / 86400); /* days: enough for expiry */
     for (size_t i = 0; i < n; i++) {

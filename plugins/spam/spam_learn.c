@@ -156,11 +156,16 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"db", required_argument, NULL, 'd'}, {"spam", no_argument, NULL, 's'},
-        {"ham", no_argument, NULL, 'h'},      {"forget", no_argument, NULL, 'f'},
-        {"classify", no_argument, NULL, 'c'}, {"stats", no_argument, NULL, 'S'},
-        {"expire", no_argument, NULL, 'E'},   {"min", required_argument, NULL, 'm'},
-        {"days", required_argument, NULL, 'D'}, {"help", no_argument, NULL, 'H'},
+        {"db", required_argument, NULL, 'd'},
+        {"spam", no_argument, NULL, 's'},
+        {"ham", no_argument, NULL, 'h'},
+        {"forget", no_argument, NULL, 'f'},
+        {"classify", no_argument, NULL, 'c'},
+        {"stats", no_argument, NULL, 'S'},
+        {"expire", no_argument, NULL, 'E'},
+        {"min", required_argument, NULL, 'm'},
+        {"days", required_argument, NULL, 'D'},
+        {"help", no_argument, NULL, 'H'},
         {NULL, 0, NULL, 0},
     };
     const char *path = NULL;
@@ -170,17 +175,39 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'd': path = optarg; break;
-        case 's': l.mode = MODE_SPAM; break;
-        case 'h': l.mode = MODE_HAM; break;
-        case 'f': l.mode = MODE_FORGET; break;
-        case 'c': l.mode = MODE_CLASSIFY; break;
-        case 'S': stats = true; break;
-        case 'E': expire = true; break;
-        case 'm': min = (unsigned)strtoul(optarg, NULL, 10); break;
-        case 'D': days = (unsigned)strtoul(optarg, NULL, 10); break;
-        case 'H': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'd':
+            path = optarg;
+            break;
+        case 's':
+            l.mode = MODE_SPAM;
+            break;
+        case 'h':
+            l.mode = MODE_HAM;
+            break;
+        case 'f':
+            l.mode = MODE_FORGET;
+            break;
+        case 'c':
+            l.mode = MODE_CLASSIFY;
+            break;
+        case 'S':
+            stats = true;
+            break;
+        case 'E':
+            expire = true;
+            break;
+        case 'm':
+            min = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case 'D':
+            days = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case 'H':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (!path || (l.mode == MODE_NONE && !stats && !expire) ||

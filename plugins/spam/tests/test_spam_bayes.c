@@ -39,12 +39,13 @@ static int has(const uint64_t *t, size_t n, const char *tok)
 static void test_tokens(void **state)
 {
     (void)state;
-    struct spam_msg *m = parse("From: \"Cheap Meds\" <Sales@Pharma.Example>\r\n"
-                               "Subject: FREE offer, act now!\r\n"
-                               "Reply-To: x@other.example\r\n"
-                               "\r\n"
-                               "Free free FREE pills at https://www.shop.pharma.example/buy now.\r\n"
-                               "ok a an the aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+    struct spam_msg *m =
+        parse("From: \"Cheap Meds\" <Sales@Pharma.Example>\r\n"
+              "Subject: FREE offer, act now!\r\n"
+              "Reply-To: x@other.example\r\n"
+              "\r\n"
+              "Free free FREE pills at https://www.shop.pharma.example/buy now.\r\n"
+              "ok a an the aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
     uint64_t t[SPAM_BAYES_MAX_TOKENS];
     size_t n = spam_bayes_tokens(m, t, SPAM_BAYES_MAX_TOKENS);
     assert_true(has(t, n, "s:free"));
@@ -117,7 +118,7 @@ static void test_snapshot(void **state)
     for (uint64_t i = 0; i < 5000; i++) /* grows past its first size */
         spam_bayes_snap_put(s, i * 7919, (struct spam_bayes_count){(uint32_t)i, 1});
     spam_bayes_snap_put(s, 0, (struct spam_bayes_count){42, 43}); /* hash 0 is legal */
-    assert_int_equal(spam_bayes_snap_size(s), 5000);             /* 0*7919 == 0 again */
+    assert_int_equal(spam_bayes_snap_size(s), 5000);              /* 0*7919 == 0 again */
     for (uint64_t i = 1; i < 5000; i++)
         assert_int_equal(spam_bayes_snap_get(s, i * 7919).spam, i);
     assert_int_equal(spam_bayes_snap_get(s, 0).spam, 42);
@@ -129,10 +130,10 @@ static void test_snapshot(void **state)
     spam_bayes_snap_free(s);
 }
 
-static const char *spam_words[] = {"viagra", "casino", "winner", "lottery", "bitcoin",
+static const char *spam_words[] = {"viagra",      "casino",   "winner",   "lottery", "bitcoin",
                                    "unsubscribe", "pharmacy", "discount", "million", "urgent"};
-static const char *ham_words[] = {"meeting", "agenda", "patch", "review", "kernel",
-                                  "thanks", "lunch", "report", "budget", "schedule"};
+static const char *ham_words[] = {"meeting", "agenda", "patch",  "review", "kernel",
+                                  "thanks",  "lunch",  "report", "budget", "schedule"};
 
 static char *make_msg(int spam, int i)
 {
@@ -164,8 +165,9 @@ static void test_store(void **state)
             char *t = make_msg(c, i);
             struct spam_msg *m = parse(t);
             size_t n = spam_bayes_tokens(m, tok, SPAM_BAYES_MAX_TOKENS);
-            assert_int_equal(spam_bayes_db_learn(db, spam_bayes_msg_id(m, tok, n), tok, n, c, false),
-                             SPAM_BAYES_LEARNED);
+            assert_int_equal(
+                spam_bayes_db_learn(db, spam_bayes_msg_id(m, tok, n), tok, n, c, false),
+                SPAM_BAYES_LEARNED);
             spam_msg_free(m);
             free(t);
         }
