@@ -154,8 +154,8 @@ struct spam_inst {
     double header_threshold, tag_threshold, quarantine_threshold, reject_threshold;
     struct spam_eval_limits limits;
     struct spam_scratch_pool *pool;
-    struct watch *watch; /* holds the current rule set */
-    struct watch *bayes; /* holds the current Bayes snapshot (NULL: Bayes off) */
+    struct watch *watch;                  /* holds the current rule set */
+    struct watch *bayes;                  /* holds the current Bayes snapshot (NULL: Bayes off) */
     double autolearn_spam, autolearn_ham; /* NAN = off */
 
     sluice_counter *c_hits, *c_limits, *c_msgs, *c_score, *c_reloads, *c_learn;
