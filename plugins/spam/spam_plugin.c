@@ -23,6 +23,8 @@
  * it owns the watch (which holds the current rule set) and the scratch
  * pool.
  */
+#include "spam_bayes.h"
+#include "spam_bayes_db.h"
 #include "spam_eval.h"
 #include "spam_msg.h"
 #include "spam_rules.h"
@@ -35,6 +37,7 @@
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +58,9 @@ struct spam_conf {
     unsigned msg_time_ms;
     bool watch;
     bool strip_headers;
+    const char *bayes_db;
+    unsigned bayes_min_learned;
+    const char *bayes_autolearn_spam, *bayes_autolearn_ham;
 };
 
 #define SPAM_TEXT (SLUICE_CONFIG_PRINTABLE)
@@ -121,6 +127,23 @@ static const struct sluice_config_key spam__keys[] = {
      .type = SLUICE_CONFIG_BOOL,
      .def = "yes",
      .offset = offsetof(struct spam_conf, strip_headers)},
+    {.name = "bayes_db",
+     .type = SLUICE_CONFIG_PATH,
+     .offset = offsetof(struct spam_conf, bayes_db)},
+    {.name = "bayes_min_learned",
+     .type = SLUICE_CONFIG_UNSIGNED,
+     .def = "200",
+     .min = 1,
+     .max = 100000000,
+     .offset = offsetof(struct spam_conf, bayes_min_learned)},
+    {.name = "bayes_autolearn_spam",
+     .type = SLUICE_CONFIG_STRING,
+     .def = "off",
+     .offset = offsetof(struct spam_conf, bayes_autolearn_spam)},
+    {.name = "bayes_autolearn_ham",
+     .type = SLUICE_CONFIG_STRING,
+     .def = "off",
+     .offset = offsetof(struct spam_conf, bayes_autolearn_ham)},
     {.name = NULL},
 };
 
@@ -131,9 +154,11 @@ struct spam_inst {
     double header_threshold, tag_threshold, quarantine_threshold, reject_threshold;
     struct spam_eval_limits limits;
     struct spam_scratch_pool *pool;
-    struct watch *watch; /* holds the current rule set */
+    struct watch *watch;                  /* holds the current rule set */
+    struct watch *bayes;                  /* holds the current Bayes snapshot (NULL: Bayes off) */
+    double autolearn_spam, autolearn_ham; /* NAN = off */
 
-    sluice_counter *c_hits, *c_limits, *c_msgs, *c_score, *c_reloads;
+    sluice_counter *c_hits, *c_limits, *c_msgs, *c_score, *c_reloads, *c_learn;
 };
 
 SLUICE_API_DECLARE;
@@ -230,6 +255,151 @@ static void spam__reloaded(void *owner, const void *obj, const char *errors)
 static const struct watch_ops spam__watch_ops = {spam__build, spam__set_path, spam__set_ref,
                                                  spam__set_unref, spam__reloaded};
 
+/* ---- the Bayes snapshot (struct watch_ops) ------------------------------------ */
+
+/* A snapshot of the store, shared by the hooks that classify with it. */
+struct spam_bayes_held {
+    atomic_int refs;
+    struct spam_bayes_snap *snap;
+    char *files[2]; /* the store and its write-ahead log: either changes */
+};
+
+static void *spam__bayes_load(const void *arg, struct pstr *errors)
+{
+    const char *path = arg;
+    char err[512];
+    struct spam_bayes_db *db = spam_bayes_db_open(path, false, true, err, sizeof err);
+    if (!db) {
+        pstr_printf(errors, "%s\n", err);
+        return NULL;
+    }
+    struct spam_bayes_snap *snap = spam_bayes_db_snapshot(db);
+    if (!snap)
+        pstr_printf(errors, "%s: %s\n", path, spam_bayes_db_error(db));
+    spam_bayes_db_close(db);
+    if (!snap)
+        return NULL;
+    struct spam_bayes_held *h = pstr_xcalloc(1, sizeof *h);
+    atomic_init(&h->refs, 1);
+    h->snap = snap;
+    h->files[0] = pstr_xstrdup(path);
+    struct pstr wal = PSTR_INIT;
+    pstr_printf(&wal, "%s-wal", path);
+    h->files[1] = pstr_steal(&wal);
+    return h;
+}
+
+static const char *spam__bayes_path(const void *obj, size_t i)
+{
+    const struct spam_bayes_held *h = obj;
+    return i < 2 ? h->files[i] : NULL;
+}
+
+static void spam__bayes_ref(void *obj)
+{
+    atomic_fetch_add(&((struct spam_bayes_held *)obj)->refs, 1);
+}
+
+static void spam__bayes_unref(void *obj)
+{
+    struct spam_bayes_held *h = obj;
+    if (!h || atomic_fetch_sub(&h->refs, 1) != 1)
+        return;
+    spam_bayes_snap_free(h->snap);
+    free(h->files[0]);
+    free(h->files[1]);
+    free(h);
+}
+
+static void spam__bayes_reloaded(void *owner, const void *obj, const char *errors)
+{
+    struct spam_inst *si = owner;
+    spam__log_errors(si, errors);
+    const struct spam_bayes_held *h = obj;
+    if (h) {
+        uint32_t ns, nh;
+        spam_bayes_snap_totals(h->snap, &ns, &nh);
+        sluice_api->log(si->inst, SLUICE_LOG_INFO,
+                        "Bayes store %s reloaded: %u spam, %u ham, %zu tokens", si->conf.bayes_db,
+                        ns, nh, spam_bayes_snap_size(h->snap));
+    } else {
+        sluice_api->log(si->inst, SLUICE_LOG_ERROR,
+                        "Bayes store %s unreadable; keeping the previous snapshot",
+                        si->conf.bayes_db);
+    }
+}
+
+static const struct watch_ops spam__bayes_ops = {
+    spam__bayes_load, spam__bayes_path, spam__bayes_ref, spam__bayes_unref, spam__bayes_reloaded};
+
+/* Symbols by probability band, after SpamAssassin's BAYES_* (the bands a
+ * mail admin already knows); scores fitted to sluice's thresholds. */
+static const struct {
+    double below;
+    const char *name;
+    double score;
+} spam__bayes_bands[] = {
+    {0.01, "BAYES_00", -1.5},  {0.05, "BAYES_05", -0.5}, {0.20, "BAYES_20", -0.1},
+    {0.40, "BAYES_40", -0.05}, {0.60, "BAYES_50", 0.8},  {0.80, "BAYES_60", 1.5},
+    {0.95, "BAYES_80", 2.0},   {0.99, "BAYES_95", 3.0},  {0.999, "BAYES_99", 3.5},
+    {2.0, "BAYES_999", 4.5},
+};
+
+/* Classify and add the band's symbol; its score (0 when Bayes had no say). */
+static double spam__bayes(struct spam_inst *si, sluice_ctx *ctx, const struct spam_msg *m,
+                          struct pstr *tests, size_t *ntests)
+{
+    if (!si->bayes)
+        return 0;
+    if (si->conf.watch)
+        watch_poll(si->bayes);
+    struct spam_bayes_held *h = watch_get(si->bayes);
+    if (!h)
+        return 0;
+    size_t ntok, used;
+    double p = spam_bayes_score(h->snap, m, si->conf.bayes_min_learned, &ntok, &used);
+    spam__bayes_unref(h);
+    if (p < 0)
+        return 0; /* not enough learned yet */
+    size_t b = 0;
+    while (p >= spam__bayes_bands[b].below)
+        b++;
+    char desc[96];
+    snprintf(desc, sizeof desc, "Bayes spam probability %.4f (%zu of %zu tokens)", p, used, ntok);
+    sluice_api->symbol_add(ctx, spam__bayes_bands[b].name, spam__bayes_bands[b].score, desc);
+    if (tests->len)
+        pstr_putc(tests, ',');
+    pstr_puts(tests, spam__bayes_bands[b].name);
+    (*ntests)++;
+    return spam__bayes_bands[b].score;
+}
+
+/* Autolearn (off by default): a message whose score without Bayes is at
+ * or above autolearn_spam (at or below autolearn_ham) is learned as such. */
+static void spam__autolearn(struct spam_inst *si, const struct spam_msg *m, double score)
+{
+    bool spam = !isnan(si->autolearn_spam) && score >= si->autolearn_spam;
+    bool ham = !isnan(si->autolearn_ham) && score <= si->autolearn_ham;
+    if (!spam && !ham)
+        return;
+    char err[512];
+    struct spam_bayes_db *db = spam_bayes_db_open(si->conf.bayes_db, false, false, err, sizeof err);
+    if (!db) {
+        sluice_api->log(si->inst, SLUICE_LOG_WARN, "autolearn: %s", err);
+        return;
+    }
+    uint64_t *tok = pstr_xmalloc(SPAM_BAYES_MAX_TOKENS * sizeof *tok);
+    size_t n = spam_bayes_tokens(m, tok, SPAM_BAYES_MAX_TOKENS);
+    enum spam_bayes_learn r =
+        spam_bayes_db_learn(db, spam_bayes_msg_id(m, tok, n), tok, n, spam, false);
+    if (r == SPAM_BAYES_ERROR)
+        sluice_api->log(si->inst, SLUICE_LOG_WARN, "autolearn: %s", spam_bayes_db_error(db));
+    else if (si->c_learn)
+        sluice_api->counter_add(si->c_learn, spam ? "spam" : "ham", 1);
+    free(tok);
+    spam_bayes_db_close(db);
+}
+
 /* ---- instance life ----------------------------------------------------------- */
 
 static void spam_shutdown(void *data)
@@ -238,6 +408,7 @@ static void spam_shutdown(void *data)
     if (!si)
         return;
     watch_free(si->watch);
+    watch_free(si->bayes);
     spam_scratch_pool_free(si->pool);
     free(si);
 }
@@ -267,6 +438,8 @@ static int spam_init(const struct sluice_host_api *api, sluice_instance *inst, v
         {"tag_threshold", si->conf.tag_threshold, &si->tag_threshold},
         {"quarantine_threshold", si->conf.quarantine_threshold, &si->quarantine_threshold},
         {"reject_threshold", si->conf.reject_threshold, &si->reject_threshold},
+        {"bayes_autolearn_spam", si->conf.bayes_autolearn_spam, &si->autolearn_spam},
+        {"bayes_autolearn_ham", si->conf.bayes_autolearn_ham, &si->autolearn_ham},
     };
     for (size_t i = 0; i < sizeof th / sizeof th[0]; i++) {
         *th[i].out = NAN;
@@ -305,6 +478,29 @@ static int spam_init(const struct sluice_host_api *api, sluice_instance *inst, v
     }
     si->watch =
         watch_new(&spam__watch_ops, pstr_xstrdup(si->conf.rules), free, si, rs, SPAM_WATCH_MS);
+    if (si->conf.bayes_db) {
+        /* Made (empty) when missing, so that learning can start at once;
+         * a store that cannot be opened is a configuration error. */
+        char err[512];
+        struct spam_bayes_db *db =
+            spam_bayes_db_open(si->conf.bayes_db, true, api->checking(inst), err, sizeof err);
+        spam_bayes_db_close(db);
+        struct pstr errors = PSTR_INIT;
+        void *h = db ? spam__bayes_load(si->conf.bayes_db, &errors) : NULL;
+        if (!h) {
+            api->config_error(inst, "bayes_db", "%s", db ? pstr_cstr(&errors) : err);
+            pstr_free(&errors);
+            spam_shutdown(si);
+            return -1;
+        }
+        pstr_free(&errors);
+        si->bayes = watch_new(&spam__bayes_ops, pstr_xstrdup(si->conf.bayes_db), free, si, h,
+                              SPAM_WATCH_MS);
+    } else if (!isnan(si->autolearn_spam) || !isnan(si->autolearn_ham)) {
+        api->config_error(inst, "bayes_db", "autolearn needs a Bayes store (bayes_db)");
+        spam_shutdown(si);
+        return -1;
+    }
     if (!api->checking(inst)) {
         si->pool = spam_scratch_pool_new(&si->limits);
         if (!si->pool) {
@@ -319,6 +515,8 @@ static int spam_init(const struct sluice_host_api *api, sluice_instance *inst, v
         si->c_msgs = api->counter_new(inst, "messages", "Messages scanned, by action taken", "action", 8);
         si->c_score = api->counter_new(inst, "scores", "Messages scanned, by score range", "range", 8);
         si->c_reloads = api->counter_new(inst, "reloads", "Rule file reloads on change", "result", 2);
+        si->c_learn =
+            api->counter_new(inst, "autolearned", "Messages learned by autolearn", "class", 2);
         api->log(inst, SLUICE_LOG_INFO, "%zu rules from %s%s", rs->nrules, si->conf.rules,
                  rs->jit ? "" : " (some without JIT)");
     }
@@ -451,8 +649,11 @@ static int spam_on_data(sluice_ctx *ctx)
         }
         ntests++;
     }
+    double bayes = spam__bayes(si, ctx, m, &tests, &ntests);
     /* The total includes what earlier plugins in the chain scored. */
     double score = api->score(ctx);
+    if (si->bayes && !res.gtube) /* a test string teaches nothing */
+        spam__autolearn(si, m, score - bayes);
     if (si->c_score)
         api->counter_add(si->c_score, spam__range(score), 1);
 

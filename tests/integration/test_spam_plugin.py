@@ -213,3 +213,110 @@ def test_check_accepts_shipped_rules(tmp_path):
         f.write(harness.render_config(sections))
     r = harness.run_sluice(["--check", "-c", conf])
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ---- Bayes -------------------------------------------------------------------------
+
+LEARN = os.path.abspath(os.path.join(plugkit.BUILD, "bin", "sluice-spam-learn"))
+SPAM_WORDS = ["casino", "jackpot", "lottery", "winner", "bitcoin", "pharmacy", "discount",
+              "million", "inheritance", "beneficiary"]
+HAM_WORDS = ["meeting", "agenda", "patch", "review", "kernel", "minutes", "lunch", "report",
+             "budget", "schedule"]
+
+
+def corpus_msg(spam, i):
+    w = SPAM_WORDS if spam else HAM_WORDS
+    return ("From: %s%d@%s\r\nTo: bob@example.net\r\nSubject: %s %s\r\n"
+            "Message-ID: <%s%d@corpus.test>\r\n\r\n%s %s %s and some common words %d\r\n" % (
+                "promo" if spam else "colleague", i, "offers.biz" if spam else "example.org",
+                w[i % 10], w[(i + 3) % 10], "s" if spam else "h", i, w[(i + 1) % 10],
+                w[(i + 2) % 10], w[(i + 5) % 10], i)).encode()
+
+
+def learn(db, what, msgs, tmp):
+    d = tmp / ("learn-%s-%d" % (what, len(list(tmp.iterdir()))))
+    d.mkdir()
+    for i, m in enumerate(msgs):
+        (d / ("%d.eml" % i)).write_bytes(m)
+    r = harness.subprocess.run([LEARN, "--db", db, "--" + what, str(d)], capture_output=True,
+                               text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def stats(db):
+    r = harness.subprocess.run([LEARN, "--db", db, "--stats"], capture_output=True, text=True,
+                               timeout=30)
+    assert r.returncode == 0, r.stderr
+    return dict((k, int(v)) for k, v in (ln.split() for ln in r.stdout.splitlines()))
+
+
+def test_bayes_learns_and_scores(sluice_factory, fake, tmp_path):
+    """Trained with sluice-spam-learn on 30 + 30 messages, the plugin gives
+    unseen spam BAYES_999 (with X-Spam headers) and unseen ham BAYES_00;
+    learning more while it runs is picked up without a reload."""
+    db = str(tmp_path / "bayes.db")
+    out = learn(db, "spam", [corpus_msg(True, i) for i in range(30)], tmp_path)
+    assert "30 learned" in out, out
+    learn(db, "ham", [corpus_msg(False, i) for i in range(30)], tmp_path)
+    assert stats(db)["spam"] == 30 and stats(db)["ham"] == 30
+    # Learning the same messages again changes nothing.
+    assert "30 already learned" in learn(db, "ham", [corpus_msg(False, i) for i in range(30)],
+                                         tmp_path)
+    sl = start(sluice_factory, fake, bayes_db=db, bayes_min_learned="20")
+    d = plugkit.send(sl.port, body=corpus_msg(True, 101))
+    assert d["eod"].code == 250, d
+    m = fake.wait_messages(1)[0].data
+    assert b"BAYES_999" in m, m
+    d = plugkit.send(sl.port, body=corpus_msg(False, 102))
+    assert d["eod"].code == 250
+    m = fake.wait_messages(2)[1].data
+    assert b"X-Spam" not in m
+    assert sl.wait_log(r"action=ham tests=.*BAYES_00", 5), sl.output()
+    # The store grows while sluice runs: the next message sees the new counts.
+    learn(db, "spam", [corpus_msg(True, i) for i in range(200, 210)], tmp_path)
+    time.sleep(1.2)
+    plugkit.send(sl.port, body=corpus_msg(True, 103))
+    assert sl.wait_log(r"Bayes store .* reloaded: 40 spam, 30 ham", 5), sl.output()
+
+
+def test_bayes_below_min_learned_says_nothing(sluice_factory, fake, tmp_path):
+    db = str(tmp_path / "bayes.db")
+    learn(db, "spam", [corpus_msg(True, i) for i in range(5)], tmp_path)
+    sl = start(sluice_factory, fake, bayes_db=db)      # default minimum: 200 of each
+    assert plugkit.send(sl.port, body=corpus_msg(True, 50))["eod"].code == 250
+    assert b"BAYES" not in fake.wait_messages(1)[0].data
+    time.sleep(0.2)
+    assert not any("BAYES" in ln for ln in sl.lines)
+
+
+def test_bayes_autolearn(sluice_factory, fake, tmp_path):
+    """Off by default; with bayes_autolearn_spam = 10, a message another
+    plugin scored 20 is learned as spam, one scored 0 is not learned."""
+    db = str(tmp_path / "bayes.db")
+    sl = plugkit.start(sluice_factory, fake,
+                       ("pre", "testplug", {"symbol": "PRE_SCORE 20"}),
+                       spam_instance(bayes_db=db, bayes_autolearn_spam="10",
+                                     reject_threshold="off"))
+    assert plugkit.send(sl.port, body=corpus_msg(True, 1))["eod"].code == 250
+    assert stats(db)["spam"] == 1
+    sl2 = start(sluice_factory, fake, bayes_db=db, bayes_autolearn_spam="10",
+                reject_threshold="off")
+    assert plugkit.send(sl2.port, body=corpus_msg(True, 2))["eod"].code == 250
+    assert stats(db)["spam"] == 1
+
+
+def test_bayes_bad_store_is_a_config_error(sluice_factory, fake, tmp_path):
+    bad = tmp_path / "bayes.db"
+    bad.write_text("this is not a database\n" * 100)
+    r = harness.run_sluice(["--check", "-c", str(write_check_config(tmp_path, bad))])
+    assert r.returncode == 1
+    assert "bayes_db" in r.stderr and str(bad) in r.stderr, r.stderr
+
+
+def write_check_config(tmp_path, db):
+    p = tmp_path / "check.conf"
+    p.write_text("[server]\nlisten = 127.0.0.1:1\nspool_dir = %s\n[upstream]\nservers = "
+                 "127.0.0.1:2\n[stats]\nlisten = no\n[chain]\nplugins = spam\n[plugin spam]\n"
+                 "path = %s\nrules = %s\nbayes_db = %s\n" % (tmp_path, SPAM_SO, RULES, db))
+    return p
