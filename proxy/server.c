@@ -163,7 +163,10 @@ static int server__bind(struct server *srv, const struct cfg_addr *a)
     int rc = uv_tcp_bind(t, (const struct sockaddr *)&a->sa,
                          a->sa.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
     if (rc == 0)
-        rc = uv_listen((uv_stream_t *)t, 511, server__on_connection);
+        /* As deep as the kernel allows (net.core.somaxconn caps it): a
+         * burst of connections must wait in the queue, not lose SYNs and
+         * retry a second later. */
+        rc = uv_listen((uv_stream_t *)t, SOMAXCONN, server__on_connection);
     if (rc != 0) {
         log_error("cannot listen on %s: %s", a->text, uv_strerror(rc));
         uv_close((uv_handle_t *)t, (uv_close_cb)free);

@@ -164,10 +164,23 @@ static bool sess__can_take_command(const struct sess *s)
                         s->state == S_RCPT);
 }
 
-/* Process in[0..len); returns bytes consumed. Stops when waiting. */
+/* Commands handled per session per loop turn. One 64 KiB read holds
+ * thousands of pipelined NOOPs: answered in one go, a client that never
+ * reads its replies would hold the loop for every other session. */
+#define SESS_CMDS_PER_TURN 64
+
+static void sess__more_ev(struct defer_ev *ev)
+{
+    struct sess *s = (struct sess *)((char *)ev - offsetof(struct sess, more_ev));
+    sess_kick(s);
+}
+
+/* Process in[0..len); returns bytes consumed. Stops when waiting, or
+ * after SESS_CMDS_PER_TURN commands (the rest on a later turn). */
 static size_t sess__process(struct sess *s, const char *in, size_t len)
 {
     size_t off = 0;
+    unsigned ncmds = 0;
     while (off < len && !s->end_after_reply) {
         if (s->state == S_DATA) {
             off += data_reader_feed(&s->dr, in + off, len - off);
@@ -177,6 +190,11 @@ static size_t sess__process(struct sess *s, const char *in, size_t len)
         }
         if (!sess__can_take_command(s))
             break;
+        if (ncmds++ == SESS_CMDS_PER_TURN) {
+            if (!defer_queued(&s->more_ev))
+                defer_post(&s->more_ev, sess__more_ev);
+            break;
+        }
         size_t used = 0, llen = 0;
         const char *line = NULL;
         enum cmd_rd rd = cmd_reader_next(&s->rd, in + off, len - off, &used, &line, &llen);
@@ -425,6 +443,7 @@ static void sess__teardown(struct sess *s, bool graceful)
 static void sess__close_ev(struct defer_ev *ev)
 {
     struct sess *s = (struct sess *)((char *)ev - offsetof(struct sess, close_ev));
+    defer_cancel(&s->more_ev);
     sess__teardown(s, s->graceful_close);
 }
 

@@ -135,6 +135,7 @@ struct sess {
     char last_upstream[300]; /* for the transaction log line */
     uint64_t conn_started_ns;
     struct defer_ev close_ev; /* teardown */
+    struct defer_ev more_ev;  /* more pipelined commands, next loop turn */
 };
 
 /* sess.c */
