@@ -594,7 +594,7 @@ def maildir_index(pf):
     return idx
 
 
-COLUMNS = ("msgs", "fired", "told250", "deliv", "lost", "dup", "partial", "retried",
+COLUMNS = ("msgs", "fired", "told250", "deliv", "copies", "lost", "dup", "partial", "retried",
            "unknown", "window", "falsefail", "perm", "gaveup")
 
 
@@ -626,6 +626,7 @@ def account(rows, proxies, pf):
                     c["retried"] += 1
             if copies:
                 c["deliv"] += 1
+            c["copies"] += len(copies)
             for a in told:
                 if by_fid.get(a["fid"], 0) == 0:
                     c["lost"] += 1
