@@ -7,6 +7,9 @@ counted message by message.
 FaultProxy is a TCP proxy that reads the command stream sluice sends
 upstream and, once per arming, injects a fault when a given phase comes by:
 
+Each phase x fault cell runs twice: the client retries on a new connection,
+and (rows "(same session)") on the same session while sluice keeps it open.
+
   phases  greeting, ehlo (the first EHLO), xclient, mail, rcpt, data,
           eod (the "." line), replay (the MAIL after the RSET that a plugin
           changing the sender at DATA causes), starttls (the proxy offers
@@ -36,7 +39,8 @@ unknown (the dot was sent and no reply came), window (an attempt told 4xx
 whose message Postfix had queued: the proxy withheld Postfix's 250, the
 documented duplicate window), false-fail (told 4xx/5xx, yet that very
 attempt was delivered and Postfix's 250 did reach sluice: a lie),
-perm (the client was told 5xx and stopped), gave-up (retries exhausted).
+perm (the client was told 5xx and stopped; a problem unless the fault was
+a 5xx), gave-up (retries exhausted).
 
 Standalone (prints the table, exit 1 on a defect):
     SLUICE_BIN=build/proxy/sluice SLUICE_BUILD_DIR=build python3 tests/integration/faults.py
@@ -490,66 +494,97 @@ def _stuff(data):
     return re.sub(rb"(?m)^\.", b"..", data)
 
 
-def attempt(port, m, timeout=20.0, ssl_ctx=None, rcpt="faults@example.net"):
-    """One try with smtplib. Returns the attempt dict (also kept on m)."""
+def attempt(port, m, timeout=20.0, ssl_ctx=None, rcpt="faults@example.net", keep=None):
+    """One try with smtplib. Returns the attempt dict (also kept on m).
+    With `keep` (a dict), the session is kept open in keep["s"] after the
+    try when it is still usable, and a later try reuses it (RSET first),
+    the way an MTA sends its next message on the same connection."""
     fid = "%s/%d" % (m.mid.strip("<>"), len(m.attempts) + 1)
-    a = {"fid": fid, "stage": "connect", "code": None, "text": "", "sent": m.text(fid)}
+    a = {"fid": fid, "stage": "connect", "code": None, "text": "", "sent": m.text(fid),
+         "reused": False}
     m.attempts.append(a)
-    s = smtplib.SMTP(timeout=timeout)
+    s = keep.get("s") if keep is not None else None
+    if keep is not None:
+        keep["s"] = None
     dot_sent = False
+    usable = False
     try:
-        code, msg = s.connect("127.0.0.1", port)
-        s._host = "localhost"    # the name STARTTLS checks the certificate for
-        a["stage"] = "greeting"
-        if code != 220:
-            a.update(code=code, text=msg)
-            return a
-        for stage, fn in (("ehlo", lambda: s.ehlo("client.test")),
-                          ("starttls", (lambda: s.starttls(context=ssl_ctx)) if ssl_ctx else None),
-                          ("ehlo2", (lambda: s.ehlo("client.test")) if ssl_ctx else None),
-                          ("mail", lambda: s.mail("client@example.com")),
-                          ("rcpt", lambda: s.rcpt(rcpt)),
-                          ("data", lambda: s.docmd("DATA"))):
+        steps = []
+        if s is None:
+            s = smtplib.SMTP(timeout=timeout)
+            code, msg = s.connect("127.0.0.1", port)
+            s._host = "localhost"    # the name STARTTLS checks the certificate for
+            a["stage"] = "greeting"
+            if code != 220:
+                a.update(code=code, text=msg)
+                return a
+            steps += [("ehlo", lambda: s.ehlo("client.test")),
+                      ("starttls", (lambda: s.starttls(context=ssl_ctx)) if ssl_ctx else None),
+                      ("ehlo2", (lambda: s.ehlo("client.test")) if ssl_ctx else None)]
+        else:
+            a["reused"] = True
+            steps += [("rset", lambda: s.rset())]
+        steps += [("mail", lambda: s.mail("client@example.com")),
+                  ("rcpt", lambda: s.rcpt(rcpt)),
+                  ("data", lambda: s.docmd("DATA"))]
+        for stage, fn in steps:
             if fn is None:
                 continue
             a["stage"] = stage
             code, msg = fn()
             if code not in (220, 250, 251, 354) or (stage == "data" and code != 354):
                 a.update(code=code, text=msg)
+                usable = code != 421
                 return a
         a["stage"] = "eod"
         s.send(_stuff(a["sent"]) + b".\r\n")
         dot_sent = True
         code, msg = s.getreply()
         a.update(code=code, text=msg)
+        usable = code != 421
         return a
     except Exception as e:   # smtplib, socket, ssl: all mean "no answer"
         a["code"] = None
         a["text"] = "%s: %s" % (type(e).__name__, e)
         if dot_sent:
             a["stage"] = "unknown"
+        usable = False
         return a
     finally:
-        try:
-            if a["code"] is not None and a["code"] != 421:
-                s.quit()
-        except (smtplib.SMTPException, OSError):
-            pass
-        s.close()
+        if keep is not None and usable:
+            keep["s"] = s
+        else:
+            try:
+                if a["code"] is not None and a["code"] != 421:
+                    s.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+            if s is not None:
+                s.close()
 
 
-def send_with_retries(port, m, tries=4, delay=0.2, **kw):
+def send_with_retries(port, m, tries=4, delay=0.2, same_session=False, **kw):
     """Retry on 4xx, on a dropped connection and on an unknown outcome, as an
-    MTA would; stop at 2xx or 5xx. Returns the final attempt."""
+    MTA would; stop at 2xx or 5xx. With same_session, a retry reuses the
+    session while the server keeps it open. Returns the final attempt."""
     a = None
-    for i in range(tries):
-        a = attempt(port, m, **kw)
-        if a["code"] is not None and a["stage"] == "eod" and 200 <= a["code"] < 300:
-            return a
-        if a["code"] is not None and 500 <= a["code"] < 600:
-            return a
-        time.sleep(delay * (1 + i))
-    return a
+    keep = {} if same_session else None
+    try:
+        for i in range(tries):
+            a = attempt(port, m, keep=keep, **kw)
+            if a["code"] is not None and a["stage"] == "eod" and 200 <= a["code"] < 300:
+                return a
+            if a["code"] is not None and 500 <= a["code"] < 600:
+                return a
+            time.sleep(delay * (1 + i))
+        return a
+    finally:
+        if keep and keep.get("s") is not None:
+            try:
+                keep["s"].quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+            keep["s"].close()
 
 
 # --------------------------------------------------------------------------
@@ -783,9 +818,10 @@ class Run:
         self.fronts = f
         return f
 
-    def phase_faults(self, phases=PHASES, control=True):
-        """One message per phase x fault (one-shot fault, the client retries);
-        returns the row names."""
+    def phase_faults(self, phases=PHASES, control=True, same_session=False):
+        """One message per phase x fault (one-shot fault, the client retries,
+        on a new connection or, with same_session, on the same one while it
+        stays open); returns the row names."""
         f = self._fronts()
         names = []
         cells = [(ph, k) for ph in phases for k in KINDS]
@@ -795,11 +831,11 @@ class Run:
             if front not in f:
                 continue
             p, s = f[front]
-            row = "%s x %s" % (ph, k)
+            row = "%s x %s%s" % (ph, k, " (same session)" if same_session else "")
             self.log("  %s" % row)
             m = self.msg(row)
             p.arm(ph, k)
-            send_with_retries(s.port, m)
+            send_with_retries(s.port, m, same_session=same_session)
             self.rows[row]["fired"] = p.fired_count(ph, k)
             p.disarm()
             names.append(row)
@@ -981,6 +1017,8 @@ class Run:
         t0 = time.monotonic()
         self.log("phase x fault cells")
         self.phase_faults()
+        self.log("phase x fault cells, retries in the same session")
+        self.phase_faults(control=False, same_session=True)
         self.log("sigkill")
         self.sigkill()
         self.log("spool on a full tmpfs")
@@ -1006,6 +1044,9 @@ def check(table, problems):
             out.append("%s: the fault never fired" % r["row"])
         if r["gaveup"]:
             out.append("%s: %d message(s) never accepted after all retries" % (r["row"], r["gaveup"]))
+        if r["perm"] and "refuse5" not in r["row"]:
+            out.append("%s: %d message(s) failed permanently (5xx) after a temporary fault"
+                       % (r["row"], r["perm"]))
     return out
 
 

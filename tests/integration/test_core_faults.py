@@ -15,6 +15,7 @@ import sys
 import pytest
 
 import faults
+import harness
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,7 @@ def settle(run, mark):
 
 @pytest.mark.parametrize("phase", faults.PHASES)
 def test_phase_faults(run, phase):
+    """Each try on a new connection."""
     mark = len(run.rows)
     run.phase_faults(phases=(phase,), control=False)
     table = settle(run, mark)
@@ -51,6 +53,69 @@ def test_phase_faults(run, phase):
     for r in table:
         if "refuse5" not in r["row"]:
             assert r["told250"] == r["msgs"], r
+
+
+DATA_REFUSED_DEFECT = (
+    "defect: after the upstream refuses the DATA command, sluice ends the transaction "
+    "without RSET upstream (sess_eom.c: 'no RSET'), so the next MAIL in the same session "
+    "gets Postfix's '503 5.5.1 nested MAIL command', relayed as a permanent failure")
+
+
+@pytest.mark.parametrize("phase", [
+    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=DATA_REFUSED_DEFECT))
+    if p == "data" else p for p in faults.PHASES])
+def test_phase_faults_same_session(run, phase):
+    """A retry reuses the client's session while sluice keeps it open (RSET,
+    then the transaction again), as an MTA sends its next message."""
+    mark = len(run.rows)
+    run.phase_faults(phases=(phase,), control=False, same_session=True)
+    table = settle(run, mark)
+    for r in table:
+        if "refuse5" not in r["row"]:
+            assert r["told250"] == r["msgs"], r
+
+
+@pytest.fixture(scope="module")
+def postfix_data_refusal():
+    """A second private Postfix that refuses DATA (451) for one sender."""
+    import postfix as pf
+    why = pf.unavailable()
+    if why:
+        pytest.skip(why)
+    inst = pf.PrivatePostfix(extra={
+        "smtpd_data_restrictions": "check_sender_access inline:{ "
+                                   "{ datafail@example.com = 451 4.7.1 data refused for test } }"})
+    inst.start()
+    yield inst
+    inst.stop()
+
+
+@pytest.mark.xfail(strict=True, reason=DATA_REFUSED_DEFECT)
+def test_real_postfix_refuses_data_next_message_same_session(postfix_data_refusal, tmp_path):
+    """The same defect without the fault proxy: Postfix itself refuses DATA
+    (smtpd_data_restrictions); the client RSETs and sends another message
+    on the same session, which Postfix would accept."""
+    import smtplib
+    s = harness.Sluice(str(tmp_path / "s"), upstream_port=postfix_data_refusal.port)
+    s.start()
+    try:
+        with smtplib.SMTP("127.0.0.1", s.port, local_hostname="client.test", timeout=15) as c:
+            c.ehlo("client.test")
+            assert c.mail("datafail@example.com")[0] == 250
+            assert c.rcpt("a@example.net")[0] == 250
+            assert c.docmd("DATA")[0] == 354
+            c.send(b"Subject: first\r\n\r\nrefused at DATA upstream\r\n.\r\n")
+            code, text = c.getreply()
+            assert code == 451, (code, text)
+            assert c.rset()[0] == 250
+            code, text = c.mail("other@example.com")
+            assert code == 250, "next MAIL in the same session: %s %s" % (code, text)
+            assert c.rcpt("b@example.net")[0] == 250
+            assert c.docmd("DATA")[0] == 354
+            c.send(b"Subject: second\r\n\r\nshould be accepted\r\n.\r\n")
+            assert c.getreply()[0] == 250
+    finally:
+        s.stop()
 
 
 def test_no_fault_control(run):
