@@ -112,10 +112,29 @@ class FaultProxy:
         with self.lock:
             return sum(1 for f in self.fired if f == (phase, kind))
 
+    def chaos(self, rate, seed, kinds=("refuse", "hang", "reset", "garbage"), exclude=()):
+        """Random mode: every phase event is faulted with probability `rate`
+        (a kind drawn from `kinds`; at eod also the window kinds); rate 0
+        ends it."""
+        with self.lock:
+            self.chaos_rate = rate
+            self.chaos_rng = random.Random(seed)
+            self.chaos_kinds = tuple(kinds)
+            self.chaos_exclude = set(exclude)
+
     def _take(self, phase):
         if phase is None:
             return None
         with self.lock:
+            if getattr(self, "chaos_rate", 0) and phase != "starttls":
+                if self.chaos_rng.random() < self.chaos_rate:
+                    ks = self.chaos_kinds + (EOD_WINDOW_KINDS if phase == "eod" else ())
+                    k = self.chaos_rng.choice(ks)
+                    if (phase, k) in self.chaos_exclude:
+                        return None
+                    self.fired.append((phase, k))
+                    return k
+                return None
             a = self.armed.get(phase)
             if not a or a[1] <= 0:
                 return None
@@ -851,6 +870,43 @@ class Run:
                 self.notes.append("sluice %s died: %s" % (nm, s.output()[-2000:]))
         return names
 
+    def random_faults(self, clients=6, per_client=6, rate=0.08, seed=20261204, exclude=()):
+        """Faults at random (every phase event, probability `rate`) while
+        several clients send at once, sizes mixed from 3 KB to 1.5 MB (over
+        memory_buffer: spooled); new connection or same session at random."""
+        p = self.proxy()
+        plug = _testplug()
+        extra = None
+        if plug:
+            # the sender change at DATA makes every message go through the replay
+            extra = {"chain": {"plugins": "p"},
+                     "plugin p": {"path": plug, "change_sender": "changed@example.com"}}
+        s = self.sluice(p.port, "random", extra=extra)
+        row = "random x %d%% of phase events%s" % (round(rate * 100), " (replay)" if plug else "")
+        rng = random.Random(seed)
+        sizes = (3000, 3000, 60000, 300000, 1500000)
+        msgs = [[(self.msg(row, rng.choice(sizes)), rng.random() < 0.5) for _ in range(per_client)]
+                for _ in range(clients)]
+        p.chaos(rate, seed, exclude=exclude)
+
+        def client(ms):
+            for m, same in ms:
+                send_with_retries(s.port, m, tries=8, delay=0.2, same_session=same)
+
+        ts = [threading.Thread(target=client, args=(ms,), daemon=True) for ms in msgs]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(150)
+        p.chaos(0, 0)
+        with p.lock:
+            fired = collections.Counter(k for _, k in p.fired)
+        self.rows[row]["fired"] = sum(fired.values())
+        self.notes.append("%s: faults fired by kind %s" % (row, dict(fired)))
+        if not s.alive():
+            self.notes.append("random sluice died: %s" % s.output()[-2000:])
+        return [row]
+
     def rows_since(self, mark):
         return list(self.rows)[mark:]
 
@@ -1019,6 +1075,8 @@ class Run:
         self.phase_faults()
         self.log("phase x fault cells, retries in the same session")
         self.phase_faults(control=False, same_session=True)
+        self.log("random faults, concurrent clients")
+        self.random_faults()
         self.log("sigkill")
         self.sigkill()
         self.log("spool on a full tmpfs")

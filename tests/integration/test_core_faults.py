@@ -125,6 +125,16 @@ def test_no_fault_control(run):
         assert r["told250"] == r["deliv"] == r["msgs"] and r["retried"] == 0, r
 
 
+def test_random_faults_concurrent_clients(run):
+    """8 % of the upstream phase events faulted at random while 6 clients
+    send 36 messages (3 KB .. 1.5 MB) through a sluice whose plugin changes
+    every sender (so every message is replayed). The DATA refusal is left
+    out: it trips the known defect above (see the xfail tests)."""
+    mark = len(run.rows)
+    run.random_faults(exclude={("data", "refuse")})
+    settle(run, mark)
+
+
 def test_sigkill_mid_transaction(run):
     mark = len(run.rows)
     run.sigkill()
