@@ -16,6 +16,10 @@ build=${BUILD:-$repo/build-bench}
 idle=10000
 slow=200
 flood=16
+deaf=0
+idle_mail=0
+junk_limit=100
+sink_m=4096
 baseline=15
 duration=20
 size=4096
@@ -27,12 +31,17 @@ while [ $# -gt 0 ]; do
     --idle) idle=$2; shift 2 ;;
     --slowloris) slow=$2; shift 2 ;;
     --flood) flood=$2; shift 2 ;;
+    --deaf) deaf=$2; shift 2 ;;
+    --idle-mail) idle_mail=$2; shift 2 ;;
+    --junk-limit) junk_limit=$2; shift 2 ;;
+    --sink-concurrency) sink_m=$2; shift 2 ;;
     --baseline) baseline=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
     --size) size=$2; shift 2 ;;
     --command-timeout) cmd_timeout=$2; shift 2 ;;
     --) shift; extra=("$@"); break ;;
-    *) echo "usage: $0 [--build DIR] [--idle N] [--slowloris N] [--flood N] [--baseline S]" \
+    *) echo "usage: $0 [--build DIR] [--idle N] [--slowloris N] [--flood N] [--deaf N] [--idle-mail N]" \
+            "[--junk-limit N] [--sink-concurrency N] [--baseline S]" \
             "[--duration S] [--size B] [--command-timeout T] [-- sluice-hostile options]" >&2
        exit 2 ;;
     esac
@@ -59,7 +68,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # 10,000 connections need descriptors in sluice and in the tool.
-need=$((idle + slow + flood + 500))
+crowd=$((idle + slow + flood + deaf + idle_mail))
+need=$((crowd + 500))
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ "$(ulimit -n)" -ge "$need" ] || die "ulimit -n $(ulimit -n) < $need"
 
@@ -67,7 +77,9 @@ free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("12
 wait_port() { local i; for ((i = 0; i < 100; i++)); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 
 sink_port=$(free_port)
-"$sink_bin" -c -u nobody "127.0.0.1:$sink_port" 1024 >"$work/sink.out" 2>"$work/sink.err" &
+# -m: smtp-sink's own session limit (its default is 256); every client
+# inside a transaction holds one upstream session through sluice.
+"$sink_bin" -c -u nobody -m "$sink_m" "127.0.0.1:$sink_port" 1024 >"$work/sink.out" 2>"$work/sink.err" &
 sink_pid=$!
 pids+=("$sink_pid")
 wait_port "$sink_port" || die "smtp-sink did not start: $(cat "$work/sink.err")"
@@ -82,9 +94,9 @@ port=$(free_port)
 cat >"$work/sluice.conf" <<CONF
 [server]
 listen = 127.0.0.1:$port
-max_connections = $((idle + slow + flood + 1000))
+max_connections = $((crowd + 1000))
 max_connections_per_ip = 50
-junk_command_limit = 100
+junk_command_limit = $junk_limit
 command_timeout = $cmd_timeout
 greeting_timeout = $cmd_timeout
 reverse_dns = no
@@ -99,12 +111,12 @@ pids+=("$sluice_pid")
 wait_port "$port" || { tail "$work/sluice.log" >&2; die "sluice did not start"; }
 echo "== sluice $("$sluice" --version 2>&1 | head -1), pid $sluice_pid, fd limit $(awk '/Max open files/ {print $4}' /proc/$sluice_pid/limits);" \
     "$(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "   config: max_connections $((idle + slow + flood + 1000)), max_connections_per_ip 50," \
-    "junk_command_limit 100, command_timeout $cmd_timeout"
+echo "   config: max_connections $((crowd + 1000)), max_connections_per_ip 50," \
+    "junk_command_limit $junk_limit, command_timeout $cmd_timeout; smtp-sink -m $sink_m"
 
 sink_count() { tr '\r' '\n' <"$work/sink.out" | sed -n 's/.*mesg=\([0-9]*\).*/\1/p' | tail -1; }
 "$tool" --server "127.0.0.1:$port" --pid "$sluice_pid" --idle "$idle" --slowloris "$slow" \
-    --flood "$flood" --baseline "$baseline" --duration "$duration" --size "$size" "${extra[@]}" \
+    --flood "$flood" --deaf "$deaf" --idle-mail "$idle_mail" --baseline "$baseline" --duration "$duration" --size "$size" "${extra[@]}" \
     | tee "$work/tool.out"
 rc=${PIPESTATUS[0]}
 kill -0 "$sluice_pid" 2>/dev/null || { tail "$work/sluice.log"; die "sluice died during the run"; }

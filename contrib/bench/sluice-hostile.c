@@ -52,7 +52,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum hk_kind { HK_IDLE, HK_SLOW, HK_FLOOD };
+enum hk_kind { HK_IDLE, HK_SLOW, HK_FLOOD, HK_DEAF, HK_MAILIDLE, HK_KINDS };
 enum hk_state { HS_CONNECTING, HS_GREETING, HS_EHLO, HS_READY, HS_CLOSED };
 
 /* One crowd connection; small, there are 10,000 of them. */
@@ -68,10 +68,10 @@ struct hconn {
 };
 
 struct hstats {
-    atomic_ulong ready[3];       /* EHLO answered, by kind */
-    atomic_ulong closed[3];      /* closed by the server after ready, by kind */
-    atomic_ulong failed[3];      /* connect/greeting failed, by kind */
-    atomic_ulong flood_sent, flood_replies, flood_reconnects, slow_bytes;
+    atomic_ulong ready[HK_KINDS];  /* EHLO answered, by kind */
+    atomic_ulong closed[HK_KINDS]; /* closed by the server after ready, by kind */
+    atomic_ulong failed[HK_KINDS]; /* connect/greeting failed, by kind */
+    atomic_ulong flood_sent, flood_replies, flood_reconnects, slow_bytes, deaf_bytes;
 };
 
 struct phase {
@@ -84,13 +84,14 @@ struct phase {
     long cpu0, cpu1;   /* server ticks */
     long rss1, hwm1;   /* KiB at the end */
     unsigned long open_idle, open_slow, open_flood; /* crowd open at the end */
+    unsigned long open_deaf, open_mailidle;
 };
 
 struct opts {
     struct sockaddr_in server;
     char server_text[64];
     int pid;
-    unsigned idle, slow, flood, spread;
+    unsigned idle, slow, flood, deaf, mailidle, spread;
     double baseline_s, duration_s, ramp_s, slow_interval_s;
     size_t size;
     unsigned timeout_ms;
@@ -468,6 +469,27 @@ static void h_flood_write(struct hconn *h, unsigned i)
     atomic_fetch_add(&H.flood_sent, n);
 }
 
+/* Deaf: NOOPs as long as the kernel takes them, replies never read. */
+static void h_deaf_write(struct hconn *h)
+{
+    static char out[64 * 6];
+    static bool made;
+    ssize_t w;
+
+    if (!made) {
+        for (size_t k = 0; k < sizeof(out); k += 6)
+            memcpy(out + k, "NOOP\r\n", 6);
+        made = true;
+    }
+    while ((w = send(h->fd, out, sizeof(out), MSG_NOSIGNAL)) > 0) {
+        atomic_fetch_add(&H.deaf_bytes, (unsigned long)w);
+        if ((size_t)w < sizeof(out))
+            break; /* a cut NOOP: the server sees a long line, that is fine */
+    }
+    if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+        h_close(h, true);
+}
+
 /* Count reply ends in what arrived; returns the number of complete replies. */
 static unsigned h_scan(struct hconn *h, const char *p, size_t n)
 {
@@ -541,6 +563,19 @@ static void h_event(unsigned i, uint32_t ev)
                 r--;
                 if (h->kind == HK_FLOOD)
                     h_want(h, i, EPOLLIN | EPOLLOUT);
+                if (h->kind == HK_DEAF) {
+                    h_want(h, i, EPOLLOUT); /* never reads again */
+                    h_deaf_write(h);
+                    return;
+                }
+                if (h->kind == HK_MAILIDLE) {
+                    /* open a transaction (sluice connects upstream), then idle */
+                    static const char mail[] = "MAIL FROM:<idle@example.com>\r\n";
+                    if (send(h->fd, mail, sizeof(mail) - 1, MSG_NOSIGNAL) != (ssize_t)sizeof(mail) - 1) {
+                        h_close(h, true);
+                        return;
+                    }
+                }
             }
             if (r && h->kind == HK_FLOOD) {
                 bool was_full = h->inflight >= FLOOD_WINDOW;
@@ -553,6 +588,8 @@ static void h_event(unsigned i, uint32_t ev)
     }
     if (h->state == HS_READY && h->kind == HK_FLOOD && (ev & EPOLLOUT) && !atomic_load(&crowd_stop))
         h_flood_write(h, i);
+    if (h->state == HS_READY && h->kind == HK_DEAF && (ev & EPOLLOUT) && !atomic_load(&crowd_stop))
+        h_deaf_write(h);
 }
 
 static void *crowd_main(void *arg)
@@ -601,19 +638,12 @@ static void *crowd_main(void *arg)
     return NULL;
 }
 
-static void crowd_open_counts(unsigned long *idle, unsigned long *slow, unsigned long *flood)
+static void crowd_open_counts(unsigned long n[HK_KINDS])
 {
-    *idle = *slow = *flood = 0;
-    for (unsigned k = 0; k < ncrowd; k++) {
-        if (crowd[k].state != HS_READY)
-            continue;
-        if (crowd[k].kind == HK_IDLE)
-            (*idle)++;
-        else if (crowd[k].kind == HK_SLOW)
-            (*slow)++;
-        else
-            (*flood)++;
-    }
+    memset(n, 0, HK_KINDS * sizeof(n[0]));
+    for (unsigned k = 0; k < ncrowd; k++)
+        if (crowd[k].state == HS_READY)
+            n[crowd[k].kind]++;
 }
 
 /* ---- phases ------------------------------------------------------------------ */
@@ -656,8 +686,15 @@ static void phase_end(struct phase *ph)
     ph->cpu1 = proc_cpu_ticks(O.pid);
     ph->rss1 = proc_status_kib(O.pid, "VmRSS");
     ph->hwm1 = proc_status_kib(O.pid, "VmHWM");
-    if (crowd)
-        crowd_open_counts(&ph->open_idle, &ph->open_slow, &ph->open_flood);
+    if (crowd) {
+        unsigned long n[HK_KINDS];
+        crowd_open_counts(n);
+        ph->open_idle = n[HK_IDLE];
+        ph->open_slow = n[HK_SLOW];
+        ph->open_flood = n[HK_FLOOD];
+        ph->open_deaf = n[HK_DEAF];
+        ph->open_mailidle = n[HK_MAILIDLE];
+    }
     qsort(ph->lat, ph->nlat, sizeof(double), cmp_d);
 }
 
@@ -666,11 +703,11 @@ static void phase_print(const struct phase *ph, double hz)
     double wall = ph->t1 - ph->t0;
     double cpu = (ph->cpu0 >= 0 && ph->cpu1 >= 0) ? (double)(ph->cpu1 - ph->cpu0) / hz : -1;
 
-    printf("%-9s %7.1f %9.1f %9.2f %9.2f %9.2f %6lu %5lu %8.0f%% %9ld %9ld %7lu %6lu %6lu\n",
+    printf("%-9s %7.1f %9.1f %9.2f %9.2f %9.2f %6lu %5lu %8.0f%% %9ld %9ld %7lu %6lu %6lu %6lu %6lu\n",
            ph->name, wall, (double)ph->nlat / wall, pct(ph->lat, ph->nlat, 50) * 1e3,
            pct(ph->lat, ph->nlat, 99) * 1e3, ph->nlat ? ph->lat[ph->nlat - 1] * 1e3 : 0.0,
            (unsigned long)ph->nlat, ph->fail, cpu >= 0 ? 100.0 * cpu / wall : -1.0, ph->rss1,
-           ph->hwm1, ph->open_idle, ph->open_slow, ph->open_flood);
+           ph->hwm1, ph->open_idle, ph->open_slow, ph->open_flood, ph->open_deaf, ph->open_mailidle);
 }
 
 static void phase_result(const struct phase *ph, double hz)
@@ -680,11 +717,12 @@ static void phase_result(const struct phase *ph, double hz)
 
     printf("RESULT phase=%s wall_s=%.2f msgs=%zu fail=%lu msgs_per_s=%.2f p50_ms=%.3f p99_ms=%.3f "
            "max_ms=%.3f server_cpu_s=%.2f server_cpu_pct=%.1f rss_kib=%ld hwm_kib=%ld "
-           "open_idle=%lu open_slow=%lu open_flood=%lu\n",
+           "open_idle=%lu open_slow=%lu open_flood=%lu open_deaf=%lu open_mailidle=%lu\n",
            ph->name, wall, ph->nlat, ph->fail, (double)ph->nlat / wall,
            pct(ph->lat, ph->nlat, 50) * 1e3, pct(ph->lat, ph->nlat, 99) * 1e3,
            ph->nlat ? ph->lat[ph->nlat - 1] * 1e3 : 0.0, cpu, cpu >= 0 ? 100 * cpu / wall : -1,
-           ph->rss1, ph->hwm1, ph->open_idle, ph->open_slow, ph->open_flood);
+           ph->rss1, ph->hwm1, ph->open_idle, ph->open_slow, ph->open_flood, ph->open_deaf,
+           ph->open_mailidle);
 }
 
 static void usage(FILE *f)
@@ -695,6 +733,8 @@ static void usage(FILE *f)
             "  --idle N              idle connections (default 10000)\n"
             "  --slowloris N         slowloris connections (default 200)\n"
             "  --flood N             flooding connections (default 16)\n"
+            "  --deaf N              connections that pipeline NOOPs and never read (default 0)\n"
+            "  --idle-mail N         connections that send MAIL FROM and then idle (default 0)\n"
             "  --spread K            crowd binds to 127.0.0.2 .. 127.0.0.(K+1) (default 250)\n"
             "  --slow-interval S     seconds between slowloris bytes (default 3)\n"
             "  --baseline S          good client alone before and after (default 15)\n"
@@ -707,12 +747,13 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    enum { O_SERVER = 256, O_PID, O_IDLE, O_SLOW, O_FLOOD, O_SPREAD, O_SLOWIV, O_BASE, O_DUR,
+    enum { O_SERVER = 256, O_PID, O_IDLE, O_SLOW, O_FLOOD, O_DEAF, O_MAILIDLE, O_SPREAD, O_SLOWIV, O_BASE, O_DUR,
            O_RAMP, O_SIZE, O_TIMEOUT, O_FROM, O_TO };
     static const struct option lo[] = {
         {"server", required_argument, NULL, O_SERVER}, {"pid", required_argument, NULL, O_PID},
         {"idle", required_argument, NULL, O_IDLE}, {"slowloris", required_argument, NULL, O_SLOW},
         {"flood", required_argument, NULL, O_FLOOD}, {"spread", required_argument, NULL, O_SPREAD},
+        {"deaf", required_argument, NULL, O_DEAF}, {"idle-mail", required_argument, NULL, O_MAILIDLE},
         {"slow-interval", required_argument, NULL, O_SLOWIV},
         {"baseline", required_argument, NULL, O_BASE}, {"duration", required_argument, NULL, O_DUR},
         {"ramp", required_argument, NULL, O_RAMP}, {"size", required_argument, NULL, O_SIZE},
@@ -756,6 +797,8 @@ int main(int argc, char **argv)
         case O_IDLE: O.idle = (unsigned)strtoul(optarg, NULL, 10); break;
         case O_SLOW: O.slow = (unsigned)strtoul(optarg, NULL, 10); break;
         case O_FLOOD: O.flood = (unsigned)strtoul(optarg, NULL, 10); break;
+        case O_DEAF: O.deaf = (unsigned)strtoul(optarg, NULL, 10); break;
+        case O_MAILIDLE: O.mailidle = (unsigned)strtoul(optarg, NULL, 10); break;
         case O_SPREAD: O.spread = (unsigned)strtoul(optarg, NULL, 10); break;
         case O_SLOWIV: O.slow_interval_s = atof(optarg); break;
         case O_BASE: O.baseline_s = atof(optarg); break;
@@ -782,13 +825,13 @@ bad:
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
-        if (rl.rlim_cur < O.idle + O.slow + O.flood + 64) {
+        if (rl.rlim_cur < O.idle + O.slow + O.flood + O.deaf + O.mailidle + 64) {
             fprintf(stderr, "sluice-hostile: RLIMIT_NOFILE %lu is too small for %u connections\n",
                     (unsigned long)rl.rlim_cur, O.idle + O.slow + O.flood);
             return 2;
         }
     }
-    ncrowd = O.idle + O.slow + O.flood;
+    ncrowd = O.idle + O.slow + O.flood + O.deaf + O.mailidle;
     crowd = calloc(ncrowd ? ncrowd : 1, sizeof(*crowd));
     epfd = epoll_create1(EPOLL_CLOEXEC);
     if (!crowd || epfd < 0)
@@ -807,11 +850,19 @@ bad:
             idx = (idx + 1) % ncrowd;
         crowd[idx].kind = HK_FLOOD;
     }
+    /* deaf and in-MAIL ones: spread over the rest, on free slots */
+    for (unsigned k = 0; k < O.deaf + O.mailidle; k++) {
+        unsigned idx = (unsigned)(((unsigned long)k * 3 + 1) * ncrowd / (3 * (O.deaf + O.mailidle) + 1));
+        while (crowd[idx].kind != HK_IDLE)
+            idx = (idx + 1) % ncrowd;
+        crowd[idx].kind = k < O.deaf ? HK_DEAF : HK_MAILIDLE;
+    }
 
     printf("sluice-hostile: server %s pid %d; crowd: %u idle + %u slowloris (1 byte / %.1f s) + "
-           "%u flood, from 127.0.0.2-127.0.0.%u; good client from 127.0.0.1, %zu-byte messages, "
-           "one connection each\n",
-           O.server_text, O.pid, O.idle, O.slow, O.slow_interval_s, O.flood, O.spread + 1, O.size);
+           "%u flood + %u deaf + %u idle in MAIL, from 127.0.0.2-127.0.0.%u; good client from "
+           "127.0.0.1, %zu-byte messages, one connection each\n",
+           O.server_text, O.pid, O.idle, O.slow, O.slow_interval_s, O.flood, O.deaf, O.mailidle,
+           O.spread + 1, O.size);
     fflush(stdout);
     pthread_create(&gt, NULL, good_main, NULL);
 
@@ -824,7 +875,7 @@ bad:
     pthread_create(&ct, NULL, crowd_main, NULL);
     for (;;) {
         unsigned long ready = 0, failed = 0;
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < HK_KINDS; k++) {
             ready += atomic_load(&H.ready[k]);
             failed += atomic_load(&H.failed[k]);
         }
@@ -834,10 +885,13 @@ bad:
     }
     phase_end(&ramp);
     unsigned long ready_idle = atomic_load(&H.ready[HK_IDLE]);
-    printf("ramp: %.1f s; ready idle %lu/%u slowloris %lu/%u flood %lu/%u; failed %lu/%lu/%lu\n",
+    printf("ramp: %.1f s; ready idle %lu/%u slowloris %lu/%u flood %lu/%u deaf %lu/%u in-MAIL "
+           "%lu/%u; failed %lu/%lu/%lu/%lu/%lu\n",
            ramp.t1 - ramp.t0, ready_idle, O.idle, atomic_load(&H.ready[HK_SLOW]), O.slow,
-           atomic_load(&H.ready[HK_FLOOD]), O.flood, atomic_load(&H.failed[HK_IDLE]),
-           atomic_load(&H.failed[HK_SLOW]), atomic_load(&H.failed[HK_FLOOD]));
+           atomic_load(&H.ready[HK_FLOOD]), O.flood, atomic_load(&H.ready[HK_DEAF]), O.deaf,
+           atomic_load(&H.ready[HK_MAILIDLE]), O.mailidle, atomic_load(&H.failed[HK_IDLE]),
+           atomic_load(&H.failed[HK_SLOW]), atomic_load(&H.failed[HK_FLOOD]),
+           atomic_load(&H.failed[HK_DEAF]), atomic_load(&H.failed[HK_MAILIDLE]));
     fflush(stdout);
 
     unsigned long fs0 = atomic_load(&H.flood_replies);
@@ -862,9 +916,9 @@ bad:
     atomic_store(&good_stop, true);
     pthread_join(gt, NULL);
 
-    printf("\n%-9s %7s %9s %9s %9s %9s %6s %5s %9s %9s %9s %7s %6s %6s\n", "phase", "wall_s",
-           "msgs/s", "p50_ms", "p99_ms", "max_ms", "ok", "fail", "srvCPU", "RSS_KiB", "HWM_KiB",
-           "idle", "slow", "flood");
+    printf("\n%-9s %7s %9s %9s %9s %9s %6s %5s %9s %9s %9s %7s %6s %6s %6s %6s\n", "phase",
+           "wall_s", "msgs/s", "p50_ms", "p99_ms", "max_ms", "ok", "fail", "srvCPU", "RSS_KiB",
+           "HWM_KiB", "idle", "slow", "flood", "deaf", "inMAIL");
     phase_print(&base, hz);
     phase_print(&ramp, hz);
     phase_print(&loaded, hz);
@@ -875,12 +929,13 @@ bad:
             printf("  %s: %lu good-client failures, first: %s\n", all[k]->name, all[k]->fail,
                    all[k]->first_err);
     printf("\ncrowd during 'loaded': flood replies %.0f/s (%lu total sent, %lu answered, "
-           "%lu reconnects); slowloris bytes %lu; closed by the server: idle %lu, slowloris %lu, "
-           "flood %lu\n",
+           "%lu reconnects); slowloris bytes %lu; deaf bytes sent %lu; closed by the server: "
+           "idle %lu, slowloris %lu, flood %lu, deaf %lu, in-MAIL %lu\n",
            (double)(fs1 - fs0) / (loaded.t1 - loaded.t0), atomic_load(&H.flood_sent),
            atomic_load(&H.flood_replies), atomic_load(&H.flood_reconnects),
-           atomic_load(&H.slow_bytes), atomic_load(&H.closed[HK_IDLE]),
-           atomic_load(&H.closed[HK_SLOW]), atomic_load(&H.closed[HK_FLOOD]));
+           atomic_load(&H.slow_bytes), atomic_load(&H.deaf_bytes), atomic_load(&H.closed[HK_IDLE]),
+           atomic_load(&H.closed[HK_SLOW]), atomic_load(&H.closed[HK_FLOOD]),
+           atomic_load(&H.closed[HK_DEAF]), atomic_load(&H.closed[HK_MAILIDLE]));
     if (base.nlat && loaded.nlat)
         printf("good client under the crowd vs alone: rate x%.2f, p50 x%.2f, p99 x%.2f\n",
                ((double)loaded.nlat / (loaded.t1 - loaded.t0)) /
@@ -895,6 +950,7 @@ bad:
     printf("RESULT crowd idle_ready=%lu slow_ready=%lu flood_ready=%lu idle_failed=%lu "
            "slow_failed=%lu flood_failed=%lu idle_closed=%lu slow_closed=%lu flood_closed=%lu "
            "flood_sent=%lu flood_replies=%lu flood_reconnects=%lu slow_bytes=%lu "
+           "deaf_ready=%lu deaf_closed=%lu deaf_bytes=%lu mailidle_ready=%lu mailidle_closed=%lu "
            "good_total_ok=%lu\n",
            atomic_load(&H.ready[HK_IDLE]), atomic_load(&H.ready[HK_SLOW]),
            atomic_load(&H.ready[HK_FLOOD]), atomic_load(&H.failed[HK_IDLE]),
@@ -902,7 +958,10 @@ bad:
            atomic_load(&H.closed[HK_IDLE]), atomic_load(&H.closed[HK_SLOW]),
            atomic_load(&H.closed[HK_FLOOD]), atomic_load(&H.flood_sent),
            atomic_load(&H.flood_replies), atomic_load(&H.flood_reconnects),
-           atomic_load(&H.slow_bytes), base.ok + ramp.ok + loaded.ok + after.ok);
+           atomic_load(&H.slow_bytes), atomic_load(&H.ready[HK_DEAF]),
+           atomic_load(&H.closed[HK_DEAF]), atomic_load(&H.deaf_bytes),
+           atomic_load(&H.ready[HK_MAILIDLE]), atomic_load(&H.closed[HK_MAILIDLE]),
+           base.ok + ramp.ok + loaded.ok + after.ok);
     free(base.lat);
     free(ramp.lat);
     free(loaded.lat);
