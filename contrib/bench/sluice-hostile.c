@@ -874,12 +874,14 @@ bad:
     phase_begin(&ramp, "ramp");
     pthread_create(&ct, NULL, crowd_main, NULL);
     for (;;) {
-        unsigned long ready = 0, failed = 0;
-        for (int k = 0; k < HK_KINDS; k++) {
-            ready += atomic_load(&H.ready[k]);
-            failed += atomic_load(&H.failed[k]);
-        }
-        if (ready + failed >= ncrowd || now_s() - ramp.t0 > O.ramp_s)
+        /* every connection of every kind settled once (flood connections
+         * come back after each hang-up, so they count only to their number) */
+        const unsigned want[HK_KINDS] = {O.idle, O.slow, O.flood, O.deaf, O.mailidle};
+        bool settled = true;
+        for (int k = 0; k < HK_KINDS; k++)
+            if (atomic_load(&H.ready[k]) + atomic_load(&H.failed[k]) < want[k])
+                settled = false;
+        if (settled || now_s() - ramp.t0 > O.ramp_s)
             break;
         usleep(100000);
     }
