@@ -139,6 +139,7 @@ def test_sigkill_mid_transaction(run):
     mark = len(run.rows)
     run.sigkill()
     settle(run, mark)
+    assert not [n for n in run.notes if n.startswith("DEFECT")], run.notes
 
 
 def test_spool_on_full_tmpfs(run):
@@ -151,6 +152,7 @@ def test_descriptor_exhaustion(run):
     mark = len(run.rows)
     run.fd_exhaustion()
     settle(run, mark)
+    assert not [n for n in run.notes if n.startswith("DEFECT")], run.notes
 
 
 def test_stalled_tls_handshakes(run, certs):
