@@ -331,13 +331,13 @@ class _ProxyConn:
             return
         m = self.queue.popleft()
         verb = m["verb"]
-        if verb in ("EHLO",) and self.p.offer_starttls and code == 250:
+        if verb == "EHLO" and self.p.offer_starttls and code == 250:
+            # STARTTLS goes in after the first line (the server's name)
             first, _, rest = reply.partition(b"\n")
-            reply = first.replace(b"250 ", b"250-", 1) + b"\n" + rest
-            if not rest:
-                reply = reply + b"250 STARTTLS\r\n"
+            if rest:
+                reply = first + b"\n250-STARTTLS\r\n" + rest
             else:
-                reply = first.replace(b"250 ", b"250-", 1) + b"\n250-STARTTLS\r\n" + rest
+                reply = first.replace(b"250 ", b"250-", 1) + b"\n250 STARTTLS\r\n"
         if verb == "DATA" and code == 354:
             self.data_mode = True
         if verb == "EOD":
@@ -757,10 +757,9 @@ def _testplug():
 class Run:
     """One run of every scenario against one Postfix. `work` is a temp dir."""
 
-    def __init__(self, pf, work, quick=False, log=None):
+    def __init__(self, pf, work, log=None):
         self.pf = pf
         self.work = work
-        self.quick = quick
         self.rows = collections.OrderedDict()
         self.proxies = []
         self.sluices = []
@@ -853,9 +852,10 @@ class Run:
             row = "%s x %s%s" % (ph, k, " (same session)" if same_session else "")
             self.log("  %s" % row)
             m = self.msg(row)
+            before = p.fired_count(ph, k)
             p.arm(ph, k)
             send_with_retries(s.port, m, same_session=same_session)
-            self.rows[row]["fired"] = p.fired_count(ph, k)
+            self.rows[row]["fired"] = p.fired_count(ph, k) - before
             p.disarm()
             names.append(row)
         if control:
@@ -907,9 +907,6 @@ class Run:
             self.notes.append("random sluice died: %s" % s.output()[-2000:])
         return [row]
 
-    def rows_since(self, mark):
-        return list(self.rows)[mark:]
-
     def settle(self, names=None):
         """Wait for Postfix to deliver, then count `names` (default all)."""
         if not wait_delivery(self.pf):
@@ -940,9 +937,10 @@ class Run:
             row = "sigkill x at %s" % ph
             self.log("  " + row)
             m = self.msg(row)
+            before = p.fired_count(ph, "kill")
             p.arm(ph, "kill")
             send_with_retries(s.port, m, tries=6, delay=0.3)
-            self.rows[row]["fired"] = p.fired_count(ph, "kill")
+            self.rows[row]["fired"] = p.fired_count(ph, "kill") - before
             p.disarm()
         row = "sigkill x random"
         self.log("  " + row)
