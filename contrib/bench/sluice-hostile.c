@@ -103,6 +103,10 @@ static struct hstats H;
 static atomic_bool crowd_stop, good_stop;
 static struct phase *volatile good_phase;
 static pthread_mutex_t good_mu = PTHREAD_MUTEX_INITIALIZER;
+/* messages that began in one phase and ended in the next: not in any
+ * phase's figures (under good_mu) */
+static unsigned long straddle_n;
+static double straddle_max;
 
 static double now_s(void)
 {
@@ -360,6 +364,9 @@ static void *good_main(void *arg)
             }
         } else if (lat >= 0) {
             ph->ok++; /* counted for the sink check, not for the figures */
+            straddle_n++;
+            if (lat > straddle_max)
+                straddle_max = lat;
         }
         pthread_mutex_unlock(&good_mu);
         if (lat < 0)
@@ -938,6 +945,8 @@ bad:
            atomic_load(&H.slow_bytes), atomic_load(&H.deaf_bytes), atomic_load(&H.closed[HK_IDLE]),
            atomic_load(&H.closed[HK_SLOW]), atomic_load(&H.closed[HK_FLOOD]),
            atomic_load(&H.closed[HK_DEAF]), atomic_load(&H.closed[HK_MAILIDLE]));
+    printf("messages that straddled a phase change (left out of the figures): %lu, longest %.2f ms\n",
+           straddle_n, straddle_max * 1e3);
     if (base.nlat && loaded.nlat)
         printf("good client under the crowd vs alone: rate x%.2f, p50 x%.2f, p99 x%.2f\n",
                ((double)loaded.nlat / (loaded.t1 - loaded.t0)) /
