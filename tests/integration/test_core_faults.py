@@ -143,12 +143,21 @@ def test_sigkill_mid_transaction(run):
 
 
 def test_spool_on_full_tmpfs(run):
+    import shutil
+    import subprocess
+    if not shutil.which("unshare") or subprocess.run(
+            ["unshare", "-m", "--propagation", "private", "true"],
+            capture_output=True, timeout=10).returncode != 0:
+        pytest.skip("no private mount namespace here (unshare -m)")
     mark = len(run.rows)
     run.spool_full()
     settle(run, mark)
 
 
 def test_descriptor_exhaustion(run):
+    import shutil
+    if not shutil.which("prlimit"):
+        pytest.skip("prlimit (util-linux) not installed")
     mark = len(run.rows)
     run.fd_exhaustion()
     settle(run, mark)
