@@ -985,15 +985,28 @@ class Run:
                      spool] + cmd)
         s = self.sluice(p.port, "spool", wrap=wrap,
                         server={"spool_dir": spool, "memory_buffer": "0"})
+        # A filler holds most of the tmpfs: it streams 300 KB of message
+        # and waits before its dot until the others were refused (452).
+        filler = self.msg(row, 300000)
+        full = threading.Event()
+        ft = threading.Thread(target=_slow_eod, args=(s.port, filler, full, 15.0), daemon=True)
+        ft.start()
+        time.sleep(0.5)
         msgs = [[self.msg(row, size) for _ in range(per_client)] for _ in range(clients)]
-        ts = [threading.Thread(target=lambda ms=ms: [send_with_retries(s.port, m, tries=8, delay=0.3)
-                                                      for m in ms], daemon=True) for ms in msgs]
+
+        def client(ms):
+            for m in ms:
+                send_with_retries(s.port, m, tries=8, delay=0.3)
+                if any(a["code"] == 452 for a in m.attempts):
+                    full.set()
+
+        ts = [threading.Thread(target=client, args=(ms,), daemon=True) for ms in msgs]
         for t in ts:
             t.start()
-        for t in ts:
+        for t in ts + [ft]:
             t.join(120)
-        full = sum(1 for ms in msgs for m in ms for a in m.attempts if a["code"] == 452)
-        self.rows[row]["fired"] = full
+        n452 = sum(1 for ms in msgs + [[filler]] for m in ms for a in m.attempts if a["code"] == 452)
+        self.rows[row]["fired"] = n452
         if not s.alive():
             self.notes.append("spool sluice died: %s" % s.output()[-2000:])
 
@@ -1122,6 +1135,37 @@ def check(table, problems):
             out.append("%s: %d message(s) failed permanently (5xx) after a temporary fault"
                        % (r["row"], r["perm"]))
     return out
+
+
+def _slow_eod(port, m, go, wait_s):
+    """One attempt that sends the message but holds the dot back until `go`
+    is set (or wait_s passed): its spool file stays while others try."""
+    fid = "%s/%d" % (m.mid.strip("<>"), len(m.attempts) + 1)
+    a = {"fid": fid, "stage": "connect", "code": None, "text": "", "sent": m.text(fid),
+         "reused": False}
+    m.attempts.append(a)
+    try:
+        with smtplib.SMTP("127.0.0.1", port, local_hostname="client.test", timeout=30) as s:
+            s.ehlo("client.test")
+            for stage, fn in (("mail", lambda: s.mail("client@example.com")),
+                              ("rcpt", lambda: s.rcpt("faults@example.net")),
+                              ("data", lambda: s.docmd("DATA"))):
+                a["stage"] = stage
+                code, msg = fn()
+                if code not in (250, 354):
+                    a.update(code=code, text=msg)
+                    return
+            a["stage"] = "eod"
+            s.send(_stuff(a["sent"]))
+            go.wait(wait_s)
+            s.send(b".\r\n")
+            a["stage"] = "unknown"
+            code, msg = s.getreply()
+            a.update(stage="eod", code=code, text=msg)
+    except Exception as e:
+        a["text"] = "%s: %s" % (type(e).__name__, e)
+    if a["code"] is None or a["code"] >= 400:
+        send_with_retries(port, m, tries=6, delay=0.3)
 
 
 def _cpu_ticks(pid):
