@@ -96,6 +96,7 @@ class FaultProxy:
         self.withheld = set()     # fault ids whose Postfix 250 sluice never got
         self.conns = 0
         self.on_kill = None       # called for the "kill" fault
+        self.forwarded = []       # verbs forwarded to Postfix, in order
         self._stop = False
         self._t = threading.Thread(target=self._accept_loop, daemon=True)
         self._t.start()
@@ -446,6 +447,8 @@ class _ProxyConn:
             self.made_up(b"454 4.7.0 TLS not available (fault proxy)\r\n")
             return
         self.queue.append({"verb": verb})
+        with self.p.lock:
+            self.p.forwarded.append(verb)
         self.forward(line)
 
     def inject(self, kind, verb, eod=False):

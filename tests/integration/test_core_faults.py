@@ -118,6 +118,24 @@ def test_real_postfix_refuses_data_next_message_same_session(postfix_data_refusa
         s.stop()
 
 
+@pytest.mark.parametrize("kind", faults.KINDS)
+def test_upstream_tls_encrypt_never_downgrades(run, kind):
+    """[upstream] tls = encrypt: whatever happens to STARTTLS (refused,
+    5xx, stalled handshake, reset, garbage), no envelope goes to the
+    upstream in the clear and the client is not told 250."""
+    p = run.proxy(offer_starttls=True)
+    s = run.sluice(p.port, "encrypt-%s" % kind, upstream={"tls": "encrypt"})
+    p.arm("starttls", kind)
+    m = faults.Message("encrypt %s" % kind, 0, 1000)
+    a = faults.attempt(s.port, m)
+    assert p.fired_count("starttls", kind) == 1
+    assert not (a["stage"] == "eod" and a["code"] and a["code"] < 300), a
+    assert a["code"] is None or 400 <= a["code"] < 600, a
+    with p.lock:
+        sent = list(p.forwarded)
+    assert not {"MAIL", "RCPT", "DATA", "XCLIENT"} & set(sent), sent
+
+
 def test_no_fault_control(run):
     mark = len(run.rows)
     run.phase_faults(phases=(), control=True)
