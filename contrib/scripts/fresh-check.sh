@@ -34,9 +34,11 @@
 # variant (essential + apt: no Python, no compiler, no locales, no mail
 # system); /etc/hosts and /etc/hostname are written the way Debian's
 # installer writes them (127.0.0.1 localhost, 127.0.1.1 the host name); the
-# host's /etc/resolv.conf is copied for apt; /proc, /sys, /dev, /dev/pts,
-# /dev/shm and a tmpfs /tmp are mounted; the command starts from an empty
-# environment (HOME=/root, the default root PATH, no LANG) like a root login.
+# host's /etc/resolv.conf is copied for apt; the root is bind-mounted on
+# itself (a mount point, as "/" is on a machine) and /proc, /sys, /dev,
+# /dev/pts, /dev/shm and a tmpfs /tmp are mounted in it; the command starts
+# from an empty environment (HOME=/root, the default root PATH, no LANG)
+# like a root login.
 set -euo pipefail
 
 DIR=/var/tmp/sluice-fresh
@@ -173,6 +175,9 @@ unshare --mount --propagation private --pid --uts --fork \
   bash -c '
     set -e
     hostname "$FRESH_HOSTNAME"
+    # "/" is a mount point on a real machine; in a plain chroot it is not,
+    # and "unshare --mount" inside (a DKIM test does that) fails with EINVAL.
+    mount --bind "$RUN" "$RUN"
     mount -t proc proc "$RUN/proc"
     mount -t sysfs sysfs "$RUN/sys"
     mount --rbind /dev "$RUN/dev"          # with /dev/pts
