@@ -14,6 +14,10 @@ if [ -z "$fmtdiff" ]; then
   echo "format-check: clang-format-diff not found (apt-get install clang-format)" >&2
   exit 1
 fi
+if ! command -v git >/dev/null; then
+  echo "format-check: git not found (apt-get install git)" >&2
+  exit 1
+fi
 if ! git cat-file -e "$base^{commit}" 2>/dev/null; then
   # A shallow clone without the baseline: check what the last commit changed.
   echo "format-check: baseline $base not in this clone; checking HEAD's own changes" >&2

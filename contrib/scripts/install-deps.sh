@@ -8,8 +8,9 @@
 set -euo pipefail
 
 PACKAGES=(
-  # build: compiler, CMake, pkg-config
-  build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
+  # build: compiler, CMake, pkg-config; git for test.sh's format check of
+  # changed lines (without it the check skips itself: "no history")
+  build-essential cmake pkg-config clang libclang-rt-14-dev clang-format git
   # libraries the daemon and plugins link
   libuv1-dev libssl-dev libinih-dev libpcre2-dev libgmime-3.0-dev
   libmicrohttpd-dev libclamav-dev libopendkim-dev libsqlite3-dev

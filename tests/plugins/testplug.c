@@ -26,6 +26,7 @@
  *   counter = yes                counts data calls in a counter
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,8 +59,10 @@ struct tp {
     unsigned long ndata; /* data hook calls, handed over on reload */
 };
 
-/* The host table is the same for every instance; keep it for tp_of(). */
-static const struct sluice_host_api *g_api;
+/* The host table is the same for every instance; keep it for tp_of().
+ * Atomic: a reload runs tp_init again on the loop thread (the module stays
+ * loaded) while hooks of the old chain read it on pool threads. */
+static _Atomic(const struct sluice_host_api *) g_api;
 
 static int parse_verdict(const char *s)
 {
@@ -80,7 +83,7 @@ static int tp_init(const struct sluice_host_api *api, sluice_instance *inst, voi
     struct tp *t = calloc(1, sizeof *t);
     if (!t)
         return -1;
-    g_api = api;
+    atomic_store_explicit(&g_api, api, memory_order_release);
     t->api = api;
     t->inst = inst;
     static const char *const phases[] = {"connect", "helo", "mail", "rcpt", "data"};
@@ -167,7 +170,7 @@ static int answer(sluice_ctx *ctx, struct tp *t, enum sluice_phase ph)
 
 static struct tp *tp_of(sluice_ctx *ctx)
 {
-    return g_api->instance_data(ctx);
+    return atomic_load_explicit(&g_api, memory_order_acquire)->instance_data(ctx);
 }
 
 static int tp_hook_connect(sluice_ctx *ctx)
