@@ -35,7 +35,8 @@ static const char *api_config_get(const sluice_instance *inst, const char *key)
     return cfg_get(inst->cfg, section, key, NULL);
 }
 
-__attribute__((format(printf, 3, 4)))
+static void api_config_error(sluice_instance *inst, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void api_config_error(sluice_instance *inst, const char *key, const char *fmt, ...)
 {
     char section[300];
@@ -80,7 +81,8 @@ static int to_log_level(int level)
     }
 }
 
-__attribute__((format(printf, 3, 4)))
+static void api_log(const sluice_instance *inst, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void api_log(const sluice_instance *inst, int level, const char *fmt, ...)
 {
     enum log_level l = (enum log_level)to_log_level(level);
@@ -124,7 +126,8 @@ static enum sluice_phase api_phase(sluice_ctx *ctx)
     return ctx->phase;
 }
 
-__attribute__((format(printf, 3, 4)))
+static void api_log_ctx(sluice_ctx *ctx, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void api_log_ctx(sluice_ctx *ctx, int level, const char *fmt, ...)
 {
     enum log_level l = (enum log_level)to_log_level(level);

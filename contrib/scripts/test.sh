@@ -6,7 +6,11 @@
 # loopback), then do it again in an AddressSanitizer + UBSan build.
 # Exits non-zero if any step fails. Run as root from anywhere:
 #   bash contrib/scripts/test.sh
-# Env: JOBS (default 2), SKIP_DEPS=1 to skip apt, SKIP_ASAN=1 for a quick run.
+# Then the fuzz drivers (tests/fuzz) are built with clang + libFuzzer in
+# build-fuzz/, each seed corpus is replayed and each driver fuzzed for
+# FUZZ_SECONDS (default 15) seconds; any crash fails the run.
+# Env: JOBS (default 2), SKIP_DEPS=1 to skip apt, SKIP_ASAN=1 for a quick run,
+# SKIP_FUZZ=1 to skip the fuzz section, FUZZ_SECONDS per driver.
 set -uo pipefail
 
 cd "$(dirname "$0")/../.." || exit 1
@@ -50,6 +54,27 @@ if [ "${SKIP_ASAN:-0}" != 1 ]; then
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   if ! build_and_test build-asan -DSLUICE_SANITIZE=ON; then
     echo "test.sh: FAILED in build-asan/ (ASan+UBSan)" >&2
+    status=1
+  fi
+fi
+
+if [ "${SKIP_FUZZ:-0}" != 1 ]; then
+  # 13 drivers x FUZZ_SECONDS, one process at a time, plus the clang build:
+  # about 4 to 5 minutes on 2 cores with the default.
+  step "configure build-fuzz (clang, libFuzzer + ASan + UBSan)"
+  if CC=clang cmake -S "$ROOT" -B "$ROOT/build-fuzz" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DSLUICE_WERROR=ON -DSLUICE_FUZZ=ON &&
+     step "build build-fuzz (fuzzers)" &&
+     cmake --build "$ROOT/build-fuzz" -j "$JOBS" --target fuzzers; then
+    step "fuzz: replay the corpora, then ${FUZZ_SECONDS:-15} s per driver"
+    rm -rf "$ROOT/build-fuzz/fuzz-work"
+    if ! ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+         bash contrib/scripts/fuzz.sh build-fuzz "${FUZZ_SECONDS:-15}"; then
+      echo "test.sh: FAILED in build-fuzz/ (fuzzers)" >&2
+      status=1
+    fi
+  else
+    echo "test.sh: FAILED to build build-fuzz/" >&2
     status=1
   fi
 fi

@@ -111,7 +111,7 @@ static void fuzz_keyfile(const char *text, size_t len)
 
         FUZZ_CHECK(r->name && r->name[0] && r->record);
         lower_only(r->name);
-        FUZZ_CHECK(r->name[strlen(r->name) - 1] != '.');
+        FUZZ_CHECK(strcmp(r->name, ".") == 0 || r->name[strlen(r->name) - 1] != '.');
         for (size_t j = 0; j < i; j++)
             if (strcmp(kf.v[j].name, r->name) == 0) {
                 first = j;

@@ -66,10 +66,9 @@ static void check_line(const buf_t *b, const char *verb)
 
 static void check_caps(const char *in, size_t len)
 {
-    static const char *const kws[] = {"PIPELINING", "8BITMIME",            "SIZE",
-                                      "DSN",        "SMTPUTF8",            "ENHANCEDSTATUSCODES",
-                                      "STARTTLS",   "XCLIENT",             "XFORWARD",
-                                      "CHUNKING"};
+    static const char *const kws[] = {
+        "PIPELINING",          "8BITMIME", "SIZE",    "DSN",      "SMTPUTF8",
+        "ENHANCEDSTATUSCODES", "STARTTLS", "XCLIENT", "XFORWARD", "CHUNKING"};
     static struct smtp_reply out;
     struct reply_reader rd;
     size_t off = 0;

@@ -87,8 +87,7 @@ static void check_ruleset(const struct spam_ruleset *rs)
         for (size_t j = 0; j < i; j++)
             FUZZ_CHECK(rs->meta_order[j] != m);
         for (size_t k = 0; k < r->prog_len; k++) {
-            if (r->prog[k].op != SPAM_META_RULE ||
-                rs->rules[r->prog[k].arg].type != SPAM_RULE_META)
+            if (r->prog[k].op != SPAM_META_RULE || rs->rules[r->prog[k].arg].type != SPAM_RULE_META)
                 continue;
             bool before = false;
             for (size_t j = 0; j < i; j++)

@@ -74,7 +74,7 @@ static void check_host(const char *host, const struct stats_http_addr *a, const 
     FUZZ_CHECK(flipped != NULL);
     for (char *p = flipped; *p; p++)
         *p = (char)(islower((unsigned char)*p) ? toupper((unsigned char)*p)
-                                                : tolower((unsigned char)*p));
+                                               : tolower((unsigned char)*p));
     FUZZ_CHECK(stats_http_host_ok(flipped, a, a->port, allowed) == ok);
     free(flipped);
     if (!ok)
