@@ -3,7 +3,8 @@
 #
 # fuzz.sh: replay each libFuzzer driver's seed corpus, then fuzz it for a
 # while; exits non-zero on any crash, leak, sanitizer report, timeout or
-# broken invariant. One fuzzer process at a time. The seeds are never
+# broken invariant. One fuzzer process at a time (no -jobs: with -jobs=1
+# libFuzzer forks a worker that logs to ./fuzz-0.log). The seeds are never
 # modified: new inputs go to a scratch directory (kept for -merge=1).
 #   bash contrib/scripts/fuzz.sh BUILD_DIR SECONDS [DRIVER...]
 # BUILD_DIR is a tree configured with CC=clang -DSLUICE_FUZZ=ON and built
@@ -45,7 +46,7 @@ for d in "$@"; do
   # Fuzz: new inputs into new/, seeds read from the corpus.
   # shellcheck disable=SC2086
   "$fz" -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 -max_len=16384 \
-        -jobs=1 -workers=1 -print_final_stats=1 -artifact_prefix="$WORK/$d/artifacts/" \
+        -print_final_stats=1 -artifact_prefix="$WORK/$d/artifacts/" \
         ${FUZZ_ARGS:-} "$WORK/$d/new" "$CORPUS/$d" > "$log" 2>&1
   rc=$?
   # libFuzzer's last status line: "#N DONE cov: C ft: F corp: K/Sb ... exec/s: E"

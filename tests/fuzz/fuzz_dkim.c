@@ -2,7 +2,9 @@
 /*
  * Fuzz the DKIM plugin's file parsers: the signing table (dkp_table), the
  * test-mode key file (dkp_keyfile) and the private key loader (dkp_key,
- * which reads the in-memory file of fuzz_file.h).
+ * which reads the in-memory file of fuzz_file.h); and its
+ * Authentication-Results code (dkp_ar), which writes what signers put in
+ * d=, s=, b= and a= into a header and reads incoming A-R fields.
  *
  * Invariants: on failure the error line lies within the text, the message
  * is NUL-terminated in its buffer and the result is empty. A table's
@@ -11,10 +13,14 @@
  * (any case). A key file's names are lower case without a trailing dot
  * and dkp_keyfile_find() gives the first record of a name in any case and
  * with a trailing dot. A loaded key comes back as the file's text, with a
- * size fitting its algorithm.
+ * size fitting its algorithm. An A-R value fits its buffer, holds no CR,
+ * LF or other control character, and carries our authserv-id as
+ * dkp_ar_has_authserv_id() reads it; an incoming value's id check does not
+ * depend on the id's case.
  *
- * Input: byte 0 = parser (0 table, 1 key file, 2 RSA key, 3 Ed25519 key;
- * modulo 4), then the text.
+ * Input: byte 0 = parser (0 table, 1 key file, 2 RSA key, 3 Ed25519 key,
+ * 4 A-R format: result, then ID NUL D NUL S NUL B NUL A NUL REASON;
+ * 5 incoming A-R value: ID NUL VALUE; modulo 6), then the text.
  */
 #include "fuzz.h"
 #include "fuzz_file.h"
@@ -23,6 +29,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "dkp_ar.h"
 #include "dkp_key.h"
 #include "dkp_keyfile.h"
 #include "dkp_table.h"
@@ -146,6 +153,74 @@ static void fuzz_key(const char *text, size_t len, enum dkp_alg alg)
     free(pem);
 }
 
+/* The i-th NUL-separated field of p[0..n) into out (truncated). */
+static void field(const char *p, size_t n, int i, char *out, size_t outsz)
+{
+    const char *end = p + n;
+
+    for (; i > 0 && p < end; i--) {
+        const char *z = memchr(p, '\0', (size_t)(end - p));
+        p = z ? z + 1 : end;
+    }
+    size_t l = strnlen(p, (size_t)(end - p));
+    if (l >= outsz)
+        l = outsz - 1;
+    memcpy(out, p, l);
+    out[l] = '\0';
+}
+
+static void fuzz_ar_format(const char *text, size_t len)
+{
+    struct dkp_sigres r;
+    char id[300], out[1024];
+
+    if (len == 0)
+        return;
+    memset(&r, 0, sizeof r);
+    r.result = (enum dkp_result)(text[0] % 7);
+    r.keybits = (unsigned char)text[0] * 16u;
+    text++;
+    len--;
+    field(text, len, 0, id, sizeof id);
+    field(text, len, 1, r.domain, sizeof r.domain);
+    field(text, len, 2, r.selector, sizeof r.selector);
+    field(text, len, 3, r.b, sizeof r.b);
+    field(text, len, 4, r.alg, sizeof r.alg);
+    field(text, len, 5, r.reason, sizeof r.reason);
+    FUZZ_CHECK(dkp_ar_result_name(r.result) != NULL);
+
+    for (int none = 0; none < 2; none++) {
+        size_t outlen = sizeof out - (size_t)(unsigned char)r.b[0] % 512;
+        memset(out, 'Z', sizeof out);
+        int n = dkp_ar_format(id, none ? NULL : &r, out, outlen);
+        if (n < 0)
+            continue;
+        FUZZ_CHECK((size_t)n < outlen && strlen(out) == (size_t)n);
+        for (int i = 0; i < n; i++)
+            FUZZ_CHECK((unsigned char)out[i] >= 0x20 && out[i] != 0x7f);
+        if (dkp_ar_valid_authserv_id(id))
+            FUZZ_CHECK(dkp_ar_has_authserv_id(out, (size_t)n, id) == 1);
+    }
+}
+
+static void fuzz_ar_value(const char *text, size_t len)
+{
+    char id[300];
+    const char *z = memchr(text, '\0', len);
+
+    field(text, len, 0, id, sizeof id);
+    if (!z)
+        return;
+    const char *v = z + 1;
+    size_t vl = len - (size_t)(v - text);
+    int has = dkp_ar_has_authserv_id(v, vl, id);
+    FUZZ_CHECK(has == 0 || has == 1);
+    char *up = flip_case(id, 0);
+    FUZZ_CHECK(dkp_ar_has_authserv_id(v, vl, up) == has);
+    free(up);
+    (void)dkp_ar_valid_authserv_id(id);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size == 0)
@@ -153,7 +228,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *text = (const char *)data + 1;
     size_t len = size - 1;
 
-    switch (data[0] & 3) {
+    switch (data[0] % 6) {
     case 0:
         fuzz_table(text, len);
         break;
@@ -163,8 +238,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case 2:
         fuzz_key(text, len, DKP_ALG_RSA_SHA256);
         break;
-    default:
+    case 3:
         fuzz_key(text, len, DKP_ALG_ED25519_SHA256);
+        break;
+    case 4:
+        fuzz_ar_format(text, len);
+        break;
+    default:
+        fuzz_ar_value(text, len);
         break;
     }
     return 0;
