@@ -26,6 +26,11 @@ if [ $# -eq 0 ]; then
   set -- $(cd "$CORPUS" && ls)
 fi
 
+# The drivers' in-memory files live in a private directory under TMPDIR
+# (tests/fuzz/fuzz_file.h); a crashing run leaves it behind, so keep it here.
+export TMPDIR=$WORK/tmp
+mkdir -p "$TMPDIR"
+
 status=0
 for d in "$@"; do
   fz=$BIN/fuzz_$d

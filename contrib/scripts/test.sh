@@ -59,8 +59,8 @@ if [ "${SKIP_ASAN:-0}" != 1 ]; then
 fi
 
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then
-  # 13 drivers x FUZZ_SECONDS, one process at a time, plus the clang build:
-  # about 4 to 5 minutes on 2 cores with the default.
+  # 15 drivers x FUZZ_SECONDS, one process at a time (about 4 minutes with
+  # the default), plus the clang build of sluice_core and the engines.
   step "configure build-fuzz (clang, libFuzzer + ASan + UBSan)"
   if CC=clang cmake -S "$ROOT" -B "$ROOT/build-fuzz" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
         -DSLUICE_WERROR=ON -DSLUICE_FUZZ=ON &&
