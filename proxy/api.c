@@ -36,6 +36,8 @@ static const char *api_config_get(const sluice_instance *inst, const char *key)
 }
 
 static void api_config_error(sluice_instance *inst, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void api_config_error(sluice_instance *inst, const char *key, const char *fmt, ...)
 {
     char section[300];
     snprintf(section, sizeof section, "plugin %s", inst->name);
@@ -80,6 +82,8 @@ static int to_log_level(int level)
 }
 
 static void api_log(const sluice_instance *inst, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void api_log(const sluice_instance *inst, int level, const char *fmt, ...)
 {
     enum log_level l = (enum log_level)to_log_level(level);
     if (!log_enabled(l))
@@ -122,6 +126,8 @@ static enum sluice_phase api_phase(sluice_ctx *ctx)
     return ctx->phase;
 }
 
+static void api_log_ctx(sluice_ctx *ctx, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void api_log_ctx(sluice_ctx *ctx, int level, const char *fmt, ...)
 {
     enum log_level l = (enum log_level)to_log_level(level);

@@ -438,10 +438,18 @@ static char *cfg__read_line(char *str, int num, void *stream)
     str[0] = 0;
     if (line <= s->skip_upto)
         return str;
-    if (memchr(b, 0, len)) {
-        if (!s->syntax_pass)
-            cfg__err(s, NULL, line, "NUL byte in line");
-        return str;
+    for (size_t i = 0; i < len; i++) {
+        /* a stray CR or escape would also end up in the error messages */
+        unsigned char ch = (unsigned char)b[i];
+        if (ch < 0x20 && ch != '\t') {
+            if (!s->syntax_pass) {
+                if (ch == 0)
+                    cfg__err(s, NULL, line, "NUL byte in line");
+                else
+                    cfg__err(s, NULL, line, "control character 0x%02x in line", ch);
+            }
+            return str;
+        }
     }
     if (len > (size_t)num - 1) {
         if (!s->syntax_pass)

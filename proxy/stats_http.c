@@ -262,9 +262,9 @@ bool stats_http_host_ok(const char *host, const struct stats_http_addr *a, int p
         end = colon ? colon : host + strlen(host);
     }
     if (colon) {
-        char *stop;
-        long p = strtol(colon + 1, &stop, 10);
-        if (*stop || stop == colon + 1 || p != port)
+        /* digits only: strtol() alone would take " 80" and "+80" */
+        size_t nd = strspn(colon + 1, "0123456789");
+        if (nd == 0 || nd > 5 || colon[1 + nd] || strtol(colon + 1, NULL, 10) != port)
             return false;
     }
     size_t len = (size_t)(end - name);

@@ -7,8 +7,11 @@
 # build with ThreadSanitizer and run the tests that exercise the thread pool.
 # Exits non-zero if any step fails. Run as root from anywhere:
 #   bash contrib/scripts/test.sh
-# Env: JOBS (default 2), SKIP_DEPS=1 to skip apt, SKIP_ASAN=1 and SKIP_TSAN=1
-# for a quick run.
+# Then the fuzz drivers (tests/fuzz) are built with clang + libFuzzer in
+# build-fuzz/, each seed corpus is replayed and each driver fuzzed for
+# FUZZ_SECONDS (default 15) seconds; any crash fails the run.
+# Env: JOBS (default 2), SKIP_DEPS=1 to skip apt, SKIP_ASAN=1, SKIP_TSAN=1 and
+# SKIP_FUZZ=1 for a quick run, FUZZ_SECONDS per driver.
 set -uo pipefail
 
 cd "$(dirname "$0")/../.." || exit 1
@@ -102,6 +105,26 @@ if [ "${SKIP_TSAN:-0}" != 1 ]; then
     status=1
   fi
   echo "test.sh: ThreadSanitizer section took $(( $(date +%s) - t )) s"
+fi
+if [ "${SKIP_FUZZ:-0}" != 1 ]; then
+  # 15 drivers x FUZZ_SECONDS, one process at a time (about 4 minutes with
+  # the default), plus the clang build of sluice_core and the engines.
+  step "configure build-fuzz (clang, libFuzzer + ASan + UBSan)"
+  if CC=clang cmake -S "$ROOT" -B "$ROOT/build-fuzz" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DSLUICE_WERROR=ON -DSLUICE_FUZZ=ON &&
+     step "build build-fuzz (fuzzers)" &&
+     cmake --build "$ROOT/build-fuzz" -j "$JOBS" --target fuzzers; then
+    step "fuzz: replay the corpora, then ${FUZZ_SECONDS:-15} s per driver"
+    rm -rf "$ROOT/build-fuzz/fuzz-work"
+    if ! ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+         bash contrib/scripts/fuzz.sh build-fuzz "${FUZZ_SECONDS:-15}"; then
+      echo "test.sh: FAILED in build-fuzz/ (fuzzers)" >&2
+      status=1
+    fi
+  else
+    echo "test.sh: FAILED to build build-fuzz/" >&2
+    status=1
+  fi
 fi
 
 step "summary"

@@ -89,6 +89,10 @@ int dkp_keyfile_parse(const char *text, size_t len, struct dkp_keyfile *out, uns
         size_t nlen = i - nstart;
         if (nlen > 1 && s[nstart + nlen - 1] == '.')
             nlen--;
+        if (nlen > 1 && s[nstart + nlen - 1] == '.') {
+            snprintf(err, errlen, "empty label at the end of the name");
+            goto fail;
+        }
         while (i < n && (s[i] == ' ' || s[i] == '\t'))
             i++;
         if (memchr(s, '\0', n)) {

@@ -412,7 +412,8 @@ static struct rw_map *rw_map_load(struct rw_parser *p, const char *path)
     }
     free(line);
     fclose(fp);
-    qsort(m->e, m->n, sizeof(*m->e), rw_map__cmp);
+    if (m->n > 0) /* m->e is NULL for an empty map */
+        qsort(m->e, m->n, sizeof(*m->e), rw_map__cmp);
     for (size_t i = 1; i < m->n; i++)
         if (strcmp(m->e[i].key, m->e[i - 1].key) == 0) {
             rw_rules__err_at(p->errs, path, m->e[i].line > m->e[i - 1].line ? m->e[i].line : m->e[i - 1].line,

@@ -448,7 +448,8 @@ static void spam_rules__mp_fail(struct spam_rules__mp *m, const char *what)
     if (m->p >= m->end)
         snprintf(m->errbuf, sizeof(m->errbuf), "bad meta expression: %s at end", what);
     else
-        snprintf(m->errbuf, sizeof(m->errbuf), "bad meta expression: %s at '%.20s'", what, m->p);
+        snprintf(m->errbuf, sizeof(m->errbuf), "bad meta expression: %s at '%.*s'", what,
+                 (int)(m->end - m->p < 20 ? m->end - m->p : 20), m->p);
     m->err = m->errbuf;
 }
 

@@ -491,6 +491,11 @@ static void test_long_line(void **state)
     buf_reset(&err);
     assert_null(cfg_load("x.conf", NULL, &err));
     assert_string_equal(err.ptr, "x.conf:2: NUL byte in line\n");
+    /* a CR inside a line would end up in the message (fuzz_cfg) */
+    write_file("x.conf", "[server]\na\r_b = 1\n");
+    buf_reset(&err);
+    assert_null(cfg_load("x.conf", NULL, &err));
+    assert_string_equal(err.ptr, "x.conf:2: control character 0x0d in line\n");
     buf_reset(&err);
     assert_null(cfg_load("missing.conf", NULL, &err));
     assert_string_equal(err.ptr, "missing.conf: cannot open: No such file or directory\n");
