@@ -1,0 +1,85 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The client's name on the loop's resolver (proxy/dns.c): a reverse zone
+that never answers must not hold greetings up, and the outcome of lookups
+is visible on /metrics. DNS goes to a responder on 127.0.0.1 only
+(dnsstub.py, named by [server] dns_servers); clients connect from
+127.0.0.2/3, which /etc/hosts does not name."""
+
+import time
+
+import harness
+import plugkit
+from dnsstub import DNSStub
+from harness import Client, transaction
+
+
+def _sluice(sluice_factory, up_port, dns, **server):
+    stats_port = harness.free_port()
+    srv = {"reverse_dns": "yes", "dns_servers": "127.0.0.1:%d" % dns.port}
+    srv.update(server)
+    sl = sluice_factory(up_port, server=srv, stats={"listen": "127.0.0.1:%d" % stats_port})
+    return sl, stats_port
+
+
+def test_silent_reverse_zone_does_not_starve_greetings(fake, sluice_factory):
+    """Twelve connect-and-close from an address whose PTR never gets an
+    answer, then one more client: its greeting comes within rdns_wait (2 s)
+    plus slack, not after the queued lookups of clients long gone."""
+    dns = DNSStub(silent={"PTR"})
+    try:
+        sl, stats_port = _sluice(sluice_factory, fake.port, dns)
+        for _ in range(12):
+            c = Client(sl.port, source="127.0.0.2", timeout=5)
+            c.close()
+        t0 = time.monotonic()
+        with Client(sl.port, source="127.0.0.2", timeout=10) as c:
+            assert c.greeting().code == 220
+            took = time.monotonic() - t0
+            assert took < 3.0, "greeting after %.1f s" % took
+            c.ehlo("client.test")
+            assert transaction(c).code == 250
+        m = plugkit.metrics(stats_port)
+        timeouts = plugkit.metric_value(m, "sluice_dns_requests_total", {"outcome": "timeout"})
+        assert timeouts and timeouts >= 1, m
+        assert plugkit.metric_value(m, "sluice_dns_requests_total", {"outcome": "query"}) >= 1
+        assert dns.count("PTR") >= 1
+    finally:
+        dns.close()
+
+
+def test_forward_confirmed_name_reaches_upstream(fake_factory, sluice_factory):
+    """PTR then A from the responder: the confirmed name is XCLIENT NAME;
+    the second connection from the address is answered from the cache."""
+    dns = DNSStub({("PTR", "3.0.0.127.in-addr.arpa"): "client3.example.test",
+                   ("A", "client3.example.test"): "127.0.0.3"})
+    try:
+        up = fake_factory(xclient=True)
+        sl, stats_port = _sluice(sluice_factory, up.port, dns)
+        for _ in range(2):
+            with Client(sl.port, source="127.0.0.3") as c:
+                c.greeting()
+                c.ehlo("client.test")
+                assert transaction(c).code == 250
+        assert up.tx_sessions[0].xclient.get("NAME") == "client3.example.test", \
+            up.tx_sessions[0].command_strs()
+        assert dns.queries == [("PTR", "3.0.0.127.in-addr.arpa"), ("A", "client3.example.test")]
+        m = plugkit.metrics(stats_port)
+        assert plugkit.metric_value(m, "sluice_dns_requests_total", {"outcome": "cache_hit"}) == 2
+    finally:
+        dns.close()
+
+
+def test_unconfirmed_name_is_not_used(fake_factory, sluice_factory):
+    """A PTR whose name points elsewhere gives no name: [UNAVAILABLE]."""
+    dns = DNSStub({("PTR", "3.0.0.127.in-addr.arpa"): "liar.example.test",
+                   ("A", "liar.example.test"): "192.0.2.1"})
+    try:
+        up = fake_factory(xclient=True)
+        sl, _ = _sluice(sluice_factory, up.port, dns)
+        with Client(sl.port, source="127.0.0.3") as c:
+            c.greeting()
+            c.ehlo("client.test")
+            assert transaction(c).code == 250
+        assert up.tx_sessions[0].xclient.get("NAME") == "[UNAVAILABLE]"
+    finally:
+        dns.close()
