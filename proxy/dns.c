@@ -18,6 +18,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,6 +96,7 @@ struct dns__chan {
 
 static struct {
     bool started;
+    pthread_t thread; /* the loop's */
     uv_loop_t *loop;
     struct dns_conf conf;
     struct dns__chan *chans[DNS_MAX_CHANNELS];
@@ -727,6 +729,7 @@ int dns_init(uv_loop_t *loop, const struct dns_conf *conf, char *err, size_t err
         return -1;
     }
     dns__g.loop = loop;
+    dns__g.thread = pthread_self();
     dns__g.conf = *conf;
     dns__g.conf.servers = NULL;
     if (dns__g.conf.timeout_ms == 0)
@@ -750,6 +753,11 @@ int dns_init(uv_loop_t *loop, const struct dns_conf *conf, char *err, size_t err
     dns__g.nchans = 1;
     dns__g.started = true;
     return 0;
+}
+
+bool dns_on_loop_thread(void)
+{
+    return dns__g.started && pthread_equal(dns__g.thread, pthread_self());
 }
 
 void dns_shutdown(void)

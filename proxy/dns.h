@@ -35,6 +35,7 @@
 #ifndef SLUICE_DNS_H
 #define SLUICE_DNS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -68,6 +69,8 @@ struct dns_conf {
 /* Start (once, on the loop thread). 0, or -1 with a message. */
 struct uv_loop_s; /* uv_loop_t, without pulling uv.h into the config code */
 int dns_init(struct uv_loop_s *loop, const struct dns_conf *conf, char *err, size_t errlen);
+/* True on the thread that called dns_init() (the loop's); false before. */
+bool dns_on_loop_thread(void);
 /* Stop: every request still open is dropped without its callback; the
  * handles close with the loop's next run. */
 void dns_shutdown(void);

@@ -19,11 +19,13 @@ def _name(raw):
 
 class DNSStub:
     """records: {("PTR", "2.0.0.127.in-addr.arpa"): "host.test", ("A", "host.test"):
-    "127.0.0.2", ("TXT", name): "text"}; silent: set of types never answered."""
+    "127.0.0.2", ("TXT", name): "text"}; silent: set of types never answered;
+    silent_name: a predicate on the (lower-case) name, True = never answered."""
 
-    def __init__(self, records=None, silent=()):
+    def __init__(self, records=None, silent=(), silent_name=None):
         self.records = {(t, n.lower()): v for (t, n), v in (records or {}).items()}
         self.silent = set(silent)
+        self.silent_name = silent_name
         self.queries = []          # ("PTR", "2.0.0.127.in-addr.arpa"), in order
         self.lock = threading.Lock()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -34,9 +36,10 @@ class DNSStub:
         self.t = threading.Thread(target=self.loop, daemon=True)
         self.t.start()
 
-    def count(self, qtype=None):
+    def count(self, qtype=None, pred=None):
         with self.lock:
-            return sum(1 for t, _ in self.queries if qtype is None or t == qtype)
+            return sum(1 for t, n in self.queries
+                       if (qtype is None or t == qtype) and (pred is None or pred(n)))
 
     def loop(self):
         while not self.stop.is_set():
@@ -54,7 +57,7 @@ class DNSStub:
             qtype = TYPES.get(struct.unpack(">H", q[i + 1:i + 3])[0], "?")
             with self.lock:
                 self.queries.append((qtype, name))
-            if qtype in self.silent:
+            if qtype in self.silent or (self.silent_name and self.silent_name(name)):
                 continue
             qend = i + 5
             rec = self.records.get((qtype, name))
