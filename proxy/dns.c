@@ -7,10 +7,12 @@
  * records (struct dns__q, the argument c-ares hands back). A request
  * (struct dns_req) belongs to the module from dns_query() until its
  * callback has run or dns_cancel() freed it; while it waits it sits on
- * the channel's queue, while on the network it and its dns__q point at
- * each other. A dns__q outlives its request when the request timed out or
- * was cancelled (q->req = NULL): c-ares always calls back once per query,
- * and only then is the dns__q freed and its slot given back.
+ * the channel's queue, while on the network it is one of its dns__q's
+ * waiters. Requests for a (type, name) already on the network join that
+ * query instead of sending another (twelve connections from one address
+ * make one PTR query). A dns__q outlives its requests when they timed out
+ * or were cancelled (no waiters left): c-ares always calls back once per
+ * query, and only then is the dns__q freed and its slot given back.
  */
 #include "dns.h"
 
@@ -47,9 +49,10 @@ struct dns__sock {
 };
 
 struct dns__q {
+    struct dns__q *prev, *next; /* the channel's queries on the network */
     struct dns__chan *chan;
-    struct dns_req *req; /* NULL once the request went away */
-    int type;            /* cache key type (DNS__HOST marks the hosts-file path) */
+    struct dns_req *waiters; /* requests waiting for the answer; none once they went away */
+    int type;                /* cache key type (DNS__HOST marks the hosts-file path) */
     char name[DNS__NAME_MAX + 1];
 };
 
@@ -65,7 +68,8 @@ struct dns_req {
     struct defer_ev ev;          /* delivery; first member */
     struct dns_req *prev, *next; /* on the channel's queue or inflight list */
     struct dns__chan *chan;
-    struct dns__q *q; /* DNS__INFLIGHT */
+    struct dns__q *q;              /* DNS__INFLIGHT: the query it waits for */
+    struct dns_req *wprev, *wnext; /* on q->waiters */
     enum dns__rstate state;
     int type;                  /* DNS_T_*, | DNS__HOST for the host functions */
     int family;                /* DNS__HOST: AF_INET or AF_INET6 */
@@ -90,7 +94,8 @@ struct dns__chan {
     struct dns__sock *socks;
     struct dns_cache *cache;
     struct dns__list queue, inflight;
-    unsigned nq; /* dns__q records alive (network slots in use) */
+    unsigned nq;       /* dns__q records alive (network slots in use) */
+    struct dns__q *qs; /* those records */
     struct defer_ev pump_ev;
 };
 
@@ -295,6 +300,31 @@ static void dns__list_del(struct dns__list *l, struct dns_req *r)
     l->n--;
 }
 
+static void dns__q_attach(struct dns__q *q, struct dns_req *r)
+{
+    r->q = q;
+    r->wprev = NULL;
+    r->wnext = q->waiters;
+    if (q->waiters)
+        q->waiters->wprev = r;
+    q->waiters = r;
+}
+
+static void dns__q_detach(struct dns_req *r)
+{
+    struct dns__q *q = r->q;
+    if (!q)
+        return;
+    if (r->wprev)
+        r->wprev->wnext = r->wnext;
+    else
+        q->waiters = r->wnext;
+    if (r->wnext)
+        r->wnext->wprev = r->wprev;
+    r->wprev = r->wnext = NULL;
+    r->q = NULL;
+}
+
 /* ---- delivery ------------------------------------------------------------------------- */
 
 static void dns__deliver(struct defer_ev *ev)
@@ -316,9 +346,7 @@ static void dns__finish(struct dns_req *r, struct dns_cache_val *ans)
         dns__list_del(&c->queue, r);
     else if (r->state == DNS__INFLIGHT) {
         dns__list_del(&c->inflight, r);
-        if (r->q)
-            r->q->req = NULL;
-        r->q = NULL;
+        dns__q_detach(r);
     }
     r->state = DNS__DONE;
     r->ans = ans;
@@ -416,9 +444,15 @@ static void dns__q_done(struct dns__q *q, struct dns_cache_val *v)
 {
     struct dns__chan *c = q->chan;
     c->nq--;
+    if (q->prev)
+        q->prev->next = q->next;
+    else
+        c->qs = q->next;
+    if (q->next)
+        q->next->prev = q->prev;
     if (!v) {
-        if (q->req) /* only at shutdown; callers are not told */
-            q->req->q = NULL;
+        while (q->waiters) /* only at shutdown; callers are not told */
+            dns__q_detach(q->waiters);
         free(q);
         return;
     }
@@ -427,15 +461,19 @@ static void dns__q_done(struct dns__q *q, struct dns_cache_val *v)
         dns_cache_put(c->cache, q->type, q->name, v, v->ttl, now);
     else if (v->status == DNS_NOTFOUND || v->status == DNS_NODATA)
         dns_cache_put(c->cache, q->type, q->name, v, DNS__NEG_TTL, now);
-    if (q->req) {
+    while (q->waiters) {
+        struct dns_req *r = q->waiters;
+        bool last = r->wnext == NULL;
         if (v->status == DNS_TIMEOUT)
             stats_dns(STATS_DNS_TIMEOUT);
         else if (v->status == DNS_TEMPFAIL || v->status == DNS_BADREPLY)
             stats_dns(STATS_DNS_FAILURE);
-        dns__finish(q->req, v);
-    } else {
-        free(v);
+        /* Each waiter gets its own copy; the last one takes v. */
+        dns__finish(r, last ? v : dns_cache_val_dup(v));
+        if (last)
+            v = NULL;
     }
+    free(v);
     free(q);
     /* A slot is free: start waiting work from the loop, not from inside
      * ares_process_fd(). */
@@ -594,14 +632,34 @@ static void dns__arm(struct dns__chan *c)
 
 /* ---- channels ------------------------------------------------------------------------- */
 
+/* r joins a query for the same (type, name) already on the network;
+ * false when there is none. */
+static bool dns__join(struct dns__chan *c, struct dns_req *r)
+{
+    struct dns__q *q = c->qs;
+    for (; q; q = q->next)
+        if (q->type == r->type && strcasecmp(q->name, r->name) == 0)
+            break;
+    if (!q)
+        return false;
+    stats_dns(STATS_DNS_JOINED);
+    dns__q_attach(q, r);
+    r->state = DNS__INFLIGHT;
+    dns__list_add(&c->inflight, r);
+    return true;
+}
+
 static void dns__send(struct dns__chan *c, struct dns_req *r)
 {
     struct dns__q *q = xcalloc(1, sizeof *q);
     q->chan = c;
-    q->req = r;
     q->type = r->type;
     memcpy(q->name, r->name, sizeof q->name);
-    r->q = q;
+    q->next = c->qs;
+    if (c->qs)
+        c->qs->prev = q;
+    c->qs = q;
+    dns__q_attach(q, r);
     r->state = DNS__INFLIGHT;
     dns__list_add(&c->inflight, r);
     c->nq++;
@@ -622,7 +680,8 @@ static void dns__pump(struct dns__chan *c)
     while (c->queue.n && c->nq < dns__g.conf.max_inflight) {
         struct dns_req *r = c->queue.head;
         dns__list_del(&c->queue, r);
-        dns__send(c, r);
+        if (!dns__join(c, r))
+            dns__send(c, r);
     }
     dns__arm(c);
 }
@@ -679,8 +738,7 @@ static void dns__chan_free(struct dns__chan *c)
         while (lists[i]->head) {
             struct dns_req *r = lists[i]->head;
             dns__list_del(lists[i], r);
-            if (r->q)
-                r->q->req = NULL;
+            dns__q_detach(r);
             free(r);
         }
     }
@@ -842,7 +900,9 @@ static struct dns_req *dns__query(int type, const char *name, const char *server
         defer_post(&r->ev, dns__deliver);
         return r;
     }
-    if (!c->queue.n && c->nq < dns__g.conf.max_inflight) {
+    if (dns__join(c, r)) {
+        /* the answer of the query already on the network will do */
+    } else if (!c->queue.n && c->nq < dns__g.conf.max_inflight) {
         dns__send(c, r);
     } else if (c->queue.n < dns__g.conf.max_queued) {
         dns__list_add(&c->queue, r);
@@ -870,8 +930,7 @@ void dns_cancel(struct dns_req *r)
             dns__list_del(&c->queue, r);
         } else {
             dns__list_del(&c->inflight, r);
-            if (r->q)
-                r->q->req = NULL;
+            dns__q_detach(r);
         }
         dns__arm(c);
     }

@@ -115,7 +115,7 @@ const char *stats__timeout_name(int t)
 const char *stats__dns_name(int e)
 {
     static const char *const tab[STATS_DNS_COUNT] = {
-        "query", "cache_hit", "timeout", "dropped", "failure", "cancelled",
+        "query", "cache_hit", "timeout", "dropped", "failure", "cancelled", "joined",
     };
     return WORD(tab, e);
 }

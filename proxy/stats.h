@@ -51,6 +51,7 @@ enum stats_dns_event {
     STATS_DNS_DROPPED,   /* refused: the wait queue was full */
     STATS_DNS_FAILURE,   /* SERVFAIL, REFUSED, unusable answer, network error */
     STATS_DNS_CANCELLED, /* the caller went away first (a queued one is never sent) */
+    STATS_DNS_JOINED,    /* shared the answer of the same query already on the network */
     STATS_DNS_COUNT
 };
 

@@ -41,8 +41,11 @@ def test_silent_reverse_zone_does_not_starve_greetings(fake, sluice_factory):
         m = plugkit.metrics(stats_port)
         timeouts = plugkit.metric_value(m, "sluice_dns_requests_total", {"outcome": "timeout"})
         assert timeouts and timeouts >= 1, m
-        assert plugkit.metric_value(m, "sluice_dns_requests_total", {"outcome": "query"}) >= 1
-        assert dns.count("PTR") >= 1
+        # The lookups for one address share one query on the network (c-ares
+        # may retransmit it once): the silent zone is not hammered either.
+        assert plugkit.metric_value(m, "sluice_dns_requests_total", {"outcome": "query"}) == 1, m
+        assert plugkit.metric_value(m, "sluice_dns_requests_total", {"outcome": "joined"}) == 12, m
+        assert 1 <= dns.count("PTR") <= 2, dns.queries
     finally:
         dns.close()
 

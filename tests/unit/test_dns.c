@@ -15,6 +15,7 @@
 #include "dns.h"
 #include "dns_cache.h"
 #include "stats.h"
+#include "stats_json.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -294,6 +295,27 @@ static void test_bounds_and_cancel(void **state)
     dns_cancel(rf);
     run_until(loop, (struct got *[]){&f}, 1, 400);
     assert_int_equal(f.calls, 0);
+
+    dns_shutdown();
+    uv_run(loop, UV_RUN_NOWAIT);
+
+    /* again with room: */
+    conf.max_inflight = conf.max_queued = 4;
+    assert_int_equal(dns_init(loop, &conf, err, sizeof err), 0);
+    /* two requests for one name share one query, and both get the answer
+     * (here: the deadline of each) */
+    struct got g1 = {0}, g2 = {0};
+    assert_non_null(dns_query(DNS_T_TXT, "same.example", NULL, 200, got_cb, &g1));
+    assert_non_null(dns_query(DNS_T_TXT, "SAME.example", NULL, 250, got_cb, &g2));
+    run_until(loop, (struct got *[]){&g1, &g2}, 2, 3000);
+    assert_int_equal(g1.calls, 1);
+    assert_int_equal(g2.calls, 1);
+    assert_int_equal(g2.status, DNS_TIMEOUT);
+    buf_t out = BUF_INIT;
+    stats_json_render(&out, 0);
+    if (!strstr(out.ptr, "\"joined\":1"))
+        fail_msg("want one joined request: %s", out.ptr);
+    buf_free(&out);
 
     dns_shutdown();
     uv_run(loop, UV_RUN_NOWAIT);
