@@ -765,7 +765,12 @@ static struct dns__chan *dns__chan_get(const char *servers)
         if (strcmp(dns__g.chans[i]->key, csv) == 0)
             return dns__g.chans[i];
     if (dns__g.nchans == DNS_MAX_CHANNELS) {
-        log_warn("dns: more than %d server lists in use; %s refused", DNS_MAX_CHANNELS, csv);
+        static bool warned; /* once: this would repeat for every lookup */
+        if (!warned)
+            log_warn("dns: more than %d server lists in use; lookups with %s (and any other new "
+                     "list) fail until a restart",
+                     DNS_MAX_CHANNELS, csv);
+        warned = true;
         return NULL;
     }
     struct dns__chan *c = dns__chan_new(csv, err, sizeof err);

@@ -600,7 +600,7 @@ static int dkp__verify_with_keys(sluice_ctx *ctx, struct dkp_inst *d,
 {
     const struct sluice_host_api *api = sluice_api;
     const char *msg;
-    size_t len, n = 0, skipped = 0;
+    size_t len, n = 0, skipped = 0, nevaluated;
     struct dkp_sigres *res = NULL;
     char err[256], ar[1024], from_dom[256];
     struct dkp_policy_decision dec;
@@ -622,6 +622,7 @@ static int dkp__verify_with_keys(sluice_ctx *ctx, struct dkp_inst *d,
             n = 1;
         }
     }
+    nevaluated = n;
     if (skipped > 0) {
         /* One result for all signatures past the cap: not evaluated,
          * by local policy (RFC 8601 2.7.1 "policy"). */
@@ -661,14 +662,18 @@ static int dkp__verify_with_keys(sluice_ctx *ctx, struct dkp_inst *d,
         api->symbol_add(ctx, dkp__symbol(r->result), 0.0, why);
         if (d->c_results)
             api->counter_add(d->c_results, dkp_ar_result_name(r->result), 1);
-        api->log_ctx(ctx, SLUICE_LOG_INFO, "dkim: d=%s s=%s a=%s result=%s%s\"%s\"", r->domain,
-                     r->selector, r->alg, dkp_ar_result_name(r->result),
-                     r->reason[0] ? " reason=" : "", r->reason);
+        if (r->reason[0])
+            api->log_ctx(ctx, SLUICE_LOG_INFO, "dkim: d=%s s=%s a=%s result=%s reason=\"%s\"",
+                         r->domain, r->selector, r->alg, dkp_ar_result_name(r->result), r->reason);
+        else
+            api->log_ctx(ctx, SLUICE_LOG_INFO, "dkim: d=%s s=%s a=%s result=%s", r->domain,
+                         r->selector, r->alg, dkp_ar_result_name(r->result));
     }
 
     int have_from = dkp_sign_addr_domain(api->header_get(ctx, "From", 0), from_dom,
                                          sizeof from_dom) == 0;
-    dkp_policy_eval(&d->policy, have_from ? from_dom : NULL, res, n, &dec);
+    /* The author policy looks at evaluated signatures only. */
+    dkp_policy_eval(&d->policy, have_from ? from_dom : NULL, res, nevaluated, &dec);
     free(res);
     if (dec.symbol)
         api->symbol_add(ctx, dec.symbol, 0.0, dec.text);
