@@ -86,3 +86,53 @@ def test_unconfirmed_name_is_not_used(fake_factory, sluice_factory):
         assert up.tx_sessions[0].xclient.get("NAME") == "[UNAVAILABLE]"
     finally:
         dns.close()
+
+
+def _dnsplug(sluice_factory, fake, dns, **keys):
+    conf = {"name": "policy.test", "servers": "127.0.0.1:%d" % dns.port}
+    conf.update(keys)
+    return plugkit.start(sluice_factory, fake, ("d", "dnsplug", conf))
+
+
+def test_sdk_dns_query_answers_on_the_loop(fake, sluice_factory):
+    """api->dns_query from a MAIL hook: the TXT answer decides the verdict;
+    the callback never runs inside dns_query(), a cancelled lookup never
+    calls back (tests/plugins/dnsplug.c aborts the daemon otherwise), and
+    from a blocking hook on the pool dns_query refuses (NULL)."""
+    dns = DNSStub({("TXT", "policy.test"): "block this sender"})
+    try:
+        sl = _dnsplug(sluice_factory, fake, dns)
+        d = plugkit.send(sl.port)
+        assert d["mail"].code == 550 and "blocked by TXT" in d["mail"].text, d
+        dns.records = {}
+        # Cached for its TTL: still blocked without a new query.
+        n = dns.count("TXT")
+        assert plugkit.send(sl.port)["mail"].code == 550
+        assert dns.count("TXT") == n
+        assert sl.alive()
+    finally:
+        dns.close()
+    dns = DNSStub({("TXT", "policy.test"): "all fine"})
+    try:
+        sl = _dnsplug(sluice_factory, fake, dns)
+        d = plugkit.send(sl.port)
+        assert d["eod"].code == 250, d
+        got = fake.wait_messages(1)
+        assert b"X-Dns-Pool: refused" in got[-1].data, got[-1].data[:300]
+    finally:
+        dns.close()
+
+
+def test_sdk_dns_query_deadline(fake, sluice_factory):
+    """A server that never answers: the plugin's own deadline (300 ms)
+    gives SLUICE_DNS_TIMEOUT, and its 451 reaches the client in time."""
+    dns = DNSStub(silent={"TXT"})
+    try:
+        sl = _dnsplug(sluice_factory, fake, dns, timeout_ms="300")
+        t0 = time.monotonic()
+        d = plugkit.send(sl.port)
+        took = time.monotonic() - t0
+        assert d["mail"].code == 451 and "lookup failed: timeout" in d["mail"].text, d
+        assert took < 2.0, "answer after %.1f s" % took
+    finally:
+        dns.close()
