@@ -387,7 +387,8 @@ static struct dns_cache_val *dns__parse(int type, const unsigned char *abuf, int
                 cur = cap = 0;
             }
             buf = xgrow(buf, &cap, cur + t->length + 1, 1, 256);
-            memcpy(buf + cur, t->txt, t->length);
+            if (t->length) /* an empty string may come with txt == NULL */
+                memcpy(buf + cur, t->txt, t->length);
             cur += t->length;
             buf[cur] = '\0';
         }
