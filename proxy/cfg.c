@@ -35,7 +35,7 @@
 #include <unistd.h>
 
 #include "cfg_keys.h"
-#include "dns.h"
+#include "dns_parse.h"
 #include "log.h"
 
 #define CFG__MAX_FILE (1024 * 1024)  /* a config larger than this is a mistake */

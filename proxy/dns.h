@@ -27,6 +27,8 @@
  * per request unless it was cancelled first, then never. If a call that
  * takes a callback returns NULL, the callback is never called.
  *
+ * Pure parts (server lists, PTR names, answer TTLs): dns_parse.h.
+ *
  * Metrics: every request is counted in stats (stats_dns()): query (sent to
  * the network), cache_hit, timeout, dropped, failure, cancelled.
  *
@@ -41,6 +43,7 @@
 #include <sys/socket.h>
 
 #include "dns_cache.h"
+#include "dns_parse.h"
 
 /* Outcomes; the same numbers as the SDK's SLUICE_DNS_* (plugin.h). */
 enum dns_status {
@@ -56,7 +59,6 @@ enum dns_status {
 enum dns_type { DNS_T_A = 1, DNS_T_PTR = 12, DNS_T_TXT = 16, DNS_T_AAAA = 28 };
 
 #define DNS_MAX_CHANNELS 8
-#define DNS_SERVERS_MAX 512 /* longest server list, as text */
 
 struct dns_conf {
     const char *servers;   /* "127.0.0.1:5353, [::1]:53"; NULL: /etc/resolv.conf */
@@ -67,7 +69,7 @@ struct dns_conf {
 };
 
 /* Start (once, on the loop thread). 0, or -1 with a message. */
-struct uv_loop_s; /* uv_loop_t, without pulling uv.h into the config code */
+struct uv_loop_s; /* uv_loop_t */
 int dns_init(struct uv_loop_s *loop, const struct dns_conf *conf, char *err, size_t errlen);
 /* True on the thread that called dns_init() (the loop's); false before. */
 bool dns_on_loop_thread(void);
@@ -98,17 +100,5 @@ typedef void (*dns_name_cb)(void *ud, const char *name);
 struct dns_name_req *dns_client_name(const struct sockaddr *sa, unsigned timeout_ms, dns_name_cb cb,
                                      void *ud);
 void dns_name_cancel(struct dns_name_req *r);
-
-/* ---- pure helpers (unit-tested) ---- */
-
-/* "127.0.0.1:5353, [::1]:53, 192.0.2.1" (commas and/or blanks; port 53 by
- * default) into c-ares' "127.0.0.1:5353,[::1]:53,192.0.2.1". 0, or -1 with
- * a message naming the bad entry. */
-int dns_parse_servers(const char *list, char *csv, size_t csvlen, char *err, size_t errlen);
-/* "4.3.2.1.in-addr.arpa" / nibble ".ip6.arpa" name of an address. 0 or -1. */
-int dns_ptr_name(const struct sockaddr *sa, char *out, size_t outlen);
-/* Smallest TTL of the answer section of a DNS message; 0 when there is no
- * answer record or the message is malformed. */
-uint32_t dns_answer_ttl(const unsigned char *msg, size_t len);
 
 #endif

@@ -158,15 +158,15 @@ static void test_ptr_name(void **state)
     struct sockaddr_in6 a6 = {.sin6_family = AF_INET6};
     char out[100];
     inet_pton(AF_INET, "192.0.2.10", &a4.sin_addr);
-    assert_int_equal(dns_ptr_name((struct sockaddr *)&a4, out, sizeof out), 0);
+    assert_int_equal(dns_parse_ptr_name((struct sockaddr *)&a4, out, sizeof out), 0);
     assert_string_equal(out, "10.2.0.192.in-addr.arpa");
     inet_pton(AF_INET6, "2001:db8::567:89ab", &a6.sin6_addr);
-    assert_int_equal(dns_ptr_name((struct sockaddr *)&a6, out, sizeof out), 0);
+    assert_int_equal(dns_parse_ptr_name((struct sockaddr *)&a6, out, sizeof out), 0);
     assert_string_equal(out, "b.a.9.8.7.6.5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2."
                              "ip6.arpa");
-    assert_int_equal(dns_ptr_name((struct sockaddr *)&a6, out, 20), -1);
+    assert_int_equal(dns_parse_ptr_name((struct sockaddr *)&a6, out, 20), -1);
     struct sockaddr un = {.sa_family = AF_UNIX};
-    assert_int_equal(dns_ptr_name(&un, out, sizeof out), -1);
+    assert_int_equal(dns_parse_ptr_name(&un, out, sizeof out), -1);
 }
 
 static void test_answer_ttl(void **state)
@@ -180,13 +180,13 @@ static void test_answer_ttl(void **state)
         0xc0, 12,   0,    16,   0, 1, 0,  0, 1, 44,  0, 2, 1, 'x', /* TTL 300 */
         0xc0, 12,   0,    16,   0, 1, 0,  0, 0, 120, 0, 2, 1, 'y', /* TTL 120 */
     };
-    assert_int_equal(dns_answer_ttl(msg, sizeof msg), 120);
-    assert_int_equal(dns_answer_ttl(msg, sizeof msg - 1), 0); /* rdata cut short */
-    assert_int_equal(dns_answer_ttl(msg, 11), 0);
+    assert_int_equal(dns_parse_answer_ttl(msg, sizeof msg), 120);
+    assert_int_equal(dns_parse_answer_ttl(msg, sizeof msg - 1), 0); /* rdata cut short */
+    assert_int_equal(dns_parse_answer_ttl(msg, 11), 0);
     unsigned char none[21];
     memcpy(none, msg, sizeof none);
     none[7] = 0; /* no answer */
-    assert_int_equal(dns_answer_ttl(none, sizeof none), 0);
+    assert_int_equal(dns_parse_answer_ttl(none, sizeof none), 0);
 }
 
 /* ---- the resolver's bounds, on a loop ------------------------------------ */
