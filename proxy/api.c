@@ -18,6 +18,7 @@
 #include "plugdone.h"
 #include "plughdr.h"
 #include "cmd.h"
+#include "dns.h"
 #include "stats.h"
 #include "xalloc.h"
 
@@ -495,6 +496,59 @@ static void *api_event_loop(sluice_ctx *ctx)
     return host_conn_loop(ctx->hc);
 }
 
+/* ---- DNS: the host's resolver for plugins ---- */
+
+struct sluice_dns_query {
+    struct dns_req *r;
+    sluice_dns_cb cb;
+    void *ud;
+};
+
+static void api__dns_cb(void *ud, const struct dns_cache_val *ans)
+{
+    struct sluice_dns_query *q = ud;
+    struct sluice_dns_answer a = {
+        .size = sizeof a,
+        .status = ans->status,
+        .ttl = ans->ttl,
+        .count = ans->status == DNS_OK ? ans->n : 0,
+        .records = (const char *const *)ans->rr,
+    };
+    sluice_dns_cb cb = q->cb;
+    void *cb_ud = q->ud;
+    free(q); /* before the call: the plugin may not cancel it any more */
+    cb(cb_ud, &a);
+}
+
+static sluice_dns_query *api_dns_query(sluice_ctx *ctx, const struct sluice_dns_request *rq,
+                                       sluice_dns_cb cb, void *ud)
+{
+    (void)ctx;
+    if (!rq || !cb || rq->size < offsetof(struct sluice_dns_request, servers) ||
+        !dns_on_loop_thread())
+        return NULL;
+    const char *servers =
+        rq->size >= offsetof(struct sluice_dns_request, servers) + sizeof rq->servers ? rq->servers
+                                                                                      : NULL;
+    struct sluice_dns_query *q = xcalloc(1, sizeof *q);
+    q->cb = cb;
+    q->ud = ud;
+    q->r = dns_query((int)rq->type, rq->name, servers, rq->timeout_ms, api__dns_cb, q);
+    if (!q->r) {
+        free(q);
+        return NULL;
+    }
+    return q;
+}
+
+static void api_dns_cancel(sluice_dns_query *q)
+{
+    if (!q)
+        return;
+    dns_cancel(q->r);
+    free(q);
+}
+
 static const struct sluice_host_api host_api = {
     .size = sizeof(struct sluice_host_api),
     .version = SLUICE_PLUGIN_ABI_VERSION,
@@ -549,6 +603,8 @@ static const struct sluice_host_api host_api = {
     .current_rcpt_params = api_current_rcpt_params,
     .config_load = plugcfg_api_load,
     .header_fold = plughdr_fold,
+    .dns_query = api_dns_query,
+    .dns_cancel = api_dns_cancel,
 };
 
 const struct sluice_host_api *api_table(void)

@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "cfg_keys.h"
+#include "dns_parse.h"
 #include "log.h"
 
 #define CFG__MAX_FILE (1024 * 1024)  /* a config larger than this is a mistake */
@@ -683,6 +684,11 @@ static void cfg__defaults(struct cfg__load *s)
     c->shutdown_timeout_ms = 30 * SEC;
     c->log_syslog = false;
     c->reverse_dns = true;
+    c->rdns_wait_ms = 2 * SEC;
+    c->dns_timeout_ms = 2 * SEC;
+    c->dns_max_inflight = 64;
+    c->dns_max_queued = 256;
+    c->dns_cache_size = 10000;
     c->log_level = LOG_LVL_INFO;
 
     c->connect_at = CFG_CONNECT_AT_MAIL;
@@ -887,6 +893,13 @@ static void cfg__check(struct cfg__load *s)
         cfg__check_dir(s, "plugin_dir", c->plugin_dir, l, 0);
     }
 
+    if (c->dns_servers) {
+        char csv[DNS_SERVERS_MAX], err[200];
+        if (dns_parse_servers(c->dns_servers, csv, sizeof csv, err, sizeof err) != 0)
+            cfg__err(s, NULL, cfg__seen_line(s, SEC_SERVER, "dns_servers"), "'dns_servers': %s",
+                     err);
+    }
+
     if (c->user) {
         errno = 0;
         if (!getpwnam(c->user))
@@ -914,6 +927,7 @@ static void cfg__free(struct cfg *c)
     free(c->group);
     free(c->plugin_dir);
     free(c->quarantine_dir);
+    free(c->dns_servers);
     free(c->stats_allowed_hosts);
     free(c->stats_token_file);
     free(c->upstream_helo);

@@ -82,6 +82,12 @@ struct cfg {
     unsigned shutdown_timeout_ms; /* 30 s */
     bool log_syslog;
     bool reverse_dns;             /* yes: look up (and forward-confirm) the client's name */
+    unsigned rdns_wait_ms;        /* 2 s: the greeting waits at most this for the name */
+    char *dns_servers;            /* resolver list ("ip[:port], ..."); NULL: /etc/resolv.conf */
+    unsigned dns_timeout_ms;      /* 2 s: deadline of one DNS request */
+    unsigned dns_max_inflight;    /* 64 queries on the network at once (per server list) */
+    unsigned dns_max_queued;      /* 256 more may wait; past that: tempfail at once */
+    unsigned dns_cache_size;      /* 10000 answers */
     int log_level;                /* enum log_level */
     char *plugin_dir;             /* bundled plugin directory override */
     char *quarantine_dir;         /* for QUARANTINE verdicts */

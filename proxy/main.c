@@ -22,7 +22,7 @@
 #include "chain.h"
 #include "log.h"
 #include "mime7.h"
-#include "resolve.h"
+#include "dns.h"
 #include "server.h"
 #include "stats.h"
 #include "stats_http.h"
@@ -208,7 +208,7 @@ static int main__read_token(const char *path, char *out, size_t n)
     return 0;
 }
 
-/* Bind, start the stats endpoint and the resolver, accept, run until
+/* Bind, start the stats endpoint and the DNS resolver, accept, run until
  * stopped, and tear down. The exit code. */
 static int main__run(struct cfg *cfg)
 {
@@ -231,8 +231,16 @@ static int main__run(struct cfg *cfg)
         }
         log_info("stats endpoint on %s", srv.cfg->stats_listen);
     }
-    if (resolve_init(loop, 4) != 0)
-        log_warn("client name lookups disabled: no resolver threads");
+    struct dns_conf dc = {
+        .servers = srv.cfg->dns_servers,
+        .timeout_ms = srv.cfg->dns_timeout_ms,
+        .max_inflight = srv.cfg->dns_max_inflight,
+        .max_queued = srv.cfg->dns_max_queued,
+        .cache_size = srv.cfg->dns_cache_size,
+    };
+    char dns_err[256];
+    if (dns_init(loop, &dc, dns_err, sizeof dns_err) != 0)
+        log_warn("DNS resolver not started (client names, plugin queries off): %s", dns_err);
     if (server_start(&srv) != 0) {
         log_fatal("cannot start: see the errors above");
         return 1;
@@ -247,7 +255,7 @@ static int main__run(struct cfg *cfg)
     uv_run(loop, UV_RUN_DEFAULT);
     log_set_buffered(0);
     uv_close((uv_handle_t *)&log_check, NULL);
-    resolve_shutdown();
+    dns_shutdown();
     log_info("sluice stopped");
     stats_http_stop();
     server_free(&srv);

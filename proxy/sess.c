@@ -26,7 +26,7 @@
 #include "clock.h"
 #include "conn.h"
 #include "names.h"
-#include "resolve.h"
+#include "dns.h"
 #include "server.h"
 #include "sess_int.h"
 #include "xalloc.h"
@@ -421,7 +421,7 @@ static void sess__teardown(struct sess *s, bool graceful)
         s->hc = NULL;
     }
     if (s->dns) {
-        resolve_cancel(s->dns); /* no callback after this */
+        dns_name_cancel(s->dns); /* no callback after this */
         s->dns = NULL;
     }
     if (s->conn) {
@@ -521,9 +521,12 @@ static void sess__begin(struct sess *s)
 }
 
 /* Reverse lookup, then forward confirmation (the name must resolve back to
- * the client's address), on sluice's resolver threads before the greeting,
- * as MTAs do: plugins and the upstream (XCLIENT NAME) only ever get a
- * verified name. */
+ * the client's address) on the loop's resolver (dns.c) before the
+ * greeting, as MTAs do: plugins and the upstream (XCLIENT NAME) only ever
+ * get a verified name. The wait is bounded by rdns_wait: past it the
+ * session greets without a name (sess__dns_cb gets NULL); an answer that
+ * comes later is not used by this session, but it fills the resolver's
+ * cache for the client's next connection. */
 static void sess__dns_cb(void *ud, const char *name)
 {
     struct sess *s = ud;
@@ -541,7 +544,7 @@ static bool sess__start_dns(struct sess *s)
     int len = sizeof ss;
     if (uv_tcp_getpeername(conn_tcp(s->conn), (struct sockaddr *)&ss, &len) != 0)
         return false;
-    s->dns = resolve_client((struct sockaddr *)&ss, sess__dns_cb, s);
+    s->dns = dns_client_name((struct sockaddr *)&ss, s->cfg->rdns_wait_ms, sess__dns_cb, s);
     if (!s->dns)
         return false;
     s->log.action = "looking up the client's name";

@@ -122,7 +122,7 @@ struct sess {
 
     struct up *up;
     struct host_conn *hc;
-    struct resolve_req *dns;
+    struct dns_name_req *dns; /* the client's name being looked up */
     struct tx *tx; /* the transaction in progress (owned) or NULL */
     struct tx *spare_tx; /* an emptied one kept for the next MAIL (owned) */
     struct data_reader dr;

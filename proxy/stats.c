@@ -112,6 +112,14 @@ const char *stats__timeout_name(int t)
     return WORD(tab, t);
 }
 
+const char *stats__dns_name(int e)
+{
+    static const char *const tab[STATS_DNS_COUNT] = {
+        "query", "cache_hit", "timeout", "dropped", "failure", "cancelled", "joined",
+    };
+    return WORD(tab, e);
+}
+
 const char *stats__uperr_name(int e)
 {
     static const char *const tab[STATS_UPERR_COUNT] = {
@@ -223,6 +231,12 @@ void stats_timeout(enum stats_timeout t)
 }
 
 void stats_error(void) { inc(&g.errors); }
+
+void stats_dns(enum stats_dns_event e)
+{
+    if ((unsigned)e < STATS_DNS_COUNT)
+        inc(&g.dns[e]);
+}
 
 void stats_transaction(enum stats_verdict v, unsigned rcpts, uint64_t bytes_in,
                        uint64_t bytes_out, double seconds)
@@ -422,6 +436,9 @@ static const char *const core_names[] = {
     "sluice_plugin_thread_waits_total",
 };
 
+/* Core families added later (kept apart so the list above stays as it is). */
+static const char *const core_names_more[] = {"sluice_dns_requests_total"};
+
 static bool label_name_ok(const char *l)
 {
     return l[0] != '\0' && !(l[0] >= '0' && l[0] <= '9') && strncmp(l, "__", 2) != 0 &&
@@ -453,6 +470,9 @@ static bool counter_key(struct counter_key *k, const char *plugin_name, const ch
              base, has_suffix(base, "_total") ? "" : "_total");
     for (size_t i = 0; i < sizeof core_names / sizeof core_names[0]; i++)
         if (strcmp(k->full, core_names[i]) == 0)
+            return false;
+    for (size_t i = 0; i < sizeof core_names_more / sizeof core_names_more[0]; i++)
+        if (strcmp(k->full, core_names_more[i]) == 0)
             return false;
     if (label_name != NULL) {
         sanitize_ident(k->label, sizeof k->label, label_name);
@@ -688,6 +708,8 @@ static void reset_core(void)
         atomic_store(&g.up_error[i], 0);
     for (size_t i = 0; i < STATS_TO_COUNT; i++)
         atomic_store(&g.timeout[i], 0);
+    for (size_t i = 0; i < STATS_DNS_COUNT; i++)
+        atomic_store(&g.dns[i], 0);
     for (size_t i = 0; i < STATS_V_COUNT; i++) {
         atomic_store(&g.tx[i], 0);
         atomic_store(&g.msg[i], 0);

@@ -43,6 +43,18 @@ enum stats_up_error {
     STATS_UPERR_TLS, STATS_UPERR_COUNT
 };
 
+/* What became of one DNS request (dns.c). */
+enum stats_dns_event {
+    STATS_DNS_QUERY = 0, /* sent to the network */
+    STATS_DNS_CACHE_HIT, /* answered from the cache */
+    STATS_DNS_TIMEOUT,   /* the caller's deadline passed (or c-ares gave up) */
+    STATS_DNS_DROPPED,   /* refused: the wait queue was full */
+    STATS_DNS_FAILURE,   /* SERVFAIL, REFUSED, unusable answer, network error */
+    STATS_DNS_CANCELLED, /* the caller went away first (a queued one is never sent) */
+    STATS_DNS_JOINED,    /* shared the answer of the same query already on the network */
+    STATS_DNS_COUNT
+};
+
 int stats_init(void);             /* once, before anything else */
 void stats_set_build_info(const char *version);
 
@@ -55,6 +67,7 @@ void stats_upstream_reply(int code);
 void stats_upstream_error(enum stats_up_error e);
 void stats_timeout(enum stats_timeout t);
 void stats_error(void);           /* internal errors (spool, memory) */
+void stats_dns(enum stats_dns_event e);
 
 /* One call per transaction that reached a final answer (or was aborted). */
 void stats_transaction(enum stats_verdict v, unsigned rcpts, uint64_t bytes_in,

@@ -94,6 +94,8 @@ static void emit_traffic(buf_t *out, const struct stats__core *g)
     buf_puts(out, ",");
     emit_enum(out, "timeouts", stats__timeout_name, g->timeout, STATS_TO_COUNT);
     buf_printf(out, ",\"errors\":%" PRIu64 ",", stats__ld(&g->errors));
+    emit_enum(out, "dns", stats__dns_name, g->dns, STATS_DNS_COUNT);
+    buf_puts(out, ",");
     emit_enum(out, "transactions", names_txverdict, g->tx, STATS_V_COUNT);
     buf_puts(out, ",");
     emit_enum(out, "messages", names_txverdict, g->msg, STATS_V_COUNT);

@@ -134,6 +134,9 @@ static void emit_smtp(buf_t *out, const struct stats__core *g)
               stats__timeout_name, g->timeout, STATS_TO_COUNT);
     emit_scalar(out, "sluice_errors_total", "counter", "Internal errors (memory, spool).",
                 stats__ld(&g->errors));
+    emit_enum(out, "sluice_dns_requests_total", "counter",
+              "DNS requests (client names, plugin queries) by what became of them.", "outcome",
+              stats__dns_name, g->dns, STATS_DNS_COUNT);
 }
 
 /* Transactions, messages, their sizes and durations. */

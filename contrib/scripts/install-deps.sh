@@ -13,7 +13,7 @@ PACKAGES=(
   build-essential cmake pkg-config clang libclang-rt-14-dev clang-format git
   # libraries the daemon and plugins link
   libuv1-dev libssl-dev libinih-dev libpcre2-dev libgmime-3.0-dev
-  libmicrohttpd-dev libclamav-dev libopendkim-dev libsqlite3-dev
+  libmicrohttpd-dev libclamav-dev libopendkim-dev libsqlite3-dev libc-ares-dev
   # unit tests
   libcmocka-dev
   # integration tests and demo: Python, a real MTA, real SMTP client, certs

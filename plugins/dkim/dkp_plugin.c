@@ -13,10 +13,20 @@
  * A chain usually holds a verify instance first and a sign instance last,
  * so the signature covers the message exactly as it will be forwarded.
  *
- * Both modes work in the DATA hook on a thread-pool thread (key lookups and
- * RSA are blocking). The instance state (struct dkp_inst) is built by
- * init(), read-only afterwards and shared by those threads; the only
- * mutable shared piece, the key cache, has its own lock.
+ * The DATA hook runs on the loop thread and answers asynchronously. In
+ * verify mode it reads the first max_signatures DKIM-Signature fields,
+ * looks their key records up (the key cache, else api->dns_query on the
+ * host's resolver, all at once, nothing blocking), and only when every
+ * answer is in hands the message to a libuv pool thread for the CPU part
+ * (libopendkim, RSA), which edits the message and calls api->complete().
+ * Sign mode goes to the pool thread straight away. So no pool thread ever
+ * waits for the network, and a message with hundreds of signatures costs
+ * max_signatures lookups at most; the rest get one dkim=policy result.
+ * The instance state (struct dkp_inst) is built by init(), read-only
+ * afterwards and shared by those threads; the only mutable shared piece,
+ * the key cache, has its own lock. A job (struct dkp_job) belongs to the
+ * hook call that made it: the loop thread while keys are looked up, then
+ * the pool thread, which completes the ctx; the loop frees it after.
  *
  * Keys: one typed key table for both modes (api->config_load, the daemon's
  * grammar); a key of the other mode is reported as such.
@@ -27,9 +37,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sluice/plugin.h>
+#include <uv.h>
 
 #include "dkp_ar.h"
 #include "dkp_cache.h"
@@ -57,7 +69,7 @@ struct dkp_conf {
     int mode; /* enum dkp_mode */
     /* verify */
     const char *authserv_id, *keys_file, *dns_servers;
-    unsigned dns_timeout_ms, cache_size, cache_max_ttl_ms, min_key_bits;
+    unsigned dns_timeout_ms, max_signatures, cache_size, cache_max_ttl_ms, min_key_bits;
     bool allow_sha1;
     const char *require_valid_from, *on_fail, *on_temperror;
     /* sign */
@@ -79,6 +91,8 @@ static const struct sluice_config_key dkp__keys[] = {
     {DKP_KEY("dns_servers", SLUICE_CONFIG_STRING, dns_servers)},
     {DKP_KEY("dns_timeout", SLUICE_CONFIG_DURATION, dns_timeout_ms), .def = "5s", .min = 100,
      .max = 60000},
+    {DKP_KEY("max_signatures", SLUICE_CONFIG_UNSIGNED, max_signatures), .def = "5", .min = 1,
+     .max = DKP_VERIFY_MAX_SIGS},
     {DKP_KEY("cache_size", SLUICE_CONFIG_UNSIGNED, cache_size), .def = "10000", .min = 1,
      .max = 1000000},
     {DKP_KEY("cache_max_ttl", SLUICE_CONFIG_DURATION, cache_max_ttl_ms), .def = "1h", .min = 0,
@@ -110,7 +124,6 @@ struct dkp_inst {
     char authserv_id[256];
     struct dkp_keyfile keyfile; /* owned; used when have_keyfile */
     int have_keyfile;
-    struct dkp_dns_conf dns;
     struct dkp_cache *cache;    /* owned */
     struct dkp_verify *verify;  /* owned */
     struct dkp_policy policy;   /* owned */
@@ -257,8 +270,9 @@ static void dkp__shutdown(void *data)
 
 /* Keys that belong to the other mode are a mistake worth reporting. */
 static const char *const dkp__verify_keys[] = {
-    "authserv_id", "keys_file", "dns_servers", "dns_timeout", "cache_size", "cache_max_ttl",
-    "min_key_bits", "allow_sha1", "require_valid_from", "on_fail", "on_temperror", NULL,
+    "authserv_id", "keys_file",     "dns_servers",  "dns_timeout", "max_signatures",
+    "cache_size",  "cache_max_ttl", "min_key_bits", "allow_sha1",  "require_valid_from",
+    "on_fail",     "on_temperror",  NULL,
 };
 static const char *const dkp__sign_keys[] = {
     "signing_table", "internal_networks", "sign_authenticated", "sender", "canonicalization",
@@ -305,24 +319,20 @@ static int dkp__init_verify(struct dkp_inst *d, int bad)
         free(text);
     }
 
+    /* Key records are looked up on the host's resolver: its servers, or
+     * the ones named here (checked now, handed over as written). */
     v = c->dns_servers;
     if (v) {
-        if (dkp_dns_parse_servers(v, &d->dns, err, sizeof err) < 0) {
+        struct dkp_dns_conf dc;
+        if (dkp_dns_parse_servers(v, &dc, err, sizeof err) < 0) {
             api->config_error(inst, "dns_servers", "%s", err);
             bad = 1;
         }
-    } else if (!d->have_keyfile) {
-        size_t len;
-        char *text = dkp__slurp("/etc/resolv.conf", &len);
-        if (!text || dkp_dns_parse_resolv(text, len, &d->dns) < 0) {
-            api->config_error(inst, "dns_servers",
-                              "not set and /etc/resolv.conf names no usable nameserver");
-            bad = 1;
-        }
-        free(text);
     }
-
-    d->dns.timeout_ms = c->dns_timeout_ms;
+    if (!d->have_keyfile && !SLUICE_API_HAS(api, dns_cancel)) {
+        api->config_error(inst, NULL, "key lookups need a newer sluice (host DNS), or keys_file");
+        bad = 1;
+    }
 
     d->policy.on_fail = DKP_ACT_REJECT;
     d->policy.on_temperror = DKP_ACT_TEMPFAIL;
@@ -353,8 +363,7 @@ static int dkp__init_verify(struct dkp_inst *d, int bad)
     }
     struct dkp_verify_conf vc = {
         .keyfile = d->have_keyfile ? &d->keyfile : NULL,
-        .dns = &d->dns,
-        .cache = d->cache,
+        .max_sigs = c->max_signatures,
         .min_key_bits = c->min_key_bits,
         .allow_sha1 = c->allow_sha1,
     };
@@ -584,11 +593,14 @@ static void dkp__delete_forged(sluice_ctx *ctx, struct dkp_inst *d)
     }
 }
 
-static int dkp__on_data_verify(sluice_ctx *ctx, struct dkp_inst *d)
+/* The CPU part of verification, with the key records looked up before:
+ * verify, record the results, apply the policy. Pool thread. */
+static int dkp__verify_with_keys(sluice_ctx *ctx, struct dkp_inst *d,
+                                 const struct dkp_verify_key *keys, size_t nkeys)
 {
     const struct sluice_host_api *api = sluice_api;
     const char *msg;
-    size_t len, n = 0;
+    size_t len, n = 0, skipped = 0, nevaluated;
     struct dkp_sigres *res = NULL;
     char err[256], ar[1024], from_dom[256];
     struct dkp_policy_decision dec;
@@ -597,7 +609,8 @@ static int dkp__on_data_verify(sluice_ctx *ctx, struct dkp_inst *d)
         api->log_ctx(ctx, SLUICE_LOG_WARN, "dkim: message not available");
         return SLUICE_CONTINUE;
     }
-    if (dkp_verify_message(d->verify, msg, len, &res, &n, err, sizeof err) < 0) {
+    if (dkp_verify_message(d->verify, msg, len, keys, nkeys, &res, &n, &skipped, err, sizeof err) <
+        0) {
         /* libopendkim refuses messages it cannot parse (no From: field,
          * say) before looking at signatures: signed ones get permerror,
          * unsigned ones stay "none". */
@@ -607,6 +620,21 @@ static int dkp__on_data_verify(sluice_ctx *ctx, struct dkp_inst *d)
             res->result = DKP_RES_PERMERROR;
             snprintf(res->reason, sizeof res->reason, "message not verifiable: %.90s", err);
             n = 1;
+        }
+    }
+    nevaluated = n;
+    if (skipped > 0) {
+        /* One result for all signatures past the cap: not evaluated,
+         * by local policy (RFC 8601 2.7.1 "policy"). */
+        struct dkp_sigres *more = realloc(res, (n + 1) * sizeof *res);
+        if (more) {
+            res = more;
+            memset(&res[n], 0, sizeof res[n]);
+            res[n].result = DKP_RES_POLICY;
+            snprintf(res[n].reason, sizeof res[n].reason,
+                     "too many signatures: %zu more not evaluated (max_signatures = %u)", skipped,
+                     d->conf.max_signatures);
+            n++;
         }
     }
     dkp__delete_forged(ctx, d);
@@ -626,19 +654,26 @@ static int dkp__on_data_verify(sluice_ctx *ctx, struct dkp_inst *d)
     for (size_t i = 0; i < n; i++) {
         const struct dkp_sigres *r = &res[i];
         char why[600];
-        snprintf(why, sizeof why, "d=%s s=%s%s%s", r->domain, r->selector, r->reason[0] ? ": " : "",
-                 r->reason);
+        if (r->domain[0])
+            snprintf(why, sizeof why, "d=%s s=%s%s%s", r->domain, r->selector,
+                     r->reason[0] ? ": " : "", r->reason);
+        else
+            snprintf(why, sizeof why, "%s", r->reason);
         api->symbol_add(ctx, dkp__symbol(r->result), 0.0, why);
         if (d->c_results)
             api->counter_add(d->c_results, dkp_ar_result_name(r->result), 1);
-        api->log_ctx(ctx, SLUICE_LOG_INFO, "dkim: d=%s s=%s a=%s result=%s%s%s", r->domain,
-                     r->selector, r->alg, dkp_ar_result_name(r->result),
-                     r->reason[0] ? " reason=" : "", r->reason);
+        if (r->reason[0])
+            api->log_ctx(ctx, SLUICE_LOG_INFO, "dkim: d=%s s=%s a=%s result=%s reason=\"%s\"",
+                         r->domain, r->selector, r->alg, dkp_ar_result_name(r->result), r->reason);
+        else
+            api->log_ctx(ctx, SLUICE_LOG_INFO, "dkim: d=%s s=%s a=%s result=%s", r->domain,
+                         r->selector, r->alg, dkp_ar_result_name(r->result));
     }
 
     int have_from = dkp_sign_addr_domain(api->header_get(ctx, "From", 0), from_dom,
                                          sizeof from_dom) == 0;
-    dkp_policy_eval(&d->policy, have_from ? from_dom : NULL, res, n, &dec);
+    /* The author policy looks at evaluated signatures only. */
+    dkp_policy_eval(&d->policy, have_from ? from_dom : NULL, res, nevaluated, &dec);
     free(res);
     if (dec.symbol)
         api->symbol_add(ctx, dec.symbol, 0.0, dec.text);
@@ -723,17 +758,172 @@ static int dkp__on_data_sign(sluice_ctx *ctx, struct dkp_inst *d)
     return SLUICE_CONTINUE;
 }
 
+/* ---- the DATA hook: key lookups on the loop, the rest on the pool ---------- */
+
+struct dkp_job;
+/* What a key lookup's callback gets: its job and which key. */
+struct dkp_keyref {
+    struct dkp_job *j;
+    size_t i;
+};
+
+struct dkp_job {
+    uv_work_t work;
+    sluice_ctx *ctx;
+    struct dkp_inst *d;
+    size_t pending; /* key lookups still out */
+    struct dkp_verify_key keys[DKP_VERIFY_MAX_SIGS];
+    char *recs[DKP_VERIFY_MAX_SIGS]; /* owned; keys[i].rec points here */
+    struct dkp_keyref ref[DKP_VERIFY_MAX_SIGS];
+    size_t nkeys;
+};
+
+static void dkp__job_free(struct dkp_job *j)
+{
+    for (size_t i = 0; i < j->nkeys; i++)
+        free(j->recs[i]);
+    free(j);
+}
+
+/* Pool thread: the CPU part; the ctx is ours until complete(). */
+static void dkp__work_cb(uv_work_t *w)
+{
+    struct dkp_job *j = w->data;
+    struct dkp_inst *d = j->d;
+    int verdict = d->mode == DKP_MODE_VERIFY ? dkp__verify_with_keys(j->ctx, d, j->keys, j->nkeys)
+                                             : dkp__on_data_sign(j->ctx, d);
+    /* After this neither the ctx nor the instance may be touched. */
+    sluice_api->complete(j->ctx, verdict);
+}
+
+static void dkp__after_work_cb(uv_work_t *w, int status)
+{
+    (void)status; /* never cancelled: uv_cancel is not used */
+    dkp__job_free(w->data);
+}
+
+/* Loop thread: every key is known; on to the pool. */
+static void dkp__job_run(struct dkp_job *j)
+{
+    uv_loop_t *loop = sluice_api->event_loop(j->ctx);
+    j->work.data = j;
+    if (uv_queue_work(loop, &j->work, dkp__work_cb, dkp__after_work_cb) != 0) {
+        sluice_api->log_ctx(j->ctx, SLUICE_LOG_WARN, "dkim: cannot queue the work");
+        sluice_api->complete(j->ctx, SLUICE_ERROR);
+        dkp__job_free(j);
+    }
+}
+
+static enum dkp_keystat dkp__keystat(int dns_status)
+{
+    switch (dns_status) {
+    case SLUICE_DNS_OK:
+        return DKP_KEY_FOUND;
+    case SLUICE_DNS_NXDOMAIN:
+    case SLUICE_DNS_NODATA:
+        return DKP_KEY_NONE;
+    case SLUICE_DNS_BADREPLY:
+        return DKP_KEY_BADREPLY;
+    default:
+        return DKP_KEY_TEMPFAIL;
+    }
+}
+
+/* Loop thread: one key record's answer (never inside dns_query). */
+static void dkp__key_cb(void *ud, const struct sluice_dns_answer *ans)
+{
+    struct dkp_keyref *ref = ud;
+    struct dkp_job *j = ref->j;
+    size_t i = ref->i;
+    struct dkp_verify_key *k = &j->keys[i];
+    k->st = dkp__keystat(ans->status);
+    if (k->st == DKP_KEY_FOUND) {
+        /* A key name with several TXT records is ambiguous (RFC 6376
+         * 3.6.2.2); the first one is tried. */
+        j->recs[i] = ans->count ? strdup(ans->records[0]) : NULL;
+        k->rec = j->recs[i];
+        if (!k->rec)
+            k->st = ans->count ? DKP_KEY_TEMPFAIL : DKP_KEY_BADREPLY;
+    }
+    if (j->d->cache)
+        dkp_cache_put(j->d->cache, k->name, k->st, k->rec ? k->rec : "", ans->ttl, time(NULL));
+    if (--j->pending == 0)
+        dkp__job_run(j);
+}
+
+/* Loop thread: the keys of the first max_signatures signatures (each name
+ * once): from the cache, else one DNS query each, all at once. */
+static void dkp__verify_start(sluice_ctx *ctx, struct dkp_job *j)
+{
+    const struct sluice_host_api *api = sluice_api;
+    struct dkp_inst *d = j->d;
+    time_t now = time(NULL);
+    char buf[4096];
+
+    for (size_t nth = 0; nth < d->conf.max_signatures; nth++) {
+        const char *sig = api->header_get(ctx, "DKIM-Signature", nth);
+        char name[DKP_VERIFY_NAME_MAX];
+        if (!sig)
+            break;
+        if (dkp_verify_key_name(sig, name, sizeof name) < 0)
+            continue; /* libopendkim finds it broken by itself */
+        size_t i;
+        for (i = 0; i < j->nkeys; i++)
+            if (!strcasecmp(j->keys[i].name, name))
+                break;
+        if (i < j->nkeys)
+            continue;
+        struct dkp_verify_key *k = &j->keys[j->nkeys];
+        snprintf(k->name, sizeof k->name, "%s", name);
+        j->ref[j->nkeys] = (struct dkp_keyref){.j = j, .i = j->nkeys};
+        j->nkeys++;
+        if (d->cache && dkp_cache_get(d->cache, name, now, &k->st, buf, sizeof buf)) {
+            if (k->st == DKP_KEY_FOUND) {
+                j->recs[i] = strdup(buf);
+                k->rec = j->recs[i];
+                if (!k->rec)
+                    k->st = DKP_KEY_TEMPFAIL;
+            }
+            continue;
+        }
+        struct sluice_dns_request rq = {
+            .size = sizeof rq,
+            .type = SLUICE_DNS_TXT,
+            .name = name,
+            .timeout_ms = d->conf.dns_timeout_ms,
+            .servers = d->conf.dns_servers,
+        };
+        /* Counted before the call: the answer never comes inside it. */
+        j->pending++;
+        if (!api->dns_query(ctx, &rq, dkp__key_cb, &j->ref[i])) {
+            j->pending--;
+            k->st = DKP_KEY_TEMPFAIL;
+        }
+    }
+}
+
 static int dkp__on_data(sluice_ctx *ctx)
 {
     struct dkp_inst *d = sluice_api ? sluice_api->instance_data(ctx) : NULL;
 
     if (!d)
         return SLUICE_CONTINUE;
-    return d->mode == DKP_MODE_VERIFY ? dkp__on_data_verify(ctx, d) : dkp__on_data_sign(ctx, d);
+    struct dkp_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return SLUICE_ERROR;
+    j->ctx = ctx;
+    j->d = d;
+    if (d->mode == DKP_MODE_VERIFY && !d->have_keyfile)
+        dkp__verify_start(ctx, j);
+    /* Nothing to wait for (sign mode, key file, every key cached): to the
+     * pool now. Its complete() reaches the host through the loop, so only
+     * after this hook has returned. */
+    if (j->pending == 0)
+        dkp__job_run(j);
+    return SLUICE_ASYNC;
 }
 
-SLUICE_PLUGIN_DEFINE(.name = "dkim", .version = "1.0",
+SLUICE_PLUGIN_DEFINE(.name = "dkim", .version = "1.1",
                      .description = "DKIM verification (Authentication-Results) and signing",
-                     .capabilities = SLUICE_CAP_HEADERS,
-                     .blocking_phases = SLUICE_PHASE_BIT(SLUICE_PHASE_DATA),
-                     .init = dkp__init, .shutdown = dkp__shutdown, .on_data = dkp__on_data);
+                     .capabilities = SLUICE_CAP_HEADERS, .init = dkp__init,
+                     .shutdown = dkp__shutdown, .on_data = dkp__on_data);

@@ -17,11 +17,6 @@
 
 #include <dkim.h>
 
-/* More signatures than this on one message are not looked at: each costs a
- * DNS query and an RSA operation, and a message can carry hundreds. */
-#define DKP_VERIFY_MAX_SIGS 16
-#define DKP_VERIFY_MAX_RECORD 4096
-
 struct dkp_verify {
     DKIM_LIB *lib; /* owned */
     struct dkp_verify_conf conf;
@@ -34,8 +29,11 @@ struct dkp__lookup {
 
 struct dkp__vctx {
     struct dkp_verify *v;
+    const struct dkp_verify_key *keys;
+    size_t nkeys;
     struct dkp__lookup lookups[DKP_VERIFY_MAX_SIGS];
     size_t nlookups;
+    size_t skipped;
 };
 
 static void dkp__copy(char *dst, size_t dstlen, const unsigned char *src)
@@ -66,12 +64,22 @@ static DKIM_CBSTAT dkp__key_lookup(DKIM *dkim, DKIM_SIGINFO *sig, unsigned char 
             st = DKP_KEY_FOUND;
         }
     } else {
-        time_t now = time(NULL);
-        uint32_t ttl = 0;
-        if (!conf->cache || !dkp_cache_get(conf->cache, name, now, &st, (char *)buf, buflen)) {
-            st = dkp_dns_lookup_txt(conf->dns, name, (char *)buf, buflen, &ttl);
-            if (conf->cache)
-                dkp_cache_put(conf->cache, name, st, (char *)buf, ttl, now);
+        /* Looked up before verification started; one that was not (the
+         * signature list and ours disagree) is a temporary failure. */
+        st = DKP_KEY_TEMPFAIL;
+        for (size_t i = 0; i < vc->nkeys; i++) {
+            const struct dkp_verify_key *k = &vc->keys[i];
+            if (strcasecmp(k->name, name) != 0)
+                continue;
+            st = k->st;
+            if (st == DKP_KEY_FOUND) {
+                if (!k->rec || strlen(k->rec) >= buflen) {
+                    st = DKP_KEY_BADREPLY;
+                } else {
+                    memcpy(buf, k->rec, strlen(k->rec) + 1);
+                }
+            }
+            break;
         }
     }
     if (vc->nlookups < DKP_VERIFY_MAX_SIGS) {
@@ -82,6 +90,69 @@ static DKIM_CBSTAT dkp__key_lookup(DKIM *dkim, DKIM_SIGINFO *sig, unsigned char 
     if (st != DKP_KEY_FOUND)
         return DKIM_CBSTAT_NOTFOUND;
     return DKIM_CBSTAT_CONTINUE;
+}
+
+/* libopendkim's prescreen: signatures past max_sigs are not evaluated
+ * (no key lookup, no RSA). */
+static DKIM_CBSTAT dkp__prescreen(DKIM *dkim, DKIM_SIGINFO **sigs, int nsigs)
+{
+    struct dkp__vctx *vc = dkim_get_user_context(dkim);
+    unsigned max = vc ? vc->v->conf.max_sigs : DKP_VERIFY_MAX_SIGS;
+
+    for (int i = (int)max; i < nsigs; i++) {
+        dkim_sig_ignore(sigs[i]);
+        if (vc)
+            vc->skipped++;
+    }
+    return DKIM_CBSTAT_CONTINUE;
+}
+
+/* The value of tag `tag` in a tag=value list, white space removed. */
+static int dkp__tag(const char *v, const char *tag, char *out, size_t outlen)
+{
+    size_t tl = strlen(tag);
+    const char *p = v;
+
+    while (*p) {
+        while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n' || *p == ';')
+            p++;
+        const char *name = p;
+        while (*p && *p != '=' && *p != ';')
+            p++;
+        const char *ne = p;
+        while (ne > name && (ne[-1] == ' ' || ne[-1] == '\t' || ne[-1] == '\r' || ne[-1] == '\n'))
+            ne--;
+        if (*p != '=') {
+            continue;
+        }
+        p++;
+        size_t w = 0;
+        int match = (size_t)(ne - name) == tl && strncmp(name, tag, tl) == 0;
+        for (; *p && *p != ';'; p++) {
+            if (!match || *p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+                continue;
+            if (w + 1 >= outlen)
+                return -1;
+            out[w++] = *p;
+        }
+        if (match) {
+            out[w] = '\0';
+            return w ? 0 : -1;
+        }
+    }
+    return -1;
+}
+
+int dkp_verify_key_name(const char *sigvalue, char *out, size_t outlen)
+{
+    char d[256], sel[256];
+
+    if (!sigvalue || dkp__tag(sigvalue, "d", d, sizeof d) < 0 ||
+        dkp__tag(sigvalue, "s", sel, sizeof sel) < 0)
+        return -1;
+    if ((size_t)snprintf(out, outlen, "%s._domainkey.%s", sel, d) >= outlen)
+        return -1;
+    return 0;
 }
 
 struct dkp_verify *dkp_verify_new(const struct dkp_verify_conf *conf, char *err, size_t errlen)
@@ -95,6 +166,8 @@ struct dkp_verify *dkp_verify_new(const struct dkp_verify_conf *conf, char *err,
         return NULL;
     }
     v->conf = *conf;
+    if (v->conf.max_sigs < 1 || v->conf.max_sigs > DKP_VERIFY_MAX_SIGS)
+        v->conf.max_sigs = DKP_VERIFY_MAX_SIGS;
     if (v->conf.min_key_bits < 1024)
         v->conf.min_key_bits = 1024;
     v->lib = dkim_init(NULL, NULL);
@@ -113,7 +186,8 @@ struct dkp_verify *dkp_verify_new(const struct dkp_verify_conf *conf, char *err,
         (conf->fixed_time &&
          dkim_options(v->lib, DKIM_OP_SETOPT, DKIM_OPTS_FIXEDTIME, &v->conf.fixed_time,
                       sizeof v->conf.fixed_time) != DKIM_STAT_OK) ||
-        dkim_set_key_lookup(v->lib, dkp__key_lookup) != DKIM_STAT_OK) {
+        dkim_set_key_lookup(v->lib, dkp__key_lookup) != DKIM_STAT_OK ||
+        dkim_set_prescreen(v->lib, dkp__prescreen) != DKIM_STAT_OK) {
         snprintf(err, errlen, "cannot set libopendkim options");
         dkim_close(v->lib);
         free(v);
@@ -214,10 +288,11 @@ static void dkp__bprefix(DKIM_SIGINFO *sig, char *out, size_t outlen)
     out[w] = '\0';
 }
 
-int dkp_verify_message(struct dkp_verify *v, const char *msg, size_t len, struct dkp_sigres **res,
-                       size_t *n, char *err, size_t errlen)
+int dkp_verify_message(struct dkp_verify *v, const char *msg, size_t len,
+                       const struct dkp_verify_key *keys, size_t nkeys, struct dkp_sigres **res,
+                       size_t *n, size_t *skipped, char *err, size_t errlen)
 {
-    struct dkp__vctx vc = {.v = v};
+    struct dkp__vctx vc = {.v = v, .keys = keys, .nkeys = nkeys};
     DKIM_STAT st;
     DKIM *dkim;
     DKIM_SIGINFO **sigs = NULL;
@@ -225,6 +300,7 @@ int dkp_verify_message(struct dkp_verify *v, const char *msg, size_t len, struct
 
     *res = NULL;
     *n = 0;
+    *skipped = 0;
     dkim = dkim_verify(v->lib, (const unsigned char *)"sluice", NULL, &st);
     if (!dkim) {
         snprintf(err, errlen, "dkim_verify: %s", dkim_getresultstr(st));
@@ -253,8 +329,10 @@ int dkp_verify_message(struct dkp_verify *v, const char *msg, size_t len, struct
         dkim_free(dkim);
         return -1;
     }
-    if (nsigs > DKP_VERIFY_MAX_SIGS)
-        nsigs = DKP_VERIFY_MAX_SIGS;
+    if (nsigs > (int)v->conf.max_sigs) {
+        *skipped = (size_t)nsigs - v->conf.max_sigs;
+        nsigs = (int)v->conf.max_sigs;
+    }
     *res = calloc((size_t)nsigs, sizeof **res);
     if (!*res) {
         snprintf(err, errlen, "out of memory");

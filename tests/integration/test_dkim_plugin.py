@@ -401,6 +401,63 @@ def test_dns_timeout_temperror_and_tempfail(keys, fake, sluice_factory):
         silent.close()
 
 
+def test_signature_cap_bounds_key_lookups(keys, fake, sluice_factory):
+    """A message with 300 DKIM-Signatures whose key zones never answer:
+    only max_signatures (default 5) key queries reach the DNS server, the
+    message gets a verdict once they time out, the signatures past the cap
+    get one dkim=policy result, and a normal message sent meanwhile is not
+    held up (key lookups wait on the loop, not on pool threads)."""
+    import time
+    from dnsstub import DNSStub
+    junk = lambda n: n.startswith("junk")
+    dns = DNSStub({("TXT", n): r for n, r in keys.records.items()}, silent_name=junk)
+    try:
+        s = start(sluice_factory, fake, {"dkimv": verify_conf(
+            dns_servers="127.0.0.1:%d" % dns.port, dns_timeout="2s")})
+        signed = dkimpy_sign(keys, "rsa")
+        cut = signed.index(MSG)
+        fakes = b"".join(b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed;"
+                         b" d=example.com; s=junk%d; h=from:to; bh=AAAA; b=AAAA\r\n" % i
+                         for i in range(299))
+        big = signed[:cut] + fakes + MSG
+        done = {}
+
+        def send_big():
+            t0 = time.monotonic()
+            done["refused"] = harness.smtp_send(s.port, mail_from="ann@example.com",
+                                                rcpts=["bob@example.net"], msg=big, timeout=30)
+            done["took"] = time.monotonic() - t0
+        t = threading.Thread(target=send_big)
+        t.start()
+        deadline = time.monotonic() + 5
+        while dns.count("TXT", lambda n: n.startswith("junk3")) < 1 and \
+                time.monotonic() < deadline:
+            time.sleep(0.02)
+        # The big message waits for its silent key lookups; another one flows.
+        t0 = time.monotonic()
+        assert harness.smtp_send(s.port, mail_from="ann@example.com", rcpts=["bob@example.net"],
+                                 msg=dkimpy_sign(keys, "ed"), timeout=30) == {}
+        other = time.monotonic() - t0
+        t.join(30)
+        print("300 signatures: verdict after %.2f s; another message meanwhile: %.2f s"
+              % (done.get("took", -1), other))
+        assert done.get("refused") == {}, done
+        assert other < 1.5, "the other message took %.1f s" % other
+        assert done["took"] < 6, "the 300-signature message took %.1f s" % done["took"]
+        # One name per evaluated signature (c-ares may retransmit each once).
+        asked = sorted({n for t, n in dns.queries if junk(n)})
+        assert asked == ["junk%d._domainkey.example.com" % i for i in range(4)], dns.queries
+        got = fake.wait_messages(2)
+        data = [m.data for m in got if m.data.count(b"DKIM-Signature") > 100][0]
+        res = ar_results(data)
+        assert len(res) == 6, res
+        assert "dkim=pass" in res[0] and "header.s=rsa" in res[0], res
+        assert all("dkim=temperror" in r for r in res[1:5]), res
+        assert "dkim=policy" in res[5] and "295 more not evaluated" in res[5], res
+    finally:
+        dns.close()
+
+
 # --------------------------------------------------------------------------
 # policy
 @pytest.mark.parametrize("case,msg_fn,code,enh", [

@@ -108,6 +108,12 @@ static void test_defaults(void **state)
     assert_int_equal(c->command_timeout_ms, 300000);
     assert_int_equal(c->data_timeout_ms, 180000);
     assert_int_equal(c->greeting_timeout_ms, 300000);
+    assert_int_equal(c->rdns_wait_ms, 2000);
+    assert_null(c->dns_servers);
+    assert_int_equal(c->dns_timeout_ms, 2000);
+    assert_int_equal(c->dns_max_inflight, 64);
+    assert_int_equal(c->dns_max_queued, 256);
+    assert_int_equal(c->dns_cache_size, 10000);
     assert_int_equal(c->client_output_limit, 262144);
     assert_null(c->tls_cert_file);
     assert_null(c->tls_key_file);
@@ -423,6 +429,59 @@ static const struct err_case err_cases[] = {
     {"[upstream]\ntls_ca_file = /nonexistent/ca.pem\n",
      "x.conf:2: tls_ca_file '/nonexistent/ca.pem': cannot read: No such file or directory\n"},
 };
+
+/* The resolver's keys ([server] dns_*, rdns_wait): values and refusals. */
+static const struct num_case dns_num_cases[] = {
+    {"[server]\nrdns_wait = 500ms\n", F(rdns_wait_ms), 500},
+    {"[server]\ndns_timeout = 3s\n", F(dns_timeout_ms), 3000},
+    {"[server]\ndns_max_inflight = 8\n", F(dns_max_inflight), 8},
+    {"[server]\ndns_max_queued = 0\n", F(dns_max_queued), 0},
+    {"[server]\ndns_cache_size = 0\n", F(dns_cache_size), 0},
+};
+
+static const struct err_case dns_err_cases[] = {
+    {"[server]\ndns_servers = ns.example.org\n",
+     "x.conf:2: 'dns_servers': bad server 'ns.example.org': not an IP address\n"},
+    {"[server]\ndns_servers = 127.0.0.1:0\n",
+     "x.conf:2: 'dns_servers': bad server '127.0.0.1:0': port must be 1..65535\n"},
+    {"[server]\ndns_timeout = 50ms\n",
+     "x.conf:2: 'dns_timeout' = 50ms is out of range (100ms..1m)\n"},
+    {"[server]\nrdns_wait = 2m\n", "x.conf:2: 'rdns_wait' = 2m is out of range (100ms..1m)\n"},
+    {"[server]\ndns_max_inflight = 0\n",
+     "x.conf:2: 'dns_max_inflight' = 0 is out of range (1..10000)\n"},
+};
+
+static void test_dns_keys(void **state)
+{
+    (void)state;
+    buf_t err = BUF_INIT;
+    for (size_t i = 0; i < sizeof dns_num_cases / sizeof dns_num_cases[0]; i++) {
+        const struct num_case *t = &dns_num_cases[i];
+        struct cfg *c = load_text(t->text, &err);
+        if (!c)
+            fail_msg("case %zu: %s -> %s", i, t->text, err.ptr);
+        uint64_t got = get_num(c, t->off, t->size);
+        if (got != t->want)
+            fail_msg("case %zu: %s: got %llu, want %llu", i, t->text, (unsigned long long)got,
+                     (unsigned long long)t->want);
+        cfg_unref(c);
+    }
+    struct cfg *c = load_text("[server]\ndns_servers = 127.0.0.1:5353, [::1]\n", &err);
+    assert_non_null(c);
+    assert_string_equal(c->dns_servers, "127.0.0.1:5353, [::1]");
+    cfg_unref(c);
+    for (size_t i = 0; i < sizeof dns_err_cases / sizeof dns_err_cases[0]; i++) {
+        const struct err_case *t = &dns_err_cases[i];
+        c = load_text(t->text, &err);
+        if (c) {
+            cfg_unref(c);
+            fail_msg("case %zu: %s: loaded, want %s", i, t->text, t->want);
+        }
+        if (!err.ptr || strcmp(err.ptr, t->want) != 0)
+            fail_msg("case %zu: got \"%s\", want \"%s\"", i, err.ptr ? err.ptr : "", t->want);
+    }
+    buf_free(&err);
+}
 
 static void test_errors(void **state)
 {
@@ -790,6 +849,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_string_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_plugins, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dns_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_line, setup, teardown),
         cmocka_unit_test_setup_teardown(test_overrides, setup, teardown),

@@ -124,6 +124,16 @@ static const char want_core[] =
     "# HELP sluice_errors_total Internal errors (memory, spool).\n"
     "# TYPE sluice_errors_total counter\n"
     "sluice_errors_total 1\n"
+    "# HELP sluice_dns_requests_total DNS requests (client names, plugin queries) by what became "
+    "of them.\n"
+    "# TYPE sluice_dns_requests_total counter\n"
+    "sluice_dns_requests_total{outcome=\"query\"} 3\n"
+    "sluice_dns_requests_total{outcome=\"cache_hit\"} 1\n"
+    "sluice_dns_requests_total{outcome=\"timeout\"} 2\n"
+    "sluice_dns_requests_total{outcome=\"dropped\"} 1\n"
+    "sluice_dns_requests_total{outcome=\"failure\"} 0\n"
+    "sluice_dns_requests_total{outcome=\"cancelled\"} 1\n"
+    "sluice_dns_requests_total{outcome=\"joined\"} 0\n"
     "# HELP sluice_transactions_total Transactions (MAIL FROM to final answer) by final verdict.\n"
     "# TYPE sluice_transactions_total counter\n"
     "sluice_transactions_total{verdict=\"accepted\"} 1\n"
@@ -207,6 +217,13 @@ static void fire_core_events(void)
     stats_timeout(STATS_TO_COMMAND);
     stats_timeout(STATS_TO_PLUGIN);
     stats_error();
+    static const enum stats_dns_event dns[] = {
+        STATS_DNS_QUERY,     STATS_DNS_QUERY,     STATS_DNS_QUERY,
+        STATS_DNS_CACHE_HIT, STATS_DNS_TIMEOUT,   STATS_DNS_TIMEOUT,
+        STATS_DNS_DROPPED,   STATS_DNS_CANCELLED, STATS_DNS_COUNT, /* out of range: ignored */
+    };
+    for (size_t i = 0; i < sizeof dns / sizeof dns[0]; i++)
+        stats_dns(dns[i]);
     stats_transaction(STATS_V_ACCEPTED, 2, 1000, 1100, 0.5);
     stats_transaction(STATS_V_REJECTED, 1, 5000, 0, 0.01);
     stats_transaction(STATS_V_TEMPFAILED, 1, 0, 0, 0.005);
@@ -480,11 +497,12 @@ static void test_counter_names(void **state)
         {"sluice_virus_names_total", "name", "sluice_virus_names_total"},
         {"dkim:result", "Result", "sluice_dkim_result_total"},
         {"9lives", NULL, "sluice_9lives_total"},
-        {"messages", "verdict", NULL},       /* core family sluice_messages_total */
-        {"sluice_errors_total", NULL, NULL}, /* core family */
-        {"x", "le", NULL},                   /* reserved for histograms */
-        {"y", "__name", NULL},               /* reserved prefix */
-        {"z", "0abc", NULL},                 /* label must not start with a digit */
+        {"messages", "verdict", NULL},             /* core family sluice_messages_total */
+        {"sluice_errors_total", NULL, NULL},       /* core family */
+        {"sluice_dns_requests_total", NULL, NULL}, /* core family, added later */
+        {"x", "le", NULL},                         /* reserved for histograms */
+        {"y", "__name", NULL},                     /* reserved prefix */
+        {"z", "0abc", NULL},                       /* label must not start with a digit */
         {"", NULL, NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -819,7 +837,9 @@ static const char want_json[] =
     "\"smtp_replies\":{\"2xx\":3,\"3xx\":1,\"4xx\":1,\"5xx\":1},\"upstream_replies\":{\"2xx\""
     ":2,\"3xx\":0,\"4xx\":0,\"5xx\":1},\"upstream_errors\":{\"connect\":1,"
     "\"protocol\":0,\"timeout\":0,\"lost\":0,\"tls\":1},\"timeouts\":{\"command\":2,"
-    "\"data\":0,\"upstream\":0,\"plugin\":1},\"errors\":1,\"transactions\":{\"accepted\":1,"
+    "\"data\":0,\"upstream\":0,\"plugin\":1},\"errors\":1,"
+    "\"dns\":{\"query\":3,\"cache_hit\":1,\"timeout\":2,\"dropped\":1,\"failure\":0,"
+    "\"cancelled\":1,\"joined\":0},\"transactions\":{\"accepted\":1,"
     "\"rejected\":1,\"tempfailed\":1,\"discarded\":0,\"quarantined\":0,"
     "\"aborted\":1},\"messages\":{\"accepted\":1,\"rejected\":1,\"tempfailed\":0,"
     "\"discarded\":0,\"quarantined\":0,\"aborted\":0},\"recipients\":4,"

@@ -162,22 +162,35 @@ static char *sign_raw(const struct keypair *kp, dkim_alg_t alg, unsigned minbits
     return out;
 }
 
-/* Verify msg against a key file text; results into res/n. */
-static void verify(const char *keyfile_text, const char *msg, struct dkp_sigres **res, size_t *n)
+/* Verify msg against a key file text (NULL: the prefetched keys[0..nkeys)
+ * instead), evaluating at most max_sigs signatures; results into res/n. */
+static void verify_with(const char *keyfile_text, const struct dkp_verify_key *keys, size_t nkeys,
+                        unsigned max_sigs, const char *msg, struct dkp_sigres **res, size_t *n,
+                        size_t *skipped)
 {
-    struct dkp_keyfile kf;
+    struct dkp_keyfile kf = {0};
     unsigned line;
     char err[256];
-    assert_int_equal(dkp_keyfile_parse(keyfile_text, strlen(keyfile_text), &kf, &line, err,
-                                       sizeof err), 0);
-    struct dkp_verify_conf vc = {.keyfile = &kf, .min_key_bits = 1024};
+    if (keyfile_text)
+        assert_int_equal(
+            dkp_keyfile_parse(keyfile_text, strlen(keyfile_text), &kf, &line, err, sizeof err), 0);
+    struct dkp_verify_conf vc = {
+        .keyfile = keyfile_text ? &kf : NULL, .max_sigs = max_sigs, .min_key_bits = 1024};
     struct dkp_verify *v = dkp_verify_new(&vc, err, sizeof err);
     assert_non_null(v);
-    int rc = dkp_verify_message(v, msg, strlen(msg), res, n, err, sizeof err);
+    int rc = dkp_verify_message(v, msg, strlen(msg), keys, nkeys, res, n, skipped, err, sizeof err);
     if (rc != 0)
         fail_msg("verify: %s", err);
     dkp_verify_free(v);
-    dkp_keyfile_free(&kf);
+    if (keyfile_text)
+        dkp_keyfile_free(&kf);
+}
+
+static void verify(const char *keyfile_text, const char *msg, struct dkp_sigres **res, size_t *n)
+{
+    size_t skipped;
+    verify_with(keyfile_text, NULL, 0, DKP_VERIFY_MAX_SIGS, msg, res, n, &skipped);
+    assert_int_equal(skipped, 0);
 }
 
 static char *keyline(const char *name, const char *record)
@@ -477,17 +490,86 @@ static void test_from_domain(void **state)
     }
 }
 
+/* Keys looked up beforehand (the plugin's DNS path): found, temporarily
+ * failed, absent, and not looked up at all. */
+static void test_verify_prefetched(void **state)
+{
+    (void)state;
+    char *sig = sign("example.com", "sel", &rsa2048, DKP_ALG_RSA_SHA256, MSG);
+    char *msg = with_sig(sig, MSG);
+    struct {
+        const char *what;
+        struct dkp_verify_key key;
+        size_t nkeys;
+        enum dkp_result want;
+    } cases[] = {
+        {"found", {"sel._domainkey.example.com", DKP_KEY_FOUND, rsa2048.record}, 1, DKP_RES_PASS},
+        {"found, other case",
+         {"SEL._domainkey.Example.COM", DKP_KEY_FOUND, rsa2048.record},
+         1,
+         DKP_RES_PASS},
+        {"timeout", {"sel._domainkey.example.com", DKP_KEY_TEMPFAIL, NULL}, 1, DKP_RES_TEMPERROR},
+        {"nxdomain", {"sel._domainkey.example.com", DKP_KEY_NONE, NULL}, 1, DKP_RES_PERMERROR},
+        {"not looked up", {"x", DKP_KEY_FOUND, NULL}, 0, DKP_RES_TEMPERROR},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct dkp_sigres *res;
+        size_t n, skipped;
+        verify_with(NULL, &cases[i].key, cases[i].nkeys, 5, msg, &res, &n, &skipped);
+        assert_int_equal(n, 1);
+        if (res[0].result != cases[i].want)
+            fail_msg("%s: got %s (%s), want %s", cases[i].what, dkp_ar_result_name(res[0].result),
+                     res[0].reason, dkp_ar_result_name(cases[i].want));
+        free(res);
+    }
+    free(msg);
+    free(sig);
+}
+
+/* Eight signatures, max_sigs 5: five evaluated (all pass), three skipped
+ * without a key lookup (only the first five names are known here: a lookup
+ * of another would give temperror). */
+static void test_verify_signature_cap(void **state)
+{
+    (void)state;
+    char *msg = strdup(MSG);
+    struct dkp_verify_key keys[8];
+    for (int i = 7; i >= 0; i--) {
+        char sel[16];
+        snprintf(sel, sizeof sel, "s%d", i);
+        char *sig = sign("example.com", sel, &rsa2048, DKP_ALG_RSA_SHA256, MSG);
+        char *m = with_sig(sig, msg);
+        free(msg);
+        free(sig);
+        msg = m;
+        snprintf(keys[i].name, sizeof keys[i].name, "s%d._domainkey.example.com", i);
+        keys[i].st = DKP_KEY_FOUND;
+        keys[i].rec = rsa2048.record;
+    }
+    struct dkp_sigres *res;
+    size_t n, skipped;
+    verify_with(NULL, keys, 5, 5, msg, &res, &n, &skipped);
+    assert_int_equal(n, 5);
+    assert_int_equal(skipped, 3);
+    for (size_t i = 0; i < n; i++) {
+        char want[32];
+        snprintf(want, sizeof want, "s%zu", i);
+        assert_string_equal(res[i].selector, want);
+        if (res[i].result != DKP_RES_PASS)
+            fail_msg("s%zu: got %s (%s)", i, dkp_ar_result_name(res[i].result), res[i].reason);
+    }
+    free(res);
+    free(msg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sign_deterministic),
-        cmocka_unit_test(test_sign_oversigns),
-        cmocka_unit_test(test_verify_table),
-        cmocka_unit_test(test_verify_unsigned),
-        cmocka_unit_test(test_verify_dual),
-        cmocka_unit_test(test_verify_sha1_policy),
-        cmocka_unit_test(test_key_load),
-        cmocka_unit_test(test_from_domain),
+        cmocka_unit_test(test_verify_prefetched),  cmocka_unit_test(test_verify_signature_cap),
+        cmocka_unit_test(test_sign_deterministic), cmocka_unit_test(test_sign_oversigns),
+        cmocka_unit_test(test_verify_table),       cmocka_unit_test(test_verify_unsigned),
+        cmocka_unit_test(test_verify_dual),        cmocka_unit_test(test_verify_sha1_policy),
+        cmocka_unit_test(test_key_load),           cmocka_unit_test(test_from_domain),
     };
     return cmocka_run_group_tests_name("dkim_engine", tests, group_setup, group_teardown);
 }

@@ -108,6 +108,7 @@ enum sluice_log_level {
 typedef struct sluice_instance sluice_instance; /* one configured plugin instance */
 typedef struct sluice_ctx sluice_ctx;           /* one hook call in one session */
 typedef struct sluice_counter sluice_counter;   /* a counter on the stats endpoint */
+typedef struct sluice_dns_query sluice_dns_query; /* one DNS lookup in progress */
 
 struct sluice_host_api;
 
@@ -242,6 +243,72 @@ struct sluice_config_key {
                  the table nor one of the host's                                                   \
                  (path, timeout, failure, breaker_*,                                               \
                  quarantine_reply) is an error */
+
+/* ---- DNS on the host's resolver ------------------------------------------
+ *
+ * api->dns_query (a member added later: check SLUICE_API_HAS) looks a name
+ * up on the daemon's own asynchronous resolver (c-ares on the event loop,
+ * the [server] dns_* keys: deadlines, bounded concurrency and queue, a TTL
+ * cache, the counters of sluice_dns_requests_total). Nothing blocks and no
+ * thread waits for the network, so a hook does not hold a pool thread:
+ *
+ *   static void on_key(void *ud, const struct sluice_dns_answer *ans)
+ *   {
+ *       struct my_tx *t = ud;       (on the loop thread, never inside dns_query)
+ *       if (ans->status == SLUICE_DNS_OK) ... ans->records[0] ...
+ *       sluice_api->complete(t->ctx, SLUICE_CONTINUE);
+ *   }
+ *   static int on_data(sluice_ctx *ctx)   (a non-blocking hook)
+ *   {
+ *       struct sluice_dns_request rq = {.size = sizeof rq, .type = SLUICE_DNS_TXT,
+ *                                       .name = "sel._domainkey.example.com"};
+ *       t->q = sluice_api->dns_query(ctx, &rq, on_key, t);
+ *       return t->q ? SLUICE_ASYNC : SLUICE_CONTINUE;
+ *   }
+ */
+
+/* Record types (the DNS numbers). */
+enum sluice_dns_type {
+    SLUICE_DNS_A = 1,
+    SLUICE_DNS_PTR = 12,
+    SLUICE_DNS_TXT = 16,
+    SLUICE_DNS_AAAA = 28,
+};
+
+/* What a lookup came to. */
+enum sluice_dns_status {
+    SLUICE_DNS_OK = 0,       /* count >= 1 records */
+    SLUICE_DNS_NXDOMAIN = 1, /* the name does not exist */
+    SLUICE_DNS_NODATA = 2,   /* the name exists, no record of that type */
+    SLUICE_DNS_TEMPFAIL = 3, /* SERVFAIL, REFUSED, network trouble, or the host's
+                                queue of waiting lookups was full */
+    SLUICE_DNS_TIMEOUT = 4,  /* no answer before the deadline */
+    SLUICE_DNS_BADREPLY = 5, /* an answer that could not be parsed */
+};
+
+struct sluice_dns_request {
+    uint32_t size;       /* sizeof(struct sluice_dns_request), set by the caller */
+    uint32_t type;       /* enum sluice_dns_type */
+    const char *name;    /* "sel._domainkey.example.com" (no search domains) */
+    unsigned timeout_ms; /* the deadline; 0: the daemon's dns_timeout */
+    /* NULL: the daemon's servers ([server] dns_servers or resolv.conf).
+     * Else "IP[:PORT], [IPv6]:PORT" for servers of the plugin's own (a
+     * few distinct lists at most; each gets its own cache and bounds). */
+    const char *servers;
+};
+
+struct sluice_dns_answer {
+    uint32_t size; /* sizeof(struct sluice_dns_answer) as the host has it */
+    int status;    /* enum sluice_dns_status */
+    uint32_t ttl;  /* seconds the answer stays valid (what is left of it) */
+    size_t count;  /* records; 0 unless SLUICE_DNS_OK */
+    /* A and AAAA: addresses as text; PTR: names; TXT: each record's
+     * character-strings joined into one string. Host-owned, valid during
+     * the callback only. */
+    const char *const *records;
+};
+
+typedef void (*sluice_dns_cb)(void *ud, const struct sluice_dns_answer *ans);
 
 /* ---- the host's function table ------------------------------------------- */
 
@@ -391,6 +458,22 @@ struct sluice_host_api {
      * word that cannot be folded under 998 octets). Pure and thread-safe:
      * any thread, any time, no ctx needed. */
     int (*header_fold)(const char *name, const char *value, char *out, size_t outlen);
+
+    /* Start a DNS lookup (see "DNS on the host's resolver" above). Loop
+     * thread only: from a non-blocking hook, or from the plugin's own
+     * loop callbacks (a hook that returned SLUICE_ASYNC, a timer, another
+     * DNS callback); ctx may be NULL there. Never from a blocking hook or
+     * a thread of the plugin's: then NULL. cb runs exactly once, on the
+     * loop thread, never inside dns_query() itself (not even for a cached
+     * answer), unless dns_cancel() came first. NULL when the request is
+     * unusable (bad name or type, bad servers, resolver not running): then
+     * cb is never called. The lookup does not belong to the ctx: cancel
+     * what you no longer wait for before complete() frees what ud points
+     * to. */
+    sluice_dns_query *(*dns_query)(sluice_ctx *ctx, const struct sluice_dns_request *rq,
+                                   sluice_dns_cb cb, void *ud);
+    /* Loop thread only, before the callback ran: it never will. */
+    void (*dns_cancel)(sluice_dns_query *q);
 };
 
 /* True when the host's table has member `m` (for members added later). */
