@@ -53,8 +53,11 @@ static void sess_eom__reply_cb(void *ud, const struct up_result *r)
     sess_reply_raw(s, b.ptr, b.len);
     buf_free(&b);
     sess_log_tx(s, v, r->err == UP_OK ? up_data_bytes(s->up) : 0);
-    /* The upstream's transaction ended with its final reply: no RSET. */
-    sess_tx_end(s, false);
+    /* After the message, the upstream's transaction ended with its final
+     * reply: no RSET. A refused DATA command (nothing streamed) leaves
+     * the upstream's transaction open: RSET it, or the next MAIL of this
+     * session gets "503 nested MAIL command". */
+    sess_tx_end(s, up_data_bytes(s->up) == 0);
     sess_kick(s);
 }
 

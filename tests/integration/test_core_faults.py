@@ -55,15 +55,7 @@ def test_phase_faults(run, phase):
             assert r["told250"] == r["msgs"], r
 
 
-DATA_REFUSED_DEFECT = (
-    "defect: after the upstream refuses the DATA command, sluice ends the transaction "
-    "without RSET upstream (sess_eom.c: 'no RSET'), so the next MAIL in the same session "
-    "gets Postfix's '503 5.5.1 nested MAIL command', relayed as a permanent failure")
-
-
-@pytest.mark.parametrize("phase", [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=DATA_REFUSED_DEFECT))
-    if p == "data" else p for p in faults.PHASES])
+@pytest.mark.parametrize("phase", faults.PHASES)
 def test_phase_faults_same_session(run, phase):
     """A retry reuses the client's session while sluice keeps it open (RSET,
     then the transaction again), as an MTA sends its next message."""
@@ -90,7 +82,6 @@ def postfix_data_refusal():
     inst.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=DATA_REFUSED_DEFECT)
 def test_real_postfix_refuses_data_next_message_same_session(postfix_data_refusal, tmp_path):
     """The same defect without the fault proxy: Postfix itself refuses DATA
     (smtpd_data_restrictions); the client RSETs and sends another message
@@ -146,10 +137,9 @@ def test_no_fault_control(run):
 def test_random_faults_concurrent_clients(run):
     """8 % of the upstream phase events faulted at random while 6 clients
     send 36 messages (3 KB .. 1.5 MB) through a sluice whose plugin changes
-    every sender (so every message is replayed). The DATA refusal is left
-    out: it trips the known defect above (see the xfail tests)."""
+    every sender (so every message is replayed)."""
     mark = len(run.rows)
-    run.random_faults(exclude={("data", "refuse")})
+    run.random_faults()
     settle(run, mark)
 
 
