@@ -903,8 +903,20 @@ static void up__xclient_cb(void *ud, const struct up_result *r)
         up__queue_ehlo(u, u->client_helo[0] ? u->client_helo : NULL, up__xclient_ehlo_cb);
         return; /* up__on_reply pumps */
     }
-    /* 250: done without a new greeting. Otherwise the upstream's policy
-     * refused the real client: the caller relays the reply. */
+    if (r->reply->code >= 500) {
+        /* A permanent refusal of XCLIENT is about sluice, not the client
+         * (Postfix: 550 when sluice is not in authorized_xclient_hosts,
+         * 501 on syntax): relayed, it would bounce real mail. Tempfail
+         * and say why in the log. */
+        char why[200];
+        snprintf(why, sizeof why, "upstream refused XCLIENT: %d %s%s%.120s", r->reply->code,
+                 r->reply->enh, r->reply->enh[0] ? " " : "",
+                 r->reply->nlines ? r->reply->lines[0] : "");
+        up__fail(u, UP_ERR_PROTOCOL, why);
+        return;
+    }
+    /* 250: done without a new greeting. Otherwise (4xx) the upstream's
+     * policy refused the real client for now: the caller relays it. */
     if (r->reply->code == 250)
         u->xclient_done = true;
     up__set_state(u, UP_S_READY);

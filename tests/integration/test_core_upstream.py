@@ -243,6 +243,19 @@ def test_xclient_to_fake(fake_factory, sluice_factory):
     assert "XFORWARD" not in verbs
 
 
+def test_xclient_refused_permanently_is_a_tempfail(fake_factory, sluice_factory):
+    """550 to XCLIENT (sluice not in Postfix's authorized_xclient_hosts) is
+    about sluice, not the client: it used to reach the client as a 5xx and
+    bounce real mail. Now a 451 4.4.0 and a log line saying why."""
+    up = fake_factory(xclient=True, faults={"XCLIENT": "550 5.7.0 Error: insufficient authorization"})
+    sl = sluice_factory(up.port)
+    with session(sl, "client.test") as c:
+        r = c.cmd("MAIL FROM:<a@example.com>")
+        assert r.code == 451 and r.enh == "4.4.0", r
+    assert sl.wait_log(r"upstream refused XCLIENT: 550 5\.7\.0 Error: insufficient authorization",
+                       5), sl.output()
+
+
 def test_xforward_without_xclient(fake_factory, sluice_factory):
     up = fake_factory(xforward=True)
     sl = sluice_factory(up.port)
