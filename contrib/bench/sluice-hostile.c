@@ -81,8 +81,8 @@ struct phase {
     size_t nlat, caplat;
     unsigned long ok, fail;
     char first_err[200];
-    long cpu0, cpu1;   /* server ticks */
-    long rss1, hwm1;   /* KiB at the end */
+    long cpu0, cpu1;                                /* server ticks */
+    long rss1, hwm1;                                /* KiB at the end */
     unsigned long open_idle, open_slow, open_flood; /* crowd open at the end */
     unsigned long open_deaf, open_mailidle;
 };
@@ -252,7 +252,8 @@ static char *g_message(size_t size, size_t *len)
     char hdr[512];
     int h = snprintf(hdr, sizeof(hdr),
                      "From: <%s>\r\nTo: <%s>\r\nSubject: sluice-hostile good client\r\n"
-                     "Message-ID: <0000000000.good@hostile.invalid>\r\n\r\n", O.from, O.to);
+                     "Message-ID: <0000000000.good@hostile.invalid>\r\n\r\n",
+                     O.from, O.to);
     size_t total = size > (size_t)h + 80 ? size : (size_t)h + 80, pos;
     char *m = malloc(total + 8);
 
@@ -348,7 +349,7 @@ static void *good_main(void *arg)
         }
         double lat = g_one(ph, msg, msglen, seq++);
         pthread_mutex_lock(&good_mu);
-        if (ph == good_phase) {   /* a message that straddles phases is dropped */
+        if (ph == good_phase) { /* a message that straddles phases is dropped */
             if (lat >= 0) {
                 if (ph->nlat == ph->caplat) {
                     size_t cap = ph->caplat ? ph->caplat * 2 : 1024;
@@ -378,8 +379,9 @@ static void *good_main(void *arg)
 
 /* ---- the crowd -------------------------------------------------------------- */
 static const char slow_script[] = "EHLO slowloris.example.com\r\nNOOP\r\nNOOP\r\nNOOP\r\n";
-static const char *const flood_cmds[] = {"NOOP\r\n", "RSET\r\n", "VRFY postmaster\r\n",
-                                         "XJUNK aaaaaaaaaaaaaaaa\r\n", "HELP\r\n", "NOOP\r\n"};
+static const char *const flood_cmds[] = {
+    "NOOP\r\n", "RSET\r\n", "VRFY postmaster\r\n", "XJUNK aaaaaaaaaaaaaaaa\r\n",
+    "HELP\r\n", "NOOP\r\n"};
 #define FLOOD_BATCH 32
 #define FLOOD_WINDOW 128
 
@@ -556,7 +558,8 @@ static void h_event(unsigned i, uint32_t ev)
                     r--;
                 } else {
                     static const char ehlo[] = "EHLO crowd.example.com\r\n";
-                    if (send(h->fd, ehlo, sizeof(ehlo) - 1, MSG_NOSIGNAL) != (ssize_t)sizeof(ehlo) - 1) {
+                    if (send(h->fd, ehlo, sizeof(ehlo) - 1, MSG_NOSIGNAL) !=
+                        (ssize_t)sizeof(ehlo) - 1) {
                         h_close(h, true);
                         return;
                     }
@@ -578,7 +581,8 @@ static void h_event(unsigned i, uint32_t ev)
                 if (h->kind == HK_MAILIDLE) {
                     /* open a transaction (sluice connects upstream), then idle */
                     static const char mail[] = "MAIL FROM:<idle@example.com>\r\n";
-                    if (send(h->fd, mail, sizeof(mail) - 1, MSG_NOSIGNAL) != (ssize_t)sizeof(mail) - 1) {
+                    if (send(h->fd, mail, sizeof(mail) - 1, MSG_NOSIGNAL) !=
+                        (ssize_t)sizeof(mail) - 1) {
                         h_close(h, true);
                         return;
                     }
@@ -710,11 +714,12 @@ static void phase_print(const struct phase *ph, double hz)
     double wall = ph->t1 - ph->t0;
     double cpu = (ph->cpu0 >= 0 && ph->cpu1 >= 0) ? (double)(ph->cpu1 - ph->cpu0) / hz : -1;
 
-    printf("%-9s %7.1f %9.1f %9.2f %9.2f %9.2f %6lu %5lu %8.0f%% %9ld %9ld %7lu %6lu %6lu %6lu %6lu\n",
-           ph->name, wall, (double)ph->nlat / wall, pct(ph->lat, ph->nlat, 50) * 1e3,
-           pct(ph->lat, ph->nlat, 99) * 1e3, ph->nlat ? ph->lat[ph->nlat - 1] * 1e3 : 0.0,
-           (unsigned long)ph->nlat, ph->fail, cpu >= 0 ? 100.0 * cpu / wall : -1.0, ph->rss1,
-           ph->hwm1, ph->open_idle, ph->open_slow, ph->open_flood, ph->open_deaf, ph->open_mailidle);
+    printf(
+        "%-9s %7.1f %9.1f %9.2f %9.2f %9.2f %6lu %5lu %8.0f%% %9ld %9ld %7lu %6lu %6lu %6lu %6lu\n",
+        ph->name, wall, (double)ph->nlat / wall, pct(ph->lat, ph->nlat, 50) * 1e3,
+        pct(ph->lat, ph->nlat, 99) * 1e3, ph->nlat ? ph->lat[ph->nlat - 1] * 1e3 : 0.0,
+        (unsigned long)ph->nlat, ph->fail, cpu >= 0 ? 100.0 * cpu / wall : -1.0, ph->rss1, ph->hwm1,
+        ph->open_idle, ph->open_slow, ph->open_flood, ph->open_deaf, ph->open_mailidle);
 }
 
 static void phase_result(const struct phase *ph, double hz)
@@ -754,19 +759,42 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    enum { O_SERVER = 256, O_PID, O_IDLE, O_SLOW, O_FLOOD, O_DEAF, O_MAILIDLE, O_SPREAD, O_SLOWIV, O_BASE, O_DUR,
-           O_RAMP, O_SIZE, O_TIMEOUT, O_FROM, O_TO };
-    static const struct option lo[] = {
-        {"server", required_argument, NULL, O_SERVER}, {"pid", required_argument, NULL, O_PID},
-        {"idle", required_argument, NULL, O_IDLE}, {"slowloris", required_argument, NULL, O_SLOW},
-        {"flood", required_argument, NULL, O_FLOOD}, {"spread", required_argument, NULL, O_SPREAD},
-        {"deaf", required_argument, NULL, O_DEAF}, {"idle-mail", required_argument, NULL, O_MAILIDLE},
-        {"slow-interval", required_argument, NULL, O_SLOWIV},
-        {"baseline", required_argument, NULL, O_BASE}, {"duration", required_argument, NULL, O_DUR},
-        {"ramp", required_argument, NULL, O_RAMP}, {"size", required_argument, NULL, O_SIZE},
-        {"timeout", required_argument, NULL, O_TIMEOUT}, {"from", required_argument, NULL, O_FROM},
-        {"to", required_argument, NULL, O_TO}, {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    enum {
+        O_SERVER = 256,
+        O_PID,
+        O_IDLE,
+        O_SLOW,
+        O_FLOOD,
+        O_DEAF,
+        O_MAILIDLE,
+        O_SPREAD,
+        O_SLOWIV,
+        O_BASE,
+        O_DUR,
+        O_RAMP,
+        O_SIZE,
+        O_TIMEOUT,
+        O_FROM,
+        O_TO
+    };
+    static const struct option lo[] = {{"server", required_argument, NULL, O_SERVER},
+                                       {"pid", required_argument, NULL, O_PID},
+                                       {"idle", required_argument, NULL, O_IDLE},
+                                       {"slowloris", required_argument, NULL, O_SLOW},
+                                       {"flood", required_argument, NULL, O_FLOOD},
+                                       {"spread", required_argument, NULL, O_SPREAD},
+                                       {"deaf", required_argument, NULL, O_DEAF},
+                                       {"idle-mail", required_argument, NULL, O_MAILIDLE},
+                                       {"slow-interval", required_argument, NULL, O_SLOWIV},
+                                       {"baseline", required_argument, NULL, O_BASE},
+                                       {"duration", required_argument, NULL, O_DUR},
+                                       {"ramp", required_argument, NULL, O_RAMP},
+                                       {"size", required_argument, NULL, O_SIZE},
+                                       {"timeout", required_argument, NULL, O_TIMEOUT},
+                                       {"from", required_argument, NULL, O_FROM},
+                                       {"to", required_argument, NULL, O_TO},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
     struct phase base, ramp, loaded, after;
     pthread_t gt, ct;
     double hz = (double)sysconf(_SC_CLK_TCK);
@@ -800,26 +828,60 @@ int main(int argc, char **argv)
             snprintf(O.server_text, sizeof(O.server_text), "%s", optarg);
             break;
         }
-        case O_PID: O.pid = atoi(optarg); break;
-        case O_IDLE: O.idle = (unsigned)strtoul(optarg, NULL, 10); break;
-        case O_SLOW: O.slow = (unsigned)strtoul(optarg, NULL, 10); break;
-        case O_FLOOD: O.flood = (unsigned)strtoul(optarg, NULL, 10); break;
-        case O_DEAF: O.deaf = (unsigned)strtoul(optarg, NULL, 10); break;
-        case O_MAILIDLE: O.mailidle = (unsigned)strtoul(optarg, NULL, 10); break;
-        case O_SPREAD: O.spread = (unsigned)strtoul(optarg, NULL, 10); break;
-        case O_SLOWIV: O.slow_interval_s = atof(optarg); break;
-        case O_BASE: O.baseline_s = atof(optarg); break;
-        case O_DUR: O.duration_s = atof(optarg); break;
-        case O_RAMP: O.ramp_s = atof(optarg); break;
-        case O_SIZE: O.size = strtoul(optarg, NULL, 10); break;
-        case O_TIMEOUT: O.timeout_ms = (unsigned)strtoul(optarg, NULL, 10); break;
-        case O_FROM: O.from = optarg; break;
-        case O_TO: O.to = optarg; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case O_PID:
+            O.pid = atoi(optarg);
+            break;
+        case O_IDLE:
+            O.idle = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case O_SLOW:
+            O.slow = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case O_FLOOD:
+            O.flood = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case O_DEAF:
+            O.deaf = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case O_MAILIDLE:
+            O.mailidle = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case O_SPREAD:
+            O.spread = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case O_SLOWIV:
+            O.slow_interval_s = atof(optarg);
+            break;
+        case O_BASE:
+            O.baseline_s = atof(optarg);
+            break;
+        case O_DUR:
+            O.duration_s = atof(optarg);
+            break;
+        case O_RAMP:
+            O.ramp_s = atof(optarg);
+            break;
+        case O_SIZE:
+            O.size = strtoul(optarg, NULL, 10);
+            break;
+        case O_TIMEOUT:
+            O.timeout_ms = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case O_FROM:
+            O.from = optarg;
+            break;
+        case O_TO:
+            O.to = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
         continue;
-bad:
+    bad:
         fprintf(stderr, "sluice-hostile: bad --server '%s'\n", optarg);
         return 2;
     }
@@ -859,7 +921,8 @@ bad:
     }
     /* deaf and in-MAIL ones: spread over the rest, on free slots */
     for (unsigned k = 0; k < O.deaf + O.mailidle; k++) {
-        unsigned idx = (unsigned)(((unsigned long)k * 3 + 1) * ncrowd / (3 * (O.deaf + O.mailidle) + 1));
+        unsigned idx =
+            (unsigned)(((unsigned long)k * 3 + 1) * ncrowd / (3 * (O.deaf + O.mailidle) + 1));
         while (crowd[idx].kind != HK_IDLE)
             idx = (idx + 1) % ncrowd;
         crowd[idx].kind = k < O.deaf ? HK_DEAF : HK_MAILIDLE;
@@ -945,8 +1008,9 @@ bad:
            atomic_load(&H.slow_bytes), atomic_load(&H.deaf_bytes), atomic_load(&H.closed[HK_IDLE]),
            atomic_load(&H.closed[HK_SLOW]), atomic_load(&H.closed[HK_FLOOD]),
            atomic_load(&H.closed[HK_DEAF]), atomic_load(&H.closed[HK_MAILIDLE]));
-    printf("messages that straddled a phase change (left out of the figures): %lu, longest %.2f ms\n",
-           straddle_n, straddle_max * 1e3);
+    printf(
+        "messages that straddled a phase change (left out of the figures): %lu, longest %.2f ms\n",
+        straddle_n, straddle_max * 1e3);
     if (base.nlat && loaded.nlat)
         printf("good client under the crowd vs alone: rate x%.2f, p50 x%.2f, p99 x%.2f\n",
                ((double)loaded.nlat / (loaded.t1 - loaded.t0)) /
