@@ -1231,7 +1231,8 @@ static const struct dialogue d_upstream_refuses_data = {
     .o = {.rules = rules_data_451},
     .steps = {EHLO_OK, SEND(MAIL_A RCPT_B "DATA\r\n", "250|250|354"),
               SEND("Subject: t\r\n\r\nx\r\n.\r\n", "451 4.3.0 Not now")},
-    .up_saw = UP_MAIL_A UP_RCPT_B "DATA\n",
+    /* DATA refused: the upstream's transaction is still open; reset it */
+    .up_saw = UP_MAIL_A UP_RCPT_B "DATA\nRSET\n",
 };
 
 static const struct dialogue d_data_bare_lf = {
@@ -1374,11 +1375,12 @@ static const struct dialogue d_xclient = {
                 ">DATA\n>.\n>" UP_MAIL_A ">RSET\n",
 };
 
-/* The upstream refuses the real client: its reply answers MAIL, which is
- * never sent; the RCPT behind it has no transaction. */
+/* The upstream refuses XCLIENT for good (sluice not authorized there):
+ * about sluice, not the client, so MAIL is tempfailed, never bounced; the
+ * RCPT behind it has no transaction. */
 static const struct dialogue d_xclient_refused = {
     .o = {.rules = rules_xclient_refused},
-    .steps = {EHLO_OK, SEND(MAIL_A RCPT_B, "550 5.7.1 Client host rejected|503 5.5.1")},
+    .steps = {EHLO_OK, SEND(MAIL_A RCPT_B, "451 4.4.0|503 5.5.1")},
     .up_order = ">XCLIENT ADDR=127.0.0.1 PORT=*\n",
     .up_lacks = ">MAIL",
 };
