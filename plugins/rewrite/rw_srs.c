@@ -5,6 +5,7 @@
 #include "rw_srs.h"
 
 #include "pstr.h"
+#include "rw_hdr.h"
 
 #include <ctype.h>
 #include <stdint.h>
@@ -66,11 +67,23 @@ int rw_srs_forward(const char *secret, size_t slen, const char *domain, const ch
         return -1;
     if (strcasecmp(at + 1, domain) == 0)
         return 0;
+    /* The reverse splits at the first '=' after TT, so a domain holding
+     * one (an address literal) would not come back; a sender that is no
+     * valid address would give a recipient nobody can bounce to. */
+    if (!rw_addr_valid(addr) || strchr(at + 1, '='))
+        return 0;
     char tt[3], h[9];
     rw_srs__stamp(now, tt);
     rw_srs__hash(secret, slen, tt, at + 1, strlen(at + 1), addr, (size_t)(at - addr), h);
     struct pstr s = PSTR_INIT;
     pstr_printf(&s, "SRS0=%s=%s=%s=%.*s@%s", h, tt, at + 1, (int)(at - addr), addr, domain);
+    /* Over 64 octets of local part, the bounce would be refused by our
+     * own RCPT (RFC 5321 4.5.3.1.1) and by many MTAs: the sender is kept
+     * (its SPF may fail at the next hop, but the mail goes). */
+    if (!rw_addr_valid(pstr_cstr(&s))) {
+        pstr_free(&s);
+        return 0;
+    }
     *out = pstr_steal(&s);
     return 1;
 }

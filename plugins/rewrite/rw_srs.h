@@ -23,8 +23,10 @@
 #include <stddef.h>
 #include <time.h>
 
-/* 1 and *out (malloc'ed) when rewritten; 0 when left alone (null sender,
- * already of `domain`); -1 when addr has no '@'. */
+/* 1 and *out (malloc'ed) when rewritten, always a valid address (see
+ * rw_addr_valid); 0 when left alone: null sender, already of `domain`, no
+ * valid address, a domain holding '=', or an SRS0 form whose local part
+ * would be over 64 octets; -1 when addr has no '@'. */
 int rw_srs_forward(const char *secret, size_t secret_len, const char *domain, const char *addr, time_t now,
                    char **out);
 

@@ -495,6 +495,51 @@ static void test_srs_through_rules(void **state)
     free(sender);
 }
 
+/* Senders SRS cannot carry (fuzz corpus rw_hdr/regress-srs-*): their SRS0
+ * form would not be an address sluice accepts back as a bounce recipient
+ * (local part over 64 octets), their domain holds the separator '=' (an
+ * address literal), or they are no valid address at all. They are left
+ * as they are: a tempfail would hold the mail until it bounces. */
+static void test_srs_unencodable(void **state)
+{
+    (void)state;
+    const char *k = SECRET;
+    size_t kl = strlen(k);
+    char *fwd = NULL;
+    /* 18 + 24 + 23 = 65 octets of local part */
+    assert_int_equal(rw_srs_forward(k, kl, "fwd.example",
+                                    "list-bounces+alice.xyzw@ex-ample-dom.example.org", NOW, &fwd),
+                     0);
+    assert_null(fwd);
+    /* 64 exactly still fits, and comes back */
+    assert_int_equal(rw_srs_forward(k, kl, "fwd.example",
+                                    "list-bounces+alice.xyz@ex-ample-dom.example.org", NOW, &fwd),
+                     1);
+    assert_int_equal((int)(strchr(fwd, '@') - fwd), 64);
+    assert_true(rw_addr_valid(fwd));
+    char *back = NULL;
+    assert_int_equal(rw_srs_reverse(k, kl, "fwd.example", fwd, NOW, 21, &back), 1);
+    assert_string_equal(back, "list-bounces+alice.xyz@ex-ample-dom.example.org");
+    free(back);
+    free(fwd);
+    fwd = NULL;
+    assert_int_equal(rw_srs_forward(k, kl, "fwd.example", "a@[x=y]", NOW, &fwd), 0);
+    assert_null(fwd);
+    assert_int_equal(rw_srs_forward(k, kl, "fwd.example", "a..b@example.org", NOW, &fwd), 0);
+    assert_int_equal(rw_srs_forward(k, kl, "fwd.example", "a@", NOW, &fwd), 0);
+    assert_null(fwd);
+    /* through the rules: kept, not a tempfail */
+    struct tcase t = {.name = "srs too long",
+                      .rules = "sender srs fwd.example\n",
+                      .sender = "list-bounces+alice.xyzw@ex-ample-dom.example.org",
+                      .msg = "Subject: s\r\n\r\nb\r\n"};
+    char *sender = NULL, *rcpts[4] = {0}, *msg = NULL;
+    assert_int_equal(run(&t, &sender, rcpts, &msg), 0);
+    assert_string_equal(sender, "list-bounces+alice.xyzw@ex-ample-dom.example.org");
+    free(sender);
+    free(msg);
+}
+
 static void test_match_limit(void **state)
 {
     (void)state;
@@ -544,6 +589,7 @@ int main(void)
         cmocka_unit_test(test_addresses),
         cmocka_unit_test(test_srs),
         cmocka_unit_test(test_srs_through_rules),
+        cmocka_unit_test(test_srs_unencodable),
         cmocka_unit_test(test_match_limit),
     };
     return cmocka_run_group_tests_name("rewrite_engine", tests, setup, NULL);
