@@ -699,6 +699,11 @@ static void cfg__defaults(struct cfg__load *s)
     c->upstream_connect_timeout_ms = 30 * SEC;
     c->upstream_command_timeout_ms = 100 * SEC; /* a client waits 5 min for RCPT */
     c->upstream_data_timeout_ms = 100 * SEC;    /* the client waits 10 min: answer it first */
+    /* Postfix's default process limit, and its per-client share of it */
+    c->upstream_max_sessions = 100;
+    c->upstream_max_sessions_per_ip = 50;
+    c->upstream_reclaim_idle_ms = 10 * SEC; /* Postfix's smtpd_timeout under stress */
+    c->upstream_queue_timeout_ms = 30 * SEC;
 }
 
 static void cfg__parse_file(struct cfg__load *s, const char *path)

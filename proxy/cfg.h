@@ -106,6 +106,10 @@ struct cfg {
     unsigned upstream_connect_timeout_ms; /* 30 s */
     unsigned upstream_command_timeout_ms; /* 300 s */
     unsigned upstream_data_timeout_ms;    /* 600 s for the final reply (§4.5.3.2.6: 10 min) */
+    unsigned upstream_max_sessions;       /* 100; 0: no limit (upslot.h) */
+    unsigned upstream_max_sessions_per_ip; /* 50; 0: no limit */
+    unsigned upstream_reclaim_idle_ms;     /* 10 s */
+    unsigned upstream_queue_timeout_ms;    /* 30 s */
 
     /* [stats] */
     char stats_listen[300];       /* "127.0.0.1:9025"; "" or "no" disables; "unix:/path" */

@@ -83,6 +83,11 @@ const struct cfg_key cfg_keys[CFG_KEYS_N] = {
     {SEC_UPSTREAM, "command_timeout", T_MS, O(upstream_command_timeout_ms), 0, 1, 24 * HOUR, NULL,
      0},
     {SEC_UPSTREAM, "data_timeout", T_MS, O(upstream_data_timeout_ms), 0, 1, 24 * HOUR, NULL, 0},
+    {SEC_UPSTREAM, "max_sessions", T_UINT, O(upstream_max_sessions), 0, 0, 1000000, NULL, 0},
+    {SEC_UPSTREAM, "max_sessions_per_ip", T_UINT, O(upstream_max_sessions_per_ip), 0, 0, 1000000,
+     NULL, 0},
+    {SEC_UPSTREAM, "reclaim_idle", T_MS, O(upstream_reclaim_idle_ms), 0, 100, HOUR, NULL, 0},
+    {SEC_UPSTREAM, "queue_timeout", T_MS, O(upstream_queue_timeout_ms), 0, 100, HOUR, NULL, 0},
 
     {SEC_STATS, "listen", T_STATS, O(stats_listen), 0, 0, 0, NULL, 0},
     {SEC_STATS, "allowed_hosts", T_STR, O(stats_allowed_hosts), 0, 0, 0, NULL, F_PRINTABLE},

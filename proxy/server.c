@@ -73,7 +73,7 @@ static struct server_ipcount *ip_slot(struct server *srv, const char *ip, bool c
 /* The key an address is counted under: IPv4 as is, IPv6 as its network of
  * ipv6_prefix bits ("2001:db8:1:2::/64"), since one IPv6 host commonly
  * holds a whole /64 and could otherwise take every slot. */
-static const char *server__ip_key(const struct server *srv, const char *ip, char *out, size_t n)
+const char *server_ip_key(const struct server *srv, const char *ip, char *out, size_t n)
 {
     struct in6_addr a;
     if (!strchr(ip, ':') || inet_pton(AF_INET6, ip, &a) != 1)
@@ -92,7 +92,7 @@ bool server_ip_acquire(struct server *srv, const char *ip)
 {
     unsigned limit = srv->cfg->max_connections_per_ip;
     char key[64];
-    struct server_ipcount *e = ip_slot(srv, server__ip_key(srv, ip, key, sizeof key), true);
+    struct server_ipcount *e = ip_slot(srv, server_ip_key(srv, ip, key, sizeof key), true);
     if (!e)
         return limit == 0; /* table full: only refuse when limits apply */
     if (limit && e->n >= limit)
@@ -104,7 +104,7 @@ bool server_ip_acquire(struct server *srv, const char *ip)
 void server_ip_release(struct server *srv, const char *ip)
 {
     char key[64];
-    struct server_ipcount *e = ip_slot(srv, server__ip_key(srv, ip, key, sizeof key), false);
+    struct server_ipcount *e = ip_slot(srv, server_ip_key(srv, ip, key, sizeof key), false);
     if (e && e->n > 0)
         e->n--;
 }
@@ -221,12 +221,23 @@ static SSL_CTX *server__tls_reload(struct server *srv, const struct cfg *n, int 
     return server__tls(n, failed);
 }
 
+static void server__upslot_limits(const struct cfg *c, struct upslot_limits *lim)
+{
+    lim->max = c->upstream_max_sessions;
+    lim->max_per_ip = c->upstream_max_sessions_per_ip;
+    lim->reclaim_idle = c->upstream_reclaim_idle_ms;
+    lim->queue_timeout = c->upstream_queue_timeout_ms;
+}
+
 int server_init(struct server *srv, uv_loop_t *loop, struct cfg *cfg)
 {
     memset(srv, 0, sizeof *srv);
     srv->loop = loop;
     defer_init(loop);
     srv->cfg = cfg_ref(cfg);
+    struct upslot_limits lim;
+    server__upslot_limits(cfg, &lim);
+    upslot_pool_init(&srv->upslots, loop, &lim);
     int failed;
     srv->tls_ctx = server__tls(cfg, &failed);
     if (failed)
@@ -453,6 +464,9 @@ static void server__on_hup(uv_signal_t *h, int signum)
     srv->tls_ctx = tls;
     cfg_unref(srv->cfg);
     srv->cfg = n;
+    struct upslot_limits lim;
+    server__upslot_limits(n, &lim);
+    upslot_pool_set_limits(&srv->upslots, &lim);
     chain_handover(chain_current(), chain);
     chain_set_current(chain);
     chain_unref(chain);
@@ -501,6 +515,7 @@ void server_free(struct server *srv)
     /* Sessions still open past the shutdown deadline are cut off. */
     while (srv->sessions)
         sess_abort(srv->sessions->sess);
+    upslot_pool_close(&srv->upslots);
     server__stop_listeners(srv);
     server__close_handle((uv_handle_t *)&srv->sig_term);
     server__close_handle((uv_handle_t *)&srv->sig_int);

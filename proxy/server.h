@@ -18,6 +18,7 @@
 #include <uv.h>
 
 #include "cfg.h"
+#include "upslot.h"
 
 struct sess;
 
@@ -46,6 +47,7 @@ struct server {
     const struct cfg_overrides *overrides; /* command line (main.c), re-applied on reload */
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t shutdown_timer;
+    struct upslot_pool upslots; /* upstream sessions held for clients */
 };
 
 /* Bind the listeners (before dropping privileges). 0 or -1 (logged). */
@@ -57,6 +59,9 @@ void server_free(struct server *srv);
 /* Per-IP accounting used by sessions. */
 bool server_ip_acquire(struct server *srv, const char *ip);
 void server_ip_release(struct server *srv, const char *ip);
+/* The key a client address is counted under: IPv4 as is, IPv6 as its
+ * /ipv6_prefix network; out is used when a new string is needed. */
+const char *server_ip_key(const struct server *srv, const char *ip, char *out, size_t n);
 void server_sess_link(struct server *srv, struct server_link *l, struct sess *s);
 void server_sess_unlink(struct server *srv, struct server_link *l);
 uint64_t server_next_sid(struct server *srv);

@@ -314,6 +314,102 @@ static void sess__on_read(struct conn *c, const char *data, size_t len, void *ud
     }
 }
 
+/* The client has gone quiet: end its transaction upstream, tell it 421
+ * 4.4.2 (not behind pending replies) and close. */
+static void sess__give_up(struct sess *s, const char *log_why, const char *reply_why)
+{
+    if (sess_tx_open(s)) {
+        snprintf(s->last_upstream, sizeof s->last_upstream, "not sent: %s", log_why);
+        sess_log_tx(s, STATS_V_ABORTED, 0);
+    }
+    sess_tx_end(s, true);
+    sess_reply_drop_all(s);
+    sess_reply(s, 421, "4.4.2", "%s Error: %s", s->cfg->hostname, reply_why);
+    sess_close(s, true);
+}
+
+/* ---- the upstream session and its slot ------------------------------------------- */
+
+static struct sess *sess__of_slot(struct upslot *sl)
+{
+    return (struct sess *)((char *)sl - offsetof(struct sess, slot));
+}
+
+static void sess__slot_granted(struct upslot *sl)
+{
+    struct sess *s = sess__of_slot(sl);
+    if (s->up)
+        return; /* cannot happen: an upstream is only opened with a slot */
+    if (s->state == S_CLOSING) {
+        upslot_release(sl);
+        return;
+    }
+    s->up = up_new(s->srv->loop, s->cfg, s->info.sid);
+    up_open(s->up, sess_cmd_up_open_cb, s);
+}
+
+static void sess__slot_expired(struct upslot *sl)
+{
+    struct sess *s = sess__of_slot(sl);
+    if (s->state != S_CLOSING)
+        sess_cmd_up_wait_expired(s);
+}
+
+static void sess__slot_reclaim(struct upslot *sl)
+{
+    struct sess *s = sess__of_slot(sl);
+    if (s->state == S_CLOSING) {
+        sess_up_drop(s);
+        return;
+    }
+    if (!s->tx) {
+        /* Between transactions it loses nothing: the next MAIL reopens. */
+        log_c_info(&s->log, "client=%s upstream session given to a waiting client",
+                   s->info.client_addr);
+        sess_up_drop(s);
+        return;
+    }
+    log_c_warn(&s->log, "client=%s idle in a transaction while others wait for the upstream",
+               s->info.client_addr);
+    sess__give_up(s, "idle while others waited", "idle too long, the server is busy");
+    sess_up_drop(s);
+}
+
+static const struct upslot_ops sess__slot_ops = {
+    .granted = sess__slot_granted,
+    .expired = sess__slot_expired,
+    .reclaim = sess__slot_reclaim,
+};
+
+bool sess_up_start(struct sess *s)
+{
+    if (s->up && up_failed(s->up)) {
+        up_free(s->up);
+        s->up = NULL;
+    }
+    if (s->up)
+        return true;
+    char key[64];
+    if (!upslot_acquire(&s->srv->upslots, &s->slot, &sess__slot_ops,
+                        server_ip_key(s->srv, s->info.client_addr, key, sizeof key))) {
+        s->log.action = "waiting for a free upstream session";
+        return false; /* sess__slot_granted() opens it */
+    }
+    s->up = up_new(s->srv->loop, s->cfg, s->info.sid);
+    up_open(s->up, sess_cmd_up_open_cb, s);
+    return true;
+}
+
+void sess_up_drop(struct sess *s)
+{
+    if (s->up) {
+        up_free(s->up);
+        s->up = NULL;
+    }
+    s->identified = false;
+    upslot_release(&s->slot);
+}
+
 /* ---- the client's deadline ------------------------------------------------------ */
 
 static void sess__timeout_cb(uv_timer_t *t)
@@ -338,15 +434,7 @@ static void sess__timeout_cb(uv_timer_t *t)
         sess_close(s, false);
         return;
     }
-    if (sess_tx_open(s)) {
-        snprintf(s->last_upstream, sizeof s->last_upstream, "not sent: client timeout");
-        sess_log_tx(s, STATS_V_ABORTED, 0);
-    }
-    sess_tx_end(s, true);
-    /* Not behind pending slots: the client has gone quiet. */
-    sess_reply_drop_all(s);
-    sess_reply(s, 421, "4.4.2", "%s Error: timeout exceeded", s->cfg->hostname);
-    sess_close(s, true);
+    sess__give_up(s, "client timeout", "timeout exceeded");
 }
 
 void sess_arm_timer(struct sess *s)
@@ -358,8 +446,11 @@ void sess_arm_timer(struct sess *s)
         /* Our turn to work (upstream, plugins, replies we still owe): the
          * client is not idle. */
         s->deadline = 0;
+        upslot_activity(&s->slot, uv_now(s->srv->loop), true, false, s->tx != NULL);
         return;
     }
+    /* Message bytes move a transaction on; NOOP and friends do not. */
+    upslot_activity(&s->slot, uv_now(s->srv->loop), false, s->state == S_DATA, s->tx != NULL);
     unsigned ms = s->state == S_DATA      ? s->cfg->data_timeout_ms
                   : s->state == S_GREETED ? s->cfg->greeting_timeout_ms
                                           : s->cfg->command_timeout_ms;
@@ -412,10 +503,7 @@ static void sess__teardown(struct sess *s, bool graceful)
         s->tx = NULL;
     }
     sess_reply_drop_all(s);
-    if (s->up) {
-        up_free(s->up);
-        s->up = NULL;
-    }
+    sess_up_drop(s);
     if (s->hc) {
         host_conn_free(s->hc);
         s->hc = NULL;
@@ -600,8 +688,14 @@ int sess_accept(struct server *srv, uv_stream_t *listener)
     conn_set_nodelay(s->conn);
     conn_read_start(s->conn);
     if (s->cfg->connect_at == CFG_CONNECT_AT_CONNECT) {
-        s->up = up_new(srv->loop, s->cfg, s->info.sid);
-        up_open(s->up, sess_cmd_up_open_cb, s);
+        /* Only from a free slot: a client that has said nothing yet does
+         * not queue; its MAIL will. */
+        char key[64];
+        if (upslot_try(&srv->upslots, &s->slot, &sess__slot_ops,
+                       server_ip_key(srv, s->info.client_addr, key, sizeof key))) {
+            s->up = up_new(srv->loop, s->cfg, s->info.sid);
+            up_open(s->up, sess_cmd_up_open_cb, s);
+        }
     }
     if (s->cfg->reverse_dns && sess__start_dns(s))
         return 0; /* sess__begin() runs when the lookup is done */

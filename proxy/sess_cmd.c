@@ -145,12 +145,7 @@ static void sess_cmd__helo_proceed(struct sess *s, const struct host_result *r)
         /* What the EHLO reply offers must be what the upstream takes: until
          * the first upstream EHLO is known (just after start), this session
          * opens its upstream first and answers when it is ready. */
-        if (!s->up || up_failed(s->up)) {
-            if (s->up)
-                up_free(s->up);
-            s->up = up_new(s->srv->loop, s->cfg, s->info.sid);
-            up_open(s->up, sess_cmd_up_open_cb, s);
-        }
+        sess_up_start(s); /* the open callback or the slot's expiry answers */
         s->busy = &sess_cmd__table[CMD_EHLO];
         s->up_wait = true;
         s->log.action = "learning what the upstream offers";
@@ -201,6 +196,23 @@ void sess_cmd_up_open_cb(void *ud, const struct up_result *r)
     sess_kick(s);
 }
 
+void sess_cmd_up_wait_expired(struct sess *s)
+{
+    if (!s->up_wait)
+        return;
+    s->up_wait = false;
+    if (s->busy == &sess_cmd__table[CMD_EHLO]) {
+        s->busy = NULL; /* offers nothing the upstream might not take */
+        sess_reply_ehlo(s, s->info.helo);
+    } else {
+        snprintf(s->last_upstream, sizeof s->last_upstream, "not sent: no upstream session free");
+        sess_reply(s, 451, "4.4.5", "Too many transactions in progress, try again later");
+        s->busy = NULL;
+        sess_tx_end(s, false);
+    }
+    sess_kick(s);
+}
+
 static void sess_cmd__up_ident_cb(void *ud, const struct up_result *r)
 {
     struct sess *s = ud;
@@ -224,15 +236,9 @@ static void sess_cmd__up_ident_cb(void *ud, const struct up_result *r)
  * false: that is under way, and its callback sends MAIL. */
 static bool sess_cmd__upstream_ready(struct sess *s)
 {
-    if (s->up && up_failed(s->up)) {
-        up_free(s->up);
-        s->up = NULL;
-    }
-    if (!s->up) {
-        s->up = up_new(s->srv->loop, s->cfg, s->info.sid);
-        up_open(s->up, sess_cmd_up_open_cb, s);
-        return false;
-    }
+    bool had = s->up && !up_failed(s->up);
+    if (!sess_up_start(s) || !had)
+        return false; /* waiting for a slot, or opening: a callback resumes */
     if (!up_ready(s->up))
         return false; /* opening (connect-at-connect); the open callback resumes */
     if (!s->identified) {

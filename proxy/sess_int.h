@@ -120,7 +120,8 @@ struct sess {
     char addr[CMD_ADDR_MAX + 1]; /* MAIL/RCPT path as the client gave it */
     char dsn[600];               /* RCPT: DSN params to forward */
 
-    struct up *up;
+    struct up *up;      /* opened only while `slot` is held */
+    struct upslot slot; /* our share of the upstream's sessions */
     struct host_conn *hc;
     struct dns_name_req *dns; /* the client's name being looked up */
     struct tx *tx; /* the transaction in progress (owned) or NULL */
@@ -150,6 +151,11 @@ void sess_tx_end(struct sess *s, bool abort_upstream);
 bool sess_tx_open(const struct sess *s); /* MAIL was sent for the tx */
 void sess_log_tx(struct sess *s, enum stats_verdict v, uint64_t size_out);
 void sess_last_upstream(struct sess *s, const struct up_result *r);
+/* Open the upstream if there is none (or it failed): false while waiting
+ * for a slot; the open callback (sess_cmd_up_open_cb) follows either way,
+ * or sess_cmd_up_wait_expired() when no slot came. */
+bool sess_up_start(struct sess *s);
+void sess_up_drop(struct sess *s); /* close the upstream, give the slot back */
 
 /* sess_reply.c */
 void sess_reply(struct sess *s, int code, const char *enh, const char *fmt, ...)
@@ -175,6 +181,7 @@ bool sess_cmd_handle(struct sess *s, const char *line, size_t len);
 bool sess_cmd_is_barrier(enum cmd_verb v);
 void sess_cmd_connect(struct sess *s); /* CONNECT phase, then the greeting */
 void sess_cmd_up_open_cb(void *ud, const struct up_result *r);
+void sess_cmd_up_wait_expired(struct sess *s); /* no upstream slot in queue_timeout */
 
 /* sess_eom.c */
 void sess_eom_begin(struct sess *s);  /* the whole message is in */

@@ -112,6 +112,17 @@ const char *stats__timeout_name(int t)
     return WORD(tab, t);
 }
 
+const char *stats__upslot_name(int e)
+{
+    static const char *const tab[STATS_UPSLOT_COUNT] = {
+        "wait",
+        "expired",
+        "reclaimed_idle",
+        "reclaimed_in_transaction",
+    };
+    return WORD(tab, e);
+}
+
 const char *stats__dns_name(int e)
 {
     static const char *const tab[STATS_DNS_COUNT] = {
@@ -231,6 +242,18 @@ void stats_timeout(enum stats_timeout t)
 }
 
 void stats_error(void) { inc(&g.errors); }
+
+void stats_upslot(enum stats_upslot_event e)
+{
+    if ((unsigned)e < STATS_UPSLOT_COUNT)
+        inc(&g.upslot[e]);
+}
+
+void stats_upslots(unsigned held, unsigned waiting)
+{
+    atomic_store_explicit(&g.upslot_held, held, memory_order_relaxed);
+    atomic_store_explicit(&g.upslot_waiting, waiting, memory_order_relaxed);
+}
 
 void stats_dns(enum stats_dns_event e)
 {
@@ -710,6 +733,10 @@ static void reset_core(void)
         atomic_store(&g.timeout[i], 0);
     for (size_t i = 0; i < STATS_DNS_COUNT; i++)
         atomic_store(&g.dns[i], 0);
+    for (size_t i = 0; i < STATS_UPSLOT_COUNT; i++)
+        atomic_store(&g.upslot[i], 0);
+    atomic_store(&g.upslot_held, 0);
+    atomic_store(&g.upslot_waiting, 0);
     for (size_t i = 0; i < STATS_V_COUNT; i++) {
         atomic_store(&g.tx[i], 0);
         atomic_store(&g.msg[i], 0);

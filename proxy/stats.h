@@ -55,6 +55,15 @@ enum stats_dns_event {
     STATS_DNS_COUNT
 };
 
+/* What the upstream session pool did (upslot.c). */
+enum stats_upslot_event {
+    STATS_UPSLOT_WAIT = 0,     /* a client waited for a slot */
+    STATS_UPSLOT_EXPIRED,      /* ... and was told 451 4.4.5 */
+    STATS_UPSLOT_RECLAIM_IDLE, /* taken from a client outside a transaction */
+    STATS_UPSLOT_RECLAIM_TX,   /* taken from a client idle inside one (421 4.4.2) */
+    STATS_UPSLOT_COUNT
+};
+
 int stats_init(void);             /* once, before anything else */
 void stats_set_build_info(const char *version);
 
@@ -68,6 +77,8 @@ void stats_upstream_error(enum stats_up_error e);
 void stats_timeout(enum stats_timeout t);
 void stats_error(void);           /* internal errors (spool, memory) */
 void stats_dns(enum stats_dns_event e);
+void stats_upslot(enum stats_upslot_event e);
+void stats_upslots(unsigned held, unsigned waiting); /* gauges */
 
 /* One call per transaction that reached a final answer (or was aborted). */
 void stats_transaction(enum stats_verdict v, unsigned rcpts, uint64_t bytes_in,

@@ -95,7 +95,10 @@ static void emit_traffic(buf_t *out, const struct stats__core *g)
     emit_enum(out, "timeouts", stats__timeout_name, g->timeout, STATS_TO_COUNT);
     buf_printf(out, ",\"errors\":%" PRIu64 ",", stats__ld(&g->errors));
     emit_enum(out, "dns", stats__dns_name, g->dns, STATS_DNS_COUNT);
-    buf_puts(out, ",");
+    buf_printf(out, ",\"upstream_sessions\":{\"held\":%" PRIu64 ",\"waiting\":%" PRIu64 ",",
+               stats__ld(&g->upslot_held), stats__ld(&g->upslot_waiting));
+    emit_enum(out, "events", stats__upslot_name, g->upslot, STATS_UPSLOT_COUNT);
+    buf_puts(out, "},");
     emit_enum(out, "transactions", names_txverdict, g->tx, STATS_V_COUNT);
     buf_puts(out, ",");
     emit_enum(out, "messages", names_txverdict, g->msg, STATS_V_COUNT);

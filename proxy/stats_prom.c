@@ -137,6 +137,15 @@ static void emit_smtp(buf_t *out, const struct stats__core *g)
     emit_enum(out, "sluice_dns_requests_total", "counter",
               "DNS requests (client names, plugin queries) by what became of them.", "outcome",
               stats__dns_name, g->dns, STATS_DNS_COUNT);
+    emit_scalar(out, "sluice_upstream_sessions", "gauge",
+                "Upstream MTA sessions held for clients ([upstream] max_sessions).",
+                stats__ld(&g->upslot_held));
+    emit_scalar(out, "sluice_upstream_sessions_waiting", "gauge",
+                "Clients waiting for an upstream session.", stats__ld(&g->upslot_waiting));
+    emit_enum(out, "sluice_upstream_session_events_total", "counter",
+              "Upstream session pool: waits, waits that timed out (451 4.4.5), sessions taken "
+              "back from idle clients.",
+              "event", stats__upslot_name, g->upslot, STATS_UPSLOT_COUNT);
 }
 
 /* Transactions, messages, their sizes and durations. */

@@ -134,6 +134,20 @@ static const char want_core[] =
     "sluice_dns_requests_total{outcome=\"failure\"} 0\n"
     "sluice_dns_requests_total{outcome=\"cancelled\"} 1\n"
     "sluice_dns_requests_total{outcome=\"joined\"} 0\n"
+    "# HELP sluice_upstream_sessions Upstream MTA sessions held for clients ([upstream] "
+    "max_sessions).\n"
+    "# TYPE sluice_upstream_sessions gauge\n"
+    "sluice_upstream_sessions 7\n"
+    "# HELP sluice_upstream_sessions_waiting Clients waiting for an upstream session.\n"
+    "# TYPE sluice_upstream_sessions_waiting gauge\n"
+    "sluice_upstream_sessions_waiting 2\n"
+    "# HELP sluice_upstream_session_events_total Upstream session pool: waits, waits that timed "
+    "out (451 4.4.5), sessions taken back from idle clients.\n"
+    "# TYPE sluice_upstream_session_events_total counter\n"
+    "sluice_upstream_session_events_total{event=\"wait\"} 2\n"
+    "sluice_upstream_session_events_total{event=\"expired\"} 0\n"
+    "sluice_upstream_session_events_total{event=\"reclaimed_idle\"} 0\n"
+    "sluice_upstream_session_events_total{event=\"reclaimed_in_transaction\"} 1\n"
     "# HELP sluice_transactions_total Transactions (MAIL FROM to final answer) by final verdict.\n"
     "# TYPE sluice_transactions_total counter\n"
     "sluice_transactions_total{verdict=\"accepted\"} 1\n"
@@ -224,6 +238,11 @@ static void fire_core_events(void)
     };
     for (size_t i = 0; i < sizeof dns / sizeof dns[0]; i++)
         stats_dns(dns[i]);
+    stats_upslots(7, 2);
+    stats_upslot(STATS_UPSLOT_WAIT);
+    stats_upslot(STATS_UPSLOT_WAIT);
+    stats_upslot(STATS_UPSLOT_RECLAIM_TX);
+    stats_upslot(STATS_UPSLOT_COUNT); /* out of range: ignored */
     stats_transaction(STATS_V_ACCEPTED, 2, 1000, 1100, 0.5);
     stats_transaction(STATS_V_REJECTED, 1, 5000, 0, 0.01);
     stats_transaction(STATS_V_TEMPFAILED, 1, 0, 0, 0.005);
@@ -839,7 +858,9 @@ static const char want_json[] =
     "\"protocol\":0,\"timeout\":0,\"lost\":0,\"tls\":1},\"timeouts\":{\"command\":2,"
     "\"data\":0,\"upstream\":0,\"plugin\":1},\"errors\":1,"
     "\"dns\":{\"query\":3,\"cache_hit\":1,\"timeout\":2,\"dropped\":1,\"failure\":0,"
-    "\"cancelled\":1,\"joined\":0},\"transactions\":{\"accepted\":1,"
+    "\"cancelled\":1,\"joined\":0},\"upstream_sessions\":{\"held\":7,\"waiting\":2,"
+    "\"events\":{\"wait\":2,\"expired\":0,\"reclaimed_idle\":0,\"reclaimed_in_transaction\":1}},"
+    "\"transactions\":{\"accepted\":1,"
     "\"rejected\":1,\"tempfailed\":1,\"discarded\":0,\"quarantined\":0,"
     "\"aborted\":1},\"messages\":{\"accepted\":1,\"rejected\":1,\"tempfailed\":0,"
     "\"discarded\":0,\"quarantined\":0,\"aborted\":0},\"recipients\":4,"
