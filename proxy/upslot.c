@@ -150,15 +150,40 @@ static bool upslot__ip_room(struct upslot_pool *p, const char *key)
     return !p->lim.max_per_ip || upslot__held_by(p, key) < p->lim.max_per_ip;
 }
 
+/* Under stress: as many waiting as half the pool (at least 3). A queue that
+ * long is a crowd that holds sessions idle, not a burst of mail: the
+ * newest waiter is served first (the old ones would time out anyway, and
+ * the crowd queued first), and idle transactions are cut ten times sooner,
+ * like Postfix's stress-adaptive timeouts. */
+static bool upslot__stressed(const struct upslot_pool *p)
+{
+    unsigned level = p->lim.max / 2;
+    if (p->nwaiting >= (level > 3 ? level : 3))
+        return true;
+    /* ... and for reclaim_idle after: the crowd served last still idles
+     * in the sessions it got. */
+    return p->stress_until && uv_now(p->loop) < p->stress_until;
+}
+
+static void upslot__note_stress(struct upslot_pool *p)
+{
+    unsigned level = p->lim.max / 2;
+    if (p->nwaiting >= (level > 3 ? level : 3))
+        p->stress_until = uv_now(p->loop) + p->lim.reclaim_idle;
+}
+
 /* May sl be taken back now? Outside a transaction when idle at all, inside
- * one after reclaim_idle without progress. */
+ * one after reclaim_idle without progress (a tenth under stress). */
 static bool upslot__reclaimable(const struct upslot_pool *p, const struct upslot *sl, uint64_t now)
 {
     if (sl->st != UPSLOT_HELD || sl->granting || !sl->idle_since)
         return false;
     if (!sl->in_tx)
         return true;
-    return now >= sl->idle_since && now - sl->idle_since >= p->lim.reclaim_idle;
+    uint64_t limit = p->lim.reclaim_idle;
+    if (upslot__stressed(p))
+        limit = limit / 10 > 100 ? limit / 10 : 100;
+    return now >= sl->idle_since && now - sl->idle_since >= limit;
 }
 
 /* The holder to take back: one outside a transaction before one inside,
@@ -176,16 +201,18 @@ static struct upslot *upslot__victim(struct upslot_pool *p, uint64_t now)
     return best;
 }
 
-/* Give free slots to waiters (first come first served, skipping those
- * whose address holds its share already), then, for the waiters still
+/* Give free slots to waiters (first come first served, newest first under
+ * stress; skipping those whose address holds its share already), then, for the waiters still
  * left that could use one, choose holders to take back. */
 static void upslot__pass(struct upslot_pool *p)
 {
     bool queued = false;
     unsigned eligible = 0;
-    struct upslot *w = p->waiters;
+    upslot__note_stress(p);
+    bool lifo = upslot__stressed(p);
+    struct upslot *w = lifo ? p->waiters_tail : p->waiters;
     while (w) {
-        struct upslot *next = w->next;
+        struct upslot *next = lifo ? w->prev : w->next;
         if (upslot__ip_room(p, w->key)) {
             if (upslot__room(p)) {
                 upslot__unwait(p, w);

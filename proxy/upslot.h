@@ -14,6 +14,10 @@
  *   - then from one inside a transaction that has made no progress (a
  *     command that moves the transaction on, message bytes) for
  *     reclaim_idle, the one idle longest: it gets 421 4.4.2 and retries.
+ * Under stress (as many waiting as half the pool, at least 3, and for
+ * reclaim_idle after) the newest waiter is served first and reclaim_idle
+ * is cut to a tenth (at least 100 ms): a long queue is a crowd holding
+ * sessions idle, and the clients that send mail arrive after it.
  * Progress is what the owner reports: NOOP, HELP, VRFY keep no one's
  * session alive. A client that waits longer than queue_timeout for a slot
  * is told so (451 4.4.5).
@@ -84,6 +88,7 @@ struct upslot_pool {
     struct defer_ev ev;
     uv_timer_t timer; /* waiters' deadlines; idle clients becoming reclaimable */
     bool timer_on;
+    uint64_t stress_until; /* loop ms: stressed until then (see upslot.c) */
 };
 
 void upslot_pool_init(struct upslot_pool *p, uv_loop_t *loop, const struct upslot_limits *lim);

@@ -148,6 +148,30 @@ static void test_limit_and_fifo(void **state)
     assert_int_equal(pool.nheld, 0);
 }
 
+static void test_stress_newest_first(void **state)
+{
+    (void)state;
+    struct owner h[2] = {{.release_on_reclaim = true}, {.release_on_reclaim = true}};
+    struct owner w[3];
+    memset(w, 0, sizeof w);
+    assert_true(acquire(&h[0], "h0"));
+    assert_true(acquire(&h[1], "h1"));
+    for (int i = 0; i < 3; i++)
+        assert_false(acquire(&w[i], "w"));
+    /* three waiting on a pool of two: stress. Idle for 1.5 s in a
+     * transaction is a tenth of reclaim_idle (10 s) and more. */
+    idle(&h[0], true, 1500);
+    upslot_activity(&h[1].sl, uv_now(&loop), true, false, true);
+    run_ms(300);
+    assert_int_equal(h[0].reclaimed, 1);
+    assert_int_equal(h[1].reclaimed, 0);
+    assert_int_equal(w[2].granted, 1); /* the newest */
+    assert_int_equal(w[0].granted + w[1].granted, 0);
+    for (int i = 0; i < 3; i++)
+        release(&w[i]);
+    release(&h[1]);
+}
+
 static void test_reclaim_order(void **state)
 {
     (void)state;
@@ -255,6 +279,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_limit_and_fifo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reclaim_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stress_newest_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_working_and_fresh_are_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_share_per_address, setup, teardown),
         cmocka_unit_test_setup_teardown(test_leaving_waiter_gets_nothing, setup, teardown),
