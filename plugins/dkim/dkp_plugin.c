@@ -70,6 +70,7 @@ struct dkp_conf {
     /* verify */
     const char *authserv_id, *keys_file, *dns_servers;
     unsigned dns_timeout_ms, max_signatures, cache_size, cache_max_ttl_ms, min_key_bits;
+    unsigned max_threads; /* both modes */
     bool allow_sha1;
     const char *require_valid_from, *on_fail, *on_temperror;
     /* sign */
@@ -91,6 +92,10 @@ static const struct sluice_config_key dkp__keys[] = {
     {DKP_KEY("dns_servers", SLUICE_CONFIG_STRING, dns_servers)},
     {DKP_KEY("dns_timeout", SLUICE_CONFIG_DURATION, dns_timeout_ms), .def = "5s", .min = 100,
      .max = 60000},
+    /* The host's own key for blocking hooks, read here too: DKIM's work
+     * goes to the same pool from an asynchronous hook. */
+    {DKP_KEY("max_threads", SLUICE_CONFIG_UNSIGNED, max_threads), .def = "0", .min = 0,
+     .max = 1024},
     {DKP_KEY("max_signatures", SLUICE_CONFIG_UNSIGNED, max_signatures), .def = "5", .min = 1,
      .max = DKP_VERIFY_MAX_SIGS},
     {DKP_KEY("cache_size", SLUICE_CONFIG_UNSIGNED, cache_size), .def = "10000", .min = 1,
@@ -139,6 +144,7 @@ struct dkp_inst {
     char **oversign_headers;
     struct dkp_sign *sign;      /* owned */
     sluice_counter *c_sign;
+    sluice_counter *c_waits; /* jobs that waited for one of max_threads */
 };
 
 /* ---- config values ---------------------------------------------------- */
@@ -543,6 +549,8 @@ static int dkp__init(const struct sluice_host_api *api, sluice_instance *inst, v
         dkp__shutdown(d);
         return -1;
     }
+    d->c_waits = api->counter_new(
+        inst, "thread_waits", "DKIM jobs that waited for one of max_threads pool threads", NULL, 1);
     *data = d;
     return 0;
 }
@@ -769,6 +777,8 @@ struct dkp_keyref {
 
 struct dkp_job {
     uv_work_t work;
+    struct dkp_job *next_waiting;
+    unsigned max_threads; /* of the instance that queued it */
     sluice_ctx *ctx;
     struct dkp_inst *d;
     size_t pending; /* key lookups still out */
@@ -796,22 +806,71 @@ static void dkp__work_cb(uv_work_t *w)
     sluice_api->complete(j->ctx, verdict);
 }
 
+/* The pool threads DKIM's jobs hold, for every instance (loop thread only;
+ * the state outlives reloads since it is the plugin's, not an instance's).
+ * The pool is the daemon's (thread_pool_size) and serves every blocking
+ * plugin: a burst of signatures waits here, in order, instead of taking
+ * all of its threads. */
+static unsigned dkp__running;
+static struct dkp_job *dkp__waiting, *dkp__waiting_tail;
+static uv_loop_t *dkp__loop;
+
+static void dkp__job_start(struct dkp_job *j);
+
+/* max_threads = 0, as for the host: the pool (UV_THREADPOOL_SIZE, which
+ * the daemon sets from thread_pool_size) less one, at least one. */
+static unsigned dkp__auto_threads(void)
+{
+    const char *env = getenv("UV_THREADPOOL_SIZE");
+    long n = env ? strtol(env, NULL, 10) : 4;
+    if (n < 1)
+        n = 4;
+    return n > 1 ? (unsigned)(n - 1) : 1;
+}
+
 static void dkp__after_work_cb(uv_work_t *w, int status)
 {
     (void)status; /* never cancelled: uv_cancel is not used */
     dkp__job_free(w->data);
+    dkp__running--;
+    struct dkp_job *next = dkp__waiting;
+    if (next && dkp__running < next->max_threads) {
+        dkp__waiting = next->next_waiting;
+        if (!dkp__waiting)
+            dkp__waiting_tail = NULL;
+        dkp__job_start(next);
+    }
 }
 
-/* Loop thread: every key is known; on to the pool. */
-static void dkp__job_run(struct dkp_job *j)
+static void dkp__job_start(struct dkp_job *j)
 {
-    uv_loop_t *loop = sluice_api->event_loop(j->ctx);
     j->work.data = j;
-    if (uv_queue_work(loop, &j->work, dkp__work_cb, dkp__after_work_cb) != 0) {
+    dkp__running++;
+    if (uv_queue_work(dkp__loop, &j->work, dkp__work_cb, dkp__after_work_cb) != 0) {
+        dkp__running--;
         sluice_api->log_ctx(j->ctx, SLUICE_LOG_WARN, "dkim: cannot queue the work");
         sluice_api->complete(j->ctx, SLUICE_ERROR);
         dkp__job_free(j);
     }
+}
+
+/* Loop thread: every key is known; on to the pool, or in line for it. */
+static void dkp__job_run(struct dkp_job *j)
+{
+    dkp__loop = sluice_api->event_loop(j->ctx);
+    j->max_threads = j->d->conf.max_threads ? j->d->conf.max_threads : dkp__auto_threads();
+    if (dkp__running < j->max_threads && !dkp__waiting) {
+        dkp__job_start(j);
+        return;
+    }
+    if (j->d->c_waits)
+        sluice_api->counter_add(j->d->c_waits, NULL, 1);
+    j->next_waiting = NULL;
+    if (dkp__waiting_tail)
+        dkp__waiting_tail->next_waiting = j;
+    else
+        dkp__waiting = j;
+    dkp__waiting_tail = j;
 }
 
 static enum dkp_keystat dkp__keystat(int dns_status)

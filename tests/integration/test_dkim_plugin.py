@@ -21,6 +21,7 @@ import threading
 import pytest
 
 import harness
+import plugkit
 
 dkim = pytest.importorskip("dkim")
 
@@ -207,6 +208,36 @@ def test_sign_only_outbound_mail(keys, fake, sluice_factory):
     # and the same client with the table's domain: signed
     data = send(s2, fake, MSG, 3)
     assert len(headers(data, "DKIM-Signature")) == 1
+
+
+def test_signing_burst_waits_for_its_threads(keys, fake, sluice_factory):
+    """max_threads = 1: DKIM's jobs take one pool thread at a time and the
+    rest wait in order (the pool serves every blocking plugin). Twelve
+    clients at once: every message is signed, none is refused."""
+    import concurrent.futures
+    table = write_table(keys, ["example.com rsa rsa.pem"], "table-burst")
+    conf = sign_conf(table)
+    conf["max_threads"] = "1"
+    stats_port = harness.free_port()
+    sections = {"chain": {"plugins": "dkims"}, "plugin dkims": conf}
+    s = sluice_factory(fake.port, extra_sections=sections, env=LSAN_ENV,
+                       stats={"listen": "127.0.0.1:%d" % stats_port})
+
+    def one(i):
+        return harness.smtp_send(s.port, mail_from="ann@example.com",
+                                 rcpts=["bob%d@example.net" % i], msg=MSG)
+    with concurrent.futures.ThreadPoolExecutor(12) as ex:
+        assert list(ex.map(one, range(12))) == [{}] * 12
+    got = fake.wait_messages(12)
+    assert len(got) == 12
+    for m in got:
+        sig = headers(m.data, "DKIM-Signature")
+        assert len(sig) == 1, m.data[:300]
+        assert dkim.DKIM(m.data).verify(dnsfunc=keys.dnsfunc)
+    m = plugkit.metrics(stats_port)
+    waits = plugkit.metric_value(m, "sluice_plugin_dkims_thread_waits_total")
+    # twelve jobs at once on one thread: some waited (9 of 12 in a run)
+    assert waits is not None and waits >= 1, m
 
 
 def test_sign_after_verify_chain_and_roundtrip(keys, fake, sluice_factory):
