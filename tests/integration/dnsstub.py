@@ -19,7 +19,8 @@ def _name(raw):
 
 class DNSStub:
     """records: {("PTR", "2.0.0.127.in-addr.arpa"): "host.test", ("A", "host.test"):
-    "127.0.0.2", ("TXT", name): "text"}; silent: set of types never answered;
+    "127.0.0.2", ("TXT", name): "text"}; a list value gives several records
+    (["127.0.0.2", "127.0.0.4"]); silent: set of types never answered;
     silent_name: a predicate on the (lower-case) name, True = never answered."""
 
     def __init__(self, records=None, silent=(), silent_name=None):
@@ -61,15 +62,16 @@ class DNSStub:
                 continue
             qend = i + 5
             rec = self.records.get((qtype, name))
-            flags = 0x8180 if rec else 0x8183
-            out = q[:2] + struct.pack(">HHHHH", flags, 1, 1 if rec else 0, 0, 0) + q[12:qend]
-            if rec:
+            recs = rec if isinstance(rec, list) else ([rec] if rec else [])
+            flags = 0x8180 if recs else 0x8183
+            out = q[:2] + struct.pack(">HHHHH", flags, 1, len(recs), 0, 0) + q[12:qend]
+            for one in recs:
                 if qtype == "A":
-                    rdata = socket.inet_aton(rec)
+                    rdata = socket.inet_aton(one)
                 elif qtype == "PTR":
-                    rdata = _name(rec)
+                    rdata = _name(one)
                 else:
-                    raw = rec.encode()
+                    raw = one.encode()
                     rdata = b"".join(bytes([len(raw[k:k + 255])]) + raw[k:k + 255]
                                      for k in range(0, len(raw), 255))
                 code = {"A": 1, "PTR": 12, "TXT": 16}[qtype]
