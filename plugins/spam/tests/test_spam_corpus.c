@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * The shipped rules against their corpus (tests/corpus.txt): every
- * reported rule of rules/spam.rules must hit its "hit" message and miss
- * its "miss" message, and the clean base message must score 0.
+ * reported rule of rules/spam.rules must hit each of its "hit" messages
+ * and miss each of its "miss" messages (at least one of each), and the
+ * clean base message must score 0.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -193,7 +194,7 @@ static void test_corpus_each_rule(void **state)
         }
         spam_result_free(&res);
     }
-    /* Every reported rule has both messages. */
+    /* Every reported rule has both kinds of message. */
     for (size_t r = 0; r < rs->nrules; r++) {
         if (strncmp(rs->rules[r].name, "__", 2) == 0)
             continue;
@@ -201,8 +202,9 @@ static void test_corpus_each_rule(void **state)
         for (size_t i = 0; i < nentries; i++)
             if (strcmp(entries[i].name, rs->rules[r].name) == 0)
                 *(entries[i].want_hit ? &hit : &miss) += 1;
-        if (hit != 1 || miss != 1) {
-            fprintf(stderr, "rule %s: %d hit and %d miss messages, want 1 and 1\n", rs->rules[r].name, hit, miss);
+        if (hit < 1 || miss < 1) {
+            fprintf(stderr, "rule %s: %d hit and %d miss messages, want at least 1 of each\n",
+                    rs->rules[r].name, hit, miss);
             failures++;
         }
     }
