@@ -240,6 +240,27 @@ static struct dns_cache_val *dns__parse(int type, const unsigned char *abuf, int
             free(rec[i]);
         return v;
     }
+    if (type == DNS_T_MX) {
+        /* "PREFERENCE HOST" per record, in the answer's order. */
+        struct ares_mx_reply *mx = NULL;
+        int rc = ares_parse_mx_reply(abuf, alen, &mx);
+        if (rc == ARES_ENODATA)
+            return dns__status(DNS_NODATA);
+        if (rc != ARES_SUCCESS)
+            return dns__status(DNS_BADREPLY);
+        char text[32][300];
+        const char *rec[32];
+        unsigned n = 0;
+        for (struct ares_mx_reply *m = mx; m && n < 32; m = m->next) {
+            int len = snprintf(text[n], sizeof text[n], "%u %s", (unsigned)m->priority, m->host);
+            if (len < 0 || (size_t)len >= sizeof text[n])
+                continue;
+            rec[n] = text[n];
+            n++;
+        }
+        ares_free_data(mx);
+        return n ? dns_cache_val_new(DNS_OK, rec, n, ttl) : dns__status(DNS_NODATA);
+    }
     struct hostent *h = NULL;
     int rc;
     if (type == DNS_T_PTR) {
@@ -716,7 +737,8 @@ static struct dns_req *dns__query(int type, const char *name, const char *server
 {
     if (!dns__g.started || !name || !cb || !dns__name_ok(name))
         return NULL;
-    if (type != DNS_T_A && type != DNS_T_AAAA && type != DNS_T_PTR && type != DNS_T_TXT)
+    if (type != DNS_T_A && type != DNS_T_AAAA && type != DNS_T_PTR && type != DNS_T_TXT &&
+        type != DNS_T_MX)
         return NULL;
     struct dns__chan *c = dns__chan_get(servers);
     if (!c)

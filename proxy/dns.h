@@ -56,7 +56,7 @@ enum dns_status {
 };
 
 /* Record types (the DNS numbers). */
-enum dns_type { DNS_T_A = 1, DNS_T_PTR = 12, DNS_T_TXT = 16, DNS_T_AAAA = 28 };
+enum dns_type { DNS_T_A = 1, DNS_T_PTR = 12, DNS_T_MX = 15, DNS_T_TXT = 16, DNS_T_AAAA = 28 };
 
 #define DNS_MAX_CHANNELS 8
 

@@ -7,7 +7,7 @@ import socket
 import struct
 import threading
 
-TYPES = {1: "A", 12: "PTR", 16: "TXT", 28: "AAAA"}
+TYPES = {1: "A", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA"}
 
 
 def _name(raw):
@@ -19,7 +19,7 @@ def _name(raw):
 
 class DNSStub:
     """records: {("PTR", "2.0.0.127.in-addr.arpa"): "host.test", ("A", "host.test"):
-    "127.0.0.2", ("TXT", name): "text"}; a list value gives several records
+    "127.0.0.2", ("TXT", name): "text", ("MX", name): "10 mx.test"}; a list value gives several records
     (["127.0.0.2", "127.0.0.4"]); silent: set of types never answered;
     silent_name: a predicate on the (lower-case) name, True = never answered."""
 
@@ -68,13 +68,18 @@ class DNSStub:
             for one in recs:
                 if qtype == "A":
                     rdata = socket.inet_aton(one)
+                elif qtype == "AAAA":
+                    rdata = socket.inet_pton(socket.AF_INET6, one)
                 elif qtype == "PTR":
                     rdata = _name(one)
+                elif qtype == "MX":
+                    pref, host = one.split()
+                    rdata = struct.pack(">H", int(pref)) + _name(host)
                 else:
                     raw = one.encode()
                     rdata = b"".join(bytes([len(raw[k:k + 255])]) + raw[k:k + 255]
                                      for k in range(0, len(raw), 255))
-                code = {"A": 1, "PTR": 12, "TXT": 16}[qtype]
+                code = {"A": 1, "PTR": 12, "MX": 15, "TXT": 16, "AAAA": 28}[qtype]
                 out += struct.pack(">HHHIH", 0xc00c, code, 1, 300, len(rdata)) + rdata
             self.sock.sendto(out, peer)
 

@@ -271,6 +271,7 @@ struct sluice_config_key {
 enum sluice_dns_type {
     SLUICE_DNS_A = 1,
     SLUICE_DNS_PTR = 12,
+    SLUICE_DNS_MX = 15, /* added later: a host without it refuses the request (NULL) */
     SLUICE_DNS_TXT = 16,
     SLUICE_DNS_AAAA = 28,
 };
@@ -302,9 +303,9 @@ struct sluice_dns_answer {
     int status;    /* enum sluice_dns_status */
     uint32_t ttl;  /* seconds the answer stays valid (what is left of it) */
     size_t count;  /* records; 0 unless SLUICE_DNS_OK */
-    /* A and AAAA: addresses as text; PTR: names; TXT: each record's
-     * character-strings joined into one string. Host-owned, valid during
-     * the callback only. */
+    /* A and AAAA: addresses as text; PTR: names; MX: "PREFERENCE HOST"
+     * ("10 mx.example.com"); TXT: each record's character-strings joined
+     * into one string. Host-owned, valid during the callback only. */
     const char *const *records;
 };
 
