@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * dnsbl_domain: registrable domains through libpsl (see dnsbl_domain.h).
+ * regdom: registrable domains through libpsl (see regdom.h).
  */
-#include "dnsbl_domain.h"
+#include "regdom.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -11,30 +11,30 @@
 #include <stdio.h>
 #include <string.h>
 
-static const psl_ctx_t *dnsbl__psl;
-static pthread_once_t dnsbl__once = PTHREAD_ONCE_INIT;
+static const psl_ctx_t *regdom__psl;
+static pthread_once_t regdom__once = PTHREAD_ONCE_INIT;
 
-static void dnsbl__load(void)
+static void regdom__load(void)
 {
     /* The distribution's file when present (newer), else the built-in
      * copy. Loaded once and never freed: every instance shares it. */
     const psl_ctx_t *p = psl_latest(NULL);
-    dnsbl__psl = p ? p : psl_builtin();
+    regdom__psl = p ? p : psl_builtin();
 }
 
-int dnsbl_domain_init(void)
+int regdom_init(void)
 {
-    pthread_once(&dnsbl__once, dnsbl__load);
-    return dnsbl__psl ? 0 : -1;
+    pthread_once(&regdom__once, regdom__load);
+    return regdom__psl ? 0 : -1;
 }
 
-int dnsbl_domain_registrable(const char *host, char *out, size_t outsz)
+int regdom_registrable(const char *host, char *out, size_t outsz)
 {
     char buf[256];
     struct in6_addr a6;
     size_t n = host ? strlen(host) : 0;
 
-    if (!dnsbl__psl || n == 0 || n >= sizeof buf)
+    if (!regdom__psl || n == 0 || n >= sizeof buf)
         return -1;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)host[i];
@@ -55,7 +55,7 @@ int dnsbl_domain_registrable(const char *host, char *out, size_t outsz)
             digits_dots = 0;
     if (digits_dots)
         return -1;
-    const char *reg = psl_registrable_domain(dnsbl__psl, buf);
+    const char *reg = psl_registrable_domain(regdom__psl, buf);
     if (!reg)
         return -1;
     int len = snprintf(out, outsz, "%s", reg);

@@ -24,7 +24,7 @@
  * DATA hook is out (SLUICE_ASYNC) the tx holds the ctx, and one place
  * gives it back: dnsbl__finish().
  */
-#include "dnsbl_domain.h"
+#include "regdom.h"
 #include "dnsbl_list.h"
 #include "spam_msg.h"
 #include "spam_uri.h"
@@ -406,7 +406,7 @@ static void dnsbl__add_domain(struct dnsbl_tx *t, const char *host)
     char reg[256];
     if (t->ndomains >= t->d->conf.max_domains)
         return;
-    if (dnsbl_domain_registrable(host, reg, sizeof reg) < 0)
+    if (regdom_registrable(host, reg, sizeof reg) < 0)
         return;
     for (size_t i = 0; i < t->ndomains; i++)
         if (!strcmp(t->domains[i], reg))
@@ -671,7 +671,7 @@ static int dnsbl__init(const struct sluice_host_api *api, sluice_instance *inst,
             free(text);
         }
     }
-    if (!bad && dnsbl_domain_init() < 0) {
+    if (!bad && regdom_init() < 0) {
         api->config_error(inst, NULL, "libpsl has no public suffix list");
         bad = 1;
     }

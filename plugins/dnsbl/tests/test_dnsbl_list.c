@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "dnsbl_domain.h"
+#include "regdom.h"
 #include "dnsbl_list.h"
 
 struct errs {
@@ -184,7 +184,7 @@ static void test_registrable_domains(void **state)
 {
     (void)state;
     char out[256];
-    assert_int_equal(dnsbl_domain_init(), 0);
+    assert_int_equal(regdom_init(), 0);
     static const struct {
         const char *host, *want;
     } cases[] = {
@@ -201,7 +201,7 @@ static void test_registrable_domains(void **state)
         {"", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        int r = dnsbl_domain_registrable(cases[i].host, out, sizeof out);
+        int r = regdom_registrable(cases[i].host, out, sizeof out);
         if (!cases[i].want) {
             if (r != -1)
                 fail_msg("%s: got %s, want none", cases[i].host, out);
