@@ -14,7 +14,7 @@ PACKAGES=(
   # libraries the daemon and plugins link
   libuv1-dev libssl-dev libinih-dev libpcre2-dev libgmime-3.0-dev
   libmicrohttpd-dev libclamav-dev libopendkim-dev libsqlite3-dev libc-ares-dev
-  libpsl-dev publicsuffix
+  libpsl-dev publicsuffix libspf2-dev libopendmarc-dev
   # unit tests
   libcmocka-dev
   # integration tests and demo: Python, a real MTA, real SMTP client, certs
