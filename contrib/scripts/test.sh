@@ -107,7 +107,7 @@ if [ "${SKIP_TSAN:-0}" != 1 ]; then
   echo "test.sh: ThreadSanitizer section took $(( $(date +%s) - t )) s"
 fi
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then
-  # 16 drivers x FUZZ_SECONDS, one process at a time (about 4 minutes with
+  # 17 drivers x FUZZ_SECONDS, one process at a time (about 4 minutes with
   # the default), plus the clang build of sluice_core and the engines.
   step "configure build-fuzz (clang, libFuzzer + ASan + UBSan)"
   if CC=clang cmake -S "$ROOT" -B "$ROOT/build-fuzz" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
