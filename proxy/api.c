@@ -425,6 +425,17 @@ static int api_has_symbol(sluice_ctx *ctx, const char *name)
     return 0;
 }
 
+static int api_symbol_at(sluice_ctx *ctx, size_t i, const char **name, double *score)
+{
+    if (!ctx || !ctx->tx || i >= ctx->tx->nsyms)
+        return -ENOENT;
+    if (name)
+        *name = ctx->tx->syms[i].name;
+    if (score)
+        *score = ctx->tx->syms[i].score;
+    return 0;
+}
+
 /* RFC 3463: class "." subject "." detail, 1-3 digits each, the class
  * matching the reply's first digit; checked byte by byte (no scanf, which
  * skips white space and once let CR/LF through). */
@@ -604,6 +615,7 @@ static const struct sluice_host_api host_api = {
     .config_load = plugcfg_api_load,
     .header_fold = plughdr_fold,
     .dns_query = api_dns_query,
+    .symbol_at = api_symbol_at,
     .dns_cancel = api_dns_cancel,
 };
 

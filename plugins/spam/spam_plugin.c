@@ -618,9 +618,26 @@ static int spam_on_data(sluice_ctx *ctx)
     struct spam_result res;
     spam_eval_run(rs, m, si->pool, &res);
 
-    /* Symbols: every rule hit (but "__" sub-rules), GTUBE first. */
+    /* X-Spam-Status names what made the score: first what earlier plugins
+     * scored (DNS lists, SPF, DMARC ...), then every rule hit (but "__"
+     * sub-rules), GTUBE first, then the Bayes band. */
     struct pstr tests = PSTR_INIT;
     size_t ntests = 0;
+    if (SLUICE_API_HAS(api, symbol_at)) {
+        const char *sname;
+        double sscore;
+        for (size_t i = 0; api->symbol_at(ctx, i, &sname, &sscore) == 0; i++) {
+            if (sscore == 0.0 || ntests >= SPAM_MAX_STATUS_TESTS || !*sname ||
+                strspn(sname,
+                       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") !=
+                    strlen(sname))
+                continue; /* another plugin's name that cannot go in the header as is */
+            if (tests.len)
+                pstr_putc(&tests, ',');
+            pstr_puts(&tests, sname);
+            ntests++;
+        }
+    }
     if (res.gtube) {
         api->symbol_add(ctx, "GTUBE", SPAM_GTUBE_SCORE, "the GTUBE test string");
         pstr_puts(&tests, "GTUBE");

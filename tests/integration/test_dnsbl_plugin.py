@@ -126,8 +126,9 @@ def test_listed_client_links_and_sender(sluice_factory, fake, tmp_path):
         want = {"T_RCVD_BL", "T_RCVD_BL_XBL", "T_RCVD_WL", "T_URI_DBL", "T_URI_MULTI"}
         line = tx_line(sl, 1)
         assert want <= symbols(line), line
-        # The list scores are in the total the spam plugin compared (its
-        # tests= names its own rules; the log line has every symbol).
+        # X-Spam-Status names the lists' symbols before the spam rules.
+        assert want <= tests, tests
+        # The list scores are in the total the spam plugin compared.
         own = float(re.search(r"plugin=spam spam score=(-?[\d.]+)", sl.output()).group(1))
         total = float(re.search(r" score=(-?[\d.]+) symbols=", line).group(1))
         assert abs(score - total) < 0.01 and abs(own - total) < 0.01, (score, total, own)

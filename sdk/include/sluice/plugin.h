@@ -475,6 +475,12 @@ struct sluice_host_api {
                                    sluice_dns_cb cb, void *ud);
     /* Loop thread only, before the callback ran: it never will. */
     void (*dns_cancel)(sluice_dns_query *q);
+
+    /* The i-th symbol (0-based) that earlier plugins recorded in this
+     * transaction, in order (this hook's own symbol_add calls are not in
+     * it until the hook is done): its name (host-owned, valid during the
+     * hook) and score. 0, or -ENOENT past the last. Any hook context. */
+    int (*symbol_at)(sluice_ctx *ctx, size_t i, const char **name, double *score);
 };
 
 /* True when the host's table has member `m` (for members added later). */
