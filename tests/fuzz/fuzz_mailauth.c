@@ -84,8 +84,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         char err[128];
         spf = ma_spf_new("mx.test", err, sizeof err);
         FUZZ_CHECK(spf != NULL);
-        FUZZ_CHECK(ma_dmarc_init("/usr/share/publicsuffix/public_suffix_list.dat", err,
-                                 sizeof err) == 0);
+        FUZZ_CHECK(
+            ma_dmarc_init("/usr/share/publicsuffix/public_suffix_list.dat", err, sizeof err) == 0);
     }
     struct ma_dns *t = ma_dns_new();
     struct ma_spf_out o;

@@ -45,7 +45,15 @@ static const struct rec world[] = {
      * 1.2.10's macro expansion (found by fuzz_mailauth). */
     {"expl.example", MA_DNS_TXT, "v=spf1 exp=bad.expl.example -all"},
     {"bad.expl.example", MA_DNS_TXT,
-     "v=spf1 include:exaim=pt; dkim=pasWWWWWW,WWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWaaWWWWWWWWWW.xxn-paaaaaaaaa1 ptr:192.%yd}.xxn-paaaaaaaaaamx=spf1 ptr:aaa1%{i}aaaaaaaamx=spf1aaaaaaaaaaaaaaaaa ptr:1%{i}aaa}aaaaaa}2.%{d}.xxn-paaaaaaaaa1 ptr:192.%yd}.xxn-paaaa}2.%{d}.xxn-paaaaaaaaa-paaaaaaaaa1 ptr:192.%yxn-d}.xxn-paaaa}2.%{d}.xxn-paaaaaaaaa1 ptr:11 ptr:192.%yd}.xxn-paaaaaaaaaamx=spf1 ptr:1%{i}aaa}aaaaaaaaaaaaaaaaaaaapfsts:%${i}1.%{d}a1 ptr:19ass header.d=example.com header.=dset; dxn-kim=pasexample.com headereader.d=st; adermple.com"},
+     "v=spf1 include:exaim=pt; "
+     "dkim=pasWWWWWW,"
+     "WWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWaaWWWWWWWWWW.xxn-"
+     "paaaaaaaaa1 ptr:192.%yd}.xxn-paaaaaaaaaamx=spf1 ptr:aaa1%{i}aaaaaaaamx=spf1aaaaaaaaaaaaaaaaa "
+     "ptr:1%{i}aaa}aaaaaa}2.%{d}.xxn-paaaaaaaaa1 "
+     "ptr:192.%yd}.xxn-paaaa}2.%{d}.xxn-paaaaaaaaa-paaaaaaaaa1 "
+     "ptr:192.%yxn-d}.xxn-paaaa}2.%{d}.xxn-paaaaaaaaa1 ptr:11 ptr:192.%yd}.xxn-paaaaaaaaaamx=spf1 "
+     "ptr:1%{i}aaa}aaaaaaaaaaaaaaaaaaaapfsts:%${i}1.%{d}a1 ptr:19ass header.d=example.com "
+     "header.=dset; dxn-kim=pasexample.com headereader.d=st; adermple.com"},
 };
 
 /* Answer every wanted name from world (as the plugin does from DNS). */
