@@ -130,7 +130,14 @@ def test_softfail_and_helo_identity(fake, sluice_factory, dns):
     assert eod and eod[0] == 250
     v = our_ar(fake.wait_messages(2)[-1].data)
     assert "spf=pass smtp.helo=helo.example" in v[0], v
-    lines = [ln for ln in sl.lines if " plugins=" in ln]
+    # the log line comes just after the upstream's reply: wait for it
+    assert sl.wait_log(r" plugins=.*", timeout=5)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        lines = [ln for ln in list(sl.lines) if " plugins=" in ln]
+        if len(lines) >= 2:
+            break
+        time.sleep(0.05)
     assert "SPF_SOFTFAIL" in lines[0] and "SPF_PASS" in lines[1], lines
 
 
