@@ -418,3 +418,18 @@ double spam_bayes_score(const struct spam_bayes_snap *s, const struct spam_msg *
     *ntokens = n;
     return p;
 }
+
+static const struct spam_bayes_band spam_bayes__bands[] = {
+    {0.01, "BAYES_00", -1.5},  {0.05, "BAYES_05", -0.5}, {0.20, "BAYES_20", -0.1},
+    {0.40, "BAYES_40", -0.05}, {0.60, "BAYES_50", 0.8},  {0.80, "BAYES_60", 1.5},
+    {0.95, "BAYES_80", 2.0},   {0.99, "BAYES_95", 3.0},  {0.999, "BAYES_99", 3.5},
+    {2.0, "BAYES_999", 4.5},
+};
+
+const struct spam_bayes_band *spam_bayes_band(double p)
+{
+    size_t b = 0, last = sizeof spam_bayes__bands / sizeof spam_bayes__bands[0] - 1;
+    while (b < last && !(p < spam_bayes__bands[b].below))
+        b++;
+    return &spam_bayes__bands[b];
+}

@@ -75,4 +75,19 @@ void spam_bayes_snap_free(struct spam_bayes_snap *s);
 double spam_bayes_score(const struct spam_bayes_snap *s, const struct spam_msg *m,
                         uint32_t min_learned, size_t *ntokens, size_t *used);
 
+/* ---- symbols ------------------------------------------------------------- */
+
+/* The probability bands and the symbol each one adds to the message's
+ * score, after SpamAssassin's BAYES_* (the bands a mail admin already
+ * knows); the scores are fitted to sluice's thresholds. Band b covers
+ * probabilities below b.below (and at or above the band before it). */
+struct spam_bayes_band {
+    double below;
+    const char *name;
+    double score;
+};
+
+/* The band of probability p (0 to 1; the last band for anything above). */
+const struct spam_bayes_band *spam_bayes_band(double p);
+
 #endif

@@ -332,19 +332,6 @@ static void spam__bayes_reloaded(void *owner, const void *obj, const char *error
 static const struct watch_ops spam__bayes_ops = {
     spam__bayes_load, spam__bayes_path, spam__bayes_ref, spam__bayes_unref, spam__bayes_reloaded};
 
-/* Symbols by probability band, after SpamAssassin's BAYES_* (the bands a
- * mail admin already knows); scores fitted to sluice's thresholds. */
-static const struct {
-    double below;
-    const char *name;
-    double score;
-} spam__bayes_bands[] = {
-    {0.01, "BAYES_00", -1.5},  {0.05, "BAYES_05", -0.5}, {0.20, "BAYES_20", -0.1},
-    {0.40, "BAYES_40", -0.05}, {0.60, "BAYES_50", 0.8},  {0.80, "BAYES_60", 1.5},
-    {0.95, "BAYES_80", 2.0},   {0.99, "BAYES_95", 3.0},  {0.999, "BAYES_99", 3.5},
-    {2.0, "BAYES_999", 4.5},
-};
-
 /* Classify and add the band's symbol; its score (0 when Bayes had no say). */
 static double spam__bayes(struct spam_inst *si, sluice_ctx *ctx, const struct spam_msg *m,
                           struct pstr *tests, size_t *ntests)
@@ -361,17 +348,15 @@ static double spam__bayes(struct spam_inst *si, sluice_ctx *ctx, const struct sp
     spam__bayes_unref(h);
     if (p < 0)
         return 0; /* not enough learned yet */
-    size_t b = 0;
-    while (p >= spam__bayes_bands[b].below)
-        b++;
+    const struct spam_bayes_band *b = spam_bayes_band(p);
     char desc[96];
     snprintf(desc, sizeof desc, "Bayes spam probability %.4f (%zu of %zu tokens)", p, used, ntok);
-    sluice_api->symbol_add(ctx, spam__bayes_bands[b].name, spam__bayes_bands[b].score, desc);
+    sluice_api->symbol_add(ctx, b->name, b->score, desc);
     if (tests->len)
         pstr_putc(tests, ',');
-    pstr_puts(tests, spam__bayes_bands[b].name);
+    pstr_puts(tests, b->name);
     (*ntests)++;
-    return spam__bayes_bands[b].score;
+    return b->score;
 }
 
 /* Autolearn (off by default): a message whose score without Bayes is at

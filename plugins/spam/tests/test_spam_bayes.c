@@ -111,6 +111,22 @@ static void test_probabilities(void **state)
     assert_true(p < 0.01); /* the strong ham tokens win */
 }
 
+/* The bands' edges: a band covers [previous below, below). */
+static void test_bands(void **state)
+{
+    (void)state;
+    assert_string_equal(spam_bayes_band(0.0)->name, "BAYES_00");
+    assert_string_equal(spam_bayes_band(0.0099)->name, "BAYES_00");
+    assert_string_equal(spam_bayes_band(0.01)->name, "BAYES_05");
+    assert_string_equal(spam_bayes_band(0.5)->name, "BAYES_50");
+    assert_true(spam_bayes_band(0.5)->score > 0);
+    assert_string_equal(spam_bayes_band(0.99)->name, "BAYES_99");
+    assert_string_equal(spam_bayes_band(0.999)->name, "BAYES_999");
+    assert_string_equal(spam_bayes_band(1.0)->name, "BAYES_999");
+    assert_string_equal(spam_bayes_band(7.0)->name, "BAYES_999");
+    assert_true(spam_bayes_band(0.0)->score < 0);
+}
+
 static void test_snapshot(void **state)
 {
     (void)state;
@@ -240,9 +256,8 @@ int main(void)
 {
     spam_msg_global_init();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_tokens),
-        cmocka_unit_test(test_probabilities),
-        cmocka_unit_test(test_snapshot),
+        cmocka_unit_test(test_tokens), cmocka_unit_test(test_probabilities),
+        cmocka_unit_test(test_bands),  cmocka_unit_test(test_snapshot),
         cmocka_unit_test(test_store),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
