@@ -419,11 +419,21 @@ double spam_bayes_score(const struct spam_bayes_snap *s, const struct spam_msg *
     return p;
 }
 
+/* Band scores, set from what the combined probability means, not fitted
+ * to a corpus. Chi-square combining puts a message in its outer bands
+ * only when the spam and the ham evidence agree, so with a store trained
+ * on the site's own mail (bayes_min_learned) the outermost band is a
+ * verdict: BAYES_999 reaches the tag threshold (6) by itself, as a
+ * SpamBayes score over its spam cutoff is spam; BAYES_99 reaches the
+ * header threshold (4) and tags with any other sign. The middle (0.4 to
+ * 0.6) is "unsure": it says nothing and scores nothing. The ham side
+ * mirrors it more gently: a ham verdict takes back what two or three
+ * structural rules (HTML newsletters) add. */
 static const struct spam_bayes_band spam_bayes__bands[] = {
-    {0.01, "BAYES_00", -1.5},  {0.05, "BAYES_05", -0.5}, {0.20, "BAYES_20", -0.1},
-    {0.40, "BAYES_40", -0.05}, {0.60, "BAYES_50", 0.8},  {0.80, "BAYES_60", 1.5},
-    {0.95, "BAYES_80", 2.0},   {0.99, "BAYES_95", 3.0},  {0.999, "BAYES_99", 3.5},
-    {2.0, "BAYES_999", 4.5},
+    {0.01, "BAYES_00", -2.0},  {0.05, "BAYES_05", -1.0}, {0.20, "BAYES_20", -0.3},
+    {0.40, "BAYES_40", -0.1},  {0.60, "BAYES_50", 0.0},  {0.80, "BAYES_60", 1.0},
+    {0.95, "BAYES_80", 2.0},   {0.99, "BAYES_95", 3.0},  {0.999, "BAYES_99", 4.5},
+    {2.0, "BAYES_999", 6.0},
 };
 
 const struct spam_bayes_band *spam_bayes_band(double p)

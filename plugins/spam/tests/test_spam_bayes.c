@@ -119,7 +119,9 @@ static void test_bands(void **state)
     assert_string_equal(spam_bayes_band(0.0099)->name, "BAYES_00");
     assert_string_equal(spam_bayes_band(0.01)->name, "BAYES_05");
     assert_string_equal(spam_bayes_band(0.5)->name, "BAYES_50");
-    assert_true(spam_bayes_band(0.5)->score > 0);
+    assert_true(spam_bayes_band(0.5)->score == 0.0); /* unsure says nothing */
+    /* the outermost band is a verdict: it reaches the tag threshold (6) */
+    assert_true(spam_bayes_band(0.9995)->score >= 6.0);
     assert_string_equal(spam_bayes_band(0.99)->name, "BAYES_99");
     assert_string_equal(spam_bayes_band(0.999)->name, "BAYES_999");
     assert_string_equal(spam_bayes_band(1.0)->name, "BAYES_999");
