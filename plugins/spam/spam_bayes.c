@@ -430,9 +430,9 @@ double spam_bayes_score(const struct spam_bayes_snap *s, const struct spam_msg *
  * mirrors it more gently: a ham verdict takes back what two or three
  * structural rules (HTML newsletters) add. */
 static const struct spam_bayes_band spam_bayes__bands[] = {
-    {0.01, "BAYES_00", -2.0},  {0.05, "BAYES_05", -1.0}, {0.20, "BAYES_20", -0.3},
-    {0.40, "BAYES_40", -0.1},  {0.60, "BAYES_50", 0.0},  {0.80, "BAYES_60", 1.0},
-    {0.95, "BAYES_80", 2.0},   {0.99, "BAYES_95", 3.0},  {0.999, "BAYES_99", 4.5},
+    {0.01, "BAYES_00", -2.0}, {0.05, "BAYES_05", -1.0}, {0.20, "BAYES_20", -0.3},
+    {0.40, "BAYES_40", -0.1}, {0.60, "BAYES_50", 0.0},  {0.80, "BAYES_60", 1.0},
+    {0.95, "BAYES_80", 2.0},  {0.99, "BAYES_95", 3.0},  {0.999, "BAYES_99", 4.5},
     {2.0, "BAYES_999", 6.0},
 };
 
