@@ -175,9 +175,9 @@ def test_not_listings_are_ignored_and_logged(sluice_factory, fake, tmp_path):
         syms = symbols(tx_line(sl, 1))
         assert syms == {"T_URI_DBL"}, syms
         assert fake.wait_messages(1)
-        out = sl.output()
-        assert "list bl.test answers 127.255.255.254" in out, out[-2000:]
-        assert "list wl.test answers 198.51.100.7" in out, out[-2000:]
+        # log lines reach the test through a reader thread: wait for them
+        assert sl.wait_log(r"list bl\.test answers 127\.255\.255\.254", timeout=5), sl.output()
+        assert sl.wait_log(r"list wl\.test answers 198\.51\.100\.7", timeout=5), sl.output()
         m = plugkit.metrics(port)
         assert plugkit.metric_value(m, "sluice_plugin_dnsbl_lookups_total",
                                     {"result": "error"}) == 2, m
@@ -199,7 +199,7 @@ def test_silent_list_costs_the_deadline_only(sluice_factory, fake, tmp_path):
         assert d["eod"].code == 250, d
         assert 0.9 <= took < 4.0, took
         assert symbols(tx_line(sl, 1)) == {"T_RCVD_WL"}
-        assert "not answered by the deadline" in sl.output()
+        assert sl.wait_log("not answered by the deadline", timeout=5), sl.output()[-2000:]
         assert len(fake.wait_messages(1)) == 1
     finally:
         dns.close()
