@@ -54,8 +54,8 @@ build_and_test() {
 # The ThreadSanitizer run: the tests that put hooks on the thread pool
 # (blocking hooks, hook timeouts, answers from plugin threads, reload while
 # hooks run, quarantine writes, libclamav scans and database reloads, rule
-# reloads of spam and rewrite, DKIM's key cache) and the unit tests of the
-# modules that cross threads. Not the whole suite:
+# reloads of spam and rewrite, DKIM's key cache, dnsbl's link extraction)
+# and the unit tests of the modules that cross threads. Not the whole suite:
 # TSan slows everything 5-15x and the rest is single-threaded.
 TSAN_UNITS='^(test_host|test_plugdone|test_stats|test_defer|test_sess)$'
 TSAN_INTEG=(
@@ -69,6 +69,8 @@ TSAN_INTEG=(
   test_spam_plugin.py::test_reload_broken_file_keeps_old_rules
   test_rewrite_plugin.py::test_reload_file_change_sighup_and_broken_file
   test_dkim_plugin.py::test_verify_over_dns_with_cache
+  test_dnsbl_plugin.py::test_listed_client_links_and_sender
+  test_dnsbl_plugin.py::test_transaction_ends_with_lookups_out
 )
 tsan_test() {
   local dir=build-tsan
