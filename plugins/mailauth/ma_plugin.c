@@ -495,7 +495,10 @@ static void ma__spf_done(struct ma_tx *t)
         ma__data_step(t);
 }
 
-static int ma__on_mail(sluice_ctx *ctx)
+/* The start of both hooks: the transaction's state, made on first use.
+ * SLUICE_CONTINUE when the client is not checked, SLUICE_ERROR without
+ * memory, else 0 with *tp set. */
+static int ma__hook_tx(sluice_ctx *ctx, struct ma_tx **tp)
 {
     struct ma_inst *d = sluice_api->instance_data(ctx);
     if (!d || ma__skipped(d, ctx))
@@ -504,6 +507,17 @@ static int ma__on_mail(sluice_ctx *ctx)
     struct ma_tx *t = sluice_api->tx_data_get(ctx);
     if (!t && !(t = ma__tx_new(ctx, d)))
         return SLUICE_ERROR;
+    *tp = t;
+    return 0;
+}
+
+static int ma__on_mail(sluice_ctx *ctx)
+{
+    struct ma_tx *t = NULL;
+    int rc = ma__hook_tx(ctx, &t);
+    if (!t)
+        return rc;
+    struct ma_inst *d = t->d;
     t->spf_started = true;
     ma__spf_step(t, ctx);
     if (t->spf_done)
@@ -738,13 +752,10 @@ static void ma__deadline_cb(uv_timer_t *h)
 
 static int ma__on_data(sluice_ctx *ctx)
 {
-    struct ma_inst *d = sluice_api->instance_data(ctx);
-    if (!d || ma__skipped(d, ctx))
-        return SLUICE_CONTINUE;
-    ma__loop = sluice_api->event_loop(ctx);
-    struct ma_tx *t = sluice_api->tx_data_get(ctx);
-    if (!t && !(t = ma__tx_new(ctx, d)))
-        return SLUICE_ERROR;
+    struct ma_tx *t = NULL;
+    int rc = ma__hook_tx(ctx, &t);
+    if (!t)
+        return rc;
     if (!t->spf_started) {
         t->spf_started = true;
         ma__spf_step(t, ctx);
