@@ -140,7 +140,7 @@ static void tok__address(struct tok_out *o, const char *pfx, const char *v)
         return;
     const char *lt = strrchr(v, '<');
     const char *a = lt ? lt + 1 : v;
-    size_t alen = strcspn(a, "> \t");
+    size_t alen = strcspn(a, ">, \t");
     char p[32];
     if (alen) {
         snprintf(p, sizeof p, "%s:a:", pfx);
@@ -191,6 +191,175 @@ static void tok__lines(struct tok_out *o, const char *pfx, const char *s)
     }
 }
 
+/* The shape of s[0..n): letters, digits and case as classes, runs
+ * collapsed ("Ab12-XY" -> "Aad-A"); says which software made an ID. */
+static void tok__shape(struct tok_out *o, const char *pfx, const char *s, size_t n)
+{
+    char buf[40];
+    size_t k = 0;
+    char last = 0;
+    for (size_t i = 0; i < n && k < sizeof buf; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char t = (c >= 'a' && c <= 'z')   ? 'a'
+                 : (c >= 'A' && c <= 'Z') ? 'A'
+                 : (c >= '0' && c <= '9') ? 'd'
+                 : c >= 0x80              ? 'u'
+                                          : (char)c;
+        if (t != last)
+            buf[k++] = t;
+        last = t;
+    }
+    /* The shape is case-sensitive: emit it as is, not through the
+     * lower-casing tok__emit. */
+    char tok[48];
+    size_t pl = strlen(pfx);
+    if (pl + k > sizeof tok)
+        k = sizeof tok - pl;
+    memcpy(tok, pfx, pl);
+    memcpy(tok + pl, buf, k);
+    if (o->n < o->max)
+        o->v[o->n++] = spam_bayes_hash(tok, pl + k);
+}
+
+/* Received fields: the host names and addresses of the relays (the part
+ * before the date), with the /24 and /16 of each IPv4 address, which tell
+ * a mail's route apart from a spam gang's. Other words (IDs, dates) are
+ * unique per message and only bloat the store. */
+static void tok__received(struct tok_out *o, const struct spam_msg *m)
+{
+    size_t seen = 0;
+    for (size_t i = 0; i < m->nhdrs && seen < 8; i++) {
+        if (strcasecmp(m->hdrs[i].name, "Received") != 0)
+            continue;
+        seen++;
+        const char *v = m->hdrs[i].raw;
+        size_t len = strcspn(v, ";");
+        size_t j = 0;
+        while (j < len) {
+            while (j < len && (tok__sep((unsigned char)v[j]) || v[j] == '@'))
+                j++;
+            size_t b = j;
+            while (j < len && !tok__sep((unsigned char)v[j]) && v[j] != '@')
+                j++;
+            size_t e = j;
+            while (b < e && tok__trim((unsigned char)v[b]))
+                b++;
+            while (e > b && tok__trim((unsigned char)v[e - 1]))
+                e--;
+            size_t n = e - b;
+            if (n < 4 || n > 60 || !memchr(v + b, '.', n))
+                continue;
+            size_t dots = 0, digits = 0;
+            for (size_t q = b; q < e; q++) {
+                dots += v[q] == '.';
+                digits += v[q] >= '0' && v[q] <= '9';
+            }
+            if (dots == 3 && digits + dots == n) {
+                /* An IPv4 address: the /24 and the /16. */
+                size_t c1 = 0, q = b;
+                for (; q < e && c1 < 3; q++)
+                    if (v[q] == '.' && ++c1 == 2)
+                        tok__emit(o, "r:ip:", v + b, q - b);
+                tok__emit(o, "r:ip:", v + b, q - 1 - b);
+                continue;
+            }
+            tok__emit(o, "r:", v + b, n);
+        }
+    }
+}
+
+/* The names of the HTML tags, from the raw HTML: spam of a kind is
+ * written by the same tools, and their markup (<font>, <center>, <table>
+ * layouts, <form>) outlives its wording. (Attribute values were tried
+ * too: they added false positives on newsletters.) */
+static void tok__html(struct tok_out *o, const char *s, size_t len)
+{
+    size_t ntags = 0;
+    for (size_t i = 0; i + 1 < len && ntags < 400; i++) {
+        if (s[i] != '<')
+            continue;
+        size_t j = i + 1;
+        if (s[j] == '/')
+            j++;
+        size_t b = j;
+        while (j < len && j - b <= 12 &&
+               ((s[j] >= 'a' && s[j] <= 'z') || (s[j] >= 'A' && s[j] <= 'Z') ||
+                (s[j] >= '0' && s[j] <= '9')))
+            j++;
+        if (j == b || j - b > 12)
+            continue;
+        ntags++;
+        tok__emit(o, "ht:", s + b, j - b);
+        i = j - 1;
+    }
+}
+
+/* Words of a link's path and query ("remove", "unsubscribe", "cgi-bin"). */
+static void tok__uri_path(struct tok_out *o, const char *uri)
+{
+    const char *h = strstr(uri, "://");
+    if (!h)
+        return;
+    h += 3;
+    const char *p = h + strcspn(h, "/?#");
+    /* Path segments and query parameters are the words. */
+    char buf[200];
+    size_t n = strnlen(p, sizeof buf);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = strchr("/?#&+%", p[i]) ? ' ' : p[i];
+    tok__words(o, "up:", buf, n);
+}
+
+/* The message's own envelope of headers: Message-ID's domain and shape,
+ * how many recipients it shows, the charset and the MIME boundary's shape. */
+static void tok__meta(struct tok_out *o, const struct spam_msg *m)
+{
+    const char *v;
+    if ((v = tok__header(m, "Message-ID"))) {
+        const char *lt = strchr(v, '<');
+        const char *a = lt ? lt + 1 : v;
+        const char *at = strchr(a, '@');
+        if (at) {
+            tok__shape(o, "mid:s:", a, (size_t)(at - a));
+            tok__emit(o, "mid:d:", at + 1, strcspn(at + 1, "> \t"));
+        } else {
+            tok__shape(o, "mid:s:", a, strcspn(a, "> \t"));
+        }
+    } else {
+        tok__emit(o, "mid:", "none", 4);
+    }
+    size_t nrcpt = 0;
+    for (size_t i = 0; i < m->nhdrs && i < 100; i++) {
+        if (strcasecmp(m->hdrs[i].name, "To") != 0 && strcasecmp(m->hdrs[i].name, "Cc") != 0)
+            continue;
+        nrcpt++;
+        for (const char *c = m->hdrs[i].raw; *c; c++)
+            nrcpt += *c == ',';
+    }
+    static const char *const bucket[] = {"0", "1", "2", "3-5", "3-5", "3-5", "6+"};
+    const char *bk = bucket[nrcpt < 6 ? nrcpt : 6];
+    tok__emit(o, "nrcpt:", bk, strlen(bk));
+    tok__address(o, "t", tok__header(m, "To"));
+    if ((v = tok__header(m, "Content-Type"))) {
+        const char *cs = strcasestr(v, "charset=");
+        if (cs) {
+            cs += 8;
+            cs += *cs == '"';
+            tok__emit(o, "cs:", cs, strcspn(cs, "\"; \t"));
+        }
+        const char *bd = strcasestr(v, "boundary=");
+        if (bd) {
+            bd += 9;
+            bd += *bd == '"';
+            tok__shape(o, "bd:", bd, strcspn(bd, "\"; \t"));
+        }
+    }
+    if ((v = tok__header(m, "Content-Transfer-Encoding")))
+        tok__emit(o, "cte:", v, strnlen(v, 20));
+    if ((v = tok__header(m, "Date")))
+        tok__shape(o, "date:", v, strlen(v));
+}
+
 static int tok__cmp(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -225,8 +394,13 @@ size_t spam_bayes_tokens(const struct spam_msg *m, uint64_t *out, size_t max)
         if (*fn)
             fn++;
     }
-    for (size_t i = 0; i < m->nuris && i < 200; i++)
+    tok__meta(&o, m);
+    tok__received(&o, m);
+    for (size_t i = 0; i < m->nuris && i < 200; i++) {
         tok__uri(&o, m->uris[i]);
+        tok__uri_path(&o, m->uris[i]);
+    }
+    tok__html(&o, m->rawtext.ptr ? m->rawtext.ptr : "", m->rawtext.len);
     tok__words(&o, "", m->text.ptr ? m->text.ptr : "", m->text.len);
 
     qsort(out, o.n, sizeof *out, tok__cmp);

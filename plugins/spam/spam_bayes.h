@@ -5,8 +5,12 @@
  * Tokens. A message becomes a set of 64-bit token hashes: words of its
  * decoded text (HTML as text), words of the Subject, the sender's address,
  * name and domain, the Reply-To domain, the mailer, the MIME part types,
- * attachment extensions and the host names of its links (with their
- * parent domains), each kind under its own prefix so that "free" in the
+ * attachment extensions, the host names of its links (with their parent
+ * domains) and the words of their paths, the relays' host names and
+ * IPv4 /24 and /16 from the Received fields, the Message-ID's domain and
+ * shape, the Date's shape, the charset, the MIME boundary's shape, the
+ * number of visible recipients and the HTML tag names, each kind under
+ * its own prefix so that "free" in the
  * Subject and "free" in the body are different tokens. Words are
  * lower-cased (ASCII), 3 to 20 bytes; a longer run becomes one
  * "skip:<first byte>:<length/10>" token, as SpamBayes does, so that

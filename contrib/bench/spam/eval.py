@@ -92,7 +92,9 @@ def wait_port(port, proc, what, limit=300):
 
 def corpus(ham_d, spam_d, work, k, n):
     """Copies of N messages per class in work/F/{ham,spam}, a leading mbox
-    "From " line removed; the same seed as eval-bayes.sh."""
+    "From " line removed; the same seed as eval-bayes.sh. EVAL_OFFSET and
+    EVAL_NHAM as there: a development set disjoint from the evaluation's."""
+    off = int(os.environ.get("EVAL_OFFSET", "0"))
     def files(d):
         out = []
         for root, _, names in os.walk(d, followlinks=True):
@@ -101,9 +103,10 @@ def corpus(ham_d, spam_d, work, k, n):
     for cls, d in (("ham", ham_d), ("spam", spam_d)):
         lst = files(d)
         random.Random(42).shuffle(lst)
-        if len(lst) < n:
+        want = int(os.environ.get("EVAL_NHAM", n)) if cls == "ham" else n
+        if len(lst) < off + want:
             sys.exit("eval: only %d %s messages in %s" % (len(lst), cls, d))
-        for i, p in enumerate(lst[:n]):
+        for i, p in enumerate(lst[off:off + want]):
             dst = os.path.join(work, str(i % k), cls)
             os.makedirs(dst, exist_ok=True)
             data = open(p, "rb").read()

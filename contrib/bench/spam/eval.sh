@@ -56,6 +56,7 @@
 # of the test suite. Everything listens on 127.0.0.1 (ports PORT..PORT+5,
 # PORT from $EVAL_PORT, default 17830) and is stopped on exit.
 # EVAL_ONLY=sluice,spamassassin,rspamd (a subset) runs fewer tools;
+# EVAL_OFFSET=M and EVAL_NHAM=H as in eval-bayes.sh (a development set);
 # EVAL_KEEP=FILE keeps the per-message results (JSON). Run it
 # niced: it takes about half an hour on two cores with N=1500.
 #

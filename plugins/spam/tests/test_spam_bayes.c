@@ -73,6 +73,48 @@ static void test_tokens(void **state)
     spam_msg_free(m);
 }
 
+/* The route, the message's own metadata, link paths and HTML tags. */
+static void test_tokens_meta(void **state)
+{
+    (void)state;
+    struct spam_msg *m =
+        parse("Received: from mx.sender.example (mx.sender.example [192.0.2.55])\r\n"
+              "\tby relay.example.org (Postfix) with ESMTP id 4F2A1B; Mon, 2 Dec 2002 10:00:00\r\n"
+              "Message-ID: <Ab12-XY@mailer.example>\r\n"
+              "To: a@one.example, b@two.example\r\n"
+              "Date: Mon, 2 Dec 2002 10:00:00 +0100\r\n"
+              "MIME-Version: 1.0\r\n"
+              "Content-Type: text/html; charset=\"Windows-1252\"\r\n"
+              "\r\n"
+              "<html><body><FONT size=5>Hi</FONT> "
+              "<a href=\"http://shop.example/cgi-bin/remove.pl?id=1\">x</a></body></html>\r\n");
+    uint64_t t[SPAM_BAYES_MAX_TOKENS];
+    size_t n = spam_bayes_tokens(m, t, SPAM_BAYES_MAX_TOKENS);
+    assert_true(has(t, n, "r:mx.sender.example"));
+    assert_true(has(t, n, "r:relay.example.org"));
+    assert_true(has(t, n, "r:ip:192.0.2"));
+    assert_true(has(t, n, "r:ip:192.0"));
+    assert_false(has(t, n, "r:4f2a1b")); /* the queue ID is unique: not a token */
+    assert_false(has(t, n, "r:ip:192.0.2.55"));
+    assert_true(has(t, n, "mid:d:mailer.example"));
+    assert_true(has(t, n, "mid:s:Aad-A")); /* case kept in shapes */
+    assert_true(has(t, n, "nrcpt:2"));
+    assert_true(has(t, n, "t:d:one.example"));
+    assert_true(has(t, n, "cs:windows-1252"));
+    assert_true(has(t, n, "date:Aa, d Aa d d:d:d +d"));
+    assert_true(has(t, n, "up:cgi-bin"));
+    assert_true(has(t, n, "up:remove.pl"));
+    assert_true(has(t, n, "ht:font"));
+    assert_true(has(t, n, "ht:body"));
+    spam_msg_free(m);
+    /* No Message-ID is a token too. */
+    m = parse("Subject: x\r\n\r\nbody\r\n");
+    n = spam_bayes_tokens(m, t, SPAM_BAYES_MAX_TOKENS);
+    assert_true(has(t, n, "mid:none"));
+    assert_true(has(t, n, "nrcpt:0"));
+    spam_msg_free(m);
+}
+
 static void test_probabilities(void **state)
 {
     (void)state;
@@ -258,9 +300,9 @@ int main(void)
 {
     spam_msg_global_init();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_tokens), cmocka_unit_test(test_probabilities),
-        cmocka_unit_test(test_bands),  cmocka_unit_test(test_snapshot),
-        cmocka_unit_test(test_store),
+        cmocka_unit_test(test_tokens),        cmocka_unit_test(test_tokens_meta),
+        cmocka_unit_test(test_probabilities), cmocka_unit_test(test_bands),
+        cmocka_unit_test(test_snapshot),      cmocka_unit_test(test_store),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
