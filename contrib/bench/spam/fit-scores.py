@@ -3,7 +3,7 @@
 """fit-scores.py: fit the spam rules' scores to labelled mail.
 
     fit-scores.py RULES RESULTS.json [--lambda L] [--ham-weight W]
-                  [--threshold T] [--folds K] > spam-scores.rules
+                  [--threshold T] [--iterations N] [--folds K] > spam-scores.rules
 
 RULES is the rule file whose scores are the starting point (the hand-set
 scores, e.g. rules/spam.rules). RESULTS.json is what eval.sh keeps with
@@ -15,13 +15,16 @@ trained on other mail than it scores).
 The model is the plugin's: a message's score is the sum of its rules'
 scores plus its Bayes band's score, and it is spam from the threshold T
 (default 6, the tag threshold). Rule scores are fitted by projected
-gradient descent on a logistic loss of (score - T), ham weighted W times
-(default 5: a false positive costs more than a miss), with an L2 penalty
-L (default 1) pulling every score back towards its hand-set value, so
-that a rule seen on few messages keeps about the score a person gave it;
-scores stay within [0, 5] for rules set positive (a rule is never turned
-into a ham sign by a corpus), negative ones are left alone, and the Bayes
-bands are not touched. With --folds K it first prints (to stderr) the
+gradient descent (N steps, default 4000) on a logistic loss of
+(score - T), ham weighted W times (default 2: a false positive costs more
+than a miss), with an L2 penalty L (default 0.3, in units of one message's
+loss) pulling every score back towards its hand-set value, so that a
+rule seen on few messages keeps about the score a person gave it;
+a score stays between half and twice its hand value (or hand + 1; at
+most 5), and rises above its hand value only for a rule that hits spam at least five times as often
+as ham in the given messages (so that a rule whose ham hits the Bayes
+happens to cancel does not grow); negative scores are left alone, and
+the Bayes bands are not touched. With --folds K it first prints (to stderr) the
 recall and false positives of K-fold cross-validation of the fit on the
 given messages, so that L and W can be chosen without looking at other
 mail. The fitted scores go to stdout as a rule file of `score` lines, to
@@ -64,9 +67,25 @@ def load(path, hand):
     return out
 
 
-def fit(msgs, hand, lam, ham_w, thr, iters=400, rate=0.05):
+def fit(msgs, hand, lam, ham_w, thr, iters, rate=0.05):
     w = dict(hand)
     names = sorted({r for _, _, rs in msgs for r in rs})
+    # Bounds: the corpus may tune a person's score, not overturn it. A
+    # score goes down to half its hand value at least (a sign this corpus
+    # lacks, say modern phishing, keeps weight), and up to twice its hand
+    # value (or hand + 1, at most 5) only for a
+    # rule that hits spam at least five times as often as ham here (a
+    # rule whose ham hits the Bayes happens to cancel must not grow).
+    ns = sum(1 for y, _, _ in msgs if y) or 1
+    nh = (len(msgs) - ns) or 1
+    hs = {r: 0 for r in names}
+    hh = {r: 0 for r in names}
+    for y, _, rs in msgs:
+        for r in rs:
+            (hs if y else hh)[r] += 1
+    lo = {r: hand[r] / 2.0 for r in names}
+    hi = {r: min(5.0, max(2.0 * hand[r], hand[r] + 1.0)) if hs[r] / ns >= 5.0 * hh[r] / nh
+          else hand[r] for r in names}
     for _ in range(iters):
         grad = {r: 0.0 for r in names}
         for y, rest, rs in msgs:
@@ -80,7 +99,7 @@ def fit(msgs, hand, lam, ham_w, thr, iters=400, rate=0.05):
             if hand[r] <= 0:
                 continue
             step = grad[r] / n + lam * (w[r] - hand[r]) / n
-            w[r] = min(5.0, max(0.0, w[r] - rate * n / 100.0 * step))
+            w[r] = min(hi[r], max(lo[r], w[r] - rate * n / 100.0 * step))
     return w
 
 
@@ -94,8 +113,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("rules")
     ap.add_argument("results")
-    ap.add_argument("--lambda", dest="lam", type=float, default=1.0)
-    ap.add_argument("--ham-weight", type=float, default=5.0)
+    ap.add_argument("--lambda", dest="lam", type=float, default=0.3)
+    ap.add_argument("--ham-weight", type=float, default=2.0)
+    ap.add_argument("--iterations", type=int, default=4000)
     ap.add_argument("--threshold", type=float, default=6.0)
     ap.add_argument("--folds", type=int, default=0)
     a = ap.parse_args()
@@ -109,7 +129,7 @@ def main():
         for k in range(a.folds):
             test = [msgs[i] for j, i in enumerate(order) if j % a.folds == k]
             train = [msgs[i] for j, i in enumerate(order) if j % a.folds != k]
-            w = fit(train, hand, a.lam, a.ham_weight, a.threshold)
+            w = fit(train, hand, a.lam, a.ham_weight, a.threshold, a.iterations)
             for t, ww in ((tot_hand, hand), (tot_fit, w)):
                 r = judge(test, ww, a.threshold)
                 for i in range(4):
@@ -118,10 +138,10 @@ def main():
             print("%d-fold CV, %s: spam recall %.1f %% (%d/%d), ham false positives %.2f %% (%d/%d)"
                   % (a.folds, what, 100.0 * t[0] / t[1], t[0], t[1], 100.0 * t[2] / t[3], t[2], t[3]),
                   file=sys.stderr)
-    w = fit(msgs, hand, a.lam, a.ham_weight, a.threshold)
+    w = fit(msgs, hand, a.lam, a.ham_weight, a.threshold, a.iterations)
     print("# spam-scores.rules: scores fitted by contrib/bench/spam/fit-scores.py")
-    print("# (lambda %g, ham weight %g, threshold %g, %d messages); hand-set" % (
-        a.lam, a.ham_weight, a.threshold, len(msgs)))
+    print("# (lambda %g, ham weight %g, threshold %g, %d steps, %d messages); hand-set" % (
+        a.lam, a.ham_weight, a.threshold, a.iterations, len(msgs)))
     print("# scores are in spam.rules; a rule not listed here keeps its own.")
     for r in defined:
         if r in w and abs(round(w[r], 1) - hand[r]) >= 0.05:
