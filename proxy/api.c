@@ -458,18 +458,38 @@ static bool api__enh_valid(const char *e, int code)
     return *p == 0;
 }
 
-static void api_set_reply(sluice_ctx *ctx, int code, const char *enh, const char *text)
+static void api_set_reply_lines(sluice_ctx *ctx, int code, const char *enh,
+                                const char *const *lines, size_t n)
 {
     ctx->code = code;
     if (api__enh_valid(enh, code))
         snprintf(ctx->enh, sizeof ctx->enh, "%s", enh);
     else
         snprintf(ctx->enh, sizeof ctx->enh, "%d.7.1", code / 100);
-    /* One line of printable ASCII: a plugin must not inject reply lines. */
+    /* Printable ASCII only, lines joined with \n (the one separator the
+     * session's reply writer splits on): a plugin must not inject reply
+     * lines of its own making. Whole lines, except a too long first. */
     size_t j = 0;
-    for (const char *p = text ? text : ""; *p && j < sizeof ctx->text - 1; p++)
-        ctx->text[j++] = ((unsigned char)*p < 32 || (unsigned char)*p >= 127) ? ' ' : *p;
+    for (size_t i = 0; i < n && i < SLUICE_REPLY_LINES_MAX; i++) {
+        const char *t = lines[i] ? lines[i] : "";
+        size_t len = strlen(t);
+        size_t room = sizeof ctx->text - 1 - j - (i > 0);
+        if (len > room) {
+            if (i > 0)
+                break;
+            len = room;
+        }
+        if (i > 0)
+            ctx->text[j++] = '\n';
+        for (size_t k = 0; k < len; k++)
+            ctx->text[j++] = ((unsigned char)t[k] < 32 || (unsigned char)t[k] >= 127) ? ' ' : t[k];
+    }
     ctx->text[j] = 0;
+}
+
+static void api_set_reply(sluice_ctx *ctx, int code, const char *enh, const char *text)
+{
+    api_set_reply_lines(ctx, code, enh, &text, 1);
 }
 
 /* Private-data slots: guarded by their owner (plugins may set them from
@@ -616,6 +636,7 @@ static const struct sluice_host_api host_api = {
     .header_fold = plughdr_fold,
     .dns_query = api_dns_query,
     .symbol_at = api_symbol_at,
+    .set_reply_lines = api_set_reply_lines,
     .dns_cancel = api_dns_cancel,
 };
 

@@ -81,7 +81,7 @@ struct sluice_ctx {
     /* Members below are not cleared for a new call (only read when set). */
     struct sluice_ctx *next_done; /* host's cross-thread completion list */
     char enh[16];
-    char text[400];
+    char text[SLUICE_REPLY_TEXT_MAX + 1]; /* lines separated by \n */
     uv_work_t work;
 };
 

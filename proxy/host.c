@@ -557,6 +557,8 @@ static void host__ctx_done(struct sluice_ctx *c)
     snprintf(tx->decided_by, sizeof tx->decided_by, "%s", in->name);
     snprintf(tx->decision, sizeof tx->decision, "%s", names_pverdict(v));
     snprintf(tx->reason, sizeof tx->reason, "%.190s", r.code ? r.text : "");
+    for (char *q = tx->reason; (q = strchr(q, '\n')) != NULL;)
+        *q = ' ';
     if (v == SLUICE_DISCARD) {
         tx->discard = true;
         log_c_warn(&hc->log, "plugin=%s DISCARD: the message will be accepted and dropped",

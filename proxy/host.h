@@ -44,7 +44,7 @@ struct host_result {
                                     (DISCARD/QUARANTINE are marked on the tx) */
     int code;                    /* reply to give for REJECT/TEMPFAIL/DISCONNECT */
     char enh[16];
-    char text[400];
+    char text[SLUICE_REPLY_TEXT_MAX + 1]; /* lines separated by \n */
     const char *plugin; /* instance that decided, or NULL */
     struct tx *tx;      /* the tx to go on with (a reference the callee
                            takes over); NULL for phases run without one */

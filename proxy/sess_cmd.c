@@ -53,10 +53,10 @@ static bool sess_cmd__refused(struct sess *s, const struct host_result *r)
     switch (r->verdict) {
     case SLUICE_REJECT:
     case SLUICE_TEMPFAIL:
-        sess_reply(s, r->code, r->enh, "%s", r->text);
+        sess_reply_text(s, r->code, r->enh, r->text);
         return true;
     case SLUICE_DISCONNECT:
-        sess_reply(s, 421, r->enh[0] == '4' ? r->enh : "4.7.0", "%s", r->text);
+        sess_reply_text(s, 421, r->enh[0] == '4' ? r->enh : "4.7.0", r->text);
         sess_close(s, true);
         return true;
     default:
@@ -797,9 +797,9 @@ static void sess_cmd__connect_done(void *ud, struct host_result *r)
          * oblige us to keep answering 503 until QUIT; closing is simpler
          * and what clients handle best). */
         if (r->verdict == SLUICE_REJECT)
-            sess_reply(s, 554, r->enh, "%s", r->text);
+            sess_reply_text(s, 554, r->enh, r->text);
         else
-            sess_reply(s, 421, r->enh[0] == '4' ? r->enh : "4.7.0", "%s", r->text);
+            sess_reply_text(s, 421, r->enh[0] == '4' ? r->enh : "4.7.0", r->text);
         log_c_info(&s->log, "client=%s refused at connect by %s", s->info.client_addr,
                    r->plugin ? r->plugin : "chain");
         sess_close(s, true);

@@ -339,11 +339,11 @@ static void sess_eom__data_done(void *ud, struct host_result *r)
         if (r->verdict != SLUICE_DISCONNECT)
             sess_log_tx(s, r->verdict == SLUICE_REJECT ? STATS_V_REJECTED : STATS_V_TEMPFAILED, 0);
         if (r->verdict == SLUICE_DISCONNECT) {
-            sess_reply(s, 421, r->enh[0] == '4' ? r->enh : "4.7.0", "%s", r->text);
+            sess_reply_text(s, 421, r->enh[0] == '4' ? r->enh : "4.7.0", r->text);
             sess_close(s, true);
             return;
         }
-        sess_reply(s, r->code, r->enh, "%s", r->text);
+        sess_reply_text(s, r->code, r->enh, r->text);
         sess_tx_end(s, true);
     } else if (s->tx->quarantine) {
         sess_eom__quarantine(s);

@@ -161,6 +161,7 @@ void sess_up_drop(struct sess *s); /* close the upstream, give the slot back */
 void sess_reply(struct sess *s, int code, const char *enh, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void sess_reply_raw(struct sess *s, const char *p, size_t n); /* now, in order */
+void sess_reply_text(struct sess *s, int code, const char *enh, const char *text);
 struct sess_slot *sess_reply_slot(struct sess *s);
 void sess_reply_fill_relay(struct sess_slot *sl, const struct smtp_reply *r);
 void sess_reply_fill_error(struct sess_slot *sl, enum up_err e);

@@ -115,6 +115,29 @@ void sess_reply(struct sess *s, int code, const char *enh, const char *fmt, ...)
     buf_free(&b);
 }
 
+/* A plugin's reply text: lines separated by \n (host_result.text), each
+ * sent with the code and enhanced code, "-" after the code on all but the
+ * last (RFC 5321 4.2.1). */
+void sess_reply_text(struct sess *s, int code, const char *enh, const char *text)
+{
+    buf_t b = BUF_INIT;
+    const char *p = text;
+    for (;;) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        buf_printf(&b, "%d%c", code, nl ? '-' : ' ');
+        if (enh && *enh)
+            buf_printf(&b, "%s ", enh);
+        buf_append(&b, p, n);
+        buf_puts(&b, "\r\n");
+        if (!nl)
+            break;
+        p = nl + 1;
+    }
+    sess_reply_raw(s, b.ptr, b.len);
+    buf_free(&b);
+}
+
 const char *sess_reply_default_enh(int code)
 {
     if (code >= 500)

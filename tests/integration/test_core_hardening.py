@@ -237,6 +237,35 @@ def test_plugin_cannot_inject_reply_lines(fake, sluice_factory, mode):
         c.expect("NOOP", 250)
 
 
+def rcpt_reply_lines(sl):
+    """RCPT's whole reply (every line up to the last one) and NOOP after."""
+    with session(sl) as c:
+        c.expect("MAIL FROM:<a@example.com>", 250)
+        r = c.cmd("RCPT TO:<b@example.net>")
+        c.expect("NOOP", 250)
+        return r
+
+
+def test_plugin_multiline_reply(fake, sluice_factory):
+    """set_reply_lines(): a multi-line reply (a milter's own), each line
+    with the code and enhanced code, CR/LF in a line cannot add one."""
+    sl = plugkit.start(sluice_factory, fake, ("inj", "injplug", {"mode": "lines"}))
+    r = rcpt_reply_lines(sl)
+    assert r.raw == (b"550-5.7.2 first\r\n"
+                     b"550-5.7.2 second  250 2.0.0 injected\r\n"
+                     b"550 5.7.2 third\r\n"), r.raw
+
+
+def test_plugin_multiline_reply_bounded(fake, sluice_factory):
+    """More lines than the host keeps: the first 16, the last one ends it."""
+    sl = plugkit.start(sluice_factory, fake, ("inj", "injplug", {"mode": "many"}))
+    r = rcpt_reply_lines(sl)
+    lines = r.raw.split(b"\r\n")[:-1]
+    assert len(lines) == 16, r.raw
+    assert all(l.startswith(b"451-4.7.2 line ") for l in lines[:-1]), r.raw
+    assert lines[-1] == b"451 4.7.2 line 16", r.raw
+
+
 # ---- the stats endpoint ----------------------------------------------------------------
 
 def http_get(port, path, host=None, token=None):

@@ -481,7 +481,20 @@ struct sluice_host_api {
      * it until the hook is done): its name (host-owned, valid during the
      * hook) and score. 0, or -ENOENT past the last. Any hook context. */
     int (*symbol_at)(sluice_ctx *ctx, size_t i, const char **name, double *score);
+
+    /* set_reply with several lines (a multi-line SMTP reply: "550-5.7.1
+     * first", "550 5.7.1 last"), e.g. a milter's own reply. Each line is
+     * printable ASCII (anything else becomes a space); the host keeps the
+     * first SLUICE_REPLY_LINES_MAX lines and SLUICE_REPLY_TEXT_MAX bytes
+     * of text in all, whole lines only (at least part of the first).
+     * n == 0 is set_reply with an empty text. */
+    void (*set_reply_lines)(sluice_ctx *ctx, int code, const char *enh, const char *const *lines,
+                            size_t n);
 };
+
+/* What set_reply_lines keeps. */
+#define SLUICE_REPLY_LINES_MAX 16
+#define SLUICE_REPLY_TEXT_MAX 960
 
 /* True when the host's table has member `m` (for members added later). */
 #define SLUICE_API_HAS(api, m) \
