@@ -15,6 +15,8 @@ PACKAGES=(
   libuv1-dev libssl-dev libinih-dev libpcre2-dev libgmime-3.0-dev
   libmicrohttpd-dev libclamav-dev libopendkim-dev libsqlite3-dev libc-ares-dev
   libpsl-dev publicsuffix libspf2-dev libopendmarc-dev
+  # milter codec: its constants are checked against libmilter's headers
+  libmilter-dev
   # unit tests
   libcmocka-dev
   # integration tests and demo: Python, a real MTA, real SMTP client, certs
