@@ -23,6 +23,8 @@ PACKAGES=(
   python3 python3-pytest postfix swaks libnet-ssleay-perl openssl curl iproute2 procps util-linux
   # plugin tests: antivirus, DKIM, spam scoring
   clamav-daemon clamav-testfiles python3-dkim python3-nacl opendkim-tools rspamd
+  # milter client tests: real milters (rspamd above) and tests/integration/milters/testmilter
+  libmilter-dev opendkim clamav-milter
   # stats tests: Prometheus' promtool, headless dashboard test
   prometheus chromium
 )

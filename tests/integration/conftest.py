@@ -6,7 +6,10 @@
 - `sluice_factory`: start daemons; all are stopped at teardown and, when a
   test fails, their whole stderr is attached to the report;
 - `certs`: a CA + server certificate made once per test file;
-- `postfix`: a private real Postfix, started once per test file.
+- `postfix`: a private real Postfix, started once per test file;
+- a failed test's report also carries the logs of the milter fixtures
+  (milters.py) and private Postfixes listed in request.node._milters and
+  request.node._postfixes.
 """
 
 import os
@@ -53,6 +56,11 @@ def pytest_runtest_makereport(item, call):
         for i, s in enumerate(getattr(item, "_sluices", [])):
             rep.sections.append(("sluice #%d output (%s)" % (i, " ".join(s.command())),
                                  s.output() or "<nothing>"))
+        for m in getattr(item, "_milters", []):
+            rep.sections.append(("milter %s in %s" % (m.label, m.dir), m.log_tail()))
+        for p in getattr(item, "_postfixes", []):
+            if p is not None:
+                rep.sections.append(("postfix maillog (%s)" % p.base, p.log_tail()))
         for i, f in enumerate(getattr(item, "_fakes", [])):
             txt = []
             for j, sess in enumerate(f.sessions):

@@ -7,12 +7,17 @@ no system instance are needed. Every recipient in example.net is delivered
 to BASE/mail/Maildir/new/. XCLIENT is authorised from 127.0.0.0/8 so sluice
 can hand over the real client address.
 
+Extra or overriding main.cf settings go in `extra` (a dict), e.g. the
+milter ones: smtpd_milters, smtpd_milter_maps, milter_default_action,
+milter_protocol, milter_*_macros (test_milter_fixtures.py).
+
 Starting a fresh instance takes about 4 s, so tests start one per file.
 Also usable from a shell (the demo): `python3 postfix.py start BASE PORT`
 and `python3 postfix.py stop BASE`.
 """
 
 import glob
+import json
 import os
 import pwd
 import shutil
@@ -204,6 +209,14 @@ class PrivatePostfix:
 
     def flush(self):
         subprocess.run(["postqueue", "-c", self.etc, "-f"], capture_output=True, timeout=30)
+
+    def queue(self):
+        """Messages still queued (held ones included), as `postqueue -j` lists
+        them: [{"queue_name": "hold", "queue_id": ..., "sender": ...,
+        "recipients": [{"address": ...}, ...]}, ...]."""
+        r = subprocess.run(["postqueue", "-c", self.etc, "-j"], capture_output=True,
+                           text=True, timeout=30)
+        return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
 
 
 def _cli():
