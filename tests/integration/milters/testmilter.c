@@ -24,6 +24,9 @@
  * MTA sent for that stage and what the callback saw. Strings are bytes:
  * each byte >= 0x80 is written as \u00XX (read them back as latin-1).
  *
+ * Without -l it is the no-op milter of the benchmark: every callback runs
+ * and answers, nothing is logged or hashed.
+ *
  * Options: -t sets libmilter's timeout (seconds, default 7210); -N asks
  * for "no reply" at every step before end of message (triggers are then
  * only logged); -H asks for header values with their leading space; -R
@@ -93,11 +96,12 @@ static char tm_mac_eom[] = "i {msg_id}";
 struct tm_buf {
     char *p;
     size_t len, cap;
+    bool off; /* a log line while there is no log: every append is skipped */
 };
 
 static void tm_buf_grow(struct tm_buf *b, size_t more)
 {
-    if (b->len + more + 1 <= b->cap)
+    if (b->off || b->len + more + 1 <= b->cap)
         return;
     size_t cap = b->cap ? b->cap : 256;
     while (cap < b->len + more + 1)
@@ -113,6 +117,8 @@ static void tm_buf_grow(struct tm_buf *b, size_t more)
 
 static void tm_buf_add(struct tm_buf *b, const char *s, size_t n)
 {
+    if (b->off)
+        return;
     tm_buf_grow(b, n);
     memcpy(b->p + b->len, s, n);
     b->len += n;
@@ -126,6 +132,8 @@ static void tm_buf_str(struct tm_buf *b, const char *s)
 
 __attribute__((format(printf, 2, 3))) static void tm_buf_fmt(struct tm_buf *b, const char *fmt, ...)
 {
+    if (b->off)
+        return;
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(NULL, 0, fmt, ap);
@@ -142,6 +150,8 @@ __attribute__((format(printf, 2, 3))) static void tm_buf_fmt(struct tm_buf *b, c
 /* A JSON string of n bytes; bytes >= 0x80 become \u00XX. */
 static void tm_buf_json(struct tm_buf *b, const char *s, size_t n)
 {
+    if (b->off)
+        return;
     tm_buf_add(b, "\"", 1);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -226,6 +236,7 @@ static struct tm_conn *tm_conn_get(SMFICTX *ctx)
 /* Starts a line: {"t":..., "conn":N, "msg":M, "ev":"EV" */
 static void tm_log_begin(struct tm_buf *b, const struct tm_conn *c, const char *ev)
 {
+    b->off = tm_logfd < 0;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     tm_buf_fmt(b, "{\"t\":%lld.%03ld,\"conn\":%lu,\"msg\":%u,\"ev\":\"%s\"", (long long)ts.tv_sec,
@@ -235,6 +246,8 @@ static void tm_log_begin(struct tm_buf *b, const struct tm_conn *c, const char *
 /* Appends ,"macros":{...} with every macro of `list` the MTA sent. */
 static void tm_log_macros(struct tm_buf *b, SMFICTX *ctx, const char *list)
 {
+    if (b->off)
+        return;
     tm_buf_str(b, ",\"macros\":{");
     bool first = true;
     const char *p = list;
@@ -578,9 +591,9 @@ static sfsistat tm_eoh(SMFICTX *ctx)
     return tm_cont(c, SMFIP_NR_EOH);
 }
 
-static sfsistat tm_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
+/* Hash the chunk and keep the first TM_BODY_KEEP bytes for the eom line. */
+static void tm_body_keep(struct tm_conn *c, const unsigned char *chunk, size_t len)
 {
-    struct tm_conn *c = tm_conn_get(ctx);
     if (c->sha == NULL) {
         c->sha = EVP_MD_CTX_new();
         if (c->sha == NULL || EVP_DigestInit_ex(c->sha, EVP_sha256(), NULL) != 1) {
@@ -589,12 +602,20 @@ static sfsistat tm_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
         }
     }
     EVP_DigestUpdate(c->sha, chunk, len);
-    c->body_len += len;
-    c->body_chunks++;
     if (c->body.len < TM_BODY_KEEP) {
         size_t keep = TM_BODY_KEEP - c->body.len;
         tm_buf_add(&c->body, (const char *)chunk, len < keep ? len : keep);
     }
+}
+
+static sfsistat tm_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
+{
+    struct tm_conn *c = tm_conn_get(ctx);
+    c->body_len += len;
+    c->body_chunks++;
+    /* Without a log this is the benchmark's no-op milter: no hashing. */
+    if (tm_logfd >= 0)
+        tm_body_keep(c, chunk, len);
     struct tm_buf b = {0};
     tm_log_begin(&b, c, "body");
     tm_buf_fmt(&b, ",\"len\":%zu", len);
@@ -759,7 +780,7 @@ static sfsistat tm_eom(SMFICTX *ctx)
     unsigned mdlen = 0;
     if (c->sha != NULL) {
         EVP_DigestFinal_ex(c->sha, md, &mdlen);
-    } else {
+    } else if (tm_logfd >= 0) {
         EVP_Digest("", 0, md, &mdlen, EVP_sha256(), NULL);
     }
     struct tm_buf b = {0};
