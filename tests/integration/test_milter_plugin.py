@@ -232,3 +232,184 @@ def test_connection_reused_across_transactions(tm, fake, sluice_factory):
     tm.wait_event(lambda e: e["ev"] == "close" and e["conn"] == cid, timeout=5)
     evs = [e["ev"] for e in tm.connections()[cid]]
     assert evs.count("abort") >= 0 and evs.count("connect") == 1
+
+
+# ---- failures: never a hang, the policy decides, the breaker opens -------------------
+
+class FakeMilter:
+    """A milter that speaks just enough of the protocol to misbehave: it
+    negotiates (no NO*/NR* steps), answers `continue` to every command, and at
+    the first command whose byte is in `at` does `what`: "hang" (reads on,
+    answers nothing), "close" (closes the connection) or "garbage" (an
+    unknown reply byte)."""
+
+    def __init__(self, at, what):
+        self.at, self.what = at, what
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.socket = "inet:%d@127.0.0.1" % self.port
+        self.conns = []
+        self.stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        self.sock.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    @staticmethod
+    def _read(c, n):
+        b = b""
+        while len(b) < n:
+            d = c.recv(n - len(b))
+            if not d:
+                raise EOFError
+            b += d
+        return b
+
+    def _serve(self, c):
+        c.settimeout(30)
+        try:
+            while True:
+                n = int.from_bytes(self._read(c, 4), "big")
+                pkt = self._read(c, n)
+                cmd = pkt[:1]
+                if cmd == b"O":
+                    c.sendall((13).to_bytes(4, "big") + b"O" + (6).to_bytes(4, "big") +
+                              (0x1FF).to_bytes(4, "big") + (0).to_bytes(4, "big"))
+                    continue
+                if cmd in (b"D", b"A", b"Q"):
+                    if cmd == b"Q":
+                        break
+                    continue
+                if cmd in self.at.encode():
+                    if self.what == "close":
+                        break
+                    if self.what == "garbage":
+                        c.sendall(b"\x00\x00\x00\x05Zjunk")
+                        continue
+                    continue  # hang: read on, answer nothing
+                c.sendall(b"\x00\x00\x00\x01c")
+        except (EOFError, OSError):
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def fake_milter():
+    made = []
+
+    def make(at, what):
+        m = FakeMilter(at, what)
+        made.append(m)
+        return m
+    yield make
+    for m in made:
+        m.close()
+
+
+def dialogue_refused_at(d):
+    """The first step that got a 4xx/5xx reply (or None)."""
+    for k in ("greeting", "ehlo", "mail", "rcpt:rcpt@example.net", "data", "eod"):
+        r = d.get(k)
+        if r is not None and r.code >= 400:
+            return k, r
+    return None, None
+
+
+STAGES = [("C", "greeting"), ("H", "ehlo"), ("M", "mail"), ("R", "rcpt:rcpt@example.net"),
+          ("T", "eod"), ("L", "eod"), ("N", "eod"), ("B", "eod"), ("E", "eod")]
+
+
+@pytest.mark.parametrize("what", ["hang", "close", "garbage"])
+@pytest.mark.parametrize("at,step", STAGES)
+def test_broken_milter_tempfails_under_policy(fake, sluice_factory, fake_milter, at, step,
+                                              what):
+    """failure = tempfail: a milter that hangs (command_timeout 1s), closes
+    or answers garbage at any stage gives a 4xx at that stage, within the
+    timeout, and no message reaches the upstream."""
+    m = fake_milter(at, what)
+    sl = start(sluice_factory, fake, m.socket, failure="tempfail", command_timeout="1s",
+               eom_timeout="1s")
+    t0 = time.monotonic()
+    d = plugkit.send(sl.port, body=msg())
+    took = time.monotonic() - t0
+    k, r = dialogue_refused_at(d)
+    assert k == step, (k, r, d)
+    assert 400 <= r.code < 500, d
+    assert took < 4.0, took
+    time.sleep(0.2)
+    assert not [x for x in fake.messages if x.accepted]
+    assert sl.wait_log(r"milter inet:%d@127.0.0.1: " % m.port, 3), sl.output()
+
+
+@pytest.mark.parametrize("at", ["C", "M", "E"])
+def test_broken_milter_accept_policy_delivers_unfiltered(fake, sluice_factory, fake_milter, at):
+    """failure = accept: the message goes on without the milter, once."""
+    m = fake_milter(at, "hang")
+    sl = start(sluice_factory, fake, m.socket, failure="accept", command_timeout="500ms",
+               eom_timeout="500ms")
+    d = plugkit.send(sl.port, body=msg())
+    assert d["eod"].code == 250, d
+    msgs = fake.wait_messages(1)
+    assert len(msgs) == 1 and msgs[0].data == msg()
+
+
+def test_milter_not_listening_breaker_opens(fake, sluice_factory):
+    """Nothing listens on the socket: each message goes through under
+    failure = accept; after breaker_failures failures the milter is not tried
+    any more (no connect attempts)."""
+    port = harness.free_port()
+    stats_port = harness.free_port()
+    sl = start(sluice_factory, fake, "inet:%d@127.0.0.1" % port, failure="accept",
+               breaker_failures="2", breaker_window="60s", breaker_cooldown="1h",
+               stats={"listen": "127.0.0.1:%d" % stats_port})
+    for i in range(4):
+        assert plugkit.send(sl.port, body=msg())["eod"].code == 250, i
+    assert len(fake.wait_messages(4)) == 4
+    assert sl.wait_log(r"plugin=m circuit breaker OPEN after 2 failure\(s\)", 5), sl.output()
+    assert plugkit.count_lines(sl, r"cannot connect to the milter") == 2
+    mt = plugkit.metrics(stats_port)
+    assert plugkit.metric_value(mt, "sluice_plugin_m_failures_total") == 2, mt
+
+
+def test_milter_unix_socket_missing_tempfails(fake, sluice_factory, tmp_path):
+    sl = start(sluice_factory, fake, "unix:%s" % (tmp_path / "nothing.sock"))
+    d = plugkit.send(sl.port, body=msg())
+    k, r = dialogue_refused_at(d)
+    assert k == "greeting" and r.code == 421, d
+
+
+def test_timeout_at_eom_then_next_message_reconnects(tm, fake, sluice_factory):
+    """A milter slower than eom_timeout: that message tempfails; the
+    session's next message gets a new milter connection and passes."""
+    sl = start(sluice_factory, fake, tm.socket, failure="tempfail", eom_timeout="500ms")
+    with Client(sl.port) as c:
+        c.greeting()
+        c.ehlo()
+        r = harness.transaction(c, body=msg("sleep 2"))
+        assert r.code == 451, r
+        r = harness.transaction(c, mail_from="again@example.com", body=msg("addheader X-Ok yes"))
+        assert r.code == 250, r
+        c.expect("QUIT", 221)
+    m = fake.wait_messages(1)[0]
+    assert b"X-Ok: yes" in m.data
+    t = tm.wait_transaction(sender="<again@example.com>")
+    assert t.connect is not None and t.helo is not None  # replayed on the new connection
