@@ -414,7 +414,7 @@ static void msess__macros(struct msess *ms, enum milter_cmd cmd, enum milter_sta
     const char *list = ms->want[stage] ? ms->want[stage] : ms->cfg->macros[stage];
     if (!list || !*list || !ms->src)
         return;
-    struct milter_macro m[MSESS_MACROS_MAX];
+    struct milter_macro m[MSESS_MACROS_MAX] = {{0}};
     size_t n = 0;
     const char *p = list;
     while (*p && n < MSESS_MACROS_MAX) {
@@ -442,11 +442,17 @@ static void msess__macros(struct msess *ms, enum milter_cmd cmd, enum milter_sta
         }
         p += len;
     }
-    /* A value with a byte the protocol cannot carry is left out by the
-     * encoder's refusal: try one by one so one bad value costs only itself. */
-    if (milter_put_macro(&ms->out, cmd, m, n) < 0) {
-        for (size_t i = 0; i < n; i++)
-            (void)milter_put_macro(&ms->out, cmd, &m[i], 1);
+    /* One packet per command (a second one would replace the first at the
+     * milter). A value the encoder refuses (a byte the protocol cannot
+     * carry) is left out, so it costs only itself. */
+    if (n > 0 && milter_put_macro(&ms->out, cmd, m, n) < 0) {
+        size_t kept = 0;
+        for (size_t i = 0; i < n; i++) {
+            pstr_clear(&ms->scratch);
+            if (milter_put_macro(&ms->scratch, cmd, &m[i], 1) == 0)
+                m[kept++] = m[i];
+        }
+        (void)milter_put_macro(&ms->out, cmd, m, kept);
     }
 }
 
