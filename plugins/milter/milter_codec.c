@@ -105,8 +105,8 @@ int milter_put_macro(struct pstr *out, enum milter_cmd stage, const struct milte
     milter__frame(out, MILTER_CMD_MACRO, total);
     pstr_putc(out, (char)stage);
     for (size_t i = 0; i < n; i++) {
-        pstr_append(out, macros[i].name, strlen(macros[i].name) + 1);
-        pstr_append(out, macros[i].value, strlen(macros[i].value) + 1);
+        milter__put_str(out, macros[i].name, strlen(macros[i].name));
+        milter__put_str(out, macros[i].value, strlen(macros[i].value));
     }
     return 0;
 }
