@@ -562,6 +562,11 @@ static void mp__done(void *ud, const struct msess_result *res)
 
 static int mp__run(sluice_ctx *ctx, struct mp_sess *s, enum msess_stage st)
 {
+    /* The previous hook still waits for the milter although the session
+     * went on: the host gave up on it (its timeout). Finish it (its
+     * complete() is still owed) and start afresh. */
+    if (s->ctx)
+        msess_abandon(s->ms);
     s->ctx = ctx;
     s->stage = st;
     mp__mods_free(s);

@@ -919,6 +919,21 @@ static void msess__forget_tx(struct msess *ms)
     ms->tx_done = false;
 }
 
+void msess_abandon(struct msess *ms)
+{
+    if (!ms->job)
+        return;
+    snprintf(ms->why, sizeof ms->why, "abandoned at %s: the host stopped waiting", ms->itname);
+    msess__drop(ms);
+    uv_timer_stop(&ms->timer);
+    ms->delivering = false;
+    ms->res.outcome = MSESS_FAILED;
+    ms->res.type = MILTER_REPLY_CONTINUE;
+    ms->res.code = NULL;
+    ms->res.why = ms->why;
+    msess__deliver(ms);
+}
+
 void msess_abort(struct msess *ms)
 {
     if (ms->job) /* the host ends a transaction only after its stages */

@@ -109,6 +109,11 @@ void msess_rcpt_accepted(struct msess *ms);
  * callback; -1 when a stage is still running (a bug in the caller). */
 int msess_run(struct msess *ms, enum msess_stage st, const struct msess_source *src, void *src_ud,
               msess_mod_fn mod, msess_done_fn done, void *ud);
+/* A stage still running that its caller no longer waits for (the host
+ * gave up on the hook and the session went on): its done runs now, inside
+ * this call, with MSESS_FAILED, and the connection is dropped (the next
+ * stage reconnects). Nothing when no stage runs. */
+void msess_abandon(struct msess *ms);
 /* End of transaction: abort at the milter if it saw MAIL (no answer is
  * waited for), forget the envelope. */
 void msess_abort(struct msess *ms);

@@ -413,3 +413,23 @@ def test_timeout_at_eom_then_next_message_reconnects(tm, fake, sluice_factory):
     assert b"X-Ok: yes" in m.data
     t = tm.wait_transaction(sender="<again@example.com>")
     assert t.connect is not None and t.helo is not None  # replayed on the new connection
+
+
+def test_host_timeout_shorter_than_the_milter(tm, fake, sluice_factory):
+    """The host's timeout (1s) ends the wait before eom_timeout (10s): the
+    client hears the policy's 451 at once; the session's next message does
+    not wait for the abandoned one and passes on a new milter connection."""
+    sl = start(sluice_factory, fake, tm.socket, failure="tempfail", timeout="1s",
+               eom_timeout="10s")
+    with Client(sl.port) as c:
+        c.greeting()
+        c.ehlo()
+        t0 = time.monotonic()
+        r = harness.transaction(c, body=msg("sleep 3"))
+        assert r.code == 451 and time.monotonic() - t0 < 2.5, r
+        r = harness.transaction(c, mail_from="next@example.com", body=msg("addheader X-Next 1"))
+        assert r.code == 250, r
+        c.expect("QUIT", 221)
+    m = fake.wait_messages(1)[0]
+    assert b"X-Next: 1" in m.data
+    assert sl.wait_log(r"abandoned at end of message", 5), sl.output()
