@@ -433,3 +433,61 @@ def test_host_timeout_shorter_than_the_milter(tm, fake, sluice_factory):
     m = fake.wait_messages(1)[0]
     assert b"X-Next: 1" in m.data
     assert sl.wait_log(r"abandoned at end of message", 5), sl.output()
+
+
+def test_accept_at_mail_ends_the_milter_for_that_message(tm, fake, sluice_factory):
+    """accept at envfrom: the message goes on without more milter calls (no
+    end of message, so its X-Milter-Do is not done); the next message of
+    the session is filtered again."""
+    sl = start(sluice_factory, fake, tm.socket)
+    with Client(sl.port) as c:
+        c.greeting()
+        c.ehlo()
+        r = harness.transaction(c, mail_from="m-accept@example.com",
+                                body=msg("addheader X-Should-Not 1"))
+        assert r.code == 250, r
+        r = harness.transaction(c, mail_from="after@example.com", body=msg("addheader X-After 1"))
+        assert r.code == 250, r
+        c.expect("QUIT", 221)
+    first, second = fake.wait_messages(2)
+    assert first.data == msg("addheader X-Should-Not 1")
+    assert b"X-After: 1" in second.data
+    t = tm.wait_transaction(sender="<m-accept@example.com>", done=("envfrom", "abort"))
+    assert not t.all("header") and not t.eom
+
+
+def test_progress_and_skip(tm, fake, sluice_factory):
+    """progress at end of message restarts the timer (the milter sleeps
+    past eom_timeout in two halves with progress between); skip stops the
+    body: the milter saw less than the whole body, and the message passes
+    whole."""
+    sl = start(sluice_factory, fake, tm.socket, failure="tempfail", eom_timeout="1500ms")
+    d = plugkit.send(sl.port, body=msg("sleep 1", "progress", "sleep 1", "addheader X-P 1"))
+    assert d["eod"].code == 250, d
+    assert b"X-P: 1" in fake.wait_messages(1)[0].data
+    big = b"".join(b"line %06d of a long body\r\n" % i for i in range(8000))  # > 3 chunks
+    d = plugkit.send(sl.port, body=msg("skip", "addheader X-S 1", body=big))
+    assert d["eod"].code == 250, d
+    m = fake.wait_messages(2)[1]
+    assert b"X-S: 1" in m.data and m.data.endswith(big)
+    t = tm.find(header="X-Milter-Do", value="skip")[-1]
+    assert t.eom and t.eom["body_len"] < len(big), t.eom
+
+
+def test_breaker_closes_when_the_milter_is_back(fake, sluice_factory):
+    """Not listening: the breaker opens after one failure; once the milter
+    listens, the trial call after the cool-down succeeds and closes it."""
+    m = milters.TestMilter(transport="inet")
+    sl = start(sluice_factory, fake, "inet:%d@127.0.0.1" % m.port, failure="accept",
+               breaker_failures="1", breaker_window="60s", breaker_cooldown="500ms")
+    assert plugkit.send(sl.port, body=msg())["eod"].code == 250
+    assert sl.wait_log(r"plugin=m circuit breaker OPEN", 5), sl.output()
+    with m:
+        time.sleep(0.7)
+        d = plugkit.send(sl.port, body=msg("addheader X-Back 1"))
+        assert d["eod"].code == 250, d
+        assert sl.wait_log(r"plugin=m circuit breaker closed", 5), sl.output()
+        d = plugkit.send(sl.port, body=msg("addheader X-Back 2"))
+        assert d["eod"].code == 250
+    got = fake.wait_messages(3)
+    assert b"X-Back: 2" in got[2].data
