@@ -514,6 +514,8 @@ static int mp__verdict(struct mp_sess *s, sluice_ctx *ctx, const struct msess_re
     }
     const char *name = milter_reply_name(res->type);
     sluice_api->counter_add(mi->c_replies, name ? name : "?", 1);
+    if (res->why)
+        sluice_api->log_ctx(ctx, SLUICE_LOG_WARN, "milter %s: %s", mi->conf.socket, res->why);
     switch (res->type) {
     case MILTER_REPLY_CONTINUE:
     case MILTER_REPLY_ACCEPT:

@@ -105,6 +105,7 @@ struct msess {
     bool in_run;     /* msess_run() is on the stack: defer done */
     bool delivering; /* the timer delivers res */
     bool freed;      /* msess_free() ran: free when the timer is closed */
+    bool reply_why;  /* an answer that comes with a warning in why */
     char itname[24]; /* what is waited for, for messages */
     struct msess_result res;
     char why[200];
@@ -160,7 +161,8 @@ static void msess__finish(struct msess *ms, enum msess_outcome oc, enum milter_r
     ms->res.outcome = oc;
     ms->res.type = type;
     ms->res.code = type == MILTER_REPLY_REPLYCODE && oc == MSESS_REPLY ? &ms->code : NULL;
-    ms->res.why = oc == MSESS_FAILED ? ms->why : NULL;
+    ms->res.why = oc == MSESS_FAILED || ms->reply_why ? ms->why : NULL;
+    ms->reply_why = false;
     uv_timer_stop(&ms->timer);
     if (ms->in_run) {
         ms->delivering = true;
@@ -784,7 +786,14 @@ static void msess__on_reply(struct msess *ms, const struct milter_reply *r)
     case MILTER_REPLY_REPLYCODE: {
         const char *why;
         if (milter_replycode_parse(r->text, &ms->code, &why) < 0) {
-            msess__fail(ms, "bad reply code from the milter: %s", why);
+            /* The milter meant to refuse: a broken refusal must not let
+             * the message through under an accepting failure policy, so
+             * it tempfails, as Postfix does. */
+            snprintf(ms->why, sizeof ms->why, "bad reply code from the milter: %s", why);
+            ms->waiting = false;
+            uv_timer_stop(&ms->timer);
+            ms->reply_why = true;
+            msess__finish(ms, MSESS_REPLY, MILTER_REPLY_TEMPFAIL);
             return;
         }
         break;

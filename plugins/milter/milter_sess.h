@@ -66,7 +66,8 @@ struct msess_result {
     enum milter_reply_type type;         /* CONTINUE when the stage sent nothing or
                                             needed no answer */
     const struct milter_replycode *code; /* REPLYCODE: the parsed reply */
-    const char *why;                     /* FAILED: one line */
+    const char *why;                     /* FAILED: one line; REPLY: NULL, or a warning (a
+                                            malformed reply code, answered as tempfail) */
 };
 
 /* The message and the macros, read while a stage is being sent (within the

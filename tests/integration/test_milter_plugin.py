@@ -491,3 +491,15 @@ def test_breaker_closes_when_the_milter_is_back(fake, sluice_factory):
         assert d["eod"].code == 250
     got = fake.wait_messages(3)
     assert b"X-Back: 2" in got[2].data
+
+
+def test_malformed_replycode_tempfails_even_under_accept(tm, fake, sluice_factory):
+    """A reply code with an enhanced code of the wrong class: the milter
+    meant to refuse, so the message is tempfailed (as Postfix does), not
+    let through by failure = accept."""
+    sl = start(sluice_factory, fake, tm.socket, failure="accept")
+    d = plugkit.send(sl.port, body=msg("replycode 554 4.7.0 wrong class"))
+    assert d["eod"].code == 451, d
+    time.sleep(0.3)
+    assert not [m for m in fake.messages if m.accepted]
+    assert sl.wait_log(r"bad reply code from the milter", 5), sl.output()
