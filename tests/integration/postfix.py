@@ -87,6 +87,7 @@ class PrivatePostfix:
         self.base = tempfile.mkdtemp(prefix="sluice-postfix-", dir="/tmp")
         os.chmod(self.base, 0o755)
         self.port = port or _free_port()
+        self.port_chosen = port is None
         self.hostname = hostname
         self.extra = dict(extra or {})
         self.etc = os.path.join(self.base, "etc")
@@ -152,10 +153,20 @@ class PrivatePostfix:
                               text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
     def start(self, timeout=30):
-        self.write_config()
-        r = self._postfix("start")
-        if r.returncode != 0:
-            raise RuntimeError("postfix start failed: %s %s" % (r.stdout, r.stderr))
+        # A port chosen here can be taken by another test between the probe
+        # and master's bind (the suite runs two test files at a time): then
+        # `postfix start` fails with the reason only in the maillog; try
+        # another port.
+        for attempt in range(3):
+            self.write_config()
+            r = self._postfix("start")
+            if r.returncode == 0:
+                break
+            if not self.port_chosen or attempt == 2:
+                raise RuntimeError("postfix start failed: %s %s\n%s"
+                                   % (r.stdout, r.stderr, self.log_tail(20)))
+            self._postfix("stop")
+            self.port = _free_port()
         self.started = True
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
