@@ -460,6 +460,12 @@ static bool mp__apply(struct mp_sess *s, sluice_ctx *ctx)
              * sendmail does); an empty value deletes it. */
             rc = sluice_api->header_change(ctx, m->a, m->index ? m->index - 1 : 0,
                                            *m->b ? m->b : NULL);
+            /* Past the last field of that name: libmilter's smfi_chgheader
+             * adds it then. */
+            if (rc == -ENOENT && *m->b)
+                rc = sluice_api->header_add(ctx, m->a, m->b);
+            else if (rc == -ENOENT)
+                rc = 0;
             break;
         case MILTER_REPLY_CHGFROM:
             rc = sluice_api->sender_change(ctx, m->a, m->b);
@@ -605,19 +611,26 @@ static int mp__on_mail(sluice_ctx *ctx)
 static int mp__on_rcpt(sluice_ctx *ctx)
 {
     struct mp_sess *s = mp__sess(ctx);
+    msess_ensure_sender(s->ms, sluice_api->sender(ctx), sluice_api->sender_params(ctx));
     msess_set_rcpt(s->ms, sluice_api->current_rcpt(ctx), sluice_api->current_rcpt_params(ctx));
     return mp__run(ctx, s, MSESS_RCPT);
 }
 
 static int mp__on_data(sluice_ctx *ctx)
 {
-    return mp__run(ctx, mp__sess(ctx), MSESS_DATA);
+    struct mp_sess *s = mp__sess(ctx);
+    msess_ensure_sender(s->ms, sluice_api->sender(ctx), sluice_api->sender_params(ctx));
+    return mp__run(ctx, s, MSESS_DATA);
 }
 
 static void mp__on_reset(sluice_ctx *ctx)
 {
     struct mp_sess *s = sluice_api->conn_data_get(ctx);
     if (s) {
+        /* A hook still waiting here was given up by the host: finish it
+         * first, or the reset would leave its transaction behind. */
+        if (s->ctx)
+            msess_abandon(s->ms);
         msess_abort(s->ms);
         s->qid[0] = 0;
     }

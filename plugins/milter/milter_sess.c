@@ -26,6 +26,8 @@
 
 #define MSESS_READ_CHUNK 65536
 #define MSESS_MACROS_MAX 64
+#define MSESS_MODS_MAX 10000u            /* modifications of one message */
+#define MSESS_MOD_BYTES_MAX (256u << 20) /* a replacement body and the rest */
 
 struct mconn {
     union {
@@ -100,7 +102,10 @@ struct msess {
     msess_done_fn done;
     void *ud;
     enum msess_item it;
-    size_t it_i;     /* header index, recipient index or body offset */
+    size_t it_i;
+    size_t mod_count, mod_bytes;
+        /* what the end of message brought so far */ /* header index, recipient index or body offset
+                                                      */
     bool waiting;    /* for the answer to the last command sent */
     bool in_run;     /* msess_run() is on the stack: defer done */
     bool delivering; /* the timer delivers res */
@@ -494,6 +499,15 @@ static int msess__put_header(struct msess *ms, const char *name, size_t nlen, co
     for (; i < vlen; i++)
         if (!(v[i] == '\r' && i + 1 < vlen && v[i + 1] == '\n'))
             pstr_putc(&ms->scratch, v[i]);
+    /* A field longer than one packet can carry is cut to fit, as Postfix
+     * cuts at header_size_limit: message content must never make the
+     * milter fail (under failure = accept that would let the message past
+     * it, and it would count against the breaker). */
+    size_t room = MILTER_PAYLOAD_MAX - 2;
+    if (nlen >= room)
+        return -EMSGSIZE; /* a field name of 64 KiB: the host refuses those */
+    if (ms->scratch.len > room - nlen)
+        ms->scratch.len = room - nlen;
     return milter_put_header(&ms->out, name, nlen, ms->scratch.ptr ? ms->scratch.ptr : "",
                              ms->scratch.len);
 }
@@ -690,6 +704,8 @@ static void msess__pump(struct msess *ms)
     while (ms->job && !ms->waiting && ms->state == MS_READY) {
         if (ms->it > msess__last_item(ms->stage) || ms->it == IT_END) {
             msess__flush(ms);
+            if (!ms->job || ms->state != MS_READY) /* the write failed */
+                return;
             msess__finish(ms, MSESS_REPLY, MILTER_REPLY_CONTINUE);
             return;
         }
@@ -768,12 +784,20 @@ static void msess__on_reply(struct msess *ms, const struct milter_reply *r)
             msess__fail(ms, "protocol error: %s was not negotiated", name);
             return;
         }
+        /* A milter must not make the daemon hold unbounded memory. */
+        ms->mod_count++;
+        ms->mod_bytes += r->type == MILTER_REPLY_REPLBODY ? r->body.len : 256;
+        if (ms->mod_count > MSESS_MODS_MAX || ms->mod_bytes > MSESS_MOD_BYTES_MAX) {
+            msess__fail(ms, "the milter sent more than %u modifications or %u MiB", MSESS_MODS_MAX,
+                        MSESS_MOD_BYTES_MAX >> 20);
+            return;
+        }
         ms->mod(ms->ud, r);
         return;
     case MILTER_REPLY_CONTINUE:
         break;
     case MILTER_REPLY_SKIP:
-        if (ms->it != IT_BODY || !(ms->cfg->steps & MILTER_STEP_SKIP)) {
+        if (ms->it != IT_BODY || !(ms->neg.steps & MILTER_STEP_SKIP)) {
             msess__fail(ms, "protocol error: skip outside the body");
             return;
         }
@@ -816,13 +840,22 @@ static void msess__on_reply(struct msess *ms, const struct milter_reply *r)
         msess__pump(ms);
         return;
     }
-    /* A final answer other than continue ends the stage. What the milter
-     * is then done with: accept at connect or helo, the session; accept,
-     * discard or a refusal of the sender, the transaction. */
+    /* A final answer other than continue ends the stage. An answer to a
+     * command replayed on a new connection is not the current command's:
+     * a milter that now refuses what it let through before has changed
+     * its mind about the past, which sluice cannot act on; a failure. */
+    bool replay = ms->it < IT_DATA && ms->it != msess__last_item(ms->stage);
     bool refusal = r->type != MILTER_REPLY_ACCEPT && r->type != MILTER_REPLY_DISCARD;
+    if (replay && refusal) {
+        msess__fail(ms, "the milter refused the replayed %s", ms->itname);
+        return;
+    }
+    /* What the milter is then done with: accept at connect or helo, the
+     * session; accept or discard later, the transaction. A refusal ends
+     * nothing: the next command is asked again. */
     if (r->type == MILTER_REPLY_ACCEPT && ms->it <= IT_HELO)
         ms->sess_done = true;
-    else if (ms->it >= IT_MAIL && !(refusal && (ms->it == IT_RCPT || ms->it == IT_OLDRCPT)))
+    else if (ms->it >= IT_MAIL && !refusal)
         ms->tx_done = true;
     msess__finish(ms, MSESS_REPLY, r->type);
 }
@@ -862,6 +895,12 @@ void msess_set_sender(struct msess *ms, const char *addr, const char *params)
         msess_abort(ms);
     msess__set(&ms->sender, addr ? addr : "");
     msess__set(&ms->sender_params, params);
+}
+
+void msess_ensure_sender(struct msess *ms, const char *addr, const char *params)
+{
+    if (!ms->sender)
+        msess_set_sender(ms, addr, params);
 }
 
 void msess_set_rcpt(struct msess *ms, const char *addr, const char *params)
@@ -904,6 +943,8 @@ int msess_run(struct msess *ms, enum msess_stage st, const struct msess_source *
     ms->it = IT_CONNECT;
     ms->it_i = 0;
     ms->waiting = false;
+    ms->mod_count = 0;
+    ms->mod_bytes = 0;
     ms->in_run = true;
     if (ms->state == MS_DOWN)
         msess__connect(ms);

@@ -98,6 +98,10 @@ void msess_set_helo(struct msess *ms, const char *helo);
 /* A new transaction's sender (without <>, "" for the null sender) and its
  * ESMTP parameters as on the MAIL command (" SIZE=10 BODY=8BITMIME"). */
 void msess_set_sender(struct msess *ms, const char *addr, const char *params);
+/* The transaction's sender when the MAIL stage did not run here (the
+ * instance was skipped then: breaker open, a reload): the milter must see
+ * MAIL before RCPT. Nothing when the sender is known. */
+void msess_ensure_sender(struct msess *ms, const char *addr, const char *params);
 /* The recipient the RCPT stage is about. */
 void msess_set_rcpt(struct msess *ms, const char *addr, const char *params);
 /* The RCPT stage's recipient was accepted by everyone: a reconnect

@@ -503,3 +503,42 @@ def test_malformed_replycode_tempfails_even_under_accept(tm, fake, sluice_factor
     time.sleep(0.3)
     assert not [m for m in fake.messages if m.accepted]
     assert sl.wait_log(r"bad reply code from the milter", 5), sl.output()
+
+
+def test_long_header_cannot_switch_the_milter_off(tm, fake, sluice_factory):
+    """A header field longer than a milter packet (72 KB, folded) is cut to
+    fit, not a milter failure: under failure = accept it must not let the
+    message past the milter, nor count against the breaker."""
+    sl = start(sluice_factory, fake, tm.socket, failure="accept", breaker_failures="1",
+               breaker_cooldown="1h")
+    long_hdr = "X-Long: " + "\r\n ".join(["x" * 70] * 1000)
+    for _ in range(2):
+        d = plugkit.send(sl.port, body=msg("reject", subject="long") .replace(
+            b"\r\n\r\n", ("\r\n" + long_hdr + "\r\n\r\n").encode(), 1))
+        assert d["eod"].code == 554, d
+    assert plugkit.count_lines(sl, r"circuit breaker OPEN") == 0
+
+
+def test_chgheader_past_the_last_adds(tm, fake, sluice_factory):
+    sl = start(sluice_factory, fake, tm.socket)
+    d = plugkit.send(sl.port, body=msg("chgheader X-New 1 set by milter"))
+    assert d["eod"].code == 250, d
+    assert b"X-New: set by milter\r\n" in fake.wait_messages(1)[0].data
+
+
+def test_reset_after_abandoned_hook_forgets_its_recipients(tm, fake, sluice_factory):
+    """The host gives up on a slow end of message; the next transaction of
+    the session reaches the milter with its own recipients only."""
+    sl = start(sluice_factory, fake, tm.socket, failure="tempfail", timeout="1s",
+               eom_timeout="10s")
+    with Client(sl.port) as c:
+        c.greeting()
+        c.ehlo()
+        r = harness.transaction(c, rcpts=("first@example.net",), body=msg("sleep 3"))
+        assert r.code == 451, r
+        r = harness.transaction(c, mail_from="second@example.com", rcpts=("second@example.net",),
+                                body=msg())
+        assert r.code == 250, r
+        c.expect("QUIT", 221)
+    t = tm.wait_transaction(sender="<second@example.com>")
+    assert [x["args"][0] for x in t.rcpts] == ["<second@example.net>"], t.rcpts
