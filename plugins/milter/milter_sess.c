@@ -104,11 +104,11 @@ struct msess {
     enum msess_item it;
     size_t it_i;
     size_t mod_count, mod_bytes;
-        /* what the end of message brought so far */ /* header index, recipient index or body offset
-                                                      */
-    bool waiting;    /* for the answer to the last command sent */
-    bool in_run;     /* msess_run() is on the stack: defer done */
-    bool delivering; /* the timer delivers res */
+    /* what the end of message brought so far */ /* header index, recipient index or body offset
+                                                  */
+    bool waiting;                                /* for the answer to the last command sent */
+    bool in_run;                                 /* msess_run() is on the stack: defer done */
+    bool delivering;                             /* the timer delivers res */
     bool freed;      /* msess_free() ran: free when the timer is closed */
     bool reply_why;  /* an answer that comes with a warning in why */
     char itname[24]; /* what is waited for, for messages */
