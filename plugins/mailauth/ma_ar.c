@@ -166,6 +166,10 @@ int ma_ar_parse(const char *value, const char *id, struct ma_ar_value *out)
         char *slash = strchr(method, '/');
         if (slash)
             *slash = '\0';
+        /* "none" with a version is no method: written back without the
+         * version it would read as the no-result marker. */
+        if (!strcasecmp(method, "none"))
+            goto bad;
         if (!ma__keyword(method, false) || ma__next(&l, tok, sizeof tok) != '=' ||
             ma__next(&l, tok, sizeof tok) != 'w' || !ma__keyword(tok, false))
             goto bad;

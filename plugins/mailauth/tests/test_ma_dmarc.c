@@ -175,6 +175,11 @@ static void test_ar(void **state)
     assert_int_equal(v.nres, 0);
     assert_int_equal(ma_ar_parse("other.example; dkim=pass header.d=x", "mx.test", &v), 0);
     assert_int_equal(ma_ar_parse("mx.test; dkim=", "mx.test", &v), -1);
+    /* "none" is the no-result marker, never a method, with or without a
+     * version: taken as one, it would be written back as a resinfo that
+     * reads as "nothing said" (found by fuzz_mailauth). */
+    assert_int_equal(ma_ar_parse("mx.test; none/1=pass", "mx.test", &v), -1);
+    assert_int_equal(ma_ar_parse("mx.test; NONE/2 = fail", "mx.test", &v), -1);
     assert_int_equal(ma_ar_parse("mx.test; dkim=pass (unclosed", "mx.test", &v), -1);
     assert_int_equal(ma_ar_parse("mx.test; dkim=pass header.d=\"open", "mx.test", &v), -1);
     assert_int_equal(ma_ar_parse("", "mx.test", &v), -1);
