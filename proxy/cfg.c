@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "cfg_keys.h"
+#include "cidr.h"
 #include "dns_parse.h"
 #include "log.h"
 
@@ -70,6 +71,16 @@ struct cfg__psec {
     int seen[CFG_KEYS_PLUGIN_N];
 };
 
+/* One [listener NAME] section: what the file set so far. */
+struct cfg__lsec {
+    struct cfg_listener l; /* name, line and the keys set; the rest in cfg__finish */
+    int seen[CFG_KEYS_LISTENER_N];
+    char *chain[CFG_MAX_PLUGINS]; /* "chain": instance names */
+    size_t nchain;
+    int chain_line; /* 0: no "chain" key (the listener takes [chain]'s) */
+    bool listen_bad;
+};
+
 struct cfg__load {
     struct cfg *c;
     const struct cfg_overrides *loaded; /* the TLS files already loaded, or NULL */
@@ -100,6 +111,10 @@ struct cfg__load {
     size_t nchain;
     int chain_line;
     bool listen_bad, upstream_bad;  /* an address was refused: "none left" says nothing new */
+    bool listen_override;           /* --listen was given */
+    struct cfg__lsec *lsecs;        /* [listener NAME] sections, in file order */
+    size_t nlsecs;
+    size_t cur_lsec;
     size_t kvcap;         /* allocated entries of c->kv */
 };
 
@@ -254,26 +269,35 @@ static void cfg__add_addr(struct cfg__load *s, const char *tok, int line, void *
     (*l->n)++;
 }
 
+/* A list of instance names being read: [chain] plugins or a listener's
+ * chain. */
+struct cfg__chain_list {
+    char **names;
+    size_t *n;
+    const char *what; /* "[chain] plugins", "[listener mx] chain" */
+};
+
 static void cfg__add_chain(struct cfg__load *s, const char *tok, int line, void *arg)
 {
-    (void)arg;
+    struct cfg__chain_list *l = arg;
     if (!cfg__is_instance_name(tok)) {
-        cfg__err(s, NULL, line, "bad plugin name '%s' in [chain] plugins (letters, digits, '_', '-', '.'; at most %d)",
-                 tok, CFG__INI_SECTION_MAX - 7);
+        cfg__err(s, NULL, line,
+                 "bad plugin name '%s' in %s (letters, digits, '_', '-', '.'; at most %d)", tok,
+                 l->what, CFG__INI_SECTION_MAX - 7);
         return;
     }
-    for (size_t i = 0; i < s->nchain; i++)
-        if (strcmp(s->chain[i], tok) == 0) {
-            cfg__err(s, NULL, line, "plugin '%s' listed twice in [chain] plugins", tok);
+    for (size_t i = 0; i < *l->n; i++)
+        if (strcmp(l->names[i], tok) == 0) {
+            cfg__err(s, NULL, line, "plugin '%s' listed twice in %s", tok, l->what);
             return;
         }
-    if (s->nchain >= CFG_MAX_PLUGINS) {
-        cfg__err(s, NULL, line, "more than %d plugins in [chain] plugins", CFG_MAX_PLUGINS);
+    if (*l->n >= CFG_MAX_PLUGINS) {
+        cfg__err(s, NULL, line, "more than %d plugins in %s", CFG_MAX_PLUGINS, l->what);
         return;
     }
     char *d = cfg__strdup(s, tok);
     if (d)
-        s->chain[s->nchain++] = d;
+        l->names[(*l->n)++] = d;
 }
 
 /* A number, size or duration key, range-checked. */
@@ -383,7 +407,9 @@ static void cfg__set(struct cfg__load *s, const struct cfg_key *k, void *base, c
 
     case T_ADDRS: {
         size_t *n = (size_t *)((char *)base + k->off2);
-        bool *bad = k->sec == SEC_SERVER ? &s->listen_bad : &s->upstream_bad;
+        bool *bad = k->sec == SEC_SERVER     ? &s->listen_bad
+                    : k->sec == SEC_LISTENER ? &s->lsecs[s->cur_lsec].listen_bad
+                                             : &s->upstream_bad;
         struct cfg__addr_list l = {NULL, k->name, (struct cfg_addr *)field, n, (size_t)k->max, bad};
         cfg__each_token(s, value, line, k->name, cfg__add_addr, &l);
         return;
@@ -405,8 +431,18 @@ static void cfg__set(struct cfg__load *s, const struct cfg_key *k, void *base, c
     }
 
     case T_CHAIN:
-        s->chain_line = line;
-        cfg__each_token(s, value, line, k->name, cfg__add_chain, NULL);
+        if (k->sec == SEC_LISTENER) {
+            struct cfg__lsec *ls = &s->lsecs[s->cur_lsec];
+            char what[CFG_LISTENER_NAME_MAX + 32];
+            snprintf(what, sizeof what, "[listener %s] chain", ls->l.name);
+            struct cfg__chain_list l = {ls->chain, &ls->nchain, what};
+            ls->chain_line = line;
+            cfg__each_token(s, value, line, k->name, cfg__add_chain, &l);
+        } else {
+            struct cfg__chain_list l = {s->chain, &s->nchain, "[chain] plugins"};
+            s->chain_line = line;
+            cfg__each_token(s, value, line, k->name, cfg__add_chain, &l);
+        }
         return;
     }
 }
@@ -550,6 +586,45 @@ static void cfg__enter_section(struct cfg__load *s, const char *section)
         snprintf(s->sec_norm, sizeof s->sec_norm, "plugin %s", inst);
         return;
     }
+    if (strncmp(name, "listener", 8) == 0 && (name[8] == 0 || name[8] == ' ' || name[8] == '\t')) {
+        const char *lname = name + 8;
+        lname += strspn(lname, " \t");
+        if (!*lname) {
+            cfg__err(s, NULL, line, "[listener] section needs a name: [listener NAME]");
+            return;
+        }
+        if (!cfg__is_instance_name(lname) || strlen(lname) > CFG_LISTENER_NAME_MAX ||
+            strcmp(lname, "default") == 0) {
+            cfg__err(s, NULL, line,
+                     "bad listener name '%s' (letters, digits, '_', '-', '.'; at most %d; "
+                     "\"default\" is the [server] listener)",
+                     lname, CFG_LISTENER_NAME_MAX);
+            return;
+        }
+        size_t i = 0;
+        while (i < s->nlsecs && strcmp(s->lsecs[i].l.name, lname) != 0)
+            i++;
+        if (i == s->nlsecs) {
+            if (s->nlsecs >= CFG_MAX_LISTENERS) {
+                cfg__err(s, NULL, line, "more than %d [listener] sections", CFG_MAX_LISTENERS);
+                return;
+            }
+            if (!s->lsecs) {
+                s->lsecs = calloc(CFG_MAX_LISTENERS, sizeof *s->lsecs);
+                if (!s->lsecs) {
+                    cfg__err(s, NULL, line, "out of memory");
+                    return;
+                }
+            }
+            struct cfg__lsec *ls = &s->lsecs[s->nlsecs++];
+            snprintf(ls->l.name, sizeof ls->l.name, "%s", lname);
+            ls->l.line = line;
+        }
+        s->cur_lsec = i;
+        s->sec = SEC_LISTENER;
+        snprintf(s->sec_norm, sizeof s->sec_norm, "listener %s", lname);
+        return;
+    }
     cfg__err(s, NULL, line, "unknown section [%s]", name);
 }
 
@@ -616,6 +691,25 @@ static int cfg__on_key(void *user, const char *section, const char *name, const 
             return 1;
         }
         return 1;  /* the plugin's own key: it validates it when loaded */
+    }
+
+    if (s->sec == SEC_LISTENER) {
+        struct cfg__lsec *ls = &s->lsecs[s->cur_lsec];
+        for (size_t i = 0; i < CFG_KEYS_LISTENER_N; i++) {
+            const struct cfg_key *k = &cfg_keys_listener[i];
+            if (strcmp(name, k->name) != 0)
+                continue;
+            if (ls->seen[i] && k->type != T_ADDRS) {
+                cfg__err(s, NULL, line, "duplicate key '%s' in [%s] (first set at line %d)", name,
+                         s->sec_norm, ls->seen[i]);
+                return 1;
+            }
+            ls->seen[i] = line;
+            cfg__set(s, k, &ls->l, value, line);
+            return 1;
+        }
+        cfg__err(s, NULL, line, "unknown key '%s' in [%s]", name, s->sec_norm);
+        return 1;
     }
 
     for (size_t i = 0; i < CFG_KEYS_N; i++) {
@@ -765,6 +859,7 @@ static void cfg__apply_overrides(struct cfg__load *s, const struct cfg_overrides
     struct cfg *c = s->c;
     const char *where = "(command line)";
     if (ov->listen) {
+        s->listen_override = true;
         struct cfg__addr_list l = {where, "--listen", c->listen, &c->nlisten, CFG_MAX_LISTEN, &s->listen_bad};
         c->nlisten = 0;
         s->listen_bad = false;
@@ -798,6 +893,102 @@ static void cfg__apply_overrides(struct cfg__load *s, const struct cfg_overrides
     }
 }
 
+/* The index in c->plugins of instance `name`, added when it is new (the
+ * first chain that names it gives its line). SIZE_MAX when full. */
+static size_t cfg__instance(struct cfg__load *s, const char *name, int line)
+{
+    struct cfg *c = s->c;
+    for (size_t i = 0; i < c->nplugins; i++)
+        if (strcmp(c->plugins[i].name, name) == 0)
+            return i;
+    if (c->nplugins >= CFG_MAX_PLUGINS) {
+        cfg__err(s, NULL, line, "more than %d plugin instances in all chains", CFG_MAX_PLUGINS);
+        return SIZE_MAX;
+    }
+    struct cfg_plugin *p = &c->plugins[c->nplugins];
+    const struct cfg__psec *ps = NULL;
+    for (size_t j = 0; j < s->npsecs; j++)
+        if (strcmp(s->psecs[j].name, name) == 0)
+            ps = &s->psecs[j];
+    if (ps) {
+        *p = ps->p;
+        p->path = NULL;
+    } else {
+        cfg__plugin_defaults(p);
+    }
+    p->name = cfg__strdup(s, name);
+    p->path = cfg__strdup(s, ps && ps->p.path ? ps->p.path : name);
+    p->line = line;
+    return c->nplugins++;
+}
+
+/* A listener's chain as indexes into c->plugins. */
+static void cfg__listener_chain(struct cfg__load *s, struct cfg_listener *l, char **names, size_t n,
+                                int line)
+{
+    l->nchain = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t idx = cfg__instance(s, names[i], line);
+        if (idx != SIZE_MAX)
+            l->chain[l->nchain++] = idx;
+    }
+}
+
+/* Effective values: what a listener leaves unset is [server]'s. */
+static void cfg__listener_inherit(struct cfg__load *s, struct cfg_listener *l)
+{
+    struct cfg *c = s->c;
+    if (!l->tls_cert_file && !l->tls_key_file) {
+        if (c->tls_cert_file)
+            l->tls_cert_file = cfg__strdup(s, c->tls_cert_file);
+        if (c->tls_key_file)
+            l->tls_key_file = cfg__strdup(s, c->tls_key_file);
+    }
+    if (l->tls == CFG_TLS_AUTO)
+        l->tls = l->tls_cert_file && l->tls_key_file ? CFG_TLS_STARTTLS : CFG_TLS_NONE;
+    if (!l->max_message_size)
+        l->max_message_size = c->max_message_size;
+    if (!l->max_recipients)
+        l->max_recipients = c->max_recipients;
+}
+
+/* The listeners: "default" from [server] listen (unless only [listener]
+ * sections listen: a [server] listen left at its default then binds
+ * nothing), then the sections in file order. */
+static void cfg__listeners(struct cfg__load *s)
+{
+    struct cfg *c = s->c;
+    bool with_default =
+        s->nlsecs == 0 || s->listen_override || cfg__seen_line(s, SEC_SERVER, "listen") != 0;
+    c->listeners = calloc(s->nlsecs + 1, sizeof *c->listeners);
+    if (!c->listeners) {
+        cfg__err(s, NULL, 0, "out of memory");
+        return;
+    }
+    if (with_default) {
+        struct cfg_listener *l = &c->listeners[c->nlisteners++];
+        snprintf(l->name, sizeof l->name, "default");
+        memcpy(l->listen, c->listen, c->nlisten * sizeof c->listen[0]);
+        l->nlisten = c->nlisten;
+        for (size_t i = 0; i < c->nchain_plugins; i++)
+            l->chain[l->nchain++] = i; /* [chain] plugins come first in c->plugins */
+        cfg__listener_inherit(s, l);
+    }
+    for (size_t i = 0; i < s->nlsecs; i++) {
+        struct cfg__lsec *ls = &s->lsecs[i];
+        struct cfg_listener *l = &c->listeners[c->nlisteners++];
+        *l = ls->l;
+        /* the strings move to the cfg */
+        ls->l.tls_cert_file = ls->l.tls_key_file = ls->l.proxy_trusted = NULL;
+        if (ls->chain_line)
+            cfg__listener_chain(s, l, ls->chain, ls->nchain, ls->chain_line);
+        else
+            for (size_t j = 0; j < c->nchain_plugins; j++)
+                l->chain[l->nchain++] = j;
+        cfg__listener_inherit(s, l);
+    }
+}
+
 /* Defaults that depend on other keys, and the plugin chain. */
 static void cfg__finish(struct cfg__load *s)
 {
@@ -814,23 +1005,13 @@ static void cfg__finish(struct cfg__load *s)
             c->spool_dir = cfg__strdup(s, tmp && *tmp ? tmp : "/tmp");
     }
 
-    for (size_t i = 0; i < s->nchain; i++) {
-        struct cfg_plugin *p = &c->plugins[c->nplugins];
-        const struct cfg__psec *ps = NULL;
-        for (size_t j = 0; j < s->npsecs; j++)
-            if (strcmp(s->psecs[j].name, s->chain[i]) == 0)
-                ps = &s->psecs[j];
-        if (ps) {
-            *p = ps->p;
-            p->path = NULL;
-        } else {
-            cfg__plugin_defaults(p);
-        }
-        p->name = cfg__strdup(s, s->chain[i]);
-        p->path = cfg__strdup(s, ps && ps->p.path ? ps->p.path : s->chain[i]);
-        p->line = s->chain_line;
-        c->nplugins++;
-    }
+    for (size_t i = 0; i < s->nchain; i++)
+        cfg__instance(s, s->chain[i], s->chain_line);
+    c->nchain_plugins = c->nplugins;
+    for (size_t i = 0; i < s->nlsecs; i++)
+        for (size_t j = 0; j < s->lsecs[i].nchain; j++)
+            cfg__instance(s, s->lsecs[i].chain[j], s->lsecs[i].chain_line);
+    cfg__listeners(s);
 }
 
 /* Checks against the system: files, directories, accounts. */
@@ -850,13 +1031,28 @@ static bool cfg__same(const char *a, const char *b)
     return a && b && strcmp(a, b) == 0;
 }
 
+/* A TLS file the running configuration names (so the server loaded it). */
+static bool cfg__tls_loaded(const struct cfg *run, const char *file)
+{
+    if (!run)
+        return false;
+    if (cfg__same(file, run->tls_cert_file) || cfg__same(file, run->tls_key_file))
+        return true;
+    for (size_t i = 0; i < run->nlisteners; i++)
+        if (run->listeners[i].tls != CFG_TLS_NONE &&
+            (cfg__same(file, run->listeners[i].tls_cert_file) ||
+             cfg__same(file, run->listeners[i].tls_key_file)))
+            return true;
+    return false;
+}
+
 /* tls_file: a TLS certificate or key the server may keep from start. */
 static void cfg__check_file(struct cfg__load *s, const char *key, const char *file, int line,
                             bool tls_file)
 {
     struct stat st;
     if (tls_file && access(file, R_OK) != 0 && errno == EACCES && s->loaded &&
-        (cfg__same(file, s->loaded->loaded_tls_cert) || cfg__same(file, s->loaded->loaded_tls_key)))
+        cfg__tls_loaded(s->loaded->loaded_tls, file))
         return; /* loaded before the privilege drop; the server keeps it */
     if (access(file, R_OK) != 0)
         cfg__err(s, NULL, line, "%s '%s': cannot read: %s", key, file, strerror(errno));
@@ -864,13 +1060,98 @@ static void cfg__check_file(struct cfg__load *s, const char *key, const char *fi
         cfg__err(s, NULL, line, "%s '%s': is a directory", key, file);
 }
 
+static int cfg__lseen(const struct cfg__lsec *ls, const char *key)
+{
+    for (size_t i = 0; i < CFG_KEYS_LISTENER_N; i++)
+        if (strcmp(cfg_keys_listener[i].name, key) == 0)
+            return ls->seen[i];
+    return 0;
+}
+
+/* One [listener NAME] section (l is its loaded form). */
+static void cfg__check_listener(struct cfg__load *s, const struct cfg__lsec *ls,
+                                const struct cfg_listener *l)
+{
+    const char *n = l->name;
+    if (l->nlisten == 0 && !ls->listen_bad)
+        cfg__err(s, NULL, cfg__lseen(ls, "listen") ? cfg__lseen(ls, "listen") : l->line,
+                 "[listener %s] no listen address", n);
+    int lc = cfg__lseen(ls, "tls_cert_file"), lk = cfg__lseen(ls, "tls_key_file");
+    if (!lc != !lk)
+        cfg__err(s, NULL, lc ? lc : lk,
+                 "[listener %s] tls_cert_file and tls_key_file go together: set both or neither",
+                 n);
+    if (lc && l->tls_cert_file)
+        cfg__check_file(s, "tls_cert_file", l->tls_cert_file, lc, true);
+    if (lk && l->tls_key_file)
+        cfg__check_file(s, "tls_key_file", l->tls_key_file, lk, true);
+    int lt = cfg__lseen(ls, "tls");
+    if ((l->tls == CFG_TLS_STARTTLS || l->tls == CFG_TLS_IMPLICIT) &&
+        (!l->tls_cert_file || !l->tls_key_file))
+        cfg__err(s, NULL, lt ? lt : l->line,
+                 "[listener %s] tls = %s needs a certificate: tls_cert_file and tls_key_file "
+                 "here or in [server]",
+                 n, l->tls == CFG_TLS_IMPLICIT ? "implicit" : "starttls");
+    int lr = cfg__lseen(ls, "require_tls");
+    if (l->require_tls && l->tls == CFG_TLS_NONE)
+        cfg__err(s, NULL, lr,
+                 "[listener %s] require_tls = yes with tls = none: no client could send mail", n);
+    int lp = cfg__lseen(ls, "proxy_protocol"), lpt = cfg__lseen(ls, "proxy_trusted");
+    if (l->proxy_trusted) {
+        struct cidr_list cl = {0};
+        char err[300];
+        if (cidr_list_parse(l->proxy_trusted, 0, &cl, err, sizeof err) != 0)
+            cfg__err(s, NULL, lpt, "[listener %s] proxy_trusted: %s", n, err);
+        else if (cl.n == 0)
+            cfg__err(s, NULL, lpt, "[listener %s] proxy_trusted: no network given", n);
+        cidr_list_free(&cl);
+    }
+    if (l->proxy_protocol && !l->proxy_trusted)
+        cfg__err(s, NULL, lp,
+                 "[listener %s] proxy_protocol = yes needs proxy_trusted: the addresses of the "
+                 "proxies allowed to name the client",
+                 n);
+}
+
+/* An address two listeners (or one twice) would bind. */
+static void cfg__check_listen_unique(struct cfg__load *s)
+{
+    const struct cfg *c = s->c;
+    for (size_t i = 0; i < c->nlisteners; i++)
+        for (size_t a = 0; a < c->listeners[i].nlisten; a++)
+            for (size_t j = i + 1; j < c->nlisteners; j++)
+                for (size_t b = 0; b < c->listeners[j].nlisten; b++)
+                    if (strcmp(c->listeners[i].listen[a].text, c->listeners[j].listen[b].text) ==
+                        0) {
+                        const struct cfg_listener *lj = &c->listeners[j];
+                        size_t k = 0;
+                        while (k < s->nlsecs && strcmp(s->lsecs[k].l.name, lj->name) != 0)
+                            k++;
+                        int line = k < s->nlsecs ? cfg__lseen(&s->lsecs[k], "listen") : 0;
+                        cfg__err(s, NULL, line, "[listener %s] listen %s: already used by %s%s%s",
+                                 lj->name, lj->listen[b].text,
+                                 strcmp(c->listeners[i].name, "default") == 0 ? "[server] listen"
+                                                                              : "[listener ",
+                                 strcmp(c->listeners[i].name, "default") == 0
+                                     ? ""
+                                     : c->listeners[i].name,
+                                 strcmp(c->listeners[i].name, "default") == 0 ? "" : "]");
+                    }
+}
+
 static void cfg__check(struct cfg__load *s)
 {
     struct cfg *c = s->c;
     int l;
 
-    if (c->nlisten == 0 && !s->listen_bad)
+    if (c->nlisten == 0 && !s->listen_bad && cfg_listener_find(c, "default"))
         cfg__err(s, NULL, cfg__seen_line(s, SEC_SERVER, "listen"), "no listen address");
+    for (size_t i = 0; i < s->nlsecs; i++) {
+        const struct cfg_listener *lst = cfg_listener_find(c, s->lsecs[i].l.name);
+        if (lst)
+            cfg__check_listener(s, &s->lsecs[i], lst);
+    }
+    cfg__check_listen_unique(s);
     if (c->nupstream == 0 && !s->upstream_bad)
         cfg__err(s, NULL, cfg__seen_line(s, SEC_UPSTREAM, "servers"), "no upstream server");
 
@@ -923,6 +1204,12 @@ static void cfg__free(struct cfg *c)
 {
     if (!c)
         return;
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        free(c->listeners[i].tls_cert_file);
+        free(c->listeners[i].tls_key_file);
+        free(c->listeners[i].proxy_trusted);
+    }
+    free(c->listeners);
     free(c->path);
     free(c->banner);
     free(c->spool_dir);
@@ -996,6 +1283,14 @@ struct cfg *cfg_load(const char *path, const struct cfg_overrides *ov, buf_t *er
     free(s.psecs);
     for (size_t i = 0; i < s.nchain; i++)
         free(s.chain[i]);
+    for (size_t i = 0; i < s.nlsecs; i++) {
+        for (size_t j = 0; j < s.lsecs[i].nchain; j++)
+            free(s.lsecs[i].chain[j]);
+        free(s.lsecs[i].l.tls_cert_file);
+        free(s.lsecs[i].l.tls_key_file);
+        free(s.lsecs[i].l.proxy_trusted);
+    }
+    free(s.lsecs);
 
     if (!ok) {
         cfg__free(c);
@@ -1015,6 +1310,14 @@ void cfg_unref(struct cfg *c)
 {
     if (c && --c->refs <= 0)
         cfg__free(c);
+}
+
+const struct cfg_listener *cfg_listener_find(const struct cfg *c, const char *name)
+{
+    for (size_t i = 0; i < c->nlisteners; i++)
+        if (strcmp(c->listeners[i].name, name) == 0)
+            return &c->listeners[i];
+    return NULL;
 }
 
 const char *cfg_get(const struct cfg *c, const char *section, const char *key, int *line)

@@ -19,12 +19,16 @@
 #define CFG_MAX_LISTEN 16
 #define CFG_MAX_UPSTREAM 16
 #define CFG_MAX_PLUGINS 32
+#define CFG_MAX_LISTENERS 8
+#define CFG_LISTENER_NAME_MAX 32
 
 enum cfg_upstream_tls { CFG_UP_TLS_NO = 0, CFG_UP_TLS_MAY, CFG_UP_TLS_ENCRYPT };
 enum cfg_connect_at { CFG_CONNECT_AT_MAIL = 0, CFG_CONNECT_AT_CONNECT };
 enum cfg_long_lines { CFG_LONG_REJECT = 0, CFG_LONG_PASS };
 enum cfg_bare_nl { CFG_BARE_REJECT = 0, CFG_BARE_NORMALIZE };
 enum cfg_failure { CFG_FAIL_TEMPFAIL = 0, CFG_FAIL_ACCEPT, CFG_FAIL_TAG };
+/* auto: STARTTLS when the listener has a certificate, else none */
+enum cfg_tls_mode { CFG_TLS_AUTO = 0, CFG_TLS_NONE, CFG_TLS_STARTTLS, CFG_TLS_IMPLICIT };
 
 /* A key=value from any section, kept for plugins (their own sections). */
 struct cfg_kv {
@@ -46,6 +50,33 @@ struct cfg_plugin {
                                      hold at once, abandoned ones included; 0 = the
                                      pool less one (at least 1) */
     int line;        /* where the instance was named in [chain] plugins */
+};
+
+/*
+ * One SMTP listener: its addresses, how it does TLS, whether it takes a
+ * PROXY protocol header, its plugin chain and its limits. A [listener
+ * NAME] section makes one; [server] listen (or --listen) makes the one
+ * named "default", with [server]'s settings and [chain]'s plugins.
+ * After loading, every field holds its effective value (what the section
+ * left unset is [server]'s), except tls, which is resolved to NONE,
+ * STARTTLS or IMPLICIT.
+ */
+struct cfg_listener {
+    char name[CFG_LISTENER_NAME_MAX + 1];
+    int line; /* the section header (0 for "default") */
+    struct cfg_addr listen[CFG_MAX_LISTEN];
+    size_t nlisten;
+    enum cfg_tls_mode tls;
+    bool require_tls;    /* 530 5.7.0 for mail commands before STARTTLS */
+    char *tls_cert_file; /* owned; [server]'s when the section sets none */
+    char *tls_key_file;
+    bool proxy_protocol;           /* a PROXY v1/v2 header comes first */
+    char *proxy_trusted;           /* owned: the networks allowed to send one (CIDR list) */
+    size_t chain[CFG_MAX_PLUGINS]; /* indexes into cfg->plugins, in order */
+    size_t nchain;
+    unsigned max_connections; /* this listener's share; 0 = no own limit */
+    uint64_t max_message_size;
+    unsigned max_recipients;
 };
 
 struct cfg {
@@ -116,9 +147,15 @@ struct cfg {
     char *stats_allowed_hosts;    /* extra Host names the endpoint answers to, or NULL */
     char *stats_token_file;       /* file holding the bearer token, or NULL (no token) */
 
-    /* [chain] + [plugin NAME] sections */
+    /* [chain] + [plugin NAME] sections: every instance a chain names
+     * ([chain] plugins first, then each listener's own), loaded once */
     struct cfg_plugin plugins[CFG_MAX_PLUGINS];
     size_t nplugins;
+    size_t nchain_plugins; /* plugins[0..n) are [chain] plugins */
+
+    /* the listeners, in file order ("default" first when it exists) */
+    struct cfg_listener *listeners; /* owned, nlisteners entries */
+    size_t nlisteners;
 
     /* every key seen, in file order (plugins read their own sections) */
     struct cfg_kv *kv;
@@ -131,10 +168,11 @@ struct cfg_overrides {
     const char *upstream;      /* --upstream HOST:PORT */
     const char *stats_listen;  /* --stats-listen ADDR:PORT */
     const char *plugin_dir;    /* --plugin-dir DIR */
-    /* Reload after the privilege drop: TLS files the running process loaded
-     * at start. Named unchanged, they need not be readable any more (a
-     * root-only key); the server keeps what it loaded. */
-    const char *loaded_tls_cert, *loaded_tls_key;
+    /* Reload after the privilege drop: the running configuration, whose
+     * TLS files the process loaded at start. Named unchanged, they need not
+     * be readable any more (a root-only key); the server keeps what it
+     * loaded. */
+    const struct cfg *loaded_tls;
 };
 
 /*
@@ -147,6 +185,9 @@ struct cfg_overrides {
 struct cfg *cfg_load(const char *path, const struct cfg_overrides *ov, buf_t *errors);
 struct cfg *cfg_ref(struct cfg *c);
 void cfg_unref(struct cfg *c);
+
+/* The listener named `name`, or NULL. */
+const struct cfg_listener *cfg_listener_find(const struct cfg *c, const char *name);
 
 /* A plugin section's value: section is "plugin NAME". NULL if unset. */
 const char *cfg_get(const struct cfg *c, const char *section, const char *key, int *line);

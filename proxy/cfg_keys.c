@@ -24,6 +24,8 @@ static const char *const cfg_keys__levels[] = {"debug", "info", "warn", "error",
 static const char *const cfg_keys__connect[] = {"mail", "connect", NULL};
 static const char *const cfg_keys__up_tls[] = {"no", "may", "encrypt", NULL};
 static const char *const cfg_keys__failure[] = {"tempfail", "accept", "tag", NULL};
+/* in the order of enum cfg_tls_mode */
+static const char *const cfg_keys__tls_mode[] = {"auto", "none", "starttls", "implicit", NULL};
 
 #define O(f) offsetof(struct cfg, f)
 #define P(f) offsetof(struct cfg_plugin, f)
@@ -110,6 +112,24 @@ const struct cfg_key cfg_keys_plugin[CFG_KEYS_PLUGIN_N] = {
 };
 _Static_assert(sizeof cfg_keys_plugin / sizeof cfg_keys_plugin[0] == CFG_KEYS_PLUGIN_N,
                "CFG_KEYS_PLUGIN_N");
+
+#define L(f) offsetof(struct cfg_listener, f)
+const struct cfg_key cfg_keys_listener[CFG_KEYS_LISTENER_N] = {
+    {SEC_LISTENER, "listen", T_ADDRS, L(listen), L(nlisten), 0, CFG_MAX_LISTEN, NULL, 0},
+    {SEC_LISTENER, "tls", T_ENUM, L(tls), 0, 0, 0, cfg_keys__tls_mode, 0},
+    {SEC_LISTENER, "require_tls", T_BOOL, L(require_tls), 0, 0, 0, NULL, 0},
+    {SEC_LISTENER, "tls_cert_file", T_STR, L(tls_cert_file), 0, 0, 0, NULL, 0},
+    {SEC_LISTENER, "tls_key_file", T_STR, L(tls_key_file), 0, 0, 0, NULL, 0},
+    {SEC_LISTENER, "proxy_protocol", T_BOOL, L(proxy_protocol), 0, 0, 0, NULL, 0},
+    {SEC_LISTENER, "proxy_trusted", T_STR, L(proxy_trusted), 0, 0, 0, NULL, 0},
+    {SEC_LISTENER, "chain", T_CHAIN, 0, 0, 0, 0, NULL, 0},
+    {SEC_LISTENER, "max_connections", T_UINT, L(max_connections), 0, 1, 1000000, NULL, 0},
+    {SEC_LISTENER, "max_message_size", T_U64, L(max_message_size), 0, KIB, 64 * GIB, NULL, 0},
+    {SEC_LISTENER, "max_recipients", T_UINT, L(max_recipients), 0, 1, 100000, NULL, 0},
+};
+_Static_assert(sizeof cfg_keys_listener / sizeof cfg_keys_listener[0] == CFG_KEYS_LISTENER_N,
+               "CFG_KEYS_LISTENER_N");
+#undef L
 
 const char *const cfg_keys_plugin_extra[] = {"quarantine_reply", NULL};
 

@@ -19,6 +19,7 @@ enum cfg_keys_sec {
     SEC_STATS,
     SEC_CHAIN,
     SEC_PLUGIN,
+    SEC_LISTENER,
     SEC_BAD
 };
 
@@ -33,7 +34,7 @@ enum cfg_keys_type {
     T_NAME,  /* char[256] host name */
     T_ADDRS, /* struct cfg_addr[] at off, size_t count at off2 */
     T_STATS, /* char stats_listen[300] */
-    T_CHAIN, /* [chain] plugins */
+    T_CHAIN, /* [chain] plugins, [listener NAME] chain */
 };
 
 #define F_HOSTNAME 1u   /* T_STR: must look like a host name (HELO) */
@@ -58,6 +59,10 @@ extern const struct cfg_key cfg_keys[CFG_KEYS_N];
  * struct cfg_plugin. Every other key there belongs to the plugin. */
 #define CFG_KEYS_PLUGIN_N 7
 extern const struct cfg_key cfg_keys_plugin[CFG_KEYS_PLUGIN_N];
+/* The keys of a [listener NAME] section; offsets into struct
+ * cfg_listener. */
+#define CFG_KEYS_LISTENER_N 11
+extern const struct cfg_key cfg_keys_listener[CFG_KEYS_LISTENER_N];
 /* Host keys of a plugin section that are not in cfg_keys_plugin (read by
  * the chain loader itself), NULL-terminated. */
 extern const char *const cfg_keys_plugin_extra[];

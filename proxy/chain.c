@@ -220,6 +220,23 @@ struct chain *chain_load(struct cfg *cfg, bool checking, buf_t *errors)
         chain__free(ch);
         return NULL;
     }
+    /* [chain] plugins are the first instances; the last view is theirs. */
+    size_t nbase = cfg->nchain_plugins;
+    ch->nviews = cfg->nlisteners + 1;
+    ch->views = xcalloc(ch->nviews, sizeof *ch->views);
+    for (size_t v = 0; v < ch->nviews; v++) {
+        struct chain_view *cv = &ch->views[v];
+        const struct cfg_listener *l = v < cfg->nlisteners ? &cfg->listeners[v] : NULL;
+        size_t n = l ? l->nchain : nbase;
+        cv->inst = xcalloc(n ? n : 1, sizeof *cv->inst);
+        if (l)
+            snprintf(cv->listener, sizeof cv->listener, "%s", l->name);
+        for (size_t i = 0; i < n; i++) {
+            size_t idx = l ? l->chain[i] : i;
+            if (idx < ch->n)
+                cv->inst[cv->n++] = ch->inst[idx];
+        }
+    }
     for (size_t i = 0; i < ch->n; i++)
         log_info("chain: %zu. %s (%s %s) from %s", i + 1, ch->inst[i]->name,
                  ch->inst[i]->desc->name,
@@ -229,6 +246,9 @@ struct chain *chain_load(struct cfg *cfg, bool checking, buf_t *errors)
 
 static void chain__free(struct chain *c)
 {
+    for (size_t i = 0; i < c->nviews; i++)
+        free(c->views[i].inst);
+    free(c->views);
     for (size_t i = 0; i < c->n; i++)
         chain__inst_free(c->inst[i]);
     free(c->inst);
@@ -269,6 +289,14 @@ void chain_unref_later(struct chain *c)
 size_t chain_size(const struct chain *c)
 {
     return c ? c->n : 0;
+}
+
+const struct chain_view *chain_view(const struct chain *c, const char *listener)
+{
+    for (size_t i = 0; i + 1 < c->nviews; i++)
+        if (strcmp(c->views[i].listener, listener) == 0)
+            return &c->views[i];
+    return &c->views[c->nviews - 1];
 }
 
 void chain_handover(struct chain *old, struct chain *nw)

@@ -66,12 +66,22 @@ struct sluice_instance {
     enum stats_breaker breaker;
 };
 
+/* The instances one listener runs, in its order (a listener's chain is a
+ * selection of the chain's instances). */
+struct chain_view {
+    char listener[CFG_LISTENER_NAME_MAX + 1];
+    struct sluice_instance **inst; /* owned array; the instances are the chain's */
+    size_t n;
+};
+
 struct chain {
     int refs;
     struct defer_ev release_ev; /* chain_unref_later */
     struct cfg *cfg;
-    struct sluice_instance **inst;
+    struct sluice_instance **inst; /* every instance any listener names */
     size_t n;
+    struct chain_view *views; /* one per listener of cfg, then [chain]'s own */
+    size_t nviews;
 };
 
 /* The size of libuv's thread pool (set once, before the first chain). */
@@ -86,6 +96,10 @@ void chain_unref(struct chain *c);
  * complete(), and the plugin must not be shut down under itself. */
 void chain_unref_later(struct chain *c);
 size_t chain_size(const struct chain *c);
+/* The instances listener `name` runs. A listener the chain's configuration
+ * does not know (renamed in a reload: listeners change on restart) runs
+ * [chain] plugins. Never NULL for a non-NULL chain. */
+const struct chain_view *chain_view(const struct chain *c, const char *listener);
 /* SIGHUP: let each instance of the new chain take over state from the
  * running instance of the same name (the plugin's reload hook, and the
  * host's thread accounting). */

@@ -23,6 +23,7 @@ struct client_info {
     char auth_user[256]; /* "" (sluice does not offer AUTH itself) */
     char local_addr[64];
     int local_port;
+    char listener[33]; /* the listener's name (cfg_listener), "default" for [server] listen */
 };
 
 #endif

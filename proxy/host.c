@@ -41,6 +41,7 @@ struct host_conn {
     struct client_info info;
     struct log_conn log; /* "sid=..." on every line */
     struct chain *chain; /* pinned for the current transaction / connection */
+    const struct chain_view *view; /* this connection's listener's part of `chain` */
     bool in_tx;
     pthread_mutex_t mu;
     void *conndata[CFG_MAX_PLUGINS];
@@ -102,6 +103,7 @@ struct host_conn *host_conn_new(uv_loop_t *loop, const struct client_info *info)
     hc->info = *info;
     memcpy(hc->log.sid, info->sid, sizeof hc->log.sid);
     hc->chain = chain_ref(chain_current());
+    hc->view = hc->chain ? chain_view(hc->chain, hc->info.listener) : NULL;
     pthread_mutex_init(&hc->mu, NULL);
     uv_timer_init(loop, hc->timer);
     hc->timer->data = hc;
@@ -117,7 +119,7 @@ void host_conn_info(struct host_conn *hc, const struct client_info *info)
 bool host_conn_active(struct host_conn *hc)
 {
     struct chain *c = hc->in_tx ? hc->chain : chain_current();
-    return c && c->n > 0;
+    return c && chain_view(c, hc->info.listener)->n > 0;
 }
 
 const struct log_conn *host_conn_log(const struct host_conn *hc)
@@ -164,7 +166,7 @@ void host_conn_free(struct host_conn *hc)
         return;
     host_cancel(hc);
     assert(!hc->in_tx); /* the session ends its transaction first */
-    if (hc->chain && hc->chain->n) {
+    if (hc->view && hc->view->n) {
         struct tx *tmp = tx_new(&hc->info, 0);
         host__notify(hc, tmp, SLUICE_PHASE_CLOSE);
         tx_unref(tmp);
@@ -185,6 +187,7 @@ void host_tx_begin(struct host_conn *hc)
         struct chain *old = hc->chain;
         pthread_mutex_lock(&hc->mu); /* an abandoned hook may be reading it */
         hc->chain = chain_ref(chain_current());
+        hc->view = hc->chain ? chain_view(hc->chain, hc->info.listener) : NULL;
         pthread_mutex_unlock(&hc->mu);
         host__free_conndata(hc); /* stale hooks can no longer add to it */
         chain_unref(old);
@@ -266,8 +269,8 @@ static void host__fmt_milli(buf_t *b, double v)
 
 void host_summary(struct host_conn *hc, const struct tx *tx, buf_t *out)
 {
-    struct chain *ch = hc->chain;
-    if (!ch || ch->n == 0)
+    const struct chain_view *v = hc->view;
+    if (!v || v->n == 0)
         return;
     if (tx->decided_by[0])
         buf_printf(out, " decision=%s:%s", tx->decided_by, tx->decision);
@@ -282,12 +285,12 @@ void host_summary(struct host_conn *hc, const struct tx *tx, buf_t *out)
         }
     }
     buf_puts(out, " plugins=");
-    for (size_t i = 0; i < ch->n; i++) {
+    for (size_t i = 0; i < v->n; i++) {
         if (i)
             buf_append(out, ",", 1);
-        buf_puts(out, ch->inst[i]->name);
+        buf_puts(out, v->inst[i]->name);
         buf_append(out, ":", 1);
-        host__fmt_fixed(out, tx->plugin_ms[i], 2);
+        host__fmt_fixed(out, tx->plugin_ms[v->inst[i]->idx], 2);
         buf_append(out, "ms", 2);
     }
 }
@@ -295,7 +298,7 @@ void host_summary(struct host_conn *hc, const struct tx *tx, buf_t *out)
 void host_record(struct host_conn *hc, const struct tx *tx, const char *verdict,
                  const char *upstream_reply)
 {
-    struct chain *ch = hc->chain;
+    const struct chain_view *v = hc->view;
     buf_t b = BUF_INIT;
     buf_puts(&b, "{\"sid\":");
     json_escape(&b, tx->client.sid);
@@ -326,11 +329,11 @@ void host_record(struct host_conn *hc, const struct tx *tx, const char *verdict,
         buf_puts(&b, "}");
     }
     buf_puts(&b, "],\"plugin_ms\":{");
-    for (size_t i = 0; ch && i < ch->n; i++) {
+    for (size_t i = 0; v && i < v->n; i++) {
         buf_puts(&b, i ? "," : "");
-        json_escape(&b, ch->inst[i]->name);
+        json_escape(&b, v->inst[i]->name);
         buf_puts(&b, ":");
-        host__fmt_milli(&b, tx->plugin_ms[i]);
+        host__fmt_milli(&b, tx->plugin_ms[v->inst[i]->idx]);
     }
     buf_puts(&b, "}}");
     if (b.ptr)
@@ -744,9 +747,9 @@ static void host__after_work_cb(uv_work_t *w, int status)
 
 static void host__run_next(struct host_conn *hc)
 {
-    struct chain *ch = hc->chain;
-    while (ch && hc->next_idx < ch->n) {
-        struct sluice_instance *in = ch->inst[hc->next_idx++];
+    const struct chain_view *view = hc->view;
+    while (view && hc->next_idx < view->n) {
+        struct sluice_instance *in = view->inst[hc->next_idx++];
         sluice_hook_fn fn = host__hook_for(in->desc, hc->phase);
         if (!fn)
             continue;
@@ -853,9 +856,9 @@ void host_cancel(struct host_conn *hc)
 
 static void host__notify(struct host_conn *hc, struct tx *tx, enum sluice_phase ph)
 {
-    struct chain *ch = hc->chain;
-    for (size_t i = 0; ch && i < ch->n; i++) {
-        struct sluice_instance *in = ch->inst[i];
+    const struct chain_view *v = hc->view;
+    for (size_t i = 0; v && i < v->n; i++) {
+        struct sluice_instance *in = v->inst[i];
         sluice_notify_fn fn = ph == SLUICE_PHASE_RESET ? in->desc->on_reset : in->desc->on_close;
         if (!fn)
             continue;

@@ -60,15 +60,20 @@ static void main__usage(FILE *f)
 static int main__check_extra(const struct cfg *cfg, buf_t *errs)
 {
     int bad = 0;
-    if (cfg->tls_cert_file && cfg->tls_key_file) {
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        const struct cfg_listener *l = &cfg->listeners[i];
+        if (l->tls == CFG_TLS_NONE || !l->tls_cert_file || !l->tls_key_file)
+            continue;
         char err[512];
-        SSL_CTX *ctx =
-            conn_tls_server_ctx_new(cfg->tls_cert_file, cfg->tls_key_file, err, sizeof err);
+        SSL_CTX *ctx = conn_tls_server_ctx_new(l->tls_cert_file, l->tls_key_file, err, sizeof err);
         if (!ctx) {
             int line = 0;
-            cfg_get(cfg, "server", "tls_cert_file", &line);
-            buf_printf(errs, "%s:%d: TLS certificate/key: %s\n", cfg->path ? cfg->path : "-", line,
-                       err);
+            char sec[CFG_LISTENER_NAME_MAX + 16];
+            snprintf(sec, sizeof sec, "listener %s", l->name);
+            if (!cfg_get(cfg, sec, "tls_cert_file", &line))
+                cfg_get(cfg, "server", "tls_cert_file", &line);
+            buf_printf(errs, "%s:%d: [listener %s] TLS certificate/key: %s\n",
+                       cfg->path ? cfg->path : "-", line, l->name, err);
             bad = 1;
         } else {
             SSL_CTX_free(ctx);

@@ -139,27 +139,28 @@ uint64_t server_next_sid(struct server *srv)
 
 /* ---- accepting ----------------------------------------------------------- */
 
-static void server__on_connection(uv_stream_t *listener, int status)
+static void server__on_connection(uv_stream_t *sock, int status)
 {
-    struct server *srv = listener->data;
+    struct server_listener *sl = sock->data;
     if (status < 0) {
         log_warn("accept error: %s", uv_strerror(status));
         return;
     }
-    int rc = sess_accept(srv, listener);
+    int rc = sess_accept(sl, sock);
     if (rc < 0)
         log_warn("cannot accept connection: %s", uv_strerror(rc));
 }
 
-static int server__bind(struct server *srv, const struct cfg_addr *a)
+static int server__bind(struct server_listener *sl, const struct cfg_addr *a)
 {
+    struct server *srv = sl->srv;
     if (a->sa.ss_family == AF_UNIX) {
         log_error("listen %s: unix sockets are not supported for SMTP listeners", a->text);
         return -1;
     }
     uv_tcp_t *t = xmalloc(sizeof *t);
     uv_tcp_init(srv->loop, t);
-    t->data = srv;
+    t->data = sl;
     int rc = uv_tcp_bind(t, (const struct sockaddr *)&a->sa,
                          a->sa.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
     if (rc == 0)
@@ -172,19 +173,19 @@ static int server__bind(struct server *srv, const struct cfg_addr *a)
         uv_close((uv_handle_t *)t, (uv_close_cb)free);
         return -1;
     }
-    srv->listeners[srv->nlisteners++] = t;
+    sl->socks[sl->nsocks++] = t;
     return 0;
 }
 
-static SSL_CTX *server__tls(const struct cfg *cfg, int *failed)
+static SSL_CTX *server__tls(const struct cfg_listener *l, int *failed)
 {
     *failed = 0;
-    if (!cfg->tls_cert_file || !cfg->tls_key_file)
+    if (l->tls == CFG_TLS_NONE || !l->tls_cert_file || !l->tls_key_file)
         return NULL;
     char err[512];
-    SSL_CTX *ctx = conn_tls_server_ctx_new(cfg->tls_cert_file, cfg->tls_key_file, err, sizeof err);
+    SSL_CTX *ctx = conn_tls_server_ctx_new(l->tls_cert_file, l->tls_key_file, err, sizeof err);
     if (!ctx) {
-        log_error("TLS: %s", err);
+        log_error("TLS [listener %s]: %s", l->name, err);
         *failed = 1;
     }
     return ctx;
@@ -200,25 +201,38 @@ static bool server__unreadable(const char *file)
  * read again: when the files are named as before and are unreadable, the
  * context loaded at start stays in use. New certificate files therefore
  * take a restart when the key is root-only; a reload says so. */
-static SSL_CTX *server__tls_reload(struct server *srv, const struct cfg *n, int *failed)
+static SSL_CTX *server__tls_reload(struct server *srv, size_t i, const struct cfg *n, int *failed)
 {
-    const struct cfg *o = srv->cfg;
+    const struct cfg_listener *o = &srv->cfg->listeners[i], *nl = &n->listeners[i];
+    SSL_CTX *cur = srv->listeners[i].tls_ctx;
     *failed = 0;
-    if (srv->tls_ctx && n->tls_cert_file && n->tls_key_file && o->tls_cert_file &&
-        o->tls_key_file && strcmp(n->tls_cert_file, o->tls_cert_file) == 0 &&
-        strcmp(n->tls_key_file, o->tls_key_file) == 0) {
-        const char *bad = server__unreadable(n->tls_key_file)    ? n->tls_key_file
-                          : server__unreadable(n->tls_cert_file) ? n->tls_cert_file
-                                                                 : NULL;
+    if (cur && nl->tls != CFG_TLS_NONE && nl->tls_cert_file && nl->tls_key_file &&
+        o->tls_cert_file && o->tls_key_file && strcmp(nl->tls_cert_file, o->tls_cert_file) == 0 &&
+        strcmp(nl->tls_key_file, o->tls_key_file) == 0) {
+        const char *bad = server__unreadable(nl->tls_key_file)    ? nl->tls_key_file
+                          : server__unreadable(nl->tls_cert_file) ? nl->tls_cert_file
+                                                                  : NULL;
         if (bad) {
-            log_warn("TLS: cannot read %s as user %s; keeping the certificate and key loaded at "
-                     "start (restart sluice to load new ones)",
-                     bad, o->user ? o->user : "(current)");
-            SSL_CTX_up_ref(srv->tls_ctx);
-            return srv->tls_ctx;
+            log_warn("TLS [listener %s]: cannot read %s as user %s; keeping the certificate and "
+                     "key loaded at start (restart sluice to load new ones)",
+                     nl->name, bad, srv->cfg->user ? srv->cfg->user : "(current)");
+            SSL_CTX_up_ref(cur);
+            return cur;
         }
     }
-    return server__tls(n, failed);
+    return server__tls(nl, failed);
+}
+
+/* A reload keeps the listeners bound at start: the new configuration must
+ * name the same ones, in the same order. */
+static bool server__same_listeners(const struct cfg *o, const struct cfg *n)
+{
+    if (o->nlisteners != n->nlisteners)
+        return false;
+    for (size_t i = 0; i < o->nlisteners; i++)
+        if (strcmp(o->listeners[i].name, n->listeners[i].name) != 0)
+            return false;
+    return true;
 }
 
 static void server__upslot_limits(const struct cfg *c, struct upslot_limits *lim)
@@ -238,13 +252,19 @@ int server_init(struct server *srv, uv_loop_t *loop, struct cfg *cfg)
     struct upslot_limits lim;
     server__upslot_limits(cfg, &lim);
     upslot_pool_init(&srv->upslots, loop, &lim);
-    int failed;
-    srv->tls_ctx = server__tls(cfg, &failed);
-    if (failed)
-        return -1;
-    for (size_t i = 0; i < cfg->nlisten; i++)
-        if (server__bind(srv, &cfg->listen[i]) != 0)
+    srv->nlisteners = cfg->nlisteners;
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        struct server_listener *sl = &srv->listeners[i];
+        int failed;
+        sl->srv = srv;
+        sl->idx = i;
+        sl->tls_ctx = server__tls(&cfg->listeners[i], &failed);
+        if (failed)
             return -1;
+        for (size_t a = 0; a < cfg->listeners[i].nlisten; a++)
+            if (server__bind(sl, &cfg->listeners[i].listen[a]) != 0)
+                return -1;
+    }
     return 0;
 }
 
@@ -357,9 +377,12 @@ static void server__probe_tick(uv_timer_t *t)
 
 static void server__stop_listeners(struct server *srv)
 {
-    for (size_t i = 0; i < srv->nlisteners; i++)
-        uv_close((uv_handle_t *)srv->listeners[i], (uv_close_cb)free);
-    srv->nlisteners = 0;
+    for (size_t i = 0; i < srv->nlisteners; i++) {
+        struct server_listener *sl = &srv->listeners[i];
+        for (size_t a = 0; a < sl->nsocks; a++)
+            uv_close((uv_handle_t *)sl->socks[a], (uv_close_cb)free);
+        sl->nsocks = 0;
+    }
     stats_set_listening(false);
 }
 
@@ -418,16 +441,20 @@ static void server__on_hup(uv_signal_t *h, int signum)
     struct cfg_overrides ov = {0};
     if (srv->overrides)
         ov = *srv->overrides;
-    if (srv->tls_ctx) {
-        ov.loaded_tls_cert = srv->cfg->tls_cert_file;
-        ov.loaded_tls_key = srv->cfg->tls_key_file;
-    }
+    ov.loaded_tls = srv->cfg;
     struct cfg *n = cfg_load(srv->cfg->path, &ov, &errs);
     int failed = 0;
-    SSL_CTX *tls = NULL;
+    SSL_CTX *tls[CFG_MAX_LISTENERS + 1] = {0};
     struct chain *chain = NULL;
-    if (n)
-        tls = server__tls_reload(srv, n, &failed);
+    if (n && !server__same_listeners(srv->cfg, n)) {
+        buf_printf(&errs,
+                   "%s: listeners added, removed, renamed or reordered: that takes a "
+                   "restart\n",
+                   n->path);
+        failed = 1;
+    }
+    for (size_t i = 0; n && !failed && i < n->nlisteners; i++)
+        tls[i] = server__tls_reload(srv, i, n, &failed);
     if (n && !failed) {
         /* The new chain is loaded beside the old one; transactions in
          * flight keep the old one until they end. */
@@ -436,8 +463,9 @@ static void server__on_hup(uv_signal_t *h, int signum)
             failed = 1;
     }
     if (!n || failed) {
-        if (tls)
-            SSL_CTX_free(tls);
+        for (size_t i = 0; i <= CFG_MAX_LISTENERS; i++)
+            if (tls[i])
+                SSL_CTX_free(tls[i]);
         log_error("reload of %s refused; keeping the running configuration",
                   srv->cfg->path);
         if (errs.ptr) {
@@ -454,14 +482,18 @@ static void server__on_hup(uv_signal_t *h, int signum)
         return;
     }
     buf_free(&errs);
-    bool listen_changed = n->nlisten != srv->cfg->nlisten;
-    for (size_t i = 0; !listen_changed && i < n->nlisten; i++)
-        listen_changed = strcmp(n->listen[i].text, srv->cfg->listen[i].text) != 0;
-    if (listen_changed)
-        log_warn("reload: listen addresses changed; they take effect on restart");
-    if (srv->tls_ctx)
-        SSL_CTX_free(srv->tls_ctx);
-    srv->tls_ctx = tls;
+    for (size_t i = 0; i < n->nlisteners; i++) {
+        const struct cfg_listener *ol = &srv->cfg->listeners[i], *nl = &n->listeners[i];
+        bool listen_changed = nl->nlisten != ol->nlisten;
+        for (size_t a = 0; !listen_changed && a < nl->nlisten; a++)
+            listen_changed = strcmp(nl->listen[a].text, ol->listen[a].text) != 0;
+        if (listen_changed)
+            log_warn("reload: [listener %s] listen addresses changed; they take effect on restart",
+                     nl->name);
+        if (srv->listeners[i].tls_ctx)
+            SSL_CTX_free(srv->listeners[i].tls_ctx);
+        srv->listeners[i].tls_ctx = tls[i];
+    }
     cfg_unref(srv->cfg);
     srv->cfg = n;
     struct upslot_limits lim;
@@ -494,8 +526,16 @@ int server_start(struct server *srv)
     probe_timer.data = srv;
     /* Probe at once (capability cache for EHLO, /readyz), then every 30 s. */
     uv_timer_start(&probe_timer, server__probe_tick, 0, 30000);
-    for (size_t i = 0; i < srv->cfg->nlisten; i++)
-        log_info("listening on %s", srv->cfg->listen[i].text);
+    for (size_t i = 0; i < srv->cfg->nlisteners; i++) {
+        const struct cfg_listener *l = &srv->cfg->listeners[i];
+        for (size_t a = 0; a < l->nlisten; a++)
+            log_info("listening on %s (listener %s, tls=%s%s%s)", l->listen[a].text, l->name,
+                     l->tls == CFG_TLS_IMPLICIT   ? "implicit"
+                     : l->tls == CFG_TLS_STARTTLS ? "starttls"
+                                                  : "none",
+                     l->require_tls ? ", TLS required" : "",
+                     l->proxy_protocol ? ", PROXY protocol" : "");
+    }
     stats_set_listening(true);
     return 0;
 }
@@ -528,8 +568,9 @@ void server_free(struct server *srv)
     uv_run(srv->loop, UV_RUN_DEFAULT);
     defer_shutdown();
     uv_run(srv->loop, UV_RUN_DEFAULT);
-    if (srv->tls_ctx)
-        SSL_CTX_free(srv->tls_ctx);
+    for (size_t i = 0; i < srv->nlisteners; i++)
+        if (srv->listeners[i].tls_ctx)
+            SSL_CTX_free(srv->listeners[i].tls_ctx);
     free(srv->ipcounts);
     cfg_unref(srv->cfg);
 }

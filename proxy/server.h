@@ -28,12 +28,22 @@ struct server_link {
     struct sess *sess;
 };
 
+/* A listener as the server runs it: bound at start (the set of listeners
+ * changes on restart only; a reload may change their settings). */
+struct server_listener {
+    struct server *srv;
+    size_t idx;       /* in srv->cfg->listeners, the same in every reload */
+    SSL_CTX *tls_ctx; /* its certificate (STARTTLS or implicit) or NULL */
+    uv_tcp_t *socks[CFG_MAX_LISTEN];
+    size_t nsocks;
+    unsigned nconns; /* its sessions, for its max_connections */
+};
+
 struct server {
     uv_loop_t *loop;
     struct cfg *cfg;         /* current config (referenced); sessions hold their own ref */
-    SSL_CTX *tls_ctx;        /* STARTTLS server context or NULL */
-    uv_tcp_t *listeners[CFG_MAX_LISTEN];
-    size_t nlisteners;
+    struct server_listener listeners[CFG_MAX_LISTENERS + 1];
+    size_t nlisteners; /* = cfg->nlisteners */
     unsigned nconns;
     struct server_ipcount *ipcounts; /* hash of connection counts per client IP */
     size_t ipcount_cap;

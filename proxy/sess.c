@@ -31,6 +31,8 @@
 #include "sess_int.h"
 #include "xalloc.h"
 
+static void sess__start(struct sess *s);
+
 static const char *const sess__state_names[S_COUNT] = {
     [S_LOOKUP] = "lookup", [S_CONNECT] = "connect", [S_GREETED] = "greeted", [S_HELO] = "helo",
     [S_MAIL] = "mail",     [S_RCPT] = "rcpt",       [S_DATA] = "data",       [S_EOM] = "eom",
@@ -519,6 +521,8 @@ static void sess__teardown(struct sess *s, bool graceful)
     }
     if (s->ip_counted)
         server_ip_release(s->srv, s->info.client_addr);
+    if (s->sl_counted)
+        s->sl->nconns--;
     server_sess_unlink(s->srv, &s->link);
     stats_conn_close();
     log_c_info(&s->log, "event=disconnect client=%s:%d errors=%u duration=%.3f",
@@ -573,6 +577,13 @@ static void sess__on_event(struct conn *c, enum conn_event ev, int err, void *ud
                  conn_tls_version(s->conn) ? conn_tls_version(s->conn) : "");
         snprintf(s->info.tls_cipher, sizeof s->info.tls_cipher, "%s",
                  conn_tls_cipher(s->conn) ? conn_tls_cipher(s->conn) : "");
+        if (s->tls_first) {
+            /* Implicit TLS (RFC 8314): the session proper starts now. */
+            s->tls_first = false;
+            s->log.action = NULL;
+            sess__start(s);
+            break;
+        }
         /* RFC 3207: the session starts over; a new EHLO is required. */
         s->info.helo[0] = 0;
         s->info.esmtp = false;
@@ -600,6 +611,11 @@ static void sess__on_event(struct conn *c, enum conn_event ev, int err, void *ud
 }
 
 /* ---- creation ---------------------------------------------------------------------- */
+
+SSL_CTX *sess_starttls_ctx(const struct sess *s)
+{
+    return !s->tls && s->lst->tls == CFG_TLS_STARTTLS ? s->sl->tls_ctx : NULL;
+}
 
 /* The session proper starts: plugins' CONNECT phase, then the greeting. */
 static void sess__begin(struct sess *s)
@@ -653,13 +669,16 @@ static void sess__refuse_busy(struct sess *s)
     sess_close(s, true);
 }
 
-int sess_accept(struct server *srv, uv_stream_t *listener)
+int sess_accept(struct server_listener *sl, uv_stream_t *sock)
 {
+    struct server *srv = sl->srv;
     struct sess *s = xcalloc(1, sizeof *s);
     s->srv = srv;
+    s->sl = sl;
     s->cfg = cfg_ref(srv->cfg);
+    s->lst = &s->cfg->listeners[sl->idx];
     s->conn = conn_new(srv->loop, sess__on_read, sess__on_event, s);
-    int rc = uv_accept(listener, (uv_stream_t *)conn_tcp(s->conn));
+    int rc = uv_accept(sock, (uv_stream_t *)conn_tcp(s->conn));
     if (rc != 0) {
         conn_close(s->conn, false);
         cfg_unref(s->cfg);
@@ -670,6 +689,7 @@ int sess_accept(struct server *srv, uv_stream_t *listener)
     s->timer.data = s;
     s->conn_started_ns = clock_mono_ns();
     snprintf(s->info.sid, sizeof s->info.sid, "%010llX", (unsigned long long)server_next_sid(srv));
+    snprintf(s->info.listener, sizeof s->info.listener, "%s", s->lst->name);
     memcpy(s->log.sid, s->info.sid, sizeof s->log.sid);
     conn_peer(s->conn, s->info.client_addr, sizeof s->info.client_addr, &s->info.client_port);
     conn_local(s->conn, s->info.local_addr, sizeof s->info.local_addr, &s->info.local_port);
@@ -677,16 +697,42 @@ int sess_accept(struct server *srv, uv_stream_t *listener)
     server_sess_link(srv, &s->link, s);
     stats_conn_open();
 
+    sl->nconns++;
+    s->sl_counted = true;
     bool over_total = srv->cfg->max_connections && srv->nconns > srv->cfg->max_connections;
+    bool over_listener = s->lst->max_connections && sl->nconns > s->lst->max_connections;
     bool over_ip = !server_ip_acquire(srv, s->info.client_addr);
     s->ip_counted = !over_ip;
-    if (over_total || over_ip || srv->stopping) {
+    if (over_total || over_listener || over_ip || srv->stopping) {
         sess__refuse_busy(s);
         return 0;
     }
-    log_c_info(&s->log, "event=connect client=%s:%d", s->info.client_addr, s->info.client_port);
+    log_c_info(&s->log, "event=connect client=%s:%d listener=%s", s->info.client_addr,
+               s->info.client_port, s->lst->name);
     conn_set_nodelay(s->conn);
     conn_read_start(s->conn);
+    if (s->lst->tls == CFG_TLS_IMPLICIT) {
+        /* RFC 8314: TLS from the first byte; the greeting comes after the
+         * handshake, and the command deadline bounds a stalled one. */
+        if (!sl->tls_ctx || conn_starttls_server(s->conn, sl->tls_ctx) != 0) {
+            sess_close(s, false);
+            return 0;
+        }
+        s->tls_first = true;
+        s->log.action = "in the client's TLS handshake";
+        sess_set_state(s, S_TLS);
+        sess_arm_timer(s);
+        return 0;
+    }
+    sess__start(s);
+    return 0;
+}
+
+/* After the connection's own preliminaries (TLS on an implicit-TLS
+ * listener): an upstream at connect, the client's name, the session. */
+static void sess__start(struct sess *s)
+{
+    struct server *srv = s->srv;
     if (s->cfg->connect_at == CFG_CONNECT_AT_CONNECT) {
         /* Only from a free slot: a client that has said nothing yet does
          * not queue; its MAIL will. */
@@ -697,10 +743,11 @@ int sess_accept(struct server *srv, uv_stream_t *listener)
             up_open(s->up, sess_cmd_up_open_cb, s);
         }
     }
-    if (s->cfg->reverse_dns && sess__start_dns(s))
-        return 0; /* sess__begin() runs when the lookup is done */
+    if (s->cfg->reverse_dns && sess__start_dns(s)) {
+        sess_set_state(s, S_LOOKUP);
+        return; /* sess__begin() runs when the lookup is done */
+    }
     sess__begin(s);
-    return 0;
 }
 
 void sess_abort(struct sess *s)

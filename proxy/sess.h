@@ -24,10 +24,11 @@
 #include <uv.h>
 
 struct server;
+struct server_listener;
 struct sess;
 
 /* Accept a connection from `listener`; the session starts itself. */
-int sess_accept(struct server *srv, uv_stream_t *listener);
+int sess_accept(struct server_listener *sl, uv_stream_t *sock);
 /* Begin a graceful shutdown of this session (SIGTERM): finish the
  * transaction in flight, then close with 421. */
 void sess_shutdown(struct sess *s);

@@ -27,6 +27,7 @@ enum {
     SV_DISCARD_AFTER = 1 << 2, /* input pipelined after it is discarded (STARTTLS) */
     SV_NEEDS_TX = 1 << 3,      /* needs a transaction (MAIL given) */
     SV_JUNK = 1 << 4,          /* counts toward junk_command_limit */
+    SV_PRE_TLS = 1 << 5,       /* allowed before STARTTLS where the listener requires TLS */
 };
 
 #define SV_NO_PHASE SLUICE_PHASE_COUNT
@@ -297,7 +298,7 @@ static bool sess_cmd__mail_check(struct sess *s, const struct cmd *c)
     struct cmd_params prm;
     if (!sess_cmd__path(s, c, false, &path, &prm))
         return false;
-    if (prm.has_size && s->cfg->max_message_size && prm.size > s->cfg->max_message_size) {
+    if (prm.has_size && s->lst->max_message_size && prm.size > s->lst->max_message_size) {
         sess_reply(s, 552, "5.3.4", "Message size exceeds fixed limit");
         return false;
     }
@@ -476,7 +477,7 @@ static bool sess_cmd__rcpt_check(struct sess *s, const struct cmd *c)
     struct cmd_params prm;
     if (!sess_cmd__path(s, c, true, &path, &prm))
         return false;
-    if (s->cfg->max_recipients && s->tx->rcpts_sent >= s->cfg->max_recipients) {
+    if (s->lst->max_recipients && s->tx->rcpts_sent >= s->lst->max_recipients) {
         sess_reply(s, 452, "4.5.3", "Error: too many recipients");
         return false;
     }
@@ -555,7 +556,7 @@ static void sess_cmd__data_proceed(struct sess *s, const struct host_result *r)
         .bare = s->cfg->bare_newline == CFG_BARE_NORMALIZE ? DATA_BARE_NORMALIZE : DATA_BARE_REJECT,
         .reject_nul = true,
         .max_header = s->cfg->max_header_size,
-        .max_size = s->cfg->max_message_size,
+        .max_size = s->lst->max_message_size,
     };
     data_reader_init(&s->dr, &lim, msgbuf_sink, s->msg);
     sess_set_state(s, S_DATA);
@@ -605,7 +606,7 @@ static void sess_cmd__help_proceed(struct sess *s, const struct host_result *r)
 {
     (void)r;
     sess_reply(s, 214, "2.0.0", "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY%s",
-               s->srv->tls_ctx && !s->tls ? " STARTTLS" : "");
+               sess_starttls_ctx(s) ? " STARTTLS" : "");
 }
 
 static void sess_cmd__vrfy_proceed(struct sess *s, const struct host_result *r)
@@ -616,7 +617,7 @@ static void sess_cmd__vrfy_proceed(struct sess *s, const struct host_result *r)
 
 static bool sess_cmd__starttls_check(struct sess *s, const struct cmd *c)
 {
-    if (!s->srv->tls_ctx) {
+    if (!s->tls && !sess_starttls_ctx(s)) {
         sess_reply(s, 502, "5.5.1", "Error: command not implemented");
         sess_error(s);
         return false;
@@ -635,7 +636,7 @@ static void sess_cmd__starttls_proceed(struct sess *s, const struct host_result 
     sess_tx_end(s, true);
     sess_reply(s, 220, "2.0.0", "Ready to start TLS");
     conn_flush(s->conn);
-    if (conn_starttls_server(s->conn, s->srv->tls_ctx) != 0) {
+    if (conn_starttls_server(s->conn, sess_starttls_ctx(s)) != 0) {
         sess_close(s, false);
         return;
     }
@@ -664,9 +665,9 @@ static bool sess_cmd__ok(struct sess *s, const struct cmd *c)
 
 #define ANY ST_COMMAND
 static const struct sess_verb sess_cmd__table[CMD_VERB_COUNT] = {
-    [CMD_EHLO] = {CMD_EHLO, ANY, NULL, SV_BARRIER | SV_JUNK, SLUICE_PHASE_HELO,
+    [CMD_EHLO] = {CMD_EHLO, ANY, NULL, SV_BARRIER | SV_JUNK | SV_PRE_TLS, SLUICE_PHASE_HELO,
                   sess_cmd__ehlo_check, sess_cmd__helo_proceed},
-    [CMD_HELO] = {CMD_HELO, ANY, NULL, SV_BARRIER | SV_JUNK, SLUICE_PHASE_HELO,
+    [CMD_HELO] = {CMD_HELO, ANY, NULL, SV_BARRIER | SV_JUNK | SV_PRE_TLS, SLUICE_PHASE_HELO,
                   sess_cmd__helo_only_check, sess_cmd__helo_proceed},
     [CMD_MAIL] = {CMD_MAIL, S_BIT(S_HELO) | ST_TX, "Error: send HELO/EHLO first", SV_COUNT_ERROR,
                   SLUICE_PHASE_MAIL, sess_cmd__mail_check, sess_cmd__mail_proceed},
@@ -675,17 +676,18 @@ static const struct sess_verb sess_cmd__table[CMD_VERB_COUNT] = {
     [CMD_DATA] = {CMD_DATA, ST_TX, "Error: need MAIL command",
                   SV_BARRIER | SV_COUNT_ERROR | SV_NEEDS_TX, SV_NO_PHASE, sess_cmd__data_check,
                   sess_cmd__data_proceed},
-    [CMD_RSET] = {CMD_RSET, ANY, NULL, SV_BARRIER | SV_JUNK, SV_NO_PHASE, sess_cmd__rset_check,
-                  sess_cmd__rset_proceed},
-    [CMD_NOOP] = {CMD_NOOP, ANY, NULL, SV_JUNK, SV_NO_PHASE, sess_cmd__ok, sess_cmd__noop_proceed},
-    [CMD_QUIT] = {CMD_QUIT, ANY, NULL, SV_BARRIER, SV_NO_PHASE, sess_cmd__ok,
+    [CMD_RSET] = {CMD_RSET, ANY, NULL, SV_BARRIER | SV_JUNK | SV_PRE_TLS, SV_NO_PHASE,
+                  sess_cmd__rset_check, sess_cmd__rset_proceed},
+    [CMD_NOOP] = {CMD_NOOP, ANY, NULL, SV_JUNK | SV_PRE_TLS, SV_NO_PHASE, sess_cmd__ok,
+                  sess_cmd__noop_proceed},
+    [CMD_QUIT] = {CMD_QUIT, ANY, NULL, SV_BARRIER | SV_PRE_TLS, SV_NO_PHASE, sess_cmd__ok,
                   sess_cmd__quit_proceed},
     [CMD_HELP] = {CMD_HELP, ANY, NULL, SV_BARRIER | SV_JUNK, SV_NO_PHASE, sess_cmd__ok,
                   sess_cmd__help_proceed},
     [CMD_VRFY] = {CMD_VRFY, ANY, NULL, SV_BARRIER | SV_JUNK, SV_NO_PHASE, sess_cmd__ok,
                   sess_cmd__vrfy_proceed},
-    [CMD_STARTTLS] = {CMD_STARTTLS, ANY, NULL, SV_BARRIER | SV_DISCARD_AFTER, SV_NO_PHASE,
-                      sess_cmd__starttls_check, sess_cmd__starttls_proceed},
+    [CMD_STARTTLS] = {CMD_STARTTLS, ANY, NULL, SV_BARRIER | SV_DISCARD_AFTER | SV_PRE_TLS,
+                      SV_NO_PHASE, sess_cmd__starttls_check, sess_cmd__starttls_proceed},
     [CMD_EXPN] = {CMD_EXPN, ANY, NULL, SV_BARRIER, SV_NO_PHASE, sess_cmd__not_impl, NULL},
     [CMD_AUTH] = {CMD_AUTH, ANY, NULL, SV_BARRIER, SV_NO_PHASE, sess_cmd__not_impl, NULL},
     [CMD_BDAT] = {CMD_BDAT, ANY, NULL, SV_BARRIER, SV_NO_PHASE, sess_cmd__not_impl, NULL},
@@ -725,6 +727,13 @@ static void sess_cmd__phase_done(void *ud, struct host_result *r)
 
 static void sess_cmd__run(struct sess *s, const struct sess_verb *d, const struct cmd *c)
 {
+    if (s->lst->require_tls && !s->tls && !(d->flags & SV_PRE_TLS)) {
+        /* RFC 3207 section 4; before the sequence check: the client
+         * learns what it must do first */
+        sess_reply(s, 530, "5.7.0", "Must issue a STARTTLS command first");
+        sess_error(s);
+        return;
+    }
     if (!(d->states & S_BIT(s->state)) || ((d->flags & SV_NEEDS_TX) && !s->tx)) {
         sess_reply(s, 503, "5.5.1", "%s", d->seq_text ? d->seq_text : "Error: bad sequence");
         if (d->flags & SV_COUNT_ERROR)

@@ -79,7 +79,9 @@ struct sess_replay {
 struct sess {
     struct server_link link; /* in the server's list */
     struct server *srv;
+    struct server_listener *sl; /* the listener that accepted it */
     struct cfg *cfg; /* referenced for the session's life */
+    const struct cfg_listener *lst; /* sl's settings in cfg */
     struct conn *conn;
     uv_timer_t timer;
     struct client_info info;
@@ -92,6 +94,8 @@ struct sess {
     bool shutdown;                /* SIGTERM: close at the next idle point */
     bool ip_counted;
     bool tls;
+    bool tls_first;       /* implicit TLS: the handshake runs before the greeting */
+    bool sl_counted;      /* counted in sl->nconns */
     bool end_after_reply; /* a 421 is queued: close once it is out */
     bool identified;      /* XCLIENT/XFORWARD done for the MAIL in progress */
     bool graceful_close;  /* how sess_close() wants the conn closed */
@@ -141,6 +145,9 @@ struct sess {
 
 /* sess.c */
 void sess_set_state(struct sess *s, enum sess_state st);
+/* The context STARTTLS would use now: NULL when TLS is on already or the
+ * listener does not offer STARTTLS. */
+SSL_CTX *sess_starttls_ctx(const struct sess *s);
 const char *sess_state_name(enum sess_state st);
 void sess_close(struct sess *s, bool graceful); /* mark; finished from the loop */
 void sess_kick(struct sess *s);                 /* resume input after async work */

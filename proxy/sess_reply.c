@@ -195,9 +195,9 @@ void sess_reply_ehlo(struct sess *s, const char *helo)
     s->offered = caps & (UP_CAP_DSN | UP_CAP_SMTPUTF8);
     buf_printf(&b, "250-%s Hello %s\r\n", s->cfg->hostname, helo);
     buf_puts(&b, "250-PIPELINING\r\n");
-    buf_printf(&b, "250-SIZE %llu\r\n", (unsigned long long)s->cfg->max_message_size);
+    buf_printf(&b, "250-SIZE %llu\r\n", (unsigned long long)s->lst->max_message_size);
     buf_puts(&b, "250-8BITMIME\r\n");
-    if (s->srv->tls_ctx && !s->tls)
+    if (sess_starttls_ctx(s))
         buf_puts(&b, "250-STARTTLS\r\n");
     if (caps & UP_CAP_DSN)
         buf_puts(&b, "250-DSN\r\n");

@@ -355,7 +355,7 @@ def test_reload_keeps_root_only_tls_key(fake, sluice_factory, certs, tmp_path):
         n = len(sl.lines)
         sl.signal(signal.SIGHUP)
         assert sl.wait_log(r"configuration reloaded", 5, start=n), sl.output()
-        assert sl.wait_log(r"TLS: cannot read .* as user nobody; keeping the certificate "
+        assert sl.wait_log(r"TLS \[listener default\]: cannot read .* as user nobody; keeping the certificate "
                            r"and key loaded at start", 5, start=n), sl.output()
         with Client(sl.port) as c:
             assert "second banner" in c.greeting().text
