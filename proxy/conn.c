@@ -475,7 +475,7 @@ static int conn__sync_reading(struct conn *c)
 static void conn__kick_cb(uv_timer_t *t)
 {
     struct conn *c = t->data;
-    if (!c->closing && c->ssl && c->tls_done && c->reading)
+    if (!c->closing && c->ssl && !c->tls_failed && (!c->tls_done || c->reading))
         conn__tls_pump(c);
 }
 
@@ -741,6 +741,20 @@ static int conn__starttls(struct conn *c, SSL_CTX *ctx, bool server, const char 
 int conn_starttls_server(struct conn *c, SSL_CTX *ctx)
 {
     return conn__starttls(c, ctx, true, NULL, false);
+}
+
+int conn_starttls_server_early(struct conn *c, SSL_CTX *ctx, const void *early, size_t n)
+{
+    int rc = conn__starttls(c, ctx, true, NULL, false);
+    if (rc != 0 || n == 0)
+        return rc;
+    if (BIO_write(c->rbio, early, (int)n) != (int)n)
+        xalloc_die(n);
+    /* The handshake goes on from the loop, not inside this call. */
+    if ((rc = conn__timer(c)) != 0)
+        return rc;
+    uv_timer_start(c->timer, conn__kick_cb, 0, 0);
+    return 0;
 }
 
 int conn_starttls_client(struct conn *c, SSL_CTX *ctx, const char *sni_host, bool verify)

@@ -79,6 +79,10 @@ size_t conn_pending(const struct conn *c);
  * after it. After CONN_EV_TLS_FAIL the conn reads no more: close it.
  */
 int conn_starttls_server(struct conn *c, SSL_CTX *ctx);
+/* TLS from the start of a connection whose first bytes were already read
+ * for something else (a PROXY protocol header): `early` (copied, n bytes)
+ * is the start of the client's handshake. */
+int conn_starttls_server_early(struct conn *c, SSL_CTX *ctx, const void *early, size_t n);
 int conn_starttls_client(struct conn *c, SSL_CTX *ctx, const char *sni_host, bool verify);
 bool conn_tls_active(const struct conn *c);
 const char *conn_tls_version(const struct conn *c); /* "TLSv1.3" or NULL */
