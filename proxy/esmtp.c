@@ -88,6 +88,12 @@ void esmtp_xclient_line(buf_t *b, const struct esmtp_client *w)
         buf_puts(b, " HELO=");
         esmtp_xtext(b, w->helo);
     }
+    /* Postfix then takes the client as authenticated under that name
+     * (permit_sasl_authenticated, reject_sender_login_mismatch). */
+    if (w->login && w->login[0]) {
+        buf_puts(b, " LOGIN=");
+        esmtp_xtext(b, w->login);
+    }
 }
 
 void esmtp_xforward_lines(buf_t *addr_line, buf_t *helo_line, const struct esmtp_client *w)

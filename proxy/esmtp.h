@@ -40,9 +40,10 @@ unsigned esmtp_caps(const struct smtp_reply *ehlo, unsigned long long *size_limi
 struct esmtp_client {
     const char *addr; /* "192.0.2.1" / "2001:db8::1" (sent with IPV6:) */
     int port;
-    const char *name; /* reverse name; "" is sent as [UNAVAILABLE] */
-    const char *helo; /* "" until known */
-    bool esmtp;       /* PROTO=ESMTP, else SMTP */
+    const char *name;  /* reverse name; "" is sent as [UNAVAILABLE] */
+    const char *helo;  /* "" until known */
+    bool esmtp;        /* PROTO=ESMTP, else SMTP */
+    const char *login; /* SMTP AUTH login name, NULL or "" when none */
 };
 
 /* Append s as xtext: bytes outside 33..126, '+' and '=' become "+HH". */

@@ -251,6 +251,7 @@ static bool sess_cmd__upstream_ready(struct sess *s)
         snprintf(ci.helo, sizeof ci.helo, "%s", s->info.helo);
         ci.esmtp = s->info.esmtp;
         ci.tls = s->tls;
+        snprintf(ci.login, sizeof ci.login, "%s", s->info.auth_user);
         if (up_identify_needed(s->up, &ci)) {
             up_identify(s->up, &ci, sess_cmd__up_ident_cb, s);
             return false;

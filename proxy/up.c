@@ -116,6 +116,7 @@ struct up {
     bool xclient_done;
     char client_helo[256]; /* the real client's HELO, for the EHLO after XCLIENT */
     char told_helo[256];   /* the HELO the last XCLIENT told (re-sent when it changes) */
+    char told_login[256];  /* ... and the login name */
     int depth;             /* loop entry points on the stack (see the top) */
     bool dead;             /* up_free() called */
     enum up_err fail_err;  /* why FAILED */
@@ -925,14 +926,19 @@ static void up__xclient_cb(void *ud, const struct up_result *r)
 
 static void up__queue_ident(struct up *u, const struct up_client_info *ci, bool xclient)
 {
-    struct esmtp_client w = {
-        .addr = ci->addr, .port = ci->port, .name = ci->name, .helo = ci->helo, .esmtp = ci->esmtp};
+    struct esmtp_client w = {.addr = ci->addr,
+                             .port = ci->port,
+                             .name = ci->name,
+                             .helo = ci->helo,
+                             .esmtp = ci->esmtp,
+                             .login = ci->login};
     buf_t a = BUF_INIT, b = BUF_INIT;
     if (xclient) {
         /* Our EHLO after XCLIENT carries what the client sent (or its
          * address literal), so the upstream's HELO checks see the client. */
         esmtp_ehlo_name(u->client_helo, sizeof u->client_helo, ci->helo, ci->addr);
         snprintf(u->told_helo, sizeof u->told_helo, "%s", ci->helo);
+        snprintf(u->told_login, sizeof u->told_login, "%s", ci->login);
         esmtp_xclient_line(&a, &w);
         fifo_push(&u->waiting, cmd_new(UP_K_XCLIENT, a.ptr, up__xclient_cb, u));
     } else {
@@ -952,7 +958,8 @@ static enum up__ident up__ident_needed(const struct up *u, const struct up_clien
     /* XCLIENT again when the client's HELO changed (a new EHLO, after
      * STARTTLS too): the upstream judges the name the client uses now. */
     if ((u->caps & UP_CAP_XCLIENT) && u->cfg->xclient &&
-        (!u->xclient_done || strcmp(u->told_helo, ci->helo) != 0))
+        (!u->xclient_done || strcmp(u->told_helo, ci->helo) != 0 ||
+         strcmp(u->told_login, ci->login) != 0))
         return UP__IDENT_XCLIENT;
     if ((u->caps & UP_CAP_XFORWARD) && u->cfg->xforward && !u->xclient_done)
         return UP__IDENT_XFORWARD;

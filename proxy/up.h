@@ -87,6 +87,7 @@ struct up_client_info {
     char helo[256];     /* "" until known */
     bool esmtp;
     bool tls;           /* client used STARTTLS (PROTO stays SMTP/ESMTP) */
+    char login[256];    /* SMTP AUTH login name, "" when none */
 };
 
 /* Never NULL (allocation failure is fatal). `log_sid` is copied. */
