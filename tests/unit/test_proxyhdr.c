@@ -144,7 +144,8 @@ static void v2_start(struct v2b *v, unsigned ver_cmd, unsigned fam)
 static void v2_add(struct v2b *v, const void *p, size_t n)
 {
     assert_true(v->n + n <= sizeof(v->b));
-    memcpy(v->b + v->n, p, n);
+    if (n > 0) /* memcpy() wants a valid pointer even for 0 bytes */
+        memcpy(v->b + v->n, p, n);
     v->n += n;
 }
 
@@ -603,7 +604,7 @@ static void test_v2_header_invalid(void **state)
     assert_int_equal(check_refused(v.b, 16, "v2 length 65535 past limit 1008"), 16);
     /* The cap itself: 1008 bytes after the fixed part pass, 1009 do not. */
     v2_inet(&v);
-    v2_tlv(&v, 0xe0, NULL, 0);
+    v2_tlv(&v, 0xe0, "", 0);
     memset(v.b + v.n, 'z', PROXYHDR_MAX_LEN - v.n);
     v.n = PROXYHDR_MAX_LEN;
     v.b[28 + 1] = (unsigned char)((PROXYHDR_MAX_LEN - 31) >> 8);
