@@ -113,6 +113,30 @@ static bool proxyhdr__v1_ipv4_prefix_ok(const unsigned char *tok, size_t n)
 }
 
 /*
+ * The same for IPv6 text (hex digits, ':' and '.' already checked): no
+ * group of more than 4 characters, no ":::", at most one "::". Only what
+ * no continuation can repair; inet_pton() has the last word.
+ */
+static bool proxyhdr__v1_ipv6_prefix_ok(const unsigned char *tok, size_t n)
+{
+    unsigned run = 0, gaps = 0;
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        if (tok[i] == ':' || tok[i] == '.') {
+            run = 0;
+            if (tok[i] == ':' && i > 0 && tok[i - 1] == ':') {
+                if (++gaps > 1 || (i > 1 && tok[i - 2] == ':'))
+                    return false;
+            }
+        } else if (++run > 4) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
  * Is tok[0..n) acceptable as field f? complete: the token is followed by
  * its delimiter; otherwise it may still grow, and only what can already
  * be known to be wrong is refused.
@@ -152,7 +176,8 @@ static bool proxyhdr__v1_token_ok(enum v1_field f, int af, const unsigned char *
                 return false;
         }
         if (!complete)
-            return af == AF_INET6 || proxyhdr__v1_ipv4_prefix_ok(tok, n);
+            return af == AF_INET6 ? proxyhdr__v1_ipv6_prefix_ok(tok, n)
+                                  : proxyhdr__v1_ipv4_prefix_ok(tok, n);
         memcpy(text, tok, n);
         text[n] = '\0';
         return inet_pton(af, text, bin) == 1;
