@@ -20,6 +20,7 @@
  * -r: the remote IP told to Dovecot (default 127.0.0.1). ADDR is a socket
  * path or host:port.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,6 +196,9 @@ int main(int argc, char **argv)
     argv += optind;
     if (argc < 1 || (!interactive && (argc < 3 || (argc - 1) % 2 != 0)))
         usage();
+    /* as the daemon does: a write to a socket Dovecot closed is an error
+     * (EPIPE, then TEMPFAIL), not the end of the process */
+    signal(SIGPIPE, SIG_IGN);
     log_init("dvauth_driver", 0, getenv("DVAUTH_DEBUG") ? LOG_LVL_DEBUG : LOG_LVL_WARN);
     loop = uv_default_loop();
     defer_init(loop);
