@@ -162,10 +162,17 @@ def dovecot():
 LINE = re.compile(r"^(\d+) (OK|FAIL|TEMPFAIL|CANCELLED|REFUSED)(?: (user|reason)=(.*?))?(?: ms=(\d+))?$")
 
 
+def check_clean(stderr):
+    """A sanitizer build of the driver must not report anything."""
+    for marker in ("Sanitizer", "runtime error:"):
+        assert marker not in stderr, stderr[-4000:]
+
+
 def drive(args, timeout=30, stdin=None):
     """Run the driver; {n: (status, value, ms)} and its exit code."""
     p = subprocess.run([DRIVER] + args, capture_output=True, text=True, timeout=timeout,
                        input=stdin)
+    check_clean(p.stderr)
     res = {}
     for line in p.stdout.splitlines():
         m = LINE.match(line)
@@ -280,6 +287,7 @@ def test_same_client_reconnects_after_restart(dovecot):
         assert ask("alice nope")[0] == "FAIL"
         p.stdin.close()
         assert p.wait(10) == 0
+        check_clean(p.stderr.read())
     finally:
         if p.poll() is None:
             p.kill()
