@@ -103,7 +103,9 @@ struct dvauth_client_req *dvauth_client_auth(struct dvauth_client *cl, const str
  * nothing; after r's callback has returned, r is gone: do not call it. */
 void dvauth_client_cancel(struct dvauth_client_req *r);
 
-/* Close the connection and drop every request without calling back. */
+/* Close the connection and drop every request without calling back; every
+ * handle of this client is gone with it (do not cancel them afterwards).
+ * Allowed from inside a callback. */
 void dvauth_client_free(struct dvauth_client *cl);
 
 #endif
