@@ -27,6 +27,9 @@ PACKAGES=(
   libmilter-dev opendkim clamav-milter
   # stats tests: Prometheus' promtool, headless dashboard test
   prometheus chromium
+  # SMTP AUTH tests: a private Dovecot checks passwords (test_dvauth.py);
+  # the package's system service is never configured or started
+  dovecot-core
 )
 
 if [ "$(id -u)" -ne 0 ]; then
