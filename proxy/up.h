@@ -122,10 +122,14 @@ void up_command(struct up *u, const char *line, up_cb cb, void *ud);
 
 /* Send DATA and the message given as segments of canonical bytes (CRLF
  * lines, not dot-stuffed). The segments must stay valid until cb. cb gets
- * the DATA refusal (4xx/5xx to DATA) or the final reply after the dot. */
+ * the DATA refusal (4xx/5xx to DATA) or the final reply after the dot.
+ * When the upstream offers CHUNKING the message goes as one "BDAT n LAST"
+ * instead, bytes unchanged, and cb gets the reply to it. */
 void up_data(struct up *u, const struct iovec *segs, size_t nsegs, up_cb cb, void *ud);
 /* Bytes written to the upstream in the last up_data (wire bytes). */
 unsigned long long up_data_bytes(const struct up *u);
+/* The last up_data() went as BDAT. */
+bool up_data_chunked(const struct up *u);
 
 /* Send QUIT (if usable) and close; no callback is called after this. */
 void up_free(struct up *u);
