@@ -486,3 +486,20 @@ def test_rewrite_plugin_edits_forwarded(sluice_factory, fake_factory, tmp_path, 
     if not chunking_up:
         assert m.raw == harness.dot_stuff(m.data) + b".\r\n"
     assert re.search(rb"X-Scanned-By", m.data)
+
+
+# ---- large: spooled, streamed with backpressure --------------------------------------
+
+@pytest.mark.parametrize("chunking_up", [False, True])
+def test_large_message_spooled_byte_exact(sluice_factory, fake_factory, chunking_up):
+    up = chunking_fake(fake_factory) if chunking_up else fake_factory()
+    sl = sluice_factory(up.port, server={"memory_buffer": "64k"})
+    line = b".dot line and some text to make it long enough, 0123456789\r\n"
+    body = b"Subject: big\r\n\r\n" + line * 25000          # about 1.5 MB
+    with open_tx(sl.port) as c:
+        c.send(bdat_bytes(chunks_of(body, (700000, 1, 300000))))
+        rs = c.replies(4, timeout=30)
+        assert [r.code for r in rs] == [250] * 4, rs
+    m = up.wait_messages(1, timeout=30)[0]
+    assert m.chunked == chunking_up
+    assert m.data == body
