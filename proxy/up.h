@@ -10,7 +10,9 @@
  * are sent pipelined when the upstream offers PIPELINING, one at a time
  * otherwise; replies come back in order through each command's callback.
  * up_data() sends DATA, waits for 354, streams the message (dot-stuffed,
- * CRLF) in large chunks with backpressure and reports the final reply.
+ * CRLF) in large chunks with backpressure and reports the final reply; to
+ * an upstream that offers CHUNKING it sends "BDAT n LAST" and the bytes
+ * unchanged instead.
  *
  * Any reply out of protocol (garbage, unexpected code, unsolicited), a
  * timeout or a lost connection fails the connection: every queued callback
