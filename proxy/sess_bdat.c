@@ -147,6 +147,14 @@ void sess_bdat_proceed(struct sess *s, const struct host_result *r)
     (void)r;
     struct sess_bdat *b = &s->bdat;
     uint64_t max = s->cfg->max_message_size;
+    unsigned junk_max = s->cfg->junk_command_limit;
+    if (b->size == 0 && !b->last && junk_max && ++s->junk > junk_max) {
+        /* "BDAT 0" moves nothing on; repeated, it would hold the session
+         * open for ever within data_timeout. It counts like NOOP. */
+        sess_reply(s, 421, "4.7.0", "%s Error: too many commands without mail", s->cfg->hostname);
+        sess_close(s, true);
+        return;
+    }
     if (b->failed.code) {
         b->said = b->failed;
         sess_bdat__skip(s, 0, NULL, NULL, false);

@@ -503,3 +503,14 @@ def test_large_message_spooled_byte_exact(sluice_factory, fake_factory, chunking
     m = up.wait_messages(1, timeout=30)[0]
     assert m.chunked == chunking_up
     assert m.data == body
+
+
+def test_empty_chunks_count_as_junk(sluice_factory, fake):
+    sl = sluice_factory(fake.port, server={"junk_command_limit": "5"})
+    with open_tx(sl.port) as c:
+        c.send(b"BDAT 0\r\n" * 6)
+        rs = c.replies(5)     # the EHLO counted too, as it does for NOOP
+        assert [r.code for r in rs] == [250] * 4 + [421], rs
+        assert rs[-1].enh == "4.7.0"
+        assert c.is_closed(5)
+    assert fake.messages == []
