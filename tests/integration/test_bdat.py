@@ -514,3 +514,22 @@ def test_empty_chunks_count_as_junk(sluice_factory, fake):
         assert rs[-1].enh == "4.7.0"
         assert c.is_closed(5)
     assert fake.messages == []
+
+
+@pytest.mark.parametrize("chunking_up", [False, True])
+def test_envelope_replay_then_bdat(sluice_factory, fake_factory, chunking_up):
+    """A plugin changes the sender at the end of the message: RSET, MAIL,
+    RCPT are replayed upstream, then the message goes (as BDAT when the
+    upstream offers CHUNKING)."""
+    up = chunking_fake(fake_factory) if chunking_up else fake_factory()
+    sl = plugkit.start(sluice_factory, up, ("p", "testplug", {"change_sender": "n@example.org"}))
+    with open_tx(sl.port) as c:
+        assert send_chunks(c, chunks_of(SMUGGLE, (9, 1))).code == 250
+    m = up.wait_messages(1)[0]
+    assert m.mail_from == "n@example.org" and m.rcpts == ["rcpt@example.net"]
+    assert m.chunked == chunking_up
+    assert SMUGGLE.split(b"\r\n\r\n", 1)[1] in m.data
+    assert len(up.all_messages) == 1
+    cmds = [x for s in up.tx_sessions for x in s.command_strs()]
+    assert not any("evil@" in x or "victim@" in x for x in cmds), cmds
+    assert "RSET" in cmds, cmds
