@@ -769,6 +769,7 @@ static void cfg__defaults(struct cfg__load *s)
     c->long_lines = CFG_LONG_REJECT;
     c->bare_newline = CFG_BARE_REJECT;
     c->max_header_size = 256 * KIB;
+    c->chunking = true;
     c->memory_buffer = MIB;
     c->command_timeout_ms = 300 * SEC;
     c->data_timeout_ms = 180 * SEC;

@@ -99,6 +99,7 @@ struct cfg {
     enum cfg_long_lines long_lines; /* reject */
     enum cfg_bare_nl bare_newline;  /* reject */
     size_t max_header_size;       /* 262144 */
+    bool chunking;                /* yes: offer CHUNKING (BDAT, RFC 3030) */
     size_t memory_buffer;         /* 1 MiB kept in RAM, then spool file */
     char *spool_dir;              /* "/var/spool/sluice", fallback $TMPDIR or /tmp when unset */
     unsigned command_timeout_ms;  /* 300 s (RFC 5321 §4.5.3.2.7) */

@@ -46,6 +46,7 @@ const struct cfg_key cfg_keys[CFG_KEYS_N] = {
     {SEC_SERVER, "long_lines", T_ENUM, O(long_lines), 0, 0, 0, cfg_keys__long_lines, 0},
     {SEC_SERVER, "bare_newline", T_ENUM, O(bare_newline), 0, 0, 0, cfg_keys__bare_nl, 0},
     {SEC_SERVER, "max_header_size", T_SIZE, O(max_header_size), 0, KIB, 64 * MIB, NULL, 0},
+    {SEC_SERVER, "chunking", T_BOOL, O(chunking), 0, 0, 0, NULL, 0},
     {SEC_SERVER, "memory_buffer", T_SIZE, O(memory_buffer), 0, 0, GIB, NULL, 0},
     {SEC_SERVER, "spool_dir", T_STR, O(spool_dir), 0, 0, 0, NULL, 0},
     {SEC_SERVER, "command_timeout", T_MS, O(command_timeout_ms), 0, 1, 24 * HOUR, NULL, 0},

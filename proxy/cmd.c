@@ -417,6 +417,37 @@ bool cmd_helo_valid(const char *arg, size_t len)
     return true;
 }
 
+/* ---- BDAT ---------------------------------------------------------------- */
+
+bool cmd_parse_bdat(const char *arg, size_t len, uint64_t *size, bool *last)
+{
+    size_t i = 0, ndig = 0;
+    uint64_t v = 0;
+
+    *size = 0;
+    *last = false;
+    if (arg == NULL)
+        return false;
+    while (i < len && cmd__digit((unsigned char)arg[i])) {
+        if (++ndig > CMD_BDAT_DIGITS_MAX)
+            return false;
+        v = v * 10 + (uint64_t)(arg[i] - '0');
+        i++;
+    }
+    if (ndig == 0)
+        return false;
+    if (i < len) {
+        size_t sp = i;
+        while (i < len && arg[i] == ' ')
+            i++;
+        if (i == sp || !cmd__eq(arg + i, len - i, "LAST"))
+            return false;
+        *last = true;
+    }
+    *size = v;
+    return true;
+}
+
 /* ---- MAIL / RCPT parameters -------------------------------------------- */
 
 static inline bool cmd__hex(unsigned char c)

@@ -161,6 +161,21 @@ enum cmd_path_err cmd_parse_mailrcpt_ex(const char *arg, size_t len, bool is_rcp
  * rewritten addresses before they go upstream. true if valid. */
 bool cmd_mailbox_valid(const char *addr, size_t len, bool allow_utf8);
 
+/* ---- BDAT (RFC 3030) --------------------------------------------------- */
+
+/* Longest chunk size accepted as a number: 19 digits fit in uint64_t. A
+ * longer one cannot be counted, so its bytes cannot be skipped either. */
+#define CMD_BDAT_DIGITS_MAX 19
+
+/*
+ * Parse the argument of BDAT (as set by cmd_parse): chunk-size = 1*DIGIT,
+ * then optionally one or more spaces and "LAST" (any case). Leading zeros
+ * are fine; a sign, a trailing token or more than CMD_BDAT_DIGITS_MAX
+ * digits is not. true and *size / *last set on success; false on a syntax
+ * error (both then 0 / false).
+ */
+bool cmd_parse_bdat(const char *arg, size_t len, uint64_t *size, bool *last);
+
 /* EHLO/HELO argument: a domain or address literal (lenient: any printable
  * non-space token). true if acceptable. */
 bool cmd_helo_valid(const char *arg, size_t len);

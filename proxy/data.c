@@ -46,6 +46,13 @@ void data_reader_init(struct data_reader *r, const struct data_limits *lim, data
     r->in_header = true;
 }
 
+void data_reader_init_chunked(struct data_reader *r, const struct data_limits *lim,
+                              data_sink_fn sink, void *sink_ctx)
+{
+    data_reader_init(r, lim, sink, sink_ctx);
+    r->chunked = true;
+}
+
 /* Hand canonical bytes to the sink, unless output already stopped.
  * out_bytes counts the whole canonical message even after it stopped, so
  * the session can log the real size of what it refused. */
@@ -133,7 +140,7 @@ size_t data_reader_feed(struct data_reader *r, const char *in, size_t len)
         switch ((enum data_state)r->state) {
         case DATA_S_BOL:
         case DATA_S_BOL_BARE:
-            if (*p == '.') {
+            if (*p == '.' && !r->chunked) {
                 data__emit(r, run, (size_t)(p - run));
                 p++;
                 run = p;
@@ -236,6 +243,30 @@ size_t data_reader_feed(struct data_reader *r, const char *in, size_t len)
     /* Held bytes (a "." or "." CR at a line start) are not in the run. */
     data__emit(r, run, (size_t)(p - run));
     return len;
+}
+
+void data_reader_finish(struct data_reader *r)
+{
+    if (r->done)
+        return;
+    switch ((enum data_state)r->state) {
+    case DATA_S_CR:
+        /* The CR went out with its line; no LF will follow. */
+        data__bare(r);
+        data__emit(r, "\n", 1);
+        data__end_line(r);
+        break;
+    case DATA_S_TEXT:
+        data__emit(r, "\r\n", 2);
+        data__end_line(r);
+        break;
+    default:
+        /* At a line start: nothing held. (The dot states cannot occur in
+         * chunked mode; in DATA mode the reader ends by itself.) */
+        break;
+    }
+    r->state = DATA_S_DONE;
+    r->done = true;
 }
 
 /* ---- dot-stuffing for the wire ----------------------------------------- */

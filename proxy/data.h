@@ -80,6 +80,7 @@ struct data_reader {
     uint64_t header_end;  /* canonical offset where the body starts (just after the empty
                            * line's CRLF), or 0 if no empty line yet */
     uint64_t lines;       /* canonical lines (CRLFs) so far */
+    bool chunked;         /* BDAT: no dots, no terminator (data_reader_init_chunked) */
 };
 
 void data_reader_init(struct data_reader *r, const struct data_limits *lim, data_sink_fn sink,
@@ -91,6 +92,27 @@ void data_reader_init(struct data_reader *r, const struct data_limits *lim, data
  * command and belongs to the command parser.
  */
 size_t data_reader_feed(struct data_reader *r, const char *in, size_t len);
+
+/*
+ * BDAT (RFC 3030): the same reader for chunk content. The caller counts
+ * the bytes (the chunk sizes), so nothing in the content ends the
+ * message and a "." at a line start is content, never a stuffing dot.
+ * Everything else is as in DATA (bare LF / bare CR policy and
+ * normalisation, line and header limits, NUL, max_size), so the
+ * canonical message is the one DATA would have stored for the same
+ * text. A CR LF split across chunks is one CR LF. data_reader_feed()
+ * always consumes everything; data_reader_finish() ends the message
+ * after the LAST chunk.
+ */
+void data_reader_init_chunked(struct data_reader *r, const struct data_limits *lim,
+                              data_sink_fn sink, void *sink_ctx);
+/*
+ * The message is complete (chunked mode): a CR left at the very end is a
+ * bare CR (policy as anywhere else); a last line without a line end gets
+ * CR LF, as every canonical message ends with one (DATA cannot carry
+ * anything else). Sets done. Idempotent.
+ */
+void data_reader_finish(struct data_reader *r);
 
 static inline bool data_reader_done(const struct data_reader *r) { return r->done; }
 static inline unsigned data_reader_errors(const struct data_reader *r) { return r->errors; }

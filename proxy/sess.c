@@ -34,9 +34,10 @@
 static void sess__start(struct sess *s);
 
 static const char *const sess__state_names[S_COUNT] = {
-    [S_LOOKUP] = "lookup", [S_CONNECT] = "connect", [S_GREETED] = "greeted", [S_HELO] = "helo",
-    [S_MAIL] = "mail",     [S_RCPT] = "rcpt",       [S_DATA] = "data",       [S_EOM] = "eom",
-    [S_TLS] = "tls",       [S_CLOSING] = "closing",
+    [S_LOOKUP] = "lookup",   [S_CONNECT] = "connect", [S_GREETED] = "greeted",
+    [S_HELO] = "helo",       [S_MAIL] = "mail",       [S_RCPT] = "rcpt",
+    [S_DATA] = "data",       [S_EOM] = "eom",         [S_TLS] = "tls",
+    [S_CLOSING] = "closing", [S_BDAT] = "bdat",       [S_CHUNKED] = "chunked",
 };
 
 const char *sess_state_name(enum sess_state st)
@@ -56,12 +57,19 @@ void sess_set_state(struct sess *s, enum sess_state st)
     s->state = st;
 }
 
+/* Message bytes are arriving (DATA, or BDAT chunks and the commands
+ * between them): data_timeout is the clock. */
+static bool sess__in_message(const struct sess *s)
+{
+    return s->state == S_DATA || s->state == S_BDAT || s->state == S_CHUNKED;
+}
+
 /* ---- transaction ------------------------------------------------------------ */
 
 bool sess_tx_open(const struct sess *s)
 {
-    return s->tx &&
-           (s->state == S_MAIL || s->state == S_RCPT || s->state == S_DATA || s->state == S_EOM);
+    return s->tx && (s->state == S_MAIL || s->state == S_RCPT || s->state == S_DATA ||
+                     s->state == S_EOM || s->state == S_BDAT || s->state == S_CHUNKED);
 }
 
 /* One log line per transaction, session id first. */
@@ -117,7 +125,8 @@ void sess_tx_end(struct sess *s, bool abort_upstream)
         msgbuf_reset(s->msg);
     buf_free(&s->mime7_out);
     s->last_upstream[0] = 0;
-    if (s->state == S_MAIL || s->state == S_RCPT || s->state == S_DATA || s->state == S_EOM)
+    if (s->state == S_MAIL || s->state == S_RCPT || s->state == S_DATA || s->state == S_EOM ||
+        s->state == S_CHUNKED)
         sess_set_state(s, S_HELO);
     s->log.action = NULL;
 }
@@ -163,7 +172,7 @@ static bool sess__can_take_command(const struct sess *s)
     if (sess_reply_queued(s) > s->cfg->client_output_limit)
         return false;
     return !s->busy && (s->state == S_GREETED || s->state == S_HELO || s->state == S_MAIL ||
-                        s->state == S_RCPT);
+                        s->state == S_RCPT || s->state == S_CHUNKED);
 }
 
 /* Commands handled per session per loop turn. One 64 KiB read holds
@@ -188,6 +197,10 @@ static size_t sess__process(struct sess *s, const char *in, size_t len)
             off += data_reader_feed(&s->dr, in + off, len - off);
             if (data_reader_done(&s->dr))
                 sess_eom_begin(s);
+            continue;
+        }
+        if (s->state == S_BDAT) {
+            off += sess_bdat_feed(s, in + off, len - off);
             continue;
         }
         if (!sess__can_take_command(s))
@@ -307,7 +320,7 @@ static void sess__on_read(struct conn *c, const char *data, size_t len, void *ud
      * complete within command_timeout, and DATA must bring at least 1 KiB
      * (or its end) per data_timeout, so a client sending a byte a second
      * is bounded. */
-    if (s->state == S_DATA) {
+    if (sess__in_message(s)) {
         s->timer_bytes += len;
         if (s->timer_bytes >= 1024 || s->deadline == 0)
             sess_arm_timer(s);
@@ -427,7 +440,7 @@ static void sess__timeout_cb(uv_timer_t *t)
         s->timer_due = s->deadline;
         return;
     }
-    stats_timeout(s->state == S_DATA ? STATS_TO_DATA : STATS_TO_COMMAND);
+    stats_timeout(sess__in_message(s) ? STATS_TO_DATA : STATS_TO_COMMAND);
     log_c_warn(&s->log, "client=%s timeout in state %s", s->info.client_addr,
                sess_state_name(s->state));
     if (s->state == S_TLS) {
@@ -452,8 +465,8 @@ void sess_arm_timer(struct sess *s)
         return;
     }
     /* Message bytes move a transaction on; NOOP and friends do not. */
-    upslot_activity(&s->slot, uv_now(s->srv->loop), false, s->state == S_DATA, s->tx != NULL);
-    unsigned ms = s->state == S_DATA      ? s->cfg->data_timeout_ms
+    upslot_activity(&s->slot, uv_now(s->srv->loop), false, sess__in_message(s), s->tx != NULL);
+    unsigned ms = sess__in_message(s)     ? s->cfg->data_timeout_ms
                   : s->state == S_GREETED ? s->cfg->greeting_timeout_ms
                                           : s->cfg->command_timeout_ms;
     s->timer_ncmds = s->ncmds;

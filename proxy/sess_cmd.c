@@ -31,7 +31,8 @@ enum {
 };
 
 #define SV_NO_PHASE SLUICE_PHASE_COUNT
-#define ST_COMMAND (S_BIT(S_GREETED) | S_BIT(S_HELO) | S_BIT(S_MAIL) | S_BIT(S_RCPT))
+#define ST_COMMAND                                                                                 \
+    (S_BIT(S_GREETED) | S_BIT(S_HELO) | S_BIT(S_MAIL) | S_BIT(S_RCPT) | S_BIT(S_CHUNKED))
 #define ST_TX (S_BIT(S_MAIL) | S_BIT(S_RCPT))
 
 struct sess_verb {
@@ -304,7 +305,9 @@ static bool sess_cmd__mail_check(struct sess *s, const struct cmd *c)
         return false;
     }
     if (prm.body == CMD_BODY_BINARYMIME) {
-        sess_reply(s, 555, "5.5.4", "BODY=BINARYMIME requires CHUNKING, which is not offered");
+        /* Not offered: a binary body could not be checked line by line
+         * like any other, nor go on as DATA to an upstream without it. */
+        sess_reply(s, 555, "5.5.4", "Error: BODY=BINARYMIME is not supported");
         return false;
     }
     if (path.utf8 && !prm.smtputf8) {
@@ -540,17 +543,14 @@ static bool sess_cmd__data_check(struct sess *s, const struct cmd *c)
     return true;
 }
 
-static void sess_cmd__data_proceed(struct sess *s, const struct host_result *r)
+bool sess_cmd_msg_begin(struct sess *s, bool chunked)
 {
-    (void)r;
     if (!s->msg)
         s->msg = msgbuf_new(s->cfg->memory_buffer, s->cfg->spool_dir);
     else
         msgbuf_reset(s->msg);
-    if (!s->msg) {
-        sess_reply(s, 451, "4.3.0", "Local error in processing");
-        return;
-    }
+    if (!s->msg)
+        return false;
     struct data_limits lim = {
         .max_line = s->cfg->max_line_length,
         .reject_long_lines = s->cfg->long_lines == CFG_LONG_REJECT,
@@ -559,7 +559,22 @@ static void sess_cmd__data_proceed(struct sess *s, const struct host_result *r)
         .max_header = s->cfg->max_header_size,
         .max_size = s->lst->max_message_size,
     };
-    data_reader_init(&s->dr, &lim, msgbuf_sink, s->msg);
+    /* BDAT content goes through the same reader, without dots: the same
+     * limits, the same canonical form. */
+    if (chunked)
+        data_reader_init_chunked(&s->dr, &lim, msgbuf_sink, s->msg);
+    else
+        data_reader_init(&s->dr, &lim, msgbuf_sink, s->msg);
+    return true;
+}
+
+static void sess_cmd__data_proceed(struct sess *s, const struct host_result *r)
+{
+    (void)r;
+    if (!sess_cmd_msg_begin(s, false)) {
+        sess_reply(s, 451, "4.3.0", "Local error in processing");
+        return;
+    }
     sess_set_state(s, S_DATA);
     s->log.action = "reading the message";
     sess_arm_timer(s); /* data_timeout from now on */
@@ -691,7 +706,9 @@ static const struct sess_verb sess_cmd__table[CMD_VERB_COUNT] = {
                       SV_NO_PHASE, sess_cmd__starttls_check, sess_cmd__starttls_proceed},
     [CMD_EXPN] = {CMD_EXPN, ANY, NULL, SV_BARRIER, SV_NO_PHASE, sess_cmd__not_impl, NULL},
     [CMD_AUTH] = {CMD_AUTH, ANY, NULL, SV_BARRIER, SV_NO_PHASE, sess_cmd__not_impl, NULL},
-    [CMD_BDAT] = {CMD_BDAT, ANY, NULL, SV_BARRIER, SV_NO_PHASE, sess_cmd__not_impl, NULL},
+    /* Not SV_NEEDS_TX and every state: a BDAT out of place is answered
+     * only after its bytes were read (sess_bdat.c). */
+    [CMD_BDAT] = {CMD_BDAT, ANY, NULL, SV_BARRIER, SV_NO_PHASE, sess_bdat_check, sess_bdat_proceed},
     [CMD_ETRN] = {CMD_ETRN, ANY, NULL, SV_BARRIER, SV_NO_PHASE, sess_cmd__not_impl, NULL},
     [CMD_TURN] = {CMD_TURN, ANY, NULL, SV_BARRIER, SV_NO_PHASE, sess_cmd__not_impl, NULL},
     [CMD_XCLIENT] = {CMD_XCLIENT, ANY, NULL, SV_BARRIER, SV_NO_PHASE, sess_cmd__not_impl, NULL},
@@ -730,13 +747,18 @@ static void sess_cmd__run(struct sess *s, const struct sess_verb *d, const struc
 {
     if (s->lst->require_tls && !s->tls && !(d->flags & SV_PRE_TLS)) {
         /* RFC 3207 section 4; before the sequence check: the client
-         * learns what it must do first */
-        sess_reply(s, 530, "5.7.0", "Must issue a STARTTLS command first");
+         * learns what it must do first. A BDAT's chunk is still read, or
+         * its bytes would be taken as commands. */
+        static const char need_tls[] = "Must issue a STARTTLS command first";
+        if (c->verb == CMD_BDAT && sess_bdat_refuse(s, c, 530, "5.7.0", need_tls))
+            return;
+        sess_reply(s, 530, "5.7.0", "%s", need_tls);
         sess_error(s);
         return;
     }
     if (!(d->states & S_BIT(s->state)) || ((d->flags & SV_NEEDS_TX) && !s->tx)) {
-        sess_reply(s, 503, "5.5.1", "%s", d->seq_text ? d->seq_text : "Error: bad sequence");
+        const char *seq = s->state == S_CHUNKED ? sess_bdat_seq_text() : d->seq_text;
+        sess_reply(s, 503, "5.5.1", "%s", seq ? seq : "Error: bad sequence");
         if (d->flags & SV_COUNT_ERROR)
             sess_error(s);
         return;
@@ -777,6 +799,8 @@ bool sess_cmd_handle(struct sess *s, const char *line, size_t len)
         sess_error(s);
         return false;
     }
+    if (c.verb != CMD_BDAT)
+        sess_bdat_forget(s);
     const struct sess_verb *d = c.verb < CMD_VERB_COUNT ? &sess_cmd__table[c.verb] : NULL;
     if (!d || !d->check) {
         sess_reply(s, 500, "5.5.1", "Error: command not recognized");

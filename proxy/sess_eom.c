@@ -9,6 +9,7 @@
  * per message, whatever happens.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,8 +57,11 @@ static void sess_eom__reply_cb(void *ud, const struct up_result *r)
     /* After the message, the upstream's transaction ended with its final
      * reply: no RSET. A refused DATA command (nothing streamed) leaves
      * the upstream's transaction open: RSET it, or the next MAIL of this
-     * session gets "503 nested MAIL command". */
-    sess_tx_end(s, up_data_bytes(s->up) == 0);
+     * session gets "503 nested MAIL command". A refused BDAT LAST may
+     * leave it open too (RFC 3030 only says the transaction failed):
+     * RSET, which is harmless when it did not. */
+    bool refused = !(r->err == UP_OK && r->reply->code < 300);
+    sess_tx_end(s, up_data_bytes(s->up) == 0 || (up_data_chunked(s->up) && refused));
     sess_kick(s);
 }
 
@@ -356,8 +360,23 @@ static void sess_eom__data_done(void *ud, struct host_result *r)
     sess_kick(s);
 }
 
-/* What the DATA reader or the spool saw wrong, as a reply; NULL if fine. */
-static const char *sess_eom__data_error(struct sess *s, enum stats_verdict *v)
+static const char *sess_eom__said(struct sess_said *said, int code, const char *enh,
+                                  const char *why, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static const char *sess_eom__said(struct sess_said *said, int code, const char *enh,
+                                  const char *why, const char *fmt, ...)
+{
+    va_list ap;
+    said->code = code;
+    snprintf(said->enh, sizeof said->enh, "%s", enh);
+    va_start(ap, fmt);
+    vsnprintf(said->text, sizeof said->text, fmt, ap);
+    va_end(ap);
+    return why;
+}
+
+const char *sess_eom_reader_error(struct sess *s, struct sess_said *said, enum stats_verdict *v)
 {
     unsigned errs = data_reader_errors(&s->dr);
     int merr = msgbuf_error(s->msg);
@@ -365,30 +384,34 @@ static const char *sess_eom__data_error(struct sess *s, enum stats_verdict *v)
     if (errs & DATA_ERR_SINK || merr) {
         log_c_warn(&s->log, "spool write failed: %s", strerror(merr ? -merr : EIO));
         stats_error();
-        sess_reply(s, 452, "4.3.1", "Insufficient system storage");
         *v = STATS_V_TEMPFAILED;
-        return "spool error";
+        return sess_eom__said(said, 452, "4.3.1", "spool error", "Insufficient system storage");
     }
-    if (errs & DATA_ERR_TOO_BIG) {
-        sess_reply(s, 552, "5.3.4", "Error: message too large");
-        return "too large";
-    }
-    if (errs & DATA_ERR_BARE_NL) {
-        sess_reply(s, 550, "5.5.2", "Error: bare <CR> or <LF> received in message data");
-        return "bare newline";
-    }
-    if (errs & DATA_ERR_NUL) {
-        sess_reply(s, 550, "5.6.0", "Error: NUL byte in message data");
-        return "NUL byte";
-    }
-    if (errs & DATA_ERR_LINE_TOO_LONG) {
-        sess_reply(s, 550, "5.5.2", "Error: message line longer than %zu octets",
-                   s->cfg->max_line_length);
-        return "line too long";
-    }
-    if (errs & DATA_ERR_HEADER_TOO_BIG) {
-        sess_reply(s, 552, "5.3.4", "Error: message header too large");
-        return "header too large";
+    if (errs & DATA_ERR_TOO_BIG)
+        return sess_eom__said(said, 552, "5.3.4", "too large", "Error: message too large");
+    if (errs & DATA_ERR_BARE_NL)
+        return sess_eom__said(said, 550, "5.5.2", "bare newline",
+                              "Error: bare <CR> or <LF> received in message data");
+    if (errs & DATA_ERR_NUL)
+        return sess_eom__said(said, 550, "5.6.0", "NUL byte", "Error: NUL byte in message data");
+    if (errs & DATA_ERR_LINE_TOO_LONG)
+        return sess_eom__said(said, 550, "5.5.2", "line too long",
+                              "Error: message line longer than %zu octets",
+                              s->cfg->max_line_length);
+    if (errs & DATA_ERR_HEADER_TOO_BIG)
+        return sess_eom__said(said, 552, "5.3.4", "header too large",
+                              "Error: message header too large");
+    return NULL;
+}
+
+/* What the data reader or the spool saw wrong, as a reply; NULL if fine. */
+static const char *sess_eom__data_error(struct sess *s, enum stats_verdict *v)
+{
+    struct sess_said said;
+    const char *why = sess_eom_reader_error(s, &said, v);
+    if (why) {
+        sess_reply(s, said.code, said.enh, "%s", said.text);
+        return why;
     }
     int rc = msgbuf_finish(s->msg);
     if (rc != 0) {

@@ -43,6 +43,8 @@ enum sess_state {
     S_EOM,        /* message complete: chain, envelope, upstream running */
     S_TLS,        /* STARTTLS handshake running */
     S_CLOSING,    /* teardown marked; finished from the loop */
+    S_BDAT,       /* reading the bytes of a BDAT chunk (sess_bdat.c) */
+    S_CHUNKED,    /* between BDAT chunks of a message, LAST not yet seen */
     S_COUNT
 };
 #define S_BIT(st) (1u << (st))
@@ -74,6 +76,37 @@ struct sess_replay {
     bool failed;       /* RSET/MAIL refused or the upstream failed */
     bool told_refused; /* a recipient the client was told 250 for was refused */
     char fail[300];    /* the reply to give when failed */
+};
+
+/* A reply decided now and given later (BDAT: after the chunk's bytes). */
+struct sess_said {
+    int code; /* 0: none */
+    char enh[12];
+    char text[200];
+};
+
+/* BDAT (RFC 3030), sess_bdat.c. A chunk's bytes are always read, whatever
+ * the answer: the count is the only thing that keeps the command stream
+ * in step, so a refused chunk is read and dropped (mode SKIP). */
+enum sess_chunk_mode {
+    SESS_CHUNK_KEEP = 0, /* into the message (the data reader) */
+    SESS_CHUNK_SKIP,     /* dropped; `said` answers it once read */
+};
+
+struct sess_bdat {
+    enum sess_chunk_mode mode; /* of the chunk being read */
+    uint64_t size;             /* its size, as the client declared it */
+    uint64_t left;             /* its bytes still to come */
+    bool last;                 /* it ends the message */
+    enum sess_state back;      /* SKIP: the state to return to */
+    struct sess_said said;     /* SKIP: the reply once read */
+    bool skip_counts;          /* SKIP: ... and it counts toward max_errors */
+    uint64_t total;            /* bytes of the message's chunks so far */
+    /* A message whose chunks failed (too big, bare LF ...): its later
+     * chunks, pipelined before the client saw the error, are read and
+     * answered with the same error until its LAST, or until any other
+     * command. code 0 when none. */
+    struct sess_said failed;
 };
 
 struct sess {
@@ -135,6 +168,7 @@ struct sess {
     buf_t mime7_out;
     struct iovec segs[4];
     struct sess_replay replay;
+    struct sess_bdat bdat;
     struct quar_req *quar; /* quarantine write in progress */
 
     char last_upstream[300]; /* for the transaction log line */
@@ -190,9 +224,27 @@ bool sess_cmd_is_barrier(enum cmd_verb v);
 void sess_cmd_connect(struct sess *s); /* CONNECT phase, then the greeting */
 void sess_cmd_up_open_cb(void *ud, const struct up_result *r);
 void sess_cmd_up_wait_expired(struct sess *s); /* no upstream slot in queue_timeout */
+/* A new message buffer and the reader for it, DATA or BDAT (chunked),
+ * with the limits of [server]; false: no buffer (the caller replies). */
+bool sess_cmd_msg_begin(struct sess *s, bool chunked);
+
+/* sess_bdat.c: the BDAT verb (its command-table entry) and chunk bytes */
+bool sess_bdat_check(struct sess *s, const struct cmd *c);
+void sess_bdat_proceed(struct sess *s, const struct host_result *r);
+size_t sess_bdat_feed(struct sess *s, const char *in, size_t len); /* in S_BDAT */
+void sess_bdat_forget(struct sess *s); /* a command other than BDAT came */
+const char *sess_bdat_seq_text(void);  /* 503 text for MAIL/RCPT/DATA in S_CHUNKED */
+/* Refuse a BDAT before its check ran (530 before STARTTLS): its chunk is
+ * still read and dropped when its size parses. False: answer it yourself. */
+bool sess_bdat_refuse(struct sess *s, const struct cmd *c, int code, const char *enh,
+                      const char *text);
 
 /* sess_eom.c */
 void sess_eom_begin(struct sess *s);  /* the whole message is in */
 void sess_eom_cancel(struct sess *s); /* teardown: drop pending work */
+/* What the data reader or the spool saw wrong so far, as the reply DATA
+ * would give at its end (*said) and a short reason for the log; NULL if
+ * nothing. Logs spool trouble. */
+const char *sess_eom_reader_error(struct sess *s, struct sess_said *said, enum stats_verdict *v);
 
 #endif

@@ -197,6 +197,13 @@ void sess_reply_ehlo(struct sess *s, const char *helo)
     buf_puts(&b, "250-PIPELINING\r\n");
     buf_printf(&b, "250-SIZE %llu\r\n", (unsigned long long)s->lst->max_message_size);
     buf_puts(&b, "250-8BITMIME\r\n");
+    if (s->cfg->chunking) {
+        /* Ours, whatever the upstream offers: BDAT content is taken into
+         * the same canonical message as DATA and goes on as DATA (dots
+         * stuffed) to an upstream without CHUNKING. */
+        buf_puts(&b, "250-CHUNKING\r\n");
+        s->offered |= UP_CAP_CHUNKING;
+    }
     if (sess_starttls_ctx(s))
         buf_puts(&b, "250-STARTTLS\r\n");
     if (caps & UP_CAP_DSN)

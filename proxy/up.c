@@ -80,6 +80,7 @@ enum up_cmd_kind {
     UP_K_XFORWARD,
     UP_K_DATA, /* DATA; on 354 the message follows */
     UP_K_DOT,  /* pseudo command: the final reply after the dot */
+    UP_K_BDAT, /* "BDAT n LAST" and the message (RFC 3030); its reply is final */
 };
 
 struct up_cmd {
@@ -136,6 +137,7 @@ struct up {
     const struct iovec *segs;
     size_t nsegs, seg_idx, seg_off;
     bool at_line_start;
+    bool chunked; /* the last up_data() went as BDAT: bytes as they are */
     unsigned long long data_bytes;
 };
 
@@ -190,7 +192,8 @@ static struct up_cmd *cmd_new(enum up_cmd_kind kind, const char *line, up_cb cb,
  * or the identify machinery, whose owners hear results another way)? */
 static bool cmd_is_callers(const struct up_cmd *c)
 {
-    return c->kind == UP_K_USER || c->kind == UP_K_DATA || c->kind == UP_K_DOT;
+    return c->kind == UP_K_USER || c->kind == UP_K_DATA || c->kind == UP_K_DOT ||
+           c->kind == UP_K_BDAT;
 }
 
 /* A broken contract is our bug: say which and stop. */
@@ -311,7 +314,7 @@ static void up__arm_timer(struct up *u)
     unsigned ms = cfg->upstream_command_timeout_ms;
     if (st == UP_S_CONNECTING)
         ms = cfg->upstream_connect_timeout_ms;
-    else if (st == UP_S_DATA || (head && head->kind == UP_K_DOT))
+    else if (st == UP_S_DATA || (head && (head->kind == UP_K_DOT || head->kind == UP_K_BDAT)))
         ms = cfg->upstream_data_timeout_ms;
     if (!up__live(u) || (!head && st != UP_S_CONNECTING && st != UP_S_GREETING && st != UP_S_TLS &&
                          st != UP_S_DATA))
@@ -567,7 +570,7 @@ static void up__on_reply(struct up *u)
         up__fail(u, UP_ERR_PROTOCOL, why);
         return;
     }
-    if (c->kind == UP_K_DOT && u->state == UP_S_DATA) {
+    if ((c->kind == UP_K_DOT || c->kind == UP_K_BDAT) && u->state == UP_S_DATA) {
         /* A final reply before the end of the message could be a 250 for
          * a truncated message. */
         up__fail(u, UP_ERR_PROTOCOL, "upstream replied before the end of the message");
@@ -719,7 +722,8 @@ static bool up__may_send(const struct up *u, const struct up_cmd *c)
     case UP_S_READY:
         if (c->kind == UP_K_XCLIENT || !last)
             return !last;
-        return (u->caps & UP_CAP_PIPELINING) && c->kind != UP_K_DATA && last->kind != UP_K_DATA;
+        return (u->caps & UP_CAP_PIPELINING) && c->kind != UP_K_DATA && last->kind != UP_K_DATA &&
+               c->kind != UP_K_BDAT && last->kind != UP_K_BDAT;
     default:
         return false;
     }
@@ -740,6 +744,13 @@ static void up__pump(struct up *u)
         sent = true;
         if (c->kind == UP_K_XCLIENT)
             up__set_state(u, UP_S_XCLIENT);
+        if (c->kind == UP_K_BDAT) {
+            /* The message follows its BDAT line at once; the reply comes
+             * after the last byte. up__stream flushes and arms the timer. */
+            up__set_state(u, UP_S_DATA);
+            up__stream(u);
+            return;
+        }
     }
     if (sent) {
         conn_flush(u->conn);
@@ -768,8 +779,10 @@ static void up__stream(struct up *u)
         const struct iovec *v = &u->segs[u->seg_idx];
         size_t left = v->iov_len - u->seg_off;
         size_t n = left < budget ? left : budget;
-        if (data_stuff((const char *)v->iov_base + u->seg_off, n, &u->at_line_start, up__sink, u) !=
-            0) {
+        const char *p = (const char *)v->iov_base + u->seg_off;
+        /* BDAT carries the canonical bytes as they are; DATA stuffs dots. */
+        if (u->chunked ? up__sink(u, p, n) != 0
+                       : data_stuff(p, n, &u->at_line_start, up__sink, u) != 0) {
             up__fail(u, UP_ERR_LOCAL, "cannot write message to upstream");
             return;
         }
@@ -781,7 +794,7 @@ static void up__stream(struct up *u)
         }
     }
     if (u->seg_idx == u->nsegs) {
-        if (data_stuff_end(u->at_line_start, up__sink, u) != 0) {
+        if (!u->chunked && data_stuff_end(u->at_line_start, up__sink, u) != 0) {
             up__fail(u, UP_ERR_LOCAL, "cannot write message to upstream");
             return;
         }
@@ -869,6 +882,11 @@ unsigned long long up_size_limit(const struct up *u)
 unsigned long long up_data_bytes(const struct up *u)
 {
     return u->data_bytes;
+}
+
+bool up_data_chunked(const struct up *u)
+{
+    return u->chunked;
 }
 
 /* The identify's answer (also the callback of the last XFORWARD line). */
@@ -1018,7 +1036,19 @@ void up_data(struct up *u, const struct iovec *segs, size_t nsegs, up_cb cb, voi
     u->seg_idx = 0;
     u->seg_off = 0;
     u->data_bytes = 0;
-    up__queue(u, cmd_new(UP_K_DATA, "DATA", cb, ud));
+    u->chunked = (u->caps & UP_CAP_CHUNKING) != 0;
+    if (!u->chunked) {
+        up__queue(u, cmd_new(UP_K_DATA, "DATA", cb, ud));
+        return;
+    }
+    /* One chunk: the message is complete and its size known, and nothing
+     * else may be interleaved anyway. */
+    unsigned long long total = 0;
+    for (size_t i = 0; i < nsegs; i++)
+        total += segs[i].iov_len;
+    char line[64];
+    snprintf(line, sizeof line, "BDAT %llu LAST", total);
+    up__queue(u, cmd_new(UP_K_BDAT, line, cb, ud));
 }
 
 void up_free(struct up *u)

@@ -10,7 +10,9 @@
  * are sent pipelined when the upstream offers PIPELINING, one at a time
  * otherwise; replies come back in order through each command's callback.
  * up_data() sends DATA, waits for 354, streams the message (dot-stuffed,
- * CRLF) in large chunks with backpressure and reports the final reply.
+ * CRLF) in large chunks with backpressure and reports the final reply; to
+ * an upstream that offers CHUNKING it sends "BDAT n LAST" and the bytes
+ * unchanged instead.
  *
  * Any reply out of protocol (garbage, unexpected code, unsolicited), a
  * timeout or a lost connection fails the connection: every queued callback
@@ -123,10 +125,14 @@ void up_command(struct up *u, const char *line, up_cb cb, void *ud);
 
 /* Send DATA and the message given as segments of canonical bytes (CRLF
  * lines, not dot-stuffed). The segments must stay valid until cb. cb gets
- * the DATA refusal (4xx/5xx to DATA) or the final reply after the dot. */
+ * the DATA refusal (4xx/5xx to DATA) or the final reply after the dot.
+ * When the upstream offers CHUNKING the message goes as one "BDAT n LAST"
+ * instead, bytes unchanged, and cb gets the reply to it. */
 void up_data(struct up *u, const struct iovec *segs, size_t nsegs, up_cb cb, void *ud);
 /* Bytes written to the upstream in the last up_data (wire bytes). */
 unsigned long long up_data_bytes(const struct up *u);
+/* The last up_data() went as BDAT. */
+bool up_data_chunked(const struct up *u);
 
 /* Send QUIT (if usable) and close; no callback is called after this. */
 void up_free(struct up *u);

@@ -7,7 +7,11 @@
  *  - the canonical output has only CRLF line ends;
  *  - stuffing the output and reading it back gives it back, ending exactly
  *    at the end of the stuffed text;
- *  - stuffing arbitrary bytes never yields an early end of data.
+ *  - stuffing arbitrary bytes never yields an early end of data;
+ *  - chunked mode (BDAT): consumes everything, never ends by itself; the
+ *    same results whole, byte by byte or in two pieces; only CRLF line
+ *    ends, the message ends with one; stuffed for DATA, it is read back
+ *    whole, ending exactly at the end (no smuggled end of data).
  */
 #include "fuzz.h"
 
@@ -71,6 +75,35 @@ static void run_reader(const char *in, size_t len, const struct data_limits *lim
         FUZZ_CHECK(r.done || got == n);
         off += got;
     }
+    res->consumed = off;
+    res->done = r.done;
+    res->errors = r.errors;
+    res->header_end = r.header_end;
+    res->lines = r.lines;
+    res->out_bytes = r.out_bytes;
+    res->has_8bit = r.has_8bit;
+}
+
+static void run_chunked(const char *in, size_t len, const struct data_limits *lim, size_t split,
+                        struct run *res)
+{
+    struct data_reader r;
+    size_t off = 0;
+
+    memset(res, 0, sizeof(*res));
+    data_reader_init_chunked(&r, lim, out_sink, &res->out);
+    while (off < len) {
+        size_t n = len - off;
+
+        if (split == SIZE_MAX)
+            n = 1;
+        else if (split != 0 && off < split)
+            n = split - off;
+        FUZZ_CHECK(data_reader_feed(&r, in + off, n) == n);
+        FUZZ_CHECK(!r.done);
+        off += n;
+    }
+    data_reader_finish(&r);
     res->consumed = off;
     res->done = r.done;
     res->errors = r.errors;
@@ -215,6 +248,44 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             FUZZ_CHECK(len > 0 && in[len - 1] == '\n' && (len < 2 || in[len - 2] != '\r'));
         free(back.out.p);
         free(wire.p);
+        memset(&wire, 0, sizeof(wire));
+    }
+
+    /* Chunked mode on the same bytes. */
+    {
+        struct run ch, ch2, back;
+
+        run_chunked(in, len, &lim, 0, &ch);
+        FUZZ_CHECK(ch.done && ch.consumed == len && (ch.errors & DATA_ERR_SINK) == 0);
+        run_chunked(in, len, &lim, SIZE_MAX, &ch2);
+        same(&ch, &ch2);
+        free(ch2.out.p);
+        run_chunked(in, len, &lim, split, &ch2);
+        same(&ch, &ch2);
+        free(ch2.out.p);
+        if (!(ch.errors & DATA_ERR_TOO_BIG)) {
+            struct data_limits open_lim = {.bare = DATA_BARE_REJECT};
+
+            FUZZ_CHECK(ch.out_bytes == ch.out.len);
+            FUZZ_CHECK(ch.out.len == 0 || (ch.out.len >= 2 && ch.out.p[ch.out.len - 2] == '\r' &&
+                                           ch.out.p[ch.out.len - 1] == '\n'));
+            for (i = 0; i < ch.out.len; i++) {
+                if (ch.out.p[i] == '\r')
+                    FUZZ_CHECK(i + 1 < ch.out.len && ch.out.p[i + 1] == '\n');
+                if (ch.out.p[i] == '\n')
+                    FUZZ_CHECK(i > 0 && ch.out.p[i - 1] == '\r');
+            }
+            /* As the DATA fallback sends it: read back whole, ending at
+             * the very end, byte for byte the same. */
+            stuff(ch.out.p, ch.out.len, &wire);
+            run_reader(wire.p, wire.len, &open_lim, 0, &back);
+            FUZZ_CHECK(back.done && back.consumed == wire.len && back.errors == 0);
+            FUZZ_CHECK(back.out.len == ch.out.len);
+            FUZZ_CHECK(back.out.len == 0 || memcmp(back.out.p, ch.out.p, back.out.len) == 0);
+            free(back.out.p);
+            free(wire.p);
+        }
+        free(ch.out.p);
     }
     free(whole.out.p);
     return 0;

@@ -12,13 +12,18 @@ CRLF "." CRLF, so any smuggled boundary shows up as a second message.
 
 Faults: `faults` maps a phase to an action. Phases: CONNECT, EHLO, HELO,
 MAIL, RCPT, DATA (reply to the DATA command), EOD (reply after the final
-dot), DATA_BODY (while the message is arriving), RSET, QUIT, XCLIENT,
+dot, or to BDAT ... LAST), DATA_BODY (while the message is arriving), RSET, QUIT, XCLIENT,
 XFORWARD, STARTTLS. An action is a reply string ("550 5.1.1 no such user";
 multi-line with "\\r\\n" inside), raw bytes sent as they are (garbage, or
 two replies at once), HANG (read on, never answer), CLOSE (drop the
 connection), or a callable (session, argument) -> action or None (None =
 default behaviour), for per-command decisions ("reject this recipient",
 "only the first MAIL").
+
+With "CHUNKING" in `caps` it takes BDAT (RFC 3030): chunks are read by
+their byte count; the message (Message.chunked, .chunks = the sizes) is
+the chunks' bytes as they came (raw == data, nothing unstuffed). A BDAT
+without a transaction is read and answered 503, as the RFC asks.
 
 CLI mode (`python3 fakemta.py --port P --dir D`) writes each accepted
 message to D/NNNN.eml and prints one line per transaction; the demo uses it.
@@ -54,6 +59,8 @@ class Message:
         self.data = unstuff(raw)          # bytes after unstuffing, without "."
         self.accepted = False             # EOD reply was 2xx
         self.eod_reply = ""
+        self.chunked = False              # came as BDAT chunks
+        self.chunks = []                  # their sizes
 
     def text(self):
         return self.data.decode("utf-8", "replace")
@@ -302,6 +309,7 @@ class FakeMTA:
         mail_from = None
         mail_params = ""
         rcpts = []
+        bdat_buf = None
         while True:
             line = io.readline()
             if line is None:
@@ -400,7 +408,46 @@ class FakeMTA:
                 self._notify()
                 mail_from, rcpts = None, []
                 self._send(io, sess, reply, None)
+            elif verb == "BDAT" and "CHUNKING" in self.caps:
+                m = re.match(r"(?i)(\d+)(?: +(LAST))?$", arg.strip())
+                if not m:
+                    self._send(io, sess, None, "501 5.5.4 BDAT syntax")
+                    continue
+                n, last = int(m.group(1)), bool(m.group(2))
+                chunk = io.read_exact(n)
+                if mail_from is None or not rcpts:
+                    bdat_buf = None
+                    self._send(io, sess, None, "503 5.5.1 no transaction")
+                    continue
+                if bdat_buf is None:
+                    bdat_buf, bdat_sizes = b"", []
+                    sess.data_started += 1
+                bdat_buf += chunk
+                bdat_sizes.append(n)
+                if not last:
+                    self._send(io, sess, None, "250 2.0.0 %d octets" % n)
+                    continue
+                msg = Message(sess, mail_from, mail_params, rcpts, bdat_buf)
+                msg.data = bdat_buf
+                msg.chunked = True
+                msg.chunks = bdat_sizes
+                bdat_buf = None
+                with self.cond:
+                    sess.messages.append(msg)
+                f = self._fault("EOD", sess, msg)
+                reply = f if f is not None else "250 2.0.0 Ok: queued as F%04d" % len(sess.messages)
+                ok = (reply.startswith("2") if isinstance(reply, str) else
+                      isinstance(reply, bytes) and reply.startswith(b"2"))
+                msg.eod_reply = reply if isinstance(reply, str) else repr(reply)
+                if ok:
+                    msg.accepted = True
+                    if self.on_message:
+                        self.on_message(msg)
+                self._notify()
+                mail_from, rcpts = None, []
+                self._send(io, sess, reply, None)
             elif verb == "RSET":
+                bdat_buf = None
                 mail_from, rcpts = None, []
                 self._send(io, sess, self._fault("RSET", sess, arg), "250 2.0.0 Ok")
             elif verb == "NOOP":
@@ -474,6 +521,13 @@ class _Conn:
                 return raw
             if not self._fill():
                 raise _Closed("eof in DATA")
+
+    def read_exact(self, n):
+        while len(self.buf) < n:
+            if not self._fill():
+                raise _Closed("eof in BDAT")
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
 
     def take_buffer(self):
         b, self.buf = self.buf, b""

@@ -332,6 +332,13 @@ class _ProxyConn:
             return
         m = self.queue.popleft()
         verb = m["verb"]
+        if verb == "EHLO" and code == 250:
+            # The proxy parses DATA and the dot, not BDAT: Postfix's
+            # CHUNKING is hidden, so sluice sends DATA through it.
+            lines = [ln for ln in reply.split(b"\r\n") if ln]
+            lines = [ln for ln in lines if ln[4:].strip().upper() != b"CHUNKING"]
+            reply = b"".join((b"250-" if i < len(lines) - 1 else b"250 ") + ln[4:] + b"\r\n"
+                             for i, ln in enumerate(lines))
         if verb == "EHLO" and self.p.offer_starttls and code == 250:
             # STARTTLS goes in after the first line (the server's name)
             first, _, rest = reply.partition(b"\n")

@@ -74,6 +74,25 @@ def test_submission_requires_starttls(fake, multi, certs):
     assert len(fake.wait_messages(1)) == 1
 
 
+def test_bdat_before_starttls_has_its_chunk_read_not_run(fake, multi, certs):
+    """A 530 for BDAT before STARTTLS still reads its chunk: the bytes
+    inside (here commands, STARTTLS among them) are never taken as
+    commands."""
+    with Client(multi.sub_port) as c:
+        c.greeting()
+        c.ehlo()
+        chunk = b"STARTTLS\r\nMAIL FROM:<x@example.com>\r\n"
+        c.send(b"BDAT %d\r\n" % len(chunk) + chunk)
+        r = c.reply()
+        assert (r.code, r.enh) == (530, "5.7.0"), r
+        c.expect("NOOP", 250)
+        c.expect("STARTTLS", 220)
+        c.starttls(certs["ca"])
+        c.ehlo()
+        assert transaction(c).code == 250
+    assert len(fake.wait_messages(1)) == 1
+
+
 def test_swaks_submission_over_starttls(fake, multi, certs):
     r = harness.swaks("--server", "127.0.0.1:%d" % multi.sub_port, "--tls",
                       "--tls-verify", "--tls-ca-path", certs["ca"],

@@ -526,19 +526,69 @@ static void test_line_to_path(void **state)
     assert_int_equal(pr.size, 99);
 }
 
+/* BDAT's argument as cmd_parse leaves it: got X, want (ok, size, last). */
+static void test_bdat_args(void **state)
+{
+    static const struct {
+        const char *arg;
+        bool ok;
+        uint64_t size;
+        bool last;
+    } cases[] = {
+        {"0", true, 0, false},
+        {"0 LAST", true, 0, true},
+        {"100 LAST", true, 100, true},
+        {"100 last", true, 100, true},
+        {"100 LaSt", true, 100, true},
+        {"100   LAST", true, 100, true},
+        {"007", true, 7, false},
+        {"1", true, 1, false},
+        {"9999999999999999999", true, 9999999999999999999ull, false}, /* 19 digits */
+        {"18446744073709551615 LAST", false, 0, false},               /* 20 digits */
+        {"99999999999999999999", false, 0, false},
+        {"", false, 0, false},
+        {"LAST", false, 0, false},
+        {"-1", false, 0, false},
+        {"+1", false, 0, false},
+        {"1x", false, 0, false},
+        {"10LAST", false, 0, false},
+        {"10 LASTX", false, 0, false},
+        {"10 LAS", false, 0, false},
+        {"10 FIRST", false, 0, false},
+        {"10 LAST x", false, 0, false},
+        {"10\tLAST", false, 0, false},
+        {" 10", false, 0, false},
+        {"0x10", false, 0, false},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint64_t size = 12345;
+        bool last = true;
+        bool ok = cmd_parse_bdat(cases[i].arg, strlen(cases[i].arg), &size, &last);
+        if (ok != cases[i].ok || size != cases[i].size || last != cases[i].last)
+            fail_msg("BDAT %s: got ok=%d size=%llu last=%d", cases[i].arg, ok,
+                     (unsigned long long)size, last);
+    }
+    /* Through cmd_parse, as the session sees it (trailing spaces dropped). */
+    struct cmd c;
+    uint64_t size;
+    bool last;
+    cmd_parse(S("bdat 42 last  "), &c);
+    assert_int_equal(c.verb, CMD_BDAT);
+    assert_true(cmd_parse_bdat(c.arg, c.arg_len, &size, &last));
+    assert_true(size == 42 && last);
+    assert_false(cmd_parse_bdat(NULL, 0, &size, &last));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_reader_table),
-        cmocka_unit_test(test_reader_bytewise_discard),
-        cmocka_unit_test(test_parse_table),
-        cmocka_unit_test(test_parse_flags),
-        cmocka_unit_test(test_mailrcpt_paths),
-        cmocka_unit_test(test_mailrcpt_flags_and_lengths),
-        cmocka_unit_test(test_mailrcpt_params),
-        cmocka_unit_test(test_mailrcpt_param_values),
-        cmocka_unit_test(test_mailbox_and_helo),
-        cmocka_unit_test(test_line_to_path),
+        cmocka_unit_test(test_reader_table),     cmocka_unit_test(test_reader_bytewise_discard),
+        cmocka_unit_test(test_parse_table),      cmocka_unit_test(test_parse_flags),
+        cmocka_unit_test(test_mailrcpt_paths),   cmocka_unit_test(test_mailrcpt_flags_and_lengths),
+        cmocka_unit_test(test_mailrcpt_params),  cmocka_unit_test(test_mailrcpt_param_values),
+        cmocka_unit_test(test_mailbox_and_helo), cmocka_unit_test(test_line_to_path),
+        cmocka_unit_test(test_bdat_args),
     };
 
     return cmocka_run_group_tests_name("smtp_cmd", tests, NULL, NULL);

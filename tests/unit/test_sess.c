@@ -1066,9 +1066,9 @@ static const struct dialogue d_unknown_verb = {
 
 static const struct dialogue d_not_implemented = {
     .steps = {EHLO_OK,
-              SEND("EXPN staff\r\nAUTH PLAIN\r\nBDAT 10 LAST\r\nETRN x.test\r\nTURN\r\n"
+              SEND("EXPN staff\r\nAUTH PLAIN\r\nETRN x.test\r\nTURN\r\n"
                    "XCLIENT ADDR=192.0.2.1\r\nXFORWARD ADDR=192.0.2.1\r\n",
-                   "502 5.5.1|502 5.5.1|502 5.5.1|502 5.5.1|502 5.5.1|502 5.5.1|502 5.5.1"),
+                   "502 5.5.1|502 5.5.1|502 5.5.1|502 5.5.1|502 5.5.1|502 5.5.1"),
               SEND("NOOP\r\n", "250 2.0.0")},
     .up_saw = "",
 };
@@ -1216,6 +1216,46 @@ static const struct dialogue d_dot_stuffing = {
               SEND("NOOP\r\n", "250 2.0.0 Ok")},
     .up_saw = UP_MAIL_A UP_RCPT_B "DATA\nSubject: dots\n\n..x\n...\nx.\n.. y\n..\n.\n",
     .up_body = "Subject: dots\n\n.x\n..\nx.\n. y\n.\n",
+};
+
+/* BDAT (RFC 3030): chunks pipelined with their bytes, one of them a single
+ * byte (half a CR LF), and an empty LAST; the content's dots and its
+ * ".\r\n" lines are text, stuffed on the way to an upstream without
+ * CHUNKING. One 250 per chunk with its size, then the upstream's reply. */
+static const struct dialogue d_bdat_chunks = {
+    .o = {.rules = rules_queued},
+    .steps = {EHLO_OK, SEND(MAIL_A RCPT_B, "250 2.1.0|250 2.1.5"),
+              SEND("BDAT 16\r\nSubject: dots\r\n\rBDAT 1\r\n\nBDAT 13\r\n.x\r\n.\r\nQUIT\r\n"
+                   "BDAT 0 LAST\r\n",
+                   "250 2.0.0 16 octets received|250 2.0.0 1 octets received|"
+                   "250 2.0.0 13 octets received|250 2.0.0 Ok: queued as ABC123"),
+              SEND("NOOP\r\n", "250 2.0.0 Ok")},
+    .up_saw = UP_MAIL_A UP_RCPT_B "DATA\nSubject: dots\n\n..x\n..\nQUIT\n.\n",
+    .up_body = "Subject: dots\n\n.x\n.\nQUIT\n",
+};
+
+/* Out of place, a BDAT's bytes are read all the same (here they would be
+ * commands); DATA and MAIL between chunks are refused; RSET drops the
+ * chunks and the upstream's transaction. */
+static const struct dialogue d_bdat_sequence = {
+    .steps = {EHLO_OK, SEND("BDAT 6\r\nQUIT\r\n", "503 5.5.1 Error: need MAIL command"),
+              SEND(MAIL_A, "250 2.1.0"), SEND("BDAT 6 LAST\r\nQUIT\r\n", "554 5.5.1"),
+              SEND(RCPT_B, "250 2.1.5"), SEND("BDAT 4\r\nSubj", "250 2.0.0 4 octets"),
+              SEND("DATA\r\n", "503 5.5.1 Error: BDAT transaction in progress"),
+              SEND(MAIL_A, "503 5.5.1"), SEND("RSET\r\n", "250 2.0.0"),
+              SEND("BDAT 1 LAST\r\nx", "503 5.5.1"), SEND("BDAT x\r\n", "501 5.5.4"),
+              SEND("NOOP\r\n", "250 2.0.0")},
+    .up_saw = UP_MAIL_A UP_RCPT_B "RSET\n",
+};
+
+/* A bare LF in a chunk under bare_newline = reject: the chunk that holds it
+ * is answered with DATA's 550 at once, and so is the rest of the message. */
+static const struct dialogue d_bdat_bare_lf = {
+    .steps = {EHLO_OK, SEND(MAIL_A RCPT_B, "250|250"),
+              SEND("BDAT 5\r\nab\ncdBDAT 2 LAST\r\n\r\n",
+                   "550 5.5.2 Error: bare <CR> or <LF>|550 5.5.2 Error: bare <CR> or <LF>"),
+              SEND(MAIL_A, "250 2.1.0")},
+    .up_saw = UP_MAIL_A UP_RCPT_B "RSET\n" UP_MAIL_A "RSET\n",
 };
 
 static const struct dialogue d_final_reply_relayed = {
@@ -1546,7 +1586,8 @@ static const struct verb_case verb_cases[] = {
     {"STARTTLS", {"502 5.5.1", "502 5.5.1", "502 5.5.1", "502 5.5.1"}},
     {"EXPN staff", {"502 5.5.1", "502 5.5.1", "502 5.5.1", "502 5.5.1"}},
     {"AUTH PLAIN", {"502 5.5.1", "502 5.5.1", "502 5.5.1", "502 5.5.1"}},
-    {"BDAT 10 LAST", {"502 5.5.1", "502 5.5.1", "502 5.5.1", "502 5.5.1"}},
+    /* Not offered before EHLO; then its (empty) chunk is read and judged. */
+    {"BDAT 0 LAST", {"502 5.5.1", "503 5.5.1", "554 5.5.1", "250 "}},
     {"ETRN x.test", {"502 5.5.1", "502 5.5.1", "502 5.5.1", "502 5.5.1"}},
     {"TURN", {"502 5.5.1", "502 5.5.1", "502 5.5.1", "502 5.5.1"}},
     {"XCLIENT ADDR=192.0.2.1", {"502 5.5.1", "502 5.5.1", "502 5.5.1", "502 5.5.1"}},
@@ -1824,6 +1865,9 @@ int main(void)
         DIALOGUE(d_rcpt_refused_one),
         DIALOGUE(d_rcpt_refused_all),
         DIALOGUE(d_dot_stuffing),
+        DIALOGUE(d_bdat_chunks),
+        DIALOGUE(d_bdat_sequence),
+        DIALOGUE(d_bdat_bare_lf),
         DIALOGUE(d_final_reply_relayed),
         DIALOGUE(d_upstream_refuses_data),
         DIALOGUE(d_data_bare_lf),

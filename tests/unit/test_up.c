@@ -50,7 +50,9 @@ struct fake {
     buf_t wire; /* every byte received */
     buf_t body; /* DATA content as on the wire (dot-stuffed), without the final dot */
     bool in_data;
-    int errors; /* lines the script did not expect */
+    size_t bdat_left;             /* BDAT bytes still to come (into `body`) */
+    const struct step *bdat_step; /* answered once they are in */
+    int errors;                   /* lines the script did not expect */
     char error[256];
     int open_handles;
 };
@@ -126,6 +128,17 @@ static size_t fs_lines_buffered(void)
 /* Handle the next complete line; false when it must wait. */
 static bool fs_handle_line(void)
 {
+    if (srv.bdat_left) {
+        /* RFC 3030: exactly this many bytes, whatever they look like. */
+        size_t k = srv.bdat_left < srv.in.len ? srv.bdat_left : srv.in.len;
+        buf_append(&srv.body, srv.in.ptr, k);
+        buf_consume(&srv.in, k);
+        srv.bdat_left -= k;
+        if (srv.bdat_left)
+            return false;
+        fs_answer(srv.bdat_step);
+        return true;
+    }
     char *nl = memchr(srv.in.ptr, '\n', srv.in.len);
     if (!nl)
         return false;
@@ -160,6 +173,11 @@ static bool fs_handle_line(void)
         fs_error(want, line);
     if (strncmp(line, "DATA", 4) == 0 && strncmp(st->reply, "354", 3) == 0)
         srv.in_data = true;
+    if (strncmp(line, "BDAT ", 5) == 0 && strtoul(line + 5, NULL, 10) > 0) {
+        srv.bdat_left = strtoul(line + 5, NULL, 10);
+        srv.bdat_step = st;
+        return true; /* answered after the bytes */
+    }
     fs_answer(st);
     return true;
 }
@@ -1031,6 +1049,86 @@ static void test_data_dot_stuffing(void **state)
     }
 }
 
+/* An upstream that offers CHUNKING gets the message as one BDAT LAST with
+ * the bytes unchanged (no dot-stuffing, no terminator), and its reply to
+ * it is the final reply; a refusal is relayed like DATA's; a reply before
+ * the last byte is out of protocol. */
+static void test_bdat(void **state)
+{
+    static const char *const segs_txt[] = {"Subject: dots\r\n\r\n.\r\n", ".x\r\n", "..\r\n.\r\n"};
+    static const char want[] = "Subject: dots\r\n\r\n.\r\n.x\r\n..\r\n.\r\n";
+    static const struct {
+        const char *final;
+        enum up_err err;
+        int code;
+    } cases[] = {
+        {"250 2.0.0 Ok: 31 bytes queued as 4711\r\n", UP_OK, 250},
+        {"554 5.7.1 no thanks\r\n", UP_OK, 554},
+        {"250 2.0.0 Ok\r\n", UP_OK, 250}, /* empty message: "BDAT 0 LAST" */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        bool empty = i == 2;
+        if (i > 0) {
+            teardown(state);
+            setup(state);
+        }
+        const struct step script[] = {
+            GREET,
+            {"EHLO " HELO_NAME, "250-fake.test\r\n250-PIPELINING\r\n250 CHUNKING\r\n", 0, false},
+            {empty ? "BDAT 0 LAST" : "BDAT 31 LAST", cases[i].final, 0, false},
+            END,
+        };
+        struct iovec segs[3];
+        for (size_t k = 0; k < 3; k++)
+            segs[k] = (struct iovec){(void *)segs_txt[k], strlen(segs_txt[k])};
+        struct rec open = {0}, data = {0};
+        struct up *u = open_up(script, &open);
+        CALL(up_data(u, segs, empty ? 0 : 3, rec_cb, &data));
+        RUN_UNTIL(data.calls > 0);
+        assert_from_loop(&data, 1);
+        assert_int_equal(data.err, cases[i].err);
+        assert_int_equal(data.code, cases[i].code);
+        assert_true(up_data_chunked(u));
+        assert_string_equal(srv.body.ptr ? srv.body.ptr : "", empty ? "" : want);
+        assert_int_equal(up_data_bytes(u), empty ? 0 : strlen(want));
+        assert_true(up_ready(u));
+        if (srv.errors)
+            fail_msg("case %zu: %s", i, srv.error);
+        up_free(u);
+    }
+
+    /* A reply while the message is still going out. */
+    teardown(state);
+    setup(state);
+    size_t big = 32 * 1024 * 1024; /* more than the socket buffers hold */
+    char *body = malloc(big);
+    assert_non_null(body);
+    for (size_t k = 0; k < big; k++)
+        body[k] = (k % 64 == 62) ? '\r' : (k % 64 == 63) ? '\n' : 'x';
+    struct iovec msg[] = {{body, big}};
+    static const struct step early[] = {
+        GREET,
+        {"EHLO " HELO_NAME, "250-fake.test\r\n250 CHUNKING\r\n", 0, false},
+        {"BDAT 33554432 LAST", "250 2.0.0 queued\r\n", 0, false},
+        END,
+    };
+    struct rec open = {0}, data = {0};
+    struct up *u = open_up(early, &open);
+    srv.script = early;
+    CALL(up_data(u, msg, 1, rec_cb, &data));
+    /* The fake stops reading and answers at once: the message cannot all
+     * be out when the reply comes. */
+    RUN_UNTIL(srv.bdat_step != NULL);
+    uv_read_stop((uv_stream_t *)srv.client);
+    fs_answer(srv.bdat_step);
+    srv.bdat_left = 0;
+    srv.bdat_step = NULL;
+    RUN_UNTIL(data.calls > 0);
+    assert_int_equal(data.err, UP_ERR_PROTOCOL);
+    up_free(u);
+    free(body);
+}
+
 /* DATA refused: the refusal is the answer; no message is sent. */
 static void test_data_refused(void **state)
 {
@@ -1149,6 +1247,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_identify_without_extensions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_data_dot_stuffing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_data_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bdat, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reply_before_end_of_message, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
     };
