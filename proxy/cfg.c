@@ -1071,7 +1071,7 @@ static int cfg__lseen(const struct cfg__lsec *ls, const char *key)
 
 /* One [listener NAME] section (l is its loaded form). */
 static void cfg__check_listener(struct cfg__load *s, const struct cfg__lsec *ls,
-                                const struct cfg_listener *l)
+                                struct cfg_listener *l)
 {
     const char *n = l->name;
     if (l->nlisten == 0 && !ls->listen_bad)
@@ -1094,18 +1094,18 @@ static void cfg__check_listener(struct cfg__load *s, const struct cfg__lsec *ls,
                  "here or in [server]",
                  n, l->tls == CFG_TLS_IMPLICIT ? "implicit" : "starttls");
     int lr = cfg__lseen(ls, "require_tls");
-    if (l->require_tls && l->tls == CFG_TLS_NONE)
+    if (l->require_tls && l->tls == CFG_TLS_NONE && !l->proxy_protocol)
+        /* Behind a proxy that ends TLS (its PROXY v2 header says so) the
+         * combination is the point; anywhere else nobody could send. */
         cfg__err(s, NULL, lr,
                  "[listener %s] require_tls = yes with tls = none: no client could send mail", n);
     int lp = cfg__lseen(ls, "proxy_protocol"), lpt = cfg__lseen(ls, "proxy_trusted");
     if (l->proxy_trusted) {
-        struct cidr_list cl = {0};
         char err[300];
-        if (cidr_list_parse(l->proxy_trusted, 0, &cl, err, sizeof err) != 0)
+        if (cidr_list_parse(l->proxy_trusted, 0, &l->proxy_nets, err, sizeof err) != 0)
             cfg__err(s, NULL, lpt, "[listener %s] proxy_trusted: %s", n, err);
-        else if (cl.n == 0)
+        else if (l->proxy_nets.n == 0)
             cfg__err(s, NULL, lpt, "[listener %s] proxy_trusted: no network given", n);
-        cidr_list_free(&cl);
     }
     if (l->proxy_protocol && !l->proxy_trusted)
         cfg__err(s, NULL, lp,
@@ -1148,9 +1148,9 @@ static void cfg__check(struct cfg__load *s)
     if (c->nlisten == 0 && !s->listen_bad && cfg_listener_find(c, "default"))
         cfg__err(s, NULL, cfg__seen_line(s, SEC_SERVER, "listen"), "no listen address");
     for (size_t i = 0; i < s->nlsecs; i++) {
-        const struct cfg_listener *lst = cfg_listener_find(c, s->lsecs[i].l.name);
-        if (lst)
-            cfg__check_listener(s, &s->lsecs[i], lst);
+        for (size_t j = 0; j < c->nlisteners; j++)
+            if (strcmp(c->listeners[j].name, s->lsecs[i].l.name) == 0)
+                cfg__check_listener(s, &s->lsecs[i], &c->listeners[j]);
     }
     cfg__check_listen_unique(s);
     if (c->nupstream == 0 && !s->upstream_bad)
@@ -1209,6 +1209,7 @@ static void cfg__free(struct cfg *c)
         free(c->listeners[i].tls_cert_file);
         free(c->listeners[i].tls_key_file);
         free(c->listeners[i].proxy_trusted);
+        cidr_list_free(&c->listeners[i].proxy_nets);
     }
     free(c->listeners);
     free(c->path);

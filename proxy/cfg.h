@@ -15,6 +15,7 @@
 
 #include "buf.h"
 #include "cfg_parse.h"
+#include "cidr.h"
 
 #define CFG_MAX_LISTEN 16
 #define CFG_MAX_UPSTREAM 16
@@ -72,6 +73,7 @@ struct cfg_listener {
     char *tls_key_file;
     bool proxy_protocol;           /* a PROXY v1/v2 header comes first */
     char *proxy_trusted;           /* owned: the networks allowed to send one (CIDR list) */
+    struct cidr_list proxy_nets;   /* owned: proxy_trusted parsed */
     size_t chain[CFG_MAX_PLUGINS]; /* indexes into cfg->plugins, in order */
     size_t nchain;
     unsigned max_connections; /* this listener's share; 0 = no own limit */

@@ -27,17 +27,22 @@
 #include "conn.h"
 #include "names.h"
 #include "dns.h"
+#include "proxyhdr.h"
 #include "server.h"
 #include "sess_int.h"
+#include "stats.h"
 #include "xalloc.h"
 
 static void sess__start(struct sess *s);
+static void sess__accepted(struct sess *s, const char *early, size_t early_len);
+static void sess__proxy_read(struct sess *s, const char *data, size_t len);
 
 static const char *const sess__state_names[S_COUNT] = {
     [S_LOOKUP] = "lookup",   [S_CONNECT] = "connect", [S_GREETED] = "greeted",
     [S_HELO] = "helo",       [S_MAIL] = "mail",       [S_RCPT] = "rcpt",
     [S_DATA] = "data",       [S_EOM] = "eom",         [S_TLS] = "tls",
     [S_CLOSING] = "closing", [S_BDAT] = "bdat",       [S_CHUNKED] = "chunked",
+    [S_PROXY] = "proxy",
 };
 
 const char *sess_state_name(enum sess_state st)
@@ -297,7 +302,9 @@ static void sess__on_read(struct conn *c, const char *data, size_t len, void *ud
     struct sess *s = ud;
     if (s->state == S_CLOSING)
         return;
-    if (s->in.len == 0 && !s->processing) {
+    if (s->state == S_PROXY) {
+        sess__proxy_read(s, data, len);
+    } else if (s->in.len == 0 && !s->processing) {
         /* Fast path: process straight from the read buffer. */
         s->processing = true;
         size_t used = sess__process(s, data, len);
@@ -443,9 +450,10 @@ static void sess__timeout_cb(uv_timer_t *t)
     stats_timeout(sess__in_message(s) ? STATS_TO_DATA : STATS_TO_COMMAND);
     log_c_warn(&s->log, "client=%s timeout in state %s", s->info.client_addr,
                sess_state_name(s->state));
-    if (s->state == S_TLS) {
-        /* A handshake that stalls holds a slot like an idle client: the
-         * command deadline applies; there is no channel for a reply. */
+    if (s->state == S_TLS || s->state == S_PROXY) {
+        /* A handshake (or PROXY header) that stalls holds a slot like an
+         * idle client: the command deadline applies; there is no channel
+         * for a reply. */
         sess_close(s, false);
         return;
     }
@@ -657,9 +665,12 @@ static void sess__dns_cb(void *ud, const char *name)
 
 static bool sess__start_dns(struct sess *s)
 {
+    /* The client's address as the session knows it: a PROXY header may
+     * have replaced the socket's. */
     struct sockaddr_storage ss;
-    int len = sizeof ss;
-    if (uv_tcp_getpeername(conn_tcp(s->conn), (struct sockaddr *)&ss, &len) != 0)
+    memset(&ss, 0, sizeof ss);
+    if (uv_ip4_addr(s->info.client_addr, s->info.client_port, (struct sockaddr_in *)&ss) != 0 &&
+        uv_ip6_addr(s->info.client_addr, s->info.client_port, (struct sockaddr_in6 *)&ss) != 0)
         return false;
     s->dns = dns_client_name((struct sockaddr *)&ss, s->cfg->rdns_wait_ms, sess__dns_cb, s);
     if (!s->dns)
@@ -712,33 +723,125 @@ int sess_accept(struct server_listener *sl, uv_stream_t *sock)
 
     sl->nconns++;
     s->sl_counted = true;
+    if (s->lst->proxy_protocol) {
+        /* The peer is a proxy; the client it names comes in the header.
+         * Per-address limits wait for that address. */
+        if (!cidr_match(s->lst->proxy_nets.v, s->lst->proxy_nets.n, s->info.client_addr)) {
+            stats_proxy_header(STATS_PROXY_UNTRUSTED);
+            log_c_warn(&s->log,
+                       "client=%s:%d refused: listener %s takes a PROXY header only from "
+                       "proxy_trusted",
+                       s->info.client_addr, s->info.client_port, s->lst->name);
+            sess_close(s, false);
+            return 0;
+        }
+        snprintf(s->proxy_peer, sizeof s->proxy_peer, "%s:%d", s->info.client_addr,
+                 s->info.client_port);
+        conn_set_nodelay(s->conn);
+        conn_read_start(s->conn);
+        s->log.action = "reading the PROXY header";
+        sess_set_state(s, S_PROXY);
+        sess_arm_timer(s);
+        return 0;
+    }
+    conn_set_nodelay(s->conn);
+    conn_read_start(s->conn);
+    sess__accepted(s, NULL, 0);
+    return 0;
+}
+
+/* The client's address is known (from the socket or a PROXY header):
+ * limits, then TLS for an implicit-TLS listener (`early`: bytes of its
+ * handshake that came behind the header), then the session. */
+static void sess__accepted(struct sess *s, const char *early, size_t early_len)
+{
+    struct server *srv = s->srv;
+    struct server_listener *sl = s->sl;
     bool over_total = srv->cfg->max_connections && srv->nconns > srv->cfg->max_connections;
     bool over_listener = s->lst->max_connections && sl->nconns > s->lst->max_connections;
     bool over_ip = !server_ip_acquire(srv, s->info.client_addr);
     s->ip_counted = !over_ip;
     if (over_total || over_listener || over_ip || srv->stopping) {
         sess__refuse_busy(s);
-        return 0;
+        return;
     }
-    log_c_info(&s->log, "event=connect client=%s:%d listener=%s", s->info.client_addr,
-               s->info.client_port, s->lst->name);
-    conn_set_nodelay(s->conn);
-    conn_read_start(s->conn);
+    if (s->proxy_peer[0])
+        log_c_info(&s->log, "event=connect client=%s:%d listener=%s proxy=%s", s->info.client_addr,
+                   s->info.client_port, s->lst->name, s->proxy_peer);
+    else
+        log_c_info(&s->log, "event=connect client=%s:%d listener=%s", s->info.client_addr,
+                   s->info.client_port, s->lst->name);
     if (s->lst->tls == CFG_TLS_IMPLICIT) {
         /* RFC 8314: TLS from the first byte; the greeting comes after the
          * handshake, and the command deadline bounds a stalled one. */
-        if (!sl->tls_ctx || conn_starttls_server(s->conn, sl->tls_ctx) != 0) {
+        if (!sl->tls_ctx ||
+            (early_len ? conn_starttls_server_early(s->conn, sl->tls_ctx, early, early_len)
+                       : conn_starttls_server(s->conn, sl->tls_ctx)) != 0) {
             sess_close(s, false);
-            return 0;
+            return;
         }
         s->tls_first = true;
         s->log.action = "in the client's TLS handshake";
         sess_set_state(s, S_TLS);
         sess_arm_timer(s);
-        return 0;
+        return;
     }
     sess__start(s);
-    return 0;
+}
+
+/* Bytes on a proxy_protocol listener before its header is complete. The
+ * header is parsed from the start of the buffer each time (proxyhdr is
+ * pure and bounded by PROXYHDR_MAX_LEN); what follows it is the client's. */
+static void sess__proxy_read(struct sess *s, const char *data, size_t len)
+{
+    buf_append(&s->in, data, len);
+    struct proxyhdr h;
+    char err[160];
+    int n = proxyhdr_parse((const unsigned char *)s->in.ptr, s->in.len, &h, err, sizeof err);
+    if (n == 0)
+        return; /* more to come, within the deadline */
+    if (n < 0) {
+        stats_proxy_header(STATS_PROXY_MALFORMED);
+        log_c_warn(&s->log, "client=%s refused: malformed PROXY header: %s", s->proxy_peer, err);
+        sess_close(s, false);
+        return;
+    }
+    stats_proxy_header(STATS_PROXY_OK);
+    char desc[PROXYHDR_MAX_LEN + 256];
+    log_c_info(&s->log, "event=proxy proxy=%s header=\"%s\"", s->proxy_peer,
+               proxyhdr_describe(&h, desc, sizeof desc));
+    if (h.has_addrs) {
+        /* From here the proxy's client is the client: limits, plugins,
+         * XCLIENT, the name lookup and the logs all use it. A LOCAL or
+         * UNKNOWN header (health checks) keeps the socket's addresses. */
+        snprintf(s->info.client_addr, sizeof s->info.client_addr, "%s", h.src_addr);
+        s->info.client_port = h.src_port;
+        snprintf(s->info.local_addr, sizeof s->info.local_addr, "%s", h.dst_addr);
+        s->info.local_port = h.dst_port;
+    }
+    if (h.ssl && (h.ssl_client & PROXYHDR_SSL_CLIENT_SSL)) {
+        /* The proxy ended the client's TLS (PP2_TYPE_SSL): the session is
+         * as private as its hop to us, which proxy_trusted vouches for. */
+        s->tls = true;
+        s->tls_by_proxy = true;
+        snprintf(s->info.tls_version, sizeof s->info.tls_version, "%s", h.ssl_version);
+        snprintf(s->info.tls_cipher, sizeof s->info.tls_cipher, "%s", h.ssl_cipher);
+    }
+    buf_consume(&s->in, (size_t)n);
+    s->log.action = NULL;
+    sess_set_state(s, S_LOOKUP); /* until sess__start sets the next state */
+    uv_timer_stop(&s->timer);
+    s->deadline = 0;
+    if (s->lst->tls == CFG_TLS_IMPLICIT) {
+        buf_t early = s->in;
+        memset(&s->in, 0, sizeof s->in);
+        sess__accepted(s, early.ptr, early.len);
+        buf_free(&early);
+        return;
+    }
+    sess__accepted(s, NULL, 0);
+    if (s->state != S_CLOSING && s->in.len)
+        sess_kick(s); /* the client's first bytes came with the header */
 }
 
 /* After the connection's own preliminaries (TLS on an implicit-TLS

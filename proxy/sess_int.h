@@ -45,6 +45,7 @@ enum sess_state {
     S_CLOSING,    /* teardown marked; finished from the loop */
     S_BDAT,       /* reading the bytes of a BDAT chunk (sess_bdat.c) */
     S_CHUNKED,    /* between BDAT chunks of a message, LAST not yet seen */
+    S_PROXY,      /* reading the PROXY protocol header (proxy_protocol listeners) */
     S_COUNT
 };
 #define S_BIT(st) (1u << (st))
@@ -128,6 +129,8 @@ struct sess {
     bool ip_counted;
     bool tls;
     bool tls_first;       /* implicit TLS: the handshake runs before the greeting */
+    bool tls_by_proxy;    /* a trusted PROXY header said the proxy ended the client's TLS */
+    char proxy_peer[80];  /* "addr:port" of the proxy on a proxy_protocol listener, else "" */
     bool sl_counted;      /* counted in sl->nconns */
     bool end_after_reply; /* a 421 is queued: close once it is out */
     bool identified;      /* XCLIENT/XFORWARD done for the MAIL in progress */

@@ -206,6 +206,16 @@ void stats_conn_close(void)
 void stats_conn_refused(void) { inc(&g.conn_refused); }
 
 void stats_tls_handshake(bool ok) { inc(&g.tls[ok ? 1 : 0]); }
+void stats_proxy_header(enum stats_proxy r)
+{
+    inc(&g.proxy_hdr[r < STATS_PROXY_COUNT ? r : 0]);
+}
+
+const char *stats_proxy_name(int r)
+{
+    static const char *const names[STATS_PROXY_COUNT] = {"ok", "malformed", "untrusted"};
+    return r >= 0 && r < STATS_PROXY_COUNT ? names[r] : "?";
+}
 
 /* 2xx..5xx -> index; anything else is not an SMTP reply and is not counted. */
 static int reply_class(int code)
@@ -437,6 +447,7 @@ static const char *const core_names[] = {
     "sluice_connections_total",
     "sluice_connections_refused_total",
     "sluice_tls_handshakes_total",
+    "sluice_proxy_headers_total",
     "sluice_smtp_replies_total",
     "sluice_upstream_replies_total",
     "sluice_upstream_errors_total",
@@ -723,6 +734,8 @@ static void reset_core(void)
         atomic_store(&g.tls[i], 0);
         atomic_store(&g.reloads[i], 0);
     }
+    for (size_t i = 0; i < STATS_PROXY_COUNT; i++)
+        atomic_store(&g.proxy_hdr[i], 0);
     for (size_t i = 0; i < STATS__RC_COUNT; i++) {
         atomic_store(&g.smtp_reply[i], 0);
         atomic_store(&g.up_reply[i], 0);

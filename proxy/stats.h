@@ -71,6 +71,15 @@ void stats_conn_open(void);       /* current++, total++ */
 void stats_conn_close(void);      /* current-- */
 void stats_conn_refused(void);    /* by limit (total or per IP) */
 void stats_tls_handshake(bool ok);
+/* PROXY protocol headers on listeners that take them (server.c, sess.c) */
+enum stats_proxy {
+    STATS_PROXY_OK,
+    STATS_PROXY_MALFORMED,
+    STATS_PROXY_UNTRUSTED,
+    STATS_PROXY_COUNT
+};
+void stats_proxy_header(enum stats_proxy r);
+const char *stats_proxy_name(int r);
 void stats_smtp_reply(int code);  /* every reply sluice sends to a client */
 void stats_upstream_reply(int code);
 void stats_upstream_error(enum stats_up_error e);

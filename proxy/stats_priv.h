@@ -36,6 +36,7 @@ struct stats__core {
     _Atomic uint64_t conn_total;
     _Atomic uint64_t conn_refused;
     _Atomic uint64_t tls[2];
+    _Atomic uint64_t proxy_hdr[STATS_PROXY_COUNT];
     _Atomic uint64_t smtp_reply[STATS__RC_COUNT];
     _Atomic uint64_t up_reply[STATS__RC_COUNT];
     _Atomic uint64_t up_error[STATS_UPERR_COUNT];

@@ -121,6 +121,9 @@ static void emit_smtp(buf_t *out, const struct stats__core *g)
                 "Client connections refused by a connection limit.", stats__ld(&g->conn_refused));
     emit_enum(out, "sluice_tls_handshakes_total", "counter",
               "TLS handshakes with clients by result.", "result", stats__result_name, g->tls, 2);
+    emit_enum(out, "sluice_proxy_headers_total", "counter",
+              "PROXY protocol headers on listeners that take them, by result.", "result",
+              stats_proxy_name, g->proxy_hdr, STATS_PROXY_COUNT);
     emit_enum(out, "sluice_smtp_replies_total", "counter",
               "SMTP replies sent to clients by code class.", "class", stats__class_name,
               g->smtp_reply, STATS__RC_COUNT);

@@ -30,6 +30,9 @@ PACKAGES=(
   # SMTP AUTH tests: a private Dovecot checks passwords (test_dvauth.py);
   # the package's system service is never configured or started
   dovecot-core
+  # PROXY protocol tests: HAProxy in front of sluice (test_front_proxy.py);
+  # private instances on generated configs, never the system service
+  haproxy
 )
 
 if [ "$(id -u)" -ne 0 ]; then
