@@ -319,6 +319,12 @@ static bool sess_cmd__mail_check(struct sess *s, const struct cmd *c)
         sess_reply(s, 555, "5.5.4", "Error: SMTPUTF8 was not offered");
         return false;
     }
+    if ((prm.ret != CMD_RET_NONE || prm.envid) && !(s->offered & UP_CAP_DSN)) {
+        /* Never dropped silently: a client asking for DSN behaviour must
+         * learn it will not get it (RFC 5321 §4.1.1.11). */
+        sess_reply(s, 555, "5.5.4", "Error: DSN was not offered (RET, ENVID)");
+        return false;
+    }
     s->tx = s->spare_tx ? tx_renew(s->spare_tx, &s->info, clock_mono_ns())
                         : tx_new(&s->info, clock_mono_ns());
     s->spare_tx = NULL;
@@ -402,6 +408,13 @@ static void sess_cmd__mail_send(struct sess *s)
         sess_tx_end(s, false);
         return;
     }
+    if ((prm.ret != CMD_RET_NONE || prm.envid) && !(caps & UP_CAP_DSN)) {
+        /* Offered from what the upstream said before; this connection's
+         * upstream does not take it. Temporary: another may. */
+        sess_reply(s, 455, "4.5.4", "Upstream server does not support DSN, try again later");
+        sess_tx_end(s, false);
+        return;
+    }
     if ((caps & UP_CAP_SIZE) && up_size_limit(s->up) && prm.has_size &&
         prm.size > up_size_limit(s->up)) {
         sess_reply(s, 552, "5.3.4", "Message size exceeds the upstream's limit");
@@ -447,10 +460,9 @@ static void sess_cmd__rcpt_reply_cb(void *ud, const struct up_result *r)
     sess_kick(s);
 }
 
-static void sess_cmd__rcpt_dsn(struct sess *s, const struct cmd_params *prm, buf_t *dsn)
+/* NOTIFY and ORCPT go on verbatim (re-encoded from what was validated). */
+static void sess_cmd__rcpt_dsn(const struct cmd_params *prm, buf_t *dsn)
 {
-    if (!(up_caps(s->up) & UP_CAP_DSN))
-        return;
     if (prm->notify) {
         buf_puts(dsn, " NOTIFY=");
         if (prm->notify & CMD_NOTIFY_NEVER) {
@@ -489,8 +501,18 @@ static bool sess_cmd__rcpt_check(struct sess *s, const struct cmd *c)
         sess_reply(s, 553, "5.6.7", "Non-ASCII address requires SMTPUTF8");
         return false;
     }
+    if (prm.notify || prm.orcpt) {
+        if (!(s->offered & UP_CAP_DSN)) {
+            sess_reply(s, 555, "5.5.4", "Error: DSN was not offered (NOTIFY, ORCPT)");
+            return false;
+        }
+        if (s->up && !(up_caps(s->up) & UP_CAP_DSN)) {
+            sess_reply(s, 455, "4.5.4", "Upstream server does not support DSN, try again later");
+            return false;
+        }
+    }
     buf_t dsn = BUF_INIT;
-    sess_cmd__rcpt_dsn(s, &prm, &dsn);
+    sess_cmd__rcpt_dsn(&prm, &dsn);
     snprintf(s->addr, sizeof s->addr, "%s", path.addr);
     tx_set_current(s->tx, path.addr, dsn.ptr ? dsn.ptr : "");
     buf_free(&dsn);

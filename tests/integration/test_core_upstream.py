@@ -445,22 +445,56 @@ def test_dsn_parameters_carried(fake, sluice):
     assert "NOTIFY=SUCCESS,FAILURE" in rcpt and "ORCPT=rfc822;b@example.net" in rcpt, rcpt
 
 
-def test_dsn_parameters_dropped_without_upstream_dsn(fake_factory, sluice_factory):
+def test_dsn_parameters_refused_when_not_offered(fake_factory, sluice_factory):
+    """No DSN in the EHLO reply (the upstream has none): RET/ENVID and
+    NOTIFY/ORCPT are refused with 555 5.5.4, never dropped silently."""
     up = fake_factory(caps=caps_without("DSN"))
     sl = sluice_factory(up.port)
+    assert harness.smtp_send(sl.port) == {}  # sluice learns the upstream's capabilities
     with session(sl) as c:
-        r = c.cmd("MAIL FROM:<a@example.com> RET=HDRS")
-        if r.code == 250:
-            c.expect("RCPT TO:<b@example.net>", 250)
-            c.expect("DATA", 354)
-            c.send(BODY + b".\r\n")
-            assert c.reply().code == 250
-            mail = [x for x in up.messages[0].session.command_strs()
-                    if x.upper().startswith("MAIL")][0]
-            assert "RET=" not in mail.upper(), mail
-        else:
-            # Not advertising DSN and refusing the parameter is also RFC 3461-correct.
-            assert r.code in (501, 555), r
+        r = c.cmd("EHLO client.test")
+        assert not any(ln.upper().startswith("DSN") for ln in r.lines[1:]), r
+        c.expect("MAIL FROM:<a@example.com> RET=HDRS", 555, "5.5.4")
+        c.expect("MAIL FROM:<a@example.com> ENVID=abc", 555, "5.5.4")
+        c.expect("MAIL FROM:<a@example.com>", 250)
+        c.expect("RCPT TO:<b@example.net> NOTIFY=NEVER", 555, "5.5.4")
+        c.expect("RCPT TO:<b@example.net> ORCPT=rfc822;b@example.net", 555, "5.5.4")
+        c.expect("RCPT TO:<b@example.net>", 250)
+        c.expect("DATA", 354)
+        c.send(BODY + b".\r\n")
+        assert c.reply().code == 250
+    msgs = up.wait_messages(2)
+    assert all("RET=" not in x.upper() and "NOTIFY=" not in x.upper()
+               for m in msgs for x in m.session.command_strs())
+
+
+def test_dsn_offered_but_this_upstream_lacks_it_is_temporary(fake_factory, sluice_factory):
+    """DSN was offered from what the upstream said before; the connection
+    opened for this MAIL finds no DSN (a failover to another MTA): 455
+    4.5.4, a temporary refusal, not a silent drop."""
+    up = fake_factory()
+    sl = sluice_factory(up.port)
+    assert harness.smtp_send(sl.port) == {}  # the upstream offered DSN
+    up.caps[:] = caps_without("DSN")
+    with session(sl) as c:
+        r = c.cmd("EHLO client.test")
+        assert any(ln.upper() == "DSN" for ln in r.lines[1:]), r
+        c.expect("MAIL FROM:<a@example.com> RET=FULL", 455, "4.5.4")
+        c.expect("MAIL FROM:<a@example.com>", 250)
+        c.expect("RCPT TO:<b@example.net> NOTIFY=SUCCESS", 455, "4.5.4")
+        c.expect("RCPT TO:<b@example.net>", 250)
+        c.expect("DATA", 354)
+        c.send(BODY + b".\r\n")
+        assert c.reply().code == 250
+    assert len(up.wait_messages(2)) == 2
+
+
+def test_requiretls_and_other_unoffered_extensions_are_refused(fake, sluice):
+    """REQUIRETLS (RFC 8689), MT-PRIORITY, BY are not offered: 555 5.5.4."""
+    with session(sluice) as c:
+        for p in ("REQUIRETLS", "MT-PRIORITY=3", "BY=120;R", "HOLDFOR=10"):
+            c.expect("MAIL FROM:<a@example.com> %s" % p, 555, "5.5.4")
+        c.expect("MAIL FROM:<a@example.com>", 250)
 
 
 def test_size_parameter_forwarded(fake, sluice):
