@@ -137,6 +137,12 @@ size_t data_reader_feed(struct data_reader *r, const char *in, size_t len)
     run = in; /* start of input bytes that are output verbatim */
 
     while (p < end) {
+        if (r->binary && !r->in_header) {
+            /* The body of a BINARYMIME message: every byte as it came. */
+            data__emit(r, run, (size_t)(p - run));
+            data__emit(r, p, (size_t)(end - p));
+            return len;
+        }
         switch ((enum data_state)r->state) {
         case DATA_S_BOL:
         case DATA_S_BOL_BARE:
@@ -245,10 +251,21 @@ size_t data_reader_feed(struct data_reader *r, const char *in, size_t len)
     return len;
 }
 
+void data_reader_set_binary(struct data_reader *r)
+{
+    if (r->chunked)
+        r->binary = true;
+}
+
 void data_reader_finish(struct data_reader *r)
 {
     if (r->done)
         return;
+    if (r->binary && !r->in_header) {
+        r->state = DATA_S_DONE; /* byte-exact: no line end is added */
+        r->done = true;
+        return;
+    }
     switch ((enum data_state)r->state) {
     case DATA_S_CR:
         /* The CR went out with its line; no LF will follow. */

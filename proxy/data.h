@@ -81,6 +81,7 @@ struct data_reader {
                            * line's CRLF), or 0 if no empty line yet */
     uint64_t lines;       /* canonical lines (CRLFs) so far */
     bool chunked;         /* BDAT: no dots, no terminator (data_reader_init_chunked) */
+    bool binary;          /* BODY=BINARYMIME: the body is bytes, not lines */
 };
 
 void data_reader_init(struct data_reader *r, const struct data_limits *lim, data_sink_fn sink,
@@ -113,6 +114,14 @@ void data_reader_init_chunked(struct data_reader *r, const struct data_limits *l
  * anything else). Sets done. Idempotent.
  */
 void data_reader_finish(struct data_reader *r);
+/*
+ * BODY=BINARYMIME (RFC 3030 §3), chunked mode only, before the first feed:
+ * the header section is read as above (lines, limits, bare line ends), and
+ * from the empty line that ends it the body is taken byte for byte: no
+ * line ends looked at or added, NUL allowed, only max_size applies. Such a
+ * message can only go on as BDAT.
+ */
+void data_reader_set_binary(struct data_reader *r);
 
 static inline bool data_reader_done(const struct data_reader *r) { return r->done; }
 static inline unsigned data_reader_errors(const struct data_reader *r) { return r->errors; }

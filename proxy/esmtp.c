@@ -26,6 +26,7 @@ unsigned esmtp_caps(const struct smtp_reply *ehlo, unsigned long long *size_limi
         {"XCLIENT", ESMTP_XCLIENT},
         {"XFORWARD", ESMTP_XFORWARD},
         {"CHUNKING", ESMTP_CHUNKING},
+        {"BINARYMIME", ESMTP_BINARYMIME},
     };
     unsigned caps = 0;
     *size_limit = 0;

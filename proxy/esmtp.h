@@ -30,6 +30,7 @@ enum esmtp_cap {
     ESMTP_XCLIENT = 1 << 7,
     ESMTP_XFORWARD = 1 << 8,
     ESMTP_CHUNKING = 1 << 9,
+    ESMTP_BINARYMIME = 1 << 10, /* RFC 3030; only with CHUNKING */
 };
 
 /* The capabilities an EHLO reply announces; *size_limit gets SIZE's

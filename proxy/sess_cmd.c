@@ -304,10 +304,10 @@ static bool sess_cmd__mail_check(struct sess *s, const struct cmd *c)
         sess_reply(s, 552, "5.3.4", "Message size exceeds fixed limit");
         return false;
     }
-    if (prm.body == CMD_BODY_BINARYMIME) {
-        /* Not offered: a binary body could not be checked line by line
-         * like any other, nor go on as DATA to an upstream without it. */
-        sess_reply(s, 555, "5.5.4", "Error: BODY=BINARYMIME is not supported");
+    if (prm.body == CMD_BODY_BINARYMIME && !(s->offered & UP_CAP_BINARYMIME)) {
+        /* Offered only where the upstream takes BDAT and BINARYMIME: a
+         * binary body cannot go on as DATA. */
+        sess_reply(s, 555, "5.5.4", "Error: BODY=BINARYMIME was not offered");
         return false;
     }
     if (path.utf8 && !prm.smtputf8) {
@@ -367,7 +367,9 @@ static void sess_cmd__mail_params(struct sess *s, const struct cmd_params *prm, 
     unsigned caps = up_caps(s->up);
     if (prm->has_size && (caps & UP_CAP_SIZE))
         buf_printf(out, " SIZE=%llu", (unsigned long long)prm->size);
-    if ((caps & UP_CAP_8BITMIME) && prm->body == CMD_BODY_8BITMIME)
+    if (prm->body == CMD_BODY_BINARYMIME)
+        buf_puts(out, " BODY=BINARYMIME"); /* checked in sess_cmd__mail_send */
+    else if ((caps & UP_CAP_8BITMIME) && prm->body == CMD_BODY_8BITMIME)
         buf_puts(out, " BODY=8BITMIME");
     else if ((caps & UP_CAP_8BITMIME) && prm->body == CMD_BODY_7BIT)
         buf_puts(out, " BODY=7BIT");
@@ -405,6 +407,12 @@ static void sess_cmd__mail_send(struct sess *s)
     unsigned caps = up_caps(s->up);
     if (prm.smtputf8 && !(caps & UP_CAP_SMTPUTF8)) {
         sess_reply(s, 553, "5.6.7", "Upstream server does not support SMTPUTF8");
+        sess_tx_end(s, false);
+        return;
+    }
+    if (prm.body == CMD_BODY_BINARYMIME &&
+        (caps & (UP_CAP_CHUNKING | UP_CAP_BINARYMIME)) != (UP_CAP_CHUNKING | UP_CAP_BINARYMIME)) {
+        sess_reply(s, 455, "4.5.4", "Upstream server does not support BINARYMIME, try again later");
         sess_tx_end(s, false);
         return;
     }
@@ -558,6 +566,11 @@ static bool sess_cmd__data_check(struct sess *s, const struct cmd *c)
 {
     if (c->arg_len)
         return sess_cmd__syntax(s, "DATA");
+    if (s->tx->body == CMD_BODY_BINARYMIME) {
+        /* RFC 3030 §3: a BINARYMIME message is only ever sent with BDAT. */
+        sess_reply(s, 503, "5.5.1", "Error: BODY=BINARYMIME requires BDAT");
+        return false;
+    }
     if (tx_accepted(s->tx) == 0) {
         sess_reply(s, 554, "5.5.1", "Error: no valid recipients");
         return false;
@@ -583,9 +596,11 @@ bool sess_cmd_msg_begin(struct sess *s, bool chunked)
     };
     /* BDAT content goes through the same reader, without dots: the same
      * limits, the same canonical form. */
-    if (chunked)
+    if (chunked) {
         data_reader_init_chunked(&s->dr, &lim, msgbuf_sink, s->msg);
-    else
+        if (s->tx->body == CMD_BODY_BINARYMIME)
+            data_reader_set_binary(&s->dr);
+    } else
         data_reader_init(&s->dr, &lim, msgbuf_sink, s->msg);
     return true;
 }

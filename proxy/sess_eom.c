@@ -126,7 +126,7 @@ static void sess_eom__forward(struct sess *s)
         sess_eom__finish(s, STATS_V_TEMPFAILED, "local error");
         return;
     }
-    if (!(up_caps(s->up) & UP_CAP_8BITMIME) &&
+    if (!(up_caps(s->up) & UP_CAP_8BITMIME) && s->tx->body != CMD_BODY_BINARYMIME &&
         (s->dr.has_8bit || s->tx->body == CMD_BODY_8BITMIME ||
          (s->tx->msg && msg_edited(s->tx->msg))) &&
         !sess_eom__downgrade(s, &n))

@@ -203,6 +203,12 @@ void sess_reply_ehlo(struct sess *s, const char *helo)
          * stuffed) to an upstream without CHUNKING. */
         buf_puts(&b, "250-CHUNKING\r\n");
         s->offered |= UP_CAP_CHUNKING;
+        if ((caps & (UP_CAP_CHUNKING | UP_CAP_BINARYMIME)) ==
+            (UP_CAP_CHUNKING | UP_CAP_BINARYMIME)) {
+            /* Only passed through: the body goes on byte for byte as BDAT. */
+            buf_puts(&b, "250-BINARYMIME\r\n");
+            s->offered |= UP_CAP_BINARYMIME;
+        }
     }
     if (sess_starttls_ctx(s))
         buf_puts(&b, "250-STARTTLS\r\n");

@@ -79,6 +79,7 @@ enum up_cap {
     UP_CAP_XCLIENT = ESMTP_XCLIENT,
     UP_CAP_XFORWARD = ESMTP_XFORWARD,
     UP_CAP_CHUNKING = ESMTP_CHUNKING,
+    UP_CAP_BINARYMIME = ESMTP_BINARYMIME,
 };
 
 /* What the upstream should be told about the real client (XCLIENT/XFORWARD). */

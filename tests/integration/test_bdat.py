@@ -11,7 +11,8 @@ transaction (503, its bytes read so the stream stays in step), size limits
 (552 5.3.4, the rest of the chunks answered with it), DATA after BDAT
 (503), RSET between chunks, bare LF / bare CR under both bare_newline
 policies (the same replies as DATA), smuggling attempts inside chunks
-(never a second message upstream), BODY=BINARYMIME (555), chunking = no,
+(never a second message upstream), BODY=BINARYMIME (555 unless the upstream
+takes it, then passed through byte for byte), chunking = no,
 data_timeout between chunks, and a message changed by the rewrite plugin.
 Loopback only; every wait is bounded.
 """
@@ -110,6 +111,70 @@ def test_ehlo_offers_chunking_not_binarymime(sluice, fake):
         c.expect("MAIL FROM:<a@example.com> BODY=BINARYMIME", 555, "5.5.4")
         c.expect("MAIL FROM:<a@example.com>", 250)
         c.expect("QUIT", 221)
+
+
+def binarymime_fake(fake_factory):
+    return fake_factory(caps=["PIPELINING", "SIZE 52428800", "8BITMIME", "ENHANCEDSTATUSCODES",
+                              "CHUNKING", "BINARYMIME"])
+
+
+# A binary body: NUL, bare LF and CR, a lone "." line, CRLF.CRLF, 8-bit
+# bytes, and no line end at the end. Only the header section is text.
+BIN_HEAD = (b"From: a@example.com\r\nSubject: binary\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: application/octet-stream\r\n"
+            b"Content-Transfer-Encoding: binary\r\n\r\n")
+BIN_BODY = bytes(range(256)) + b"\n.\n\r.\r\r\n.\r\nMAIL FROM:<evil@example.com>\r\n\x00tail"
+
+
+def test_binarymime_passed_through_byte_exact(sluice_factory, fake_factory):
+    """Offered when the upstream offers CHUNKING and BINARYMIME; the body
+    goes on as BDAT byte for byte (nothing added, nothing normalised),
+    BODY=BINARYMIME on MAIL; DATA is refused for such a message."""
+    up = binarymime_fake(fake_factory)
+    sl = sluice_factory(up.port)
+    assert harness.smtp_send(sl.port) == {}  # sluice learns the upstream's offer
+    with Client(sl.port) as c:
+        c.greeting()
+        r = c.ehlo()
+        assert "CHUNKING" in r.lines and "BINARYMIME" in r.lines, r
+        c.expect("MAIL FROM:<sender@example.com> BODY=BINARYMIME", 250)
+        c.expect("RCPT TO:<rcpt@example.net>", 250)
+        c.expect("DATA", 503, "5.5.1")
+        msg = BIN_HEAD + BIN_BODY
+        r = send_chunks(c, chunks_of(msg, (10, len(BIN_HEAD) - 9, 7, 100)))
+        assert r.code == 250, r
+    m = up.wait_messages(2)[1]
+    assert m.chunked and m.data == msg, m.data
+    assert "BODY=BINARYMIME" in m.mail_params.upper(), m.mail_params
+    only_mails = [x for x in m.session.command_strs() if "evil@" in x]
+    assert not only_mails
+
+
+def test_binarymime_header_section_keeps_the_line_rules(sluice_factory, fake_factory):
+    up = binarymime_fake(fake_factory)
+    sl = sluice_factory(up.port)
+    assert harness.smtp_send(sl.port) == {}
+    with Client(sl.port) as c:
+        c.greeting()
+        c.ehlo()
+        c.expect("MAIL FROM:<sender@example.com> BODY=BINARYMIME", 250)
+        c.expect("RCPT TO:<rcpt@example.net>", 250)
+        r = send_chunks(c, [b"Subject: x\nX-Evil: 1\r\n\r\n" + BIN_BODY])
+        assert (r.code, r.enh) == (550, "5.5.2"), r
+    assert len(up.all_messages) == 1
+
+
+def test_binarymime_upstream_without_it_is_temporary(sluice_factory, fake_factory):
+    up = binarymime_fake(fake_factory)
+    sl = sluice_factory(up.port)
+    assert harness.smtp_send(sl.port) == {}
+    up.caps.remove("BINARYMIME")  # the next upstream connection lacks it
+    with Client(sl.port) as c:
+        c.greeting()
+        r = c.ehlo()
+        assert "BINARYMIME" in r.lines, r
+        c.expect("MAIL FROM:<sender@example.com> BODY=BINARYMIME", 455, "4.5.4")
+        c.expect("MAIL FROM:<sender@example.com>", 250)
 
 
 def test_chunking_no(sluice_factory, fake):

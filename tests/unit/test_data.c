@@ -653,6 +653,48 @@ static void test_chunked_table(void **state)
 /* The canonical message and every count (lines, header end, size, 8-bit,
  * errors) are the same whether the text came by BDAT or, stuffed, by
  * DATA; also with bare line ends and limits in play. */
+/* BODY=BINARYMIME: the header section by the line rules, then the body
+ * byte for byte, whatever the split; nothing added at the end. */
+static void test_binary_body(void **state)
+{
+    static const char in[] = "Subject: b\r\n\r\n\0\n.\r\n\r.\r\r\nx";
+    const size_t len = sizeof in - 1, head = 14;
+    (void)state;
+    for (size_t split = 0; split <= len; split++) {
+        struct data_reader r;
+        struct sink out = {0};
+        data_reader_init_chunked(&r, &lim_reject, sink_fn, &out);
+        data_reader_set_binary(&r);
+        assert_int_equal(data_reader_feed(&r, in, split), split);
+        assert_int_equal(data_reader_feed(&r, in + split, len - split), len - split);
+        data_reader_finish(&r);
+        assert_true(data_reader_done(&r));
+        assert_int_equal(data_reader_errors(&r), 0);
+        assert_int_equal(r.header_end, head);
+        assert_true(bytes_eq(out.p, out.len, in, len));
+        sink_free(&out);
+    }
+    /* A bare LF in the header section is still one. */
+    struct data_reader r;
+    struct sink out = {0};
+    data_reader_init_chunked(&r, &lim_reject, sink_fn, &out);
+    data_reader_set_binary(&r);
+    data_reader_feed(&r, "A: 1\nB: 2\r\n\r\n\n", 16);
+    data_reader_finish(&r);
+    assert_int_equal(data_reader_errors(&r), DATA_ERR_BARE_NL);
+    sink_free(&out);
+    /* The size limit holds in the body. */
+    struct data_limits small = lim_reject;
+    small.max_size = 10;
+    struct sink out2 = {0};
+    data_reader_init_chunked(&r, &small, sink_fn, &out2);
+    data_reader_set_binary(&r);
+    data_reader_feed(&r, "A: 1\r\n\r\n0123456789", 18);
+    data_reader_finish(&r);
+    assert_true(data_reader_errors(&r) & DATA_ERR_TOO_BIG);
+    sink_free(&out2);
+}
+
 static void test_chunked_same_as_data(void **state)
 {
     static const char alpha[] = "..a b\t\xe9\n\r";
@@ -719,6 +761,7 @@ int main(void)
         cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_chunked_table),
         cmocka_unit_test(test_chunked_same_as_data),
+        cmocka_unit_test(test_binary_body),
     };
 
     return cmocka_run_group_tests_name("smtp_data", tests, NULL, NULL);
