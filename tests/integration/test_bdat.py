@@ -150,6 +150,25 @@ def test_binarymime_passed_through_byte_exact(sluice_factory, fake_factory):
     assert not only_mails
 
 
+def test_binarymime_with_a_plugin_header_edit(sluice_factory, fake_factory):
+    """A plugin adds a header: the header section changes, the binary body
+    still goes on byte for byte."""
+    import plugkit
+    up = binarymime_fake(fake_factory)
+    sl = plugkit.start(sluice_factory, up, ("p", "testplug", {"add_header": "X-Seen: yes"}))
+    assert harness.smtp_send(sl.port) == {}
+    with Client(sl.port) as c:
+        c.greeting()
+        c.ehlo()
+        c.expect("MAIL FROM:<sender@example.com> BODY=BINARYMIME", 250)
+        c.expect("RCPT TO:<rcpt@example.net>", 250)
+        r = send_chunks(c, [BIN_HEAD + BIN_BODY])
+        assert r.code == 250, r
+    m = up.wait_messages(2)[1]
+    assert m.chunked and m.data.endswith(b"\r\n\r\n" + BIN_BODY), m.data
+    assert b"X-Seen: yes\r\n" in m.data.split(b"\r\n\r\n", 1)[0] + b"\r\n"
+
+
 def test_binarymime_header_section_keeps_the_line_rules(sluice_factory, fake_factory):
     up = binarymime_fake(fake_factory)
     sl = sluice_factory(up.port)
