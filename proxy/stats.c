@@ -100,6 +100,12 @@ const char *stats__result_name(int ok)
     return WORD(tab, ok);
 }
 
+const char *stats__auth_name(int a)
+{
+    static const char *const tab[STATS_AUTH_COUNT] = {"success", "failure", "tempfail", "aborted"};
+    return WORD(tab, a);
+}
+
 const char *stats__class_name(int rc)
 {
     static const char *const tab[STATS__RC_COUNT] = {"2xx", "3xx", "4xx", "5xx"};
@@ -206,6 +212,12 @@ void stats_conn_close(void)
 void stats_conn_refused(void) { inc(&g.conn_refused); }
 
 void stats_tls_handshake(bool ok) { inc(&g.tls[ok ? 1 : 0]); }
+
+void stats_auth(enum stats_auth a)
+{
+    if ((unsigned)a < STATS_AUTH_COUNT)
+        inc(&g.auth[a]);
+}
 
 /* 2xx..5xx -> index; anything else is not an SMTP reply and is not counted. */
 static int reply_class(int code)
@@ -437,6 +449,7 @@ static const char *const core_names[] = {
     "sluice_connections_total",
     "sluice_connections_refused_total",
     "sluice_tls_handshakes_total",
+    "sluice_smtp_auth_total",
     "sluice_smtp_replies_total",
     "sluice_upstream_replies_total",
     "sluice_upstream_errors_total",
@@ -735,6 +748,8 @@ static void reset_core(void)
         atomic_store(&g.dns[i], 0);
     for (size_t i = 0; i < STATS_UPSLOT_COUNT; i++)
         atomic_store(&g.upslot[i], 0);
+    for (size_t i = 0; i < STATS_AUTH_COUNT; i++)
+        atomic_store(&g.auth[i], 0);
     atomic_store(&g.upslot_held, 0);
     atomic_store(&g.upslot_waiting, 0);
     for (size_t i = 0; i < STATS_V_COUNT; i++) {

@@ -121,6 +121,9 @@ static void emit_smtp(buf_t *out, const struct stats__core *g)
                 "Client connections refused by a connection limit.", stats__ld(&g->conn_refused));
     emit_enum(out, "sluice_tls_handshakes_total", "counter",
               "TLS handshakes with clients by result.", "result", stats__result_name, g->tls, 2);
+    emit_enum(out, "sluice_smtp_auth_total", "counter",
+              "SMTP AUTH exchanges by result (failure: credentials refused).", "result",
+              stats__auth_name, g->auth, STATS_AUTH_COUNT);
     emit_enum(out, "sluice_smtp_replies_total", "counter",
               "SMTP replies sent to clients by code class.", "class", stats__class_name,
               g->smtp_reply, STATS__RC_COUNT);
