@@ -171,6 +171,7 @@ static void sess_auth__done(void *ud, const struct dvauth_client_result *r)
     if (s->state == S_CLOSING)
         return;
     s->busy = NULL;
+    s->log.action = NULL; /* the answer is in */
     const char *mech = sasl_mech_name(s->auth.mech);
     char quser[4 * sizeof s->auth.user + 3], qwhy[1200];
     switch (r->status) {
