@@ -785,6 +785,7 @@ static void cfg__defaults(struct cfg__load *s)
     c->dns_max_queued = 256;
     c->dns_cache_size = 10000;
     c->log_level = LOG_LVL_INFO;
+    c->auth.max_failures = 3;
 
     c->connect_at = CFG_CONNECT_AT_MAIL;
     c->upstream_tls = CFG_UP_TLS_NO;
@@ -953,6 +954,89 @@ static void cfg__listener_inherit(struct cfg__load *s, struct cfg_listener *l)
         l->max_recipients = c->max_recipients;
 }
 
+/* ---- SMTP AUTH keys ([server] defaults, [listener NAME] overrides) ---- */
+
+/* Where an AUTH key of listener l was set: its section's line, else
+ * [server]'s, else l's header. ls is NULL for "default". */
+static int cfg__auth_own(const struct cfg__lsec *ls, const char *key)
+{
+    for (size_t i = 0; ls && i < CFG_KEYS_LISTENER_N; i++)
+        if (strcmp(cfg_keys_listener[i].name, key) == 0)
+            return ls->seen[i];
+    return 0;
+}
+
+static int cfg__auth_line(const struct cfg__load *s, const struct cfg__lsec *ls,
+                          const struct cfg_listener *l, const char *key)
+{
+    int line = cfg__auth_own(ls, key);
+    if (!line)
+        line = cfg__seen_line(s, SEC_SERVER, key);
+    return line ? line : l->line;
+}
+
+/* What the section (ls; NULL: "default") left unset is [server]'s. */
+static void cfg__auth_inherit(struct cfg__load *s, const struct cfg__lsec *ls,
+                              struct cfg_listener *l)
+{
+    const struct cfg_auth *d = &s->c->auth;
+    struct cfg_auth *a = &l->auth;
+#define CFG__SET(key) (cfg__auth_own(ls, key) != 0)
+    if (!CFG__SET("auth"))
+        a->mode = d->mode;
+    if (!CFG__SET("auth_socket"))
+        a->socket = d->socket ? cfg__strdup(s, d->socket) : NULL;
+    if (!CFG__SET("auth_plaintext"))
+        a->plaintext = d->plaintext;
+    if (!CFG__SET("require_auth"))
+        a->require = d->require;
+    if (!CFG__SET("auth_max_failures"))
+        a->max_failures = d->max_failures;
+#undef CFG__SET
+}
+
+/* "/path" (a unix socket) or a numeric "ip:port" / "[v6]:port", as
+ * dvauth_client_new() takes it. */
+static bool cfg__auth_socket_ok(const char *v, char *err, size_t errlen)
+{
+    if (v[0] == '/') {
+        if (strlen(v) >= 108)
+            snprintf(err, errlen, "socket path too long");
+        return strlen(v) < 108;
+    }
+    struct cfg_addr a;
+    if (strncmp(v, "unix:", 5) == 0 || cfg_parse_addr(v, &a, err, errlen) != 0 ||
+        strcmp(a.host, "localhost") == 0) {
+        snprintf(err, errlen, "'%s' is neither /path nor a numeric ip:port", v);
+        return false;
+    }
+    return true;
+}
+
+static void cfg__check_auth(struct cfg__load *s, const struct cfg__lsec *ls,
+                            const struct cfg_listener *l)
+{
+    const struct cfg_auth *a = &l->auth;
+    const char *n = l->name;
+    char err[300] = "";
+    if (a->mode == CFG_AUTH_DOVECOT && !a->socket)
+        cfg__err(s, NULL, cfg__auth_line(s, ls, l, "auth"),
+                 "[listener %s] auth = dovecot needs auth_socket (Dovecot's auth-client socket)",
+                 n);
+    if (a->socket && !cfg__auth_socket_ok(a->socket, err, sizeof err))
+        cfg__err(s, NULL, cfg__auth_line(s, ls, l, "auth_socket"), "[listener %s] auth_socket: %s",
+                 n, err);
+    if (a->require && a->mode == CFG_AUTH_NONE)
+        cfg__err(s, NULL, cfg__auth_line(s, ls, l, "require_auth"),
+                 "[listener %s] require_auth = yes with auth = none: no client could send mail", n);
+    if (a->mode == CFG_AUTH_DOVECOT && !a->plaintext && l->tls == CFG_TLS_NONE &&
+        !l->proxy_protocol) /* a proxy that ends TLS says so in its header */
+        cfg__err(s, NULL, cfg__auth_line(s, ls, l, "auth"),
+                 "[listener %s] auth = dovecot with tls = none and auth_plaintext = no: AUTH "
+                 "would never be offered",
+                 n);
+}
+
 /* The listeners: "default" from [server] listen (unless only [listener]
  * sections listen: a [server] listen left at its default then binds
  * nothing), then the sections in file order. */
@@ -974,6 +1058,7 @@ static void cfg__listeners(struct cfg__load *s)
         for (size_t i = 0; i < c->nchain_plugins; i++)
             l->chain[l->nchain++] = i; /* [chain] plugins come first in c->plugins */
         cfg__listener_inherit(s, l);
+        cfg__auth_inherit(s, NULL, l);
     }
     for (size_t i = 0; i < s->nlsecs; i++) {
         struct cfg__lsec *ls = &s->lsecs[i];
@@ -981,12 +1066,14 @@ static void cfg__listeners(struct cfg__load *s)
         *l = ls->l;
         /* the strings move to the cfg */
         ls->l.tls_cert_file = ls->l.tls_key_file = ls->l.proxy_trusted = NULL;
+        ls->l.auth.socket = NULL;
         if (ls->chain_line)
             cfg__listener_chain(s, l, ls->chain, ls->nchain, ls->chain_line);
         else
             for (size_t j = 0; j < c->nchain_plugins; j++)
                 l->chain[l->nchain++] = j;
         cfg__listener_inherit(s, l);
+        cfg__auth_inherit(s, ls, l);
     }
 }
 
@@ -1152,6 +1239,13 @@ static void cfg__check(struct cfg__load *s)
             if (strcmp(c->listeners[j].name, s->lsecs[i].l.name) == 0)
                 cfg__check_listener(s, &s->lsecs[i], &c->listeners[j]);
     }
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        const struct cfg__lsec *ls = NULL;
+        for (size_t j = 0; j < s->nlsecs; j++)
+            if (strcmp(s->lsecs[j].l.name, c->listeners[i].name) == 0)
+                ls = &s->lsecs[j];
+        cfg__check_auth(s, ls, &c->listeners[i]);
+    }
     cfg__check_listen_unique(s);
     if (c->nupstream == 0 && !s->upstream_bad)
         cfg__err(s, NULL, cfg__seen_line(s, SEC_UPSTREAM, "servers"), "no upstream server");
@@ -1210,8 +1304,10 @@ static void cfg__free(struct cfg *c)
         free(c->listeners[i].tls_key_file);
         free(c->listeners[i].proxy_trusted);
         cidr_list_free(&c->listeners[i].proxy_nets);
+        free(c->listeners[i].auth.socket);
     }
     free(c->listeners);
+    free(c->auth.socket);
     free(c->path);
     free(c->banner);
     free(c->spool_dir);
@@ -1291,6 +1387,7 @@ struct cfg *cfg_load(const char *path, const struct cfg_overrides *ov, buf_t *er
         free(s.lsecs[i].l.tls_cert_file);
         free(s.lsecs[i].l.tls_key_file);
         free(s.lsecs[i].l.proxy_trusted);
+        free(s.lsecs[i].l.auth.socket);
     }
     free(s.lsecs);
 

@@ -30,6 +30,19 @@ enum cfg_bare_nl { CFG_BARE_REJECT = 0, CFG_BARE_NORMALIZE };
 enum cfg_failure { CFG_FAIL_TEMPFAIL = 0, CFG_FAIL_ACCEPT, CFG_FAIL_TAG };
 /* auto: STARTTLS when the listener has a certificate, else none */
 enum cfg_tls_mode { CFG_TLS_AUTO = 0, CFG_TLS_NONE, CFG_TLS_STARTTLS, CFG_TLS_IMPLICIT };
+enum cfg_auth_mode { CFG_AUTH_NONE = 0, CFG_AUTH_DOVECOT };
+
+/* SMTP AUTH (RFC 4954, proxy/sess_auth.c). [server] holds the defaults
+ * (and the "default" listener's values); a [listener NAME] key overrides
+ * its own. */
+struct cfg_auth {
+    enum cfg_auth_mode mode; /* "auth" = none|dovecot (none) */
+    char *socket;            /* "auth_socket", owned: "/path" or "ip:port" of Dovecot's
+                                auth-client socket; required with dovecot */
+    bool plaintext;          /* "auth_plaintext": offered without TLS too (no) */
+    bool require;            /* "require_auth": 530 5.7.0 for mail before AUTH (no) */
+    unsigned max_failures;   /* "auth_max_failures": failed AUTHs per session, then 421 (3) */
+};
 
 /* A key=value from any section, kept for plugins (their own sections). */
 struct cfg_kv {
@@ -79,6 +92,7 @@ struct cfg_listener {
     unsigned max_connections; /* this listener's share; 0 = no own limit */
     uint64_t max_message_size;
     unsigned max_recipients;
+    struct cfg_auth auth; /* the section's own keys, else [server]'s */
 };
 
 struct cfg {
@@ -125,6 +139,7 @@ struct cfg {
     int log_level;                /* enum log_level */
     char *plugin_dir;             /* bundled plugin directory override */
     char *quarantine_dir;         /* for QUARANTINE verdicts */
+    struct cfg_auth auth;         /* auth, auth_socket, ...: defaults of every listener */
 
     /* [upstream] */
     struct cfg_addr upstream[CFG_MAX_UPSTREAM];

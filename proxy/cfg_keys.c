@@ -26,6 +26,7 @@ static const char *const cfg_keys__up_tls[] = {"no", "may", "encrypt", NULL};
 static const char *const cfg_keys__failure[] = {"tempfail", "accept", "tag", NULL};
 /* in the order of enum cfg_tls_mode */
 static const char *const cfg_keys__tls_mode[] = {"auto", "none", "starttls", "implicit", NULL};
+static const char *const cfg_keys__auth[] = {"none", "dovecot", NULL}; /* enum cfg_auth_mode */
 
 #define O(f) offsetof(struct cfg, f)
 #define P(f) offsetof(struct cfg_plugin, f)
@@ -70,6 +71,12 @@ const struct cfg_key cfg_keys[CFG_KEYS_N] = {
     {SEC_SERVER, "log_level", T_ENUM, O(log_level), 0, 0, 0, cfg_keys__levels, 0},
     {SEC_SERVER, "plugin_dir", T_STR, O(plugin_dir), 0, 0, 0, NULL, 0},
     {SEC_SERVER, "quarantine_dir", T_STR, O(quarantine_dir), 0, 0, 0, NULL, 0},
+    /* SMTP AUTH: the same keys in [server] (defaults) and [listener NAME] */
+    {SEC_SERVER, "auth", T_ENUM, O(auth.mode), 0, 0, 0, cfg_keys__auth, 0},
+    {SEC_SERVER, "auth_socket", T_STR, O(auth.socket), 0, 0, 0, NULL, F_PRINTABLE},
+    {SEC_SERVER, "auth_plaintext", T_BOOL, O(auth.plaintext), 0, 0, 0, NULL, 0},
+    {SEC_SERVER, "require_auth", T_BOOL, O(auth.require), 0, 0, 0, NULL, 0},
+    {SEC_SERVER, "auth_max_failures", T_UINT, O(auth.max_failures), 0, 1, 1000, NULL, 0},
 
     {SEC_UPSTREAM, "servers", T_ADDRS, O(upstream), O(nupstream), 0, CFG_MAX_UPSTREAM, NULL, 0},
     {SEC_UPSTREAM, "connect", T_ENUM, O(connect_at), 0, 0, 0, cfg_keys__connect, 0},
@@ -127,6 +134,12 @@ const struct cfg_key cfg_keys_listener[CFG_KEYS_LISTENER_N] = {
     {SEC_LISTENER, "max_connections", T_UINT, L(max_connections), 0, 1, 1000000, NULL, 0},
     {SEC_LISTENER, "max_message_size", T_U64, L(max_message_size), 0, KIB, 64 * GIB, NULL, 0},
     {SEC_LISTENER, "max_recipients", T_UINT, L(max_recipients), 0, 1, 100000, NULL, 0},
+    /* SMTP AUTH: the same keys in [server] (defaults) and [listener NAME] */
+    {SEC_LISTENER, "auth", T_ENUM, L(auth.mode), 0, 0, 0, cfg_keys__auth, 0},
+    {SEC_LISTENER, "auth_socket", T_STR, L(auth.socket), 0, 0, 0, NULL, F_PRINTABLE},
+    {SEC_LISTENER, "auth_plaintext", T_BOOL, L(auth.plaintext), 0, 0, 0, NULL, 0},
+    {SEC_LISTENER, "require_auth", T_BOOL, L(auth.require), 0, 0, 0, NULL, 0},
+    {SEC_LISTENER, "auth_max_failures", T_UINT, L(auth.max_failures), 0, 1, 1000, NULL, 0},
 };
 _Static_assert(sizeof cfg_keys_listener / sizeof cfg_keys_listener[0] == CFG_KEYS_LISTENER_N,
                "CFG_KEYS_LISTENER_N");

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "authpool.h"
 #include "conn.h"
 #include "defer.h"
 #include "host.h"
@@ -265,7 +266,8 @@ int server_init(struct server *srv, uv_loop_t *loop, struct cfg *cfg)
             if (server__bind(sl, &cfg->listeners[i].listen[a]) != 0)
                 return -1;
     }
-    return 0;
+    srv->auth = authpool_new(loop);
+    return authpool_sync(srv->auth, cfg);
 }
 
 /* ---- privileges ------------------------------------------------------------ */
@@ -496,6 +498,7 @@ static void server__on_hup(uv_signal_t *h, int signum)
     }
     cfg_unref(srv->cfg);
     srv->cfg = n;
+    authpool_sync(srv->auth, n); /* addresses checked by cfg_load() */
     struct upslot_limits lim;
     server__upslot_limits(n, &lim);
     upslot_pool_set_limits(&srv->upslots, &lim);
@@ -556,6 +559,8 @@ void server_free(struct server *srv)
     while (srv->sessions)
         sess_abort(srv->sessions->sess);
     upslot_pool_close(&srv->upslots);
+    authpool_free(srv->auth); /* after the sessions: none waits on it */
+    srv->auth = NULL;
     server__stop_listeners(srv);
     server__close_handle((uv_handle_t *)&srv->sig_term);
     server__close_handle((uv_handle_t *)&srv->sig_int);

@@ -20,6 +20,7 @@
 #include "cfg.h"
 #include "upslot.h"
 
+struct authpool;
 struct sess;
 
 /* A session's place in the server's list (embedded in the session). */
@@ -58,6 +59,7 @@ struct server {
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t shutdown_timer;
     struct upslot_pool upslots; /* upstream sessions held for clients */
+    struct authpool *auth;      /* Dovecot auth clients of the listeners (SMTP AUTH) */
 };
 
 /* Bind the listeners (before dropping privileges). 0 or -1 (logged). */

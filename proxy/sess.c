@@ -43,6 +43,7 @@ static const char *const sess__state_names[S_COUNT] = {
     [S_DATA] = "data",       [S_EOM] = "eom",         [S_TLS] = "tls",
     [S_CLOSING] = "closing", [S_BDAT] = "bdat",       [S_CHUNKED] = "chunked",
     [S_PROXY] = "proxy",
+    [S_AUTH] = "auth",
 };
 
 const char *sess_state_name(enum sess_state st)
@@ -92,14 +93,15 @@ void sess_log_tx(struct sess *s, enum stats_verdict v, uint64_t size_out)
     /* Everything the client or the upstream chose is quoted: a key=value
      * parser must read back exactly what happened. */
     char from[CMD_ADDR_MAX + 3], qfrom[4 * sizeof from + 3], qhelo[4 * sizeof s->info.helo + 3];
-    char qup[4 * sizeof s->last_upstream + 3];
+    char qup[4 * sizeof s->last_upstream + 3], qauth[4 * sizeof s->info.auth_user + 3];
     snprintf(from, sizeof from, "<%s>", tx && tx->orig_sender ? tx->orig_sender : "");
     log_c_info(&s->log,
-               "event=tx client=%s:%d helo=%s tls=%s from=%s rcpts=%zu size=%llu "
+               "event=tx client=%s:%d helo=%s tls=%s auth=%s from=%s rcpts=%zu size=%llu "
                "upstream=%s verdict=%s duration=%llu.%03llu%s",
                s->info.client_addr, s->info.client_port,
                s->info.helo[0] ? log_quote(qhelo, sizeof qhelo, s->info.helo) : "-",
                s->info.tls_version[0] ? s->info.tls_version : "none",
+               s->info.auth_user[0] ? log_quote(qauth, sizeof qauth, s->info.auth_user) : "-",
                log_quote(qfrom, sizeof qfrom, from), nrcpts, (unsigned long long)bytes,
                log_quote(qup, sizeof qup, s->last_upstream), names_txverdict(v), ms / 1000,
                ms % 1000, extra.ptr ? extra.ptr : "");
@@ -206,6 +208,21 @@ static size_t sess__process(struct sess *s, const char *in, size_t len)
         }
         if (s->state == S_BDAT) {
             off += sess_bdat_feed(s, in + off, len - off);
+            continue;
+        }
+        if (s->state == S_AUTH) {
+            /* A SASL response, never a command; none while Dovecot is
+             * asked (busy): what follows waits for its answer. */
+            if (s->busy || sess_reply_queued(s) > s->cfg->client_output_limit)
+                break;
+            size_t used = 0, llen = 0;
+            const char *line = NULL;
+            enum cmd_rd rd = cmd_reader_next(&s->auth.rd, in + off, len - off, &used, &line, &llen);
+            off += used;
+            if (rd == CMD_RD_AGAIN)
+                break;
+            s->ncmds++; /* progress, for the client's deadline */
+            sess_auth_feed(s, rd == CMD_RD_LINE ? line : NULL, llen);
             continue;
         }
         if (!sess__can_take_command(s))
@@ -508,6 +525,7 @@ static void sess__timer_close_cb(uv_handle_t *h)
 static void sess__teardown(struct sess *s, bool graceful)
 {
     defer_cancel(&s->close_ev);
+    sess_auth_cancel(s); /* no Dovecot answer reaches a freed session */
     if (s->hc)
         host_cancel(s->hc);
     sess_eom_cancel(s);
@@ -605,9 +623,11 @@ static void sess__on_event(struct conn *c, enum conn_event ev, int err, void *ud
             sess__start(s);
             break;
         }
-        /* RFC 3207: the session starts over; a new EHLO is required. */
+        /* RFC 3207: the session starts over; a new EHLO is required, and
+         * nothing learnt before counts (an AUTH in the clear included). */
         s->info.helo[0] = 0;
         s->info.esmtp = false;
+        sess_auth_forget(s);
         if (s->hc)
             host_conn_info(s->hc, &s->info);
         buf_reset(&s->in);

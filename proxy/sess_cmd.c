@@ -28,7 +28,11 @@ enum {
     SV_NEEDS_TX = 1 << 3,      /* needs a transaction (MAIL given) */
     SV_JUNK = 1 << 4,          /* counts toward junk_command_limit */
     SV_PRE_TLS = 1 << 5,       /* allowed before STARTTLS where the listener requires TLS */
+    SV_PRE_AUTH = 1 << 6,      /* allowed before AUTH where the listener requires it */
 };
+/* RFC 4954 §6: everything but AUTH, EHLO, HELO, NOOP, RSET and QUIT gets
+ * 530 before AUTH; STARTTLS too, or AUTH could never be reached. */
+#define SV_PRE (SV_PRE_TLS | SV_PRE_AUTH)
 
 #define SV_NO_PHASE SLUICE_PHASE_COUNT
 #define ST_COMMAND                                                                                 \
@@ -361,7 +365,13 @@ static void sess_cmd__mail_proceed(struct sess *s, const struct host_result *r)
     sess_cmd__mail_send(s);
 }
 
-/* The forwarded MAIL parameters: only what the upstream offers. */
+/* The forwarded MAIL parameters: only what the upstream offers.
+ * AUTH= (RFC 4954 §5) is accepted from the client and never forwarded:
+ * sluice does not authenticate to the upstream, so it cannot vouch for a
+ * mailbox there, and a client's own claim is worth AUTH=<> (§5: an
+ * untrusted value is treated as AUTH=<>). The upstream learns who the
+ * client authenticated as through XCLIENT LOGIN= instead; plugins through
+ * auth_user(), not through the raw parameter. */
 static void sess_cmd__mail_params(struct sess *s, const struct cmd_params *prm, buf_t *out)
 {
     unsigned caps = up_caps(s->up);
@@ -718,9 +728,9 @@ static bool sess_cmd__ok(struct sess *s, const struct cmd *c)
 
 #define ANY ST_COMMAND
 static const struct sess_verb sess_cmd__table[CMD_VERB_COUNT] = {
-    [CMD_EHLO] = {CMD_EHLO, ANY, NULL, SV_BARRIER | SV_JUNK | SV_PRE_TLS, SLUICE_PHASE_HELO,
+    [CMD_EHLO] = {CMD_EHLO, ANY, NULL, SV_BARRIER | SV_JUNK | SV_PRE, SLUICE_PHASE_HELO,
                   sess_cmd__ehlo_check, sess_cmd__helo_proceed},
-    [CMD_HELO] = {CMD_HELO, ANY, NULL, SV_BARRIER | SV_JUNK | SV_PRE_TLS, SLUICE_PHASE_HELO,
+    [CMD_HELO] = {CMD_HELO, ANY, NULL, SV_BARRIER | SV_JUNK | SV_PRE, SLUICE_PHASE_HELO,
                   sess_cmd__helo_only_check, sess_cmd__helo_proceed},
     [CMD_MAIL] = {CMD_MAIL, S_BIT(S_HELO) | ST_TX, "Error: send HELO/EHLO first", SV_COUNT_ERROR,
                   SLUICE_PHASE_MAIL, sess_cmd__mail_check, sess_cmd__mail_proceed},
@@ -729,20 +739,23 @@ static const struct sess_verb sess_cmd__table[CMD_VERB_COUNT] = {
     [CMD_DATA] = {CMD_DATA, ST_TX, "Error: need MAIL command",
                   SV_BARRIER | SV_COUNT_ERROR | SV_NEEDS_TX, SV_NO_PHASE, sess_cmd__data_check,
                   sess_cmd__data_proceed},
-    [CMD_RSET] = {CMD_RSET, ANY, NULL, SV_BARRIER | SV_JUNK | SV_PRE_TLS, SV_NO_PHASE,
+    [CMD_RSET] = {CMD_RSET, ANY, NULL, SV_BARRIER | SV_JUNK | SV_PRE, SV_NO_PHASE,
                   sess_cmd__rset_check, sess_cmd__rset_proceed},
-    [CMD_NOOP] = {CMD_NOOP, ANY, NULL, SV_JUNK | SV_PRE_TLS, SV_NO_PHASE, sess_cmd__ok,
+    [CMD_NOOP] = {CMD_NOOP, ANY, NULL, SV_JUNK | SV_PRE, SV_NO_PHASE, sess_cmd__ok,
                   sess_cmd__noop_proceed},
-    [CMD_QUIT] = {CMD_QUIT, ANY, NULL, SV_BARRIER | SV_PRE_TLS, SV_NO_PHASE, sess_cmd__ok,
+    [CMD_QUIT] = {CMD_QUIT, ANY, NULL, SV_BARRIER | SV_PRE, SV_NO_PHASE, sess_cmd__ok,
                   sess_cmd__quit_proceed},
     [CMD_HELP] = {CMD_HELP, ANY, NULL, SV_BARRIER | SV_JUNK, SV_NO_PHASE, sess_cmd__ok,
                   sess_cmd__help_proceed},
     [CMD_VRFY] = {CMD_VRFY, ANY, NULL, SV_BARRIER | SV_JUNK, SV_NO_PHASE, sess_cmd__ok,
                   sess_cmd__vrfy_proceed},
-    [CMD_STARTTLS] = {CMD_STARTTLS, ANY, NULL, SV_BARRIER | SV_DISCARD_AFTER | SV_PRE_TLS,
-                      SV_NO_PHASE, sess_cmd__starttls_check, sess_cmd__starttls_proceed},
+    [CMD_STARTTLS] = {CMD_STARTTLS, ANY, NULL, SV_BARRIER | SV_DISCARD_AFTER | SV_PRE, SV_NO_PHASE,
+                      sess_cmd__starttls_check, sess_cmd__starttls_proceed},
     [CMD_EXPN] = {CMD_EXPN, ANY, NULL, SV_BARRIER, SV_NO_PHASE, sess_cmd__not_impl, NULL},
-    [CMD_AUTH] = {CMD_AUTH, ANY, NULL, SV_BARRIER, SV_NO_PHASE, sess_cmd__not_impl, NULL},
+    /* Before STARTTLS too: sess_auth_check() answers 538 itself. A barrier:
+     * the lines after it may be SASL responses, not commands. */
+    [CMD_AUTH] = {CMD_AUTH, ANY, NULL, SV_BARRIER | SV_PRE, SV_NO_PHASE, sess_auth_check,
+                  sess_auth_proceed},
     /* Not SV_NEEDS_TX and every state: a BDAT out of place is answered
      * only after its bytes were read (sess_bdat.c). */
     [CMD_BDAT] = {CMD_BDAT, ANY, NULL, SV_BARRIER, SV_NO_PHASE, sess_bdat_check, sess_bdat_proceed},
@@ -752,6 +765,11 @@ static const struct sess_verb sess_cmd__table[CMD_VERB_COUNT] = {
     [CMD_XFORWARD] = {CMD_XFORWARD, ANY, NULL, SV_BARRIER, SV_NO_PHASE, sess_cmd__not_impl, NULL},
 };
 #undef ANY
+
+const struct sess_verb *sess_cmd_verb(enum cmd_verb v)
+{
+    return v < CMD_VERB_COUNT ? &sess_cmd__table[v] : NULL;
+}
 
 bool sess_cmd_is_barrier(enum cmd_verb v)
 {
@@ -793,6 +811,14 @@ static void sess_cmd__run(struct sess *s, const struct sess_verb *d, const struc
         sess_error(s);
         return;
     }
+    if (s->lst->auth.require && !s->info.auth_user[0] && !(d->flags & SV_PRE_AUTH)) {
+        static const char need_auth[] = "Authentication required";
+        if (c->verb == CMD_BDAT && sess_bdat_refuse(s, c, 530, "5.7.0", need_auth))
+            return;
+        sess_reply(s, 530, "5.7.0", "%s", need_auth);
+        sess_error(s);
+        return;
+    }
     if (!(d->states & S_BIT(s->state)) || ((d->flags & SV_NEEDS_TX) && !s->tx)) {
         const char *seq = s->state == S_CHUNKED ? sess_bdat_seq_text() : d->seq_text;
         sess_reply(s, 503, "5.5.1", "%s", seq ? seq : "Error: bad sequence");
@@ -825,7 +851,14 @@ bool sess_cmd_handle(struct sess *s, const char *line, size_t len)
     s->ncmds++;
     struct cmd c;
     cmd_parse(line, len, &c);
-    log_c_debug(&s->log, "client> %.*s", (int)len, line);
+    /* AUTH's initial response holds the password: the log has the verb
+     * and mechanism only. */
+    int shown = (int)len;
+    if (c.verb == CMD_AUTH && c.arg) {
+        const char *sp = memchr(c.arg, ' ', c.arg_len);
+        shown = (int)((sp ? sp : c.arg + c.arg_len) - line);
+    }
+    log_c_debug(&s->log, "client> %.*s%s", shown, line, shown < (int)len ? " ..." : "");
     if (c.has_nul) {
         sess_reply(s, 500, "5.5.2", "Error: NUL character in command");
         sess_error(s);

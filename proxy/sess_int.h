@@ -24,8 +24,10 @@
 #include "log.h"
 #include "server.h"
 #include "sess.h"
+#include "authpool.h"
 #include "cmd.h"
 #include "data.h"
+#include "sasl.h"
 #include "stats.h"
 #include "tx.h"
 #include "up.h"
@@ -46,6 +48,7 @@ enum sess_state {
     S_BDAT,       /* reading the bytes of a BDAT chunk (sess_bdat.c) */
     S_CHUNKED,    /* between BDAT chunks of a message, LAST not yet seen */
     S_PROXY,      /* reading the PROXY protocol header (proxy_protocol listeners) */
+    S_AUTH,       /* SMTP AUTH: lines are SASL responses, then Dovecot's answer (sess_auth.c) */
     S_COUNT
 };
 #define S_BIT(st) (1u << (st))
@@ -110,6 +113,18 @@ struct sess_bdat {
     struct sess_said failed;
 };
 
+/* SMTP AUTH (RFC 4954), sess_auth.c. The exchange collects the whole
+ * credentials (PLAIN: one response; LOGIN: user name, then password), then
+ * asks Dovecot once (dvauth_client.h explains why). */
+struct sess_auth {
+    enum sasl_mech mech;           /* of the exchange in progress */
+    struct sasl_login login;       /* LOGIN's steps; PLAIN's credentials too (secret: wiped) */
+    struct authpool_req *req;      /* Dovecot's answer pending, or NULL */
+    char user[SASL_FIELD_MAX + 1]; /* the authcid sent, for the log */
+    unsigned failures;             /* 535s in this session */
+    struct cmd_reader rd;          /* S_AUTH: response lines (longer than commands) */
+};
+
 struct sess {
     struct server_link link; /* in the server's list */
     struct server *srv;
@@ -172,6 +187,7 @@ struct sess {
     struct iovec segs[4];
     struct sess_replay replay;
     struct sess_bdat bdat;
+    struct sess_auth auth;
     struct quar_req *quar; /* quarantine write in progress */
 
     char last_upstream[300]; /* for the transaction log line */
@@ -224,6 +240,7 @@ void sess_reply_ehlo(struct sess *s, const char *helo);
 /* Handle one command line; true: discard the rest of the input (STARTTLS). */
 bool sess_cmd_handle(struct sess *s, const char *line, size_t len);
 bool sess_cmd_is_barrier(enum cmd_verb v);
+const struct sess_verb *sess_cmd_verb(enum cmd_verb v); /* its table entry (s->busy) */
 void sess_cmd_connect(struct sess *s); /* CONNECT phase, then the greeting */
 void sess_cmd_up_open_cb(void *ud, const struct up_result *r);
 void sess_cmd_up_wait_expired(struct sess *s); /* no upstream slot in queue_timeout */
@@ -241,6 +258,15 @@ const char *sess_bdat_seq_text(void);  /* 503 text for MAIL/RCPT/DATA in S_CHUNK
  * still read and dropped when its size parses. False: answer it yourself. */
 bool sess_bdat_refuse(struct sess *s, const struct cmd *c, int code, const char *enh,
                       const char *text);
+
+/* sess_auth.c: the AUTH verb (its command-table entry) and the exchange */
+bool sess_auth_check(struct sess *s, const struct cmd *c);
+void sess_auth_proceed(struct sess *s, const struct host_result *r);
+/* One response line in S_AUTH (NULL: a line over the bound of s->auth.rd). */
+void sess_auth_feed(struct sess *s, const char *line, size_t len);
+bool sess_auth_offered(const struct sess *s); /* EHLO lists AUTH */
+void sess_auth_forget(struct sess *s);        /* STARTTLS: what was learnt before is void */
+void sess_auth_cancel(struct sess *s);        /* teardown: no callback after this */
 
 /* sess_eom.c */
 void sess_eom_begin(struct sess *s);  /* the whole message is in */

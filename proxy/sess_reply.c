@@ -212,6 +212,8 @@ void sess_reply_ehlo(struct sess *s, const char *helo)
     }
     if (sess_starttls_ctx(s))
         buf_puts(&b, "250-STARTTLS\r\n");
+    if (sess_auth_offered(s))
+        buf_puts(&b, "250-AUTH PLAIN LOGIN\r\n");
     if (caps & UP_CAP_DSN)
         buf_puts(&b, "250-DSN\r\n");
     if (caps & UP_CAP_SMTPUTF8)

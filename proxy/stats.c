@@ -100,6 +100,12 @@ const char *stats__result_name(int ok)
     return WORD(tab, ok);
 }
 
+const char *stats__auth_name(int a)
+{
+    static const char *const tab[STATS_AUTH_COUNT] = {"success", "failure", "tempfail", "aborted"};
+    return WORD(tab, a);
+}
+
 const char *stats__class_name(int rc)
 {
     static const char *const tab[STATS__RC_COUNT] = {"2xx", "3xx", "4xx", "5xx"};
@@ -215,6 +221,12 @@ const char *stats_proxy_name(int r)
 {
     static const char *const names[STATS_PROXY_COUNT] = {"ok", "malformed", "untrusted"};
     return r >= 0 && r < STATS_PROXY_COUNT ? names[r] : "?";
+}
+
+void stats_auth(enum stats_auth a)
+{
+    if ((unsigned)a < STATS_AUTH_COUNT)
+        inc(&g.auth[a]);
 }
 
 /* 2xx..5xx -> index; anything else is not an SMTP reply and is not counted. */
@@ -448,6 +460,7 @@ static const char *const core_names[] = {
     "sluice_connections_refused_total",
     "sluice_tls_handshakes_total",
     "sluice_proxy_headers_total",
+    "sluice_smtp_auth_total",
     "sluice_smtp_replies_total",
     "sluice_upstream_replies_total",
     "sluice_upstream_errors_total",
@@ -748,6 +761,8 @@ static void reset_core(void)
         atomic_store(&g.dns[i], 0);
     for (size_t i = 0; i < STATS_UPSLOT_COUNT; i++)
         atomic_store(&g.upslot[i], 0);
+    for (size_t i = 0; i < STATS_AUTH_COUNT; i++)
+        atomic_store(&g.auth[i], 0);
     atomic_store(&g.upslot_held, 0);
     atomic_store(&g.upslot_waiting, 0);
     for (size_t i = 0; i < STATS_V_COUNT; i++) {

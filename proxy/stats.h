@@ -64,6 +64,15 @@ enum stats_upslot_event {
     STATS_UPSLOT_COUNT
 };
 
+/* What became of one SMTP AUTH exchange (sess_auth.c). */
+enum stats_auth {
+    STATS_AUTH_SUCCESS = 0, /* 235 */
+    STATS_AUTH_FAILURE,     /* 535: credentials refused */
+    STATS_AUTH_TEMPFAIL,    /* 454: Dovecot unreachable, timed out or temp_fail */
+    STATS_AUTH_ABORTED,     /* cancelled by the client, or malformed (5xx, Dovecot not asked) */
+    STATS_AUTH_COUNT
+};
+
 int stats_init(void);             /* once, before anything else */
 void stats_set_build_info(const char *version);
 
@@ -88,6 +97,7 @@ void stats_error(void);           /* internal errors (spool, memory) */
 void stats_dns(enum stats_dns_event e);
 void stats_upslot(enum stats_upslot_event e);
 void stats_upslots(unsigned held, unsigned waiting); /* gauges */
+void stats_auth(enum stats_auth a);
 
 /* One call per transaction that reached a final answer (or was aborted). */
 void stats_transaction(enum stats_verdict v, unsigned rcpts, uint64_t bytes_in,

@@ -88,6 +88,8 @@ static void emit_traffic(buf_t *out, const struct stats__core *g)
     buf_puts(out, ",");
     emit_enum(out, "proxy_headers", stats_proxy_name, g->proxy_hdr, STATS_PROXY_COUNT);
     buf_puts(out, ",");
+    emit_enum(out, "smtp_auth", stats__auth_name, g->auth, STATS_AUTH_COUNT);
+    buf_puts(out, ",");
     emit_enum(out, "smtp_replies", stats__class_name, g->smtp_reply, STATS__RC_COUNT);
     buf_puts(out, ",");
     emit_enum(out, "upstream_replies", stats__class_name, g->up_reply, STATS__RC_COUNT);

@@ -45,6 +45,7 @@ struct stats__core {
     _Atomic uint64_t dns[STATS_DNS_COUNT];
     _Atomic uint64_t upslot[STATS_UPSLOT_COUNT];
     _Atomic uint64_t upslot_held, upslot_waiting;
+    _Atomic uint64_t auth[STATS_AUTH_COUNT];
     _Atomic uint64_t tx[STATS_V_COUNT];  /* every finished transaction */
     _Atomic uint64_t msg[STATS_V_COUNT]; /* those that carried content */
     _Atomic uint64_t rcpts;
@@ -122,6 +123,7 @@ typedef const char *stats__word_fn(int i);
 
 /* Label words of the stats-only sets; "unknown" outside them. */
 const char *stats__result_name(int ok); /* 0 failure, 1 success */
+const char *stats__auth_name(int a);    /* enum stats_auth */
 const char *stats__class_name(int rc);  /* STATS__RC_* */
 const char *stats__timeout_name(int t); /* enum stats_timeout */
 const char *stats__upslot_name(int e);  /* enum stats_upslot_event */

@@ -124,6 +124,9 @@ static void emit_smtp(buf_t *out, const struct stats__core *g)
     emit_enum(out, "sluice_proxy_headers_total", "counter",
               "PROXY protocol headers on listeners that take them, by result.", "result",
               stats_proxy_name, g->proxy_hdr, STATS_PROXY_COUNT);
+    emit_enum(out, "sluice_smtp_auth_total", "counter",
+              "SMTP AUTH exchanges by result (failure: credentials refused).", "result",
+              stats__auth_name, g->auth, STATS_AUTH_COUNT);
     emit_enum(out, "sluice_smtp_replies_total", "counter",
               "SMTP replies sent to clients by code class.", "class", stats__class_name,
               g->smtp_reply, STATS__RC_COUNT);

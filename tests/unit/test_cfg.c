@@ -776,6 +776,90 @@ static void test_parse_bool(void **state)
 
 /* ---- the shipped example ---- */
 
+/* ---- SMTP AUTH keys: [server] defaults, listener overrides, checks ---- */
+
+static void test_auth_keys(void **state)
+{
+    (void)state;
+    buf_t err = BUF_INIT;
+    struct cfg *c = load_text("[server]\nlisten = 127.0.0.1:2525\nauth = dovecot\n"
+                              "auth_socket = /run/dovecot/auth-client\nauth_plaintext = yes\n"
+                              "[listener sub]\nlisten = 127.0.0.1:2587\nrequire_auth = yes\n"
+                              "auth_max_failures = 5\n"
+                              "[listener mx]\nlisten = 127.0.0.1:2526\nauth = none\n",
+                              &err);
+    if (!c)
+        fail_msg("%s", err.ptr);
+    const struct cfg_listener *d = cfg_listener_find(c, "default");
+    const struct cfg_listener *sub = cfg_listener_find(c, "sub");
+    const struct cfg_listener *mx = cfg_listener_find(c, "mx");
+    assert_non_null(d);
+    assert_non_null(sub);
+    assert_non_null(mx);
+    /* default: all of [server]'s */
+    assert_int_equal(d->auth.mode, CFG_AUTH_DOVECOT);
+    assert_string_equal(d->auth.socket, "/run/dovecot/auth-client");
+    assert_true(d->auth.plaintext);
+    assert_false(d->auth.require);
+    assert_int_equal(d->auth.max_failures, 3);
+    /* sub: its own require_auth and auth_max_failures, the rest inherited */
+    assert_int_equal(sub->auth.mode, CFG_AUTH_DOVECOT);
+    assert_string_equal(sub->auth.socket, "/run/dovecot/auth-client");
+    assert_true(sub->auth.plaintext);
+    assert_true(sub->auth.require);
+    assert_int_equal(sub->auth.max_failures, 5);
+    assert_int_equal(mx->auth.mode, CFG_AUTH_NONE);
+    cfg_unref(c);
+
+    /* nothing set: none */
+    c = load_text("[server]\nlisten = 127.0.0.1:2525\n", &err);
+    assert_non_null(c);
+    assert_int_equal(c->listeners[0].auth.mode, CFG_AUTH_NONE);
+    assert_null(c->listeners[0].auth.socket);
+    cfg_unref(c);
+
+    static const struct err_case cases[] = {
+        {"[server]\nauth = dovecot\nauth_plaintext = yes\n",
+         "x.conf:2: [listener default] auth = dovecot needs auth_socket (Dovecot's auth-client "
+         "socket)\n"},
+        {"[server]\nauth = ldap\n", "x.conf:2: 'auth': expected none|dovecot, not 'ldap'\n"},
+        {"[server]\nauth_max_failures = 0\n",
+         "x.conf:2: 'auth_max_failures' = 0 is out of range (1..1000)\n"},
+        {"[server]\nrequire_auth = yes\n",
+         "x.conf:2: [listener default] require_auth = yes with auth = none: no client could send "
+         "mail\n"},
+        {"[server]\nauth = dovecot\nauth_socket = /x\n",
+         "x.conf:2: [listener default] auth = dovecot with tls = none and auth_plaintext = no: "
+         "AUTH would never be offered\n"},
+        {"[listener a]\nlisten = 127.0.0.1:2587\nauth = dovecot\nauth_plaintext = yes\n"
+         "auth_socket = dovecot.example:12345\n",
+         "x.conf:5: [listener a] auth_socket: 'dovecot.example:12345' is neither /path nor a "
+         "numeric ip:port\n"},
+        {"[server]\nauth_socket = localhost:1\n[listener a]\nlisten = 127.0.0.1:2587\n"
+         "auth = dovecot\nauth_plaintext = yes\n",
+         "x.conf:2: [listener a] auth_socket: 'localhost:1' is neither /path nor a numeric "
+         "ip:port\n"},
+        {"[listener a]\nlisten = 127.0.0.1:2587\nrequire_auth = no\nrequire_auth = no\n",
+         "x.conf:4: duplicate key 'require_auth' in [listener a] (first set at line 3)\n"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        c = load_text(cases[i].text, &err);
+        if (c) {
+            cfg_unref(c);
+            fail_msg("case %zu: loaded, want %s", i, cases[i].want);
+        }
+        if (!err.ptr || strcmp(err.ptr, cases[i].want) != 0)
+            fail_msg("case %zu: got \"%s\", want \"%s\"", i, err.ptr ? err.ptr : "", cases[i].want);
+    }
+    /* a numeric inet_listener is fine */
+    c = load_text("[server]\nauth = dovecot\nauth_plaintext = yes\nauth_socket = 127.0.0.1:12345\n",
+                  &err);
+    if (!c)
+        fail_msg("%s", err.ptr);
+    cfg_unref(c);
+    buf_free(&err);
+}
+
 static void test_contrib_conf(void **state)
 {
     (void)state;
@@ -857,6 +941,7 @@ int main(void)
         cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_parse_size),
         cmocka_unit_test(test_parse_bool),
+        cmocka_unit_test_setup_teardown(test_auth_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_contrib_conf, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

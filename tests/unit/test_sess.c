@@ -44,6 +44,7 @@
 #include "cfg.h"
 #include "chain.h"
 #include "log.h"
+#include "sasl.h"
 #include "server.h"
 #include "stats.h"
 
@@ -537,6 +538,147 @@ static void cli_close(struct cli *c)
     }
 }
 
+/* ==== the fake Dovecot auth service ====================================== */
+
+/* Enough of Dovecot's auth-client protocol for the session's AUTH: the
+ * handshake, then one answer per AUTH line, decided by the PLAIN response:
+ * alice/secret -> OK user=alice; Bob/hunter2 -> OK user=bob (Dovecot's
+ * canonical name differs from the authcid); password "slow" -> no answer;
+ * anything else -> FAIL. Every AUTH line is recorded (checked for rip=,
+ * secured, session=, and that no-penalty is never asked). */
+struct fd_conn {
+    uv_tcp_t tcp;
+    struct fake_dv *dv;
+    buf_t in;
+    struct fd_conn *next;
+};
+
+struct fake_dv {
+    uv_tcp_t srv;
+    int port;
+    bool on;
+    struct fd_conn *conns;
+    buf_t seen; /* the AUTH lines, '\n'-terminated */
+};
+
+static void fd_close_cb(uv_handle_t *h)
+{
+    (void)h; /* freed in fd_free, after the loop drained */
+}
+
+static void fd_send(struct fd_conn *c, const char *text)
+{
+    uv_write_t *req = malloc(sizeof *req);
+    assert_non_null(req);
+    req->data = strdup(text);
+    uv_buf_t b = uv_buf_init(req->data, (unsigned)strlen(text));
+    if (uv_write(req, (uv_stream_t *)&c->tcp, &b, 1, fu_write_cb) != 0) {
+        free(req->data);
+        free(req);
+    }
+}
+
+static void fd_line(struct fd_conn *c, const char *line)
+{
+    if (strncmp(line, "AUTH\t", 5) != 0)
+        return; /* VERSION, CPID */
+    buf_printf(&c->dv->seen, "%s\n", line);
+    unsigned id = (unsigned)strtoul(line + 5, NULL, 10);
+    const char *resp = strstr(line, "\tresp=");
+    unsigned char msg[SASL_MSG_MAX];
+    size_t n = 0;
+    struct sasl_creds cr;
+    char out[300];
+    if (!resp || sasl_b64_decode(resp + 6, strlen(resp + 6), msg, sizeof msg, &n) < 0 ||
+        sasl_plain_decode(msg, n, &cr) < 0) {
+        snprintf(out, sizeof out, "FAIL\t%u\n", id);
+    } else if (strcmp(cr.passwd, "slow") == 0) {
+        return;
+    } else if (strcmp(cr.authcid, "alice") == 0 && strcmp(cr.passwd, "secret") == 0) {
+        snprintf(out, sizeof out, "OK\t%u\tuser=alice\n", id);
+    } else if (strcmp(cr.authcid, "Bob") == 0 && strcmp(cr.passwd, "hunter2") == 0) {
+        snprintf(out, sizeof out, "OK\t%u\tuser=bob\n", id);
+    } else {
+        snprintf(out, sizeof out, "FAIL\t%u\tuser=%s\n", id, cr.authcid);
+    }
+    fd_send(c, out);
+}
+
+static void fd_read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
+{
+    struct fd_conn *c = st->data;
+    if (n < 0) {
+        if (!uv_is_closing((uv_handle_t *)st))
+            uv_close((uv_handle_t *)st, fd_close_cb);
+    } else if (n > 0) {
+        buf_append(&c->in, b->base, (size_t)n);
+        char *nl;
+        while (c->in.ptr && (nl = memchr(c->in.ptr, '\n', c->in.len)) != NULL) {
+            *nl = 0;
+            fd_line(c, c->in.ptr);
+            buf_consume(&c->in, (size_t)(nl - c->in.ptr) + 1);
+        }
+    }
+    free(b->base);
+}
+
+static void fd_on_connection(uv_stream_t *l, int status)
+{
+    struct fake_dv *dv = l->data;
+    if (status != 0)
+        return;
+    struct fd_conn *c = calloc(1, sizeof *c);
+    assert_non_null(c);
+    c->dv = dv;
+    c->next = dv->conns;
+    dv->conns = c;
+    uv_tcp_init(l->loop, &c->tcp);
+    c->tcp.data = c;
+    if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0) {
+        uv_close((uv_handle_t *)&c->tcp, fd_close_cb);
+        return;
+    }
+    fd_send(c, "VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nMECH\tLOGIN\tplaintext\n"
+               "SPID\t4242\nCUID\t7\nCOOKIE\t0123456789abcdef0123456789abcdef\nDONE\n");
+    uv_read_start((uv_stream_t *)&c->tcp, fu_alloc_cb, fd_read_cb);
+}
+
+static void fd_listen(struct fake_dv *dv, uv_loop_t *loop)
+{
+    uv_tcp_init(loop, &dv->srv);
+    dv->srv.data = dv;
+    struct sockaddr_in a;
+    uv_ip4_addr("127.0.0.1", 0, &a);
+    assert_int_equal(uv_tcp_bind(&dv->srv, (const struct sockaddr *)&a, 0), 0);
+    assert_int_equal(uv_listen((uv_stream_t *)&dv->srv, 16, fd_on_connection), 0);
+    int len = sizeof a;
+    uv_tcp_getsockname(&dv->srv, (struct sockaddr *)&a, &len);
+    dv->port = ntohs(a.sin_port);
+    dv->on = true;
+}
+
+static void fd_close_all(struct fake_dv *dv)
+{
+    if (!dv->on)
+        return;
+    uv_close((uv_handle_t *)&dv->srv, fd_close_cb);
+    for (struct fd_conn *c = dv->conns; c; c = c->next)
+        if (!uv_is_closing((uv_handle_t *)&c->tcp))
+            uv_close((uv_handle_t *)&c->tcp, fd_close_cb);
+}
+
+static void fd_free(struct fake_dv *dv)
+{
+    while (dv->conns) {
+        struct fd_conn *c = dv->conns;
+        dv->conns = c->next;
+        buf_free(&c->in);
+        free(c);
+    }
+    buf_free(&dv->seen);
+    memset(dv, 0, sizeof *dv);
+}
+
 /* ==== the harness ======================================================== */
 
 struct opts {
@@ -544,6 +686,9 @@ struct opts {
     const char *upstream_cfg; /* extra [upstream] lines */
     const struct fu_rule *rules;
     bool upstream_down; /* nothing listens where the upstream should be */
+    /* SMTP AUTH: off, on (auth_plaintext, the fake Dovecot), on without
+     * auth_plaintext (TLS only: never offered here), on with Dovecot down */
+    enum { AUTH_OFF = 0, AUTH_ON, AUTH_DV_DOWN } auth;
 };
 
 struct h {
@@ -552,6 +697,7 @@ struct h {
     struct server srv;
     bool running;
     struct fake_up fu;
+    struct fake_dv dv;
     struct cli cli[NCLIENTS];
     int port; /* the server's SMTP port */
 };
@@ -627,6 +773,17 @@ static void h_start(struct h *h, const struct opts *o)
         up_port = h->fu.port;
     }
     h->port = free_port();
+    char auth[200] = "";
+    if (o->auth) {
+        int dv_port = free_port(); /* nothing listens there: Dovecot down */
+        if (o->auth != AUTH_DV_DOWN) {
+            fd_listen(&h->dv, &h->loop);
+            dv_port = h->dv.port;
+        }
+        /* No certificate here: AUTH in the clear (auth_plaintext). */
+        snprintf(auth, sizeof auth,
+                 "auth = dovecot\nauth_socket = 127.0.0.1:%d\nauth_plaintext = yes\n", dv_port);
+    }
 
     char path[128];
     snprintf(path, sizeof path, "%s/s%d.conf", g_tmpdir, ++g_cfgno);
@@ -634,10 +791,10 @@ static void h_start(struct h *h, const struct opts *o)
     assert_non_null(f);
     fprintf(f,
             "[server]\nlisten = 127.0.0.1:%d\nhostname = sluice.test\nspool_dir = %s\n"
-            "reverse_dns = no\n%s\n"
+            "reverse_dns = no\n%s%s\n"
             "[upstream]\nservers = 127.0.0.1:%d\n%s\n"
             "[stats]\nlisten = no\n",
-            h->port, g_tmpdir, o->server_cfg ? o->server_cfg : "", up_port,
+            h->port, g_tmpdir, auth, o->server_cfg ? o->server_cfg : "", up_port,
             o->upstream_cfg ? o->upstream_cfg : "");
     fclose(f);
     buf_t errs = BUF_INIT;
@@ -665,12 +822,14 @@ static void h_stop(struct h *h)
     for (int i = 0; i < NCLIENTS; i++)
         cli_close(&h->cli[i]);
     fu_close_all(&h->fu);
+    fd_close_all(&h->dv);
     uv_close((uv_handle_t *)&h->tick, NULL);
     server_free(&h->srv); /* runs the loop until everything closed */
     chain_shutdown();
     uv_run(&h->loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&h->loop), 0);
     fu_free(&h->fu);
+    fd_free(&h->dv);
     for (int i = 0; i < NCLIENTS; i++)
         cli_reset(&h->cli[i]);
 }
@@ -886,6 +1045,10 @@ struct dialogue {
     const char *rx_lacks; /* text no reply may contain */
     const char *up_lacks; /* text no upstream event may contain */
     unsigned min_ms;      /* the dialogue takes at least this long */
+    const char *rx_has;   /* text the replies must contain */
+    const char *up_has;   /* text an upstream event must contain */
+    const char *dv_has;   /* text Dovecot's AUTH lines must contain */
+    const char *dv_lacks; /* ... must not contain */
 };
 
 #define EHLO_OK SEND("EHLO c.test\r\n", "250-sluice.test Hello c.test")
@@ -974,6 +1137,19 @@ static void run_dialogue(void **state)
         h_dump(h, c);
         fail_msg("a reply contains \"%s\"", d->rx_lacks);
     }
+    if (d->rx_has && !(c->rx.ptr && strstr(c->rx.ptr, d->rx_has))) {
+        h_dump(h, c);
+        fail_msg("no reply contains \"%s\"", d->rx_has);
+    }
+    if (d->up_has && !(h->fu.events.ptr && strstr(h->fu.events.ptr, d->up_has))) {
+        h_dump(h, c);
+        fail_msg("no upstream event contains \"%s\"", d->up_has);
+    }
+    const char *dv = h->dv.seen.ptr ? h->dv.seen.ptr : "";
+    if (d->dv_has && !strstr(dv, d->dv_has))
+        fail_msg("Dovecot was not sent \"%s\"; it saw:\n%s", d->dv_has, dv);
+    if (d->dv_lacks && strstr(dv, d->dv_lacks))
+        fail_msg("Dovecot was sent \"%s\":\n%s", d->dv_lacks, dv);
     h_stop(h);
 }
 
@@ -1565,6 +1741,113 @@ static const struct dialogue d_upstream_lost_before_data = {
 /* Every verb in every command state: the reply a client gets. The states
  * are reached by: nothing (greeted), EHLO (helo), + MAIL (mail), + RCPT
  * (rcpt). */
+
+/* ---- SMTP AUTH against the fake Dovecot (auth_plaintext: no TLS here) ---- */
+
+#define EHLO_XCLIENT_LOGIN                                                                         \
+    "250-fake.test\n250-PIPELINING\n250-XCLIENT ADDR PORT NAME PROTO HELO LOGIN\n"                 \
+    "250 ENHANCEDSTATUSCODES"
+static const struct fu_rule rules_xclient_login[] = {
+    {"EHLO", EHLO_XCLIENT_LOGIN, FU_REPLY, 0, false},
+    {"XCLIENT", "220 fake.test ESMTP", FU_REPLY, 0, false},
+    {NULL, NULL, 0, 0, false},
+};
+#define AUTH_ALICE "AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n" /* \0alice\0secret */
+#define AUTH_WRONG "AUTH PLAIN AGFsaWNlAHdyb25n\r\n"     /* \0alice\0wrong */
+
+/* PLAIN with its initial response: 235, offered in EHLO, the name goes
+ * upstream as XCLIENT LOGIN=; Dovecot is told the client's address, the
+ * session, and never asked for no-penalty; no TLS, so not "secured". */
+static const struct dialogue d_auth_plain_ir = {
+    .o = {.rules = rules_xclient_login, .auth = AUTH_ON},
+    .steps = {EHLO_OK, SEND(AUTH_ALICE, "235 2.7.0 Authentication successful"),
+              SEND(AUTH_ALICE, "503 5.5.1 Error: already authenticated"),
+              SEND(MAIL_A RCPT_B "DATA\r\n", "250 2.1.0|250 2.1.5|354"), SEND(".\r\n", "250")},
+    .rx_has = "250-AUTH PLAIN LOGIN\r\n",
+    .up_has = " HELO=c.test LOGIN=alice\n",
+    .dv_has = "\tservice=smtp\tsession=",
+    .dv_lacks = "penalty",
+    .up_order = ">XCLIENT ADDR=127.0.0.1 PORT=*\n>" UP_MAIL_A,
+};
+
+/* PLAIN without it: an empty 334, the response on its own line; Dovecot's
+ * canonical name (bob, not Bob) is the one passed on. */
+static const struct dialogue d_auth_plain_continued = {
+    .o = {.rules = rules_xclient_login, .auth = AUTH_ON},
+    .steps = {EHLO_OK, SEND("AUTH PLAIN\r\n", "334 \r\n"),
+              SEND("AEJvYgBodW50ZXIy\r\n", "235 2.7.0"), SEND(MAIL_A, "250 2.1.0")},
+    .up_has = " LOGIN=bob\n",
+    .dv_has = "\trip=127.0.0.1\t",
+};
+
+/* LOGIN: Username: and Password: prompts; with the user name as initial
+ * response only the second. */
+static const struct dialogue d_auth_login = {
+    .o = {.auth = AUTH_ON},
+    .steps = {EHLO_OK, SEND("AUTH LOGIN\r\n", "334 VXNlcm5hbWU6\r\n"),
+              SEND("YWxpY2U=\r\n", "334 UGFzc3dvcmQ6\r\n"), SEND("d3Jvbmc=\r\n", "535 5.7.8"),
+              SEND("AUTH LOGIN YWxpY2U=\r\n", "334 UGFzc3dvcmQ6\r\n"),
+              SEND("c2VjcmV0\r\n", "235 2.7.0")},
+};
+
+/* "*" cancels at any prompt (501 5.0.0); malformed ones get 501/504. */
+static const struct dialogue d_auth_cancel_and_syntax = {
+    .o = {.auth = AUTH_ON},
+    .steps = {EHLO_OK, SEND("AUTH PLAIN\r\n*\r\n", "334 |501 5.0.0 Authentication cancelled"),
+              SEND("AUTH LOGIN\r\n", "334 VXNlcm5hbWU6"),
+              SEND("YWxpY2U=\r\n*\r\n", "334 UGFzc3dvcmQ6|501 5.0.0"),
+              SEND("AUTH CRAM-MD5\r\n", "504 5.5.4 Unrecognized authentication type"),
+              SEND("AUTH\r\nAUTH PLAIN !!!!\r\nAUTH PLAIN =\r\n", "501 5.5.4|501 5.5.2|501 5.5.2"),
+              SEND("AUTH PLAIN\r\n", "334 "), SEND("not base64\r\n", "501 5.5.2"),
+              SEND("NOOP\r\n", "250 2.0.0")},
+    .dv_lacks = "AUTH",
+};
+
+/* Before EHLO and inside a transaction: 503. */
+static const struct dialogue d_auth_sequence = {
+    .o = {.auth = AUTH_ON},
+    .steps = {SEND(AUTH_ALICE, "503 5.5.1 Error: send EHLO first"), EHLO_OK,
+              SEND(MAIL_A, "250 2.1.0"),
+              SEND(AUTH_ALICE, "503 5.5.1 Error: AUTH not permitted during a mail transaction"),
+              SEND("RSET\r\n", "250 2.0.0"), SEND(AUTH_ALICE, "235 2.7.0")},
+};
+
+/* require_auth: 530 before AUTH for mail commands, not for NOOP; the MAIL
+ * pipelined after AUTH PLAIN (RFC 4954 §4 allows it) waits for the answer. */
+static const struct dialogue d_auth_required = {
+    .o = {.auth = AUTH_ON, .server_cfg = "require_auth = yes\n"},
+    .steps = {EHLO_OK,
+              SEND(MAIL_A RCPT_B "NOOP\r\n",
+                   "530 5.7.0 Authentication required|530 5.7.0|250 2.0.0"),
+              SEND(AUTH_ALICE MAIL_A RCPT_B, "235 2.7.0|250 2.1.0|250 2.1.5")},
+    .up_order = ">" UP_MAIL_A ">" UP_RCPT_B,
+};
+
+/* auth_max_failures: the last 535 is followed by 421 and the close. */
+static const struct dialogue d_auth_max_failures = {
+    .o = {.auth = AUTH_ON, .server_cfg = "auth_max_failures = 2\n"},
+    .steps = {EHLO_OK, SEND(AUTH_WRONG, "535 5.7.8 Authentication credentials invalid"),
+              SEND_EOF(AUTH_WRONG, "535 5.7.8|421 4.7.0")},
+};
+
+/* Dovecot unreachable: 454, and the session goes on. */
+static const struct dialogue d_auth_dovecot_down = {
+    .o = {.auth = AUTH_DV_DOWN},
+    .steps = {EHLO_OK, SEND(AUTH_ALICE, "454 4.7.0 Temporary authentication failure"),
+              SEND("NOOP\r\n", "250 2.0.0")},
+};
+
+/* AUTH= on MAIL is accepted and never forwarded (RFC 4954 §5: sluice
+ * cannot vouch for it upstream; the login goes as XCLIENT LOGIN=). */
+static const struct dialogue d_auth_mail_param = {
+    .o = {.rules = rules_xclient_login, .auth = AUTH_ON},
+    .steps = {EHLO_OK, SEND("MAIL FROM:<a@x.test> AUTH=<>\r\n", "250 2.1.0"),
+              SEND("RSET\r\n", "250 2.0.0"), SEND(AUTH_ALICE, "235 2.7.0"),
+              SEND("MAIL FROM:<a@x.test> AUTH=forged+40x.test\r\n", "250 2.1.0")},
+    .up_lacks = "AUTH=",
+    .up_has = "LOGIN=alice",
+};
+
 struct verb_case {
     const char *line;
     const char *want[4]; /* greeted, helo, mail, rcpt */
@@ -1697,6 +1980,50 @@ static void test_disconnect_while_waiting(void **state)
     assert_int_equal(c->nreplies, 4);
     check_reply(h, c, 2, "250 2.1.0", 9);
     check_reply(h, c, 3, "221", 3);
+    cli_close(c);
+    wait_idle(h);
+    h_stop(h);
+}
+
+static bool p_dv_saw(struct h *h, const void *arg)
+{
+    return h->dv.seen.ptr && strstr(h->dv.seen.ptr, arg);
+}
+
+/* The client leaves while Dovecot has not answered (password "slow": the
+ * fake never does), at a 334 prompt, and in the middle of a response line:
+ * the request is cancelled, no callback reaches the freed session (ASan),
+ * and the server goes on serving. */
+static void test_auth_disconnect_while_waiting(void **state)
+{
+    (void)state;
+    struct h *h = g_h;
+    struct opts o = {.auth = AUTH_ON};
+    h_start(h, &o);
+    struct cli *c = &h->cli[0];
+    static const char *const scripts[] = {
+        "EHLO c.test\r\nAUTH PLAIN AGFsaWNlAHNsb3c=\r\n", /* \0alice\0slow */
+        "EHLO c.test\r\nAUTH LOGIN\r\n",
+        "EHLO c.test\r\nAUTH PLAIN\r\nAGFsaW",
+    };
+    for (size_t i = 0; i < sizeof scripts / sizeof scripts[0]; i++) {
+        open_client(h, c);
+        cli_send(c, scripts[i], strlen(scripts[i]));
+        if (i == 0) {
+            if (!run_until(h, p_dv_saw, "AGFsaWNlAHNsb3c=", WAIT_MS))
+                fail_msg("Dovecot was never asked");
+        } else {
+            wait_replies(h, c, 3);
+        }
+        cli_close(c);
+        wait_idle(h);
+    }
+    open_client(h, c);
+    const char *last = "EHLO c.test\r\n" AUTH_ALICE "QUIT\r\n";
+    cli_send(c, last, strlen(last));
+    wait_eof(h, c);
+    assert_int_equal(c->nreplies, 4);
+    check_reply(h, c, 2, "235 2.7.0", 9);
     cli_close(c);
     wait_idle(h);
     h_stop(h);
@@ -1897,6 +2224,16 @@ int main(void)
         DIALOGUE(d_xforward),
         DIALOGUE(d_8bit_downgraded),
         DIALOGUE(d_upstream_lost_before_data),
+        DIALOGUE(d_auth_plain_ir),
+        DIALOGUE(d_auth_plain_continued),
+        DIALOGUE(d_auth_login),
+        DIALOGUE(d_auth_cancel_and_syntax),
+        DIALOGUE(d_auth_sequence),
+        DIALOGUE(d_auth_required),
+        DIALOGUE(d_auth_max_failures),
+        DIALOGUE(d_auth_dovecot_down),
+        DIALOGUE(d_auth_mail_param),
+        TEST(test_auth_disconnect_while_waiting),
         TEST(test_verbs_per_state),
         TEST(test_disconnect_while_waiting),
         TEST(test_concurrent_sessions),

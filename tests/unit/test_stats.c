@@ -101,6 +101,13 @@ static const char want_core[] =
     "sluice_proxy_headers_total{result=\"ok\"} 0\n"
     "sluice_proxy_headers_total{result=\"malformed\"} 0\n"
     "sluice_proxy_headers_total{result=\"untrusted\"} 0\n"
+    "# HELP sluice_smtp_auth_total SMTP AUTH exchanges by result (failure: credentials "
+    "refused).\n"
+    "# TYPE sluice_smtp_auth_total counter\n"
+    "sluice_smtp_auth_total{result=\"success\"} 1\n"
+    "sluice_smtp_auth_total{result=\"failure\"} 2\n"
+    "sluice_smtp_auth_total{result=\"tempfail\"} 0\n"
+    "sluice_smtp_auth_total{result=\"aborted\"} 1\n"
     "# HELP sluice_smtp_replies_total SMTP replies sent to clients by code class.\n"
     "# TYPE sluice_smtp_replies_total counter\n"
     "sluice_smtp_replies_total{class=\"2xx\"} 3\n"
@@ -225,6 +232,10 @@ static void fire_core_events(void)
     stats_tls_handshake(true);
     stats_tls_handshake(true);
     stats_tls_handshake(false);
+    stats_auth(STATS_AUTH_SUCCESS);
+    stats_auth(STATS_AUTH_FAILURE);
+    stats_auth(STATS_AUTH_FAILURE);
+    stats_auth(STATS_AUTH_ABORTED);
     static const int replies[] = {220, 250, 250, 354, 451, 550, 199, 600};
     for (size_t i = 0; i < sizeof replies / sizeof replies[0]; i++)
         stats_smtp_reply(replies[i]);
@@ -860,6 +871,7 @@ static const char want_json[] =
     "\"success\":1},\"config_last_reload_success\":0,\"connections\":{\"current\":2,"
     "\"total\":3,\"refused\":1},\"tls_handshakes\":{\"failure\":1,\"success\":2},"
     "\"proxy_headers\":{\"ok\":0,\"malformed\":0,\"untrusted\":0},"
+    "\"smtp_auth\":{\"success\":1,\"failure\":2,\"tempfail\":0,\"aborted\":1},"
     "\"smtp_replies\":{\"2xx\":3,\"3xx\":1,\"4xx\":1,\"5xx\":1},\"upstream_replies\":{\"2xx\""
     ":2,\"3xx\":0,\"4xx\":0,\"5xx\":1},\"upstream_errors\":{\"connect\":1,"
     "\"protocol\":0,\"timeout\":0,\"lost\":0,\"tls\":1},\"timeouts\":{\"command\":2,"
