@@ -761,6 +761,8 @@ static void cfg__defaults(struct cfg__load *s)
     c->max_connections = 1000;
     c->max_connections_per_ip = 50;
     c->ipv6_prefix = 64;
+    c->auth_ip_max_failures = 10;
+    c->auth_ip_window_ms = 10 * 60 * 1000;
     c->max_message_size = 25 * MIB;
     c->max_recipients = 100;
     c->max_errors = 10;

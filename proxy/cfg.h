@@ -140,6 +140,8 @@ struct cfg {
     char *plugin_dir;             /* bundled plugin directory override */
     char *quarantine_dir;         /* for QUARANTINE verdicts */
     struct cfg_auth auth;         /* auth, auth_socket, ...: defaults of every listener */
+    unsigned auth_ip_max_failures; /* failed AUTHs per client address per window (10; 0 off) */
+    unsigned auth_ip_window_ms;    /* that window (10 min) */
 
     /* [upstream] */
     struct cfg_addr upstream[CFG_MAX_UPSTREAM];

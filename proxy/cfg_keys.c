@@ -77,6 +77,10 @@ const struct cfg_key cfg_keys[CFG_KEYS_N] = {
     {SEC_SERVER, "auth_plaintext", T_BOOL, O(auth.plaintext), 0, 0, 0, NULL, 0},
     {SEC_SERVER, "require_auth", T_BOOL, O(auth.require), 0, 0, 0, NULL, 0},
     {SEC_SERVER, "auth_max_failures", T_UINT, O(auth.max_failures), 0, 1, 1000, NULL, 0},
+    /* across connections, per client address (proxy/authlimit.c); [server] only */
+    {SEC_SERVER, "auth_max_failures_per_ip", T_UINT, O(auth_ip_max_failures), 0, 0, 100000, NULL,
+     0},
+    {SEC_SERVER, "auth_failure_window", T_MS, O(auth_ip_window_ms), 0, 1000, 24 * HOUR, NULL, 0},
 
     {SEC_UPSTREAM, "servers", T_ADDRS, O(upstream), O(nupstream), 0, CFG_MAX_UPSTREAM, NULL, 0},
     {SEC_UPSTREAM, "connect", T_ENUM, O(connect_at), 0, 0, 0, cfg_keys__connect, 0},

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "authlimit.h"
 #include "authpool.h"
 #include "conn.h"
 #include "defer.h"
@@ -267,6 +268,7 @@ int server_init(struct server *srv, uv_loop_t *loop, struct cfg *cfg)
                 return -1;
     }
     srv->auth = authpool_new(loop);
+    srv->authfail = authlimit_new(4096, cfg->auth_ip_max_failures, cfg->auth_ip_window_ms);
     return authpool_sync(srv->auth, cfg);
 }
 
@@ -499,6 +501,7 @@ static void server__on_hup(uv_signal_t *h, int signum)
     cfg_unref(srv->cfg);
     srv->cfg = n;
     authpool_sync(srv->auth, n); /* addresses checked by cfg_load() */
+    authlimit_set(srv->authfail, n->auth_ip_max_failures, n->auth_ip_window_ms);
     struct upslot_limits lim;
     server__upslot_limits(n, &lim);
     upslot_pool_set_limits(&srv->upslots, &lim);
@@ -560,6 +563,7 @@ void server_free(struct server *srv)
         sess_abort(srv->sessions->sess);
     upslot_pool_close(&srv->upslots);
     authpool_free(srv->auth); /* after the sessions: none waits on it */
+    authlimit_free(srv->authfail);
     srv->auth = NULL;
     server__stop_listeners(srv);
     server__close_handle((uv_handle_t *)&srv->sig_term);

@@ -60,6 +60,7 @@ struct server {
     uv_timer_t shutdown_timer;
     struct upslot_pool upslots; /* upstream sessions held for clients */
     struct authpool *auth;      /* Dovecot auth clients of the listeners (SMTP AUTH) */
+    struct authlimit *authfail; /* failed AUTHs per client address, across sessions */
 };
 
 /* Bind the listeners (before dropping privileges). 0 or -1 (logged). */

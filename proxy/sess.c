@@ -42,8 +42,7 @@ static const char *const sess__state_names[S_COUNT] = {
     [S_HELO] = "helo",       [S_MAIL] = "mail",       [S_RCPT] = "rcpt",
     [S_DATA] = "data",       [S_EOM] = "eom",         [S_TLS] = "tls",
     [S_CLOSING] = "closing", [S_BDAT] = "bdat",       [S_CHUNKED] = "chunked",
-    [S_PROXY] = "proxy",
-    [S_AUTH] = "auth",
+    [S_PROXY] = "proxy",     [S_AUTH] = "auth",
 };
 
 const char *sess_state_name(enum sess_state st)

@@ -44,6 +44,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "authlimit.h"
 #include "server.h"
 #include "sess_int.h"
 
@@ -113,6 +114,21 @@ bool sess_auth_check(struct sess *s, const struct cmd *c)
     }
     if (!sess_auth_offered(s)) {
         sess_reply(s, 538, "5.7.11", "Encryption required for requested authentication mechanism");
+        sess_error(s);
+        return false;
+    }
+    char key[64];
+    uint64_t retry_ms = 0;
+    if (authlimit_blocked(s->srv->authfail,
+                          server_ip_key(s->srv, s->info.client_addr, key, sizeof key),
+                          uv_now(s->srv->loop), &retry_ms)) {
+        /* Across connections: reconnecting does not buy more guesses.
+         * Dovecot is not asked, so its own penalty is not fed either. */
+        log_c_warn(&s->log, "event=auth client=%s result=blocked retry_in=%llus",
+                   s->info.client_addr, (unsigned long long)(retry_ms + 999) / 1000);
+        stats_auth(STATS_AUTH_BLOCKED);
+        sess_reply(s, 454, "4.7.0",
+                   "Too many failed authentications from your address, try again later");
         sess_error(s);
         return false;
     }
@@ -188,8 +204,12 @@ static void sess_auth__done(void *ud, const struct dvauth_client_result *r)
         sess_reply(s, 235, "2.7.0", "Authentication successful");
         sess_auth__end(s);
         break;
-    case DVAUTH_CLIENT_FAIL:
+    case DVAUTH_CLIENT_FAIL: {
         s->auth.failures++;
+        char key[64];
+        authlimit_fail(s->srv->authfail,
+                       server_ip_key(s->srv, s->info.client_addr, key, sizeof key),
+                       uv_now(s->srv->loop));
         log_c_warn(&s->log, "event=auth client=%s result=fail mech=%s user=%s failures=%u%s%s",
                    s->info.client_addr, mech, log_quote(quser, sizeof quser, s->auth.user),
                    s->auth.failures, r->reason ? " reason=" : "",
@@ -204,6 +224,7 @@ static void sess_auth__done(void *ud, const struct dvauth_client_result *r)
             return;
         }
         break;
+    }
     default:
         log_c_warn(&s->log, "event=auth client=%s result=tempfail mech=%s user=%s why=%s",
                    s->info.client_addr, mech, log_quote(quser, sizeof quser, s->auth.user),

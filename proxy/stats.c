@@ -102,7 +102,8 @@ const char *stats__result_name(int ok)
 
 const char *stats__auth_name(int a)
 {
-    static const char *const tab[STATS_AUTH_COUNT] = {"success", "failure", "tempfail", "aborted"};
+    static const char *const tab[STATS_AUTH_COUNT] = {"success", "failure", "tempfail", "aborted",
+                                                      "blocked"};
     return WORD(tab, a);
 }
 

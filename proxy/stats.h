@@ -70,6 +70,7 @@ enum stats_auth {
     STATS_AUTH_FAILURE,     /* 535: credentials refused */
     STATS_AUTH_TEMPFAIL,    /* 454: Dovecot unreachable, timed out or temp_fail */
     STATS_AUTH_ABORTED,     /* cancelled by the client, or malformed (5xx, Dovecot not asked) */
+    STATS_AUTH_BLOCKED,     /* 454: the address failed too often (auth_max_failures_per_ip) */
     STATS_AUTH_COUNT
 };
 

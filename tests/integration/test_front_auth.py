@@ -261,6 +261,39 @@ def test_auth_max_failures_closes(front, certs):
     front.wait_log(r"event=auth .*result=fail .*failures=3")
 
 
+def test_failures_per_address_across_connections(sluice_factory, postfix, dovecot):
+    """auth_max_failures_per_ip: reconnecting buys no more guesses; the
+    right password from that address is refused too until the window ends,
+    and other addresses are not affected."""
+    s = sluice_factory(postfix.port, server={"auth": "dovecot", "auth_plaintext": True,
+                                             "auth_socket": dovecot.sock,
+                                             "auth_max_failures": 5,
+                                             "auth_max_failures_per_ip": 2,
+                                             "auth_failure_window": "10m"},
+                       stats={"listen": "127.0.0.1:%d" % harness.free_port()})
+    bad = "AUTH PLAIN " + b64("\0alice\0nope")
+    good = "AUTH PLAIN " + b64("\0alice\0secret")
+    with Client(s.port, source="127.0.0.31", timeout=30) as c:
+        c.greeting()
+        c.ehlo()
+        c.expect(bad, 535, "5.7.8")
+    with Client(s.port, source="127.0.0.31", timeout=30) as c:
+        c.greeting()
+        c.ehlo()
+        c.expect(bad, 535, "5.7.8")
+        c.expect(good, 454, "4.7.0")
+    with Client(s.port, source="127.0.0.31", timeout=30) as c:
+        c.greeting()
+        c.ehlo()
+        c.expect(good, 454, "4.7.0")
+    with Client(s.port, source="127.0.0.32", timeout=30) as c:
+        c.greeting()
+        c.ehlo()
+        c.expect(good, 235, "2.7.0")
+    assert s.wait_log(r"event=auth client=127\.0\.0\.31 result=blocked retry_in=\d+s")
+    assert not s.wait_log(r"client=127\.0\.0\.32 result=blocked", timeout=0.3)
+
+
 def test_reload_changes_auth_socket(sluice_factory, postfix, dovecot):
     """A reload applies a changed auth_socket to the sessions after it; a
     session of the old configuration still gets its answer."""
