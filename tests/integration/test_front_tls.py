@@ -441,3 +441,34 @@ def test_check_reports_tls_policy_mistakes_with_lines(tmp_path, pki):
                               "%s %s" % (pki["wild_cert"], pki["wild_key"])))
     r = harness.run_sluice(["--check", "-c", str(p)])
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ---- milters -------------------------------------------------------------------
+
+
+def test_milter_gets_tls_and_certificate_macros(fake, sluice_factory, pki):
+    import milters
+    why = milters.TestMilter.unavailable()
+    if why:
+        pytest.skip(str(why))
+    with milters.TestMilter(transport="unix") as tm:
+        so = os.path.abspath(os.path.join(plugkit.BUILD, "plugins", "milter.so"))
+        port = harness.free_port()
+        extra = {
+            "plugin m": {"path": so, "socket": tm.socket},
+            "listener tls": {"listen": "127.0.0.1:%d" % port, "tls": "implicit", "chain": "m",
+                             "tls_verify_client": "require", "tls_client_ca_file": pki["ca"]},
+        }
+        sluice_factory(fake.port, server={"tls_cert_file": pki["cert"],
+                                          "tls_key_file": pki["key"]}, extra_sections=extra)
+        harness.wait_port(port)
+        c = _implicit(port, _ctx(pki, pki["cli_cert"], pki["cli_key"]))
+        c.ehlo()
+        assert transaction(c, mail_from="certified@example.com").code == 250
+        c.close()
+        t = tm.wait_transaction(sender="<certified@example.com>")
+        m = t.macros("helo")
+        assert m.get("{tls_version}") == "TLSv1.3", m
+        assert m.get("{cipher}", "").startswith("TLS_"), m
+        assert m.get("{cert_subject}") == "CN=client.test,O=Sluice Tests", m
+        assert m.get("{cert_issuer}") == "CN=sluice test CA", m
