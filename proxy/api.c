@@ -170,6 +170,18 @@ static const char *api_tls_cipher(sluice_ctx *ctx)
 {
     return ctx->tx->client.tls_cipher;
 }
+static const char *api_tls_peer_subject(sluice_ctx *ctx)
+{
+    return ctx->tx->client.tls_peer_subject;
+}
+static const char *api_tls_peer_issuer(sluice_ctx *ctx)
+{
+    return ctx->tx->client.tls_peer_issuer;
+}
+static const char *api_tls_peer_fingerprint(sluice_ctx *ctx)
+{
+    return ctx->tx->client.tls_peer_fp;
+}
 static const char *api_auth_user(sluice_ctx *ctx)
 {
     return ctx->tx->client.auth_user;
@@ -638,6 +650,9 @@ static const struct sluice_host_api host_api = {
     .symbol_at = api_symbol_at,
     .set_reply_lines = api_set_reply_lines,
     .dns_cancel = api_dns_cancel,
+    .tls_peer_subject = api_tls_peer_subject,
+    .tls_peer_issuer = api_tls_peer_issuer,
+    .tls_peer_fingerprint = api_tls_peer_fingerprint,
 };
 
 const struct sluice_host_api *api_table(void)

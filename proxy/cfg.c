@@ -38,6 +38,8 @@
 #include "cidr.h"
 #include "dns_parse.h"
 #include "log.h"
+#include "tlspol.h"
+#include "tlssrv.h"
 
 #define CFG__MAX_FILE (1024 * 1024)  /* a config larger than this is a mistake */
 #define CFG__MAX_ERRORS 100          /* then stop listing: the rest is noise */
@@ -300,6 +302,41 @@ static void cfg__add_chain(struct cfg__load *s, const char *tok, int line, void 
         l->names[(*l->n)++] = d;
 }
 
+/* One "tls_sni = HOST CERT KEY" line (file names without blanks). */
+static void cfg__add_sni(struct cfg__load *s, struct cfg_tls_sni **arr, size_t *n,
+                         const char *value, int line)
+{
+    char host[256], cert[1024], key[1024], extra[2];
+    if (sscanf(value, "%255s %1023s %1023s %1s", host, cert, key, extra) != 3) {
+        cfg__err(s, NULL, line, "'tls_sni': expected HOSTNAME CERTFILE KEYFILE, not '%s'", value);
+        return;
+    }
+    if (!tlspol_sni_pattern_ok(host)) {
+        cfg__err(s, NULL, line,
+                 "'tls_sni': '%s' is not a host name or a wildcard like *.example.com", host);
+        return;
+    }
+    for (size_t i = 0; i < *n; i++)
+        if (strcasecmp((*arr)[i].host, host) == 0) {
+            cfg__err(s, NULL, line, "'tls_sni': %s given twice (first at line %d)", host,
+                     (*arr)[i].line);
+            return;
+        }
+    if (*n >= CFG_MAX_SNI) {
+        cfg__err(s, NULL, line, "'tls_sni': more than %d names", CFG_MAX_SNI);
+        return;
+    }
+    struct cfg_tls_sni *a = realloc(*arr, (*n + 1) * sizeof *a);
+    if (!a) {
+        cfg__err(s, NULL, line, "out of memory");
+        return;
+    }
+    *arr = a;
+    a[*n] =
+        (struct cfg_tls_sni){cfg__strdup(s, host), cfg__strdup(s, cert), cfg__strdup(s, key), line};
+    (*n)++;
+}
+
 /* A number, size or duration key, range-checked. */
 static void cfg__set_number(struct cfg__load *s, const struct cfg_key *k, char *field,
                             const char *value, int line)
@@ -429,6 +466,11 @@ static void cfg__set(struct cfg__load *s, const struct cfg_key *k, void *base, c
         snprintf(field, sizeof a.text, "%s", a.text);
         return;
     }
+
+    case T_SNI:
+        cfg__add_sni(s, (struct cfg_tls_sni **)field, (size_t *)((char *)base + k->off2), value,
+                     line);
+        return;
 
     case T_CHAIN:
         if (k->sec == SEC_LISTENER) {
@@ -699,7 +741,7 @@ static int cfg__on_key(void *user, const char *section, const char *name, const 
             const struct cfg_key *k = &cfg_keys_listener[i];
             if (strcmp(name, k->name) != 0)
                 continue;
-            if (ls->seen[i] && k->type != T_ADDRS) {
+            if (ls->seen[i] && k->type != T_ADDRS && k->type != T_SNI) {
                 cfg__err(s, NULL, line, "duplicate key '%s' in [%s] (first set at line %d)", name,
                          s->sec_norm, ls->seen[i]);
                 return 1;
@@ -721,7 +763,7 @@ static int cfg__on_key(void *user, const char *section, const char *name, const 
              * the key adds to the list. */
             if (!s->seen[i])
                 *(size_t *)((char *)s->c + k->off2) = 0;
-        } else if (s->seen[i]) {
+        } else if (s->seen[i] && k->type != T_SNI) {
             cfg__err(s, NULL, line, "duplicate key '%s' in [%s] (first set at line %d)", name,
                      s->sec_norm, s->seen[i]);
             return 1;
@@ -777,6 +819,9 @@ static void cfg__defaults(struct cfg__load *s)
     c->data_timeout_ms = 180 * SEC;
     c->greeting_timeout_ms = 300 * SEC;
     c->client_output_limit = 256 * KIB;
+    c->tlsp.min_protocol = CFG_TLS_V12;
+    c->tlsp.verify_client = CFG_TLS_VERIFY_NO;
+    c->tlsp.session_tickets = true;
     c->thread_pool_size = 4;
     c->shutdown_timeout_ms = 30 * SEC;
     c->log_syslog = false;
@@ -938,6 +983,59 @@ static void cfg__listener_chain(struct cfg__load *s, struct cfg_listener *l, cha
     }
 }
 
+static int cfg__lseen(const struct cfg__lsec *ls, const char *key);
+
+static char *cfg__strdup_or_null(struct cfg__load *s, const char *text)
+{
+    return text ? cfg__strdup(s, text) : NULL;
+}
+
+static void cfg__tls_free(struct cfg_tls_policy *p)
+{
+    free(p->ciphers);
+    free(p->ciphersuites);
+    for (size_t i = 0; i < p->nsni; i++) {
+        free(p->sni[i].host);
+        free(p->sni[i].cert_file);
+        free(p->sni[i].key_file);
+    }
+    free(p->sni);
+    free(p->client_ca_file);
+    free(p->client_fingerprints);
+    memset(p, 0, sizeof *p);
+}
+
+/* The TLS policy keys section `ls` (NULL: the "default" listener) left
+ * unset take [server]'s values. */
+static void cfg__tls_inherit(struct cfg__load *s, struct cfg_tls_policy *p,
+                             const struct cfg__lsec *ls)
+{
+    const struct cfg_tls_policy *d = &s->c->tlsp;
+#define CFG__TLS_UNSET(key) (!ls || !cfg__lseen(ls, key))
+    if (CFG__TLS_UNSET("tls_min_protocol"))
+        p->min_protocol = d->min_protocol;
+    if (CFG__TLS_UNSET("tls_ciphers"))
+        p->ciphers = cfg__strdup_or_null(s, d->ciphers);
+    if (CFG__TLS_UNSET("tls_ciphersuites"))
+        p->ciphersuites = cfg__strdup_or_null(s, d->ciphersuites);
+    if (CFG__TLS_UNSET("tls_sni") && d->nsni && (p->sni = calloc(d->nsni, sizeof *p->sni))) {
+        for (size_t i = 0; i < d->nsni; i++)
+            p->sni[i] = (struct cfg_tls_sni){cfg__strdup(s, d->sni[i].host),
+                                             cfg__strdup(s, d->sni[i].cert_file),
+                                             cfg__strdup(s, d->sni[i].key_file), d->sni[i].line};
+        p->nsni = d->nsni;
+    }
+    if (CFG__TLS_UNSET("tls_verify_client"))
+        p->verify_client = d->verify_client;
+    if (CFG__TLS_UNSET("tls_client_ca_file"))
+        p->client_ca_file = cfg__strdup_or_null(s, d->client_ca_file);
+    if (CFG__TLS_UNSET("tls_client_fingerprints"))
+        p->client_fingerprints = cfg__strdup_or_null(s, d->client_fingerprints);
+    if (CFG__TLS_UNSET("tls_session_tickets"))
+        p->session_tickets = d->session_tickets;
+#undef CFG__TLS_UNSET
+}
+
 /* Effective values: what a listener leaves unset is [server]'s. */
 static void cfg__listener_inherit(struct cfg__load *s, struct cfg_listener *l)
 {
@@ -1061,6 +1159,7 @@ static void cfg__listeners(struct cfg__load *s)
             l->chain[l->nchain++] = i; /* [chain] plugins come first in c->plugins */
         cfg__listener_inherit(s, l);
         cfg__auth_inherit(s, NULL, l);
+        cfg__tls_inherit(s, &l->tlsp, NULL);
     }
     for (size_t i = 0; i < s->nlsecs; i++) {
         struct cfg__lsec *ls = &s->lsecs[i];
@@ -1069,6 +1168,7 @@ static void cfg__listeners(struct cfg__load *s)
         /* the strings move to the cfg */
         ls->l.tls_cert_file = ls->l.tls_key_file = ls->l.proxy_trusted = NULL;
         ls->l.auth.socket = NULL;
+        memset(&ls->l.tlsp, 0, sizeof ls->l.tlsp);
         if (ls->chain_line)
             cfg__listener_chain(s, l, ls->chain, ls->nchain, ls->chain_line);
         else
@@ -1076,6 +1176,7 @@ static void cfg__listeners(struct cfg__load *s)
                 l->chain[l->nchain++] = j;
         cfg__listener_inherit(s, l);
         cfg__auth_inherit(s, ls, l);
+        cfg__tls_inherit(s, &l->tlsp, ls);
     }
 }
 
@@ -1128,11 +1229,17 @@ static bool cfg__tls_loaded(const struct cfg *run, const char *file)
         return false;
     if (cfg__same(file, run->tls_cert_file) || cfg__same(file, run->tls_key_file))
         return true;
-    for (size_t i = 0; i < run->nlisteners; i++)
-        if (run->listeners[i].tls != CFG_TLS_NONE &&
-            (cfg__same(file, run->listeners[i].tls_cert_file) ||
-             cfg__same(file, run->listeners[i].tls_key_file)))
+    for (size_t i = 0; i < run->nlisteners; i++) {
+        const struct cfg_listener *l = &run->listeners[i];
+        if (l->tls == CFG_TLS_NONE)
+            continue;
+        if (cfg__same(file, l->tls_cert_file) || cfg__same(file, l->tls_key_file))
             return true;
+        for (size_t j = 0; j < l->tlsp.nsni; j++)
+            if (cfg__same(file, l->tlsp.sni[j].cert_file) ||
+                cfg__same(file, l->tlsp.sni[j].key_file))
+                return true;
+    }
     return false;
 }
 
@@ -1156,6 +1263,57 @@ static int cfg__lseen(const struct cfg__lsec *ls, const char *key)
         if (strcmp(cfg_keys_listener[i].name, key) == 0)
             return ls->seen[i];
     return 0;
+}
+
+/* The TLS policy keys set in [server] (ls NULL) or in section ls: each
+ * value is checked once, on the line that sets it. */
+static void cfg__check_tls_keys(struct cfg__load *s, const struct cfg__lsec *ls,
+                                const struct cfg_tls_policy *p)
+{
+#define CFG__TLS_LINE(key) (ls ? cfg__lseen(ls, key) : cfg__seen_line(s, SEC_SERVER, key))
+    char err[300];
+    int line;
+    if ((line = CFG__TLS_LINE("tls_ciphers")) && p->ciphers &&
+        tlssrv_check_ciphers(p->ciphers, false, err, sizeof err) != 0)
+        cfg__err(s, NULL, line, "'tls_ciphers': %s", err);
+    if ((line = CFG__TLS_LINE("tls_ciphersuites")) && p->ciphersuites &&
+        tlssrv_check_ciphers(p->ciphersuites, true, err, sizeof err) != 0)
+        cfg__err(s, NULL, line, "'tls_ciphersuites': %s", err);
+    if (CFG__TLS_LINE("tls_sni"))
+        for (size_t i = 0; i < p->nsni; i++) {
+            cfg__check_file(s, "tls_sni certificate", p->sni[i].cert_file, p->sni[i].line, true);
+            cfg__check_file(s, "tls_sni key", p->sni[i].key_file, p->sni[i].line, true);
+        }
+    if ((line = CFG__TLS_LINE("tls_client_ca_file")) && p->client_ca_file)
+        cfg__check_file(s, "tls_client_ca_file", p->client_ca_file, line, false);
+    if ((line = CFG__TLS_LINE("tls_client_fingerprints")) && p->client_fingerprints) {
+        uint8_t fps[TLSPOL_MAX_FPS][TLSPOL_FP_LEN];
+        size_t n;
+        if (tlspol_fp_parse(p->client_fingerprints, fps, TLSPOL_MAX_FPS, &n, err, sizeof err))
+            cfg__err(s, NULL, line, "'tls_client_fingerprints': %s", err);
+    }
+#undef CFG__TLS_LINE
+}
+
+/* A listener's effective policy: client certificates need something to
+ * be checked against. */
+static void cfg__check_tls_listener(struct cfg__load *s, const struct cfg_listener *l)
+{
+    const struct cfg_tls_policy *p = &l->tlsp;
+    if (l->tls == CFG_TLS_NONE || p->verify_client == CFG_TLS_VERIFY_NO || p->client_ca_file ||
+        p->client_fingerprints)
+        return;
+    const struct cfg__lsec *ls = NULL;
+    for (size_t i = 0; i < s->nlsecs; i++)
+        if (strcmp(s->lsecs[i].l.name, l->name) == 0)
+            ls = &s->lsecs[i];
+    int line = ls ? cfg__lseen(ls, "tls_verify_client") : 0;
+    if (!line)
+        line = cfg__seen_line(s, SEC_SERVER, "tls_verify_client");
+    cfg__err(s, NULL, line,
+             "[listener %s] tls_verify_client = %s needs tls_client_ca_file or "
+             "tls_client_fingerprints (here or in [server])",
+             l->name, p->verify_client == CFG_TLS_VERIFY_REQUIRE ? "require" : "optional");
 }
 
 /* One [listener NAME] section (l is its loaded form). */
@@ -1196,6 +1354,7 @@ static void cfg__check_listener(struct cfg__load *s, const struct cfg__lsec *ls,
         else if (l->proxy_nets.n == 0)
             cfg__err(s, NULL, lpt, "[listener %s] proxy_trusted: no network given", n);
     }
+    cfg__check_tls_keys(s, ls, &l->tlsp);
     if (l->proxy_protocol && !l->proxy_trusted)
         cfg__err(s, NULL, lp,
                  "[listener %s] proxy_protocol = yes needs proxy_trusted: the addresses of the "
@@ -1249,6 +1408,9 @@ static void cfg__check(struct cfg__load *s)
         cfg__check_auth(s, ls, &c->listeners[i]);
     }
     cfg__check_listen_unique(s);
+    cfg__check_tls_keys(s, NULL, &c->tlsp);
+    for (size_t i = 0; i < c->nlisteners; i++)
+        cfg__check_tls_listener(s, &c->listeners[i]);
     if (c->nupstream == 0 && !s->upstream_bad)
         cfg__err(s, NULL, cfg__seen_line(s, SEC_UPSTREAM, "servers"), "no upstream server");
 
@@ -1307,9 +1469,11 @@ static void cfg__free(struct cfg *c)
         free(c->listeners[i].proxy_trusted);
         cidr_list_free(&c->listeners[i].proxy_nets);
         free(c->listeners[i].auth.socket);
+        cfg__tls_free(&c->listeners[i].tlsp);
     }
     free(c->listeners);
     free(c->auth.socket);
+    cfg__tls_free(&c->tlsp);
     free(c->path);
     free(c->banner);
     free(c->spool_dir);
@@ -1390,6 +1554,7 @@ struct cfg *cfg_load(const char *path, const struct cfg_overrides *ov, buf_t *er
         free(s.lsecs[i].l.tls_key_file);
         free(s.lsecs[i].l.proxy_trusted);
         free(s.lsecs[i].l.auth.socket);
+        cfg__tls_free(&s.lsecs[i].l.tlsp);
     }
     free(s.lsecs);
 

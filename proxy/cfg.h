@@ -44,6 +44,31 @@ struct cfg_auth {
     unsigned max_failures;   /* "auth_max_failures": failed AUTHs per session, then 421 (3) */
 };
 
+/* ---- inbound TLS policy (tlssrv.h builds the contexts) ---- */
+enum cfg_tls_proto { CFG_TLS_V12 = 0, CFG_TLS_V13 };
+enum cfg_tls_verify { CFG_TLS_VERIFY_NO = 0, CFG_TLS_VERIFY_OPTIONAL, CFG_TLS_VERIFY_REQUIRE };
+#define CFG_MAX_SNI 64
+
+/* One "tls_sni = HOST CERT KEY" line: the certificate for clients naming HOST. */
+struct cfg_tls_sni {
+    char *host;                 /* owned: "mx.example.com" or "*.example.com" */
+    char *cert_file, *key_file; /* owned */
+    int line;
+};
+
+/* A listener's TLS policy; a [listener] section's unset keys take [server]'s. */
+struct cfg_tls_policy {
+    int min_protocol;        /* enum cfg_tls_proto, "tls_min_protocol" (TLSv1.2) */
+    char *ciphers;           /* owned, "tls_ciphers" (TLS <= 1.2), NULL: OpenSSL's */
+    char *ciphersuites;      /* owned, "tls_ciphersuites" (TLS 1.3), NULL: OpenSSL's */
+    struct cfg_tls_sni *sni; /* owned, "tls_sni" lines in file order */
+    size_t nsni;
+    int verify_client;         /* enum cfg_tls_verify, "tls_verify_client" (no) */
+    char *client_ca_file;      /* owned, "tls_client_ca_file" */
+    char *client_fingerprints; /* owned, "tls_client_fingerprints" as written (tlspol.h) */
+    bool session_tickets;      /* "tls_session_tickets" (yes) */
+};
+
 /* A key=value from any section, kept for plugins (their own sections). */
 struct cfg_kv {
     char *section;
@@ -84,6 +109,7 @@ struct cfg_listener {
     bool require_tls;    /* 530 5.7.0 for mail commands before STARTTLS */
     char *tls_cert_file; /* owned; [server]'s when the section sets none */
     char *tls_key_file;
+    struct cfg_tls_policy tlsp;    /* effective: [server]'s for what the section leaves unset */
     bool proxy_protocol;           /* a PROXY v1/v2 header comes first */
     char *proxy_trusted;           /* owned: the networks allowed to send one (CIDR list) */
     struct cidr_list proxy_nets;   /* owned: proxy_trusted parsed */
@@ -124,6 +150,7 @@ struct cfg {
     size_t client_output_limit;   /* 256 KiB: stop reading a client whose replies pile up */
     char *tls_cert_file;          /* STARTTLS offered when both set */
     char *tls_key_file;
+    struct cfg_tls_policy tlsp;   /* the listeners' defaults */
     char *user;                   /* drop privileges to this user after binding (when root) */
     char *group;
     unsigned thread_pool_size;    /* 4 */

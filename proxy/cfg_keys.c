@@ -27,6 +27,23 @@ static const char *const cfg_keys__failure[] = {"tempfail", "accept", "tag", NUL
 /* in the order of enum cfg_tls_mode */
 static const char *const cfg_keys__tls_mode[] = {"auto", "none", "starttls", "implicit", NULL};
 static const char *const cfg_keys__auth[] = {"none", "dovecot", NULL}; /* enum cfg_auth_mode */
+/* in the order of enum cfg_tls_proto and enum cfg_tls_verify */
+static const char *const cfg_keys__tls_proto[] = {"TLSv1.2", "TLSv1.3", NULL};
+static const char *const cfg_keys__tls_verify[] = {"no", "optional", "require", NULL};
+
+/* The inbound TLS policy keys, the same in [server] and [listener NAME]
+ * (X: the offset macro of the struct holding the policy). */
+// clang-format off
+#define CFG_KEYS__TLS_POLICY(sec, X)                                                               \
+    {sec, "tls_min_protocol", T_ENUM, X(tlsp.min_protocol), 0, 0, 0, cfg_keys__tls_proto, 0},      \
+    {sec, "tls_ciphers", T_STR, X(tlsp.ciphers), 0, 0, 0, NULL, F_PRINTABLE},                      \
+    {sec, "tls_ciphersuites", T_STR, X(tlsp.ciphersuites), 0, 0, 0, NULL, F_PRINTABLE},            \
+    {sec, "tls_sni", T_SNI, X(tlsp.sni), X(tlsp.nsni), 0, CFG_MAX_SNI, NULL, 0},                   \
+    {sec, "tls_verify_client", T_ENUM, X(tlsp.verify_client), 0, 0, 0, cfg_keys__tls_verify, 0},   \
+    {sec, "tls_client_ca_file", T_STR, X(tlsp.client_ca_file), 0, 0, 0, NULL, 0},                  \
+    {sec, "tls_client_fingerprints", T_STR, X(tlsp.client_fingerprints), 0, 0, 0, NULL, 0},        \
+    {sec, "tls_session_tickets", T_BOOL, X(tlsp.session_tickets), 0, 0, 0, NULL, 0}
+// clang-format on
 
 #define O(f) offsetof(struct cfg, f)
 #define P(f) offsetof(struct cfg_plugin, f)
@@ -56,6 +73,7 @@ const struct cfg_key cfg_keys[CFG_KEYS_N] = {
     {SEC_SERVER, "client_output_limit", T_SIZE, O(client_output_limit), 0, 4 * KIB, GIB, NULL, 0},
     {SEC_SERVER, "tls_cert_file", T_STR, O(tls_cert_file), 0, 0, 0, NULL, 0},
     {SEC_SERVER, "tls_key_file", T_STR, O(tls_key_file), 0, 0, 0, NULL, 0},
+    CFG_KEYS__TLS_POLICY(SEC_SERVER, O),
     {SEC_SERVER, "user", T_STR, O(user), 0, 0, 0, NULL, 0},
     {SEC_SERVER, "group", T_STR, O(group), 0, 0, 0, NULL, 0},
     {SEC_SERVER, "thread_pool_size", T_UINT, O(thread_pool_size), 0, 1, 1024, NULL, 0},
@@ -132,6 +150,7 @@ const struct cfg_key cfg_keys_listener[CFG_KEYS_LISTENER_N] = {
     {SEC_LISTENER, "require_tls", T_BOOL, L(require_tls), 0, 0, 0, NULL, 0},
     {SEC_LISTENER, "tls_cert_file", T_STR, L(tls_cert_file), 0, 0, 0, NULL, 0},
     {SEC_LISTENER, "tls_key_file", T_STR, L(tls_key_file), 0, 0, 0, NULL, 0},
+    CFG_KEYS__TLS_POLICY(SEC_LISTENER, L),
     {SEC_LISTENER, "proxy_protocol", T_BOOL, L(proxy_protocol), 0, 0, 0, NULL, 0},
     {SEC_LISTENER, "proxy_trusted", T_STR, L(proxy_trusted), 0, 0, 0, NULL, 0},
     {SEC_LISTENER, "chain", T_CHAIN, 0, 0, 0, 0, NULL, 0},

@@ -35,6 +35,7 @@ enum cfg_keys_type {
     T_ADDRS, /* struct cfg_addr[] at off, size_t count at off2 */
     T_STATS, /* char stats_listen[300] */
     T_CHAIN, /* [chain] plugins, [listener NAME] chain */
+    T_SNI,   /* repeatable "HOST CERT KEY": struct cfg_tls_sni * at off, size_t count at off2 */
 };
 
 #define F_HOSTNAME 1u   /* T_STR: must look like a host name (HELO) */
@@ -53,7 +54,7 @@ struct cfg_key {
 
 extern const char *const cfg_keys_sec_names[];
 /* [server], [upstream], [stats] and [chain]; offsets into struct cfg. */
-#define CFG_KEYS_N 67
+#define CFG_KEYS_N 75
 extern const struct cfg_key cfg_keys[CFG_KEYS_N];
 /* The keys of a [plugin NAME] section that the host uses; offsets into
  * struct cfg_plugin. Every other key there belongs to the plugin. */
@@ -61,7 +62,7 @@ extern const struct cfg_key cfg_keys[CFG_KEYS_N];
 extern const struct cfg_key cfg_keys_plugin[CFG_KEYS_PLUGIN_N];
 /* The keys of a [listener NAME] section; offsets into struct
  * cfg_listener. */
-#define CFG_KEYS_LISTENER_N 16
+#define CFG_KEYS_LISTENER_N 24
 extern const struct cfg_key cfg_keys_listener[CFG_KEYS_LISTENER_N];
 /* Host keys of a plugin section that are not in cfg_keys_plugin (read by
  * the chain loader itself), NULL-terminated. */

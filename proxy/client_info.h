@@ -20,6 +20,11 @@ struct client_info {
     bool esmtp;
     char tls_version[32]; /* "" when no TLS */
     char tls_cipher[64];
+    /* the client certificate, when the listener's tls_verify_client
+     * policy verified one (tlssrv_peer); "" otherwise */
+    char tls_peer_subject[256];
+    char tls_peer_issuer[256];
+    char tls_peer_fp[72]; /* "sha256:" + 64 hex */
     char auth_user[256]; /* "" (sluice does not offer AUTH itself) */
     char local_addr[64];
     int local_port;

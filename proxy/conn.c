@@ -777,6 +777,11 @@ const char *conn_tls_cipher(const struct conn *c)
     return conn_tls_active(c) ? SSL_get_cipher_name(c->ssl) : NULL;
 }
 
+SSL *conn_tls_ssl(const struct conn *c)
+{
+    return conn_tls_active(c) ? c->ssl : NULL;
+}
+
 const char *conn_tls_error(const struct conn *c)
 {
     return c->tls_err ? c->tls_err : "";

@@ -88,6 +88,9 @@ bool conn_tls_active(const struct conn *c);
 const char *conn_tls_version(const struct conn *c); /* "TLSv1.3" or NULL */
 const char *conn_tls_cipher(const struct conn *c);
 const char *conn_tls_error(const struct conn *c);    /* last TLS error text or "" */
+/* The SSL of an active TLS session (for what the handshake negotiated),
+ * else NULL. Owned by the conn: read it, do not keep it. */
+SSL *conn_tls_ssl(const struct conn *c);
 
 /* Peer and local addresses as text ("127.0.0.1", port) ; 0 or negative. */
 int conn_peer(const struct conn *c, char *ip, size_t iplen, int *port);

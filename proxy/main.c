@@ -18,7 +18,6 @@
 
 #include "buf.h"
 #include "cfg.h"
-#include "conn.h"
 #include "chain.h"
 #include "log.h"
 #include "mime7.h"
@@ -26,6 +25,7 @@
 #include "server.h"
 #include "stats.h"
 #include "stats_http.h"
+#include "tlssrv.h"
 
 static struct cfg_overrides main__overrides;
 
@@ -65,12 +65,12 @@ static int main__check_extra(const struct cfg *cfg, buf_t *errs)
         if (l->tls == CFG_TLS_NONE || !l->tls_cert_file || !l->tls_key_file)
             continue;
         char err[512];
-        SSL_CTX *ctx = conn_tls_server_ctx_new(l->tls_cert_file, l->tls_key_file, err, sizeof err);
+        int line = 0;
+        SSL_CTX *ctx = tlssrv_ctx_new(l, err, sizeof err, &line);
         if (!ctx) {
-            int line = 0;
             char sec[CFG_LISTENER_NAME_MAX + 16];
             snprintf(sec, sizeof sec, "listener %s", l->name);
-            if (!cfg_get(cfg, sec, "tls_cert_file", &line))
+            if (!line && !cfg_get(cfg, sec, "tls_cert_file", &line))
                 cfg_get(cfg, "server", "tls_cert_file", &line);
             buf_printf(errs, "%s:%d: [listener %s] TLS certificate/key: %s\n",
                        cfg->path ? cfg->path : "-", line, l->name, err);

@@ -26,6 +26,7 @@
 #include "log.h"
 #include "sess.h"
 #include "stats.h"
+#include "tlssrv.h"
 #include "up.h"
 #include "xalloc.h"
 
@@ -185,7 +186,8 @@ static SSL_CTX *server__tls(const struct cfg_listener *l, int *failed)
     if (l->tls == CFG_TLS_NONE || !l->tls_cert_file || !l->tls_key_file)
         return NULL;
     char err[512];
-    SSL_CTX *ctx = conn_tls_server_ctx_new(l->tls_cert_file, l->tls_key_file, err, sizeof err);
+    int line;
+    SSL_CTX *ctx = tlssrv_ctx_new(l, err, sizeof err, &line);
     if (!ctx) {
         log_error("TLS [listener %s]: %s", l->name, err);
         *failed = 1;
@@ -198,22 +200,48 @@ static bool server__unreadable(const char *file)
     return access(file, R_OK) != 0 && errno == EACCES;
 }
 
+/* The same certificate and key files (tls_sni ones included) in o and n;
+ * *bad: one of them the server cannot read any more. */
+static bool server__same_tls_files(const struct cfg_listener *o, const struct cfg_listener *n,
+                                   const char **bad)
+{
+    *bad = NULL;
+    if (!o->tls_cert_file || !o->tls_key_file || !n->tls_cert_file || !n->tls_key_file ||
+        strcmp(n->tls_cert_file, o->tls_cert_file) != 0 ||
+        strcmp(n->tls_key_file, o->tls_key_file) != 0 || n->tlsp.nsni != o->tlsp.nsni)
+        return false;
+    for (size_t j = 0; j < n->tlsp.nsni; j++)
+        if (strcmp(n->tlsp.sni[j].cert_file, o->tlsp.sni[j].cert_file) != 0 ||
+            strcmp(n->tlsp.sni[j].key_file, o->tlsp.sni[j].key_file) != 0)
+            return false;
+    const char *files[2 + 2 * CFG_MAX_SNI];
+    size_t nf = 0;
+    files[nf++] = n->tls_key_file;
+    files[nf++] = n->tls_cert_file;
+    for (size_t j = 0; j < n->tlsp.nsni; j++) {
+        files[nf++] = n->tlsp.sni[j].key_file;
+        files[nf++] = n->tlsp.sni[j].cert_file;
+    }
+    for (size_t j = 0; j < nf && !*bad; j++)
+        if (server__unreadable(files[j]))
+            *bad = files[j];
+    return true;
+}
+
 /* The TLS context for a reloaded configuration. A reload runs after the
  * privilege drop, so a key only root may read (as it should be) cannot be
- * read again: when the files are named as before and are unreadable, the
- * context loaded at start stays in use. New certificate files therefore
- * take a restart when the key is root-only; a reload says so. */
+ * read again: when the files are named as before and one is unreadable,
+ * the context loaded at start stays in use, with its policy. New
+ * certificate files (or a new policy) therefore take a restart when a key
+ * is root-only; a reload says so. A new context takes the running one's
+ * session ticket keys, so tickets issued before the reload still resume. */
 static SSL_CTX *server__tls_reload(struct server *srv, size_t i, const struct cfg *n, int *failed)
 {
     const struct cfg_listener *o = &srv->cfg->listeners[i], *nl = &n->listeners[i];
     SSL_CTX *cur = srv->listeners[i].tls_ctx;
+    const char *bad;
     *failed = 0;
-    if (cur && nl->tls != CFG_TLS_NONE && nl->tls_cert_file && nl->tls_key_file &&
-        o->tls_cert_file && o->tls_key_file && strcmp(nl->tls_cert_file, o->tls_cert_file) == 0 &&
-        strcmp(nl->tls_key_file, o->tls_key_file) == 0) {
-        const char *bad = server__unreadable(nl->tls_key_file)    ? nl->tls_key_file
-                          : server__unreadable(nl->tls_cert_file) ? nl->tls_cert_file
-                                                                  : NULL;
+    if (cur && nl->tls != CFG_TLS_NONE && server__same_tls_files(o, nl, &bad)) {
         if (bad) {
             log_warn("TLS [listener %s]: cannot read %s as user %s; keeping the certificate and "
                      "key loaded at start (restart sluice to load new ones)",
@@ -222,7 +250,9 @@ static SSL_CTX *server__tls_reload(struct server *srv, size_t i, const struct cf
             return cur;
         }
     }
-    return server__tls(nl, failed);
+    SSL_CTX *ctx = server__tls(nl, failed);
+    tlssrv_keep_ticket_keys(cur, ctx);
+    return ctx;
 }
 
 /* A reload keeps the listeners bound at start: the new configuration must

@@ -31,6 +31,7 @@
 #include "server.h"
 #include "sess_int.h"
 #include "stats.h"
+#include "tlssrv.h"
 #include "xalloc.h"
 
 static void sess__start(struct sess *s);
@@ -95,11 +96,12 @@ void sess_log_tx(struct sess *s, enum stats_verdict v, uint64_t size_out)
     char qup[4 * sizeof s->last_upstream + 3], qauth[4 * sizeof s->info.auth_user + 3];
     snprintf(from, sizeof from, "<%s>", tx && tx->orig_sender ? tx->orig_sender : "");
     log_c_info(&s->log,
-               "event=tx client=%s:%d helo=%s tls=%s auth=%s from=%s rcpts=%zu size=%llu "
+               "event=tx client=%s:%d helo=%s tls=%s cipher=%s auth=%s from=%s rcpts=%zu size=%llu "
                "upstream=%s verdict=%s duration=%llu.%03llu%s",
                s->info.client_addr, s->info.client_port,
                s->info.helo[0] ? log_quote(qhelo, sizeof qhelo, s->info.helo) : "-",
                s->info.tls_version[0] ? s->info.tls_version : "none",
+               s->info.tls_cipher[0] ? s->info.tls_cipher : "-",
                s->info.auth_user[0] ? log_quote(qauth, sizeof qauth, s->info.auth_user) : "-",
                log_quote(qfrom, sizeof qfrom, from), nrcpts, (unsigned long long)bytes,
                log_quote(qup, sizeof qup, s->last_upstream), names_txverdict(v), ms / 1000,
@@ -594,6 +596,36 @@ void sess_close(struct sess *s, bool graceful)
     defer_post(&s->close_ev, sess__close_ev);
 }
 
+/* The handshake is done: what it negotiated goes to client_info (plugins,
+ * the transaction log line) and to one log line of its own. */
+static void sess__tls_done(struct sess *s)
+{
+    snprintf(s->info.tls_version, sizeof s->info.tls_version, "%s",
+             conn_tls_version(s->conn) ? conn_tls_version(s->conn) : "");
+    snprintf(s->info.tls_cipher, sizeof s->info.tls_cipher, "%s",
+             conn_tls_cipher(s->conn) ? conn_tls_cipher(s->conn) : "");
+    struct tlssrv_peer p;
+    SSL *ssl = conn_tls_ssl(s->conn);
+    if (ssl)
+        tlssrv_peer(ssl, &p);
+    else
+        memset(&p, 0, sizeof p);
+    snprintf(s->info.tls_peer_subject, sizeof s->info.tls_peer_subject, "%s", p.subject);
+    snprintf(s->info.tls_peer_issuer, sizeof s->info.tls_peer_issuer, "%s", p.issuer);
+    snprintf(s->info.tls_peer_fp, sizeof s->info.tls_peer_fp, "%s", p.verified ? p.fp : "");
+    char qsni[4 * sizeof p.sni + 3], qsub[4 * sizeof p.subject + 3];
+    log_c_info(&s->log,
+               "event=tls client=%s:%d tls=%s cipher=%s sni=%s resumed=%s peer_cert=%s "
+               "peer_fp=%s peer_subject=%s",
+               s->info.client_addr, s->info.client_port, s->info.tls_version, s->info.tls_cipher,
+               p.sni[0] ? log_quote(qsni, sizeof qsni, p.sni) : "-",
+               ssl && SSL_session_reused(ssl) ? "yes" : "no",
+               !p.cert      ? "none"
+               : p.verified ? "verified"
+                            : "unverified",
+               p.fp[0] ? p.fp : "-", p.subject[0] ? log_quote(qsub, sizeof qsub, p.subject) : "-");
+}
+
 static void sess__on_event(struct conn *c, enum conn_event ev, int err, void *ud)
 {
     (void)c;
@@ -611,10 +643,7 @@ static void sess__on_event(struct conn *c, enum conn_event ev, int err, void *ud
     case CONN_EV_TLS_DONE:
         stats_tls_handshake(true);
         s->tls = true;
-        snprintf(s->info.tls_version, sizeof s->info.tls_version, "%s",
-                 conn_tls_version(s->conn) ? conn_tls_version(s->conn) : "");
-        snprintf(s->info.tls_cipher, sizeof s->info.tls_cipher, "%s",
-                 conn_tls_cipher(s->conn) ? conn_tls_cipher(s->conn) : "");
+        sess__tls_done(s);
         if (s->tls_first) {
             /* Implicit TLS (RFC 8314): the session proper starts now. */
             s->tls_first = false;

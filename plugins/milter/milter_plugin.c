@@ -98,7 +98,7 @@ static const struct sluice_config_key mp_keys[] = {
      .type = SLUICE_CONFIG_STRING,
      .flags = SLUICE_CONFIG_KEEP_EMPTY | SLUICE_CONFIG_PRINTABLE,
      .max = 1000,
-     .def = "{tls_version} {cipher}",
+     .def = "{tls_version} {cipher} {cert_subject} {cert_issuer}",
      .offset = offsetof(struct mp_conf, macros[MILTER_STAGE_HELO])},
     {.name = "macros_mail",
      .type = SLUICE_CONFIG_STRING,
@@ -339,6 +339,11 @@ static const char *mp__macro(void *ud, const char *name)
         v = sluice_api->tls_version(ctx);
     else if (strcmp(name, "{cipher}") == 0)
         v = sluice_api->tls_cipher(ctx);
+    /* Only a certificate the listener verified (tls_verify_client). */
+    else if (strcmp(name, "{cert_subject}") == 0 && SLUICE_API_HAS(sluice_api, tls_peer_subject))
+        v = sluice_api->tls_peer_subject(ctx);
+    else if (strcmp(name, "{cert_issuer}") == 0 && SLUICE_API_HAS(sluice_api, tls_peer_issuer))
+        v = sluice_api->tls_peer_issuer(ctx);
     return v && *v ? v : NULL;
 }
 

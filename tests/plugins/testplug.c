@@ -24,6 +24,9 @@
  *   rewrite_rcpt = FROM TO       (rcpt: remove FROM, add TO)
  *   symbol = NAME SCORE          (data)
  *   counter = yes                counts data calls in a counter
+ *   tls_header = Name            (data) adds "Name: version=V; cipher=C; fp=F;
+ *                                subject=S; issuer=I" from the TLS accessors
+ *                                ("-" for an empty value)
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -47,7 +50,7 @@ struct tp {
     char text[200];
     const char *match_rcpt;
     unsigned sleep_ms, async_ms;
-    const char *add_header, *insert_header, *change_header, *delete_header;
+    const char *add_header, *insert_header, *change_header, *delete_header, *tls_header;
     char *replace_body;
     const char *change_sender;
     bool sender_at_mail;
@@ -111,6 +114,7 @@ static int tp_init(const struct sluice_host_api *api, sluice_instance *inst, voi
     t->insert_header = api->config_get(inst, "insert_header");
     t->change_header = api->config_get(inst, "change_header");
     t->delete_header = api->config_get(inst, "delete_header");
+    t->tls_header = api->config_get(inst, "tls_header");
     if ((v = api->config_get(inst, "replace_body"))) {
         t->replace_body = malloc(strlen(v) * 2 + 3);
         char *o = t->replace_body;
@@ -219,6 +223,23 @@ static void split_header(const char *spec, char *name, size_t nlen, const char *
         (*value)++;
 }
 
+static const char *or_dash(const char *v)
+{
+    return v && *v ? v : "-";
+}
+
+static void add_tls_header(sluice_ctx *ctx, const struct sluice_host_api *api, const char *name)
+{
+    bool peer = SLUICE_API_HAS(api, tls_peer_fingerprint);
+    char v[1024];
+    snprintf(v, sizeof v, "version=%s; cipher=%s; fp=%s; subject=%s; issuer=%s",
+             or_dash(api->tls_version(ctx)), or_dash(api->tls_cipher(ctx)),
+             or_dash(peer ? api->tls_peer_fingerprint(ctx) : NULL),
+             or_dash(peer ? api->tls_peer_subject(ctx) : NULL),
+             or_dash(peer ? api->tls_peer_issuer(ctx) : NULL));
+    api->header_add(ctx, name, v);
+}
+
 static void tp_reload(void *old_data, void *new_data)
 {
     struct tp *o = old_data, *n = new_data;
@@ -248,6 +269,8 @@ static int tp_data_work(sluice_ctx *ctx, struct tp *t)
     }
     if (t->delete_header)
         api->header_delete(ctx, t->delete_header, 0);
+    if (t->tls_header)
+        add_tls_header(ctx, api, t->tls_header);
     if (t->replace_body)
         api->body_replace(ctx, t->replace_body, strlen(t->replace_body));
     if (t->change_sender && !t->sender_at_mail)

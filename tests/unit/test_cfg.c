@@ -860,6 +860,85 @@ static void test_auth_keys(void **state)
     buf_free(&err);
 }
 
+/* ---- inbound TLS policy ---- */
+
+static void test_tls_policy_inherit(void **state)
+{
+    (void)state;
+    buf_t err = BUF_INIT;
+    write_file("c.pem", "x");
+    write_file("k.pem", "x");
+    struct cfg *c = load_text("[server]\n"
+                              "listen = 127.0.0.1:2525\n"
+                              "tls_cert_file = c.pem\n"
+                              "tls_key_file = k.pem\n"
+                              "tls_min_protocol = TLSv1.3\n"
+                              "tls_ciphersuites = TLS_AES_256_GCM_SHA384\n"
+                              "tls_sni = mx.example.com c.pem k.pem\n"
+                              "tls_verify_client = optional\n"
+                              "tls_client_ca_file = c.pem\n"
+                              "tls_session_tickets = no\n"
+                              "[listener own]\n"
+                              "listen = 127.0.0.1:2526\n"
+                              "tls_min_protocol = TLSv1.2\n"
+                              "tls_sni = *.example.org c.pem k.pem\n"
+                              "tls_sni = mx.example.net c.pem k.pem\n"
+                              "tls_verify_client = no\n"
+                              "tls_session_tickets = yes\n"
+                              "[listener inherits]\n"
+                              "listen = 127.0.0.1:2527\n",
+                              &err);
+    if (!c)
+        fail_msg("%s", err.ptr);
+    const struct cfg_listener *d = cfg_listener_find(c, "default");
+    const struct cfg_listener *own = cfg_listener_find(c, "own");
+    const struct cfg_listener *inh = cfg_listener_find(c, "inherits");
+    assert_non_null(d);
+    assert_non_null(own);
+    assert_non_null(inh);
+    const struct cfg_listener *takes_server[] = {d, inh};
+    for (size_t i = 0; i < 2; i++) {
+        const struct cfg_tls_policy *p = &takes_server[i]->tlsp;
+        assert_int_equal(p->min_protocol, CFG_TLS_V13);
+        assert_string_equal(p->ciphersuites, "TLS_AES_256_GCM_SHA384");
+        assert_null(p->ciphers);
+        assert_int_equal(p->nsni, 1);
+        assert_string_equal(p->sni[0].host, "mx.example.com");
+        assert_int_equal(p->sni[0].line, 7);
+        assert_int_equal(p->verify_client, CFG_TLS_VERIFY_OPTIONAL);
+        assert_string_equal(p->client_ca_file, "c.pem");
+        assert_false(p->session_tickets);
+    }
+    const struct cfg_tls_policy *p = &own->tlsp;
+    assert_int_equal(p->min_protocol, CFG_TLS_V12);
+    assert_string_equal(p->ciphersuites, "TLS_AES_256_GCM_SHA384"); /* not set there */
+    assert_int_equal(p->nsni, 2);
+    assert_string_equal(p->sni[0].host, "*.example.org");
+    assert_string_equal(p->sni[1].key_file, "k.pem");
+    assert_int_equal(p->sni[1].line, 15);
+    assert_int_equal(p->verify_client, CFG_TLS_VERIFY_NO);
+    assert_true(p->session_tickets);
+    cfg_unref(c);
+
+    /* defaults without any TLS key */
+    c = load_text("[server]\nlisten = 127.0.0.1:2525\n", &err);
+    assert_non_null(c);
+    p = &cfg_listener_find(c, "default")->tlsp;
+    assert_int_equal(p->min_protocol, CFG_TLS_V12);
+    assert_int_equal(p->verify_client, CFG_TLS_VERIFY_NO);
+    assert_true(p->session_tickets);
+    assert_int_equal(p->nsni, 0);
+    cfg_unref(c);
+
+    /* the same name twice */
+    c = load_text("[server]\ntls_sni = a.example c.pem k.pem\ntls_sni = A.example c.pem k.pem\n",
+                  &err);
+    assert_null(c);
+    assert_non_null(
+        strstr(err.ptr, "x.conf:3: 'tls_sni': A.example given twice (first at line 2)"));
+    buf_free(&err);
+}
+
 static void test_contrib_conf(void **state)
 {
     (void)state;
@@ -942,6 +1021,7 @@ int main(void)
         cmocka_unit_test(test_parse_size),
         cmocka_unit_test(test_parse_bool),
         cmocka_unit_test_setup_teardown(test_auth_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls_policy_inherit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_contrib_conf, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

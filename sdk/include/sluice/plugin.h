@@ -490,6 +490,19 @@ struct sluice_host_api {
      * n == 0 is set_reply with an empty text. */
     void (*set_reply_lines)(sluice_ctx *ctx, int code, const char *enh, const char *const *lines,
                             size_t n);
+
+    /* The client certificate of the inbound TLS session, when the
+     * listener asked for one (tls_verify_client) and it passed the
+     * listener's checks (its CA, its pinned fingerprints); "" otherwise
+     * (no TLS, no certificate, or one that did not pass under
+     * `optional`). Subject and issuer are RFC 2253 strings
+     * ("CN=client.example,O=Example"), printable ASCII; the fingerprint
+     * is "sha256:" and 64 lower-case hex digits of the DER certificate,
+     * the form tls_client_fingerprints takes. Host-owned, valid during
+     * the hook. Any hook context. */
+    const char *(*tls_peer_subject)(sluice_ctx *ctx);
+    const char *(*tls_peer_issuer)(sluice_ctx *ctx);
+    const char *(*tls_peer_fingerprint)(sluice_ctx *ctx);
 };
 
 /* What set_reply_lines keeps. */
