@@ -81,6 +81,12 @@ const char *server_ip_key(const struct server *srv, const char *ip, char *out, s
     struct in6_addr a;
     if (!strchr(ip, ':') || inet_pton(AF_INET6, ip, &a) != 1)
         return ip;
+    if (IN6_IS_ADDR_V4MAPPED(&a)) {
+        /* an IPv4 client, whoever wrote it as IPv6: counted as itself */
+        if (!inet_ntop(AF_INET, &a.s6_addr[12], out, (socklen_t)n))
+            return ip;
+        return out;
+    }
     unsigned prefix = srv->cfg->ipv6_prefix ? srv->cfg->ipv6_prefix : 128;
     for (unsigned bit = prefix; bit < 128; bit++)
         a.s6_addr[bit / 8] &= (unsigned char)~(0x80u >> (bit % 8));
@@ -91,11 +97,12 @@ const char *server_ip_key(const struct server *srv, const char *ip, char *out, s
     return out;
 }
 
-bool server_ip_acquire(struct server *srv, const char *ip)
+bool server_ip_acquire(struct server *srv, const char *ip, char *key, size_t n)
 {
     unsigned limit = srv->cfg->max_connections_per_ip;
-    char key[64];
-    struct server_ipcount *e = ip_slot(srv, server_ip_key(srv, ip, key, sizeof key), true);
+    char tmp[64];
+    snprintf(key, n, "%s", server_ip_key(srv, ip, tmp, sizeof tmp));
+    struct server_ipcount *e = ip_slot(srv, key, true);
     if (!e)
         return limit == 0; /* table full: only refuse when limits apply */
     if (limit && e->n >= limit)
@@ -104,10 +111,9 @@ bool server_ip_acquire(struct server *srv, const char *ip)
     return true;
 }
 
-void server_ip_release(struct server *srv, const char *ip)
+void server_ip_release(struct server *srv, const char *key)
 {
-    char key[64];
-    struct server_ipcount *e = ip_slot(srv, server_ip_key(srv, ip, key, sizeof key), false);
+    struct server_ipcount *e = ip_slot(srv, key, false);
     if (e && e->n > 0)
         e->n--;
 }

@@ -70,8 +70,10 @@ int server_start(struct server *srv);
 void server_free(struct server *srv);
 
 /* Per-IP accounting used by sessions. */
-bool server_ip_acquire(struct server *srv, const char *ip);
-void server_ip_release(struct server *srv, const char *ip);
+/* The count is taken under server_ip_key(ip), written to key[0..n): the
+ * release must name that key, since a reload may change ipv6_prefix. */
+bool server_ip_acquire(struct server *srv, const char *ip, char *key, size_t n);
+void server_ip_release(struct server *srv, const char *key);
 /* The key a client address is counted under: IPv4 as is, IPv6 as its
  * /ipv6_prefix network; out is used when a new string is needed. */
 const char *server_ip_key(const struct server *srv, const char *ip, char *out, size_t n);

@@ -17,7 +17,9 @@
  */
 #include "sess.h"
 
+#include <arpa/inet.h>
 #include <assert.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -560,7 +562,7 @@ static void sess__teardown(struct sess *s, bool graceful)
         s->conn = NULL;
     }
     if (s->ip_counted)
-        server_ip_release(s->srv, s->info.client_addr);
+        server_ip_release(s->srv, s->ip_key);
     if (s->sl_counted)
         s->sl->nconns--;
     server_sess_unlink(s->srv, &s->link);
@@ -807,7 +809,7 @@ static void sess__accepted(struct sess *s, const char *early, size_t early_len)
     struct server_listener *sl = s->sl;
     bool over_total = srv->cfg->max_connections && srv->nconns > srv->cfg->max_connections;
     bool over_listener = s->lst->max_connections && sl->nconns > s->lst->max_connections;
-    bool over_ip = !server_ip_acquire(srv, s->info.client_addr);
+    bool over_ip = !server_ip_acquire(srv, s->info.client_addr, s->ip_key, sizeof s->ip_key);
     s->ip_counted = !over_ip;
     if (over_total || over_listener || over_ip || srv->stopping) {
         sess__refuse_busy(s);
@@ -837,6 +839,31 @@ static void sess__accepted(struct sess *s, const char *early, size_t early_len)
     sess__start(s);
 }
 
+/* An address from a PROXY header: an IPv4 client the proxy wrote as
+ * IPv4-mapped IPv6 (HAProxy on a v4v6 socket) is the IPv4 client, for
+ * per-address limits, XCLIENT and the logs alike. */
+static void sess__set_addr(char *dst, size_t n, const char *addr)
+{
+    struct in6_addr a;
+    if (strchr(addr, ':') && inet_pton(AF_INET6, addr, &a) == 1 && IN6_IS_ADDR_V4MAPPED(&a) &&
+        inet_ntop(AF_INET, &a.s6_addr[12], dst, (socklen_t)n))
+        return;
+    snprintf(dst, n, "%s", addr);
+}
+
+/* A TLS version or cipher name the proxy reports goes to logs unquoted
+ * and to plugins: only the characters such names have; "unknown" when
+ * the proxy sent none. */
+static void sess__set_token(char *dst, size_t n, const char *v)
+{
+    size_t j = 0;
+    for (; *v && j + 1 < n; v++)
+        dst[j++] = (isalnum((unsigned char)*v) || strchr("._-", *v)) ? *v : '_';
+    dst[j] = 0;
+    if (!j)
+        snprintf(dst, n, "unknown");
+}
+
 /* Bytes on a proxy_protocol listener before its header is complete. The
  * header is parsed from the start of the buffer each time (proxyhdr is
  * pure and bounded by PROXYHDR_MAX_LEN); what follows it is the client's. */
@@ -855,25 +882,26 @@ static void sess__proxy_read(struct sess *s, const char *data, size_t len)
         return;
     }
     stats_proxy_header(STATS_PROXY_OK);
-    char desc[PROXYHDR_MAX_LEN + 256];
-    log_c_info(&s->log, "event=proxy proxy=%s header=\"%s\"", s->proxy_peer,
-               proxyhdr_describe(&h, desc, sizeof desc));
+    /* The TLV strings (SNI, CN, ...) are the remote client's own words:
+     * quoted like every client-chosen value in the log. */
+    char desc[PROXYHDR_MAX_LEN + 256], qdesc[4 * sizeof desc + 3];
+    log_c_info(&s->log, "event=proxy proxy=%s header=%s", s->proxy_peer,
+               log_quote(qdesc, sizeof qdesc, proxyhdr_describe(&h, desc, sizeof desc)));
     if (h.has_addrs) {
         /* From here the proxy's client is the client: limits, plugins,
          * XCLIENT, the name lookup and the logs all use it. A LOCAL or
          * UNKNOWN header (health checks) keeps the socket's addresses. */
-        snprintf(s->info.client_addr, sizeof s->info.client_addr, "%s", h.src_addr);
+        sess__set_addr(s->info.client_addr, sizeof s->info.client_addr, h.src_addr);
         s->info.client_port = h.src_port;
-        snprintf(s->info.local_addr, sizeof s->info.local_addr, "%s", h.dst_addr);
+        sess__set_addr(s->info.local_addr, sizeof s->info.local_addr, h.dst_addr);
         s->info.local_port = h.dst_port;
     }
     if (h.ssl && (h.ssl_client & PROXYHDR_SSL_CLIENT_SSL)) {
         /* The proxy ended the client's TLS (PP2_TYPE_SSL): the session is
          * as private as its hop to us, which proxy_trusted vouches for. */
         s->tls = true;
-        s->tls_by_proxy = true;
-        snprintf(s->info.tls_version, sizeof s->info.tls_version, "%s", h.ssl_version);
-        snprintf(s->info.tls_cipher, sizeof s->info.tls_cipher, "%s", h.ssl_cipher);
+        sess__set_token(s->info.tls_version, sizeof s->info.tls_version, h.ssl_version);
+        sess__set_token(s->info.tls_cipher, sizeof s->info.tls_cipher, h.ssl_cipher);
     }
     buf_consume(&s->in, (size_t)n);
     s->log.action = NULL;

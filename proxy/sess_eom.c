@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "conn.h"
 #include "mime7.h"
@@ -207,6 +208,36 @@ static const char *sess_eom__space(const char *p, char *tmp, size_t tmplen)
     return tmp;
 }
 
+/* A plugin's own MAIL parameters replace the client's, but not what
+ * describes the bytes about to be sent: BODY= (a BINARYMIME body only goes
+ * as such) and SMTPUTF8 are kept from the client's unless the plugin's
+ * name them itself. */
+static void sess_eom__keep_body_params(buf_t *line, const char *client, const char *plugin)
+{
+    static const char *const keep[] = {"BODY=", "SMTPUTF8"};
+    for (size_t k = 0; k < sizeof keep / sizeof keep[0]; k++) {
+        size_t kl = strlen(keep[k]);
+        bool in_plugin = false;
+        for (const char *p = plugin; p && *p;) {
+            while (*p == ' ')
+                p++;
+            if (strncasecmp(p, keep[k], kl) == 0)
+                in_plugin = true;
+            p += strcspn(p, " ");
+        }
+        if (in_plugin)
+            continue;
+        for (const char *p = client; p && *p;) {
+            while (*p == ' ')
+                p++;
+            size_t tl = strcspn(p, " ");
+            if (tl && strncasecmp(p, keep[k], kl) == 0)
+                buf_printf(line, " %.*s", (int)tl, p);
+            p += tl;
+        }
+    }
+}
+
 static struct sess_replay_item *sess_eom__item(struct sess *s, size_t idx, bool is_mail)
 {
     struct sess_replay *rp = &s->replay;
@@ -243,10 +274,11 @@ static void sess_eom__replay(struct sess *s, bool replay)
                    log_quote(q1, sizeof q1, tx->orig_sender), log_quote(q2, sizeof q2, tx->sender),
                    tx_visible_count(tx));
         up_command(s->up, "RSET", sess_eom__replay_cb, sess_eom__item(s, SIZE_MAX, false));
+        bool own = tx->sender_changed && tx->sender_params && *tx->sender_params;
         buf_printf(&line, "MAIL FROM:<%s>%s", tx->sender,
-                   tx->sender_changed && tx->sender_params && *tx->sender_params
-                       ? sess_eom__space(tx->sender_params, tmp, sizeof tmp)
-                       : tx->mail_params);
+                   own ? sess_eom__space(tx->sender_params, tmp, sizeof tmp) : tx->mail_params);
+        if (own)
+            sess_eom__keep_body_params(&line, tx->mail_params, tx->sender_params);
         up_command(s->up, line.ptr, sess_eom__replay_cb, sess_eom__item(s, SIZE_MAX, true));
     }
     for (size_t i = 0; i < tx->nrcpts; i++) {

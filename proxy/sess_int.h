@@ -144,7 +144,7 @@ struct sess {
     bool ip_counted;
     bool tls;
     bool tls_first;       /* implicit TLS: the handshake runs before the greeting */
-    bool tls_by_proxy;    /* a trusted PROXY header said the proxy ended the client's TLS */
+    char ip_key[64];      /* where the per-address count was taken (server_ip_acquire) */
     char proxy_peer[80];  /* "addr:port" of the proxy on a proxy_protocol listener, else "" */
     bool sl_counted;      /* counted in sl->nconns */
     bool end_after_reply; /* a 421 is queued: close once it is out */

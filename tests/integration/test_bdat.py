@@ -169,6 +169,29 @@ def test_binarymime_with_a_plugin_header_edit(sluice_factory, fake_factory):
     assert b"X-Seen: yes\r\n" in m.data.split(b"\r\n\r\n", 1)[0] + b"\r\n"
 
 
+def test_binarymime_kept_when_a_plugin_gives_its_own_mail_parameters(sluice_factory,
+                                                                     fake_factory):
+    """A plugin changes the sender with parameters of its own: the replayed
+    MAIL still says BODY=BINARYMIME, since the body goes as binary."""
+    import plugkit
+    up = binarymime_fake(fake_factory)
+    sl = plugkit.start(sluice_factory, up, ("p", "testplug", {
+        "change_sender": "bounce@example.org", "sender_params": "SIZE=99999"}))
+    assert harness.smtp_send(sl.port) == {}
+    with Client(sl.port) as c:
+        c.greeting()
+        c.ehlo()
+        c.expect("MAIL FROM:<sender@example.com> BODY=BINARYMIME", 250)
+        c.expect("RCPT TO:<rcpt@example.net>", 250)
+        r = send_chunks(c, [BIN_HEAD + BIN_BODY])
+        assert r.code == 250, r
+    m = up.wait_messages(2)[1]
+    assert m.mail_from == "bounce@example.org", m.mail_from
+    params = m.mail_params.upper().split()
+    assert "BODY=BINARYMIME" in params and "SIZE=99999" in params, m.mail_params
+    assert m.chunked and m.data == BIN_HEAD + BIN_BODY
+
+
 def test_binarymime_header_section_keeps_the_line_rules(sluice_factory, fake_factory):
     up = binarymime_fake(fake_factory)
     sl = sluice_factory(up.port)

@@ -266,7 +266,9 @@ def test_untrusted_source_is_refused(xfake, sluice_factory):
     stats = harness.free_port()
     sl = proxy_sluice(sluice_factory, xfake.port, stats_port=stats)
     assert harness.wait_port(stats)
-    # (wait_port's own probe of the listener was one untrusted connection)
+    # wait_port's own probe of the listener was one untrusted connection:
+    # counted once its refusal is logged
+    assert sl.wait_log(r"refused: listener edge takes a PROXY header only from proxy_trusted")
     before = metric(stats, "sluice_proxy_headers_total", result="untrusted")
     s = connect_from(sl.edge_port, "127.0.0.1")
     s.sendall(b"PROXY TCP4 203.0.113.9 127.0.0.1 1234 25\r\n")
@@ -368,3 +370,54 @@ def test_implicit_tls_behind_a_header_in_one_segment(xfake, sluice_factory, cert
     assert got.startswith(b"220 "), got
     s.close()
     assert sl.wait_log(r"event=connect client=127\.0\.0\.93:40010 listener=edge proxy=")
+
+
+def v2_header6(src, dst, sport, dport, tlvs=b""):
+    """A PROXY v2 header for TCP over IPv6."""
+    sig = b"\r\n\r\n\x00\r\nQUIT\n"
+    body = (socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, dst) +
+            struct.pack("!HH", sport, dport) + tlvs)
+    return sig + bytes([0x21, 0x21]) + struct.pack("!H", len(body)) + body
+
+
+def test_ipv4_mapped_client_is_the_ipv4_client(xfake, sluice_factory):
+    """HAProxy on a v4v6 socket names IPv4 clients as ::ffff:a.b.c.d: they
+    are counted, logged and sent in XCLIENT as the IPv4 clients they are,
+    not all under one IPv6 /64."""
+    sl = proxy_sluice(sluice_factory, xfake.port, server={"max_connections_per_ip": 1})
+    a = Client(sl.edge_port, source=PROXY_SRC)
+    a.send(v2_header6("::ffff:10.0.0.1", "::ffff:127.0.0.1", 40100, 25))
+    a.greeting()
+    with Client(sl.edge_port, source=PROXY_SRC) as b:
+        b.send(v2_header6("::ffff:10.9.9.9", "::ffff:127.0.0.1", 40101, 25))
+        b.greeting()  # another client: not refused
+        b.ehlo()
+        assert transaction(b).code == 250
+    with Client(sl.edge_port, source=PROXY_SRC) as c:
+        c.send(b"PROXY TCP4 10.0.0.1 127.0.0.1 40102 25\r\n")  # the same client as a
+        r = c.reply()
+        assert (r.code, r.enh) == (421, "4.7.0"), r
+    a.close()
+    assert xfake.wait_messages(1)
+    assert any(x.xclient.get("ADDR") == "10.9.9.9" for x in xfake.sessions), \
+        [x.xclient for x in xfake.sessions]
+    assert sl.wait_log(r"event=connect client=10\.9\.9\.9:40101 listener=edge")
+
+
+def test_tlv_strings_are_quoted_in_the_log(xfake, sluice_factory):
+    """A client's SNI or certificate CN, passed on by the proxy in TLVs, is
+    the client's own text: it cannot add keys to the log line."""
+    sl = proxy_sluice(sluice_factory, xfake.port)
+    evil = b'a" verdict=accepted client=203.0.113.66:25 x="'
+    authority = b"\x02" + struct.pack("!H", len(evil)) + evil
+    with Client(sl.edge_port, source=PROXY_SRC) as c:
+        c.send(v2_header("127.0.0.96", "127.0.0.1", 40030, 25,
+                         tlvs=ssl_tlv(version=b'TLSv1.3" x="1') + authority))
+        c.greeting()
+        c.ehlo()
+        assert transaction(c).code == 250
+    ln = sl.wait_log(r"event=proxy ")
+    # the whole rest of the line is one quoted value (escapes inside)
+    assert ln and re.search(r'event=proxy proxy=\S+ header="(?:[^"\\]|\\.)*"$', ln), ln
+    tx = sl.wait_log(r"event=tx client=127\.0\.0\.96")
+    assert tx and "tls=TLSv1.3__x__1 " in tx, tx

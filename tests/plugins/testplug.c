@@ -18,6 +18,7 @@
  *   delete_header = Name         (data)
  *   replace_body = text          (data; "\n" sequences become line breaks)
  *   change_sender = ADDR         (mail or data, see sender_phase)
+ *   sender_params = PARAMS       (the ESMTP parameters change_sender gives)
  *   sender_phase = mail|data
  *   add_rcpt = ADDR              (data)
  *   remove_rcpt = ADDR           (data)
@@ -53,6 +54,7 @@ struct tp {
     const char *add_header, *insert_header, *change_header, *delete_header, *tls_header;
     char *replace_body;
     const char *change_sender;
+    const char *sender_params;
     bool sender_at_mail;
     const char *add_rcpt, *remove_rcpt;
     char rw_from[256], rw_to[256];
@@ -130,6 +132,7 @@ static int tp_init(const struct sluice_host_api *api, sluice_instance *inst, voi
         *o = 0;
     }
     t->change_sender = api->config_get(inst, "change_sender");
+    t->sender_params = api->config_get(inst, "sender_params");
     v = api->config_get(inst, "sender_phase");
     t->sender_at_mail = v && strcasecmp(v, "mail") == 0;
     t->add_rcpt = api->config_get(inst, "add_rcpt");
@@ -193,7 +196,7 @@ static int tp_hook_mail(sluice_ctx *ctx)
 {
     struct tp *t = tp_of(ctx);
     if (t->change_sender && t->sender_at_mail)
-        t->api->sender_change(ctx, t->change_sender, NULL);
+        t->api->sender_change(ctx, t->change_sender, t->sender_params);
     return answer(ctx, t, SLUICE_PHASE_MAIL);
 }
 
@@ -274,7 +277,7 @@ static int tp_data_work(sluice_ctx *ctx, struct tp *t)
     if (t->replace_body)
         api->body_replace(ctx, t->replace_body, strlen(t->replace_body));
     if (t->change_sender && !t->sender_at_mail)
-        api->sender_change(ctx, t->change_sender, NULL);
+        api->sender_change(ctx, t->change_sender, t->sender_params);
     if (t->add_rcpt)
         api->rcpt_add(ctx, t->add_rcpt, NULL);
     if (t->remove_rcpt)
