@@ -679,7 +679,8 @@ static void test_binary_body(void **state)
     struct sink out = {0};
     data_reader_init_chunked(&r, &lim_reject, sink_fn, &out);
     data_reader_set_binary(&r);
-    data_reader_feed(&r, "A: 1\nB: 2\r\n\r\n\n", 16);
+    static const char bare[] = "A: 1\nB: 2\r\n\r\n\n";
+    data_reader_feed(&r, bare, sizeof bare - 1);
     data_reader_finish(&r);
     assert_int_equal(data_reader_errors(&r), DATA_ERR_BARE_NL);
     sink_free(&out);
@@ -689,7 +690,8 @@ static void test_binary_body(void **state)
     struct sink out2 = {0};
     data_reader_init_chunked(&r, &small, sink_fn, &out2);
     data_reader_set_binary(&r);
-    data_reader_feed(&r, "A: 1\r\n\r\n0123456789", 18);
+    static const char big[] = "A: 1\r\n\r\n0123456789";
+    data_reader_feed(&r, big, sizeof big - 1);
     data_reader_finish(&r);
     assert_true(data_reader_errors(&r) & DATA_ERR_TOO_BIG);
     sink_free(&out2);
