@@ -122,6 +122,16 @@ unsigned authlimit_fail(struct authlimit *al, const char *key, uint64_t now_ms)
     return e->fails;
 }
 
+void authlimit_refund(struct authlimit *al, const char *key, uint64_t now_ms)
+{
+    if (!al || !al->limit || !al->v)
+        return;
+    struct authlimit_entry *slot;
+    struct authlimit_entry *e = authlimit__find(al, key, now_ms, &slot);
+    if (e && authlimit__live(al, e, now_ms) && e->fails > 0)
+        e->fails--;
+}
+
 uint64_t authlimit_untracked(const struct authlimit *al)
 {
     return al ? al->untracked : 0;

@@ -42,6 +42,9 @@ bool authlimit_blocked(const struct authlimit *al, const char *key, uint64_t now
 /* One more failure of `key`; returns its count in the current window (0
  * when it could not be tracked). */
 unsigned authlimit_fail(struct authlimit *al, const char *key, uint64_t now_ms);
+/* An attempt counted by authlimit_fail() turned out not to fail (success,
+ * or no answer): taken back if its window is still the current one. */
+void authlimit_refund(struct authlimit *al, const char *key, uint64_t now_ms);
 /* How many failures went untracked because the table was full. */
 uint64_t authlimit_untracked(const struct authlimit *al);
 

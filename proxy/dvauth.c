@@ -415,11 +415,16 @@ int dvauth_reply_parse(const char *line, size_t len, struct dvauth_reply *r)
     }
     while (dvauth__next(&c, &f, &flen)) {
         if (dvauth__kv(f, flen, "user", &v, &vlen)) {
-            if (dvauth_unescape(v, vlen, r->user, sizeof r->user) < 0)
-                goto bad;
-            for (const char *p = r->user; *p; p++)
+            /* Dovecot echoes the name a client tried, whatever it was: an
+             * unusable one spoils this reply's name only, never the line
+             * (a client could otherwise break everyone's connection). */
+            bool ok = dvauth_unescape(v, vlen, r->user, sizeof r->user) >= 0;
+            for (const char *p = r->user; ok && *p; p++)
                 if ((unsigned char)*p < 0x20 || *p == 0x7f)
-                    goto bad; /* it goes into logs and headers */
+                    ok = false; /* it goes into logs and headers */
+            r->user_bad = !ok;
+            if (!ok)
+                r->user[0] = 0;
             r->has_user = r->user[0] != 0;
         } else if (dvauth__kv(f, flen, "reason", &v, &vlen)) {
             /* only for the client's eyes: cut to fit, never refused */

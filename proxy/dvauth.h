@@ -136,6 +136,7 @@ struct dvauth_reply {
     unsigned id;
     bool has_user;
     char user[DVAUTH_USER_MAX + 1]; /* user=, unescaped, printable */
+    bool user_bad; /* a user= too long or with control bytes: not kept (has_user false) */
     bool has_reason;
     char reason[DVAUTH_REASON_MAX + 1]; /* reason=, unescaped, control bytes as '?' */
     char code[DVAUTH_CODE_MAX + 1];     /* code= ("" if none) */

@@ -338,7 +338,10 @@ static bool dvauth_client__line(struct dvauth_client *cl, const char *line, size
         return true; /* cancelled or timed out meanwhile */
     switch (rep.kind) {
     case DVAUTH_R_OK:
-        dvauth_client__finish(cl, r, DVAUTH_CLIENT_OK, rep.has_user ? rep.user : NULL, NULL);
+        if (rep.user_bad) /* a success under a name we cannot use is none */
+            dvauth_client__finish(cl, r, DVAUTH_CLIENT_TEMPFAIL, NULL, "unusable user name");
+        else
+            dvauth_client__finish(cl, r, DVAUTH_CLIENT_OK, rep.has_user ? rep.user : NULL, NULL);
         break;
     case DVAUTH_R_FAIL:
         dvauth_client__finish(cl, r, rep.temp ? DVAUTH_CLIENT_TEMPFAIL : DVAUTH_CLIENT_FAIL,

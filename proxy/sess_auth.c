@@ -147,11 +147,33 @@ bool sess_auth_check(struct sess *s, const struct cmd *c)
 
 static void sess_auth__done(void *ud, const struct dvauth_client_result *r);
 
-/* The credentials are complete: ask Dovecot. */
+static bool sess_auth__printable(const char *v)
+{
+    for (; *v; v++)
+        if ((unsigned char)*v < 0x20 || *v == 0x7f)
+            return false;
+    return true;
+}
+
+static void sess_auth__failed(struct sess *s, const char *reason);
+
+/* The credentials are complete: ask Dovecot. The attempt counts against
+ * the client's address now, while it waits (concurrent sessions cannot
+ * have more guesses in flight than the limit); an answer other than FAIL
+ * gives it back. */
 static void sess_auth__submit(struct sess *s)
 {
     const struct sasl_creds *cr = &s->auth.login.creds;
     snprintf(s->auth.user, sizeof s->auth.user, "%s", cr->authcid);
+    char key[64];
+    authlimit_fail(s->srv->authfail, server_ip_key(s->srv, s->info.client_addr, key, sizeof key),
+                   uv_now(s->srv->loop));
+    if (!sess_auth__printable(cr->authcid) || !sess_auth__printable(cr->authzid)) {
+        /* No account has such a name; Dovecot is not asked. */
+        sasl_wipe(&s->auth.login, sizeof s->auth.login);
+        sess_auth__failed(s, "control characters in the user name");
+        return;
+    }
     struct dvauth_req q = {
         .mech = "PLAIN",
         .authzid = cr->authzid,
@@ -168,6 +190,7 @@ static void sess_auth__submit(struct sess *s)
     s->auth.req = authpool_auth(s->srv->auth, s->lst->auth.socket, &q, sess_auth__done, s);
     sasl_wipe(&s->auth.login, sizeof s->auth.login); /* copied by the client */
     if (!s->auth.req) {
+        authlimit_refund(s->srv->authfail, key, uv_now(s->srv->loop));
         log_c_warn(&s->log, "client=%s auth request not made (auth_socket %s)", s->info.client_addr,
                    s->lst->auth.socket);
         sess_reply(s, 454, "4.7.0", "Temporary authentication failure");
@@ -180,10 +203,34 @@ static void sess_auth__submit(struct sess *s)
     s->log.action = "waiting for Dovecot's answer to AUTH";
 }
 
+/* A 535: counted per session (then 421) and, already at submit, per
+ * address. */
+static void sess_auth__failed(struct sess *s, const char *reason)
+{
+    char quser[4 * sizeof s->auth.user + 3], qwhy[1200];
+    s->auth.failures++;
+    log_c_warn(&s->log, "event=auth client=%s result=fail mech=%s user=%s failures=%u%s%s",
+               s->info.client_addr, sasl_mech_name(s->auth.mech),
+               log_quote(quser, sizeof quser, s->auth.user), s->auth.failures,
+               reason ? " reason=" : "", reason ? log_quote(qwhy, sizeof qwhy, reason) : "");
+    stats_auth(STATS_AUTH_FAILURE);
+    sess_reply(s, 535, "5.7.8", "Authentication credentials invalid");
+    sess_auth__end(s);
+    if (s->lst->auth.max_failures && s->auth.failures >= s->lst->auth.max_failures) {
+        sess_reply(s, 421, "4.7.0", "%s Error: too many failed authentications", s->cfg->hostname);
+        sess_close(s, true);
+    }
+}
+
 static void sess_auth__done(void *ud, const struct dvauth_client_result *r)
 {
     struct sess *s = ud;
     s->auth.req = NULL;
+    char key[64];
+    if (r->status != DVAUTH_CLIENT_FAIL) /* only a refusal keeps its count */
+        authlimit_refund(s->srv->authfail,
+                         server_ip_key(s->srv, s->info.client_addr, key, sizeof key),
+                         uv_now(s->srv->loop));
     if (s->state == S_CLOSING)
         return;
     s->busy = NULL;
@@ -204,27 +251,11 @@ static void sess_auth__done(void *ud, const struct dvauth_client_result *r)
         sess_reply(s, 235, "2.7.0", "Authentication successful");
         sess_auth__end(s);
         break;
-    case DVAUTH_CLIENT_FAIL: {
-        s->auth.failures++;
-        char key[64];
-        authlimit_fail(s->srv->authfail,
-                       server_ip_key(s->srv, s->info.client_addr, key, sizeof key),
-                       uv_now(s->srv->loop));
-        log_c_warn(&s->log, "event=auth client=%s result=fail mech=%s user=%s failures=%u%s%s",
-                   s->info.client_addr, mech, log_quote(quser, sizeof quser, s->auth.user),
-                   s->auth.failures, r->reason ? " reason=" : "",
-                   r->reason ? log_quote(qwhy, sizeof qwhy, r->reason) : "");
-        stats_auth(STATS_AUTH_FAILURE);
-        sess_reply(s, 535, "5.7.8", "Authentication credentials invalid");
-        sess_auth__end(s);
-        if (s->lst->auth.max_failures && s->auth.failures >= s->lst->auth.max_failures) {
-            sess_reply(s, 421, "4.7.0", "%s Error: too many failed authentications",
-                       s->cfg->hostname);
-            sess_close(s, true);
+    case DVAUTH_CLIENT_FAIL:
+        sess_auth__failed(s, r->reason);
+        if (s->state == S_CLOSING)
             return;
-        }
         break;
-    }
     default:
         log_c_warn(&s->log, "event=auth client=%s result=tempfail mech=%s user=%s why=%s",
                    s->info.client_addr, mech, log_quote(quser, sizeof quser, s->auth.user),

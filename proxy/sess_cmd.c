@@ -11,6 +11,7 @@
  * replies when it answers. While a verb waits (s->busy), no further input
  * is processed.
  */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -754,7 +755,7 @@ static const struct sess_verb sess_cmd__table[CMD_VERB_COUNT] = {
     [CMD_EXPN] = {CMD_EXPN, ANY, NULL, SV_BARRIER, SV_NO_PHASE, sess_cmd__not_impl, NULL},
     /* Before STARTTLS too: sess_auth_check() answers 538 itself. A barrier:
      * the lines after it may be SASL responses, not commands. */
-    [CMD_AUTH] = {CMD_AUTH, ANY, NULL, SV_BARRIER | SV_PRE, SV_NO_PHASE, sess_auth_check,
+    [CMD_AUTH] = {CMD_AUTH, ANY, NULL, SV_BARRIER | SV_JUNK | SV_PRE, SV_NO_PHASE, sess_auth_check,
                   sess_auth_proceed},
     /* Not SV_NEEDS_TX and every state: a BDAT out of place is answered
      * only after its bytes were read (sess_bdat.c). */
@@ -854,11 +855,21 @@ bool sess_cmd_handle(struct sess *s, const char *line, size_t len)
     /* AUTH's initial response holds the password: the log has the verb
      * and mechanism only. */
     int shown = (int)len;
-    if (c.verb == CMD_AUTH && c.arg) {
-        const char *sp = memchr(c.arg, ' ', c.arg_len);
-        shown = (int)((sp ? sp : c.arg + c.arg_len) - line);
+    if (c.verb == CMD_AUTH) {
+        /* the verb, then only mechanism-name characters (RFC 4422) */
+        shown = (int)(c.arg ? (size_t)(c.arg - line) : 4);
+        while (shown < (int)len &&
+               (isalnum((unsigned char)line[shown]) || line[shown] == '-' || line[shown] == '_'))
+            shown++;
+    } else if (c.verb == CMD_UNKNOWN) {
+        /* Not a command: it may be a SASL response pipelined behind a
+         * refused AUTH, that is a password. */
+        shown = 0;
     }
-    log_c_debug(&s->log, "client> %.*s%s", shown, line, shown < (int)len ? " ..." : "");
+    if (shown == 0)
+        log_c_debug(&s->log, "client> (not a command, %zu bytes, not shown)", len);
+    else
+        log_c_debug(&s->log, "client> %.*s%s", shown, line, shown < (int)len ? " ..." : "");
     if (c.has_nul) {
         sess_reply(s, 500, "5.5.2", "Error: NUL character in command");
         sess_error(s);

@@ -294,6 +294,62 @@ def test_failures_per_address_across_connections(sluice_factory, postfix, doveco
     assert not s.wait_log(r"client=127\.0\.0\.32 result=blocked", timeout=0.3)
 
 
+def test_control_bytes_in_a_name_fail_alone(sluice_factory, postfix, dovecot):
+    """A user name with a control byte is a counted failure (535), Dovecot
+    is not asked, and the shared Dovecot connection is not torn down: a
+    login on another session at the same time succeeds."""
+    s = sluice_factory(postfix.port, server={"auth": "dovecot", "auth_plaintext": True,
+                                             "auth_socket": dovecot.sock,
+                                             "auth_max_failures": 2})
+    good = Client(s.port, source="127.0.0.41", timeout=30)
+    good.greeting()
+    good.ehlo()
+    with Client(s.port, source="127.0.0.42", timeout=30) as c:
+        c.greeting()
+        c.ehlo()
+        c.expect("AUTH PLAIN " + b64("\0a\x01b\0x"), 535, "5.7.8")
+        c.expect("AUTH PLAIN " + b64("\0a\x1bb\0x"), 535, "5.7.8")
+        r = c.reply()
+        assert (r.code, r.enh) == (421, "4.7.0"), r
+    good.expect("AUTH PLAIN " + b64("\0alice\0secret"), 235, "2.7.0")
+    good.close()
+    assert not s.wait_log(r"malformed reply", timeout=0.3)
+
+
+def test_concurrent_guesses_stop_at_the_address_limit(sluice_factory, postfix, dovecot):
+    """Sessions of one address guessing at the same time: the attempts in
+    flight count, so no more than auth_max_failures_per_ip reach Dovecot."""
+    s = sluice_factory(postfix.port, server={"auth": "dovecot", "auth_plaintext": True,
+                                             "auth_socket": dovecot.sock,
+                                             "auth_max_failures_per_ip": 2})
+    cs = []
+    for _ in range(6):
+        c = Client(s.port, source="127.0.0.43", timeout=30)
+        c.greeting()
+        c.ehlo()
+        cs.append(c)
+    for c in cs:
+        c.send(("AUTH PLAIN " + b64("\0alice\0guess") + "\r\n").encode())
+    codes = sorted(c.reply().code for c in cs)
+    for c in cs:
+        c.close()
+    assert codes == [454, 454, 454, 454, 535, 535], codes
+
+
+def test_auth_cancel_counts_as_junk(sluice_factory, postfix, dovecot):
+    s = sluice_factory(postfix.port, server={"auth": "dovecot", "auth_plaintext": True,
+                                             "auth_socket": dovecot.sock,
+                                             "junk_command_limit": 5})
+    with Client(s.port, timeout=30) as c:
+        c.greeting()
+        c.ehlo()  # 1 junk
+        for _ in range(4):
+            c.expect("AUTH LOGIN", 334)
+            c.expect("*", 501, "5.0.0")
+        r = c.cmd("AUTH LOGIN")
+        assert (r.code, r.enh) == (421, "4.7.0"), r
+
+
 def test_reload_changes_auth_socket(sluice_factory, postfix, dovecot):
     """A reload applies a changed auth_socket to the sessions after it; a
     session of the old configuration still gets its answer."""

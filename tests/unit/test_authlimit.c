@@ -77,12 +77,32 @@ static void test_bounded(void **state)
     authlimit_free(al);
 }
 
+/* Counted when asked, given back when the answer was not a refusal: the
+ * attempts in flight count, as the limit needs under concurrency. */
+static void test_refund(void **state)
+{
+    (void)state;
+    struct authlimit *al = authlimit_new(16, 2, 1000);
+    assert_int_equal(authlimit_fail(al, "a", 0), 1);
+    assert_int_equal(authlimit_fail(al, "a", 0), 2);
+    assert_true(authlimit_blocked(al, "a", 1, NULL)); /* two in flight */
+    authlimit_refund(al, "a", 2);                     /* one succeeded */
+    assert_false(authlimit_blocked(al, "a", 3, NULL));
+    authlimit_refund(al, "a", 4);
+    authlimit_refund(al, "a", 5); /* never below zero */
+    assert_int_equal(authlimit_fail(al, "a", 6), 1);
+    authlimit_refund(al, "b", 6);    /* unknown: nothing */
+    authlimit_refund(al, "a", 2000); /* an ended window: nothing */
+    authlimit_free(al);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_blocks_at_limit_until_window_ends),
         cmocka_unit_test(test_off_and_reload),
         cmocka_unit_test(test_bounded),
+        cmocka_unit_test(test_refund),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
