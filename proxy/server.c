@@ -249,6 +249,18 @@ static SSL_CTX *server__tls_reload(struct server *srv, size_t i, const struct cf
     *failed = 0;
     if (cur && nl->tls != CFG_TLS_NONE && server__same_tls_files(o, nl, &bad)) {
         if (bad) {
+            unsigned char want[32];
+            tlssrv_policy_digest(nl, want);
+            if (memcmp(want, srv->listeners[i].tls_policy, sizeof want) != 0) {
+                /* Keeping the old context would keep the old policy while
+                 * the reload said the new one is in force. */
+                log_error("TLS [listener %s]: the TLS policy changed (or a file it names cannot "
+                          "be read), but %s cannot be read as user %s to build it: restart sluice "
+                          "to apply it",
+                          nl->name, bad, srv->cfg->user ? srv->cfg->user : "(current)");
+                *failed = 1;
+                return NULL;
+            }
             log_warn("TLS [listener %s]: cannot read %s as user %s; keeping the certificate and "
                      "key loaded at start (restart sluice to load new ones)",
                      nl->name, bad, srv->cfg->user ? srv->cfg->user : "(current)");
@@ -297,6 +309,7 @@ int server_init(struct server *srv, uv_loop_t *loop, struct cfg *cfg)
         sl->srv = srv;
         sl->idx = i;
         sl->tls_ctx = server__tls(&cfg->listeners[i], &failed);
+        tlssrv_policy_digest(&cfg->listeners[i], sl->tls_policy);
         if (failed)
             return -1;
         for (size_t a = 0; a < cfg->listeners[i].nlisten; a++)
@@ -533,6 +546,7 @@ static void server__on_hup(uv_signal_t *h, int signum)
         if (srv->listeners[i].tls_ctx)
             SSL_CTX_free(srv->listeners[i].tls_ctx);
         srv->listeners[i].tls_ctx = tls[i];
+        tlssrv_policy_digest(nl, srv->listeners[i].tls_policy);
     }
     cfg_unref(srv->cfg);
     srv->cfg = n;

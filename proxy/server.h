@@ -33,8 +33,9 @@ struct server_link {
  * changes on restart only; a reload may change their settings). */
 struct server_listener {
     struct server *srv;
-    size_t idx;       /* in srv->cfg->listeners, the same in every reload */
-    SSL_CTX *tls_ctx; /* its certificate (STARTTLS or implicit) or NULL */
+    size_t idx;                   /* in srv->cfg->listeners, the same in every reload */
+    SSL_CTX *tls_ctx;             /* its certificate (STARTTLS or implicit) or NULL */
+    unsigned char tls_policy[32]; /* tlssrv_policy_digest() of what tls_ctx was built with */
     uv_tcp_t *socks[CFG_MAX_LISTEN];
     size_t nsocks;
     unsigned nconns; /* its sessions, for its max_connections */

@@ -155,7 +155,26 @@ static int tlssrv__servername_cb(SSL *ssl, int *alert, void *arg)
 
 /* ---- contexts --------------------------------------------------------- */
 
-/* The session id context: the listener and its client-certificate policy. */
+/* The bytes of a file into a digest (a CA file: its path says nothing of
+ * what it holds now). Unreadable: nothing added; the context build that
+ * follows reports it. */
+static void tlssrv__digest_file(EVP_MD_CTX *md, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return;
+    char buf[8192];
+    size_t n, total = 0;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0 && total < (64u << 20)) {
+        EVP_DigestUpdate(md, buf, n);
+        total += n;
+    }
+    fclose(f);
+}
+
+/* The session id context: the listener and its client-certificate policy,
+ * the CA file's contents included, so that no session verified under an
+ * earlier policy or CA resumes under a new one. */
 static void tlssrv__sid_ctx(const struct cfg_listener *l, unsigned char out[32])
 {
     const struct cfg_tls_policy *p = &l->tlsp;
@@ -167,11 +186,42 @@ static void tlssrv__sid_ctx(const struct cfg_listener *l, unsigned char out[32])
     int n = snprintf(buf, sizeof buf, "sluice|%s|%d|", l->name, p->verify_client);
     EVP_DigestInit_ex(md, EVP_sha256(), NULL);
     EVP_DigestUpdate(md, buf, (size_t)n);
-    if (p->client_ca_file)
+    if (p->client_ca_file) {
         EVP_DigestUpdate(md, p->client_ca_file, strlen(p->client_ca_file));
+        tlssrv__digest_file(md, p->client_ca_file);
+    }
     EVP_DigestUpdate(md, "|", 1);
     if (p->client_fingerprints)
         EVP_DigestUpdate(md, p->client_fingerprints, strlen(p->client_fingerprints));
+    EVP_DigestFinal_ex(md, out, &len);
+    EVP_MD_CTX_free(md);
+}
+
+void tlssrv_policy_digest(const struct cfg_listener *l, unsigned char out[32])
+{
+    const struct cfg_tls_policy *p = &l->tlsp;
+    unsigned char sid[32];
+    tlssrv__sid_ctx(l, sid);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    unsigned len = 0;
+    if (!md)
+        xalloc_die(0);
+    char buf[64];
+    int n =
+        snprintf(buf, sizeof buf, "%d|%d|%zu|", p->min_protocol, (int)p->session_tickets, p->nsni);
+    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+    EVP_DigestUpdate(md, sid, sizeof sid);
+    EVP_DigestUpdate(md, buf, (size_t)n);
+    const char *strs[] = {p->ciphers, p->ciphersuites};
+    for (size_t i = 0; i < 2; i++) {
+        if (strs[i])
+            EVP_DigestUpdate(md, strs[i], strlen(strs[i]));
+        EVP_DigestUpdate(md, "|", 1);
+    }
+    for (size_t i = 0; i < p->nsni; i++) {
+        EVP_DigestUpdate(md, p->sni[i].host, strlen(p->sni[i].host));
+        EVP_DigestUpdate(md, "|", 1);
+    }
     EVP_DigestFinal_ex(md, out, &len);
     EVP_MD_CTX_free(md);
 }

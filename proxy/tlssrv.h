@@ -37,6 +37,10 @@ SSL_CTX *tlssrv_ctx_new(const struct cfg_listener *l, char *err, size_t errlen, 
  * has tickets off). A restart makes new keys; they never leave the
  * process. */
 void tlssrv_keep_ticket_keys(SSL_CTX *from, SSL_CTX *to);
+/* A digest of everything in the listener's TLS policy but its certificate
+ * files (the client CA file's contents included): equal digests, equal
+ * behaviour. */
+void tlssrv_policy_digest(const struct cfg_listener *l, unsigned char out[32]);
 
 /* Check a cipher list at load time: tls13 false: "tls_ciphers" (each
  * name that adds ciphers must select at least one); true:

@@ -472,3 +472,93 @@ def test_milter_gets_tls_and_certificate_macros(fake, sluice_factory, pki):
         assert m.get("{cipher}", "").startswith("TLS_"), m
         assert m.get("{cert_subject}") == "CN=client.test,O=Sluice Tests", m
         assert m.get("{cert_issuer}") == "CN=sluice test CA", m
+
+
+def test_new_client_ca_contents_stop_resumption(sluice_factory, fake, pki, tmp_path):
+    """The client CA file is replaced (same path) and sluice reloaded: a
+    session verified under the old CA no longer resumes (its session id
+    context covers the CA file's contents), and a fresh handshake with the
+    old CA's certificate is refused."""
+    import shutil
+    import signal
+    cafile = str(tmp_path / "clientca.pem")
+    shutil.copy(pki["ca"], cafile)
+    s = _start(sluice_factory, fake, pki, {"tls_verify_client": "require",
+                                            "tls_client_ca_file": cafile}, with_plugin=False)
+    ctx = _ctx(pki, cert=pki["cli_cert"], key=pki["cli_key"])
+    c = _implicit(s.tls_port, ctx)
+    c.ehlo()
+    sess = c.sock.session
+    c.cmd("QUIT")
+    c.close()
+    assert s.wait_log(r"event=tls .*peer_cert=verified")
+    other = harness.make_certs(str(tmp_path / "ca2"))
+    shutil.copy(other["ca"], cafile)
+    n0 = len(s.lines)
+    s.signal(signal.SIGHUP)
+    assert s.wait_log(r"configuration reloaded", start=n0)
+    assert _refused(s.tls_port, ctx)
+    c = Client(s.tls_port)
+    try:
+        c.sock = ctx.wrap_socket(c.sock, server_hostname="localhost", session=sess)
+        resumed = c.sock.session_reused
+        c.greeting()
+    except (ssl.SSLError, OSError, AssertionError):
+        resumed = False
+    finally:
+        c.close()
+    assert not resumed
+    assert not s.wait_log(r"event=tls .*resumed=yes", start=n0, timeout=1)
+
+
+def test_policy_change_with_an_unreadable_key_refuses_the_reload(sluice_factory, fake, pki,
+                                                                 tmp_path):
+    """Started as root with user = nobody and a 0600 key (the hardened
+    setup): a reload that changes the client-certificate pins cannot build
+    the new context, so it is refused with a clear error instead of
+    keeping the old policy under a 'reloaded' message."""
+    import pwd
+    import signal
+    import stat
+    import tempfile
+    nobody = pwd.getpwnam("nobody")
+    key = str(tmp_path / "rootonly.key")
+    shutil_copy(pki["key"], key)
+    os.chmod(key, 0o600)
+    spool = tempfile.mkdtemp(prefix="sluice-hup-", dir="/tmp")
+    os.chown(spool, nobody.pw_uid, nobody.pw_gid)
+    for p in [str(tmp_path), os.path.dirname(pki["cert"])]:
+        while p not in ("/", "/tmp"):
+            os.chmod(p, os.stat(p).st_mode | stat.S_IXOTH)
+            p = os.path.dirname(p)
+    for f in (pki["cert"], pki["self_cert"], pki["cli_cert"], pki["ca"]):
+        os.chmod(f, 0o644)
+    lst = {"tls_verify_client": "require", "tls_client_fingerprints": pki["self_fp"]}
+    s = _start(sluice_factory, fake, pki, lst, server={"user": "nobody", "spool_dir": spool,
+                                                       "memory_buffer": "0",
+                                                       "tls_key_file": key},
+               with_plugin=False)
+    os.chmod(s.config_path, 0o644)
+    ctx = _ctx(pki, cert=pki["self_cert"], key=pki["self_key"])
+    assert not _refused(s.tls_port, ctx)
+    s.sections["listener tls"]["tls_client_fingerprints"] = pki["cli_fp"]
+    s.write_config()
+    os.chmod(s.config_path, 0o644)
+    n = len(s.lines)
+    s.signal(signal.SIGHUP)
+    assert s.wait_log(r"the TLS policy changed .*restart sluice to apply it", start=n), \
+        "\n".join(s.lines[n:])
+    assert s.wait_log(r"reload of .* refused", start=n)
+    assert not s.wait_log(r"configuration reloaded", start=n, timeout=0.5)
+    # Unchanged policy, same unreadable key: the reload goes through.
+    s.sections["listener tls"]["tls_client_fingerprints"] = pki["self_fp"]
+    s.write_config()
+    os.chmod(s.config_path, 0o644)
+    n = len(s.lines)
+    s.signal(signal.SIGHUP)
+    assert s.wait_log(r"configuration reloaded", start=n), "\n".join(s.lines[n:])
+
+
+def shutil_copy(a, b):
+    import shutil
+    shutil.copy(a, b)
