@@ -917,7 +917,7 @@ void conn_close(struct conn *c, bool graceful)
 /* ---- contexts --------------------------------------------------------- */
 
 /* OpenSSL's reason for the oldest queued error, then clear the queue. */
-static void tls__err(char *err, size_t errlen, const char *what, const char *arg)
+void conn_tls_err(char *err, size_t errlen, const char *what, const char *arg)
 {
     unsigned long e = ERR_get_error();
     const char *reason = e ? ERR_reason_error_string(e) : NULL;
@@ -940,7 +940,7 @@ static SSL_CTX *tls__ctx_common(const SSL_METHOD *method, char *err, size_t errl
     ERR_clear_error();
     SSL_CTX *ctx = SSL_CTX_new(method);
     if (!ctx) {
-        tls__err(err, errlen, "cannot create TLS context", NULL);
+        conn_tls_err(err, errlen, "cannot create TLS context", NULL);
         return NULL;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
@@ -950,28 +950,33 @@ static SSL_CTX *tls__ctx_common(const SSL_METHOD *method, char *err, size_t errl
     return ctx;
 }
 
+int conn_tls_use_cert(SSL_CTX *ctx, const char *cert_file, const char *key_file, char *err,
+                      size_t errlen)
+{
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
+        conn_tls_err(err, errlen, "cannot load certificate chain", cert_file);
+        return -1;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) {
+        conn_tls_err(err, errlen, "cannot load private key", key_file);
+        return -1;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        conn_tls_err(err, errlen, "private key does not match certificate", key_file);
+        return -1;
+    }
+    return 0;
+}
+
 SSL_CTX *conn_tls_server_ctx_new(const char *cert_file, const char *key_file, char *err,
                                  size_t errlen)
 {
     SSL_CTX *ctx = tls__ctx_common(TLS_server_method(), err, errlen);
-    if (!ctx)
+    if (ctx && conn_tls_use_cert(ctx, cert_file, key_file, err, errlen) != 0) {
+        SSL_CTX_free(ctx);
         return NULL;
-    if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
-        tls__err(err, errlen, "cannot load certificate chain", cert_file);
-        goto fail;
-    }
-    if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) {
-        tls__err(err, errlen, "cannot load private key", key_file);
-        goto fail;
-    }
-    if (SSL_CTX_check_private_key(ctx) != 1) {
-        tls__err(err, errlen, "private key does not match certificate", key_file);
-        goto fail;
     }
     return ctx;
-fail:
-    SSL_CTX_free(ctx);
-    return NULL;
 }
 
 SSL_CTX *conn_tls_client_ctx_new(const char *ca_file, bool verify, char *err, size_t errlen)
@@ -982,7 +987,8 @@ SSL_CTX *conn_tls_client_ctx_new(const char *ca_file, bool verify, char *err, si
     int ok = ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
                      : SSL_CTX_set_default_verify_paths(ctx);
     if (ok != 1) {
-        tls__err(err, errlen, "cannot load CA certificates", ca_file ? ca_file : "(system default)");
+        conn_tls_err(err, errlen, "cannot load CA certificates",
+                     ca_file ? ca_file : "(system default)");
         SSL_CTX_free(ctx);
         return NULL;
     }

@@ -103,9 +103,18 @@ int conn_local(const struct conn *c, char *ip, size_t iplen, int *port);
  */
 void conn_close(struct conn *c, bool graceful);
 
-/* TLS contexts (OpenSSL 3). On error NULL and a message in err. */
+/* TLS contexts (OpenSSL 3). On error NULL and a message in err. The
+ * daemon's listeners build theirs with their policy in tlssrv.c; this
+ * plain one serves the tests. */
 SSL_CTX *conn_tls_server_ctx_new(const char *cert_file, const char *key_file, char *err,
                                  size_t errlen);
+/* Certificate chain and key from PEM files into ctx, checked to match:
+ * 0, or -1 with a message in err. */
+int conn_tls_use_cert(SSL_CTX *ctx, const char *cert_file, const char *key_file, char *err,
+                      size_t errlen);
+/* err gets "what arg: OpenSSL's reason" and OpenSSL's error queue is
+ * cleared. */
+void conn_tls_err(char *err, size_t errlen, const char *what, const char *arg);
 SSL_CTX *conn_tls_client_ctx_new(const char *ca_file, bool verify, char *err, size_t errlen);
 
 #endif

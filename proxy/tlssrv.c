@@ -38,6 +38,7 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
+#include "conn.h"
 #include "xalloc.h"
 
 #define TLSSRV__CACHE_SIZE 20480 /* OpenSSL's default, said out loud */
@@ -89,22 +90,6 @@ static void tlssrv__indexes(void)
 }
 
 /* OpenSSL's reason for the oldest queued error, then clear the queue. */
-static void tlssrv__err(char *err, size_t errlen, const char *what, const char *arg)
-{
-    unsigned long e = ERR_get_error();
-    const char *reason = e ? ERR_reason_error_string(e) : NULL;
-    char code[128];
-    if (!reason) {
-        if (e) {
-            ERR_error_string_n(e, code, sizeof code);
-            reason = code;
-        } else {
-            reason = "unknown error";
-        }
-    }
-    snprintf(err, errlen, "%s%s%s: %s", what, arg ? " " : "", arg ? arg : "", reason);
-    ERR_clear_error();
-}
 
 /* ---- client certificates ------------------------------------------------ */
 
@@ -233,7 +218,7 @@ static SSL_CTX *tlssrv__ctx(const struct cfg_listener *l, struct tlssrv *t, cons
     const struct cfg_tls_policy *p = &l->tlsp;
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx) {
-        tlssrv__err(err, errlen, "cannot create TLS context", NULL);
+        conn_tls_err(err, errlen, "cannot create TLS context", NULL);
         return NULL;
     }
     SSL_CTX_set_ex_data(ctx, tlssrv__idx_policy, t);
@@ -245,25 +230,15 @@ static SSL_CTX *tlssrv__ctx(const struct cfg_listener *l, struct tlssrv *t, cons
     /* Idle connections should not keep 2 x 17 KiB of record buffers. */
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     if (p->ciphers && SSL_CTX_set_cipher_list(ctx, p->ciphers) != 1) {
-        tlssrv__err(err, errlen, "tls_ciphers", p->ciphers);
+        conn_tls_err(err, errlen, "tls_ciphers", p->ciphers);
         goto fail;
     }
     if (p->ciphersuites && SSL_CTX_set_ciphersuites(ctx, p->ciphersuites) != 1) {
-        tlssrv__err(err, errlen, "tls_ciphersuites", p->ciphersuites);
+        conn_tls_err(err, errlen, "tls_ciphersuites", p->ciphersuites);
         goto fail;
     }
-    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
-        tlssrv__err(err, errlen, "cannot load certificate chain", cert);
+    if (conn_tls_use_cert(ctx, cert, key, err, errlen) != 0)
         goto fail;
-    }
-    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-        tlssrv__err(err, errlen, "cannot load private key", key);
-        goto fail;
-    }
-    if (SSL_CTX_check_private_key(ctx) != 1) {
-        tlssrv__err(err, errlen, "private key does not match certificate", key);
-        goto fail;
-    }
     unsigned char sid[32];
     tlssrv__sid_ctx(l, sid);
     SSL_CTX_set_session_id_context(ctx, sid, sizeof sid);
@@ -276,7 +251,7 @@ static SSL_CTX *tlssrv__ctx(const struct cfg_listener *l, struct tlssrv *t, cons
         STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(p->client_ca_file);
         if (!names || SSL_CTX_load_verify_locations(ctx, p->client_ca_file, NULL) != 1) {
             sk_X509_NAME_pop_free(names, X509_NAME_free);
-            tlssrv__err(err, errlen, "cannot load client CA certificates", p->client_ca_file);
+            conn_tls_err(err, errlen, "cannot load client CA certificates", p->client_ca_file);
             goto fail;
         }
         SSL_CTX_set_client_CA_list(ctx, names); /* takes them */
@@ -356,7 +331,7 @@ int tlssrv_check_ciphers(const char *list, bool tls13, char *err, size_t errlen)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx) {
-        tlssrv__err(err, errlen, "cannot create TLS context", NULL);
+        conn_tls_err(err, errlen, "cannot create TLS context", NULL);
         return -1;
     }
     int rc = 0;

@@ -25,8 +25,7 @@ import subprocess
 import pytest
 
 import harness
-import postfix as pfmod
-from test_dvauth import DOVECOT, Dovecot
+from test_dvauth import DOVECOT
 from test_front_proxy import HAProxy
 from test_virus_libclamav import make_db
 
@@ -44,27 +43,9 @@ LSAN_ENV = {
 }
 
 
-@pytest.fixture(scope="module")
-def dovecot():
-    d = Dovecot()
-    d.start()
-    yield d
-    d.stop()
-
-
-@pytest.fixture(scope="module")
-def postfix():
-    why = pfmod.unavailable()
-    if why:
-        pytest.skip(why)
-    inst = pfmod.PrivatePostfix()
-    try:
-        inst.start()
-    except Exception:
-        inst.stop()
-        raise
-    yield inst
-    inst.stop()
+# The private Dovecot of the AUTH tests; the suite's plain private Postfix
+# (conftest.py) is the upstream.
+from test_front_auth import dovecot  # noqa: F401,E402  (a pytest fixture)
 
 
 @pytest.fixture(scope="module")
