@@ -511,54 +511,57 @@ def test_new_client_ca_contents_stop_resumption(sluice_factory, fake, pki, tmp_p
     assert not s.wait_log(r"event=tls .*resumed=yes", start=n0, timeout=1)
 
 
-def test_policy_change_with_an_unreadable_key_refuses_the_reload(sluice_factory, fake, pki,
-                                                                 tmp_path):
+def test_policy_change_with_an_unreadable_key_refuses_the_reload(sluice_factory, fake, pki):
     """Started as root with user = nobody and a 0600 key (the hardened
     setup): a reload that changes the client-certificate pins cannot build
     the new context, so it is refused with a clear error instead of
-    keeping the old policy under a 'reloaded' message."""
+    keeping the old policy under a 'reloaded' message. pytest's own temp
+    tree is private to root (and pytest makes it so again whenever another
+    session starts), so the configuration and spool live in a directory of
+    their own that nobody can read."""
     import pwd
-    import signal
-    import stat
+    import shutil
     import tempfile
     nobody = pwd.getpwnam("nobody")
-    key = str(tmp_path / "rootonly.key")
-    shutil_copy(pki["key"], key)
-    os.chmod(key, 0o600)
-    spool = tempfile.mkdtemp(prefix="sluice-hup-", dir="/tmp")
+    d = tempfile.mkdtemp(prefix="sluice-hup-", dir="/tmp")
+    os.chmod(d, 0o755)
+    spool = os.path.join(d, "spool")
+    os.mkdir(spool)
     os.chown(spool, nobody.pw_uid, nobody.pw_gid)
-    for p in [str(tmp_path), os.path.dirname(pki["cert"])]:
-        while p not in ("/", "/tmp"):
-            os.chmod(p, os.stat(p).st_mode | stat.S_IXOTH)
-            p = os.path.dirname(p)
-    for f in (pki["cert"], pki["self_cert"], pki["cli_cert"], pki["ca"]):
-        os.chmod(f, 0o644)
-    lst = {"tls_verify_client": "require", "tls_client_fingerprints": pki["self_fp"]}
-    s = _start(sluice_factory, fake, pki, lst, server={"user": "nobody", "spool_dir": spool,
-                                                       "memory_buffer": "0",
-                                                       "tls_key_file": key},
-               with_plugin=False)
-    os.chmod(s.config_path, 0o644)
-    ctx = _ctx(pki, cert=pki["self_cert"], key=pki["self_key"])
-    assert not _refused(s.tls_port, ctx)
-    s.sections["listener tls"]["tls_client_fingerprints"] = pki["cli_fp"]
-    s.write_config()
-    os.chmod(s.config_path, 0o644)
-    n = len(s.lines)
-    s.signal(signal.SIGHUP)
-    assert s.wait_log(r"the TLS policy changed .*restart sluice to apply it", start=n), \
-        "\n".join(s.lines[n:])
-    assert s.wait_log(r"reload of .* refused", start=n)
-    assert not s.wait_log(r"configuration reloaded", start=n, timeout=0.5)
-    # Unchanged policy, same unreadable key: the reload goes through.
-    s.sections["listener tls"]["tls_client_fingerprints"] = pki["self_fp"]
-    s.write_config()
-    os.chmod(s.config_path, 0o644)
-    n = len(s.lines)
-    s.signal(signal.SIGHUP)
-    assert s.wait_log(r"configuration reloaded", start=n), "\n".join(s.lines[n:])
-
-
-def shutil_copy(a, b):
-    import shutil
-    shutil.copy(a, b)
+    key = os.path.join(d, "rootonly.key")
+    shutil.copy(pki["key"], key)
+    os.chmod(key, 0o600)
+    port = harness.free_port()
+    lst = {"listen": "127.0.0.1:%d" % port, "tls": "implicit", "tls_verify_client": "require",
+           "tls_client_fingerprints": pki["self_fp"]}
+    s = sluice_factory(fake.port, start=False,
+                       server={"user": "nobody", "spool_dir": spool, "memory_buffer": "0",
+                               "tls_cert_file": pki["cert"], "tls_key_file": key},
+                       extra_sections={"listener tls": lst})
+    s.config_path = os.path.join(d, "sluice.conf")
+    try:
+        s.write_config()
+        os.chmod(s.config_path, 0o644)
+        s.start()
+        harness.wait_port(port)
+        s.tls_port = port
+        ctx = _ctx(pki, cert=pki["self_cert"], key=pki["self_key"])
+        assert not _refused(s.tls_port, ctx)
+        s.sections["listener tls"]["tls_client_fingerprints"] = pki["cli_fp"]
+        s.write_config()
+        n = len(s.lines)
+        s.signal(signal.SIGHUP)
+        assert s.wait_log(r"the TLS policy changed .*restart sluice to apply it", start=n), \
+            "\n".join(s.lines[n:])
+        assert s.wait_log(r"reload of .* refused", start=n)
+        assert not s.wait_log(r"configuration reloaded", start=n, timeout=0.5)
+        assert not _refused(s.tls_port, ctx)  # the running policy, as the log says
+        # Unchanged policy, same unreadable key: the reload goes through.
+        s.sections["listener tls"]["tls_client_fingerprints"] = pki["self_fp"]
+        s.write_config()
+        n = len(s.lines)
+        s.signal(signal.SIGHUP)
+        assert s.wait_log(r"configuration reloaded", start=n), "\n".join(s.lines[n:])
+    finally:
+        s.stop()  # before its directory goes; the fixture's own stop is then a no-op
+        shutil.rmtree(d, ignore_errors=True)
