@@ -847,6 +847,11 @@ static void cfg__defaults(struct cfg__load *s)
     c->upstream_max_sessions_per_ip = 50;
     c->upstream_reclaim_idle_ms = 10 * SEC; /* Postfix's smtpd_timeout under stress */
     c->upstream_queue_timeout_ms = 30 * SEC;
+    /* Under Postfix's stress timeout (10 s), and its client's own limit on
+     * a reused connection's age (smtp_connection_reuse_time_limit). */
+    c->upstream_reuse_max_idle = 16;
+    c->upstream_reuse_idle_ms = 5 * SEC;
+    c->upstream_reuse_age_ms = 300 * SEC;
 }
 
 static void cfg__parse_file(struct cfg__load *s, const char *path)

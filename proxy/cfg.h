@@ -188,6 +188,9 @@ struct cfg {
     unsigned upstream_max_sessions_per_ip; /* 50; 0: no limit */
     unsigned upstream_reclaim_idle_ms;     /* 10 s */
     unsigned upstream_queue_timeout_ms;    /* 30 s */
+    unsigned upstream_reuse_max_idle;      /* 16 idle connections kept; 0: no reuse */
+    unsigned upstream_reuse_idle_ms;       /* 5 s */
+    unsigned upstream_reuse_age_ms;        /* 300 s */
 
     /* [stats] */
     char stats_listen[300];       /* "127.0.0.1:9025"; "" or "no" disables; "unix:/path" */

@@ -120,6 +120,9 @@ const struct cfg_key cfg_keys[CFG_KEYS_N] = {
      NULL, 0},
     {SEC_UPSTREAM, "reclaim_idle", T_MS, O(upstream_reclaim_idle_ms), 0, 100, HOUR, NULL, 0},
     {SEC_UPSTREAM, "queue_timeout", T_MS, O(upstream_queue_timeout_ms), 0, 100, HOUR, NULL, 0},
+    {SEC_UPSTREAM, "reuse_max_idle", T_UINT, O(upstream_reuse_max_idle), 0, 0, 100000, NULL, 0},
+    {SEC_UPSTREAM, "reuse_idle_timeout", T_MS, O(upstream_reuse_idle_ms), 0, 100, HOUR, NULL, 0},
+    {SEC_UPSTREAM, "reuse_time_limit", T_MS, O(upstream_reuse_age_ms), 0, 1000, 24 * HOUR, NULL, 0},
 
     {SEC_STATS, "listen", T_STATS, O(stats_listen), 0, 0, 0, NULL, 0},
     {SEC_STATS, "allowed_hosts", T_STR, O(stats_allowed_hosts), 0, 0, 0, NULL, F_PRINTABLE},

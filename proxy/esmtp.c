@@ -88,12 +88,16 @@ void esmtp_xclient_line(buf_t *b, const struct esmtp_client *w)
     if (w->helo && w->helo[0]) {
         buf_puts(b, " HELO=");
         esmtp_xtext(b, w->helo);
+    } else if (w->reset) {
+        buf_puts(b, " HELO=[UNAVAILABLE]");
     }
     /* Postfix then takes the client as authenticated under that name
      * (permit_sasl_authenticated, reject_sender_login_mismatch). */
     if (w->login && w->login[0]) {
         buf_puts(b, " LOGIN=");
         esmtp_xtext(b, w->login);
+    } else if (w->reset) {
+        buf_puts(b, " LOGIN=[UNAVAILABLE]");
     }
 }
 

@@ -45,6 +45,11 @@ struct esmtp_client {
     const char *helo;  /* "" until known */
     bool esmtp;        /* PROTO=ESMTP, else SMTP */
     const char *login; /* SMTP AUTH login name, NULL or "" when none */
+    /* The connection already carried an XCLIENT (reused for another
+     * client): attributes XCLIENT leaves unchanged when absent (HELO,
+     * LOGIN) are sent as [UNAVAILABLE], so that nothing of the last client
+     * (its login above all) sticks to this one. */
+    bool reset;
 };
 
 /* Append s as xtext: bytes outside 33..126, '+' and '=' become "+HH". */

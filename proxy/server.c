@@ -285,6 +285,13 @@ static bool server__same_listeners(const struct cfg *o, const struct cfg *n)
     return true;
 }
 
+static void server__uppool_limits(const struct cfg *c, struct uppool_limits *lim)
+{
+    lim->max_idle = c->upstream_reuse_max_idle;
+    lim->idle_ms = c->upstream_reuse_idle_ms;
+    lim->age_ms = c->upstream_reuse_age_ms;
+}
+
 static void server__upslot_limits(const struct cfg *c, struct upslot_limits *lim)
 {
     lim->max = c->upstream_max_sessions;
@@ -302,6 +309,9 @@ int server_init(struct server *srv, uv_loop_t *loop, struct cfg *cfg)
     struct upslot_limits lim;
     server__upslot_limits(cfg, &lim);
     upslot_pool_init(&srv->upslots, loop, &lim);
+    struct uppool_limits plim;
+    server__uppool_limits(cfg, &plim);
+    uppool_init(&srv->uppool, loop, &plim);
     srv->nlisteners = cfg->nlisteners;
     for (size_t i = 0; i < cfg->nlisteners; i++) {
         struct server_listener *sl = &srv->listeners[i];
@@ -471,6 +481,7 @@ static void server__on_term(uv_signal_t *h, int signum)
     log_info("signal %d: stopping; letting %u connection(s) finish (deadline %u ms)", signum,
              srv->nconns, srv->cfg->shutdown_timeout_ms);
     server__stop_listeners(srv);
+    uppool_close(&srv->uppool); /* and sessions ending now close theirs */
     uv_timer_stop(&probe_timer);
     for (struct server_link *l = srv->sessions; l;) {
         struct server_link *next = l->next;
@@ -555,6 +566,9 @@ static void server__on_hup(uv_signal_t *h, int signum)
     struct upslot_limits lim;
     server__upslot_limits(n, &lim);
     upslot_pool_set_limits(&srv->upslots, &lim);
+    struct uppool_limits plim;
+    server__uppool_limits(n, &plim);
+    uppool_set_limits(&srv->uppool, &plim); /* closes what the old config opened */
     chain_handover(chain_current(), chain);
     chain_set_current(chain);
     chain_unref(chain);
@@ -611,6 +625,7 @@ void server_free(struct server *srv)
     /* Sessions still open past the shutdown deadline are cut off. */
     while (srv->sessions)
         sess_abort(srv->sessions->sess);
+    uppool_close(&srv->uppool);
     upslot_pool_close(&srv->upslots);
     authpool_free(srv->auth); /* after the sessions: none waits on it */
     authlimit_free(srv->authfail);

@@ -18,6 +18,7 @@
 #include <uv.h>
 
 #include "cfg.h"
+#include "uppool.h"
 #include "upslot.h"
 
 struct authpool;
@@ -60,6 +61,7 @@ struct server {
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t shutdown_timer;
     struct upslot_pool upslots; /* upstream sessions held for clients */
+    struct uppool uppool;       /* idle upstream connections for the next session */
     struct authpool *auth;      /* Dovecot auth clients of the listeners (SMTP AUTH) */
     struct authlimit *authfail; /* failed AUTHs per client address, across sessions */
 };

@@ -372,6 +372,18 @@ static void sess__give_up(struct sess *s, const char *log_why, const char *reply
 
 /* ---- the upstream session and its slot ------------------------------------------- */
 
+/* With a slot held: an idle connection from the pool, else a new one. The
+ * open callback runs from the loop either way. */
+static void sess__up_open(struct sess *s)
+{
+    s->up = uppool_take(&s->srv->uppool, s->cfg, s->info.sid);
+    if (!s->up) {
+        s->up = up_new(s->srv->loop, s->cfg, s->info.sid);
+        stats_upconn(STATS_UPCONN_OPENED);
+    }
+    up_open(s->up, sess_cmd_up_open_cb, s);
+}
+
 static struct sess *sess__of_slot(struct upslot *sl)
 {
     return (struct sess *)((char *)sl - offsetof(struct sess, slot));
@@ -386,8 +398,7 @@ static void sess__slot_granted(struct upslot *sl)
         upslot_release(sl);
         return;
     }
-    s->up = up_new(s->srv->loop, s->cfg, s->info.sid);
-    up_open(s->up, sess_cmd_up_open_cb, s);
+    sess__up_open(s);
 }
 
 static void sess__slot_expired(struct upslot *sl)
@@ -437,19 +448,23 @@ bool sess_up_start(struct sess *s)
         s->log.action = "waiting for a free upstream session";
         return false; /* sess__slot_granted() opens it */
     }
-    s->up = up_new(s->srv->loop, s->cfg, s->info.sid);
-    up_open(s->up, sess_cmd_up_open_cb, s);
+    sess__up_open(s);
     return true;
 }
 
 void sess_up_drop(struct sess *s)
 {
+    bool held = s->slot.st == UPSLOT_HELD;
+    upslot_release(&s->slot);
     if (s->up) {
-        up_free(s->up);
+        /* A healthy connection serves the next session (uppool.h). */
+        if (held && !up_failed(s->up))
+            uppool_put(&s->srv->uppool, s->up, s->srv->upslots.nheld, s->srv->upslots.lim.max);
+        else
+            up_free(s->up);
         s->up = NULL;
     }
     s->identified = false;
-    upslot_release(&s->slot);
 }
 
 /* ---- the client's deadline ------------------------------------------------------ */
@@ -931,8 +946,7 @@ static void sess__start(struct sess *s)
         char key[64];
         if (upslot_try(&srv->upslots, &s->slot, &sess__slot_ops,
                        server_ip_key(srv, s->info.client_addr, key, sizeof key))) {
-            s->up = up_new(srv->loop, s->cfg, s->info.sid);
-            up_open(s->up, sess_cmd_up_open_cb, s);
+            sess__up_open(s);
         }
     }
     if (s->cfg->reverse_dns && sess__start_dns(s)) {

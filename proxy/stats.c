@@ -130,6 +130,12 @@ const char *stats__upslot_name(int e)
     return WORD(tab, e);
 }
 
+const char *stats__upconn_name(int e)
+{
+    static const char *const tab[STATS_UPCONN_COUNT] = {"opened", "reused", "expired", "ended"};
+    return WORD(tab, e);
+}
+
 const char *stats__dns_name(int e)
 {
     static const char *const tab[STATS_DNS_COUNT] = {
@@ -270,6 +276,17 @@ void stats_upslot(enum stats_upslot_event e)
 {
     if ((unsigned)e < STATS_UPSLOT_COUNT)
         inc(&g.upslot[e]);
+}
+
+void stats_upconn(enum stats_upconn e)
+{
+    if ((unsigned)e < STATS_UPCONN_COUNT)
+        inc(&g.upconn[e]);
+}
+
+void stats_upconn_idle(unsigned idle)
+{
+    atomic_store_explicit(&g.upconn_idle, idle, memory_order_relaxed);
 }
 
 void stats_upslots(unsigned held, unsigned waiting)
@@ -764,6 +781,9 @@ static void reset_core(void)
         atomic_store(&g.upslot[i], 0);
     for (size_t i = 0; i < STATS_AUTH_COUNT; i++)
         atomic_store(&g.auth[i], 0);
+    for (size_t i = 0; i < STATS_UPCONN_COUNT; i++)
+        atomic_store(&g.upconn[i], 0);
+    atomic_store(&g.upconn_idle, 0);
     atomic_store(&g.upslot_held, 0);
     atomic_store(&g.upslot_waiting, 0);
     for (size_t i = 0; i < STATS_V_COUNT; i++) {

@@ -64,6 +64,16 @@ enum stats_upslot_event {
     STATS_UPSLOT_COUNT
 };
 
+/* Upstream connections: opened anew, or reused from the idle pool, and
+ * why idle ones were closed (uppool.c). */
+enum stats_upconn {
+    STATS_UPCONN_OPENED = 0, /* a new connection for a session */
+    STATS_UPCONN_REUSED,     /* an idle one taken from the pool */
+    STATS_UPCONN_EXPIRED,    /* idle too long or too old: closed by us */
+    STATS_UPCONN_ENDED,      /* idle and ended by the MTA */
+    STATS_UPCONN_COUNT
+};
+
 /* What became of one SMTP AUTH exchange (sess_auth.c). */
 enum stats_auth {
     STATS_AUTH_SUCCESS = 0, /* 235 */
@@ -99,6 +109,8 @@ void stats_dns(enum stats_dns_event e);
 void stats_upslot(enum stats_upslot_event e);
 void stats_upslots(unsigned held, unsigned waiting); /* gauges */
 void stats_auth(enum stats_auth a);
+void stats_upconn(enum stats_upconn e);
+void stats_upconn_idle(unsigned idle); /* gauge */
 
 /* One call per transaction that reached a final answer (or was aborted). */
 void stats_transaction(enum stats_verdict v, unsigned rcpts, uint64_t bytes_in,

@@ -102,6 +102,9 @@ static void emit_traffic(buf_t *out, const struct stats__core *g)
     buf_printf(out, ",\"upstream_sessions\":{\"held\":%" PRIu64 ",\"waiting\":%" PRIu64 ",",
                stats__ld(&g->upslot_held), stats__ld(&g->upslot_waiting));
     emit_enum(out, "events", stats__upslot_name, g->upslot, STATS_UPSLOT_COUNT);
+    buf_printf(out, "},\"upstream_connections\":{\"idle\":%" PRIu64 ",",
+               stats__ld(&g->upconn_idle));
+    emit_enum(out, "events", stats__upconn_name, g->upconn, STATS_UPCONN_COUNT);
     buf_puts(out, "},");
     emit_enum(out, "transactions", names_txverdict, g->tx, STATS_V_COUNT);
     buf_puts(out, ",");

@@ -45,6 +45,8 @@ struct stats__core {
     _Atomic uint64_t dns[STATS_DNS_COUNT];
     _Atomic uint64_t upslot[STATS_UPSLOT_COUNT];
     _Atomic uint64_t upslot_held, upslot_waiting;
+    _Atomic uint64_t upconn[STATS_UPCONN_COUNT];
+    _Atomic uint64_t upconn_idle;
     _Atomic uint64_t auth[STATS_AUTH_COUNT];
     _Atomic uint64_t tx[STATS_V_COUNT];  /* every finished transaction */
     _Atomic uint64_t msg[STATS_V_COUNT]; /* those that carried content */
@@ -126,9 +128,10 @@ const char *stats__result_name(int ok); /* 0 failure, 1 success */
 const char *stats__auth_name(int a);    /* enum stats_auth */
 const char *stats__class_name(int rc);  /* STATS__RC_* */
 const char *stats__timeout_name(int t); /* enum stats_timeout */
-const char *stats__upslot_name(int e);  /* enum stats_upslot_event */
-const char *stats__dns_name(int e);     /* enum stats_dns_event */
-const char *stats__uperr_name(int e);   /* enum stats_up_error */
-const char *stats__breaker_name(int b); /* enum stats_breaker */
+const char *stats__upslot_name(int e);
+const char *stats__upconn_name(int e); /* enum stats_upconn */ /* enum stats_upslot_event */
+const char *stats__dns_name(int e);                            /* enum stats_dns_event */
+const char *stats__uperr_name(int e);                          /* enum stats_up_error */
+const char *stats__breaker_name(int b);                        /* enum stats_breaker */
 
 #endif

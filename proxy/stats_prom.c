@@ -152,6 +152,13 @@ static void emit_smtp(buf_t *out, const struct stats__core *g)
               "Upstream session pool: waits, waits that timed out (451 4.4.5), sessions taken "
               "back from idle clients.",
               "event", stats__upslot_name, g->upslot, STATS_UPSLOT_COUNT);
+    emit_enum(out, "sluice_upstream_connections_total", "counter",
+              "Upstream connections for sessions: opened anew or reused from the idle pool; "
+              "idle ones closed by sluice (expired) or by the MTA (ended).",
+              "event", stats__upconn_name, g->upconn, STATS_UPCONN_COUNT);
+    emit_scalar(out, "sluice_upstream_connections_idle", "gauge",
+                "Upstream connections kept idle for reuse ([upstream] reuse_max_idle).",
+                stats__ld(&g->upconn_idle));
 }
 
 /* Transactions, messages, their sizes and durations. */

@@ -81,6 +81,7 @@ enum up_cmd_kind {
     UP_K_DATA, /* DATA; on 354 the message follows */
     UP_K_DOT,  /* pseudo command: the final reply after the dot */
     UP_K_BDAT, /* "BDAT n LAST" and the message (RFC 3030); its reply is final */
+    UP_K_RESET, /* the idle pool's RSET (up_reset): the caller's, not a client's */
 };
 
 struct up_cmd {
@@ -115,11 +116,14 @@ struct up {
     unsigned long long size_limit;
     bool tls_done;
     bool xclient_done;
+    bool xclient_ever;     /* an XCLIENT was accepted on this connection (reuse) */
     char client_helo[256]; /* the real client's HELO, for the EHLO after XCLIENT */
     char told_helo[256];   /* the HELO the last XCLIENT told (re-sent when it changes) */
     char told_login[256];  /* ... and the login name */
     int depth;             /* loop entry points on the stack (see the top) */
     bool dead;             /* up_free() called */
+    bool parked;           /* idle in the reuse pool: its end is no error */
+    uint64_t born;         /* loop ms at up_new() */
     enum up_err fail_err;  /* why FAILED */
     char fail_why[256];
 
@@ -193,7 +197,7 @@ static struct up_cmd *cmd_new(enum up_cmd_kind kind, const char *line, up_cb cb,
 static bool cmd_is_callers(const struct up_cmd *c)
 {
     return c->kind == UP_K_USER || c->kind == UP_K_DATA || c->kind == UP_K_DOT ||
-           c->kind == UP_K_BDAT;
+           c->kind == UP_K_BDAT || c->kind == UP_K_RESET;
 }
 
 /* A broken contract is our bug: say which and stop. */
@@ -348,8 +352,15 @@ static void up__fail(struct up *u, enum up_err err, const char *why)
 {
     if (!up__live(u))
         return;
-    log_warn("sid=%s upstream=%s error=\"%s\"", u->sid, u->server[0] ? u->server : "-", why);
-    stats_upstream_error(up__stats_err[err]);
+    if (u->parked) {
+        /* An idle connection the MTA ended (its idle timeout, a 421 on
+         * shutdown): expected, and nobody's mail was on it. */
+        log_debug("sid=%s upstream=%s idle connection ended: %s", u->sid,
+                  u->server[0] ? u->server : "-", why);
+    } else {
+        log_warn("sid=%s upstream=%s error=\"%s\"", u->sid, u->server[0] ? u->server : "-", why);
+        stats_upstream_error(up__stats_err[err]);
+    }
     u->fail_err = err;
     snprintf(u->fail_why, sizeof u->fail_why, "%s", why);
     up__set_state(u, UP_S_FAILED);
@@ -577,8 +588,8 @@ static void up__on_reply(struct up *u)
         return;
     }
     fifo_pop(&u->inflight);
-    if (cmd_is_callers(c))
-        stats_upstream_reply(r->code);
+    if (cmd_is_callers(c) && c->kind != UP_K_RESET)
+        stats_upstream_reply(r->code); /* what clients' commands got */
     if (c->kind == UP_K_DATA && r->code == 354) {
         /* The final reply comes after the dot: back in flight as DOT. */
         c->kind = UP_K_DOT;
@@ -813,6 +824,7 @@ struct up *up_new(uv_loop_t *loop, struct cfg *cfg, const char *log_sid)
     u->loop = loop;
     u->cfg = cfg_ref(cfg);
     snprintf(u->sid, sizeof u->sid, "%s", log_sid);
+    u->born = uv_now(loop);
     uv_timer_init(loop, u->timer);
     u->timer->data = u;
     reply_reader_init(&u->rr);
@@ -918,7 +930,7 @@ static void up__xclient_cb(void *ud, const struct up_result *r)
          * with the client's own HELO name, so that the upstream's HELO
          * checks and Received header see the real client. The state stays
          * XCLIENT until that EHLO is answered. */
-        u->xclient_done = true;
+        u->xclient_done = u->xclient_ever = true;
         up__queue_ehlo(u, u->client_helo[0] ? u->client_helo : NULL, up__xclient_ehlo_cb);
         return; /* up__on_reply pumps */
     }
@@ -937,7 +949,7 @@ static void up__xclient_cb(void *ud, const struct up_result *r)
     /* 250: done without a new greeting. Otherwise (4xx) the upstream's
      * policy refused the real client for now: the caller relays it. */
     if (r->reply->code == 250)
-        u->xclient_done = true;
+        u->xclient_done = u->xclient_ever = true;
     up__set_state(u, UP_S_READY);
     up__ident_done(u, r);
 }
@@ -949,7 +961,8 @@ static void up__queue_ident(struct up *u, const struct up_client_info *ci, bool 
                              .name = ci->name,
                              .helo = ci->helo,
                              .esmtp = ci->esmtp,
-                             .login = ci->login};
+                             .login = ci->login,
+                             .reset = u->xclient_ever};
     buf_t a = BUF_INIT, b = BUF_INIT;
     if (xclient) {
         /* Our EHLO after XCLIENT carries what the client sent (or its
@@ -1029,6 +1042,11 @@ void up_command(struct up *u, const char *line, up_cb cb, void *ud)
     up__queue(u, cmd_new(UP_K_USER, line, cb, ud));
 }
 
+void up_reset(struct up *u, up_cb cb, void *ud)
+{
+    up__queue(u, cmd_new(UP_K_RESET, "RSET", cb, ud));
+}
+
 void up_data(struct up *u, const struct iovec *segs, size_t nsegs, up_cb cb, void *ud)
 {
     u->segs = segs;
@@ -1049,6 +1067,58 @@ void up_data(struct up *u, const struct iovec *segs, size_t nsegs, up_cb cb, voi
     char line[64];
     snprintf(line, sizeof line, "BDAT %llu LAST", total);
     up__queue(u, cmd_new(UP_K_BDAT, line, cb, ud));
+}
+
+bool up_detach(struct up *u)
+{
+    if (u->dead || u->state != UP_S_READY || !u->conn || u->open_cb || u->ident_cb)
+        return false;
+    /* A message still being sent or answered reads the owner's segments
+     * and decides the owner's transaction: never hand that over. */
+    struct up_fifo *live[] = {&u->waiting, &u->inflight};
+    for (size_t i = 0; i < 2; i++)
+        for (struct up_cmd *c = live[i]->head; c; c = c->next)
+            if (c->kind == UP_K_DATA || c->kind == UP_K_DOT || c->kind == UP_K_BDAT ||
+                c->kind == UP_K_XCLIENT || c->kind == UP_K_EHLO)
+                return false;
+    /* The rest (RSETs, a MAIL or RCPT in flight) still goes out and is
+     * answered, to nobody: the owner is going away. */
+    for (size_t i = 0; i < 2; i++)
+        for (struct up_cmd *c = live[i]->head; c; c = c->next)
+            c->cb = NULL;
+    struct up_cmd *c;
+    while ((c = fifo_pop(&u->done)))
+        free(c);
+    defer_cancel(&u->defer);
+    u->segs = NULL;
+    u->nsegs = 0;
+    return true;
+}
+
+void up_park(struct up *u, bool parked)
+{
+    u->parked = parked;
+}
+
+void up_rebind(struct up *u, const char *log_sid)
+{
+    snprintf(u->sid, sizeof u->sid, "%s", log_sid);
+    u->parked = false;
+    /* The upstream still thinks it talks to the last owner's client (its
+     * XCLIENT): the next identify must tell it about this one. */
+    u->xclient_done = false;
+    u->told_helo[0] = u->told_login[0] = u->client_helo[0] = '\0';
+}
+
+uint64_t up_age_ms(const struct up *u)
+{
+    uint64_t now = uv_now(u->loop);
+    return now > u->born ? now - u->born : 0;
+}
+
+const struct cfg *up_cfg(const struct up *u)
+{
+    return u->cfg;
 }
 
 void up_free(struct up *u)

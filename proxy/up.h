@@ -2,7 +2,8 @@
 /*
  * up: the SMTP client side of the proxy. One `struct up` is one
  * connection to the upstream MTA, owned by one client session and reused for
- * all of that session's transactions.
+ * all of that session's transactions; between sessions it may wait in the
+ * idle pool (uppool.h) and pass to the next session (up_detach, up_rebind).
  *
  * Life: up_open() connects (trying the configured servers in order), reads
  * the greeting, sends EHLO, does STARTTLS when offered and configured (then
@@ -39,6 +40,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/uio.h>
 
 #include <uv.h>
@@ -123,6 +125,9 @@ void up_identify(struct up *u, const struct up_client_info *ci, up_cb cb, void *
 
 /* Queue one command line (without CRLF). */
 void up_command(struct up *u, const char *line, up_cb cb, void *ud);
+/* RSET for sluice's own sake (the idle pool): its reply is not counted
+ * among the replies to clients' commands. */
+void up_reset(struct up *u, up_cb cb, void *ud);
 
 /* Send DATA and the message given as segments of canonical bytes (CRLF
  * lines, not dot-stuffed). The segments must stay valid until cb. cb gets
@@ -137,5 +142,19 @@ bool up_data_chunked(const struct up *u);
 
 /* Send QUIT (if usable) and close; no callback is called after this. */
 void up_free(struct up *u);
+
+/* Reuse across client sessions (uppool.h). up_detach(): the owner lets go
+ * of a connection that can serve someone else: open, no message, XCLIENT
+ * or handshake under way. Commands still queued are sent and answered to
+ * nobody; no callback of the old owner is called after this. false (and
+ * nothing changed) when the connection cannot be handed over: up_free()
+ * it. up_park(): idle in a pool, so that the MTA ending it is no error.
+ * up_rebind(): a new owner; the next up_identify() tells the upstream
+ * about the new client (XCLIENT again, clearing what the last one set). */
+bool up_detach(struct up *u);
+void up_park(struct up *u, bool parked);
+void up_rebind(struct up *u, const char *log_sid);
+uint64_t up_age_ms(const struct up *u); /* since up_new() */
+const struct cfg *up_cfg(const struct up *u);
 
 #endif

@@ -830,19 +830,24 @@ class Run:
         if getattr(self, "fronts", None):
             return self.fronts
         f = {}
+        # Each cell arms a fault for a phase of the upstream session
+        # (greeting, EHLO, ...), which a connection reused from the idle
+        # pool would skip: these fronts open a connection per session. The
+        # random and chaos scenarios run with reuse on (the default).
+        fresh = {"reuse_max_idle": "0"}
         p = self.proxy()
-        f["plain"] = (p, self.sluice(p.port, "plain"))
+        f["plain"] = (p, self.sluice(p.port, "plain", upstream=fresh))
         plug = _testplug()
         if plug:
             p = self.proxy()
-            f["replay"] = (p, self.sluice(p.port, "replay",
+            f["replay"] = (p, self.sluice(p.port, "replay", upstream=fresh,
                                           extra={"chain": {"plugins": "p"},
                                                  "plugin p": {"path": plug,
                                                               "change_sender": "changed@example.com"}}))
         else:
             self.notes.append("testplug.so not built: no replay rows")
         p = self.proxy(offer_starttls=True)
-        f["uptls"] = (p, self.sluice(p.port, "uptls", upstream={"tls": "may"}))
+        f["uptls"] = (p, self.sluice(p.port, "uptls", upstream=dict(fresh, tls="may")))
         self.fronts = f
         return f
 

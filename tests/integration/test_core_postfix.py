@@ -168,3 +168,44 @@ def test_log_line_carries_postfix_reply(postfix, front):
     assert t and t[-1]["verdict"] == "accepted", front.output()
     assert re.match(r"250 2\.0\.0 Ok: (\d+ bytes )?queued as [0-9A-F]+", t[-1]["upstream"]), t[-1]
     time.sleep(0.1)
+
+
+def test_upstream_connection_reused_for_the_next_client(postfix, sluice_factory):
+    """One Postfix connection serves client after client (issue 16): each
+    session leaves it with RSET, the next one's XCLIENT tells Postfix who
+    the new client is, so every message still carries its own client's
+    address and HELO in Postfix's Received line and log, the first
+    client's login does not stick, and nothing is lost or doubled."""
+    import plugkit
+    stats = harness.free_port()
+    front = sluice_factory(postfix.port, stats={"listen": "127.0.0.1:%d" % stats})
+    before = postfix.mail_files()
+    clients = [("127.0.0.2", "one.test"), ("127.0.0.3", "two.test"), ("127.0.0.4", "three.test")]
+    for i, (src, helo) in enumerate(clients):
+        with Client(front.port, source=src) as c:
+            c.greeting()
+            c.ehlo(helo)
+            c.expect("MAIL FROM:<a@example.com>", 250)
+            c.expect("RCPT TO:<reuse%d@example.net>" % i, 250)
+            c.expect("DATA", 354)
+            c.send(b"Subject: reuse %d\r\nMessage-ID: <reuse%d@sluice.test>\r\n\r\nbody\r\n.\r\n"
+                   % (i, i))
+            assert c.reply().code == 250
+            c.expect("QUIT", 221)
+        time.sleep(0.2)  # the pool's RSET is answered before the next client
+    files = postfix.wait_mail(3, before=before)
+    assert len(files) == 3, postfix.log_tail()
+    seen = {}
+    for f in files:
+        msg = email.message_from_bytes(read_mail(f), policy=policy.compat32)
+        n = int(msg["Subject"].split()[-1])
+        assert n not in seen, "message %d delivered twice" % n
+        seen[n] = msg.get_all("Received")[0]
+    assert sorted(seen) == [0, 1, 2]
+    for n, (src, helo) in enumerate(clients):
+        assert seen[n].startswith("from %s " % helo), seen[n]
+        assert "[%s]" % src in seen[n], seen[n]
+    m = plugkit.metrics(stats)
+    assert plugkit.metric_value(m, "sluice_upstream_connections_total", {"event": "reused"}) >= 2, m
+    assert plugkit.metric_value(m, "sluice_upstream_connections_total", {"event": "opened"}) == 1, m
+    assert plugkit.metric_value(m, "sluice_upstream_connections_idle") == 1, m

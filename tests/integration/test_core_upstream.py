@@ -473,7 +473,9 @@ def test_dsn_offered_but_this_upstream_lacks_it_is_temporary(fake_factory, sluic
     opened for this MAIL finds no DSN (a failover to another MTA): 455
     4.5.4, a temporary refusal, not a silent drop."""
     up = fake_factory()
-    sl = sluice_factory(up.port)
+    # A new connection for every session, as after a failover (a reused
+    # connection keeps the extensions it was opened with, rightly).
+    sl = sluice_factory(up.port, upstream={"reuse_max_idle": "0"})
     assert harness.smtp_send(sl.port) == {}  # the upstream offered DSN
     up.caps[:] = caps_without("DSN")
     with session(sl) as c:

@@ -111,25 +111,36 @@ static void test_xclient_and_xforward_lines(void **state)
         struct esmtp_client w;
         const char *want_xclient, *want_xf_addr, *want_xf_helo;
     } cases[] = {
-        {{"192.0.2.1", 40000, "mx.example", "mx.example", true, NULL},
+        {{"192.0.2.1", 40000, "mx.example", "mx.example", true, NULL, false},
          "XCLIENT ADDR=192.0.2.1 PORT=40000 NAME=mx.example PROTO=ESMTP HELO=mx.example",
          "XFORWARD ADDR=192.0.2.1 PORT=40000 PROTO=ESMTP NAME=mx.example",
          "XFORWARD HELO=mx.example"},
-        {{"2001:db8::1", 25, "", "", false, ""},
+        {{"2001:db8::1", 25, "", "", false, "", false},
          "XCLIENT ADDR=IPV6:2001:db8::1 PORT=25 NAME=[UNAVAILABLE] PROTO=SMTP",
          "XFORWARD ADDR=IPV6:2001:db8::1 PORT=25 PROTO=SMTP NAME=[UNAVAILABLE]",
          "XFORWARD HELO=[UNAVAILABLE]"},
-        {{"192.0.2.2", 1, NULL, "bad helo=1", true, NULL},
+        {{"192.0.2.2", 1, NULL, "bad helo=1", true, NULL, false},
          "XCLIENT ADDR=192.0.2.2 PORT=1 NAME=[UNAVAILABLE] PROTO=ESMTP HELO=bad+20helo+3D1",
          "XFORWARD ADDR=192.0.2.2 PORT=1 PROTO=ESMTP NAME=[UNAVAILABLE]",
          "XFORWARD HELO=bad+20helo+3D1"},
         /* the AUTH login goes with XCLIENT only (XFORWARD has no such
          * attribute), xtext-encoded */
-        {{"192.0.2.3", 2, "c.example", "c.example", true, "ann+x=y@example.com"},
+        {{"192.0.2.3", 2, "c.example", "c.example", true, "ann+x=y@example.com", false},
          "XCLIENT ADDR=192.0.2.3 PORT=2 NAME=c.example PROTO=ESMTP HELO=c.example "
          "LOGIN=ann+2Bx+3Dy@example.com",
          "XFORWARD ADDR=192.0.2.3 PORT=2 PROTO=ESMTP NAME=c.example",
          "XFORWARD HELO=c.example"},
+        /* a reused connection: nothing of the last client (its login)
+         * may stick, so absent HELO and LOGIN are cleared explicitly */
+        {{"192.0.2.4", 3, "d.example", "", true, NULL, true},
+         "XCLIENT ADDR=192.0.2.4 PORT=3 NAME=d.example PROTO=ESMTP HELO=[UNAVAILABLE] "
+         "LOGIN=[UNAVAILABLE]",
+         "XFORWARD ADDR=192.0.2.4 PORT=3 PROTO=ESMTP NAME=d.example",
+         "XFORWARD HELO=[UNAVAILABLE]"},
+        {{"192.0.2.5", 4, "e.example", "e.example", true, "bob", true},
+         "XCLIENT ADDR=192.0.2.5 PORT=4 NAME=e.example PROTO=ESMTP HELO=e.example LOGIN=bob",
+         "XFORWARD ADDR=192.0.2.5 PORT=4 PROTO=ESMTP NAME=e.example",
+         "XFORWARD HELO=e.example"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         buf_t x = BUF_INIT, a = BUF_INIT, h = BUF_INIT;

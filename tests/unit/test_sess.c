@@ -686,6 +686,9 @@ struct opts {
     const char *upstream_cfg; /* extra [upstream] lines */
     const struct fu_rule *rules;
     bool upstream_down; /* nothing listens where the upstream should be */
+    /* Upstream connections reused across sessions: off unless a test is
+     * about it, so that every other test sees one connection a session. */
+    bool reuse;
     /* SMTP AUTH: off, on (auth_plaintext, the fake Dovecot), on without
      * auth_plaintext (TLS only: never offered here), on with Dovecot down */
     enum { AUTH_OFF = 0, AUTH_ON, AUTH_DV_DOWN } auth;
@@ -792,10 +795,10 @@ static void h_start(struct h *h, const struct opts *o)
     fprintf(f,
             "[server]\nlisten = 127.0.0.1:%d\nhostname = sluice.test\nspool_dir = %s\n"
             "reverse_dns = no\n%s%s\n"
-            "[upstream]\nservers = 127.0.0.1:%d\n%s\n"
+            "[upstream]\nservers = 127.0.0.1:%d\n%s%s\n"
             "[stats]\nlisten = no\n",
             h->port, g_tmpdir, auth, o->server_cfg ? o->server_cfg : "", up_port,
-            o->upstream_cfg ? o->upstream_cfg : "");
+            o->reuse ? "" : "reuse_max_idle = 0\n", o->upstream_cfg ? o->upstream_cfg : "");
     fclose(f);
     buf_t errs = BUF_INIT;
     struct cfg *cfg = cfg_load(path, NULL, &errs);
@@ -2094,6 +2097,111 @@ static void test_concurrent_sessions(void **state)
     h_stop(h);
 }
 
+/* ==== upstream connections reused across sessions ========================== */
+
+static bool p_no_sessions(struct h *h, const void *arg)
+{
+    (void)arg;
+    return h->srv.nconns == 0;
+}
+
+static int count_session_conns(const struct h *h, int *open)
+{
+    int n = 0;
+    *open = 0;
+    for (const struct fu_conn *fc = h->fu.conns; fc; fc = fc->next) {
+        if (fu_conn_is_probe(fc))
+            continue;
+        n++;
+        *open += !fc->closing;
+    }
+    return n;
+}
+
+static void one_client(struct h *h, struct cli *c, const char *send, const char *want, bool wait)
+{
+    open_client(h, c);
+    cli_send(c, send, strlen(send));
+    size_t n = count_expect(want);
+    wait_replies(h, c, 1 + n);
+    check_replies(h, c, 1, want);
+    if (wait)
+        wait_eof(h, c);
+    cli_close(c);
+    if (!run_until(h, p_no_sessions, NULL, WAIT_MS))
+        fail_msg("the session did not end");
+    run_for(h, 50); /* the pool's RSET is answered before the next client */
+}
+
+/* One client session after another, each with its transaction: the second
+ * gets the first one's upstream connection (RSET, then XCLIENT about the
+ * new client, which clears the first one's login explicitly), not a new
+ * one; the idle connection is closed after reuse_idle_timeout. */
+static void test_upstream_reuse(void **state)
+{
+    (void)state;
+    struct h *h = g_h;
+    struct opts o = {.rules = rules_xclient_login,
+                     .auth = AUTH_ON,
+                     .reuse = true,
+                     .upstream_cfg = "reuse_idle_timeout = 400ms\n"};
+    h_start(h, &o);
+    struct cli *c = &h->cli[0];
+    one_client(
+        h, c,
+        "EHLO c.test\r\n" AUTH_ALICE MAIL_A RCPT_B "DATA\r\nSubject: 1\r\n\r\none\r\n.\r\nQUIT\r\n",
+        "250-sluice.test Hello c.test|235 2.7.0|250 2.1.0|250 2.1.5|354 |250 2.0.0|221", true);
+    one_client(h, c,
+               "EHLO d.test\r\n" MAIL_A RCPT_C "DATA\r\nSubject: 2\r\n\r\ntwo\r\n.\r\nQUIT\r\n",
+               "250-sluice.test Hello d.test|250 2.1.0|250 2.1.5|354 |250 2.0.0|221", true);
+    one_client(h, c,
+               "HELO e.test\r\n" MAIL_A RCPT_B "DATA\r\nSubject: 3\r\n\r\nthree\r\n.\r\nQUIT\r\n",
+               "250 2.0.0 sluice.test|250 2.1.0|250 2.1.5|354 |250 2.0.0|221", true);
+    int open = 0;
+    assert_int_equal(count_session_conns(h, &open), 1);
+    assert_int_equal(open, 1);
+    check_order(h, ">XCLIENT ADDR=127.0.0.1 PORT=*\n"
+                   ">EHLO c.test\n>MAIL FROM:<a@x.test>\n>RCPT TO:<b@x.test>\n>DATA\n"
+                   ">RSET\n"
+                   ">XCLIENT ADDR=127.0.0.1 PORT=*\n"
+                   ">EHLO d.test\n>MAIL FROM:<a@x.test>\n>RCPT TO:<c@x.test>\n"
+                   ">RSET\n"
+                   ">XCLIENT ADDR=127.0.0.1 PORT=*\n"
+                   ">EHLO e.test\n>MAIL FROM:<a@x.test>\n>RCPT TO:<b@x.test>\n");
+    const char *ev = h->fu.events.ptr;
+    assert_non_null(strstr(ev, " PROTO=ESMTP HELO=c.test LOGIN=alice\n"));
+    assert_non_null(strstr(ev, " PROTO=ESMTP HELO=d.test LOGIN=[UNAVAILABLE]\n"));
+    assert_non_null(strstr(ev, " PROTO=SMTP HELO=e.test LOGIN=[UNAVAILABLE]\n"));
+    /* Idle past reuse_idle_timeout: closed by sluice (politely). */
+    run_for(h, 900);
+    count_session_conns(h, &open);
+    assert_int_equal(open, 0);
+    check_order(h, ">RSET\n>RSET\n>QUIT\n");
+    wait_idle(h);
+    h_stop(h);
+}
+
+/* A session that leaves in the middle of a transaction: the transaction
+ * upstream is reset before anyone else gets the connection. */
+static void test_upstream_reuse_after_abort(void **state)
+{
+    (void)state;
+    struct h *h = g_h;
+    struct opts o = {.rules = rules_xclient_login, .reuse = true};
+    h_start(h, &o);
+    struct cli *c = &h->cli[0];
+    one_client(h, c, "EHLO c.test\r\n" MAIL_A RCPT_B, "250-sluice.test|250 2.1.0|250 2.1.5", false);
+    one_client(h, c,
+               "EHLO d.test\r\n" MAIL_A RCPT_C "DATA\r\nSubject: 2\r\n\r\ntwo\r\n.\r\nQUIT\r\n",
+               "250-sluice.test|250 2.1.0|250 2.1.5|354 |250 2.0.0|221", true);
+    int open = 0;
+    assert_int_equal(count_session_conns(h, &open), 1);
+    check_order(h, ">MAIL FROM:<a@x.test>\n>RCPT TO:<b@x.test>\n>RSET\n"
+                   ">XCLIENT ADDR=127.0.0.1 PORT=*\n>EHLO d.test\n"
+                   ">MAIL FROM:<a@x.test>\n>RCPT TO:<c@x.test>\n>DATA\n");
+    h_stop(h);
+}
+
 /* ==== graceful shutdown ===================================================== */
 
 /* SIGTERM: an idle session is closed at once with 421 4.3.2; a session in
@@ -2237,6 +2345,8 @@ int main(void)
         TEST(test_verbs_per_state),
         TEST(test_disconnect_while_waiting),
         TEST(test_concurrent_sessions),
+        TEST(test_upstream_reuse),
+        TEST(test_upstream_reuse_after_abort),
         TEST(test_sigterm_lets_transactions_finish),
     };
     return cmocka_run_group_tests_name("sess", tests, group_setup, group_teardown);

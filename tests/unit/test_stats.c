@@ -162,6 +162,17 @@ static const char want_core[] =
     "sluice_upstream_session_events_total{event=\"expired\"} 0\n"
     "sluice_upstream_session_events_total{event=\"reclaimed_idle\"} 0\n"
     "sluice_upstream_session_events_total{event=\"reclaimed_in_transaction\"} 1\n"
+    "# HELP sluice_upstream_connections_total Upstream connections for sessions: opened anew or "
+    "reused from the idle pool; idle ones closed by sluice (expired) or by the MTA (ended).\n"
+    "# TYPE sluice_upstream_connections_total counter\n"
+    "sluice_upstream_connections_total{event=\"opened\"} 1\n"
+    "sluice_upstream_connections_total{event=\"reused\"} 2\n"
+    "sluice_upstream_connections_total{event=\"expired\"} 0\n"
+    "sluice_upstream_connections_total{event=\"ended\"} 1\n"
+    "# HELP sluice_upstream_connections_idle Upstream connections kept idle for reuse "
+    "([upstream] reuse_max_idle).\n"
+    "# TYPE sluice_upstream_connections_idle gauge\n"
+    "sluice_upstream_connections_idle 3\n"
     "# HELP sluice_transactions_total Transactions (MAIL FROM to final answer) by final verdict.\n"
     "# TYPE sluice_transactions_total counter\n"
     "sluice_transactions_total{verdict=\"accepted\"} 1\n"
@@ -260,6 +271,11 @@ static void fire_core_events(void)
     stats_upslot(STATS_UPSLOT_WAIT);
     stats_upslot(STATS_UPSLOT_WAIT);
     stats_upslot(STATS_UPSLOT_RECLAIM_TX);
+    stats_upconn(STATS_UPCONN_OPENED);
+    stats_upconn(STATS_UPCONN_REUSED);
+    stats_upconn(STATS_UPCONN_REUSED);
+    stats_upconn(STATS_UPCONN_ENDED);
+    stats_upconn_idle(3);
     stats_upslot(STATS_UPSLOT_COUNT); /* out of range: ignored */
     stats_transaction(STATS_V_ACCEPTED, 2, 1000, 1100, 0.5);
     stats_transaction(STATS_V_REJECTED, 1, 5000, 0, 0.01);
@@ -880,6 +896,8 @@ static const char want_json[] =
     "\"dns\":{\"query\":3,\"cache_hit\":1,\"timeout\":2,\"dropped\":1,\"failure\":0,"
     "\"cancelled\":1,\"joined\":0},\"upstream_sessions\":{\"held\":7,\"waiting\":2,"
     "\"events\":{\"wait\":2,\"expired\":0,\"reclaimed_idle\":0,\"reclaimed_in_transaction\":1}},"
+    "\"upstream_connections\":{\"idle\":3,\"events\":{\"opened\":1,\"reused\":2,\"expired\":0,"
+    "\"ended\":1}},"
     "\"transactions\":{\"accepted\":1,"
     "\"rejected\":1,\"tempfailed\":1,\"discarded\":0,\"quarantined\":0,"
     "\"aborted\":1},\"messages\":{\"accepted\":1,\"rejected\":1,\"tempfailed\":0,"
