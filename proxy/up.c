@@ -78,9 +78,9 @@ enum up_cmd_kind {
     UP_K_STARTTLS,
     UP_K_XCLIENT,
     UP_K_XFORWARD,
-    UP_K_DATA, /* DATA; on 354 the message follows */
-    UP_K_DOT,  /* pseudo command: the final reply after the dot */
-    UP_K_BDAT, /* "BDAT n LAST" and the message (RFC 3030); its reply is final */
+    UP_K_DATA,  /* DATA; on 354 the message follows */
+    UP_K_DOT,   /* pseudo command: the final reply after the dot */
+    UP_K_BDAT,  /* "BDAT n LAST" and the message (RFC 3030); its reply is final */
     UP_K_RESET, /* the idle pool's RSET (up_reset): the caller's, not a client's */
 };
 

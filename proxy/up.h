@@ -86,13 +86,13 @@ enum up_cap {
 
 /* What the upstream should be told about the real client (XCLIENT/XFORWARD). */
 struct up_client_info {
-    char addr[64];      /* "192.0.2.1" / "2001:db8::1" */
+    char addr[64]; /* "192.0.2.1" / "2001:db8::1" */
     int port;
-    char name[256];     /* reverse name or "" (sent as [UNAVAILABLE]) */
-    char helo[256];     /* "" until known */
+    char name[256]; /* reverse name or "" (sent as [UNAVAILABLE]) */
+    char helo[256]; /* "" until known */
     bool esmtp;
-    bool tls;           /* client used STARTTLS (PROTO stays SMTP/ESMTP) */
-    char login[256];    /* SMTP AUTH login name, "" when none */
+    bool tls;        /* client used STARTTLS (PROTO stays SMTP/ESMTP) */
+    char login[256]; /* SMTP AUTH login name, "" when none */
 };
 
 /* Never NULL (allocation failure is fatal). `log_sid` is copied. */
