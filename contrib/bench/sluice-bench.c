@@ -7,7 +7,9 @@
  * threads with blocking sockets (simplest thing that is obviously correct),
  * each taking message numbers from one shared counter until M messages were
  * attempted, and records the time from writing MAIL to reading the final
- * reply after the dot. It also holds many idle EHLO'd connections (to
+ * reply after the dot. With --reconnect every message gets a connection of
+ * its own (connect, EHLO, transaction, QUIT), as a real MTA's delivery
+ * does, and the time runs from connect() to that final reply. It also holds many idle EHLO'd connections (to
  * measure a server's memory per connection) and can scrape an HTTP metrics
  * endpoint in the background (to measure what scraping costs).
  *
@@ -57,6 +59,7 @@ struct bench_run {
     unsigned long messages;
     size_t size;
     bool pipelining;
+    bool reconnect;              /* one connection per message */
     unsigned idle;
     double hold_s;
     unsigned source_spread;      /* bind sessions to 127.0.0.2 .. 127.0.0.(1+n) */
@@ -79,6 +82,7 @@ struct bench_run {
     atomic_ulong errors;
     atomic_ulong io_errors;
     atomic_ulong reconnects;
+    atomic_ulong quit_errors;    /* --reconnect: QUIT not answered with 221 */
     atomic_uint err_shown;
     atomic_bool stop;
     atomic_bool pipelining_used;
@@ -417,9 +421,13 @@ static int bench_lat_push(struct bench_session *s, double v)
     return 0;
 }
 
-/* One transaction. 1 = accepted, 0 = refused (connection usable), -1 = I/O. */
+/*
+ * One transaction. 1 = accepted, 0 = refused (connection usable), -1 = I/O.
+ * The latency runs from `t_from` (when the connection was opened, in
+ * --reconnect mode) or, if that is 0, from writing MAIL.
+ */
 static int bench_send_one(struct bench_run *run, struct bench_conn *c, const char *msg,
-                          size_t msglen, double *lat)
+                          size_t msglen, double t_from, double *lat)
 {
     char cmds[1024];
     int n, mail, rcpt, data, fin;
@@ -429,7 +437,7 @@ static int bench_send_one(struct bench_run *run, struct bench_conn *c, const cha
                  run->to);
     if (n < 0 || (size_t)n >= sizeof(cmds))
         return -1;
-    t0 = bench_now();
+    t0 = t_from > 0 ? t_from : bench_now();
     if (run->pipelining && c->pipelining) {
         atomic_store(&run->pipelining_used, true);
         if (bench_write_all(c->fd, cmds, (size_t)n) != 0)
@@ -491,7 +499,7 @@ static void *bench_session_main(void *arg)
     }
     c->fd = -1;
     while (!atomic_load(&run->stop) && (seq = atomic_fetch_add(&run->next_msg, 1)) < run->messages) {
-        double lat = 0;
+        double lat = 0, t_conn = 0;
         int rc;
 
         if (bench_now() - run->t_start > run->deadline_s) {
@@ -500,6 +508,7 @@ static void *bench_session_main(void *arg)
             break;
         }
         if (c->fd < 0) {
+            t_conn = bench_now();
             if (bench_conn_open(run, c, s->index) != 0) {
                 atomic_fetch_add(&run->errors, 1);
                 atomic_fetch_add(&run->io_errors, 1);
@@ -508,7 +517,7 @@ static void *bench_session_main(void *arg)
             }
         }
         bench_msg_stamp(msg, idpos, seq, s->index);
-        rc = bench_send_one(run, c, msg, msglen, &lat);
+        rc = bench_send_one(run, c, msg, msglen, run->reconnect ? t_conn : 0, &lat);
         if (rc == 1) {
             atomic_fetch_add(&run->ok, 1);
             if (bench_lat_push(s, lat) != 0)
@@ -522,6 +531,12 @@ static void *bench_session_main(void *arg)
                                  c->last[0] ? c->last : "(none)");
                 bench_conn_close(c);
             }
+        }
+        /* --reconnect: QUIT after every message (not part of its latency). */
+        if (run->reconnect && c->fd >= 0) {
+            if (bench_write_all(c->fd, "QUIT\r\n", 6) != 0 || bench_read_reply(c, false) != 221)
+                atomic_fetch_add(&run->quit_errors, 1);
+            bench_conn_close(c);
         }
     }
     if (c->fd >= 0) {
@@ -691,24 +706,27 @@ static int bench_run_load(struct bench_run *run)
 
     if (!run->quiet) {
         fprintf(stderr,
-                "sluice-bench: %s sessions=%u size=%zu pipelining=%s: %lu ok, %lu errors in %.3f s"
+                "sluice-bench: %s sessions=%u size=%zu pipelining=%s%s: %lu ok, %lu errors in %.3f s"
                 " = %.1f msgs/s\n",
-                run->server_text, run->sessions, run->size, pipe ? "yes" : "no", ok, errors,
-                elapsed, rate);
+                run->server_text, run->sessions, run->size, pipe ? "yes" : "no",
+                run->reconnect ? " one connection per message" : "", ok, errors, elapsed, rate);
         fprintf(stderr,
-                "sluice-bench: latency ms: min %.3f p50 %.3f p90 %.3f p99 %.3f max %.3f mean %.3f\n",
-                mn * 1e3, p50 * 1e3, p90 * 1e3, p99 * 1e3, mx * 1e3, mean * 1e3);
+                "sluice-bench: latency (%s) ms: min %.3f p50 %.3f p90 %.3f p99 %.3f max %.3f mean %.3f\n",
+                run->reconnect ? "connect to final reply" : "MAIL to final reply", mn * 1e3,
+                p50 * 1e3, p90 * 1e3, p99 * 1e3, mx * 1e3, mean * 1e3);
         if (scraping)
             fprintf(stderr, "sluice-bench: scrapes: %lu ok, %lu failed, mean %.3f ms, max %.3f ms,"
                             " last %zu bytes\n",
                     sc.ok, sc.failed, (sc.ok + sc.failed) ? sc.total_s * 1e3 / (double)(sc.ok + sc.failed) : 0,
                     sc.max_s * 1e3, sc.last_bytes);
     }
-    printf("RESULT mode=load server=%s sessions=%u size=%zu pipelining=%d messages=%lu ok=%lu "
-           "errors=%lu io_errors=%lu elapsed_s=%.4f msgs_per_s=%.2f lat_min_ms=%.3f "
-           "lat_p50_ms=%.3f lat_p90_ms=%.3f lat_p99_ms=%.3f lat_max_ms=%.3f lat_mean_ms=%.3f",
-           run->server_text, run->sessions, run->size, pipe ? 1 : 0, run->messages, ok, errors,
-           (unsigned long)atomic_load(&run->io_errors), elapsed, rate, mn * 1e3, p50 * 1e3,
+    printf("RESULT mode=load server=%s sessions=%u size=%zu pipelining=%d reconnect=%d "
+           "messages=%lu ok=%lu errors=%lu io_errors=%lu quit_errors=%lu elapsed_s=%.4f "
+           "msgs_per_s=%.2f lat_min_ms=%.3f lat_p50_ms=%.3f lat_p90_ms=%.3f lat_p99_ms=%.3f "
+           "lat_max_ms=%.3f lat_mean_ms=%.3f",
+           run->server_text, run->sessions, run->size, pipe ? 1 : 0, run->reconnect ? 1 : 0,
+           run->messages, ok, errors, (unsigned long)atomic_load(&run->io_errors),
+           (unsigned long)atomic_load(&run->quit_errors), elapsed, rate, mn * 1e3, p50 * 1e3,
            p90 * 1e3, p99 * 1e3, mx * 1e3, mean * 1e3);
     if (scraping)
         printf(" scrapes_ok=%lu scrapes_failed=%lu scrape_mean_ms=%.3f", sc.ok, sc.failed,
@@ -716,7 +734,7 @@ static int bench_run_load(struct bench_run *run)
     printf("\n");
     fflush(stdout);
     free(all);
-    return errors == 0 && ok == run->messages ? 0 : 1;
+    return errors == 0 && ok == run->messages && atomic_load(&run->quit_errors) == 0 ? 0 : 1;
 }
 
 /*
@@ -777,6 +795,8 @@ static void bench_usage(FILE *f)
             "  --messages M         messages in total (default 1000)\n"
             "  --size BYTES         message size incl. header, CRLF lines of 76 chars (default 4096)\n"
             "  --pipelining         send MAIL/RCPT/DATA in one write when PIPELINING is offered\n"
+            "  --reconnect          one connection per message (connect, EHLO, transaction, QUIT);\n"
+            "                       latency then runs from connect() to the final reply\n"
             "  --from ADDR          envelope sender (default bench@example.com)\n"
             "  --to ADDR            envelope recipient (default rcpt@example.net)\n"
             "  --helo NAME          EHLO argument (default bench.example.com)\n"
@@ -808,7 +828,7 @@ static int bench_parse_uint(const char *s, unsigned long max, unsigned long *out
 
 int main(int argc, char **argv)
 {
-    enum { O_SERVER = 256, O_SESS, O_MSGS, O_SIZE, O_PIPE, O_IDLE, O_HOLD, O_SPREAD, O_TIMEOUT,
+    enum { O_SERVER = 256, O_SESS, O_MSGS, O_SIZE, O_PIPE, O_RECONNECT, O_IDLE, O_HOLD, O_SPREAD, O_TIMEOUT,
            O_DEADLINE, O_FROM, O_TO, O_HELO, O_SCRAPE, O_SCRAPE_PATH, O_SCRAPE_IVL, O_QUIET,
            O_HELP };
     static const struct option opts[] = {
@@ -817,6 +837,7 @@ int main(int argc, char **argv)
         { "messages", required_argument, NULL, O_MSGS },
         { "size", required_argument, NULL, O_SIZE },
         { "pipelining", no_argument, NULL, O_PIPE },
+        { "reconnect", no_argument, NULL, O_RECONNECT },
         { "idle", required_argument, NULL, O_IDLE },
         { "hold", required_argument, NULL, O_HOLD },
         { "source-spread", required_argument, NULL, O_SPREAD },
@@ -883,6 +904,9 @@ int main(int argc, char **argv)
             break;
         case O_PIPE:
             run->pipelining = true;
+            break;
+        case O_RECONNECT:
+            run->reconnect = true;
             break;
         case O_IDLE:
             if (bench_parse_uint(optarg, 1000000UL, &v) != 0 || v == 0)
