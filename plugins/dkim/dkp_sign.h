@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * dkp_sign: DKIM signing of a whole message with libopendkim (one
- * DKIM-Signature per call), plus the author-domain helper the plugin
- * needs to pick signing table lines. Thread-safe after dkp_sign_new().
+ * dkp_sign: DKIM signing of a whole message (one DKIM-Signature per call)
+ * on OpenSSL, with the same output libopendkim's signer gave, plus the
+ * author-domain helper the plugin needs to pick signing table lines.
+ * Thread-safe after dkp_sign_new(): the pool threads share one signer.
  */
 #ifndef DKP_SIGN_H
 #define DKP_SIGN_H
@@ -26,10 +27,14 @@ struct dkp_sign;
 struct dkp_sign *dkp_sign_new(const struct dkp_sign_conf *conf, char *err, size_t errlen);
 void dkp_sign_free(struct dkp_sign *s);
 
-/* Sign msg (canonical CRLF form) as domain/selector with the PEM key.
- * On success 0 and *value = the DKIM-Signature field value (malloc'd,
- * folded with CRLF TAB, without the "DKIM-Signature:" name). -1 with a
- * message otherwise. */
+/* Sign msg (canonical CRLF form) as domain/selector with the key text
+ * pem (PEM, or DER when it does not start with "-----"; NUL-terminated).
+ * The key is parsed on first use and kept in s (at most 64 keys, least
+ * recently used evicted, freed by dkp_sign_free), keyed by the text, so
+ * a changed key file gives a new key. On success 0 and *value = the
+ * DKIM-Signature field value (malloc'd, folded with CRLF TAB, without the
+ * "DKIM-Signature:" name). -1 with a message otherwise (bad key, no From
+ * field, a header line without a colon, ...). */
 int dkp_sign_message(struct dkp_sign *s, const char *domain, const char *selector,
                      const char *pem, enum dkp_alg alg, const char *msg, size_t len, char **value,
                      char *err, size_t errlen);
