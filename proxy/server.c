@@ -172,6 +172,11 @@ static int server__bind(struct server_listener *sl, const struct cfg_addr *a)
     t->data = sl;
     int rc = uv_tcp_bind(t, (const struct sockaddr *)&a->sa,
                          a->sa.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
+    /* Replies go out as written (no Nagle delay). Set on the listener:
+     * Linux gives accepted sockets the listener's TCP_NODELAY, which spares
+     * a setsockopt per connection (SERVER_NODELAY_INHERITED). */
+    if (rc == 0)
+        rc = uv_tcp_nodelay(t, 1);
     if (rc == 0)
         /* As deep as the kernel allows (net.core.somaxconn caps it): a
          * burst of connections must wait in the queue, not lose SYNs and

@@ -42,6 +42,14 @@ struct server_listener {
     unsigned nconns; /* its sessions, for its max_connections */
 };
 
+/* Accepted sockets inherit the listener's TCP_NODELAY (Linux does;
+ * elsewhere each connection sets it itself). */
+#ifdef __linux__
+#define SERVER_NODELAY_INHERITED 1
+#else
+#define SERVER_NODELAY_INHERITED 0
+#endif
+
 struct server {
     uv_loop_t *loop;
     struct cfg *cfg;         /* current config (referenced); sessions hold their own ref */

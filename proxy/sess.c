@@ -802,14 +802,16 @@ int sess_accept(struct server_listener *sl, uv_stream_t *sock)
         }
         snprintf(s->proxy_peer, sizeof s->proxy_peer, "%s:%d", s->info.client_addr,
                  s->info.client_port);
-        conn_set_nodelay(s->conn);
+        if (!SERVER_NODELAY_INHERITED)
+            conn_set_nodelay(s->conn);
         conn_read_start(s->conn);
         s->log.action = "reading the PROXY header";
         sess_set_state(s, S_PROXY);
         sess_arm_timer(s);
         return 0;
     }
-    conn_set_nodelay(s->conn);
+    if (!SERVER_NODELAY_INHERITED)
+        conn_set_nodelay(s->conn);
     conn_read_start(s->conn);
     sess__accepted(s, NULL, 0);
     return 0;

@@ -134,6 +134,7 @@ fi
 [ "$standin" = 1 ] || [ -x "$sluice" ] || die "no sluice at $sluice (build it, or use --standin)"
 plugdir=""
 baseline_plugdir=""
+baseline_conf=""
 if [ "$full_chain" = 1 ]; then
     plugdir=$(plugins_of "$sluice")
     for p in dkim virus spam rewrite; do
@@ -141,6 +142,11 @@ if [ "$full_chain" = 1 ]; then
     done
     if [ -n "$baseline" ]; then
         baseline_plugdir=${baseline_plugins:-$(plugins_of "$baseline")}
+        # The baseline's own example config (an older binary refuses keys
+        # added since): from the source tree its build came from.
+        bsrc=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$(dirname "$baseline")/../CMakeCache.txt" 2>/dev/null)
+        baseline_conf=$repo/contrib/sluice.conf
+        [ -n "$bsrc" ] && [ -f "$bsrc/contrib/sluice.conf" ] && baseline_conf=$bsrc/contrib/sluice.conf
         for p in dkim virus spam rewrite; do
             [ -f "$baseline_plugdir/$p.so" ] \
                 || die "no $p.so in ${baseline_plugdir:-$(dirname "$baseline")/../plugins} (baseline's plugins; see --baseline-plugins)"
@@ -326,8 +332,8 @@ done
 # key, absolute paths for the shipped rules, and the plugin directory of
 # the binary's own build. The sections of plugins not in the chain (they
 # need the network) are left out.
-full_conf() { # out plugin_dir listen_port stats_port
-    "$py" - "$repo/contrib/sluice.conf" "$1" "$work" "$repo" "$2" "$3" "$sink_port" "$4" <<'PYEOF'
+full_conf() { # out plugin_dir listen_port stats_port [example config]
+    "$py" - "${5:-$repo/contrib/sluice.conf}" "$1" "$work" "$repo" "$2" "$3" "$sink_port" "$4" <<'PYEOF'
 import re, sys
 src, dst, work, repo, plugdir, port, sink, stats = sys.argv[1:9]
 set_keys = {
@@ -441,7 +447,9 @@ if [ "$full_chain" = 1 ]; then
         conf=$work/$name-probe.conf
         port=$(free_port)
         stats=$(free_port)
-        full_conf "$conf" "$pd" "$port" "$stats" || die "cannot write $conf"
+        local src=$repo/contrib/sluice.conf
+        [ "$bin" = "$baseline" ] && src=$baseline_conf
+        full_conf "$conf" "$pd" "$port" "$stats" "$src" || die "cannot write $conf"
         if ! "$bin" --check -c "$conf" >"$work/$name.check" 2>&1; then
             cat "$work/$name.check" >&2
             die "$bin --check refused the full-chain configuration $conf"
@@ -519,7 +527,9 @@ PYEOF
         [ "$t" = full_before ] && bin=$baseline pd=$baseline_plugdir label="full/before"
         port=$(free_port)
         stats=$(free_port)
-        full_conf "$work/$t.conf" "$pd" "$port" "$stats" || die "cannot write $work/$t.conf"
+        src=$repo/contrib/sluice.conf
+        [ "$t" = full_before ] && src=$baseline_conf
+        full_conf "$work/$t.conf" "$pd" "$port" "$stats" "$src" || die "cannot write $work/$t.conf"
         start_sluice "$t" "$bin" "$port" "$sink_port" -c "$work/$t.conf"
         t_port[$t]=$port t_pid[$t]=$sluice_pid t_bin[$t]=$bin t_label[$t]=$label
         t_stats[$t]=$stats t_log[$t]=$work/$t.log t_check[$t]=1
