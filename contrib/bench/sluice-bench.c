@@ -9,9 +9,9 @@
  * attempted, and records the time from writing MAIL to reading the final
  * reply after the dot. With --reconnect every message gets a connection of
  * its own (connect, EHLO, transaction, QUIT), as a real MTA's delivery
- * does, and the time runs from connect() to that final reply. It also holds many idle EHLO'd connections (to
- * measure a server's memory per connection) and can scrape an HTTP metrics
- * endpoint in the background (to measure what scraping costs).
+ * does, and the time runs from connect() to that final reply. It also holds many idle EHLO'd
+ * connections (to measure a server's memory per connection) and can scrape an HTTP metrics endpoint
+ * in the background (to measure what scraping costs).
  *
  * Every socket operation is bounded by --timeout; the whole run by
  * --deadline. Output: human-readable lines on stderr and one line starting
@@ -59,7 +59,7 @@ struct bench_run {
     unsigned long messages;
     size_t size;
     bool pipelining;
-    bool reconnect;              /* one connection per message */
+    bool reconnect; /* one connection per message */
     unsigned idle;
     double hold_s;
     unsigned source_spread;      /* bind sessions to 127.0.0.2 .. 127.0.0.(1+n) */
@@ -82,7 +82,7 @@ struct bench_run {
     atomic_ulong errors;
     atomic_ulong io_errors;
     atomic_ulong reconnects;
-    atomic_ulong quit_errors;    /* --reconnect: QUIT not answered with 221 */
+    atomic_ulong quit_errors; /* --reconnect: QUIT not answered with 221 */
     atomic_uint err_shown;
     atomic_bool stop;
     atomic_bool pipelining_used;
@@ -705,13 +705,15 @@ static int bench_run_load(struct bench_run *run)
     bool pipe = atomic_load(&run->pipelining_used);
 
     if (!run->quiet) {
+        fprintf(
+            stderr,
+            "sluice-bench: %s sessions=%u size=%zu pipelining=%s%s: %lu ok, %lu errors in %.3f s"
+            " = %.1f msgs/s\n",
+            run->server_text, run->sessions, run->size, pipe ? "yes" : "no",
+            run->reconnect ? " one connection per message" : "", ok, errors, elapsed, rate);
         fprintf(stderr,
-                "sluice-bench: %s sessions=%u size=%zu pipelining=%s%s: %lu ok, %lu errors in %.3f s"
-                " = %.1f msgs/s\n",
-                run->server_text, run->sessions, run->size, pipe ? "yes" : "no",
-                run->reconnect ? " one connection per message" : "", ok, errors, elapsed, rate);
-        fprintf(stderr,
-                "sluice-bench: latency (%s) ms: min %.3f p50 %.3f p90 %.3f p99 %.3f max %.3f mean %.3f\n",
+                "sluice-bench: latency (%s) ms: min %.3f p50 %.3f p90 %.3f p99 %.3f max %.3f mean "
+                "%.3f\n",
                 run->reconnect ? "connect to final reply" : "MAIL to final reply", mn * 1e3,
                 p50 * 1e3, p90 * 1e3, p99 * 1e3, mx * 1e3, mean * 1e3);
         if (scraping)
@@ -788,29 +790,30 @@ static int bench_run_idle(struct bench_run *run)
 
 static void bench_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: sluice-bench --server HOST:PORT [options]\n"
-            "  --server HOST:PORT   SMTP server to load (required)\n"
-            "  --sessions N         concurrent sessions (default 1)\n"
-            "  --messages M         messages in total (default 1000)\n"
-            "  --size BYTES         message size incl. header, CRLF lines of 76 chars (default 4096)\n"
-            "  --pipelining         send MAIL/RCPT/DATA in one write when PIPELINING is offered\n"
-            "  --reconnect          one connection per message (connect, EHLO, transaction, QUIT);\n"
-            "                       latency then runs from connect() to the final reply\n"
-            "  --from ADDR          envelope sender (default bench@example.com)\n"
-            "  --to ADDR            envelope recipient (default rcpt@example.net)\n"
-            "  --helo NAME          EHLO argument (default bench.example.com)\n"
-            "  --idle N             instead of load: open N idle EHLO'd connections ...\n"
-            "  --hold SECONDS       ... and hold them this long (default 5)\n"
-            "  --source-spread K    bind connection i to 127.0.0.(2 + i %% K) (default: no bind)\n"
-            "  --scrape HOST:PORT   during the load, GET --scrape-path every --scrape-interval\n"
-            "  --scrape-path PATH   (default /metrics)\n"
-            "  --scrape-interval MS (default 100)\n"
-            "  --timeout MS         bound on connect and on every read/write (default 30000)\n"
-            "  --deadline SECONDS   bound on the whole run (default 600)\n"
-            "  --quiet              only the RESULT line\n"
-            "Prints one 'RESULT key=value ...' line on stdout; exit 0 if every message was\n"
-            "accepted (load) or every idle connection stayed up (idle), 1 otherwise.\n");
+    fprintf(
+        f,
+        "usage: sluice-bench --server HOST:PORT [options]\n"
+        "  --server HOST:PORT   SMTP server to load (required)\n"
+        "  --sessions N         concurrent sessions (default 1)\n"
+        "  --messages M         messages in total (default 1000)\n"
+        "  --size BYTES         message size incl. header, CRLF lines of 76 chars (default 4096)\n"
+        "  --pipelining         send MAIL/RCPT/DATA in one write when PIPELINING is offered\n"
+        "  --reconnect          one connection per message (connect, EHLO, transaction, QUIT);\n"
+        "                       latency then runs from connect() to the final reply\n"
+        "  --from ADDR          envelope sender (default bench@example.com)\n"
+        "  --to ADDR            envelope recipient (default rcpt@example.net)\n"
+        "  --helo NAME          EHLO argument (default bench.example.com)\n"
+        "  --idle N             instead of load: open N idle EHLO'd connections ...\n"
+        "  --hold SECONDS       ... and hold them this long (default 5)\n"
+        "  --source-spread K    bind connection i to 127.0.0.(2 + i %% K) (default: no bind)\n"
+        "  --scrape HOST:PORT   during the load, GET --scrape-path every --scrape-interval\n"
+        "  --scrape-path PATH   (default /metrics)\n"
+        "  --scrape-interval MS (default 100)\n"
+        "  --timeout MS         bound on connect and on every read/write (default 30000)\n"
+        "  --deadline SECONDS   bound on the whole run (default 600)\n"
+        "  --quiet              only the RESULT line\n"
+        "Prints one 'RESULT key=value ...' line on stdout; exit 0 if every message was\n"
+        "accepted (load) or every idle connection stayed up (idle), 1 otherwise.\n");
 }
 
 static int bench_parse_uint(const char *s, unsigned long max, unsigned long *out)
@@ -828,30 +831,48 @@ static int bench_parse_uint(const char *s, unsigned long max, unsigned long *out
 
 int main(int argc, char **argv)
 {
-    enum { O_SERVER = 256, O_SESS, O_MSGS, O_SIZE, O_PIPE, O_RECONNECT, O_IDLE, O_HOLD, O_SPREAD, O_TIMEOUT,
-           O_DEADLINE, O_FROM, O_TO, O_HELO, O_SCRAPE, O_SCRAPE_PATH, O_SCRAPE_IVL, O_QUIET,
-           O_HELP };
+    enum {
+        O_SERVER = 256,
+        O_SESS,
+        O_MSGS,
+        O_SIZE,
+        O_PIPE,
+        O_RECONNECT,
+        O_IDLE,
+        O_HOLD,
+        O_SPREAD,
+        O_TIMEOUT,
+        O_DEADLINE,
+        O_FROM,
+        O_TO,
+        O_HELO,
+        O_SCRAPE,
+        O_SCRAPE_PATH,
+        O_SCRAPE_IVL,
+        O_QUIET,
+        O_HELP
+    };
     static const struct option opts[] = {
-        { "server", required_argument, NULL, O_SERVER },
-        { "sessions", required_argument, NULL, O_SESS },
-        { "messages", required_argument, NULL, O_MSGS },
-        { "size", required_argument, NULL, O_SIZE },
-        { "pipelining", no_argument, NULL, O_PIPE },
-        { "reconnect", no_argument, NULL, O_RECONNECT },
-        { "idle", required_argument, NULL, O_IDLE },
-        { "hold", required_argument, NULL, O_HOLD },
-        { "source-spread", required_argument, NULL, O_SPREAD },
-        { "timeout", required_argument, NULL, O_TIMEOUT },
-        { "deadline", required_argument, NULL, O_DEADLINE },
-        { "from", required_argument, NULL, O_FROM },
-        { "to", required_argument, NULL, O_TO },
-        { "helo", required_argument, NULL, O_HELO },
-        { "scrape", required_argument, NULL, O_SCRAPE },
-        { "scrape-path", required_argument, NULL, O_SCRAPE_PATH },
-        { "scrape-interval", required_argument, NULL, O_SCRAPE_IVL },
-        { "quiet", no_argument, NULL, O_QUIET },
-        { "help", no_argument, NULL, O_HELP },
-        { NULL, 0, NULL, 0 },
+        {"server", required_argument, NULL, O_SERVER},
+        {"sessions", required_argument, NULL, O_SESS},
+        {"messages", required_argument, NULL, O_MSGS},
+        {"size", required_argument, NULL, O_SIZE},
+        {"pipelining", no_argument, NULL, O_PIPE},
+        {"reconnect", no_argument, NULL, O_RECONNECT},
+        {"idle", required_argument, NULL, O_IDLE},
+        {"hold", required_argument, NULL, O_HOLD},
+        {"source-spread", required_argument, NULL, O_SPREAD},
+        {"timeout", required_argument, NULL, O_TIMEOUT},
+        {"deadline", required_argument, NULL, O_DEADLINE},
+        {"from", required_argument, NULL, O_FROM},
+        {"to", required_argument, NULL, O_TO},
+        {"helo", required_argument, NULL, O_HELO},
+        {"scrape", required_argument, NULL, O_SCRAPE},
+        {"scrape-path", required_argument, NULL, O_SCRAPE_PATH},
+        {"scrape-interval", required_argument, NULL, O_SCRAPE_IVL},
+        {"quiet", no_argument, NULL, O_QUIET},
+        {"help", no_argument, NULL, O_HELP},
+        {NULL, 0, NULL, 0},
     };
     struct bench_run *run = calloc(1, sizeof(*run));
     unsigned long v;
