@@ -2202,6 +2202,36 @@ static void test_upstream_reuse_after_abort(void **state)
     h_stop(h);
 }
 
+/* The MTA ends connections while they wait in the pool: one right after
+ * the pool's RSET was answered (its idle timeout), one by refusing the
+ * RSET (421). Neither is ever given to a client: the next session opens a
+ * new connection, and every message goes through. */
+static const struct fu_rule rules_close_idle[] = {
+    {"RSET", "250 2.0.0 Ok", FU_REPLY_CLOSE, 0, true},
+    {"RSET", "421 4.4.2 fake.test Error: timeout exceeded", FU_REPLY_CLOSE, 0, true},
+    {NULL, NULL, 0, 0, false},
+};
+
+static void test_upstream_reuse_mta_closes_idle(void **state)
+{
+    (void)state;
+    struct h *h = g_h;
+    struct opts o = {.rules = rules_close_idle, .reuse = true};
+    h_start(h, &o);
+    struct cli *c = &h->cli[0];
+    for (int i = 0; i < 3; i++) {
+        one_client(
+            h, c, "EHLO c.test\r\n" MAIL_A RCPT_B "DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n",
+            "250-sluice.test|250 2.1.0|250 2.1.5|354 |250 2.0.0|221", true);
+        run_for(h, 100); /* the close reaches sluice while the connection is idle */
+    }
+    int open = 0;
+    /* two connections ended by the MTA, the third one is reused later */
+    assert_int_equal(count_session_conns(h, &open), 3);
+    assert_int_equal(open, 1);
+    h_stop(h);
+}
+
 /* ==== graceful shutdown ===================================================== */
 
 /* SIGTERM: an idle session is closed at once with 421 4.3.2; a session in
@@ -2347,6 +2377,7 @@ int main(void)
         TEST(test_concurrent_sessions),
         TEST(test_upstream_reuse),
         TEST(test_upstream_reuse_after_abort),
+        TEST(test_upstream_reuse_mta_closes_idle),
         TEST(test_sigterm_lets_transactions_finish),
     };
     return cmocka_run_group_tests_name("sess", tests, group_setup, group_teardown);
