@@ -7,6 +7,8 @@
  *   vir_engine  libclamav in process (shared engine, background reload)
  *   vir_clamd   clamd over INSTREAM
  *   vir_policy  scan result -> verdict, reply, headers
+ *   vir_tmp     libclamav's private scratch directory (memory-backed when
+ *               possible) when the tmpdir key is unset
  *
  * The DATA hook runs on a thread of the host's pool (it blocks for the
  * whole scan). The instance state is built by init() and read-only after
@@ -33,6 +35,7 @@
 #include "vir_engine.h"
 #include "vir_policy.h"
 #include "vir_result.h"
+#include "vir_tmp.h"
 
 /* Hooks only get a ctx; the host's table (one for all instances) is kept
  * here, set by init() before any hook can run. */
@@ -55,7 +58,7 @@ struct vir_inst {
     struct vir_engine *engine;   /* owned; libclamav backend */
     struct vir_clamd_addr clamd; /* clamd backend */
     char tmpdir[VIR_PATH_MAX];   /* libclamav scratch dir */
-    bool own_tmpdir;             /* we made it: remove at shutdown */
+    bool own_tmpdir;             /* we made it: remove (with contents) at shutdown */
     char scanner[80];            /* for X-Virus-Scanned */
     sluice_counter *c_scans;     /* label result */
     sluice_counter *c_detect;    /* label signature */
@@ -122,7 +125,7 @@ static void vir__free(struct vir_inst *vi)
     if (!vi)
         return;
     vir_engine_free(vi->engine);
-    if (vi->own_tmpdir && rmdir(vi->tmpdir) < 0 && errno != ENOENT)
+    if (vi->own_tmpdir && vir_tmp_remove(vi->tmpdir) < 0 && errno != ENOENT)
         sluice_api->log(vi->inst, SLUICE_LOG_WARN, "cannot remove %s: %s", vi->tmpdir,
                         strerror(errno));
     free(vi);
@@ -186,16 +189,18 @@ static int vir_init(const struct sluice_host_api *api, sluice_instance *inst, vo
         if (vi->cfg.tmpdir) {
             snprintf(vi->tmpdir, sizeof vi->tmpdir, "%s", vi->cfg.tmpdir);
         } else {
-            const char *base = getenv("TMPDIR");
-            if (!base || base[0] != '/')
-                base = "/tmp";
-            snprintf(vi->tmpdir, sizeof vi->tmpdir, "%s/sluice-virus.XXXXXX", base);
-            if (!mkdtemp(vi->tmpdir)) { /* mode 0700 */
-                api->config_error(inst, "tmpdir", "cannot create a private directory in %s: %s",
-                                  base, strerror(errno));
+            struct vir_tmp t;
+            char why[600];
+            if (vir_tmp_make(&t, why, sizeof why) < 0) {
+                api->config_error(inst, "tmpdir", "%s", why);
                 free(vi);
                 return -1;
             }
+            snprintf(vi->tmpdir, sizeof vi->tmpdir, "%s", t.path);
+            /* libclamav writes every decoded part of every mail there. */
+            api->log(inst, t.memory ? SLUICE_LOG_INFO : SLUICE_LOG_WARN,
+                     "scratch directory %s (%s)", vi->tmpdir,
+                     t.memory ? "memory-backed" : "on disk: no tmpfs found; set tmpdir");
             vi->own_tmpdir = true;
         }
         struct vir_engine_opts o = {

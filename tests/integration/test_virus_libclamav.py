@@ -149,6 +149,65 @@ def test_eicar_in_zip_in_mail(db, fake, sluice_factory):
     assert fake.messages == []
 
 
+def _statfs_is_tmpfs(path):
+    # os.statvfs has no f_type; /proc/self/mountinfo tells the file system
+    # type of the longest mount point above path.
+    path = os.path.realpath(path)
+    best, fstype = "", None
+    with open("/proc/self/mountinfo") as f:
+        for ln in f:
+            left, _, right = ln.partition(" - ")
+            mnt = left.split()[4].replace("\\040", " ")
+            if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                best, fstype = mnt, right.split()[0]
+    return fstype in ("tmpfs", "ramfs")
+
+
+@pytest.mark.skipif(not _statfs_is_tmpfs("/dev/shm"), reason="no tmpfs at /dev/shm")
+@pytest.mark.parametrize("via", ["TMPDIR", "XDG_RUNTIME_DIR"])
+def test_default_scratch_dir_is_private_tmpfs_and_removed(db, fake, sluice_factory, tmp_path,
+                                                          via):
+    """tmpdir unset: the plugin's scratch directory goes on tmpfs (a tmpfs
+    $TMPDIR, else $XDG_RUNTIME_DIR ... /dev/shm, before a disk $TMPDIR), is
+    made 0700 and ours, keeps no decoded part after a scan, and is removed
+    at shutdown."""
+    import tempfile
+    shm = tempfile.mkdtemp(prefix="sluice-virus-test.", dir="/dev/shm")
+    try:
+        disk = tmp_path / "disk-tmp"
+        disk.mkdir()
+        env = dict(LSAN_ENV)
+        env.pop("RUNTIME_DIRECTORY", None)
+        if via == "TMPDIR":
+            env.update({"TMPDIR": shm, "XDG_RUNTIME_DIR": ""})
+        else:
+            env.update({"TMPDIR": str(disk), "XDG_RUNTIME_DIR": shm})
+        s = sluice_factory(fake.port, extra_sections=virus_sections({"database": db}), env=env)
+        made = [os.path.join(shm, n) for n in os.listdir(shm)]
+        assert len(made) == 1 and os.path.basename(made[0]).startswith("sluice-virus."), made
+        st = os.lstat(made[0])
+        assert (st.st_mode & 0o7777) == 0o700 and st.st_uid == os.geteuid()
+        assert os.listdir(str(disk)) == []
+        assert "memory-backed" in s.output()
+        d = plugkit.send(s.port, body=mail([("eicar.com", eicar())]))
+        assert d["eod"].code == 554, d["eod"]
+        inner = mail([("x.zip", zipped("readme.com", eicar()))])
+        nested = (b"From: a@example.com\r\nTo: b@example.net\r\nSubject: fwd\r\n"
+                  b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=OUT\r\n\r\n"
+                  b"--OUT\r\nContent-Type: text/plain\r\n\r\nsee below\r\n"
+                  b"--OUT\r\nContent-Type: message/rfc822\r\n\r\n" + inner +
+                  b"\r\n--OUT--\r\n")
+        d = plugkit.send(s.port, body=nested)
+        assert d["eod"].code == 554, d["eod"]
+        d = plugkit.send(s.port, body=mail([("notes.txt", b"nothing to see\r\n")]))
+        assert d["eod"].code == 250, d
+        assert os.listdir(made[0]) == []
+        assert s.stop() == 0
+        assert not os.path.exists(made[0])
+    finally:
+        shutil.rmtree(shm, ignore_errors=True)
+
+
 def test_clean_mail_passes_byte_identical(db, fake, sluice_factory):
     s = start_virus(sluice_factory, fake, {"database": db})
     msg = mail([("report.pdf", b"%PDF-1.4\r\nnot really a pdf\r\n" * 50)])

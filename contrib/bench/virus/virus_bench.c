@@ -6,10 +6,25 @@
  *
  *   virus_bench --db DIR [--clamd unix:/path|IP:port] [--seconds N]
  *               [--threads N] [--size BYTES] [--infected]
+ *               [--kind zip|text|attach] [--count N] [--tmpdir DIR]
+ *               [--debug] [--dump FILE]
  *
- * The message is a multipart mail of about --size bytes: a text part and a
- * base64 attachment (a deflated zip of pseudo-random text, so the MIME and
- * archive parsers run). Prints one line per backend:
+ * --kind picks the message, of about --size bytes:
+ *   zip     (default) a multipart mail: a text part and a base64 attachment
+ *           (a deflated zip of pseudo-random text, so the MIME and archive
+ *           parsers run);
+ *   text    a plain-text mail like smtp-source's or sluice-bench's: a
+ *           header block and lines of 76 characters of words;
+ *   attach  the text mail made multipart/mixed with a small (1 KiB)
+ *           base64 application/octet-stream attachment.
+ * --infected puts EICAR in the zip member (zip), the body (text) or the
+ * attachment (attach). --count N does exactly N scans on one thread and
+ * prints the user+system CPU time per scan (for callgrind, strace, perf).
+ * --tmpdir sets the engine's scratch directory (default: one made as the
+ * plugin makes it, on tmpfs when there is one, removed at exit; its path
+ * is printed on stderr); --debug turns on
+ * libclamav's debug log (stderr), which names every pass; --dump writes
+ * the message to FILE. Prints one line per backend:
  *   backend=libclamav size=4096 threads=2 scans=... seconds=... scans_per_s=...
  */
 #include <pthread.h>
@@ -18,10 +33,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/resource.h>
 #include <zlib.h>
+
+#include <clamav.h>
 
 #include "vir_clamd.h"
 #include "vir_engine.h"
+#include "vir_tmp.h"
 
 static double now_s(void)
 {
@@ -126,6 +145,14 @@ static size_t make_zip(const unsigned char *data, size_t n, unsigned char *out, 
     return (size_t)(e + 22 - out);
 }
 
+static const char eicar_parts[4][40] = {"X5O!P%@AP[4\\PZX54(P^)7CC)7}$", "EICAR-STANDARD-",
+                                        "ANTIVIRUS-TEST-", "FILE!$H+H*"};
+
+static void eicar(char *out, size_t n)
+{
+    snprintf(out, n, "%s%s%s%s", eicar_parts[0], eicar_parts[1], eicar_parts[2], eicar_parts[3]);
+}
+
 /* A mail of about `size` bytes with a zipped text attachment. */
 static char *make_mail(size_t size, bool infected, size_t *len)
 {
@@ -146,8 +173,7 @@ static char *make_mail(size_t size, bool infected, size_t *len)
     }
     if (infected) {
         char ei[80];
-        snprintf(ei, sizeof ei, "%s%s%s%s", "X5O!P%@AP[4\\PZX54(P^)7CC)7}$", "EICAR-STANDARD-",
-                 "ANTIVIRUS-TEST-", "FILE!$H+H*");
+        eicar(ei, sizeof ei);
         memcpy(text, ei, strlen(ei));
     }
     unsigned char *zip = malloc(textn + 1024);
@@ -180,6 +206,82 @@ static char *make_mail(size_t size, bool infected, size_t *len)
     return m;
 }
 
+/* A text mail of about `size` bytes (sluice-bench's shape); with `attach`,
+ * multipart/mixed with a 1 KiB base64 attachment (EICAR in it when
+ * infected, else in the body when infected). */
+static char *make_text_mail(size_t size, bool infected, bool attach, size_t *len)
+{
+    static const char words[] =
+        "the quick brown fox jumps over a lazy dog while sluice relays mail "
+        "between client and upstream without a queue of its own and every "
+        "filter plugin sees the message once before it is forwarded ";
+    char *m = malloc(size + 8192);
+    size_t o = (size_t)sprintf(m, "From: Bench Sender <bench@example.com>\r\n"
+                                  "To: Bench Recipient <rcpt@example.net>\r\n"
+                                  "Subject: virus_bench test message\r\n"
+                                  "Date: Mon, 01 Jan 2024 00:00:00 +0000\r\n"
+                                  "Message-ID: <000000000001.virus-bench@bench.invalid>\r\n"
+                                  "MIME-Version: 1.0\r\n");
+    if (attach)
+        o += (size_t)sprintf(m + o, "Content-Type: multipart/mixed; boundary=\"BB\"\r\n\r\n"
+                                    "--BB\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n");
+    else
+        o += (size_t)sprintf(m + o, "Content-Type: text/plain; charset=us-ascii\r\n"
+                                    "Content-Transfer-Encoding: 7bit\r\n\r\n");
+    if (infected && !attach) {
+        eicar(m + o, 80);
+        o += strlen(m + o);
+        m[o++] = '\r';
+        m[o++] = '\n';
+    }
+    size_t tail = attach ? 1600 : 0; /* room for the attachment */
+    size_t w = 0;
+    while (o + 78 + tail <= size) {
+        for (size_t i = 0; i < 76; i++)
+            m[o + i] = words[w++ % (sizeof words - 1)];
+        o += 76;
+        m[o++] = '\r';
+        m[o++] = '\n';
+    }
+    if (attach) {
+        unsigned char bin[1024];
+        uint32_t x = 777;
+        for (size_t i = 0; i < sizeof bin; i++) {
+            x = x * 1103515245u + 12345u;
+            bin[i] = (unsigned char)(x >> 16);
+        }
+        if (infected) {
+            char ei[80];
+            eicar(ei, sizeof ei);
+            memcpy(bin, ei, strlen(ei));
+        }
+        o += (size_t)sprintf(m + o,
+                             "--BB\r\nContent-Type: application/octet-stream; "
+                             "name=\"data.bin\"\r\nContent-Transfer-Encoding: base64\r\n"
+                             "Content-Disposition: attachment; filename=\"data.bin\"\r\n\r\n");
+        o += b64(bin, sizeof bin, m + o);
+        o += (size_t)sprintf(m + o, "\r\n--BB--\r\n");
+    }
+    m[o] = '\0';
+    *len = o;
+    return m;
+}
+
+static void bench_log(void *ud, int level, const char *msg)
+{
+    (void)ud;
+    fprintf(stderr, "[%d] %s\n", level, msg);
+}
+
+/* User and system CPU seconds of the process so far. */
+static void cpu_s(double *user, double *sys)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    *user = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6;
+    *sys = (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
 struct job {
     struct vir_engine *e;
     const struct vir_clamd_addr *clamd;
@@ -208,7 +310,8 @@ static void *worker(void *arg)
 }
 
 static void run(const char *backend, struct vir_engine *e, const struct vir_clamd_addr *a,
-                const char *msg, size_t len, enum vir_kind want, int threads, double secs)
+                const char *msg, size_t len, enum vir_kind want, int threads, double secs,
+                unsigned long count)
 {
     struct job j = {.e = e, .clamd = a, .msg = msg, .len = len, .want = want};
     /* one warm-up scan, not counted */
@@ -220,6 +323,27 @@ static void run(const char *backend, struct vir_engine *e, const struct vir_clam
     if (r.kind != want) {
         fprintf(stderr, "%s: warm-up scan gave %s %s %s\n", backend, vir_result_kind_name(r.kind),
                 r.name, r.detail);
+    }
+    if (count) {
+        double u0, s0, u1, s1, t0 = now_s();
+        cpu_s(&u0, &s0);
+        unsigned long bad = 0;
+        for (unsigned long i = 0; i < count; i++) {
+            if (e)
+                vir_engine_scan(e, msg, len, &r);
+            else
+                vir_clamd_scan(a, msg, len, 2000, 30000, &r);
+            bad += r.kind != want;
+        }
+        double el = now_s() - t0;
+        cpu_s(&u1, &s1);
+        printf("backend=%s size=%zu scans=%lu seconds=%.2f scans_per_s=%.0f cpu_ms_per_scan=%.3f "
+               "(user %.3f sys %.3f) unexpected=%lu\n",
+               backend, len, count, el, (double)count / el,
+               (u1 - u0 + s1 - s0) * 1000.0 / (double)count, (u1 - u0) * 1000.0 / (double)count,
+               (s1 - s0) * 1000.0 / (double)count, bad);
+        fflush(stdout);
+        return;
     }
     pthread_t t[64];
     double t0 = now_s();
@@ -239,7 +363,9 @@ static void run(const char *backend, struct vir_engine *e, const struct vir_clam
 
 int main(int argc, char **argv)
 {
-    const char *db = NULL, *clamd = NULL;
+    const char *db = NULL, *clamd = NULL, *kind = "zip", *tmpdir = NULL, *dump = NULL;
+    unsigned long count = 0;
+    bool debug = false;
     double secs = 3;
     int threads = 2;
     size_t size = 4096;
@@ -257,9 +383,22 @@ int main(int argc, char **argv)
             size = (size_t)atol(argv[++i]);
         else if (!strcmp(argv[i], "--infected"))
             infected = true;
+        else if (!strcmp(argv[i], "--kind") && i + 1 < argc)
+            kind = argv[++i];
+        else if (!strcmp(argv[i], "--count") && i + 1 < argc)
+            count = strtoul(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--tmpdir") && i + 1 < argc)
+            tmpdir = argv[++i];
+        else if (!strcmp(argv[i], "--dump") && i + 1 < argc)
+            dump = argv[++i];
+        else if (!strcmp(argv[i], "--debug"))
+            debug = true;
         else {
-            fprintf(stderr, "usage: %s --db DIR [--clamd ADDR] [--seconds N] [--threads N] "
-                            "[--size BYTES] [--infected]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s --db DIR [--clamd ADDR] [--seconds N] [--threads N] "
+                    "[--size BYTES] [--infected] [--kind zip|text|attach] [--count N] "
+                    "[--tmpdir DIR] [--debug] [--dump FILE]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -268,7 +407,35 @@ int main(int argc, char **argv)
         return 2;
     }
     size_t len;
-    char *msg = make_mail(size, infected, &len);
+    char *msg;
+    if (!strcmp(kind, "zip"))
+        msg = make_mail(size, infected, &len);
+    else if (!strcmp(kind, "text") || !strcmp(kind, "attach"))
+        msg = make_text_mail(size, infected, !strcmp(kind, "attach"), &len);
+    else {
+        fprintf(stderr, "virus_bench: --kind zip, text or attach\n");
+        return 2;
+    }
+    if (dump) {
+        FILE *f = fopen(dump, "wb");
+        if (!f || fwrite(msg, 1, len, f) != len || fclose(f) != 0) {
+            fprintf(stderr, "virus_bench: cannot write %s\n", dump);
+            return 1;
+        }
+    }
+    if (debug)
+        cl_debug();
+    struct vir_tmp own = {.path = ""};
+    if (!tmpdir) {
+        char why[600];
+        if (vir_tmp_make(&own, why, sizeof why) < 0) {
+            fprintf(stderr, "virus_bench: %s\n", why);
+            return 1;
+        }
+        tmpdir = own.path;
+        fprintf(stderr, "virus_bench: scratch directory %s (%s)\n", own.path,
+                own.memory ? "memory-backed" : "on disk");
+    }
     enum vir_kind want = infected ? VIR_VIRUS : VIR_CLEAN;
 
     struct vir_engine_opts o = {
@@ -279,13 +446,17 @@ int main(int argc, char **argv)
         .max_recursion = 16,
         .max_files = 10000,
         .max_scan_time_ms = 60000,
+        .tmpdir = tmpdir,
+        .log = debug ? bench_log : NULL,
     };
     struct vir_engine *e = vir_engine_new(&o);
     if (!e || !vir_engine_signatures(e)) {
         fprintf(stderr, "virus_bench: no signatures in %s\n", db);
+        if (own.path[0])
+            vir_tmp_remove(own.path);
         return 1;
     }
-    run("libclamav", e, NULL, msg, len, want, threads, secs);
+    run("libclamav", e, NULL, msg, len, want, threads, secs, count);
     if (clamd) {
         struct vir_clamd_addr a;
         const char *why;
@@ -293,9 +464,11 @@ int main(int argc, char **argv)
             fprintf(stderr, "virus_bench: --clamd %s: %s\n", clamd, why);
             return 2;
         }
-        run("clamd", NULL, &a, msg, len, want, threads, secs);
+        run("clamd", NULL, &a, msg, len, want, threads, secs, count);
     }
     vir_engine_free(e);
+    if (own.path[0])
+        vir_tmp_remove(own.path);
     free(msg);
     return 0;
 }

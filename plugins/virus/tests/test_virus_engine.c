@@ -4,7 +4,8 @@
  * signature or EICAR file lives in the repository): an .ndb line for the
  * EICAR string (assembled from pieces at run time) and the .hdb line for
  * clam.exe of Debian's clamav-testfiles. Covers MIME parsing, archives,
- * the recursion limit, a missing database, and reload while scanning.
+ * the recursion limit, a missing database, reload while scanning, and
+ * detection with the scratch directory on tmpfs as the plugin makes it.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -22,6 +23,7 @@
 #include <unistd.h>
 
 #include "vir_engine.h"
+#include "vir_tmp.h"
 
 static char g_dir[64];   /* scratch root */
 static char g_db[128];   /* database directory */
@@ -235,6 +237,104 @@ static void test_detects(void **state)
     assert_int_equal(left, 0);
 }
 
+static size_t count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *de;
+    size_t n = 0;
+    while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+            n++;
+    closedir(d);
+    return n;
+}
+
+/* The scratch directory made as the plugin makes it by default (tmpfs when
+ * there is one): every way EICAR or clam.exe reaches a part is still found,
+ * nothing is left behind, and the directory goes with vir_tmp_remove(). */
+static void test_detects_memory_tmpdir(void **state)
+{
+    (void)state;
+    struct vir_tmp t;
+    char err[256];
+    const char *const mem[] = {"/dev/shm"};
+    const char *const disk[] = {g_tmp};
+    assert_int_equal(vir_tmp_make_in(&t, mem, 1, disk, 1, err, sizeof err), 0);
+    if (vir_tmp_is_memory("/dev/shm"))
+        assert_true(t.memory);
+    struct vir_engine_opts o = opts(g_db);
+    o.tmpdir = t.path;
+    struct vir_engine *e = vir_engine_new(&o);
+    assert_non_null(e);
+
+    char *att = mail_with((const unsigned char *)g_eicar, strlen(g_eicar), "eicar.com");
+    /* message/rfc822 inside multipart, the inner mail with the attachment */
+    size_t nsz = strlen(att) + 1024;
+    char *nested = malloc(nsz);
+    snprintf(nested, nsz,
+             "From: c@example.com\r\nTo: d@example.net\r\nSubject: fwd\r\n"
+             "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"OUT\"\r\n\r\n"
+             "--OUT\r\nContent-Type: text/plain\r\n\r\nForwarded.\r\n"
+             "--OUT\r\nContent-Type: message/rfc822\r\n\r\n%s\r\n--OUT--\r\n",
+             att);
+    /* the string in a plain-text body, and in quoted-printable HTML */
+    char plain[512], qp[768];
+    snprintf(plain, sizeof plain,
+             "From: a@example.com\r\nSubject: text\r\n\r\nHello\r\n%s\r\nBye\r\n", g_eicar);
+    char qpe[200] = "";
+    for (const char *p = g_eicar; *p; p++) {
+        size_t n = strlen(qpe);
+        if (*p == '=')
+            snprintf(qpe + n, sizeof qpe - n, "=3D");
+        else
+            snprintf(qpe + n, sizeof qpe - n, "%c", *p);
+    }
+    snprintf(
+        qp, sizeof qp,
+        "From: a@example.com\r\nSubject: html\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: multipart/alternative; boundary=\"AA\"\r\n\r\n"
+        "--AA\r\nContent-Type: text/plain\r\n\r\nplain\r\n"
+        "--AA\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+        "<html><body><p>%s</p></body></html>\r\n--AA--\r\n",
+        qpe);
+    char zp[256];
+    snprintf(zp, sizeof zp, "%s/clam.zip", testfiles());
+    size_t zn;
+    unsigned char *zip = slurp(zp, &zn);
+    char *zmail = zip ? mail_with(zip, zn, "clam.zip") : NULL;
+    static const char clean[] = "From: a@example.com\r\nSubject: hi\r\n\r\nJust text.\r\n";
+
+    struct dcase cases[] = {
+        {"base64 attachment", att, strlen(att), VIR_VIRUS, "Test.EICAR.NDB"},
+        {"nested message/rfc822", nested, strlen(nested), VIR_VIRUS, "Test.EICAR.NDB"},
+        {"plain-text body", plain, strlen(plain), VIR_VIRUS, "Test.EICAR.NDB"},
+        {"quoted-printable html", qp, strlen(qp), VIR_VIRUS, "Test.EICAR.NDB"},
+        {"clean", (char *)clean, strlen(clean), VIR_CLEAN, ""},
+        {"zip attachment", zmail, zmail ? strlen(zmail) : 0, VIR_VIRUS, "ClamAV-Test-File"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (!cases[i].msg)
+            continue; /* clamav-testfiles missing */
+        struct vir_result r;
+        vir_engine_scan(e, cases[i].msg, cases[i].len, &r);
+        if (r.kind != cases[i].kind ||
+            strncmp(r.name, cases[i].name_prefix, strlen(cases[i].name_prefix)))
+            fail_msg("%s: got %s \"%s\" (%s), want %s \"%s*\"", cases[i].what,
+                     vir_result_kind_name(r.kind), r.name, r.detail,
+                     vir_result_kind_name(cases[i].kind), cases[i].name_prefix);
+        assert_int_equal(count_entries(t.path), 0);
+    }
+    vir_engine_free(e);
+    free(att);
+    free(nested);
+    free(zip);
+    free(zmail);
+    assert_int_equal(vir_tmp_remove(t.path), 0);
+    struct stat st;
+    assert_int_equal(lstat(t.path, &st), -1);
+}
+
 /* Mail > zip > EICAR with max_recursion 1: a limit, not a silent clean. */
 static void test_recursion_limit(void **state)
 {
@@ -376,6 +476,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_detects),
+        cmocka_unit_test(test_detects_memory_tmpdir),
         cmocka_unit_test(test_recursion_limit),
         cmocka_unit_test(test_not_ready),
         cmocka_unit_test(test_reload_while_scanning),
