@@ -208,7 +208,9 @@ def test_binarymime_header_section_keeps_the_line_rules(sluice_factory, fake_fac
 
 def test_binarymime_upstream_without_it_is_temporary(sluice_factory, fake_factory):
     up = binarymime_fake(fake_factory)
-    sl = sluice_factory(up.port)
+    # A new upstream connection per session (a reused one keeps the
+    # extensions it was opened with, rightly).
+    sl = sluice_factory(up.port, upstream={"reuse_max_idle": "0"})
     assert harness.smtp_send(sl.port) == {}
     up.caps.remove("BINARYMIME")  # the next upstream connection lacks it
     with Client(sl.port) as c:
