@@ -316,7 +316,7 @@ int server_init(struct server *srv, uv_loop_t *loop, struct cfg *cfg)
     upslot_pool_init(&srv->upslots, loop, &lim);
     struct uppool_limits plim;
     server__uppool_limits(cfg, &plim);
-    uppool_init(&srv->uppool, loop, &plim);
+    uppool_init(&srv->uppool, loop, &plim, &srv->upslots);
     srv->nlisteners = cfg->nlisteners;
     for (size_t i = 0; i < cfg->nlisteners; i++) {
         struct server_listener *sl = &srv->listeners[i];

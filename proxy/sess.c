@@ -459,7 +459,7 @@ void sess_up_drop(struct sess *s)
     if (s->up) {
         /* A healthy connection serves the next session (uppool.h). */
         if (held && !up_failed(s->up))
-            uppool_put(&s->srv->uppool, s->up, s->srv->upslots.nheld, s->srv->upslots.lim.max);
+            uppool_put(&s->srv->uppool, s->up);
         else
             up_free(s->up);
         s->up = NULL;

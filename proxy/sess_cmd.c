@@ -239,10 +239,33 @@ static void sess_cmd__up_ident_cb(void *ud, const struct up_result *r)
     sess_kick(s);
 }
 
+static void sess_cmd__client_info(const struct sess *s, struct up_client_info *ci)
+{
+    memset(ci, 0, sizeof *ci);
+    snprintf(ci->addr, sizeof ci->addr, "%s", s->info.client_addr);
+    ci->port = s->info.client_port;
+    snprintf(ci->name, sizeof ci->name, "%s", s->info.client_name);
+    snprintf(ci->helo, sizeof ci->helo, "%s", s->info.helo);
+    ci->esmtp = s->info.esmtp;
+    ci->tls = s->tls;
+    snprintf(ci->login, sizeof ci->login, "%s", s->info.auth_user);
+}
+
 /* The upstream must be open and told who the client is before MAIL.
  * false: that is under way, and its callback sends MAIL. */
 static bool sess_cmd__upstream_ready(struct sess *s)
 {
+    if (s->up && !s->identified && up_ready(s->up)) {
+        struct up_client_info ci;
+        sess_cmd__client_info(s, &ci);
+        if (up_identity_stale(s->up, &ci)) {
+            /* The MTA was told another HELO or login with XCLIENT and
+             * would refuse to be told again: a new connection. */
+            log_c_info(&s->log, "client=%s new HELO or login: new upstream connection",
+                       s->info.client_addr);
+            sess_up_drop(s);
+        }
+    }
     bool had = s->up && !up_failed(s->up);
     if (!sess_up_start(s) || !had)
         return false; /* waiting for a slot, or opening: a callback resumes */
@@ -250,14 +273,7 @@ static bool sess_cmd__upstream_ready(struct sess *s)
         return false; /* opening (connect-at-connect); the open callback resumes */
     if (!s->identified) {
         struct up_client_info ci;
-        memset(&ci, 0, sizeof ci);
-        snprintf(ci.addr, sizeof ci.addr, "%s", s->info.client_addr);
-        ci.port = s->info.client_port;
-        snprintf(ci.name, sizeof ci.name, "%s", s->info.client_name);
-        snprintf(ci.helo, sizeof ci.helo, "%s", s->info.helo);
-        ci.esmtp = s->info.esmtp;
-        ci.tls = s->tls;
-        snprintf(ci.login, sizeof ci.login, "%s", s->info.auth_user);
+        sess_cmd__client_info(s, &ci);
         if (up_identify_needed(s->up, &ci)) {
             up_identify(s->up, &ci, sess_cmd__up_ident_cb, s);
             return false;

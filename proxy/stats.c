@@ -132,7 +132,8 @@ const char *stats__upslot_name(int e)
 
 const char *stats__upconn_name(int e)
 {
-    static const char *const tab[STATS_UPCONN_COUNT] = {"opened", "reused", "expired", "ended"};
+    static const char *const tab[STATS_UPCONN_COUNT] = {"opened", "reused", "expired", "ended",
+                                                        "not_kept"};
     return WORD(tab, e);
 }
 

@@ -71,6 +71,8 @@ enum stats_upconn {
     STATS_UPCONN_REUSED,     /* an idle one taken from the pool */
     STATS_UPCONN_EXPIRED,    /* idle too long or too old: closed by us */
     STATS_UPCONN_ENDED,      /* idle and ended by the MTA */
+    STATS_UPCONN_NOT_KEPT,   /* closed at a session's end: not reusable (XCLIENT, errors,
+                              * a message under way), pool full, RSET refused, reload */
     STATS_UPCONN_COUNT
 };
 

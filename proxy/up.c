@@ -116,7 +116,8 @@ struct up {
     unsigned long long size_limit;
     bool tls_done;
     bool xclient_done;
-    bool xclient_ever;     /* an XCLIENT was accepted on this connection (reuse) */
+    bool xclient_ever;     /* an XCLIENT was sent on this connection: never reused */
+    unsigned errors;       /* 4xx/5xx to clients' commands since the last delivery */
     char client_helo[256]; /* the real client's HELO, for the EHLO after XCLIENT */
     char told_helo[256];   /* the HELO the last XCLIENT told (re-sent when it changes) */
     char told_login[256];  /* ... and the login name */
@@ -588,8 +589,16 @@ static void up__on_reply(struct up *u)
         return;
     }
     fifo_pop(&u->inflight);
-    if (cmd_is_callers(c) && c->kind != UP_K_RESET)
+    if (cmd_is_callers(c) && c->kind != UP_K_RESET) {
         stats_upstream_reply(r->code); /* what clients' commands got */
+        /* The MTA counts errors per connection until mail is delivered
+         * (Postfix: smtpd_soft/hard_error_limit): only a connection with
+         * none pending may serve another client. */
+        if (r->code >= 400)
+            u->errors++;
+        else if (c->kind == UP_K_DOT || c->kind == UP_K_BDAT)
+            u->errors = 0;
+    }
     if (c->kind == UP_K_DATA && r->code == 354) {
         /* The final reply comes after the dot: back in flight as DOT. */
         c->kind = UP_K_DOT;
@@ -753,8 +762,14 @@ static void up__pump(struct up *u)
         }
         fifo_push(&u->inflight, c);
         sent = true;
-        if (c->kind == UP_K_XCLIENT)
+        if (c->kind == UP_K_XCLIENT) {
+            /* From here the MTA may take this connection as the client's
+             * for good: a second XCLIENT is judged by the client's address
+             * (Postfix: 550 insufficient authorization), and the
+             * attributes cannot be taken back. */
+            u->xclient_ever = true;
             up__set_state(u, UP_S_XCLIENT);
+        }
         if (c->kind == UP_K_BDAT) {
             /* The message follows its BDAT line at once; the reply comes
              * after the last byte. up__stream flushes and arms the timer. */
@@ -930,7 +945,7 @@ static void up__xclient_cb(void *ud, const struct up_result *r)
          * with the client's own HELO name, so that the upstream's HELO
          * checks and Received header see the real client. The state stays
          * XCLIENT until that EHLO is answered. */
-        u->xclient_done = u->xclient_ever = true;
+        u->xclient_done = true;
         up__queue_ehlo(u, u->client_helo[0] ? u->client_helo : NULL, up__xclient_ehlo_cb);
         return; /* up__on_reply pumps */
     }
@@ -949,7 +964,7 @@ static void up__xclient_cb(void *ud, const struct up_result *r)
     /* 250: done without a new greeting. Otherwise (4xx) the upstream's
      * policy refused the real client for now: the caller relays it. */
     if (r->reply->code == 250)
-        u->xclient_done = u->xclient_ever = true;
+        u->xclient_done = true;
     up__set_state(u, UP_S_READY);
     up__ident_done(u, r);
 }
@@ -963,6 +978,8 @@ static void up__queue_ident(struct up *u, const struct up_client_info *ci, bool 
                              .esmtp = ci->esmtp,
                              .login = ci->login,
                              .reset = u->xclient_ever};
+    /* (reset: a retry after the MTA refused an XCLIENT with 4xx; it may
+     * have taken some attributes before refusing.) */
     buf_t a = BUF_INIT, b = BUF_INIT;
     if (xclient) {
         /* Our EHLO after XCLIENT carries what the client sent (or its
@@ -982,15 +999,24 @@ static void up__queue_ident(struct up *u, const struct up_client_info *ci, bool 
     buf_free(&b);
 }
 
-enum up__ident { UP__IDENT_NONE = 0, UP__IDENT_XCLIENT, UP__IDENT_XFORWARD };
+enum up__ident { UP__IDENT_NONE = 0, UP__IDENT_XCLIENT, UP__IDENT_XFORWARD, UP__IDENT_STALE };
+
+bool up_identity_stale(const struct up *u, const struct up_client_info *ci)
+{
+    return u->xclient_done &&
+           (strcmp(u->told_helo, ci->helo) != 0 || strcmp(u->told_login, ci->login) != 0);
+}
 
 static enum up__ident up__ident_needed(const struct up *u, const struct up_client_info *ci)
 {
-    /* XCLIENT again when the client's HELO changed (a new EHLO, after
-     * STARTTLS too): the upstream judges the name the client uses now. */
-    if ((u->caps & UP_CAP_XCLIENT) && u->cfg->xclient &&
-        (!u->xclient_done || strcmp(u->told_helo, ci->helo) != 0 ||
-         strcmp(u->told_login, ci->login) != 0))
+    /* Told by XCLIENT, the MTA keeps those attributes for the connection:
+     * a new HELO or login (a new EHLO, STARTTLS, AUTH) needs a new
+     * connection, since a second XCLIENT is refused unless the client's
+     * own address may send XCLIENT (after the first one the MTA's EHLO
+     * does not even offer it). */
+    if (up_identity_stale(u, ci))
+        return UP__IDENT_STALE;
+    if ((u->caps & UP_CAP_XCLIENT) && u->cfg->xclient && !u->xclient_done)
         return UP__IDENT_XCLIENT;
     if ((u->caps & UP_CAP_XFORWARD) && u->cfg->xforward && !u->xclient_done)
         return UP__IDENT_XFORWARD;
@@ -1012,6 +1038,12 @@ void up_identify(struct up *u, const struct up_client_info *ci, up_cb cb, void *
     if (u->ident_cb)
         up__bug(u, "up_identify() while one is pending", u->state);
     enum up__ident how = up__ident_needed(u, ci);
+    if (how == UP__IDENT_STALE) {
+        /* The caller should have opened a new connection; never let a
+         * command go out under the attributes of before. */
+        up__post_cb(u, cb, ud, UP_ERR_LOCAL, "client identity changed after XCLIENT", NULL);
+        return;
+    }
     if (how == UP__IDENT_XCLIENT) {
         up__queue_ident(u, ci, true);
     } else if (how == UP__IDENT_XFORWARD) {
@@ -1071,7 +1103,10 @@ void up_data(struct up *u, const struct iovec *segs, size_t nsegs, up_cb cb, voi
 
 bool up_detach(struct up *u)
 {
-    if (u->dead || u->state != UP_S_READY || !u->conn || u->open_cb || u->ident_cb)
+    /* Never after XCLIENT: the MTA holds this connection as that client's
+     * (and refuses XCLIENT for the next one); nor with errors pending. */
+    if (u->dead || u->state != UP_S_READY || !u->conn || u->open_cb || u->ident_cb ||
+        u->xclient_ever || u->errors)
         return false;
     /* A message still being sent or answered reads the owner's segments
      * and decides the owner's transaction: never hand that over. */
@@ -1104,10 +1139,6 @@ void up_rebind(struct up *u, const char *log_sid)
 {
     snprintf(u->sid, sizeof u->sid, "%s", log_sid);
     u->parked = false;
-    /* The upstream still thinks it talks to the last owner's client (its
-     * XCLIENT): the next identify must tell it about this one. */
-    u->xclient_done = false;
-    u->told_helo[0] = u->told_login[0] = u->client_helo[0] = '\0';
 }
 
 uint64_t up_age_ms(const struct up *u)

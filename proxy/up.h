@@ -121,6 +121,9 @@ unsigned long long up_size_limit(const struct up *u);
 /* Would up_identify() send anything? (When not, the caller may skip it
  * and save the loop turn its synthetic answer takes.) */
 bool up_identify_needed(const struct up *u, const struct up_client_info *ci);
+/* This connection told the MTA another HELO or login with XCLIENT: the
+ * client now needs a new connection (up_identify() would fail). */
+bool up_identity_stale(const struct up *u, const struct up_client_info *ci);
 void up_identify(struct up *u, const struct up_client_info *ci, up_cb cb, void *ud);
 
 /* Queue one command line (without CRLF). */
@@ -144,13 +147,15 @@ bool up_data_chunked(const struct up *u);
 void up_free(struct up *u);
 
 /* Reuse across client sessions (uppool.h). up_detach(): the owner lets go
- * of a connection that can serve someone else: open, no message, XCLIENT
- * or handshake under way. Commands still queued are sent and answered to
- * nobody; no callback of the old owner is called after this. false (and
- * nothing changed) when the connection cannot be handed over: up_free()
- * it. up_park(): idle in a pool, so that the MTA ending it is no error.
- * up_rebind(): a new owner; the next up_identify() tells the upstream
- * about the new client (XCLIENT again, clearing what the last one set). */
+ * of a connection that can serve someone else: open, no message or
+ * handshake under way, no XCLIENT ever sent (the MTA then holds the
+ * connection as that client's: see up_identity_stale), no error reply
+ * since the last delivery (the MTA's error limits count per connection).
+ * Commands still queued are sent and answered to nobody; no callback of
+ * the old owner is called after this. false (and nothing changed) when
+ * the connection cannot be handed over: up_free() it. up_park(): idle in
+ * a pool, so that the MTA ending it is no error. up_rebind(): a new owner
+ * (its XFORWARD, when used, goes before each of its transactions). */
 bool up_detach(struct up *u);
 void up_park(struct up *u, bool parked);
 void up_rebind(struct up *u, const char *log_sid);

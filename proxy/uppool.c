@@ -102,21 +102,33 @@ static void uppool__timer_cb(uv_timer_t *t)
     uppool__sweep(t->data);
 }
 
-void uppool_init(struct uppool *p, uv_loop_t *loop, const struct uppool_limits *lim)
+void uppool_init(struct uppool *p, uv_loop_t *loop, const struct uppool_limits *lim,
+                 const struct upslot_pool *slots)
 {
-    *p = (struct uppool){.loop = loop, .lim = *lim};
+    *p = (struct uppool){.loop = loop, .lim = *lim, .slots = slots};
     uv_timer_init(loop, &p->timer);
     p->timer.data = p;
 }
 
+/* Room for one more kept connection (`kept` kept already)? */
+static bool uppool__room(const struct uppool *p, unsigned kept)
+{
+    unsigned max = p->slots ? p->slots->lim.max : 0;
+    unsigned held = p->slots ? p->slots->nheld : 0;
+    return !p->closed && kept < p->lim.max_idle && (!max || held + kept < max);
+}
+
 static void uppool__flush(struct uppool *p)
 {
-    while (p->idle)
+    while (p->idle) {
+        stats_upconn(STATS_UPCONN_NOT_KEPT);
         uppool__drop_idle(p, p->idle);
+    }
     while (p->reset) {
         struct uppool_ent *e = p->reset;
         uppool__unlink(&p->reset, e);
         p->nreset--;
+        stats_upconn(STATS_UPCONN_NOT_KEPT);
         up_free(e->u); /* cancels the RSET callback */
         free(e);
     }
@@ -171,11 +183,13 @@ static void uppool__rset_cb(void *ud, const struct up_result *r)
     struct uppool *p = e->pool;
     uppool__unlink(&p->reset, e);
     p->nreset--;
-    if (r->err != UP_OK || r->reply->code != 250 || p->closed || p->nidle >= p->lim.max_idle) {
+    if (r->err != UP_OK || r->reply->code != 250 || !uppool__room(p, p->nidle + p->nreset)) {
+        stats_upconn(r->err == UP_ERR_LOST ? STATS_UPCONN_ENDED : STATS_UPCONN_NOT_KEPT);
         up_free(e->u); /* allowed inside its own callback */
         free(e);
         return;
     }
+    up_park(e->u, true);
     e->since = uv_now(p->loop);
     uppool__push(&p->idle, e);
     p->nidle++;
@@ -183,19 +197,16 @@ static void uppool__rset_cb(void *ud, const struct up_result *r)
     uppool__arm(p);
 }
 
-void uppool_put(struct uppool *p, struct up *u, unsigned held, unsigned max_sessions)
+void uppool_put(struct uppool *p, struct up *u)
 {
-    unsigned kept = p->nidle + p->nreset;
-    if (p->closed || p->lim.max_idle == 0 || kept >= p->lim.max_idle ||
-        (max_sessions && held + kept >= max_sessions) || up_age_ms(u) >= p->lim.age_ms ||
-        !up_detach(u)) {
+    if (!uppool__room(p, p->nidle + p->nreset) || up_age_ms(u) >= p->lim.age_ms || !up_detach(u)) {
+        stats_upconn(STATS_UPCONN_NOT_KEPT);
         up_free(u);
         return;
     }
     struct uppool_ent *e = xcalloc(1, sizeof *e);
     e->pool = p;
     e->u = u;
-    up_park(u, true);
     uppool__push(&p->reset, e);
     p->nreset++;
     /* Ends whatever the last owner left open, and proves the connection

@@ -18,9 +18,15 @@
  * connection is only taken by sessions of the configuration it was opened
  * under (a reload flushes the rest).
  *
+ * Which connections: only those that never carried an XCLIENT (the MTA
+ * then holds the connection as that client's and refuses to be told about
+ * another one) and with no error reply since their last delivery (the
+ * MTA's error limits count per connection); see up_detach(). With XCLIENT
+ * in use a session's connection is closed at its end, as without reuse.
+ *
  * The MTA's process limit: idle connections count towards [upstream]
- * max_sessions with the held ones (put() closes instead when held + idle
- * would exceed it).
+ * max_sessions with the held ones (checked when a connection is given and
+ * again when its RSET is answered).
  *
  * Ownership: the server owns the pool; the pool owns the connections given
  * to it until take() hands one out. Threads: loop thread only.
@@ -35,6 +41,7 @@
 
 #include "cfg.h"
 #include "up.h"
+#include "upslot.h"
 
 struct uppool_ent;
 
@@ -46,6 +53,7 @@ struct uppool_limits {
 
 struct uppool {
     uv_loop_t *loop;
+    const struct upslot_pool *slots; /* the sessions held: max_sessions */
     struct uppool_limits lim;
     struct uppool_ent *idle;  /* newest first: taken first, the oldest expire */
     struct uppool_ent *reset; /* RSET sent, reply pending */
@@ -54,7 +62,8 @@ struct uppool {
     bool timer_on, closed;
 };
 
-void uppool_init(struct uppool *p, uv_loop_t *loop, const struct uppool_limits *lim);
+void uppool_init(struct uppool *p, uv_loop_t *loop, const struct uppool_limits *lim,
+                 const struct upslot_pool *slots);
 /* New limits (reload); what waits idle is closed: it was opened under the
  * old configuration. */
 void uppool_set_limits(struct uppool *p, const struct uppool_limits *lim);
@@ -64,8 +73,8 @@ void uppool_close(struct uppool *p);
 /* An idle connection opened under `cfg`, rebound to log_sid, or NULL. */
 struct up *uppool_take(struct uppool *p, const struct cfg *cfg, const char *log_sid);
 /* Take u (never NULL): keep it for reuse when it can serve another session
- * and there is room (`held`: sessions the MTA serves for clients now,
- * `max_sessions`: [upstream] max_sessions, 0 none), else close it. */
-void uppool_put(struct uppool *p, struct up *u, unsigned held, unsigned max_sessions);
+ * (up_detach) and there is room (reuse_max_idle, and the sessions held
+ * for clients plus those kept idle within max_sessions), else close it. */
+void uppool_put(struct uppool *p, struct up *u);
 
 #endif

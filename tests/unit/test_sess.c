@@ -2133,24 +2133,31 @@ static void one_client(struct h *h, struct cli *c, const char *send, const char 
     run_for(h, 50); /* the pool's RSET is answered before the next client */
 }
 
-/* One client session after another, each with its transaction: the second
- * gets the first one's upstream connection (RSET, then XCLIENT about the
- * new client, which clears the first one's login explicitly), not a new
- * one; the idle connection is closed after reuse_idle_timeout. */
+/* One client session after another, each with its transaction, to an
+ * upstream that takes XFORWARD: the second and third get the first one's
+ * connection (RSET, then XFORWARD about their own client before each
+ * transaction), not a new one; the idle connection is closed after
+ * reuse_idle_timeout. */
+static const struct fu_rule rules_xforward_only[] = {
+    {"EHLO",
+     "250-fake.test\n250-PIPELINING\n250-XFORWARD NAME ADDR PROTO HELO\n"
+     "250 ENHANCEDSTATUSCODES",
+     FU_REPLY, 0, false},
+    {NULL, NULL, 0, 0, false},
+};
+
 static void test_upstream_reuse(void **state)
 {
     (void)state;
     struct h *h = g_h;
-    struct opts o = {.rules = rules_xclient_login,
-                     .auth = AUTH_ON,
+    struct opts o = {.rules = rules_xforward_only,
                      .reuse = true,
                      .upstream_cfg = "reuse_idle_timeout = 400ms\n"};
     h_start(h, &o);
     struct cli *c = &h->cli[0];
-    one_client(
-        h, c,
-        "EHLO c.test\r\n" AUTH_ALICE MAIL_A RCPT_B "DATA\r\nSubject: 1\r\n\r\none\r\n.\r\nQUIT\r\n",
-        "250-sluice.test Hello c.test|235 2.7.0|250 2.1.0|250 2.1.5|354 |250 2.0.0|221", true);
+    one_client(h, c,
+               "EHLO c.test\r\n" MAIL_A RCPT_B "DATA\r\nSubject: 1\r\n\r\none\r\n.\r\nQUIT\r\n",
+               "250-sluice.test Hello c.test|250 2.1.0|250 2.1.5|354 |250 2.0.0|221", true);
     one_client(h, c,
                "EHLO d.test\r\n" MAIL_A RCPT_C "DATA\r\nSubject: 2\r\n\r\ntwo\r\n.\r\nQUIT\r\n",
                "250-sluice.test Hello d.test|250 2.1.0|250 2.1.5|354 |250 2.0.0|221", true);
@@ -2160,18 +2167,14 @@ static void test_upstream_reuse(void **state)
     int open = 0;
     assert_int_equal(count_session_conns(h, &open), 1);
     assert_int_equal(open, 1);
-    check_order(h, ">XCLIENT ADDR=127.0.0.1 PORT=*\n"
-                   ">EHLO c.test\n>MAIL FROM:<a@x.test>\n>RCPT TO:<b@x.test>\n>DATA\n"
+    check_order(h, ">XFORWARD ADDR=127.0.0.1 PORT=*\n>XFORWARD HELO=c.test\n"
+                   ">MAIL FROM:<a@x.test>\n>RCPT TO:<b@x.test>\n>DATA\n"
                    ">RSET\n"
-                   ">XCLIENT ADDR=127.0.0.1 PORT=*\n"
-                   ">EHLO d.test\n>MAIL FROM:<a@x.test>\n>RCPT TO:<c@x.test>\n"
+                   ">XFORWARD ADDR=127.0.0.1 PORT=*\n>XFORWARD HELO=d.test\n"
+                   ">MAIL FROM:<a@x.test>\n>RCPT TO:<c@x.test>\n"
                    ">RSET\n"
-                   ">XCLIENT ADDR=127.0.0.1 PORT=*\n"
-                   ">EHLO e.test\n>MAIL FROM:<a@x.test>\n>RCPT TO:<b@x.test>\n");
-    const char *ev = h->fu.events.ptr;
-    assert_non_null(strstr(ev, " PROTO=ESMTP HELO=c.test LOGIN=alice\n"));
-    assert_non_null(strstr(ev, " PROTO=ESMTP HELO=d.test LOGIN=[UNAVAILABLE]\n"));
-    assert_non_null(strstr(ev, " PROTO=SMTP HELO=e.test LOGIN=[UNAVAILABLE]\n"));
+                   ">XFORWARD ADDR=127.0.0.1 PORT=*\n>XFORWARD HELO=e.test\n"
+                   ">MAIL FROM:<a@x.test>\n>RCPT TO:<b@x.test>\n");
     /* Idle past reuse_idle_timeout: closed by sluice (politely). */
     run_for(h, 900);
     count_session_conns(h, &open);
@@ -2181,13 +2184,106 @@ static void test_upstream_reuse(void **state)
     h_stop(h);
 }
 
+/* After XCLIENT the MTA takes the connection as that client's for good
+ * (Postfix refuses a second XCLIENT for an address outside its authorized
+ * hosts and stops offering it): such a connection is never given to the
+ * next client, whose mail would otherwise go out as the first client's
+ * (with its login: an open relay). Each session gets its own connection
+ * and its own XCLIENT. */
+static void test_upstream_no_reuse_after_xclient(void **state)
+{
+    (void)state;
+    struct h *h = g_h;
+    struct opts o = {.rules = rules_xclient_login, .auth = AUTH_ON, .reuse = true};
+    h_start(h, &o);
+    struct cli *c = &h->cli[0];
+    one_client(
+        h, c,
+        "EHLO c.test\r\n" AUTH_ALICE MAIL_A RCPT_B "DATA\r\nSubject: 1\r\n\r\none\r\n.\r\nQUIT\r\n",
+        "250-sluice.test Hello c.test|235 2.7.0|250 2.1.0|250 2.1.5|354 |250 2.0.0|221", true);
+    one_client(h, c,
+               "EHLO d.test\r\n" MAIL_A RCPT_C "DATA\r\nSubject: 2\r\n\r\ntwo\r\n.\r\nQUIT\r\n",
+               "250-sluice.test Hello d.test|250 2.1.0|250 2.1.5|354 |250 2.0.0|221", true);
+    int open = 0;
+    assert_int_equal(count_session_conns(h, &open), 2);
+    assert_int_equal(open, 0);
+    int n = 0;
+    for (const struct fu_conn *fc = h->fu.conns; fc; fc = fc->next) {
+        if (fu_conn_is_probe(fc))
+            continue;
+        buf_t t = BUF_INIT;
+        fu_conn_script(fc, &t);
+        /* every session's connection starts with its own XCLIENT */
+        assert_true(t.ptr && !strncmp(t.ptr, "XCLIENT ADDR=127.0.0.1 ", 23));
+        assert_non_null(strstr(t.ptr, n == 0 ? "HELO=c.test LOGIN=alice\n" : "HELO=d.test\n"));
+        if (n == 1)
+            assert_null(strstr(t.ptr, "alice"));
+        buf_free(&t);
+        n++;
+    }
+    wait_idle(h);
+    h_stop(h);
+}
+
+/* In one session, a new EHLO name (or an AUTH) after XCLIENT was sent: the
+ * MTA would refuse a second XCLIENT, so the next MAIL goes out on a new
+ * connection that tells the new name; never under the old one. */
+static void test_upstream_new_helo_new_connection(void **state)
+{
+    (void)state;
+    struct h *h = g_h;
+    struct opts o = {.rules = rules_xclient_login, .auth = AUTH_ON};
+    h_start(h, &o);
+    struct cli *c = &h->cli[0];
+    one_client(h, c,
+               "EHLO c.test\r\n" MAIL_A RCPT_B "DATA\r\nSubject: 1\r\n\r\none\r\n.\r\n"
+               "EHLO d.test\r\n" MAIL_A RCPT_C "RSET\r\n" AUTH_ALICE MAIL_A "QUIT\r\n",
+               "250-sluice.test Hello c.test|250 2.1.0|250 2.1.5|354 |250 2.0.0|"
+               "250-sluice.test Hello d.test|250 2.1.0|250 2.1.5|250 2.0.0|235 2.7.0|250 2.1.0|221",
+               true);
+    int open = 0;
+    assert_int_equal(count_session_conns(h, &open), 3);
+    check_order(h, ">XCLIENT ADDR=127.0.0.1 PORT=*\n>EHLO c.test\n>MAIL FROM:<a@x.test>\n"
+                   ">XCLIENT ADDR=127.0.0.1 PORT=*\n>EHLO d.test\n>MAIL FROM:<a@x.test>\n"
+                   ">XCLIENT ADDR=127.0.0.1 PORT=*\n>EHLO d.test\n>MAIL FROM:<a@x.test>\n");
+    assert_non_null(strstr(h->fu.events.ptr, " HELO=d.test LOGIN=alice\n"));
+    wait_idle(h);
+    h_stop(h);
+}
+
+/* A session whose commands the MTA refused and that delivered nothing
+ * leaves its connection closed: the MTA's error count (Postfix:
+ * smtpd_hard_error_limit, error sleeps) is per connection and would fall
+ * on the next client. */
+static void test_upstream_no_reuse_with_errors(void **state)
+{
+    (void)state;
+    struct h *h = g_h;
+    static const struct fu_rule rules[] = {
+        {"RCPT TO:<b@", "550 5.1.1 <b@x.test>: Recipient address rejected", FU_REPLY, 0, false},
+        {NULL, NULL, 0, 0, false},
+    };
+    struct opts o = {.rules = rules, .reuse = true};
+    h_start(h, &o);
+    struct cli *c = &h->cli[0];
+    one_client(h, c, "EHLO c.test\r\n" MAIL_A RCPT_B "QUIT\r\n",
+               "250-sluice.test|250 2.1.0|550 5.1.1|221", true);
+    one_client(h, c,
+               "EHLO c.test\r\n" MAIL_A RCPT_C "DATA\r\nSubject: 2\r\n\r\ntwo\r\n.\r\nQUIT\r\n",
+               "250-sluice.test|250 2.1.0|250 2.1.5|354 |250 2.0.0|221", true);
+    int open = 0;
+    assert_int_equal(count_session_conns(h, &open), 2);
+    assert_int_equal(open, 1); /* the second delivered: kept */
+    h_stop(h);
+}
+
 /* A session that leaves in the middle of a transaction: the transaction
  * upstream is reset before anyone else gets the connection. */
 static void test_upstream_reuse_after_abort(void **state)
 {
     (void)state;
     struct h *h = g_h;
-    struct opts o = {.rules = rules_xclient_login, .reuse = true};
+    struct opts o = {.rules = rules_xforward_only, .reuse = true};
     h_start(h, &o);
     struct cli *c = &h->cli[0];
     one_client(h, c, "EHLO c.test\r\n" MAIL_A RCPT_B, "250-sluice.test|250 2.1.0|250 2.1.5", false);
@@ -2197,7 +2293,7 @@ static void test_upstream_reuse_after_abort(void **state)
     int open = 0;
     assert_int_equal(count_session_conns(h, &open), 1);
     check_order(h, ">MAIL FROM:<a@x.test>\n>RCPT TO:<b@x.test>\n>RSET\n"
-                   ">XCLIENT ADDR=127.0.0.1 PORT=*\n>EHLO d.test\n"
+                   ">XFORWARD ADDR=127.0.0.1 PORT=*\n>XFORWARD HELO=d.test\n"
                    ">MAIL FROM:<a@x.test>\n>RCPT TO:<c@x.test>\n>DATA\n");
     h_stop(h);
 }
@@ -2376,6 +2472,9 @@ int main(void)
         TEST(test_disconnect_while_waiting),
         TEST(test_concurrent_sessions),
         TEST(test_upstream_reuse),
+        TEST(test_upstream_no_reuse_after_xclient),
+        TEST(test_upstream_new_helo_new_connection),
+        TEST(test_upstream_no_reuse_with_errors),
         TEST(test_upstream_reuse_after_abort),
         TEST(test_upstream_reuse_mta_closes_idle),
         TEST(test_sigterm_lets_transactions_finish),
