@@ -28,9 +28,10 @@ struct spam_eval_limits {
     unsigned rule_time_ms;   /* budget of one rule on one message */
     unsigned msg_time_ms;    /* budget of all rules on one message */
     size_t jit_stack_max;    /* bytes */
+    int no_prefilter;        /* 1: PCRE2 on every rule even with a prefilter (tests, benchmarks) */
 };
 
-#define SPAM_EVAL_LIMITS_DEFAULT {10000, 20000, 50, 2000, 1024 * 1024}
+#define SPAM_EVAL_LIMITS_DEFAULT {10000, 20000, 50, 2000, 1024 * 1024, 0}
 
 struct spam_scratch_pool;
 
