@@ -91,23 +91,167 @@ static unsigned spam_prefilter__flags(uint32_t opts)
     return f;
 }
 
-static char *spam_prefilter__expr(const struct spam_rule *r)
+/* Length of the escape at p (p[0] == '\\'), braces of \x{..} and kin included. */
+static size_t spam_prefilter__escape_len(const char *p)
+{
+    if (!p[1])
+        return 1;
+    if (strchr("xoNgkpP", p[1]) && p[2] == '{') {
+        const char *c = strchr(p + 3, '}');
+        return c ? (size_t)(c - p) + 1 : 2;
+    }
+    if (p[1] == 'c' && p[2])
+        return 3;
+    return 2;
+}
+
+/* Whether p starts a quantifier {m}, {m,} or {m,n}; its length in *len. */
+static int spam_prefilter__quant(const char *p, size_t *len, unsigned long *min)
+{
+    const char *q = p + 1;
+    if (*q < '0' || *q > '9')
+        return 0;
+    *min = strtoul(q, (char **)&q, 10);
+    if (*q == ',') {
+        q++;
+        while (*q >= '0' && *q <= '9')
+            q++;
+    }
+    if (*q != '}')
+        return 0;
+    *len = (size_t)(q - p) + 1;
+    return 1;
+}
+
+/*
+ * A looser pattern for the prefilter: one that matches wherever the rule's
+ * matches, and that Hyperscan compiles in milliseconds instead of seconds.
+ * Counted repeats x{m,n} become x+ (or x* for m == 0), which every string
+ * matching x{m,n} matches too: the bounded repeats mail rules love
+ * ("[^.\n]{0,120}?") are what makes Hyperscan's compile slow and its
+ * databases large. \pL and \pN become "ASCII letters (digits) or any
+ * non-ASCII character", a superset that is a few byte ranges in UTF-8
+ * instead of hundreds. Character classes, escapes, \Q..\E and comments
+ * are copied as they are, and so is whatever a looser part would make
+ * match less: negated classes, negative lookarounds, conditions, atomic
+ * groups and possessive repeats.
+ */
+static void spam_prefilter__loosen(const char *p, int extended, char *out)
+{
+    char *o = out;
+    int in_class = 0;  /* 1 in a class, 2 in a negated one */
+    int depth = 0;     /* open groups */
+    int verbatim = -1; /* the depth to get back to before loosening again */
+    while (*p) {
+        if (p[0] == '\\' && p[1] == 'Q') {
+            const char *e = strstr(p + 2, "\\E");
+            size_t n = e ? (size_t)(e - p) + 2 : strlen(p);
+            memcpy(o, p, n);
+            o += n;
+            p += n;
+            continue;
+        }
+        if (p[0] == '\\') {
+            size_t n = spam_prefilter__escape_len(p);
+            const char *set = NULL;
+            if (strncmp(p, "\\pL", 3) == 0 || strncmp(p, "\\p{L}", 5) == 0)
+                set = "A-Za-z\\x{80}-\\x{10FFFF}";
+            else if (strncmp(p, "\\pN", 3) == 0 || strncmp(p, "\\p{N}", 5) == 0)
+                set = "0-9\\x{80}-\\x{10FFFF}";
+            if (set && verbatim < 0 && in_class != 2) {
+                o += sprintf(o, in_class ? "%s" : "[%s]", set);
+                p += p[2] == '{' ? 5 : 3;
+                continue;
+            }
+            memcpy(o, p, n);
+            o += n;
+            p += n;
+            continue;
+        }
+        if (in_class) {
+            if (p[0] == '[' && p[1] == ':') {
+                const char *e = strstr(p + 2, ":]");
+                if (e) {
+                    size_t n = (size_t)(e - p) + 2;
+                    memcpy(o, p, n);
+                    o += n;
+                    p += n;
+                    continue;
+                }
+            }
+            if (*p == ']')
+                in_class = 0;
+            *o++ = *p++;
+            continue;
+        }
+        if (*p == '[') {
+            /* A ']' first in the class (after '^') is a member. */
+            *o++ = *p++;
+            in_class = 1;
+            if (*p == '^') {
+                *o++ = *p++;
+                in_class = 2;
+            }
+            if (*p == ']')
+                *o++ = *p++;
+            continue;
+        }
+        if (*p == '(' && p[1] != '*' && !(p[1] == '?' && p[2] == '#')) {
+            depth++;
+            if (verbatim < 0 && p[1] == '?' &&
+                (p[2] == '!' || p[2] == '(' || p[2] == '>' || (p[2] == '<' && p[3] == '!')))
+                verbatim = depth - 1;
+            *o++ = *p++;
+            continue;
+        }
+        if (*p == ')') {
+            if (depth > 0)
+                depth--;
+            if (depth == verbatim)
+                verbatim = -1;
+            *o++ = *p++;
+            continue;
+        }
+        if ((p[0] == '(' && p[1] == '?' && p[2] == '#') || (extended && *p == '#')) {
+            const char *e = strchr(p, *p == '#' ? '\n' : ')');
+            size_t n = e ? (size_t)(e - p) + 1 : strlen(p);
+            memcpy(o, p, n);
+            o += n;
+            p += n;
+            continue;
+        }
+        size_t qn;
+        unsigned long min;
+        if (*p == '{' && spam_prefilter__quant(p, &qn, &min) && verbatim < 0 && p[qn] != '+') {
+            *o++ = min == 0 ? '*' : '+';
+            p += qn;
+            continue;
+        }
+        *o++ = *p++;
+    }
+    *o = '\0';
+}
+
+/* The rule's pattern for Hyperscan, loosened or as written. */
+static char *spam_prefilter__expr(const struct spam_rule *r, int loosen)
 {
     size_t n = strlen(r->pattern);
-    char *e = malloc(n + 6);
+    /* Each \pL (3 bytes) grows to at most 26 bytes. */
+    char *e = malloc(n * 9 + 8);
     if (!e)
         return NULL;
-    if (!(r->opts & PCRE2_EXTENDED)) {
-        memcpy(e, r->pattern, n + 1);
-        return e;
-    }
-    /*
-     * Hyperscan has no flag for /x; the inline option does the same. It
-     * wants a # comment ended by a newline, where PCRE2 takes the end too.
-     */
-    memcpy(e, "(?x)", 4);
-    memcpy(e + 4, r->pattern, n);
-    memcpy(e + 4 + n, "\n", 2);
+    char *o = e;
+    int x = (r->opts & PCRE2_EXTENDED) != 0;
+    /* Hyperscan has no flag for /x; the inline option does the same. */
+    if (x)
+        o += sprintf(o, "(?x)");
+    if (loosen)
+        spam_prefilter__loosen(r->pattern, x, o);
+    else
+        memcpy(o, r->pattern, n + 1);
+    /* Hyperscan wants a /x comment ended by a newline; PCRE2 takes the end. */
+    if (x)
+        strcat(o, "\n");
     return e;
 }
 
@@ -131,22 +275,29 @@ static int spam_prefilter__build_type(struct spam_prefilter *pf, const struct sp
         const struct spam_rule *r = &rs->rules[i];
         if (r->type != t)
             continue;
-        hs_expr_info_t *info = NULL;
-        hs_compile_error_t *err = NULL;
-        char *e = r->pattern && r->re ? spam_prefilter__expr(r) : NULL;
         unsigned f = spam_prefilter__flags(r->opts);
-        /* Cheap first check, so that the database compile rarely fails. */
-        if (e && hs_expression_info(e, f, &info, &err) == HS_SUCCESS) {
+        char *e = NULL;
+        /* Loosened first, as written if Hyperscan refuses that. */
+        for (int loosen = 1; loosen >= 0 && !e && r->pattern && r->re; loosen--) {
+            hs_expr_info_t *info = NULL;
+            hs_compile_error_t *err = NULL;
+            e = spam_prefilter__expr(r, loosen);
+            /* Cheap first check, so that the database compile rarely fails. */
+            if (e && hs_expression_info(e, f, &info, &err) != HS_SUCCESS) {
+                free(e);
+                e = NULL;
+            }
             free(info);
+            if (err)
+                hs_free_compile_error(err);
+        }
+        if (e) {
             exprs[k] = e;
             flags[k] = f;
             ids[k] = (unsigned)i;
             k++;
             continue;
         }
-        if (err)
-            hs_free_compile_error(err);
-        free(e);
         d->always[d->nalways++] = i;
         pf->always[i] = 1;
     }

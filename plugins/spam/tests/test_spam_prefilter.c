@@ -374,10 +374,57 @@ static void test_prefilter_refused_rule_still_fires(void **state)
     spam_ruleset_unref(rs);
 }
 
+/*
+ * The prefilter loosens patterns (counted repeats, \\pL) where that only
+ * widens what matches: these rules put the cases where it must not
+ * (negated classes, negative lookarounds, atomic and possessive parts,
+ * braces in classes, quoted and commented text) against messages that
+ * match and almost match them.
+ */
+static void test_prefilter_loosening_keeps_superset(void **state)
+{
+    (void)state;
+    struct spam_ruleset *rs = load_text("body NEG_CLASS /a[^\\pL]{2}b/\n"
+                                        "body NEG_AHEAD /x(?!y{2})z?/\n"
+                                        "body NEG_BEHIND /(?<!q{2})w/\n"
+                                        "body ATOMIC /(?>k{1,2})k/\n"
+                                        "body POSSESSIVE /m{1,2}+m/\n"
+                                        "body BRACES /[{3}]z/\n"
+                                        "body QUOTED /\\Qe{2}\\E/\n"
+                                        "body COMMENT /(?#{2})f{2}g/\n"
+                                        "body EXTENDED /h{2} # {9}/x\n"
+                                        "body LETTERS /\\pL{3}\\pN{2}/\n"
+                                        "body COND /(a)?(?(1)b{2}|c{2})/\n");
+    static const char *const bodies[] = {
+        "a12b", "aXYb", "a\xc3\xa9" "12b", "a\xc2\xb7" "1b", "xyyz", "xyz", "qqw", "qw", "kk", "kkk", "k", "mm", "mmm",
+        "{z", "3z", "}z", "e{2}", "ee", "ffg", "fg", "hh", "h{2}", "abc12", "\xc3\xa9t\xc3\xa9" "12", "ab1",
+        "abb", "cc", "ab", "c",
+    };
+    struct spam_eval_limits lim = SPAM_EVAL_LIMITS_DEFAULT;
+    struct spam_scratch_pool *on = spam_scratch_pool_new(&lim);
+    lim.no_prefilter = 1;
+    struct spam_scratch_pool *off = spam_scratch_pool_new(&lim);
+    int diffs = 0;
+    size_t hits = 0;
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        char msg[256];
+        int n = snprintf(msg, sizeof(msg), "Subject: t\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n%s\r\n",
+                         bodies[i]);
+        diffs += compare(rs, on, off, msg, (size_t)n, bodies[i], &hits);
+    }
+    fprintf(stderr, "loosening: %zu rule hits, %d differences\n", hits, diffs);
+    assert_true(hits >= 15);
+    assert_int_equal(diffs, 0);
+    spam_scratch_pool_free(on);
+    spam_scratch_pool_free(off);
+    spam_ruleset_unref(rs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_prefilter_refused_rule_still_fires),
+        cmocka_unit_test(test_prefilter_loosening_keeps_superset),
         cmocka_unit_test(test_prefilter_same_hits_and_scores),
     };
     return cmocka_run_group_tests_name("spam_prefilter", tests, NULL, NULL);
