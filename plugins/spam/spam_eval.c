@@ -2,7 +2,8 @@
 /*
  * spam_eval: rule evaluation (see spam_eval.h).
  *
- * Order: every non-meta rule (each regex at most once per message; a
+ * Order: the prefilter scans (one per body-like text), every non-meta
+ * rule the scans did not rule out (each regex at most once per message; a
  * header rule's field value is built per rule, cheap for header sizes),
  * then metas in dependency order. GTUBE is looked for before anything and
  * does not depend on the rule set, so no rule file can switch it off.
@@ -194,8 +195,8 @@ static double spam_eval__meta(const struct spam_rule *r, const unsigned char *hi
  * Scan each body-like text once; filtered[t] = 1 when cand[] tells for
  * type t. A failed scan leaves its type unfiltered (every rule runs).
  */
-static void spam_eval__prefilter(const struct spam_ruleset *rs, const struct spam_msg *m, struct spam_scratch *s,
-                                 unsigned char *cand, int *filtered)
+static void spam_eval__prefilter(const struct spam_ruleset *rs, const struct spam_msg *m,
+                                 struct spam_scratch *s, unsigned char *cand, int *filtered)
 {
     const struct spam_prefilter *pf = rs->pf;
     if (rs->count[SPAM_RULE_BODY])
@@ -203,14 +204,17 @@ static void spam_eval__prefilter(const struct spam_ruleset *rs, const struct spa
             spam_prefilter_scan(pf, &s->pfs, SPAM_RULE_BODY, m->text.ptr, m->text.len, cand) == 0;
     if (rs->count[SPAM_RULE_RAWBODY])
         filtered[SPAM_RULE_RAWBODY] =
-            spam_prefilter_scan(pf, &s->pfs, SPAM_RULE_RAWBODY, m->rawtext.ptr, m->rawtext.len, cand) == 0;
+            spam_prefilter_scan(pf, &s->pfs, SPAM_RULE_RAWBODY, m->rawtext.ptr, m->rawtext.len,
+                                cand) == 0;
     if (rs->count[SPAM_RULE_FULL])
-        filtered[SPAM_RULE_FULL] = spam_prefilter_scan(pf, &s->pfs, SPAM_RULE_FULL, m->raw, m->rawlen, cand) == 0;
+        filtered[SPAM_RULE_FULL] =
+            spam_prefilter_scan(pf, &s->pfs, SPAM_RULE_FULL, m->raw, m->rawlen, cand) == 0;
     /* A URI rule runs on every URI when any one of them can match it. */
     if (rs->count[SPAM_RULE_URI] && m->nuris > 0) {
         filtered[SPAM_RULE_URI] = 1;
         for (size_t u = 0; u < m->nuris && filtered[SPAM_RULE_URI]; u++)
-            if (spam_prefilter_scan(pf, &s->pfs, SPAM_RULE_URI, m->uris[u], strlen(m->uris[u]), cand) < 0)
+            if (spam_prefilter_scan(pf, &s->pfs, SPAM_RULE_URI, m->uris[u], strlen(m->uris[u]),
+                                    cand) < 0)
                 filtered[SPAM_RULE_URI] = 0;
     }
 }

@@ -13,6 +13,11 @@
  * time budget is spent, and the whole message stops once the message
  * budget is spent. A rule stopped by any limit counts as not matched and
  * is flagged in the result.
+ *
+ * With a prefilter in the rule set (spam_prefilter.h), body, rawbody,
+ * full and uri rules run PCRE2 only when the one scan of their text says
+ * they can match; the others are decided "no match" without running, so
+ * they are never flagged as limited either.
  */
 #ifndef SPAM_EVAL_H
 #define SPAM_EVAL_H
@@ -31,7 +36,10 @@ struct spam_eval_limits {
     int no_prefilter;        /* 1: PCRE2 on every rule even with a prefilter (tests, benchmarks) */
 };
 
-#define SPAM_EVAL_LIMITS_DEFAULT {10000, 20000, 50, 2000, 1024 * 1024, 0}
+#define SPAM_EVAL_LIMITS_DEFAULT                                                                   \
+    {                                                                                              \
+        10000, 20000, 50, 2000, 1024 * 1024, 0                                                     \
+    }
 
 struct spam_scratch_pool;
 

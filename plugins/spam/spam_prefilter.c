@@ -37,8 +37,8 @@
 #include <hs.h>
 
 /* The types whose text is scanned once per message. */
-static const enum spam_rule_type spam_prefilter__types[] = {SPAM_RULE_BODY, SPAM_RULE_RAWBODY, SPAM_RULE_FULL,
-                                                            SPAM_RULE_URI};
+static const enum spam_rule_type spam_prefilter__types[] = {SPAM_RULE_BODY, SPAM_RULE_RAWBODY,
+                                                            SPAM_RULE_FULL, SPAM_RULE_URI};
 #define SPAM_PREFILTER_NTYPES (sizeof(spam_prefilter__types) / sizeof(spam_prefilter__types[0]))
 
 struct spam_prefilter__db {
@@ -70,7 +70,8 @@ static pthread_once_t spam_prefilter__once = PTHREAD_ONCE_INIT;
 
 static void spam_prefilter__version_init(void)
 {
-    snprintf(spam_prefilter__version, sizeof(spam_prefilter__version), "hyperscan %s", hs_version());
+    snprintf(spam_prefilter__version, sizeof(spam_prefilter__version), "hyperscan %s",
+             hs_version());
 }
 
 const char *spam_prefilter_engine(void)
@@ -303,8 +304,8 @@ static int spam_prefilter__build_type(struct spam_prefilter *pf, const struct sp
     }
     while (k > 0) {
         hs_compile_error_t *err = NULL;
-        if (hs_compile_multi((const char *const *)exprs, flags, ids, (unsigned)k, HS_MODE_BLOCK, NULL, &d->db,
-                             &err) == HS_SUCCESS)
+        if (hs_compile_multi((const char *const *)exprs, flags, ids, (unsigned)k, HS_MODE_BLOCK,
+                             NULL, &d->db, &err) == HS_SUCCESS)
             break;
         int bad = err ? err->expression : -1;
         if (err)
@@ -462,7 +463,8 @@ static size_t spam_prefilter__valid_prefix(const unsigned char *p, size_t len)
 }
 
 /* The text, or a copy in s->buf with every invalid byte made a space. */
-static const char *spam_prefilter__valid(struct spam_prefilter_scratch *s, const char *text, size_t len)
+static const char *spam_prefilter__valid(struct spam_prefilter_scratch *s, const char *text,
+                                         size_t len)
 {
     const unsigned char *p = (const unsigned char *)text;
     size_t i = spam_prefilter__valid_prefix(p, len);
@@ -499,7 +501,8 @@ static int spam_prefilter__on_match(unsigned int id, unsigned long long from, un
     return 0;
 }
 
-static int spam_prefilter__scratch(const struct spam_prefilter *pf, struct spam_prefilter_scratch **sp)
+static int spam_prefilter__scratch(const struct spam_prefilter *pf,
+                                   struct spam_prefilter_scratch **sp)
 {
     struct spam_prefilter_scratch *s = *sp;
     if (!s) {
@@ -528,14 +531,16 @@ static int spam_prefilter__scratch(const struct spam_prefilter *pf, struct spam_
 int spam_prefilter_scan(const struct spam_prefilter *pf, struct spam_prefilter_scratch **sp,
                         enum spam_rule_type t, const char *text, size_t len, unsigned char *cand)
 {
-    if (!pf || (unsigned)t >= SPAM_RULE_TYPE_COUNT || !pf->db[t].db || len == 0 || len > 0xffffffffu)
+    if (!pf || (unsigned)t >= SPAM_RULE_TYPE_COUNT || !pf->db[t].db || len == 0 ||
+        len > 0xffffffffu)
         return -1;
     if (spam_prefilter__scratch(pf, sp) < 0)
         return -1;
     const char *v = spam_prefilter__valid(*sp, text, len);
     if (!v)
         return -1;
-    if (hs_scan(pf->db[t].db, v, (unsigned)len, 0, (*sp)->hs, spam_prefilter__on_match, cand) != HS_SUCCESS)
+    if (hs_scan(pf->db[t].db, v, (unsigned)len, 0, (*sp)->hs, spam_prefilter__on_match, cand) !=
+        HS_SUCCESS)
         return -1;
     const struct spam_prefilter__db *d = &pf->db[t];
     for (size_t k = 0; k < d->nalways; k++)

@@ -5,6 +5,7 @@
  *
  *   spam_bench --rules FILE [--extra N] [--threads T] [--seconds S] [--size BYTES]
  *              [--style mixed|smtp-source] [--corpus FILE] [--count N] [--no-prefilter]
+ *              [--time-limit MS]
  *
  * --extra N generates N more rules (body, header, uri and meta, in the
  * styles real rules use: word boundaries with (?i), \s+ joins, 4-way
@@ -17,7 +18,9 @@
  * corpus.txt: its "%%" entries, a realistic ham and spam mix), evaluated
  * in turn. --count N evaluates N messages on one thread and stops (for
  * callgrind: instructions per message). --no-prefilter runs PCRE2 on every
- * rule even when the Hyperscan prefilter is built.
+ * rule even when the Hyperscan prefilter is built. --time-limit MS sets the
+ * rule and message time budgets (under valgrind the defaults stop rules
+ * early and the counts would depend on the machine's load).
  */
 #include "spam_eval.h"
 #include "spam_msg.h"
@@ -80,8 +83,9 @@ static void build_message(size_t size)
 /* What smtp-source -l SIZE sends: its header fields and 80-column X lines. */
 static void build_smtp_source(size_t size)
 {
-    pstr_puts(&msg, "From: <foo@myhostname>\r\nTo: <foo@myhostname>\r\n"
-                    "Date: Mon, 6 May 2024 10:00:00 +0200\r\nMessage-Id: <1234.5678@myhostname>\r\n\r\n");
+    pstr_puts(&msg,
+              "From: <foo@myhostname>\r\nTo: <foo@myhostname>\r\n"
+              "Date: Mon, 6 May 2024 10:00:00 +0200\r\nMessage-Id: <1234.5678@myhostname>\r\n\r\n");
     for (size_t i = 0, line = 0; i < size; line++) {
         char l[81];
         memset(l, 'X', 78);
@@ -118,10 +122,11 @@ static int load_corpus(const char *path)
         if (!cur)
             continue;
         if (strcmp(line, "@clean\n") == 0 && cur->len == 0) {
-            pstr_puts(cur, "Received: from mail.example.org (mail.example.org [192.0.2.10])\r\n"
-                           "From: Alice Example <alice@example.org>\r\nTo: Bob <bob@example.net>\r\n"
-                           "Subject: Lunch on Thursday\r\nDate: Mon, 6 May 2024 10:00:00 +0200\r\n"
-                           "Message-ID: <20240506100000.1234@example.org>\r\nMIME-Version: 1.0\r\n");
+            pstr_puts(cur,
+                      "Received: from mail.example.org (mail.example.org [192.0.2.10])\r\n"
+                      "From: Alice Example <alice@example.org>\r\nTo: Bob <bob@example.net>\r\n"
+                      "Subject: Lunch on Thursday\r\nDate: Mon, 6 May 2024 10:00:00 +0200\r\n"
+                      "Message-ID: <20240506100000.1234@example.org>\r\nMIME-Version: 1.0\r\n");
             clean_hdrs = 1;
             continue;
         }
@@ -184,12 +189,19 @@ static void *worker(void *arg)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"rules", required_argument, NULL, 'r'}, {"extra", required_argument, NULL, 'e'},
-        {"threads", required_argument, NULL, 't'}, {"seconds", required_argument, NULL, 's'},
-        {"size", required_argument, NULL, 'z'},  {"style", required_argument, NULL, 'y'},
-        {"corpus", required_argument, NULL, 'c'}, {"count", required_argument, NULL, 'n'},
-        {"no-prefilter", no_argument, NULL, 'P'}, {NULL, 0, NULL, 0},
+        {"rules", required_argument, NULL, 'r'},
+        {"extra", required_argument, NULL, 'e'},
+        {"threads", required_argument, NULL, 't'},
+        {"seconds", required_argument, NULL, 's'},
+        {"size", required_argument, NULL, 'z'},
+        {"style", required_argument, NULL, 'y'},
+        {"corpus", required_argument, NULL, 'c'},
+        {"count", required_argument, NULL, 'n'},
+        {"no-prefilter", no_argument, NULL, 'P'},
+        {"time-limit", required_argument, NULL, 'T'},
+        {NULL, 0, NULL, 0},
     };
+    unsigned time_limit = 0;
     const char *style = "mixed", *corpus_file = NULL;
     unsigned long count = 0;
     int no_prefilter = 0;
@@ -204,13 +216,28 @@ int main(int argc, char **argv)
         case 't': threads = atoi(optarg); break;
         case 's': seconds = atof(optarg); break;
         case 'z': size = strtoul(optarg, NULL, 10); break;
-        case 'y': style = optarg; break;
-        case 'c': corpus_file = optarg; break;
-        case 'n': count = strtoul(optarg, NULL, 10); break;
-        case 'P': no_prefilter = 1; break;
+        case 'y':
+            style = optarg;
+            break;
+        case 'c':
+            corpus_file = optarg;
+            break;
+        case 'n':
+            count = strtoul(optarg, NULL, 10);
+            break;
+        case 'P':
+            no_prefilter = 1;
+            break;
+        case 'T':
+            time_limit = (unsigned)strtoul(optarg, NULL, 10);
+            break;
         default:
-            fprintf(stderr, "usage: spam_bench --rules FILE [--extra N] [--threads T] [--seconds S] [--size B]\n"
-                            "       [--style mixed|smtp-source] [--corpus FILE] [--count N] [--no-prefilter]\n");
+            fprintf(
+                stderr,
+                "usage: spam_bench --rules FILE [--extra N] [--threads T] [--seconds S] [--size "
+                "B]\n"
+                "       [--style mixed|smtp-source] [--corpus FILE] [--count N] [--no-prefilter]\n"
+                "       [--time-limit MS]\n");
             return 2;
         }
     }
@@ -251,6 +278,8 @@ int main(int argc, char **argv)
     avg /= ncorpus;
     struct spam_eval_limits lim = SPAM_EVAL_LIMITS_DEFAULT;
     lim.no_prefilter = no_prefilter;
+    if (time_limit)
+        lim.rule_time_ms = lim.msg_time_ms = time_limit;
     pool = spam_scratch_pool_new(&lim);
     double el;
     unsigned long n;
@@ -281,10 +310,11 @@ int main(int argc, char **argv)
         n = atomic_load(&done);
     }
     el = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-    printf("RESULT rules=%zu regex_rules=%zu meta=%zu messages=%zu avg_size=%zu threads=%d msgs=%lu seconds=%.2f "
+    printf("RESULT rules=%zu regex_rules=%zu meta=%zu messages=%zu avg_size=%zu threads=%d "
+           "msgs=%lu seconds=%.2f "
            "msgs_per_s=%.0f ms_per_msg_per_thread=%.3f jit=%d prefilter=%s\n",
-           rs->nrules, nonmeta, rs->count[SPAM_RULE_META], ncorpus, avg, threads, n, el, (double)n / el,
-           el * 1000.0 * threads / (double)(n ? n : 1), rs->jit,
+           rs->nrules, nonmeta, rs->count[SPAM_RULE_META], ncorpus, avg, threads, n, el,
+           (double)n / el, el * 1000.0 * threads / (double)(n ? n : 1), rs->jit,
            no_prefilter || !rs->pf ? "off" : spam_prefilter_engine());
     spam_scratch_pool_free(pool);
     spam_ruleset_unref(rs);

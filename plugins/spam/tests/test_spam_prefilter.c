@@ -24,14 +24,15 @@
 #include "spam_rules.h"
 #include "pstr.h"
 
-static const char base_headers[] = "Received: from mail.example.org (mail.example.org [192.0.2.10])\n"
-                                   " by mx.example.net with ESMTPS id 4AbC; Mon, 6 May 2024 10:00:01 +0200\n"
-                                   "From: Alice Example <alice@example.org>\n"
-                                   "To: Bob <bob@example.net>\n"
-                                   "Subject: Lunch on Thursday\n"
-                                   "Date: Mon, 6 May 2024 10:00:00 +0200\n"
-                                   "Message-ID: <20240506100000.1234@example.org>\n"
-                                   "MIME-Version: 1.0\n";
+static const char base_headers[] =
+    "Received: from mail.example.org (mail.example.org [192.0.2.10])\n"
+    " by mx.example.net with ESMTPS id 4AbC; Mon, 6 May 2024 10:00:01 +0200\n"
+    "From: Alice Example <alice@example.org>\n"
+    "To: Bob <bob@example.net>\n"
+    "Subject: Lunch on Thursday\n"
+    "Date: Mon, 6 May 2024 10:00:00 +0200\n"
+    "Message-ID: <20240506100000.1234@example.org>\n"
+    "MIME-Version: 1.0\n";
 static const char base_body[] = "Hi Bob,\n\nsee you at noon at the usual place.\n\nAlice\n";
 
 struct corpus {
@@ -131,7 +132,8 @@ static void b64(struct pstr *out, const unsigned char *s, size_t n)
     static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     size_t col = 0;
     for (size_t i = 0; i < n; i += 3) {
-        unsigned v = (unsigned)s[i] << 16 | (i + 1 < n ? (unsigned)s[i + 1] << 8 : 0) | (i + 2 < n ? s[i + 2] : 0);
+        unsigned v = (unsigned)s[i] << 16 | (i + 1 < n ? (unsigned)s[i + 1] << 8 : 0) |
+                     (i + 2 < n ? s[i + 2] : 0);
         pstr_putc(out, t[(v >> 18) & 63]);
         pstr_putc(out, t[(v >> 12) & 63]);
         pstr_putc(out, i + 1 < n ? t[(v >> 6) & 63] : '=');
@@ -164,9 +166,11 @@ static void make_variant(const struct pstr *m, enum variant v, struct pstr *out)
         if (v == V_HTML) {
             pstr_puts(&t, "Content-Type: text/html; charset=utf-8\n\n<html><body><p>");
             pstr_append(&t, body, blen);
-            pstr_puts(&t, "</p><a href=\"http://bit.ly/x\">http://example.org/</a></body></html>\n");
+            pstr_puts(&t,
+                      "</p><a href=\"http://bit.ly/x\">http://example.org/</a></body></html>\n");
         } else {
-            pstr_puts(&t, "Content-Type: text/plain; charset=iso-8859-1\nContent-Transfer-Encoding: base64\n\n");
+            pstr_puts(&t, "Content-Type: text/plain; "
+                          "charset=iso-8859-1\nContent-Transfer-Encoding: base64\n\n");
             b64(&t, (const unsigned char *)body, blen);
         }
     } else {
@@ -180,8 +184,12 @@ static void make_variant(const struct pstr *m, enum variant v, struct pstr *out)
         for (size_t i = 0; v != V_LONG_LINE && i < blen; i++) {
             char c = body[i];
             switch (v) {
-            case V_UPPER: pstr_putc(&t, (char)(c >= 'a' && c <= 'z' ? c - 32 : c)); break;
-            case V_MIXED: pstr_putc(&t, (char)((i & 1) && c >= 'a' && c <= 'z' ? c - 32 : c)); break;
+            case V_UPPER:
+                pstr_putc(&t, (char)(c >= 'a' && c <= 'z' ? c - 32 : c));
+                break;
+            case V_MIXED:
+                pstr_putc(&t, (char)((i & 1) && c >= 'a' && c <= 'z' ? c - 32 : c));
+                break;
             case V_FOLDS:
                 if (c == 'k')
                     pstr_puts(&t, "\xe2\x84\xaa");
@@ -199,8 +207,12 @@ static void make_variant(const struct pstr *m, enum variant v, struct pstr *out)
                 else if (c == '\n' && i % 2 == 0)
                     pstr_puts(&t, "\xe2\x82");
                 break;
-            case V_CR_ONLY: pstr_putc(&t, c == '\n' ? '\r' : c); break;
-            default: pstr_putc(&t, c); break;
+            case V_CR_ONLY:
+                pstr_putc(&t, c == '\n' ? '\r' : c);
+                break;
+            default:
+                pstr_putc(&t, c);
+                break;
             }
         }
     }
@@ -229,11 +241,13 @@ static struct spam_ruleset *load_text(const char *text)
 }
 
 /* Evaluate msg with and without the prefilter; count the differences. */
-static int compare(const struct spam_ruleset *rs, struct spam_scratch_pool *on, struct spam_scratch_pool *off,
-                   const char *msg, size_t len, const char *label, size_t *hits)
+static int compare(const struct spam_ruleset *rs, struct spam_scratch_pool *on,
+                   struct spam_scratch_pool *off, const char *msg, size_t len, const char *label,
+                   size_t *hits)
 {
     const char *rcpts[] = {"bob@example.net"};
-    struct spam_msg_env env = {"alice@example.org", rcpts, 1, "192.0.2.10", "mail.example.org", "mail.example.org"};
+    struct spam_msg_env env = {"alice@example.org", rcpts, 1, "192.0.2.10", "mail.example.org",
+                               "mail.example.org"};
     struct spam_msg *m = spam_msg_parse(msg, len, &env, 256 * 1024);
     struct spam_result a, b;
     assert_int_equal(spam_eval_run(rs, m, on, &a), 0);
@@ -241,8 +255,8 @@ static int compare(const struct spam_ruleset *rs, struct spam_scratch_pool *on, 
     int diff = 0;
     for (size_t i = 0; i < rs->nrules; i++) {
         if (a.hit[i] != b.hit[i]) {
-            fprintf(stderr, "%s: rule %s: prefilter %d, PCRE2 only %d\n", label, rs->rules[i].name, a.hit[i],
-                    b.hit[i]);
+            fprintf(stderr, "%s: rule %s: prefilter %d, PCRE2 only %d\n", label, rs->rules[i].name,
+                    a.hit[i], b.hit[i]);
             diff++;
         }
     }
@@ -271,8 +285,8 @@ static void test_prefilter_same_hits_and_scores(void **state)
     assert_non_null(rs);
     size_t filtered, always;
     spam_prefilter_counts(rs->pf, &filtered, &always);
-    fprintf(stderr, "prefilter %s: %zu rules filtered, %zu always run\n", rs->pf ? spam_prefilter_engine() : "none",
-            filtered, always);
+    fprintf(stderr, "prefilter %s: %zu rules filtered, %zu always run\n",
+            rs->pf ? spam_prefilter_engine() : "none", filtered, always);
     for (size_t i = 0; rs->pf && i < rs->nrules; i++)
         if (spam_prefilter_always(rs->pf, i) && rs->rules[i].type != SPAM_RULE_HEADER &&
             rs->rules[i].type != SPAM_RULE_META)
@@ -299,10 +313,15 @@ static void test_prefilter_same_hits_and_scores(void **state)
         pstr_append(&all, c.v[i].ptr + hl, c.v[i].len - hl);
     }
     corpus_add(&c, all.ptr, all.len);
-    pstr_puts(&src, "From: <foo@example.org>\nTo: <bar@example.net>\nDate: Mon, 6 May 2024 10:00:00 +0200\n"
-                    "Message-Id: <1.2@example.org>\n\n");
+    pstr_puts(
+        &src,
+        "From: <foo@example.org>\nTo: <bar@example.net>\nDate: Mon, 6 May 2024 10:00:00 +0200\n"
+        "Message-Id: <1.2@example.org>\n\n");
     for (int l = 0; src.len < 64 * 1024; l++)
-        pstr_printf(&src, "%dXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX\n", l % 10);
+        pstr_printf(
+            &src,
+            "%dXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX\n",
+            l % 10);
     corpus_add(&c, src.ptr, src.len);
     pstr_free(&all);
     pstr_free(&src);
@@ -335,9 +354,10 @@ static void test_prefilter_refused_rule_still_fires(void **state)
 {
     (void)state;
     /* \R and subroutine calls are PCRE2 only: Hyperscan refuses them. */
-    struct spam_ruleset *rs = load_text("body NEWLINE /hello\\Rworld/\nbody SUBR /(ab)c(?1)/\n"
-                                        "body PLAIN /hello/\nrawbody RAW /<b>(?1)?(x)/\nuri U m{^https?://}\n"
-                                        "meta BOTH NEWLINE && SUBR\n");
+    struct spam_ruleset *rs =
+        load_text("body NEWLINE /hello\\Rworld/\nbody SUBR /(ab)c(?1)/\n"
+                  "body PLAIN /hello/\nrawbody RAW /<b>(?1)?(x)/\nuri U m{^https?://}\n"
+                  "meta BOTH NEWLINE && SUBR\n");
 #ifdef SPAM_HAVE_HYPERSCAN
     assert_non_null(rs->pf);
     assert_true(spam_prefilter_always(rs->pf, (size_t)spam_ruleset_find(rs, "NEWLINE")));
@@ -396,9 +416,38 @@ static void test_prefilter_loosening_keeps_superset(void **state)
                                         "body LETTERS /\\pL{3}\\pN{2}/\n"
                                         "body COND /(a)?(?(1)b{2}|c{2})/\n");
     static const char *const bodies[] = {
-        "a12b", "aXYb", "a\xc3\xa9" "12b", "a\xc2\xb7" "1b", "xyyz", "xyz", "qqw", "qw", "kk", "kkk", "k", "mm", "mmm",
-        "{z", "3z", "}z", "e{2}", "ee", "ffg", "fg", "hh", "h{2}", "abc12", "\xc3\xa9t\xc3\xa9" "12", "ab1",
-        "abb", "cc", "ab", "c",
+        "a12b",
+        "aXYb",
+        "a\xc3\xa9"
+        "12b",
+        "a\xc2\xb7"
+        "1b",
+        "xyyz",
+        "xyz",
+        "qqw",
+        "qw",
+        "kk",
+        "kkk",
+        "k",
+        "mm",
+        "mmm",
+        "{z",
+        "3z",
+        "}z",
+        "e{2}",
+        "ee",
+        "ffg",
+        "fg",
+        "hh",
+        "h{2}",
+        "abc12",
+        "\xc3\xa9t\xc3\xa9"
+        "12",
+        "ab1",
+        "abb",
+        "cc",
+        "ab",
+        "c",
     };
     struct spam_eval_limits lim = SPAM_EVAL_LIMITS_DEFAULT;
     struct spam_scratch_pool *on = spam_scratch_pool_new(&lim);
@@ -408,7 +457,8 @@ static void test_prefilter_loosening_keeps_superset(void **state)
     size_t hits = 0;
     for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
         char msg[256];
-        int n = snprintf(msg, sizeof(msg), "Subject: t\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n%s\r\n",
+        int n = snprintf(msg, sizeof(msg),
+                         "Subject: t\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n%s\r\n",
                          bodies[i]);
         diffs += compare(rs, on, off, msg, (size_t)n, bodies[i], &hits);
     }
