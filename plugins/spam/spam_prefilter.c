@@ -9,8 +9,9 @@
  *    with broader constructs; what it cannot approximate it refuses, and
  *    such a rule is always run.
  *  - Same pattern semantics as the PCRE2 compile in spam_rules.c: UTF-8
- *    (PCRE2_UTF), no UCP (\w \d \s \b are ASCII in both), the rule's
- *    i/m/s flags as Hyperscan flags and x as an inline (?x).
+ *    (PCRE2_UTF), no UCP (\w \d \s \b are ASCII in both), LF the only
+ *    line end (checked), the rule's i/m/s flags as Hyperscan flags and x
+ *    as an inline (?x).
  *  - Hyperscan's UTF-8 mode is undefined on invalid UTF-8, which mail is
  *    full of. PCRE2 (PCRE2_MATCH_INVALID_UTF) treats an invalid sequence
  *    as a barrier no match crosses, where \b behaves as at the ends of the
@@ -342,6 +343,14 @@ out:
 
 struct spam_prefilter *spam_prefilter_new(const struct spam_ruleset *rs)
 {
+    /*
+     * Hyperscan's ^ $ know only LF as a line end: a PCRE2 built with
+     * another default newline (where $ matches before CR too) would find
+     * matches the prefilter does not.
+     */
+    uint32_t nl = 0;
+    if (pcre2_config(PCRE2_CONFIG_NEWLINE, &nl) < 0 || nl != PCRE2_NEWLINE_LF)
+        return NULL;
     if (hs_valid_platform() != HS_SUCCESS)
         return NULL;
     struct spam_prefilter *pf = calloc(1, sizeof(*pf));
