@@ -15,6 +15,9 @@ PACKAGES=(
   libuv1-dev libssl-dev libinih-dev libpcre2-dev libgmime-3.0-dev
   libmicrohttpd-dev libclamav-dev libopendkim-dev libsqlite3-dev libc-ares-dev
   libpsl-dev publicsuffix libspf2-dev libopendmarc-dev
+  # the spam plugin's prefilter: optional at build time, and Debian has it
+  # for amd64 only (elsewhere the word below is empty)
+  $([ "$(dpkg --print-architecture)" = amd64 ] && echo libhyperscan-dev)
   # milter codec: its constants are checked against libmilter's headers
   libmilter-dev
   # unit tests

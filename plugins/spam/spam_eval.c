@@ -2,12 +2,14 @@
 /*
  * spam_eval: rule evaluation (see spam_eval.h).
  *
- * Order: every non-meta rule (each regex at most once per message; a
+ * Order: the prefilter scans (one per body-like text), every non-meta
+ * rule the scans did not rule out (each regex at most once per message; a
  * header rule's field value is built per rule, cheap for header sizes),
  * then metas in dependency order. GTUBE is looked for before anything and
  * does not depend on the rule set, so no rule file can switch it off.
  */
 #include "spam_eval.h"
+#include "spam_prefilter.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -23,6 +25,7 @@ struct spam_scratch {
     pcre2_match_data *md;
     pcre2_match_context *mctx;
     pcre2_jit_stack *js;
+    struct spam_prefilter_scratch *pfs; /* owned; NULL until first used */
     struct timespec deadline; /* of the rule being matched */
     unsigned calls;           /* callouts since the last clock read */
     int expired;
@@ -78,6 +81,7 @@ static void spam_scratch__free(struct spam_scratch *s)
         pcre2_match_context_free(s->mctx);
     if (s->js)
         pcre2_jit_stack_free(s->js);
+    spam_prefilter_scratch_free(s->pfs);
     free(s);
 }
 
@@ -187,6 +191,34 @@ static double spam_eval__meta(const struct spam_rule *r, const unsigned char *hi
     return sp ? stack[sp - 1] : 0.0;
 }
 
+/*
+ * Scan each body-like text once; filtered[t] = 1 when cand[] tells for
+ * type t. A failed scan leaves its type unfiltered (every rule runs).
+ */
+static void spam_eval__prefilter(const struct spam_ruleset *rs, const struct spam_msg *m,
+                                 struct spam_scratch *s, unsigned char *cand, int *filtered)
+{
+    const struct spam_prefilter *pf = rs->pf;
+    if (rs->count[SPAM_RULE_BODY])
+        filtered[SPAM_RULE_BODY] =
+            spam_prefilter_scan(pf, &s->pfs, SPAM_RULE_BODY, m->text.ptr, m->text.len, cand) == 0;
+    if (rs->count[SPAM_RULE_RAWBODY])
+        filtered[SPAM_RULE_RAWBODY] =
+            spam_prefilter_scan(pf, &s->pfs, SPAM_RULE_RAWBODY, m->rawtext.ptr, m->rawtext.len,
+                                cand) == 0;
+    if (rs->count[SPAM_RULE_FULL])
+        filtered[SPAM_RULE_FULL] =
+            spam_prefilter_scan(pf, &s->pfs, SPAM_RULE_FULL, m->raw, m->rawlen, cand) == 0;
+    /* A URI rule runs on every URI when any one of them can match it. */
+    if (rs->count[SPAM_RULE_URI] && m->nuris > 0) {
+        filtered[SPAM_RULE_URI] = 1;
+        for (size_t u = 0; u < m->nuris && filtered[SPAM_RULE_URI]; u++)
+            if (spam_prefilter_scan(pf, &s->pfs, SPAM_RULE_URI, m->uris[u], strlen(m->uris[u]),
+                                    cand) < 0)
+                filtered[SPAM_RULE_URI] = 0;
+    }
+}
+
 int spam_eval_run(const struct spam_ruleset *rs, const struct spam_msg *m, struct spam_scratch_pool *pool,
                   struct spam_result *res)
 {
@@ -209,9 +241,18 @@ int spam_eval_run(const struct spam_ruleset *rs, const struct spam_msg *m, struc
     spam_eval__add_ms(&msg_deadline, pool->lim.msg_time_ms);
     struct pstr val = PSTR_INIT;
 
+    /* Body-like rules: which ones can match at all, from one scan per text. */
+    int filtered[SPAM_RULE_TYPE_COUNT] = {0};
+    unsigned char *cand = NULL;
+    if (rs->pf && !pool->lim.no_prefilter && (cand = calloc(rs->nrules + 1, 1)) != NULL)
+        spam_eval__prefilter(rs, m, s, cand, filtered);
+
     for (size_t i = 0; i < rs->nrules; i++) {
         const struct spam_rule *r = &rs->rules[i];
         if (r->type == SPAM_RULE_META)
+            continue;
+        /* Proven not to match: decided, so neither run nor "limited". */
+        if (filtered[r->type] && !cand[i])
             continue;
         if (spam_eval__past(&msg_deadline)) {
             res->out_of_time = 1;
@@ -256,6 +297,7 @@ int spam_eval_run(const struct spam_ruleset *rs, const struct spam_msg *m, struc
         }
     }
     pstr_free(&val);
+    free(cand);
     spam_scratch__put(pool, s);
 
     size_t maxprog = 1;

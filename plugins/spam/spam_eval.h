@@ -13,6 +13,11 @@
  * time budget is spent, and the whole message stops once the message
  * budget is spent. A rule stopped by any limit counts as not matched and
  * is flagged in the result.
+ *
+ * With a prefilter in the rule set (spam_prefilter.h), body, rawbody,
+ * full and uri rules run PCRE2 only when the one scan of their text says
+ * they can match; the others are decided "no match" without running, so
+ * they are never flagged as limited either.
  */
 #ifndef SPAM_EVAL_H
 #define SPAM_EVAL_H
@@ -28,9 +33,13 @@ struct spam_eval_limits {
     unsigned rule_time_ms;   /* budget of one rule on one message */
     unsigned msg_time_ms;    /* budget of all rules on one message */
     size_t jit_stack_max;    /* bytes */
+    int no_prefilter;        /* 1: PCRE2 on every rule even with a prefilter (tests, benchmarks) */
 };
 
-#define SPAM_EVAL_LIMITS_DEFAULT {10000, 20000, 50, 2000, 1024 * 1024}
+#define SPAM_EVAL_LIMITS_DEFAULT                                                                   \
+    {                                                                                              \
+        10000, 20000, 50, 2000, 1024 * 1024, 0                                                     \
+    }
 
 struct spam_scratch_pool;
 

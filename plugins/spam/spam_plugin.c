@@ -27,6 +27,7 @@
 #include "spam_bayes_db.h"
 #include "spam_eval.h"
 #include "spam_msg.h"
+#include "spam_prefilter.h"
 #include "spam_rules.h"
 #include "pstr.h"
 #include "watch.h"
@@ -244,8 +245,8 @@ static void spam__reloaded(void *owner, const void *obj, const char *errors)
     if (si->c_reloads)
         sluice_api->counter_add(si->c_reloads, nrs ? "ok" : "failed", 1);
     if (nrs)
-        sluice_api->log(si->inst, SLUICE_LOG_INFO, "rules reloaded from %s: %zu rules",
-                        si->conf.rules, nrs->nrules);
+        sluice_api->log(si->inst, SLUICE_LOG_INFO, "rules reloaded from %s: %zu rules%s",
+                        si->conf.rules, nrs->nrules, nrs->pf ? "" : ", no prefilter");
     else
         sluice_api->log(si->inst, SLUICE_LOG_ERROR,
                         "rule file %s has %zu error%s; keeping the previous rules", si->conf.rules,
@@ -502,8 +503,18 @@ static int spam_init(const struct sluice_host_api *api, sluice_instance *inst, v
         si->c_reloads = api->counter_new(inst, "reloads", "Rule file reloads on change", "result", 2);
         si->c_learn =
             api->counter_new(inst, "autolearned", "Messages learned by autolearn", "class", 2);
-        api->log(inst, SLUICE_LOG_INFO, "%zu rules from %s%s", rs->nrules, si->conf.rules,
-                 rs->jit ? "" : " (some without JIT)");
+        size_t pf_rules, pf_always;
+        spam_prefilter_counts(rs->pf, &pf_rules, &pf_always);
+        char pf[160];
+        if (rs->pf)
+            snprintf(pf, sizeof(pf), "prefilter=%s (%zu rules, %zu always run)",
+                     spam_prefilter_engine(), pf_rules, pf_always);
+        else
+            snprintf(pf, sizeof(pf), "prefilter=none (%s)",
+                     strcmp(spam_prefilter_engine(), "none") == 0 ? "built without Hyperscan"
+                                                                  : "no Hyperscan database");
+        api->log(inst, SLUICE_LOG_INFO, "%zu rules from %s%s; %s", rs->nrules, si->conf.rules,
+                 rs->jit ? "" : " (some without JIT)", pf);
     }
     *data = si;
     return 0;

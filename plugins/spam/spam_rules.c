@@ -13,6 +13,7 @@
  * when there were errors).
  */
 #include "spam_rules.h"
+#include "spam_prefilter.h"
 #include "pstr.h"
 
 #include <ctype.h>
@@ -833,6 +834,7 @@ static void spam_rules__line(struct spam_rules_builder *b, size_t fidx, unsigned
             return;
         }
         tmp.pattern = pat;
+        tmp.opts = opts;
     }
     struct spam_rules__entry *en = spam_rules__define(b, fidx, line, name);
     if (!en) {
@@ -845,6 +847,7 @@ static void spam_rules__line(struct spam_rules_builder *b, size_t fidx, unsigned
     en->rule.field_name = tmp.field_name;
     en->rule.op = tmp.op;
     en->rule.pattern = tmp.pattern;
+    en->rule.opts = tmp.opts;
     en->rule.re = tmp.re;
     en->defined = 1;
 }
@@ -1061,6 +1064,8 @@ struct spam_ruleset *spam_rules_builder_finish(struct spam_rules_builder *b, str
         spam_ruleset_unref(rs);
         return NULL;
     }
+    /* Built last, from the final rule indices; NULL is fine (PCRE2 only). */
+    rs->pf = spam_prefilter_new(rs);
     return rs;
 }
 
@@ -1087,6 +1092,7 @@ void spam_ruleset_unref(struct spam_ruleset *rs)
         free(rs->rules[i].name);
         free(rs->rules[i].describe);
     }
+    spam_prefilter_free(rs->pf);
     free(rs->rules);
     free(rs->meta_order);
     for (size_t i = 0; i < rs->nfiles; i++)

@@ -20,6 +20,7 @@
 
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 enum spam_rule_type {
@@ -99,6 +100,7 @@ struct spam_rule {
     enum spam_header_op op;
     /* regex rules (all but meta and exists:) */
     char *pattern;           /* as written, for messages */
+    uint32_t opts;           /* PCRE2 options from the rule's flags (i m s x) */
     pcre2_code *re;          /* owned; JIT-compiled when possible */
     /* meta rules */
     struct spam_meta_op *prog; /* owned */
@@ -114,6 +116,8 @@ struct spam_rules_file {
     char *path; /* or the label of text given by the caller */
 };
 
+struct spam_prefilter;
+
 struct spam_ruleset {
     atomic_uint refs;
     struct spam_rule *rules;   /* owned; indices are stable */
@@ -124,6 +128,7 @@ struct spam_ruleset {
     struct spam_rules_file *files; /* owned; files[0] is the main file */
     size_t nfiles;
     int jit;                   /* 1 when every regex got JIT code */
+    struct spam_prefilter *pf; /* owned; NULL without Hyperscan (see spam_prefilter.h) */
 };
 
 struct spam_rules_error {

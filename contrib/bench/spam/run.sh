@@ -5,7 +5,9 @@
 #
 #  1. engine alone (BUILD/plugins/spam/spam_bench): about 200 rules (the
 #     shipped rules plus generated ones), 4 KiB and 50 KiB messages,
-#     2 threads sharing one compiled set: messages/s;
+#     2 threads sharing one compiled set: messages/s; then the shipped
+#     rules with the Hyperscan prefilter and without (smtp-source bodies
+#     of 4 and 64 KiB, the corpus's ham and spam);
 #  2. proxy: sluice-bench -> sluice -> smtp-sink, 4 KiB and 50 KiB messages,
 #     32 sessions, with the empty chain and with the spam plugin (shipped
 #     rules, default thresholds; sluice-bench's mail scores 0, so every
@@ -69,6 +71,19 @@ for size in 4096 51200; do
     echo "   $engine --rules $rules --extra $extra --threads 2 --seconds $seconds --size $size"
     "$engine" --rules "$rules" --extra "$extra" --threads 2 --seconds "$seconds" --size "$size" \
         | sed 's/^/   /' || die "engine benchmark failed"
+done
+# The Hyperscan prefilter against PCRE2 on every rule (shipped rules, one
+# thread): smtp-source's -l 4096 / -l 65536 bodies and the corpus's mix of
+# ham and spam. Without Hyperscan both lines say prefilter=off.
+echo "== engine alone, prefilter on and off (1 thread, shipped rules)"
+corpus=$repo/plugins/spam/tests/corpus.txt
+for what in "--style smtp-source --size 4096" "--style smtp-source --size 65536" "--corpus $corpus"; do
+    for pf in "" "--no-prefilter"; do
+        # shellcheck disable=SC2086
+        "$engine" --rules "$rules" --threads 1 --seconds "$seconds" $what $pf \
+            | sed -n "s|^RESULT .*avg_size=\([0-9]*\).* msgs_per_s=\([0-9]*\).* prefilter=\(.*\)|   ${what##*/} avg \1 B: \2 msg/s, prefilter=\3|p" \
+            || die "engine benchmark failed"
+    done
 done
 
 sink_port=$(free_port)

@@ -1,0 +1,608 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * spam_prefilter: Hyperscan prefilter of body-like rules (see
+ * spam_prefilter.h).
+ *
+ * Why the result is a superset of PCRE2's matches:
+ *  - HS_FLAG_PREFILTER: Hyperscan replaces what it cannot do exactly
+ *    (lookarounds, back-references, possessive and atomic groups, ...)
+ *    with broader constructs; what it cannot approximate it refuses, and
+ *    such a rule is always run.
+ *  - Same pattern semantics as the PCRE2 compile in spam_rules.c: UTF-8
+ *    (PCRE2_UTF), no UCP (\w \d \s \b are ASCII in both), LF the only
+ *    line end (checked), the rule's i/m/s flags as Hyperscan flags and x
+ *    as an inline (?x).
+ *  - Hyperscan's UTF-8 mode is undefined on invalid UTF-8, which mail is
+ *    full of. PCRE2 (PCRE2_MATCH_INVALID_UTF) treats an invalid sequence
+ *    as a barrier no match crosses, where \b behaves as at the ends of the
+ *    subject and ^ $ do not match. The text is scanned with each byte of
+ *    an invalid sequence replaced by a space: valid stretches are left
+ *    as they are, and a space is what PCRE2 assumes beside a barrier (a
+ *    non-word character, no line end); only a match Hyperscan adds can
+ *    come of it, and PCRE2 then says no.
+ *  - Rules that can match the empty string are compiled with
+ *    HS_FLAG_ALLOWEMPTY, and empty texts are not scanned at all.
+ * Hyperscan's validation is strict RFC 3629, the same as PCRE2's: no
+ * overlong forms, no surrogates, nothing above U+10FFFF.
+ */
+#include "spam_prefilter.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef SPAM_HAVE_HYPERSCAN
+
+#include <hs.h>
+
+/* The types whose text is scanned once per message. */
+static const enum spam_rule_type spam_prefilter__types[] = {SPAM_RULE_BODY, SPAM_RULE_RAWBODY,
+                                                            SPAM_RULE_FULL, SPAM_RULE_URI};
+#define SPAM_PREFILTER_NTYPES (sizeof(spam_prefilter__types) / sizeof(spam_prefilter__types[0]))
+
+struct spam_prefilter__db {
+    hs_database_t *db; /* owned; NULL: no rule of the type compiled */
+    size_t *always;    /* owned; rule indices Hyperscan refused */
+    size_t nalways;
+    size_t nfiltered;
+};
+
+struct spam_prefilter {
+    unsigned long gen; /* tells scratches which prefilter they were sized for */
+    size_t nrules;
+    unsigned char *always; /* owned; per rule */
+    struct spam_prefilter__db db[SPAM_RULE_TYPE_COUNT];
+    hs_scratch_t *proto; /* owned; fits every database, cloned for new scratches */
+};
+
+struct spam_prefilter_scratch {
+    hs_scratch_t *hs;  /* owned */
+    unsigned long gen; /* of the prefilter hs was last sized for */
+    char *buf;         /* owned; the text with invalid UTF-8 blanked */
+    size_t cap;
+};
+
+static atomic_ulong spam_prefilter__gen = 1;
+
+static char spam_prefilter__version[96];
+static pthread_once_t spam_prefilter__once = PTHREAD_ONCE_INIT;
+
+static void spam_prefilter__version_init(void)
+{
+    snprintf(spam_prefilter__version, sizeof(spam_prefilter__version), "hyperscan %s",
+             hs_version());
+}
+
+const char *spam_prefilter_engine(void)
+{
+    pthread_once(&spam_prefilter__once, spam_prefilter__version_init);
+    return spam_prefilter__version;
+}
+
+static unsigned spam_prefilter__flags(uint32_t opts)
+{
+    unsigned f = HS_FLAG_PREFILTER | HS_FLAG_SINGLEMATCH | HS_FLAG_UTF8 | HS_FLAG_ALLOWEMPTY;
+    if (opts & PCRE2_CASELESS)
+        f |= HS_FLAG_CASELESS;
+    if (opts & PCRE2_DOTALL)
+        f |= HS_FLAG_DOTALL;
+    if (opts & PCRE2_MULTILINE)
+        f |= HS_FLAG_MULTILINE;
+    return f;
+}
+
+/* Length of the escape at p (p[0] == '\\'), braces of \x{..} and kin included. */
+static size_t spam_prefilter__escape_len(const char *p)
+{
+    if (!p[1])
+        return 1;
+    if (strchr("xoNgkpP", p[1]) && p[2] == '{') {
+        const char *c = strchr(p + 3, '}');
+        return c ? (size_t)(c - p) + 1 : 2;
+    }
+    if (p[1] == 'c' && p[2])
+        return 3;
+    return 2;
+}
+
+/* Whether p starts a quantifier {m}, {m,} or {m,n}; its length in *len. */
+static int spam_prefilter__quant(const char *p, size_t *len, unsigned long *min)
+{
+    const char *q = p + 1;
+    if (*q < '0' || *q > '9')
+        return 0;
+    *min = strtoul(q, (char **)&q, 10);
+    if (*q == ',') {
+        q++;
+        while (*q >= '0' && *q <= '9')
+            q++;
+    }
+    if (*q != '}')
+        return 0;
+    *len = (size_t)(q - p) + 1;
+    return 1;
+}
+
+/*
+ * A looser pattern for the prefilter: one that matches wherever the rule's
+ * matches, and that Hyperscan compiles in milliseconds instead of seconds.
+ * Counted repeats x{m,n} become x+ (or x* for m == 0), which every string
+ * matching x{m,n} matches too: the bounded repeats mail rules love
+ * ("[^.\n]{0,120}?") are what makes Hyperscan's compile slow and its
+ * databases large. \pL and \pN become "ASCII letters (digits) or any
+ * non-ASCII character", a superset that is a few byte ranges in UTF-8
+ * instead of hundreds. Character classes, escapes, \Q..\E and comments
+ * are copied as they are, and so is whatever a looser part would make
+ * match less: negated classes, negative lookarounds, conditions, atomic
+ * groups and possessive repeats.
+ */
+static void spam_prefilter__loosen(const char *p, int extended, char *out)
+{
+    char *o = out;
+    int in_class = 0;  /* 1 in a class, 2 in a negated one */
+    int depth = 0;     /* open groups */
+    int verbatim = -1; /* the depth to get back to before loosening again */
+    while (*p) {
+        if (p[0] == '\\' && p[1] == 'Q') {
+            const char *e = strstr(p + 2, "\\E");
+            size_t n = e ? (size_t)(e - p) + 2 : strlen(p);
+            memcpy(o, p, n);
+            o += n;
+            p += n;
+            continue;
+        }
+        if (p[0] == '\\') {
+            size_t n = spam_prefilter__escape_len(p);
+            const char *set = NULL;
+            if (strncmp(p, "\\pL", 3) == 0 || strncmp(p, "\\p{L}", 5) == 0)
+                set = "A-Za-z\\x{80}-\\x{10FFFF}";
+            else if (strncmp(p, "\\pN", 3) == 0 || strncmp(p, "\\p{N}", 5) == 0)
+                set = "0-9\\x{80}-\\x{10FFFF}";
+            if (set && verbatim < 0 && in_class != 2) {
+                o += sprintf(o, in_class ? "%s" : "[%s]", set);
+                p += p[2] == '{' ? 5 : 3;
+                continue;
+            }
+            memcpy(o, p, n);
+            o += n;
+            p += n;
+            continue;
+        }
+        if (in_class) {
+            if (p[0] == '[' && p[1] == ':') {
+                const char *e = strstr(p + 2, ":]");
+                if (e) {
+                    size_t n = (size_t)(e - p) + 2;
+                    memcpy(o, p, n);
+                    o += n;
+                    p += n;
+                    continue;
+                }
+            }
+            if (*p == ']')
+                in_class = 0;
+            *o++ = *p++;
+            continue;
+        }
+        if (*p == '[') {
+            /* A ']' first in the class (after '^') is a member. */
+            *o++ = *p++;
+            in_class = 1;
+            if (*p == '^') {
+                *o++ = *p++;
+                in_class = 2;
+            }
+            if (*p == ']')
+                *o++ = *p++;
+            continue;
+        }
+        if (*p == '(' && p[1] != '*' && !(p[1] == '?' && p[2] == '#')) {
+            depth++;
+            if (verbatim < 0 && p[1] == '?' &&
+                (p[2] == '!' || p[2] == '(' || p[2] == '>' || (p[2] == '<' && p[3] == '!')))
+                verbatim = depth - 1;
+            *o++ = *p++;
+            continue;
+        }
+        if (*p == ')') {
+            if (depth > 0)
+                depth--;
+            if (depth == verbatim)
+                verbatim = -1;
+            *o++ = *p++;
+            continue;
+        }
+        if ((p[0] == '(' && p[1] == '?' && p[2] == '#') || (extended && *p == '#')) {
+            const char *e = strchr(p, *p == '#' ? '\n' : ')');
+            size_t n = e ? (size_t)(e - p) + 1 : strlen(p);
+            memcpy(o, p, n);
+            o += n;
+            p += n;
+            continue;
+        }
+        size_t qn;
+        unsigned long min;
+        if (*p == '{' && spam_prefilter__quant(p, &qn, &min) && verbatim < 0 && p[qn] != '+') {
+            *o++ = min == 0 ? '*' : '+';
+            p += qn;
+            continue;
+        }
+        *o++ = *p++;
+    }
+    *o = '\0';
+}
+
+/* The rule's pattern for Hyperscan, loosened or as written. */
+static char *spam_prefilter__expr(const struct spam_rule *r, int loosen)
+{
+    size_t n = strlen(r->pattern);
+    /* Each \pL (3 bytes) grows to at most 26 bytes. */
+    char *e = malloc(n * 9 + 8);
+    if (!e)
+        return NULL;
+    char *o = e;
+    int x = (r->opts & PCRE2_EXTENDED) != 0;
+    /* Hyperscan has no flag for /x; the inline option does the same. */
+    if (x)
+        o += sprintf(o, "(?x)");
+    if (loosen)
+        spam_prefilter__loosen(r->pattern, x, o);
+    else
+        memcpy(o, r->pattern, n + 1);
+    /* Hyperscan wants a /x comment ended by a newline; PCRE2 takes the end. */
+    if (x)
+        strcat(o, "\n");
+    return e;
+}
+
+/* Compile the rules of type t; refused ones go to the always list. */
+static int spam_prefilter__build_type(struct spam_prefilter *pf, const struct spam_ruleset *rs,
+                                      enum spam_rule_type t)
+{
+    struct spam_prefilter__db *d = &pf->db[t];
+    size_t n = rs->count[t];
+    if (n == 0)
+        return 0;
+    char **exprs = calloc(n, sizeof(*exprs));
+    unsigned *flags = calloc(n, sizeof(*flags));
+    unsigned *ids = calloc(n, sizeof(*ids));
+    d->always = calloc(n, sizeof(*d->always));
+    int rc = -1;
+    if (!exprs || !flags || !ids || !d->always)
+        goto out;
+    size_t k = 0;
+    for (size_t i = 0; i < rs->nrules; i++) {
+        const struct spam_rule *r = &rs->rules[i];
+        if (r->type != t)
+            continue;
+        unsigned f = spam_prefilter__flags(r->opts);
+        char *e = NULL;
+        /* Loosened first, as written if Hyperscan refuses that. */
+        for (int loosen = 1; loosen >= 0 && !e && r->pattern && r->re; loosen--) {
+            hs_expr_info_t *info = NULL;
+            hs_compile_error_t *err = NULL;
+            e = spam_prefilter__expr(r, loosen);
+            /* Cheap first check, so that the database compile rarely fails. */
+            if (e && hs_expression_info(e, f, &info, &err) != HS_SUCCESS) {
+                free(e);
+                e = NULL;
+            }
+            free(info);
+            if (err)
+                hs_free_compile_error(err);
+        }
+        if (e) {
+            exprs[k] = e;
+            flags[k] = f;
+            ids[k] = (unsigned)i;
+            k++;
+            continue;
+        }
+        d->always[d->nalways++] = i;
+        pf->always[i] = 1;
+    }
+    while (k > 0) {
+        hs_compile_error_t *err = NULL;
+        if (hs_compile_multi((const char *const *)exprs, flags, ids, (unsigned)k, HS_MODE_BLOCK,
+                             NULL, &d->db, &err) == HS_SUCCESS)
+            break;
+        int bad = err ? err->expression : -1;
+        if (err)
+            hs_free_compile_error(err);
+        d->db = NULL;
+        if (bad < 0 || (size_t)bad >= k) {
+            /* Not one pattern's fault (too large, out of memory): all run. */
+            for (size_t j = 0; j < k; j++) {
+                d->always[d->nalways++] = ids[j];
+                pf->always[ids[j]] = 1;
+                free(exprs[j]);
+            }
+            k = 0;
+            break;
+        }
+        d->always[d->nalways++] = ids[bad];
+        pf->always[ids[bad]] = 1;
+        free(exprs[bad]);
+        memmove(&exprs[bad], &exprs[bad + 1], (k - (size_t)bad - 1) * sizeof(*exprs));
+        memmove(&flags[bad], &flags[bad + 1], (k - (size_t)bad - 1) * sizeof(*flags));
+        memmove(&ids[bad], &ids[bad + 1], (k - (size_t)bad - 1) * sizeof(*ids));
+        k--;
+    }
+    d->nfiltered = k;
+    for (size_t j = 0; j < k; j++)
+        free(exprs[j]);
+    rc = 0;
+out:
+    free(exprs);
+    free(flags);
+    free(ids);
+    return rc;
+}
+
+struct spam_prefilter *spam_prefilter_new(const struct spam_ruleset *rs)
+{
+    /*
+     * Hyperscan's ^ $ know only LF as a line end: a PCRE2 built with
+     * another default newline (where $ matches before CR too) would find
+     * matches the prefilter does not.
+     */
+    uint32_t nl = 0;
+    if (pcre2_config(PCRE2_CONFIG_NEWLINE, &nl) < 0 || nl != PCRE2_NEWLINE_LF)
+        return NULL;
+    if (hs_valid_platform() != HS_SUCCESS)
+        return NULL;
+    struct spam_prefilter *pf = calloc(1, sizeof(*pf));
+    if (!pf)
+        return NULL;
+    pf->gen = atomic_fetch_add(&spam_prefilter__gen, 1);
+    pf->nrules = rs->nrules;
+    pf->always = calloc(rs->nrules + 1, 1);
+    if (!pf->always)
+        goto fail;
+    size_t filtered = 0;
+    for (size_t k = 0; k < SPAM_PREFILTER_NTYPES; k++) {
+        enum spam_rule_type t = spam_prefilter__types[k];
+        if (spam_prefilter__build_type(pf, rs, t) < 0)
+            goto fail;
+        if (pf->db[t].db && hs_alloc_scratch(pf->db[t].db, &pf->proto) != HS_SUCCESS)
+            goto fail;
+        filtered += pf->db[t].nfiltered;
+    }
+    if (filtered == 0)
+        goto fail;
+    return pf;
+fail:
+    spam_prefilter_free(pf);
+    return NULL;
+}
+
+void spam_prefilter_free(struct spam_prefilter *pf)
+{
+    if (!pf)
+        return;
+    for (size_t t = 0; t < SPAM_RULE_TYPE_COUNT; t++) {
+        if (pf->db[t].db)
+            hs_free_database(pf->db[t].db);
+        free(pf->db[t].always);
+    }
+    if (pf->proto)
+        hs_free_scratch(pf->proto);
+    free(pf->always);
+    free(pf);
+}
+
+int spam_prefilter_always(const struct spam_prefilter *pf, size_t i)
+{
+    return pf && i < pf->nrules && pf->always[i];
+}
+
+void spam_prefilter_counts(const struct spam_prefilter *pf, size_t *filtered, size_t *always)
+{
+    *filtered = *always = 0;
+    for (size_t t = 0; pf && t < SPAM_RULE_TYPE_COUNT; t++) {
+        *filtered += pf->db[t].nfiltered;
+        *always += pf->db[t].nalways;
+    }
+}
+
+void spam_prefilter_scratch_free(struct spam_prefilter_scratch *s)
+{
+    if (!s)
+        return;
+    if (s->hs)
+        hs_free_scratch(s->hs);
+    free(s->buf);
+    free(s);
+}
+
+/*
+ * Length of the valid UTF-8 sequence at p (n bytes left), 0 if invalid;
+ * the rules of RFC 3629 table 3-7, which are PCRE2's.
+ */
+static size_t spam_prefilter__utf8_len(const unsigned char *p, size_t n)
+{
+    unsigned c = p[0];
+    if (c < 0x80)
+        return 1;
+    if (c < 0xc2 || c > 0xf4)
+        return 0;
+    if (c < 0xe0)
+        return n >= 2 && (p[1] & 0xc0) == 0x80 ? 2 : 0;
+    if (n < 3 || (p[2] & 0xc0) != 0x80)
+        return 0;
+    unsigned lo = 0x80, hi = 0xbf;
+    if (c == 0xe0)
+        lo = 0xa0;
+    else if (c == 0xed)
+        hi = 0x9f;
+    else if (c == 0xf0)
+        lo = 0x90;
+    else if (c == 0xf4)
+        hi = 0x8f;
+    if (p[1] < lo || p[1] > hi)
+        return 0;
+    if (c < 0xf0)
+        return 3;
+    return n >= 4 && (p[3] & 0xc0) == 0x80 ? 4 : 0;
+}
+
+/* Offset of the first invalid byte, or len. */
+static size_t spam_prefilter__valid_prefix(const unsigned char *p, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        /* Plain ASCII eight bytes at a time: most mail text. */
+        while (i + 8 <= len) {
+            uint64_t w;
+            memcpy(&w, p + i, 8);
+            if (w & 0x8080808080808080ULL)
+                break;
+            i += 8;
+        }
+        if (i >= len)
+            break;
+        size_t l = spam_prefilter__utf8_len(p + i, len - i);
+        if (l == 0)
+            return i;
+        i += l;
+    }
+    return len;
+}
+
+/* The text, or a copy in s->buf with every invalid byte made a space. */
+static const char *spam_prefilter__valid(struct spam_prefilter_scratch *s, const char *text,
+                                         size_t len)
+{
+    const unsigned char *p = (const unsigned char *)text;
+    size_t i = spam_prefilter__valid_prefix(p, len);
+    if (i == len)
+        return text;
+    if (s->cap < len) {
+        char *nb = realloc(s->buf, len);
+        if (!nb)
+            return NULL;
+        s->buf = nb;
+        s->cap = len;
+    }
+    memcpy(s->buf, text, i);
+    while (i < len) {
+        size_t l = spam_prefilter__utf8_len(p + i, len - i);
+        if (l == 0) {
+            s->buf[i++] = ' ';
+            continue;
+        }
+        memcpy(s->buf + i, text + i, l);
+        i += l;
+    }
+    return s->buf;
+}
+
+static int spam_prefilter__on_match(unsigned int id, unsigned long long from, unsigned long long to,
+                                    unsigned int flags, void *ctx)
+{
+    (void)from;
+    (void)to;
+    (void)flags;
+    unsigned char *cand = ctx;
+    cand[id] = 1;
+    return 0;
+}
+
+static int spam_prefilter__scratch(const struct spam_prefilter *pf,
+                                   struct spam_prefilter_scratch **sp)
+{
+    struct spam_prefilter_scratch *s = *sp;
+    if (!s) {
+        s = calloc(1, sizeof(*s));
+        if (!s)
+            return -1;
+        *sp = s;
+    }
+    if (s->hs && s->gen == pf->gen)
+        return 0;
+    if (!s->hs) {
+        if (hs_clone_scratch(pf->proto, &s->hs) != HS_SUCCESS) {
+            s->hs = NULL;
+            return -1;
+        }
+    } else {
+        /* Another rule set since: grow the scratch to fit it too. */
+        for (size_t t = 0; t < SPAM_RULE_TYPE_COUNT; t++)
+            if (pf->db[t].db && hs_alloc_scratch(pf->db[t].db, &s->hs) != HS_SUCCESS)
+                return -1;
+    }
+    s->gen = pf->gen;
+    return 0;
+}
+
+int spam_prefilter_scan(const struct spam_prefilter *pf, struct spam_prefilter_scratch **sp,
+                        enum spam_rule_type t, const char *text, size_t len, unsigned char *cand)
+{
+    if (!pf || (unsigned)t >= SPAM_RULE_TYPE_COUNT || !pf->db[t].db || len == 0 ||
+        len > 0xffffffffu)
+        return -1;
+    if (spam_prefilter__scratch(pf, sp) < 0)
+        return -1;
+    const char *v = spam_prefilter__valid(*sp, text, len);
+    if (!v)
+        return -1;
+    if (hs_scan(pf->db[t].db, v, (unsigned)len, 0, (*sp)->hs, spam_prefilter__on_match, cand) !=
+        HS_SUCCESS)
+        return -1;
+    const struct spam_prefilter__db *d = &pf->db[t];
+    for (size_t k = 0; k < d->nalways; k++)
+        cand[d->always[k]] = 1;
+    return 0;
+}
+
+#else /* !SPAM_HAVE_HYPERSCAN */
+
+const char *spam_prefilter_engine(void)
+{
+    return "none";
+}
+
+struct spam_prefilter *spam_prefilter_new(const struct spam_ruleset *rs)
+{
+    (void)rs;
+    return NULL;
+}
+
+void spam_prefilter_free(struct spam_prefilter *pf)
+{
+    (void)pf;
+}
+
+int spam_prefilter_always(const struct spam_prefilter *pf, size_t i)
+{
+    (void)pf;
+    (void)i;
+    return 1;
+}
+
+void spam_prefilter_counts(const struct spam_prefilter *pf, size_t *filtered, size_t *always)
+{
+    (void)pf;
+    *filtered = *always = 0;
+}
+
+void spam_prefilter_scratch_free(struct spam_prefilter_scratch *s)
+{
+    (void)s;
+}
+
+int spam_prefilter_scan(const struct spam_prefilter *pf, struct spam_prefilter_scratch **sp,
+                        enum spam_rule_type t, const char *text, size_t len, unsigned char *cand)
+{
+    (void)pf;
+    (void)sp;
+    (void)t;
+    (void)text;
+    (void)len;
+    (void)cand;
+    return -1;
+}
+
+#endif

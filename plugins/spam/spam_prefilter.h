@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * spam_prefilter: one multi-pattern scan of a message's text that tells
+ * which body-like rules (body, rawbody, full, uri) can possibly match, so
+ * that PCRE2 runs only for those.
+ *
+ * With Hyperscan (found by CMake at build time) every regex of a type is
+ * compiled into one database in prefilter mode: Hyperscan reports a
+ * superset of the rules PCRE2 would match, and PCRE2 confirms each one,
+ * so hits and scores are exactly those of PCRE2 alone. A rule Hyperscan
+ * refuses even in prefilter mode is "always run". Without Hyperscan
+ * spam_prefilter_new() returns NULL and every rule runs PCRE2.
+ *
+ * A prefilter belongs to one rule set (spam_ruleset.pf) and is immutable
+ * once built: any number of threads may scan with it at once, each with
+ * its own scratch. A scratch is owned by one caller at a time (spam_eval
+ * keeps one in each of its pooled scratches); it follows whichever
+ * prefilter it is used with, so it survives rule reloads.
+ */
+#ifndef SPAM_PREFILTER_H
+#define SPAM_PREFILTER_H
+
+#include "spam_rules.h"
+
+#include <stddef.h>
+
+/* "hyperscan 5.4.0 ..." or "none": for the startup log line. */
+const char *spam_prefilter_engine(void);
+
+/*
+ * Build the prefilter of rs (the rules' patterns and flags; rs keeps no
+ * pointer to it, the caller stores it). NULL when built without Hyperscan,
+ * when this CPU cannot run it, when rs has no rule to filter, or out of
+ * memory: the caller then runs PCRE2 on every rule.
+ */
+struct spam_prefilter *spam_prefilter_new(const struct spam_ruleset *rs);
+void spam_prefilter_free(struct spam_prefilter *pf);
+
+/* Rule i is run by PCRE2 whatever the scan says (Hyperscan refused it). */
+int spam_prefilter_always(const struct spam_prefilter *pf, size_t i);
+/* Rules in the databases and rules always run (for logs and tests). */
+void spam_prefilter_counts(const struct spam_prefilter *pf, size_t *filtered, size_t *always);
+
+struct spam_prefilter_scratch;
+
+void spam_prefilter_scratch_free(struct spam_prefilter_scratch *s);
+
+/*
+ * Set cand[i] = 1 (cand has one byte per rule; nothing is cleared) for
+ * every rule of type t that may match text[0..len), the always-run ones
+ * included. *sp is the caller's scratch, allocated or grown here (NULL the
+ * first time). Returns 0; -1 when no scan was done (type not filtered,
+ * empty text, out of memory, scan error): the caller must then treat every
+ * rule of type t as a candidate.
+ */
+int spam_prefilter_scan(const struct spam_prefilter *pf, struct spam_prefilter_scratch **sp,
+                        enum spam_rule_type t, const char *text, size_t len, unsigned char *cand);
+
+#endif

@@ -1,0 +1,481 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The prefilter changes nothing but speed: every message of a corpus (the
+ * shipped rules' corpus, each also in tricky variants: case changes,
+ * Unicode case folds, invalid 8-bit bytes, very long lines, line-end
+ * changes, HTML and encoded parts) gets the same hits and the same score
+ * with the prefilter as with PCRE2 alone; a rule Hyperscan refuses still
+ * fires. Without Hyperscan both runs are PCRE2 only and agree trivially.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "spam_eval.h"
+#include "spam_msg.h"
+#include "spam_prefilter.h"
+#include "spam_rules.h"
+#include "pstr.h"
+
+static const char base_headers[] =
+    "Received: from mail.example.org (mail.example.org [192.0.2.10])\n"
+    " by mx.example.net with ESMTPS id 4AbC; Mon, 6 May 2024 10:00:01 +0200\n"
+    "From: Alice Example <alice@example.org>\n"
+    "To: Bob <bob@example.net>\n"
+    "Subject: Lunch on Thursday\n"
+    "Date: Mon, 6 May 2024 10:00:00 +0200\n"
+    "Message-ID: <20240506100000.1234@example.org>\n"
+    "MIME-Version: 1.0\n";
+static const char base_body[] = "Hi Bob,\n\nsee you at noon at the usual place.\n\nAlice\n";
+
+struct corpus {
+    struct pstr *v; /* owned; messages, LF line ends */
+    size_t n;
+};
+
+static void corpus_add(struct corpus *c, const char *text, size_t len)
+{
+    c->v = realloc(c->v, (c->n + 1) * sizeof(*c->v));
+    assert_non_null(c->v);
+    struct pstr *p = &c->v[c->n++];
+    memset(p, 0, sizeof(*p));
+    pstr_append(p, text, len);
+}
+
+/* A corpus.txt entry as a message (close to test_spam_corpus.c's rules). */
+static void corpus_entry(struct corpus *c, const char *text)
+{
+    struct pstr m = PSTR_INIT;
+    if (strncmp(text, "@clean\n", 7) != 0) {
+        corpus_add(c, text, strlen(text));
+        return;
+    }
+    const char *p = text + 7;
+    struct pstr own = PSTR_INIT;
+    int has_ct = 0;
+    while (*p && *p != '\n') {
+        const char *nl = strchr(p, '\n');
+        size_t l = nl ? (size_t)(nl - p) : strlen(p);
+        if (*p != '@' && *p != '-') {
+            pstr_append(&own, p, l);
+            pstr_putc(&own, '\n');
+            if (l > 13 && strncasecmp(p, "Content-Type:", 13) == 0)
+                has_ct = 1;
+        }
+        p = nl ? nl + 1 : p + l;
+    }
+    pstr_puts(&m, base_headers);
+    if (!has_ct)
+        pstr_puts(&m, "Content-Type: text/plain; charset=utf-8\n");
+    pstr_append(&m, pstr_cstr(&own), own.len);
+    pstr_putc(&m, '\n');
+    pstr_puts(&m, *p == '\n' && p[1] ? p + 1 : base_body);
+    corpus_add(c, m.ptr, m.len);
+    pstr_free(&m);
+    pstr_free(&own);
+}
+
+static void load_corpus(struct corpus *c)
+{
+    FILE *fp = fopen(SPAM_SRC_DIR "/tests/corpus.txt", "r");
+    assert_non_null(fp);
+    char line[4096];
+    struct pstr cur = PSTR_INIT;
+    int in = 0;
+    while (fgets(line, sizeof(line), fp)) {
+        if (strncmp(line, "%% ", 3) == 0) {
+            if (in)
+                corpus_entry(c, pstr_cstr(&cur));
+            pstr_clear(&cur);
+            in = 1;
+            continue;
+        }
+        if (in)
+            pstr_puts(&cur, line);
+    }
+    if (in)
+        corpus_entry(c, pstr_cstr(&cur));
+    pstr_free(&cur);
+    fclose(fp);
+}
+
+/* Header section length (up to and with the empty line). */
+static size_t header_len(const struct pstr *m)
+{
+    const char *e = strstr(pstr_cstr(m), "\n\n");
+    return e ? (size_t)(e - m->ptr) + 2 : m->len;
+}
+
+enum variant {
+    V_AS_IS,
+    V_UPPER,     /* body in capitals */
+    V_MIXED,     /* body in alternating case */
+    V_FOLDS,     /* k -> KELVIN SIGN, s -> LONG S: PCRE2 folds them caselessly */
+    V_LATIN1,    /* invalid 8-bit bytes next to and inside words */
+    V_LONG_LINE, /* the body as one long line, repeated to 64 KiB */
+    V_CR_ONLY,   /* CR line ends in the body */
+    V_NO_EOL,    /* no line end at the end of the message */
+    V_HTML,      /* the body as an HTML part */
+    V_BASE64,    /* the body as a base64 text/plain part, 8-bit charset */
+    V_COUNT
+};
+
+static void b64(struct pstr *out, const unsigned char *s, size_t n)
+{
+    static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t col = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        unsigned v = (unsigned)s[i] << 16 | (i + 1 < n ? (unsigned)s[i + 1] << 8 : 0) |
+                     (i + 2 < n ? s[i + 2] : 0);
+        pstr_putc(out, t[(v >> 18) & 63]);
+        pstr_putc(out, t[(v >> 12) & 63]);
+        pstr_putc(out, i + 1 < n ? t[(v >> 6) & 63] : '=');
+        pstr_putc(out, i + 2 < n ? t[v & 63] : '=');
+        if ((col += 4) >= 76) {
+            pstr_putc(out, '\n');
+            col = 0;
+        }
+    }
+    pstr_putc(out, '\n');
+}
+
+/* The message m as variant v, with CRLF line ends (as the host gives it). */
+static void make_variant(const struct pstr *m, enum variant v, struct pstr *out)
+{
+    size_t hl = header_len(m);
+    const char *body = m->ptr + hl;
+    size_t blen = m->len - hl;
+    struct pstr t = PSTR_INIT;
+    if (v == V_HTML || v == V_BASE64) {
+        /* Drop the entry's own Content-* fields: the part says what it is. */
+        const char *h = m->ptr;
+        while (h < m->ptr + hl) {
+            const char *nl = memchr(h, '\n', (size_t)(m->ptr + hl - h));
+            size_t l = nl ? (size_t)(nl - h) + 1 : (size_t)(m->ptr + hl - h);
+            if (!(l > 8 && strncasecmp(h, "Content-", 8) == 0) && !(l == 1))
+                pstr_append(&t, h, l);
+            h += l;
+        }
+        if (v == V_HTML) {
+            pstr_puts(&t, "Content-Type: text/html; charset=utf-8\n\n<html><body><p>");
+            pstr_append(&t, body, blen);
+            pstr_puts(&t,
+                      "</p><a href=\"http://bit.ly/x\">http://example.org/</a></body></html>\n");
+        } else {
+            pstr_puts(&t, "Content-Type: text/plain; "
+                          "charset=iso-8859-1\nContent-Transfer-Encoding: base64\n\n");
+            b64(&t, (const unsigned char *)body, blen);
+        }
+    } else {
+        pstr_append(&t, m->ptr, hl);
+        if (v == V_LONG_LINE) {
+            while (t.len < 16 * 1024)
+                for (size_t i = 0; i < blen; i++)
+                    pstr_putc(&t, body[i] == '\n' ? ' ' : body[i]);
+            pstr_putc(&t, '\n');
+        }
+        for (size_t i = 0; v != V_LONG_LINE && i < blen; i++) {
+            char c = body[i];
+            switch (v) {
+            case V_UPPER:
+                pstr_putc(&t, (char)(c >= 'a' && c <= 'z' ? c - 32 : c));
+                break;
+            case V_MIXED:
+                pstr_putc(&t, (char)((i & 1) && c >= 'a' && c <= 'z' ? c - 32 : c));
+                break;
+            case V_FOLDS:
+                if (c == 'k')
+                    pstr_puts(&t, "\xe2\x84\xaa");
+                else if (c == 's')
+                    pstr_puts(&t, "\xc5\xbf");
+                else
+                    pstr_putc(&t, c);
+                break;
+            case V_LATIN1:
+                pstr_putc(&t, c);
+                if (c == ' ' && i % 3 == 0)
+                    pstr_puts(&t, "\xe9");
+                else if (c == 'e' && i % 5 == 0)
+                    pstr_puts(&t, "\xff");
+                else if (c == '\n' && i % 2 == 0)
+                    pstr_puts(&t, "\xe2\x82");
+                break;
+            case V_CR_ONLY:
+                pstr_putc(&t, c == '\n' ? '\r' : c);
+                break;
+            default:
+                pstr_putc(&t, c);
+                break;
+            }
+        }
+    }
+    if (v == V_NO_EOL)
+        while (t.len > 0 && t.ptr[t.len - 1] == '\n')
+            t.ptr[--t.len] = '\0';
+    for (size_t i = 0; i < t.len; i++) {
+        if (t.ptr[i] == '\n' && (i == 0 || t.ptr[i - 1] != '\r'))
+            pstr_putc(out, '\r');
+        pstr_putc(out, t.ptr[i]);
+    }
+    pstr_free(&t);
+}
+
+static struct spam_ruleset *load_text(const char *text)
+{
+    struct spam_rules_builder *b = spam_rules_builder_new();
+    spam_rules_builder_add_text(b, "test.rules", text, strlen(text));
+    struct spam_rules_errors errs;
+    struct spam_ruleset *rs = spam_rules_builder_finish(b, &errs);
+    for (size_t i = 0; i < errs.n; i++)
+        fprintf(stderr, "%s:%u: %s\n", errs.v[i].file, errs.v[i].line, errs.v[i].msg);
+    spam_rules_errors_free(&errs);
+    assert_non_null(rs);
+    return rs;
+}
+
+/* Evaluate msg with and without the prefilter; count the differences. */
+static int compare(const struct spam_ruleset *rs, struct spam_scratch_pool *on,
+                   struct spam_scratch_pool *off, const char *msg, size_t len, const char *label,
+                   size_t *hits)
+{
+    const char *rcpts[] = {"bob@example.net"};
+    struct spam_msg_env env = {"alice@example.org", rcpts, 1, "192.0.2.10", "mail.example.org",
+                               "mail.example.org"};
+    struct spam_msg *m = spam_msg_parse(msg, len, &env, 256 * 1024);
+    struct spam_result a, b;
+    assert_int_equal(spam_eval_run(rs, m, on, &a), 0);
+    assert_int_equal(spam_eval_run(rs, m, off, &b), 0);
+    int diff = 0;
+    for (size_t i = 0; i < rs->nrules; i++) {
+        if (a.hit[i] != b.hit[i]) {
+            fprintf(stderr, "%s: rule %s: prefilter %d, PCRE2 only %d\n", label, rs->rules[i].name,
+                    a.hit[i], b.hit[i]);
+            diff++;
+        }
+    }
+    if (a.score != b.score || a.nhits != b.nhits || a.gtube != b.gtube) {
+        fprintf(stderr, "%s: score %.3f vs %.3f\n", label, a.score, b.score);
+        diff++;
+    }
+    /* Nothing in this corpus is hostile: no limit may have been reached. */
+    if (a.nlimited || b.nlimited) {
+        fprintf(stderr, "%s: limited %zu vs %zu\n", label, a.nlimited, b.nlimited);
+        diff++;
+    }
+    *hits += b.nhits;
+    spam_result_free(&a);
+    spam_result_free(&b);
+    spam_msg_free(m);
+    return diff;
+}
+
+static void test_prefilter_same_hits_and_scores(void **state)
+{
+    (void)state;
+    struct spam_rules_errors errs;
+    struct spam_ruleset *rs = spam_rules_load(SPAM_RULES_FILE, &errs);
+    spam_rules_errors_free(&errs);
+    assert_non_null(rs);
+    size_t filtered, always;
+    spam_prefilter_counts(rs->pf, &filtered, &always);
+    fprintf(stderr, "prefilter %s: %zu rules filtered, %zu always run\n",
+            rs->pf ? spam_prefilter_engine() : "none", filtered, always);
+    for (size_t i = 0; rs->pf && i < rs->nrules; i++)
+        if (spam_prefilter_always(rs->pf, i) && rs->rules[i].type != SPAM_RULE_HEADER &&
+            rs->rules[i].type != SPAM_RULE_META)
+            fprintf(stderr, "  always run: %s\n", rs->rules[i].name);
+#ifdef SPAM_HAVE_HYPERSCAN
+    /* The shipped rules compile; Hyperscan may refuse a few, not most. */
+    if (rs->pf)
+        assert_true(filtered > 3 * always);
+#endif
+    struct spam_eval_limits lim = SPAM_EVAL_LIMITS_DEFAULT;
+    struct spam_scratch_pool *on = spam_scratch_pool_new(&lim);
+    lim.no_prefilter = 1;
+    struct spam_scratch_pool *off = spam_scratch_pool_new(&lim);
+
+    struct corpus c = {NULL, 0};
+    load_corpus(&c);
+    assert_true(c.n > 100);
+    /* All spam in one message, and smtp-source's kind of body. */
+    struct pstr all = PSTR_INIT, src = PSTR_INIT;
+    pstr_puts(&all, base_headers);
+    pstr_puts(&all, "Content-Type: text/plain; charset=utf-8\n\n");
+    for (size_t i = 0; i < c.n; i++) {
+        size_t hl = header_len(&c.v[i]);
+        pstr_append(&all, c.v[i].ptr + hl, c.v[i].len - hl);
+    }
+    corpus_add(&c, all.ptr, all.len);
+    pstr_puts(
+        &src,
+        "From: <foo@example.org>\nTo: <bar@example.net>\nDate: Mon, 6 May 2024 10:00:00 +0200\n"
+        "Message-Id: <1.2@example.org>\n\n");
+    for (int l = 0; src.len < 64 * 1024; l++)
+        pstr_printf(
+            &src,
+            "%dXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX\n",
+            l % 10);
+    corpus_add(&c, src.ptr, src.len);
+    pstr_free(&all);
+    pstr_free(&src);
+
+    int diffs = 0;
+    size_t hits = 0, nmsg = 0;
+    struct pstr msg = PSTR_INIT;
+    for (size_t i = 0; i < c.n; i++) {
+        for (int v = 0; v < V_COUNT; v++) {
+            char label[64];
+            snprintf(label, sizeof(label), "message %zu variant %d", i, v);
+            pstr_clear(&msg);
+            make_variant(&c.v[i], (enum variant)v, &msg);
+            diffs += compare(rs, on, off, msg.ptr, msg.len, label, &hits);
+            nmsg++;
+        }
+        pstr_free(&c.v[i]);
+    }
+    free(c.v);
+    pstr_free(&msg);
+    fprintf(stderr, "%zu messages, %zu rule hits, %d differences\n", nmsg, hits, diffs);
+    assert_true(hits > 1000);
+    assert_int_equal(diffs, 0);
+    spam_scratch_pool_free(on);
+    spam_scratch_pool_free(off);
+    spam_ruleset_unref(rs);
+}
+
+static void test_prefilter_refused_rule_still_fires(void **state)
+{
+    (void)state;
+    /* \R and subroutine calls are PCRE2 only: Hyperscan refuses them. */
+    struct spam_ruleset *rs =
+        load_text("body NEWLINE /hello\\Rworld/\nbody SUBR /(ab)c(?1)/\n"
+                  "body PLAIN /hello/\nrawbody RAW /<b>(?1)?(x)/\nuri U m{^https?://}\n"
+                  "meta BOTH NEWLINE && SUBR\n");
+#ifdef SPAM_HAVE_HYPERSCAN
+    assert_non_null(rs->pf);
+    assert_true(spam_prefilter_always(rs->pf, (size_t)spam_ruleset_find(rs, "NEWLINE")));
+    assert_true(spam_prefilter_always(rs->pf, (size_t)spam_ruleset_find(rs, "SUBR")));
+    assert_true(spam_prefilter_always(rs->pf, (size_t)spam_ruleset_find(rs, "RAW")));
+    assert_false(spam_prefilter_always(rs->pf, (size_t)spam_ruleset_find(rs, "PLAIN")));
+#endif
+    struct spam_eval_limits lim = SPAM_EVAL_LIMITS_DEFAULT;
+    struct spam_scratch_pool *pool = spam_scratch_pool_new(&lim);
+    static const struct {
+        const char *msg;
+        int newline, subr, plain, raw, both;
+    } cases[] = {
+        {"Subject: a\r\n\r\nhello\r\nworld abcab\r\n", 1, 1, 1, 0, 1},
+        {"Subject: a\r\n\r\nhello world abcab\r\n", 0, 1, 1, 0, 0},
+        {"Subject: a\r\n\r\nhello\r\nworld abcdab\r\n", 1, 0, 1, 0, 0},
+        {"Subject: a\r\nContent-Type: text/html\r\n\r\n<b>x</b>\r\n", 0, 0, 0, 1, 0},
+        {"Subject: a\r\n\r\nnothing here\r\n", 0, 0, 0, 0, 0},
+    };
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        struct spam_msg *m = spam_msg_parse(cases[k].msg, strlen(cases[k].msg), NULL, 256 * 1024);
+        struct spam_result res;
+        assert_int_equal(spam_eval_run(rs, m, pool, &res), 0);
+        assert_int_equal(res.hit[spam_ruleset_find(rs, "NEWLINE")], cases[k].newline);
+        assert_int_equal(res.hit[spam_ruleset_find(rs, "SUBR")], cases[k].subr);
+        assert_int_equal(res.hit[spam_ruleset_find(rs, "PLAIN")], cases[k].plain);
+        assert_int_equal(res.hit[spam_ruleset_find(rs, "RAW")], cases[k].raw);
+        assert_int_equal(res.hit[spam_ruleset_find(rs, "BOTH")], cases[k].both);
+        assert_int_equal(res.nlimited, 0);
+        spam_result_free(&res);
+        spam_msg_free(m);
+    }
+    spam_scratch_pool_free(pool);
+    spam_ruleset_unref(rs);
+}
+
+/*
+ * The prefilter loosens patterns (counted repeats, \\pL) where that only
+ * widens what matches: these rules put the cases where it must not
+ * (negated classes, negative lookarounds, atomic and possessive parts,
+ * braces in classes, quoted and commented text) against messages that
+ * match and almost match them.
+ */
+static void test_prefilter_loosening_keeps_superset(void **state)
+{
+    (void)state;
+    struct spam_ruleset *rs = load_text("body NEG_CLASS /a[^\\pL]{2}b/\n"
+                                        "body NEG_AHEAD /x(?!y{2})z?/\n"
+                                        "body NEG_BEHIND /(?<!q{2})w/\n"
+                                        "body ATOMIC /(?>k{1,2})k/\n"
+                                        "body POSSESSIVE /m{1,2}+m/\n"
+                                        "body BRACES /[{3}]z/\n"
+                                        "body QUOTED /\\Qe{2}\\E/\n"
+                                        "body COMMENT /(?#{2})f{2}g/\n"
+                                        "body EXTENDED /h{2} # {9}/x\n"
+                                        "body LETTERS /\\pL{3}\\pN{2}/\n"
+                                        "body COND /(a)?(?(1)b{2}|c{2})/\n");
+    static const char *const bodies[] = {
+        "a12b",
+        "aXYb",
+        "a\xc3\xa9"
+        "12b",
+        "a\xc2\xb7"
+        "1b",
+        "xyyz",
+        "xyz",
+        "qqw",
+        "qw",
+        "kk",
+        "kkk",
+        "k",
+        "mm",
+        "mmm",
+        "{z",
+        "3z",
+        "}z",
+        "e{2}",
+        "ee",
+        "ffg",
+        "fg",
+        "hh",
+        "h{2}",
+        "abc12",
+        "\xc3\xa9t\xc3\xa9"
+        "12",
+        "ab1",
+        "abb",
+        "cc",
+        "ab",
+        "c",
+    };
+    struct spam_eval_limits lim = SPAM_EVAL_LIMITS_DEFAULT;
+    struct spam_scratch_pool *on = spam_scratch_pool_new(&lim);
+    lim.no_prefilter = 1;
+    struct spam_scratch_pool *off = spam_scratch_pool_new(&lim);
+    int diffs = 0;
+    size_t hits = 0;
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        char msg[256];
+        int n = snprintf(msg, sizeof(msg),
+                         "Subject: t\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n%s\r\n",
+                         bodies[i]);
+        diffs += compare(rs, on, off, msg, (size_t)n, bodies[i], &hits);
+    }
+    fprintf(stderr, "loosening: %zu rule hits, %d differences\n", hits, diffs);
+    assert_true(hits >= 15);
+    assert_int_equal(diffs, 0);
+    spam_scratch_pool_free(on);
+    spam_scratch_pool_free(off);
+    spam_ruleset_unref(rs);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_prefilter_refused_rule_still_fires),
+        cmocka_unit_test(test_prefilter_loosening_keeps_superset),
+        cmocka_unit_test(test_prefilter_same_hits_and_scores),
+    };
+    return cmocka_run_group_tests_name("spam_prefilter", tests, NULL, NULL);
+}
