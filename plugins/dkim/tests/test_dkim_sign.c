@@ -158,28 +158,52 @@ static const char *const default_oversign[] = {
     "from",   "to",         "cc",           "subject",      "date", "reply-to",
     "sender", "message-id", "mime-version", "content-type", NULL};
 
-/* The old dkp_sign_message() on libopendkim, one DKIM_LIB per call. */
-static int ref_sign(const struct dkp_sign_conf *conf, const char *domain, const char *selector,
-                    const char *pem, enum dkp_alg alg, const char *msg, size_t len, char **value)
+/* The old dkp_sign_message() on libopendkim, in two halves: the library
+ * with the header lists of conf (ref_lib, made once per list case: dkim_init
+ * compiles regular expressions, which under AddressSanitizer cost more than
+ * all the signing), and one signature with it (ref_sign). */
+struct ref_lib {
+    DKIM_LIB *lib;
+    char **sign, **over;
+};
+
+static void ref_lib_open(struct ref_lib *r, const struct dkp_sign_conf *conf)
 {
-    DKIM_LIB *lib = dkim_init(NULL, NULL);
-    char **sign = dup_list(conf->sign_headers ? conf->sign_headers : default_sign);
-    char **over = dup_list(conf->oversign_headers ? conf->oversign_headers : default_oversign);
     uint32_t flags = DKIM_LIBFLAGS_DEFAULT;
+    r->lib = dkim_init(NULL, NULL);
+    r->sign = dup_list(conf->sign_headers ? conf->sign_headers : default_sign);
+    r->over = dup_list(conf->oversign_headers ? conf->oversign_headers : default_oversign);
+    assert_non_null(r->lib);
+    assert_int_equal(dkim_options(r->lib, DKIM_OP_SETOPT, DKIM_OPTS_FLAGS, &flags, sizeof flags),
+                     DKIM_STAT_OK);
+    assert_int_equal(
+        dkim_options(r->lib, DKIM_OP_SETOPT, DKIM_OPTS_SIGNHDRS, r->sign, sizeof r->sign),
+        DKIM_STAT_OK);
+    assert_int_equal(
+        dkim_options(r->lib, DKIM_OP_SETOPT, DKIM_OPTS_OVERSIGNHDRS, r->over, sizeof r->over),
+        DKIM_STAT_OK);
+    assert_int_equal(dkim_options(r->lib, DKIM_OP_SETOPT, DKIM_OPTS_FIXEDTIME,
+                                  (void *)&conf->fixed_time, sizeof conf->fixed_time),
+                     DKIM_STAT_OK);
+}
+
+static void ref_lib_close(struct ref_lib *r)
+{
+    dkim_close(r->lib);
+    free_list(r->sign);
+    free_list(r->over);
+}
+
+/* conf: the canonicalisations; its lists are those r was opened with. */
+static int ref_sign(const struct ref_lib *r, const struct dkp_sign_conf *conf, const char *domain,
+                    const char *selector, const char *pem, enum dkp_alg alg, const char *msg,
+                    size_t len, char **value)
+{
+    DKIM_LIB *lib = r->lib;
     DKIM_STAT st;
     int rc = -1;
 
     *value = NULL;
-    assert_non_null(lib);
-    assert_int_equal(dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_FLAGS, &flags, sizeof flags),
-                     DKIM_STAT_OK);
-    assert_int_equal(dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_SIGNHDRS, sign, sizeof sign),
-                     DKIM_STAT_OK);
-    assert_int_equal(dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_OVERSIGNHDRS, over, sizeof over),
-                     DKIM_STAT_OK);
-    assert_int_equal(dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_FIXEDTIME,
-                                  (void *)&conf->fixed_time, sizeof conf->fixed_time),
-                     DKIM_STAT_OK);
     DKIM *d = dkim_sign(
         lib, (const unsigned char *)"sluice", NULL, (dkim_sigkey_t)pem,
         (const unsigned char *)selector, (const unsigned char *)domain,
@@ -199,9 +223,6 @@ static int ref_sign(const struct dkp_sign_conf *conf, const char *domain, const 
         rc = 0;
     }
     dkim_free(d);
-    dkim_close(lib);
-    free_list(sign);
-    free_list(over);
     return rc;
 }
 
@@ -381,6 +402,17 @@ static const struct idcase ids[] = {
 
 /* ---- tests -------------------------------------------------------------- */
 
+/* Under AddressSanitizer OpenSSL's PEM decoders (each signature parses its
+ * key twice, once per signer) make the full matrix take ~90 s: there each
+ * message, canonicalisation and list is signed with one of the keys in
+ * turn, which still runs every code path of ours; the other builds compare
+ * every combination. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SAMPLE_KEYS 1
+#else
+#define SAMPLE_KEYS 0
+#endif
+
 /* libopendkim's verdict on msg signed with value (key record from kp):
  * a DKP_RES_*, or -1 when the verifier refuses the whole message. */
 static int verify_result(const struct keypair *kp, const struct idcase *id, const char *value,
@@ -438,6 +470,13 @@ static void test_same_as_libopendkim(void **state)
 {
     (void)state;
     size_t compared = 0, refused = 0, verified = 0, ed_simple_fixed = 0;
+    struct ref_lib refs[sizeof lists / sizeof lists[0]];
+    for (size_t li = 0; li < sizeof lists / sizeof lists[0]; li++) {
+        struct dkp_sign_conf lc = {.sign_headers = lists[li].sign,
+                                   .oversign_headers = lists[li].over,
+                                   .fixed_time = FIXED_TIME};
+        ref_lib_open(&refs[li], &lc);
+    }
     for (size_t mi = 0; mi < sizeof msgs / sizeof msgs[0]; mi++) {
         struct msgcase *mc = &msgs[mi];
         char *built = NULL;
@@ -448,6 +487,8 @@ static void test_same_as_libopendkim(void **state)
         for (int canon = 0; canon < 4; canon++)
             for (size_t li = 0; li < sizeof lists / sizeof lists[0]; li++)
                 for (size_t ki = 0; ki < 4; ki++) {
+                    if (SAMPLE_KEYS && ki != (mi + (size_t)canon + li) % 4)
+                        continue;
                     const struct idcase *id = &ids[(mi + li + ki) % 2];
                     const struct keypair *kp = &keys[ki];
                     struct dkp_sign_conf sc = {.header_relaxed = canon & 1,
@@ -457,7 +498,8 @@ static void test_same_as_libopendkim(void **state)
                                                .fixed_time = FIXED_TIME};
                     char err[256] = "", *want = NULL, *got = NULL;
                     int wrc =
-                        ref_sign(&sc, id->domain, id->selector, kp->pem, kp->alg, msg, len, &want);
+                        ref_sign(&refs[li], &sc, id->domain, id->selector, kp->pem, kp->alg, msg,
+                                 len, &want);
                     struct dkp_sign *s = dkp_sign_new(&sc, err, sizeof err);
                     assert_non_null(s);
                     int grc = dkp_sign_message(s, id->domain, id->selector, kp->pem, kp->alg, msg,
@@ -497,7 +539,9 @@ static void test_same_as_libopendkim(void **state)
     printf("  %zu signatures compared, %zu messages refused by both, %zu verified"
            " (%zu Ed25519 c=simple/* that libopendkim got wrong)\n",
            compared, refused, verified, ed_simple_fixed);
-    assert_true(compared > 1000);
+    for (size_t li = 0; li < sizeof lists / sizeof lists[0]; li++)
+        ref_lib_close(&refs[li]);
+    assert_true(compared > (SAMPLE_KEYS ? 250 : 1000));
 }
 
 /* A DKIM-Signature already in the message is not parsed: libopendkim
@@ -508,8 +552,12 @@ static void test_malformed_old_signature(void **state)
     static const char msg[] = "DKIM-Signature: this is not a tag list\r\n" HDRS "\r\nx\r\n";
     struct dkp_sign_conf sc = {.header_relaxed = 1, .body_relaxed = 1, .fixed_time = FIXED_TIME};
     char err[256], *want = NULL, *got = NULL;
-    assert_int_equal(
-        ref_sign(&sc, "example.com", "sel", keys[3].pem, keys[3].alg, msg, strlen(msg), &want), -1);
+    struct ref_lib ref;
+    ref_lib_open(&ref, &sc);
+    assert_int_equal(ref_sign(&ref, &sc, "example.com", "sel", keys[3].pem, keys[3].alg, msg,
+                              strlen(msg), &want),
+                     -1);
+    ref_lib_close(&ref);
     struct dkp_sign *s = dkp_sign_new(&sc, err, sizeof err);
     assert_int_equal(dkp_sign_message(s, "example.com", "sel", keys[3].pem, keys[3].alg, msg,
                                       strlen(msg), &got, err, sizeof err),
