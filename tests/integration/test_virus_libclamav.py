@@ -172,22 +172,27 @@ def test_default_scratch_dir_is_private_tmpfs_and_removed(db, fake, sluice_facto
     made 0700 and ours, keeps no decoded part after a scan, and is removed
     at shutdown."""
     import tempfile
+    # $TMPDIR on disk: pytest's tmp_path is on tmpfs where /tmp is (CI
+    # images, the fresh-root check), and a tmpfs $TMPDIR rightly wins.
+    parent = next((d for d in (str(tmp_path), "/var/tmp", harness.SRC_DIR)
+                   if d and os.path.isdir(d) and not _statfs_is_tmpfs(d)), None)
+    if parent is None:
+        pytest.skip("no directory on disk for a disk $TMPDIR")
     shm = tempfile.mkdtemp(prefix="sluice-virus-test.", dir="/dev/shm")
+    disk = tempfile.mkdtemp(prefix="sluice-virus-disk.", dir=parent)
     try:
-        disk = tmp_path / "disk-tmp"
-        disk.mkdir()
         env = dict(LSAN_ENV)
         env.pop("RUNTIME_DIRECTORY", None)
         if via == "TMPDIR":
             env.update({"TMPDIR": shm, "XDG_RUNTIME_DIR": ""})
         else:
-            env.update({"TMPDIR": str(disk), "XDG_RUNTIME_DIR": shm})
+            env.update({"TMPDIR": disk, "XDG_RUNTIME_DIR": shm})
         s = sluice_factory(fake.port, extra_sections=virus_sections({"database": db}), env=env)
         made = [os.path.join(shm, n) for n in os.listdir(shm)]
         assert len(made) == 1 and os.path.basename(made[0]).startswith("sluice-virus."), made
         st = os.lstat(made[0])
         assert (st.st_mode & 0o7777) == 0o700 and st.st_uid == os.geteuid()
-        assert os.listdir(str(disk)) == []
+        assert os.listdir(disk) == []
         assert "memory-backed" in s.output()
         d = plugkit.send(s.port, body=mail([("eicar.com", eicar())]))
         assert d["eod"].code == 554, d["eod"]
@@ -206,6 +211,7 @@ def test_default_scratch_dir_is_private_tmpfs_and_removed(db, fake, sluice_facto
         assert not os.path.exists(made[0])
     finally:
         shutil.rmtree(shm, ignore_errors=True)
+        shutil.rmtree(disk, ignore_errors=True)
 
 
 def test_clean_mail_passes_byte_identical(db, fake, sluice_factory):
