@@ -497,9 +497,8 @@ static void test_same_as_libopendkim(void **state)
                                                .oversign_headers = lists[li].over,
                                                .fixed_time = FIXED_TIME};
                     char err[256] = "", *want = NULL, *got = NULL;
-                    int wrc =
-                        ref_sign(&refs[li], &sc, id->domain, id->selector, kp->pem, kp->alg, msg,
-                                 len, &want);
+                    int wrc = ref_sign(&refs[li], &sc, id->domain, id->selector, kp->pem, kp->alg,
+                                       msg, len, &want);
                     struct dkp_sign *s = dkp_sign_new(&sc, err, sizeof err);
                     assert_non_null(s);
                     int grc = dkp_sign_message(s, id->domain, id->selector, kp->pem, kp->alg, msg,
