@@ -19,6 +19,7 @@
 #include "plughdr.h"
 #include "cmd.h"
 #include "dns.h"
+#include "state.h"
 #include "stats.h"
 #include "xalloc.h"
 
@@ -592,6 +593,66 @@ static void api_dns_cancel(sluice_dns_query *q)
     free(q);
 }
 
+/* ---- shared state ---- */
+
+struct sluice_state_op {
+    struct state_op *op;
+    sluice_state_cb cb;
+    void *ud;
+};
+
+static void api__state_cb(void *ud, const struct state_ans *ans)
+{
+    struct sluice_state_op *q = ud;
+    struct sluice_state_answer a = {
+        .size = sizeof a,
+        .status = ans->status,
+        .num = ans->num,
+        .value = ans->value,
+        .len = ans->len,
+        .ttl_ms = ans->ttl_ms,
+    };
+    sluice_state_cb cb = q->cb;
+    void *cb_ud = q->ud;
+    free(q); /* before the call: the plugin may not cancel it any more */
+    cb(cb_ud, &a);
+}
+
+static sluice_state_op *api_state_call(sluice_instance *inst, const struct sluice_state_request *rq,
+                                       sluice_state_cb cb, void *ud)
+{
+    if (!inst || !rq || !cb ||
+        rq->size < offsetof(struct sluice_state_request, ttl_ms) + sizeof rq->ttl_ms || !rq->key ||
+        strlen(rq->key) > SLUICE_STATE_KEY_MAX || rq->len > SLUICE_STATE_VALUE_MAX)
+        return NULL;
+    struct state_req r = {
+        .op = (enum state_opcode)rq->op,
+        .ns = inst->name,
+        .key = rq->key,
+        .value = rq->value,
+        .len = rq->len,
+        .delta = rq->delta,
+        .ttl_ms = rq->ttl_ms,
+    };
+    struct sluice_state_op *q = xcalloc(1, sizeof *q);
+    q->cb = cb;
+    q->ud = ud;
+    q->op = state_call(&r, api__state_cb, q);
+    if (!q->op) {
+        free(q);
+        return NULL;
+    }
+    return q;
+}
+
+static void api_state_cancel(sluice_state_op *q)
+{
+    if (!q)
+        return;
+    state_cancel(q->op);
+    free(q);
+}
+
 static const struct sluice_host_api host_api = {
     .size = sizeof(struct sluice_host_api),
     .version = SLUICE_PLUGIN_ABI_VERSION,
@@ -650,6 +711,8 @@ static const struct sluice_host_api host_api = {
     .symbol_at = api_symbol_at,
     .set_reply_lines = api_set_reply_lines,
     .dns_cancel = api_dns_cancel,
+    .state_call = api_state_call,
+    .state_cancel = api_state_cancel,
     .tls_peer_subject = api_tls_peer_subject,
     .tls_peer_issuer = api_tls_peer_issuer,
     .tls_peer_fingerprint = api_tls_peer_fingerprint,

@@ -603,7 +603,7 @@ static void cfg__enter_section(struct cfg__load *s, const char *section)
     memcpy(name, section, n);
     name[n] = 0;
 
-    for (int i = SEC_SERVER; i <= SEC_CHAIN; i++)
+    for (int i = SEC_SERVER; i <= SEC_STATE; i++)
         if (strcmp(name, cfg_keys_sec_names[i]) == 0) {
             s->sec = (enum cfg_keys_sec)i;
             snprintf(s->sec_norm, sizeof s->sec_norm, "%s", name);
@@ -852,6 +852,9 @@ static void cfg__defaults(struct cfg__load *s)
     c->upstream_reuse_max_idle = 16;
     c->upstream_reuse_idle_ms = 5 * SEC;
     c->upstream_reuse_age_ms = 300 * SEC;
+    /* Some 200 bytes a counter: ~300,000 of them in the memory bound. */
+    c->state_max_keys = 1000000;
+    c->state_max_memory = 64 * 1024 * 1024;
 }
 
 static void cfg__parse_file(struct cfg__load *s, const char *path)

@@ -192,6 +192,11 @@ struct cfg {
     unsigned upstream_reuse_idle_ms;       /* 5 s */
     unsigned upstream_reuse_age_ms;        /* 300 s */
 
+    /* [state]: plugins' shared state (state.h); read at start only */
+    int state_backend;       /* enum state_backend: memory */
+    unsigned state_max_keys; /* 1,000,000 */
+    size_t state_max_memory; /* 64 MiB */
+
     /* [stats] */
     char stats_listen[300];       /* "127.0.0.1:9025"; "" or "no" disables; "unix:/path" */
     char *stats_allowed_hosts;    /* extra Host names the endpoint answers to, or NULL */

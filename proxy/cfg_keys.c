@@ -12,10 +12,8 @@
 #define HOUR (60ULL * MIN)
 
 const char *const cfg_keys_sec_names[] = {
-    [SEC_SERVER] = "server",
-    [SEC_UPSTREAM] = "upstream",
-    [SEC_STATS] = "stats",
-    [SEC_CHAIN] = "chain",
+    [SEC_SERVER] = "server", [SEC_UPSTREAM] = "upstream", [SEC_STATS] = "stats",
+    [SEC_CHAIN] = "chain",   [SEC_STATE] = "state",
 };
 
 static const char *const cfg_keys__long_lines[] = {"reject", "pass", NULL};
@@ -26,6 +24,7 @@ static const char *const cfg_keys__up_tls[] = {"no", "may", "encrypt", NULL};
 static const char *const cfg_keys__failure[] = {"tempfail", "accept", "tag", NULL};
 /* in the order of enum cfg_tls_mode */
 static const char *const cfg_keys__tls_mode[] = {"auto", "none", "starttls", "implicit", NULL};
+static const char *const cfg_keys__state_backend[] = {"memory", NULL}; /* enum state_backend */
 static const char *const cfg_keys__auth[] = {"none", "dovecot", NULL}; /* enum cfg_auth_mode */
 /* in the order of enum cfg_tls_proto and enum cfg_tls_verify */
 static const char *const cfg_keys__tls_proto[] = {"TLSv1.2", "TLSv1.3", NULL};
@@ -129,6 +128,10 @@ const struct cfg_key cfg_keys[CFG_KEYS_N] = {
     {SEC_STATS, "token_file", T_STR, O(stats_token_file), 0, 0, 0, NULL, 0},
 
     {SEC_CHAIN, "plugins", T_CHAIN, 0, 0, 0, 0, NULL, 0},
+
+    {SEC_STATE, "backend", T_ENUM, O(state_backend), 0, 0, 0, cfg_keys__state_backend, 0},
+    {SEC_STATE, "max_keys", T_UINT, O(state_max_keys), 0, 0, 100000000, NULL, 0},
+    {SEC_STATE, "max_memory", T_SIZE, O(state_max_memory), 0, 0, 64 * GIB, NULL, 0},
 };
 _Static_assert(sizeof cfg_keys / sizeof cfg_keys[0] == CFG_KEYS_N, "CFG_KEYS_N");
 

@@ -23,6 +23,7 @@
 #include "mime7.h"
 #include "dns.h"
 #include "server.h"
+#include "state.h"
 #include "stats.h"
 #include "stats_http.h"
 #include "tlssrv.h"
@@ -246,6 +247,16 @@ static int main__run(struct cfg *cfg)
     char dns_err[256];
     if (dns_init(loop, &dc, dns_err, sizeof dns_err) != 0)
         log_warn("DNS resolver not started (client names, plugin queries off): %s", dns_err);
+    struct state_conf sc = {
+        .backend = (enum state_backend)srv.cfg->state_backend,
+        .max_keys = srv.cfg->state_max_keys,
+        .max_memory = srv.cfg->state_max_memory,
+    };
+    char state_err[256];
+    if (state_init(loop, &sc, state_err, sizeof state_err) != 0) {
+        log_fatal("%s", state_err);
+        return 1;
+    }
     if (server_start(&srv) != 0) {
         log_fatal("cannot start: see the errors above");
         return 1;
@@ -265,6 +276,8 @@ static int main__run(struct cfg *cfg)
     stats_http_stop();
     server_free(&srv);
     chain_shutdown();
+    state_shutdown();            /* after the plugins: they cancel what they wait for */
+    uv_run(loop, UV_RUN_NOWAIT); /* its timer's close */
     uv_loop_close(loop);
     mime7_shutdown();
     return 0;

@@ -285,6 +285,17 @@ void stats_upconn(enum stats_upconn e)
         inc(&g.upconn[e]);
 }
 
+void stats_state(uint64_t keys, uint64_t bytes, uint64_t ops, uint64_t errors, uint64_t evicted,
+                 uint64_t expired)
+{
+    atomic_store_explicit(&g.state_keys, keys, memory_order_relaxed);
+    atomic_store_explicit(&g.state_bytes, bytes, memory_order_relaxed);
+    atomic_store_explicit(&g.state_ops, ops, memory_order_relaxed);
+    atomic_store_explicit(&g.state_errors, errors, memory_order_relaxed);
+    atomic_store_explicit(&g.state_evicted, evicted, memory_order_relaxed);
+    atomic_store_explicit(&g.state_expired, expired, memory_order_relaxed);
+}
+
 void stats_upconn_idle(unsigned idle)
 {
     atomic_store_explicit(&g.upconn_idle, idle, memory_order_relaxed);
@@ -503,7 +514,10 @@ static const char *const core_names[] = {
 };
 
 /* Core families added later (kept apart so the list above stays as it is). */
-static const char *const core_names_more[] = {"sluice_dns_requests_total"};
+static const char *const core_names_more[] = {
+    "sluice_dns_requests_total",     "sluice_state_keys",         "sluice_state_bytes",
+    "sluice_state_operations_total", "sluice_state_errors_total", "sluice_state_evictions_total",
+    "sluice_state_expirations_total"};
 
 static bool label_name_ok(const char *l)
 {
@@ -785,6 +799,7 @@ static void reset_core(void)
     for (size_t i = 0; i < STATS_UPCONN_COUNT; i++)
         atomic_store(&g.upconn[i], 0);
     atomic_store(&g.upconn_idle, 0);
+    stats_state(0, 0, 0, 0, 0, 0);
     atomic_store(&g.upslot_held, 0);
     atomic_store(&g.upslot_waiting, 0);
     for (size_t i = 0; i < STATS_V_COUNT; i++) {

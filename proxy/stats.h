@@ -113,6 +113,10 @@ void stats_upslots(unsigned held, unsigned waiting); /* gauges */
 void stats_auth(enum stats_auth a);
 void stats_upconn(enum stats_upconn e);
 void stats_upconn_idle(unsigned idle); /* gauge */
+/* The shared state store (state.c, loop thread): keys and bytes held now;
+ * operations, failed ones, keys evicted by the bounds and expired, so far. */
+void stats_state(uint64_t keys, uint64_t bytes, uint64_t ops, uint64_t errors, uint64_t evicted,
+                 uint64_t expired);
 
 /* One call per transaction that reached a final answer (or was aborted). */
 void stats_transaction(enum stats_verdict v, unsigned rcpts, uint64_t bytes_in,

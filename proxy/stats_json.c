@@ -105,7 +105,12 @@ static void emit_traffic(buf_t *out, const struct stats__core *g)
     buf_printf(out, "},\"upstream_connections\":{\"idle\":%" PRIu64 ",",
                stats__ld(&g->upconn_idle));
     emit_enum(out, "events", stats__upconn_name, g->upconn, STATS_UPCONN_COUNT);
-    buf_puts(out, "},");
+    buf_printf(out,
+               "},\"state\":{\"keys\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"operations\":%" PRIu64
+               ",\"errors\":%" PRIu64 ",\"evictions\":%" PRIu64 ",\"expirations\":%" PRIu64 "},",
+               stats__ld(&g->state_keys), stats__ld(&g->state_bytes), stats__ld(&g->state_ops),
+               stats__ld(&g->state_errors), stats__ld(&g->state_evicted),
+               stats__ld(&g->state_expired));
     emit_enum(out, "transactions", names_txverdict, g->tx, STATS_V_COUNT);
     buf_puts(out, ",");
     emit_enum(out, "messages", names_txverdict, g->msg, STATS_V_COUNT);

@@ -152,6 +152,23 @@ static void emit_smtp(buf_t *out, const struct stats__core *g)
               "Upstream session pool: waits, waits that timed out (451 4.4.5), sessions taken "
               "back from idle clients.",
               "event", stats__upslot_name, g->upslot, STATS_UPSLOT_COUNT);
+    emit_scalar(out, "sluice_state_keys", "gauge",
+                "Keys in the plugins' shared state store ([state] max_keys).",
+                stats__ld(&g->state_keys));
+    emit_scalar(out, "sluice_state_bytes", "gauge",
+                "Bytes of keys and values in the shared state store ([state] max_memory).",
+                stats__ld(&g->state_bytes));
+    emit_scalar(out, "sluice_state_operations_total", "counter",
+                "Operations plugins made on the shared state.", stats__ld(&g->state_ops));
+    emit_scalar(out, "sluice_state_errors_total", "counter",
+                "Shared state operations that failed (wrong type, overflow, full set).",
+                stats__ld(&g->state_errors));
+    emit_scalar(out, "sluice_state_evictions_total", "counter",
+                "Keys pushed out of the shared state store by its bounds (least recently used).",
+                stats__ld(&g->state_evicted));
+    emit_scalar(out, "sluice_state_expirations_total", "counter",
+                "Keys dropped from the shared state store when their time was up.",
+                stats__ld(&g->state_expired));
     emit_enum(out, "sluice_upstream_connections_total", "counter",
               "Upstream connections for sessions: opened anew or reused from the idle pool; "
               "idle ones closed by sluice (expired) or by the MTA (ended).",

@@ -162,6 +162,28 @@ static const char want_core[] =
     "sluice_upstream_session_events_total{event=\"expired\"} 0\n"
     "sluice_upstream_session_events_total{event=\"reclaimed_idle\"} 0\n"
     "sluice_upstream_session_events_total{event=\"reclaimed_in_transaction\"} 1\n"
+    "# HELP sluice_state_keys Keys in the plugins' shared state store ([state] max_keys).\n"
+    "# TYPE sluice_state_keys gauge\n"
+    "sluice_state_keys 5\n"
+    "# HELP sluice_state_bytes Bytes of keys and values in the shared state store ([state] "
+    "max_memory).\n"
+    "# TYPE sluice_state_bytes gauge\n"
+    "sluice_state_bytes 900\n"
+    "# HELP sluice_state_operations_total Operations plugins made on the shared state.\n"
+    "# TYPE sluice_state_operations_total counter\n"
+    "sluice_state_operations_total 40\n"
+    "# HELP sluice_state_errors_total Shared state operations that failed (wrong type, "
+    "overflow, full set).\n"
+    "# TYPE sluice_state_errors_total counter\n"
+    "sluice_state_errors_total 1\n"
+    "# HELP sluice_state_evictions_total Keys pushed out of the shared state store by its bounds "
+    "(least recently used).\n"
+    "# TYPE sluice_state_evictions_total counter\n"
+    "sluice_state_evictions_total 2\n"
+    "# HELP sluice_state_expirations_total Keys dropped from the shared state store when their "
+    "time was up.\n"
+    "# TYPE sluice_state_expirations_total counter\n"
+    "sluice_state_expirations_total 3\n"
     "# HELP sluice_upstream_connections_total Upstream connections for sessions: opened anew or "
     "reused from the idle pool; idle ones closed by sluice (expired) or by the MTA (ended).\n"
     "# TYPE sluice_upstream_connections_total counter\n"
@@ -277,6 +299,7 @@ static void fire_core_events(void)
     stats_upconn(STATS_UPCONN_REUSED);
     stats_upconn(STATS_UPCONN_ENDED);
     stats_upconn_idle(3);
+    stats_state(5, 900, 40, 1, 2, 3);
     stats_upslot(STATS_UPSLOT_COUNT); /* out of range: ignored */
     stats_transaction(STATS_V_ACCEPTED, 2, 1000, 1100, 0.5);
     stats_transaction(STATS_V_REJECTED, 1, 5000, 0, 0.01);
@@ -899,6 +922,8 @@ static const char want_json[] =
     "\"events\":{\"wait\":2,\"expired\":0,\"reclaimed_idle\":0,\"reclaimed_in_transaction\":1}},"
     "\"upstream_connections\":{\"idle\":3,\"events\":{\"opened\":1,\"reused\":2,\"expired\":0,"
     "\"ended\":1,\"not_kept\":0}},"
+    "\"state\":{\"keys\":5,\"bytes\":900,\"operations\":40,\"errors\":1,\"evictions\":2,"
+    "\"expirations\":3},"
     "\"transactions\":{\"accepted\":1,"
     "\"rejected\":1,\"tempfailed\":1,\"discarded\":0,\"quarantined\":0,"
     "\"aborted\":1},\"messages\":{\"accepted\":1,\"rejected\":1,\"tempfailed\":0,"

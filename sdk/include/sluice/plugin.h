@@ -311,6 +311,79 @@ struct sluice_dns_answer {
 
 typedef void (*sluice_dns_cb)(void *ud, const struct sluice_dns_answer *ans);
 
+/* ---- shared state ----------------------------------------------------------
+ *
+ * api->state_call (a member added later: check SLUICE_API_HAS) keeps state
+ * across sessions in the daemon's store ([state] section): counters over a
+ * window (rate limits), values with a time to live (greylisting), sets
+ * (lists). The same calls work whichever store the admin configures, the
+ * in-process one or one shared by several sluice instances, so a plugin
+ * never assumes the answer is local. Keys are the plugin instance's own:
+ * the host puts the instance name in front ("NAME:" + key), so the same
+ * instance name on every sluice instance shares its keys and two plugins
+ * never see each other's. Semantics are Redis's (INCRBY, GET, SET PX, DEL,
+ * SADD, SISMEMBER); a counter's window starts at its first increment and
+ * later increments keep it (a fixed window).
+ *
+ *   static void on_count(void *ud, const struct sluice_state_answer *a)
+ *   {
+ *       struct my_tx *t = ud;       (loop thread, never inside state_call)
+ *       t->op = NULL;
+ *       if (a->status == 0 && a->num > t->limit)
+ *           sluice_api->set_reply(t->ctx, 451, "4.7.0", "Too many messages, slow down");
+ *       sluice_api->complete(t->ctx, a->status == 0 && a->num > t->limit
+ *                                        ? SLUICE_TEMPFAIL : SLUICE_CONTINUE);
+ *   }
+ *   static int on_mail(sluice_ctx *ctx)   (a non-blocking hook)
+ *   {
+ *       char key[300];
+ *       snprintf(key, sizeof key, "msgs:%s", sluice_api->client_addr(ctx));
+ *       struct sluice_state_request rq = {.size = sizeof rq, .op = SLUICE_STATE_INCR,
+ *                                         .key = key, .delta = 1, .ttl_ms = 60000};
+ *       t->op = sluice_api->state_call(sluice_api->instance(ctx), &rq, on_count, t);
+ *       return t->op ? SLUICE_ASYNC : SLUICE_CONTINUE;
+ *   }
+ */
+
+enum sluice_state_opcode {
+    SLUICE_STATE_INCR = 1,  /* add delta; a new counter expires ttl_ms later (0: never) */
+    SLUICE_STATE_GET,       /* the value (a counter as decimal text) */
+    SLUICE_STATE_SET,       /* store value (any bytes), expiring ttl_ms later (0: never) */
+    SLUICE_STATE_DEL,       /* num = 1 when the key was there */
+    SLUICE_STATE_SADD,      /* add member value; num = 1 when new; ttl_ms > 0 renews
+                               the set's expiry */
+    SLUICE_STATE_SISMEMBER, /* num = 1 when value is a member */
+};
+
+#define SLUICE_STATE_KEY_MAX 500           /* bytes of key (the host adds the name) */
+#define SLUICE_STATE_VALUE_MAX (64 * 1024) /* bytes of a value or member */
+
+struct sluice_state_request {
+    uint32_t size;     /* sizeof(struct sluice_state_request), set by the caller */
+    uint32_t op;       /* enum sluice_state_opcode */
+    const char *key;   /* NUL-terminated, not empty */
+    const char *value; /* SET: the value; SADD, SISMEMBER: the member */
+    size_t len;        /* bytes of value */
+    int64_t delta;     /* INCR */
+    uint64_t ttl_ms;   /* see the opcodes */
+};
+
+struct sluice_state_answer {
+    uint32_t size; /* sizeof(struct sluice_state_answer) as the host has it */
+    /* 0; -ENOENT: GET of a key that is not there (or expired); -EPROTOTYPE:
+     * the key holds another type; -ERANGE: the counter would overflow;
+     * -ENOSPC: the set is full; -EAGAIN: the store cannot be reached (the
+     * plugin decides: allow, or tempfail) */
+    int status;
+    int64_t num;       /* INCR: the value after it; DEL, SADD, SISMEMBER: see above */
+    const char *value; /* GET: host-owned, valid during the callback only */
+    size_t len;        /* GET: bytes of value */
+    int64_t ttl_ms;    /* INCR, GET: time left; -1: no expiry */
+};
+
+typedef void (*sluice_state_cb)(void *ud, const struct sluice_state_answer *ans);
+typedef struct sluice_state_op sluice_state_op; /* one state call in progress */
+
 /* ---- the host's function table ------------------------------------------- */
 
 struct sluice_host_api {
@@ -503,6 +576,20 @@ struct sluice_host_api {
     const char *(*tls_peer_subject)(sluice_ctx *ctx);
     const char *(*tls_peer_issuer)(sluice_ctx *ctx);
     const char *(*tls_peer_fingerprint)(sluice_ctx *ctx);
+
+    /* One operation on the shared state (see "shared state" above). Loop
+     * thread only, like dns_query: from a non-blocking hook or the
+     * plugin's own loop callbacks; inst is the plugin's own instance. cb
+     * runs exactly once, on the loop thread, never inside state_call
+     * itself, unless state_cancel() came first. NULL when the request is
+     * unusable (bad opcode, empty or too long key, too long value, not on
+     * the loop thread): then cb is never called. Cancel what you no longer
+     * wait for before complete() frees what ud points to; a cancelled
+     * write may still have been applied. */
+    sluice_state_op *(*state_call)(sluice_instance *inst, const struct sluice_state_request *rq,
+                                   sluice_state_cb cb, void *ud);
+    /* Loop thread only, before the callback ran: it never will. */
+    void (*state_cancel)(sluice_state_op *op);
 };
 
 /* What set_reply_lines keeps. */

@@ -1,0 +1,239 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * state: see state.h. The in-process backend applies an operation when it
+ * is called (so operations on one key apply in call order) and keeps the
+ * answer in the op until the loop delivers it through defer. A timer sweeps
+ * expired keys a little at a time.
+ */
+#include "state.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/rand.h>
+
+#include "clock.h"
+#include "defer.h"
+#include "state_mem.h"
+#include "stats.h"
+#include "xalloc.h"
+
+/* A sweep every second looks at this many keys at most: 1 M keys take a
+ * few minutes to go round, at a cost of microseconds per tick. */
+#define STATE__SWEEP_MS 1000
+#define STATE__SWEEP_BUDGET 4096
+
+struct state_op {
+    struct defer_ev ev;           /* first: the defer callback finds the op from it */
+    struct state_op *prev, *next; /* pending list */
+    state_cb cb;
+    void *ud;
+    struct state_ans ans;
+    char *value; /* GET: owned copy of the answer's value */
+};
+
+static struct {
+    bool running;
+    pthread_t thread;
+    struct state_mem *mem;
+    uv_timer_t sweep;
+    struct state_op *pending; /* answers not delivered yet */
+    uint64_t ops, errors;
+} state__g;
+
+bool state_running(void)
+{
+    return state__g.running;
+}
+
+static void state__publish(void)
+{
+    struct state_stats st;
+    state_get_stats(&st);
+    stats_state(st.keys, st.bytes, st.ops, st.errors, st.evicted, st.expired);
+}
+
+static void state__sweep_cb(uv_timer_t *t)
+{
+    (void)t;
+    state_mem_sweep(state__g.mem, clock_mono_ns() / 1000000, STATE__SWEEP_BUDGET);
+    state__publish();
+}
+
+int state_init(uv_loop_t *loop, const struct state_conf *conf, char *err, size_t errlen)
+{
+    if (state__g.running) {
+        snprintf(err, errlen, "state: already running");
+        return -1;
+    }
+    uint8_t seed[16];
+    if (RAND_bytes(seed, sizeof seed) != 1) {
+        snprintf(err, errlen, "state: no random bytes for the hash seed");
+        return -1;
+    }
+    state__g.mem = state_mem_new(conf->max_keys, conf->max_memory, seed);
+    uv_timer_init(loop, &state__g.sweep);
+    uv_timer_start(&state__g.sweep, state__sweep_cb, STATE__SWEEP_MS, STATE__SWEEP_MS);
+    uv_unref((uv_handle_t *)&state__g.sweep);
+    state__g.thread = pthread_self();
+    state__g.running = true;
+    return 0;
+}
+
+static void state__unlink(struct state_op *op)
+{
+    if (op->prev)
+        op->prev->next = op->next;
+    else
+        state__g.pending = op->next;
+    if (op->next)
+        op->next->prev = op->prev;
+    op->prev = op->next = NULL;
+}
+
+static void state__op_free(struct state_op *op)
+{
+    free(op->value);
+    free(op);
+}
+
+static void state__deliver(struct defer_ev *ev)
+{
+    struct state_op *op = (struct state_op *)ev;
+    state__unlink(op);
+    /* Out of the module before the call: the callback may not cancel it. */
+    op->cb(op->ud, &op->ans);
+    state__op_free(op);
+}
+
+/* Apply rq to the in-process store; the answer goes in op. */
+static void state__apply_mem(struct state_op *op, const struct state_req *rq, const char *key)
+{
+    struct state_mem *m = state__g.mem;
+    uint64_t now = clock_mono_ns() / 1000000;
+    struct state_ans *a = &op->ans;
+    a->ttl_ms = -1;
+    switch (rq->op) {
+    case STATE_INCR:
+        a->status = state_mem_incr(m, key, rq->delta, rq->ttl_ms, now, &a->num, &a->ttl_ms);
+        break;
+    case STATE_GET: {
+        const char *v;
+        size_t len;
+        a->status = state_mem_get(m, key, now, &v, &len, &a->ttl_ms);
+        if (a->status == 0) {
+            op->value = xmalloc(len + 1);
+            memcpy(op->value, v, len);
+            op->value[len] = 0;
+            a->value = op->value;
+            a->len = len;
+        }
+        break;
+    }
+    case STATE_SET:
+        state_mem_set(m, key, rq->value, rq->len, rq->ttl_ms, now);
+        a->status = 0;
+        break;
+    case STATE_DEL:
+        a->num = state_mem_del(m, key, now);
+        a->status = 0;
+        break;
+    case STATE_SADD: {
+        int r = state_mem_sadd(m, key, rq->value, rq->len, rq->ttl_ms, now);
+        a->status = r < 0 ? r : 0;
+        a->num = r > 0;
+        break;
+    }
+    case STATE_SISMEMBER: {
+        int r = state_mem_sismember(m, key, rq->value, rq->len, now);
+        a->status = r < 0 ? r : 0;
+        a->num = r > 0;
+        break;
+    }
+    }
+}
+
+struct state_op *state_call(const struct state_req *rq, state_cb cb, void *ud)
+{
+    if (!state__g.running || !pthread_equal(state__g.thread, pthread_self()) || !rq || !cb ||
+        !rq->ns || !rq->key || !*rq->key || rq->op < STATE_INCR || rq->op > STATE_SISMEMBER)
+        return NULL;
+    bool has_value = rq->op == STATE_SET || rq->op == STATE_SADD || rq->op == STATE_SISMEMBER;
+    if (has_value && ((!rq->value && rq->len) || rq->len > STATE_VALUE_MAX))
+        return NULL;
+    size_t nl = strlen(rq->ns), kl = strlen(rq->key);
+    if (nl + 1 + kl > STATE_KEY_MAX)
+        return NULL;
+    char key[STATE_KEY_MAX + 1];
+    memcpy(key, rq->ns, nl);
+    key[nl] = ':';
+    memcpy(key + nl + 1, rq->key, kl + 1);
+
+    struct state_op *op = xcalloc(1, sizeof *op);
+    op->cb = cb;
+    op->ud = ud;
+    struct state_req r = *rq;
+    if (!has_value) {
+        r.value = "";
+        r.len = 0;
+    } else if (!r.value) {
+        r.value = "";
+    }
+    state__apply_mem(op, &r, key);
+    state__g.ops++;
+    if (op->ans.status != 0 && op->ans.status != -ENOENT)
+        state__g.errors++;
+    op->next = state__g.pending;
+    if (op->next)
+        op->next->prev = op;
+    state__g.pending = op;
+    state__publish();
+    defer_post(&op->ev, state__deliver);
+    return op;
+}
+
+void state_cancel(struct state_op *op)
+{
+    if (!op)
+        return;
+    defer_cancel(&op->ev);
+    state__unlink(op);
+    state__op_free(op);
+}
+
+void state_get_stats(struct state_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!state__g.mem)
+        return;
+    struct state_mem_stats ms;
+    state_mem_stats(state__g.mem, &ms);
+    out->keys = ms.entries;
+    out->bytes = ms.bytes;
+    out->evicted = ms.evicted;
+    out->expired = ms.expired;
+    out->ops = state__g.ops;
+    out->errors = state__g.errors;
+}
+
+static void state__closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+void state_shutdown(void)
+{
+    if (!state__g.running)
+        return;
+    /* Called after the plugins are gone (they had to cancel what they
+     * waited for before their shutdown): nobody is left to call back. */
+    while (state__g.pending)
+        state_cancel(state__g.pending);
+    uv_timer_stop(&state__g.sweep);
+    uv_close((uv_handle_t *)&state__g.sweep, state__closed);
+    state_mem_free(state__g.mem);
+    state__g.mem = NULL;
+    state__g.running = false;
+}
