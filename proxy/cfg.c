@@ -855,6 +855,8 @@ static void cfg__defaults(struct cfg__load *s)
     /* Some 200 bytes a counter: ~300,000 of them in the memory bound. */
     c->state_max_keys = 1000000;
     c->state_max_memory = 64 * 1024 * 1024;
+    c->state_redis_timeout_ms = 500;
+    c->state_key_prefix = cfg__strdup(s, "sluice:");
 }
 
 static void cfg__parse_file(struct cfg__load *s, const char *path)
@@ -1421,6 +1423,9 @@ static void cfg__check(struct cfg__load *s)
         cfg__check_tls_listener(s, &c->listeners[i]);
     if (c->nupstream == 0 && !s->upstream_bad)
         cfg__err(s, NULL, cfg__seen_line(s, SEC_UPSTREAM, "servers"), "no upstream server");
+    if (c->state_backend == 1 /* redis */ && !c->state_redis)
+        cfg__err(s, NULL, cfg__seen_line(s, SEC_STATE, "backend"),
+                 "[state] backend = redis needs 'redis' (HOST:PORT or unix:/PATH)");
 
     int lc = cfg__seen_line(s, SEC_SERVER, "tls_cert_file");
     int lk = cfg__seen_line(s, SEC_SERVER, "tls_key_file");
@@ -1494,6 +1499,10 @@ static void cfg__free(struct cfg *c)
     free(c->dns_servers);
     free(c->stats_allowed_hosts);
     free(c->stats_token_file);
+    free(c->state_redis);
+    free(c->state_redis_user);
+    free(c->state_redis_password_file);
+    free(c->state_key_prefix);
     free(c->upstream_helo);
     free(c->upstream_tls_ca_file);
     free(c->upstream_tls_verify_name);

@@ -193,9 +193,15 @@ struct cfg {
     unsigned upstream_reuse_age_ms;        /* 300 s */
 
     /* [state]: plugins' shared state (state.h); read at start only */
-    int state_backend;       /* enum state_backend: memory */
-    unsigned state_max_keys; /* 1,000,000 */
-    size_t state_max_memory; /* 64 MiB */
+    int state_backend;               /* enum state_backend: memory */
+    unsigned state_max_keys;         /* 1,000,000 */
+    size_t state_max_memory;         /* 64 MiB */
+    char *state_redis;               /* backend = redis: its address, else NULL */
+    char *state_redis_user;          /* ACL user, or NULL */
+    char *state_redis_password_file; /* or NULL (no AUTH) */
+    unsigned state_redis_db;         /* 0 */
+    unsigned state_redis_timeout_ms; /* 500 ms */
+    char *state_key_prefix;          /* "sluice:" */
 
     /* [stats] */
     char stats_listen[300];       /* "127.0.0.1:9025"; "" or "no" disables; "unix:/path" */

@@ -24,7 +24,8 @@ static const char *const cfg_keys__up_tls[] = {"no", "may", "encrypt", NULL};
 static const char *const cfg_keys__failure[] = {"tempfail", "accept", "tag", NULL};
 /* in the order of enum cfg_tls_mode */
 static const char *const cfg_keys__tls_mode[] = {"auto", "none", "starttls", "implicit", NULL};
-static const char *const cfg_keys__state_backend[] = {"memory", NULL}; /* enum state_backend */
+static const char *const cfg_keys__state_backend[] = {"memory", "redis",
+                                                      NULL};           /* enum state_backend */
 static const char *const cfg_keys__auth[] = {"none", "dovecot", NULL}; /* enum cfg_auth_mode */
 /* in the order of enum cfg_tls_proto and enum cfg_tls_verify */
 static const char *const cfg_keys__tls_proto[] = {"TLSv1.2", "TLSv1.3", NULL};
@@ -132,6 +133,13 @@ const struct cfg_key cfg_keys[CFG_KEYS_N] = {
     {SEC_STATE, "backend", T_ENUM, O(state_backend), 0, 0, 0, cfg_keys__state_backend, 0},
     {SEC_STATE, "max_keys", T_UINT, O(state_max_keys), 0, 0, 100000000, NULL, 0},
     {SEC_STATE, "max_memory", T_SIZE, O(state_max_memory), 0, 0, 64 * GIB, NULL, 0},
+    {SEC_STATE, "redis", T_STR, O(state_redis), 0, 0, 0, NULL, F_PRINTABLE},
+    {SEC_STATE, "redis_user", T_STR, O(state_redis_user), 0, 0, 0, NULL, F_PRINTABLE},
+    {SEC_STATE, "redis_password_file", T_STR, O(state_redis_password_file), 0, 0, 0, NULL, 0},
+    {SEC_STATE, "redis_db", T_UINT, O(state_redis_db), 0, 0, 10000, NULL, 0},
+    {SEC_STATE, "redis_timeout", T_MS, O(state_redis_timeout_ms), 0, 10, 60 * SEC, NULL, 0},
+    {SEC_STATE, "key_prefix", T_STR, O(state_key_prefix), 0, 0, 0, NULL,
+     F_PRINTABLE | F_KEEP_EMPTY},
 };
 _Static_assert(sizeof cfg_keys / sizeof cfg_keys[0] == CFG_KEYS_N, "CFG_KEYS_N");
 

@@ -193,22 +193,26 @@ static int main__load(const struct main__args *a, struct cfg **cfgp)
 
 /* The stats endpoint's bearer token, read before privileges are dropped
  * (the file may be root-only). 0, or -1 (logged). */
-static int main__read_token(const char *path, char *out, size_t n)
+/* The first line of the file at path (a secret: read at start, before
+ * privileges are dropped, so it may be root-only), at least min_len
+ * characters. No path: "" and 0. */
+static int main__read_secret(const char *what, const char *path, char *out, size_t n,
+                             size_t min_len)
 {
     out[0] = 0;
     if (!path)
         return 0;
     FILE *f = fopen(path, "r");
     if (!f || !fgets(out, (int)n, f)) {
-        log_fatal("[stats] token_file %s: %s", path, f ? "empty" : strerror(errno));
+        log_fatal("%s %s: %s", what, path, f ? "empty" : strerror(errno));
         if (f)
             fclose(f);
         return -1;
     }
     fclose(f);
     out[strcspn(out, "\r\n")] = 0;
-    if (strlen(out) < 16) {
-        log_fatal("[stats] token_file %s: the token must have at least 16 characters", path);
+    if (strlen(out) < min_len) {
+        log_fatal("%s %s: it must have at least %zu characters", what, path, min_len);
         return -1;
     }
     return 0;
@@ -228,7 +232,8 @@ static int main__run(struct cfg *cfg)
     srv.overrides = &main__overrides;
     if (srv.cfg->stats_listen[0] && strcmp(srv.cfg->stats_listen, "no") != 0) {
         char err[256], token[256] = "";
-        if (main__read_token(srv.cfg->stats_token_file, token, sizeof token) != 0)
+        if (main__read_secret("[stats] token_file", srv.cfg->stats_token_file, token, sizeof token,
+                              16) != 0)
             return 1;
         stats_http_access(srv.cfg->stats_allowed_hosts, token);
         if (stats_http_start(srv.cfg->stats_listen, err, sizeof err) != 0) {
@@ -247,13 +252,25 @@ static int main__run(struct cfg *cfg)
     char dns_err[256];
     if (dns_init(loop, &dc, dns_err, sizeof dns_err) != 0)
         log_warn("DNS resolver not started (client names, plugin queries off): %s", dns_err);
+    char redis_password[512] = "";
+    if (main__read_secret("[state] redis_password_file", srv.cfg->state_redis_password_file,
+                          redis_password, sizeof redis_password, 1) != 0)
+        return 1;
     struct state_conf sc = {
         .backend = (enum state_backend)srv.cfg->state_backend,
         .max_keys = srv.cfg->state_max_keys,
         .max_memory = srv.cfg->state_max_memory,
+        .redis = srv.cfg->state_redis,
+        .redis_user = srv.cfg->state_redis_user,
+        .redis_password = redis_password[0] ? redis_password : NULL,
+        .redis_db = srv.cfg->state_redis_db,
+        .redis_timeout_ms = srv.cfg->state_redis_timeout_ms,
+        .key_prefix = srv.cfg->state_key_prefix,
     };
     char state_err[256];
-    if (state_init(loop, &sc, state_err, sizeof state_err) != 0) {
+    int state_rc = state_init(loop, &sc, state_err, sizeof state_err);
+    memset(redis_password, 0, sizeof redis_password);
+    if (state_rc != 0) {
         log_fatal("%s", state_err);
         return 1;
     }

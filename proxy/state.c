@@ -17,6 +17,7 @@
 #include "clock.h"
 #include "defer.h"
 #include "state_mem.h"
+#include "state_redis.h"
 #include "stats.h"
 #include "xalloc.h"
 
@@ -30,12 +31,17 @@ struct state_op {
     struct state_op *prev, *next; /* pending list */
     state_cb cb;
     void *ud;
+    struct state_redis_req *rr; /* redis: in flight; NULL once answered */
     struct state_ans ans;
     char *value; /* GET: owned copy of the answer's value */
 };
 
+_Static_assert(STATE_SET_MAX == STATE_MEM_SET_MAX, "one set bound for both backends");
+
 static struct {
     bool running;
+    enum state_backend backend;
+    char *prefix; /* redis: in front of every key */
     pthread_t thread;
     struct state_mem *mem;
     uv_timer_t sweep;
@@ -58,6 +64,8 @@ static void state__publish(void)
 static void state__sweep_cb(uv_timer_t *t)
 {
     (void)t;
+    if (!state__g.mem)
+        return;
     state_mem_sweep(state__g.mem, clock_mono_ns() / 1000000, STATE__SWEEP_BUDGET);
     state__publish();
 }
@@ -67,6 +75,20 @@ int state_init(uv_loop_t *loop, const struct state_conf *conf, char *err, size_t
     if (state__g.running) {
         snprintf(err, errlen, "state: already running");
         return -1;
+    }
+    state__g.backend = conf->backend;
+    if (conf->backend == STATE_REDIS) {
+        struct state_redis_conf rc = {.addr = conf->redis,
+                                      .user = conf->redis_user,
+                                      .password = conf->redis_password,
+                                      .db = conf->redis_db,
+                                      .timeout_ms = conf->redis_timeout_ms};
+        if (state_redis_start(loop, &rc, err, errlen) != 0)
+            return -1;
+        state__g.prefix = xstrdup(conf->key_prefix ? conf->key_prefix : "");
+        state__g.thread = pthread_self();
+        state__g.running = true;
+        return 0;
     }
     uint8_t seed[16];
     if (RAND_bytes(seed, sizeof seed) != 1) {
@@ -155,6 +177,25 @@ static void state__apply_mem(struct state_op *op, const struct state_req *rq, co
     }
 }
 
+/* The redis backend's answer (from the loop, never inside state_call). */
+static void state__redis_done(void *ud, const struct state_ans *a)
+{
+    struct state_op *op = ud;
+    op->rr = NULL;
+    op->ans = *a;
+    op->ans.value = NULL;
+    if (a->status == 0 && a->value) {
+        op->value = xmalloc(a->len + 1);
+        memcpy(op->value, a->value, a->len);
+        op->value[a->len] = 0;
+        op->ans.value = op->value;
+    }
+    if (a->status != 0 && a->status != -ENOENT)
+        state__g.errors++;
+    state__publish();
+    defer_post(&op->ev, state__deliver);
+}
+
 struct state_op *state_call(const struct state_req *rq, state_cb cb, void *ud)
 {
     if (!state__g.running || !pthread_equal(state__g.thread, pthread_self()) || !rq || !cb ||
@@ -163,13 +204,15 @@ struct state_op *state_call(const struct state_req *rq, state_cb cb, void *ud)
     bool has_value = rq->op == STATE_SET || rq->op == STATE_SADD || rq->op == STATE_SISMEMBER;
     if (has_value && ((!rq->value && rq->len) || rq->len > STATE_VALUE_MAX))
         return NULL;
-    size_t nl = strlen(rq->ns), kl = strlen(rq->key);
-    if (nl + 1 + kl > STATE_KEY_MAX)
+    const char *prefix = state__g.backend == STATE_REDIS ? state__g.prefix : "";
+    size_t pl = strlen(prefix), nl = strlen(rq->ns), kl = strlen(rq->key);
+    if (pl + nl + 1 + kl > STATE_KEY_MAX)
         return NULL;
     char key[STATE_KEY_MAX + 1];
-    memcpy(key, rq->ns, nl);
-    key[nl] = ':';
-    memcpy(key + nl + 1, rq->key, kl + 1);
+    memcpy(key, prefix, pl);
+    memcpy(key + pl, rq->ns, nl);
+    key[pl + nl] = ':';
+    memcpy(key + pl + nl + 1, rq->key, kl + 1);
 
     struct state_op *op = xcalloc(1, sizeof *op);
     op->cb = cb;
@@ -181,14 +224,24 @@ struct state_op *state_call(const struct state_req *rq, state_cb cb, void *ud)
     } else if (!r.value) {
         r.value = "";
     }
-    state__apply_mem(op, &r, key);
-    state__g.ops++;
-    if (op->ans.status != 0 && op->ans.status != -ENOENT)
-        state__g.errors++;
     op->next = state__g.pending;
     if (op->next)
         op->next->prev = op;
     state__g.pending = op;
+    state__g.ops++;
+    if (state__g.backend == STATE_REDIS) {
+        op->rr = state_redis_submit(&r, key, state__redis_done, op);
+        if (!op->rr) { /* down: the plugin hears it from the loop */
+            op->ans = (struct state_ans){.status = -EAGAIN, .ttl_ms = -1};
+            state__g.errors++;
+            state__publish();
+            defer_post(&op->ev, state__deliver);
+        }
+        return op;
+    }
+    state__apply_mem(op, &r, key);
+    if (op->ans.status != 0 && op->ans.status != -ENOENT)
+        state__g.errors++;
     state__publish();
     defer_post(&op->ev, state__deliver);
     return op;
@@ -199,6 +252,7 @@ void state_cancel(struct state_op *op)
     if (!op)
         return;
     defer_cancel(&op->ev);
+    state_redis_abandon(op->rr);
     state__unlink(op);
     state__op_free(op);
 }
@@ -206,14 +260,14 @@ void state_cancel(struct state_op *op)
 void state_get_stats(struct state_stats *out)
 {
     memset(out, 0, sizeof *out);
-    if (!state__g.mem)
-        return;
-    struct state_mem_stats ms;
-    state_mem_stats(state__g.mem, &ms);
-    out->keys = ms.entries;
-    out->bytes = ms.bytes;
-    out->evicted = ms.evicted;
-    out->expired = ms.expired;
+    if (state__g.mem) {
+        struct state_mem_stats ms;
+        state_mem_stats(state__g.mem, &ms);
+        out->keys = ms.entries;
+        out->bytes = ms.bytes;
+        out->evicted = ms.evicted;
+        out->expired = ms.expired;
+    }
     out->ops = state__g.ops;
     out->errors = state__g.errors;
 }
@@ -231,9 +285,14 @@ void state_shutdown(void)
      * waited for before their shutdown): nobody is left to call back. */
     while (state__g.pending)
         state_cancel(state__g.pending);
-    uv_timer_stop(&state__g.sweep);
-    uv_close((uv_handle_t *)&state__g.sweep, state__closed);
-    state_mem_free(state__g.mem);
-    state__g.mem = NULL;
+    state_redis_stop();
+    free(state__g.prefix);
+    state__g.prefix = NULL;
+    if (state__g.mem) {
+        uv_timer_stop(&state__g.sweep);
+        uv_close((uv_handle_t *)&state__g.sweep, state__closed);
+        state_mem_free(state__g.mem);
+        state__g.mem = NULL;
+    }
     state__g.running = false;
 }

@@ -32,13 +32,22 @@
 
 #include <uv.h>
 
-enum state_backend { STATE_MEMORY = 0 };
+enum state_backend { STATE_MEMORY = 0, STATE_REDIS };
 
 struct state_conf {
     enum state_backend backend;
     size_t max_keys;   /* memory backend: keys kept at most */
     size_t max_memory; /* memory backend: bytes of keys and values at most */
+    /* redis backend (state_redis.h) */
+    const char *redis;          /* address */
+    const char *redis_user;     /* or NULL */
+    const char *redis_password; /* or NULL */
+    unsigned redis_db;
+    unsigned redis_timeout_ms;
+    const char *key_prefix; /* in front of every Redis key ("sluice:") */
 };
+
+#define STATE_SET_MAX 4096 /* members of one set, whatever the backend */
 
 /* Operations, in the SDK's numbering (SLUICE_STATE_*). */
 enum state_opcode {
@@ -50,7 +59,7 @@ enum state_opcode {
     STATE_SISMEMBER,
 };
 
-#define STATE_KEY_MAX 600           /* bytes of key, namespace included */
+#define STATE_KEY_MAX 700           /* bytes of key, namespace included */
 #define STATE_VALUE_MAX (64 * 1024) /* bytes of a value or set member */
 
 struct state_req {
@@ -66,7 +75,8 @@ struct state_req {
 struct state_ans {
     int status;        /* 0, or -ENOENT (GET: no such key), -EPROTOTYPE (wrong
                           type), -ERANGE (INCR overflow), -ENOSPC (set full),
-                          -EAGAIN (store unreachable) */
+                          -EAGAIN (store unreachable or too slow), -EIO
+                          (the store answered something else) */
     int64_t num;       /* INCR: the value after; DEL, SADD: 1 when it changed
                           something; SISMEMBER: 1 when a member */
     const char *value; /* GET */

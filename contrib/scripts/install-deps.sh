@@ -15,6 +15,9 @@ PACKAGES=(
   libuv1-dev libssl-dev libinih-dev libpcre2-dev libgmime-3.0-dev
   libmicrohttpd-dev libclamav-dev libopendkim-dev libsqlite3-dev libc-ares-dev
   libpsl-dev publicsuffix libspf2-dev libopendmarc-dev
+  # the shared state's Redis backend ([state] backend = redis): hiredis with
+  # its libuv adapter
+  libhiredis-dev
   # the spam plugin's prefilter: optional at build time, and Debian has it
   # for amd64 only (elsewhere the word below is empty)
   $([ "$(dpkg --print-architecture)" = amd64 ] && echo libhyperscan-dev)
@@ -36,6 +39,9 @@ PACKAGES=(
   # PROXY protocol tests: HAProxy in front of sluice (test_front_proxy.py);
   # private instances on generated configs, never the system service
   haproxy
+  # shared state tests: a private redis-server per test on a loopback port
+  # (the package's system service is never used)
+  redis-server
 )
 
 if [ "$(id -u)" -ne 0 ]; then

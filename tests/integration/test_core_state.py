@@ -6,21 +6,83 @@ ends; values and sets outlive the session that wrote them; two instances
 of one plugin keep their own keys; callbacks never run inside state_call()
 and a cancelled call never calls back (the plugin aborts the daemon
 otherwise); a bad [state] section is refused with its file and line."""
+import os
+import shutil
+import subprocess
 import time
+
+import pytest
 
 import harness
 import plugkit
+
+REDIS = shutil.which("redis-server")
+
+
+class Redis:
+    """A private redis-server on a loopback port (no persistence)."""
+
+    def __init__(self, workdir, port=None, extra=()):
+        self.workdir = str(workdir)
+        os.makedirs(self.workdir, exist_ok=True)
+        self.port = port or harness.free_port()
+        self.extra = list(extra)
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.workdir, *self.extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        harness.wait_port(self.port)
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def cli(self, *args, auth=()):
+        r = subprocess.run(["redis-cli", "-p", str(self.port), *auth, *args],
+                           capture_output=True, text=True, timeout=10)
+        return r.stdout.strip()
+
+
+@pytest.fixture
+def redis(tmp_path):
+    if not REDIS:
+        pytest.skip("redis-server not installed (Debian package redis-server)")
+    r = Redis(tmp_path / "redis").start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request, tmp_path):
+    """The [state] section of each backend: the same tests run on both."""
+    if request.param == "memory":
+        yield {}
+        return
+    if not REDIS:
+        pytest.skip("redis-server not installed (Debian package redis-server)")
+    r = Redis(tmp_path / "redis").start()
+    yield {"backend": "redis", "redis": "127.0.0.1:%d" % r.port}
+    r.stop()
 
 
 def _start(sluice_factory, fake, *instances, state=None, stats=None):
     sections = plugkit.chain_sections(*instances)
     if state:
         sections["state"] = state
-    return sluice_factory(fake.port, extra_sections=sections, stats=stats)
+    sl = sluice_factory(fake.port, extra_sections=sections, stats=stats)
+    if state and state.get("backend") == "redis" and "password" not in str(state):
+        assert sl.wait_log(r"state: redis .* connected", 10), sl.output()
+    return sl
 
 
-def test_counter_limit_and_window(fake, sluice_factory):
-    sl = _start(sluice_factory, fake, ("rl", "stateplug", {"limit": "3", "window_ms": "1500"}))
+def test_counter_limit_and_window(fake, sluice_factory, backend):
+    sl = _start(sluice_factory, fake, ("rl", "stateplug", {"limit": "3", "window_ms": "1500"}),
+                state=backend)
     rcpts = ["r%d@example.net" % i for i in range(5)]
     d = plugkit.send(sl.port, rcpts=rcpts)
     codes = [d["rcpt:" + r].code for r in rcpts]
@@ -41,8 +103,8 @@ def test_counter_limit_and_window(fake, sluice_factory):
     assert sl.alive()
 
 
-def test_values_and_sets_outlive_the_session(fake, sluice_factory):
-    sl = _start(sluice_factory, fake, ("st", "stateplug", {"limit": "100"}))
+def test_values_and_sets_outlive_the_session(fake, sluice_factory, backend):
+    sl = _start(sluice_factory, fake, ("st", "stateplug", {"limit": "100"}), state=backend)
     assert plugkit.send(sl.port, mail_from="ann@example.com")["eod"].code == 250
     assert plugkit.send(sl.port, mail_from="bob@example.com")["eod"].code == 250
     assert plugkit.send(sl.port, mail_from="ann@example.com")["eod"].code == 250
@@ -54,8 +116,8 @@ def test_values_and_sets_outlive_the_session(fake, sluice_factory):
     assert sl.alive()
 
 
-def test_value_ttl(fake, sluice_factory):
-    sl = _start(sluice_factory, fake, ("st", "stateplug", {"last_ttl_ms": "500"}))
+def test_value_ttl(fake, sluice_factory, backend):
+    sl = _start(sluice_factory, fake, ("st", "stateplug", {"last_ttl_ms": "500"}), state=backend)
     assert plugkit.send(sl.port, mail_from="ann@example.com")["eod"].code == 250
     time.sleep(0.7)
     assert plugkit.send(sl.port, mail_from="bob@example.com")["eod"].code == 250
@@ -63,11 +125,11 @@ def test_value_ttl(fake, sluice_factory):
     assert b"X-State-Last: none" in msgs[1].data, msgs[1].data[:400]
 
 
-def test_instances_keep_their_own_keys(fake, sluice_factory):
+def test_instances_keep_their_own_keys(fake, sluice_factory, backend):
     """Two instances of the plugin, each limit 3: were the keys shared,
     every recipient would count twice and the second would be refused."""
     sl = _start(sluice_factory, fake, ("one", "stateplug", {"limit": "3"}),
-                ("two", "stateplug", {"limit": "3"}))
+                ("two", "stateplug", {"limit": "3"}), state=backend)
     rcpts = ["r%d@example.net" % i for i in range(4)]
     d = plugkit.send(sl.port, rcpts=rcpts)
     assert [d["rcpt:" + r].code for r in rcpts] == [250, 250, 250, 451], d
@@ -104,3 +166,102 @@ def test_bad_state_section_names_file_and_line(tmp_path):
     assert r.returncode != 0, out
     assert "s.conf:6" in out and "backend" in out, out
     assert "s.conf:7" in out and "max_memory" in out, out
+
+
+# ---- Redis: state shared by several instances ---------------------------------------------
+
+
+def test_redis_counter_shared_by_two_instances(fake, sluice_factory, redis):
+    """Two sluice instances on one Redis count one client's recipients
+    together: with limit 3, the fourth recipient is refused whichever
+    instance it reaches; the keys carry the prefix, the instance name and a
+    TTL from the window."""
+    state = {"backend": "redis", "redis": "127.0.0.1:%d" % redis.port}
+    conf = ("rl", "stateplug", {"limit": "3", "window_ms": "60000"})
+    a = _start(sluice_factory, fake, conf, state=state)
+    b = _start(sluice_factory, fake, conf, state=state)
+    d = plugkit.send(a.port, rcpts=["r1@example.net", "r2@example.net"])
+    assert d["eod"].code == 250, d
+    d = plugkit.send(b.port, rcpts=["r3@example.net", "r4@example.net"])
+    assert d["rcpt:r3@example.net"].code == 250, d
+    assert d["rcpt:r4@example.net"].code == 451, d
+    assert "rate limit: 4 recipients" in d["rcpt:r4@example.net"].text
+    d = plugkit.send(a.port)
+    assert d["rcpt:rcpt@example.net"].code == 451, d
+    assert redis.cli("GET", "sluice:rl:rcpt:127.0.0.1") == "5"
+    ttl = int(redis.cli("PTTL", "sluice:rl:rcpt:127.0.0.1"))
+    assert 0 < ttl <= 60000, ttl
+    # the value and the set written through one instance are read by the other
+    assert redis.cli("GET", "sluice:rl:last") == "sender@example.com"
+    assert redis.cli("SISMEMBER", "sluice:rl:senders", "sender@example.com") == "1"
+
+
+def test_redis_down_fails_then_recovers(fake, sluice_factory, tmp_path):
+    """Redis killed: operations fail at once (-EAGAIN), the plugin's
+    failure policy answers (tempfail, 451), nothing hangs; Redis back on the
+    same port: sluice reconnects by itself and counting resumes."""
+    if not REDIS:
+        pytest.skip("redis-server not installed")
+    r = Redis(tmp_path / "redis").start()
+    try:
+        state = {"backend": "redis", "redis": "127.0.0.1:%d" % r.port, "redis_timeout": "300ms"}
+        sl = _start(sluice_factory, fake, ("rl", "stateplug", {"limit": "100"}), state=state)
+        assert plugkit.send(sl.port)["eod"].code == 250
+        r.stop()
+        t0 = time.monotonic()
+        d = plugkit.send(sl.port)
+        assert d["rcpt:rcpt@example.net"].code == 451, d
+        assert time.monotonic() - t0 < 3.0
+        assert sl.wait_log(r"state: redis .*(connection lost|cannot connect)", 5), sl.output()
+        n = len(sl.lines)
+        r.start()
+        assert sl.wait_log(r"state: redis .* connected", 15, start=n), sl.output()
+        deadline = time.monotonic() + 15
+        while True:
+            d = plugkit.send(sl.port)
+            if d.get("eod") and d["eod"].code == 250:
+                break
+            assert time.monotonic() < deadline, d
+            time.sleep(0.3)
+        assert sl.alive()
+    finally:
+        r.stop()
+
+
+def test_redis_acl_user_and_password_file(fake, sluice_factory, tmp_path):
+    """AUTH with an ACL user and a password read from a file; a wrong
+    password is refused by Redis, logged, and operations fail (451)."""
+    if not REDIS:
+        pytest.skip("redis-server not installed")
+    r = Redis(tmp_path / "redis", extra=[
+        "--user", "default", "off",
+        "--user", "sluice", "on", ">s3cret-pass", "~sluice:*", "+@all"]).start()
+    try:
+        pw = tmp_path / "pw"
+        pw.write_text("s3cret-pass\n")
+        os.chmod(pw, 0o600)
+        state = {"backend": "redis", "redis": "127.0.0.1:%d" % r.port, "redis_user": "sluice",
+                 "redis_password_file": str(pw)}
+        sl = _start(sluice_factory, fake, ("rl", "stateplug", {"limit": "100"}), state=state)
+        assert sl.wait_log(r"state: redis .* connected", 10), sl.output()
+        assert plugkit.send(sl.port)["eod"].code == 250
+        auth = ("--user", "sluice", "--pass", "s3cret-pass", "--no-auth-warning")
+        assert r.cli("GET", "sluice:rl:last", auth=auth) == "sender@example.com"
+        bad = tmp_path / "bad"
+        bad.write_text("wrong\n")
+        state["redis_password_file"] = str(bad)
+        sl2 = _start(sluice_factory, fake, ("rl", "stateplug", {"limit": "100"}), state=state)
+        assert sl2.wait_log(r"state: redis .*AUTH refused", 10), sl2.output()
+        d = plugkit.send(sl2.port)
+        assert d["rcpt:rcpt@example.net"].code == 451, d
+    finally:
+        r.stop()
+
+
+def test_redis_backend_needs_an_address(tmp_path):
+    conf = tmp_path / "s.conf"
+    conf.write_text("[server]\nlisten = 127.0.0.1:2525\n[upstream]\nservers = 127.0.0.1:25\n"
+                    "[state]\nbackend = redis\n")
+    r = harness.run_sluice(["--check", "-c", str(conf)])
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "s.conf:6" in out and "needs 'redis'" in out, out

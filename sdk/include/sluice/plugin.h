@@ -372,7 +372,8 @@ struct sluice_state_answer {
     uint32_t size; /* sizeof(struct sluice_state_answer) as the host has it */
     /* 0; -ENOENT: GET of a key that is not there (or expired); -EPROTOTYPE:
      * the key holds another type; -ERANGE: the counter would overflow;
-     * -ENOSPC: the set is full; -EAGAIN: the store cannot be reached (the
+     * -ENOSPC: the set is full; -EAGAIN: the store cannot be reached or
+     * did not answer in time, -EIO: it answered something unexpected (the
      * plugin decides: allow, or tempfail) */
     int status;
     int64_t num;       /* INCR: the value after it; DEL, SADD, SISMEMBER: see above */

@@ -1,0 +1,502 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * state_redis: see state_redis.h. hiredis (Debian's 0.14) on the loop
+ * through its libuv adapter. hiredis calls every command's callback
+ * exactly once: with the reply, or with NULL when the connection goes
+ * away; a request therefore lives until that call, and a deadline or an
+ * abandon only detaches it from whoever waited.
+ *
+ * The connection is never freed inside a hiredis callback: a failure there
+ * schedules the drop on a zero-delay timer.
+ */
+#include "state_redis.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#include <hiredis/adapters/libuv.h>
+#pragma GCC diagnostic pop
+
+#include "clock.h"
+#include "log.h"
+#include "xalloc.h"
+
+#define STATE_REDIS__BACKOFF_MIN_MS 100
+#define STATE_REDIS__BACKOFF_MAX_MS 5000
+
+struct state_redis_req {
+    struct state_redis_req *prev, *next; /* in flight, oldest first */
+    uint64_t deadline_ms;
+    state_redis_done done; /* NULL once answered or abandoned */
+    void *ud;
+    enum state_opcode op;
+};
+
+static struct {
+    bool started, up, was_up;
+    uv_loop_t *loop;
+    char *display; /* the address as configured, for the log */
+    char *host, *unix_path, *user, *password;
+    int port;
+    unsigned db, timeout_ms;
+    redisAsyncContext *ac;
+    uint64_t connect_deadline_ms; /* while connecting; 0 when not */
+    unsigned backoff_ms;
+    uv_timer_t retry; /* reconnect, or drop (0 ms) */
+    uv_timer_t tick;  /* deadlines */
+    struct state_redis_req *first, *last;
+    char last_error[200];
+} g;
+
+static uint64_t state_redis__now(void)
+{
+    return clock_mono_ns() / 1000000;
+}
+
+bool state_redis_up(void)
+{
+    return g.up;
+}
+
+/* ---- requests ---- */
+
+static void state_redis__unlink(struct state_redis_req *r)
+{
+    if (r->prev)
+        r->prev->next = r->next;
+    else if (g.first == r)
+        g.first = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    else if (g.last == r)
+        g.last = r->prev;
+    r->prev = r->next = NULL;
+}
+
+/* Answer r's waiter (once). */
+static void state_redis__answer(struct state_redis_req *r, const struct state_ans *a)
+{
+    state_redis_done done = r->done;
+    r->done = NULL;
+    state_redis__unlink(r);
+    if (done)
+        done(r->ud, a);
+}
+
+static void state_redis__fail(struct state_redis_req *r, int status)
+{
+    struct state_ans a = {.status = status, .ttl_ms = -1};
+    state_redis__answer(r, &a);
+}
+
+void state_redis_abandon(struct state_redis_req *r)
+{
+    if (!r)
+        return;
+    r->done = NULL;
+    state_redis__unlink(r); /* freed when hiredis calls back */
+}
+
+/* ---- the connection ---- */
+
+static void state_redis__connect(void);
+
+static void state_redis__retry_cb(uv_timer_t *t)
+{
+    (void)t;
+    if (!g.started)
+        return;
+    if (g.ac) { /* a drop was scheduled */
+        redisAsyncContext *ac = g.ac;
+        g.ac = NULL;
+        g.up = false;
+        g.connect_deadline_ms = 0;
+        redisAsyncFree(ac); /* pending callbacks run with NULL */
+        uv_timer_start(&g.retry, state_redis__retry_cb, g.backoff_ms, 0);
+        return;
+    }
+    state_redis__connect();
+}
+
+/* The connection failed or misbehaved: drop it (not from inside a hiredis
+ * callback) and connect again after the backoff. */
+static void state_redis__trouble(const char *why)
+{
+    if (g.was_up || strcmp(why, g.last_error) != 0)
+        log_warn("state: redis %s: %s; operations fail (-EAGAIN) until it is back", g.display, why);
+    snprintf(g.last_error, sizeof g.last_error, "%s", why);
+    g.was_up = false;
+    g.up = false;
+    g.connect_deadline_ms = 0;
+    g.backoff_ms = g.backoff_ms ? g.backoff_ms * 2 : STATE_REDIS__BACKOFF_MIN_MS;
+    if (g.backoff_ms > STATE_REDIS__BACKOFF_MAX_MS)
+        g.backoff_ms = STATE_REDIS__BACKOFF_MAX_MS;
+    uv_timer_start(&g.retry, state_redis__retry_cb, g.ac ? 0 : g.backoff_ms, 0);
+}
+
+static void state_redis__setup_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    (void)ac;
+    const char *step = priv;
+    redisReply *rp = reply;
+    if (!rp || !g.ac)
+        return; /* going away */
+    if (rp->type == REDIS_REPLY_ERROR) {
+        char why[200];
+        snprintf(why, sizeof why, "%s refused: %.150s", step, rp->str);
+        state_redis__trouble(why);
+        return;
+    }
+    if (strcmp(step, "PING") == 0) {
+        g.up = true;
+        g.connect_deadline_ms = 0;
+        g.backoff_ms = 0;
+        g.last_error[0] = 0;
+        if (!g.was_up)
+            log_info("state: redis %s connected", g.display);
+        g.was_up = true;
+    }
+}
+
+static void state_redis__on_connect(const redisAsyncContext *ac, int status)
+{
+    if (ac != g.ac)
+        return;
+    if (status != REDIS_OK) {
+        char why[200];
+        snprintf(why, sizeof why, "cannot connect: %.150s", ac->errstr);
+        g.ac = NULL; /* hiredis frees it after this callback */
+        state_redis__trouble(why);
+        return;
+    }
+    /* AUTH and SELECT first, then PING: the connection is usable once the
+     * PING's answer is in (replies come in order). */
+    redisAsyncContext *c = g.ac;
+    if (g.password) {
+        const char *argv[3] = {"AUTH", g.user ? g.user : g.password, g.password};
+        redisAsyncCommandArgv(c, state_redis__setup_reply, "AUTH", g.user ? 3 : 2, argv, NULL);
+    }
+    if (g.db) {
+        char db[16];
+        snprintf(db, sizeof db, "%u", g.db);
+        const char *argv[2] = {"SELECT", db};
+        redisAsyncCommandArgv(c, state_redis__setup_reply, "SELECT", 2, argv, NULL);
+    }
+    const char *argv[1] = {"PING"};
+    redisAsyncCommandArgv(c, state_redis__setup_reply, "PING", 1, argv, NULL);
+}
+
+static void state_redis__on_disconnect(const redisAsyncContext *ac, int status)
+{
+    (void)status;
+    if (ac != g.ac)
+        return;  /* one we dropped ourselves */
+    g.ac = NULL; /* hiredis frees it */
+    state_redis__trouble("connection lost");
+}
+
+static void state_redis__connect(void)
+{
+    redisAsyncContext *ac =
+        g.unix_path ? redisAsyncConnectUnix(g.unix_path) : redisAsyncConnect(g.host, g.port);
+    if (!ac || ac->err) {
+        char why[200];
+        snprintf(why, sizeof why, "cannot connect: %.150s", ac ? ac->errstr : "out of memory");
+        if (ac)
+            redisAsyncFree(ac);
+        state_redis__trouble(why);
+        return;
+    }
+    if (redisLibuvAttach(ac, g.loop) != REDIS_OK) {
+        redisAsyncFree(ac);
+        state_redis__trouble("cannot attach to the event loop");
+        return;
+    }
+    redisAsyncSetConnectCallback(ac, state_redis__on_connect);
+    redisAsyncSetDisconnectCallback(ac, state_redis__on_disconnect);
+    g.ac = ac;
+    g.connect_deadline_ms = state_redis__now() + g.timeout_ms;
+}
+
+static void state_redis__tick_cb(uv_timer_t *t)
+{
+    (void)t;
+    uint64_t now = state_redis__now();
+    if (g.ac && g.connect_deadline_ms && now >= g.connect_deadline_ms) {
+        state_redis__trouble("no answer to connect, AUTH or PING in time");
+        return;
+    }
+    bool late = false;
+    while (g.first && g.first->deadline_ms <= now) {
+        state_redis__fail(g.first, -EAGAIN);
+        late = true;
+    }
+    if (late && g.ac)
+        state_redis__trouble("an operation got no answer in time");
+}
+
+/* "host:port", "[v6]:port", "unix:/path" */
+static int state_redis__parse_addr(const char *addr, char *err, size_t errlen)
+{
+    if (strncmp(addr, "unix:", 5) == 0) {
+        if (addr[5] != '/') {
+            snprintf(err, errlen, "redis address '%s': unix: needs an absolute path", addr);
+            return -1;
+        }
+        g.unix_path = xstrdup(addr + 5);
+        return 0;
+    }
+    const char *colon = strrchr(addr, ':');
+    char *end;
+    long port = colon ? strtol(colon + 1, &end, 10) : 0;
+    if (!colon || colon == addr || *end || port < 1 || port > 65535) {
+        snprintf(err, errlen, "redis address '%s': expected HOST:PORT, [IPv6]:PORT or unix:/PATH",
+                 addr);
+        return -1;
+    }
+    const char *h = addr;
+    size_t hl = (size_t)(colon - addr);
+    if (h[0] == '[' && hl > 2 && h[hl - 1] == ']') {
+        h++;
+        hl -= 2;
+    }
+    g.host = xmalloc(hl + 1);
+    memcpy(g.host, h, hl);
+    g.host[hl] = 0;
+    g.port = (int)port;
+    return 0;
+}
+
+int state_redis_start(uv_loop_t *loop, const struct state_redis_conf *conf, char *err,
+                      size_t errlen)
+{
+    memset(&g, 0, sizeof g);
+    if (!conf->addr || state_redis__parse_addr(conf->addr, err, errlen) != 0) {
+        if (!conf->addr)
+            snprintf(err, errlen, "[state] backend = redis needs a redis address");
+        free(g.host);
+        free(g.unix_path);
+        memset(&g, 0, sizeof g);
+        return -1;
+    }
+    g.loop = loop;
+    g.display = xstrdup(conf->addr);
+    g.user = conf->user ? xstrdup(conf->user) : NULL;
+    g.password = conf->password ? xstrdup(conf->password) : NULL;
+    g.db = conf->db;
+    g.timeout_ms = conf->timeout_ms ? conf->timeout_ms : 500;
+    uv_timer_init(loop, &g.retry);
+    uv_timer_init(loop, &g.tick);
+    unsigned every = g.timeout_ms / 4 ? g.timeout_ms / 4 : 1;
+    uv_timer_start(&g.tick, state_redis__tick_cb, every, every);
+    uv_unref((uv_handle_t *)&g.tick);
+    uv_unref((uv_handle_t *)&g.retry);
+    g.started = true;
+    state_redis__connect();
+    return 0;
+}
+
+void state_redis_stop(void)
+{
+    if (!g.started)
+        return;
+    g.started = false;
+    while (g.first)
+        state_redis_abandon(g.first);
+    if (g.ac) {
+        redisAsyncContext *ac = g.ac;
+        g.ac = NULL;
+        redisAsyncFree(ac);
+    }
+    uv_timer_stop(&g.retry);
+    uv_timer_stop(&g.tick);
+    uv_close((uv_handle_t *)&g.retry, NULL);
+    uv_close((uv_handle_t *)&g.tick, NULL);
+    free(g.display);
+    free(g.host);
+    free(g.unix_path);
+    free(g.user);
+    if (g.password)
+        memset(g.password, 0, strlen(g.password));
+    free(g.password);
+    g.display = g.host = g.unix_path = g.user = g.password = NULL;
+    g.up = false;
+}
+
+/* ---- operations ---- */
+
+/* One step: the counter and, when it is new, its window; then the time left. */
+static const char STATE_REDIS__INCR[] =
+    "local e = redis.call('EXISTS', KEYS[1]) "
+    "local v = redis.call('INCRBY', KEYS[1], ARGV[1]) "
+    "if e == 0 and tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end "
+    "return {v, redis.call('PTTL', KEYS[1])}";
+static const char STATE_REDIS__GET[] =
+    "return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}";
+/* ARGV: member, ttl, the most members a set holds (-1: full) */
+static const char STATE_REDIS__SADD[] =
+    "local t = tonumber(ARGV[2]) "
+    "if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then "
+    "  if t > 0 then redis.call('PEXPIRE', KEYS[1], t) end return 0 end "
+    "if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[3]) then return -1 end "
+    "redis.call('SADD', KEYS[1], ARGV[1]) "
+    "if t > 0 then redis.call('PEXPIRE', KEYS[1], t) end return 1";
+
+static int state_redis__error(const char *s)
+{
+    if (strstr(s, "WRONGTYPE") || strstr(s, "not an integer"))
+        return -EPROTOTYPE;
+    if (strstr(s, "overflow"))
+        return -ERANGE;
+    return -EIO;
+}
+
+static int64_t state_redis__ttl(long long pttl)
+{
+    return pttl >= 0 ? (int64_t)pttl : -1;
+}
+
+static void state_redis__reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    (void)ac;
+    struct state_redis_req *r = priv;
+    redisReply *rp = reply;
+    if (r->done) {
+        struct state_ans a = {.status = 0, .ttl_ms = -1};
+        if (!rp) {
+            a.status = -EAGAIN;
+        } else if (rp->type == REDIS_REPLY_ERROR) {
+            a.status = state_redis__error(rp->str);
+        } else {
+            switch (r->op) {
+            case STATE_INCR:
+                if (rp->type == REDIS_REPLY_ARRAY && rp->elements == 2 &&
+                    rp->element[0]->type == REDIS_REPLY_INTEGER) {
+                    a.num = rp->element[0]->integer;
+                    a.ttl_ms = state_redis__ttl(rp->element[1]->integer);
+                } else {
+                    a.status = -EIO;
+                }
+                break;
+            case STATE_GET:
+                if (rp->type == REDIS_REPLY_ARRAY && rp->elements == 2 &&
+                    rp->element[0]->type == REDIS_REPLY_STRING) {
+                    a.value = rp->element[0]->str;
+                    a.len = rp->element[0]->len;
+                    a.ttl_ms = state_redis__ttl(rp->element[1]->integer);
+                } else if (rp->type == REDIS_REPLY_ARRAY) {
+                    a.status = -ENOENT;
+                } else {
+                    a.status = -EIO;
+                }
+                break;
+            case STATE_SET:
+                a.status = rp->type == REDIS_REPLY_STATUS ? 0 : -EIO;
+                break;
+            case STATE_DEL:
+            case STATE_SISMEMBER:
+                if (rp->type == REDIS_REPLY_INTEGER)
+                    a.num = rp->integer > 0;
+                else
+                    a.status = -EIO;
+                break;
+            case STATE_SADD:
+                if (rp->type != REDIS_REPLY_INTEGER)
+                    a.status = -EIO;
+                else if (rp->integer < 0)
+                    a.status = -ENOSPC;
+                else
+                    a.num = rp->integer;
+                break;
+            }
+        }
+        state_redis__answer(r, &a);
+    }
+    free(r);
+}
+
+struct state_redis_req *state_redis_submit(const struct state_req *rq, const char *key,
+                                           state_redis_done done, void *ud)
+{
+    if (!g.up || !g.ac)
+        return NULL;
+    const char *argv[7];
+    size_t len[7];
+    int argc = 0;
+    char n1[24], n2[24], n3[24];
+#define ARG(s, l) (argv[argc] = (s), len[argc] = (l), argc++)
+#define ARGZ(s) ARG((s), strlen(s))
+    switch (rq->op) {
+    case STATE_INCR:
+        snprintf(n1, sizeof n1, "%" PRId64, rq->delta);
+        snprintf(n2, sizeof n2, "%" PRIu64, rq->ttl_ms);
+        ARGZ("EVAL");
+        ARGZ(STATE_REDIS__INCR);
+        ARGZ("1");
+        ARGZ(key);
+        ARGZ(n1);
+        ARGZ(n2);
+        break;
+    case STATE_GET:
+        ARGZ("EVAL");
+        ARGZ(STATE_REDIS__GET);
+        ARGZ("1");
+        ARGZ(key);
+        break;
+    case STATE_SET:
+        ARGZ("SET");
+        ARGZ(key);
+        ARG(rq->value, rq->len);
+        if (rq->ttl_ms) {
+            snprintf(n1, sizeof n1, "%" PRIu64, rq->ttl_ms);
+            ARGZ("PX");
+            ARGZ(n1);
+        }
+        break;
+    case STATE_DEL:
+        ARGZ("DEL");
+        ARGZ(key);
+        break;
+    case STATE_SADD:
+        snprintf(n2, sizeof n2, "%" PRIu64, rq->ttl_ms);
+        snprintf(n3, sizeof n3, "%d", STATE_SET_MAX);
+        ARGZ("EVAL");
+        ARGZ(STATE_REDIS__SADD);
+        ARGZ("1");
+        ARGZ(key);
+        ARG(rq->value, rq->len);
+        ARGZ(n2);
+        ARGZ(n3);
+        break;
+    case STATE_SISMEMBER:
+        ARGZ("SISMEMBER");
+        ARGZ(key);
+        ARG(rq->value, rq->len);
+        break;
+    }
+#undef ARG
+#undef ARGZ
+    struct state_redis_req *r = xcalloc(1, sizeof *r);
+    r->done = done;
+    r->ud = ud;
+    r->op = rq->op;
+    r->deadline_ms = state_redis__now() + g.timeout_ms;
+    if (redisAsyncCommandArgv(g.ac, state_redis__reply, r, argc, argv, len) != REDIS_OK) {
+        free(r);
+        return NULL;
+    }
+    r->prev = g.last;
+    if (g.last)
+        g.last->next = r;
+    else
+        g.first = r;
+    g.last = r;
+    return r;
+}
