@@ -186,6 +186,8 @@ static void gl__decide(struct gl_job *j)
         snprintf(text, sizeof text, "Greylisted, please try again in %llu seconds",
                  (unsigned long long)((left_ms + 999) / 1000));
         sluice_api->set_reply(j->ctx, 451, "4.7.1", text);
+        sluice_api->log_ctx(j->ctx, SLUICE_LOG_INFO, "greylisted (%s): %s",
+                            j->state == GL_WAITING ? "retry too early" : "new", j->triplet);
         sluice_api->counter_add(d->c_result, "greylisted", 1);
         verdict = SLUICE_TEMPFAIL;
     }
