@@ -730,6 +730,12 @@ def account(rows, proxies, pf):
                     c["perm"] += 1
                 else:
                     c["gaveup"] += 1
+                    # what each try heard, to tell bad luck from a session
+                    # that can no longer deliver
+                    problems.append("%s: %s gave up after %d tries: %s" % (
+                        name, m.mid, len(m.attempts),
+                        "; ".join("%s/%s %s" % (a["stage"], a["code"], (a["text"] or "")[:60])
+                                  for a in m.attempts)))
         table.append(c)
     return table, problems
 
