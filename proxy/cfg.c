@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "cfg_keys.h"
+#include "state_redis.h"
 #include "cidr.h"
 #include "dns_parse.h"
 #include "log.h"
@@ -1425,7 +1426,15 @@ static void cfg__check(struct cfg__load *s)
         cfg__err(s, NULL, cfg__seen_line(s, SEC_UPSTREAM, "servers"), "no upstream server");
     if (c->state_backend == 1 /* redis */ && !c->state_redis)
         cfg__err(s, NULL, cfg__seen_line(s, SEC_STATE, "backend"),
-                 "[state] backend = redis needs 'redis' (HOST:PORT or unix:/PATH)");
+                 "[state] backend = redis needs 'redis' (IP:PORT or unix:/PATH)");
+    if (c->state_redis) {
+        char rerr[256];
+        if (state_redis_addr_check(c->state_redis, rerr, sizeof rerr) != 0)
+            cfg__err(s, NULL, cfg__seen_line(s, SEC_STATE, "redis"), "%s", rerr);
+    }
+    if (c->state_redis_user && !c->state_redis_password_file)
+        cfg__err(s, NULL, cfg__seen_line(s, SEC_STATE, "redis_user"),
+                 "'redis_user' needs 'redis_password_file' (AUTH user password)");
 
     int lc = cfg__seen_line(s, SEC_SERVER, "tls_cert_file");
     int lk = cfg__seen_line(s, SEC_SERVER, "tls_key_file");

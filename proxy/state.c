@@ -7,6 +7,8 @@
  */
 #include "state.h"
 
+#include <uv.h>
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -70,7 +72,7 @@ static void state__sweep_cb(uv_timer_t *t)
     state__publish();
 }
 
-int state_init(uv_loop_t *loop, const struct state_conf *conf, char *err, size_t errlen)
+int state_init(struct uv_loop_s *loop, const struct state_conf *conf, char *err, size_t errlen)
 {
     if (state__g.running) {
         snprintf(err, errlen, "state: already running");
@@ -200,6 +202,9 @@ struct state_op *state_call(const struct state_req *rq, state_cb cb, void *ud)
 {
     if (!state__g.running || !pthread_equal(state__g.thread, pthread_self()) || !rq || !cb ||
         !rq->ns || !rq->key || !*rq->key || rq->op < STATE_INCR || rq->op > STATE_SISMEMBER)
+        return NULL;
+    /* 2^40 ms is 34 years: more is a caller's bug, and now + ttl must not wrap */
+    if (rq->ttl_ms > ((uint64_t)1 << 40))
         return NULL;
     bool has_value = rq->op == STATE_SET || rq->op == STATE_SADD || rq->op == STATE_SISMEMBER;
     if (has_value && ((!rq->value && rq->len) || rq->len > STATE_VALUE_MAX))

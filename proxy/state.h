@@ -30,7 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <uv.h>
+struct uv_loop_s; /* uv.h's uv_loop_t; not included here: cfg.c reads these headers */
 
 enum state_backend { STATE_MEMORY = 0, STATE_REDIS };
 
@@ -59,7 +59,7 @@ enum state_opcode {
     STATE_SISMEMBER,
 };
 
-#define STATE_KEY_MAX 700           /* bytes of key, namespace included */
+#define STATE_KEY_MAX 1200          /* bytes of key, namespace included */
 #define STATE_VALUE_MAX (64 * 1024) /* bytes of a value or set member */
 
 struct state_req {
@@ -89,7 +89,7 @@ typedef void (*state_cb)(void *ud, const struct state_ans *a);
 struct state_op;
 
 /* Start the service (before plugins run). 0, or -1 with err filled. */
-int state_init(uv_loop_t *loop, const struct state_conf *conf, char *err, size_t errlen);
+int state_init(struct uv_loop_s *loop, const struct state_conf *conf, char *err, size_t errlen);
 /* Stop, after the plugins have shut down: what is still pending is dropped
  * without a callback. */
 void state_shutdown(void);

@@ -344,12 +344,15 @@ int state_mem_sadd(struct state_mem *m, const char *key, const char *member, siz
         return -EPROTOTYPE;
     if (!e)
         e = state_mem__insert(m, key, h, STATE_MEM__SET);
+    if (state_mem__member_at(e, member, len) >= 0) {
+        if (ttl_ms)
+            e->expires_ms = now_ms + ttl_ms;
+        return 0;
+    }
+    if (e->nmembers >= STATE_MEM_SET_MAX)
+        return -ENOSPC; /* as the Redis script: a full set's expiry stays */
     if (ttl_ms)
         e->expires_ms = now_ms + ttl_ms;
-    if (state_mem__member_at(e, member, len) >= 0)
-        return 0;
-    if (e->nmembers >= STATE_MEM_SET_MAX)
-        return -ENOSPC;
     if (e->nmembers == e->cap) {
         e->cap = e->cap ? e->cap * 2 : 4;
         e->members = xrealloc(e->members, e->cap * sizeof *e->members);

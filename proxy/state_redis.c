@@ -11,6 +11,7 @@
  */
 #include "state_redis.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -41,6 +42,7 @@ struct state_redis_req {
 
 static struct {
     bool started, up, was_up;
+    bool failed; /* this connection had trouble: nothing makes it up again */
     uv_loop_t *loop;
     char *display; /* the address as configured, for the log */
     char *host, *unix_path, *user, *password;
@@ -134,6 +136,7 @@ static void state_redis__trouble(const char *why)
     snprintf(g.last_error, sizeof g.last_error, "%s", why);
     g.was_up = false;
     g.up = false;
+    g.failed = true;
     g.connect_deadline_ms = 0;
     g.backoff_ms = g.backoff_ms ? g.backoff_ms * 2 : STATE_REDIS__BACKOFF_MIN_MS;
     if (g.backoff_ms > STATE_REDIS__BACKOFF_MAX_MS)
@@ -146,8 +149,8 @@ static void state_redis__setup_reply(redisAsyncContext *ac, void *reply, void *p
     (void)ac;
     const char *step = priv;
     redisReply *rp = reply;
-    if (!rp || !g.ac)
-        return; /* going away */
+    if (!rp || !g.ac || g.failed)
+        return; /* going away, or a step before this one failed */
     if (rp->type == REDIS_REPLY_ERROR) {
         char why[200];
         snprintf(why, sizeof why, "%s refused: %.150s", step, rp->str);
@@ -222,6 +225,7 @@ static void state_redis__connect(void)
     redisAsyncSetConnectCallback(ac, state_redis__on_connect);
     redisAsyncSetDisconnectCallback(ac, state_redis__on_disconnect);
     g.ac = ac;
+    g.failed = false;
     g.connect_deadline_ms = state_redis__now() + g.timeout_ms;
 }
 
@@ -243,14 +247,15 @@ static void state_redis__tick_cb(uv_timer_t *t)
 }
 
 /* "host:port", "[v6]:port", "unix:/path" */
-static int state_redis__parse_addr(const char *addr, char *err, size_t errlen)
+static int state_redis__parse_addr(const char *addr, char **host_out, int *port_out,
+                                   char **unix_out, char *err, size_t errlen)
 {
     if (strncmp(addr, "unix:", 5) == 0) {
         if (addr[5] != '/') {
             snprintf(err, errlen, "redis address '%s': unix: needs an absolute path", addr);
             return -1;
         }
-        g.unix_path = xstrdup(addr + 5);
+        *unix_out = xstrdup(addr + 5);
         return 0;
     }
     const char *colon = strrchr(addr, ':');
@@ -267,18 +272,44 @@ static int state_redis__parse_addr(const char *addr, char *err, size_t errlen)
         h++;
         hl -= 2;
     }
-    g.host = xmalloc(hl + 1);
-    memcpy(g.host, h, hl);
-    g.host[hl] = 0;
-    g.port = (int)port;
+    char host[INET6_ADDRSTRLEN];
+    unsigned char bin[16];
+    if (hl >= sizeof host) {
+        snprintf(err, errlen, "redis address '%s': not an IP address", addr);
+        return -1;
+    }
+    memcpy(host, h, hl);
+    host[hl] = 0;
+    /* hiredis 0.14 resolves a host name with a blocking getaddrinfo() on
+     * every reconnect, which would stall every session: addresses only. */
+    if (inet_pton(AF_INET, host, bin) != 1 && inet_pton(AF_INET6, host, bin) != 1) {
+        snprintf(err, errlen,
+                 "redis address '%s': an IP address is needed (a host name would be "
+                 "resolved blocking the event loop at every reconnect)",
+                 addr);
+        return -1;
+    }
+    *host_out = xstrdup(host);
+    *port_out = (int)port;
     return 0;
 }
 
-int state_redis_start(uv_loop_t *loop, const struct state_redis_conf *conf, char *err,
+int state_redis_addr_check(const char *addr, char *err, size_t errlen)
+{
+    char *host = NULL, *path = NULL;
+    int port;
+    int rc = state_redis__parse_addr(addr, &host, &port, &path, err, errlen);
+    free(host);
+    free(path);
+    return rc;
+}
+
+int state_redis_start(struct uv_loop_s *loop, const struct state_redis_conf *conf, char *err,
                       size_t errlen)
 {
     memset(&g, 0, sizeof g);
-    if (!conf->addr || state_redis__parse_addr(conf->addr, err, errlen) != 0) {
+    if (!conf->addr ||
+        state_redis__parse_addr(conf->addr, &g.host, &g.port, &g.unix_path, err, errlen) != 0) {
         if (!conf->addr)
             snprintf(err, errlen, "[state] backend = redis needs a redis address");
         free(g.host);

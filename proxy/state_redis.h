@@ -28,8 +28,6 @@
 
 #include <stdbool.h>
 
-#include <uv.h>
-
 #include "state.h"
 
 struct state_redis_conf {
@@ -43,8 +41,12 @@ struct state_redis_conf {
 struct state_redis_req;
 typedef void (*state_redis_done)(void *ud, const struct state_ans *a);
 
+/* 0 when addr is a usable address ("host" must be an IP address: hiredis
+ * 0.14 would resolve a name blocking the loop), else -1 with err. */
+int state_redis_addr_check(const char *addr, char *err, size_t errlen);
+
 /* Connects in the background. 0, or -1 with err (a bad address). */
-int state_redis_start(uv_loop_t *loop, const struct state_redis_conf *conf, char *err,
+int state_redis_start(struct uv_loop_s *loop, const struct state_redis_conf *conf, char *err,
                       size_t errlen);
 void state_redis_stop(void);
 bool state_redis_up(void);

@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define GL_KEY_MAX 500
+#define GL_KEY_MAX 900 /* two addresses of 320 octets and a network */
 
 /* The client's network as text ("192.0.2.0/24", "2001:db8:1:2::/64"; an
  * IPv4-mapped address as IPv4). 0, or -1 (not an address, too long). */

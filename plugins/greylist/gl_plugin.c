@@ -203,7 +203,8 @@ static void gl__auto_cb(void *ud, const struct sluice_state_answer *a)
     if (a->status == 0) {
         char num[24];
         snprintf(num, sizeof num, "%.*s", (int)(a->len < 23 ? a->len : 23), a->value);
-        j->passes = strtoull(num, NULL, 10);
+        long long v = strtoll(num, NULL, 10);
+        j->passes = v > 0 ? (uint64_t)v : 0;
     }
     if (--j->waiting == 0)
         gl__decide(j);
@@ -252,8 +253,14 @@ static int gl__on_rcpt(sluice_ctx *ctx)
     else
         j->status_trip = -EINVAL;
     if (j->waiting == 0) {
+        /* The store refused both requests: on_state_error decides, here.
+         * (With one in flight, gl__decide applies it to the refused one.) */
+        sluice_api->counter_add(d->c_result, "error", 1);
         free(j);
-        return SLUICE_CONTINUE;
+        if (d->conf.on_state_error != 1)
+            return SLUICE_CONTINUE;
+        sluice_api->set_reply(ctx, 451, "4.7.1", "Greylisting unavailable, please try again later");
+        return SLUICE_TEMPFAIL;
     }
     return SLUICE_ASYNC;
 }

@@ -86,6 +86,7 @@ struct rl_check {
     const struct rl_rule *rule;
     sluice_state_op *cur_op, *prev_op;
     int status;
+    bool counted; /* the INCR went in: a refusal takes it back */
     uint64_t cur, prev;
     char subject[RL_SUBJECT_MAX];
 };
@@ -160,7 +161,7 @@ static void rl__finish(struct rl_job *j)
                             (unsigned long long)over->rule->limit, (unsigned long long)count);
         sluice_api->counter_add(d->c_refused, over->rule->name, 1);
         for (size_t i = 0; i < j->n; i++)
-            if (j->c[i].status == 0)
+            if (j->c[i].counted)
                 rl__undo(j, i);
         if (j->phase == SLUICE_PHASE_CONNECT) {
             sluice_api->set_reply(j->ctx, 421, "4.7.0", text);
@@ -192,16 +193,21 @@ static void rl__answer(struct rl_job *j, struct rl_check *c, bool is_cur,
 {
     if (is_cur) {
         c->cur_op = NULL;
-        if (a->status == 0)
+        if (a->status == 0) {
             c->cur = a->num > 0 ? (uint64_t)a->num : 0;
-        else
+            c->counted = true;
+        } else {
             c->status = a->status;
+        }
     } else {
         c->prev_op = NULL;
         if (a->status == 0) {
             char num[24];
             snprintf(num, sizeof num, "%.*s", (int)(a->len < 23 ? a->len : 23), a->value);
-            c->prev = strtoull(num, NULL, 10);
+            /* below zero when an undo outlived its counter (evicted, Redis
+             * restarted): that is nothing counted, not 2^64 */
+            long long v = strtoll(num, NULL, 10);
+            c->prev = v > 0 ? (uint64_t)v : 0;
         } else if (a->status != -ENOENT) {
             c->status = a->status;
         }
@@ -315,8 +321,15 @@ static int rl__check(sluice_ctx *ctx, enum rl_what what, uint64_t delta)
             c->status = -EINVAL;
     }
     if (j->waiting == 0) {
+        /* The store refused every request: on_state_error decides, here. */
+        enum sluice_phase ph = j->phase;
         free(j);
-        return SLUICE_CONTINUE;
+        sluice_api->counter_add(d->c_errors, NULL, 1);
+        if (d->conf.on_state_error != 1)
+            return SLUICE_CONTINUE;
+        sluice_api->set_reply(ctx, ph == SLUICE_PHASE_CONNECT ? 421 : 451, "4.7.0",
+                              "Rate limit check unavailable, try again later");
+        return ph == SLUICE_PHASE_CONNECT ? SLUICE_DISCONNECT : SLUICE_TEMPFAIL;
     }
     return SLUICE_ASYNC;
 }

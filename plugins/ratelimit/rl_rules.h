@@ -38,7 +38,7 @@
 
 #define RL_MAX_RULES 64
 #define RL_NAME_MAX 40
-#define RL_SUBJECT_MAX 300
+#define RL_SUBJECT_MAX 400 /* an address is at most 64 + 1 + 255 octets */
 
 enum rl_what { RL_CONNECTIONS, RL_MESSAGES, RL_RECIPIENTS, RL_BYTES };
 enum rl_per { RL_CLIENT_IP, RL_AUTH_USER, RL_SENDER, RL_SENDER_DOMAIN, RL_RCPT_DOMAIN };

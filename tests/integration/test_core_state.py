@@ -232,3 +232,33 @@ def test_redis_backend_needs_an_address(tmp_path):
     r = harness.run_sluice(["--check", "-c", str(conf)])
     out = r.stdout + r.stderr
     assert r.returncode != 0 and "s.conf:6" in out and "needs 'redis'" in out, out
+
+
+def test_redis_auth_refused_is_never_up(fake, sluice_factory, redis, tmp_path):
+    """A password for a Redis that has none: AUTH is refused, and the PING
+    after it (which Redis answers) must not make the connection usable."""
+    pw = tmp_path / "pw"
+    pw.write_text("not-needed\n")
+    state = {"backend": "redis", "redis": "127.0.0.1:%d" % redis.port,
+             "redis_password_file": str(pw)}
+    sl = _start(sluice_factory, fake, ("st", "stateplug", {"limit": "100"}), state=state)
+    assert sl.wait_log(r"state: redis .*AUTH refused", 10), sl.output()
+    time.sleep(1.0)
+    d = plugkit.send(sl.port)
+    assert d["rcpt:rcpt@example.net"].code == 451, d
+    assert not sl.wait_log(r"state: redis .* connected", 0.5), sl.output()
+    assert redis.cli("KEYS", "*") == ""
+
+
+@pytest.mark.parametrize("lines,want", [
+    ("backend = redis\nredis = redis.example:6379\n", "s.conf:7: redis address"),
+    ("backend = redis\nredis = 127.0.0.1:6379\nredis_user = sluice\n",
+     "s.conf:8: 'redis_user' needs 'redis_password_file'"),
+])
+def test_redis_settings_checked(tmp_path, lines, want):
+    conf = tmp_path / "s.conf"
+    conf.write_text("[server]\nlisten = 127.0.0.1:2525\n[upstream]\nservers = 127.0.0.1:25\n"
+                    "[state]\n" + lines)
+    r = harness.run_sluice(["--check", "-c", str(conf)])
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and want in out, out

@@ -151,7 +151,7 @@ static void test_subjects(void **state)
     assert_int_equal(rl_subject(RL_AUTH_USER, "", 64, s, sizeof s), -1);
     assert_int_equal(rl_subject(RL_SENDER_DOMAIN, "postmaster", 64, s, sizeof s), -1);
     assert_int_equal(rl_subject(RL_SENDER_DOMAIN, "a@", 64, s, sizeof s), -1);
-    char longv[400];
+    char longv[500];
     memset(longv, 'a', sizeof longv);
     longv[sizeof longv - 1] = 0;
     assert_int_equal(rl_subject(RL_SENDER, longv, 64, s, sizeof s), -1);

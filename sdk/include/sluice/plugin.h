@@ -355,7 +355,7 @@ enum sluice_state_opcode {
     SLUICE_STATE_SISMEMBER, /* num = 1 when value is a member */
 };
 
-#define SLUICE_STATE_KEY_MAX 500           /* bytes of key (the host adds the name) */
+#define SLUICE_STATE_KEY_MAX 1000          /* bytes of key (the host adds the name) */
 #define SLUICE_STATE_VALUE_MAX (64 * 1024) /* bytes of a value or member */
 
 struct sluice_state_request {
