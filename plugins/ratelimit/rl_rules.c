@@ -36,6 +36,11 @@ static void rl__err(rl_err_fn fn, void *arg, int *errors, const char *file, unsi
     va_start(ap, fmt);
     vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
     va_end(ap);
+    /* The words quoted come from the file: one printable line whatever
+     * bytes they hold. */
+    for (char *c = msg; *c; c++)
+        if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
+            *c = '?';
     (*errors)++;
     if (fn)
         fn(arg, msg);
