@@ -30,6 +30,7 @@ message to D/NNNN.eml and prints one line per transaction; the demo uses it.
 """
 
 import argparse
+import itertools
 import os
 import re
 import socket
@@ -47,6 +48,9 @@ XCLIENT_CAP = "XCLIENT NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT"
 XFORWARD_CAP = "XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE"
 
 
+_ACCEPTED = itertools.count(1)  # acceptance order of messages, all fakes
+
+
 class Message:
     """One transaction that got as far as the final dot."""
 
@@ -58,6 +62,7 @@ class Message:
         self.raw = raw                    # bytes as on the wire, incl. CRLF.CRLF
         self.data = unstuff(raw)          # bytes after unstuffing, without "."
         self.accepted = False             # EOD reply was 2xx
+        self.seq = 0                      # order of acceptance among all sessions
         self.eod_reply = ""
         self.chunked = False              # came as BDAT chunks
         self.chunks = []                  # their sizes
@@ -191,9 +196,12 @@ class FakeMTA:
     # ---- inspection ------------------------------------------------------
     @property
     def messages(self):
-        """Messages the fake accepted (EOD answered 2xx), in arrival order."""
+        """Messages the fake accepted (EOD answered 2xx), in arrival order
+        (across sessions: with upstream connection reuse, consecutive
+        messages may come on different connections)."""
         with self.lock:
-            return [m for s in self.sessions for m in s.messages if m.accepted]
+            return sorted((m for s in self.sessions for m in s.messages if m.accepted),
+                          key=lambda m: m.seq)
 
     @property
     def tx_sessions(self):
@@ -403,6 +411,7 @@ class FakeMTA:
                 msg.eod_reply = reply if isinstance(reply, str) else repr(reply)
                 if ok:
                     msg.accepted = True
+                    msg.seq = next(_ACCEPTED)
                     if self.on_message:
                         self.on_message(msg)
                 self._notify()
@@ -441,6 +450,7 @@ class FakeMTA:
                 msg.eod_reply = reply if isinstance(reply, str) else repr(reply)
                 if ok:
                     msg.accepted = True
+                    msg.seq = next(_ACCEPTED)
                     if self.on_message:
                         self.on_message(msg)
                 self._notify()
