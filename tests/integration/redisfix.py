@@ -5,6 +5,8 @@ import os
 import shutil
 import subprocess
 
+import pytest
+
 import harness
 
 REDIS = shutil.which("redis-server")
@@ -37,3 +39,17 @@ class Redis:
         r = subprocess.run(["redis-cli", "-p", str(self.port), *auth, *args],
                            capture_output=True, text=True, timeout=10)
         return r.stdout.strip()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request, tmp_path):
+    """The [state] section of each backend: a test taking it runs on both
+    (import it into the test module: from redisfix import backend)."""
+    if request.param == "memory":
+        yield {}
+        return
+    if not REDIS:
+        pytest.skip("redis-server not installed (Debian package redis-server)")
+    r = Redis(tmp_path / "redis").start()
+    yield {"backend": "redis", "redis": "127.0.0.1:%d" % r.port}
+    r.stop()

@@ -13,7 +13,7 @@ import pytest
 
 import harness
 import plugkit
-from redisfix import REDIS, Redis
+from redisfix import REDIS, Redis, backend  # noqa: F401 (a fixture)
 
 @pytest.fixture
 def redis(tmp_path):
@@ -23,18 +23,6 @@ def redis(tmp_path):
     yield r
     r.stop()
 
-
-@pytest.fixture(params=["memory", "redis"])
-def backend(request, tmp_path):
-    """The [state] section of each backend: the same tests run on both."""
-    if request.param == "memory":
-        yield {}
-        return
-    if not REDIS:
-        pytest.skip("redis-server not installed (Debian package redis-server)")
-    r = Redis(tmp_path / "redis").start()
-    yield {"backend": "redis", "redis": "127.0.0.1:%d" % r.port}
-    r.stop()
 
 
 def _start(sluice_factory, fake, *instances, state=None, stats=None):

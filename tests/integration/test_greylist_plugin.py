@@ -14,21 +14,10 @@ import pytest
 
 import harness
 import plugkit
-from redisfix import REDIS, Redis
+from redisfix import REDIS, Redis, backend  # noqa: F401 (a fixture)
 
 GL_SO = os.path.abspath(os.path.join(plugkit.BUILD, "plugins", "greylist.so"))
 
-
-@pytest.fixture(params=["memory", "redis"])
-def backend(request, tmp_path):
-    if request.param == "memory":
-        yield {}
-        return
-    if not REDIS:
-        pytest.skip("redis-server not installed (Debian package redis-server)")
-    r = Redis(tmp_path / "redis").start()
-    yield {"backend": "redis", "redis": "127.0.0.1:%d" % r.port}
-    r.stop()
 
 
 def _start(sluice_factory, fake, state, **keys):

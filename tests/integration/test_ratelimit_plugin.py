@@ -12,21 +12,10 @@ import pytest
 
 import harness
 import plugkit
-from redisfix import REDIS, Redis
+from redisfix import REDIS, Redis, backend  # noqa: F401 (a fixture)
 
 RL_SO = os.path.abspath(os.path.join(plugkit.BUILD, "plugins", "ratelimit.so"))
 
-
-@pytest.fixture(params=["memory", "redis"])
-def backend(request, tmp_path):
-    if request.param == "memory":
-        yield {}
-        return
-    if not REDIS:
-        pytest.skip("redis-server not installed (Debian package redis-server)")
-    r = Redis(tmp_path / "redis").start()
-    yield {"backend": "redis", "redis": "127.0.0.1:%d" % r.port}
-    r.stop()
 
 
 def _rules(tmp_path, text):
