@@ -23,6 +23,7 @@
 #include <pcre2.h>
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -204,16 +205,31 @@ static bool ac__key_bytes_ok(const char *k, size_t n)
     return true;
 }
 
-/* A domain key's characters: no '@', '<', '>', nor an empty label. */
+/* A domain key: labels of letters, digits, '-' and '_' (UTF-8 bytes too,
+ * for internationalized names) separated by single dots, or an address
+ * literal "[192.0.2.1]" / "[IPv6:2001:db8::1]". */
 static bool ac__domain_ok(const char *d, size_t n)
 {
-    if (n == 0 || d[0] == '.' || d[n - 1] == '.')
+    if (n == 0)
+        return false;
+    if (d[0] == '[') {
+        if (n < 3 || d[n - 1] != ']')
+            return false;
+        for (size_t i = 1; i + 1 < n; i++)
+            if (!isalnum((unsigned char)d[i]) && d[i] != ':' && d[i] != '.')
+                return false;
+        return true;
+    }
+    if (d[0] == '.' || d[n - 1] == '.')
         return false;
     for (size_t i = 0; i < n; i++) {
-        if (d[i] == '@' || d[i] == '<' || d[i] == '>')
+        unsigned char c = (unsigned char)d[i];
+        if (c == '.') {
+            if (d[i + 1] == '.')
+                return false;
+        } else if (!isalnum(c) && c != '-' && c != '_' && c < 0x80) {
             return false;
-        if (d[i] == '.' && i + 1 < n && d[i + 1] == '.')
-            return false;
+        }
     }
     return true;
 }
