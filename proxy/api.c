@@ -21,6 +21,7 @@
 #include "dns.h"
 #include "state.h"
 #include "stats.h"
+#include "stats_gauge.h"
 #include "xalloc.h"
 
 static const struct sluice_host_api host_api;
@@ -106,6 +107,32 @@ static sluice_counter *api_counter_new(sluice_instance *inst, const char *name, 
     char full[256];
     snprintf(full, sizeof full, "plugin_%s_%s", inst->name, name);
     return (sluice_counter *)stats_plugin_counter(full, help, label_name, max_label_values);
+}
+
+static sluice_gauge *api_gauge_new(sluice_instance *inst, const char *name, const char *help,
+                                   const char *label1, const char *label2, unsigned max_series)
+{
+    if (inst->checking)
+        return NULL;
+    char full[256];
+    snprintf(full, sizeof full, "plugin_%s_%s", inst->name, name);
+    return (sluice_gauge *)stats_gauge_new(full, help, label1, label2, max_series);
+}
+
+static int api_gauge_set(sluice_gauge *g, const char *v1, const char *v2, double value,
+                         uint64_t expires_ms)
+{
+    return stats_gauge_set((struct stats_gauge *)g, v1, v2, value, expires_ms);
+}
+
+static int api_gauge_remove(sluice_gauge *g, const char *v1, const char *v2)
+{
+    return stats_gauge_remove((struct stats_gauge *)g, v1, v2);
+}
+
+static void api_gauge_clear(sluice_gauge *g)
+{
+    stats_gauge_clear((struct stats_gauge *)g);
 }
 
 static void api_counter_add(sluice_counter *c, const char *label_value, uint64_t n)
@@ -713,6 +740,10 @@ static const struct sluice_host_api host_api = {
     .dns_cancel = api_dns_cancel,
     .state_call = api_state_call,
     .state_cancel = api_state_cancel,
+    .gauge_new = api_gauge_new,
+    .gauge_set = api_gauge_set,
+    .gauge_remove = api_gauge_remove,
+    .gauge_clear = api_gauge_clear,
     .tls_peer_subject = api_tls_peer_subject,
     .tls_peer_issuer = api_tls_peer_issuer,
     .tls_peer_fingerprint = api_tls_peer_fingerprint,

@@ -34,6 +34,7 @@
 
 #include "json.h"
 #include "names.h"
+#include "stats_gauge.h"
 #include "stats_hist.h"
 #include "stats_json.h"
 #include "stats_priv.h"
@@ -380,6 +381,16 @@ static void sanitize_ident(char *dst, size_t n, const char *src)
     dst[i] = '\0';
 }
 
+void stats__printable(char *dst, size_t n, const char *src)
+{
+    copy_printable(dst, n, src);
+}
+
+void stats__ident(char *dst, size_t n, const char *src)
+{
+    sanitize_ident(dst, n, src);
+}
+
 static bool has_suffix(const char *s, const char *suf)
 {
     size_t ls = strlen(s), lf = strlen(suf);
@@ -548,12 +559,8 @@ static bool counter_key(struct counter_key *k, const char *plugin_name, const ch
     sanitize_ident(base, sizeof base, name);
     snprintf(k->full, sizeof k->full, "%s%s%s", strncmp(base, "sluice_", 7) == 0 ? "" : "sluice_",
              base, has_suffix(base, "_total") ? "" : "_total");
-    for (size_t i = 0; i < sizeof core_names / sizeof core_names[0]; i++)
-        if (strcmp(k->full, core_names[i]) == 0)
-            return false;
-    for (size_t i = 0; i < sizeof core_names_more / sizeof core_names_more[0]; i++)
-        if (strcmp(k->full, core_names_more[i]) == 0)
-            return false;
+    if (stats__name_reserved(k->full))
+        return false;
     if (label_name != NULL) {
         sanitize_ident(k->label, sizeof k->label, label_name);
         if (!label_name_ok(k->label) || (k->plugin[0] && strcmp(k->label, "plugin") == 0))
@@ -822,6 +829,7 @@ void stats_reset(double start_time)
         free(g_plugins[i]);
         g_plugins[i] = NULL;
     }
+    stats_gauge_reset();
     n = atomic_exchange(&g_ncounters, 0);
     for (size_t i = 0; i < n; i++) {
         pthread_mutex_destroy(&g_counters[i]->lock);

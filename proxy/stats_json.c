@@ -16,6 +16,7 @@
 #include "json.h"
 #include "names.h"
 #include "stats_hist.h"
+#include "stats_gauge.h"
 #include "stats_priv.h"
 
 static const char *jbool(bool b)
@@ -174,6 +175,35 @@ static void emit_counter(buf_t *out, const struct stats_counter *c)
     buf_puts(out, "}}");
 }
 
+/* {"name":..,"help":..,"labels":[..],"series":[{"labels":[..],"value":N}]},
+ * live series only, largest value first. */
+static void emit_gauge(buf_t *out, size_t i, double now)
+{
+    struct stats_gauge_view v;
+    stats_gauge_view(i, (uint64_t)(now * 1000.0), &v);
+    size_t nl = v.label2[0] ? 2 : v.label1[0] ? 1 : 0;
+    buf_printf(out, "{\"name\":\"%s\",\"help\":", v.name);
+    json_escape(out, v.help);
+    buf_puts(out, ",\"labels\":[");
+    if (nl > 0)
+        buf_printf(out, "\"%s\"", v.label1);
+    if (nl > 1)
+        buf_printf(out, ",\"%s\"", v.label2);
+    buf_puts(out, "],\"series\":[");
+    for (size_t k = 0; k < v.n; k++) {
+        buf_puts(out, k ? ",{\"labels\":[" : "{\"labels\":[");
+        if (nl > 0)
+            json_escape(out, v.rows[k].v1);
+        if (nl > 1) {
+            buf_puts(out, ",");
+            json_escape(out, v.rows[k].v2);
+        }
+        buf_printf(out, "],\"value\":%.15g}", v.rows[k].value);
+    }
+    buf_puts(out, "]}");
+    stats_gauge_view_free(&v);
+}
+
 static void emit_decision(const char *json, size_t k, void *arg)
 {
     buf_t *out = arg;
@@ -199,6 +229,12 @@ void stats_json_render(buf_t *out, double now)
     for (size_t i = 0; i < n; i++) {
         buf_puts(out, i ? "," : "");
         emit_counter(out, cs[i]);
+    }
+    buf_puts(out, "],\"gauges\":[");
+    n = stats_gauge_count();
+    for (size_t i = 0; i < n; i++) {
+        buf_puts(out, i ? "," : "");
+        emit_gauge(out, i, now);
     }
     buf_puts(out, "],\"decisions\":[");
     stats__decisions_each(emit_decision, out);

@@ -109,6 +109,11 @@ static inline uint64_t stats__ld(const _Atomic uint64_t *c)
 }
 
 const struct stats__core *stats__core(void);
+/* Names, for stats_gauge.c: what stats.c does to label values and metric
+ * names, and whether a full family name belongs to the core. */
+void stats__printable(char *dst, size_t n, const char *src);
+void stats__ident(char *dst, size_t n, const char *src);
+bool stats__name_reserved(const char *full);
 double stats__start_time(void);
 /* The version label (stats_set_build_info(), else the build's). */
 const char *stats__version(void);

@@ -18,6 +18,7 @@
 
 #include "names.h"
 #include "stats_hist.h"
+#include "stats_gauge.h"
 #include "stats_priv.h"
 
 /* Free text: backslash and newline escaped, and `"` too when quote is set. */
@@ -342,6 +343,34 @@ static void emit_counters(buf_t *out)
     }
 }
 
+/* Plugin-set gauges: one family each (names are unique); a gauge without
+ * a live series is left out, as a counter family without samples is. */
+static void emit_gauges(buf_t *out, double now)
+{
+    size_t n = stats_gauge_count();
+    for (size_t i = 0; i < n; i++) {
+        struct stats_gauge_view v;
+        stats_gauge_view(i, (uint64_t)(now * 1000.0), &v);
+        if (v.n > 0) {
+            buf_printf(out, "# HELP %s ", v.name);
+            emit_escaped(out, v.help, false);
+            buf_printf(out, "\n# TYPE %s gauge\n", v.name);
+        }
+        for (size_t k = 0; k < v.n; k++) {
+            buf_puts(out, v.name);
+            if (v.label1[0]) {
+                buf_puts(out, "{");
+                emit_label(out, v.label1, v.rows[k].v1, false);
+                if (v.label2[0])
+                    emit_label(out, v.label2, v.rows[k].v2, true);
+                buf_puts(out, "}");
+            }
+            buf_printf(out, " %.15g\n", v.rows[k].value);
+        }
+        stats_gauge_view_free(&v);
+    }
+}
+
 void stats_prom_render(buf_t *out, double now)
 {
     const struct stats__core *g = stats__core();
@@ -350,4 +379,5 @@ void stats_prom_render(buf_t *out, double now)
     emit_mail(out, g);
     emit_plugins(out);
     emit_counters(out);
+    emit_gauges(out, now);
 }

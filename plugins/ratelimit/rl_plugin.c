@@ -29,6 +29,7 @@
 
 #include "cidr.h"
 #include "rl_rules.h"
+#include "rl_top.h"
 
 SLUICE_API_DECLARE;
 
@@ -42,6 +43,7 @@ struct rl_conf {
     bool exempt_authenticated;
     unsigned ipv6_prefix;
     int on_state_error; /* 0 open, 1 closed */
+    unsigned top_offenders;
 };
 
 static const struct sluice_config_key rl__keys[] = {
@@ -69,6 +71,12 @@ static const struct sluice_config_key rl__keys[] = {
      .choices = rl__policies,
      .def = "open",
      .offset = offsetof(struct rl_conf, on_state_error)},
+    {.name = "top_offenders",
+     .type = SLUICE_CONFIG_UNSIGNED,
+     .def = "10",
+     .min = 0,
+     .max = RL_TOP_MAX,
+     .offset = offsetof(struct rl_conf, top_offenders)},
     {.name = NULL},
 };
 
@@ -79,6 +87,8 @@ struct rl_inst {
     struct rl_rules rules;
     sluice_counter *c_refused; /* by rule */
     sluice_counter *c_errors;
+    sluice_gauge *g_top; /* NULL: no top lists (top_offenders = 0, or an older host) */
+    struct rl_top *top;  /* one per rule, owned; loop thread */
 };
 
 /* One rule's pair of operations. */
@@ -131,6 +141,28 @@ static void rl__undo(struct rl_job *j, size_t i)
     sluice_api->state_call(j->d->inst, &rq, rl__noop, NULL);
 }
 
+/* Keep rule's top list, and its gauge series, up to date with a count
+ * the store just gave. A count is shown for one window after its event:
+ * by then the sliding estimate has decayed, and a later event renews it. */
+static void rl__top(struct rl_inst *d, const struct rl_check *c, uint64_t est, uint64_t now_ms)
+{
+    if (!d->g_top)
+        return;
+    struct rl_top *t = &d->top[c->rule - d->rules.v];
+    uint64_t until = now_ms + c->rule->window_ms;
+    char evicted[RL_SUBJECT_MAX];
+    switch (rl_top_note(t, c->subject, est, now_ms, until, evicted, sizeof evicted)) {
+    case RL_TOP_OUT:
+        return;
+    case RL_TOP_REPLACE:
+        sluice_api->gauge_remove(d->g_top, c->rule->name, evicted);
+        /* fall through */
+    case RL_TOP_IN:
+        sluice_api->gauge_set(d->g_top, c->rule->name, c->subject, (double)est, until);
+        return;
+    }
+}
+
 static void rl__finish(struct rl_job *j)
 {
     struct rl_inst *d = j->d;
@@ -144,6 +176,7 @@ static void rl__finish(struct rl_job *j)
             continue;
         }
         uint64_t est = rl_estimate(c->cur, c->prev, j->now_ms, c->rule->window_ms);
+        rl__top(d, c, est, j->now_ms);
         if (est > c->rule->limit && !over) {
             over = c;
             count = est;
@@ -364,6 +397,7 @@ static void rl__shutdown(void *data)
     if (!d)
         return;
     cidr_list_free(&d->exempt);
+    free(d->top);
     free(d);
 }
 
@@ -433,6 +467,22 @@ static int rl__init(const struct sluice_host_api *api, sluice_instance *inst, vo
                                     (unsigned)d->rules.n + 1);
     d->c_errors =
         api->counter_new(inst, "state_errors", "Checks the shared state could not answer", NULL, 0);
+    if (d->conf.top_offenders > 0 && d->rules.n > 0 && SLUICE_API_HAS(api, gauge_clear) &&
+        !api->checking(inst)) {
+        d->top = calloc(d->rules.n, sizeof *d->top);
+        d->g_top = d->top ? api->gauge_new(inst, "top",
+                                           "Top offenders per rule: the subjects with the "
+                                           "highest sliding-window count this instance saw "
+                                           "(shown for one window after their last event)",
+                                           "rule", "subject",
+                                           (unsigned)(d->rules.n * d->conf.top_offenders))
+                          : NULL;
+        if (d->g_top) {
+            api->gauge_clear(d->g_top); /* a reload starts its lists afresh */
+            for (size_t i = 0; i < d->rules.n; i++)
+                d->top[i].cap = d->conf.top_offenders;
+        }
+    }
     api->log(inst, SLUICE_LOG_INFO, "%zu rate limit rules from %s (on_state_error = %s)",
              d->rules.n, d->conf.rules, rl__policies[d->conf.on_state_error]);
     *data = d;

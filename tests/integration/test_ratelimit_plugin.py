@@ -5,8 +5,10 @@ per sender, connections (421 and closed) and bytes over their windows,
 exempt networks, the refusals on /metrics; with Redis, a limit held across
 two sluice instances and the failure policy when Redis is gone; a bad rule
 file refused by --check with its file and line."""
+import json
 import os
 import time
+import urllib.request
 
 import pytest
 
@@ -88,6 +90,31 @@ def test_exempt_networks(fake, sluice_factory, tmp_path, backend):
                 exempt_networks="127.0.0.0/8")
     d = plugkit.send(sl.port, rcpts=["a@example.net", "b@example.net", "c@example.net"])
     assert d["eod"].code == 250, d
+
+
+def test_top_offenders_on_metrics_and_stats(fake, sluice_factory, tmp_path, backend):
+    """The heaviest senders of a rule, with their counts, on /metrics and in
+    /stats; a lighter one is left out once the list is full. The count
+    shown includes a refused attempt: it is the pressure on the limit."""
+    stats = harness.free_port()
+    # a week's window: the counts cannot straddle a bucket's edge in the test
+    sl = _start(sluice_factory, fake, tmp_path, "ms messages sender 3 7d\n", backend,
+                stats={"listen": "127.0.0.1:%d" % stats}, top_offenders="2")
+    for sender, n in (("ann@example.com", 4), ("bob@example.com", 2), ("carl@example.com", 1)):
+        for _ in range(n):
+            plugkit.send(sl.port, mail_from=sender)
+    m = plugkit.metrics(stats)
+    top = "sluice_plugin_rl_top"
+    assert "# TYPE %s gauge" % top in m, m
+    assert plugkit.metric_value(m, top, {"rule": "ms", "subject": "ann@example.com"}) == 4, m
+    assert plugkit.metric_value(m, top, {"rule": "ms", "subject": "bob@example.com"}) == 2, m
+    assert 'subject="carl@example.com"' not in m, m
+    with urllib.request.urlopen("http://127.0.0.1:%d/stats" % stats, timeout=5) as resp:
+        doc = json.loads(resp.read())
+    g = [x for x in doc["gauges"] if x["name"] == top]
+    assert len(g) == 1 and g[0]["labels"] == ["rule", "subject"], doc["gauges"]
+    assert [(s["labels"], s["value"]) for s in g[0]["series"]] == [
+        (["ms", "ann@example.com"], 4), (["ms", "bob@example.com"], 2)], g
 
 
 def test_window_slides(fake, sluice_factory, tmp_path):

@@ -968,7 +968,7 @@ static const char want_json[] =
     "\"plugin\":null,\"help\":\"Rules \\\"hit\\\".\",\"label\":\"rule\","
     "\"values\":{\"R1\":7,\"R\\\\2\":1}},{\"name\":\"sluice_scanned_total\","
     "\"plugin\":\"av\",\"help\":\"Scanned.\",\"label\":null,\"value\":3}],"
-    "\"decisions\":[{\"sid\":\"s2\"},{\"sid\":\"s1\",\"verdict\":\"accepted\"}]}\n";
+    "\"gauges\":[],\"decisions\":[{\"sid\":\"s2\"},{\"sid\":\"s1\",\"verdict\":\"accepted\"}]}\n";
 
 static void test_json_exact(void **state)
 {

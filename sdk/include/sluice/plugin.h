@@ -108,6 +108,7 @@ enum sluice_log_level {
 typedef struct sluice_instance sluice_instance; /* one configured plugin instance */
 typedef struct sluice_ctx sluice_ctx;           /* one hook call in one session */
 typedef struct sluice_counter sluice_counter;   /* a counter on the stats endpoint */
+typedef struct sluice_gauge sluice_gauge;       /* a gauge on the stats endpoint */
 typedef struct sluice_dns_query sluice_dns_query; /* one DNS lookup in progress */
 
 struct sluice_host_api;
@@ -591,6 +592,30 @@ struct sluice_host_api {
                                    sluice_state_cb cb, void *ud);
     /* Loop thread only, before the callback ran: it never will. */
     void (*state_cancel)(sluice_state_op *op);
+
+    /* A gauge sluice_plugin_<instance>_<name> on /metrics (and under
+     * "gauges" in /stats): series the plugin sets and removes, for
+     * current values a counter cannot show (a top-N list, a connection's
+     * state). label1 and label2 name up to two labels (NULL for none);
+     * names follow counter_new's rules, and a name ending in _total,
+     * _bucket, _sum, _count, _info or _created is refused. At most
+     * max_series series (1..1000) live at once. The same instance and name
+     * again (a reload) returns the same gauge with its series: clear it
+     * to start afresh. NULL when refused, under --check, or when the host
+     * has 64 gauges. Create at init. */
+    sluice_gauge *(*gauge_new)(sluice_instance *inst, const char *name, const char *help,
+                               const char *label1, const char *label2, unsigned max_series);
+    /* Set series (v1, v2) to value (label values are copied as printable
+     * ASCII, at most 95 bytes; values of labels the gauge lacks are
+     * ignored). expires_ms is the Unix time in ms at which the series
+     * disappears by itself (0: never), so a list stays honest when no
+     * event comes to update it. 0, or -ENOSPC when max_series live series
+     * exist and this one is new. Any thread. */
+    int (*gauge_set)(sluice_gauge *g, const char *v1, const char *v2, double value,
+                     uint64_t expires_ms);
+    /* 0, or -ENOENT. Any thread. */
+    int (*gauge_remove)(sluice_gauge *g, const char *v1, const char *v2);
+    void (*gauge_clear)(sluice_gauge *g); /* every series; any thread */
 };
 
 /* What set_reply_lines keeps. */
