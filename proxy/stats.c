@@ -530,6 +530,17 @@ static const char *const core_names_more[] = {
     "sluice_state_operations_total", "sluice_state_errors_total", "sluice_state_evictions_total",
     "sluice_state_expirations_total"};
 
+bool stats__name_reserved(const char *full)
+{
+    for (size_t i = 0; i < sizeof core_names / sizeof core_names[0]; i++)
+        if (strcmp(full, core_names[i]) == 0)
+            return true;
+    for (size_t i = 0; i < sizeof core_names_more / sizeof core_names_more[0]; i++)
+        if (strcmp(full, core_names_more[i]) == 0)
+            return true;
+    return false;
+}
+
 static bool label_name_ok(const char *l)
 {
     return l[0] != '\0' && !(l[0] >= '0' && l[0] <= '9') && strncmp(l, "__", 2) != 0 &&
