@@ -638,6 +638,9 @@ static void api__state_cb(void *ud, const struct state_ans *ans)
         .value = ans->value,
         .len = ans->len,
         .ttl_ms = ans->ttl_ms,
+        .values = ans->values,
+        .lens = ans->lens,
+        .count = ans->count,
     };
     sluice_state_cb cb = q->cb;
     void *cb_ud = q->ud;
@@ -649,9 +652,21 @@ static sluice_state_op *api_state_call(sluice_instance *inst, const struct sluic
                                        sluice_state_cb cb, void *ud)
 {
     if (!inst || !rq || !cb ||
-        rq->size < offsetof(struct sluice_state_request, ttl_ms) + sizeof rq->ttl_ms || !rq->key ||
-        strlen(rq->key) > SLUICE_STATE_KEY_MAX || rq->len > SLUICE_STATE_VALUE_MAX)
+        rq->size < offsetof(struct sluice_state_request, ttl_ms) + sizeof rq->ttl_ms)
         return NULL;
+    /* MGET and MINCR (added later) need the request's multi-key members,
+     * and MGET has no key of its own, MINCR's is optional. */
+    bool multi = rq->op == SLUICE_STATE_MGET || rq->op == SLUICE_STATE_MINCR;
+    if (multi && rq->size < offsetof(struct sluice_state_request, nkeys) + sizeof rq->nkeys)
+        return NULL;
+    if ((!multi && !rq->key) || (rq->key && strlen(rq->key) > SLUICE_STATE_KEY_MAX) ||
+        rq->len > SLUICE_STATE_VALUE_MAX)
+        return NULL;
+    if (multi)
+        for (size_t i = 0; rq->keys && i < rq->nkeys && i < SLUICE_STATE_MULTI_MAX; i++)
+            if (!rq->keys[i] ||
+                strnlen(rq->keys[i], SLUICE_STATE_KEY_MAX + 1) > SLUICE_STATE_KEY_MAX)
+                return NULL;
     struct state_req r = {
         .op = (enum state_opcode)rq->op,
         .ns = inst->name,
@@ -660,6 +675,9 @@ static sluice_state_op *api_state_call(sluice_instance *inst, const struct sluic
         .len = rq->len,
         .delta = rq->delta,
         .ttl_ms = rq->ttl_ms,
+        .keys = multi ? rq->keys : NULL,
+        .deltas = multi ? rq->deltas : NULL,
+        .nkeys = multi ? rq->nkeys : 0,
     };
     struct sluice_state_op *q = xcalloc(1, sizeof *q);
     q->cb = cb;

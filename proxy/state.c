@@ -36,6 +36,9 @@ struct state_op {
     struct state_redis_req *rr; /* redis: in flight; NULL once answered */
     struct state_ans ans;
     char *value; /* GET: owned copy of the answer's value */
+    /* MGET: owned copies of the answer's values (one block) and lengths */
+    char **values;
+    size_t *lens;
 };
 
 _Static_assert(STATE_SET_MAX == STATE_MEM_SET_MAX, "one set bound for both backends");
@@ -119,6 +122,8 @@ static void state__unlink(struct state_op *op)
 
 static void state__op_free(struct state_op *op)
 {
+    free(op->values);
+    free(op->lens);
     free(op->value);
     free(op);
 }
@@ -132,8 +137,35 @@ static void state__deliver(struct defer_ev *ev)
     state__op_free(op);
 }
 
+/* Keep a copy of an MGET answer's values in op (one allocation for the
+ * pointers and the bytes, freed with op->values). */
+static void state__keep_values(struct state_op *op, const char *const *v, const size_t *len,
+                               size_t n)
+{
+    size_t bytes = n * sizeof(char *);
+    for (size_t i = 0; i < n; i++)
+        bytes += v[i] ? len[i] + 1 : 0;
+    op->values = xmalloc(bytes ? bytes : 1);
+    op->lens = xcalloc(n ? n : 1, sizeof *op->lens);
+    char *p = (char *)(op->values + n);
+    for (size_t i = 0; i < n; i++) {
+        op->values[i] = NULL;
+        if (!v[i])
+            continue;
+        memcpy(p, v[i], len[i]);
+        p[len[i]] = 0;
+        op->values[i] = p;
+        op->lens[i] = len[i];
+        p += len[i] + 1;
+    }
+    op->ans.values = (const char *const *)op->values;
+    op->ans.lens = op->lens;
+    op->ans.count = n;
+}
+
 /* Apply rq to the in-process store; the answer goes in op. */
-static void state__apply_mem(struct state_op *op, const struct state_req *rq, const char *key)
+static void state__apply_mem(struct state_op *op, const struct state_req *rq, const char *key,
+                             const char *const *keys)
 {
     struct state_mem *m = state__g.mem;
     uint64_t now = clock_mono_ns() / 1000000;
@@ -176,6 +208,39 @@ static void state__apply_mem(struct state_op *op, const struct state_req *rq, co
         a->num = r > 0;
         break;
     }
+    case STATE_MGET: {
+        /* each value points into the table until the next call: copied
+         * one at a time */
+        size_t n = rq->nkeys;
+        const char **v = xcalloc(n, sizeof *v);
+        size_t *len = xcalloc(n, sizeof *len);
+        char **tmp = xcalloc(n, sizeof *tmp);
+        for (size_t i = 0; i < n; i++) {
+            const char *p;
+            int64_t ttl;
+            if (state_mem_get(m, keys[i], now, &p, &len[i], &ttl) == 0) {
+                tmp[i] = xmalloc(len[i] + 1);
+                memcpy(tmp[i], p, len[i]);
+                v[i] = tmp[i];
+            }
+        }
+        state__keep_values(op, v, len, n);
+        for (size_t i = 0; i < n; i++)
+            free(tmp[i]);
+        free(tmp);
+        free(v);
+        free(len);
+        a->status = 0;
+        break;
+    }
+    case STATE_MINCR: {
+        int applied;
+        a->status =
+            state_mem_mincr(m, keys, rq->deltas, rq->nkeys, STATE_MINCR_LIMIT, *key ? key : NULL,
+                            rq->value, rq->len, rq->ttl_ms, now, &applied);
+        a->num = applied;
+        break;
+    }
     }
 }
 
@@ -186,38 +251,93 @@ static void state__redis_done(void *ud, const struct state_ans *a)
     op->rr = NULL;
     op->ans = *a;
     op->ans.value = NULL;
+    op->ans.values = NULL;
+    op->ans.lens = NULL;
+    op->ans.count = 0;
     if (a->status == 0 && a->value) {
         op->value = xmalloc(a->len + 1);
         memcpy(op->value, a->value, a->len);
         op->value[a->len] = 0;
         op->ans.value = op->value;
     }
+    if (a->status == 0 && a->count)
+        state__keep_values(op, a->values, a->lens, a->count);
     if (a->status != 0 && a->status != -ENOENT)
         state__g.errors++;
     state__publish();
     defer_post(&op->ev, state__deliver);
 }
 
+/* prefix + ns + ":" + k into out[STATE_KEY_MAX + 1]; -1 when too long. */
+static int state__full_key(const char *prefix, const char *ns, const char *k, char *out)
+{
+    size_t pl = strlen(prefix), nl = strlen(ns), kl = strlen(k);
+    if (pl + nl + 1 + kl > STATE_KEY_MAX)
+        return -1;
+    memcpy(out, prefix, pl);
+    memcpy(out + pl, ns, nl);
+    out[pl + nl] = ':';
+    memcpy(out + pl + nl + 1, k, kl + 1);
+    return 0;
+}
+
+/* MGET, MINCR: the namespaced keys, in one allocation (freed by the
+ * caller), or NULL when one is empty or too long. */
+static char **state__full_keys(const char *prefix, const struct state_req *rq)
+{
+    size_t fixed = strlen(prefix) + strlen(rq->ns) + 2, bytes = rq->nkeys * sizeof(char *);
+    for (size_t i = 0; i < rq->nkeys; i++) {
+        if (!rq->keys[i] || !*rq->keys[i])
+            return NULL;
+        size_t kl = strnlen(rq->keys[i], STATE_KEY_MAX + 1);
+        if (fixed - 1 + kl > STATE_KEY_MAX)
+            return NULL;
+        bytes += fixed + kl;
+    }
+    char **keys = xmalloc(bytes);
+    char *p = (char *)(keys + rq->nkeys);
+    for (size_t i = 0; i < rq->nkeys; i++) {
+        char k[STATE_KEY_MAX + 1];
+        (void)state__full_key(prefix, rq->ns, rq->keys[i], k);
+        size_t l = strlen(k) + 1;
+        memcpy(p, k, l);
+        keys[i] = p;
+        p += l;
+    }
+    return keys;
+}
+
 struct state_op *state_call(const struct state_req *rq, state_cb cb, void *ud)
 {
     if (!state__g.running || !pthread_equal(state__g.thread, pthread_self()) || !rq || !cb ||
-        !rq->ns || !rq->key || !*rq->key || rq->op < STATE_INCR || rq->op > STATE_SISMEMBER)
+        !rq->ns || rq->op < STATE_INCR || rq->op > STATE_MINCR)
+        return NULL;
+    bool multi = rq->op == STATE_MGET || rq->op == STATE_MINCR;
+    /* MGET has no key of its own; MINCR's is an optional guard */
+    if (!multi && (!rq->key || !*rq->key))
+        return NULL;
+    if (multi && (!rq->keys || rq->nkeys == 0 || rq->nkeys > STATE_MULTI_MAX ||
+                  (rq->op == STATE_MINCR && !rq->deltas)))
         return NULL;
     /* 2^40 ms is 34 years: more is a caller's bug, and now + ttl must not wrap */
     if (rq->ttl_ms > ((uint64_t)1 << 40))
         return NULL;
-    bool has_value = rq->op == STATE_SET || rq->op == STATE_SADD || rq->op == STATE_SISMEMBER;
+    const char *guard = rq->op == STATE_MGET ? "" : rq->key ? rq->key : "";
+    bool has_value = rq->op == STATE_SET || rq->op == STATE_SADD || rq->op == STATE_SISMEMBER ||
+                     (rq->op == STATE_MINCR && *guard);
     if (has_value && ((!rq->value && rq->len) || rq->len > STATE_VALUE_MAX))
         return NULL;
+    if (rq->op == STATE_MINCR)
+        for (size_t i = 0; i < rq->nkeys; i++)
+            if (rq->deltas[i] > STATE_MINCR_LIMIT || rq->deltas[i] < -STATE_MINCR_LIMIT)
+                return NULL;
     const char *prefix = state__g.backend == STATE_REDIS ? state__g.prefix : "";
-    size_t pl = strlen(prefix), nl = strlen(rq->ns), kl = strlen(rq->key);
-    if (pl + nl + 1 + kl > STATE_KEY_MAX)
+    char key[STATE_KEY_MAX + 1] = "";
+    if (*guard && state__full_key(prefix, rq->ns, guard, key) != 0)
         return NULL;
-    char key[STATE_KEY_MAX + 1];
-    memcpy(key, prefix, pl);
-    memcpy(key + pl, rq->ns, nl);
-    key[pl + nl] = ':';
-    memcpy(key + pl + nl + 1, rq->key, kl + 1);
+    char **keys = NULL;
+    if (multi && !(keys = state__full_keys(prefix, rq)))
+        return NULL;
 
     struct state_op *op = xcalloc(1, sizeof *op);
     op->cb = cb;
@@ -235,7 +355,8 @@ struct state_op *state_call(const struct state_req *rq, state_cb cb, void *ud)
     state__g.pending = op;
     state__g.ops++;
     if (state__g.backend == STATE_REDIS) {
-        op->rr = state_redis_submit(&r, key, state__redis_done, op);
+        op->rr = state_redis_submit(&r, key, (const char *const *)keys, state__redis_done, op);
+        free(keys);
         if (!op->rr) { /* down: the plugin hears it from the loop */
             op->ans = (struct state_ans){.status = -EAGAIN, .ttl_ms = -1};
             state__g.errors++;
@@ -244,7 +365,8 @@ struct state_op *state_call(const struct state_req *rq, state_cb cb, void *ud)
         }
         return op;
     }
-    state__apply_mem(op, &r, key);
+    state__apply_mem(op, &r, key, (const char *const *)keys);
+    free(keys);
     if (op->ans.status != 0 && op->ans.status != -ENOENT)
         state__g.errors++;
     state__publish();

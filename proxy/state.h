@@ -57,19 +57,31 @@ enum state_opcode {
     STATE_DEL,
     STATE_SADD,
     STATE_SISMEMBER,
+    STATE_MGET,  /* keys[0..nkeys): values, NULL when absent or a set */
+    STATE_MINCR, /* counters keys[i] += deltas[i], all or none; guarded by `key`
+                    when given (applied only when it is not there; then it is
+                    set to value, expiring ttl_ms later) */
 };
+
+#define STATE_MULTI_MAX 4096 /* keys of one MGET or MINCR */
+#define STATE_MINCR_LIMIT                                                                          \
+    (1LL << 53) /* MINCR counters stay within +-2^53                                               \
+                   (what a Lua number holds exactly) */
 
 #define STATE_KEY_MAX 1200          /* bytes of key, namespace included */
 #define STATE_VALUE_MAX (64 * 1024) /* bytes of a value or set member */
 
 struct state_req {
     enum state_opcode op;
-    const char *ns;    /* namespace: the plugin instance's name */
-    const char *key;   /* NUL-terminated */
-    const char *value; /* SET: the value; SADD, SISMEMBER: the member */
-    size_t len;        /* of value */
-    int64_t delta;     /* INCR */
-    uint64_t ttl_ms;   /* INCR: window of a new counter; SET, SADD: expiry; 0: none */
+    const char *ns;          /* namespace: the plugin instance's name */
+    const char *key;         /* NUL-terminated */
+    const char *value;       /* SET: the value; SADD, SISMEMBER: the member */
+    size_t len;              /* of value */
+    int64_t delta;           /* INCR */
+    uint64_t ttl_ms;         /* INCR: window of a new counter; SET, SADD: expiry; 0: none */
+    const char *const *keys; /* MGET, MINCR: nkeys keys (namespaced like key) */
+    const int64_t *deltas;   /* MINCR */
+    size_t nkeys;
 };
 
 struct state_ans {
@@ -82,6 +94,10 @@ struct state_ans {
     const char *value; /* GET */
     size_t len;
     int64_t ttl_ms; /* INCR, GET: time left; -1: no expiry */
+    /* MGET: count values in key order (NULL: absent) */
+    const char *const *values;
+    const size_t *lens;
+    size_t count;
 };
 
 typedef void (*state_cb)(void *ud, const struct state_ans *a);

@@ -378,6 +378,56 @@ int state_mem_sismember(struct state_mem *m, const char *key, const char *member
     return state_mem__member_at(e, member, len) >= 0;
 }
 
+/* The counter value of e (a decimal string counts, as in Redis), or
+ * -EPROTOTYPE. */
+static int state_mem__number(const struct state_mem__ent *e, int64_t *v)
+{
+    if (e->type == STATE_MEM__INT) {
+        *v = e->ival;
+        return 0;
+    }
+    if (e->type != STATE_MEM__STR || e->slen == 0 || e->slen >= 24)
+        return -EPROTOTYPE;
+    char buf[24], *end;
+    memcpy(buf, e->sval, e->slen);
+    buf[e->slen] = 0;
+    errno = 0;
+    long long x = strtoll(buf, &end, 10);
+    if (*end || errno)
+        return -EPROTOTYPE;
+    *v = x;
+    return 0;
+}
+
+int state_mem_mincr(struct state_mem *m, const char *const *keys, const int64_t *deltas, size_t n,
+                    int64_t limit, const char *guard, const char *gval, size_t glen,
+                    uint64_t gttl_ms, uint64_t now_ms, int *applied)
+{
+    *applied = 0;
+    if (guard && state_mem__find(m, guard, state_mem__hash(m, guard), now_ms))
+        return 0;
+    /* Every check before the first write: all or none. */
+    for (size_t i = 0; i < n; i++) {
+        if (deltas[i] > limit || deltas[i] < -limit)
+            return -ERANGE;
+        struct state_mem__ent *e = state_mem__find(m, keys[i], state_mem__hash(m, keys[i]), now_ms);
+        int64_t v = 0;
+        if (e && state_mem__number(e, &v) != 0)
+            return -EPROTOTYPE;
+        if (v > limit || v < -limit || v + deltas[i] > limit || v + deltas[i] < -limit)
+            return -ERANGE;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int64_t v, ttl;
+        /* cannot fail: checked above (a key evicted since starts at 0) */
+        (void)state_mem_incr(m, keys[i], deltas[i], 0, now_ms, &v, &ttl);
+    }
+    if (guard)
+        state_mem_set(m, guard, gval, glen, gttl_ms, now_ms);
+    *applied = 1;
+    return 0;
+}
+
 size_t state_mem_sweep(struct state_mem *m, uint64_t now_ms, size_t budget)
 {
     size_t dropped = 0, looked = 0;

@@ -63,6 +63,16 @@ int state_mem_sadd(struct state_mem *m, const char *key, const char *member, siz
 int state_mem_sismember(struct state_mem *m, const char *key, const char *member, size_t len,
                         uint64_t now_ms);
 
+/* Counters keys[i] += deltas[i] (a missing key starts at 0, without
+ * expiry), all or none: -EPROTOTYPE when one holds a set or a non-number,
+ * -ERANGE when one would leave +-limit; nothing changed then. With a
+ * guard: only when that key is not there, and it is then set to gval
+ * (expiring gttl_ms later, 0 never); *applied = 0 when it was there. Keys
+ * should be distinct. */
+int state_mem_mincr(struct state_mem *m, const char *const *keys, const int64_t *deltas, size_t n,
+                    int64_t limit, const char *guard, const char *gval, size_t glen,
+                    uint64_t gttl_ms, uint64_t now_ms, int *applied);
+
 /* Drop expired keys, looking at no more than `budget` of them; returns how
  * many were dropped. Called from a timer so that memory held by keys no one
  * asks for again is given back. */

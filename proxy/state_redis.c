@@ -27,6 +27,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "stats.h"
 #include "xalloc.h"
 
 #define STATE_REDIS__BACKOFF_MIN_MS 100
@@ -38,11 +39,14 @@ struct state_redis_req {
     state_redis_done done; /* NULL once answered or abandoned */
     void *ud;
     enum state_opcode op;
+    size_t nkeys; /* MGET */
 };
 
 static struct {
     bool started, up, was_up;
-    bool failed; /* this connection had trouble: nothing makes it up again */
+    bool ever_up;        /* a later PING that makes it up is a reconnect */
+    uint64_t reconnects; /* sluice_state_redis_reconnects_total */
+    bool failed;         /* this connection had trouble: nothing makes it up again */
     uv_loop_t *loop;
     char *display; /* the address as configured, for the log */
     char *host, *unix_path, *user, *password;
@@ -68,6 +72,12 @@ bool state_redis_up(void)
 }
 
 /* ---- requests ---- */
+
+/* sluice_state_redis_up and _reconnects_total follow every change. */
+static void state_redis__publish(void)
+{
+    stats_state_redis(g.up, g.reconnects);
+}
 
 static void state_redis__unlink(struct state_redis_req *r)
 {
@@ -137,6 +147,7 @@ static void state_redis__trouble(const char *why)
     g.was_up = false;
     g.up = false;
     g.failed = true;
+    state_redis__publish();
     g.connect_deadline_ms = 0;
     g.backoff_ms = g.backoff_ms ? g.backoff_ms * 2 : STATE_REDIS__BACKOFF_MIN_MS;
     if (g.backoff_ms > STATE_REDIS__BACKOFF_MAX_MS)
@@ -165,6 +176,10 @@ static void state_redis__setup_reply(redisAsyncContext *ac, void *reply, void *p
         if (!g.was_up)
             log_info("state: redis %s connected", g.display);
         g.was_up = true;
+        if (g.ever_up)
+            g.reconnects++;
+        g.ever_up = true;
+        state_redis__publish();
     }
 }
 
@@ -330,6 +345,7 @@ int state_redis_start(struct uv_loop_s *loop, const struct state_redis_conf *con
     uv_unref((uv_handle_t *)&g.tick);
     uv_unref((uv_handle_t *)&g.retry);
     g.started = true;
+    state_redis__publish(); /* down until the first PING is answered */
     state_redis__connect();
     return 0;
 }
@@ -380,6 +396,31 @@ static const char STATE_REDIS__SADD[] =
     "redis.call('SADD', KEYS[1], ARGV[1]) "
     "if t > 0 then redis.call('PEXPIRE', KEYS[1], t) end return 1";
 
+/* KEYS: the guard (when ARGV[1] is 1), then the counters; ARGV: guard?,
+ * its value, its ttl, the limit, then one delta per counter. Every check
+ * before the first write (a script's writes are not rolled back): a set
+ * under a counter's name fails GET with WRONGTYPE before anything changed. */
+static const char STATE_REDIS__MINCR[] =
+    "local g = tonumber(ARGV[1]) local first = 1 "
+    "if g == 1 then "
+    "  if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end first = 2 end "
+    "local lim = tonumber(ARGV[4]) "
+    "for i = first, #KEYS do "
+    "  local d = tonumber(ARGV[5 + i - first]) "
+    "  local v = redis.call('GET', KEYS[i]) "
+    "  local x = 0 "
+    "  if v then x = tonumber(v) "
+    "    if not x or x ~= math.floor(x) then "
+    "      return redis.error_reply('ERR value is not an integer') end end "
+    "  if math.abs(x) > lim or math.abs(x + d) > lim then "
+    "    return redis.error_reply('ERR increment or decrement would overflow') end "
+    "end "
+    "for i = first, #KEYS do redis.call('INCRBY', KEYS[i], ARGV[5 + i - first]) end "
+    "if g == 1 then "
+    "  if tonumber(ARGV[3]) > 0 then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) "
+    "  else redis.call('SET', KEYS[1], ARGV[2]) end end "
+    "return 1";
+
 static int state_redis__error(const char *s)
 {
     if (strstr(s, "WRONGTYPE") || strstr(s, "not an integer"))
@@ -399,6 +440,8 @@ static void state_redis__reply(redisAsyncContext *ac, void *reply, void *priv)
     (void)ac;
     struct state_redis_req *r = priv;
     redisReply *rp = reply;
+    const char **values = NULL;
+    size_t *lens = NULL;
     if (r->done) {
         struct state_ans a = {.status = 0, .ttl_ms = -1};
         if (!rp) {
@@ -446,18 +489,111 @@ static void state_redis__reply(redisAsyncContext *ac, void *reply, void *priv)
                 else
                     a.num = rp->integer;
                 break;
+            case STATE_MINCR:
+                if (rp->type == REDIS_REPLY_INTEGER)
+                    a.num = rp->integer;
+                else
+                    a.status = -EIO;
+                break;
+            case STATE_MGET:
+                if (rp->type != REDIS_REPLY_ARRAY || rp->elements != r->nkeys) {
+                    a.status = -EIO;
+                    break;
+                }
+                /* pointers into the reply, which lives until we return */
+                values = xcalloc(r->nkeys, sizeof *values);
+                lens = xcalloc(r->nkeys, sizeof *lens);
+                for (size_t i = 0; i < r->nkeys; i++) {
+                    const redisReply *e = rp->element[i];
+                    if (e->type == REDIS_REPLY_STRING) {
+                        values[i] = e->str;
+                        lens[i] = e->len;
+                    }
+                }
+                a.values = values;
+                a.lens = lens;
+                a.count = r->nkeys;
+                break;
             }
         }
         state_redis__answer(r, &a);
     }
+    free(values);
+    free(lens);
     free(r);
 }
 
+/* MGET and MINCR: argv of their own size. */
+static struct state_redis_req *state_redis__submit_multi(const struct state_req *rq,
+                                                         const char *key, const char *const *keys,
+                                                         state_redis_done done, void *ud)
+{
+    size_t n = rq->nkeys, max = n * 2 + 8, argc = 0;
+    const char **argv = xcalloc(max, sizeof *argv);
+    size_t *len = xcalloc(max, sizeof *len);
+    char *nums = NULL;
+    char lim[24], gttl[24], nk[24];
+    bool guard = *key != 0;
+#define ARG(s, l) (argv[argc] = (s), len[argc] = (l), argc++)
+#define ARGZ(s) ARG((s), strlen(s))
+    if (rq->op == STATE_MGET) {
+        ARGZ("MGET");
+        for (size_t i = 0; i < n; i++)
+            ARGZ(keys[i]);
+    } else {
+        snprintf(nk, sizeof nk, "%zu", n + guard);
+        snprintf(gttl, sizeof gttl, "%" PRIu64, rq->ttl_ms);
+        snprintf(lim, sizeof lim, "%lld", (long long)STATE_MINCR_LIMIT);
+        ARGZ("EVAL");
+        ARGZ(STATE_REDIS__MINCR);
+        ARGZ(nk);
+        if (guard)
+            ARGZ(key);
+        for (size_t i = 0; i < n; i++)
+            ARGZ(keys[i]);
+        ARGZ(guard ? "1" : "0");
+        ARG(guard ? rq->value : "", guard ? rq->len : 0);
+        ARGZ(gttl);
+        ARGZ(lim);
+        nums = xmalloc(n * 24);
+        for (size_t i = 0; i < n; i++) {
+            snprintf(nums + i * 24, 24, "%" PRId64, rq->deltas[i]);
+            ARGZ(nums + i * 24);
+        }
+    }
+#undef ARG
+#undef ARGZ
+    struct state_redis_req *r = xcalloc(1, sizeof *r);
+    r->done = done;
+    r->ud = ud;
+    r->op = rq->op;
+    r->nkeys = n;
+    r->deadline_ms = state_redis__now() + g.timeout_ms;
+    /* hiredis formats the command into its buffer here: argv may go */
+    int rc = redisAsyncCommandArgv(g.ac, state_redis__reply, r, (int)argc, argv, len);
+    free(argv);
+    free(len);
+    free(nums);
+    if (rc != REDIS_OK) {
+        free(r);
+        return NULL;
+    }
+    r->prev = g.last;
+    if (g.last)
+        g.last->next = r;
+    else
+        g.first = r;
+    g.last = r;
+    return r;
+}
+
 struct state_redis_req *state_redis_submit(const struct state_req *rq, const char *key,
-                                           state_redis_done done, void *ud)
+                                           const char *const *keys, state_redis_done done, void *ud)
 {
     if (!g.up || !g.ac)
         return NULL;
+    if (rq->op == STATE_MGET || rq->op == STATE_MINCR)
+        return state_redis__submit_multi(rq, key, keys, done, ud);
     const char *argv[7];
     size_t len[7];
     int argc = 0;
@@ -510,6 +646,9 @@ struct state_redis_req *state_redis_submit(const struct state_req *rq, const cha
         ARGZ("SISMEMBER");
         ARGZ(key);
         ARG(rq->value, rq->len);
+        break;
+    case STATE_MGET:
+    case STATE_MINCR: /* state_redis__submit_multi */
         break;
     }
 #undef ARG

@@ -51,10 +51,12 @@ int state_redis_start(struct uv_loop_s *loop, const struct state_redis_conf *con
 void state_redis_stop(void);
 bool state_redis_up(void);
 
-/* key is complete (prefix and namespace in it). NULL when the connection is
- * down: the caller answers -EAGAIN itself. */
+/* key is complete (prefix and namespace in it; "" for MINCR without a
+ * guard, MGET), and so are keys[0..rq->nkeys) for MGET and MINCR. NULL when
+ * the connection is down: the caller answers -EAGAIN itself. */
 struct state_redis_req *state_redis_submit(const struct state_req *rq, const char *key,
-                                           state_redis_done done, void *ud);
+                                           const char *const *keys, state_redis_done done,
+                                           void *ud);
 /* done will not be called; the command may still reach Redis. */
 void state_redis_abandon(struct state_redis_req *r);
 

@@ -297,6 +297,12 @@ void stats_state(uint64_t keys, uint64_t bytes, uint64_t ops, uint64_t errors, u
     atomic_store_explicit(&g.state_expired, expired, memory_order_relaxed);
 }
 
+void stats_state_redis(bool up, uint64_t reconnects)
+{
+    atomic_store_explicit(&g.state_redis, up ? 2 : 1, memory_order_relaxed);
+    atomic_store_explicit(&g.state_redis_reconnects, reconnects, memory_order_relaxed);
+}
+
 void stats_upconn_idle(unsigned idle)
 {
     atomic_store_explicit(&g.upconn_idle, idle, memory_order_relaxed);
@@ -528,7 +534,7 @@ static const char *const core_names[] = {
 static const char *const core_names_more[] = {
     "sluice_dns_requests_total",     "sluice_state_keys",         "sluice_state_bytes",
     "sluice_state_operations_total", "sluice_state_errors_total", "sluice_state_evictions_total",
-    "sluice_state_expirations_total"};
+    "sluice_state_expirations_total", "sluice_state_redis_up", "sluice_state_redis_reconnects_total"};
 
 bool stats__name_reserved(const char *full)
 {

@@ -117,6 +117,10 @@ void stats_upconn_idle(unsigned idle); /* gauge */
  * operations, failed ones, keys evicted by the bounds and expired, so far. */
 void stats_state(uint64_t keys, uint64_t bytes, uint64_t ops, uint64_t errors, uint64_t evicted,
                  uint64_t expired);
+/* The Redis backend's connection (state_redis.c, loop thread): up now or
+ * not, and how often it came back after being lost. Not called with the
+ * in-process backend: then neither is exported. */
+void stats_state_redis(bool up, uint64_t reconnects);
 
 /* One call per transaction that reached a final answer (or was aborted). */
 void stats_transaction(enum stats_verdict v, unsigned rcpts, uint64_t bytes_in,

@@ -108,10 +108,15 @@ static void emit_traffic(buf_t *out, const struct stats__core *g)
     emit_enum(out, "events", stats__upconn_name, g->upconn, STATS_UPCONN_COUNT);
     buf_printf(out,
                "},\"state\":{\"keys\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"operations\":%" PRIu64
-               ",\"errors\":%" PRIu64 ",\"evictions\":%" PRIu64 ",\"expirations\":%" PRIu64 "},",
+               ",\"errors\":%" PRIu64 ",\"evictions\":%" PRIu64 ",\"expirations\":%" PRIu64,
                stats__ld(&g->state_keys), stats__ld(&g->state_bytes), stats__ld(&g->state_ops),
                stats__ld(&g->state_errors), stats__ld(&g->state_evicted),
                stats__ld(&g->state_expired));
+    int redis = atomic_load_explicit(&g->state_redis, memory_order_relaxed);
+    if (redis) /* the Redis backend only */
+        buf_printf(out, ",\"redis_up\":%d,\"redis_reconnects\":%" PRIu64, redis == 2,
+                   stats__ld(&g->state_redis_reconnects));
+    buf_puts(out, "},");
     emit_enum(out, "transactions", names_txverdict, g->tx, STATS_V_COUNT);
     buf_puts(out, ",");
     emit_enum(out, "messages", names_txverdict, g->msg, STATS_V_COUNT);

@@ -49,6 +49,9 @@ struct stats__core {
     _Atomic uint64_t upconn_idle;
     /* the plugins' shared state (state.c): keys and bytes now, counts so far */
     _Atomic uint64_t state_keys, state_bytes, state_ops, state_errors, state_evicted, state_expired;
+    /* the Redis backend's connection: 0 not that backend, 1 down, 2 up */
+    _Atomic int state_redis;
+    _Atomic uint64_t state_redis_reconnects;
     _Atomic uint64_t auth[STATS_AUTH_COUNT];
     _Atomic uint64_t tx[STATS_V_COUNT];  /* every finished transaction */
     _Atomic uint64_t msg[STATS_V_COUNT]; /* those that carried content */

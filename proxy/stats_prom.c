@@ -170,6 +170,15 @@ static void emit_smtp(buf_t *out, const struct stats__core *g)
     emit_scalar(out, "sluice_state_expirations_total", "counter",
                 "Keys dropped from the shared state store when their time was up.",
                 stats__ld(&g->state_expired));
+    int redis = atomic_load_explicit(&g->state_redis, memory_order_relaxed);
+    if (redis) { /* the Redis backend only */
+        emit_scalar(out, "sluice_state_redis_up", "gauge",
+                    "1 while the connection to the shared state's Redis is usable, else 0.",
+                    redis == 2);
+        emit_scalar(out, "sluice_state_redis_reconnects_total", "counter",
+                    "Times the connection to the shared state's Redis came back after a loss.",
+                    stats__ld(&g->state_redis_reconnects));
+    }
     emit_enum(out, "sluice_upstream_connections_total", "counter",
               "Upstream connections for sessions: opened anew or reused from the idle pool; "
               "idle ones closed by sluice (expired) or by the MTA (ended).",

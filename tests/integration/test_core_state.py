@@ -250,3 +250,74 @@ def test_redis_settings_checked(tmp_path, lines, want):
     r = harness.run_sluice(["--check", "-c", str(conf)])
     out = r.stdout + r.stderr
     assert r.returncode != 0 and want in out, out
+
+
+def _stats_json(port):
+    import json
+    import urllib.request
+    with urllib.request.urlopen("http://127.0.0.1:%d/stats" % port, timeout=5) as r:
+        return json.loads(r.read().decode())
+
+
+def _wait_metric(port, name, want, timeout):
+    deadline = time.monotonic() + timeout
+    while True:
+        m = plugkit.metrics(port)
+        if plugkit.metric_value(m, name) == want:
+            return m
+        assert time.monotonic() < deadline, (name, want, m)
+        time.sleep(0.1)
+
+
+def test_redis_up_gauge_and_reconnects(fake, sluice_factory, tmp_path):
+    """sluice_state_redis_up follows the connection: 1 once connected, 0
+    within moments of Redis being killed, 1 again when it is back, and
+    sluice_state_redis_reconnects_total counts the return; /stats says the
+    same under "state". The memory backend exports neither."""
+    if not REDIS:
+        pytest.skip("redis-server not installed")
+    r = Redis(tmp_path / "redis").start()
+    try:
+        stats = harness.free_port()
+        state = {"backend": "redis", "redis": "127.0.0.1:%d" % r.port, "redis_timeout": "300ms"}
+        sl = _start(sluice_factory, fake, ("rl", "stateplug", {"limit": "100"}), state=state,
+                    stats={"listen": "127.0.0.1:%d" % stats})
+        m = _wait_metric(stats, "sluice_state_redis_up", 1, 5)
+        assert plugkit.metric_value(m, "sluice_state_redis_reconnects_total") == 0, m
+        assert "# TYPE sluice_state_redis_up gauge" in m, m
+        js = _stats_json(stats)["state"]
+        assert js["redis_up"] == 1 and js["redis_reconnects"] == 0, js
+        r.stop()
+        _wait_metric(stats, "sluice_state_redis_up", 0, 5)
+        assert _stats_json(stats)["state"]["redis_up"] == 0
+        r.start()
+        m = _wait_metric(stats, "sluice_state_redis_up", 1, 15)
+        assert plugkit.metric_value(m, "sluice_state_redis_reconnects_total") == 1, m
+        js = _stats_json(stats)["state"]
+        assert js["redis_up"] == 1 and js["redis_reconnects"] == 1, js
+        assert plugkit.send(sl.port)["eod"].code == 250
+    finally:
+        r.stop()
+    mem_stats = harness.free_port()
+    sl = _start(sluice_factory, fake, ("rl", "stateplug", {"limit": "100"}),
+                stats={"listen": "127.0.0.1:%d" % mem_stats})
+    m = plugkit.metrics(mem_stats)
+    assert "sluice_state_redis_up" not in m, m
+    assert "redis_up" not in _stats_json(mem_stats)["state"]
+
+
+def test_mget_and_mincr(fake, sluice_factory, backend):
+    """MINCR adds to several counters in one step, once per guard key (here
+    one per sender); MGET reads several keys in one call, absent keys and a
+    set as absent; an MGET of no keys is refused (the plugin aborts
+    otherwise). Same answers from both backends."""
+    sl = _start(sluice_factory, fake, ("st", "stateplug", {"limit": "100", "multi": "yes"}),
+                state=backend)
+    for sender in ("ann@example.com", "ann@example.com", "bob@example.com"):
+        assert plugkit.send(sl.port, mail_from=sender)["eod"].code == 250
+    msgs = fake.wait_messages(3)
+    got = [plugkit.header_block(m.data) for m in msgs]
+    assert b"X-State-Multi: applied=1 1 2 - -" in got[0], got[0]
+    assert b"X-State-Multi: applied=0 1 2 - -" in got[1], got[1]
+    assert b"X-State-Multi: applied=1 2 4 - -" in got[2], got[2]
+    assert sl.alive()

@@ -9,6 +9,10 @@
  *    X-State-Last ("none" when absent), then stores this message's sender
  *    there (SET, ttl `last_ttl_ms`), and adds whether the sender was seen
  *    before (SISMEMBER, then SADD) as X-State-Seen: yes|no.
+ *  - with `multi = yes`, then: MINCR of "m:a" += 1 and "m:b" += 2 guarded by
+ *    "g:<sender>" (once per sender), and MGET of m:a, m:b, m:none and
+ *    senders (a set: absent) into X-State-Multi: "applied=1 1 2 - -"; an
+ *    MGET of no keys must be refused (NULL).
  * A callback that runs inside state_call(), or a cancelled one that runs,
  * aborts the daemon (the test sees it die).
  */
@@ -26,12 +30,14 @@ struct sp {
     sluice_instance *inst;
     long long limit;
     unsigned long window_ms, last_ttl_ms;
+    bool multi;
 };
 
 struct sp_job {
     sluice_ctx *ctx;
     struct sp *sp;
     int step;
+    long long applied;
     char sender[300];
 };
 
@@ -52,6 +58,7 @@ static int sp_init(const struct sluice_host_api *api, sluice_instance *inst, voi
     d->limit = (v = api->config_get(inst, "limit")) ? strtoll(v, NULL, 10) : 3;
     d->window_ms = (v = api->config_get(inst, "window_ms")) ? strtoul(v, NULL, 10) : 60000;
     d->last_ttl_ms = (v = api->config_get(inst, "last_ttl_ms")) ? strtoul(v, NULL, 10) : 0;
+    d->multi = (v = api->config_get(inst, "multi")) && strcmp(v, "yes") == 0;
     *data = d;
     return 0;
 }
@@ -129,6 +136,9 @@ static void sp_data_step(void *ud, const struct sluice_state_answer *a)
         abort();
     sluice_state_cb next = sp_data_step;
     struct sluice_state_request rq = {.key = "last"};
+    static const char *const mkeys[] = {"m:a", "m:b", "m:none", "senders"};
+    static const int64_t mdeltas[] = {1, 2};
+    char guard[320];
     switch (j->step++) {
     case 0: /* GET last */
         if (a->status == 0) {
@@ -156,6 +166,49 @@ static void sp_data_step(void *ud, const struct sluice_state_answer *a)
         rq.value = j->sender;
         rq.len = strlen(j->sender);
         break;
+    case 3: /* SADD done */
+        if (!j->sp->multi || a->status != 0) {
+            sluice_api->complete(j->ctx, a->status == 0 ? SLUICE_CONTINUE : SLUICE_ERROR);
+            free(j);
+            return;
+        }
+        rq.op = SLUICE_STATE_MGET;
+        rq.keys = mkeys;
+        rq.nkeys = 0;
+        if (sp_call(j, rq, sp_never))
+            abort(); /* an MGET of no keys was accepted */
+        snprintf(guard, sizeof guard, "g:%s", j->sender);
+        rq.op = SLUICE_STATE_MINCR;
+        rq.key = guard;
+        rq.value = "x";
+        rq.len = 1;
+        rq.keys = mkeys;
+        rq.deltas = mdeltas;
+        rq.nkeys = 2;
+        break;
+    case 4: /* MINCR done */
+        if (a->status != 0) {
+            sluice_api->complete(j->ctx, SLUICE_ERROR);
+            free(j);
+            return;
+        }
+        j->applied = a->num;
+        rq.op = SLUICE_STATE_MGET;
+        rq.key = NULL;
+        rq.keys = mkeys;
+        rq.nkeys = 4;
+        break;
+    case 5: { /* MGET done */
+        char h[200];
+        int n = snprintf(h, sizeof h, "applied=%lld", j->applied);
+        for (size_t i = 0; a->status == 0 && i < a->count && i < 4; i++)
+            n += snprintf(h + n, sizeof h - (size_t)n, " %.*s", a->values[i] ? (int)a->lens[i] : 1,
+                          a->values[i] ? a->values[i] : "-");
+        sluice_api->header_add(j->ctx, "X-State-Multi", a->status == 0 ? h : "error");
+        sluice_api->complete(j->ctx, a->status == 0 ? SLUICE_CONTINUE : SLUICE_ERROR);
+        free(j);
+        return;
+    }
     default:
         sluice_api->complete(j->ctx, a->status == 0 ? SLUICE_CONTINUE : SLUICE_ERROR);
         free(j);

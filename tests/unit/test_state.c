@@ -207,6 +207,78 @@ static void test_sweep(void **state)
     state_mem_free(m);
 }
 
+/* MINCR: several counters in one step, all or none, with an optional
+ * guard key that makes it happen once (a message learned once). */
+static void test_mincr_all_or_none_and_guard(void **state)
+{
+    (void)state;
+    struct state_mem *m = state_mem_new(100, 1 << 20, seed);
+    const char *keys[3] = {"t:a", "t:b", "n"};
+    int64_t d[3] = {1, 1LL << 32, 5};
+    int applied;
+    int64_t v, ttl;
+    const char *p;
+    size_t len;
+    assert_int_equal(state_mem_mincr(m, keys, d, 3, 1LL << 53, NULL, NULL, 0, 0, 10, &applied), 0);
+    assert_int_equal(applied, 1);
+    assert_int_equal(state_mem_mincr(m, keys, d, 3, 1LL << 53, NULL, NULL, 0, 0, 10, &applied), 0);
+    assert_int_equal(state_mem_get(m, "t:b", 10, &p, &len, &ttl), 0);
+    assert_int_equal(len, strlen("8589934592"));
+    assert_memory_equal(p, "8589934592", len);
+    assert_int_equal(ttl, -1); /* counters of MINCR never expire */
+    /* the guard: applied once, the guard set to its value with its ttl */
+    assert_int_equal(
+        state_mem_mincr(m, keys, d, 3, 1LL << 53, "seen:1", "s", 1, 1000, 10, &applied), 0);
+    assert_int_equal(applied, 1);
+    assert_int_equal(
+        state_mem_mincr(m, keys, d, 3, 1LL << 53, "seen:1", "s", 1, 1000, 20, &applied), 0);
+    assert_int_equal(applied, 0);
+    assert_int_equal(state_mem_incr(m, "n", 0, 0, 20, &v, &ttl), 0);
+    assert_int_equal(v, 15);
+    assert_int_equal(state_mem_get(m, "seen:1", 20, &p, &len, &ttl), 0);
+    assert_int_equal(ttl, 990);
+    /* the guard expired: applies again */
+    assert_int_equal(
+        state_mem_mincr(m, keys, d, 3, 1LL << 53, "seen:1", "s", 1, 1000, 1010, &applied), 0);
+    assert_int_equal(applied, 1);
+    assert_int_equal(state_mem_incr(m, "n", 0, 0, 1010, &v, &ttl), 0);
+    assert_int_equal(v, 20);
+    /* a set among the counters: nothing applied */
+    assert_int_equal(state_mem_sadd(m, "s", "x", 1, 0, 1010), 1);
+    const char *bad[3] = {"n", "s", "t:a"};
+    assert_int_equal(state_mem_mincr(m, bad, d, 3, 1LL << 53, NULL, NULL, 0, 0, 1010, &applied),
+                     -EPROTOTYPE);
+    assert_int_equal(applied, 0);
+    assert_int_equal(state_mem_incr(m, "n", 0, 0, 1010, &v, &ttl), 0);
+    assert_int_equal(v, 20);
+    /* a string that is a number counts; one that is not is refused */
+    state_mem_set(m, "str", "41", 2, 0, 1010);
+    const char *sk[2] = {"n", "str"};
+    int64_t one[2] = {1, 1};
+    assert_int_equal(state_mem_mincr(m, sk, one, 2, 1LL << 53, NULL, NULL, 0, 0, 1010, &applied),
+                     0);
+    assert_int_equal(state_mem_incr(m, "str", 0, 0, 1010, &v, &ttl), 0);
+    assert_int_equal(v, 42);
+    state_mem_set(m, "str", "x1", 2, 0, 1010);
+    assert_int_equal(state_mem_mincr(m, sk, one, 2, 1LL << 53, NULL, NULL, 0, 0, 1010, &applied),
+                     -EPROTOTYPE);
+    assert_int_equal(state_mem_incr(m, "n", 0, 0, 1010, &v, &ttl), 0);
+    assert_int_equal(v, 21);
+    /* past the limit: -ERANGE, nothing applied (n stays) */
+    int64_t big[2] = {1, 100};
+    const char *rk[2] = {"n", "t:a"};
+    assert_int_equal(state_mem_mincr(m, rk, big, 2, 50, NULL, NULL, 0, 0, 1010, &applied), -ERANGE);
+    assert_int_equal(state_mem_incr(m, "n", 0, 0, 1010, &v, &ttl), 0);
+    assert_int_equal(v, 21);
+    /* negative deltas take back */
+    int64_t back[1] = {-21};
+    assert_int_equal(state_mem_mincr(m, rk, back, 1, 1LL << 53, NULL, NULL, 0, 0, 1010, &applied),
+                     0);
+    assert_int_equal(state_mem_incr(m, "n", 0, 0, 1010, &v, &ttl), 0);
+    assert_int_equal(v, 0);
+    state_mem_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -216,6 +288,7 @@ int main(void)
         cmocka_unit_test(test_set_full),
         cmocka_unit_test(test_bounds_lru),
         cmocka_unit_test(test_sweep),
+        cmocka_unit_test(test_mincr_all_or_none_and_guard),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -354,7 +354,22 @@ enum sluice_state_opcode {
     SLUICE_STATE_SADD,      /* add member value; num = 1 when new; ttl_ms > 0 renews
                                the set's expiry */
     SLUICE_STATE_SISMEMBER, /* num = 1 when value is a member */
+    /* Added later (a host without them refuses the request: NULL). Several
+     * keys in one round trip (keys, nkeys below; `key` is not used by MGET
+     * and may be NULL): */
+    SLUICE_STATE_MGET,  /* the values of keys[0..nkeys) (MGET): answer's values[i] is
+                           NULL when keys[i] is not there or holds a set */
+    SLUICE_STATE_MINCR, /* add deltas[i] to counter keys[i], all in one atomic step:
+                           nothing is applied when one of them holds a non-number
+                           (-EPROTOTYPE) or would leave +-2^53 (-ERANGE). With a `key`
+                           (may be NULL): only when that key is not there, and it is
+                           then set to `value` expiring ttl_ms later (0: never), in the
+                           same step; num = 1 when applied, 0 when the key was there.
+                           The counters get no expiry. Give distinct keys. */
 };
+
+/* Keys in one MGET or MINCR (a message's Bayes tokens fit in one call). */
+#define SLUICE_STATE_MULTI_MAX 4096
 
 #define SLUICE_STATE_KEY_MAX 1000          /* bytes of key (the host adds the name) */
 #define SLUICE_STATE_VALUE_MAX (64 * 1024) /* bytes of a value or member */
@@ -367,6 +382,10 @@ struct sluice_state_request {
     size_t len;        /* bytes of value */
     int64_t delta;     /* INCR */
     uint64_t ttl_ms;   /* see the opcodes */
+    /* Added later: MGET, MINCR (the host reads them when size covers them). */
+    const char *const *keys; /* nkeys keys, each like `key` (namespaced the same way) */
+    const int64_t *deltas;   /* MINCR: one per key, each within +-2^53 */
+    size_t nkeys;            /* 1 .. SLUICE_STATE_MULTI_MAX */
 };
 
 struct sluice_state_answer {
@@ -381,6 +400,12 @@ struct sluice_state_answer {
     const char *value; /* GET: host-owned, valid during the callback only */
     size_t len;        /* GET: bytes of value */
     int64_t ttl_ms;    /* INCR, GET: time left; -1: no expiry */
+    /* Added later (check size): MGET: count = nkeys values in key order,
+     * values[i] NULL when absent, lens[i] its bytes; host-owned, valid
+     * during the callback only. */
+    const char *const *values;
+    const size_t *lens;
+    size_t count;
 };
 
 typedef void (*sluice_state_cb)(void *ud, const struct sluice_state_answer *ans);
