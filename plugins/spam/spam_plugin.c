@@ -19,12 +19,25 @@
  * the old set). A file with errors is logged and refused; the old set
  * stays until the files change again.
  *
+ * Bayes in the shared state (bayes_store = state): the DATA hook runs on a
+ * pool thread, and state_call is for the loop thread, and a blocking hook
+ * cannot answer SLUICE_ASYNC. So the pool thread computes everything else
+ * first, hands the message's tokens to the loop (a uv_async made by the
+ * first MAIL hook, on the loop) and waits at most bayes_timeout for the
+ * one MGET of its tokens; on an error or past the deadline it scores
+ * without Bayes (symbol BAYES_UNAVAILABLE) and the late answer is dropped.
+ * Autolearn hands a MINCR to the loop and does not wait.
+ *
  * Ownership: struct spam_inst is the instance data, freed by shutdown();
  * it owns the watch (which holds the current rule set) and the scratch
- * pool.
+ * pool. A struct spam_job (one lookup or one learn) is shared by the pool
+ * thread that made it and the loop under si->mu, refcounted; the loop
+ * keeps the jobs whose state call is out in si->inflight, and shutdown()
+ * (on the loop, after the last transaction) cancels them.
  */
 #include "spam_bayes.h"
 #include "spam_bayes_db.h"
+#include "spam_bayes_kv.h"
 #include "spam_eval.h"
 #include "spam_msg.h"
 #include "spam_prefilter.h"
@@ -36,6 +49,9 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
+#include <time.h>
+#include <uv.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdatomic.h>
@@ -62,7 +78,12 @@ struct spam_conf {
     const char *bayes_db;
     unsigned bayes_min_learned;
     const char *bayes_autolearn_spam, *bayes_autolearn_ham;
+    int bayes_store; /* SPAM_STORE_* */
+    unsigned bayes_timeout_ms;
 };
+
+enum { SPAM_STORE_SQLITE = 0, SPAM_STORE_STATE };
+static const char *const spam__stores[] = {"sqlite", "state", NULL};
 
 #define SPAM_TEXT (SLUICE_CONFIG_PRINTABLE)
 static const struct sluice_config_key spam__keys[] = {
@@ -145,6 +166,17 @@ static const struct sluice_config_key spam__keys[] = {
      .type = SLUICE_CONFIG_STRING,
      .def = "off",
      .offset = offsetof(struct spam_conf, bayes_autolearn_ham)},
+    {.name = "bayes_store",
+     .type = SLUICE_CONFIG_ENUM,
+     .choices = spam__stores,
+     .def = "sqlite",
+     .offset = offsetof(struct spam_conf, bayes_store)},
+    {.name = "bayes_timeout",
+     .type = SLUICE_CONFIG_DURATION,
+     .def = "500ms",
+     .min = 10,
+     .max = 10000,
+     .offset = offsetof(struct spam_conf, bayes_timeout_ms)},
     {.name = NULL},
 };
 
@@ -159,7 +191,15 @@ struct spam_inst {
     struct watch *bayes;                  /* holds the current Bayes snapshot (NULL: Bayes off) */
     double autolearn_spam, autolearn_ham; /* NAN = off */
 
-    sluice_counter *c_hits, *c_limits, *c_msgs, *c_score, *c_reloads, *c_learn;
+    /* bayes_store = state */
+    bool state;
+    struct spam_async *async;  /* made by the first MAIL hook (loop); then read-only */
+    pthread_mutex_t mu;        /* queue, jobs' refs and answers */
+    pthread_cond_t cv;         /* a lookup was answered */
+    struct spam_job *queue;    /* handed to the loop, not started (under mu) */
+    struct spam_job *inflight; /* state call out (loop thread only) */
+
+    sluice_counter *c_hits, *c_limits, *c_msgs, *c_score, *c_reloads, *c_learn, *c_bayes;
 };
 
 SLUICE_API_DECLARE;
@@ -333,6 +373,308 @@ static void spam__bayes_reloaded(void *owner, const void *obj, const char *error
 static const struct watch_ops spam__bayes_ops = {
     spam__bayes_load, spam__bayes_path, spam__bayes_ref, spam__bayes_unref, spam__bayes_reloaded};
 
+/* ---- Bayes in the shared state (bayes_store = state) ------------------------- */
+
+/* The loop's doorbell: its own allocation, freed by the close callback
+ * (the .so stays loaded, so the callback is still there). */
+struct spam_async {
+    uv_async_t h;
+    struct spam_inst *si;
+};
+
+enum { SPAM_JOB_LOOKUP, SPAM_JOB_LEARN };
+
+struct spam_job {
+    struct spam_job *next;          /* si->queue (under mu) */
+    struct spam_job *iprev, *inext; /* si->inflight (loop) */
+    struct spam_inst *si;
+    int kind;
+    int refs; /* under si->mu: the pool thread's (LOOKUP) and the loop's */
+    bool done;
+    int status;                      /* 0, -errno, or 1: not started (refused) */
+    sluice_state_op *op;             /* loop */
+    size_t n;                        /* tokens */
+    uint64_t *tok;                   /* owned */
+    struct spam_bayes_count *counts; /* LOOKUP answer: owned, n of them */
+    uint32_t nspam, nham;
+    bool spam;   /* LEARN: the class */
+    uint64_t id; /* LEARN: the message's id */
+};
+
+/* Under si->mu. */
+static void spam__job_unref_locked(struct spam_job *j)
+{
+    if (--j->refs > 0)
+        return;
+    free(j->tok);
+    free(j->counts);
+    free(j);
+}
+
+static void spam__inflight_unlink(struct spam_inst *si, struct spam_job *j)
+{
+    if (j->iprev)
+        j->iprev->inext = j->inext;
+    else
+        si->inflight = j->inext;
+    if (j->inext)
+        j->inext->iprev = j->iprev;
+    j->iprev = j->inext = NULL;
+}
+
+/* Loop: the state's answer to a job. */
+static void spam__job_answer(void *ud, const struct sluice_state_answer *a)
+{
+    struct spam_job *j = ud;
+    struct spam_inst *si = j->si;
+    j->op = NULL;
+    spam__inflight_unlink(si, j);
+    if (j->kind == SPAM_JOB_LEARN) {
+        if (a->status != 0)
+            sluice_api->log(si->inst, SLUICE_LOG_WARN, "autolearn: Bayes store: %s",
+                            strerror(-a->status));
+        else if (a->num == 1 && si->c_learn)
+            sluice_api->counter_add(si->c_learn, j->spam ? "spam" : "ham", 1);
+        pthread_mutex_lock(&si->mu);
+        spam__job_unref_locked(j);
+        pthread_mutex_unlock(&si->mu);
+        return;
+    }
+    /* decoded before taking the lock: the pool thread may have gone */
+    int status = a->status;
+    struct spam_bayes_count *c = NULL;
+    uint32_t ns = 0, nh = 0;
+    if (status == 0 && (a->size < offsetof(struct sluice_state_answer, count) + sizeof a->count ||
+                        a->count != j->n + 2))
+        status = -EIO;
+    if (status == 0) {
+        c = pstr_xcalloc(j->n ? j->n : 1, sizeof *c);
+        ns = spam_bayes_kv_total(a->values[0], a->lens[0]);
+        nh = spam_bayes_kv_total(a->values[1], a->lens[1]);
+        for (size_t i = 0; i < j->n; i++)
+            c[i] = spam_bayes_kv_decode(a->values[i + 2], a->lens[i + 2]);
+    }
+    pthread_mutex_lock(&si->mu);
+    j->status = status;
+    j->counts = c;
+    j->nspam = ns;
+    j->nham = nh;
+    j->done = true;
+    pthread_cond_broadcast(&si->cv);
+    spam__job_unref_locked(j);
+    pthread_mutex_unlock(&si->mu);
+}
+
+/* Loop: start one job's state call (its keys are copied by state_call). */
+static void spam__job_start(struct spam_inst *si, struct spam_job *j)
+{
+    size_t extra = j->kind == SPAM_JOB_LOOKUP ? 2 : 1, nk = j->n + extra;
+    const char **keys = pstr_xcalloc(nk, sizeof *keys);
+    char *buf = pstr_xmalloc(nk * SPAM_BAYES_KV_KEY_MAX);
+    int64_t *deltas = NULL;
+    char seen[SPAM_BAYES_KV_KEY_MAX];
+    struct sluice_state_request rq = {.size = sizeof rq};
+    if (j->kind == SPAM_JOB_LOOKUP) {
+        keys[0] = SPAM_BAYES_KV_NSPAM;
+        keys[1] = SPAM_BAYES_KV_NHAM;
+        rq.op = SLUICE_STATE_MGET;
+    } else {
+        deltas = pstr_xmalloc(nk * sizeof *deltas);
+        keys[0] = j->spam ? SPAM_BAYES_KV_NSPAM : SPAM_BAYES_KV_NHAM;
+        deltas[0] = 1;
+        for (size_t i = 0; i < j->n; i++)
+            deltas[i + 1] = spam_bayes_kv_delta(j->spam, false);
+        /* once per message: a message learned (by hand or by another
+         * instance) is not counted again */
+        spam_bayes_kv_seen_key(j->id, seen);
+        rq.op = SLUICE_STATE_MINCR;
+        rq.key = seen;
+        rq.value = j->spam ? "s" : "h";
+        rq.len = 1;
+        rq.deltas = deltas;
+    }
+    for (size_t i = 0; i < j->n; i++) {
+        spam_bayes_kv_token_key(j->tok[i], buf + i * SPAM_BAYES_KV_KEY_MAX);
+        keys[i + extra] = buf + i * SPAM_BAYES_KV_KEY_MAX;
+    }
+    rq.keys = keys;
+    rq.nkeys = nk;
+    j->op = sluice_api->state_call(si->inst, &rq, spam__job_answer, j);
+    free(keys);
+    free(buf);
+    free(deltas);
+    if (j->op) {
+        j->iprev = NULL;
+        j->inext = si->inflight;
+        if (si->inflight)
+            si->inflight->iprev = j;
+        si->inflight = j;
+        return;
+    }
+    /* refused (an older sluice without MGET/MINCR, a state service that is
+     * not running): the waiter hears it now */
+    pthread_mutex_lock(&si->mu);
+    j->status = 1;
+    j->done = true;
+    pthread_cond_broadcast(&si->cv);
+    spam__job_unref_locked(j);
+    pthread_mutex_unlock(&si->mu);
+}
+
+/* Loop: the pool threads rang. */
+static void spam__async_cb(uv_async_t *h)
+{
+    struct spam_inst *si = ((struct spam_async *)h)->si;
+    pthread_mutex_lock(&si->mu);
+    struct spam_job *q = si->queue;
+    si->queue = NULL;
+    pthread_mutex_unlock(&si->mu);
+    /* oldest first */
+    struct spam_job *rev = NULL;
+    while (q) {
+        struct spam_job *next = q->next;
+        q->next = rev;
+        rev = q;
+        q = next;
+    }
+    while (rev) {
+        struct spam_job *next = rev->next;
+        spam__job_start(si, rev);
+        rev = next;
+    }
+}
+
+static void spam__async_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+/* Pool thread: hand j to the loop. */
+static bool spam__job_post(struct spam_inst *si, struct spam_job *j)
+{
+    struct spam_async *as = __atomic_load_n(&si->async, __ATOMIC_ACQUIRE);
+    if (!as)
+        return false;
+    pthread_mutex_lock(&si->mu);
+    j->next = si->queue;
+    si->queue = j;
+    pthread_mutex_unlock(&si->mu);
+    uv_async_send(&as->h);
+    return true;
+}
+
+static struct spam_job *spam__job_new(struct spam_inst *si, int kind, const uint64_t *tok, size_t n)
+{
+    struct spam_job *j = pstr_xcalloc(1, sizeof *j);
+    j->si = si;
+    j->kind = kind;
+    j->refs = kind == SPAM_JOB_LOOKUP ? 2 : 1;
+    j->n = n;
+    j->tok = pstr_xmalloc((n ? n : 1) * sizeof *tok);
+    memcpy(j->tok, tok, n * sizeof *tok);
+    return j;
+}
+
+/* Pool thread: the counts of tok[0..n) from the shared state, waiting at
+ * most bayes_timeout. 0 with c[] and the totals filled, or why not (a
+ * negative errno, -ETIMEDOUT, 1: refused). */
+static int spam__state_lookup(struct spam_inst *si, const uint64_t *tok, size_t n,
+                              struct spam_bayes_count *c, uint32_t *ns, uint32_t *nh)
+{
+    struct spam_job *j = spam__job_new(si, SPAM_JOB_LOOKUP, tok, n);
+    if (!spam__job_post(si, j)) {
+        free(j->tok);
+        free(j);
+        return 1;
+    }
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += si->conf.bayes_timeout_ms / 1000;
+    dl.tv_nsec += (long)(si->conf.bayes_timeout_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    int rc = -ETIMEDOUT;
+    pthread_mutex_lock(&si->mu);
+    while (!j->done)
+        if (pthread_cond_timedwait(&si->cv, &si->mu, &dl) == ETIMEDOUT)
+            break;
+    if (j->done) {
+        rc = j->status;
+        if (rc == 0) {
+            memcpy(c, j->counts, n * sizeof *c);
+            *ns = j->nspam;
+            *nh = j->nham;
+        }
+    }
+    spam__job_unref_locked(j); /* a late answer finds the loop's reference */
+    pthread_mutex_unlock(&si->mu);
+    return rc;
+}
+
+/* Classify against the shared state; its score (0 when Bayes had no say). */
+static double spam__bayes_state(struct spam_inst *si, sluice_ctx *ctx, const uint64_t *tok,
+                                size_t n, struct pstr *tests, size_t *ntests)
+{
+    struct spam_bayes_count *c = pstr_xcalloc(n ? n : 1, sizeof *c);
+    uint32_t ns = 0, nh = 0;
+    int rc = spam__state_lookup(si, tok, n, c, &ns, &nh);
+    const char *name = NULL;
+    double score = 0;
+    char desc[128];
+    if (rc != 0) {
+        name = "BAYES_UNAVAILABLE";
+        snprintf(desc, sizeof desc, "Bayes skipped: the shared store %s",
+                 rc == 1            ? "refused the lookup"
+                 : rc == -ETIMEDOUT ? "did not answer in time"
+                 : rc == -EAGAIN    ? "is unreachable"
+                                    : "failed");
+        if (si->c_bayes)
+            sluice_api->counter_add(si->c_bayes, "unavailable", 1);
+    } else if (ns < si->conf.bayes_min_learned || nh < si->conf.bayes_min_learned) {
+        if (si->c_bayes)
+            sluice_api->counter_add(si->c_bayes, "too_few_learned", 1);
+    } else {
+        size_t used;
+        double p = spam_bayes_classify(c, n, ns, nh, &used);
+        const struct spam_bayes_band *b = spam_bayes_band(p);
+        name = b->name;
+        score = b->score;
+        snprintf(desc, sizeof desc, "Bayes spam probability %.4f (%zu of %zu tokens)", p, used, n);
+        if (si->c_bayes)
+            sluice_api->counter_add(si->c_bayes, "scored", 1);
+    }
+    free(c);
+    if (!name)
+        return 0;
+    sluice_api->symbol_add(ctx, name, score, desc);
+    if (tests->len)
+        pstr_putc(tests, ',');
+    pstr_puts(tests, name);
+    (*ntests)++;
+    return score;
+}
+
+/* Loop: the first MAIL hook of a state-backed instance rings up the loop's
+ * doorbell for its DATA hooks (it needs the loop, which only a hook can
+ * name). */
+static int spam_on_mail(sluice_ctx *ctx)
+{
+    struct spam_inst *si = sluice_api->instance_data(ctx);
+    if (!si || !si->state || si->async)
+        return SLUICE_CONTINUE;
+    struct spam_async *as = pstr_xcalloc(1, sizeof *as);
+    as->si = si;
+    if (uv_async_init(sluice_api->event_loop(ctx), &as->h, spam__async_cb) != 0) {
+        free(as);
+        return SLUICE_CONTINUE;
+    }
+    uv_unref((uv_handle_t *)&as->h);
+    __atomic_store_n(&si->async, as, __ATOMIC_RELEASE);
+    return SLUICE_CONTINUE;
+}
+
 /* Classify and add the band's symbol; its score (0 when Bayes had no say). */
 static double spam__bayes(struct spam_inst *si, sluice_ctx *ctx, const struct spam_msg *m,
                           struct pstr *tests, size_t *ntests)
@@ -368,6 +710,19 @@ static void spam__autolearn(struct spam_inst *si, const struct spam_msg *m, doub
     bool ham = !isnan(si->autolearn_ham) && score <= si->autolearn_ham;
     if (!spam && !ham)
         return;
+    if (si->state) {
+        uint64_t *tok = pstr_xmalloc(SPAM_BAYES_MAX_TOKENS * sizeof *tok);
+        size_t n = spam_bayes_tokens(m, tok, SPAM_BAYES_MAX_TOKENS);
+        struct spam_job *j = spam__job_new(si, SPAM_JOB_LEARN, tok, n);
+        j->spam = spam;
+        j->id = spam_bayes_msg_id(m, tok, n);
+        free(tok);
+        if (!spam__job_post(si, j)) {
+            free(j->tok);
+            free(j);
+        }
+        return;
+    }
     char err[512];
     struct spam_bayes_db *db = spam_bayes_db_open(si->conf.bayes_db, false, false, err, sizeof err);
     if (!db) {
@@ -393,6 +748,25 @@ static void spam_shutdown(void *data)
     struct spam_inst *si = data;
     if (!si)
         return;
+    if (si->state) {
+        /* On the loop, after the last transaction: no pool thread waits;
+         * what the loop still has out or queued is dropped. */
+        while (si->inflight) {
+            struct spam_job *j = si->inflight;
+            spam__inflight_unlink(si, j);
+            sluice_api->state_cancel(j->op);
+            spam__job_unref_locked(j);
+        }
+        while (si->queue) {
+            struct spam_job *j = si->queue;
+            si->queue = j->next;
+            spam__job_unref_locked(j);
+        }
+        if (si->async)
+            uv_close((uv_handle_t *)&si->async->h, spam__async_closed);
+        pthread_mutex_destroy(&si->mu);
+        pthread_cond_destroy(&si->cv);
+    }
     watch_free(si->watch);
     watch_free(si->bayes);
     spam_scratch_pool_free(si->pool);
@@ -464,7 +838,28 @@ static int spam_init(const struct sluice_host_api *api, sluice_instance *inst, v
     }
     si->watch =
         watch_new(&spam__watch_ops, pstr_xstrdup(si->conf.rules), free, si, rs, SPAM_WATCH_MS);
-    if (si->conf.bayes_db) {
+    si->state = si->conf.bayes_store == SPAM_STORE_STATE;
+    if (si->state && si->conf.bayes_db) {
+        api->config_error(inst, "bayes_db",
+                          "is for bayes_store = sqlite (the store is the "
+                          "daemon's shared state with bayes_store = state)");
+        spam_shutdown(si);
+        return -1;
+    }
+    if (si->state && !SLUICE_API_HAS(api, state_cancel)) {
+        api->config_error(inst, "bayes_store", "state needs a sluice with the shared state");
+        si->state = false;
+        spam_shutdown(si);
+        return -1;
+    }
+    if (si->state) {
+        pthread_mutex_init(&si->mu, NULL);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&si->cv, &ca);
+        pthread_condattr_destroy(&ca);
+    } else if (si->conf.bayes_db) {
         /* Made (empty) when missing, so that learning can start at once;
          * a store that cannot be opened is a configuration error. */
         char err[512];
@@ -483,7 +878,8 @@ static int spam_init(const struct sluice_host_api *api, sluice_instance *inst, v
         si->bayes = watch_new(&spam__bayes_ops, pstr_xstrdup(si->conf.bayes_db), free, si, h,
                               SPAM_WATCH_MS);
     } else if (!isnan(si->autolearn_spam) || !isnan(si->autolearn_ham)) {
-        api->config_error(inst, "bayes_db", "autolearn needs a Bayes store (bayes_db)");
+        api->config_error(inst, "bayes_db",
+                          "autolearn needs a Bayes store (bayes_db, or bayes_store = state)");
         spam_shutdown(si);
         return -1;
     }
@@ -503,6 +899,9 @@ static int spam_init(const struct sluice_host_api *api, sluice_instance *inst, v
         si->c_reloads = api->counter_new(inst, "reloads", "Rule file reloads on change", "result", 2);
         si->c_learn =
             api->counter_new(inst, "autolearned", "Messages learned by autolearn", "class", 2);
+        if (si->state)
+            si->c_bayes = api->counter_new(
+                inst, "bayes_lookups", "Bayes lookups in the shared state, by result", "result", 3);
         size_t pf_rules, pf_always;
         spam_prefilter_counts(rs->pf, &pf_rules, &pf_always);
         char pf[160];
@@ -662,10 +1061,18 @@ static int spam_on_data(sluice_ctx *ctx)
         }
         ntests++;
     }
-    double bayes = spam__bayes(si, ctx, m, &tests, &ntests);
+    double bayes;
+    if (si->state) {
+        uint64_t *tok = pstr_xmalloc(SPAM_BAYES_MAX_TOKENS * sizeof *tok);
+        size_t ntok = spam_bayes_tokens(m, tok, SPAM_BAYES_MAX_TOKENS);
+        bayes = spam__bayes_state(si, ctx, tok, ntok, &tests, &ntests);
+        free(tok);
+    } else {
+        bayes = spam__bayes(si, ctx, m, &tests, &ntests);
+    }
     /* The total includes what earlier plugins in the chain scored. */
     double score = api->score(ctx);
-    if (si->bayes && !res.gtube) /* a test string teaches nothing */
+    if ((si->bayes || si->state) && !res.gtube) /* a test string teaches nothing */
         spam__autolearn(si, m, score - bayes);
     if (si->c_score)
         api->counter_add(si->c_score, spam__range(score), 1);
@@ -714,4 +1121,4 @@ SLUICE_PLUGIN_DEFINE(.name = "spam", .version = "1.0",
                      .description = "rule-based spam scoring (PCRE2 rules, meta rules, thresholds)",
                      .capabilities = SLUICE_CAP_HEADERS | SLUICE_CAP_QUARANTINE,
                      .blocking_phases = SLUICE_PHASE_BIT(SLUICE_PHASE_DATA), .init = spam_init,
-                     .shutdown = spam_shutdown, .on_data = spam_on_data);
+                     .shutdown = spam_shutdown, .on_mail = spam_on_mail, .on_data = spam_on_data);

@@ -1,0 +1,117 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The spam plugin's Bayes store in the daemon's shared state (bayes_store
+= state): sluice-spam-learn --redis trains the store two sluice instances
+share, and a message sent to the second one is scored from it (BAYES_999
+in the headers the MTA receives); with Redis killed, mail still flows, the
+Bayes part skipped (BAYES_UNAVAILABLE, logged) and never a tempfail; with
+the in-process store, autolearn fills it and later messages are scored."""
+import subprocess
+import time
+
+import pytest
+
+import plugkit
+from redisfix import REDIS, Redis
+from test_spam_plugin import LEARN, corpus_msg, spam_instance
+
+
+@pytest.fixture
+def redis(tmp_path):
+    if not REDIS:
+        pytest.skip("redis-server not installed (Debian package redis-server)")
+    r = Redis(tmp_path / "redis").start()
+    yield r
+    r.stop()
+
+
+def learn_redis(redis, what, msgs, tmp, *extra):
+    d = tmp / ("learn-%s-%d" % (what, len(list(tmp.iterdir()))))
+    d.mkdir()
+    for i, m in enumerate(msgs):
+        (d / ("%d.eml" % i)).write_bytes(m)
+    r = subprocess.run([LEARN, "--redis", "127.0.0.1:%d" % redis.port, *extra, "--" + what,
+                        str(d)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def redis_stats(redis):
+    r = subprocess.run([LEARN, "--redis", "127.0.0.1:%d" % redis.port, "--stats"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return dict((k, int(v)) for k, v in (ln.split() for ln in r.stdout.splitlines()))
+
+
+def _start(sluice_factory, fake, state, *before, **keys):
+    sections = plugkit.chain_sections(*before, spam_instance(bayes_store="state", **keys))
+    sections["state"] = state
+    sl = sluice_factory(fake.port, extra_sections=sections)
+    if state.get("backend") == "redis":
+        assert sl.wait_log(r"state: redis .* connected", 10), sl.output()
+    return sl
+
+
+def test_learn_into_redis_and_score_on_another_instance(sluice_factory, fake, tmp_path, redis):
+    out = learn_redis(redis, "spam", [corpus_msg(True, i) for i in range(30)], tmp_path)
+    assert "30 learned" in out, out
+    learn_redis(redis, "ham", [corpus_msg(False, i) for i in range(30)], tmp_path)
+    # learned once: again is a no-op; as the other class it moves
+    out = learn_redis(redis, "ham", [corpus_msg(False, i) for i in range(30)], tmp_path)
+    assert "30 already learned" in out, out
+    st = redis_stats(redis)
+    assert st["spam"] == 30 and st["ham"] == 30 and st["tokens"] > 50, st
+    # the daemon's key layout: prefix, instance, bayes:...
+    assert redis.cli("GET", "sluice:spam:bayes:nspam") == "30"
+    state = {"backend": "redis", "redis": "127.0.0.1:%d" % redis.port}
+    a = _start(sluice_factory, fake, state, bayes_min_learned="20")
+    b = _start(sluice_factory, fake, state, bayes_min_learned="20")
+    d = plugkit.send(b.port, body=corpus_msg(True, 101))
+    assert d["eod"].code == 250, d
+    m = fake.wait_messages(1)[0].data
+    assert b"BAYES_999" in plugkit.header_block(m), m
+    d = plugkit.send(a.port, body=corpus_msg(False, 102))
+    assert d["eod"].code == 250
+    assert a.wait_log(r"action=ham tests=.*BAYES_00", 5), a.output()
+    # forgetting takes the counts back
+    learn_redis(redis, "forget", [corpus_msg(True, i) for i in range(10)], tmp_path)
+    assert redis_stats(redis)["spam"] == 20
+
+
+def test_redis_down_skips_bayes_never_tempfails(sluice_factory, fake, tmp_path, redis):
+    learn_redis(redis, "spam", [corpus_msg(True, i) for i in range(5)], tmp_path)
+    state = {"backend": "redis", "redis": "127.0.0.1:%d" % redis.port, "redis_timeout": "300ms"}
+    sl = _start(sluice_factory, fake, state, bayes_min_learned="1")
+    redis.stop()
+    t0 = time.monotonic()
+    d = plugkit.send(sl.port, body=corpus_msg(True, 7))
+    assert d["eod"].code == 250, d
+    assert time.monotonic() - t0 < 3.0
+    fake.wait_messages(1)
+    assert sl.wait_log(r"spam score=.* tests=.*BAYES_UNAVAILABLE", 5), sl.output()
+    assert sl.alive()
+
+
+def test_memory_store_autolearn(sluice_factory, fake):
+    """[state] backend = memory: the store is the instance's own, filled
+    only by autolearn. Clean messages are learned as ham, each once (the
+    same message again is not counted), and every lookup is answered (too
+    few learned to score: no spam learned), never unavailable."""
+    stats = plugkit.harness.free_port()
+    sections = plugkit.chain_sections(spam_instance(
+        bayes_store="state", bayes_autolearn_ham="2", bayes_min_learned="1"))
+    sl = sluice_factory(fake.port, extra_sections=sections,
+                        stats={"listen": "127.0.0.1:%d" % stats})
+    for i in (2, 3, 2):
+        assert plugkit.send(sl.port, body=corpus_msg(False, i))["eod"].code == 250
+    fake.wait_messages(3)
+    deadline = time.monotonic() + 5
+    while True:
+        m = plugkit.metrics(stats)
+        learned = plugkit.metric_value(m, "sluice_plugin_spam_autolearned_total", {"class": "ham"})
+        if learned == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert learned == 2, m
+    assert plugkit.metric_value(m, "sluice_plugin_spam_bayes_lookups_total",
+                                {"result": "too_few_learned"}) == 3, m
+    assert not any("BAYES_UNAVAILABLE" in ln for ln in sl.lines)
