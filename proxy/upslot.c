@@ -186,6 +186,18 @@ static bool upslot__reclaimable(const struct upslot_pool *p, const struct upslot
     return now >= sl->idle_since && now - sl->idle_since >= limit;
 }
 
+/* Has a fallen idle before b? idle_since is the loop's cached clock in
+ * whole ms: clients whose replies went out in the same ms share it (a
+ * client's whole MAIL-RCPT dialogue on loopback takes 2-3 ms), and the
+ * holders list (newest first) is no guide, so the order in which they
+ * fell idle decides. */
+static bool upslot__idle_before(const struct upslot *a, const struct upslot *b)
+{
+    if (a->idle_since != b->idle_since)
+        return a->idle_since < b->idle_since;
+    return a->idle_seq < b->idle_seq;
+}
+
 /* The holder to take back: one outside a transaction before one inside,
  * the longest idle first. */
 static struct upslot *upslot__victim(struct upslot_pool *p, uint64_t now)
@@ -195,7 +207,7 @@ static struct upslot *upslot__victim(struct upslot_pool *p, uint64_t now)
         if (h->reclaiming || !upslot__reclaimable(p, h, now))
             continue;
         if (!best || (best->in_tx && !h->in_tx) ||
-            (best->in_tx == h->in_tx && h->idle_since < best->idle_since))
+            (best->in_tx == h->in_tx && upslot__idle_before(h, best)))
             best = h;
     }
     return best;
@@ -397,8 +409,12 @@ void upslot_release(struct upslot *sl)
 void upslot_activity(struct upslot *sl, uint64_t now, bool working, bool progress, bool in_tx)
 {
     sl->in_tx = in_tx;
-    if (working)
+    if (working) {
         sl->idle_since = 0;
-    else if (progress || !sl->idle_since)
+    } else if (progress || !sl->idle_since) {
         sl->idle_since = now + 1; /* 0 means working */
+        /* A slot that has never been in a pool is held by no one: its
+         * order does not matter until upslot_acquire gives it a pool. */
+        sl->idle_seq = sl->pool ? ++sl->pool->idle_seq : 0;
+    }
 }

@@ -60,6 +60,8 @@ struct upslot {
     bool granting;       /* granted; granted() is queued */
     bool reclaiming;     /* chosen; reclaim() is queued */
     uint64_t idle_since; /* owner: loop ms since no progress; 0 = working */
+    uint64_t idle_seq;   /* the pool's idle_seq when idle_since was set: orders
+                            holders that fell idle in the same loop ms */
     uint64_t wait_until; /* loop ms; while waiting */
     char key[64];        /* the client's address as counted (server_ip_key) */
 };
@@ -89,6 +91,7 @@ struct upslot_pool {
     uv_timer_t timer; /* waiters' deadlines; idle clients becoming reclaimable */
     bool timer_on;
     uint64_t stress_until; /* loop ms: stressed until then (see upslot.c) */
+    uint64_t idle_seq;     /* counts holders falling idle (upslot_activity) */
 };
 
 void upslot_pool_init(struct upslot_pool *p, uv_loop_t *loop, const struct upslot_limits *lim);

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Unit tests for upslot: limits, first come first served, one address's
  * share, which holder is taken back (outside a transaction first, then the
- * longest idle past reclaim_idle), callbacks never inside a call, a waiter
- * that leaves gets no callback. */
+ * longest idle past reclaim_idle, the first to fall idle when two did in
+ * the same millisecond), callbacks never inside a call, a waiter that
+ * leaves gets no callback. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -274,6 +275,74 @@ static void test_owner_that_keeps_its_slot(void **state)
     assert_int_equal(pool.nheld, 0);
 }
 
+/* The loop's clock counts whole milliseconds and is read once per loop
+ * turn: two clients that fall idle within the same millisecond get the
+ * same idle_since. The one that fell idle first has waited longest and
+ * gives its session back, whichever took its slot last (holders are kept
+ * newest first). This is what test_idle_transactions_give_way met when the
+ * second client's whole dialogue fitted in the first one's millisecond. */
+static void test_same_millisecond_longest_idle_first(void **state)
+{
+    (void)state;
+    struct owner first = {.release_on_reclaim = true}, second = {.release_on_reclaim = true};
+    struct owner w = {0};
+    assert_true(acquire(&first, "1"));
+    assert_true(acquire(&second, "2"));
+    uint64_t stamp = uv_now(&loop) - 20000; /* both past reclaim_idle (10 s) */
+    upslot_activity(&first.sl, stamp, false, true, true);
+    upslot_activity(&second.sl, stamp, false, true, true);
+    assert_int_equal(first.sl.idle_since, second.sl.idle_since);
+    assert_false(acquire(&w, "3"));
+    turn();
+    assert_int_equal(first.reclaimed, 1);
+    assert_int_equal(second.reclaimed, 0);
+    turn();
+    assert_int_equal(w.granted, 1);
+    release(&w);
+    release(&second);
+
+    /* The same the other way round: the later holder fell idle first. */
+    struct owner a = {.release_on_reclaim = true}, b = {.release_on_reclaim = true};
+    struct owner w2 = {0};
+    assert_true(acquire(&a, "4"));
+    assert_true(acquire(&b, "5"));
+    stamp = uv_now(&loop) - 20000;
+    upslot_activity(&b.sl, stamp, false, true, true);
+    upslot_activity(&a.sl, stamp, false, true, true);
+    assert_false(acquire(&w2, "6"));
+    turn();
+    assert_int_equal(b.reclaimed, 1);
+    assert_int_equal(a.reclaimed, 0);
+    turn();
+    assert_int_equal(w2.granted, 1);
+    release(&w2);
+    release(&a);
+}
+
+/* Only falling idle (or progress) restarts the clock: a second "waiting
+ * for the client" report, as every timer re-arm makes, keeps the stamp
+ * and the place in the order. */
+static void test_rearm_keeps_idle_order(void **state)
+{
+    (void)state;
+    struct owner first = {.release_on_reclaim = true}, second = {.release_on_reclaim = true};
+    struct owner w = {0};
+    assert_true(acquire(&first, "1"));
+    assert_true(acquire(&second, "2"));
+    uint64_t stamp = uv_now(&loop) - 20000;
+    upslot_activity(&first.sl, stamp, false, true, true);
+    upslot_activity(&second.sl, stamp + 2, false, true, true);
+    upslot_activity(&first.sl, stamp + 5, false, false, true); /* a re-arm, no progress */
+    assert_true(first.sl.idle_since < second.sl.idle_since);
+    assert_false(acquire(&w, "3"));
+    turn();
+    assert_int_equal(first.reclaimed, 1);
+    assert_int_equal(second.reclaimed, 0);
+    turn();
+    release(&w);
+    release(&second);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -284,6 +353,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_share_per_address, setup, teardown),
         cmocka_unit_test_setup_teardown(test_leaving_waiter_gets_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_owner_that_keeps_its_slot, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_same_millisecond_longest_idle_first, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rearm_keeps_idle_order, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
