@@ -13,6 +13,13 @@
  * GET of the triplet, started together; then at most a SET (and an INCR
  * when a triplet passes), whose answers are not waited for.
  *
+ * A new triplet is one more key in a store that other plugins share (the
+ * in-memory one is an LRU: a flood of random senders would push out rate
+ * limit counters and passed triplets). So each network may start at most
+ * max_pending triplets per retry_window: an INCR of its "c:NET" counter,
+ * waited for, comes before the "w:" key is written; past the cap the RCPT
+ * is refused (451 4.7.1) and nothing is written.
+ *
  * Nothing blocks: the RCPT hook is non-blocking and answers from the state
  * callbacks on the loop thread.
  */
@@ -36,6 +43,7 @@ static const char *const gl__policies[] = {"open", "closed", NULL};
 struct gl_conf {
     unsigned delay_ms, retry_window_ms, lifetime_ms; /* DURATION keys are unsigned ms */
     unsigned auto_allow;
+    unsigned max_pending; /* new triplets per network per retry_window */
     unsigned ipv4_prefix, ipv6_prefix;
     const char *exempt_networks;
     bool exempt_authenticated;
@@ -66,6 +74,12 @@ static const struct sluice_config_key gl__keys[] = {
      .def = "5",
      .max = 1000000,
      .offset = offsetof(struct gl_conf, auto_allow)},
+    {.name = "max_pending",
+     .type = SLUICE_CONFIG_UNSIGNED,
+     .def = "100",
+     .min = 1,
+     .max = 100000,
+     .offset = offsetof(struct gl_conf, max_pending)},
     {.name = "ipv4_prefix",
      .type = SLUICE_CONFIG_UNSIGNED,
      .def = "24",
@@ -99,7 +113,7 @@ struct gl_inst {
     sluice_instance *inst;
     struct gl_conf conf;
     struct cidr_list exempt;
-    sluice_counter *c_result; /* greylisted, passed, allowed, error */
+    sluice_counter *c_result; /* greylisted, passed, allowed, error, flood */
 };
 
 struct gl_job {
@@ -143,24 +157,83 @@ static void gl__write(struct gl_job *j, uint32_t op, const char *key, const char
     sluice_api->state_call(j->d->inst, &rq, gl__noop, NULL);
 }
 
+/* The job's last step: answer the RCPT and free the job. */
+static void gl__finish(struct gl_job *j, int verdict)
+{
+    sluice_ctx *ctx = j->ctx;
+    free(j);
+    sluice_api->complete(ctx, verdict);
+}
+
+/* The shared state failed: on_state_error decides. */
+static int gl__state_error(struct gl_job *j)
+{
+    sluice_api->counter_add(j->d->c_result, "error", 1);
+    if (j->d->conf.on_state_error == 1) {
+        sluice_api->log_ctx(j->ctx, SLUICE_LOG_WARN,
+                            "shared state unavailable: tempfail (on_state_error = closed)");
+        sluice_api->set_reply(j->ctx, 451, "4.7.1",
+                              "Greylisting unavailable, please try again later");
+        return SLUICE_TEMPFAIL;
+    }
+    sluice_api->log_ctx(j->ctx, SLUICE_LOG_WARN,
+                        "shared state unavailable: not greylisted (on_state_error = open)");
+    return SLUICE_CONTINUE;
+}
+
+/* 451 4.7.1 "try again in N seconds"; a new triplet is written first. */
+static int gl__greylist(struct gl_job *j, uint64_t left_ms)
+{
+    const struct gl_conf *cf = &j->d->conf;
+    char text[160];
+    if (j->state != GL_WAITING) {
+        char first[32];
+        snprintf(first, sizeof first, "w:%llu", (unsigned long long)j->now_ms);
+        gl__write(j, SLUICE_STATE_SET, j->triplet, first, cf->retry_window_ms);
+    }
+    snprintf(text, sizeof text, "Greylisted, please try again in %llu seconds",
+             (unsigned long long)((left_ms + 999) / 1000));
+    sluice_api->set_reply(j->ctx, 451, "4.7.1", text);
+    sluice_api->log_ctx(j->ctx, SLUICE_LOG_INFO, "greylisted (%s): %s",
+                        j->state == GL_WAITING ? "retry too early" : "new", j->triplet);
+    sluice_api->counter_add(j->d->c_result, "greylisted", 1);
+    return SLUICE_TEMPFAIL;
+}
+
+/* The answer to the INCR of the network's new-triplet counter. */
+static void gl__pending_cb(void *ud, const struct sluice_state_answer *a)
+{
+    struct gl_job *j = ud;
+    const struct gl_conf *cf = &j->d->conf;
+    if (a->status != 0) {
+        gl__finish(j, gl__state_error(j));
+        return;
+    }
+    if (a->num > (int64_t)cf->max_pending) {
+        /* Said once per window (the count only grows until it expires):
+         * a flood is one log line, not one per recipient. */
+        if (a->num == (int64_t)cf->max_pending + 1)
+            sluice_api->log_ctx(j->ctx, SLUICE_LOG_WARN,
+                                "network %s started max_pending (%u) new triplets within "
+                                "retry_window: new ones refused until it ends",
+                                j->net, cf->max_pending);
+        sluice_api->counter_add(j->d->c_result, "flood", 1);
+        sluice_api->set_reply(j->ctx, 451, "4.7.1",
+                              "Too many unconfirmed deliveries from your network, "
+                              "please try again later");
+        gl__finish(j, SLUICE_TEMPFAIL);
+        return;
+    }
+    gl__finish(j, gl__greylist(j, cf->delay_ms));
+}
+
 static void gl__decide(struct gl_job *j)
 {
     struct gl_inst *d = j->d;
     const struct gl_conf *cf = &d->conf;
     int verdict = SLUICE_CONTINUE;
-    char text[160];
     if (j->status_trip != 0 && j->status_trip != -ENOENT) {
-        sluice_api->counter_add(d->c_result, "error", 1);
-        if (cf->on_state_error == 1) {
-            sluice_api->log_ctx(j->ctx, SLUICE_LOG_WARN,
-                                "shared state unavailable: tempfail (on_state_error = closed)");
-            sluice_api->set_reply(j->ctx, 451, "4.7.1",
-                                  "Greylisting unavailable, please try again later");
-            verdict = SLUICE_TEMPFAIL;
-        } else {
-            sluice_api->log_ctx(j->ctx, SLUICE_LOG_WARN,
-                                "shared state unavailable: not greylisted (on_state_error = open)");
-        }
+        verdict = gl__state_error(j);
     } else if (cf->auto_allow && j->status_auto == 0 && j->passes >= cf->auto_allow) {
         sluice_api->counter_add(d->c_result, "allowed", 1);
     } else if (j->state == GL_PASSED) {
@@ -174,26 +247,25 @@ static void gl__decide(struct gl_job *j)
         sluice_api->counter_add(d->c_result, "passed", 1);
         sluice_api->log_ctx(j->ctx, SLUICE_LOG_INFO, "greylist passed after %llus: %s",
                             (unsigned long long)((j->now_ms - j->since_ms) / 1000), j->triplet);
+    } else if (j->state == GL_WAITING) {
+        verdict = gl__greylist(j, j->since_ms + cf->delay_ms - j->now_ms);
     } else {
-        uint64_t left_ms = cf->delay_ms;
-        if (j->state == GL_WAITING) {
-            left_ms = j->since_ms + cf->delay_ms - j->now_ms;
-        } else {
-            char first[32];
-            snprintf(first, sizeof first, "w:%llu", (unsigned long long)j->now_ms);
-            gl__write(j, SLUICE_STATE_SET, j->triplet, first, cf->retry_window_ms);
-        }
-        snprintf(text, sizeof text, "Greylisted, please try again in %llu seconds",
-                 (unsigned long long)((left_ms + 999) / 1000));
-        sluice_api->set_reply(j->ctx, 451, "4.7.1", text);
-        sluice_api->log_ctx(j->ctx, SLUICE_LOG_INFO, "greylisted (%s): %s",
-                            j->state == GL_WAITING ? "retry too early" : "new", j->triplet);
-        sluice_api->counter_add(d->c_result, "greylisted", 1);
-        verdict = SLUICE_TEMPFAIL;
+        /* A new triplet: count it against its network's share first (an
+         * atomic INCR, so parallel sessions cannot all slip under the cap);
+         * the counter's window starts with the network's first new triplet
+         * and lasts as long as that triplet is remembered. */
+        char key[96];
+        snprintf(key, sizeof key, "c:%s", j->net);
+        struct sluice_state_request rq = {.size = sizeof rq,
+                                          .op = SLUICE_STATE_INCR,
+                                          .key = key,
+                                          .delta = 1,
+                                          .ttl_ms = cf->retry_window_ms};
+        if (sluice_api->state_call(d->inst, &rq, gl__pending_cb, j))
+            return; /* gl__pending_cb answers */
+        verdict = gl__state_error(j);
     }
-    sluice_ctx *ctx = j->ctx;
-    free(j);
-    sluice_api->complete(ctx, verdict);
+    gl__finish(j, verdict);
 }
 
 static void gl__auto_cb(void *ud, const struct sluice_state_answer *a)
@@ -299,12 +371,14 @@ static int gl__init(const struct sluice_host_api *api, sluice_instance *inst, vo
         gl__shutdown(d);
         return -1;
     }
-    d->c_result = api->counter_new(inst, "checks", "Recipients checked, by result", "result", 4);
+    d->c_result = api->counter_new(inst, "checks", "Recipients checked, by result", "result", 5);
     api->log(inst, SLUICE_LOG_INFO,
-             "delay %llus, retry window %llus, lifetime %llus, auto-allow after %u passes",
+             "delay %llus, retry window %llus, lifetime %llus, auto-allow after %u passes, "
+             "at most %u new triplets per network per retry window",
              (unsigned long long)(d->conf.delay_ms / 1000),
              (unsigned long long)(d->conf.retry_window_ms / 1000),
-             (unsigned long long)(d->conf.lifetime_ms / 1000), d->conf.auto_allow);
+             (unsigned long long)(d->conf.lifetime_ms / 1000), d->conf.auto_allow,
+             d->conf.max_pending);
     *data = d;
     return 0;
 }
