@@ -42,6 +42,14 @@ PACKAGES=(
   # shared state tests: a private redis-server per test on a loopback port
   # (the package's system service is never used)
   redis-server
+  # SRS interoperability tests: the rewrite plugin's SRS addresses against
+  # postsrsd's (a private instance on a loopback port)
+  postsrsd
+  # man pages: scdoc sources rendered at build time, checked with man -l
+  scdoc man-db groff-base
+  # systemd integration: sd_notify readiness and watchdog, journald fields
+  # (libsystemd); systemd-analyze verify/security checks the unit in tests
+  libsystemd-dev systemd
 )
 
 if [ "$(id -u)" -ne 0 ]; then
