@@ -265,13 +265,12 @@ static int rw_eval_addr(const struct rw_rule *r, const struct rw_env *env, struc
         }
         break;
     case RW_OP_SRS:
-        if (env->srs_secret && rw_srs_forward(env->srs_secret, env->srs_secret_len, r->text, addr, env->now, &n) != 1)
+        if (env->srs && rw_srs_forward(env->srs, r->text, addr, env->now, &n) != 1)
             n = NULL;
         break;
     case RW_OP_SRS_REVERSE:
-        if (env->srs_secret) {
-            int rc = rw_srs_reverse(env->srs_secret, env->srs_secret_len, r->text, addr, env->now,
-                                    env->srs_max_age, &n);
+        if (env->srs) {
+            int rc = rw_srs_reverse(env->srs, r->text, addr, env->now, &n);
             if (rc < 0)
                 return RW_SRS_BAD;
             if (rc == 0)

@@ -20,6 +20,7 @@
 
 #include "rw_hdr.h"
 #include "rw_rules.h"
+#include "rw_srs.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -36,11 +37,9 @@ struct rw_env {
     int (*has_symbol)(void *ud, const char *name);
     double (*score)(void *ud);
     void *ud;
-    /* SRS */
+    /* SRS: secrets, separator and max age; NULL when none */
     time_t now;
-    const char *srs_secret;
-    size_t srs_secret_len;
-    unsigned srs_max_age; /* days */
+    const struct rw_srs *srs;
 };
 
 /* Per transaction; holds a reference to the rule set it started with so

@@ -34,6 +34,7 @@ static void rw_lint__usage(FILE *fp)
           "  --symbol NAME      a symbol other plugins recorded; repeatable\n"
           "  --score N          the transaction's score so far\n"
           "  --srs-secret S     secret for srs rules\n"
+          "  --srs-separator C  character after SRS0/SRS1: = (default), + or -\n"
           "  -q, --quiet        print errors only\n"
           "  -h, --help\n",
           fp);
@@ -177,10 +178,11 @@ int main(int argc, char **argv)
         {"rcpt", required_argument, NULL, 'r'},   {"ip", required_argument, NULL, 'i'},
         {"auth", no_argument, NULL, 'a'},         {"symbol", required_argument, NULL, 'S'},
         {"score", required_argument, NULL, 's'},  {"srs-secret", required_argument, NULL, 'k'},
+        {"srs-separator", required_argument, NULL, 'e'},
         {"quiet", no_argument, NULL, 'q'},        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *test = NULL, *from = "", *ip = "127.0.0.1", *secret = NULL;
+    const char *test = NULL, *from = "", *ip = "127.0.0.1", *secret = NULL, *sep = "=";
     char **rcpts = NULL;
     size_t nrcpts = 0;
     int quiet = 0, auth = 0;
@@ -202,6 +204,7 @@ int main(int argc, char **argv)
             break;
         case 's': lc.score = strtod(optarg, NULL); break;
         case 'k': secret = optarg; break;
+        case 'e': sep = optarg; break;
         case 'q': quiet = 1; break;
         case 'h': rw_lint__usage(stdout); return 0;
         default: rw_lint__usage(stderr); return 2;
@@ -224,6 +227,22 @@ int main(int argc, char **argv)
     rw_errors_free(&errs);
     if (rs && !quiet && !test)
         printf("%s: %zu rules, ok\n", path, rs->nrules);
+    struct rw_srs *srs = NULL;
+    if (rs && test && secret) {
+        const char *why = NULL;
+        srs = strlen(sep) == 1 ? rw_srs_new(sep[0], 21) : NULL;
+        if (!srs) {
+            fprintf(stderr, "--srs-separator: want =, + or -\n");
+            rw_ruleset_unref(rs);
+            return 2;
+        }
+        if (rw_srs_add_secret(srs, secret, strlen(secret), &why) != 0) {
+            fprintf(stderr, "--srs-secret: %s\n", why);
+            rw_srs_free(srs);
+            rw_ruleset_unref(rs);
+            return 2;
+        }
+    }
     if (rs && test) {
         struct rw_env env = {
             .sender = from,
@@ -233,13 +252,12 @@ int main(int argc, char **argv)
             .score = rw_lint__score,
             .ud = &lc,
             .now = time(NULL),
-            .srs_secret = secret,
-            .srs_secret_len = secret ? strlen(secret) : 0,
-            .srs_max_age = 21,
+            .srs = srs,
         };
         rw_hdr_global_init();
         status = rw_lint__test(rs, test, &env, rcpts, nrcpts);
     }
+    rw_srs_free(srs);
     rw_ruleset_unref(rs);
     free(rcpts);
     free(lc.symbols);

@@ -36,6 +36,7 @@
 #include "rw_eval.h"
 #include "rw_hdr.h"
 #include "rw_rules.h"
+#include "rw_srs.h"
 #include "pstr.h"
 #include "watch.h"
 
@@ -59,7 +60,10 @@ struct rw_conf {
     unsigned srs_max_age;
     const char *srs_secret;
     const char *srs_secret_file;
+    int srs_separator; /* index in rw__separators */
 };
+
+static const char *const rw__separators[] = {"=", "+", "-", NULL};
 
 static const struct sluice_config_key rw__keys[] = {
     {.name = "rules",
@@ -88,6 +92,11 @@ static const struct sluice_config_key rw__keys[] = {
     {.name = "srs_secret_file",
      .type = SLUICE_CONFIG_PATH,
      .offset = offsetof(struct rw_conf, srs_secret_file)},
+    {.name = "srs_separator",
+     .type = SLUICE_CONFIG_ENUM,
+     .def = "=",
+     .choices = rw__separators,
+     .offset = offsetof(struct rw_conf, srs_separator)},
     {.name = NULL},
 };
 
@@ -101,8 +110,7 @@ struct rw_source {
 struct rw_inst {
     sluice_instance *inst;
     struct rw_conf conf;
-    char *srs_secret; /* owned, NULL when none */
-    size_t srs_secret_len;
+    struct rw_srs *srs; /* owned, NULL when no secret is set */
 
     struct watch *watch; /* holds the current set */
     struct rw_scratch *sc;
@@ -114,6 +122,8 @@ SLUICE_API_DECLARE;
 
 /* ---- config ------------------------------------------------------------- */
 
+/* The SRS secrets: srs_secret (one), or srs_secret_file (one per line,
+ * the format of postsrsd's secret file, so both can share it). */
 static int rw__secret(struct rw_inst *ri)
 {
     const char *s = ri->conf.srs_secret;
@@ -123,33 +133,53 @@ static int rw__secret(struct rw_inst *ri)
                                  "give srs_secret or srs_secret_file, not both");
         return -1;
     }
+    if (!s && !f)
+        return 0;
+    struct rw_srs *k = rw_srs_new(rw__separators[ri->conf.srs_separator][0], ri->conf.srs_max_age);
     if (s) {
-        if (strlen(s) < 16) {
-            sluice_api->config_error(ri->inst, "srs_secret", "too short (at least 16 characters)");
+        const char *why = NULL;
+        if (rw_srs_add_secret(k, s, strlen(s), &why) != 0) {
+            sluice_api->config_error(ri->inst, "srs_secret", "%s", why);
+            rw_srs_free(k);
             return -1;
         }
-        ri->srs_secret = pstr_xstrdup(s);
-    } else if (f) {
-        FILE *fp = fopen(f, "r");
-        if (!fp) {
-            sluice_api->config_error(ri->inst, "srs_secret_file", "cannot read %s: %s", f,
-                                     strerror(errno));
-            return -1;
-        }
-        char buf[1024];
-        size_t n = fread(buf, 1, sizeof(buf) - 1, fp);
-        fclose(fp);
-        buf[n] = 0;
-        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
-            buf[--n] = 0;
-        if (n < 16) {
-            sluice_api->config_error(ri->inst, "srs_secret_file",
-                                     "%s: secret too short (at least 16 characters)", f);
-            return -1;
-        }
-        ri->srs_secret = pstr_xstrdup(buf);
+        ri->srs = k;
+        return 0;
     }
-    ri->srs_secret_len = ri->srs_secret ? strlen(ri->srs_secret) : 0;
+    FILE *fp = fopen(f, "r");
+    if (!fp) {
+        sluice_api->config_error(ri->inst, "srs_secret_file", "cannot read %s: %s", f, strerror(errno));
+        rw_srs_free(k);
+        return -1;
+    }
+    /* One octet more than allowed, to tell a file that is too large. */
+    char *buf = pstr_xmalloc(RW_SRS_FILE_MAX + 1);
+    size_t n = fread(buf, 1, RW_SRS_FILE_MAX + 1, fp);
+    int rerr = ferror(fp);
+    fclose(fp);
+    struct pstr err = PSTR_INIT;
+    int rc = -1;
+    if (rerr)
+        pstr_printf(&err, "%s: read error\n", f);
+    else
+        rc = rw_srs_parse_secrets(k, buf, n, f, &err);
+    memset(buf, 0, n);
+    free(buf);
+    if (rc < 0) {
+        /* every problem, one FILE:LINE: message each */
+        const char *e = pstr_cstr(&err);
+        while (*e) {
+            const char *nl = strchr(e, '\n');
+            int len = nl ? (int)(nl - e) : (int)strlen(e);
+            sluice_api->config_error(ri->inst, "srs_secret_file", "%.*s", len, e);
+            e += len + (nl ? 1 : 0);
+        }
+        pstr_free(&err);
+        rw_srs_free(k);
+        return -1;
+    }
+    pstr_free(&err);
+    ri->srs = k;
     return 0;
 }
 
@@ -243,9 +273,7 @@ static void rw_shutdown(void *data)
         return;
     watch_free(ri->watch);
     rw_scratch_free(ri->sc);
-    if (ri->srs_secret)
-        memset(ri->srs_secret, 0, ri->srs_secret_len);
-    free(ri->srs_secret);
+    rw_srs_free(ri->srs);
     free(ri);
 }
 
@@ -269,7 +297,7 @@ static int rw_init(const struct sluice_host_api *api, sluice_instance *inst, voi
     struct rw_source *src = pstr_xcalloc(1, sizeof *src);
     if (ri->conf.rules) {
         src->path = pstr_xstrdup(ri->conf.rules);
-        src->have_secret = ri->srs_secret != NULL;
+        src->have_secret = ri->srs != NULL;
         struct pstr errors = PSTR_INIT;
         rs = rw__build(src, &errors);
         size_t nerr = rw__log_errors(ri, pstr_cstr(&errors));
@@ -389,9 +417,7 @@ static void rw__env(struct rw_inst *ri, sluice_ctx *ctx, struct rw_env *env)
         .score = rw__score,
         .ud = ctx,
         .now = time(NULL),
-        .srs_secret = ri->srs_secret,
-        .srs_secret_len = ri->srs_secret_len,
-        .srs_max_age = ri->conf.srs_max_age,
+        .srs = ri->srs,
     };
 }
 

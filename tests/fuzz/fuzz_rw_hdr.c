@@ -12,12 +12,16 @@
  * same number of addresses, all of them the replacement. rw_hdr_encode()
  * is 7-bit for valid UTF-8, without CR or LF unless the text had them.
  * SRS invariants: only a valid sender is forwarded, into a valid address
- * of our domain that reverses to the original exactly a day later, and
- * not after max_age days; a reverse result is a valid address.
+ * of our domain with the set's separator: SRS0 for a plain sender, which
+ * reverses to the original exactly a day later (also with the secrets in
+ * the other order: rotation), and not after max_age days; SRS1 for an
+ * SRS0/SRS1 sender, whose reverse is refused or a valid address (the SRS0
+ * sender itself when it was one); a reverse result is a valid address.
  *
  * Input: byte 0 = mode (0..1 header + edit script, 2 address field, 3 SRS),
  * then for header mode byte 1 = number k of edit bytes, k edit bytes, the
- * message; for SRS: SECRET NUL DOMAIN NUL ADDRESS.
+ * message; for SRS: SECRET NUL DOMAIN NUL ADDRESS (the secret's length
+ * modulo 3 picks the separator; a secret under 16 octets is replaced).
  */
 #include "fuzz.h"
 
@@ -223,6 +227,14 @@ static void fuzz_addrs(const char *raw)
     pstr_free(&out2);
 }
 
+/* Whether the local part starts like an SRS0/SRS1 address ("SRS0=",
+ * any case, any separator): those are shortened into SRS1, not wrapped. */
+static int srs_tagged(const char *addr)
+{
+    return strncasecmp(addr, "SRS", 3) == 0 && (addr[3] == '0' || addr[3] == '1') && addr[4] &&
+           strchr("=+-", addr[4]) != NULL;
+}
+
 static void fuzz_srs(const char *text, size_t len)
 {
     /* every field NUL-terminated, the last one too */
@@ -235,37 +247,80 @@ static void fuzz_srs(const char *text, size_t len)
     size_t dlen = slen < len ? strnlen(domain, len - slen - 1) : 0;
     const char *addr = slen + 1 + dlen < len ? domain + dlen + 1 : "";
     const time_t now = 1764806400; /* 2025-12-04 */
+    static const char other[] = "rotation-secret-0123456789";
+    const char *why = NULL;
     char *fwd = NULL, *back = NULL;
 
-    int rc = rw_srs_reverse(secret, slen, domain, addr, now, 21, &back);
+    /* k signs with the input's secret (a fixed one when it is no valid
+     * secret), k2 with another and still verifies the first: rotation. */
+    char sep = "=+-"[slen % 3];
+    struct rw_srs *k = rw_srs_new(sep, 21), *k2 = rw_srs_new('=', 21);
+    FUZZ_CHECK(k != NULL && k2 != NULL);
+    if (rw_srs_add_secret(k, secret, slen, &why) != 0) {
+        secret = "fallback-secret-0123456789";
+        slen = strlen(secret);
+        FUZZ_CHECK(rw_srs_add_secret(k, secret, slen, &why) == 0);
+    }
+    FUZZ_CHECK(rw_srs_add_secret(k, other, strlen(other), &why) == 0);
+    FUZZ_CHECK(rw_srs_add_secret(k2, other, strlen(other), &why) == 0);
+    FUZZ_CHECK(rw_srs_add_secret(k2, secret, slen, &why) == 0);
+
+    int rc = rw_srs_reverse(k, domain, addr, now, &back);
     FUZZ_CHECK(rc >= -1 && rc <= 1);
+    FUZZ_CHECK((rc == 1) == (back != NULL));
     if (rc == 1) {
-        FUZZ_CHECK(back != NULL && rw_addr_valid(back));
+        FUZZ_CHECK(rw_addr_valid(back));
         free(back);
         back = NULL;
     }
 
-    rc = rw_srs_forward(secret, slen, domain, addr, now, &fwd);
+    rc = rw_srs_forward(k, domain, addr, now, &fwd);
     FUZZ_CHECK(rc >= -1 && rc <= 1);
     if (rc != 1) {
-        free(copy);
-        return;
+        FUZZ_CHECK(fwd == NULL);
+        goto out;
     }
     FUZZ_CHECK(fwd != NULL);
     /* Only valid senders are rewritten, always into a valid address of
-     * our domain that comes back exactly (regressions: corpus/rw_hdr/regress-
-     * srs-domain-equals, srs-forward-*, srs-roundtrip, srs-domain-with-at). */
+     * our domain (regressions: corpus/rw_hdr/regress-srs-domain-equals,
+     * srs-forward-*, srs-roundtrip, srs-domain-with-at). */
     FUZZ_CHECK(rw_addr_valid(addr));
     FUZZ_CHECK(rw_addr_valid(fwd));
     const char *at = strrchr(fwd, '@');
     FUZZ_CHECK(at != NULL && strcasecmp(at + 1, domain) == 0);
-    FUZZ_CHECK(rw_srs_reverse(secret, slen, domain, fwd, now + 86400, 21, &back) == 1);
-    FUZZ_CHECK(strcmp(back, addr) == 0);
+    FUZZ_CHECK(fwd[4] == sep);
+    if (!srs_tagged(addr)) {
+        /* SRS0: back to the original exactly a day later, with either
+         * set of secrets, and not after max_age days */
+        FUZZ_CHECK(strncmp(fwd, "SRS0", 4) == 0);
+        FUZZ_CHECK(rw_srs_reverse(k, domain, fwd, now + 86400, &back) == 1);
+        FUZZ_CHECK(strcmp(back, addr) == 0);
+        free(back);
+        back = NULL;
+        FUZZ_CHECK(rw_srs_reverse(k2, domain, fwd, now + 86400, &back) == 1);
+        FUZZ_CHECK(strcmp(back, addr) == 0);
+        free(back);
+        back = NULL;
+        FUZZ_CHECK(rw_srs_reverse(k, domain, fwd, now + 30 * 86400, &back) == -1);
+    } else {
+        /* SRS1, pointing at the first forwarder: its reverse is an SRS0
+         * address there (or, when that is us, refused or reversed on) */
+        FUZZ_CHECK(strncmp(fwd, "SRS1", 4) == 0);
+        rc = rw_srs_reverse(k2, domain, fwd, now + 30 * 86400, &back);
+        FUZZ_CHECK(rc == 1 || rc == -1);
+        FUZZ_CHECK((rc == 1) == (back != NULL));
+        if (back)
+            FUZZ_CHECK(rw_addr_valid(back));
+        if (back && strncmp(back, "SRS0", 4) == 0 && addr[3] == '0') {
+            /* an SRS0 sender comes back as it was (tag in upper case) */
+            FUZZ_CHECK(strcmp(back + 4, addr + 4) == 0);
+        }
+    }
     free(back);
-    back = NULL;
-    FUZZ_CHECK(rw_srs_reverse(secret, slen, domain, fwd, now + 30 * 86400, 21, &back) == -1);
-    free(back);
+out:
     free(fwd);
+    rw_srs_free(k);
+    rw_srs_free(k2);
     free(copy);
 }
 
