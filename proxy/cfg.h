@@ -164,6 +164,7 @@ struct cfg {
     unsigned dns_max_queued;      /* 256 more may wait; past that: tempfail at once */
     unsigned dns_cache_size;      /* 10000 answers */
     int log_level;                /* enum log_level */
+    int log_format;               /* enum log_format: text (default) or json */
     char *plugin_dir;             /* bundled plugin directory override */
     char *quarantine_dir;         /* for QUARANTINE verdicts */
     struct cfg_auth auth;         /* auth, auth_socket, ...: defaults of every listener */

@@ -19,6 +19,8 @@ const char *const cfg_keys_sec_names[] = {
 static const char *const cfg_keys__long_lines[] = {"reject", "pass", NULL};
 static const char *const cfg_keys__bare_nl[] = {"reject", "normalize", NULL};
 static const char *const cfg_keys__levels[] = {"debug", "info", "warn", "error", NULL};
+/* in the order of enum log_format */
+static const char *const cfg_keys__log_format[] = {"text", "json", NULL};
 static const char *const cfg_keys__connect[] = {"mail", "connect", NULL};
 static const char *const cfg_keys__up_tls[] = {"no", "may", "encrypt", NULL};
 static const char *const cfg_keys__failure[] = {"tempfail", "accept", "tag", NULL};
@@ -87,6 +89,7 @@ const struct cfg_key cfg_keys[CFG_KEYS_N] = {
     {SEC_SERVER, "dns_max_queued", T_UINT, O(dns_max_queued), 0, 0, 1000000, NULL, 0},
     {SEC_SERVER, "dns_cache_size", T_UINT, O(dns_cache_size), 0, 0, 1000000, NULL, 0},
     {SEC_SERVER, "log_level", T_ENUM, O(log_level), 0, 0, 0, cfg_keys__levels, 0},
+    {SEC_SERVER, "log_format", T_ENUM, O(log_format), 0, 0, 0, cfg_keys__log_format, 0},
     {SEC_SERVER, "plugin_dir", T_STR, O(plugin_dir), 0, 0, 0, NULL, 0},
     {SEC_SERVER, "quarantine_dir", T_STR, O(quarantine_dir), 0, 0, 0, NULL, 0},
     /* SMTP AUTH: the same keys in [server] (defaults) and [listener NAME] */

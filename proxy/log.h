@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * log: graded logging to stderr (default) or syslog. One line per call.
- * Lines are "LEVEL message". Thread-safe (one write(2) per line).
+ * log: graded logging to stderr (default), journald or syslog. One line per
+ * call. Lines are "TIME LEVEL: message", or one JSON object (log_format).
+ * Thread-safe (one write(2) per line).
  *
  * Context: a connection's lines go through its `struct log_conn`, which
  * prefixes every line with "sid=ID" and, for warnings and worse, ends it
@@ -23,7 +24,20 @@ enum log_level {
     LOG_LVL_FATAL, /* cannot continue */
 };
 
+/* Format of the lines written to stderr ([server] log_format). JSON: one
+ * object per line with the key=value fields as members (logfmt.h). */
+enum log_format {
+    LOG_FORMAT_TEXT = 0,
+    LOG_FORMAT_JSON,
+};
+
+/* ident: a static string. Without syslog, when stderr is the journal
+ * stream systemd gave the service (JOURNAL_STREAM), records go to journald
+ * with their fields as SLUICE_* fields, whatever the format; stderr only if
+ * journald refuses one. */
 void log_init(const char *ident, int use_syslog, enum log_level min_level);
+void log_set_format(enum log_format f); /* any time: reload may switch it */
+int log_journald(void);                 /* records go to journald */
 void log_set_level(enum log_level min_level);
 int log_enabled(enum log_level lvl);
 /* Buffer info/debug lines logged from the calling (event loop) thread;

@@ -21,6 +21,7 @@
 #include "chain.h"
 #include "log.h"
 #include "mime7.h"
+#include "notify.h"
 #include "dns.h"
 #include "server.h"
 #include "state.h"
@@ -280,12 +281,21 @@ static int main__run(struct cfg *cfg)
     }
     stats_set_chain_loaded(true);
     log_info("sluice %s started", SLUICE_VERSION);
+    if (notify_init(loop) != 0)
+        return 1;
+    /* Bound, privileges dropped, chain loaded: systemd may now start what
+     * comes After=sluice (and `systemctl start` returns). */
+    char status[128];
+    snprintf(status, sizeof status, "serving: %zu listener(s), %zu plugin instance(s)",
+             srv.cfg->nlisteners, chain_size(chain_current()));
+    notify_ready(status);
     uv_check_t log_check;
     uv_check_init(loop, &log_check);
     uv_check_start(&log_check, main__log_check);
     uv_unref((uv_handle_t *)&log_check);
     log_set_buffered(!srv.cfg->log_syslog);
     uv_run(loop, UV_RUN_DEFAULT);
+    notify_shutdown();
     log_set_buffered(0);
     uv_close((uv_handle_t *)&log_check, NULL);
     dns_shutdown();
@@ -326,6 +336,7 @@ int main(int argc, char **argv)
     if (rc >= 0)
         return rc;
     log_init("sluice", cfg->log_syslog, a.debug ? LOG_LVL_DEBUG : (enum log_level)cfg->log_level);
+    log_set_format((enum log_format)cfg->log_format);
     signal(SIGPIPE, SIG_IGN);
     /* The pool runs blocking plugin work; size it before first use. */
     char nthreads[16];

@@ -24,6 +24,7 @@
 #include "defer.h"
 #include "host.h"
 #include "log.h"
+#include "notify.h"
 #include "sess.h"
 #include "stats.h"
 #include "tlssrv.h"
@@ -485,6 +486,9 @@ static void server__on_term(uv_signal_t *h, int signum)
     srv->stopping = true;
     log_info("signal %d: stopping; letting %u connection(s) finish (deadline %u ms)", signum,
              srv->nconns, srv->cfg->shutdown_timeout_ms);
+    char status[96];
+    snprintf(status, sizeof status, "stopping: %u connection(s) finishing", srv->nconns);
+    notify_stopping(status);
     server__stop_listeners(srv);
     uppool_close(&srv->uppool); /* and sessions ending now close theirs */
     uv_timer_stop(&probe_timer);
@@ -506,6 +510,8 @@ static void server__on_hup(uv_signal_t *h, int signum)
         log_warn("SIGHUP: no configuration file to reload");
         return;
     }
+    /* systemd holds `systemctl reload` until READY=1 follows (both ways). */
+    notify_reloading();
     buf_t errs = BUF_INIT;
     struct cfg_overrides ov = {0};
     if (srv->overrides)
@@ -548,6 +554,7 @@ static void server__on_hup(uv_signal_t *h, int signum)
             cfg_unref(n);
         buf_free(&errs);
         stats_config_reload(false);
+        notify_ready("reload refused: running the previous configuration (see the log)");
         return;
     }
     buf_free(&errs);
@@ -578,8 +585,13 @@ static void server__on_hup(uv_signal_t *h, int signum)
     chain_set_current(chain);
     chain_unref(chain);
     log_set_level((enum log_level)n->log_level);
+    log_set_format((enum log_format)n->log_format);
     stats_config_reload(true);
     log_info("configuration reloaded from %s", n->path);
+    char status[128];
+    snprintf(status, sizeof status, "serving: %zu listener(s), %zu plugin instance(s)",
+             n->nlisteners, chain_size(chain_current()));
+    notify_ready(status);
 }
 
 int server_start(struct server *srv)
