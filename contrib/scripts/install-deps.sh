@@ -50,6 +50,11 @@ PACKAGES=(
   # systemd integration: sd_notify readiness and watchdog, journald fields
   # (libsystemd); systemd-analyze verify/security checks the unit in tests
   libsystemd-dev systemd
+  # Exim guide test (test_exim.py): the libraries exim4-daemon-light links
+  # (its Depends that are libraries). The package itself conflicts with
+  # postfix, so install_exim below only extracts it.
+  libc6 libcrypt1 libdb5.3 libgnutls-dane0 libgnutls30 libidn12 libidn2-0 libnsl2
+  libpcre2-8-0
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -64,8 +69,56 @@ for p in "${PACKAGES[@]}"; do
   fi
 done
 
+# Exim for test_exim.py, without installing it: exim4-daemon-light and
+# postfix both provide mail-transport-agent, so `apt-get install` would
+# remove Postfix. The package is downloaded and extracted into EXIM_ROOT
+# (again only when the candidate version changes), and the Debian-exim user
+# and group its binary is built for (EXIM_USER=ref:Debian-exim, looked up
+# before any configuration is read) are made as exim4-base's postinst makes
+# them, so that a real Exim installed later takes them over. Nothing is
+# configured or started; the tests run private daemons with `-C`.
+EXIM_ROOT=/opt/sluice-test/exim4
+install_exim() {
+  if ! getent group Debian-exim >/dev/null; then
+    groupadd --system Debian-exim
+  fi
+  if ! getent passwd Debian-exim >/dev/null; then
+    useradd --system --gid Debian-exim --no-create-home --home-dir /var/spool/exim4 \
+      --shell /usr/sbin/nologin --comment "Exim (sluice tests)" Debian-exim
+  fi
+  local want have=""
+  want=$(apt-cache show --no-all-versions exim4-daemon-light 2>/dev/null |
+         sed -n '1,/^$/s/^Version: //p') || want=""
+  [ -f "$EXIM_ROOT/.version" ] && have=$(cat "$EXIM_ROOT/.version")
+  if [ -x "$EXIM_ROOT/usr/sbin/exim4" ] && { [ -z "$want" ] || [ "$want" = "$have" ]; }; then
+    echo "install-deps.sh: exim4-daemon-light $have already in $EXIM_ROOT"
+    return 0
+  fi
+  local tmp deb
+  tmp=$(mktemp -d)
+  # apt-get download runs as _apt when it may write the directory.
+  chown _apt "$tmp" 2>/dev/null || true
+  if ! (cd "$tmp" && apt-get download -q exim4-daemon-light); then
+    apt-get update -q
+    (cd "$tmp" && apt-get download -q exim4-daemon-light) || { rm -rf "$tmp"; return 1; }
+  fi
+  deb=$(ls "$tmp"/exim4-daemon-light_*.deb)
+  rm -rf "$EXIM_ROOT"
+  mkdir -p "$EXIM_ROOT"
+  dpkg-deb -x "$deb" "$EXIM_ROOT"
+  dpkg-deb -f "$deb" Version >"$EXIM_ROOT/.version"
+  rm -rf "$tmp"
+  if ldd "$EXIM_ROOT/usr/sbin/exim4" | grep -q "not found"; then
+    echo "install-deps.sh: $EXIM_ROOT/usr/sbin/exim4 misses libraries:" >&2
+    ldd "$EXIM_ROOT/usr/sbin/exim4" | grep "not found" >&2
+    return 1
+  fi
+  echo "install-deps.sh: exim4-daemon-light $(cat "$EXIM_ROOT/.version") extracted into $EXIM_ROOT"
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps.sh: all ${#PACKAGES[@]} packages already installed"
+  install_exim
   exit 0
 fi
 
@@ -85,4 +138,5 @@ if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1 || ! apt_install; then
   apt-get update -q
   apt_install
 fi
+install_exim
 echo "install-deps.sh: done"
