@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+/* No CODE_FILE=log.c on every record: the place that logged is ours. */
+#define SD_JOURNAL_SUPPRESS_LOCATION
 #include <systemd/sd-journal.h>
 
 #include "logfmt.h"
@@ -75,9 +77,13 @@ int log_enabled(enum log_level lvl)
 /* Under systemd, stderr connected to the journal: systemd puts the
  * stream's device:inode in JOURNAL_STREAM (systemd.exec(5)), and a child
  * whose stderr was redirected elsewhere inherits the variable, hence the
- * comparison with stderr itself. */
+ * comparison with stderr itself. journald's socket must exist too:
+ * sd_journal_sendv() reports success when it does not (records would be
+ * lost), so without it the lines stay on stderr. */
 static bool log__journal_stream(void)
 {
+    if (access("/run/systemd/journal/socket", F_OK) != 0)
+        return false;
     const char *e = getenv("JOURNAL_STREAM");
     unsigned long long dev, ino;
     char extra;
