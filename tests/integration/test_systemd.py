@@ -12,7 +12,6 @@ import re
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -413,3 +412,77 @@ def test_unit_security_exposure(analyze, tmp_path):
                  "CapabilityBoundingSet=CAP_NET_BIND_SERVICE", "ProtectSystem=strict",
                  "SystemCallFilter=@system-service", "ReadWritePaths=-/var/spool/sluice"):
         assert re.search(r"^%s" % re.escape(want), unit, re.M), want
+
+
+# ---- what the unit's privileges amount to -------------------------------------------------
+def free_low_port():
+    for port in range(600, 1000):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
+    pytest.skip("no free port below 1024")
+
+
+def test_unprivileged_with_ambient_capability(fake):
+    """As the unit runs it (approximated with setpriv: another user, only
+    CAP_NET_BIND_SERVICE, ambient, no new privileges): a port below 1024 is
+    bound, mail flows; a root-only key file is refused with its name."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv(1)")
+    # Not under tmp_path: pytest's base directory is 0700 root.
+    work = tempfile.mkdtemp(prefix="sdpriv", dir="/tmp")
+    try:
+        run_unprivileged(fake, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_unprivileged(fake, work):
+    os.chmod(work, 0o755)
+    certs = harness.make_certs(os.path.join(work, "certs"))
+    os.chmod(os.path.join(work, "certs"), 0o755)
+    cert, key = certs["cert"], certs["key"]
+    os.chmod(cert, 0o644)
+    os.chmod(key, 0o600)
+    port = free_low_port()
+    spool = os.path.join(work, "spool")
+    os.mkdir(spool)
+    os.chown(spool, 65534, 65534)
+    conf = os.path.join(work, "sluice.conf")
+    text = harness.render_config({
+        "server": {"listen": "127.0.0.1:%d" % port, "hostname": "sluice.test",
+                   "reverse_dns": "no", "spool_dir": spool, "user": "nobody",
+                   "tls_cert_file": cert, "tls_key_file": key},
+        "upstream": {"servers": "127.0.0.1:%d" % fake.port},
+        "stats": {"listen": "no"}})
+    with open(conf, "w") as f:
+        f.write(text)
+    os.chmod(conf, 0o644)
+    key_line = text.split("\n").index("tls_key_file = %s" % key) + 1
+    cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+           "--inh-caps=+net_bind_service", "--ambient-caps=+net_bind_service",
+           "--bounding-set=-all,+net_bind_service", "--no-new-privs",
+           harness.SLUICE_BIN, "-c", conf]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=20,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 1
+    want = "%s:%d: tls_key_file '%s': cannot read: Permission denied" % (conf, key_line, key)
+    assert want in r.stderr, r.stderr
+    os.chmod(key, 0o644)  # as with 0640 root:sluice
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         stdin=subprocess.DEVNULL)
+    try:
+        assert harness.wait_port(port, timeout=10)
+        send_mail(port)
+        assert len(fake.wait_messages(1)) == 1
+    finally:
+        p.send_signal(signal.SIGTERM)
+        out = p.communicate(timeout=10)[0]
+    assert p.returncode == 0, out
+    assert "not running as root: ignoring user=nobody" in out
+    assert "running as user" not in out
