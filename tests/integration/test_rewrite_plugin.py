@@ -224,12 +224,12 @@ def test_srs_forward_and_bounce(sluice_factory, fake, tmp_path):
                srs_secret="a-long-test-secret-0123456789")
     m = deliver(sl, fake, mail_from="alice@example.org", rcpts=("bob@example.net",))
     srs = m.mail_from
-    assert re.match(r"^SRS0=[A-Z2-7]{8}=[A-Z2-7]{2}=example\.org=alice@fwd\.example$", srs), srs
+    assert re.match(r"^SRS0=[A-Za-z0-9+/]{4}=[A-Z2-7]{2}=example\.org=alice@fwd\.example$", srs), srs
     # The bounce to the SRS address goes back to the original sender.
     m = deliver(sl, fake, n=2, mail_from="", rcpts=(srs,))
     assert m.mail_from == "" and m.rcpts == ["alice@example.org"], m
     # A forged one is refused.
-    forged = srs[:5] + ("A" if srs[5] != "A" else "B") + srs[6:]
+    forged = srs[:5] + ("A" if srs[5] not in "Aa" else "B") + srs[6:]
     d = plugkit.send(sl.port, mail_from="", rcpts=(forged,))
     assert d["rcpt:" + forged].code == 550, d
 
