@@ -141,13 +141,19 @@ void sess_tx_end(struct sess *s, bool abort_upstream)
     s->log.action = NULL;
 }
 
+/* Every line of the reply goes to the log, joined by " / ": MTAs put what
+ * an admin looks for (Exim's message id after BDAT LAST, the reason of a
+ * multi-line refusal) on any line, not only the first. */
 void sess_last_upstream(struct sess *s, const struct up_result *r)
 {
-    if (r->err == UP_OK && r->reply)
-        snprintf(s->last_upstream, sizeof s->last_upstream, "%d %s%s%s", r->reply->code,
-                 r->reply->enh, r->reply->enh[0] ? " " : "",
-                 r->reply->nlines ? r->reply->lines[0] : "");
-    else
+    if (r->err == UP_OK && r->reply) {
+        const struct smtp_reply *rp = r->reply;
+        int n = snprintf(s->last_upstream, sizeof s->last_upstream, "%d %s%s%s", rp->code, rp->enh,
+                         rp->enh[0] ? " " : "", rp->nlines ? rp->lines[0] : "");
+        for (size_t i = 1; i < rp->nlines && n >= 0 && (size_t)n < sizeof s->last_upstream; i++)
+            n += snprintf(s->last_upstream + n, sizeof s->last_upstream - (size_t)n, " / %s",
+                          rp->lines[i]);
+    } else
         snprintf(s->last_upstream, sizeof s->last_upstream, "error: %s",
                  r->why ? r->why : "upstream failure");
 }

@@ -248,6 +248,20 @@ def test_log_line_rejected_verdict(fake_factory, sluice_factory):
     assert t["upstream"].startswith("554 5.7.1"), t
 
 
+def test_log_line_multiline_upstream_reply(fake_factory, sluice_factory):
+    """Exim answers BDAT LAST with two lines and names its message id in the
+    second: the log line keeps every line of the upstream's final reply."""
+    up = fake_factory(faults={"EOD": "250-1234 byte chunk, total 1234\r\n250 OK id=1wXyZ-000abc-7Q"})
+    sl = sluice_factory(up.port)
+    with open_session(sl) as c:
+        r = transaction(c)
+        assert r.code == 250, r
+    t = sl.wait_transactions(1)[0]
+    assert t["verdict"] == "accepted", t
+    assert t["upstream"].startswith("250 1234 byte chunk"), t
+    assert "id=1wXyZ-000abc-7Q" in t["upstream"], t
+
+
 # ---- CLI ------------------------------------------------------------------
 def test_version_and_help():
     r = harness.run_sluice(["--version"])
