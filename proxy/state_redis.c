@@ -237,6 +237,11 @@ static void state_redis__connect(void)
         state_redis__trouble("cannot attach to the event loop");
         return;
     }
+    /* The connection must not hold the loop by itself: at shutdown the
+     * server runs the loop until its own handles are closed, and the
+     * store is closed only after the plugins (they cancel what they wait
+     * for). An operation in flight is bounded by the tick's deadlines. */
+    uv_unref((uv_handle_t *)&((redisLibuvEvents *)ac->ev.data)->handle);
     redisAsyncSetConnectCallback(ac, state_redis__on_connect);
     redisAsyncSetDisconnectCallback(ac, state_redis__on_disconnect);
     g.ac = ac;

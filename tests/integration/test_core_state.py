@@ -7,6 +7,7 @@ of one plugin keep their own keys; callbacks never run inside state_call()
 and a cancelled call never calls back (the plugin aborts the daemon
 otherwise); a bad [state] section is refused with its file and line."""
 import os
+import signal
 import time
 
 import pytest
@@ -321,3 +322,18 @@ def test_mget_and_mincr(fake, sluice_factory, backend):
     assert b"X-State-Multi: applied=0 1 2 - -" in got[1], got[1]
     assert b"X-State-Multi: applied=1 2 4 - -" in got[2], got[2]
     assert sl.alive()
+
+
+def test_sigterm_exits_while_redis_is_up(fake, sluice_factory, redis):
+    """SIGTERM ends the daemon while it is connected to a Redis that stays
+    up (the connection held the event loop: "sluice stopped" was logged and
+    the process stayed until killed); a state operation in the last session
+    does not change that."""
+    state = {"backend": "redis", "redis": "127.0.0.1:%d" % redis.port}
+    sl = _start(sluice_factory, fake, ("rl", "stateplug", {"limit": "3", "window_ms": "60000"}),
+                state=state)
+    assert plugkit.send(sl.port)["eod"].code == 250
+    sl.signal(signal.SIGTERM)
+    rc = sl.wait_exit(10)
+    assert rc == 0, "sluice did not exit within 10 s of SIGTERM:\n" + sl.output()
+    assert redis.cli("PING") == "PONG"
