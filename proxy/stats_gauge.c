@@ -7,6 +7,7 @@
  * under the gauge's own mutex, never the registry's.
  */
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -40,6 +41,13 @@ static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER; /* serialises registr
 static struct stats_gauge *g_gauges[STATS_GAUGES_MAX];
 static _Atomic size_t g_ngauges;
 
+/* Largest value first. */
+static int series_cmp(const void *a, const void *b)
+{
+    const struct stats__gseries *x = a, *y = b;
+    return x->value > y->value ? -1 : x->value < y->value ? 1 : 0;
+}
+
 static bool has_suffix(const char *s, const char *suf)
 {
     size_t ls = strlen(s), lf = strlen(suf);
@@ -55,6 +63,24 @@ static bool label_name(char *dst, size_t n, const char *l)
     stats__ident(dst, n, l);
     return dst[0] != '\0' && !(dst[0] >= '0' && dst[0] <= '9') && strncmp(dst, "__", 2) != 0 &&
            strcmp(dst, "le") != 0 && strcmp(dst, "quantile") != 0;
+}
+
+/* New bound; series past it (the smallest, after a sort) are dropped. */
+static void gauge_resize(struct stats_gauge *g, unsigned max_series)
+{
+    pthread_mutex_lock(&g->lock);
+    if (max_series != g->max) {
+        if (g->n > max_series) {
+            qsort(g->v, g->n, sizeof *g->v, series_cmp);
+            g->n = max_series;
+        }
+        struct stats__gseries *v = xcalloc(max_series, sizeof *v);
+        memcpy(v, g->v, g->n * sizeof *v);
+        free(g->v);
+        g->v = v;
+        g->max = max_series;
+    }
+    pthread_mutex_unlock(&g->lock);
 }
 
 struct stats_gauge *stats_gauge_new(const char *name, const char *help, const char *label1,
@@ -85,10 +111,12 @@ struct stats_gauge *stats_gauge_new(const char *name, const char *help, const ch
     for (size_t i = 0; i < n; i++) {
         if (strcmp(g_gauges[i]->name, full) != 0)
             continue;
-        /* A reload: the same gauge, if it is the same shape. */
-        if (strcmp(g_gauges[i]->label1, l1) == 0 && strcmp(g_gauges[i]->label2, l2) == 0 &&
-            g_gauges[i]->max == max_series)
+        /* A reload: the same gauge, if it has the same labels; its bound
+         * follows the new instance (a rule more or less changes it). */
+        if (strcmp(g_gauges[i]->label1, l1) == 0 && strcmp(g_gauges[i]->label2, l2) == 0) {
             g = g_gauges[i];
+            gauge_resize(g, max_series);
+        }
         goto out;
     }
     if (n == STATS_GAUGES_MAX)
@@ -146,7 +174,8 @@ static struct stats__gseries *find(struct stats_gauge *g, const char *v1, const 
 int stats_gauge_set(struct stats_gauge *g, const char *v1, const char *v2, double value,
                     uint64_t expires_ms)
 {
-    if (g == NULL)
+    /* NaN and infinities have no JSON spelling: /stats must stay valid. */
+    if (g == NULL || !isfinite(value))
         return -EINVAL;
     char a[STATS_LABEL_VALUE_MAX], b[STATS_LABEL_VALUE_MAX];
     norm(g, v1, v2, a, b);

@@ -17,7 +17,8 @@
  * _created), is refused. Up to two labels; label values are copied as
  * printable ASCII, cut at STATS_LABEL_VALUE_MAX - 1 bytes (the renderers
  * escape them). The same name again (a reload) returns the same gauge with
- * its series; the new instance clears it if it starts afresh.
+ * its series, its bound set to the new max_series (the largest series
+ * kept); the new instance clears it if it starts afresh.
  *
  * Threads: set/remove/clear from any thread (a mutex per gauge); the
  * renderers take a copy under that mutex.
@@ -39,7 +40,10 @@ struct stats_gauge *stats_gauge_new(const char *name, const char *help, const ch
                                     const char *label2, unsigned max_series);
 /* Set series (v1, v2); expires_ms: Unix time in ms after which it is
  * gone, 0 for never. 0, -ENOSPC (max_series live series and this is a new
- * one), -EINVAL (g NULL). Values of labels the gauge lacks are ignored. */
+ * one), -EINVAL (g NULL, value NaN or infinite). Values of labels the
+ * gauge lacks are ignored. Label values are cut and made printable, so
+ * distinct values can meet in one series: a caller with long or binary
+ * values makes them distinct itself (ratelimit adds a hash). */
 int stats_gauge_set(struct stats_gauge *g, const char *v1, const char *v2, double value,
                     uint64_t expires_ms);
 /* 0, or -ENOENT. */

@@ -144,21 +144,49 @@ static void rl__undo(struct rl_job *j, size_t i)
 /* Keep rule's top list, and its gauge series, up to date with a count
  * the store just gave. A count is shown for one window after its event:
  * by then the sliding estimate has decayed, and a later event renews it. */
+/* The subject as the gauge shows it, distinct for distinct subjects: the
+ * host cuts label values at 95 bytes and blanks out bytes that are not
+ * printable ASCII, so a long or 8-bit address (senders choose theirs) is
+ * shown as its first 72 bytes, '~' and a hash of the whole; otherwise one
+ * sender could overwrite, or on leaving the list remove, another's series.
+ * FNV-1a: the hash tells subjects apart for the admin, it is no secret. */
+static void rl__top_label(const char *subject, char *out, size_t n)
+{
+    size_t len = strlen(subject);
+    bool plain = len <= 80;
+    for (size_t i = 0; plain && i < len; i++)
+        plain = subject[i] > 0x20 && subject[i] < 0x7f;
+    if (plain) {
+        snprintf(out, n, "%s", subject);
+        return;
+    }
+    uint64_t h = 14695981039346656037ULL;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)subject[i]) * 1099511628211ULL;
+    char head[73];
+    size_t k = 0;
+    for (; k < len && k < sizeof head - 1; k++)
+        head[k] = subject[k] > 0x20 && subject[k] < 0x7f ? subject[k] : '_';
+    head[k] = 0;
+    snprintf(out, n, "%s~%016llx", head, (unsigned long long)h);
+}
+
 static void rl__top(struct rl_inst *d, const struct rl_check *c, uint64_t est, uint64_t now_ms)
 {
     if (!d->g_top)
         return;
     struct rl_top *t = &d->top[c->rule - d->rules.v];
     uint64_t until = now_ms + c->rule->window_ms;
-    char evicted[RL_SUBJECT_MAX];
-    switch (rl_top_note(t, c->subject, est, now_ms, until, evicted, sizeof evicted)) {
+    char label[96], evicted[RL_SUBJECT_MAX];
+    rl__top_label(c->subject, label, sizeof label);
+    switch (rl_top_note(t, label, est, now_ms, until, evicted, sizeof evicted)) {
     case RL_TOP_OUT:
         return;
     case RL_TOP_REPLACE:
         sluice_api->gauge_remove(d->g_top, c->rule->name, evicted);
         /* fall through */
     case RL_TOP_IN:
-        sluice_api->gauge_set(d->g_top, c->rule->name, c->subject, (double)est, until);
+        sluice_api->gauge_set(d->g_top, c->rule->name, label, (double)est, until);
         return;
     }
 }

@@ -117,6 +117,25 @@ def test_top_offenders_on_metrics_and_stats(fake, sluice_factory, tmp_path, back
         (["ms", "ann@example.com"], 4), (["ms", "bob@example.com"], 2)], g
 
 
+def test_top_offenders_long_senders_kept_apart(fake, sluice_factory, tmp_path):
+    """Two senders that share their first 95 bytes (where the stats
+    endpoint cuts label values) are two series: the light one neither
+    overwrites nor, leaving the list, removes the heavy one's."""
+    stats = harness.free_port()
+    sl = _start(sluice_factory, fake, tmp_path, "ms messages sender 10 7d\n", {},
+                stats={"listen": "127.0.0.1:%d" % stats}, top_offenders="3")
+    heavy, light = ("user@" + "x" * 60 + "." + "y" * 40 + t + ".example.com" for t in "ab")
+    for sender, n in ((heavy, 4), (light, 1)):
+        for _ in range(n):
+            assert plugkit.send(sl.port, mail_from=sender)["eod"].code == 250
+    m = plugkit.metrics(stats)
+    series = [ln for ln in m.splitlines() if ln.startswith("sluice_plugin_rl_top{")]
+    assert len(series) == 2, m
+    assert sorted(float(ln.split()[-1]) for ln in series) == [1.0, 4.0], series
+    for ln in series:  # shown as its head and a hash of the whole
+        assert 'subject="user@' + "x" * 60 + "." + "y" * 6 + "~" in ln, ln
+
+
 def test_window_slides(fake, sluice_factory, tmp_path):
     """A 2 s window: refused at once, let through again once the window
     has slid past the burst (at most two windows later)."""

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,7 +68,7 @@ static void test_names(void **state)
     assert_non_null(g);
     /* the same name and shape again (a reload): the same gauge */
     assert_ptr_equal(stats_gauge_new("plugin_rl_top", "other help", "rule", "sub_ject", 4), g);
-    /* the same name, another shape: refused */
+    /* the same name, other labels: refused */
     assert_null(stats_gauge_new("plugin_rl_top", "h", "rule", NULL, 4));
     assert_int_equal(stats_gauge_set(g, "r1", "a@example.org", 3, 0), 0);
     char *t = prom();
@@ -101,6 +102,43 @@ static void test_bound_remove_clear(void **state)
     assert_null(strstr(t, "sluice_top")); /* no series: no family */
     free(t);
     assert_int_equal(stats_gauge_set(NULL, "r", "a", 1, 0), -EINVAL);
+}
+
+/* A reload whose bound differs (a rule more or less) gets the same gauge
+ * with the new bound; shrinking keeps the largest series. */
+static void test_reload_resizes(void **state)
+{
+    (void)state;
+    struct stats_gauge *g = stats_gauge_new("top", "Top.", "subject", NULL, 3);
+    assert_int_equal(stats_gauge_set(g, "a", NULL, 1, 0), 0);
+    assert_int_equal(stats_gauge_set(g, "b", NULL, 3, 0), 0);
+    assert_int_equal(stats_gauge_set(g, "c", NULL, 2, 0), 0);
+    assert_ptr_equal(stats_gauge_new("top", "Top.", "subject", NULL, 2), g);
+    char *t = prom();
+    assert_contains(t, "sluice_top{subject=\"b\"} 3\n");
+    assert_contains(t, "sluice_top{subject=\"c\"} 2\n");
+    assert_null(strstr(t, "subject=\"a\""));
+    free(t);
+    assert_int_equal(stats_gauge_set(g, "d", NULL, 9, 0), -ENOSPC);
+    assert_ptr_equal(stats_gauge_new("top", "Top.", "subject", NULL, 4), g);
+    assert_int_equal(stats_gauge_set(g, "d", NULL, 9, 0), 0);
+    assert_int_equal(stats_gauge_set(g, "e", NULL, 8, 0), 0);
+    assert_int_equal(stats_gauge_set(g, "f", NULL, 7, 0), -ENOSPC);
+}
+
+/* Values JSON cannot spell are refused: /stats stays a JSON document. */
+static void test_non_finite_refused(void **state)
+{
+    (void)state;
+    struct stats_gauge *g = stats_gauge_new("top", "Top.", "subject", NULL, 3);
+    assert_int_equal(stats_gauge_set(g, "a", NULL, NAN, 0), -EINVAL);
+    assert_int_equal(stats_gauge_set(g, "a", NULL, INFINITY, 0), -EINVAL);
+    assert_int_equal(stats_gauge_set(g, "a", NULL, -INFINITY, 0), -EINVAL);
+    char *j = json();
+    j[strlen(j) - 1] = '\0';
+    assert_true(json_is_object(j));
+    assert_null(strstr(j, "nan"));
+    free(j);
 }
 
 static void test_expiry(void **state)
@@ -152,6 +190,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_names, reset),
         cmocka_unit_test_setup(test_bound_remove_clear, reset),
+        cmocka_unit_test_setup(test_reload_resizes, reset),
+        cmocka_unit_test_setup(test_non_finite_refused, reset),
         cmocka_unit_test_setup(test_expiry, reset),
         cmocka_unit_test_setup(test_hostile_values, reset),
     };

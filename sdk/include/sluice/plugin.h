@@ -625,8 +625,8 @@ struct sluice_host_api {
      * names follow counter_new's rules, and a name ending in _total,
      * _bucket, _sum, _count, _info or _created is refused. At most
      * max_series series (1..1000) live at once. The same instance and name
-     * again (a reload) returns the same gauge with its series: clear it
-     * to start afresh. NULL when refused, under --check, or when the host
+     * again (a reload) returns the same gauge with its series, bounded by
+     * the new max_series: clear it to start afresh. NULL when refused, under --check, or when the host
      * has 64 gauges. Create at init. */
     sluice_gauge *(*gauge_new)(sluice_instance *inst, const char *name, const char *help,
                                const char *label1, const char *label2, unsigned max_series);
@@ -634,8 +634,11 @@ struct sluice_host_api {
      * ASCII, at most 95 bytes; values of labels the gauge lacks are
      * ignored). expires_ms is the Unix time in ms at which the series
      * disappears by itself (0: never), so a list stays honest when no
-     * event comes to update it. 0, or -ENOSPC when max_series live series
-     * exist and this one is new. Any thread. */
+     * event comes to update it. 0, -ENOSPC when max_series live series
+     * exist and this one is new, -EINVAL for a NaN or infinite value.
+     * Label values longer than 95 bytes or with other bytes than
+     * printable ASCII can meet in one series: make them distinct first
+     * (a hash suffix). Any thread. */
     int (*gauge_set)(sluice_gauge *g, const char *v1, const char *v2, double value,
                      uint64_t expires_ms);
     /* 0, or -ENOENT. Any thread. */
