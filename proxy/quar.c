@@ -11,6 +11,10 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "json.h"
+#include "log.h"
+#include "qstore.h"
+#include "stats.h"
 #include "xalloc.h"
 
 struct quar_req {
@@ -18,7 +22,11 @@ struct quar_req {
     struct tx *tx; /* referenced */
     buf_t head;    /* X-Sluice-* lines, made on the loop */
     char path[1024];
+    char dir[1024];
+    struct qstore_msg row; /* the index row, made on the loop */
     int rc;
+    int idx_rc; /* the index write: 0 or QSTORE_E* */
+    char idx_err[512];
     bool cancelled;
     quar_cb cb;
     void *ud;
@@ -60,6 +68,23 @@ static void quar__work(uv_work_t *w)
     if (rc != 0)
         unlink(q->path);
     q->rc = rc;
+    if (rc != 0)
+        return;
+    /* The file is on disk: it is the message. The index row comes after,
+     * and if it cannot be written the file stays (the client is told the
+     * message was taken; `sluice-quarantine reindex` adds the row). */
+    q->row.size = q->head.len + len;
+    char err[512];
+    struct qstore *qs = qstore_open(q->dir, true, err, sizeof err);
+    if (!qs) {
+        q->idx_rc = QSTORE_EDB;
+        snprintf(q->idx_err, sizeof q->idx_err, "%s", err);
+        return;
+    }
+    q->idx_rc = qstore_add(qs, &q->row, NULL);
+    if (q->idx_rc != 0)
+        snprintf(q->idx_err, sizeof q->idx_err, "%s", qstore_error(qs));
+    qstore_close(qs);
 }
 
 static void quar__done(uv_work_t *w, int status)
@@ -67,11 +92,69 @@ static void quar__done(uv_work_t *w, int status)
     struct quar_req *q = w->data;
     if (status == UV_ECANCELED && q->rc == 0)
         q->rc = -ECANCELED;
+    if (q->rc == 0 && status != UV_ECANCELED) {
+        if (q->idx_rc != 0) {
+            log_error("quarantine index: cannot add %s (the file is kept; run "
+                      "sluice-quarantine reindex): %s",
+                      q->path, q->idx_err);
+            stats_quarantine_event(STATS_QUAR_INDEX_ERROR, 0);
+        } else {
+            stats_quarantine_event(STATS_QUAR_HELD, q->row.size);
+        }
+    }
     if (!q->cancelled)
         q->cb(q->ud, q->rc, q->path);
     tx_unref(q->tx);
     buf_free(&q->head);
+    qstore_msg_free(&q->row);
     free(q);
+}
+
+/* The decision record as one JSON object: the fields of the stats
+ * decision records (host_record) plus the client's facts and the
+ * recipients, so a reindex from the file alone loses nothing. */
+static void quar__record(buf_t *b, const struct tx *tx, int64_t now)
+{
+    const struct client_info *c = &tx->client;
+    buf_puts(b, "{\"sid\":");
+    json_escape(b, c->sid);
+    buf_printf(b, ",\"time\":%lld,\"client\":", (long long)now);
+    json_escape(b, c->client_addr);
+    buf_puts(b, ",\"client_name\":");
+    json_escape(b, c->client_name);
+    buf_puts(b, ",\"helo\":");
+    json_escape(b, c->helo);
+    buf_puts(b, ",\"tls\":");
+    char tls[128];
+    snprintf(tls, sizeof tls, "%s%s%s", c->tls_version, c->tls_version[0] ? " " : "",
+             c->tls_version[0] ? c->tls_cipher : "");
+    json_escape(b, tls);
+    buf_puts(b, ",\"auth_user\":");
+    json_escape(b, c->auth_user);
+    buf_puts(b, ",\"from\":");
+    json_escape(b, tx->orig_sender ? tx->orig_sender : "");
+    buf_puts(b, ",\"verdict\":\"quarantined\",\"plugin\":");
+    json_escape(b, tx->decided_by);
+    buf_puts(b, ",\"reason\":");
+    json_escape(b, tx->reason);
+    buf_printf(b, ",\"score\":%.3f,\"rcpt_list\":[", tx->score);
+    bool first = true;
+    for (size_t i = 0; i < tx->nrcpts; i++)
+        if (tx->rcpts[i].st == TX_R_ACCEPTED) {
+            if (!first)
+                buf_puts(b, ",");
+            first = false;
+            json_escape(b, tx->rcpts[i].addr);
+        }
+    buf_puts(b, "],\"symbols\":[");
+    for (size_t i = 0; i < tx->nsyms && i < 50; i++) {
+        buf_puts(b, i ? ",{\"name\":" : "{\"name\":");
+        json_escape(b, tx->syms[i].name);
+        buf_printf(b, ",\"score\":%.3f,\"plugin\":", tx->syms[i].score);
+        json_escape(b, tx->syms[i].plugin);
+        buf_puts(b, "}");
+    }
+    buf_puts(b, "]}");
 }
 
 struct quar_req *quar_write(uv_loop_t *loop, const char *dir, struct tx *tx, quar_cb cb, void *ud)
@@ -80,7 +163,9 @@ struct quar_req *quar_write(uv_loop_t *loop, const char *dir, struct tx *tx, qua
     q->tx = tx_ref(tx);
     q->cb = cb;
     q->ud = ud;
-    snprintf(q->path, sizeof q->path, "%s/%lld-%s.eml", dir, (long long)time(NULL), tx->client.sid);
+    int64_t now = (int64_t)time(NULL);
+    snprintf(q->path, sizeof q->path, "%s/%lld-%s.eml", dir, (long long)now, tx->client.sid);
+    snprintf(q->dir, sizeof q->dir, "%s", dir);
     /* The message itself is rendered on the loop before it leaves: later
      * reads on the pool thread only see the cache. */
     const char *data;
@@ -90,9 +175,44 @@ struct quar_req *quar_write(uv_loop_t *loop, const char *dir, struct tx *tx, qua
     buf_printf(&q->head,
                "X-Sluice-Quarantine: sid=%s client=%s\r\nX-Sluice-Envelope-From: <%s>\r\n",
                tx->client.sid, tx->client.client_addr, tx->orig_sender ? tx->orig_sender : "");
+    struct qstore_msg *m = &q->row;
+    size_t cap = 0;
     for (size_t i = 0; i < tx->nrcpts; i++)
-        if (tx->rcpts[i].st == TX_R_ACCEPTED)
+        if (tx->rcpts[i].st == TX_R_ACCEPTED) {
             buf_printf(&q->head, "X-Sluice-Envelope-To: <%s>\r\n", tx->rcpts[i].addr);
+            m->rcpts = xgrow(m->rcpts, &cap, m->nrcpts + 1, sizeof *m->rcpts, 4);
+            m->rcpts[m->nrcpts++] = xstrdup(tx->rcpts[i].addr);
+        }
+    buf_t rec = BUF_INIT;
+    quar__record(&rec, tx, now);
+    /* json_escape leaves no CR or LF: the record is one header line */
+    buf_printf(&q->head, "X-Sluice-Decision: %s\r\n", rec.ptr);
+    const struct client_info *c = &tx->client;
+    m->time = now;
+    m->sid = xstrdup(c->sid);
+    m->client_addr = xstrdup(c->client_addr);
+    m->client_name = xstrdup(c->client_name);
+    m->helo = xstrdup(c->helo);
+    char tls[128];
+    snprintf(tls, sizeof tls, "%s%s%s", c->tls_version, c->tls_version[0] ? " " : "",
+             c->tls_version[0] ? c->tls_cipher : "");
+    m->tls = xstrdup(tls);
+    m->auth_user = xstrdup(c->auth_user);
+    m->sender = xstrdup(tx->orig_sender ? tx->orig_sender : "");
+    m->plugin = xstrdup(tx->decided_by);
+    m->reason = xstrdup(tx->reason);
+    m->score = tx->score;
+    buf_t syms = BUF_INIT;
+    for (size_t i = 0; i < tx->nsyms; i++) {
+        if (i)
+            buf_append(&syms, ",", 1);
+        buf_puts(&syms, tx->syms[i].name);
+    }
+    m->symbols = xstrdup(syms.ptr ? syms.ptr : "");
+    buf_free(&syms);
+    m->record = xstrdup(rec.ptr);
+    buf_free(&rec);
+    m->path = xstrdup(q->path);
     q->work.data = q;
     int rc = uv_queue_work(loop, &q->work, quar__work, quar__done);
     if (rc != 0)

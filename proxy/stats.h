@@ -35,12 +35,20 @@ enum stats_verdict {
 };
 
 enum stats_timeout {
-    STATS_TO_COMMAND = 0, STATS_TO_DATA, STATS_TO_UPSTREAM, STATS_TO_PLUGIN, STATS_TO_COUNT
+    STATS_TO_COMMAND = 0,
+    STATS_TO_DATA,
+    STATS_TO_UPSTREAM,
+    STATS_TO_PLUGIN,
+    STATS_TO_COUNT
 };
 
 enum stats_up_error {
-    STATS_UPERR_CONNECT = 0, STATS_UPERR_PROTOCOL, STATS_UPERR_TIMEOUT, STATS_UPERR_LOST,
-    STATS_UPERR_TLS, STATS_UPERR_COUNT
+    STATS_UPERR_CONNECT = 0,
+    STATS_UPERR_PROTOCOL,
+    STATS_UPERR_TIMEOUT,
+    STATS_UPERR_LOST,
+    STATS_UPERR_TLS,
+    STATS_UPERR_COUNT
 };
 
 /* What became of one DNS request (dns.c). */
@@ -64,6 +72,16 @@ enum stats_upslot_event {
     STATS_UPSLOT_COUNT
 };
 
+/* What the daemon did to the quarantine (quar.c, the expiry sweep). */
+enum stats_quar_event {
+    STATS_QUAR_HELD = 0,    /* a message held (file and index row written) */
+    STATS_QUAR_EXPIRED,     /* expired by the sweep (max_age, max_size) */
+    STATS_QUAR_INDEX_ERROR, /* file kept but its index row not written */
+    STATS_QUAR_SWEEP_ERROR, /* the sweep or the gauges' query failed */
+    STATS_QUAR_EVENT_COUNT
+};
+#define STATS_QUAR_STATUS_COUNT 5 /* qstore_status: held releasing released deleted expired */
+
 /* Upstream connections: opened anew, or reused from the idle pool, and
  * why idle ones were closed (uppool.c). */
 enum stats_upconn {
@@ -86,12 +104,12 @@ enum stats_auth {
     STATS_AUTH_COUNT
 };
 
-int stats_init(void);             /* once, before anything else */
+int stats_init(void); /* once, before anything else */
 void stats_set_build_info(const char *version);
 
-void stats_conn_open(void);       /* current++, total++ */
-void stats_conn_close(void);      /* current-- */
-void stats_conn_refused(void);    /* by limit (total or per IP) */
+void stats_conn_open(void);    /* current++, total++ */
+void stats_conn_close(void);   /* current-- */
+void stats_conn_refused(void); /* by limit (total or per IP) */
 void stats_tls_handshake(bool ok);
 /* PROXY protocol headers on listeners that take them (server.c, sess.c) */
 enum stats_proxy {
@@ -102,11 +120,11 @@ enum stats_proxy {
 };
 void stats_proxy_header(enum stats_proxy r);
 const char *stats_proxy_name(int r);
-void stats_smtp_reply(int code);  /* every reply sluice sends to a client */
+void stats_smtp_reply(int code); /* every reply sluice sends to a client */
 void stats_upstream_reply(int code);
 void stats_upstream_error(enum stats_up_error e);
 void stats_timeout(enum stats_timeout t);
-void stats_error(void);           /* internal errors (spool, memory) */
+void stats_error(void); /* internal errors (spool, memory) */
 void stats_dns(enum stats_dns_event e);
 void stats_upslot(enum stats_upslot_event e);
 void stats_upslots(unsigned held, unsigned waiting); /* gauges */
@@ -121,10 +139,16 @@ void stats_state(uint64_t keys, uint64_t bytes, uint64_t ops, uint64_t errors, u
  * not, and how often it came back after being lost. Not called with the
  * in-process backend: then neither is exported. */
 void stats_state_redis(bool up, uint64_t reconnects);
+/* Quarantine: an event (any thread) with the bytes it concerned; and the
+ * index's rows and bytes per status (the sweep, every run; the CLI and the
+ * console change rows in other processes, so these are read, not counted). */
+void stats_quarantine_event(enum stats_quar_event e, uint64_t bytes);
+void stats_quarantine_index(const uint64_t n[STATS_QUAR_STATUS_COUNT],
+                            const uint64_t bytes[STATS_QUAR_STATUS_COUNT]);
 
 /* One call per transaction that reached a final answer (or was aborted). */
-void stats_transaction(enum stats_verdict v, unsigned rcpts, uint64_t bytes_in,
-                       uint64_t bytes_out, double seconds);
+void stats_transaction(enum stats_verdict v, unsigned rcpts, uint64_t bytes_in, uint64_t bytes_out,
+                       double seconds);
 
 void stats_config_reload(bool ok);
 /* Set by the server for /readyz. */
@@ -230,8 +254,8 @@ void stats_plugin_thread_wait(struct stats_plugin *p);
 
 struct stats_counter;
 
-struct stats_counter *stats_counter_new(const char *name, const char *help,
-                                        const char *label_name, unsigned max_label_values);
+struct stats_counter *stats_counter_new(const char *name, const char *help, const char *label_name,
+                                        unsigned max_label_values);
 void stats_counter_add(struct stats_counter *c, const char *label_value, uint64_t n);
 /*
  * The same, for a counter owned by one plugin *instance*: the family is

@@ -106,6 +106,16 @@ static void emit_traffic(buf_t *out, const struct stats__core *g)
     buf_printf(out, "},\"upstream_connections\":{\"idle\":%" PRIu64 ",",
                stats__ld(&g->upconn_idle));
     emit_enum(out, "events", stats__upconn_name, g->upconn, STATS_UPCONN_COUNT);
+    buf_puts(out, "},\"quarantine\":{");
+    emit_enum(out, "events", stats__quar_event_name, g->quar_ev, STATS_QUAR_EVENT_COUNT);
+    buf_puts(out, ",");
+    emit_enum(out, "event_bytes", stats__quar_event_name, g->quar_ev_bytes, STATS_QUAR_EVENT_COUNT);
+    if (atomic_load_explicit(&g->quar_seen, memory_order_relaxed)) {
+        buf_puts(out, ",");
+        emit_enum(out, "messages", stats__quar_status_name, g->quar_n, STATS_QUAR_STATUS_COUNT);
+        buf_puts(out, ",");
+        emit_enum(out, "bytes", stats__quar_status_name, g->quar_bytes, STATS_QUAR_STATUS_COUNT);
+    }
     buf_printf(out,
                "},\"state\":{\"keys\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"operations\":%" PRIu64
                ",\"errors\":%" PRIu64 ",\"evictions\":%" PRIu64 ",\"expirations\":%" PRIu64,

@@ -52,6 +52,10 @@ struct stats__core {
     /* the Redis backend's connection: 0 not that backend, 1 down, 2 up */
     _Atomic int state_redis;
     _Atomic uint64_t state_redis_reconnects;
+    /* quarantine: events so far and their bytes; the index now (0: never read) */
+    _Atomic uint64_t quar_ev[STATS_QUAR_EVENT_COUNT], quar_ev_bytes[STATS_QUAR_EVENT_COUNT];
+    _Atomic uint64_t quar_n[STATS_QUAR_STATUS_COUNT], quar_bytes[STATS_QUAR_STATUS_COUNT];
+    _Atomic bool quar_seen;
     _Atomic uint64_t auth[STATS_AUTH_COUNT];
     _Atomic uint64_t tx[STATS_V_COUNT];  /* every finished transaction */
     _Atomic uint64_t msg[STATS_V_COUNT]; /* those that carried content */
@@ -139,6 +143,8 @@ const char *stats__auth_name(int a);    /* enum stats_auth */
 const char *stats__class_name(int rc);  /* STATS__RC_* */
 const char *stats__timeout_name(int t); /* enum stats_timeout */
 const char *stats__upslot_name(int e);
+const char *stats__quar_event_name(int e);
+const char *stats__quar_status_name(int s);
 const char *stats__upconn_name(int e); /* enum stats_upconn */ /* enum stats_upslot_event */
 const char *stats__dns_name(int e);                            /* enum stats_dns_event */
 const char *stats__uperr_name(int e);                          /* enum stats_up_error */

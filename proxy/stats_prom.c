@@ -153,6 +153,22 @@ static void emit_smtp(buf_t *out, const struct stats__core *g)
               "Upstream session pool: waits, waits that timed out (451 4.4.5), sessions taken "
               "back from idle clients.",
               "event", stats__upslot_name, g->upslot, STATS_UPSLOT_COUNT);
+    emit_enum(out, "sluice_quarantine_events_total", "counter",
+              "What the daemon did to the quarantine: messages held, expired by the sweep, index "
+              "rows that could not be written (file kept), sweep failures.",
+              "event", stats__quar_event_name, g->quar_ev, STATS_QUAR_EVENT_COUNT);
+    emit_enum(out, "sluice_quarantine_event_bytes_total", "counter",
+              "Bytes of the messages held and expired by the daemon.", "event",
+              stats__quar_event_name, g->quar_ev_bytes, STATS_QUAR_EVENT_COUNT);
+    if (atomic_load_explicit(&g->quar_seen, memory_order_relaxed)) {
+        emit_enum(out, "sluice_quarantine_messages", "gauge",
+                  "Messages in the quarantine index by status (read from the index by the sweep; "
+                  "the CLI and the console release and delete in other processes).",
+                  "status", stats__quar_status_name, g->quar_n, STATS_QUAR_STATUS_COUNT);
+        emit_enum(out, "sluice_quarantine_bytes", "gauge",
+                  "Bytes of the messages in the quarantine index by status.", "status",
+                  stats__quar_status_name, g->quar_bytes, STATS_QUAR_STATUS_COUNT);
+    }
     emit_scalar(out, "sluice_state_keys", "gauge",
                 "Keys in the plugins' shared state store ([state] max_keys).",
                 stats__ld(&g->state_keys));
