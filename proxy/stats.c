@@ -61,7 +61,7 @@ _Static_assert(STATS_V_COUNT == (int)NAMES_TXVERDICT_COUNT, "transaction verdict
 
 /* ---- Histogram layouts ------------------------------------------------------ */
 
-#define NS(x) ((uint64_t)((x)*1000000000.0 + 0.5))
+#define NS(x) ((uint64_t)((x) * 1000000000.0 + 0.5))
 
 /* Plugin hooks: from a regex test to a slow network lookup. */
 const struct stats_hist_spec stats__spec_plugin = {
@@ -232,15 +232,9 @@ void stats_conn_close(void)
     atomic_fetch_sub_explicit(&g.conn_current, 1, memory_order_relaxed);
 }
 
-void stats_conn_refused(void)
-{
-    inc(&g.conn_refused);
-}
+void stats_conn_refused(void) { inc(&g.conn_refused); }
 
-void stats_tls_handshake(bool ok)
-{
-    inc(&g.tls[ok ? 1 : 0]);
-}
+void stats_tls_handshake(bool ok) { inc(&g.tls[ok ? 1 : 0]); }
 void stats_proxy_header(enum stats_proxy r)
 {
     inc(&g.proxy_hdr[r < STATS_PROXY_COUNT ? r : 0]);
@@ -292,10 +286,7 @@ void stats_timeout(enum stats_timeout t)
         inc(&g.timeout[t]);
 }
 
-void stats_error(void)
-{
-    inc(&g.errors);
-}
+void stats_error(void) { inc(&g.errors); }
 
 void stats_upslot(enum stats_upslot_event e)
 {
@@ -361,8 +352,8 @@ void stats_dns(enum stats_dns_event e)
         inc(&g.dns[e]);
 }
 
-void stats_transaction(enum stats_verdict v, unsigned rcpts, uint64_t bytes_in, uint64_t bytes_out,
-                       double seconds)
+void stats_transaction(enum stats_verdict v, unsigned rcpts, uint64_t bytes_in,
+                       uint64_t bytes_out, double seconds)
 {
     if ((unsigned)v >= STATS_V_COUNT)
         return;
@@ -384,18 +375,9 @@ void stats_config_reload(bool ok)
     atomic_store_explicit(&g.last_reload_ok, ok ? 1 : 0, memory_order_relaxed);
 }
 
-void stats_set_listening(bool on)
-{
-    atomic_store(&g.listening, on);
-}
-void stats_set_upstream_ok(bool ok)
-{
-    atomic_store(&g.upstream_ok, ok);
-}
-void stats_set_chain_loaded(bool ok)
-{
-    atomic_store(&g.chain_loaded, ok);
-}
+void stats_set_listening(bool on) { atomic_store(&g.listening, on); }
+void stats_set_upstream_ok(bool ok) { atomic_store(&g.upstream_ok, ok); }
+void stats_set_chain_loaded(bool ok) { atomic_store(&g.chain_loaded, ok); }
 
 bool stats_ready(char *why, size_t whylen)
 {
@@ -581,19 +563,12 @@ static const char *const core_names[] = {
 };
 
 /* Core families added later (kept apart so the list above stays as it is). */
-static const char *const core_names_more[] = {"sluice_dns_requests_total",
-                                              "sluice_state_keys",
-                                              "sluice_state_bytes",
-                                              "sluice_state_operations_total",
-                                              "sluice_state_errors_total",
-                                              "sluice_state_evictions_total",
-                                              "sluice_state_expirations_total",
-                                              "sluice_state_redis_up",
-                                              "sluice_state_redis_reconnects_total",
-                                              "sluice_quarantine_messages",
-                                              "sluice_quarantine_bytes",
-                                              "sluice_quarantine_events_total",
-                                              "sluice_quarantine_event_bytes_total"};
+static const char *const core_names_more[] = {
+    "sluice_dns_requests_total",     "sluice_state_keys",         "sluice_state_bytes",
+    "sluice_state_operations_total", "sluice_state_errors_total", "sluice_state_evictions_total",
+    "sluice_state_expirations_total", "sluice_state_redis_up", "sluice_state_redis_reconnects_total",
+    "sluice_quarantine_messages", "sluice_quarantine_bytes", "sluice_quarantine_events_total",
+    "sluice_quarantine_event_bytes_total"};
 
 bool stats__name_reserved(const char *full)
 {
@@ -706,8 +681,8 @@ out:
     return c;
 }
 
-struct stats_counter *stats_counter_new(const char *name, const char *help, const char *label_name,
-                                        unsigned max_label_values)
+struct stats_counter *stats_counter_new(const char *name, const char *help,
+                                        const char *label_name, unsigned max_label_values)
 {
     return counter_register(NULL, name, help, label_name, max_label_values);
 }

@@ -35,20 +35,12 @@ enum stats_verdict {
 };
 
 enum stats_timeout {
-    STATS_TO_COMMAND = 0,
-    STATS_TO_DATA,
-    STATS_TO_UPSTREAM,
-    STATS_TO_PLUGIN,
-    STATS_TO_COUNT
+    STATS_TO_COMMAND = 0, STATS_TO_DATA, STATS_TO_UPSTREAM, STATS_TO_PLUGIN, STATS_TO_COUNT
 };
 
 enum stats_up_error {
-    STATS_UPERR_CONNECT = 0,
-    STATS_UPERR_PROTOCOL,
-    STATS_UPERR_TIMEOUT,
-    STATS_UPERR_LOST,
-    STATS_UPERR_TLS,
-    STATS_UPERR_COUNT
+    STATS_UPERR_CONNECT = 0, STATS_UPERR_PROTOCOL, STATS_UPERR_TIMEOUT, STATS_UPERR_LOST,
+    STATS_UPERR_TLS, STATS_UPERR_COUNT
 };
 
 /* What became of one DNS request (dns.c). */
@@ -104,12 +96,12 @@ enum stats_auth {
     STATS_AUTH_COUNT
 };
 
-int stats_init(void); /* once, before anything else */
+int stats_init(void);             /* once, before anything else */
 void stats_set_build_info(const char *version);
 
-void stats_conn_open(void);    /* current++, total++ */
-void stats_conn_close(void);   /* current-- */
-void stats_conn_refused(void); /* by limit (total or per IP) */
+void stats_conn_open(void);       /* current++, total++ */
+void stats_conn_close(void);      /* current-- */
+void stats_conn_refused(void);    /* by limit (total or per IP) */
 void stats_tls_handshake(bool ok);
 /* PROXY protocol headers on listeners that take them (server.c, sess.c) */
 enum stats_proxy {
@@ -120,11 +112,11 @@ enum stats_proxy {
 };
 void stats_proxy_header(enum stats_proxy r);
 const char *stats_proxy_name(int r);
-void stats_smtp_reply(int code); /* every reply sluice sends to a client */
+void stats_smtp_reply(int code);  /* every reply sluice sends to a client */
 void stats_upstream_reply(int code);
 void stats_upstream_error(enum stats_up_error e);
 void stats_timeout(enum stats_timeout t);
-void stats_error(void); /* internal errors (spool, memory) */
+void stats_error(void);           /* internal errors (spool, memory) */
 void stats_dns(enum stats_dns_event e);
 void stats_upslot(enum stats_upslot_event e);
 void stats_upslots(unsigned held, unsigned waiting); /* gauges */
@@ -147,8 +139,8 @@ void stats_quarantine_index(const uint64_t n[STATS_QUAR_STATUS_COUNT],
                             const uint64_t bytes[STATS_QUAR_STATUS_COUNT]);
 
 /* One call per transaction that reached a final answer (or was aborted). */
-void stats_transaction(enum stats_verdict v, unsigned rcpts, uint64_t bytes_in, uint64_t bytes_out,
-                       double seconds);
+void stats_transaction(enum stats_verdict v, unsigned rcpts, uint64_t bytes_in,
+                       uint64_t bytes_out, double seconds);
 
 void stats_config_reload(bool ok);
 /* Set by the server for /readyz. */
@@ -254,8 +246,8 @@ void stats_plugin_thread_wait(struct stats_plugin *p);
 
 struct stats_counter;
 
-struct stats_counter *stats_counter_new(const char *name, const char *help, const char *label_name,
-                                        unsigned max_label_values);
+struct stats_counter *stats_counter_new(const char *name, const char *help,
+                                        const char *label_name, unsigned max_label_values);
 void stats_counter_add(struct stats_counter *c, const char *label_value, uint64_t n);
 /*
  * The same, for a counter owned by one plugin *instance*: the family is
