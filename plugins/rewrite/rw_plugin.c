@@ -135,7 +135,9 @@ static int rw__secret(struct rw_inst *ri)
     }
     if (!s && !f)
         return 0;
-    struct rw_srs *k = rw_srs_new(rw__separators[ri->conf.srs_separator][0], ri->conf.srs_max_age);
+    /* an unusable srs_separator was reported by the key loader already */
+    int sep = ri->conf.srs_separator >= 0 && ri->conf.srs_separator < 3 ? ri->conf.srs_separator : 0;
+    struct rw_srs *k = rw_srs_new(rw__separators[sep][0], ri->conf.srs_max_age);
     if (s) {
         const char *why = NULL;
         if (rw_srs_add_secret(k, s, strlen(s), &why) != 0) {
