@@ -10,7 +10,7 @@ is byte for byte what postsrsd writes); an address postsrsd forwards is
 reversed by sluice (a bounce through the daemon reaches the upstream with
 the original recipient); SRS1 re-forwarding both ways; expired and forged
 addresses refused with 550 5.1.1 by both; secret rotation through SIGHUP;
-`sluice --check` errors of the secrets file as FILE:LINE. Loopback only;
+addresses of the format before still reversed; `sluice --check` errors of the secrets file as FILE:LINE. Loopback only;
 every wait is bounded.
 """
 
@@ -279,6 +279,31 @@ def test_rotation(sluice_factory, fake, tmp_path, postsrsd_factory):
     time.sleep(0.3)
     refused(sl, by_s1)
     assert bounce(sl, fake, by_s2, 5) == "alice@example.org"
+
+
+def sign_old(secret, day, host, local):
+    """An address of the plugin's format before the standard one: 8 base32
+    letters of the first 40 bits of HMAC-SHA256 over lower("TT=host=local")."""
+    b32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+    d = day % 1024
+    tt = b32[d >> 5] + b32[d & 31]
+    mac = hmac.new(secret.encode(), ("%s=%s=%s" % (tt, host, local)).lower().encode(), hashlib.sha256).digest()
+    v = int.from_bytes(mac[:5], "big")
+    h = "".join(b32[(v >> (35 - 5 * i)) & 31] for i in range(8))
+    return "SRS0=%s=%s=%s=%s@%s" % (h, tt, host, local, DOMAIN)
+
+
+def test_old_format_still_reversed(sluice_factory, fake, tmp_path):
+    # Bounces to mail forwarded before the upgrade come back for max_age days.
+    secrets = tmp_path / "srs.secret"
+    write(secrets, S1 + "\n")
+    sl = start(sluice_factory, fake, tmp_path, secrets)
+    d = today()
+    assert bounce(sl, fake, sign_old(S1, d - 3, "example.org", "alice"), 1) == "alice@example.org"
+    refused(sl, sign_old(S1, d - 22, "example.org", "alice"))
+    refused(sl, sign_old(S2, d, "example.org", "alice"))
+    # new addresses are in the standard form only
+    assert re.match(r"^SRS0=[A-Za-z0-9+/]{4}=", forward(sl, fake, "alice@example.org", 2))
 
 
 def check_config(tmp_path, **keys):
