@@ -164,6 +164,10 @@ static int main__load(const struct main__args *a, struct cfg **cfgp)
                  a->check   ? LOG_LVL_WARN
                  : a->debug ? LOG_LVL_DEBUG
                             : (enum log_level)cfg->log_level);
+        /* What plugins log while they load is in the configured format
+         * already; --check talks to a terminal: text. */
+        if (!a->check)
+            log_set_format((enum log_format)cfg->log_format);
         mime7_init();
         if (!a->check)
             stats_init();
