@@ -167,6 +167,9 @@ struct cfg {
     int log_format;               /* enum log_format: text (default) or json */
     char *plugin_dir;             /* bundled plugin directory override */
     char *quarantine_dir;         /* for QUARANTINE verdicts */
+    unsigned quarantine_max_age_ms;  /* expire held mail older than this; 0: never */
+    uint64_t quarantine_max_size;    /* expire the oldest past these bytes; 0: no limit */
+    unsigned quarantine_sweep_ms;    /* how often the sweep runs; 0: 60 s */
     struct cfg_auth auth;         /* auth, auth_socket, ...: defaults of every listener */
     unsigned auth_ip_max_failures; /* failed AUTHs per client address per window (10; 0 off) */
     unsigned auth_ip_window_ms;    /* that window (10 min) */

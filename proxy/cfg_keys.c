@@ -92,6 +92,11 @@ const struct cfg_key cfg_keys[CFG_KEYS_N] = {
     {SEC_SERVER, "log_format", T_ENUM, O(log_format), 0, 0, 0, cfg_keys__log_format, 0},
     {SEC_SERVER, "plugin_dir", T_STR, O(plugin_dir), 0, 0, 0, NULL, 0},
     {SEC_SERVER, "quarantine_dir", T_STR, O(quarantine_dir), 0, 0, 0, NULL, 0},
+    /* quarantine limits and the expiry sweep (server.c, qstore.h); 0: none */
+    {SEC_SERVER, "quarantine_max_age", T_MS, O(quarantine_max_age_ms), 0, 0, 1190 * HOUR, NULL, 0},
+    {SEC_SERVER, "quarantine_max_size", T_U64, O(quarantine_max_size), 0, 0, 1024 * GIB, NULL, 0},
+    {SEC_SERVER, "quarantine_sweep_interval", T_MS, O(quarantine_sweep_ms), 0, SEC, 24 * HOUR,
+     NULL, 0},
     /* SMTP AUTH: the same keys in [server] (defaults) and [listener NAME] */
     {SEC_SERVER, "auth", T_ENUM, O(auth.mode), 0, 0, 0, cfg_keys__auth, 0},
     {SEC_SERVER, "auth_socket", T_STR, O(auth.socket), 0, 0, 0, NULL, F_PRINTABLE},

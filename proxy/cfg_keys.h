@@ -55,7 +55,7 @@ struct cfg_key {
 
 extern const char *const cfg_keys_sec_names[];
 /* [server], [upstream], [stats] and [chain]; offsets into struct cfg. */
-#define CFG_KEYS_N 87
+#define CFG_KEYS_N 90
 extern const struct cfg_key cfg_keys[CFG_KEYS_N];
 /* The keys of a [plugin NAME] section that the host uses; offsets into
  * struct cfg_plugin. Every other key there belongs to the plugin. */

@@ -15,10 +15,12 @@
 #include <ctype.h>
 #include <errno.h>
 #include <gmime/gmime.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -550,6 +552,18 @@ int main(int argc, char **argv)
                 config);
         cfg_unref(cfg);
         return EX_USAGE;
+    }
+    /* Run as root, become the directory's owner (the daemon's user) first:
+     * SQLite creates index.db-wal and -shm as whoever opens the database
+     * first, and root-owned ones lock the daemon out of its own index. */
+    struct stat sb;
+    if (geteuid() == 0 && stat(dir, &sb) == 0 && sb.st_uid != 0) {
+        if (setgroups(0, NULL) != 0 || setgid(sb.st_gid) != 0 || setuid(sb.st_uid) != 0) {
+            fprintf(stderr, "sluice-quarantine: cannot become uid %u (owner of %s): %s\n",
+                    (unsigned)sb.st_uid, dir, strerror(errno));
+            cfg_unref(cfg);
+            return EX_FAIL;
+        }
     }
     char err[600];
     struct qstore *qs = qstore_open(dir, true, err, sizeof err);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "cfg.h"
 #include "json.h"
 #include "log.h"
 #include "qstore.h"
@@ -97,9 +98,9 @@ static void quar__done(uv_work_t *w, int status)
             log_error("quarantine index: cannot add %s (the file is kept; run "
                       "sluice-quarantine reindex): %s",
                       q->path, q->idx_err);
-            stats_quarantine_event(STATS_QUAR_INDEX_ERROR, 0);
+            stats_quarantine_event(STATS_QUAR_INDEX_ERROR, 1, 0);
         } else {
-            stats_quarantine_event(STATS_QUAR_HELD, q->row.size);
+            stats_quarantine_event(STATS_QUAR_HELD, 1, q->row.size);
         }
     }
     if (!q->cancelled)
@@ -223,4 +224,121 @@ struct quar_req *quar_write(uv_loop_t *loop, const char *dir, struct tx *tx, qua
 void quar_cancel(struct quar_req *q)
 {
     q->cancelled = true;
+}
+
+/* ---- the expiry sweep ------------------------------------------------------ */
+
+struct quar_sweep {
+    uv_timer_t timer;
+    uv_work_t work;
+    bool busy, stopping, timer_open;
+    /* the job's input (copied on the loop) and output */
+    char dir[1024];
+    unsigned max_age_ms;
+    uint64_t max_size;
+    struct qstore_counts expired, counts;
+    int rc;
+    char err[512];
+};
+
+static struct quar_sweep *quar__sw; /* loop thread only */
+
+static void quar__sweep_work(uv_work_t *w)
+{
+    struct quar_sweep *sw = w->data;
+    char err[512];
+    memset(&sw->expired, 0, sizeof sw->expired);
+    struct qstore *qs = qstore_open(sw->dir, true, err, sizeof err);
+    if (!qs) {
+        sw->rc = QSTORE_EDB;
+        snprintf(sw->err, sizeof sw->err, "%s", err);
+        return;
+    }
+    int64_t before = sw->max_age_ms ? (int64_t)time(NULL) - (int64_t)(sw->max_age_ms / 1000) : 0;
+    sw->rc = qstore_expire(qs, before, sw->max_size, &sw->expired);
+    if (sw->rc == 0)
+        sw->rc = qstore_counts(qs, &sw->counts);
+    if (sw->rc != 0)
+        snprintf(sw->err, sizeof sw->err, "%s", qstore_error(qs));
+    qstore_close(qs);
+}
+
+static void quar__sweep_free(uv_handle_t *h)
+{
+    struct quar_sweep *sw = h->data;
+    if (sw->busy) {
+        sw->timer_open = false; /* the job's end frees it */
+        return;
+    }
+    free(sw);
+}
+
+static void quar__sweep_done(uv_work_t *w, int status)
+{
+    struct quar_sweep *sw = w->data;
+    sw->busy = false;
+    if (status == 0) {
+        if (sw->rc != 0) {
+            log_error("quarantine sweep: %s", sw->err);
+            stats_quarantine_event(STATS_QUAR_SWEEP_ERROR, 1, 0);
+        } else {
+            uint64_t n = sw->expired.n[QSTORE_EXPIRED];
+            if (n) {
+                log_info("quarantine sweep: expired %llu message(s), %llu bytes",
+                         (unsigned long long)n,
+                         (unsigned long long)sw->expired.bytes[QSTORE_EXPIRED]);
+                stats_quarantine_event(STATS_QUAR_EXPIRED, n, sw->expired.bytes[QSTORE_EXPIRED]);
+            }
+            stats_quarantine_index(sw->counts.n, sw->counts.bytes);
+        }
+    }
+    if (sw->stopping && !sw->timer_open)
+        free(sw);
+}
+
+static void quar__sweep_tick(uv_timer_t *t)
+{
+    struct quar_sweep *sw = t->data;
+    if (sw->busy || sw->stopping || !sw->dir[0])
+        return;
+    sw->busy = true;
+    sw->work.data = sw;
+    if (uv_queue_work(t->loop, &sw->work, quar__sweep_work, quar__sweep_done) != 0)
+        sw->busy = false;
+}
+
+void quar_sweep_start(uv_loop_t *loop, const struct cfg *cfg)
+{
+    struct quar_sweep *sw = quar__sw;
+    if (!sw) {
+        sw = quar__sw = xcalloc(1, sizeof *sw);
+        uv_timer_init(loop, &sw->timer);
+        sw->timer.data = sw;
+        sw->timer_open = true;
+    }
+    /* a job in flight keeps the values it started with: it copied nothing,
+     * but it only reads them before it runs, and a reload happens between
+     * ticks; the next tick uses the new ones */
+    if (!sw->busy) {
+        snprintf(sw->dir, sizeof sw->dir, "%s", cfg->quarantine_dir ? cfg->quarantine_dir : "");
+        sw->max_age_ms = cfg->quarantine_max_age_ms;
+        sw->max_size = cfg->quarantine_max_size;
+    }
+    uint64_t every = cfg->quarantine_sweep_ms ? cfg->quarantine_sweep_ms : 60000;
+    if (!cfg->quarantine_dir) {
+        uv_timer_stop(&sw->timer);
+        return;
+    }
+    /* the first run soon after start: the gauges are there at once */
+    uv_timer_start(&sw->timer, quar__sweep_tick, 1000, every);
+}
+
+void quar_sweep_stop(void)
+{
+    struct quar_sweep *sw = quar__sw;
+    if (!sw)
+        return;
+    quar__sw = NULL;
+    sw->stopping = true;
+    uv_close((uv_handle_t *)&sw->timer, quar__sweep_free);
 }

@@ -27,4 +27,17 @@ typedef void (*quar_cb)(void *ud, int rc, const char *path);
 struct quar_req *quar_write(uv_loop_t *loop, const char *dir, struct tx *tx, quar_cb cb, void *ud);
 void quar_cancel(struct quar_req *q);
 
+/*
+ * The expiry sweep: every [server] quarantine_sweep_interval (60 s) a
+ * timer on the loop queues one job on the pool that expires held mail past
+ * quarantine_max_age / quarantine_max_size (qstore_expire) and reads the
+ * index's counts for the sluice_quarantine_* gauges. At most one job at a
+ * time; a tick while one runs is skipped. Call start again on reload (the
+ * new limits apply from the next tick); stop before the loop's last run.
+ * Nothing is done without quarantine_dir.
+ */
+struct cfg;
+void quar_sweep_start(uv_loop_t *loop, const struct cfg *cfg);
+void quar_sweep_stop(void);
+
 #endif

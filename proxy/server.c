@@ -25,6 +25,7 @@
 #include "host.h"
 #include "log.h"
 #include "notify.h"
+#include "quar.h"
 #include "sess.h"
 #include "stats.h"
 #include "tlssrv.h"
@@ -586,6 +587,7 @@ static void server__on_hup(uv_signal_t *h, int signum)
     chain_unref(chain);
     log_set_level((enum log_level)n->log_level);
     log_set_format((enum log_format)n->log_format);
+    quar_sweep_start(srv->loop, n);
     stats_config_reload(true);
     log_info("configuration reloaded from %s", n->path);
     char status[128];
@@ -613,6 +615,7 @@ int server_start(struct server *srv)
     probe_timer.data = srv;
     /* Probe at once (capability cache for EHLO, /readyz), then every 30 s. */
     uv_timer_start(&probe_timer, server__probe_tick, 0, 30000);
+    quar_sweep_start(srv->loop, srv->cfg);
     for (size_t i = 0; i < srv->cfg->nlisteners; i++) {
         const struct cfg_listener *l = &srv->cfg->listeners[i];
         for (size_t a = 0; a < l->nlisten; a++)
@@ -654,6 +657,7 @@ void server_free(struct server *srv)
     server__close_handle((uv_handle_t *)&srv->shutdown_timer);
     server__close_handle((uv_handle_t *)&idle_timer);
     server__close_handle((uv_handle_t *)&probe_timer);
+    quar_sweep_stop();
     /* Let every close (graceful TLS/QUIT flushes are bounded) and every
      * deferred teardown complete, then close the defer handle itself. */
     uv_run(srv->loop, UV_RUN_DEFAULT);

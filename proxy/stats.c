@@ -311,11 +311,11 @@ void stats_state(uint64_t keys, uint64_t bytes, uint64_t ops, uint64_t errors, u
     atomic_store_explicit(&g.state_expired, expired, memory_order_relaxed);
 }
 
-void stats_quarantine_event(enum stats_quar_event e, uint64_t bytes)
+void stats_quarantine_event(enum stats_quar_event e, uint64_t n, uint64_t bytes)
 {
     if ((unsigned)e >= STATS_QUAR_EVENT_COUNT)
         return;
-    inc(&g.quar_ev[e]);
+    atomic_fetch_add_explicit(&g.quar_ev[e], n, memory_order_relaxed);
     atomic_fetch_add_explicit(&g.quar_ev_bytes[e], bytes, memory_order_relaxed);
 }
 

@@ -134,7 +134,7 @@ void stats_state_redis(bool up, uint64_t reconnects);
 /* Quarantine: an event (any thread) with the bytes it concerned; and the
  * index's rows and bytes per status (the sweep, every run; the CLI and the
  * console change rows in other processes, so these are read, not counted). */
-void stats_quarantine_event(enum stats_quar_event e, uint64_t bytes);
+void stats_quarantine_event(enum stats_quar_event e, uint64_t n, uint64_t bytes);
 void stats_quarantine_index(const uint64_t n[STATS_QUAR_STATUS_COUNT],
                             const uint64_t bytes[STATS_QUAR_STATUS_COUNT]);
 
