@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -242,6 +243,36 @@ static int64_t state_mem__ttl(const struct state_mem__ent *e, uint64_t now_ms)
     return e->expires_ms ? (int64_t)(e->expires_ms - now_ms) : -1;
 }
 
+/* Redis's grammar for a string INCRBY takes (string2ll): "0", or an
+ * optional '-' and digits without a leading zero, nothing around them,
+ * within int64. strtoll would also take " 5", "+5" and "012", which Redis
+ * refuses: the backends must agree. 0, or -1 when p is not one. */
+static int state_mem__parse_int(const char *p, size_t len, int64_t *out)
+{
+    if (len == 1 && p[0] == '0') {
+        *out = 0;
+        return 0;
+    }
+    size_t i = 0;
+    bool neg = len > 0 && p[0] == '-';
+    i += neg;
+    if (i >= len || len > 20 || p[i] < '1' || p[i] > '9')
+        return -1;
+    uint64_t v = 0;
+    for (; i < len; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+        unsigned dgt = (unsigned)(p[i] - '0');
+        if (v > (UINT64_MAX - dgt) / 10)
+            return -1;
+        v = v * 10 + dgt;
+    }
+    if (neg ? v > (uint64_t)INT64_MAX + 1 : v > (uint64_t)INT64_MAX)
+        return -1;
+    *out = neg ? (int64_t)(0 - v) : (int64_t)v;
+    return 0;
+}
+
 int state_mem_incr(struct state_mem *m, const char *key, int64_t delta, uint64_t window_ms,
                    uint64_t now_ms, int64_t *value, int64_t *ttl_ms)
 {
@@ -249,14 +280,8 @@ int state_mem_incr(struct state_mem *m, const char *key, int64_t delta, uint64_t
     struct state_mem__ent *e = state_mem__find(m, key, h, now_ms);
     if (e && e->type == STATE_MEM__STR) {
         /* Redis takes a string holding a decimal integer. */
-        char buf[24], *end;
-        if (e->slen == 0 || e->slen >= sizeof buf)
-            return -EPROTOTYPE;
-        memcpy(buf, e->sval, e->slen);
-        buf[e->slen] = 0;
-        errno = 0;
-        long long v = strtoll(buf, &end, 10);
-        if (*end || errno)
+        int64_t v;
+        if (state_mem__parse_int(e->sval, e->slen, &v) != 0)
             return -EPROTOTYPE;
         state_mem__free_value(e);
         e->type = STATE_MEM__INT;
@@ -386,16 +411,8 @@ static int state_mem__number(const struct state_mem__ent *e, int64_t *v)
         *v = e->ival;
         return 0;
     }
-    if (e->type != STATE_MEM__STR || e->slen == 0 || e->slen >= 24)
+    if (e->type != STATE_MEM__STR || state_mem__parse_int(e->sval, e->slen, v) != 0)
         return -EPROTOTYPE;
-    char buf[24], *end;
-    memcpy(buf, e->sval, e->slen);
-    buf[e->slen] = 0;
-    errno = 0;
-    long long x = strtoll(buf, &end, 10);
-    if (*end || errno)
-        return -EPROTOTYPE;
-    *v = x;
     return 0;
 }
 

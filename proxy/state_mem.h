@@ -12,7 +12,9 @@
  *    that expiry (a fixed window, like INCRBY + PEXPIRE NX);
  *  - set replaces any value and type, ttl 0 = no expiry;
  *  - sadd adds one member; with ttl_ms > 0 the set's expiry is renewed;
- *  - a key of the wrong type for the operation answers -EPROTOTYPE.
+ *  - a key of the wrong type for the operation answers -EPROTOTYPE; a
+ *    string counts as a counter only in Redis's integer grammar ("0", or
+ *    an optional '-' and digits without a leading zero, within int64).
  *
  * Bounded twice: max_entries keys and max_bytes of keys, values and members
  * together (the least recently used key goes first), and a set holds at most
@@ -64,7 +66,8 @@ int state_mem_sismember(struct state_mem *m, const char *key, const char *member
                         uint64_t now_ms);
 
 /* Counters keys[i] += deltas[i] (a missing key starts at 0, without
- * expiry), all or none: -EPROTOTYPE when one holds a set or a non-number,
+ * expiry), all or none: -EPROTOTYPE when one holds a set or a string that
+ * is not an integer in Redis's grammar,
  * -ERANGE when one would leave +-limit; nothing changed then. With a
  * guard: only when that key is not there, and it is then set to gval
  * (expiring gttl_ms later, 0 never); *applied = 0 when it was there. Keys

@@ -402,22 +402,35 @@ static const char STATE_REDIS__SADD[] =
     "if t > 0 then redis.call('PEXPIRE', KEYS[1], t) end return 1";
 
 /* KEYS: the guard (when ARGV[1] is 1), then the counters; ARGV: guard?,
- * its value, its ttl, the limit, then one delta per counter. Every check
- * before the first write (a script's writes are not rolled back): a set
- * under a counter's name fails GET with WRONGTYPE before anything changed. */
+ * its value, its ttl, the limit (decimal), then one delta per counter.
+ * Every check before the first write (a script's writes are not rolled
+ * back): a set under a counter's name fails GET with WRONGTYPE before
+ * anything changed, and a value INCRBY would refuse is refused here first.
+ * That takes Redis's own integer grammar, not Lua's tonumber (which takes
+ * " 5", "012", "0x10", "1e3", "+5", "5.0"). Lua numbers are doubles: the
+ * value is compared with the limit as text, and x + d is never computed
+ * (2^53-1 + 2 rounds to 2^53); x > L - d is exact for |x|, |d| <= L. */
 static const char STATE_REDIS__MINCR[] =
     "local g = tonumber(ARGV[1]) local first = 1 "
     "if g == 1 then "
     "  if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end first = 2 end "
-    "local lim = tonumber(ARGV[4]) "
+    "local lim = ARGV[4] local L = tonumber(lim) "
+    "local function num(v) "
+    "  if v == '0' then return 0 end "
+    "  local neg, d = string.match(v, '^(%-?)([1-9]%d*)$') "
+    "  local top = '9223372036854775807' if neg == '-' then top = '9223372036854775808' end "
+    "  if not d or #d > 19 or (#d == 19 and d > top) then "
+    "    return nil, 'ERR value is not an integer' end "
+    "  if #d > #lim or (#d == #lim and d > lim) then "
+    "    return nil, 'ERR increment or decrement would overflow' end "
+    "  local x = tonumber(d) if neg == '-' then x = -x end return x end "
     "for i = first, #KEYS do "
     "  local d = tonumber(ARGV[5 + i - first]) "
     "  local v = redis.call('GET', KEYS[i]) "
     "  local x = 0 "
-    "  if v then x = tonumber(v) "
-    "    if not x or x ~= math.floor(x) then "
-    "      return redis.error_reply('ERR value is not an integer') end end "
-    "  if math.abs(x) > lim or math.abs(x + d) > lim then "
+    "  if v then local err x, err = num(v) "
+    "    if not x then return redis.error_reply(err) end end "
+    "  if (d > 0 and x > L - d) or (d < 0 and x < -L - d) then "
     "    return redis.error_reply('ERR increment or decrement would overflow') end "
     "end "
     "for i = first, #KEYS do redis.call('INCRBY', KEYS[i], ARGV[5 + i - first]) end "

@@ -337,3 +337,40 @@ def test_sigterm_exits_while_redis_is_up(fake, sluice_factory, redis):
     rc = sl.wait_exit(10)
     assert rc == 0, "sluice did not exit within 10 s of SIGTERM:\n" + sl.output()
     assert redis.cli("PING") == "PONG"
+
+
+@pytest.mark.parametrize("bad", [" 5", "012", "0x10", "1e3", "+5", "5.0", "-0"])
+def test_redis_mincr_refuses_what_incrby_refuses_before_any_write(fake, sluice_factory, redis,
+                                                                  bad):
+    """MINCR is all or none in Redis too: a counter holding a string that
+    Lua's tonumber takes but INCRBY refuses must fail the check before the
+    first write (it failed midway: m:a stayed incremented and the guard was
+    never set, so every retry counted again)."""
+    state = {"backend": "redis", "redis": "127.0.0.1:%d" % redis.port}
+    sl = _start(sluice_factory, fake, ("st", "stateplug", {"limit": "100", "multi": "yes"}),
+                state=state)
+    redis.cli("SET", "sluice:st:m:a", "10")
+    redis.cli("SET", "sluice:st:m:b", bad)
+    for _ in range(2):
+        plugkit.send(sl.port, mail_from="ann@example.com")
+    assert redis.cli("GET", "sluice:st:m:a") == "10"
+    assert redis.cli("GET", "sluice:st:m:b") == bad.strip()  # redis-cli's output, stripped
+    assert redis.cli("EXISTS", "sluice:st:g:ann@example.com") == "0"
+    assert sl.alive()
+
+
+@pytest.mark.parametrize("start,ok", [("9007199254740990", True), ("9007199254740991", False),
+                                      ("9007199254740992", False), ("-9007199254740993", False),
+                                      ("90071992547409921", False)])
+def test_redis_mincr_limit_is_exact(fake, sluice_factory, redis, start, ok):
+    """The +-2^53 limit of MINCR is checked exactly: 2^53-1 + 2 rounds to
+    2^53 in a double and slipped through (Redis then held 2^53+1)."""
+    state = {"backend": "redis", "redis": "127.0.0.1:%d" % redis.port}
+    sl = _start(sluice_factory, fake, ("st", "stateplug", {"limit": "100", "multi": "yes"}),
+                state=state)
+    redis.cli("SET", "sluice:st:m:b", start)
+    plugkit.send(sl.port, mail_from="ann@example.com")
+    want = str(int(start) + 2) if ok else start
+    assert redis.cli("GET", "sluice:st:m:b") == want
+    assert redis.cli("GET", "sluice:st:m:a") == ("1" if ok else "")
+    assert sl.alive()

@@ -279,6 +279,44 @@ static void test_mincr_all_or_none_and_guard(void **state)
     state_mem_free(m);
 }
 
+/* Redis's integer grammar (what INCRBY takes): "0" or an optional '-' and
+ * digits without a leading zero, nothing around them, within int64. The
+ * memory store must refuse what Redis refuses, for INCR and MINCR alike,
+ * or a site moving to Redis finds its counters broken. */
+static void test_integer_grammar(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        " 5",  "5 ", "+5", "012", "-0", "0x10", "1e3", "5.0", "-", "", "9223372036854775808",
+        "--1", "1-"};
+    static const char *const good[] = {
+        "0", "5", "-5", "9007199254740992", "-9223372036854775807", "9223372036854775807"};
+    struct state_mem *m = state_mem_new(100, 1 << 20, seed);
+    int64_t v, ttl;
+    int applied;
+    const char *k[1] = {"c"};
+    int64_t zero[1] = {0};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        state_mem_set(m, "c", bad[i], strlen(bad[i]), 0, 10);
+        assert_int_equal(state_mem_incr(m, "c", 1, 0, 10, &v, &ttl), -EPROTOTYPE);
+        assert_int_equal(state_mem_mincr(m, k, zero, 1, INT64_MAX, NULL, NULL, 0, 0, 10, &applied),
+                         -EPROTOTYPE);
+        assert_int_equal(applied, 0);
+    }
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        state_mem_set(m, "c", good[i], strlen(good[i]), 0, 10);
+        assert_int_equal(state_mem_mincr(m, k, zero, 1, INT64_MAX, NULL, NULL, 0, 0, 10, &applied),
+                         0);
+        assert_int_equal(applied, 1);
+        state_mem_set(m, "c", good[i], strlen(good[i]), 0, 10);
+        assert_int_equal(state_mem_incr(m, "c", 0, 0, 10, &v, &ttl), 0);
+        char buf[32];
+        snprintf(buf, sizeof buf, "%lld", (long long)v);
+        assert_string_equal(buf, good[i]);
+    }
+    state_mem_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -289,6 +327,7 @@ int main(void)
         cmocka_unit_test(test_bounds_lru),
         cmocka_unit_test(test_sweep),
         cmocka_unit_test(test_mincr_all_or_none_and_guard),
+        cmocka_unit_test(test_integer_grammar),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
