@@ -86,7 +86,8 @@ struct state_req {
 
 struct state_ans {
     int status;        /* 0, or -ENOENT (GET: no such key), -EPROTOTYPE (wrong
-                          type), -ERANGE (INCR overflow), -ENOSPC (set full),
+                          type), -ERANGE (INCR overflow), -ENOSPC (set full;
+                          MINCR: more keys than the memory store holds),
                           -EAGAIN (store unreachable or too slow), -EIO
                           (the store answered something else) */
     int64_t num;       /* INCR: the value after; DEL, SADD: 1 when it changed

@@ -273,8 +273,10 @@ static int state_mem__parse_int(const char *p, size_t len, int64_t *out)
     return 0;
 }
 
-int state_mem_incr(struct state_mem *m, const char *key, int64_t delta, uint64_t window_ms,
-                   uint64_t now_ms, int64_t *value, int64_t *ttl_ms)
+/* incr, and set below, without the bounds when bound is false (MINCR
+ * applies them once, after its last write). */
+static int state_mem__incr(struct state_mem *m, const char *key, int64_t delta, uint64_t window_ms,
+                           uint64_t now_ms, int64_t *value, int64_t *ttl_ms, bool bound)
 {
     uint64_t h = state_mem__hash(m, key);
     struct state_mem__ent *e = state_mem__find(m, key, h, now_ms);
@@ -300,8 +302,15 @@ int state_mem_incr(struct state_mem *m, const char *key, int64_t delta, uint64_t
     e->ival += delta;
     *value = e->ival;
     *ttl_ms = state_mem__ttl(e, now_ms);
-    state_mem__bound(m);
+    if (bound)
+        state_mem__bound(m);
     return 0;
+}
+
+int state_mem_incr(struct state_mem *m, const char *key, int64_t delta, uint64_t window_ms,
+                   uint64_t now_ms, int64_t *value, int64_t *ttl_ms)
+{
+    return state_mem__incr(m, key, delta, window_ms, now_ms, value, ttl_ms, true);
 }
 
 int state_mem_get(struct state_mem *m, const char *key, uint64_t now_ms, const char **val,
@@ -324,8 +333,8 @@ int state_mem_get(struct state_mem *m, const char *key, uint64_t now_ms, const c
     return 0;
 }
 
-void state_mem_set(struct state_mem *m, const char *key, const char *val, size_t len,
-                   uint64_t ttl_ms, uint64_t now_ms)
+static void state_mem__set(struct state_mem *m, const char *key, const char *val, size_t len,
+                           uint64_t ttl_ms, uint64_t now_ms, bool bound)
 {
     uint64_t h = state_mem__hash(m, key);
     struct state_mem__ent *e = state_mem__find(m, key, h, now_ms);
@@ -340,7 +349,14 @@ void state_mem_set(struct state_mem *m, const char *key, const char *val, size_t
     e->slen = len;
     e->expires_ms = ttl_ms ? now_ms + ttl_ms : 0;
     state_mem__account(m, e, sizeof *e + e->klen + 1 + len + 1);
-    state_mem__bound(m);
+    if (bound)
+        state_mem__bound(m);
+}
+
+void state_mem_set(struct state_mem *m, const char *key, const char *val, size_t len,
+                   uint64_t ttl_ms, uint64_t now_ms)
+{
+    state_mem__set(m, key, val, len, ttl_ms, now_ms, true);
 }
 
 int state_mem_del(struct state_mem *m, const char *key, uint64_t now_ms)
@@ -423,7 +439,17 @@ int state_mem_mincr(struct state_mem *m, const char *const *keys, const int64_t 
     *applied = 0;
     if (guard && state_mem__find(m, guard, state_mem__hash(m, guard), now_ms))
         return 0;
-    /* Every check before the first write: all or none. */
+    /* Every check before the first write: all or none. That includes the
+     * bounds: the call's own entries must fit in the table (then evicting
+     * older keys once, after the last write, makes room, and never takes
+     * out a counter this call incremented). */
+    size_t need = n + (guard != NULL), bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += sizeof(struct state_mem__ent) + strlen(keys[i]) + 1;
+    if (guard)
+        bytes += sizeof(struct state_mem__ent) + strlen(guard) + 1 + glen + 1;
+    if (need > m->max_entries || bytes > m->max_bytes)
+        return -ENOSPC;
     for (size_t i = 0; i < n; i++) {
         if (deltas[i] > limit || deltas[i] < -limit)
             return -ERANGE;
@@ -436,11 +462,12 @@ int state_mem_mincr(struct state_mem *m, const char *const *keys, const int64_t 
     }
     for (size_t i = 0; i < n; i++) {
         int64_t v, ttl;
-        /* cannot fail: checked above (a key evicted since starts at 0) */
-        (void)state_mem_incr(m, keys[i], deltas[i], 0, now_ms, &v, &ttl);
+        /* cannot fail: checked above, and nothing is evicted before the end */
+        (void)state_mem__incr(m, keys[i], deltas[i], 0, now_ms, &v, &ttl, false);
     }
     if (guard)
-        state_mem_set(m, guard, gval, glen, gttl_ms, now_ms);
+        state_mem__set(m, guard, gval, glen, gttl_ms, now_ms, false);
+    state_mem__bound(m);
     *applied = 1;
     return 0;
 }

@@ -67,11 +67,12 @@ int state_mem_sismember(struct state_mem *m, const char *key, const char *member
 
 /* Counters keys[i] += deltas[i] (a missing key starts at 0, without
  * expiry), all or none: -EPROTOTYPE when one holds a set or a string that
- * is not an integer in Redis's grammar,
- * -ERANGE when one would leave +-limit; nothing changed then. With a
- * guard: only when that key is not there, and it is then set to gval
- * (expiring gttl_ms later, 0 never); *applied = 0 when it was there. Keys
- * should be distinct. */
+ * is not an integer in Redis's grammar, -ERANGE when one would leave
+ * +-limit, -ENOSPC when the call's keys alone exceed the table's bounds;
+ * nothing changed then. Evictions for room happen after the last write and
+ * take older keys only. With a guard: only when that key is not there, and
+ * it is then set to gval (expiring gttl_ms later, 0 never); *applied = 0
+ * when it was there. Keys must be distinct (state.c refuses duplicates). */
 int state_mem_mincr(struct state_mem *m, const char *const *keys, const int64_t *deltas, size_t n,
                     int64_t limit, const char *guard, const char *gval, size_t glen,
                     uint64_t gttl_ms, uint64_t now_ms, int *applied);

@@ -317,6 +317,54 @@ static void test_integer_grammar(void **state)
     state_mem_free(m);
 }
 
+/* A MINCR is all or none with the bounds too: eviction never takes a
+ * counter of the same call out while the others stay incremented. More
+ * keys than the table holds: refused (-ENOSPC), nothing changed; keys that
+ * fit: all applied and all there afterwards (older keys make room). */
+static void test_mincr_bounds(void **state)
+{
+    (void)state;
+    struct state_mem *m = state_mem_new(100, 1 << 20, seed);
+    char names[200][16];
+    const char *keys[200];
+    int64_t d[200];
+    for (int i = 0; i < 200; i++) {
+        snprintf(names[i], sizeof names[i], "t:%d", i);
+        keys[i] = names[i];
+        d[i] = 1;
+    }
+    int applied;
+    int64_t v, ttl;
+    assert_int_equal(state_mem_incr(m, "old", 1, 0, 10, &v, &ttl), 0);
+    assert_int_equal(state_mem_mincr(m, keys, d, 200, 1LL << 53, "g", "s", 1, 0, 10, &applied),
+                     -ENOSPC);
+    assert_int_equal(applied, 0);
+    struct state_mem_stats st;
+    state_mem_stats(m, &st);
+    assert_int_equal(st.entries, 1); /* only "old" */
+    assert_int_equal(st.evicted, 0);
+    /* 99 counters and the guard fill the table: "old" makes room */
+    assert_int_equal(state_mem_mincr(m, keys, d, 99, 1LL << 53, "g", "s", 1, 0, 10, &applied), 0);
+    assert_int_equal(applied, 1);
+    state_mem_stats(m, &st);
+    assert_int_equal(st.entries, 100);
+    const char *p;
+    size_t len;
+    for (int i = 0; i < 99; i++)
+        assert_int_equal(state_mem_get(m, keys[i], 10, &p, &len, &ttl), 0);
+    assert_int_equal(state_mem_get(m, "g", 10, &p, &len, &ttl), 0);
+    assert_int_equal(state_mem_get(m, "old", 10, &p, &len, &ttl), -ENOENT);
+    state_mem_free(m);
+    /* the byte bound likewise */
+    m = state_mem_new(1000, 2000, seed);
+    assert_int_equal(state_mem_mincr(m, keys, d, 200, 1LL << 53, NULL, NULL, 0, 0, 10, &applied),
+                     -ENOSPC);
+    state_mem_stats(m, &st);
+    assert_int_equal(st.entries, 0);
+    assert_int_equal(st.evicted, 0);
+    state_mem_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -328,6 +376,7 @@ int main(void)
         cmocka_unit_test(test_sweep),
         cmocka_unit_test(test_mincr_all_or_none_and_guard),
         cmocka_unit_test(test_integer_grammar),
+        cmocka_unit_test(test_mincr_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -361,7 +361,9 @@ enum sluice_state_opcode {
                            NULL when keys[i] is not there or holds a set */
     SLUICE_STATE_MINCR, /* add deltas[i] to counter keys[i], all in one atomic step:
                            nothing is applied when one of them holds a non-number
-                           (-EPROTOTYPE) or would leave +-2^53 (-ERANGE). With a `key`
+                           (-EPROTOTYPE) or would leave +-2^53 (-ERANGE), or when
+                           the in-process store cannot hold all the keys at once
+                           (-ENOSPC; its max_keys, max_memory). With a `key`
                            (may be NULL): only when that key is not there, and it is
                            then set to `value` expiring ttl_ms later (0: never), in the
                            same step; num = 1 when applied, 0 when the key was there.
