@@ -36,7 +36,7 @@ enum log_format {
  * with their fields as SLUICE_* fields, whatever the format; stderr only if
  * journald refuses one. */
 void log_init(const char *ident, int use_syslog, enum log_level min_level);
-void log_set_format(enum log_format f); /* any time: reload may switch it */
+void log_set_format(enum log_format f); /* loop thread (flushes its batch); reload switches */
 int log_journald(void);                 /* records go to journald */
 void log_set_level(enum log_level min_level);
 int log_enabled(enum log_level lvl);
