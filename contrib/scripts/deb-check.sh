@@ -111,7 +111,7 @@ for exe in /proc/[0-9]*/exe; do
   [ "$(readlink "$exe" 2>/dev/null)" = /usr/sbin/sluice ] && started="$started ${exe//[^0-9]/}"
 done
 if [ -n "$started" ]; then bad "/usr/sbin/sluice runs after install:$started"; else ok "not started"; fi
-for p in sluice.8 sluice.conf.5 sluice-rules.5 sluice-plugin.3 sluice-rules-lint.1 \
+for p in sluice.8 sluice-quarantine.8 sluice.conf.5 sluice-rules.5 sluice-plugin.3 sluice-rules-lint.1 \
          sluice-spam-learn.1 sluice-rewrite-lint.1; do
   w=$(man -w "${p%.*}" 2>/dev/null | head -1)
   [ -n "$w" ] && ok "man ${p%.*}: $w" || bad "man page $p"

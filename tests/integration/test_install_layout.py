@@ -25,7 +25,7 @@ PLUGINS = ("access", "dkim", "dnsbl", "greylist", "mailauth", "milter", "ratelim
 RULES = ("spam.rules", "spam-scores.rules", "rewrite.rules", "ratelimit.rules",
          "dnsbl.lists", "access/client.map", "access/helo.map", "access/sender.map",
          "access/recipient.map")
-MAN = ("man8/sluice.8", "man5/sluice.conf.5", "man5/sluice-rules.5", "man3/sluice-plugin.3",
+MAN = ("man8/sluice.8", "man8/sluice-quarantine.8", "man5/sluice.conf.5", "man5/sluice-rules.5", "man3/sluice-plugin.3",
        "man1/sluice-rules-lint.1", "man1/sluice-spam-learn.1", "man1/sluice-rewrite-lint.1")
 
 
@@ -69,6 +69,7 @@ def test_install_prefix_usr(tmp_path, fake):
     files = tree(dest)
 
     assert "usr/sbin/sluice" in files
+    assert "usr/sbin/sluice-quarantine" in files
     for t in TOOLS:
         assert "usr/bin/" + t in files, t
     pdir = plugin_dir(dest, "/usr")
@@ -103,7 +104,7 @@ def test_install_prefix_usr(tmp_path, fake):
     r = subprocess.run([sluice, "--check", "-c", str(moved_path), "--plugin-dir", pdir],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "configuration OK (5 plugin instances)" in r.stdout
+    assert "configuration OK (5 plugin instances)" in r.stdout, r.stdout
 
     # A short run: the installed daemon with the installed spam and rewrite
     # plugins and rules relays a message (virus and DKIM need a signature
