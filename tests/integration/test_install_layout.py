@@ -29,6 +29,14 @@ MAN = ("man8/sluice.8", "man8/sluice-quarantine.8", "man5/sluice.conf.5", "man5/
        "man1/sluice-rules-lint.1", "man1/sluice-spam-learn.1", "man1/sluice-rewrite-lint.1")
 
 
+# As the harness runs a sanitizer build of the daemon: leaks fail the run,
+# with the suite's suppressions.
+SLUICE_ENV = dict(os.environ)
+SLUICE_ENV.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1")
+SLUICE_ENV.setdefault("LSAN_OPTIONS",
+                      "suppressions=" + os.path.join(harness.SRC_DIR, "tests", "lsan.supp"))
+
+
 def install(destdir, prefix):
     env = dict(os.environ, DESTDIR=str(destdir))
     r = subprocess.run(["cmake", "--install", BUILD, "--prefix", prefix], env=env,
@@ -96,13 +104,14 @@ def test_install_prefix_usr(tmp_path, fake):
         assert p.lstrip("/") in files, p
 
     sluice = str(dest / "usr/sbin/sluice")
-    r = subprocess.run([sluice, "--version"], capture_output=True, text=True, timeout=30)
+    r = subprocess.run([sluice, "--version"], capture_output=True, text=True, timeout=30,
+                       env=SLUICE_ENV)
     assert r.returncode == 0 and r.stdout.startswith("sluice "), r.stdout + r.stderr
 
     moved_path = tmp_path / "sluice.conf"
     moved_path.write_text(moved)
     r = subprocess.run([sluice, "--check", "-c", str(moved_path), "--plugin-dir", pdir],
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=60, env=SLUICE_ENV)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "configuration OK (5 plugin instances)" in r.stdout, r.stdout
 
@@ -119,7 +128,8 @@ def test_install_prefix_usr(tmp_path, fake):
                                  "--listen", "127.0.0.1:%d" % port,
                                  "--upstream", "127.0.0.1:%d" % fake.port,
                                  "--stats-listen", "no"],
-                                stdout=subprocess.DEVNULL, stderr=log, cwd=str(tmp_path))
+                                stdout=subprocess.DEVNULL, stderr=log, cwd=str(tmp_path),
+                                env=SLUICE_ENV)
     try:
         assert harness.wait_port(port, timeout=20), "installed sluice did not listen"
         refused = harness.smtp_send(port, msg=b"Subject: installed\r\n\r\nhello\r\n")
