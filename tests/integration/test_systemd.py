@@ -127,7 +127,8 @@ def test_journal_stream_elsewhere_keeps_text(fake, sluice_factory):
 # Runs as root in its own mount namespace: a tmpfs on /run holds a fake
 # journald socket, so the test never touches the machine's journal.
 JOURNAL_HELPER = textwrap.dedent(r'''
-    import json, os, signal, socket, struct, subprocess, sys, time
+    import json, os, re, select, signal, socket, struct, subprocess, sys, time
+    STARTED = re.compile(r"sluice \S+ started")
     binary, conf, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/run"], check=True)
     os.makedirs("/run/systemd/journal")
@@ -139,47 +140,34 @@ JOURNAL_HELPER = textwrap.dedent(r'''
         p = subprocess.Popen([binary, "-c", conf], stdin=subprocess.DEVNULL, stdout=w,
                              stderr=w, env=env)
         os.close(w)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.05)
         return p, r
 
-    def stop(p, r):
+    def read_until(r, timeout=15):
+        # The port accepts before the signal handlers are set: wait for the
+        # line logged after them, not for the port.
+        out, deadline = b"", time.monotonic() + timeout
+        while not STARTED.search(out.decode("utf-8", "replace")) and time.monotonic() < deadline:
+            if select.select([r], [], [], 0.2)[0]:
+                d = os.read(r, 65536)
+                if not d:
+                    break
+                out += d
+        return out
+
+    def stop(p, r, out=b""):
         p.send_signal(signal.SIGTERM)
-        p.wait(10)
-        out = b""
+        p.wait(15)
         while True:
             d = os.read(r, 65536)
             if not d:
                 break
             out += d
         os.close(r)
+        rcs.append(p.returncode)
         return out.decode("utf-8", "replace")
 
-    # 1. No journald listening: the records come to stderr as text.
-    p, r = start()
-    fallback = stop(p, r)
-
-    # 2. A journald: native protocol datagrams, "NAME=value\n" or
-    #    "NAME\n" + le64 length + value + "\n".
-    j = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    j.bind("/run/systemd/journal/socket")
-    j.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    p, r = start()
-    print("up", flush=True)
-    sys.stdin.readline()  # the test sends its mail, then a line
-    stderr = stop(p, r)
-    j.settimeout(0.2)
-    recs = []
-    while True:
-        try:
-            d = j.recv(1 << 20)
-        except socket.timeout:
-            break
+    def parse(d):
+        # "NAME=value\n", or "NAME\n" + le64 length + value + "\n"
         rec, i = {}, 0
         while i < len(d):
             nl = d.index(b"\n", i)
@@ -193,8 +181,36 @@ JOURNAL_HELPER = textwrap.dedent(r'''
                 v = d[nl + 9:nl + 9 + n]
                 i = nl + 9 + n + 1
             rec[k.decode()] = v.decode("utf-8", "strict")
-        recs.append(rec)
-    print(json.dumps({"fallback": fallback, "stderr": stderr, "records": recs}), flush=True)
+        return rec
+
+    rcs = []
+    # 1. No journald listening: the records come to stderr.
+    p, r = start()
+    fallback = stop(p, r, read_until(r))
+
+    # 2. A journald.
+    j = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    j.bind("/run/systemd/journal/socket")
+    j.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    p, r = start()
+    recs, deadline = [], time.monotonic() + 15
+    j.settimeout(0.2)
+    while time.monotonic() < deadline and not any(
+            STARTED.match(x.get("MESSAGE", "")) for x in recs):
+        try:
+            recs.append(parse(j.recv(1 << 20)))
+        except socket.timeout:
+            pass
+    print("up", flush=True)
+    sys.stdin.readline()  # the test sends its mail, then a line
+    stderr = stop(p, r)
+    while True:
+        try:
+            recs.append(parse(j.recv(1 << 20)))
+        except socket.timeout:
+            break
+    print(json.dumps({"fallback": fallback, "stderr": stderr, "records": recs, "rcs": rcs}),
+          flush=True)
 ''')
 
 
@@ -229,6 +245,7 @@ def test_journald_fields(fake, tmp_path):
             p.kill()
             p.wait(5)
     res = json.loads(out)
+    assert res["rcs"] == [0, 0], res
     # Without a journald the lines are the usual ones, whatever log_format
     # says about stderr (JSON here).
     assert '"msg":"listening on 127.0.0.1:%d' % port in res["fallback"], res["fallback"]
