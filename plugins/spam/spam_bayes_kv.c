@@ -24,6 +24,11 @@ int64_t spam_bayes_kv_delta(bool spam, bool forget)
     return forget ? -d : d;
 }
 
+bool spam_bayes_kv_room(struct spam_bayes_count c, bool spam)
+{
+    return spam ? c.spam < SPAM_BAYES_KV_SPAM_MAX : c.ham < SPAM_BAYES_KV_HAM_MAX;
+}
+
 /* Decimal text of at most 20 bytes as int64; -1 when it is not one. */
 static int spam_bayes_kv__parse(const char *v, size_t len, int64_t *out)
 {

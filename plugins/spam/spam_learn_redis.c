@@ -19,11 +19,14 @@ struct spam_learn_redis {
     char err[512];
 };
 
-/* KEYS: seen, nspam, nham, tokens...; ARGV[1]: s, h or f (forget).
- * Returns enum spam_bayes_learn: 0 learned, 1 moved, 2 already, 3
- * forgotten, 4 unknown. */
+/* KEYS: seen, nspam, nham, tokens...; ARGV[1]: s, h or f (forget);
+ * ARGV[2], ARGV[3]: the caps of the spam and ham halves (saturating: a
+ * half at its cap stays there; with spam * 2^32 + ham kept under 2^53,
+ * the arithmetic in Lua's doubles stays exact). Returns enum
+ * spam_bayes_learn: 0 learned, 1 moved, 2 already, 3 forgotten, 4 unknown. */
 static const char SPAM_LEARN_REDIS__SCRIPT[] =
     "local P = 4294967296 "
+    "local SMAX = tonumber(ARGV[2]) local HMAX = tonumber(ARGV[3]) "
     "local function apply(cls, sign) "
     "  local tot = KEYS[3] if cls == 's' then tot = KEYS[2] end "
     "  local t = tonumber(redis.call('GET', tot) or '0') + sign "
@@ -32,7 +35,8 @@ static const char SPAM_LEARN_REDIS__SCRIPT[] =
     "  for i = 4, #KEYS do "
     "    local v = tonumber(redis.call('GET', KEYS[i]) or '0') "
     "    local s = math.floor(v / P) local h = v - s * P "
-    "    if cls == 's' then s = s + sign else h = h + sign end "
+    "    if cls == 's' then if sign < 0 or s < SMAX then s = s + sign end "
+    "    elseif sign < 0 or h < HMAX then h = h + sign end "
     "    if s < 0 then s = 0 end if h < 0 then h = 0 end "
     "    if s == 0 and h == 0 then redis.call('DEL', KEYS[i]) "
     "    else redis.call('SET', KEYS[i], string.format('%d', s * P + h)) end "
@@ -208,7 +212,7 @@ enum spam_bayes_learn spam_learn_redis_learn(struct spam_learn_redis *r, uint64_
     char *buf;
     const char **k = spam_learn_redis__short(fixed, 3, tok, n, &buf);
     char **full = spam_learn_redis__keys(r, k, n + 3);
-    const char **argv = pstr_xcalloc(n + 8, sizeof *argv);
+    const char **argv = pstr_xcalloc(n + 10, sizeof *argv);
     size_t argc = 0;
     snprintf(nk, sizeof nk, "%zu", n + 3);
     argv[argc++] = "EVAL";
@@ -217,6 +221,11 @@ enum spam_bayes_learn spam_learn_redis_learn(struct spam_learn_redis *r, uint64_
     for (size_t i = 0; i < n + 3; i++)
         argv[argc++] = full[i];
     argv[argc++] = forget ? "f" : spam ? "s" : "h";
+    char smax[24], hmax[24];
+    snprintf(smax, sizeof smax, "%" PRIu32, (uint32_t)SPAM_BAYES_KV_SPAM_MAX);
+    snprintf(hmax, sizeof hmax, "%" PRIu32, (uint32_t)SPAM_BAYES_KV_HAM_MAX);
+    argv[argc++] = smax;
+    argv[argc++] = hmax;
     redisReply *rp = spam_learn_redis__cmd(r, (int)argc, argv, NULL);
     free(argv);
     free(full);

@@ -613,13 +613,16 @@ static int spam__state_lookup(struct spam_inst *si, const uint64_t *tok, size_t 
     return rc;
 }
 
-/* Classify against the shared state; its score (0 when Bayes had no say). */
+/* Classify against the shared state; its score (0 when Bayes had no say).
+ * c[0..n) receives the tokens' counts and *have whether they came (for
+ * autolearn's saturation). */
 static double spam__bayes_state(struct spam_inst *si, sluice_ctx *ctx, const uint64_t *tok,
-                                size_t n, struct pstr *tests, size_t *ntests)
+                                size_t n, struct spam_bayes_count *c, bool *have,
+                                struct pstr *tests, size_t *ntests)
 {
-    struct spam_bayes_count *c = pstr_xcalloc(n ? n : 1, sizeof *c);
     uint32_t ns = 0, nh = 0;
     int rc = spam__state_lookup(si, tok, n, c, &ns, &nh);
+    *have = rc == 0;
     const char *name = NULL;
     double score = 0;
     char desc[128];
@@ -645,7 +648,6 @@ static double spam__bayes_state(struct spam_inst *si, sluice_ctx *ctx, const uin
         if (si->c_bayes)
             sluice_api->counter_add(si->c_bayes, "scored", 1);
     }
-    free(c);
     if (!name)
         return 0;
     sluice_api->symbol_add(ctx, name, score, desc);
@@ -703,20 +705,27 @@ static double spam__bayes(struct spam_inst *si, sluice_ctx *ctx, const struct sp
 }
 
 /* Autolearn (off by default): a message whose score without Bayes is at
- * or above autolearn_spam (at or below autolearn_ham) is learned as such. */
-static void spam__autolearn(struct spam_inst *si, const struct spam_msg *m, double score)
+ * or above autolearn_spam (at or below autolearn_ham) is learned as such.
+ * State store: tok[0..n) are the message's tokens and c their counts from
+ * the lookup (NULL when it failed): a token whose half of the class is at
+ * its cap is left out, so it saturates instead of failing the whole learn
+ * with -ERANGE (spam_bayes_kv.h). */
+static void spam__autolearn(struct spam_inst *si, const struct spam_msg *m, double score,
+                            const uint64_t *tok, size_t n, const struct spam_bayes_count *c)
 {
     bool spam = !isnan(si->autolearn_spam) && score >= si->autolearn_spam;
     bool ham = !isnan(si->autolearn_ham) && score <= si->autolearn_ham;
     if (!spam && !ham)
         return;
     if (si->state) {
-        uint64_t *tok = pstr_xmalloc(SPAM_BAYES_MAX_TOKENS * sizeof *tok);
-        size_t n = spam_bayes_tokens(m, tok, SPAM_BAYES_MAX_TOKENS);
         struct spam_job *j = spam__job_new(si, SPAM_JOB_LEARN, tok, n);
         j->spam = spam;
-        j->id = spam_bayes_msg_id(m, tok, n);
-        free(tok);
+        j->id = spam_bayes_msg_id(m, tok, n); /* of every token, as sluice-spam-learn */
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (!c || spam_bayes_kv_room(c[i], spam))
+                j->tok[k++] = tok[i];
+        j->n = k;
         if (!spam__job_post(si, j)) {
             free(j->tok);
             free(j);
@@ -729,15 +738,15 @@ static void spam__autolearn(struct spam_inst *si, const struct spam_msg *m, doub
         sluice_api->log(si->inst, SLUICE_LOG_WARN, "autolearn: %s", err);
         return;
     }
-    uint64_t *tok = pstr_xmalloc(SPAM_BAYES_MAX_TOKENS * sizeof *tok);
-    size_t n = spam_bayes_tokens(m, tok, SPAM_BAYES_MAX_TOKENS);
+    uint64_t *t = pstr_xmalloc(SPAM_BAYES_MAX_TOKENS * sizeof *t);
+    size_t nt = spam_bayes_tokens(m, t, SPAM_BAYES_MAX_TOKENS);
     enum spam_bayes_learn r =
-        spam_bayes_db_learn(db, spam_bayes_msg_id(m, tok, n), tok, n, spam, false);
+        spam_bayes_db_learn(db, spam_bayes_msg_id(m, t, nt), t, nt, spam, false);
     if (r == SPAM_BAYES_ERROR)
         sluice_api->log(si->inst, SLUICE_LOG_WARN, "autolearn: %s", spam_bayes_db_error(db));
     else if (si->c_learn)
         sluice_api->counter_add(si->c_learn, spam ? "spam" : "ham", 1);
-    free(tok);
+    free(t);
     spam_bayes_db_close(db);
 }
 
@@ -1062,18 +1071,24 @@ static int spam_on_data(sluice_ctx *ctx)
         ntests++;
     }
     double bayes;
+    uint64_t *tok = NULL;
+    size_t ntok = 0;
+    struct spam_bayes_count *counts = NULL;
+    bool have_counts = false;
     if (si->state) {
-        uint64_t *tok = pstr_xmalloc(SPAM_BAYES_MAX_TOKENS * sizeof *tok);
-        size_t ntok = spam_bayes_tokens(m, tok, SPAM_BAYES_MAX_TOKENS);
-        bayes = spam__bayes_state(si, ctx, tok, ntok, &tests, &ntests);
-        free(tok);
+        tok = pstr_xmalloc(SPAM_BAYES_MAX_TOKENS * sizeof *tok);
+        ntok = spam_bayes_tokens(m, tok, SPAM_BAYES_MAX_TOKENS);
+        counts = pstr_xcalloc(ntok ? ntok : 1, sizeof *counts);
+        bayes = spam__bayes_state(si, ctx, tok, ntok, counts, &have_counts, &tests, &ntests);
     } else {
         bayes = spam__bayes(si, ctx, m, &tests, &ntests);
     }
     /* The total includes what earlier plugins in the chain scored. */
     double score = api->score(ctx);
     if ((si->bayes || si->state) && !res.gtube) /* a test string teaches nothing */
-        spam__autolearn(si, m, score - bayes);
+        spam__autolearn(si, m, score - bayes, tok, ntok, have_counts ? counts : NULL);
+    free(tok);
+    free(counts);
     if (si->c_score)
         api->counter_add(si->c_score, spam__range(score), 1);
 

@@ -42,10 +42,11 @@ def redis_stats(redis):
     return dict((k, int(v)) for k, v in (ln.split() for ln in r.stdout.splitlines()))
 
 
-def _start(sluice_factory, fake, state, *before, **keys):
+def _start(sluice_factory, fake, state, *before, stats=None, **keys):
     sections = plugkit.chain_sections(*before, spam_instance(bayes_store="state", **keys))
     sections["state"] = state
-    sl = sluice_factory(fake.port, extra_sections=sections)
+    sl = sluice_factory(fake.port, extra_sections=sections,
+                        stats={"listen": "127.0.0.1:%d" % stats} if stats else None)
     if state.get("backend") == "redis":
         assert sl.wait_log(r"state: redis .* connected", 10), sl.output()
     return sl
@@ -115,3 +116,44 @@ def test_memory_store_autolearn(sluice_factory, fake):
     assert plugkit.metric_value(m, "sluice_plugin_spam_bayes_lookups_total",
                                 {"result": "too_few_learned"}) == 3, m
     assert not any("BAYES_UNAVAILABLE" in ln for ln in sl.lines)
+
+
+def _wait_metric(port, name, labels, want, timeout=5):
+    deadline = time.monotonic() + timeout
+    while True:
+        m = plugkit.metrics(port)
+        if plugkit.metric_value(m, name, labels) == want or time.monotonic() > deadline:
+            return m
+        time.sleep(0.1)
+
+
+# spam half 2^21 - 1: one more spam learn would take the counter past 2^53
+CAPPED = (2 ** 21 - 1) * 2 ** 32 + 5
+
+
+def test_token_at_its_cap_saturates_and_learning_goes_on(sluice_factory, fake, tmp_path, redis):
+    """A token's spam count reaches the most its half of the counter holds
+    (the state keeps counters within +-2^53): learning a spam message with
+    that token still learns the message, the token stays where it is
+    (saturated) and its ham half is untouched. Autolearn failed the whole
+    message with -ERANGE each time (WARN, never learned again), and
+    sluice-spam-learn carried past 2^53 in a double (ham half wrong)."""
+    learn_redis(redis, "spam", [corpus_msg(True, i) for i in range(5)], tmp_path)
+    keys = redis.cli("--scan", "--pattern", "sluice:spam:bayes:t:*").split()
+    assert len(keys) > 20, keys
+    for k in keys:
+        redis.cli("SET", k, str(CAPPED))
+    out = learn_redis(redis, "spam", [corpus_msg(True, 60)], tmp_path)
+    assert "1 learned" in out, out
+    assert all(redis.cli("GET", k) == str(CAPPED) for k in keys)
+    stats = plugkit.harness.free_port()
+    state = {"backend": "redis", "redis": "127.0.0.1:%d" % redis.port}
+    sl = _start(sluice_factory, fake, state, stats=stats, bayes_autolearn_spam="-1000",
+                bayes_min_learned="1")
+    assert plugkit.send(sl.port, body=corpus_msg(True, 61))["eod"].code == 250
+    m = _wait_metric(stats, "sluice_plugin_spam_autolearned_total", {"class": "spam"}, 1)
+    assert plugkit.metric_value(m, "sluice_plugin_spam_autolearned_total",
+                                {"class": "spam"}) == 1, sl.output()
+    assert not any("autolearn: Bayes store" in ln for ln in sl.lines), sl.output()
+    assert redis.cli("GET", "sluice:spam:bayes:nspam") == "7"
+    assert all(redis.cli("GET", k) == str(CAPPED) for k in keys)
