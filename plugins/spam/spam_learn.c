@@ -12,7 +12,9 @@
  * it is given), under the keys the daemon uses for the plugin instance
  * (--key-prefix as [state] key_prefix, default "sluice:"; --instance as
  * the [plugin NAME], default "spam"); --redis-user, --redis-password-file
- * and --redis-db as the [state] keys of the same names.
+ * and --redis-db as the [state] keys of the same names; --seen-days as the
+ * plugin's bayes_seen_days (default 30): how long a message stays "already
+ * learned".
  *
  * A FILE is one message; a DIR is walked (Maildir cur/ and new/ included),
  * every regular file one message; a file whose first line starts with
@@ -179,6 +181,7 @@ static void usage(FILE *f)
           "       sluice-spam-learn --db PATH --stats | --expire [--min N] [--days D]\n"
           "       sluice-spam-learn --redis ADDR [--redis-user U] [--redis-password-file F]\n"
           "                         [--redis-db N] [--key-prefix P] [--instance NAME]\n"
+          "                         [--seen-days N]\n"
           "                         --spam|--ham|--forget|--classify FILE|DIR|MBOX... | --stats | "
           "--dump\n",
           f);
@@ -261,6 +264,7 @@ int main(int argc, char **argv)
         {"key-prefix", required_argument, NULL, 'k'},
         {"instance", required_argument, NULL, 'i'},
         {"dump", no_argument, NULL, 'U'},
+        {"seen-days", required_argument, NULL, 'e'},
         {NULL, 0, NULL, 0},
     };
     const char *path = NULL;
@@ -322,6 +326,17 @@ int main(int argc, char **argv)
         case 'U':
             dump = true;
             break;
+        case 'e': {
+            char *end;
+            unsigned long d = strtoul(optarg, &end, 10);
+            if (*end || d < 1 || d > 3650) {
+                fprintf(stderr, "sluice-spam-learn: --seen-days wants 1 to 3650, got '%s'\n",
+                        optarg);
+                return 2;
+            }
+            rc_conf.seen_days = (unsigned)d;
+            break;
+        }
         default:
             usage(stderr);
             return 2;

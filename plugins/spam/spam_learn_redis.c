@@ -16,10 +16,12 @@
 struct spam_learn_redis {
     redisContext *c;
     char *base; /* key_prefix + instance + ":" */
+    char seen_ttl[24]; /* ms, for SET PX of the guard keys */
     char err[512];
 };
 
 /* KEYS: seen, nspam, nham, tokens...; ARGV[1]: s, h or f (forget);
+ * ARGV[4]: the guard key's time to live (ms);
  * ARGV[2], ARGV[3]: the caps of the spam and ham halves (saturating: a
  * half at its cap stays there; with spam * 2^32 + ham kept under 2^53,
  * the arithmetic in Lua's doubles stays exact). Returns enum
@@ -48,8 +50,9 @@ static const char SPAM_LEARN_REDIS__SCRIPT[] =
     "  if not prev then return 4 end "
     "  apply(prev, -1) redis.call('DEL', KEYS[1]) return 3 end "
     "if prev == mode then return 2 end "
-    "if prev then apply(prev, -1) apply(mode, 1) redis.call('SET', KEYS[1], mode) return 1 end "
-    "apply(mode, 1) redis.call('SET', KEYS[1], mode) return 0";
+    "if prev then apply(prev, -1) apply(mode, 1) "
+    "  redis.call('SET', KEYS[1], mode, 'PX', ARGV[4]) return 1 end "
+    "apply(mode, 1) redis.call('SET', KEYS[1], mode, 'PX', ARGV[4]) return 0";
 
 static int spam_learn_redis__parse_addr(const char *addr, char *host, size_t hostlen, int *port)
 {
@@ -114,6 +117,8 @@ struct spam_learn_redis *spam_learn_redis_open(const struct spam_learn_redis_con
     redisSetTimeout(rc, tv);
     struct spam_learn_redis *r = pstr_xcalloc(1, sizeof *r);
     r->c = rc;
+    snprintf(r->seen_ttl, sizeof r->seen_ttl, "%" PRIu64,
+             (uint64_t)(c->seen_days ? c->seen_days : 30) * 86400000u);
     struct pstr b = PSTR_INIT;
     pstr_printf(&b, "%s%s:", c->key_prefix, c->instance);
     r->base = pstr_steal(&b);
@@ -226,6 +231,7 @@ enum spam_bayes_learn spam_learn_redis_learn(struct spam_learn_redis *r, uint64_
     snprintf(hmax, sizeof hmax, "%" PRIu32, (uint32_t)SPAM_BAYES_KV_HAM_MAX);
     argv[argc++] = smax;
     argv[argc++] = hmax;
+    argv[argc++] = r->seen_ttl;
     redisReply *rp = spam_learn_redis__cmd(r, (int)argc, argv, NULL);
     free(argv);
     free(full);

@@ -29,6 +29,7 @@ struct spam_learn_redis_conf {
     unsigned db;
     const char *key_prefix; /* as [state] key_prefix */
     const char *instance;   /* the plugin instance's name */
+    unsigned seen_days;     /* a learned message's guard key expires then (0: 30) */
 };
 
 struct spam_learn_redis;

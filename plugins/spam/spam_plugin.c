@@ -80,6 +80,7 @@ struct spam_conf {
     const char *bayes_autolearn_spam, *bayes_autolearn_ham;
     int bayes_store; /* SPAM_STORE_* */
     unsigned bayes_timeout_ms;
+    unsigned bayes_seen_days;
 };
 
 enum { SPAM_STORE_SQLITE = 0, SPAM_STORE_STATE };
@@ -177,6 +178,15 @@ static const struct sluice_config_key spam__keys[] = {
      .min = 10,
      .max = 10000,
      .offset = offsetof(struct spam_conf, bayes_timeout_ms)},
+    /* bayes_store = state: how long a learned message's guard key
+     * (bayes:seen:<id>) lives; one key per message kept forever would
+     * grow the store without bound. */
+    {.name = "bayes_seen_days",
+     .type = SLUICE_CONFIG_UNSIGNED,
+     .def = "30",
+     .min = 1,
+     .max = 3650,
+     .offset = offsetof(struct spam_conf, bayes_seen_days)},
     {.name = NULL},
 };
 
@@ -491,6 +501,7 @@ static void spam__job_start(struct spam_inst *si, struct spam_job *j)
         rq.key = seen;
         rq.value = j->spam ? "s" : "h";
         rq.len = 1;
+        rq.ttl_ms = (uint64_t)si->conf.bayes_seen_days * 86400000u;
         rq.deltas = deltas;
     }
     for (size_t i = 0; i < j->n; i++) {

@@ -157,3 +157,34 @@ def test_token_at_its_cap_saturates_and_learning_goes_on(sluice_factory, fake, t
     assert not any("autolearn: Bayes store" in ln for ln in sl.lines), sl.output()
     assert redis.cli("GET", "sluice:spam:bayes:nspam") == "7"
     assert all(redis.cli("GET", k) == str(CAPPED) for k in keys)
+
+
+def _seen_ttls(redis):
+    keys = redis.cli("--scan", "--pattern", "sluice:spam:bayes:seen:*").split()
+    return [int(redis.cli("PTTL", k)) for k in keys]
+
+
+DAY_MS = 86400 * 1000
+
+
+def test_seen_keys_expire(sluice_factory, fake, tmp_path, redis):
+    """The once-per-message guard keys (bayes:seen:<id>) expire: one key
+    per learned message kept forever made the store grow without bound (and
+    in the memory store pushed token counters out). Default 30 days in the
+    tool; bayes_seen_days in the plugin, --seen-days in the tool."""
+    learn_redis(redis, "spam", [corpus_msg(True, i) for i in range(3)], tmp_path)
+    ttls = _seen_ttls(redis)
+    assert len(ttls) == 3 and all(29 * DAY_MS < t <= 30 * DAY_MS for t in ttls), ttls
+    learn_redis(redis, "ham", [corpus_msg(False, i) for i in range(2)], tmp_path,
+                "--seen-days", "2")
+    ttls = sorted(_seen_ttls(redis))
+    assert len(ttls) == 5 and all(DAY_MS < t <= 2 * DAY_MS for t in ttls[:2]), ttls
+    stats = plugkit.harness.free_port()
+    state = {"backend": "redis", "redis": "127.0.0.1:%d" % redis.port}
+    sl = _start(sluice_factory, fake, state, stats=stats, bayes_autolearn_spam="-1000",
+                bayes_min_learned="1", bayes_seen_days="3")
+    assert plugkit.send(sl.port, body=corpus_msg(True, 70))["eod"].code == 250
+    _wait_metric(stats, "sluice_plugin_spam_autolearned_total", {"class": "spam"}, 1)
+    ttls = sorted(_seen_ttls(redis))
+    assert len(ttls) == 6, ttls
+    assert sum(1 for t in ttls if 2 * DAY_MS < t <= 3 * DAY_MS) == 1, ttls
