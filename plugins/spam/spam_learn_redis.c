@@ -15,44 +15,64 @@
 
 struct spam_learn_redis {
     redisContext *c;
-    char *base; /* key_prefix + instance + ":" */
+    char *base;        /* key_prefix + instance + ":" */
     char seen_ttl[24]; /* ms, for SET PX of the guard keys */
     char err[512];
 };
 
 /* KEYS: seen, nspam, nham, tokens...; ARGV[1]: s, h or f (forget);
- * ARGV[4]: the guard key's time to live (ms);
  * ARGV[2], ARGV[3]: the caps of the spam and ham halves (saturating: a
  * half at its cap stays there; with spam * 2^32 + ham kept under 2^53,
- * the arithmetic in Lua's doubles stays exact). Returns enum
- * spam_bayes_learn: 0 learned, 1 moved, 2 already, 3 forgotten, 4 unknown. */
+ * the arithmetic in Lua's doubles stays exact); ARGV[4]: the guard key's
+ * time to live (ms). Returns enum spam_bayes_learn: 0 learned, 1 moved, 2
+ * already, 3 forgotten, 4 unknown.
+ *
+ * A script's writes are not rolled back when it stops: every value is
+ * read and checked first (a guard of s or h; counts in Redis's integer
+ * grammar under 2^53, a negative one read as 0 like spam_bayes_kv_decode),
+ * the error names the key, and only then is anything written. */
 static const char SPAM_LEARN_REDIS__SCRIPT[] =
     "local P = 4294967296 "
     "local SMAX = tonumber(ARGV[2]) local HMAX = tonumber(ARGV[3]) "
+    "local prev = redis.call('GET', KEYS[1]) "
+    "if prev and prev ~= 's' and prev ~= 'h' then "
+    "  return redis.error_reply('ERR ' .. KEYS[1] .. ' holds neither s nor h') end "
+    "local val = {} "
+    "for i = 2, #KEYS do "
+    "  local v = redis.call('GET', KEYS[i]) local x = 0 "
+    "  if v and v ~= '0' then "
+    "    local neg, d = string.match(v, '^(%-?)([1-9]%d*)$') "
+    "    if not d or #d > 16 or (#d == 16 and d > '9007199254740991') then "
+    "      return redis.error_reply('ERR ' .. KEYS[i] .. ' does not hold a count') end "
+    "    if neg == '' then x = tonumber(d) end end "
+    "  val[i] = x end "
     "local function apply(cls, sign) "
-    "  local tot = KEYS[3] if cls == 's' then tot = KEYS[2] end "
-    "  local t = tonumber(redis.call('GET', tot) or '0') + sign "
-    "  if t < 0 then t = 0 end "
-    "  redis.call('SET', tot, string.format('%d', t)) "
+    "  local ti = 3 if cls == 's' then ti = 2 end "
+    "  val[ti] = val[ti] + sign if val[ti] < 0 then val[ti] = 0 end "
     "  for i = 4, #KEYS do "
-    "    local v = tonumber(redis.call('GET', KEYS[i]) or '0') "
+    "    local v = val[i] "
     "    local s = math.floor(v / P) local h = v - s * P "
     "    if cls == 's' then if sign < 0 or s < SMAX then s = s + sign end "
     "    elseif sign < 0 or h < HMAX then h = h + sign end "
     "    if s < 0 then s = 0 end if h < 0 then h = 0 end "
-    "    if s == 0 and h == 0 then redis.call('DEL', KEYS[i]) "
-    "    else redis.call('SET', KEYS[i], string.format('%d', s * P + h)) end "
+    "    val[i] = s * P + h "
     "  end "
     "end "
-    "local prev = redis.call('GET', KEYS[1]) "
+    "local function store() "
+    "  for i = 2, 3 do redis.call('SET', KEYS[i], string.format('%d', val[i])) end "
+    "  for i = 4, #KEYS do "
+    "    if val[i] == 0 then redis.call('DEL', KEYS[i]) "
+    "    else redis.call('SET', KEYS[i], string.format('%d', val[i])) end "
+    "  end "
+    "end "
     "local mode = ARGV[1] "
     "if mode == 'f' then "
     "  if not prev then return 4 end "
-    "  apply(prev, -1) redis.call('DEL', KEYS[1]) return 3 end "
+    "  apply(prev, -1) store() redis.call('DEL', KEYS[1]) return 3 end "
     "if prev == mode then return 2 end "
-    "if prev then apply(prev, -1) apply(mode, 1) "
+    "if prev then apply(prev, -1) apply(mode, 1) store() "
     "  redis.call('SET', KEYS[1], mode, 'PX', ARGV[4]) return 1 end "
-    "apply(mode, 1) redis.call('SET', KEYS[1], mode, 'PX', ARGV[4]) return 0";
+    "apply(mode, 1) store() redis.call('SET', KEYS[1], mode, 'PX', ARGV[4]) return 0";
 
 static int spam_learn_redis__parse_addr(const char *addr, char *host, size_t hostlen, int *port)
 {
@@ -291,9 +311,16 @@ int spam_learn_redis_counts(struct spam_learn_redis *r, const uint64_t *tok, siz
 static int spam_learn_redis__scan(struct spam_learn_redis *r, uint64_t *n, FILE *out)
 {
     char cursor[32] = "0";
-    struct pstr pat = PSTR_INIT;
-    pstr_printf(&pat, "%sbayes:t:*", r->base);
-    size_t bl = strlen(r->base) + strlen("bayes:t:");
+    /* MATCH takes a glob: the prefix and instance name are literal text */
+    struct pstr pat = PSTR_INIT, lit = PSTR_INIT;
+    pstr_printf(&lit, "%sbayes:t:", r->base);
+    for (const char *p = r->base; *p; p++) {
+        if (strchr("*?[]\\", *p))
+            pstr_putc(&pat, '\\');
+        pstr_putc(&pat, *p);
+    }
+    pstr_puts(&pat, "bayes:t:*");
+    size_t bl = lit.len;
     *n = 0;
     int rc = 0;
     do {
@@ -310,19 +337,28 @@ static int spam_learn_redis__scan(struct spam_learn_redis *r, uint64_t *n, FILE 
         }
         snprintf(cursor, sizeof cursor, "%s", rp->element[0]->str);
         const redisReply *keys = rp->element[1];
-        *n += keys->elements;
-        for (size_t i = 0; out && i < keys->elements; i++) {
-            const char *argv2[2] = {"GET", keys->element[i]->str};
-            redisReply *v = spam_learn_redis__cmd(r, 2, argv2, NULL);
+        for (size_t i = 0; i < keys->elements; i++) {
+            /* what a hostile or broken server might send: only our keys */
+            const redisReply *k = keys->element[i];
+            if (!k || k->type != REDIS_REPLY_STRING || k->len < bl ||
+                memcmp(k->str, pstr_cstr(&lit), bl) != 0)
+                continue;
+            ++*n;
+            if (!out)
+                continue;
+            const char *argv2[2] = {"GET", k->str};
+            size_t len2[2] = {3, k->len};
+            redisReply *v = spam_learn_redis__cmd(r, 2, argv2, len2);
             if (v && v->type == REDIS_REPLY_STRING) {
                 struct spam_bayes_count c = spam_bayes_kv_decode(v->str, v->len);
-                fprintf(out, "%s %u %u\n", keys->element[i]->str + bl, c.spam, c.ham);
+                fprintf(out, "%.*s %u %u\n", (int)(k->len - bl), k->str + bl, c.spam, c.ham);
             }
             freeReplyObject(v);
         }
         freeReplyObject(rp);
     } while (strcmp(cursor, "0") != 0);
     pstr_free(&pat);
+    pstr_free(&lit);
     return rc;
 }
 

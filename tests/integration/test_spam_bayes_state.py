@@ -188,3 +188,62 @@ def test_seen_keys_expire(sluice_factory, fake, tmp_path, redis):
     ttls = sorted(_seen_ttls(redis))
     assert len(ttls) == 6, ttls
     assert sum(1 for t in ttls if 2 * DAY_MS < t <= 3 * DAY_MS) == 1, ttls
+
+
+def _learn_rc(redis, what, msgs, tmp, *extra):
+    d = tmp / ("learnrc-%s-%d" % (what, len(list(tmp.iterdir()))))
+    d.mkdir()
+    for i, m in enumerate(msgs):
+        (d / ("%d.eml" % i)).write_bytes(m)
+    return subprocess.run([LEARN, "--redis", "127.0.0.1:%d" % redis.port, *extra, "--" + what,
+                           str(d)], capture_output=True, text=True, timeout=60)
+
+
+def _store(redis):
+    keys = sorted(redis.cli("--scan", "--pattern", "sluice:spam:*").split())
+    return {k: redis.cli("GET", k) for k in keys}
+
+
+@pytest.mark.parametrize("bad", ["abc", "5.0", "0x10", " 7"])
+def test_learn_script_checks_every_value_before_writing(tmp_path, redis, bad):
+    """sluice-spam-learn's script: a token counter that is not an integer
+    fails the message before anything is written (the totals were written
+    first, then the script stopped midway on tonumber's nil)."""
+    msg = corpus_msg(True, 1)
+    learn_redis(redis, "spam", [msg], tmp_path)
+    tok = sorted(redis.cli("--scan", "--pattern", "sluice:spam:bayes:t:*").split())[-1]
+    redis.cli("SET", tok, bad)
+    before = _store(redis)
+    r = _learn_rc(redis, "ham", [msg], tmp_path)
+    assert r.returncode == 1 and "1 errors" in r.stdout, (r.stdout, r.stderr)
+    assert tok in r.stderr, r.stderr
+    assert _store(redis) == before
+
+
+def test_learn_script_refuses_a_strange_seen_value(tmp_path, redis):
+    """A guard key holding neither s nor h is an error, not ham."""
+    msg = corpus_msg(True, 2)
+    learn_redis(redis, "spam", [msg], tmp_path)
+    seen = redis.cli("--scan", "--pattern", "sluice:spam:bayes:seen:*").split()
+    assert len(seen) == 1, seen
+    redis.cli("SET", seen[0], "x")
+    before = _store(redis)
+    r = _learn_rc(redis, "spam", [msg], tmp_path)
+    assert r.returncode == 1 and "1 errors" in r.stdout, (r.stdout, r.stderr)
+    assert _store(redis) == before
+
+
+def test_learn_stats_and_dump_take_names_literally(tmp_path, redis):
+    """--instance and --key-prefix go into SCAN's MATCH pattern escaped: an
+    instance called "sp?m" does not count the tokens of "spam"."""
+    learn_redis(redis, "spam", [corpus_msg(True, i) for i in range(3)], tmp_path)
+    assert redis_stats(redis)["tokens"] > 10
+    for extra in (["--instance", "sp?m"], ["--instance", "*"], ["--key-prefix", "sl[a-z]ice:"],
+                  ["--key-prefix", "*", "--instance", "*"]):
+        r = subprocess.run([LEARN, "--redis", "127.0.0.1:%d" % redis.port, *extra, "--stats"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert "tokens 0" in r.stdout, (extra, r.stdout)
+        r = subprocess.run([LEARN, "--redis", "127.0.0.1:%d" % redis.port, *extra, "--dump"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and r.stdout == "", (extra, r.stdout[:300])
