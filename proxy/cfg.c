@@ -1507,6 +1507,8 @@ static void cfg__free(struct cfg *c)
     free(c->quarantine_dir);
     free(c->dns_servers);
     free(c->stats_allowed_hosts);
+    free(c->console_users); /* [console] */
+    free(c->console_allowed_hosts);
     free(c->stats_token_file);
     free(c->state_redis);
     free(c->state_redis_user);

@@ -212,6 +212,14 @@ struct cfg {
     char *stats_allowed_hosts;    /* extra Host names the endpoint answers to, or NULL */
     char *stats_token_file;       /* file holding the bearer token, or NULL (no token) */
 
+    /* [console]: the quarantine console (console.h); read at start only */
+    char console_listen[300];     /* "" (default): off; "127.0.0.1:8026" */
+    char *console_users;          /* password file (name:HASH lines); needed with listen */
+    char *console_allowed_hosts;  /* extra Host names, or NULL */
+    unsigned console_session_timeout_ms; /* idle session end; 0: 30 min */
+    unsigned console_login_max_failures; /* per client address per window; 0: 5 */
+    unsigned console_login_window_ms;    /* 0: 15 min */
+
     /* [chain] + [plugin NAME] sections: every instance a chain names
      * ([chain] plugins first, then each listener's own), loaded once */
     struct cfg_plugin plugins[CFG_MAX_PLUGINS];

@@ -13,7 +13,7 @@
 
 const char *const cfg_keys_sec_names[] = {
     [SEC_SERVER] = "server", [SEC_UPSTREAM] = "upstream", [SEC_STATS] = "stats",
-    [SEC_CHAIN] = "chain",   [SEC_STATE] = "state",
+    [SEC_CHAIN] = "chain",   [SEC_STATE] = "state",   [SEC_CONSOLE] = "console",
 };
 
 static const char *const cfg_keys__long_lines[] = {"reject", "pass", NULL};
@@ -137,6 +137,16 @@ const struct cfg_key cfg_keys[CFG_KEYS_N] = {
     {SEC_STATS, "token_file", T_STR, O(stats_token_file), 0, 0, 0, NULL, 0},
 
     {SEC_CHAIN, "plugins", T_CHAIN, 0, 0, 0, 0, NULL, 0},
+
+    /* the quarantine console (console.c); 0 in the numbers: the default */
+    {SEC_CONSOLE, "listen", T_STATS, O(console_listen), 0, 0, 0, NULL, 0},
+    {SEC_CONSOLE, "users", T_STR, O(console_users), 0, 0, 0, NULL, 0},
+    {SEC_CONSOLE, "allowed_hosts", T_STR, O(console_allowed_hosts), 0, 0, 0, NULL, F_PRINTABLE},
+    {SEC_CONSOLE, "session_timeout", T_MS, O(console_session_timeout_ms), 0, MIN, 24 * HOUR, NULL,
+     0},
+    {SEC_CONSOLE, "login_max_failures", T_UINT, O(console_login_max_failures), 0, 1, 1000, NULL, 0},
+    {SEC_CONSOLE, "login_failure_window", T_MS, O(console_login_window_ms), 0, SEC, 24 * HOUR, NULL,
+     0},
 
     {SEC_STATE, "backend", T_ENUM, O(state_backend), 0, 0, 0, cfg_keys__state_backend, 0},
     {SEC_STATE, "max_keys", T_UINT, O(state_max_keys), 0, 0, 100000000, NULL, 0},

@@ -19,6 +19,7 @@
 #include "buf.h"
 #include "cfg.h"
 #include "chain.h"
+#include "console.h"
 #include "log.h"
 #include "mime7.h"
 #include "notify.h"
@@ -81,6 +82,7 @@ static int main__check_extra(const struct cfg *cfg, buf_t *errs)
             SSL_CTX_free(ctx);
         }
     }
+    bad |= console_check(cfg, errs); /* [console]: listen, users file */
     return bad;
 }
 
@@ -247,6 +249,15 @@ static int main__run(struct cfg *cfg)
         }
         log_info("stats endpoint on %s", srv.cfg->stats_listen);
     }
+    {
+        /* the quarantine console: its password file is read here, before
+         * privileges are dropped */
+        char err[512];
+        if (console_start(srv.cfg, err, sizeof err) != 0) {
+            log_fatal("console %s: %s", srv.cfg->console_listen, err);
+            return 1;
+        }
+    }
     struct dns_conf dc = {
         .servers = srv.cfg->dns_servers,
         .timeout_ms = srv.cfg->dns_timeout_ms,
@@ -304,6 +315,7 @@ static int main__run(struct cfg *cfg)
     uv_close((uv_handle_t *)&log_check, NULL);
     dns_shutdown();
     log_info("sluice stopped");
+    console_stop();
     stats_http_stop();
     server_free(&srv);
     chain_shutdown();
