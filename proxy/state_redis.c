@@ -479,7 +479,11 @@ static void state_redis__reply(redisAsyncContext *ac, void *reply, void *priv)
                 break;
             case STATE_GET:
                 if (rp->type == REDIS_REPLY_ARRAY && rp->elements == 2 &&
-                    rp->element[0]->type == REDIS_REPLY_STRING) {
+                    rp->element[0]->type == REDIS_REPLY_STRING &&
+                    rp->element[0]->len > STATE_VALUE_MAX) {
+                    a.status = -EIO; /* as for MGET below */
+                } else if (rp->type == REDIS_REPLY_ARRAY && rp->elements == 2 &&
+                           rp->element[0]->type == REDIS_REPLY_STRING) {
                     a.value = rp->element[0]->str;
                     a.len = rp->element[0]->len;
                     a.ttl_ms = state_redis__ttl(rp->element[1]->integer);
@@ -518,6 +522,16 @@ static void state_redis__reply(redisAsyncContext *ac, void *reply, void *priv)
                     a.status = -EIO;
                     break;
                 }
+                /* A value over STATE_VALUE_MAX was not written through
+                 * the state (state_call refuses it): another writer or a
+                 * hostile server. An error, not megabytes copied on the
+                 * loop thread for a plugin that expects small values. */
+                for (size_t i = 0; i < r->nkeys && a.status == 0; i++)
+                    if (rp->element[i]->type == REDIS_REPLY_STRING &&
+                        rp->element[i]->len > STATE_VALUE_MAX)
+                        a.status = -EIO;
+                if (a.status != 0)
+                    break;
                 /* pointers into the reply, which lives until we return */
                 values = xcalloc(r->nkeys, sizeof *values);
                 lens = xcalloc(r->nkeys, sizeof *lens);

@@ -7,6 +7,7 @@ of one plugin keep their own keys; callbacks never run inside state_call()
 and a cancelled call never calls back (the plugin aborts the daemon
 otherwise); a bad [state] section is refused with its file and line."""
 import os
+import re
 import signal
 import time
 
@@ -373,4 +374,25 @@ def test_redis_mincr_limit_is_exact(fake, sluice_factory, redis, start, ok):
     want = str(int(start) + 2) if ok else start
     assert redis.cli("GET", "sluice:st:m:b") == want
     assert redis.cli("GET", "sluice:st:m:a") == ("1" if ok else "")
+    assert sl.alive()
+
+
+@pytest.mark.parametrize("size,ok", [(65536, True), (65537, False)])
+def test_redis_mget_value_over_the_limit_is_an_error(fake, sluice_factory, redis, size, ok):
+    """A value over STATE_VALUE_MAX (64 KiB) in an MGET answer (another
+    writer, or a hostile Redis) is an error, not copied whole on the loop
+    thread and handed to the plugin; one at the limit is a value."""
+    state = {"backend": "redis", "redis": "127.0.0.1:%d" % redis.port}
+    sl = _start(sluice_factory, fake, ("st", "stateplug", {"limit": "100", "multi": "yes"}),
+                state=state)
+    redis.cli("SET", "sluice:st:m:none", "x" * size)
+    d = plugkit.send(sl.port, mail_from="ann@example.com")
+    if ok:
+        assert d["eod"].code == 250, d
+        head = plugkit.header_block(fake.wait_messages(1)[0].data)
+        head = re.sub(rb"\r\n(?=[ \t])", b"", head)  # unfolded
+        assert b"X-State-Multi: applied=1 1 2 xxxx" in head, head
+    else:
+        # the plugin's MGET failed: its failure policy (tempfail) answers
+        assert d["eod"].code == 451, d
     assert sl.alive()

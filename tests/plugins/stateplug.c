@@ -201,9 +201,9 @@ static void sp_data_step(void *ud, const struct sluice_state_answer *a)
     case 5: { /* MGET done */
         char h[200];
         int n = snprintf(h, sizeof h, "applied=%lld", j->applied);
-        for (size_t i = 0; a->status == 0 && i < a->count && i < 4; i++)
+        for (size_t i = 0; a->status == 0 && i < a->count && i < 4 && n < (int)sizeof h; i++)
             n += snprintf(h + n, sizeof h - (size_t)n, " %.*s", a->values[i] ? (int)a->lens[i] : 1,
-                          a->values[i] ? a->values[i] : "-");
+                          a->values[i] ? a->values[i] : "-"); /* long values: cut at sizeof h */
         sluice_api->header_add(j->ctx, "X-State-Multi", a->status == 0 ? h : "error");
         sluice_api->complete(j->ctx, a->status == 0 ? SLUICE_CONTINUE : SLUICE_ERROR);
         free(j);
