@@ -117,6 +117,8 @@ static void put_visible(FILE *f, const char *s, size_t n, bool lines)
 {
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
+        if (lines && c == '\r' && i + 1 < n && s[i + 1] == '\n')
+            continue; /* CRLF is a line end */
         if ((c < 0x20 && !(lines && (c == '\n' || c == '\t'))) || c == 0x7f)
             fprintf(f, "\\x%02x", c);
         else
@@ -394,9 +396,15 @@ static int cmd_show(struct qstore *qs, int argc, char **argv)
             char *dec = g_mime_utils_header_decode_text(NULL, raw ? raw : "");
             char *s = dec ? dec : g_strdup(raw ? raw : "");
             for (char *c = s; *c; c++)
-                if (*c == '\r' || *c == '\n')
+                if (*c == '\r' || *c == '\n' || *c == '\t')
                     *c = ' ';
-            puts_visible(stdout, s);
+            char *b = s;
+            while (*b == ' ')
+                b++;
+            size_t bl = strlen(b);
+            while (bl && b[bl - 1] == ' ')
+                b[--bl] = 0;
+            puts_visible(stdout, b);
             g_free(s);
             printf("\n");
         }

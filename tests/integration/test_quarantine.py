@@ -1,0 +1,246 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The quarantine store end to end (issue 18): sluice in front of a real,
+private Postfix, with the virus plugin (EICAR) and the spam plugin (a rule
+that hits) quarantining mail; `sluice-quarantine` lists it with its
+decision record, shows it (text decoded, control bytes made visible),
+releases it exactly once through Postfix with the original envelope (the
+Maildir file's Return-Path and Delivered-To), refuses a second release,
+deletes (row and file), re-indexes an orphaned file; the daemon's sweep
+expires old mail (tiny max_age); files are 0600; /metrics counts it all.
+Loopback only; every wait is bounded."""
+
+import http.client
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import threading
+import time
+
+import pytest
+
+import harness
+import plugkit
+from test_spam_plugin import SPAMMY, SPAM_SO, RULES
+from test_virus_libclamav import LSAN_ENV, eicar, mail, make_db
+
+QCLI = os.path.join(os.environ.get("SLUICE_BUILD_DIR", "build"), "proxy", "sluice-quarantine")
+
+
+def start(sluice_factory, postfix, tmp_path, server=None, stats=None):
+    qdir = tmp_path / "quarantine"
+    qdir.mkdir(mode=0o700)
+    db = make_db(tmp_path / "db")
+    srv = {"quarantine_dir": str(qdir)}
+    srv.update(server or {})
+    sections = {"chain": {"plugins": "virus spam"},
+                "plugin virus": {"path": "virus", "database": db, "action": "quarantine"},
+                "plugin spam": {"path": SPAM_SO, "rules": RULES, "quarantine_threshold": "1",
+                                "reject_threshold": "100"}}
+    s = sluice_factory(postfix.port, extra_sections=sections, server=srv, stats=stats,
+                       env=LSAN_ENV)
+    s.qdir = str(qdir)
+    return s
+
+
+def qcli(s, *args, timeout=30):
+    return subprocess.run([QCLI, "-c", s.config_path] + list(args), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def listing(s, *args):
+    r = qcli(s, "list", "--json", *args)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def wait_listed(s, n, *args, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = listing(s, *args)
+        if got["total"] >= n or time.monotonic() > deadline:
+            return got
+        time.sleep(0.1)
+
+
+def send(s, sender, rcpts, body):
+    d = plugkit.send(s.port, mail_from=sender, rcpts=rcpts, body=body)
+    assert d["eod"].code == 250, d
+    return d
+
+
+def test_spam_and_virus_listed_released_once(postfix, sluice_factory, tmp_path):
+    stats_port = harness.free_port()
+    s = start(sluice_factory, postfix, tmp_path, stats={"listen": "127.0.0.1:%d" % stats_port},
+              server={"quarantine_sweep_interval": "1s"})
+    before = postfix.mail_files()
+    send(s, "spammer@example.com", ["victim@example.net", "other@example.net"], SPAMMY)
+    send(s, "infected@example.com", ["rcpt@example.net"], mail([("eicar.com", eicar())]))
+    got = wait_listed(s, 2)
+    assert got["total"] == 2, got
+    # nothing reached Postfix
+    time.sleep(0.5)
+    assert postfix.mail_files() == before
+
+    by_plugin = {m["plugin"]: m for m in got["messages"]}
+    assert set(by_plugin) == {"spam", "virus"}, got
+    sp, vi = by_plugin["spam"], by_plugin["virus"]
+    assert sp["sender"] == "spammer@example.com"
+    assert sp["rcpts"] == ["victim@example.net", "other@example.net"]
+    assert sp["score"] >= 1 and sp["symbols"], sp
+    assert sp["record"]["verdict"] == "quarantined" and sp["record"]["plugin"] == "spam"
+    assert sp["record"]["helo"] == "client.test" and sp["client"] == "127.0.0.1"
+    assert vi["sender"] == "infected@example.com" and vi["rcpts"] == ["rcpt@example.net"]
+    # the virus plugin names no reason for a quarantine (its log line has
+    # the signature); the held message is the one with the attachment
+    shown = qcli(s, "show", str(vi["id"]))
+    assert shown.returncode == 0 and "plugin: virus" in shown.stdout, shown
+    assert "name=eicar.com" in shown.stdout, shown.stdout
+    # filters
+    assert [m["id"] for m in listing(s, "--plugin", "virus")["messages"]] == [vi["id"]]
+    assert [m["id"] for m in listing(s, "--sender", "SPAMMER@")["messages"]] == [sp["id"]]
+    assert [m["id"] for m in listing(s, "--rcpt", "other@")["messages"]] == [sp["id"]]
+    assert listing(s, "--since", "1h", "--until", "2099-01-01")["total"] == 2
+    assert listing(s, "--until", "2000-01-01")["total"] == 0
+    table = qcli(s, "list")
+    assert table.returncode == 0 and "spammer@example.com" in table.stdout, table
+    # files and index are the service's only
+    for f in os.listdir(s.qdir):
+        if f.endswith(".eml") or f == "index.db":
+            assert stat.S_IMODE(os.stat(os.path.join(s.qdir, f)).st_mode) == 0o600, f
+
+    # two releases of the spam message at once: one wins, one is refused
+    results = []
+
+    def rel():
+        results.append(qcli(s, "release", str(sp["id"])))
+    ts = [threading.Thread(target=rel) for _ in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    codes = sorted(r.returncode for r in results)
+    assert codes == [0, 4], [(r.returncode, r.stdout, r.stderr) for r in results]
+    assert any("not held" in r.stderr for r in results), results
+    files = postfix.wait_mail(2, before=before)
+    assert len(files) == 2, postfix.log_tail()
+    seen = set()
+    for f in files:
+        raw = open(f, "rb").read()
+        assert b"Return-Path: <spammer@example.com>" in raw, raw[:400]
+        m = re.search(rb"Delivered-To: (\S+)", raw)
+        seen.add(m.group(1).decode())
+        assert b"X-Sluice-" not in raw, raw[:600]
+        assert b"URGENT: YOUR ACCOUNT" in raw
+    assert seen == {"victim@example.net", "other@example.net"}
+    # a third release is refused, nothing delivered twice
+    r = qcli(s, "release", str(sp["id"]))
+    assert r.returncode == 4 and "released" in r.stderr, r
+    time.sleep(1.0)
+    assert len([p for p in postfix.mail_files() if p not in before]) == 2
+    row = listing(s, "--status", "released")["messages"]
+    assert [m["id"] for m in row] == [sp["id"]] and "queued as" in row[0]["note"], row
+    assert not os.path.exists(sp["path"])
+
+    # the virus message to another address only (--to)
+    before2 = postfix.mail_files()
+    r = qcli(s, "release", str(vi["id"]), "--to", "abuse@example.net")
+    assert r.returncode == 0, r
+    f = postfix.wait_mail(1, before=before2)
+    assert len(f) == 1
+    raw = open(f[0], "rb").read()
+    assert b"Delivered-To: abuse@example.net" in raw and b"Return-Path: <infected@example.com>" in raw
+
+    # metrics: held by the daemon; the index's counts from the sweep
+    deadline = time.monotonic() + 5
+    while True:
+        c = http.client.HTTPConnection("127.0.0.1", stats_port, timeout=5)
+        c.request("GET", "/metrics")
+        text = c.getresponse().read().decode()
+        c.close()
+        if 'sluice_quarantine_messages{status="released"} 2' in text or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert 'sluice_quarantine_events_total{event="held"} 2' in text, text
+    assert 'sluice_quarantine_messages{status="released"} 2' in text, text
+    assert 'sluice_quarantine_messages{status="held"} 0' in text, text
+
+
+def test_show_delete_reindex(postfix, sluice_factory, tmp_path):
+    s = start(sluice_factory, postfix, tmp_path)
+    body = (b"From: \"PayPal Security Team\" <paypal.security.7731@gmail.com>\r\n"
+            b"To: undisclosed-recipients:;\r\n"
+            b"Subject: URGENT: YOUR ACCOUNT HAS BEEN SUSPENDED!!!\r\n"
+            b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+            b"Dear Customer, your account has been suspended. Click here to log in and verify"
+            b" your account: http://203.0.113.9/webscr-login.php\r\n"
+            b"color \x1b[31mred=C3=A9\r\n<script>alert(1)</script>\r\n")
+    send(s, "x@example.com", ["y@example.net"], body)
+    got = wait_listed(s, 1)
+    assert got["total"] == 1, got
+    m = got["messages"][0]
+    r = qcli(s, "show", str(m["id"]))
+    assert r.returncode == 0, r
+    assert "sender: <x@example.com>" in r.stdout
+    assert "plugin: spam" in r.stdout
+    assert re.search(r"^Subject: .*URGENT: YOUR ACCOUNT", r.stdout, re.M), r.stdout
+    assert "\x1b" not in r.stdout and "\\x1b[31mredé" in r.stdout, r.stdout
+    assert "<script>alert(1)</script>" in r.stdout  # shown as text, never run
+    assert qcli(s, "show", "999999").returncode == 3
+
+    # delete: the row leaves the held list, the file goes
+    r = qcli(s, "delete", str(m["id"]))
+    assert r.returncode == 0, r
+    assert not os.path.exists(m["path"])
+    assert listing(s)["total"] == 0
+    assert [x["id"] for x in listing(s, "--status", "deleted")["messages"]] == [m["id"]]
+    assert qcli(s, "delete", str(m["id"])).returncode == 4
+    assert qcli(s, "release", str(m["id"])).returncode == 4
+
+    # an orphaned file (its index write failed) comes back with reindex
+    send(s, "orphan@example.com", ["z@example.net"], SPAMMY)
+    got = wait_listed(s, 1)
+    src = got["messages"][0]["path"]
+    orphan = os.path.join(s.qdir, "1700000000-orphan.eml")
+    shutil.copy(src, orphan)
+    os.chmod(orphan, 0o600)
+    r = qcli(s, "reindex")
+    assert r.returncode == 0 and "1 files indexed" in r.stdout, r
+    got = listing(s, "--sender", "orphan@")
+    assert got["total"] == 2, got
+    old = [x for x in got["messages"] if x["path"] == orphan][0]
+    assert old["time"] == 1700000000 and old["plugin"] == "spam" and old["rcpts"] == ["z@example.net"]
+    assert old["symbols"], old
+    assert qcli(s, "reindex").stdout.startswith("sluice-quarantine: 0 files indexed")
+    # purge --older-than: the 2023 one goes, today's stays
+    r = qcli(s, "purge", "--older-than", "1d")
+    assert r.returncode == 0 and "purged 1 messages" in r.stdout, r
+    assert not os.path.exists(orphan)
+    assert listing(s, "--sender", "orphan@")["total"] == 1
+
+
+def test_sweep_expires_old_mail(postfix, sluice_factory, tmp_path):
+    s = start(sluice_factory, postfix, tmp_path,
+              server={"quarantine_max_age": "2s", "quarantine_sweep_interval": "1s"})
+    send(s, "old@example.com", ["y@example.net"], SPAMMY)
+    got = wait_listed(s, 1, "--status", "all")
+    assert got["total"] == 1, got
+    path = got["messages"][0]["path"]
+    assert s.wait_log(r"quarantine sweep: expired 1 message", timeout=10), s.output()
+    got = listing(s, "--status", "expired")
+    assert got["total"] == 1, got
+    assert not os.path.exists(path)
+    assert listing(s)["total"] == 0
+
+
+def test_check_reports_bad_quarantine_keys(tmp_path):
+    conf = tmp_path / "bad.conf"
+    conf.write_text("[server]\nlisten = 127.0.0.1:2525\nquarantine_max_age = forever\n"
+                    "quarantine_sweep_interval = 0\n[upstream]\nservers = 127.0.0.1:25\n")
+    r = harness.run_sluice(["--check", "-c", str(conf)])
+    assert r.returncode != 0
+    assert re.search(r"bad\.conf:3: .*quarantine_max_age", r.stderr + r.stdout), r.stderr
+    assert re.search(r"bad\.conf:4: .*quarantine_sweep_interval", r.stderr + r.stdout), r.stderr
