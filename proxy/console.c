@@ -153,19 +153,22 @@ static enum MHD_Result console__page(struct MHD_Connection *c, unsigned status,
 
 /* ---- request checks ------------------------------------------------------- */
 
-/* Is a POST from our own pages? A browser names the page's origin in
- * Origin (scheme://host[:port]) and says "same-origin" in Sec-Fetch-Site;
- * either one naming another site refuses the request. Behind a TLS proxy
- * the scheme is https and the Host the proxy passed on: only host[:port]
- * is compared. */
+/* Is a POST from our own pages? A browser says where a request comes from
+ * in Sec-Fetch-Site (a header no page can set): only "same-origin" (and
+ * "none", typed by the user) pass. Without it, the Origin header decides
+ * (scheme://host[:port]; behind a TLS proxy the scheme is https and the
+ * Host the proxy passed on, so only host[:port] is compared). Our pages
+ * send no referrer, so Chromium names the origin "null" even on our own
+ * forms: "null" passes only with Sec-Fetch-Site: same-origin. Neither
+ * header (curl, old clients): the CSRF token alone decides. */
 static bool console__same_origin(struct MHD_Connection *c, const char *host)
 {
     const char *site = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Sec-Fetch-Site");
-    if (site && strcmp(site, "same-origin") != 0 && strcmp(site, "none") != 0)
-        return false;
+    if (site)
+        return strcmp(site, "same-origin") == 0 || strcmp(site, "none") == 0;
     const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
     if (!origin)
-        return true; /* old clients, curl: the CSRF token decides */
+        return true;
     const char *rest = NULL;
     if (strncasecmp(origin, "http://", 7) == 0)
         rest = origin + 7;
@@ -446,34 +449,49 @@ static enum MHD_Result console__release(struct MHD_Connection *c, const struct c
     /* blocks this connection's thread only (thread per connection) */
     int rc = qrelease_send(qs, id, &o, why, sizeof why);
     qstore_close(qs);
-    char notice[700];
-    const char *what;
-    switch (rc) {
-    case QRELEASE_OK:
-        what = "Released";
-        break;
-    case QRELEASE_ENOTFOUND:
-        what = "No such message";
-        break;
-    case QRELEASE_EALREADY:
-        what = "Not released: the message is no longer held";
-        break;
-    case QRELEASE_ETEMP:
-        what = "Not released, still held (temporary failure)";
-        break;
-    case QRELEASE_EREFUSED:
-        what = "Not released, still held (the MTA refused it)";
-        break;
-    case QRELEASE_EUNKNOWN:
-        what = "Sent, but the MTA did not answer: left releasing";
-        break;
-    default:
-        what = "Not released";
-        break;
-    }
-    snprintf(notice, sizeof notice, "%s%s%s", what, why[0] ? ": " : ".", why);
+    static const char *const done[] = {
+        [-QRELEASE_OK] = "released",      [-QRELEASE_ENOTFOUND] = "notfound",
+        [-QRELEASE_EALREADY] = "notheld", [-QRELEASE_EDB] = "failed",
+        [-QRELEASE_EIO] = "failed",       [-QRELEASE_ETEMP] = "temp",
+        [-QRELEASE_EREFUSED] = "refused", [-QRELEASE_EUNKNOWN] = "unknown",
+    };
     log_info("console: user=%s release id=%" PRId64 " rc=%d: %s", w->user, id, rc, why);
-    return console__view(c, w, id, notice, rc != QRELEASE_OK);
+    /* see the result on a GET (a reload does not post again) */
+    char to[96];
+    snprintf(to, sizeof to, "/msg?id=%" PRId64 "&done=%s", id,
+             rc <= 0 && -rc < (int)(sizeof done / sizeof done[0]) && done[-rc] ? done[-rc]
+                                                                               : "failed");
+    return console__redirect(c, to, NULL);
+}
+
+/* The notice for a done= code (our own fixed texts: nothing of the URL is
+ * shown). Sets *error for failures. */
+static const char *console__done_text(const char *done, bool *error)
+{
+    static const struct {
+        const char *code, *text;
+        bool error;
+    } t[] = {
+        {"released", "Released: the MTA accepted the message (its answer is in Status).", false},
+        {"notheld", "Not released: the message is no longer held.", true},
+        {"notfound", "No such message.", true},
+        {"temp",
+         "Not released, still held: the MTA could not take it now (see Status and "
+         "the daemon's log); try again later.",
+         true},
+        {"refused", "Not released, still held: the MTA refused it (see Status).", true},
+        {"unknown",
+         "Sent, but the MTA did not answer: the message is left releasing and is "
+         "not sent again by itself (check the MTA's log).",
+         true},
+        {"failed", "Not released: see the daemon's log.", true},
+    };
+    for (size_t i = 0; done && i < sizeof t / sizeof t[0]; i++)
+        if (strcmp(done, t[i].code) == 0) {
+            *error = t[i].error;
+            return t[i].text;
+        }
+    return NULL;
 }
 
 static enum MHD_Result console__delete(struct MHD_Connection *c, const struct console__who *w,
@@ -530,8 +548,11 @@ static enum MHD_Result console__dispatch(struct MHD_Connection *c, const char *u
     if (!post) {
         if (strcmp(url, "/") == 0)
             return console__list(c, &w);
-        if (strcmp(url, "/msg") == 0)
-            return console__view(c, &w, console__id(console__arg(c, "id")), NULL, false);
+        if (strcmp(url, "/msg") == 0) {
+            bool error = false;
+            const char *notice = console__done_text(console__arg(c, "done"), &error);
+            return console__view(c, &w, console__id(console__arg(c, "id")), notice, error);
+        }
         return console__text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use POST\n");
     }
     /* every state change: the session's CSRF token, compared in constant time */
