@@ -23,7 +23,7 @@
  * pool thread, and state_call is for the loop thread, and a blocking hook
  * cannot answer SLUICE_ASYNC. So the pool thread computes everything else
  * first, hands the message's tokens to the loop (a uv_async made by the
- * first MAIL hook, on the loop) and waits at most bayes_timeout for the
+ * first of its loop hooks to run, spam__doorbell) and waits at most bayes_timeout for the
  * one MGET of its tokens; on an error or past the deadline it scores
  * without Bayes (symbol BAYES_UNAVAILABLE) and the late answer is dropped.
  * Autolearn hands a MINCR to the loop and does not wait.
@@ -203,7 +203,7 @@ struct spam_inst {
 
     /* bayes_store = state */
     bool state;
-    struct spam_async *async;  /* made by the first MAIL hook (loop); then read-only */
+    struct spam_async *async;  /* made by the first loop hook that runs; then read-only */
     pthread_mutex_t mu;        /* queue, jobs' refs and answers */
     pthread_cond_t cv;         /* a lookup was answered */
     struct spam_job *queue;    /* handed to the loop, not started (under mu) */
@@ -669,22 +669,32 @@ static double spam__bayes_state(struct spam_inst *si, sluice_ctx *ctx, const uin
     return score;
 }
 
-/* Loop: the first MAIL hook of a state-backed instance rings up the loop's
- * doorbell for its DATA hooks (it needs the loop, which only a hook can
- * name). */
-static int spam_on_mail(sluice_ctx *ctx)
+/* Loop: the first of a state-backed instance's loop hooks to run makes
+ * the loop's doorbell for its DATA hooks (uv_async_init needs the loop and
+ * its thread, which only a hook names: init has neither). Any of them,
+ * since an earlier plugin's ACCEPT skips the rest of a phase: made at MAIL
+ * only, one plugin accepting every MAIL left every lookup unavailable.
+ * The reset and close notifications run for every instance, whatever the
+ * verdicts; so at worst (every phase before DATA accepted by another
+ * plugin) the first transaction goes without Bayes. */
+static void spam__doorbell(sluice_ctx *ctx)
 {
     struct spam_inst *si = sluice_api->instance_data(ctx);
     if (!si || !si->state || si->async)
-        return SLUICE_CONTINUE;
+        return;
     struct spam_async *as = pstr_xcalloc(1, sizeof *as);
     as->si = si;
     if (uv_async_init(sluice_api->event_loop(ctx), &as->h, spam__async_cb) != 0) {
         free(as);
-        return SLUICE_CONTINUE;
+        return;
     }
     uv_unref((uv_handle_t *)&as->h);
     __atomic_store_n(&si->async, as, __ATOMIC_RELEASE);
+}
+
+static int spam_on_envelope(sluice_ctx *ctx)
+{
+    spam__doorbell(ctx);
     return SLUICE_CONTINUE;
 }
 
@@ -1147,4 +1157,7 @@ SLUICE_PLUGIN_DEFINE(.name = "spam", .version = "1.0",
                      .description = "rule-based spam scoring (PCRE2 rules, meta rules, thresholds)",
                      .capabilities = SLUICE_CAP_HEADERS | SLUICE_CAP_QUARANTINE,
                      .blocking_phases = SLUICE_PHASE_BIT(SLUICE_PHASE_DATA), .init = spam_init,
-                     .shutdown = spam_shutdown, .on_mail = spam_on_mail, .on_data = spam_on_data);
+                     .shutdown = spam_shutdown, .on_connect = spam_on_envelope,
+                     .on_helo = spam_on_envelope, .on_mail = spam_on_envelope,
+                     .on_rcpt = spam_on_envelope, .on_data = spam_on_data,
+                     .on_reset = spam__doorbell, .on_close = spam__doorbell);

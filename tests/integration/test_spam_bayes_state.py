@@ -247,3 +247,31 @@ def test_learn_stats_and_dump_take_names_literally(tmp_path, redis):
         r = subprocess.run([LEARN, "--redis", "127.0.0.1:%d" % redis.port, *extra, "--dump"],
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 0 and r.stdout == "", (extra, r.stdout[:300])
+
+
+@pytest.mark.parametrize("verdicts,first_ok", [
+    ({"mail": "accept"}, True),
+    ({"connect": "accept", "helo": "accept", "mail": "accept", "rcpt": "accept"}, False),
+])
+def test_lookup_works_when_an_earlier_plugin_accepts(sluice_factory, fake, verdicts, first_ok):
+    """spam's hand-over to the loop (a uv_async) was made in its MAIL hook
+    only: with an earlier plugin answering ACCEPT at MAIL, that hook never
+    ran and every lookup was BAYES_UNAVAILABLE. It is made by whichever of
+    spam's loop hooks runs first (CONNECT, HELO, MAIL, RCPT, and the
+    end-of-transaction and close notifications, which always run): with
+    every phase before DATA accepted by another plugin, only the first
+    message can go without Bayes."""
+    stats = plugkit.harness.free_port()
+    sections = plugkit.chain_sections(("acc", "testplug", verdicts), spam_instance(
+        bayes_store="state", bayes_min_learned="1"))
+    sl = sluice_factory(fake.port, extra_sections=sections,
+                        stats={"listen": "127.0.0.1:%d" % stats})
+    for i in range(3):
+        assert plugkit.send(sl.port, body=corpus_msg(False, i))["eod"].code == 250
+    fake.wait_messages(3)
+    m = _wait_metric(stats, "sluice_plugin_spam_bayes_lookups_total",
+                     {"result": "too_few_learned"}, 3 if first_ok else 2)
+    unavailable = sum(1 for ln in sl.lines if "spam score=" in ln and "BAYES_UNAVAILABLE" in ln)
+    assert unavailable == (0 if first_ok else 1), sl.output()
+    assert plugkit.metric_value(m, "sluice_plugin_spam_bayes_lookups_total",
+                                {"result": "too_few_learned"}) == (3 if first_ok else 2), m
