@@ -33,10 +33,10 @@ const char console_page_css[] =
     "th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #dde1e6;"
     "vertical-align:top}\n"
     "td.num{text-align:right}\n"
-    "pre{white-space:pre-wrap;word-break:break-word;background:#fff;border:1px solid #dde1e6;"
+    "pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#fff;border:1px solid #dde1e6;"
     "padding:.6rem;max-height:40rem;overflow:auto}\n"
     "dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem}\n"
-    "dt{font-weight:600}dd{margin:0}\n"
+    "dt{font-weight:600}dd{margin:0;overflow-wrap:anywhere}\n"
     ".notice{padding:.5rem .8rem;background:#e6f4ea;border-left:4px solid #1e8e3e}\n"
     ".notice.error{background:#fce8e6;border-color:#d93025}\n"
     ".actions{display:flex;gap:1rem}\n"
@@ -342,7 +342,8 @@ int console_page_msg(buf_t *b, const struct console_page_ctx *ctx, const struct 
         console_html_escape(b, headers, hlen);
         P("</pre>");
     } else {
-        P("<p>The message file is gone.</p>");
+        P(m->status == QSTORE_HELD ? "<p>The message file cannot be read; see the daemon's log.</p>"
+                                   : "<p>The message itself is no longer kept.</p>");
     }
     P("</section>\n<section aria-labelledby=\"h-body\"><h2 id=\"h-body\">Body, as text</h2>");
     if (text) {
