@@ -113,7 +113,7 @@ def test_install_prefix_usr(tmp_path, fake):
     r = subprocess.run([sluice, "--check", "-c", str(moved_path), "--plugin-dir", pdir],
                        capture_output=True, text=True, timeout=60, env=SLUICE_ENV)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "configuration OK (5 plugin instances)" in r.stdout, r.stdout
+    assert re.search(r"configuration OK \(\d+ plugin instances?\)", r.stdout), r.stdout
 
     # A short run: the installed daemon with the installed spam and rewrite
     # plugins and rules relays a message (virus and DKIM need a signature
