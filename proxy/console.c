@@ -34,6 +34,7 @@
 
 #include "console_auth.h"
 #include "console_html.h"
+#include "console_mime.h"
 #include "console_page.h"
 #include "console_session.h"
 #include "log.h"
@@ -351,8 +352,8 @@ static enum MHD_Result console__list(struct MHD_Connection *c, const struct cons
  * into header block and body. Owned by *raw (free). */
 struct console__text {
     char *raw;
-    const char *hdr, *body;
-    size_t hlen, blen;
+    const char *msg, *hdr, *body; /* the message after sluice's lines */
+    size_t mlen, hlen, blen;
     bool truncated;
 };
 
@@ -396,6 +397,8 @@ static void console__read_msg(const struct qstore_msg *m, struct console__text *
             break;
         }
     }
+    t->msg = msg;
+    t->mlen = len;
     t->hdr = msg;
     t->hlen = sep ? (size_t)(sep - msg) + 1 : len;
     t->body = sep ? sep + seplen : msg + len;
@@ -426,8 +429,14 @@ static enum MHD_Result console__view(struct MHD_Connection *c, const struct cons
                              "The quarantine index could not be read; see the daemon's log.");
     struct console__text t;
     console__read_msg(&m, &t);
+    /* the parts decoded to text; the raw body if GMime finds no message */
+    buf_t text = BUF_INIT;
+    bool cut = t.truncated;
+    bool decoded = t.raw && console_mime_text(&text, t.msg, t.mlen, CONSOLE__TEXT_MAX, &cut) == 0;
     buf_t b = BUF_INIT;
-    console_page_msg(&b, &ctx, &m, t.hdr, t.hlen, t.body, t.blen, t.truncated);
+    console_page_msg(&b, &ctx, &m, t.hdr, t.hlen, decoded ? (text.ptr ? text.ptr : "") : t.body,
+                     decoded ? text.len : t.blen, cut);
+    buf_free(&text);
     free(t.raw);
     qstore_msg_free(&m);
     return console__html(c, MHD_HTTP_OK, &b);
