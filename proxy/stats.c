@@ -857,6 +857,15 @@ static void reset_core(void)
     for (size_t i = 0; i < STATS_UPCONN_COUNT; i++)
         atomic_store(&g.upconn[i], 0);
     atomic_store(&g.upconn_idle, 0);
+    for (size_t i = 0; i < STATS_QUAR_EVENT_COUNT; i++) {
+        atomic_store(&g.quar_ev[i], 0);
+        atomic_store(&g.quar_ev_bytes[i], 0);
+    }
+    for (size_t i = 0; i < STATS_QUAR_STATUS_COUNT; i++) {
+        atomic_store(&g.quar_n[i], 0);
+        atomic_store(&g.quar_bytes[i], 0);
+    }
+    atomic_store(&g.quar_seen, false);
     stats_state(0, 0, 0, 0, 0, 0);
     atomic_store(&g.upslot_held, 0);
     atomic_store(&g.upslot_waiting, 0);

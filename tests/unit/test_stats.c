@@ -162,6 +162,21 @@ static const char want_core[] =
     "sluice_upstream_session_events_total{event=\"expired\"} 0\n"
     "sluice_upstream_session_events_total{event=\"reclaimed_idle\"} 0\n"
     "sluice_upstream_session_events_total{event=\"reclaimed_in_transaction\"} 1\n"
+    "# HELP sluice_quarantine_events_total What the daemon did to the quarantine: messages "
+    "held, expired by the sweep, index rows that could not be written (file kept), sweep "
+    "failures.\n"
+    "# TYPE sluice_quarantine_events_total counter\n"
+    "sluice_quarantine_events_total{event=\"held\"} 0\n"
+    "sluice_quarantine_events_total{event=\"expired\"} 0\n"
+    "sluice_quarantine_events_total{event=\"index_error\"} 0\n"
+    "sluice_quarantine_events_total{event=\"sweep_error\"} 0\n"
+    "# HELP sluice_quarantine_event_bytes_total Bytes of the messages held and expired by the "
+    "daemon.\n"
+    "# TYPE sluice_quarantine_event_bytes_total counter\n"
+    "sluice_quarantine_event_bytes_total{event=\"held\"} 0\n"
+    "sluice_quarantine_event_bytes_total{event=\"expired\"} 0\n"
+    "sluice_quarantine_event_bytes_total{event=\"index_error\"} 0\n"
+    "sluice_quarantine_event_bytes_total{event=\"sweep_error\"} 0\n"
     "# HELP sluice_state_keys Keys in the plugins' shared state store ([state] max_keys).\n"
     "# TYPE sluice_state_keys gauge\n"
     "sluice_state_keys 5\n"
@@ -340,6 +355,33 @@ static void test_zero_state(void **state)
     /* No plugin families without plugins. */
     assert_null(strstr(got, "sluice_plugin_"));
     free(got);
+}
+
+/* The quarantine: the daemon's events are counters from the start; the
+ * index's gauges only once a sweep read the index. */
+static void test_quarantine_families(void **state)
+{
+    (void)state;
+    char *got = render();
+    assert_has_line(got, "sluice_quarantine_events_total{event=\"held\"} 0");
+    assert_null(strstr(got, "sluice_quarantine_messages"));
+    free(got);
+    stats_quarantine_event(STATS_QUAR_HELD, 2, 300);
+    stats_quarantine_event(STATS_QUAR_EXPIRED, 1, 100);
+    uint64_t n[STATS_QUAR_STATUS_COUNT] = {4, 1, 2, 0, 1};
+    uint64_t b[STATS_QUAR_STATUS_COUNT] = {4000, 10, 20, 0, 100};
+    stats_quarantine_index(n, b);
+    got = render();
+    assert_has_line(got, "sluice_quarantine_events_total{event=\"held\"} 2");
+    assert_has_line(got, "sluice_quarantine_event_bytes_total{event=\"held\"} 300");
+    assert_has_line(got, "sluice_quarantine_events_total{event=\"expired\"} 1");
+    assert_has_line(got, "sluice_quarantine_messages{status=\"held\"} 4");
+    assert_has_line(got, "sluice_quarantine_messages{status=\"releasing\"} 1");
+    assert_has_line(got, "sluice_quarantine_bytes{status=\"held\"} 4000");
+    assert_has_line(got, "sluice_quarantine_bytes{status=\"expired\"} 100");
+    free(got);
+    /* a plugin cannot take the names */
+    assert_null(stats_counter_new("quarantine_events", "x", NULL, 0));
 }
 
 /* ---- Table: one event, the line it must produce ---------------------------- */
@@ -922,6 +964,8 @@ static const char want_json[] =
     "\"events\":{\"wait\":2,\"expired\":0,\"reclaimed_idle\":0,\"reclaimed_in_transaction\":1}},"
     "\"upstream_connections\":{\"idle\":3,\"events\":{\"opened\":1,\"reused\":2,\"expired\":0,"
     "\"ended\":1,\"not_kept\":0}},"
+    "\"quarantine\":{\"events\":{\"held\":0,\"expired\":0,\"index_error\":0,\"sweep_error\":0},"
+    "\"event_bytes\":{\"held\":0,\"expired\":0,\"index_error\":0,\"sweep_error\":0}},"
     "\"state\":{\"keys\":5,\"bytes\":900,\"operations\":40,\"errors\":1,\"evictions\":2,"
     "\"expirations\":3},"
     "\"transactions\":{\"accepted\":1,"
@@ -1070,6 +1114,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_core_exposition_exact, reset),
         cmocka_unit_test_setup(test_zero_state, reset),
+        cmocka_unit_test_setup(test_quarantine_families, reset),
         cmocka_unit_test_setup(test_event_lines, reset),
         cmocka_unit_test_setup(test_ready_reason, reset),
         cmocka_unit_test_setup(test_plugin_exposition_exact, reset),
