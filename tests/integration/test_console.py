@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """The quarantine console ([console] listen, issue 18) against the real daemon.
 
-The spam plugin quarantines two messages (one with hostile header bytes);
+The spam plugin quarantines two messages (one with hostile header bytes),
+the virus plugin one (EICAR);
 the fake MTA is the upstream, so a released message shows up there.
 
 - Refusals over plain HTTP: a page without a session is sent to /login, a
@@ -38,7 +39,9 @@ import pytest
 import harness
 import plugkit
 from test_spam_plugin import RULES, SPAM_SO, SPAMMY
+from test_virus_libclamav import LSAN_ENV, eicar, mail, make_db
 
+VIRUS_SO = os.path.abspath(os.path.join(plugkit.BUILD, "plugins", "virus.so"))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PASSWORD = "c0rrect horse battery"
 
@@ -69,19 +72,22 @@ def console(sluice_factory, fake, tmp_path):
     qdir.mkdir(mode=0o700)
     port = harness.free_port()
     stats_port = harness.free_port()
-    sections = plugkit.chain_sections(("spam", SPAM_SO, {"rules": RULES,
-                                                         "quarantine_threshold": "1",
-                                                         "reject_threshold": "100"}))
+    sections = plugkit.chain_sections(
+        ("virus", VIRUS_SO, {"database": make_db(tmp_path / "db"), "action": "quarantine"}),
+        ("spam", SPAM_SO, {"rules": RULES, "quarantine_threshold": "1",
+                           "reject_threshold": "100"}))
     sections["console"] = {"listen": "127.0.0.1:%d" % port, "users": str(users),
                            "login_max_failures": "3", "login_failure_window": "10m"}
     s = sluice_factory(fake.port, extra_sections=sections, server={"quarantine_dir": str(qdir)},
-                       stats={"listen": "127.0.0.1:%d" % stats_port})
+                       stats={"listen": "127.0.0.1:%d" % stats_port}, env=LSAN_ENV)
     assert s.wait_log(r"console: listening on 127\.0\.0\.1:%d" % port, 10), s.output()
     s.console_port = port
     s.stats_port = stats_port
     for sender, rcpts, body in (("spammer@example.com", ["victim@example.net",
                                                          "other@example.net"], SPAMMY),
-                                ("evil@example.org", ["victim@example.net"], HOSTILE)):
+                                ("evil@example.org", ["victim@example.net"], HOSTILE),
+                                ("infected@example.com", ["rcpt@example.net"],
+                                 mail([("eicar.com", eicar())]))):
         d = plugkit.send(s.port, mail_from=sender, rcpts=rcpts, body=body)
         assert d["eod"].code == 250, d
     return s
@@ -168,8 +174,8 @@ def test_refusals_over_http(console, fake):
     for attr in ("Secure", "HttpOnly", "SameSite=Strict", "Path=/"):
         assert attr in sc, sc
     cookie = session_of(r)
-    page = wait_listed(port, cookie, 2)
-    assert "2 messages match" in page.text, page.text
+    page = wait_listed(port, cookie, 3)
+    assert "3 messages match" in page.text, page.text
     msg_id = re.search(r'href="/msg\?id=(\d+)"', page.text).group(1)
     view = request(port, "GET", "/msg?id=" + msg_id, headers={"Cookie": cookie})
     csrf = re.search(r'name="csrf" value="([0-9a-f]{64})"', view.text).group(1)
@@ -196,7 +202,7 @@ def test_refusals_over_http(console, fake):
         r = request(port, "GET", "/", headers={"Cookie": bad_cookie})
         assert r.status == 303, bad_cookie
     # nothing was released or deleted by any of that
-    assert "2 messages match" in wait_listed(port, cookie, 2).text
+    assert "3 messages match" in wait_listed(port, cookie, 3).text
     assert fake.messages == []
     # throttle: 3 failures from 127.0.0.2, then 429 even with the right
     # password; 127.0.0.1 is not affected
@@ -218,7 +224,7 @@ def test_refusals_over_http(console, fake):
 def test_hostile_message_is_inert_and_delete(console, fake):
     port = console.console_port
     cookie = session_of(login(port))
-    page = wait_listed(port, cookie, 2)
+    page = wait_listed(port, cookie, 3)
     # the hostile display name is text, never markup
     assert "<script>" not in page.text
     assert "evil@example.org" in page.text
@@ -236,7 +242,11 @@ def test_hostile_message_is_inert_and_delete(console, fake):
                 headers={"Cookie": cookie, "Origin": "http://127.0.0.1:%d" % port})
     assert r.status == 303 and r.getheader("Location") == "/?done=deleted"
     r = request(port, "GET", "/?done=deleted", headers={"Cookie": cookie})
-    assert "The message was deleted." in r.text and "1 message match" in r.text
+    assert "The message was deleted." in r.text and "2 messages match" in r.text
+    # the virus plugin's and the spam plugin's catches, apart
+    r = request(port, "GET", "/?plugin=virus", headers={"Cookie": cookie})
+    assert "1 message match" in r.text and "infected@example.com" in r.text
+    assert "spammer@example.com" not in r.text
     r = request(port, "GET", "/?status=deleted", headers={"Cookie": cookie})
     assert "1 message match" in r.text and "evil@example.org" in r.text
     # deleted is deleted: a second delete or a release does nothing
@@ -424,7 +434,7 @@ class Browser:
 def test_chromium_login_search_view_release(console, fake, tmp_path):
     port = console.console_port
     base = "http://127.0.0.1:%d" % port
-    wait_listed(port, session_of(login(port)), 2)
+    wait_listed(port, session_of(login(port)), 3)
     b = Browser(str(tmp_path))
     try:
         b.go(base + "/")
@@ -441,8 +451,9 @@ def test_chromium_login_search_view_release(console, fake, tmp_path):
               "document.querySelector('form[action=\"/login\"]').submit()" % json.dumps(PASSWORD))
         text = b.text()
         assert "Quarantined messages" in text, text
-        assert "2 messages match" in text, text
+        assert "3 messages match" in text, text
         assert "spammer@example.com" in text and "evil@example.org" in text
+        assert "infected@example.com" in text
         assert "Sign out admin" in text and "Live dashboard" in text
         assert b.js("document.querySelector('nav a[href=\"http://127.0.0.1:%d/\"]') !== null"
                     % console.stats_port)
@@ -502,7 +513,7 @@ def test_chromium_login_search_view_release(console, fake, tmp_path):
         # the list of held messages no longer has it
         b.go(base + "/")
         text = b.text()
-        assert "1 message match" in text and "spammer@example.com" not in text
+        assert "2 messages match" in text and "spammer@example.com" not in text
         b.shot("6-after")
         # sign out: back to the form, and the old session is gone
         b.act("document.querySelector('form[action=\"/logout\"] button').click()")
