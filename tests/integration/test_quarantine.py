@@ -244,3 +244,27 @@ def test_check_reports_bad_quarantine_keys(tmp_path):
     assert r.returncode != 0
     assert re.search(r"bad\.conf:3: .*quarantine_max_age", r.stderr + r.stdout), r.stderr
     assert re.search(r"bad\.conf:4: .*quarantine_sweep_interval", r.stderr + r.stdout), r.stderr
+
+
+def test_index_failure_keeps_the_message(postfix, sluice_factory, tmp_path):
+    stats_port = harness.free_port()
+    s = start(sluice_factory, postfix, tmp_path, stats={"listen": "127.0.0.1:%d" % stats_port})
+    # an index that cannot be opened (a directory where the database goes)
+    os.mkdir(os.path.join(s.qdir, "index.db"))
+    send(s, "kept@example.com", ["y@example.net"], SPAMMY)
+    assert s.wait_log(r"quarantine index: cannot add .*\.eml \(the file is kept; run "
+                      r"sluice-quarantine reindex\)", timeout=10), s.output()
+    files = [f for f in os.listdir(s.qdir) if f.endswith(".eml")]
+    assert len(files) == 1
+    c = http.client.HTTPConnection("127.0.0.1", stats_port, timeout=5)
+    c.request("GET", "/metrics")
+    text = c.getresponse().read().decode()
+    assert 'sluice_quarantine_events_total{event="index_error"} 1' in text, text
+    assert qcli(s, "list").returncode == 1
+    # the admin repairs the index: the message comes back
+    os.rmdir(os.path.join(s.qdir, "index.db"))
+    r = qcli(s, "reindex")
+    assert r.returncode == 0 and "1 files indexed" in r.stdout, r
+    got = listing(s)
+    assert got["total"] == 1 and got["messages"][0]["sender"] == "kept@example.com", got
+    assert got["messages"][0]["plugin"] == "spam"
