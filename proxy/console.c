@@ -265,7 +265,9 @@ static enum MHD_Result console__login(struct MHD_Connection *c, const struct con
     console_auth_throttle_note(g_throttle, addr, ok, now);
     if (!ok) {
         /* the name as typed goes to the log quoted by the logger's rules */
-        log_warn("console: client=%s login failed for user \"%.63s\"", addr, got ? user : "");
+        char q[200];
+        log_warn("console: client=%s login failed user=%s", addr,
+                 log_quote(q, sizeof q, got ? user : ""));
         console_page_login(&b, &ctx, "Wrong user name or password.");
         return console__html(c, MHD_HTTP_FORBIDDEN, &b);
     }
@@ -464,7 +466,9 @@ static enum MHD_Result console__release(struct MHD_Connection *c, const struct c
         [-QRELEASE_EIO] = "failed",       [-QRELEASE_ETEMP] = "temp",
         [-QRELEASE_EREFUSED] = "refused", [-QRELEASE_EUNKNOWN] = "unknown",
     };
-    log_info("console: user=%s release id=%" PRId64 " rc=%d: %s", w->user, id, rc, why);
+    char q[600];
+    log_info("console: user=%s release id=%" PRId64 " rc=%d result=%s", w->user, id, rc,
+             log_quote(q, sizeof q, why));
     /* see the result on a GET (a reload does not post again) */
     char to[96];
     snprintf(to, sizeof to, "/msg?id=%" PRId64 "&done=%s", id,
@@ -569,7 +573,9 @@ static enum MHD_Result console__dispatch(struct MHD_Connection *c, const char *u
     const char *body = rq->body.ptr ? rq->body.ptr : "";
     console_html_form_get(body, rq->body.len, "csrf", token, sizeof token);
     if (!console_session_csrf_ok(w.csrf, token)) {
-        log_warn("console: user=%s %s refused: bad CSRF token", w.user, url);
+        char q[200];
+        log_warn("console: user=%s POST %s refused: bad CSRF token", w.user,
+                 log_quote(q, sizeof q, url));
         return console__text(c, MHD_HTTP_FORBIDDEN, "forbidden: missing or wrong CSRF token\n");
     }
     if (strcmp(url, "/logout") == 0) {
@@ -610,7 +616,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (post && !console__same_origin(c, host)) {
             char addr[INET6_ADDRSTRLEN + 8];
             console__client(c, addr, sizeof addr);
-            log_warn("console: client=%s cross-site POST %s refused", addr, url);
+            char q[200];
+            log_warn("console: client=%s cross-site POST %s refused", addr,
+                     log_quote(q, sizeof q, url));
             return console__text(c, MHD_HTTP_FORBIDDEN, "forbidden: cross-site request\n");
         }
         rq = calloc(1, sizeof *rq);

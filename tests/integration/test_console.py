@@ -77,7 +77,7 @@ def console(sluice_factory, fake, tmp_path):
         ("spam", SPAM_SO, {"rules": RULES, "quarantine_threshold": "1",
                            "reject_threshold": "100"}))
     sections["console"] = {"listen": "127.0.0.1:%d" % port, "users": str(users),
-                           "login_max_failures": "3", "login_failure_window": "10m"}
+                           "login_max_failures": "4", "login_failure_window": "10m"}
     s = sluice_factory(fake.port, extra_sections=sections, server={"quarantine_dir": str(qdir)},
                        stats={"listen": "127.0.0.1:%d" % stats_port}, env=LSAN_ENV)
     assert s.wait_log(r"console: listening on 127\.0\.0\.1:%d" % port, 10), s.output()
@@ -163,6 +163,12 @@ def test_refusals_over_http(console, fake):
     assert r.getheader("Set-Cookie") is None
     r = request(port, "POST", "/login", {"user": "root", "password": PASSWORD})
     assert r.status == 403
+    # a hostile name cannot forge log lines
+    r = request(port, "POST", "/login", {"user": "x\r\nFAKE: admin signed in", "password": "p"})
+    assert r.status == 403
+    assert console.wait_log(r'login failed user="x\\x0d\\x0aFAKE: admin signed in"', 5), \
+        console.output()
+    assert not any(ln.startswith("FAKE") for ln in console.output().splitlines())
     # a login from another site (login CSRF) is refused before the password
     r = request(port, "POST", "/login", {"user": "admin", "password": PASSWORD},
                 headers={"Origin": "http://evil.example"})
@@ -204,9 +210,9 @@ def test_refusals_over_http(console, fake):
     # nothing was released or deleted by any of that
     assert "3 messages match" in wait_listed(port, cookie, 3).text
     assert fake.messages == []
-    # throttle: 3 failures from 127.0.0.2, then 429 even with the right
+    # throttle: 4 failures from 127.0.0.2, then 429 even with the right
     # password; 127.0.0.1 is not affected
-    for _ in range(3):
+    for _ in range(4):
         assert login(port, "nope", source="127.0.0.2").status == 403
     r = login(port, source="127.0.0.2")
     assert r.status == 429 and int(r.getheader("Retry-After")) > 0
