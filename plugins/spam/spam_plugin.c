@@ -868,20 +868,22 @@ static int spam_init(const struct sluice_host_api *api, sluice_instance *inst, v
     }
     si->watch =
         watch_new(&spam__watch_ops, pstr_xstrdup(si->conf.rules), free, si, rs, SPAM_WATCH_MS);
-    si->state = si->conf.bayes_store == SPAM_STORE_STATE;
-    if (si->state && si->conf.bayes_db) {
+    /* si->state only once the mutex and cv exist: spam_shutdown destroys
+     * them when it is set */
+    bool state = si->conf.bayes_store == SPAM_STORE_STATE;
+    if (state && si->conf.bayes_db) {
         api->config_error(inst, "bayes_db",
                           "is for bayes_store = sqlite (the store is the "
                           "daemon's shared state with bayes_store = state)");
         spam_shutdown(si);
         return -1;
     }
-    if (si->state && !SLUICE_API_HAS(api, state_cancel)) {
+    if (state && !SLUICE_API_HAS(api, state_cancel)) {
         api->config_error(inst, "bayes_store", "state needs a sluice with the shared state");
-        si->state = false;
         spam_shutdown(si);
         return -1;
     }
+    si->state = state;
     if (si->state) {
         pthread_mutex_init(&si->mu, NULL);
         pthread_condattr_t ca;

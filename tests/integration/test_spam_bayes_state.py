@@ -303,3 +303,17 @@ def test_lookup_works_when_an_earlier_plugin_accepts(sluice_factory, fake, verdi
     assert unavailable == (0 if first_ok else 1), sl.output()
     assert plugkit.metric_value(m, "sluice_plugin_spam_bayes_lookups_total",
                                 {"result": "too_few_learned"}) == (3 if first_ok else 2), m
+
+
+def test_bayes_db_with_state_store_is_refused(tmp_path):
+    """bayes_db with bayes_store = state: refused with its file and line
+    (that error path destroyed a mutex it had never initialised)."""
+    conf = tmp_path / "s.conf"
+    conf.write_text("[server]\nlisten = 127.0.0.1:2525\n[upstream]\nservers = 127.0.0.1:25\n"
+                    "[chain]\nplugins = spam\n[plugin spam]\npath = %s\nrules = %s\n"
+                    "bayes_store = state\nbayes_db = %s\n"
+                    % (spam_instance()[1], _RULES[0], tmp_path / "b.db"))
+    r = plugkit.harness.run_sluice(["--check", "-c", str(conf)])
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "s.conf:11" in out and "bayes_db" in out, out
+    assert "Sanitizer" not in out and "runtime error" not in out, out
