@@ -455,7 +455,7 @@ static enum MHD_Result console__release(struct MHD_Connection *c, const struct c
         .upstream = (const struct sockaddr *)&g_up,
         .upstream_len = g_uplen,
         .helo = g_helo,
-        .timeout_ms = 60000,
+        .timeout_ms = 30000, /* per read/write; also what a stop waits at most */
     };
     /* blocks this connection's thread only (thread per connection) */
     int rc = qrelease_send(qs, id, &o, why, sizeof why);

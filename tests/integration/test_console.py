@@ -31,6 +31,7 @@ import socket
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.parse
 
@@ -262,6 +263,47 @@ def test_hostile_message_is_inert_and_delete(console, fake):
     r = request(port, "GET", r.getheader("Location"), headers={"Cookie": cookie})
     assert "Not released: the message is no longer held." in r.text
     assert fake.messages == []
+
+
+def test_slow_release_blocks_nobody(console, fake):
+    """A release waits for the MTA on its own connection's thread: while the
+    MTA takes 3 s over the end of data, other requests are answered at once,
+    and two releases of one message racing each other send it once."""
+    port = console.console_port
+    cookie = session_of(login(port))
+    page = wait_listed(port, cookie, 3)
+    msg_id = re.search(r'href="/msg\?id=(\d+)">[^<]*</a></td><td>spammer@', page.text).group(1)
+    view = request(port, "GET", "/msg?id=" + msg_id, headers={"Cookie": cookie})
+    csrf = re.search(r'name="csrf" value="([0-9a-f]{64})"', view.text).group(1)
+
+    def slow(sess, arg):
+        time.sleep(3)
+        return None  # then the default 250
+    fake.faults["EOD"] = slow
+    results = []
+
+    def release():
+        results.append(request(port, "POST", "/release", {"id": msg_id, "csrf": csrf},
+                               headers={"Cookie": cookie}))
+    threads = [threading.Thread(target=release) for _ in range(2)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    for path in ("/", "/console.css", "/msg?id=" + msg_id):
+        t1 = time.monotonic()
+        r = request(port, "GET", path, headers={"Cookie": cookie})
+        assert r.status == 200 and time.monotonic() - t1 < 1.0, (path, time.monotonic() - t1)
+    assert "releasing" in request(port, "GET", "/msg?id=" + msg_id,
+                                  headers={"Cookie": cookie}).text
+    for t in threads:
+        t.join(20)
+    assert time.monotonic() - t0 >= 3
+    done = sorted(r.getheader("Location").rsplit("=", 1)[1] for r in results)
+    assert done == ["notheld", "released"], done
+    assert len(fake.wait_messages(1)) == 1
+    time.sleep(0.3)
+    assert len(fake.messages) == 1
 
 
 def test_check_names_console_problems(tmp_path):
