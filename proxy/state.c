@@ -307,6 +307,30 @@ static char **state__full_keys(const char *prefix, const struct state_req *rq)
     return keys;
 }
 
+static int state__cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* MINCR: true when a key comes twice, or the guard is one of the counters.
+ * Either would break all-or-none: each occurrence is checked against the
+ * limit alone and then both are applied, and a guard written over a
+ * counter. Sorted copies: n log n for the 4,096 keys a call may have. */
+static bool state__mincr_dup(const struct state_req *rq, const char *guard)
+{
+    size_t n = rq->nkeys + (*guard != 0);
+    const char **k = xmalloc(n * sizeof *k);
+    memcpy(k, rq->keys, rq->nkeys * sizeof *k);
+    if (*guard)
+        k[rq->nkeys] = guard;
+    qsort(k, n, sizeof *k, state__cmp_str);
+    bool dup = false;
+    for (size_t i = 1; i < n && !dup; i++)
+        dup = strcmp(k[i - 1], k[i]) == 0;
+    free(k);
+    return dup;
+}
+
 struct state_op *state_call(const struct state_req *rq, state_cb cb, void *ud)
 {
     if (!state__g.running || !pthread_equal(state__g.thread, pthread_self()) || !rq || !cb ||
@@ -333,6 +357,13 @@ struct state_op *state_call(const struct state_req *rq, state_cb cb, void *ud)
                 return NULL;
     const char *prefix = state__g.backend == STATE_REDIS ? state__g.prefix : "";
     char key[STATE_KEY_MAX + 1] = "";
+    if (rq->op == STATE_MINCR) {
+        for (size_t i = 0; i < rq->nkeys; i++)
+            if (!rq->keys[i])
+                return NULL;
+        if (state__mincr_dup(rq, guard))
+            return NULL;
+    }
     if (*guard && state__full_key(prefix, rq->ns, guard, key) != 0)
         return NULL;
     char **keys = NULL;

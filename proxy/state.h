@@ -60,7 +60,8 @@ enum state_opcode {
     STATE_MGET,  /* keys[0..nkeys): values, NULL when absent or a set */
     STATE_MINCR, /* counters keys[i] += deltas[i], all or none; guarded by `key`
                     when given (applied only when it is not there; then it is
-                    set to value, expiring ttl_ms later) */
+                    set to value, expiring ttl_ms later); refused when a key
+                    comes twice or the guard is one of the counters */
 };
 
 #define STATE_MULTI_MAX 4096 /* keys of one MGET or MINCR */

@@ -12,7 +12,8 @@
  *  - with `multi = yes`, then: MINCR of "m:a" += 1 and "m:b" += 2 guarded by
  *    "g:<sender>" (once per sender), and MGET of m:a, m:b, m:none and
  *    senders (a set: absent) into X-State-Multi: "applied=1 1 2 - -"; an
- *    MGET of no keys must be refused (NULL).
+ *    MGET of no keys, and a MINCR with a key twice or its guard among its
+ *    counters, must be refused (NULL).
  * A callback that runs inside state_call(), or a cancelled one that runs,
  * aborts the daemon (the test sees it die).
  */
@@ -177,6 +178,20 @@ static void sp_data_step(void *ud, const struct sluice_state_answer *a)
         rq.nkeys = 0;
         if (sp_call(j, rq, sp_never))
             abort(); /* an MGET of no keys was accepted */
+        /* MINCR with a key twice, or its guard among its counters: refused */
+        static const char *const twice[] = {"m:a", "m:a"};
+        rq.op = SLUICE_STATE_MINCR;
+        rq.keys = twice;
+        rq.deltas = mdeltas;
+        rq.nkeys = 2;
+        if (sp_call(j, rq, sp_never))
+            abort();
+        rq.key = "m:b";
+        rq.value = "x";
+        rq.len = 1;
+        rq.keys = mkeys;
+        if (sp_call(j, rq, sp_never))
+            abort();
         snprintf(guard, sizeof guard, "g:%s", j->sender);
         rq.op = SLUICE_STATE_MINCR;
         rq.key = guard;

@@ -367,7 +367,8 @@ enum sluice_state_opcode {
                            (may be NULL): only when that key is not there, and it is
                            then set to `value` expiring ttl_ms later (0: never), in the
                            same step; num = 1 when applied, 0 when the key was there.
-                           The counters get no expiry. Give distinct keys. */
+                           The counters get no expiry. Keys must be distinct,
+                           and `key` not one of them: refused (NULL) otherwise. */
 };
 
 /* Keys in one MGET or MINCR (a message's Bayes tokens fit in one call). */
