@@ -170,6 +170,14 @@ static int qr__data(struct qr_conn *c, int fd)
             buf_reset(&out);
         }
     }
+    if (ret == 0 && in_head && !bol && lsn > 0 && lsn < 9) {
+        /* a message shorter than one X-Sluice- prefix, without a line end */
+        for (size_t k = 0; k < lsn; k++) {
+            if (k == 0 && line_start[0] == '.')
+                buf_append(&out, ".", 1);
+            buf_append(&out, &line_start[k], 1);
+        }
+    }
     if (ret == 0) {
         if (!bol)
             buf_puts(&out, "\r\n");

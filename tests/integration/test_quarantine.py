@@ -266,7 +266,8 @@ def test_index_failure_keeps_the_message(postfix, sluice_factory, tmp_path):
     s = start(sluice_factory, postfix, tmp_path, stats={"listen": "127.0.0.1:%d" % stats_port})
     # an index that cannot be opened (a directory where the database goes)
     os.mkdir(os.path.join(s.qdir, "index.db"))
-    send(s, "kept@example.com", ["y@example.net"], SPAMMY)
+    send(s, "kept@example.com", ["y@example.net"],
+         SPAMMY + b".leading dot\r\n..two dots\r\n.\r\nlast")
     assert s.wait_log(r"quarantine index: cannot add .*\.eml \(the file is kept; run "
                       r"sluice-quarantine reindex\)", timeout=10), s.output()
     files = [f for f in os.listdir(s.qdir) if f.endswith(".eml")]
@@ -283,3 +284,11 @@ def test_index_failure_keeps_the_message(postfix, sluice_factory, tmp_path):
     got = listing(s)
     assert got["total"] == 1 and got["messages"][0]["sender"] == "kept@example.com", got
     assert got["messages"][0]["plugin"] == "spam"
+    # released as it was held: dots survive both ways, no line is lost
+    before = postfix.mail_files()
+    r = qcli(s, "release", str(got["messages"][0]["id"]))
+    assert r.returncode == 0, r
+    f = postfix.wait_mail(1, before=before)
+    assert f, postfix.log_tail()
+    raw = open(f[0], "rb").read()
+    assert raw.endswith(b"\n.leading dot\n..two dots\n.\nlast\n"), raw[-200:]
