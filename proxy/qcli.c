@@ -368,8 +368,9 @@ static int cmd_show(struct qstore *qs, int argc, char **argv)
     FILE *f = fopen(m.path, "rb");
     if (!f) {
         printf("\n(body file %s: %s)\n", m.path, strerror(errno));
+        bool held = m.status == QSTORE_HELD; /* only then must the file be there */
         qstore_msg_free(&m);
-        return m.status == QSTORE_HELD ? EX_FAIL : EX_OK;
+        return held ? EX_FAIL : EX_OK;
     }
     /* skip sluice's own head lines */
     char line[65536];

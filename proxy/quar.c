@@ -232,7 +232,12 @@ struct quar_sweep {
     uv_timer_t timer;
     uv_work_t work;
     bool busy, stopping, timer_open;
-    /* the job's input (copied on the loop) and output */
+    /* the configuration's values (loop thread), copied into the job's
+     * input at each tick: a reload during a job applies from the next */
+    char cfg_dir[1024];
+    unsigned cfg_max_age_ms;
+    uint64_t cfg_max_size;
+    /* the job's input and output (the pool thread's while busy) */
     char dir[1024];
     unsigned max_age_ms;
     uint64_t max_size;
@@ -299,8 +304,11 @@ static void quar__sweep_done(uv_work_t *w, int status)
 static void quar__sweep_tick(uv_timer_t *t)
 {
     struct quar_sweep *sw = t->data;
-    if (sw->busy || sw->stopping || !sw->dir[0])
+    if (sw->busy || sw->stopping || !sw->cfg_dir[0])
         return;
+    memcpy(sw->dir, sw->cfg_dir, sizeof sw->dir);
+    sw->max_age_ms = sw->cfg_max_age_ms;
+    sw->max_size = sw->cfg_max_size;
     sw->busy = true;
     sw->work.data = sw;
     if (uv_queue_work(t->loop, &sw->work, quar__sweep_work, quar__sweep_done) != 0)
@@ -316,14 +324,9 @@ void quar_sweep_start(uv_loop_t *loop, const struct cfg *cfg)
         sw->timer.data = sw;
         sw->timer_open = true;
     }
-    /* a job in flight keeps the values it started with: it copied nothing,
-     * but it only reads them before it runs, and a reload happens between
-     * ticks; the next tick uses the new ones */
-    if (!sw->busy) {
-        snprintf(sw->dir, sizeof sw->dir, "%s", cfg->quarantine_dir ? cfg->quarantine_dir : "");
-        sw->max_age_ms = cfg->quarantine_max_age_ms;
-        sw->max_size = cfg->quarantine_max_size;
-    }
+    snprintf(sw->cfg_dir, sizeof sw->cfg_dir, "%s", cfg->quarantine_dir ? cfg->quarantine_dir : "");
+    sw->cfg_max_age_ms = cfg->quarantine_max_age_ms;
+    sw->cfg_max_size = cfg->quarantine_max_size;
     uint64_t every = cfg->quarantine_sweep_ms ? cfg->quarantine_sweep_ms : 60000;
     if (!cfg->quarantine_dir) {
         uv_timer_stop(&sw->timer);

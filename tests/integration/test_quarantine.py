@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import threading
@@ -158,6 +159,8 @@ def test_spam_and_virus_listed_released_once(postfix, sluice_factory, tmp_path):
     row = listing(s, "--status", "released")["messages"]
     assert [m["id"] for m in row] == [sp["id"]] and "queued as" in row[0]["note"], row
     assert not os.path.exists(sp["path"])
+    shown = qcli(s, "show", str(sp["id"]))
+    assert shown.returncode == 0 and "status: released" in shown.stdout, shown
 
     # the virus message to another address only (--to)
     before2 = postfix.mail_files()
@@ -239,11 +242,18 @@ def test_show_delete_reindex(postfix, sluice_factory, tmp_path):
 
 def test_sweep_expires_old_mail(postfix, sluice_factory, tmp_path):
     s = start(sluice_factory, postfix, tmp_path,
-              server={"quarantine_max_age": "2s", "quarantine_sweep_interval": "1s"})
+              server={"quarantine_max_age": "1h", "quarantine_sweep_interval": "1s"})
     send(s, "old@example.com", ["y@example.net"], SPAMMY)
     got = wait_listed(s, 1, "--status", "all")
     assert got["total"] == 1, got
     path = got["messages"][0]["path"]
+    time.sleep(2.5)  # sweeps ran: an hour is not up
+    assert listing(s)["total"] == 1
+    # a reload makes the limit tiny: the next sweeps expire it
+    s.sections["server"]["quarantine_max_age"] = "1s"
+    s.write_config()
+    s.signal(signal.SIGHUP)
+    assert s.wait_log(r"configuration reloaded", timeout=10), s.output()
     assert s.wait_log(r"quarantine sweep: expired 1 message", timeout=10), s.output()
     got = listing(s, "--status", "expired")
     assert got["total"] == 1, got
