@@ -18,6 +18,7 @@
 #include "xalloc.h"
 
 #define QSTORE_SCHEMA_VERSION 1
+#define QSTORE_HEAD_MAX (16u << 20)
 
 struct qstore {
     sqlite3 *h;
@@ -792,17 +793,28 @@ int qstore_reindex(struct qstore *qs, size_t *added, size_t *bad)
             b++;
             continue;
         }
-        /* the head is small: the first 64 KiB hold it */
-        char head[65536];
-        ssize_t n = read(fd, head, sizeof head);
+        /* The head is what quar.c wrote before the message: a few lines,
+         * one per recipient (max_recipients bounds them) and the record,
+         * which lists them again: QSTORE_HEAD_MAX holds it. */
+        size_t want = (uint64_t)sb.st_size < QSTORE_HEAD_MAX ? (size_t)sb.st_size : QSTORE_HEAD_MAX;
+        char *head = xmalloc(want + 1);
+        size_t got = 0;
+        while (got < want) {
+            ssize_t r = read(fd, head + got, want - got);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0)
+                break;
+            got += (size_t)r;
+        }
         close(fd);
         struct qstore_msg m;
-        if (n <= 0 || qstore_parse_head(head, (size_t)n, &m) < 0) {
-            if (n > 0)
-                qstore_msg_free(&m);
+        if (got == 0 || qstore_parse_head(head, got, &m) < 0) {
+            free(head);
             b++;
             continue;
         }
+        free(head);
         /* TIME-SID.eml: the time it was held */
         m.time = strtoll(de->d_name, NULL, 10);
         if (m.time <= 0)
