@@ -24,6 +24,7 @@ import pytest
 
 import harness
 import plugkit
+from fakemta import HANG
 from test_spam_plugin import SPAMMY, SPAM_SO
 from test_virus_libclamav import LSAN_ENV, eicar, mail, make_db
 
@@ -43,7 +44,7 @@ describe PHISH_SUSPENDED  Says your account is suspended
 """
 
 
-def start(sluice_factory, postfix, tmp_path, server=None, stats=None):
+def start(sluice_factory, postfix, tmp_path, server=None, stats=None, upstream=None):
     qdir = tmp_path / "quarantine"
     qdir.mkdir(mode=0o700)
     db = make_db(tmp_path / "db")
@@ -56,7 +57,7 @@ def start(sluice_factory, postfix, tmp_path, server=None, stats=None):
                 "plugin spam": {"path": SPAM_SO, "rules": str(rules), "quarantine_threshold": "1",
                                 "reject_threshold": "100"}}
     s = sluice_factory(postfix.port, extra_sections=sections, server=srv, stats=stats,
-                       env=LSAN_ENV)
+                       upstream=upstream, env=LSAN_ENV)
     s.qdir = str(qdir)
     return s
 
@@ -302,3 +303,40 @@ def test_index_failure_keeps_the_message(postfix, sluice_factory, tmp_path):
     assert f, postfix.log_tail()
     raw = open(f[0], "rb").read()
     assert raw.endswith(b"\n.leading dot\n..two dots\n.\nlast\n"), raw[-200:]
+
+
+def test_release_failures_keep_or_hold_the_row(fake, sluice_factory, tmp_path):
+    """Against a scripted MTA: a refusal or a temporary failure after the
+    data leaves the message held (exit 5, the MTA's reply shown); no reply
+    after the final dot leaves it releasing (exit 6), after which a plain
+    or forced release sends nothing (exit 4) and the MTA saw one copy."""
+    s = start(sluice_factory, fake, tmp_path, upstream={"data_timeout": "1s"})
+    send(s, "a@example.com", ["b@example.net"], SPAMMY)
+    got = wait_listed(s, 1)
+    mid = str(got["messages"][0]["id"])
+    for reply in ("554 5.7.1 refused by policy", "451 4.3.0 try later"):
+        fake.faults["EOD"] = reply
+        r = qcli(s, "release", mid)
+        assert r.returncode == 5 and reply in r.stderr, r
+        assert [m["status"] for m in listing(s, "--status", "all")["messages"]] == ["held"]
+    fake.faults["EOD"] = "550 5.1.1 no such user"
+    fake.faults["RCPT"] = "550 5.1.1 no such user"
+    r = qcli(s, "release", mid)
+    assert r.returncode == 5 and "550 5.1.1" in r.stderr, r
+    del fake.faults["RCPT"]
+    fake.faults["EOD"] = HANG
+    t0 = time.monotonic()
+    r = qcli(s, "release", mid)
+    assert r.returncode == 6 and "no reply" in r.stderr, r
+    assert time.monotonic() - t0 < 10
+    row = listing(s, "--status", "all")["messages"][0]
+    assert row["status"] == "releasing", row
+    assert os.path.exists(row["path"])
+    for extra in ([], ["--force"]):
+        r = qcli(s, "release", mid, *extra)
+        assert r.returncode == 4 and "releasing" in r.stderr, r
+    assert qcli(s, "delete", mid).returncode == 4
+    sent = [m for m in fake.all_messages if m.mail_from == "a@example.com"]
+    assert len(sent) == 3, sent   # 554, 451, and the unanswered one
+    assert all(m.rcpts == ["b@example.net"] for m in sent)
+    assert all(not m.data.startswith(b"X-Sluice-") for m in sent)
