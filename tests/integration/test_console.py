@@ -43,6 +43,16 @@ from test_spam_plugin import RULES, SPAM_SO, SPAMMY
 from test_virus_libclamav import LSAN_ENV, eicar, mail, make_db
 
 VIRUS_SO = os.path.abspath(os.path.join(plugkit.BUILD, "plugins", "virus.so"))
+# Under ASan, libclamav's leak suppressions need the slow unwinder, which
+# makes the spam plugin's start take a minute (contrib/NOTES.md): the
+# sanitizer run leaves the virus plugin out and checks the console with
+# the usual leak settings.
+VIRUS = not harness.sanitized()
+HELD = 3 if VIRUS else 2
+
+
+def matching(n):
+    return "%d message%s match" % (n, "" if n == 1 else "s")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PASSWORD = "c0rrect horse battery"
 
@@ -73,14 +83,17 @@ def console(sluice_factory, fake, tmp_path):
     qdir.mkdir(mode=0o700)
     port = harness.free_port()
     stats_port = harness.free_port()
-    sections = plugkit.chain_sections(
-        ("virus", VIRUS_SO, {"database": make_db(tmp_path / "db"), "action": "quarantine"}),
-        ("spam", SPAM_SO, {"rules": RULES, "quarantine_threshold": "1",
-                           "reject_threshold": "100"}))
+    instances = [("spam", SPAM_SO, {"rules": RULES, "quarantine_threshold": "1",
+                                    "reject_threshold": "100"})]
+    if VIRUS:
+        instances.insert(0, ("virus", VIRUS_SO, {"database": make_db(tmp_path / "db"),
+                                                 "action": "quarantine"}))
+    sections = plugkit.chain_sections(*instances)
     sections["console"] = {"listen": "127.0.0.1:%d" % port, "users": str(users),
                            "login_max_failures": "4", "login_failure_window": "10m"}
     s = sluice_factory(fake.port, extra_sections=sections, server={"quarantine_dir": str(qdir)},
-                       stats={"listen": "127.0.0.1:%d" % stats_port}, env=LSAN_ENV)
+                       stats={"listen": "127.0.0.1:%d" % stats_port},
+                       env=LSAN_ENV if VIRUS else None)
     assert s.wait_log(r"console: listening on 127\.0\.0\.1:%d" % port, 10), s.output()
     s.console_port = port
     s.stats_port = stats_port
@@ -88,7 +101,7 @@ def console(sluice_factory, fake, tmp_path):
                                                          "other@example.net"], SPAMMY),
                                 ("evil@example.org", ["victim@example.net"], HOSTILE),
                                 ("infected@example.com", ["rcpt@example.net"],
-                                 mail([("eicar.com", eicar())]))):
+                                 mail([("eicar.com", eicar())])))[:HELD]:
         d = plugkit.send(s.port, mail_from=sender, rcpts=rcpts, body=body)
         assert d["eod"].code == 250, d
     return s
@@ -181,8 +194,8 @@ def test_refusals_over_http(console, fake):
     for attr in ("Secure", "HttpOnly", "SameSite=Strict", "Path=/"):
         assert attr in sc, sc
     cookie = session_of(r)
-    page = wait_listed(port, cookie, 3)
-    assert "3 messages match" in page.text, page.text
+    page = wait_listed(port, cookie, HELD)
+    assert matching(HELD) in page.text, page.text
     msg_id = re.search(r'href="/msg\?id=(\d+)"', page.text).group(1)
     view = request(port, "GET", "/msg?id=" + msg_id, headers={"Cookie": cookie})
     csrf = re.search(r'name="csrf" value="([0-9a-f]{64})"', view.text).group(1)
@@ -209,7 +222,7 @@ def test_refusals_over_http(console, fake):
         r = request(port, "GET", "/", headers={"Cookie": bad_cookie})
         assert r.status == 303, bad_cookie
     # nothing was released or deleted by any of that
-    assert "3 messages match" in wait_listed(port, cookie, 3).text
+    assert matching(HELD) in wait_listed(port, cookie, HELD).text
     assert fake.messages == []
     # throttle: 4 failures from 127.0.0.2, then 429 even with the right
     # password; 127.0.0.1 is not affected
@@ -231,7 +244,7 @@ def test_refusals_over_http(console, fake):
 def test_hostile_message_is_inert_and_delete(console, fake):
     port = console.console_port
     cookie = session_of(login(port))
-    page = wait_listed(port, cookie, 3)
+    page = wait_listed(port, cookie, HELD)
     # the hostile display name is text, never markup
     assert "<script>" not in page.text
     assert "evil@example.org" in page.text
@@ -249,11 +262,12 @@ def test_hostile_message_is_inert_and_delete(console, fake):
                 headers={"Cookie": cookie, "Origin": "http://127.0.0.1:%d" % port})
     assert r.status == 303 and r.getheader("Location") == "/?done=deleted"
     r = request(port, "GET", "/?done=deleted", headers={"Cookie": cookie})
-    assert "The message was deleted." in r.text and "2 messages match" in r.text
+    assert "The message was deleted." in r.text and matching(HELD - 1) in r.text
     # the virus plugin's and the spam plugin's catches, apart
-    r = request(port, "GET", "/?plugin=virus", headers={"Cookie": cookie})
-    assert "1 message match" in r.text and "infected@example.com" in r.text
-    assert "spammer@example.com" not in r.text
+    if VIRUS:
+        r = request(port, "GET", "/?plugin=virus", headers={"Cookie": cookie})
+        assert "1 message match" in r.text and "infected@example.com" in r.text
+        assert "spammer@example.com" not in r.text
     r = request(port, "GET", "/?status=deleted", headers={"Cookie": cookie})
     assert "1 message match" in r.text and "evil@example.org" in r.text
     # deleted is deleted: a second delete or a release does nothing
@@ -271,7 +285,7 @@ def test_slow_release_blocks_nobody(console, fake):
     and two releases of one message racing each other send it once."""
     port = console.console_port
     cookie = session_of(login(port))
-    page = wait_listed(port, cookie, 3)
+    page = wait_listed(port, cookie, HELD)
     msg_id = re.search(r'href="/msg\?id=(\d+)">[^<]*</a></td><td>spammer@', page.text).group(1)
     view = request(port, "GET", "/msg?id=" + msg_id, headers={"Cookie": cookie})
     csrf = re.search(r'name="csrf" value="([0-9a-f]{64})"', view.text).group(1)
@@ -482,7 +496,7 @@ class Browser:
 def test_chromium_login_search_view_release(console, fake, tmp_path):
     port = console.console_port
     base = "http://127.0.0.1:%d" % port
-    wait_listed(port, session_of(login(port)), 3)
+    wait_listed(port, session_of(login(port)), HELD)
     b = Browser(str(tmp_path))
     try:
         b.go(base + "/")
@@ -499,9 +513,9 @@ def test_chromium_login_search_view_release(console, fake, tmp_path):
               "document.querySelector('form[action=\"/login\"]').submit()" % json.dumps(PASSWORD))
         text = b.text()
         assert "Quarantined messages" in text, text
-        assert "3 messages match" in text, text
+        assert matching(HELD) in text, text
         assert "spammer@example.com" in text and "evil@example.org" in text
-        assert "infected@example.com" in text
+        assert ("infected@example.com" in text) == VIRUS
         assert "Sign out admin" in text and "Live dashboard" in text
         assert b.js("document.querySelector('nav a[href=\"http://127.0.0.1:%d/\"]') !== null"
                     % console.stats_port)
@@ -561,7 +575,7 @@ def test_chromium_login_search_view_release(console, fake, tmp_path):
         # the list of held messages no longer has it
         b.go(base + "/")
         text = b.text()
-        assert "2 messages match" in text and "spammer@example.com" not in text
+        assert matching(HELD - 1) in text and "spammer@example.com" not in text
         b.shot("6-after")
         # sign out: back to the form, and the old session is gone
         b.act("document.querySelector('form[action=\"/logout\"] button').click()")
