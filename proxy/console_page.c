@@ -188,9 +188,12 @@ int console_page_list(buf_t *b, const struct console_page_ctx *ctx,
     size_t first = (page - 1) * per;
     if (total == 0) {
         P("<p id=\"count\">No message matches.</p>\n");
+    } else if (n == 0) {
+        buf_printf(b, "<p id=\"count\">%zu message%s match; none on this page.</p>\n", total,
+                   total == 1 ? "" : "s");
     } else {
         buf_printf(b, "<p id=\"count\">%zu message%s match; showing %zu to %zu.</p>\n", total,
-                   total == 1 ? "" : "s", n ? first + 1 : 0, first + n);
+                   total == 1 ? "" : "s", first + 1, first + n);
     }
     if (n) {
         P("<table><caption>Matching messages, newest first</caption><thead><tr>"

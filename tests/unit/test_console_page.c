@@ -135,6 +135,12 @@ static void test_list_page(void **state)
     buf_append(&b, "", 1);
     assert_non_null(strstr(b.ptr, "No message matches."));
     buf_free(&b);
+    s.page = 9; /* past the end */
+    assert_int_equal(console_page_list(&b, &ctx, &s, NULL, 0, 7), 0);
+    buf_append(&b, "", 1);
+    assert_non_null(strstr(b.ptr, "7 messages match; none on this page."));
+    assert_non_null(strstr(b.ptr, "Previous page"));
+    buf_free(&b);
 }
 
 static void test_login_page(void **state)
