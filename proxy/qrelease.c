@@ -102,15 +102,32 @@ static int qr__cmd(struct qr_conn *c, const char *line)
     return qr__reply(c);
 }
 
-/* Send the file after its X-Sluice-* head, dot-stuffed, CRLF lines. */
+/* One byte of the message into out: dot-stuffed, bare LF made CRLF. */
+static void qr__emit(buf_t *out, char ch, bool *bol, char *prev)
+{
+    if (*bol && ch == '.')
+        buf_append(out, ".", 1);
+    if (ch == '\n' && *prev != '\r')
+        buf_append(out, "\r", 1);
+    buf_append(out, &ch, 1);
+    *prev = ch;
+    *bol = ch == '\n';
+}
+
+/* Send the file after its head, dot-stuffed, CRLF lines. The head is what
+ * qstore_parse_head() reads: quar.c's X-Sluice-* lines up to and including
+ * X-Sluice-Decision (in files of older versions, without one, every
+ * leading X-Sluice-* line). X-Sluice-* fields after it are the message's
+ * own and go with it. */
 static int qr__data(struct qr_conn *c, int fd)
 {
+    static const char decision[] = "X-Sluice-Decision:";
     buf_t out = BUF_INIT;
     char blk[65536];
-    bool bol = true, in_head = true;
-    char prev = 0; /* the last byte sent, across blocks */
-    char line_start[9];
-    size_t lsn = 0; /* bytes of the current line seen, up to 9, for the head test */
+    bool bol = true, in_head = true, head_line = false, last_head = false;
+    char prev = 0;                  /* the last byte sent, across blocks */
+    char hold[sizeof decision - 1]; /* the current head line's first bytes */
+    size_t nh = 0;
     int ret = 0;
     ssize_t r;
     while ((r = read(fd, blk, sizeof blk)) != 0) {
@@ -122,45 +139,35 @@ static int qr__data(struct qr_conn *c, int fd)
         }
         for (ssize_t i = 0; i < r; i++) {
             char ch = blk[i];
-            if (in_head) {
-                /* decide per line whether it is one of sluice's lines */
-                if (bol)
-                    lsn = 0;
-                if (lsn < 9) {
-                    line_start[lsn++] = ch;
-                    bol = false;
-                    if (lsn == 9 || ch == '\n') {
-                        if (lsn != 9 || strncasecmp(line_start, "X-Sluice-", 9) != 0) {
-                            in_head = false;
-                            /* replay what was held back as the message's start */
-                            for (size_t k = 0; k < lsn; k++) {
-                                char b = line_start[k];
-                                if (k == 0 && b == '.')
-                                    buf_append(&out, ".", 1);
-                                if (b == '\n' && prev != '\r')
-                                    buf_append(&out, "\r", 1);
-                                buf_append(&out, &b, 1);
-                                prev = b;
-                            }
-                            bol = ch == '\n';
-                            continue;
-                        }
-                    }
-                    if (ch == '\n')
-                        bol = true;
-                    continue;
-                }
-                if (ch == '\n')
-                    bol = true;
-                continue; /* the rest of an X-Sluice-* line */
+            if (!in_head) {
+                qr__emit(&out, ch, &bol, &prev);
+                continue;
             }
-            if (bol && ch == '.')
-                buf_append(&out, ".", 1);
-            if (ch == '\n' && prev != '\r')
-                buf_append(&out, "\r", 1);
-            buf_append(&out, &ch, 1);
-            prev = ch;
-            bol = ch == '\n';
+            if (head_line) { /* one of ours: dropped; the decision line is the last */
+                if (nh < sizeof hold) {
+                    hold[nh++] = ch;
+                    if (nh == sizeof hold)
+                        last_head = strncasecmp(hold, decision, sizeof hold) == 0;
+                }
+                if (ch == '\n') {
+                    head_line = false;
+                    nh = 0;
+                    in_head = !last_head;
+                }
+                continue;
+            }
+            hold[nh++] = ch;
+            if (nh < 9 && ch != '\n')
+                continue; /* not yet known whose line this is */
+            if (nh == 9 && strncasecmp(hold, "X-Sluice-", 9) == 0) {
+                head_line = true;
+                continue;
+            }
+            /* the message starts with this line: what was held first */
+            in_head = false;
+            for (size_t k = 0; k < nh; k++)
+                qr__emit(&out, hold[k], &bol, &prev);
+            nh = 0;
         }
         if (out.len >= 65536) {
             if (qr__write(c, out.ptr, out.len) != 0) {
@@ -170,14 +177,9 @@ static int qr__data(struct qr_conn *c, int fd)
             buf_reset(&out);
         }
     }
-    if (ret == 0 && in_head && !bol && lsn > 0 && lsn < 9) {
-        /* a message shorter than one X-Sluice- prefix, without a line end */
-        for (size_t k = 0; k < lsn; k++) {
-            if (k == 0 && line_start[0] == '.')
-                buf_append(&out, ".", 1);
-            buf_append(&out, &line_start[k], 1);
-        }
-    }
+    if (ret == 0 && in_head && !head_line)
+        for (size_t k = 0; k < nh; k++) /* a message shorter than the prefix */
+            qr__emit(&out, hold[k], &bol, &prev);
     if (ret == 0) {
         if (!bol)
             buf_puts(&out, "\r\n");

@@ -722,14 +722,18 @@ long qstore_parse_head(const char *buf, size_t len, struct qstore_msg *m)
             }
             free(tmp);
         } else if (nl_name == 22 && strncasecmp(line, "X-Sluice-Envelope-From", 22) == 0) {
-            free(m->sender);
-            m->sender = qstore__angle(v, vl);
+            if (!m->sender) /* quar.c writes one */
+                m->sender = qstore__angle(v, vl);
         } else if (nl_name == 20 && strncasecmp(line, "X-Sluice-Envelope-To", 20) == 0) {
             m->rcpts = xgrow(m->rcpts, &cap, m->nrcpts + 1, sizeof *m->rcpts, 4);
             m->rcpts[m->nrcpts++] = qstore__angle(v, vl);
         } else if (nl_name == 17 && strncasecmp(line, "X-Sluice-Decision", 17) == 0) {
-            free(m->record);
+            /* quar.c's last line: what follows is the message, whose own
+             * X-Sluice-* fields (a client writes what it likes) are not
+             * envelope */
             m->record = xstrndup(v, vl);
+            pos = (size_t)(nl - buf) + 1;
+            break;
         }
         pos = (size_t)(nl - buf) + 1;
     }

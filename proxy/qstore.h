@@ -157,7 +157,10 @@ int qstore_counts(struct qstore *qs, struct qstore_counts *out);
 
 /* Parse the X-Sluice-* head of a quarantine file (the lines quar.c writes
  * before the message) into m (sid, client_addr, sender, rcpts, plugin,
- * reason, score, symbols, record). Pure: used by reindex and unit tests.
+ * reason, score, symbols, record). The head ends after its
+ * X-Sluice-Decision line (files of older versions, without one, at the
+ * first other line): X-Sluice-* fields of the message are the message's.
+ * Pure: used by reindex and unit tests.
  * Returns the length of the head (where the message starts), or -1 if
  * this is not a quarantine file. */
 long qstore_parse_head(const char *buf, size_t len, struct qstore_msg *m);

@@ -305,6 +305,39 @@ def test_index_failure_keeps_the_message(postfix, sluice_factory, tmp_path):
     assert raw.endswith(b"\n.leading dot\n..two dots\n.\nlast\n"), raw[-200:]
 
 
+def test_message_own_xsluice_headers_are_not_the_envelope(postfix, sluice_factory, tmp_path):
+    """A message that starts with X-Sluice-* header fields of its own: after
+    the index is rebuilt from the file they do not add recipients or change
+    the sender (a client could have the quarantine relay to anyone), and a
+    release delivers them as part of the message, to the real recipient
+    only."""
+    s = start(sluice_factory, postfix, tmp_path)
+    os.mkdir(os.path.join(s.qdir, "index.db"))  # the index write fails: reindex later
+    own = (b"X-Sluice-Envelope-To: <evil@example.net>\r\n"
+           b"X-Sluice-Envelope-From: <spoof@example.com>\r\n"
+           b"X-Sluice-Decision: {\"plugin\":\"none\"}\r\n")
+    send(s, "real@example.com", ["y@example.net"], own + SPAMMY)
+    assert s.wait_log(r"quarantine index: cannot add", timeout=10), s.output()
+    os.rmdir(os.path.join(s.qdir, "index.db"))
+    assert qcli(s, "reindex").returncode == 0
+    got = listing(s)
+    assert got["total"] == 1, got
+    m = got["messages"][0]
+    assert m["sender"] == "real@example.com" and m["rcpts"] == ["y@example.net"], m
+    assert m["plugin"] == "spam", m
+    before = postfix.mail_files()
+    r = qcli(s, "release", str(m["id"]))
+    assert r.returncode == 0, r
+    f = postfix.wait_mail(1, before=before)
+    assert len(f) == 1, f
+    raw = open(f[0], "rb").read()
+    assert b"X-Sluice-Envelope-To: <evil@example.net>" in raw, raw[:600]
+    assert b"Delivered-To: y@example.net" in raw, raw[:600]
+    assert b"Return-Path: <real@example.com>" in raw, raw[:600]
+    time.sleep(1)
+    assert len(postfix.mail_files()) == len(before) + 1  # nothing to evil@
+
+
 def test_release_failures_keep_or_hold_the_row(fake, sluice_factory, tmp_path):
     """Against a scripted MTA: a refusal or a temporary failure after the
     data leaves the message held (exit 5, the MTA's reply shown); no reply

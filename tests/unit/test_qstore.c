@@ -324,6 +324,30 @@ static void test_parse_head(void **state)
     }
 }
 
+/* The head ends with sluice's X-Sluice-Decision line: X-Sluice-* fields
+ * of the message's own are message, not envelope. */
+static void test_parse_head_ends_at_decision(void **state)
+{
+    (void)state;
+    static const char file[] = "X-Sluice-Quarantine: sid=7 client=192.0.2.1\r\n"
+                               "X-Sluice-Envelope-From: <real@example.com>\r\n"
+                               "X-Sluice-Envelope-To: <y@example.net>\r\n"
+                               "X-Sluice-Decision: {\"plugin\":\"spam\"}\r\n"
+                               "X-Sluice-Envelope-To: <evil@example.net>\r\n"
+                               "X-Sluice-Envelope-From: <spoof@example.com>\r\n"
+                               "X-Sluice-Decision: {\"plugin\":\"none\"}\r\n"
+                               "Subject: hi\r\n\r\nbody\r\n";
+    struct qstore_msg m;
+    long n = qstore_parse_head(file, sizeof file - 1, &m);
+    assert_true(n > 0);
+    assert_memory_equal(file + n, "X-Sluice-Envelope-To: <evil", 27);
+    assert_string_equal(m.sender, "real@example.com");
+    assert_int_equal(m.nrcpts, 1);
+    assert_string_equal(m.rcpts[0], "y@example.net");
+    assert_string_equal(m.plugin, "spam");
+    qstore_msg_free(&m);
+}
+
 static void test_reindex(void **state)
 {
     (void)state;
@@ -448,6 +472,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expire_age_size_history, setup, teardown),
         cmocka_unit_test(test_parse_head),
+        cmocka_unit_test(test_parse_head_ends_at_decision),
         cmocka_unit_test_setup_teardown(test_reindex, setup, teardown),
         cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_writers_and_racing_claims, setup, teardown),
