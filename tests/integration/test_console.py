@@ -74,8 +74,8 @@ def sha512_crypt(password):
                           timeout=10).stdout.strip()
 
 
-@pytest.fixture
-def console(sluice_factory, fake, tmp_path):
+def start_console(sluice_factory, upstream_port, tmp_path, virus=VIRUS):
+    """sluice with the console, the spam (and virus) plugin quarantining."""
     users = tmp_path / "console-users"
     users.write_text("# quarantine admins\nadmin:%s\n" % sha512_crypt(PASSWORD))
     os.chmod(users, 0o600)
@@ -85,18 +85,24 @@ def console(sluice_factory, fake, tmp_path):
     stats_port = harness.free_port()
     instances = [("spam", SPAM_SO, {"rules": RULES, "quarantine_threshold": "1",
                                     "reject_threshold": "100"})]
-    if VIRUS:
+    if virus:
         instances.insert(0, ("virus", VIRUS_SO, {"database": make_db(tmp_path / "db"),
                                                  "action": "quarantine"}))
     sections = plugkit.chain_sections(*instances)
     sections["console"] = {"listen": "127.0.0.1:%d" % port, "users": str(users),
                            "login_max_failures": "4", "login_failure_window": "10m"}
-    s = sluice_factory(fake.port, extra_sections=sections, server={"quarantine_dir": str(qdir)},
+    s = sluice_factory(upstream_port, extra_sections=sections, server={"quarantine_dir": str(qdir)},
                        stats={"listen": "127.0.0.1:%d" % stats_port},
-                       env=LSAN_ENV if VIRUS else None)
+                       env=LSAN_ENV if virus else None)
     assert s.wait_log(r"console: listening on 127\.0\.0\.1:%d" % port, 10), s.output()
     s.console_port = port
     s.stats_port = stats_port
+    return s
+
+
+@pytest.fixture
+def console(sluice_factory, fake, tmp_path):
+    s = start_console(sluice_factory, fake.port, tmp_path)
     for sender, rcpts, body in (("spammer@example.com", ["victim@example.net",
                                                          "other@example.net"], SPAMMY),
                                 ("evil@example.org", ["victim@example.net"], HOSTILE),
@@ -318,6 +324,42 @@ def test_slow_release_blocks_nobody(console, fake):
     assert len(fake.wait_messages(1)) == 1
     time.sleep(0.3)
     assert len(fake.messages) == 1
+
+
+def test_release_through_postfix(postfix, sluice_factory, tmp_path):
+    """Released from the console, the message reaches a real Postfix once
+    per recipient with its original envelope (Return-Path, Delivered-To)."""
+    s = start_console(sluice_factory, postfix.port, tmp_path, virus=False)
+    port = s.console_port
+    before = postfix.mail_files()
+    d = plugkit.send(s.port, mail_from="spammer@example.com",
+                     rcpts=["victim@example.net", "other@example.net"], body=SPAMMY)
+    assert d["eod"].code == 250, d
+    cookie = session_of(login(port))
+    page = wait_listed(port, cookie, 1)
+    time.sleep(0.3)
+    assert postfix.mail_files() == before  # held, not delivered
+    msg_id = re.search(r'href="/msg\?id=(\d+)"', page.text).group(1)
+    view = request(port, "GET", "/msg?id=" + msg_id, headers={"Cookie": cookie})
+    csrf = re.search(r'name="csrf" value="([0-9a-f]{64})"', view.text).group(1)
+    for want in ("released", "notheld"):
+        r = request(port, "POST", "/release", {"id": msg_id, "csrf": csrf},
+                    headers={"Cookie": cookie})
+        assert r.status == 303 and r.getheader("Location").endswith("done=" + want), \
+            (r.getheader("Location"), postfix.log_tail())
+    files = postfix.wait_mail(2, before=before)
+    assert len(files) == 2, postfix.log_tail()
+    seen = set()
+    for f in files:
+        raw = open(f, "rb").read()
+        assert b"Return-Path: <spammer@example.com>" in raw, raw[:400]
+        seen.add(re.search(rb"Delivered-To: (\S+)", raw).group(1).decode())
+        assert b"X-Sluice-" not in raw and b"URGENT: YOUR ACCOUNT" in raw
+    assert seen == {"victim@example.net", "other@example.net"}
+    view = request(port, "GET", "/msg?id=" + msg_id, headers={"Cookie": cookie})
+    assert re.search(r'id="status">released at [^<]*250 ', view.text), view.text
+    time.sleep(1.0)
+    assert len([p for p in postfix.mail_files() if p not in before]) == 2
 
 
 def test_check_names_console_problems(tmp_path):
