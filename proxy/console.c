@@ -229,9 +229,11 @@ static void console__ctx(struct console_page_ctx *ctx, const struct console__who
     ctx->dashboard_url = g_dashboard[0] ? g_dashboard : NULL;
 }
 
+/* The index, created when nothing was ever held (a fresh install shows an
+ * empty list, not an error); we run as the service user, as quar.c does. */
 static struct qstore *console__store(char *err, size_t errlen)
 {
-    struct qstore *qs = qstore_open(g_qdir, false, err, errlen);
+    struct qstore *qs = qstore_open(g_qdir, true, err, errlen);
     if (!qs)
         log_warn("console: quarantine index in %s: %s", g_qdir, err);
     return qs;

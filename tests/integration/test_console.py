@@ -153,6 +153,16 @@ def wait_listed(port, cookie, n, timeout=10.0):
         time.sleep(0.1)
 
 
+def test_empty_quarantine(sluice_factory, fake, tmp_path):
+    """Nothing held yet (no index): an empty list, not an error."""
+    s = start_console(sluice_factory, fake.port, tmp_path, virus=False)
+    cookie = session_of(login(s.console_port))
+    r = request(s.console_port, "GET", "/", headers={"Cookie": cookie})
+    assert r.status == 200 and "No message matches." in r.text, r.text
+    r = request(s.console_port, "GET", "/msg?id=7", headers={"Cookie": cookie})
+    assert r.status == 404 and "No such message." in r.text
+
+
 def test_refusals_over_http(console, fake):
     port = console.console_port
     # no session: pages send to the sign-in form, state changes are refused
