@@ -204,6 +204,16 @@ class PrivatePostfix:
         except OSError:
             return "<no maillog>"
 
+    def wait_log(self, text, timeout=5.0, n=200):
+        """The log's last n lines once they hold `text` (Postfix's postlogd
+        writes the file a moment after the SMTP reply), else what is there."""
+        deadline = time.monotonic() + timeout
+        while True:
+            tail = self.log_tail(n)
+            if text in tail or time.monotonic() > deadline:
+                return tail
+            time.sleep(0.05)
+
     def mail_files(self):
         return sorted(glob.glob(os.path.join(self.maildir, "new", "*")))
 

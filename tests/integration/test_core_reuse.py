@@ -74,7 +74,7 @@ def test_xclient_identity_never_passes_to_the_next_client(pf, sluice_factory, re
     time.sleep(0.3)  # a pooled connection would be idle now
     rc = one(front.port, "127.0.0.3", "outsider.test", "victim@outside.example", "b")
     assert rc[0] == 554, (rc, pf.log_tail(30))
-    assert "Relay access denied" in pf.log_tail(30)
+    assert "Relay access denied" in pf.wait_log("Relay access denied")
     ev = events(stats)
     assert ev["reused"] == 0 and ev["opened"] == 2, ev
     if reuse != "0":
