@@ -41,7 +41,8 @@ struct state_mem__ent {
 
 struct state_mem {
     struct state_mem__ent **bucket;
-    size_t nbuckets; /* power of two */
+    size_t nbuckets;    /* power of two, about the number of entries */
+    size_t max_buckets; /* what max_entries needs (at most 2^22) */
     struct state_mem__ent *head, *tail;
     size_t n, max_entries, bytes, max_bytes;
     size_t sweep_pos; /* next bucket the sweep looks at */
@@ -114,11 +115,35 @@ struct state_mem *state_mem_new(size_t max_entries, size_t max_bytes, const uint
     m->max_entries = max_entries;
     m->max_bytes = max_bytes;
     memcpy(m->seed, seed, sizeof m->seed);
-    m->nbuckets = 16;
-    while (m->nbuckets < max_entries && m->nbuckets < ((size_t)1 << 22))
-        m->nbuckets <<= 1;
+    m->max_buckets = 16;
+    while (m->max_buckets < max_entries && m->max_buckets < ((size_t)1 << 22))
+        m->max_buckets <<= 1;
+    /* The array grows with the entries (state_mem__grow): the default
+     * bound of a million keys would otherwise cost 8 MB up front, and the
+     * sweep would read all of it every second however few keys there are. */
+    m->nbuckets = m->max_buckets < 1024 ? m->max_buckets : 1024;
     m->bucket = xcalloc(m->nbuckets, sizeof *m->bucket);
     return m;
+}
+
+/* Twice the buckets, every entry rehashed into them: O(n) once per
+ * doubling, so O(1) amortised per insert. The load stays at most one. */
+static void state_mem__grow(struct state_mem *m)
+{
+    size_t nb = m->nbuckets * 2;
+    struct state_mem__ent **b = xcalloc(nb, sizeof *b);
+    for (size_t i = 0; i < m->nbuckets; i++) {
+        for (struct state_mem__ent *e = m->bucket[i], *next; e; e = next) {
+            next = e->hnext;
+            size_t k = e->hash & (nb - 1);
+            e->hnext = b[k];
+            b[k] = e;
+        }
+    }
+    free(m->bucket);
+    m->bucket = b;
+    m->nbuckets = nb;
+    m->sweep_pos &= nb - 1;
 }
 
 static void state_mem__free_value(struct state_mem__ent *e)
@@ -219,6 +244,8 @@ static struct state_mem__ent *state_mem__insert(struct state_mem *m, const char 
     state_mem__lru_front(m, e);
     m->n++;
     state_mem__account(m, e, sizeof *e + klen + 1);
+    if (m->n > m->nbuckets && m->nbuckets < m->max_buckets)
+        state_mem__grow(m);
     return e;
 }
 
@@ -475,6 +502,8 @@ int state_mem_mincr(struct state_mem *m, const char *const *keys, const int64_t 
 size_t state_mem_sweep(struct state_mem *m, uint64_t now_ms, size_t budget)
 {
     size_t dropped = 0, looked = 0;
+    if (m->n == 0)
+        return 0;
     for (size_t nb = 0; nb < m->nbuckets && looked < budget; nb++) {
         size_t b = m->sweep_pos;
         m->sweep_pos = (m->sweep_pos + 1) & (m->nbuckets - 1);
