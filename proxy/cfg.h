@@ -167,12 +167,12 @@ struct cfg {
     int log_format;               /* enum log_format: text (default) or json */
     char *plugin_dir;             /* bundled plugin directory override */
     char *quarantine_dir;         /* for QUARANTINE verdicts */
-    unsigned quarantine_max_age_ms;  /* expire held mail older than this; 0: never */
-    uint64_t quarantine_max_size;    /* expire the oldest past these bytes; 0: no limit */
-    unsigned quarantine_sweep_ms;    /* how often the sweep runs; 0: 60 s */
-    struct cfg_auth auth;         /* auth, auth_socket, ...: defaults of every listener */
-    unsigned auth_ip_max_failures; /* failed AUTHs per client address per window (10; 0 off) */
-    unsigned auth_ip_window_ms;    /* that window (10 min) */
+    unsigned quarantine_max_age_ms; /* expire held mail older than this; 0: never */
+    uint64_t quarantine_max_size;   /* expire the oldest past these bytes; 0: no limit */
+    unsigned quarantine_sweep_ms;   /* how often the sweep runs; 0: 60 s */
+    struct cfg_auth auth;           /* auth, auth_socket, ...: defaults of every listener */
+    unsigned auth_ip_max_failures;  /* failed AUTHs per client address per window (10; 0 off) */
+    unsigned auth_ip_window_ms;     /* that window (10 min) */
 
     /* [upstream] */
     struct cfg_addr upstream[CFG_MAX_UPSTREAM];
@@ -213,9 +213,9 @@ struct cfg {
     char *stats_token_file;       /* file holding the bearer token, or NULL (no token) */
 
     /* [console]: the quarantine console (console.h); read at start only */
-    char console_listen[300];     /* "" (default): off; "127.0.0.1:8026" */
-    char *console_users;          /* password file (name:HASH lines); needed with listen */
-    char *console_allowed_hosts;  /* extra Host names, or NULL */
+    char console_listen[300];            /* "" (default): off; "127.0.0.1:8026" */
+    char *console_users;                 /* password file (name:HASH lines); needed with listen */
+    char *console_allowed_hosts;         /* extra Host names, or NULL */
     unsigned console_session_timeout_ms; /* idle session end; 0: 30 min */
     unsigned console_login_max_failures; /* per client address per window; 0: 5 */
     unsigned console_login_window_ms;    /* 0: 15 min */

@@ -13,7 +13,7 @@
 
 const char *const cfg_keys_sec_names[] = {
     [SEC_SERVER] = "server", [SEC_UPSTREAM] = "upstream", [SEC_STATS] = "stats",
-    [SEC_CHAIN] = "chain",   [SEC_STATE] = "state",   [SEC_CONSOLE] = "console",
+    [SEC_CHAIN] = "chain",   [SEC_STATE] = "state",       [SEC_CONSOLE] = "console",
 };
 
 static const char *const cfg_keys__long_lines[] = {"reject", "pass", NULL};
@@ -95,8 +95,8 @@ const struct cfg_key cfg_keys[CFG_KEYS_N] = {
     /* quarantine limits and the expiry sweep (server.c, qstore.h); 0: none */
     {SEC_SERVER, "quarantine_max_age", T_MS, O(quarantine_max_age_ms), 0, 0, 1190 * HOUR, NULL, 0},
     {SEC_SERVER, "quarantine_max_size", T_U64, O(quarantine_max_size), 0, 0, 1024 * GIB, NULL, 0},
-    {SEC_SERVER, "quarantine_sweep_interval", T_MS, O(quarantine_sweep_ms), 0, SEC, 24 * HOUR,
-     NULL, 0},
+    {SEC_SERVER, "quarantine_sweep_interval", T_MS, O(quarantine_sweep_ms), 0, SEC, 24 * HOUR, NULL,
+     0},
     /* SMTP AUTH: the same keys in [server] (defaults) and [listener NAME] */
     {SEC_SERVER, "auth", T_ENUM, O(auth.mode), 0, 0, 0, cfg_keys__auth, 0},
     {SEC_SERVER, "auth_socket", T_STR, O(auth.socket), 0, 0, 0, NULL, F_PRINTABLE},

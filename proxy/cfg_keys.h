@@ -19,7 +19,7 @@ enum cfg_keys_sec {
     SEC_STATS,
     SEC_CHAIN,
     SEC_CONSOLE, /* before SEC_STATE: cfg.c looks up SEC_SERVER..SEC_STATE */
-    SEC_STATE, /* the last fixed-name section (cfg.c looks them up in order) */
+    SEC_STATE,   /* the last fixed-name section (cfg.c looks them up in order) */
     SEC_PLUGIN,
     SEC_LISTENER,
     SEC_BAD
@@ -56,7 +56,7 @@ struct cfg_key {
 
 extern const char *const cfg_keys_sec_names[];
 /* [server], [upstream], [stats] and [chain]; offsets into struct cfg. */
-#define CFG_KEYS_N 96
+#define CFG_KEYS_N 95
 extern const struct cfg_key cfg_keys[CFG_KEYS_N];
 /* The keys of a [plugin NAME] section that the host uses; offsets into
  * struct cfg_plugin. Every other key there belongs to the plugin. */

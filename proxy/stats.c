@@ -563,12 +563,19 @@ static const char *const core_names[] = {
 };
 
 /* Core families added later (kept apart so the list above stays as it is). */
-static const char *const core_names_more[] = {
-    "sluice_dns_requests_total",     "sluice_state_keys",         "sluice_state_bytes",
-    "sluice_state_operations_total", "sluice_state_errors_total", "sluice_state_evictions_total",
-    "sluice_state_expirations_total", "sluice_state_redis_up", "sluice_state_redis_reconnects_total",
-    "sluice_quarantine_messages", "sluice_quarantine_bytes", "sluice_quarantine_events_total",
-    "sluice_quarantine_event_bytes_total"};
+static const char *const core_names_more[] = {"sluice_dns_requests_total",
+                                              "sluice_state_keys",
+                                              "sluice_state_bytes",
+                                              "sluice_state_operations_total",
+                                              "sluice_state_errors_total",
+                                              "sluice_state_evictions_total",
+                                              "sluice_state_expirations_total",
+                                              "sluice_state_redis_up",
+                                              "sluice_state_redis_reconnects_total",
+                                              "sluice_quarantine_messages",
+                                              "sluice_quarantine_bytes",
+                                              "sluice_quarantine_events_total",
+                                              "sluice_quarantine_event_bytes_total"};
 
 bool stats__name_reserved(const char *full)
 {

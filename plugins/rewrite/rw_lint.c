@@ -174,12 +174,17 @@ static int rw_lint__test(struct rw_ruleset *rs, const char *msgfile, struct rw_e
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"test", required_argument, NULL, 't'},   {"from", required_argument, NULL, 'f'},
-        {"rcpt", required_argument, NULL, 'r'},   {"ip", required_argument, NULL, 'i'},
-        {"auth", no_argument, NULL, 'a'},         {"symbol", required_argument, NULL, 'S'},
-        {"score", required_argument, NULL, 's'},  {"srs-secret", required_argument, NULL, 'k'},
+        {"test", required_argument, NULL, 't'},
+        {"from", required_argument, NULL, 'f'},
+        {"rcpt", required_argument, NULL, 'r'},
+        {"ip", required_argument, NULL, 'i'},
+        {"auth", no_argument, NULL, 'a'},
+        {"symbol", required_argument, NULL, 'S'},
+        {"score", required_argument, NULL, 's'},
+        {"srs-secret", required_argument, NULL, 'k'},
         {"srs-separator", required_argument, NULL, 'e'},
-        {"quiet", no_argument, NULL, 'q'},        {"help", no_argument, NULL, 'h'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *test = NULL, *from = "", *ip = "127.0.0.1", *secret = NULL, *sep = "=";
@@ -204,7 +209,9 @@ int main(int argc, char **argv)
             break;
         case 's': lc.score = strtod(optarg, NULL); break;
         case 'k': secret = optarg; break;
-        case 'e': sep = optarg; break;
+        case 'e':
+            sep = optarg;
+            break;
         case 'q': quiet = 1; break;
         case 'h': rw_lint__usage(stdout); return 0;
         default: rw_lint__usage(stderr); return 2;

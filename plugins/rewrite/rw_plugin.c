@@ -136,7 +136,8 @@ static int rw__secret(struct rw_inst *ri)
     if (!s && !f)
         return 0;
     /* an unusable srs_separator was reported by the key loader already */
-    int sep = ri->conf.srs_separator >= 0 && ri->conf.srs_separator < 3 ? ri->conf.srs_separator : 0;
+    int sep =
+        ri->conf.srs_separator >= 0 && ri->conf.srs_separator < 3 ? ri->conf.srs_separator : 0;
     struct rw_srs *k = rw_srs_new(rw__separators[sep][0], ri->conf.srs_max_age);
     if (s) {
         const char *why = NULL;
@@ -150,7 +151,8 @@ static int rw__secret(struct rw_inst *ri)
     }
     FILE *fp = fopen(f, "r");
     if (!fp) {
-        sluice_api->config_error(ri->inst, "srs_secret_file", "cannot read %s: %s", f, strerror(errno));
+        sluice_api->config_error(ri->inst, "srs_secret_file", "cannot read %s: %s", f,
+                                 strerror(errno));
         rw_srs_free(k);
         return -1;
     }

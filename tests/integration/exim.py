@@ -238,7 +238,20 @@ class PrivateExim:
             return ""
 
     def log_tail(self, n=60):
-        return "".join(self.log().splitlines(True)[-n:]) or "<no mainlog>"
+        """The mainlog's last lines, and the panic log and the spool's
+        queue when they say something (a delivery that never happened
+        leaves its reason there, not in the mainlog)."""
+        out = "".join(self.log().splitlines(True)[-n:]) or "<no mainlog>"
+        try:
+            with open(os.path.join(self.base, "log", "paniclog"), errors="replace") as f:
+                out += "\n--- paniclog ---\n" + f.read()[-4000:]
+        except OSError:
+            pass
+        q = subprocess.run([EXIM_BIN, "-C", os.path.join(self.base, "exim.conf"), "-bp"], capture_output=True, text=True,
+                           timeout=10)
+        if q.stdout.strip() or q.stderr.strip():
+            out += "\n--- queue (exim -bp) ---\n" + q.stdout[-4000:] + q.stderr[-2000:]
+        return out
 
     def wait_log(self, needle, timeout=15.0):
         """The first mainlog line containing `needle`, or None."""

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "cfg.h"
+#include "cfg_keys.h"
 #include "log.h"
 
 static char tmpdir[PATH_MAX];
@@ -1004,9 +1005,20 @@ static void test_contrib_conf(void **state)
     buf_free(&err);
 }
 
+/* CFG_KEYS_N is the table's length exactly: one too many left a zeroed
+ * entry at the end, which the loader happened to skip. */
+static void test_key_table_has_no_empty_entry(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < CFG_KEYS_N; i++)
+        if (cfg_keys[i].name == NULL)
+            fail_msg("cfg_keys[%zu] is empty: CFG_KEYS_N is too large", i);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_key_table_has_no_empty_entry),
         cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
         cmocka_unit_test_setup_teardown(test_numeric_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_string_keys, setup, teardown),

@@ -629,8 +629,8 @@ struct sluice_host_api {
      * _bucket, _sum, _count, _info or _created is refused. At most
      * max_series series (1..1000) live at once. The same instance and name
      * again (a reload) returns the same gauge with its series, bounded by
-     * the new max_series: clear it to start afresh. NULL when refused, under --check, or when the host
-     * has 64 gauges. Create at init. */
+     * the new max_series: clear it to start afresh. NULL when refused, under --check, or when the
+     * host has 64 gauges. Create at init. */
     sluice_gauge *(*gauge_new)(sluice_instance *inst, const char *name, const char *help,
                                const char *label1, const char *label2, unsigned max_series);
     /* Set series (v1, v2) to value (label values are copied as printable
