@@ -112,17 +112,24 @@ static int64_t parse_time(const char *s)
 }
 
 /* Bytes a terminal must not interpret: controls and DEL as \xNN
- * (keeps \n and \t when `lines`). */
+ * (keeps \n and \t when `lines`), and the C1 controls U+0080..U+009F
+ * written in UTF-8 (C2 80..C2 9F: CSI, OSC, which terminals in UTF-8 mode
+ * act on) as \xc2\xNN. */
 static void put_visible(FILE *f, const char *s, size_t n, bool lines)
 {
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (lines && c == '\r' && i + 1 < n && s[i + 1] == '\n')
             continue; /* CRLF is a line end */
-        if ((c < 0x20 && !(lines && (c == '\n' || c == '\t'))) || c == 0x7f)
+        if (c == 0xc2 && i + 1 < n && (unsigned char)s[i + 1] >= 0x80 &&
+            (unsigned char)s[i + 1] <= 0x9f) {
+            fprintf(f, "\\xc2\\x%02x", (unsigned char)s[i + 1]);
+            i++;
+        } else if ((c < 0x20 && !(lines && (c == '\n' || c == '\t'))) || c == 0x7f) {
             fprintf(f, "\\x%02x", c);
-        else
+        } else {
             fputc(c, f);
+        }
     }
 }
 

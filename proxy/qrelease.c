@@ -102,16 +102,39 @@ static int qr__cmd(struct qr_conn *c, const char *line)
     return qr__reply(c);
 }
 
-/* One byte of the message into out: dot-stuffed, bare LF made CRLF. */
-static void qr__emit(buf_t *out, char ch, bool *bol, char *prev)
+/* The output side of qr__data: where the current line stands. */
+struct qr__lines {
+    bool bol; /* at the start of a line: a '.' there is doubled */
+    bool cr;  /* a CR was read and held back: CRLF, or a bare CR */
+};
+
+/* One byte of the message into out, as DATA must carry it: dot-stuffed,
+ * and every line end CRLF. A bare LF and a bare CR each become CRLF: a
+ * message taken in with BDAT (BINARYMIME) is stored byte for byte and may
+ * hold them, and an upstream that ends lines at a bare CR must not see
+ * "\r.\r\n" as the end of the data (SMTP smuggling). */
+static void qr__emit(buf_t *out, char ch, struct qr__lines *l)
 {
-    if (*bol && ch == '.')
+    if (l->cr) {
+        l->cr = false;
+        buf_append(out, "\r\n", 2);
+        l->bol = true;
+        if (ch == '\n')
+            return; /* that CRLF */
+    }
+    if (ch == '\r') {
+        l->cr = true;
+        return;
+    }
+    if (ch == '\n') {
+        buf_append(out, "\r\n", 2);
+        l->bol = true;
+        return;
+    }
+    if (l->bol && ch == '.')
         buf_append(out, ".", 1);
-    if (ch == '\n' && *prev != '\r')
-        buf_append(out, "\r", 1);
     buf_append(out, &ch, 1);
-    *prev = ch;
-    *bol = ch == '\n';
+    l->bol = false;
 }
 
 /* Send the file after its head, dot-stuffed, CRLF lines. The head is what
@@ -124,8 +147,8 @@ static int qr__data(struct qr_conn *c, int fd)
     static const char decision[] = "X-Sluice-Decision:";
     buf_t out = BUF_INIT;
     char blk[65536];
-    bool bol = true, in_head = true, head_line = false, last_head = false;
-    char prev = 0;                  /* the last byte sent, across blocks */
+    bool in_head = true, head_line = false, last_head = false;
+    struct qr__lines l = {.bol = true};
     char hold[sizeof decision - 1]; /* the current head line's first bytes */
     size_t nh = 0;
     int ret = 0;
@@ -140,7 +163,7 @@ static int qr__data(struct qr_conn *c, int fd)
         for (ssize_t i = 0; i < r; i++) {
             char ch = blk[i];
             if (!in_head) {
-                qr__emit(&out, ch, &bol, &prev);
+                qr__emit(&out, ch, &l);
                 continue;
             }
             if (head_line) { /* one of ours: dropped; the decision line is the last */
@@ -166,7 +189,7 @@ static int qr__data(struct qr_conn *c, int fd)
             /* the message starts with this line: what was held first */
             in_head = false;
             for (size_t k = 0; k < nh; k++)
-                qr__emit(&out, hold[k], &bol, &prev);
+                qr__emit(&out, hold[k], &l);
             nh = 0;
         }
         if (out.len >= 65536) {
@@ -179,9 +202,11 @@ static int qr__data(struct qr_conn *c, int fd)
     }
     if (ret == 0 && in_head && !head_line)
         for (size_t k = 0; k < nh; k++) /* a message shorter than the prefix */
-            qr__emit(&out, hold[k], &bol, &prev);
+            qr__emit(&out, hold[k], &l);
     if (ret == 0) {
-        if (!bol)
+        if (l.cr)
+            qr__emit(&out, '\n', &l); /* a CR at the very end: its line ends */
+        if (!l.bol)
             buf_puts(&out, "\r\n");
         buf_puts(&out, ".\r\n");
         if (qr__write(c, out.ptr, out.len) != 0)

@@ -88,10 +88,16 @@ struct qstore *qstore_open(const char *dir, bool create, char *err, size_t errle
     snprintf(path, sizeof path, "%s/%s", qs->dir, QSTORE_INDEX_NAME);
     int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOMUTEX;
     /* The index holds envelope data of other people's mail: 0600 like the
-     * bodies (SQLite creates files with 0644 & ~umask). */
-    mode_t old = umask(077);
+     * bodies. SQLite would create it 0644 & ~umask, and changing the
+     * process's umask here would race the other threads that open the
+     * index (the console's) or create files; so the file is made first,
+     * and SQLite gives its -wal and -shm files the database's mode. */
+    if (create) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd >= 0)
+            close(fd);
+    }
     int rc = sqlite3_open_v2(path, &qs->h, flags, NULL);
-    umask(old);
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "%s: %s", path, qs->h ? sqlite3_errmsg(qs->h) : "cannot open");
         qstore_close(qs);
@@ -714,7 +720,8 @@ long qstore_parse_head(const char *buf, size_t len, struct qstore_msg *m)
             first = false;
             /* sid=SID client=ADDR */
             char *tmp = xstrndup(v, vl);
-            for (char *tok = strtok(tmp, " "); tok; tok = strtok(NULL, " ")) {
+            char *save = NULL; /* strtok_r: the console parses heads on many threads */
+            for (char *tok = strtok_r(tmp, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
                 if (strncmp(tok, "sid=", 4) == 0 && !m->sid)
                     m->sid = xstrdup(tok + 4);
                 else if (strncmp(tok, "client=", 7) == 0 && !m->client_addr)

@@ -21,10 +21,14 @@
  * Rows that left `held` are kept as history (the metrics count them) until
  * qstore_expire drops them, max_age after their status time.
  * A crash between claim and settle leaves the row `releasing`: it is never
- * sent again by itself (the MTA may have the message). qstore_expire and
- * the CLI (`release --force`) turn a row releasing for more than
- * QSTORE_STUCK_SECS back to held (documented: at most one duplicate, only
- * after a crash, only when an admin asks).
+ * sent again by itself (the MTA may have the message), and the sweep
+ * leaves it and its file alone; only the CLI (`release --force`, after
+ * QSTORE_STUCK_SECS) sends it again (at most one duplicate, only after a
+ * crash, only when an admin asks). A crash between a row's update and its file's
+ * unlink (settle, delete, expire) leaves the file: reindex skips files
+ * whose name has a row, but once that row's history has expired it would
+ * index the file again as held, so an admin deletes such strays rather
+ * than reindexing them blindly.
  *
  * Threads: a struct qstore is one SQLite connection, used by one thread at
  * a time (open one per thread: the daemon's pool work, each console worker

@@ -48,10 +48,30 @@ static int quar__write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
+/* fsync a directory, so that a name made or removed in it survives a
+ * power failure. */
+static int quar__sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = fsync(fd) != 0 ? -errno : 0;
+    close(fd);
+    return rc;
+}
+
 static void quar__work(uv_work_t *w)
 {
     struct quar_req *q = w->data;
-    int fd = open(q->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    /* Written under a temporary name (not *.eml: reindex never takes a
+     * half-written file), fsynced, then linked to its name (link, unlike
+     * rename, refuses an existing name) and the directory fsynced: only
+     * then is the message on disk, and only then is the client told so. */
+    char tmp[sizeof q->dir + sizeof q->path + 8];
+    const char *base = strrchr(q->path, '/');
+    base = base ? base + 1 : q->path;
+    snprintf(tmp, sizeof tmp, "%s/.%s.tmp", q->dir, base);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {
         q->rc = -errno;
         return;
@@ -66,7 +86,17 @@ static void quar__work(uv_work_t *w)
         rc = -errno;
     if (close(fd) != 0 && rc == 0)
         rc = -errno;
-    if (rc != 0)
+    bool linked = false;
+    if (rc == 0) {
+        if (link(tmp, q->path) == 0)
+            linked = true;
+        else
+            rc = -errno; /* EEXIST: another message's file, left alone */
+    }
+    unlink(tmp);
+    if (rc == 0)
+        rc = quar__sync_dir(q->dir);
+    if (rc != 0 && linked)
         unlink(q->path);
     q->rc = rc;
     if (rc != 0)

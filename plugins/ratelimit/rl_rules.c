@@ -166,7 +166,8 @@ int rl_rules_parse(const char *text, size_t len, const char *file, struct rl_rul
             *hash = 0;
         char *w[8];
         size_t nw = 0;
-        for (char *s = strtok(buf, " \t\r"); s; s = strtok(NULL, " \t\r")) {
+        char *save = NULL; /* strtok_r: pure module, any thread */
+        for (char *s = strtok_r(buf, " \t\r", &save); s; s = strtok_r(NULL, " \t\r", &save)) {
             if (nw == sizeof w / sizeof w[0])
                 break;
             w[nw++] = s;

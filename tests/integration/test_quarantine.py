@@ -338,6 +338,29 @@ def test_message_own_xsluice_headers_are_not_the_envelope(postfix, sluice_factor
     assert len(postfix.mail_files()) == len(before) + 1  # nothing to evil@
 
 
+def test_release_normalises_bare_cr_and_lf(fake, sluice_factory, tmp_path):
+    """A held message stored byte for byte (BDAT BODY=BINARYMIME keeps bare
+    CR and LF) is released over DATA with every line end CRLF and every
+    line-leading dot doubled: a bare CR before a dot must not let an
+    upstream that ends lines at CR see the end of the data."""
+    s = start(sluice_factory, fake, tmp_path)
+    body = b"Subject: raw\r\n\r\nline\r.\rsmuggled\n.\nlf\r\n.\r\ncrlf\rend\r"
+    with open(os.path.join(s.qdir, "1700000000-00000001.eml"), "wb") as f:
+        f.write(b"X-Sluice-Quarantine: sid=00000001 client=192.0.2.1\r\n"
+                b"X-Sluice-Envelope-From: <a@example.com>\r\n"
+                b"X-Sluice-Envelope-To: <b@example.net>\r\n"
+                b"X-Sluice-Decision: {\"plugin\":\"spam\"}\r\n" + body)
+    os.chmod(os.path.join(s.qdir, "1700000000-00000001.eml"), 0o600)
+    assert qcli(s, "reindex").returncode == 0
+    mid = str(listing(s)["messages"][0]["id"])
+    r = qcli(s, "release", mid)
+    assert r.returncode == 0, r
+    msgs = fake.wait_messages(1)
+    assert len(msgs) == 1, msgs
+    assert msgs[0].raw == (b"Subject: raw\r\n\r\nline\r\n..\r\nsmuggled\r\n..\r\nlf\r\n"
+                           b"..\r\ncrlf\r\nend\r\n.\r\n"), msgs[0].raw
+
+
 def test_release_failures_keep_or_hold_the_row(fake, sluice_factory, tmp_path):
     """Against a scripted MTA: a refusal or a temporary failure after the
     data leaves the message held (exit 5, the MTA's reply shown); no reply
