@@ -19,6 +19,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -248,7 +250,7 @@ static enum MHD_Result console__login(struct MHD_Connection *c, const struct con
     char addr[INET6_ADDRSTRLEN + 8], user[CONSOLE_SESSION_USER] = "", pw[1025] = "";
     console__client(c, addr, sizeof addr);
     uint64_t now = console__now_ms();
-    uint64_t wait = console_auth_throttle_wait(g_throttle, addr, now);
+    uint64_t wait = console_auth_throttle_begin(g_throttle, addr, now);
     buf_t b = BUF_INIT;
     if (wait) {
         char retry[24];
@@ -264,7 +266,7 @@ static enum MHD_Result console__login(struct MHD_Connection *c, const struct con
                console_html_form_get(body, rq->body.len, "password", pw, sizeof pw) >= 0;
     bool ok = got && console_auth_verify(g_users, user, pw);
     explicit_bzero(pw, sizeof pw);
-    console_auth_throttle_note(g_throttle, addr, ok, now);
+    console_auth_throttle_end(g_throttle, addr, ok);
     if (!ok) {
         /* the name as typed goes to the log quoted by the logger's rules */
         char q[200];
@@ -573,8 +575,8 @@ static enum MHD_Result console__dispatch(struct MHD_Connection *c, const char *u
     /* every state change: the session's CSRF token, compared in constant time */
     char token[CONSOLE_SESSION_HEX + 2] = "", idtext[24] = "";
     const char *body = rq->body.ptr ? rq->body.ptr : "";
-    console_html_form_get(body, rq->body.len, "csrf", token, sizeof token);
-    if (!console_session_csrf_ok(w.csrf, token)) {
+    if (console_html_form_get(body, rq->body.len, "csrf", token, sizeof token) <= 0 ||
+        !console_session_csrf_ok(w.csrf, token)) {
         char q[200];
         log_warn("console: user=%s POST %s refused: bad CSRF token", w.user,
                  log_quote(q, sizeof q, url));
@@ -588,8 +590,11 @@ static enum MHD_Result console__dispatch(struct MHD_Connection *c, const char *u
                  CONSOLE_SESSION_COOKIE);
         return console__redirect(c, "/login", cookie);
     }
-    console_html_form_get(body, rq->body.len, "id", idtext, sizeof idtext);
-    int64_t id = console__id(idtext);
+    /* a value that does not decode (id=12%zz) is no id: its decoded
+     * prefix must not name message 12 */
+    int64_t id = console_html_form_get(body, rq->body.len, "id", idtext, sizeof idtext) > 0
+                     ? console__id(idtext)
+                     : 0;
     if (id <= 0)
         return console__page(c, MHD_HTTP_BAD_REQUEST, &ctx, "Bad request", "No message id.");
     if (strcmp(url, "/release") == 0)
@@ -599,6 +604,8 @@ static enum MHD_Result console__dispatch(struct MHD_Connection *c, const char *u
     return console__text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET\n");
 }
 
+static atomic_bool g_serving; /* console_serve() was called: privileges are dropped */
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
@@ -607,6 +614,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     (void)version;
     struct console__req *rq = *con_cls;
     bool post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
+    /* MHD listens from before the privilege drop (the socket and the
+     * users file need root); a request served as root would create the
+     * index's -wal/-shm files root-owned and lock the daemon out */
+    if (!atomic_load(&g_serving))
+        return console__text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "starting, try again\n");
     if (rq == NULL) {
         /* the headers: refuse what we can before any body is read */
         if (!post && strcmp(method, MHD_HTTP_METHOD_GET) != 0 &&
@@ -789,6 +801,11 @@ static void console__free_tables(void)
     g_users = NULL;
     g_sessions = NULL;
     g_throttle = NULL;
+}
+
+void console_serve(void)
+{
+    atomic_store(&g_serving, true);
 }
 
 int console_start(const struct cfg *cfg, char *err, size_t errlen)

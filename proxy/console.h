@@ -46,6 +46,9 @@ int console_check(const struct cfg *cfg, buf_t *errs);
 int console_start(const struct cfg *cfg, char *err, size_t errlen);
 /* Stop the listener, its threads, forget sessions; no-op when not started. */
 void console_stop(void);
+/* Answer requests from now on (503 before): called once the server has
+ * dropped its privileges, so no request is served as root. */
+void console_serve(void);
 /* The TCP port bound (useful with port 0); 0 when not running. */
 int console_port(void);
 

@@ -269,6 +269,40 @@ static struct console_auth__slot *console_auth__slot(struct console_auth_throttl
     return NULL;
 }
 
+/* Time since s->first; 0 when now is earlier (a request that read the
+ * clock before another created the slot must not see a wrapped, huge
+ * difference and reset the count). */
+static uint64_t console_auth__elapsed(const struct console_auth__slot *s, uint64_t now)
+{
+    return now > s->first ? now - s->first : 0;
+}
+
+/* The slot to count a failure of addr in (a free one, else the one idle
+ * longest), cleared when its window has passed. Locked. */
+static struct console_auth__slot *console_auth__fail_slot(struct console_auth_throttle *t,
+                                                          const char *addr, uint64_t now)
+{
+    struct console_auth__slot *s = console_auth__slot(t, addr);
+    if (s && console_auth__elapsed(s, now) >= t->window_ms)
+        memset(s, 0, sizeof *s);
+    if (!s || !s->addr[0]) {
+        size_t pick = 0;
+        for (size_t i = 0; i < t->n; i++) {
+            if (!t->s[i].addr[0]) {
+                pick = i;
+                break;
+            }
+            if (t->s[i].last < t->s[pick].last)
+                pick = i;
+        }
+        s = &t->s[pick];
+        memset(s, 0, sizeof *s);
+        snprintf(s->addr, sizeof s->addr, "%s", addr);
+        s->first = now;
+    }
+    return s;
+}
+
 uint64_t console_auth_throttle_wait(struct console_auth_throttle *t, const char *addr, uint64_t now)
 {
     if (t->max_failures == 0)
@@ -276,12 +310,45 @@ uint64_t console_auth_throttle_wait(struct console_auth_throttle *t, const char 
     uint64_t wait = 0;
     pthread_mutex_lock(&t->mu);
     struct console_auth__slot *s = console_auth__slot(t, addr ? addr : "");
-    if (s && now - s->first >= t->window_ms)
+    if (s && console_auth__elapsed(s, now) >= t->window_ms)
         memset(s, 0, sizeof *s); /* the window has passed */
     else if (s && s->failures >= t->max_failures)
-        wait = t->window_ms - (now - s->first);
+        wait = t->window_ms - console_auth__elapsed(s, now);
     pthread_mutex_unlock(&t->mu);
     return wait;
+}
+
+uint64_t console_auth_throttle_begin(struct console_auth_throttle *t, const char *addr,
+                                     uint64_t now)
+{
+    if (t->max_failures == 0)
+        return 0;
+    addr = addr ? addr : "";
+    uint64_t wait = 0;
+    pthread_mutex_lock(&t->mu);
+    struct console_auth__slot *s = console_auth__slot(t, addr);
+    if (s && console_auth__elapsed(s, now) < t->window_ms && s->failures >= t->max_failures) {
+        wait = t->window_ms - console_auth__elapsed(s, now);
+    } else {
+        /* counted now, before the password is checked: attempts in
+         * flight count, so parallel requests cannot pass the limit */
+        s = console_auth__fail_slot(t, addr, now);
+        s->failures++;
+        s->last = now;
+    }
+    pthread_mutex_unlock(&t->mu);
+    return wait;
+}
+
+void console_auth_throttle_end(struct console_auth_throttle *t, const char *addr, bool ok)
+{
+    if (t->max_failures == 0 || !ok)
+        return; /* a failure was counted by begin */
+    pthread_mutex_lock(&t->mu);
+    struct console_auth__slot *s = console_auth__slot(t, addr ? addr : "");
+    if (s)
+        memset(s, 0, sizeof *s);
+    pthread_mutex_unlock(&t->mu);
 }
 
 void console_auth_throttle_note(struct console_auth_throttle *t, const char *addr, bool ok,
@@ -291,29 +358,12 @@ void console_auth_throttle_note(struct console_auth_throttle *t, const char *add
         return;
     addr = addr ? addr : "";
     pthread_mutex_lock(&t->mu);
-    struct console_auth__slot *s = console_auth__slot(t, addr);
     if (ok) {
+        struct console_auth__slot *s = console_auth__slot(t, addr);
         if (s)
             memset(s, 0, sizeof *s);
     } else {
-        if (s && now - s->first >= t->window_ms)
-            memset(s, 0, sizeof *s);
-        if (!s || !s->addr[0]) {
-            /* a free slot, else the one idle longest */
-            size_t pick = 0;
-            for (size_t i = 0; i < t->n; i++) {
-                if (!t->s[i].addr[0]) {
-                    pick = i;
-                    break;
-                }
-                if (t->s[i].last < t->s[pick].last)
-                    pick = i;
-            }
-            s = &t->s[pick];
-            memset(s, 0, sizeof *s);
-            snprintf(s->addr, sizeof s->addr, "%s", addr);
-            s->first = now;
-        }
+        struct console_auth__slot *s = console_auth__fail_slot(t, addr, now);
         s->failures++;
         s->last = now;
     }

@@ -58,5 +58,12 @@ uint64_t console_auth_throttle_wait(struct console_auth_throttle *t, const char 
  * login from `addr`. */
 void console_auth_throttle_note(struct console_auth_throttle *t, const char *addr, bool ok,
                                 uint64_t now);
+/* The same in one step, for a request: begin() answers like wait() and,
+ * when the attempt may go ahead, counts it as a failure at once (under the
+ * lock), so requests in flight together cannot pass max_failures; end()
+ * with ok true forgets the address, with ok false leaves the count. */
+uint64_t console_auth_throttle_begin(struct console_auth_throttle *t, const char *addr,
+                                     uint64_t now);
+void console_auth_throttle_end(struct console_auth_throttle *t, const char *addr, bool ok);
 
 #endif

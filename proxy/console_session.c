@@ -79,7 +79,12 @@ static bool console_session__random_hex(char out[CONSOLE_SESSION_HEX])
 static bool console_session__expired(const struct console_sessions *t,
                                      const struct console_session__entry *e, uint64_t now)
 {
-    return now - e->last >= t->idle_ms || now - e->created >= t->max_age_ms;
+    /* now may be earlier than last: a request that read the clock before
+     * another refreshed the session (a sign-in reads it before hashing).
+     * That is no time at all, not a wrapped, huge one. */
+    uint64_t idle = now > e->last ? now - e->last : 0;
+    uint64_t age = now > e->created ? now - e->created : 0;
+    return idle >= t->idle_ms || age >= t->max_age_ms;
 }
 
 /* 64 lower-case hex digits exactly. */
@@ -144,7 +149,8 @@ bool console_session_find(struct console_sessions *t, const char *id, uint64_t n
             memset(e, 0, sizeof *e);
             continue;
         }
-        e->last = now;
+        if (now > e->last)
+            e->last = now;
         if (user)
             memcpy(user, e->user, CONSOLE_SESSION_USER);
         if (csrf)

@@ -295,6 +295,7 @@ static int main__run(struct cfg *cfg)
         return 1;
     }
     stats_set_chain_loaded(true);
+    console_serve(); /* after server_start: privileges are dropped */
     log_info("sluice %s started", SLUICE_VERSION);
     if (notify_init(loop) != 0)
         return 1;

@@ -137,6 +137,18 @@ static void test_session_lifecycle(void **state)
     assert_false(console_session_find(t, id2, 901, NULL, NULL));
     assert_int_equal(console_session_count(t, 901), 0);
     console_session_table_free(t);
+
+    /* a clock read before another request refreshed the session (a sign-in
+     * reads it before hashing the password) is no time, not a wrapped one:
+     * the session neither expires nor is taken for a new sign-in */
+    t = console_session_table_new(2, 1000, 10000);
+    assert_int_equal(console_session_create(t, "alice", 100, id, csrf), 0);
+    assert_true(console_session_find(t, id, 600, NULL, NULL));
+    assert_true(console_session_find(t, id, 550, NULL, NULL));
+    assert_int_equal(console_session_create(t, "bob", 550, id2, csrf2), 0);
+    assert_true(console_session_find(t, id, 1500, NULL, NULL)); /* last stayed 600 */
+    assert_true(console_session_find(t, id2, 1500, NULL, NULL));
+    console_session_table_free(t);
 }
 
 static void test_session_max_age_and_full(void **state)
@@ -339,6 +351,25 @@ static void test_throttle(void **state)
         snprintf(a, sizeof a, "198.51.100.%d", i);
         console_auth_throttle_note(t, a, false, 80000 + (uint64_t)i);
     }
+    console_auth_throttle_free(t);
+    /* begin counts the attempt at once: requests in flight together cannot
+     * pass the limit (each waited before the other was counted) */
+    t = console_auth_throttle_new(4, 3, 60000);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(console_auth_throttle_begin(t, "192.0.2.9", 1000), 0);
+    assert_int_equal(console_auth_throttle_begin(t, "192.0.2.9", 1000), 60000);
+    for (int i = 0; i < 3; i++)
+        console_auth_throttle_end(t, "192.0.2.9", false);
+    assert_true(console_auth_throttle_begin(t, "192.0.2.9", 2000) > 0);
+    /* a request that read the clock before the slot was made does not
+     * wrap the window round and reset the count */
+    assert_true(console_auth_throttle_begin(t, "192.0.2.9", 500) > 0);
+    assert_true(console_auth_throttle_wait(t, "192.0.2.9", 500) > 0);
+    /* success forgets */
+    assert_int_equal(console_auth_throttle_begin(t, "192.0.2.8", 1000), 0);
+    console_auth_throttle_end(t, "192.0.2.8", true);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(console_auth_throttle_begin(t, "192.0.2.8", 1000), 0);
     console_auth_throttle_free(t);
     /* 0 disables */
     t = console_auth_throttle_new(2, 0, 60000);
