@@ -9,7 +9,7 @@
 #   bash contrib/scripts/test.sh
 # Then the fuzz drivers (tests/fuzz) are built with clang + libFuzzer in
 # build-fuzz/, each seed corpus is replayed and each driver fuzzed for
-# FUZZ_SECONDS (default 15) seconds; any crash fails the run.
+# FUZZ_SECONDS (default 12) seconds; any crash fails the run.
 # Env: JOBS (default 2), SKIP_DEPS=1 to skip apt, SKIP_ASAN=1, SKIP_TSAN=1 and
 # SKIP_FUZZ=1 for a quick run, FUZZ_SECONDS per driver.
 set -uo pipefail
@@ -109,17 +109,18 @@ if [ "${SKIP_TSAN:-0}" != 1 ]; then
   echo "test.sh: ThreadSanitizer section took $(( $(date +%s) - t )) s"
 fi
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then
-  # 17 drivers x FUZZ_SECONDS, one process at a time (about 4 minutes with
-  # the default), plus the clang build of sluice_core and the engines.
+  # 25 drivers x FUZZ_SECONDS, one per core at a time (about 3 minutes on
+  # two cores with the default), plus the clang build of sluice_core and
+  # the engines.
   step "configure build-fuzz (clang, libFuzzer + ASan + UBSan)"
   if CC=clang cmake -S "$ROOT" -B "$ROOT/build-fuzz" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
         -DSLUICE_WERROR=ON -DSLUICE_FUZZ=ON &&
      step "build build-fuzz (fuzzers)" &&
      cmake --build "$ROOT/build-fuzz" -j "$JOBS" --target fuzzers; then
-    step "fuzz: replay the corpora, then ${FUZZ_SECONDS:-15} s per driver"
+    step "fuzz: replay the corpora, then ${FUZZ_SECONDS:-12} s per driver"
     rm -rf "$ROOT/build-fuzz/fuzz-work"
     if ! ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-         bash contrib/scripts/fuzz.sh build-fuzz "${FUZZ_SECONDS:-15}"; then
+         bash contrib/scripts/fuzz.sh build-fuzz "${FUZZ_SECONDS:-12}"; then
       echo "test.sh: FAILED in build-fuzz/ (fuzzers)" >&2
       status=1
     fi
