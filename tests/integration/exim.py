@@ -168,7 +168,18 @@ class PrivateExim:
             f.write("".join("%s: %s\n" % (u, u) for u in self.users))
         with open(os.path.join(self.base, "aliases"), "w") as f:
             f.write("".join("%s: %s\n" % kv for kv in self.aliases.items()))
-        text = CONFIG.format(bin=EXIM_BIN, base=self.base, contrib=CONTRIB, port=self.port,
+        # Exim reads the config again in every delivery process, as
+        # Debian-exim: the shipped snippets are copied next to it, since the
+        # source tree may be where that user cannot read (/root/sluice on a
+        # fresh machine: "failed to open included configuration file" in
+        # the panic log, and mail left on the queue).
+        snippets = os.path.join(self.base, "contrib")
+        os.makedirs(snippets, exist_ok=True)
+        os.chmod(snippets, 0o755)
+        for name in ("localmacros.snippet", "acl_sluice.snippet"):
+            shutil.copyfile(os.path.join(CONTRIB, name), os.path.join(snippets, name))
+            os.chmod(os.path.join(snippets, name), 0o644)
+        text = CONFIG.format(bin=EXIM_BIN, base=self.base, contrib=snippets, port=self.port,
                              relay_port=self.relay_port, plain_port=self.plain_port,
                              outbound_port=self.outbound_port, user=EXIM_USER)
         path = os.path.join(self.base, "exim.conf")
