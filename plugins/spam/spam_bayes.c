@@ -593,9 +593,10 @@ double spam_bayes_score(const struct spam_bayes_snap *s, const struct spam_msg *
     return p;
 }
 
-/* Band scores, set from what the combined probability means, not fitted
- * to a corpus. Chi-square combining puts a message in its outer bands
- * only when the spam and the ham evidence agree, so with a store trained
+/* Default band scores, set from what the combined probability means, not
+ * fitted to a corpus (a rule file's `score BAYES_95 3.5` overrides one:
+ * rules/spam-scores.rules holds scores fitted to labelled mail). Chi-square combining puts a
+ * message in its outer bands only when the spam and the ham evidence agree, so with a store trained
  * on the site's own mail (bayes_min_learned) the outermost band is a
  * verdict: BAYES_999 reaches the tag threshold (6) by itself, as a
  * SpamBayes score over its spam cutoff is spam; BAYES_99 reaches the
@@ -610,10 +611,32 @@ static const struct spam_bayes_band spam_bayes__bands[] = {
     {2.0, "BAYES_999", 6.0},
 };
 
+_Static_assert(sizeof spam_bayes__bands / sizeof spam_bayes__bands[0] == SPAM_BAYES_NBANDS,
+               "SPAM_BAYES_NBANDS is the number of bands");
+
+size_t spam_bayes_band_index(double p)
+{
+    size_t b = 0;
+    while (b < SPAM_BAYES_NBANDS - 1 && !(p < spam_bayes__bands[b].below))
+        b++;
+    return b;
+}
+
 const struct spam_bayes_band *spam_bayes_band(double p)
 {
-    size_t b = 0, last = sizeof spam_bayes__bands / sizeof spam_bayes__bands[0] - 1;
-    while (b < last && !(p < spam_bayes__bands[b].below))
-        b++;
-    return &spam_bayes__bands[b];
+    return &spam_bayes__bands[spam_bayes_band_index(p)];
+}
+
+const struct spam_bayes_band *spam_bayes_band_at(size_t i)
+{
+    return i < SPAM_BAYES_NBANDS ? &spam_bayes__bands[i] : NULL;
+}
+
+long spam_bayes_band_find(const char *name, size_t len)
+{
+    for (size_t i = 0; i < SPAM_BAYES_NBANDS; i++)
+        if (strlen(spam_bayes__bands[i].name) == len &&
+            memcmp(spam_bayes__bands[i].name, name, len) == 0)
+            return (long)i;
+    return -1;
 }

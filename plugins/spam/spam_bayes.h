@@ -91,7 +91,17 @@ struct spam_bayes_band {
     double score;
 };
 
-/* The band of probability p (0 to 1; the last band for anything above). */
+/* The band of probability p (0 to 1; the last band for anything above),
+ * with its default (hand-set) score; a rule set may override the score
+ * (spam_ruleset.bayes_score, set by `score BAYES_95 3.5` lines). */
 const struct spam_bayes_band *spam_bayes_band(double p);
+
+#define SPAM_BAYES_NBANDS 10
+/* Index (0 to SPAM_BAYES_NBANDS - 1, BAYES_00 first) of the band of p. */
+size_t spam_bayes_band_index(double p);
+/* Band i (i < SPAM_BAYES_NBANDS), or NULL. */
+const struct spam_bayes_band *spam_bayes_band_at(size_t i);
+/* Index of the band named `name` (len bytes, e.g. "BAYES_95"), or -1. */
+long spam_bayes_band_find(const char *name, size_t len);
 
 #endif

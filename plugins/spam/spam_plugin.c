@@ -627,9 +627,10 @@ static int spam__state_lookup(struct spam_inst *si, const uint64_t *tok, size_t 
 /* Classify against the shared state; its score (0 when Bayes had no say).
  * c[0..n) receives the tokens' counts and *have whether they came (for
  * autolearn's saturation). */
-static double spam__bayes_state(struct spam_inst *si, sluice_ctx *ctx, const uint64_t *tok,
-                                size_t n, struct spam_bayes_count *c, bool *have,
-                                struct pstr *tests, size_t *ntests)
+static double spam__bayes_state(struct spam_inst *si, sluice_ctx *ctx,
+                                const struct spam_ruleset *rs, const uint64_t *tok, size_t n,
+                                struct spam_bayes_count *c, bool *have, struct pstr *tests,
+                                size_t *ntests)
 {
     uint32_t ns = 0, nh = 0;
     int rc = spam__state_lookup(si, tok, n, c, &ns, &nh);
@@ -652,9 +653,9 @@ static double spam__bayes_state(struct spam_inst *si, sluice_ctx *ctx, const uin
     } else {
         size_t used;
         double p = spam_bayes_classify(c, n, ns, nh, &used);
-        const struct spam_bayes_band *b = spam_bayes_band(p);
-        name = b->name;
-        score = b->score;
+        size_t bi = spam_bayes_band_index(p);
+        name = spam_bayes_band_at(bi)->name;
+        score = rs->bayes_score[bi]; /* the rule files' score, or the default */
         snprintf(desc, sizeof desc, "Bayes spam probability %.4f (%zu of %zu tokens)", p, used, n);
         if (si->c_bayes)
             sluice_api->counter_add(si->c_bayes, "scored", 1);
@@ -698,9 +699,10 @@ static int spam_on_envelope(sluice_ctx *ctx)
     return SLUICE_CONTINUE;
 }
 
-/* Classify and add the band's symbol; its score (0 when Bayes had no say). */
-static double spam__bayes(struct spam_inst *si, sluice_ctx *ctx, const struct spam_msg *m,
-                          struct pstr *tests, size_t *ntests)
+/* Classify and add the band's symbol with the score the rule set gives it;
+ * that score (0 when Bayes had no say). */
+static double spam__bayes(struct spam_inst *si, sluice_ctx *ctx, const struct spam_ruleset *rs,
+                          const struct spam_msg *m, struct pstr *tests, size_t *ntests)
 {
     if (!si->bayes)
         return 0;
@@ -714,15 +716,17 @@ static double spam__bayes(struct spam_inst *si, sluice_ctx *ctx, const struct sp
     spam__bayes_unref(h);
     if (p < 0)
         return 0; /* not enough learned yet */
-    const struct spam_bayes_band *b = spam_bayes_band(p);
+    size_t bi = spam_bayes_band_index(p);
+    const char *name = spam_bayes_band_at(bi)->name;
+    double score = rs->bayes_score[bi];
     char desc[96];
     snprintf(desc, sizeof desc, "Bayes spam probability %.4f (%zu of %zu tokens)", p, used, ntok);
-    sluice_api->symbol_add(ctx, b->name, b->score, desc);
+    sluice_api->symbol_add(ctx, name, score, desc);
     if (tests->len)
         pstr_putc(tests, ',');
-    pstr_puts(tests, b->name);
+    pstr_puts(tests, name);
     (*ntests)++;
-    return b->score;
+    return score;
 }
 
 /* Autolearn (off by default): a message whose score without Bayes is at
@@ -1102,9 +1106,9 @@ static int spam_on_data(sluice_ctx *ctx)
         tok = pstr_xmalloc(SPAM_BAYES_MAX_TOKENS * sizeof *tok);
         ntok = spam_bayes_tokens(m, tok, SPAM_BAYES_MAX_TOKENS);
         counts = pstr_xcalloc(ntok ? ntok : 1, sizeof *counts);
-        bayes = spam__bayes_state(si, ctx, tok, ntok, counts, &have_counts, &tests, &ntests);
+        bayes = spam__bayes_state(si, ctx, rs, tok, ntok, counts, &have_counts, &tests, &ntests);
     } else {
-        bayes = spam__bayes(si, ctx, m, &tests, &ntests);
+        bayes = spam__bayes(si, ctx, rs, m, &tests, &ntests);
     }
     /* The total includes what earlier plugins in the chain scored. */
     double score = api->score(ctx);

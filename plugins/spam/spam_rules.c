@@ -13,6 +13,7 @@
  * when there were errors).
  */
 #include "spam_rules.h"
+#include "spam_bayes.h"
 #include "spam_prefilter.h"
 #include "pstr.h"
 
@@ -29,6 +30,8 @@
 #define SPAM_RULES_MAX_INCLUDE_DEPTH 16
 #define SPAM_RULES_MAX_NAME 100
 #define SPAM_RULES_MAX_SCORE 10000.0
+
+_Static_assert(SPAM_RULES_BAYES_BANDS == SPAM_BAYES_NBANDS, "one score per Bayes band");
 
 struct spam_rules__entry {
     struct spam_rule rule;   /* name, definition; rule.re / rule.prog owned */
@@ -49,6 +52,9 @@ struct spam_rules_builder {
     struct spam_rules_errors errs;
     const char *stack[SPAM_RULES_MAX_INCLUDE_DEPTH]; /* real paths being read */
     size_t depth;
+    /* `score BAYES_xx N` lines: the last one of a band wins, like rules. */
+    double bayes_score[SPAM_BAYES_NBANDS];
+    unsigned char bayes_set[SPAM_BAYES_NBANDS];
 };
 
 static const char *const spam_rules__type_names[SPAM_RULE_TYPE_COUNT] = {
@@ -718,6 +724,15 @@ static void spam_rules__line(struct spam_rules_builder *b, size_t fidx, unsigned
                             SPAM_RULES_MAX_SCORE, SPAM_RULES_MAX_SCORE);
             return;
         }
+        /* A band's name is not a rule: its score replaces the default of
+         * spam_bayes.c. Another BAYES_ name is an ordinary rule name (a score
+         * for it without a definition is reported at finish). */
+        long band = spam_bayes_band_find(name, nmlen);
+        if (band >= 0) {
+            b->bayes_score[band] = d;
+            b->bayes_set[band] = 1;
+            return;
+        }
         struct spam_rules__entry *en = spam_rules__entry(b, name);
         en->rule.score = d;
         en->has_score = 1;
@@ -742,6 +757,12 @@ static void spam_rules__line(struct spam_rules_builder *b, size_t fidx, unsigned
         return;
     }
 
+    if (spam_bayes_band_find(name, nmlen) >= 0) {
+        spam_rules__err(b, file, line,
+                        "%s is a Bayes band, not a rule name (only 'score %s N' sets it)", name,
+                        name);
+        return;
+    }
     struct spam_rule tmp;
     memset(&tmp, 0, sizeof(tmp));
     tmp.type = type;
@@ -991,12 +1012,22 @@ struct spam_ruleset *spam_rules_builder_finish(struct spam_rules_builder *b, str
     /* Mentioned but never defined. */
     for (size_t i = 0; i < b->nents; i++) {
         struct spam_rules__entry *e = &b->ents[i];
-        if (!e->defined && e->mention_file)
-            spam_rules__err(b, e->mention_file, e->mention_line, "score or describe for unknown rule %s",
-                            e->rule.name);
+        if (!e->defined && e->mention_file) {
+            if (strncmp(e->rule.name, "BAYES_", 6) == 0)
+                spam_rules__err(
+                    b, e->mention_file, e->mention_line,
+                    "score or describe for unknown rule or Bayes band %s (the bands are "
+                    "BAYES_00 05 20 40 50 60 80 95 99 999)",
+                    e->rule.name);
+            else
+                spam_rules__err(b, e->mention_file, e->mention_line,
+                                "score or describe for unknown rule %s", e->rule.name);
+        }
     }
     struct spam_ruleset *rs = pstr_xcalloc(1, sizeof(*rs));
     atomic_init(&rs->refs, 1);
+    for (size_t i = 0; i < SPAM_BAYES_NBANDS; i++)
+        rs->bayes_score[i] = b->bayes_set[i] ? b->bayes_score[i] : spam_bayes_band_at(i)->score;
     size_t *map = pstr_xcalloc(b->nents, sizeof(*map));
     rs->rules = pstr_xcalloc(b->nents, sizeof(*rs->rules));
     for (size_t i = 0; i < b->nents; i++) {

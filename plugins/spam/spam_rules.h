@@ -118,6 +118,8 @@ struct spam_rules_file {
 
 struct spam_prefilter;
 
+#define SPAM_RULES_BAYES_BANDS 10 /* SPAM_BAYES_NBANDS, without the include */
+
 struct spam_ruleset {
     atomic_uint refs;
     struct spam_rule *rules;   /* owned; indices are stable */
@@ -129,6 +131,9 @@ struct spam_ruleset {
     size_t nfiles;
     int jit;                   /* 1 when every regex got JIT code */
     struct spam_prefilter *pf; /* owned; NULL without Hyperscan (see spam_prefilter.h) */
+    /* Each Bayes band's score, BAYES_00 first (spam_bayes_band_index): the
+     * default table of spam_bayes.c unless a `score BAYES_95 3.5` line set it. */
+    double bayes_score[SPAM_RULES_BAYES_BANDS];
 };
 
 struct spam_rules_error {

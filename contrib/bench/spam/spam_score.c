@@ -8,7 +8,8 @@
  * For each message (a FILE is one message; a DIR is walked, every regular
  * file one message): the message view and the rule evaluation of the
  * engine (spam_msg_parse, spam_eval_run) and, with --bayes-db, the Bayes
- * probability and its BAYES_* band (spam_bayes_score, spam_bayes_band),
+ * probability and its BAYES_* band with the rule set's score for it
+ * (spam_bayes_score, spam_bayes_band_index, spam_ruleset.bayes_score),
  * as the plugin does; the total is what the plugin compares with its
  * thresholds when it is the only plugin that scores. There is no SMTP
  * envelope (sender, recipients, client address, HELO are empty). Prints
@@ -80,11 +81,12 @@ static void score_one(struct score *sc, const char *path, const char *data, size
         size_t ntok, used;
         p = spam_bayes_score(sc->snap, m, sc->min_learned, &ntok, &used);
         if (p >= 0) {
-            const struct spam_bayes_band *b = spam_bayes_band(p);
-            total += b->score;
+            /* The rule set's band score, as the plugin adds it. */
+            size_t bi = spam_bayes_band_index(p);
+            total += sc->rs->bayes_score[bi];
             if (sym.len)
                 pstr_putc(&sym, ',');
-            pstr_puts(&sym, b->name);
+            pstr_puts(&sym, spam_bayes_band_at(bi)->name);
         }
     }
     printf("%.2f\t%.2f\t%.4f\t%s\t%s\n", total, res.score, p, sym.len ? pstr_cstr(&sym) : "none",

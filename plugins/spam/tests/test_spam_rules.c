@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "spam_bayes.h"
 #include "spam_rules.h"
 #include "watch.h"
 
@@ -145,6 +146,10 @@ static void test_rules_errors(void **state)
         {"describe Z text", 1, "score or describe for unknown rule Z"},
         {"body A /x/\ndescribe A", 2, "describe needs a text"},
         {"body GTUBE /x/", 1, "GTUBE is built in"},
+        {"body A /x/\nscore BAYES_95 lots", 2, "bad score 'lots'"},
+        {"body A /x/\nscore BAYES_95 nan", 2, "bad score 'nan'"},
+        {"body A /x/\n\nscore BAYES_96 1", 3, "unknown rule or Bayes band BAYES_96"},
+        {"body BAYES_95 /x/", 1, "BAYES_95 is a Bayes band, not a rule name"},
         {"include", 1, "include needs a file name"},
         {"include /nonexistent/sluice-x.rules", 1, "cannot read include"},
     };
@@ -244,6 +249,62 @@ static void test_rules_include_override_and_watch(void **state)
     rmdir(dir);
 }
 
+/* `score BAYES_xx N` sets that band's score; the last line wins, later
+ * files override earlier ones; bands not named keep the default table. */
+static void test_rules_bayes_band_scores(void **state)
+{
+    (void)state;
+    struct spam_rules_errors errs;
+    /* Without an override: the default table, band for band. */
+    struct spam_ruleset *rs = parse("body A /a/\n", &errs);
+    assert_non_null(rs);
+    for (size_t i = 0; i < SPAM_BAYES_NBANDS; i++)
+        assert_true(rs->bayes_score[i] == spam_bayes_band_at(i)->score);
+    assert_true(rs->bayes_score[spam_bayes_band_index(0.97)] == 3.0); /* BAYES_95 */
+    spam_ruleset_unref(rs);
+    spam_rules_errors_free(&errs);
+
+    rs = parse("score BAYES_95 3.5\nbody A /a/\nscore BAYES_00 -2.5\nscore BAYES_95 3.7\n", &errs);
+    assert_non_null(rs);
+    assert_int_equal(errs.n, 0);
+    assert_true(rs->bayes_score[spam_bayes_band_index(0.97)] == 3.7);   /* last line wins */
+    assert_true(rs->bayes_score[spam_bayes_band_index(0.001)] == -2.5); /* BAYES_00 */
+    assert_true(rs->bayes_score[spam_bayes_band_index(0.9)] == 2.0);    /* BAYES_80: default */
+    assert_true(spam_bayes_band(0.97)->score == 3.0);        /* the default table is untouched */
+    assert_int_equal(spam_ruleset_find(rs, "BAYES_95"), -1); /* not a rule */
+    assert_int_equal(rs->nrules, 1);
+    spam_ruleset_unref(rs);
+    spam_rules_errors_free(&errs);
+
+    /* A site file after the shipped one re-scores a band. */
+    char dir[] = "/tmp/spam-bayes-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char base[256], local[256];
+    snprintf(base, sizeof(base), "%s/base.rules", dir);
+    snprintf(local, sizeof(local), "%s/local.rules", dir);
+    write_file(base, "body A /a/\nscore BAYES_99 5.0\n");
+    write_file(local, "include base.rules\nscore BAYES_99 4.0\n");
+    rs = spam_rules_load(local, &errs);
+    assert_non_null(rs);
+    assert_true(rs->bayes_score[spam_bayes_band_index(0.995)] == 4.0);
+    spam_ruleset_unref(rs);
+    spam_rules_errors_free(&errs);
+
+    /* An unknown band, named at its file and line, as the linter shows it. */
+    write_file(local, "include base.rules\n\nscore BAYES_96 4.0\n");
+    rs = spam_rules_load(local, &errs);
+    assert_null(rs);
+    assert_int_equal(errs.n, 1);
+    assert_string_equal(errs.v[0].file, local);
+    assert_int_equal(errs.v[0].line, 3);
+    assert_non_null(strstr(errs.v[0].msg, "BAYES_96"));
+    assert_non_null(strstr(errs.v[0].msg, "Bayes band"));
+    spam_rules_errors_free(&errs);
+    unlink(base);
+    unlink(local);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -252,6 +313,7 @@ int main(void)
         cmocka_unit_test(test_rules_errors),
         cmocka_unit_test(test_rules_all_errors_in_order),
         cmocka_unit_test(test_rules_include_override_and_watch),
+        cmocka_unit_test(test_rules_bayes_band_scores),
     };
     return cmocka_run_group_tests_name("spam_rules", tests, NULL, NULL);
 }
