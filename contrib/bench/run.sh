@@ -391,10 +391,13 @@ metrics_snap() { # stats_port
     /^sluice_messages_total\{verdict="accepted"\} / { acc = $2 }
     /^sluice_received_bytes_total / { rb = $2 }
     /^sluice_forwarded_bytes_total / { fb = $2 }
-    /^sluice_plugin_verdicts_total\{/ {
+    # A plugin may hook several phases (the spam plugin also MAIL and RCPT
+    # for its Bayes store): what runs once per message is its DATA hook.
+    /^sluice_plugin_duration_seconds_count\{.*phase="data"/ {
         match($0, /plugin="[^"]*"/); p = substr($0, RSTART + 8, RLENGTH - 9)
-        if ($0 ~ /verdict="continue"/) c[p] = $2; else bad += $2
+        c[p] = $2
     }
+    /^sluice_plugin_verdicts_total\{/ && !/verdict="continue"/ { bad += $2 }
     /^sluice_plugin_(errors|timeouts)_total\{/ { bad += $2 }
     END { printf "%.0f %.0f %.0f %.0f %.0f %.0f %.0f %.0f %.0f\n", acc, rb, fb,
           c["dkim_verify"], c["virus"], c["spam"], c["rewrite"], c["dkim_sign"], bad }'
@@ -440,7 +443,7 @@ if [ "$full_chain" = 1 ]; then
     # Probe one binary's full chain with a sluice of its own in front of a
     # sink that keeps every message: each must arrive signed (d=example.com
     # s=bench) and with dkim_verify's Authentication-Results, every plugin
-    # must have said "continue" to each, EICAR must be refused by the virus
+    # must have run its DATA hook once on each and said "continue" to all, EICAR must be refused by the virus
     # plugin and GTUBE by the spam plugin.
     probe_full() { # target binary plugin_dir
         local name=$1 bin=$2 pd=$3 conf port stats s0 s1 d n files ok=0 f rej k
