@@ -116,7 +116,9 @@ struct up {
     unsigned long long size_limit;
     bool tls_done;
     bool xclient_done;
-    bool xclient_ever;     /* an XCLIENT was sent on this connection: never reused */
+    bool xclient_ever;     /* an XCLIENT was sent on this connection */
+    bool xclient_again;    /* ... and the EHLO after the last one offered XCLIENT again:
+                            * the MTA lets the next client be told here (reusable) */
     unsigned errors;       /* 4xx/5xx to clients' commands since the last delivery */
     char client_helo[256]; /* the real client's HELO, for the EHLO after XCLIENT */
     char told_helo[256];   /* the HELO the last XCLIENT told (re-sent when it changes) */
@@ -766,8 +768,10 @@ static void up__pump(struct up *u)
             /* From here the MTA may take this connection as the client's
              * for good: a second XCLIENT is judged by the client's address
              * (Postfix: 550 insufficient authorization), and the
-             * attributes cannot be taken back. */
+             * attributes cannot be taken back, unless the EHLO that follows
+             * offers XCLIENT again (up__xclient_ehlo_cb). */
             u->xclient_ever = true;
+            u->xclient_again = false;
             up__set_state(u, UP_S_XCLIENT);
         }
         if (c->kind == UP_K_BDAT) {
@@ -933,6 +937,11 @@ static void up__xclient_ehlo_cb(void *ud, const struct up_result *r)
         return;
     }
     u->caps = esmtp_caps(r->reply, &u->size_limit);
+    /* Postfix judges a further XCLIENT by the address just told, and so
+     * stops offering it unless the client itself may send XCLIENT: then
+     * the connection is the client's for good. An MTA that offers it
+     * again lets the next client be told on this connection. */
+    u->xclient_again = (u->caps & UP_CAP_XCLIENT) != 0;
     up__set_state(u, UP_S_READY);
     up__ident_done(u, r);
 }
@@ -965,6 +974,7 @@ static void up__xclient_cb(void *ud, const struct up_result *r)
      * policy refused the real client for now: the caller relays it. */
     if (r->reply->code == 250)
         u->xclient_done = true;
+    u->xclient_again = false; /* no new EHLO told us */
     up__set_state(u, UP_S_READY);
     up__ident_done(u, r);
 }
@@ -1103,10 +1113,11 @@ void up_data(struct up *u, const struct iovec *segs, size_t nsegs, up_cb cb, voi
 
 bool up_detach(struct up *u)
 {
-    /* Never after XCLIENT: the MTA holds this connection as that client's
-     * (and refuses XCLIENT for the next one); nor with errors pending. */
+    /* Never after an XCLIENT the MTA did not offer again: it holds this
+     * connection as that client's (and refuses XCLIENT for the next one);
+     * nor with errors pending. */
     if (u->dead || u->state != UP_S_READY || !u->conn || u->open_cb || u->ident_cb ||
-        u->xclient_ever || u->errors)
+        (u->xclient_ever && !u->xclient_again) || u->errors)
         return false;
     /* A message still being sent or answered reads the owner's segments
      * and decides the owner's transaction: never hand that over. */
@@ -1139,6 +1150,15 @@ void up_rebind(struct up *u, const char *log_sid)
 {
     snprintf(u->sid, sizeof u->sid, "%s", log_sid);
     u->parked = false;
+    if (u->xclient_ever) {
+        /* Kept after XCLIENT (the MTA offers it again): the next client is
+         * told before its first command, every attribute the last one had
+         * set included (HELO and LOGIN as [UNAVAILABLE] where this one has
+         * none), so nothing of the last client's identity carries over. */
+        u->xclient_done = false;
+        u->told_helo[0] = '\0';
+        u->told_login[0] = '\0';
+    }
 }
 
 uint64_t up_age_ms(const struct up *u)

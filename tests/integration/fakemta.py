@@ -104,6 +104,7 @@ class Session:
         self.commands = []       # raw command lines (bytes, with line ending)
         self.replies = []        # what we answered (str), for debugging
         self.xclient = {}        # merged XCLIENT attributes
+        self.xclient_told = 0    # XCLIENTs answered 220
         self.xforward = {}       # merged XFORWARD attributes
         self.helo = []           # every EHLO/HELO argument, in order
         self.tls = False
@@ -128,8 +129,13 @@ class Session:
 class FakeMTA:
     def __init__(self, caps=None, faults=None, cert=None, key=None,
                  hostname="fake.test", host="127.0.0.1", port=0,
-                 xclient=False, xforward=False, starttls=None, idle_timeout=60):
+                 xclient=False, xforward=False, starttls=None, idle_timeout=60,
+                 xclient_again=False):
         self.caps = list(DEFAULT_CAPS if caps is None else caps)
+        # Like Postfix, XCLIENT is not offered again after an XCLIENT
+        # (a further one is judged by the address told), unless
+        # xclient_again: an MTA that lets its proxy re-identify.
+        self.xclient_again = xclient_again
         if xclient:
             self.caps.append(XCLIENT_CAP)
         if xforward:
@@ -305,6 +311,8 @@ class FakeMTA:
     def _ehlo_reply(self, sess, arg):
         lines = ["%s hello %s" % (self.hostname, arg)]
         for c in self.caps:
+            if c == XCLIENT_CAP and sess.xclient_told and not self.xclient_again:
+                continue
             lines.append(c)
         if self.starttls and not sess.tls:
             lines.append("STARTTLS")
@@ -352,10 +360,16 @@ class FakeMTA:
                 sess.tls = True
                 mail_from, rcpts = None, []
             elif verb == "XCLIENT":
+                if sess.xclient_told and not self.xclient_again:
+                    # Like Postfix: judged by the address just told.
+                    self._send(io, sess, None, "550 5.7.0 Error: insufficient authorization")
+                    continue
                 sess.xclient.update(parse_attrs(arg))
                 f = self._fault("XCLIENT", sess, arg)
                 # Like Postfix: a new greeting; the client must EHLO again.
                 self._send(io, sess, f, "220 %s ESMTP fakemta (xclient)" % self.hostname)
+                if f is None:
+                    sess.xclient_told += 1
                 mail_from, rcpts = None, []
             elif verb == "XFORWARD":
                 sess.xforward.update(parse_attrs(arg))

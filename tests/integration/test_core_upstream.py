@@ -9,6 +9,7 @@ import time
 import pytest
 
 import harness
+import plugkit
 from fakemta import CLOSE, HANG
 from harness import Client, transaction
 
@@ -241,6 +242,62 @@ def test_xclient_to_fake(fake_factory, sluice_factory):
     assert verbs[i + 1] in ("EHLO", "XCLIENT"), verbs
     assert verbs.index("MAIL") > i
     assert "XFORWARD" not in verbs
+
+
+def _xclient_lines(s):
+    return [ln for ln in s.command_strs() if ln.upper().startswith("XCLIENT")]
+
+
+def test_xclient_connection_reused_when_offered_again(fake_factory, sluice_factory):
+    """An MTA that offers XCLIENT again after one lets the next client be
+    told on the same connection: one upstream connection serves both
+    sessions, and the second XCLIENT names the second client alone (HELO
+    and LOGIN re-told, nothing of the first carried over)."""
+    up = fake_factory(xclient=True, xclient_again=True)
+    stats = harness.free_port()
+    sl = sluice_factory(up.port, stats={"listen": "127.0.0.1:%d" % stats})
+    for src, helo in (("127.0.0.2", "first.test"), ("127.0.0.3", "second.test")):
+        with session(sl, helo, source=src) as c:
+            assert transaction(c).code == 250
+            c.cmd("QUIT")
+        time.sleep(0.3)  # the first connection is back in the pool
+    assert len(up.wait_messages(2)) == 2
+    txs = up.tx_sessions
+    assert len(txs) == 1, [t.command_strs() for t in txs]
+    lines = _xclient_lines(txs[0])
+    assert len(lines) == 2, txs[0].command_strs()
+    assert "ADDR=127.0.0.2" in lines[0] and "HELO=first.test" in lines[0], lines
+    assert "ADDR=127.0.0.3" in lines[1] and "HELO=second.test" in lines[1], lines
+    assert "LOGIN=[UNAVAILABLE]" in lines[1], lines
+    # Each message went out after its own client's XCLIENT and EHLO.
+    verbs = txs[0].verbs()
+    x2 = [i for i, v in enumerate(verbs) if v == "XCLIENT"][1]
+    mails = [i for i, v in enumerate(verbs) if v == "MAIL"]
+    assert mails[0] < x2 < mails[1] and verbs[x2 + 1] == "EHLO", verbs
+    m = plugkit.metrics(stats)
+    assert plugkit.metric_value(m, "sluice_upstream_connections_total", {"event": "reused"}) == 1
+
+
+def test_xclient_connection_not_reused_when_not_offered_again(fake_factory, sluice_factory):
+    """Like Postfix: no XCLIENT in the EHLO after an XCLIENT (a further one
+    would be judged by the client's address). The connection is never given
+    to the next client: a connection of its own per session, one XCLIENT
+    each, never a refused second one."""
+    up = fake_factory(xclient=True)
+    stats = harness.free_port()
+    sl = sluice_factory(up.port, stats={"listen": "127.0.0.1:%d" % stats})
+    for src in ("127.0.0.2", "127.0.0.3"):
+        with session(sl, "h.test", source=src) as c:
+            assert transaction(c).code == 250
+            c.cmd("QUIT")
+        time.sleep(0.3)
+    assert len(up.wait_messages(2)) == 2
+    txs = up.tx_sessions
+    assert len(txs) == 2
+    assert [len(_xclient_lines(t)) for t in txs] == [1, 1]
+    assert all("550" not in "".join(t.replies) for t in txs)
+    m = plugkit.metrics(stats)
+    assert plugkit.metric_value(m, "sluice_upstream_connections_total", {"event": "reused"}) == 0
 
 
 def test_xclient_refused_permanently_is_a_tempfail(fake_factory, sluice_factory):
