@@ -589,6 +589,7 @@ static void server__on_hup(uv_signal_t *h, int signum)
     log_set_format((enum log_format)n->log_format);
     quar_sweep_start(srv->loop, n);
     stats_config_reload(true);
+    xalloc_trim(); /* what compiling the new chain freed */
     log_info("configuration reloaded from %s", n->path);
     char status[128];
     snprintf(status, sizeof status, "serving: %zu listener(s), %zu plugin instance(s)",

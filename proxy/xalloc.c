@@ -2,6 +2,7 @@
 /* xalloc: allocation that never returns NULL; see xalloc.h. */
 #include "xalloc.h"
 
+#include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,4 +72,9 @@ char *xstrndup(const char *s, size_t n)
     memcpy(p, s, len);
     p[len] = 0;
     return p;
+}
+
+void xalloc_trim(void)
+{
+    (void)malloc_trim(0);
 }

@@ -30,5 +30,10 @@ char *xstrndup(const char *s, size_t n) __attribute__((malloc, returns_nonnull))
 /* Log "out of memory" and abort(): for libraries that report OOM
  * themselves (returned NULL where the caller cannot go on). */
 void xalloc_die(size_t n) __attribute__((noreturn));
+/* Give the heap's free pages back to the system (malloc_trim): after a
+ * plugin chain is loaded, whose rule compilers (Hyperscan, PCRE2 JIT)
+ * leave many megabytes of freed scratch below live blocks, where the
+ * trim threshold never reaches them. */
+void xalloc_trim(void);
 
 #endif
