@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 unsigned esmtp_caps(const struct smtp_reply *ehlo, unsigned long long *size_limit)
 {
@@ -39,6 +40,36 @@ unsigned esmtp_caps(const struct smtp_reply *ehlo, unsigned long long *size_limi
             *size_limit = strtoull(p, NULL, 10);
     }
     return caps;
+}
+
+unsigned esmtp_xclient_attrs(const struct smtp_reply *ehlo)
+{
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } names[] = {
+        {"NAME", ESMTP_XA_NAME},
+        {"ADDR", ESMTP_XA_ADDR},
+        {"PORT", ESMTP_XA_PORT},
+        {"PROTO", ESMTP_XA_PROTO},
+        {"HELO", ESMTP_XA_HELO},
+        {"LOGIN", ESMTP_XA_LOGIN},
+        {"REVERSE_NAME", ESMTP_XA_REVERSE_NAME},
+    };
+    const char *p = NULL;
+    if (!reply_has_keyword(ehlo, "XCLIENT", &p) || !p)
+        return 0;
+    unsigned attrs = 0;
+    while (*p) {
+        while (*p == ' ')
+            p++;
+        size_t n = strcspn(p, " ");
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+            if (n == strlen(names[i].name) && strncasecmp(p, names[i].name, n) == 0)
+                attrs |= names[i].bit;
+        p += n;
+    }
+    return attrs;
 }
 
 void esmtp_xtext(buf_t *b, const char *s)
@@ -85,10 +116,18 @@ void esmtp_xclient_line(buf_t *b, const struct esmtp_client *w)
     buf_printf(b, " PORT=%d NAME=", w->port);
     esmtp_xtext(b, esmtp__name(w));
     buf_printf(b, " PROTO=%s", w->esmtp ? "ESMTP" : "SMTP");
+    bool listed_helo = !w->attrs || (w->attrs & ESMTP_XA_HELO);
+    bool listed_login = !w->attrs || (w->attrs & ESMTP_XA_LOGIN);
+    if (w->reset && (w->attrs & ESMTP_XA_REVERSE_NAME)) {
+        /* What Postfix sets itself from a real NAME; on [UNAVAILABLE] it
+         * would keep the last client's. */
+        buf_puts(b, " REVERSE_NAME=");
+        esmtp_xtext(b, esmtp__name(w));
+    }
     if (w->helo && w->helo[0]) {
         buf_puts(b, " HELO=");
         esmtp_xtext(b, w->helo);
-    } else if (w->reset) {
+    } else if (w->reset && listed_helo) {
         buf_puts(b, " HELO=[UNAVAILABLE]");
     }
     /* Postfix then takes the client as authenticated under that name
@@ -96,7 +135,7 @@ void esmtp_xclient_line(buf_t *b, const struct esmtp_client *w)
     if (w->login && w->login[0]) {
         buf_puts(b, " LOGIN=");
         esmtp_xtext(b, w->login);
-    } else if (w->reset) {
+    } else if (w->reset && listed_login) {
         buf_puts(b, " LOGIN=[UNAVAILABLE]");
     }
 }

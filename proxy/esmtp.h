@@ -37,6 +37,19 @@ enum esmtp_cap {
  * argument (0 when absent or without one). */
 unsigned esmtp_caps(const struct smtp_reply *ehlo, unsigned long long *size_limit);
 
+/* The attributes an EHLO reply's "XCLIENT a b c" lists (0 when it does
+ * not offer XCLIENT). */
+enum {
+    ESMTP_XA_NAME = 1u << 0,
+    ESMTP_XA_ADDR = 1u << 1,
+    ESMTP_XA_PORT = 1u << 2,
+    ESMTP_XA_PROTO = 1u << 3,
+    ESMTP_XA_HELO = 1u << 4,
+    ESMTP_XA_LOGIN = 1u << 5,
+    ESMTP_XA_REVERSE_NAME = 1u << 6,
+};
+unsigned esmtp_xclient_attrs(const struct smtp_reply *ehlo);
+
 /* Who the client is, as the upstream is told. */
 struct esmtp_client {
     const char *addr; /* "192.0.2.1" / "2001:db8::1" (sent with IPV6:) */
@@ -47,9 +60,12 @@ struct esmtp_client {
     const char *login; /* SMTP AUTH login name, NULL or "" when none */
     /* The connection already carried an XCLIENT (reused for another
      * client): attributes XCLIENT leaves unchanged when absent (HELO,
-     * LOGIN) are sent as [UNAVAILABLE], so that nothing of the last client
-     * (its login above all) sticks to this one. */
+     * LOGIN, and REVERSE_NAME, which Postfix takes from a real NAME but
+     * keeps on NAME=[UNAVAILABLE]) are sent as [UNAVAILABLE] where the MTA
+     * lists them, so that nothing of the last client (its login, its
+     * reverse name) sticks to this one. */
     bool reset;
+    unsigned attrs; /* ESMTP_XA_* the MTA lists; 0: not known (all) */
 };
 
 /* Append s as xtext: bytes outside 33..126, '+' and '=' become "+HH". */

@@ -186,7 +186,7 @@ void sess_cmd_up_open_cb(void *ud, const struct up_result *r)
     if (s->state == S_CLOSING)
         return;
     if (r->err == UP_OK) {
-        s->srv->upstream_caps = up_caps(s->up);
+        s->srv->upstream_caps = up_own_caps(s->up);
         s->srv->upstream_caps_known = true;
     }
     if (!s->up_wait)

@@ -113,6 +113,8 @@ struct up {
     size_t server_idx;
     char server[300];
     unsigned caps;
+    unsigned own_caps;      /* from sluice's own EHLO, before any XCLIENT */
+    unsigned xclient_attrs; /* ESMTP_XA_* the last EHLO's XCLIENT lists */
     unsigned long long size_limit;
     bool tls_done;
     bool xclient_done;
@@ -504,6 +506,8 @@ static void up__hs_ehlo_cb(void *ud, const struct up_result *r)
         return;
     }
     u->caps = esmtp_caps(r->reply, &u->size_limit);
+    u->own_caps = u->caps;
+    u->xclient_attrs = esmtp_xclient_attrs(r->reply);
     if (!u->tls_done && u->cfg->upstream_tls != CFG_UP_TLS_NO) {
         if (u->caps & UP_CAP_STARTTLS) {
             up__set_state(u, UP_S_STARTTLS);
@@ -890,6 +894,11 @@ bool up_failed(const struct up *u)
     return u->state == UP_S_FAILED;
 }
 
+unsigned up_own_caps(const struct up *u)
+{
+    return u->own_caps;
+}
+
 unsigned up_caps(const struct up *u)
 {
     return u->caps;
@@ -929,6 +938,14 @@ static void up__ident_done(void *ud, const struct up_result *r)
     up__call(u, cb, u->ident_ud, r);
 }
 
+/* What a new XCLIENT must be able to tell so that nothing of the last
+ * client stays: every attribute sluice sends, and REVERSE_NAME (Postfix
+ * keeps the last one on NAME=[UNAVAILABLE]). LOGIN only where listed: an
+ * MTA that does not list it was never told one. */
+#define UP__XCLIENT_RETELL                                                                         \
+    (ESMTP_XA_NAME | ESMTP_XA_ADDR | ESMTP_XA_PORT | ESMTP_XA_PROTO | ESMTP_XA_HELO |              \
+     ESMTP_XA_REVERSE_NAME)
+
 static void up__xclient_ehlo_cb(void *ud, const struct up_result *r)
 {
     struct up *u = ud;
@@ -937,11 +954,13 @@ static void up__xclient_ehlo_cb(void *ud, const struct up_result *r)
         return;
     }
     u->caps = esmtp_caps(r->reply, &u->size_limit);
+    u->xclient_attrs = esmtp_xclient_attrs(r->reply);
     /* Postfix judges a further XCLIENT by the address just told, and so
      * stops offering it unless the client itself may send XCLIENT: then
      * the connection is the client's for good. An MTA that offers it
      * again lets the next client be told on this connection. */
-    u->xclient_again = (u->caps & UP_CAP_XCLIENT) != 0;
+    u->xclient_again =
+        (u->caps & UP_CAP_XCLIENT) && (u->xclient_attrs & UP__XCLIENT_RETELL) == UP__XCLIENT_RETELL;
     up__set_state(u, UP_S_READY);
     up__ident_done(u, r);
 }
@@ -987,7 +1006,8 @@ static void up__queue_ident(struct up *u, const struct up_client_info *ci, bool 
                              .helo = ci->helo,
                              .esmtp = ci->esmtp,
                              .login = ci->login,
-                             .reset = u->xclient_ever};
+                             .reset = u->xclient_ever,
+                             .attrs = u->xclient_attrs};
     /* (reset: a retry after the MTA refused an XCLIENT with 4xx; it may
      * have taken some attributes before refusing.) */
     buf_t a = BUF_INIT, b = BUF_INIT;

@@ -107,6 +107,10 @@ bool up_ready(const struct up *u);
 /* Failed: every later call answers with an error (from the loop). */
 bool up_failed(const struct up *u);
 unsigned up_caps(const struct up *u);
+/* The capabilities of sluice's own EHLO on this connection: what the MTA
+ * offers sluice, not what it offered the last client told by XCLIENT
+ * (Postfix may differ per client, smtpd_discard_ehlo_keyword_address_maps). */
+unsigned up_own_caps(const struct up *u);
 const char *up_server(const struct up *u); /* "127.0.0.1:25" of the server in use */
 const char *up_tls_version(const struct up *u);
 /* SIZE limit the upstream announced, 0 if none. */

@@ -44,7 +44,7 @@ CLOSE = object()
 
 DEFAULT_CAPS = ["PIPELINING", "SIZE 52428800", "8BITMIME", "ENHANCEDSTATUSCODES",
                 "DSN", "SMTPUTF8"]
-XCLIENT_CAP = "XCLIENT NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT"
+XCLIENT_CAP = "XCLIENT NAME ADDR PORT PROTO HELO REVERSE_NAME LOGIN DESTADDR DESTPORT"
 XFORWARD_CAP = "XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE"
 
 
@@ -105,6 +105,7 @@ class Session:
         self.replies = []        # what we answered (str), for debugging
         self.xclient = {}        # merged XCLIENT attributes
         self.xclient_told = 0    # XCLIENTs answered 220
+        self.xclient_at_mail = []  # the XCLIENT attributes in force at each MAIL
         self.xforward = {}       # merged XFORWARD attributes
         self.helo = []           # every EHLO/HELO argument, in order
         self.tls = False
@@ -311,7 +312,7 @@ class FakeMTA:
     def _ehlo_reply(self, sess, arg):
         lines = ["%s hello %s" % (self.hostname, arg)]
         for c in self.caps:
-            if c == XCLIENT_CAP and sess.xclient_told and not self.xclient_again:
+            if c.upper().startswith("XCLIENT") and sess.xclient_told and not self.xclient_again:
                 continue
             lines.append(c)
         if self.starttls and not sess.tls:
@@ -364,7 +365,13 @@ class FakeMTA:
                     # Like Postfix: judged by the address just told.
                     self._send(io, sess, None, "550 5.7.0 Error: insufficient authorization")
                     continue
-                sess.xclient.update(parse_attrs(arg))
+                told = parse_attrs(arg)
+                # Like Postfix: a real NAME is also the reverse name; on
+                # NAME=[UNAVAILABLE] the last reverse name stays.
+                name = told.get("NAME", "")
+                if name and not name.startswith("[") and "REVERSE_NAME" not in told:
+                    told["REVERSE_NAME"] = name
+                sess.xclient.update(told)
                 f = self._fault("XCLIENT", sess, arg)
                 # Like Postfix: a new greeting; the client must EHLO again.
                 self._send(io, sess, f, "220 %s ESMTP fakemta (xclient)" % self.hostname)
@@ -375,6 +382,7 @@ class FakeMTA:
                 sess.xforward.update(parse_attrs(arg))
                 self._send(io, sess, self._fault("XFORWARD", sess, arg), "250 2.0.0 Ok")
             elif verb == "MAIL":
+                sess.xclient_at_mail.append(dict(sess.xclient))
                 m = re.match(r"(?i)FROM:\s*<([^>]*)>\s*(.*)$", arg)
                 f = self._fault("MAIL", sess, arg)
                 if not m:

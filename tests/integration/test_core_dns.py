@@ -72,6 +72,34 @@ def test_forward_confirmed_name_reaches_upstream(fake_factory, sluice_factory):
         dns.close()
 
 
+def test_reverse_name_does_not_pass_to_the_next_client(fake_factory, sluice_factory):
+    """An upstream that offers XCLIENT again keeps a connection for the next
+    client; like Postfix it takes a real NAME as the reverse name too and
+    keeps that on NAME=[UNAVAILABLE]. A named client, then one without a
+    name on the same connection: the second's reverse name is not the
+    first's (checks that rely on it would judge one client as the other)."""
+    dns = DNSStub({("PTR", "3.0.0.127.in-addr.arpa"): "client3.example.test",
+                   ("A", "client3.example.test"): "127.0.0.3"})
+    try:
+        up = fake_factory(xclient=True, xclient_again=True)
+        sl, stats_port = _sluice(sluice_factory, up.port, dns)
+        for src in ("127.0.0.3", "127.0.0.2"):
+            with Client(sl.port, source=src) as c:
+                c.greeting()
+                c.ehlo("client.test")
+                assert transaction(c).code == 250
+            time.sleep(0.3)
+        txs = up.tx_sessions
+        assert len(txs) == 1, [t.command_strs() for t in txs]
+        first, second = txs[0].xclient_at_mail
+        assert first["NAME"] == "client3.example.test"
+        assert first["REVERSE_NAME"] == "client3.example.test"
+        assert second["ADDR"] == "127.0.0.2" and second["NAME"] == "[UNAVAILABLE]"
+        assert second.get("REVERSE_NAME") == "[UNAVAILABLE]", txs[0].command_strs()
+    finally:
+        dns.close()
+
+
 def test_unconfirmed_name_is_not_used(fake_factory, sluice_factory):
     """A PTR whose name points elsewhere gives no name: [UNAVAILABLE]."""
     dns = DNSStub({("PTR", "3.0.0.127.in-addr.arpa"): "liar.example.test",

@@ -104,3 +104,43 @@ def test_xforward_connections_are_reused(pf, sluice_factory):
         time.sleep(0.2)
     for a in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):
         assert "client=unknown[%s]" % a in log, log
+
+
+def test_xclient_reused_only_as_postfix_allows(sluice_factory):
+    """A Postfix that lets the loopback network send XCLIENT (127.0.0.0/8
+    authorized, as a site that lists its client networks) offers XCLIENT
+    again after one: sluice keeps the connection and tells the next client
+    with a new XCLIENT. The relay right of the internal host (127.0.0.2)
+    does not pass to the outsider (127.0.0.3) on that reused connection,
+    and Postfix logs each message under its own client."""
+    why = pfmod.unavailable()
+    if why:
+        pytest.skip(why)
+    inst = pfmod.PrivatePostfix(extra={
+        "smtpd_authorized_xclient_hosts": "127.0.0.0/8",
+        "mynetworks": "127.0.0.2/32",
+        "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
+        "smtpd_recipient_restrictions": "permit",
+        "default_transport": "discard",
+    })
+    inst.start()
+    try:
+        stats = harness.free_port()
+        front = sluice_factory(inst.port, stats={"listen": "127.0.0.1:%d" % stats})
+        assert one(front.port, "127.0.0.2", "internal.test", "out@outside.example", "a") == (250, 250)
+        time.sleep(0.3)
+        rc = one(front.port, "127.0.0.3", "outsider.test", "victim@outside.example", "b")
+        assert rc[0] == 554, (rc, inst.log_tail(30))
+        assert "Relay access denied" in inst.wait_log("Relay access denied")
+        assert one(front.port, "127.0.0.4", "other.test", "local@example.net", "c") == (250, 250)
+        ev = events(stats)
+        assert ev["reused"] >= 1, ev
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            log = inst.log_tail(200)
+            if "client=unknown[127.0.0.4]" in log:
+                break
+            time.sleep(0.2)
+        assert "client=unknown[127.0.0.2]" in log and "client=unknown[127.0.0.4]" in log, log
+    finally:
+        inst.stop()

@@ -269,6 +269,8 @@ def test_xclient_connection_reused_when_offered_again(fake_factory, sluice_facto
     assert "ADDR=127.0.0.2" in lines[0] and "HELO=first.test" in lines[0], lines
     assert "ADDR=127.0.0.3" in lines[1] and "HELO=second.test" in lines[1], lines
     assert "LOGIN=[UNAVAILABLE]" in lines[1], lines
+    # Postfix keeps the last reverse name on NAME=[UNAVAILABLE]: re-told.
+    assert "REVERSE_NAME=[UNAVAILABLE]" in lines[1], lines
     # Each message went out after its own client's XCLIENT and EHLO.
     verbs = txs[0].verbs()
     x2 = [i for i, v in enumerate(verbs) if v == "XCLIENT"][1]
@@ -276,6 +278,26 @@ def test_xclient_connection_reused_when_offered_again(fake_factory, sluice_facto
     assert mails[0] < x2 < mails[1] and verbs[x2 + 1] == "EHLO", verbs
     m = plugkit.metrics(stats)
     assert plugkit.metric_value(m, "sluice_upstream_connections_total", {"event": "reused"}) == 1
+
+
+def test_xclient_connection_not_reused_without_reverse_name(fake_factory, sluice_factory):
+    """XCLIENT offered again, but without REVERSE_NAME among its attributes:
+    the next client could not clear the last one's reverse name, so the
+    connection is not reused."""
+    caps = ["PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES",
+            "XCLIENT NAME ADDR PORT PROTO HELO LOGIN"]
+    up = fake_factory(caps=caps, xclient_again=True)
+    stats = harness.free_port()
+    sl = sluice_factory(up.port, stats={"listen": "127.0.0.1:%d" % stats})
+    for src in ("127.0.0.2", "127.0.0.3"):
+        with session(sl, "h.test", source=src) as c:
+            assert transaction(c).code == 250
+            c.cmd("QUIT")
+        time.sleep(0.3)
+    assert len(up.wait_messages(2)) == 2
+    assert [len(_xclient_lines(t)) for t in up.tx_sessions] == [1, 1]
+    m = plugkit.metrics(stats)
+    assert plugkit.metric_value(m, "sluice_upstream_connections_total", {"event": "reused"}) == 0
 
 
 def test_xclient_connection_not_reused_when_not_offered_again(fake_factory, sluice_factory):

@@ -111,36 +111,52 @@ static void test_xclient_and_xforward_lines(void **state)
         struct esmtp_client w;
         const char *want_xclient, *want_xf_addr, *want_xf_helo;
     } cases[] = {
-        {{"192.0.2.1", 40000, "mx.example", "mx.example", true, NULL, false},
+        {{"192.0.2.1", 40000, "mx.example", "mx.example", true, NULL, false, 0},
          "XCLIENT ADDR=192.0.2.1 PORT=40000 NAME=mx.example PROTO=ESMTP HELO=mx.example",
          "XFORWARD ADDR=192.0.2.1 PORT=40000 PROTO=ESMTP NAME=mx.example",
          "XFORWARD HELO=mx.example"},
-        {{"2001:db8::1", 25, "", "", false, "", false},
+        {{"2001:db8::1", 25, "", "", false, "", false, 0},
          "XCLIENT ADDR=IPV6:2001:db8::1 PORT=25 NAME=[UNAVAILABLE] PROTO=SMTP",
          "XFORWARD ADDR=IPV6:2001:db8::1 PORT=25 PROTO=SMTP NAME=[UNAVAILABLE]",
          "XFORWARD HELO=[UNAVAILABLE]"},
-        {{"192.0.2.2", 1, NULL, "bad helo=1", true, NULL, false},
+        {{"192.0.2.2", 1, NULL, "bad helo=1", true, NULL, false, 0},
          "XCLIENT ADDR=192.0.2.2 PORT=1 NAME=[UNAVAILABLE] PROTO=ESMTP HELO=bad+20helo+3D1",
          "XFORWARD ADDR=192.0.2.2 PORT=1 PROTO=ESMTP NAME=[UNAVAILABLE]",
          "XFORWARD HELO=bad+20helo+3D1"},
         /* the AUTH login goes with XCLIENT only (XFORWARD has no such
          * attribute), xtext-encoded */
-        {{"192.0.2.3", 2, "c.example", "c.example", true, "ann+x=y@example.com", false},
+        {{"192.0.2.3", 2, "c.example", "c.example", true, "ann+x=y@example.com", false, 0},
          "XCLIENT ADDR=192.0.2.3 PORT=2 NAME=c.example PROTO=ESMTP HELO=c.example "
          "LOGIN=ann+2Bx+3Dy@example.com",
          "XFORWARD ADDR=192.0.2.3 PORT=2 PROTO=ESMTP NAME=c.example",
          "XFORWARD HELO=c.example"},
         /* a reused connection: nothing of the last client (its login)
          * may stick, so absent HELO and LOGIN are cleared explicitly */
-        {{"192.0.2.4", 3, "d.example", "", true, NULL, true},
+        {{"192.0.2.4", 3, "d.example", "", true, NULL, true, 0},
          "XCLIENT ADDR=192.0.2.4 PORT=3 NAME=d.example PROTO=ESMTP HELO=[UNAVAILABLE] "
          "LOGIN=[UNAVAILABLE]",
          "XFORWARD ADDR=192.0.2.4 PORT=3 PROTO=ESMTP NAME=d.example",
          "XFORWARD HELO=[UNAVAILABLE]"},
-        {{"192.0.2.5", 4, "e.example", "e.example", true, "bob", true},
+        {{"192.0.2.5", 4, "e.example", "e.example", true, "bob", true, 0},
          "XCLIENT ADDR=192.0.2.5 PORT=4 NAME=e.example PROTO=ESMTP HELO=e.example LOGIN=bob",
          "XFORWARD ADDR=192.0.2.5 PORT=4 PROTO=ESMTP NAME=e.example",
          "XFORWARD HELO=e.example"},
+        /* a reused connection on an MTA that lists REVERSE_NAME (Postfix
+         * keeps the last client's on NAME=[UNAVAILABLE]) but not LOGIN (it
+         * would refuse the attribute, and was never told one) */
+        {{"192.0.2.6", 5, "", "f.example", true, NULL, true,
+          ESMTP_XA_NAME | ESMTP_XA_ADDR | ESMTP_XA_PORT | ESMTP_XA_PROTO | ESMTP_XA_HELO |
+              ESMTP_XA_REVERSE_NAME},
+         "XCLIENT ADDR=192.0.2.6 PORT=5 NAME=[UNAVAILABLE] PROTO=ESMTP "
+         "REVERSE_NAME=[UNAVAILABLE] HELO=f.example",
+         "XFORWARD ADDR=192.0.2.6 PORT=5 PROTO=ESMTP NAME=[UNAVAILABLE]",
+         "XFORWARD HELO=f.example"},
+        {{"192.0.2.7", 6, "g.example", "", true, NULL, true,
+          ESMTP_XA_NAME | ESMTP_XA_ADDR | ESMTP_XA_REVERSE_NAME | ESMTP_XA_LOGIN},
+         "XCLIENT ADDR=192.0.2.7 PORT=6 NAME=g.example PROTO=ESMTP REVERSE_NAME=g.example "
+         "LOGIN=[UNAVAILABLE]",
+         "XFORWARD ADDR=192.0.2.7 PORT=6 PROTO=ESMTP NAME=g.example",
+         "XFORWARD HELO=[UNAVAILABLE]"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         buf_t x = BUF_INIT, a = BUF_INIT, h = BUF_INIT;
@@ -155,9 +171,26 @@ static void test_xclient_and_xforward_lines(void **state)
     }
 }
 
+static void test_xclient_attrs(void **state)
+{
+    (void)state;
+    struct smtp_reply r = {.code = 250, .nlines = 3};
+    r.lines[0] = "mta.example";
+    r.lines[1] = "XCLIENT NAME addr PORT PROTO HELO REVERSE_NAME LOGIN";
+    r.lines[2] = "PIPELINING";
+    assert_int_equal(esmtp_xclient_attrs(&r), ESMTP_XA_NAME | ESMTP_XA_ADDR | ESMTP_XA_PORT |
+                                                  ESMTP_XA_PROTO | ESMTP_XA_HELO |
+                                                  ESMTP_XA_REVERSE_NAME | ESMTP_XA_LOGIN);
+    r.lines[1] = "XCLIENT NAME HELO  NAMEX REVERSE";
+    assert_int_equal(esmtp_xclient_attrs(&r), ESMTP_XA_NAME | ESMTP_XA_HELO);
+    r.lines[1] = "XCLIENTS NAME";
+    assert_int_equal(esmtp_xclient_attrs(&r), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_xclient_attrs),
         cmocka_unit_test(test_caps),
         cmocka_unit_test(test_xtext),
         cmocka_unit_test(test_ehlo_name),
