@@ -280,6 +280,28 @@ def test_bayes_learns_and_scores(sluice_factory, fake, tmp_path):
     assert sl.wait_log(r"Bayes store .* reloaded: 40 spam, 30 ham", 5), sl.output()
 
 
+def test_bayes_band_score_from_rule_file(sluice_factory, fake, tmp_path):
+    """`score BAYES_999 0.5` in a rule file sets that band's score: unseen
+    spam still gets BAYES_999, but scores 0.5 and passes untagged; --check
+    names an unknown band at its FILE:LINE."""
+    db = str(tmp_path / "bayes.db")
+    learn(db, "spam", [corpus_msg(True, i) for i in range(30)], tmp_path)
+    learn(db, "ham", [corpus_msg(False, i) for i in range(30)], tmp_path)
+    rules = str(tmp_path / "site.rules")
+    write_rules(rules, "body NEVER /qqqzzzqqq/\nscore BAYES_999 0.5\n")
+    sl = start(sluice_factory, fake, rules=rules, bayes_db=db, bayes_min_learned="20")
+    assert plugkit.send(sl.port, body=corpus_msg(True, 101))["eod"].code == 250
+    m = fake.wait_messages(1)[0].data
+    assert b"X-Spam" not in m, m
+    assert sl.wait_log(r"spam score=0\.50 action=ham tests=BAYES_999", 5), sl.output()
+
+    write_rules(rules, "body NEVER /qqqzzzqqq/\n\nscore BAYES_96 3.0\n")
+    r = harness.run_sluice(["--check", "-c", str(write_check_config(tmp_path, db, rules))])
+    assert r.returncode == 1, r.stdout + r.stderr
+    out = r.stdout + r.stderr
+    assert "%s:3: score or describe for unknown rule or Bayes band BAYES_96" % rules in out, out
+
+
 def test_bayes_below_min_learned_says_nothing(sluice_factory, fake, tmp_path):
     db = str(tmp_path / "bayes.db")
     learn(db, "spam", [corpus_msg(True, i) for i in range(5)], tmp_path)
@@ -314,9 +336,9 @@ def test_bayes_bad_store_is_a_config_error(sluice_factory, fake, tmp_path):
     assert "bayes_db" in r.stderr and str(bad) in r.stderr, r.stderr
 
 
-def write_check_config(tmp_path, db):
+def write_check_config(tmp_path, db, rules=RULES):
     p = tmp_path / "check.conf"
     p.write_text("[server]\nlisten = 127.0.0.1:1\nspool_dir = %s\n[upstream]\nservers = "
                  "127.0.0.1:2\n[stats]\nlisten = no\n[chain]\nplugins = spam\n[plugin spam]\n"
-                 "path = %s\nrules = %s\nbayes_db = %s\n" % (tmp_path, SPAM_SO, RULES, db))
+                 "path = %s\nrules = %s\nbayes_db = %s\n" % (tmp_path, SPAM_SO, rules, db))
     return p
