@@ -296,9 +296,9 @@ static int main__run(struct cfg *cfg)
         return 1;
     }
     stats_set_chain_loaded(true);
-    xalloc_trim();   /* what loading the chain freed: about 15 MB with the bundled rules */
     console_serve(); /* after server_start: privileges are dropped */
     log_info("sluice %s started", SLUICE_VERSION);
+    xalloc_trim(); /* what loading the chain freed: about 15 MB with the bundled rules */
     if (notify_init(loop) != 0)
         return 1;
     /* Bound, privileges dropped, chain loaded: systemd may now start what

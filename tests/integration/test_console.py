@@ -95,6 +95,8 @@ def start_console(sluice_factory, upstream_port, tmp_path, virus=VIRUS):
                        stats={"listen": "127.0.0.1:%d" % stats_port},
                        env=LSAN_ENV if virus else None)
     assert s.wait_log(r"console: listening on 127\.0\.0\.1:%d" % port, 10), s.output()
+    # Until the daemon serves (privileges dropped), the console answers 503.
+    assert s.wait_log(r"sluice \S+ started", 10), s.output()
     s.console_port = port
     s.stats_port = stats_port
     return s
