@@ -23,19 +23,25 @@ import postfix as pfmod
 from harness import Client
 
 
-@pytest.fixture(scope="module")
-def pf():
-    why = pfmod.unavailable()
-    if why:
-        pytest.skip(why)
-    inst = pfmod.PrivatePostfix(extra={
-        "smtpd_authorized_xclient_hosts": "127.0.0.1",
+def production_shape(xclient_hosts):
+    """A private Postfix where xclient_hosts may send XCLIENT (and
+    127.0.0.1 XFORWARD), 127.0.0.2 may relay, nobody else."""
+    return pfmod.PrivatePostfix(extra={
+        "smtpd_authorized_xclient_hosts": xclient_hosts,
         "smtpd_authorized_xforward_hosts": "127.0.0.1",
         "mynetworks": "127.0.0.2/32",
         "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
         "smtpd_recipient_restrictions": "permit",
         "default_transport": "discard",
     })
+
+
+@pytest.fixture(scope="module")
+def pf():
+    why = pfmod.unavailable()
+    if why:
+        pytest.skip(why)
+    inst = production_shape("127.0.0.1")
     inst.start()
     yield inst
     inst.stop()
@@ -116,13 +122,7 @@ def test_xclient_reused_only_as_postfix_allows(sluice_factory):
     why = pfmod.unavailable()
     if why:
         pytest.skip(why)
-    inst = pfmod.PrivatePostfix(extra={
-        "smtpd_authorized_xclient_hosts": "127.0.0.0/8",
-        "mynetworks": "127.0.0.2/32",
-        "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
-        "smtpd_recipient_restrictions": "permit",
-        "default_transport": "discard",
-    })
+    inst = production_shape("127.0.0.0/8")
     inst.start()
     try:
         stats = harness.free_port()

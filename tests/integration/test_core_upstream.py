@@ -248,6 +248,17 @@ def _xclient_lines(s):
     return [ln for ln in s.command_strs() if ln.upper().startswith("XCLIENT")]
 
 
+def _two_clients(sl, up, helos=("h.test", "h.test")):
+    """One message each from 127.0.0.2 then 127.0.0.3, the second after the
+    first connection is back in the pool; both reach the upstream."""
+    for src, helo in zip(("127.0.0.2", "127.0.0.3"), helos):
+        with session(sl, helo, source=src) as c:
+            assert transaction(c).code == 250
+            c.cmd("QUIT")
+        time.sleep(0.3)
+    assert len(up.wait_messages(2)) == 2
+
+
 def test_xclient_connection_reused_when_offered_again(fake_factory, sluice_factory):
     """An MTA that offers XCLIENT again after one lets the next client be
     told on the same connection: one upstream connection serves both
@@ -256,12 +267,7 @@ def test_xclient_connection_reused_when_offered_again(fake_factory, sluice_facto
     up = fake_factory(xclient=True, xclient_again=True)
     stats = harness.free_port()
     sl = sluice_factory(up.port, stats={"listen": "127.0.0.1:%d" % stats})
-    for src, helo in (("127.0.0.2", "first.test"), ("127.0.0.3", "second.test")):
-        with session(sl, helo, source=src) as c:
-            assert transaction(c).code == 250
-            c.cmd("QUIT")
-        time.sleep(0.3)  # the first connection is back in the pool
-    assert len(up.wait_messages(2)) == 2
+    _two_clients(sl, up, ("first.test", "second.test"))
     txs = up.tx_sessions
     assert len(txs) == 1, [t.command_strs() for t in txs]
     lines = _xclient_lines(txs[0])
@@ -289,12 +295,7 @@ def test_xclient_connection_not_reused_without_reverse_name(fake_factory, sluice
     up = fake_factory(caps=caps, xclient_again=True)
     stats = harness.free_port()
     sl = sluice_factory(up.port, stats={"listen": "127.0.0.1:%d" % stats})
-    for src in ("127.0.0.2", "127.0.0.3"):
-        with session(sl, "h.test", source=src) as c:
-            assert transaction(c).code == 250
-            c.cmd("QUIT")
-        time.sleep(0.3)
-    assert len(up.wait_messages(2)) == 2
+    _two_clients(sl, up)
     assert [len(_xclient_lines(t)) for t in up.tx_sessions] == [1, 1]
     m = plugkit.metrics(stats)
     assert plugkit.metric_value(m, "sluice_upstream_connections_total", {"event": "reused"}) == 0
@@ -308,12 +309,7 @@ def test_xclient_connection_not_reused_when_not_offered_again(fake_factory, slui
     up = fake_factory(xclient=True)
     stats = harness.free_port()
     sl = sluice_factory(up.port, stats={"listen": "127.0.0.1:%d" % stats})
-    for src in ("127.0.0.2", "127.0.0.3"):
-        with session(sl, "h.test", source=src) as c:
-            assert transaction(c).code == 250
-            c.cmd("QUIT")
-        time.sleep(0.3)
-    assert len(up.wait_messages(2)) == 2
+    _two_clients(sl, up)
     txs = up.tx_sessions
     assert len(txs) == 2
     assert [len(_xclient_lines(t)) for t in txs] == [1, 1]
