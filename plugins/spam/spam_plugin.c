@@ -942,8 +942,9 @@ static int spam_init(const struct sluice_host_api *api, sluice_instance *inst, v
         spam_prefilter_counts(rs->pf, &pf_rules, &pf_always);
         char pf[160];
         if (rs->pf)
-            snprintf(pf, sizeof(pf), "prefilter=%s (%zu rules, %zu always run)",
-                     spam_prefilter_engine(), pf_rules, pf_always);
+            snprintf(pf, sizeof(pf), "prefilter=%s (%zu rules, %zu always run, compiled %s)",
+                     spam_prefilter_engine(), pf_rules, pf_always,
+                     spam_prefilter_isolated(rs->pf) ? "by a child process" : "in process");
         else
             snprintf(pf, sizeof(pf), "prefilter=none (%s)",
                      strcmp(spam_prefilter_engine(), "none") == 0 ? "built without Hyperscan"

@@ -27,11 +27,20 @@
  */
 #include "spam_prefilter.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #ifdef SPAM_HAVE_HYPERSCAN
 
@@ -55,6 +64,7 @@ struct spam_prefilter {
     unsigned char *always; /* owned; per rule */
     struct spam_prefilter__db db[SPAM_RULE_TYPE_COUNT];
     hs_scratch_t *proto; /* owned; fits every database, cloned for new scratches */
+    int isolated;        /* compiled by a child process */
 };
 
 struct spam_prefilter_scratch {
@@ -341,6 +351,251 @@ out:
     return rc;
 }
 
+/* Compile every filtered type here (pf->always sized for rs). */
+static int spam_prefilter__build_all(struct spam_prefilter *pf, const struct spam_ruleset *rs)
+{
+    for (size_t k = 0; k < SPAM_PREFILTER_NTYPES; k++)
+        if (spam_prefilter__build_type(pf, rs, spam_prefilter__types[k]) < 0)
+            return -1;
+    return 0;
+}
+
+/* Back to nothing compiled (before a second try in process). */
+static void spam_prefilter__clear(struct spam_prefilter *pf)
+{
+    for (size_t t = 0; t < SPAM_RULE_TYPE_COUNT; t++) {
+        if (pf->db[t].db)
+            hs_free_database(pf->db[t].db);
+        free(pf->db[t].always);
+        memset(&pf->db[t], 0, sizeof pf->db[t]);
+    }
+    memset(pf->always, 0, pf->nrules + 1);
+}
+
+/* ---- compiling in a child process -------------------------------------------
+ * Hyperscan's compiler is most of libhs (about 3 MB of its code is touched
+ * by one compile) and takes tens of MB of heap for a rule set; the daemon
+ * only needs the scanning side. So the databases are compiled in a forked
+ * child and handed back serialized through a pipe, as rspamd's hs_helper
+ * does with its cache files: the compiler's pages and heap are the child's
+ * and go away with it. Whatever goes wrong (no fork, a crash, a wrong
+ * stream, no answer within SPAM_PREFILTER_CHILD_MS) means compiling here
+ * instead: the same databases, only in the daemon's memory.
+ *
+ * Stream, per type of spam_prefilter__types in order: three uint64 (number
+ * of always-run rules, number of filtered rules, database bytes), the
+ * always-run rule indices (uint64 each), the serialized database; then
+ * the magic again.
+ */
+#define SPAM_PREFILTER_CHILD_MS 120000
+#define SPAM_PREFILTER_MAGIC 0x53504631u /* "SPF1" */
+#define SPAM_PREFILTER_STREAM_MAX ((size_t)1 << 30)
+
+static enum spam_prefilter_mode spam_prefilter__mode = SPAM_PREFILTER_CHILD;
+
+void spam_prefilter_set_mode(enum spam_prefilter_mode m)
+{
+    spam_prefilter__mode = m;
+}
+
+static int spam_prefilter__write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t w = write(fd, c, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* In the child: compile, send, exit (never returns). */
+static void spam_prefilter__child(int fd, const struct spam_ruleset *rs)
+{
+    struct spam_prefilter pf = {.nrules = rs->nrules};
+    uint32_t magic = SPAM_PREFILTER_MAGIC;
+    pf.always = calloc(rs->nrules + 1, 1);
+    if (spam_prefilter__mode == SPAM_PREFILTER_CHILD_FAILS || !pf.always ||
+        spam_prefilter__build_all(&pf, rs) < 0 ||
+        spam_prefilter__write_all(fd, &magic, sizeof magic) < 0)
+        _exit(1);
+    for (size_t k = 0; k < SPAM_PREFILTER_NTYPES; k++) {
+        const struct spam_prefilter__db *d = &pf.db[spam_prefilter__types[k]];
+        char *bytes = NULL;
+        size_t len = 0;
+        if (d->db && hs_serialize_database(d->db, &bytes, &len) != HS_SUCCESS)
+            _exit(1);
+        uint64_t hdr[3] = {d->nalways, d->nfiltered, len};
+        if (spam_prefilter__write_all(fd, hdr, sizeof hdr) < 0)
+            _exit(1);
+        for (size_t i = 0; i < d->nalways; i++) {
+            uint64_t v = d->always[i];
+            if (spam_prefilter__write_all(fd, &v, sizeof v) < 0)
+                _exit(1);
+        }
+        if (len && spam_prefilter__write_all(fd, bytes, len) < 0)
+            _exit(1);
+    }
+    if (spam_prefilter__write_all(fd, &magic, sizeof magic) < 0)
+        _exit(1);
+    _exit(0);
+}
+
+static int64_t spam_prefilter__ms_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Everything the child writes until it closes the pipe, within the time
+ * limit. 0, or -1 (time out, read error, too much). */
+static int spam_prefilter__read_all(int fd, char **out, size_t *outlen)
+{
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    int64_t deadline = spam_prefilter__ms_now() + SPAM_PREFILTER_CHILD_MS;
+    while (buf) {
+        int64_t left = deadline - spam_prefilter__ms_now();
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (left <= 0)
+            break;
+        int rc = poll(&pfd, 1, (int)left);
+        if (rc < 0 && errno == EINTR)
+            continue;
+        if (rc <= 0)
+            break;
+        if (n == cap) {
+            char *more = cap < SPAM_PREFILTER_STREAM_MAX ? realloc(buf, cap * 2) : NULL;
+            if (!more)
+                break;
+            buf = more;
+            cap *= 2;
+        }
+        ssize_t r = read(fd, buf + n, cap - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            break;
+        if (r == 0) {
+            *out = buf;
+            *outlen = n;
+            return 0;
+        }
+        n += (size_t)r;
+    }
+    free(buf);
+    return -1;
+}
+
+/* The child's stream into pf (pf->always sized for rs). 0, or -1 with pf
+ * partly filled (the caller clears it). */
+static int spam_prefilter__parse(struct spam_prefilter *pf, const char *p, size_t n)
+{
+    uint32_t magic;
+    if (n < sizeof magic)
+        return -1;
+    memcpy(&magic, p, sizeof magic);
+    if (magic != SPAM_PREFILTER_MAGIC)
+        return -1;
+    p += sizeof magic;
+    n -= sizeof magic;
+    for (size_t k = 0; k < SPAM_PREFILTER_NTYPES; k++) {
+        enum spam_rule_type t = spam_prefilter__types[k];
+        struct spam_prefilter__db *d = &pf->db[t];
+        uint64_t hdr[3];
+        if (n < sizeof hdr)
+            return -1;
+        memcpy(hdr, p, sizeof hdr);
+        p += sizeof hdr;
+        n -= sizeof hdr;
+        if (hdr[0] > pf->nrules || hdr[1] > pf->nrules || n / sizeof(uint64_t) < hdr[0])
+            return -1;
+        d->nfiltered = (size_t)hdr[1];
+        d->always = calloc((size_t)hdr[0] + 1, sizeof *d->always);
+        if (!d->always)
+            return -1;
+        for (uint64_t i = 0; i < hdr[0]; i++) {
+            uint64_t v;
+            memcpy(&v, p, sizeof v);
+            p += sizeof v;
+            n -= sizeof v;
+            if (v >= pf->nrules)
+                return -1;
+            d->always[d->nalways++] = (size_t)v;
+            pf->always[v] = 1;
+        }
+        if (hdr[2] > n)
+            return -1;
+        if (hdr[2] && hs_deserialize_database(p, (size_t)hdr[2], &d->db) != HS_SUCCESS) {
+            d->db = NULL;
+            return -1;
+        }
+        if (!d->db && d->nfiltered)
+            return -1;
+        p += hdr[2];
+        n -= (size_t)hdr[2];
+    }
+    if (n != sizeof magic || memcmp(p, &(uint32_t){SPAM_PREFILTER_MAGIC}, sizeof magic) != 0)
+        return -1;
+    return 0;
+}
+
+/* Compile rs in a child and load its databases into pf. 0, or -1 with pf
+ * partly filled (the caller clears it and compiles here). */
+static int spam_prefilter__from_child(struct spam_prefilter *pf, const struct spam_ruleset *rs)
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) < 0)
+        return -1;
+    /* No signal handler of the daemon may run in the child (libuv's would
+     * write into the daemon's own signal pipe): everything is blocked
+     * across fork and the child resets the handlers before unblocking. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct sigaction dfl = {.sa_handler = SIG_DFL};
+        for (int sig = 1; sig < NSIG; sig++)
+            sigaction(sig, &dfl, NULL);
+        sigemptyset(&all);
+        sigprocmask(SIG_SETMASK, &all, NULL);
+        /* Gone with the daemon; and no client socket or listener of the
+         * daemon's stays open in here. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (fds[1] > 3)
+            close_range(3, (unsigned)fds[1] - 1, 0);
+        close_range((unsigned)fds[1] + 1, ~0u, 0);
+        spam_prefilter__child(fds[1], rs);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    close(fds[1]);
+    if (pid < 0) {
+        close(fds[0]);
+        return -1;
+    }
+    char *buf = NULL;
+    size_t n = 0;
+    int rc = spam_prefilter__read_all(fds[0], &buf, &n);
+    close(fds[0]);
+    if (rc < 0)
+        kill(pid, SIGKILL);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    if (rc == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0)
+        rc = spam_prefilter__parse(pf, buf, n);
+    else
+        rc = -1;
+    free(buf);
+    return rc;
+}
+
 struct spam_prefilter *spam_prefilter_new(const struct spam_ruleset *rs)
 {
     /*
@@ -361,11 +616,16 @@ struct spam_prefilter *spam_prefilter_new(const struct spam_ruleset *rs)
     pf->always = calloc(rs->nrules + 1, 1);
     if (!pf->always)
         goto fail;
+    pf->isolated = spam_prefilter__mode != SPAM_PREFILTER_IN_PROCESS &&
+                   spam_prefilter__from_child(pf, rs) == 0;
+    if (!pf->isolated) {
+        spam_prefilter__clear(pf);
+        if (spam_prefilter__build_all(pf, rs) < 0)
+            goto fail;
+    }
     size_t filtered = 0;
     for (size_t k = 0; k < SPAM_PREFILTER_NTYPES; k++) {
         enum spam_rule_type t = spam_prefilter__types[k];
-        if (spam_prefilter__build_type(pf, rs, t) < 0)
-            goto fail;
         if (pf->db[t].db && hs_alloc_scratch(pf->db[t].db, &pf->proto) != HS_SUCCESS)
             goto fail;
         filtered += pf->db[t].nfiltered;
@@ -391,6 +651,11 @@ void spam_prefilter_free(struct spam_prefilter *pf)
         hs_free_scratch(pf->proto);
     free(pf->always);
     free(pf);
+}
+
+int spam_prefilter_isolated(const struct spam_prefilter *pf)
+{
+    return pf && pf->isolated;
 }
 
 int spam_prefilter_always(const struct spam_prefilter *pf, size_t i)
@@ -558,6 +823,17 @@ int spam_prefilter_scan(const struct spam_prefilter *pf, struct spam_prefilter_s
 }
 
 #else /* !SPAM_HAVE_HYPERSCAN */
+
+void spam_prefilter_set_mode(enum spam_prefilter_mode m)
+{
+    (void)m;
+}
+
+int spam_prefilter_isolated(const struct spam_prefilter *pf)
+{
+    (void)pf;
+    return 0;
+}
 
 const char *spam_prefilter_engine(void)
 {

@@ -34,6 +34,22 @@ const char *spam_prefilter_engine(void);
  * memory: the caller then runs PCRE2 on every rule.
  */
 struct spam_prefilter *spam_prefilter_new(const struct spam_ruleset *rs);
+
+/*
+ * Where spam_prefilter_new() compiles: in a forked child that hands the
+ * serialized databases back (the default: Hyperscan's compiler never
+ * touches the daemon's memory), in this process, or (tests) in a child
+ * that fails, which falls back to this process. Process-wide; set it
+ * before loading rules.
+ */
+enum spam_prefilter_mode {
+    SPAM_PREFILTER_CHILD,
+    SPAM_PREFILTER_IN_PROCESS,
+    SPAM_PREFILTER_CHILD_FAILS,
+};
+void spam_prefilter_set_mode(enum spam_prefilter_mode m);
+/* pf was compiled by a child process (not the fallback in process). */
+int spam_prefilter_isolated(const struct spam_prefilter *pf);
 void spam_prefilter_free(struct spam_prefilter *pf);
 
 /* Rule i is run by PCRE2 whatever the scan says (Hyperscan refused it). */

@@ -17,6 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <dirent.h>
+#include <errno.h>
+#include <sys/wait.h>
 
 #include "spam_eval.h"
 #include "spam_msg.h"
@@ -482,12 +485,99 @@ static void test_prefilter_loosening_keeps_superset(void **state)
     spam_ruleset_unref(rs);
 }
 
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    assert_non_null(d);
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
+/*
+ * The databases are compiled by a child process and handed back; a child
+ * that fails means compiling in process. Either way the same rules are
+ * filtered and always run, the same messages hit the same rules, and
+ * nothing of the child is left behind (no open pipe, no zombie).
+ */
+static void test_prefilter_compiled_by_a_child(void **state)
+{
+    (void)state;
+#ifndef SPAM_HAVE_HYPERSCAN
+    skip();
+#else
+    static const enum spam_prefilter_mode modes[] = {
+        SPAM_PREFILTER_CHILD, SPAM_PREFILTER_IN_PROCESS, SPAM_PREFILTER_CHILD_FAILS};
+    struct spam_ruleset *rs[3];
+    int fds = count_fds();
+    for (size_t k = 0; k < 3; k++) {
+        struct spam_rules_errors errs;
+        spam_prefilter_set_mode(modes[k]);
+        rs[k] = spam_rules_load(SPAM_RULES_FILE, &errs);
+        spam_rules_errors_free(&errs);
+        assert_non_null(rs[k]);
+        assert_non_null(rs[k]->pf);
+    }
+    spam_prefilter_set_mode(SPAM_PREFILTER_CHILD);
+    assert_true(spam_prefilter_isolated(rs[0]->pf));
+    assert_false(spam_prefilter_isolated(rs[1]->pf));
+    assert_false(spam_prefilter_isolated(rs[2]->pf));
+    assert_int_equal(count_fds(), fds);
+    errno = 0;
+    assert_int_equal(waitpid(-1, NULL, WNOHANG), -1);
+    assert_int_equal(errno, ECHILD);
+
+    size_t f0, a0;
+    spam_prefilter_counts(rs[0]->pf, &f0, &a0);
+    assert_true(f0 > 3 * a0);
+    for (size_t k = 1; k < 3; k++) {
+        size_t f, a;
+        spam_prefilter_counts(rs[k]->pf, &f, &a);
+        assert_int_equal(f, f0);
+        assert_int_equal(a, a0);
+        for (size_t i = 0; i < rs[0]->nrules; i++)
+            assert_int_equal(spam_prefilter_always(rs[k]->pf, i),
+                             spam_prefilter_always(rs[0]->pf, i));
+    }
+
+    struct spam_eval_limits lim = SPAM_EVAL_LIMITS_DEFAULT;
+    relax_time(&lim);
+    struct spam_scratch_pool *pool = spam_scratch_pool_new(&lim);
+    struct corpus c = {NULL, 0};
+    load_corpus(&c);
+    size_t hits = 0;
+    for (size_t i = 0; i < c.n; i++) {
+        struct spam_msg *m = spam_msg_parse(c.v[i].ptr, c.v[i].len, NULL, 256 * 1024);
+        struct spam_result r[3];
+        for (size_t k = 0; k < 3; k++)
+            assert_int_equal(spam_eval_run(rs[k], m, pool, &r[k]), 0);
+        for (size_t k = 1; k < 3; k++) {
+            assert_int_equal(r[k].nhits, r[0].nhits);
+            assert_memory_equal(r[k].hit, r[0].hit, rs[0]->nrules * sizeof r[0].hit[0]);
+        }
+        hits += r[0].nhits;
+        for (size_t k = 0; k < 3; k++)
+            spam_result_free(&r[k]);
+        spam_msg_free(m);
+        pstr_free(&c.v[i]);
+    }
+    free(c.v);
+    assert_true(hits > 100);
+    spam_scratch_pool_free(pool);
+    for (size_t k = 0; k < 3; k++)
+        spam_ruleset_unref(rs[k]);
+#endif
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_prefilter_refused_rule_still_fires),
         cmocka_unit_test(test_prefilter_loosening_keeps_superset),
         cmocka_unit_test(test_prefilter_same_hits_and_scores),
+        cmocka_unit_test(test_prefilter_compiled_by_a_child),
     };
     return cmocka_run_group_tests_name("spam_prefilter", tests, NULL, NULL);
 }
