@@ -940,8 +940,9 @@ static void up__ident_done(void *ud, const struct up_result *r)
 
 /* What a new XCLIENT must be able to tell so that nothing of the last
  * client stays: every attribute sluice sends, and REVERSE_NAME (Postfix
- * keeps the last one on NAME=[UNAVAILABLE]). LOGIN only where listed: an
- * MTA that does not list it was never told one. */
+ * keeps the last one on NAME=[UNAVAILABLE]). LOGIN as well once an offer
+ * listed it (a login may have been told, and the MTA may keep it and its
+ * relay rights); an MTA that never listed it was never told one. */
 #define UP__XCLIENT_RETELL                                                                         \
     (ESMTP_XA_NAME | ESMTP_XA_ADDR | ESMTP_XA_PORT | ESMTP_XA_PROTO | ESMTP_XA_HELO |              \
      ESMTP_XA_REVERSE_NAME)
@@ -953,14 +954,14 @@ static void up__xclient_ehlo_cb(void *ud, const struct up_result *r)
         up__fail(u, UP_ERR_PROTOCOL, "upstream refused EHLO after XCLIENT");
         return;
     }
+    unsigned need = UP__XCLIENT_RETELL | (u->xclient_attrs & ESMTP_XA_LOGIN);
     u->caps = esmtp_caps(r->reply, &u->size_limit);
     u->xclient_attrs = esmtp_xclient_attrs(r->reply);
     /* Postfix judges a further XCLIENT by the address just told, and so
      * stops offering it unless the client itself may send XCLIENT: then
      * the connection is the client's for good. An MTA that offers it
      * again lets the next client be told on this connection. */
-    u->xclient_again =
-        (u->caps & UP_CAP_XCLIENT) && (u->xclient_attrs & UP__XCLIENT_RETELL) == UP__XCLIENT_RETELL;
+    u->xclient_again = (u->caps & UP_CAP_XCLIENT) && (u->xclient_attrs & need) == need;
     up__set_state(u, UP_S_READY);
     up__ident_done(u, r);
 }

@@ -131,12 +131,15 @@ class FakeMTA:
     def __init__(self, caps=None, faults=None, cert=None, key=None,
                  hostname="fake.test", host="127.0.0.1", port=0,
                  xclient=False, xforward=False, starttls=None, idle_timeout=60,
-                 xclient_again=False):
+                 xclient_again=False, xclient_again_cap=None):
         self.caps = list(DEFAULT_CAPS if caps is None else caps)
         # Like Postfix, XCLIENT is not offered again after an XCLIENT
         # (a further one is judged by the address told), unless
         # xclient_again: an MTA that lets its proxy re-identify.
         self.xclient_again = xclient_again
+        # xclient_again_cap: the XCLIENT line offered after an XCLIENT
+        # (default: the same as before).
+        self.xclient_again_cap = xclient_again_cap
         if xclient:
             self.caps.append(XCLIENT_CAP)
         if xforward:
@@ -312,8 +315,10 @@ class FakeMTA:
     def _ehlo_reply(self, sess, arg):
         lines = ["%s hello %s" % (self.hostname, arg)]
         for c in self.caps:
-            if c.upper().startswith("XCLIENT") and sess.xclient_told and not self.xclient_again:
-                continue
+            if c.upper().startswith("XCLIENT") and sess.xclient_told:
+                if not self.xclient_again:
+                    continue
+                c = self.xclient_again_cap or c
             lines.append(c)
         if self.starttls and not sess.tls:
             lines.append("STARTTLS")

@@ -301,6 +301,21 @@ def test_xclient_connection_not_reused_without_reverse_name(fake_factory, sluice
     assert plugkit.metric_value(m, "sluice_upstream_connections_total", {"event": "reused"}) == 0
 
 
+def test_xclient_connection_not_reused_when_login_no_longer_listed(fake_factory, sluice_factory):
+    """The first EHLO lists LOGIN, the one after XCLIENT does not: the
+    next client could not be told it has no login (the MTA may keep the
+    last one's SASL identity, and with it relay rights), so the connection
+    is not reused."""
+    up = fake_factory(xclient=True, xclient_again=True,
+                      xclient_again_cap="XCLIENT NAME ADDR PORT PROTO HELO REVERSE_NAME")
+    stats = harness.free_port()
+    sl = sluice_factory(up.port, stats={"listen": "127.0.0.1:%d" % stats})
+    _two_clients(sl, up)
+    assert [len(_xclient_lines(t)) for t in up.tx_sessions] == [1, 1]
+    m = plugkit.metrics(stats)
+    assert plugkit.metric_value(m, "sluice_upstream_connections_total", {"event": "reused"}) == 0
+
+
 def test_xclient_connection_not_reused_when_not_offered_again(fake_factory, sluice_factory):
     """Like Postfix: no XCLIENT in the EHLO after an XCLIENT (a further one
     would be judged by the client's address). The connection is never given
