@@ -581,22 +581,31 @@ static const char *dkp__symbol(enum dkp_result r)
 static void dkp__delete_forged(sluice_ctx *ctx, struct dkp_inst *d)
 {
     const struct sluice_host_api *api = sluice_api;
-    size_t ours[64], n = 0;
+    static const char ar_name[] = "Authentication-Results";
+    size_t ours[64], n = 0, nth = 0, count = api->header_count(ctx);
 
-    for (size_t nth = 0; nth < 1000 && n < sizeof ours / sizeof ours[0]; nth++) {
-        const char *v = api->header_get(ctx, "Authentication-Results", nth);
-        if (!v)
+    /* One pass over the fields (header_get per nth would rescan from the
+     * top each time: a header of thousands of short fields would cost
+     * millions of compares, on the loop thread for an unsigned message). */
+    for (size_t i = 0; i < count && nth < 1000 && n < sizeof ours / sizeof ours[0]; i++) {
+        struct sluice_header h = {.size = sizeof h};
+        if (api->header_at(ctx, i, &h) != 0)
             break;
-        if (dkp_ar_has_authserv_id(v, strlen(v), d->authserv_id))
+        if (h.name_len != sizeof ar_name - 1 || strncasecmp(h.name, ar_name, h.name_len) != 0)
+            continue;
+        /* The raw value, folds and all: the authserv-id parser takes CR
+         * and LF for the white space of a fold. */
+        if (dkp_ar_has_authserv_id(h.value, h.value_len, d->authserv_id))
             ours[n++] = nth;
+        nth++;
     }
     /* Highest first, so the indices of the remaining ones stay valid
      * whether the host applies deletions at once or at the end. */
     while (n > 0) {
-        size_t nth = ours[--n];
-        if (api->header_delete(ctx, "Authentication-Results", nth) == 0)
+        size_t k = ours[--n];
+        if (api->header_delete(ctx, ar_name, k) == 0)
             api->log_ctx(ctx, SLUICE_LOG_INFO,
-                         "dkim: removed Authentication-Results #%zu claiming to be from %s", nth,
+                         "dkim: removed Authentication-Results #%zu claiming to be from %s", k,
                          d->authserv_id);
     }
 }

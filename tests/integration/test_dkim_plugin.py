@@ -326,6 +326,15 @@ def test_verify_several_signatures_and_forged_ar(keys, fake, sluice_factory):
     assert any("kept.example" in h for h in all_ar), "someone else's A-R removed"
     # (the daemon's log is written in batches: wait for the line)
     assert s.wait_log(r"removed Authentication-Results", 5), s.output()
+    # Unsigned (answered without libopendkim): the same clean-up.
+    long_comment = b"(" + (b"c" * 70 + b"\r\n ") * 40 + b")"
+    data = send(s, fake, forged + b"Authentication-Results: " + long_comment + b"\r\n "
+                + AUTHSERV.encode() + b"; dkim=pass header.d=long.example\r\n" + MSG, 2)
+    assert ar_results(data) == [AUTHSERV + "; dkim=none"]
+    all_ar = headers(data, "Authentication-Results")
+    assert not any("bank.example" in h or "forged" in h or "long.example" in h
+                   for h in all_ar), all_ar
+    assert any("kept.example" in h for h in all_ar), "someone else's A-R removed"
 
 
 def test_verify_rspamd_signature_pass(keys, fake, sluice_factory, tmp_path):

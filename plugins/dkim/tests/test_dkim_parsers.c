@@ -157,6 +157,9 @@ static void test_ar_authserv(void **state)
         {" MX.Test; spf=pass", 1},
         {"\r\n\tmx.test 1; dkim=pass", 1},
         {"(forged) mx.test; dkim=pass", 1},
+        /* raw, as header_at gives it: folds inside comments and before */
+        {"(forged\r\n  again) MX.TEST\r\n\t; spf=pass", 1},
+        {"\r\n (a (nested\r\n\t) one)\r\n mx.test; dkim=pass", 1},
         {"\"mx.test\"; dkim=pass", 1},
         {"mx.test.evil; dkim=pass", 0},
         {"other.test; dkim=pass header.d=mx.test", 0},
@@ -168,6 +171,12 @@ static void test_ar_authserv(void **state)
         if (got != cases[i].want)
             fail_msg("\"%s\": got %d, want %d", cases[i].value, got, cases[i].want);
     }
+    /* a long comment in front does not hide the id */
+    char longv[4096];
+    memset(longv, 'x', sizeof longv);
+    longv[0] = '(';
+    snprintf(longv + 3000, sizeof longv - 3000, ") mx.test; dkim=pass");
+    assert_true(dkp_ar_has_authserv_id(longv, strlen(longv), "mx.test"));
     assert_true(dkp_ar_valid_authserv_id("mx.example.com"));
     assert_false(dkp_ar_valid_authserv_id("mx example"));
     assert_false(dkp_ar_valid_authserv_id("a;b"));
