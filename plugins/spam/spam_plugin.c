@@ -295,8 +295,9 @@ static void spam__reloaded(void *owner, const void *obj, const char *errors)
     if (si->c_reloads)
         sluice_api->counter_add(si->c_reloads, nrs ? "ok" : "failed", 1);
     if (nrs)
-        sluice_api->log(si->inst, SLUICE_LOG_INFO, "rules reloaded from %s: %zu rules%s",
-                        si->conf.rules, nrs->nrules, nrs->pf ? "" : ", no prefilter");
+        sluice_api->log(si->inst, nrs->pf_why[0] ? SLUICE_LOG_WARN : SLUICE_LOG_INFO,
+                        "rules reloaded from %s: %zu rules%s%s%s", si->conf.rules, nrs->nrules,
+                        nrs->pf ? "" : ", no prefilter", nrs->pf_why[0] ? ": " : "", nrs->pf_why);
     else
         sluice_api->log(si->inst, SLUICE_LOG_ERROR,
                         "rule file %s has %zu error%s; keeping the previous rules", si->conf.rules,
@@ -948,9 +949,10 @@ static int spam_init(const struct sluice_host_api *api, sluice_instance *inst, v
         else
             snprintf(pf, sizeof(pf), "prefilter=none (%s)",
                      strcmp(spam_prefilter_engine(), "none") == 0 ? "built without Hyperscan"
+                     : rs->pf_why[0]                              ? rs->pf_why
                                                                   : "no Hyperscan database");
-        api->log(inst, SLUICE_LOG_INFO, "%zu rules from %s%s; %s", rs->nrules, si->conf.rules,
-                 rs->jit ? "" : " (some without JIT)", pf);
+        api->log(inst, rs->pf_why[0] ? SLUICE_LOG_WARN : SLUICE_LOG_INFO, "%zu rules from %s%s; %s",
+                 rs->nrules, si->conf.rules, rs->jit ? "" : " (some without JIT)", pf);
     }
     *data = si;
     return 0;

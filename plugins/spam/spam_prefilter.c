@@ -360,34 +360,27 @@ static int spam_prefilter__build_all(struct spam_prefilter *pf, const struct spa
     return 0;
 }
 
-/* Back to nothing compiled (before a second try in process). */
-static void spam_prefilter__clear(struct spam_prefilter *pf)
-{
-    for (size_t t = 0; t < SPAM_RULE_TYPE_COUNT; t++) {
-        if (pf->db[t].db)
-            hs_free_database(pf->db[t].db);
-        free(pf->db[t].always);
-        memset(&pf->db[t], 0, sizeof pf->db[t]);
-    }
-    memset(pf->always, 0, pf->nrules + 1);
-}
-
 /* ---- compiling in a child process -------------------------------------------
  * Hyperscan's compiler is most of libhs (about 3 MB of its code is touched
  * by one compile) and takes tens of MB of heap for a rule set; the daemon
  * only needs the scanning side. So the databases are compiled in a forked
  * child and handed back serialized through a pipe, as rspamd's hs_helper
  * does with its cache files: the compiler's pages and heap are the child's
- * and go away with it. Whatever goes wrong (no fork, a crash, a wrong
- * stream, no answer within SPAM_PREFILTER_CHILD_MS) means compiling here
- * instead: the same databases, only in the daemon's memory.
+ * and go away with it. When no child can be made (pipe, fork) the
+ * compile runs here. When the child fails (a crash, the OOM killer, no
+ * answer within SPAM_PREFILTER_CHILD_MS, a wrong stream) it does not:
+ * the same compile would fail, stall or blow up the daemon in turn; the
+ * rules run without a prefilter (PCRE2 on every rule: the same hits,
+ * slower) and the reason is logged.
  *
  * Stream, per type of spam_prefilter__types in order: three uint64 (number
  * of always-run rules, number of filtered rules, database bytes), the
  * always-run rule indices (uint64 each), the serialized database; then
  * the magic again.
  */
-#define SPAM_PREFILTER_CHILD_MS 120000
+/* Under systemd's WatchdogSec (30 s in contrib/systemd): a reload runs on
+ * the loop thread. Our shipped rules compile in about a second. */
+#define SPAM_PREFILTER_CHILD_MS 20000
 #define SPAM_PREFILTER_MAGIC 0x53504631u /* "SPF1" */
 #define SPAM_PREFILTER_STREAM_MAX ((size_t)1 << 30)
 
@@ -494,7 +487,8 @@ static int spam_prefilter__read_all(int fd, char **out, size_t *outlen)
 
 /* The child's stream into pf (pf->always sized for rs). 0, or -1 with pf
  * partly filled (the caller clears it). */
-static int spam_prefilter__parse(struct spam_prefilter *pf, const char *p, size_t n)
+static int spam_prefilter__parse(struct spam_prefilter *pf, const struct spam_ruleset *rs,
+                                 const char *p, size_t n)
 {
     uint32_t magic;
     if (n < sizeof magic)
@@ -513,7 +507,9 @@ static int spam_prefilter__parse(struct spam_prefilter *pf, const char *p, size_
         memcpy(hdr, p, sizeof hdr);
         p += sizeof hdr;
         n -= sizeof hdr;
-        if (hdr[0] > pf->nrules || hdr[1] > pf->nrules || n / sizeof(uint64_t) < hdr[0])
+        /* Every rule of the type either filtered or always run. */
+        if (hdr[0] > rs->count[t] || hdr[1] != rs->count[t] - hdr[0] ||
+            n / sizeof(uint64_t) < hdr[0])
             return -1;
         d->nfiltered = (size_t)hdr[1];
         d->always = calloc((size_t)hdr[0] + 1, sizeof *d->always);
@@ -524,7 +520,7 @@ static int spam_prefilter__parse(struct spam_prefilter *pf, const char *p, size_
             memcpy(&v, p, sizeof v);
             p += sizeof v;
             n -= sizeof v;
-            if (v >= pf->nrules)
+            if (v >= pf->nrules || rs->rules[v].type != t || pf->always[v])
                 return -1;
             d->always[d->nalways++] = (size_t)v;
             pf->always[v] = 1;
@@ -545,13 +541,29 @@ static int spam_prefilter__parse(struct spam_prefilter *pf, const char *p, size_
     return 0;
 }
 
-/* Compile rs in a child and load its databases into pf. 0, or -1 with pf
- * partly filled (the caller clears it and compiles here). */
-static int spam_prefilter__from_child(struct spam_prefilter *pf, const struct spam_ruleset *rs)
+/* No descriptor of the daemon's (listeners, client sockets, epoll, the
+ * signal pipe) stays open in the child but `keep`: a client the daemon
+ * closes must see its FIN at once. */
+static void spam_prefilter__close_fds(int keep)
+{
+    if ((keep <= 3 || close_range(3, (unsigned)keep - 1, 0) == 0) &&
+        close_range((unsigned)keep + 1, ~0u, 0) == 0)
+        return;
+    long max = sysconf(_SC_OPEN_MAX);
+    for (long fd = 3; fd < (max > 0 ? max : 65536); fd++)
+        if (fd != keep)
+            close((int)fd);
+}
+
+/* Compile rs in a child and load its databases into pf. 0; 1 when no
+ * child could be made (compile here); -1 when the child failed (why says
+ * how), pf then partly filled (the caller clears it). */
+static int spam_prefilter__from_child(struct spam_prefilter *pf, const struct spam_ruleset *rs,
+                                      char *why, size_t whylen)
 {
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) < 0)
-        return -1;
+        return 1;
     /* No signal handler of the daemon may run in the child (libuv's would
      * write into the daemon's own signal pipe): everything is blocked
      * across fork and the child resets the handlers before unblocking. */
@@ -565,19 +577,16 @@ static int spam_prefilter__from_child(struct spam_prefilter *pf, const struct sp
             sigaction(sig, &dfl, NULL);
         sigemptyset(&all);
         sigprocmask(SIG_SETMASK, &all, NULL);
-        /* Gone with the daemon; and no client socket or listener of the
-         * daemon's stays open in here. */
+        /* Gone with the daemon (the forking thread lives as long). */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (fds[1] > 3)
-            close_range(3, (unsigned)fds[1] - 1, 0);
-        close_range((unsigned)fds[1] + 1, ~0u, 0);
+        spam_prefilter__close_fds(fds[1]);
         spam_prefilter__child(fds[1], rs);
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     close(fds[1]);
     if (pid < 0) {
         close(fds[0]);
-        return -1;
+        return 1;
     }
     char *buf = NULL;
     size_t n = 0;
@@ -585,19 +594,31 @@ static int spam_prefilter__from_child(struct spam_prefilter *pf, const struct sp
     close(fds[0]);
     if (rc < 0)
         kill(pid, SIGKILL);
-    int st = 0;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+    int st = -1;
+    pid_t w;
+    while ((w = waitpid(pid, &st, 0)) < 0 && errno == EINTR)
         ;
-    if (rc == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0)
-        rc = spam_prefilter__parse(pf, buf, n);
+    if (w != pid)
+        snprintf(why, whylen, "compile child %d: %s", (int)pid, strerror(errno));
+    else if (rc < 0 && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL)
+        snprintf(why, whylen, "compile child gave no answer within %d s",
+                 SPAM_PREFILTER_CHILD_MS / 1000);
+    else if (WIFSIGNALED(st))
+        snprintf(why, whylen, "compile child killed by signal %d", WTERMSIG(st));
+    else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        snprintf(why, whylen, "compile child failed (exit %d)", WEXITSTATUS(st));
+    else if (rc < 0 || spam_prefilter__parse(pf, rs, buf, n) < 0)
+        snprintf(why, whylen, "compile child sent a malformed stream");
     else
-        rc = -1;
+        why = NULL;
     free(buf);
-    return rc;
+    return why ? -1 : 0;
 }
 
-struct spam_prefilter *spam_prefilter_new(const struct spam_ruleset *rs)
+struct spam_prefilter *spam_prefilter_new(const struct spam_ruleset *rs, char *why, size_t whylen)
 {
+    if (whylen)
+        *why = 0;
     /*
      * Hyperscan's ^ $ know only LF as a line end: a PCRE2 built with
      * another default newline (where $ matches before CR too) would find
@@ -616,13 +637,14 @@ struct spam_prefilter *spam_prefilter_new(const struct spam_ruleset *rs)
     pf->always = calloc(rs->nrules + 1, 1);
     if (!pf->always)
         goto fail;
-    pf->isolated = spam_prefilter__mode != SPAM_PREFILTER_IN_PROCESS &&
-                   spam_prefilter__from_child(pf, rs) == 0;
-    if (!pf->isolated) {
-        spam_prefilter__clear(pf);
-        if (spam_prefilter__build_all(pf, rs) < 0)
-            goto fail;
-    }
+    int rc = spam_prefilter__mode == SPAM_PREFILTER_IN_PROCESS
+                 ? 1
+                 : spam_prefilter__from_child(pf, rs, why, whylen);
+    if (rc < 0)
+        goto fail;
+    pf->isolated = rc == 0;
+    if (rc > 0 && spam_prefilter__build_all(pf, rs) < 0)
+        goto fail;
     size_t filtered = 0;
     for (size_t k = 0; k < SPAM_PREFILTER_NTYPES; k++) {
         enum spam_rule_type t = spam_prefilter__types[k];
@@ -840,9 +862,11 @@ const char *spam_prefilter_engine(void)
     return "none";
 }
 
-struct spam_prefilter *spam_prefilter_new(const struct spam_ruleset *rs)
+struct spam_prefilter *spam_prefilter_new(const struct spam_ruleset *rs, char *why, size_t whylen)
 {
     (void)rs;
+    if (whylen)
+        *why = 0;
     return NULL;
 }
 

@@ -30,17 +30,20 @@ const char *spam_prefilter_engine(void);
 /*
  * Build the prefilter of rs (the rules' patterns and flags; rs keeps no
  * pointer to it, the caller stores it). NULL when built without Hyperscan,
- * when this CPU cannot run it, when rs has no rule to filter, or out of
- * memory: the caller then runs PCRE2 on every rule.
+ * when this CPU cannot run it, when rs has no rule to filter, when the
+ * compile failed, or out of memory: the caller then runs PCRE2 on every
+ * rule. why[0..whylen) gets the reason of a failed compile worth telling
+ * an admin, else "".
  */
-struct spam_prefilter *spam_prefilter_new(const struct spam_ruleset *rs);
+struct spam_prefilter *spam_prefilter_new(const struct spam_ruleset *rs, char *why, size_t whylen);
 
 /*
  * Where spam_prefilter_new() compiles: in a forked child that hands the
  * serialized databases back (the default: Hyperscan's compiler never
- * touches the daemon's memory), in this process, or (tests) in a child
- * that fails, which falls back to this process. Process-wide; set it
- * before loading rules.
+ * touches the daemon's memory; in this process only when no child can be
+ * made), in this process, or (tests) in a child that fails, which leaves
+ * the rules without a prefilter. Process-wide; set it before loading
+ * rules.
  */
 enum spam_prefilter_mode {
     SPAM_PREFILTER_CHILD,

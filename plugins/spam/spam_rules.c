@@ -1096,7 +1096,7 @@ struct spam_ruleset *spam_rules_builder_finish(struct spam_rules_builder *b, str
         return NULL;
     }
     /* Built last, from the final rule indices; NULL is fine (PCRE2 only). */
-    rs->pf = spam_prefilter_new(rs);
+    rs->pf = spam_prefilter_new(rs, rs->pf_why, sizeof rs->pf_why);
     return rs;
 }
 

@@ -131,6 +131,7 @@ struct spam_ruleset {
     size_t nfiles;
     int jit;                   /* 1 when every regex got JIT code */
     struct spam_prefilter *pf; /* owned; NULL without Hyperscan (see spam_prefilter.h) */
+    char pf_why[128];          /* why pf is NULL after a failed compile, else "" */
     /* Each Bayes band's score, BAYES_00 first (spam_bayes_band_index): the
      * default table of spam_bayes.c unless a `score BAYES_95 3.5` line set it. */
     double bayes_score[SPAM_RULES_BAYES_BANDS];

@@ -125,6 +125,10 @@ def test_reload_broken_file_keeps_old_rules(sluice_factory, fake, tmp_path):
     sl = start(sluice_factory, fake, rules=rules)
     zebra = CLEAN.replace(b"Alice\r\n", b"Alice and the zebra\r\n")
     assert plugkit.send(sl.port, body=zebra)["eod"].code == 554
+    # Hyperscan's databases come from a compile child (not in the daemon).
+    assert sl.wait_log(r"prefilter=(hyperscan .*compiled by a child process|none \(built without)",
+                       timeout=5), sl.output()
+    hyperscan = sl.wait_log(r"prefilter=hyperscan", timeout=0.1)
 
     # A broken file: logged with FILE:LINE, refused; the old rules stay.
     time.sleep(1.1)
@@ -147,11 +151,24 @@ def test_reload_broken_file_keeps_old_rules(sluice_factory, fake, tmp_path):
     time.sleep(1.1)
     write_rules(rules, "body GIRAFFE /giraffe/i\nscore GIRAFFE 20\n")
     time.sleep(1.1)
+    mark = len(sl.lines)
     plugkit.send(sl.port, body=CLEAN)       # the first DATA after a change reloads
-    assert sl.wait_log(r"rules reloaded", timeout=5)
+    assert sl.wait_log(r"rules reloaded", timeout=5, start=mark)
+    if hyperscan:   # compiled by a child forked from a pool thread
+        assert not sl.wait_log(r"no prefilter", timeout=0.1, start=mark), sl.output()
     assert plugkit.send(sl.port, body=zebra)["eod"].code == 250
     giraffe = CLEAN.replace(b"Alice\r\n", b"Alice and the giraffe\r\n")
     assert plugkit.send(sl.port, body=giraffe)["eod"].code == 554
+
+    # SIGHUP with the fixed file: a child forked from the loop thread.
+    mark = len(sl.lines)
+    sl.signal(signal.SIGHUP)
+    if hyperscan:
+        assert sl.wait_log(r"prefilter=hyperscan .*compiled by a child process", timeout=10,
+                           start=mark), sl.output()
+    time.sleep(0.5)
+    assert plugkit.send(sl.port, body=giraffe)["eod"].code == 554
+    assert plugkit.send(sl.port, body=zebra)["eod"].code == 250
 
 
 def test_catastrophic_regex_on_1mb_is_bounded(sluice_factory, fake, tmp_path):
