@@ -111,33 +111,46 @@ static const char *esmtp__name(const struct esmtp_client *w)
 
 void esmtp_xclient_line(buf_t *b, const struct esmtp_client *w)
 {
-    buf_puts(b, "XCLIENT ADDR=");
-    esmtp__addr(b, w->addr);
-    buf_printf(b, " PORT=%d NAME=", w->port);
-    esmtp_xtext(b, esmtp__name(w));
-    buf_printf(b, " PROTO=%s", w->esmtp ? "ESMTP" : "SMTP");
-    bool listed_helo = !w->attrs || (w->attrs & ESMTP_XA_HELO);
-    bool listed_login = !w->attrs || (w->attrs & ESMTP_XA_LOGIN);
+    /* Only what the MTA lists (Postfix answers 501 to any other name). */
+#define ESMTP__LISTED(bit) (!w->attrs || (w->attrs & (bit)))
+    buf_puts(b, "XCLIENT");
+    if (ESMTP__LISTED(ESMTP_XA_ADDR)) {
+        buf_puts(b, " ADDR=");
+        esmtp__addr(b, w->addr);
+    }
+    if (ESMTP__LISTED(ESMTP_XA_PORT))
+        buf_printf(b, " PORT=%d", w->port);
+    if (ESMTP__LISTED(ESMTP_XA_NAME)) {
+        buf_puts(b, " NAME=");
+        esmtp_xtext(b, esmtp__name(w));
+    }
+    if (ESMTP__LISTED(ESMTP_XA_PROTO))
+        buf_printf(b, " PROTO=%s", w->esmtp ? "ESMTP" : "SMTP");
     if (w->reset && (w->attrs & ESMTP_XA_REVERSE_NAME)) {
         /* What Postfix sets itself from a real NAME; on [UNAVAILABLE] it
          * would keep the last client's. */
         buf_puts(b, " REVERSE_NAME=");
         esmtp_xtext(b, esmtp__name(w));
     }
-    if (w->helo && w->helo[0]) {
-        buf_puts(b, " HELO=");
-        esmtp_xtext(b, w->helo);
-    } else if (w->reset && listed_helo) {
-        buf_puts(b, " HELO=[UNAVAILABLE]");
+    if (ESMTP__LISTED(ESMTP_XA_HELO)) {
+        if (w->helo && w->helo[0]) {
+            buf_puts(b, " HELO=");
+            esmtp_xtext(b, w->helo);
+        } else if (w->reset) {
+            buf_puts(b, " HELO=[UNAVAILABLE]");
+        }
     }
     /* Postfix then takes the client as authenticated under that name
      * (permit_sasl_authenticated, reject_sender_login_mismatch). */
-    if (w->login && w->login[0]) {
-        buf_puts(b, " LOGIN=");
-        esmtp_xtext(b, w->login);
-    } else if (w->reset && listed_login) {
-        buf_puts(b, " LOGIN=[UNAVAILABLE]");
+    if (ESMTP__LISTED(ESMTP_XA_LOGIN)) {
+        if (w->login && w->login[0]) {
+            buf_puts(b, " LOGIN=");
+            esmtp_xtext(b, w->login);
+        } else if (w->reset) {
+            buf_puts(b, " LOGIN=[UNAVAILABLE]");
+        }
     }
+#undef ESMTP__LISTED
 }
 
 void esmtp_xforward_lines(buf_t *addr_line, buf_t *helo_line, const struct esmtp_client *w)

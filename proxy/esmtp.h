@@ -75,7 +75,8 @@ void esmtp_xtext(buf_t *b, const char *s);
  * 33..126, fits in out), else its address literal ("[192.0.2.1]",
  * "[IPv6:2001:db8::1]") when the HELO cannot go on an EHLO line. */
 void esmtp_ehlo_name(char *out, size_t n, const char *helo, const char *addr);
-/* "XCLIENT ADDR=.. PORT=.. NAME=.. PROTO=.. [HELO=..]" (HELO once known). */
+/* "XCLIENT ADDR=.. PORT=.. NAME=.. PROTO=.. [HELO=..]" (HELO once known),
+ * with only the attributes w->attrs lists (all when 0). */
 void esmtp_xclient_line(buf_t *b, const struct esmtp_client *w);
 /* The two XFORWARD lines, "XFORWARD ADDR=.. PORT=.. PROTO=.. NAME=.." and
  * "XFORWARD HELO=..": two commands keep each under 512 octets. */

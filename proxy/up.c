@@ -1032,6 +1032,22 @@ static void up__queue_ident(struct up *u, const struct up_client_info *ci, bool 
 
 enum up__ident { UP__IDENT_NONE = 0, UP__IDENT_XCLIENT, UP__IDENT_XFORWARD, UP__IDENT_STALE };
 
+/* XCLIENT is there for the MTA to judge the real client. One that cannot
+ * be told the client's address (smtp-sink lists only NAME HELO) does not
+ * do that, and binds the connection to one client besides: XFORWARD (per
+ * transaction, the connection stays reusable) is used instead where the
+ * MTA offers it; without it, XCLIENT still carries what it can. */
+static bool up__xclient_usable(const struct up *u)
+{
+    if (!(u->caps & UP_CAP_XCLIENT) || !u->cfg->xclient)
+        return false;
+    if (u->xclient_attrs == 0 || (u->xclient_attrs & ESMTP_XA_ADDR))
+        return true;
+    if (!(u->xclient_attrs & (ESMTP_XA_NAME | ESMTP_XA_HELO)))
+        return false; /* nothing of ours to tell */
+    return !((u->caps & UP_CAP_XFORWARD) && u->cfg->xforward);
+}
+
 bool up_identity_stale(const struct up *u, const struct up_client_info *ci)
 {
     return u->xclient_done &&
@@ -1047,7 +1063,7 @@ static enum up__ident up__ident_needed(const struct up *u, const struct up_clien
      * does not even offer it). */
     if (up_identity_stale(u, ci))
         return UP__IDENT_STALE;
-    if ((u->caps & UP_CAP_XCLIENT) && u->cfg->xclient && !u->xclient_done)
+    if (up__xclient_usable(u) && !u->xclient_done)
         return UP__IDENT_XCLIENT;
     if ((u->caps & UP_CAP_XFORWARD) && u->cfg->xforward && !u->xclient_done)
         return UP__IDENT_XFORWARD;

@@ -346,6 +346,40 @@ def test_xclient_refused_permanently_is_a_tempfail(fake_factory, sluice_factory)
                        5), sl.output()
 
 
+def test_xclient_without_addr_gives_way_to_xforward(fake_factory, sluice_factory):
+    """smtp-sink's kind of offer: XCLIENT NAME HELO (the MTA cannot be told
+    the client's address, so it cannot judge the client) beside XFORWARD
+    with ADDR. XFORWARD carries the address, and the connection, not bound
+    to one client, serves the next session."""
+    caps = ["PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES", "XCLIENT NAME HELO",
+            "XFORWARD NAME ADDR PROTO HELO"]
+    up = fake_factory(caps=caps)
+    stats = harness.free_port()
+    sl = sluice_factory(up.port, stats={"listen": "127.0.0.1:%d" % stats})
+    _two_clients(sl, up)
+    txs = up.tx_sessions
+    assert len(txs) == 1, [t.command_strs() for t in txs]
+    assert not _xclient_lines(txs[0]), txs[0].command_strs()
+    fwd = [ln for ln in txs[0].command_strs() if ln.upper().startswith("XFORWARD")]
+    assert any("ADDR=127.0.0.2" in ln for ln in fwd), fwd
+    assert any("ADDR=127.0.0.3" in ln for ln in fwd), fwd
+    m = plugkit.metrics(stats)
+    assert plugkit.metric_value(m, "sluice_upstream_connections_total", {"event": "reused"}) == 1
+
+
+def test_xclient_without_addr_and_no_xforward(fake_factory, sluice_factory):
+    """The same XCLIENT offer without XFORWARD: XCLIENT still carries what
+    it can (the name and HELO), one connection per session."""
+    caps = ["PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES", "XCLIENT NAME HELO"]
+    up = fake_factory(caps=caps)
+    sl = sluice_factory(up.port)
+    with session(sl, "xclient-helo.test", source="127.0.0.2") as c:
+        assert transaction(c).code == 250
+    lines = _xclient_lines(up.tx_sessions[0])
+    assert len(lines) == 1 and "HELO=xclient-helo.test" in lines[0], lines
+    assert "ADDR=" not in lines[0], lines
+
+
 def test_xforward_without_xclient(fake_factory, sluice_factory):
     up = fake_factory(xforward=True)
     sl = sluice_factory(up.port)

@@ -153,10 +153,15 @@ static void test_xclient_and_xforward_lines(void **state)
          "XFORWARD HELO=f.example"},
         {{"192.0.2.7", 6, "g.example", "", true, NULL, true,
           ESMTP_XA_NAME | ESMTP_XA_ADDR | ESMTP_XA_REVERSE_NAME | ESMTP_XA_LOGIN},
-         "XCLIENT ADDR=192.0.2.7 PORT=6 NAME=g.example PROTO=ESMTP REVERSE_NAME=g.example "
-         "LOGIN=[UNAVAILABLE]",
+         "XCLIENT ADDR=192.0.2.7 NAME=g.example REVERSE_NAME=g.example LOGIN=[UNAVAILABLE]",
          "XFORWARD ADDR=192.0.2.7 PORT=6 PROTO=ESMTP NAME=g.example",
          "XFORWARD HELO=[UNAVAILABLE]"},
+        /* only what the MTA lists (smtp-sink: NAME HELO), even a login */
+        {{"192.0.2.8", 7, "h.example", "h.example", true, "ann", false,
+          ESMTP_XA_NAME | ESMTP_XA_HELO},
+         "XCLIENT NAME=h.example HELO=h.example",
+         "XFORWARD ADDR=192.0.2.8 PORT=7 PROTO=ESMTP NAME=h.example",
+         "XFORWARD HELO=h.example"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         buf_t x = BUF_INIT, a = BUF_INIT, h = BUF_INIT;
