@@ -327,7 +327,7 @@ done
 # --- the full chain: configuration, probe ------------------------------------
 # The configuration is contrib/sluice.conf with only these keys changed:
 # addresses and directories of this run, no DNS (reverse_dns = no, DKIM keys
-# from keys_file), no XCLIENT/XFORWARD (smtp-sink offers neither), a higher
+# from keys_file), no XCLIENT/XFORWARD (the chain is measured; the empty chain runs with the defaults), a higher
 # connection limit, log_level = warn, the generated virus database and DKIM
 # key, absolute paths for the shipped rules (of the tree the example config
 # comes from: the baseline's own), and the plugin directory of the binary's
