@@ -119,6 +119,7 @@ struct up {
     bool tls_done;
     bool xclient_done;
     bool xclient_ever;     /* an XCLIENT was sent on this connection */
+    bool xforward_refused; /* the MTA refused an XFORWARD: not sent again here */
     bool xclient_again;    /* ... and the EHLO after the last one offered XCLIENT again:
                             * the MTA lets the next client be told here (reusable) */
     unsigned errors;       /* 4xx/5xx to clients' commands since the last delivery */
@@ -999,7 +1000,24 @@ static void up__xclient_cb(void *ud, const struct up_result *r)
     up__ident_done(u, r);
 }
 
-static void up__queue_ident(struct up *u, const struct up_client_info *ci, bool xclient)
+/* The reply to an XFORWARD line sent in one group with the MAIL behind
+ * it. A refusal (sluice not in smtpd_authorized_xforward_hosts, say) is an
+ * error the MTA counts against the connection, and the transaction goes on
+ * under sluice's own address: said once, and not tried again here. */
+static void up__xforward_cb(void *ud, const struct up_result *r)
+{
+    struct up *u = ud;
+    if (r->err != UP_OK || r->reply->code < 400 || u->xforward_refused)
+        return;
+    u->xforward_refused = true;
+    log_warn("sid=%s upstream=%s refused XFORWARD: %d %s%s%s; the MTA sees sluice as the "
+             "client on this connection",
+             u->sid, u->server, r->reply->code, r->reply->enh, r->reply->enh[0] ? " " : "",
+             r->reply->nlines ? r->reply->lines[0] : "");
+}
+
+static void up__queue_ident(struct up *u, const struct up_client_info *ci, bool xclient,
+                            bool pipelined)
 {
     struct esmtp_client w = {.addr = ci->addr,
                              .port = ci->port,
@@ -1021,10 +1039,12 @@ static void up__queue_ident(struct up *u, const struct up_client_info *ci, bool 
         esmtp_xclient_line(&a, &w);
         fifo_push(&u->waiting, cmd_new(UP_K_XCLIENT, a.ptr, up__xclient_cb, u));
     } else {
-        /* The second line's reply answers the identify. */
+        /* The second line's reply answers the identify, unless the MAIL
+         * goes in the same group. */
         esmtp_xforward_lines(&a, &b, &w);
-        fifo_push(&u->waiting, cmd_new(UP_K_XFORWARD, a.ptr, NULL, u));
-        fifo_push(&u->waiting, cmd_new(UP_K_XFORWARD, b.ptr, up__ident_done, u));
+        fifo_push(&u->waiting, cmd_new(UP_K_XFORWARD, a.ptr, up__xforward_cb, u));
+        fifo_push(&u->waiting,
+                  cmd_new(UP_K_XFORWARD, b.ptr, pipelined ? up__xforward_cb : up__ident_done, u));
     }
     buf_free(&a);
     buf_free(&b);
@@ -1065,7 +1085,7 @@ static enum up__ident up__ident_needed(const struct up *u, const struct up_clien
         return UP__IDENT_STALE;
     if (up__xclient_usable(u) && !u->xclient_done)
         return UP__IDENT_XCLIENT;
-    if ((u->caps & UP_CAP_XFORWARD) && u->cfg->xforward && !u->xclient_done)
+    if ((u->caps & UP_CAP_XFORWARD) && u->cfg->xforward && !u->xclient_done && !u->xforward_refused)
         return UP__IDENT_XFORWARD;
     return UP__IDENT_NONE;
 }
@@ -1092,9 +1112,19 @@ void up_identify(struct up *u, const struct up_client_info *ci, up_cb cb, void *
         return;
     }
     if (how == UP__IDENT_XCLIENT) {
-        up__queue_ident(u, ci, true);
+        up__queue_ident(u, ci, true, false);
+    } else if (how == UP__IDENT_XFORWARD && (u->caps & UP_CAP_PIPELINING)) {
+        /* XFORWARD is per transaction: with PIPELINING its lines go in one
+         * group with the MAIL the caller sends next (as Postfix's own SMTP
+         * client sends them), instead of a round trip of their own before
+         * every MAIL. The MAIL's reply decides; a refused XFORWARD is
+         * logged (up__xforward_cb). */
+        up__queue_ident(u, ci, false, true);
+        up__pump(u);
+        up__post_cb(u, cb, ud, UP_OK, NULL, &ok_reply);
+        return;
     } else if (how == UP__IDENT_XFORWARD) {
-        up__queue_ident(u, ci, false);
+        up__queue_ident(u, ci, false, false);
     } else {
         up__post_cb(u, cb, ud, UP_OK, NULL, &ok_reply);
         return;

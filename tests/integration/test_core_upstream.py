@@ -380,6 +380,24 @@ def test_xclient_without_addr_and_no_xforward(fake_factory, sluice_factory):
     assert "ADDR=" not in lines[0], lines
 
 
+def test_xforward_refused_mail_still_delivered(fake_factory, sluice_factory):
+    """XFORWARD goes in one group with MAIL (PIPELINING). An MTA that
+    refuses it (sluice not in smtpd_authorized_xforward_hosts) still gets
+    the mail: the refusal is logged once and XFORWARD is not sent again on
+    that connection (each refusal counts against it at the MTA)."""
+    up = fake_factory(xforward=True,
+                      faults={"XFORWARD": "550 5.7.0 Error: insufficient authorization"})
+    sl = sluice_factory(up.port)
+    _two_clients(sl, up)
+    txs = up.tx_sessions
+    assert len(txs) == 1, [t.command_strs() for t in txs]
+    verbs = txs[0].verbs()
+    assert verbs.count("XFORWARD") == 2 and verbs.count("MAIL") == 2, verbs
+    assert verbs.index("MAIL") == verbs.index("XFORWARD") + 2, verbs
+    assert sl.wait_log(r"refused XFORWARD: 550 5\.7\.0 Error: insufficient authorization", 5), \
+        sl.output()
+
+
 def test_xforward_without_xclient(fake_factory, sluice_factory):
     up = fake_factory(xforward=True)
     sl = sluice_factory(up.port)
