@@ -89,6 +89,11 @@ struct up_cmd {
     enum up_cmd_kind kind;
     up_cb cb;
     void *ud;
+    /* Held in `waiting` until a command that is not held follows, and sent
+     * in one write with it: XFORWARD lines ahead of their MAIL. (A group
+     * split over two segments can stall 40 ms: the MTA answers the first
+     * part, its Nagle holds the next answer until our delayed ACK.) */
+    bool hold;
     /* The result, for commands on `done` (delivered from the loop). */
     enum up_err err;
     const char *why;                /* static, or u->fail_why */
@@ -740,6 +745,13 @@ static void up__try_next_server(struct up *u)
 static bool up__may_send(const struct up *u, const struct up_cmd *c)
 {
     const struct up_cmd *last = u->inflight.tail;
+    if (c->hold) {
+        const struct up_cmd *n = c->next;
+        while (n && n->hold)
+            n = n->next;
+        if (!n)
+            return false;
+    }
     switch (u->state) {
     case UP_S_EHLO:
     case UP_S_XCLIENT:
@@ -1042,9 +1054,12 @@ static void up__queue_ident(struct up *u, const struct up_client_info *ci, bool 
         /* The second line's reply answers the identify, unless the MAIL
          * goes in the same group. */
         esmtp_xforward_lines(&a, &b, &w);
-        fifo_push(&u->waiting, cmd_new(UP_K_XFORWARD, a.ptr, up__xforward_cb, u));
-        fifo_push(&u->waiting,
-                  cmd_new(UP_K_XFORWARD, b.ptr, pipelined ? up__xforward_cb : up__ident_done, u));
+        struct up_cmd *c1 = cmd_new(UP_K_XFORWARD, a.ptr, up__xforward_cb, u);
+        struct up_cmd *c2 =
+            cmd_new(UP_K_XFORWARD, b.ptr, pipelined ? up__xforward_cb : up__ident_done, u);
+        c1->hold = c2->hold = pipelined;
+        fifo_push(&u->waiting, c1);
+        fifo_push(&u->waiting, c2);
     }
     buf_free(&a);
     buf_free(&b);
@@ -1120,7 +1135,6 @@ void up_identify(struct up *u, const struct up_client_info *ci, up_cb cb, void *
          * every MAIL. The MAIL's reply decides; a refused XFORWARD is
          * logged (up__xforward_cb). */
         up__queue_ident(u, ci, false, true);
-        up__pump(u);
         up__post_cb(u, cb, ud, UP_OK, NULL, &ok_reply);
         return;
     } else if (how == UP__IDENT_XFORWARD) {
@@ -1194,6 +1208,16 @@ bool up_detach(struct up *u)
             if (c->kind == UP_K_DATA || c->kind == UP_K_DOT || c->kind == UP_K_BDAT ||
                 c->kind == UP_K_XCLIENT || c->kind == UP_K_EHLO)
                 return false;
+    /* XFORWARD lines still held for a MAIL that never came are about the
+     * owner's client: dropped. */
+    struct up_fifo keep = {0};
+    struct up_cmd *h;
+    while ((h = fifo_pop(&u->waiting)))
+        if (h->hold)
+            free(h);
+        else
+            fifo_push(&keep, h);
+    u->waiting = keep;
     /* The rest (RSETs, a MAIL or RCPT in flight) still goes out and is
      * answered, to nobody: the owner is going away. */
     for (size_t i = 0; i < 2; i++)
