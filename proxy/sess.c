@@ -445,6 +445,9 @@ bool sess_up_start(struct sess *s)
     if (s->up && up_failed(s->up)) {
         up_free(s->up);
         s->up = NULL;
+        /* The client was told to that connection only: the next one is
+         * told again before the MAIL goes out. */
+        s->identified = false;
     }
     if (s->up)
         return true;

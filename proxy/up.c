@@ -1019,13 +1019,36 @@ static void up__xclient_cb(void *ud, const struct up_result *r)
 static void up__xforward_cb(void *ud, const struct up_result *r)
 {
     struct up *u = ud;
-    if (r->err != UP_OK || r->reply->code < 400 || u->xforward_refused)
+    if (r->err != UP_OK || r->reply->code < 400 || r->reply->code == 421)
+        return;
+    /* An error the MTA counts against the connection (Postfix's error
+     * limits): no reuse before mail was delivered on it. */
+    u->errors++;
+    /* Only a permanent refusal (not authorized, unknown attribute) stops
+     * XFORWARD on this connection; a 4xx is tried again next time. */
+    if (r->reply->code < 500 || u->xforward_refused)
         return;
     u->xforward_refused = true;
     log_warn("sid=%s upstream=%s refused XFORWARD: %d %s%s%s; the MTA sees sluice as the "
              "client on this connection",
              u->sid, u->server, r->reply->code, r->reply->enh, r->reply->enh[0] ? " " : "",
              r->reply->nlines ? r->reply->lines[0] : "");
+}
+
+/* The last XFORWARD line's reply without PIPELINING (it answers the
+ * identify): a refusal is about sluice's rights at the MTA, not about the
+ * client, so it is logged and the MAIL goes on, as when pipelined. */
+static void up__xforward_done(void *ud, const struct up_result *r)
+{
+    static const struct smtp_reply ok_reply = {.code = 250, .enh = "2.0.0"};
+    struct up *u = ud;
+    up__xforward_cb(u, r);
+    if (r->err == UP_OK && r->reply->code >= 400 && r->reply->code != 421) {
+        struct up_result ok = {.err = UP_OK, .reply = &ok_reply, .why = NULL};
+        up__ident_done(u, &ok);
+        return;
+    }
+    up__ident_done(u, r);
 }
 
 static void up__queue_ident(struct up *u, const struct up_client_info *ci, bool xclient,
@@ -1056,7 +1079,7 @@ static void up__queue_ident(struct up *u, const struct up_client_info *ci, bool 
         esmtp_xforward_lines(&a, &b, &w);
         struct up_cmd *c1 = cmd_new(UP_K_XFORWARD, a.ptr, up__xforward_cb, u);
         struct up_cmd *c2 =
-            cmd_new(UP_K_XFORWARD, b.ptr, pipelined ? up__xforward_cb : up__ident_done, u);
+            cmd_new(UP_K_XFORWARD, b.ptr, pipelined ? up__xforward_cb : up__xforward_done, u);
         c1->hold = c2->hold = pipelined;
         fifo_push(&u->waiting, c1);
         fifo_push(&u->waiting, c2);
@@ -1219,10 +1242,12 @@ bool up_detach(struct up *u)
             fifo_push(&keep, h);
     u->waiting = keep;
     /* The rest (RSETs, a MAIL or RCPT in flight) still goes out and is
-     * answered, to nobody: the owner is going away. */
+     * answered, to nobody: the owner is going away. (The up's own
+     * callbacks, an XFORWARD's, stay: a refusal still counts.) */
     for (size_t i = 0; i < 2; i++)
         for (struct up_cmd *c = live[i]->head; c; c = c->next)
-            c->cb = NULL;
+            if (cmd_is_callers(c))
+                c->cb = NULL;
     struct up_cmd *c;
     while ((c = fifo_pop(&u->done)))
         free(c);

@@ -360,9 +360,13 @@ def test_xclient_without_addr_gives_way_to_xforward(fake_factory, sluice_factory
     txs = up.tx_sessions
     assert len(txs) == 1, [t.command_strs() for t in txs]
     assert not _xclient_lines(txs[0]), txs[0].command_strs()
-    fwd = [ln for ln in txs[0].command_strs() if ln.upper().startswith("XFORWARD")]
-    assert any("ADDR=127.0.0.2" in ln for ln in fwd), fwd
-    assert any("ADDR=127.0.0.3" in ln for ln in fwd), fwd
+    # Each MAIL right behind its own client's XFORWARD lines.
+    cmds = txs[0].command_strs()
+    mails = [i for i, ln in enumerate(cmds) if ln.upper().startswith("MAIL")]
+    assert len(mails) == 2, cmds
+    for m, addr in zip(mails, ("127.0.0.2", "127.0.0.3")):
+        assert cmds[m - 2].upper().startswith("XFORWARD") and "ADDR=" + addr in cmds[m - 2], cmds
+        assert cmds[m - 1].upper().startswith("XFORWARD HELO="), cmds
     m = plugkit.metrics(stats)
     assert plugkit.metric_value(m, "sluice_upstream_connections_total", {"event": "reused"}) == 1
 
@@ -396,6 +400,22 @@ def test_xforward_refused_mail_still_delivered(fake_factory, sluice_factory):
     assert verbs.index("MAIL") == verbs.index("XFORWARD") + 2, verbs
     assert sl.wait_log(r"refused XFORWARD: 550 5\.7\.0 Error: insufficient authorization", 5), \
         sl.output()
+    time.sleep(0.3)
+    assert len([ln for ln in sl.lines if "refused XFORWARD" in ln]) == 1, sl.output()
+
+
+def test_xforward_refused_without_pipelining(fake_factory, sluice_factory):
+    """Without PIPELINING the XFORWARD lines are answered before MAIL: a
+    refusal (sluice's rights at the MTA, not the client's) still lets the
+    mail through, logged, instead of a 5xx bounce for the client."""
+    caps = ["8BITMIME", "ENHANCEDSTATUSCODES", "XFORWARD NAME ADDR PORT PROTO HELO"]
+    up = fake_factory(caps=caps,
+                      faults={"XFORWARD": "550 5.7.0 Error: insufficient authorization"})
+    sl = sluice_factory(up.port)
+    with session(sl, "h.test", source="127.0.0.2") as c:
+        assert transaction(c).code == 250
+    assert len(up.wait_messages(1)) == 1
+    assert sl.wait_log(r"refused XFORWARD: 550", 5), sl.output()
 
 
 def test_xforward_without_xclient(fake_factory, sluice_factory):
