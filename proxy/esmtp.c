@@ -42,7 +42,7 @@ unsigned esmtp_caps(const struct smtp_reply *ehlo, unsigned long long *size_limi
     return caps;
 }
 
-unsigned esmtp_xclient_attrs(const struct smtp_reply *ehlo)
+static unsigned esmtp__attrs(const struct smtp_reply *ehlo, const char *keyword)
 {
     static const struct {
         const char *name;
@@ -57,7 +57,7 @@ unsigned esmtp_xclient_attrs(const struct smtp_reply *ehlo)
         {"REVERSE_NAME", ESMTP_XA_REVERSE_NAME},
     };
     const char *p = NULL;
-    if (!reply_has_keyword(ehlo, "XCLIENT", &p) || !p)
+    if (!reply_has_keyword(ehlo, keyword, &p) || !p)
         return 0;
     unsigned attrs = 0;
     while (*p) {
@@ -70,6 +70,16 @@ unsigned esmtp_xclient_attrs(const struct smtp_reply *ehlo)
         p += n;
     }
     return attrs;
+}
+
+unsigned esmtp_xclient_attrs(const struct smtp_reply *ehlo)
+{
+    return esmtp__attrs(ehlo, "XCLIENT");
+}
+
+unsigned esmtp_xforward_attrs(const struct smtp_reply *ehlo)
+{
+    return esmtp__attrs(ehlo, "XFORWARD");
 }
 
 void esmtp_xtext(buf_t *b, const char *s)
@@ -155,10 +165,30 @@ void esmtp_xclient_line(buf_t *b, const struct esmtp_client *w)
 
 void esmtp_xforward_lines(buf_t *addr_line, buf_t *helo_line, const struct esmtp_client *w)
 {
-    buf_puts(addr_line, "XFORWARD ADDR=");
-    esmtp__addr(addr_line, w->addr);
-    buf_printf(addr_line, " PORT=%d PROTO=%s NAME=", w->port, w->esmtp ? "ESMTP" : "SMTP");
-    esmtp_xtext(addr_line, esmtp__name(w));
-    buf_puts(helo_line, "XFORWARD HELO=");
-    esmtp_xtext(helo_line, w->helo && w->helo[0] ? w->helo : "[UNAVAILABLE]");
+    /* Only what the MTA lists (Postfix answers 501 to any other name);
+     * a line with nothing to say stays empty. */
+#define ESMTP__LISTED(bit) (!w->attrs || (w->attrs & (bit)))
+    const char *sep = "XFORWARD ";
+    if (ESMTP__LISTED(ESMTP_XA_ADDR)) {
+        buf_printf(addr_line, "%sADDR=", sep);
+        esmtp__addr(addr_line, w->addr);
+        sep = " ";
+    }
+    if (ESMTP__LISTED(ESMTP_XA_PORT)) {
+        buf_printf(addr_line, "%sPORT=%d", sep, w->port);
+        sep = " ";
+    }
+    if (ESMTP__LISTED(ESMTP_XA_PROTO)) {
+        buf_printf(addr_line, "%sPROTO=%s", sep, w->esmtp ? "ESMTP" : "SMTP");
+        sep = " ";
+    }
+    if (ESMTP__LISTED(ESMTP_XA_NAME)) {
+        buf_printf(addr_line, "%sNAME=", sep);
+        esmtp_xtext(addr_line, esmtp__name(w));
+    }
+    if (ESMTP__LISTED(ESMTP_XA_HELO)) {
+        buf_puts(helo_line, "XFORWARD HELO=");
+        esmtp_xtext(helo_line, w->helo && w->helo[0] ? w->helo : "[UNAVAILABLE]");
+    }
+#undef ESMTP__LISTED
 }

@@ -49,6 +49,8 @@ enum {
     ESMTP_XA_REVERSE_NAME = 1u << 6,
 };
 unsigned esmtp_xclient_attrs(const struct smtp_reply *ehlo);
+/* The same bits for "XFORWARD a b c" (NAME ADDR PORT PROTO HELO). */
+unsigned esmtp_xforward_attrs(const struct smtp_reply *ehlo);
 
 /* Who the client is, as the upstream is told. */
 struct esmtp_client {
@@ -79,7 +81,9 @@ void esmtp_ehlo_name(char *out, size_t n, const char *helo, const char *addr);
  * with only the attributes w->attrs lists (all when 0). */
 void esmtp_xclient_line(buf_t *b, const struct esmtp_client *w);
 /* The two XFORWARD lines, "XFORWARD ADDR=.. PORT=.. PROTO=.. NAME=.." and
- * "XFORWARD HELO=..": two commands keep each under 512 octets. */
+ * "XFORWARD HELO=..": two commands keep each under 512 octets. Only the
+ * attributes w->attrs lists (all when 0); a line left without any stays
+ * empty (len 0) and is not sent. */
 void esmtp_xforward_lines(buf_t *addr_line, buf_t *helo_line, const struct esmtp_client *w);
 
 #endif

@@ -120,6 +120,7 @@ struct up {
     unsigned caps;
     unsigned own_caps;      /* from sluice's own EHLO, before any XCLIENT */
     unsigned xclient_attrs; /* ESMTP_XA_* the last EHLO's XCLIENT lists */
+    unsigned xforward_attrs; /* ... and its XFORWARD */
     unsigned long long size_limit;
     bool tls_done;
     bool xclient_done;
@@ -514,6 +515,7 @@ static void up__hs_ehlo_cb(void *ud, const struct up_result *r)
     u->caps = esmtp_caps(r->reply, &u->size_limit);
     u->own_caps = u->caps;
     u->xclient_attrs = esmtp_xclient_attrs(r->reply);
+    u->xforward_attrs = esmtp_xforward_attrs(r->reply);
     if (!u->tls_done && u->cfg->upstream_tls != CFG_UP_TLS_NO) {
         if (u->caps & UP_CAP_STARTTLS) {
             up__set_state(u, UP_S_STARTTLS);
@@ -970,6 +972,7 @@ static void up__xclient_ehlo_cb(void *ud, const struct up_result *r)
     unsigned need = UP__XCLIENT_RETELL | (u->xclient_attrs & ESMTP_XA_LOGIN);
     u->caps = esmtp_caps(r->reply, &u->size_limit);
     u->xclient_attrs = esmtp_xclient_attrs(r->reply);
+    u->xforward_attrs = esmtp_xforward_attrs(r->reply);
     /* Postfix judges a further XCLIENT by the address just told, and so
      * stops offering it unless the client itself may send XCLIENT: then
      * the connection is the client's for good. An MTA that offers it
@@ -1076,13 +1079,19 @@ static void up__queue_ident(struct up *u, const struct up_client_info *ci, bool 
     } else {
         /* The second line's reply answers the identify, unless the MAIL
          * goes in the same group. */
+        w.attrs = u->xforward_attrs;
         esmtp_xforward_lines(&a, &b, &w);
-        struct up_cmd *c1 = cmd_new(UP_K_XFORWARD, a.ptr, up__xforward_cb, u);
-        struct up_cmd *c2 =
-            cmd_new(UP_K_XFORWARD, b.ptr, pipelined ? up__xforward_cb : up__xforward_done, u);
-        c1->hold = c2->hold = pipelined;
-        fifo_push(&u->waiting, c1);
-        fifo_push(&u->waiting, c2);
+        /* up__ident_needed made sure one of them has something to say. */
+        buf_t *lines[2] = {&a, &b};
+        for (size_t i = 0; i < 2; i++) {
+            if (!lines[i]->len)
+                continue;
+            bool last = i == 1 || !b.len;
+            struct up_cmd *c = cmd_new(UP_K_XFORWARD, lines[i]->ptr,
+                                       pipelined || !last ? up__xforward_cb : up__xforward_done, u);
+            c->hold = pipelined;
+            fifo_push(&u->waiting, c);
+        }
     }
     buf_free(&a);
     buf_free(&b);
@@ -1123,7 +1132,10 @@ static enum up__ident up__ident_needed(const struct up *u, const struct up_clien
         return UP__IDENT_STALE;
     if (up__xclient_usable(u) && !u->xclient_done)
         return UP__IDENT_XCLIENT;
-    if ((u->caps & UP_CAP_XFORWARD) && u->cfg->xforward && !u->xclient_done && !u->xforward_refused)
+    if ((u->caps & UP_CAP_XFORWARD) && u->cfg->xforward && !u->xclient_done &&
+        !u->xforward_refused &&
+        (!u->xforward_attrs || (u->xforward_attrs & (ESMTP_XA_NAME | ESMTP_XA_ADDR | ESMTP_XA_PORT |
+                                                     ESMTP_XA_PROTO | ESMTP_XA_HELO))))
         return UP__IDENT_XFORWARD;
     return UP__IDENT_NONE;
 }

@@ -367,6 +367,8 @@ def test_xclient_without_addr_gives_way_to_xforward(fake_factory, sluice_factory
     for m, addr in zip(mails, ("127.0.0.2", "127.0.0.3")):
         assert cmds[m - 2].upper().startswith("XFORWARD") and "ADDR=" + addr in cmds[m - 2], cmds
         assert cmds[m - 1].upper().startswith("XFORWARD HELO="), cmds
+    # Only what the offer lists: no PORT.
+    assert not any("PORT=" in ln for ln in cmds if ln.upper().startswith("XFORWARD")), cmds
     m = plugkit.metrics(stats)
     assert plugkit.metric_value(m, "sluice_upstream_connections_total", {"event": "reused"}) == 1
 

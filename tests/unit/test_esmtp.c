@@ -154,22 +154,28 @@ static void test_xclient_and_xforward_lines(void **state)
         {{"192.0.2.7", 6, "g.example", "", true, NULL, true,
           ESMTP_XA_NAME | ESMTP_XA_ADDR | ESMTP_XA_REVERSE_NAME | ESMTP_XA_LOGIN},
          "XCLIENT ADDR=192.0.2.7 NAME=g.example REVERSE_NAME=g.example LOGIN=[UNAVAILABLE]",
-         "XFORWARD ADDR=192.0.2.7 PORT=6 PROTO=ESMTP NAME=g.example",
-         "XFORWARD HELO=[UNAVAILABLE]"},
+         "XFORWARD ADDR=192.0.2.7 NAME=g.example",
+         ""},
         /* only what the MTA lists (smtp-sink: NAME HELO), even a login */
         {{"192.0.2.8", 7, "h.example", "h.example", true, "ann", false,
           ESMTP_XA_NAME | ESMTP_XA_HELO},
          "XCLIENT NAME=h.example HELO=h.example",
-         "XFORWARD ADDR=192.0.2.8 PORT=7 PROTO=ESMTP NAME=h.example",
+         "XFORWARD NAME=h.example",
          "XFORWARD HELO=h.example"},
+        /* smtp-sink's XFORWARD offer: NAME ADDR PROTO HELO, no PORT */
+        {{"192.0.2.9", 8, "i.example", "i.example", true, NULL, false,
+          ESMTP_XA_NAME | ESMTP_XA_ADDR | ESMTP_XA_PROTO | ESMTP_XA_HELO},
+         "XCLIENT ADDR=192.0.2.9 NAME=i.example PROTO=ESMTP HELO=i.example",
+         "XFORWARD ADDR=192.0.2.9 PROTO=ESMTP NAME=i.example",
+         "XFORWARD HELO=i.example"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         buf_t x = BUF_INIT, a = BUF_INIT, h = BUF_INIT;
         esmtp_xclient_line(&x, &cases[i].w);
         esmtp_xforward_lines(&a, &h, &cases[i].w);
         assert_string_equal(x.ptr, cases[i].want_xclient);
-        assert_string_equal(a.ptr, cases[i].want_xf_addr);
-        assert_string_equal(h.ptr, cases[i].want_xf_helo);
+        assert_string_equal(a.len ? a.ptr : "", cases[i].want_xf_addr);
+        assert_string_equal(h.len ? h.ptr : "", cases[i].want_xf_helo);
         buf_free(&x);
         buf_free(&a);
         buf_free(&h);
@@ -186,6 +192,11 @@ static void test_xclient_attrs(void **state)
     assert_int_equal(esmtp_xclient_attrs(&r), ESMTP_XA_NAME | ESMTP_XA_ADDR | ESMTP_XA_PORT |
                                                   ESMTP_XA_PROTO | ESMTP_XA_HELO |
                                                   ESMTP_XA_REVERSE_NAME | ESMTP_XA_LOGIN);
+    assert_int_equal(esmtp_xforward_attrs(&r), 0); /* not offered */
+    r.lines[2] = "XFORWARD NAME ADDR PROTO HELO";
+    assert_int_equal(esmtp_xforward_attrs(&r),
+                     ESMTP_XA_NAME | ESMTP_XA_ADDR | ESMTP_XA_PROTO | ESMTP_XA_HELO);
+    r.lines[2] = "PIPELINING";
     r.lines[1] = "XCLIENT NAME HELO  NAMEX REVERSE";
     assert_int_equal(esmtp_xclient_attrs(&r), ESMTP_XA_NAME | ESMTP_XA_HELO);
     r.lines[1] = "XCLIENTS NAME";
