@@ -239,7 +239,7 @@ static void sess_cmd__up_ident_cb(void *ud, const struct up_result *r)
     sess_kick(s);
 }
 
-static void sess_cmd__client_info(const struct sess *s, struct up_client_info *ci)
+void sess_client_info(const struct sess *s, struct up_client_info *ci)
 {
     memset(ci, 0, sizeof *ci);
     snprintf(ci->addr, sizeof ci->addr, "%s", s->info.client_addr);
@@ -257,7 +257,7 @@ static bool sess_cmd__upstream_ready(struct sess *s)
 {
     if (s->up && !s->identified && up_ready(s->up)) {
         struct up_client_info ci;
-        sess_cmd__client_info(s, &ci);
+        sess_client_info(s, &ci);
         if (up_identity_stale(s->up, &ci)) {
             /* The MTA was told another HELO or login with XCLIENT and
              * would refuse to be told again: a new connection. */
@@ -273,7 +273,7 @@ static bool sess_cmd__upstream_ready(struct sess *s)
         return false; /* opening (connect-at-connect); the open callback resumes */
     if (!s->identified) {
         struct up_client_info ci;
-        sess_cmd__client_info(s, &ci);
+        sess_client_info(s, &ci);
         if (up_identify_needed(s->up, &ci)) {
             up_identify(s->up, &ci, sess_cmd__up_ident_cb, s);
             return false;

@@ -274,6 +274,9 @@ static void sess_eom__replay(struct sess *s, bool replay)
                    log_quote(q1, sizeof q1, tx->orig_sender), log_quote(q2, sizeof q2, tx->sender),
                    tx_visible_count(tx));
         up_command(s->up, "RSET", sess_eom__replay_cb, sess_eom__item(s, SIZE_MAX, false));
+        struct up_client_info ci;
+        sess_client_info(s, &ci);
+        up_retell(s->up, &ci);
         bool own = tx->sender_changed && tx->sender_params && *tx->sender_params;
         buf_printf(&line, "MAIL FROM:<%s>%s", tx->sender,
                    own ? sess_eom__space(tx->sender_params, tmp, sizeof tmp) : tx->mail_params);

@@ -198,6 +198,8 @@ struct sess {
 
 /* sess.c */
 void sess_set_state(struct sess *s, enum sess_state st);
+/* Who the client is, as the upstream is told (XCLIENT/XFORWARD). */
+void sess_client_info(const struct sess *s, struct up_client_info *ci);
 /* The context STARTTLS would use now: NULL when TLS is on already or the
  * listener does not offer STARTTLS. */
 SSL_CTX *sess_starttls_ctx(const struct sess *s);

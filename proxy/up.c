@@ -1183,6 +1183,14 @@ void up_identify(struct up *u, const struct up_client_info *ci, up_cb cb, void *
     up__pump(u);
 }
 
+void up_retell(struct up *u, const struct up_client_info *ci)
+{
+    if (!up__live(u) || up__ident_needed(u, ci) != UP__IDENT_XFORWARD)
+        return;
+    /* Held until the caller's next command, answered to up__xforward_cb. */
+    up__queue_ident(u, ci, false, true);
+}
+
 /* Queue a caller's command (takes c); on a dead upstream its callback hears
  * that from the loop. */
 static void up__queue(struct up *u, struct up_cmd *c)

@@ -129,6 +129,11 @@ bool up_identify_needed(const struct up *u, const struct up_client_info *ci);
  * client now needs a new connection (up_identify() would fail). */
 bool up_identity_stale(const struct up *u, const struct up_client_info *ci);
 void up_identify(struct up *u, const struct up_client_info *ci, up_cb cb, void *ud);
+/* After a RSET of the caller's (an envelope replayed): XFORWARD is per
+ * transaction and the RSET cleared it, so its lines are queued again, to
+ * go out with the next command (the replayed MAIL). Nothing to do for
+ * XCLIENT (it outlives RSET) or without either. */
+void up_retell(struct up *u, const struct up_client_info *ci);
 
 /* Queue one command line (without CRLF). */
 void up_command(struct up *u, const char *line, up_cb cb, void *ud);

@@ -137,6 +137,23 @@ def test_sender_changed_at_data(sluice_factory, fake):
     assert len(fake.messages) == 1
 
 
+def test_replay_tells_xforward_again(sluice_factory, fake_factory):
+    """The RSET of a replay clears the MTA's XFORWARD attributes (Postfix
+    resets them with the transaction): they go again, right before the
+    replayed MAIL."""
+    up = fake_factory(xforward=True)
+    sl = plugkit.start(sluice_factory, up,
+                       ("p", "testplug", {"change_sender": "new@example.org"}))
+    d = send(sl.port, mail_from="old@example.com", rcpts=("r1@example.net",))
+    assert d["eod"].code == 250, d
+    assert up.wait_messages(1)[0].mail_from == "new@example.org"
+    cmds = _tx_commands(up)
+    i = cmds.index("RSET")
+    assert [c.split(" ")[0] for c in cmds[i + 1:i + 4]] == ["XFORWARD", "XFORWARD", "MAIL"], cmds
+    assert "ADDR=127.0.0.1" in cmds[i + 1], cmds
+    assert cmds[i + 3].startswith("MAIL FROM:<new@example.org>"), cmds
+
+
 def test_rcpt_added(sluice_factory, fake):
     """An added recipient is sent with RCPT before DATA (no replay)."""
     sl = plugkit.start(sluice_factory, fake, ("p", "testplug", {"add_rcpt": "extra@example.net"}))
