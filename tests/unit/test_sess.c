@@ -1699,8 +1699,8 @@ static const struct dialogue d_xforward = {
     .o = {.rules = rules_xforward},
     .steps = {EHLO_OK, SEND(MAIL_A RCPT_B "RSET\r\n", "250 2.1.0|250 2.1.5|250 2.0.0"),
               SEND(MAIL_A, "250 2.1.0")},
-    .up_order = ">XFORWARD ADDR=127.0.0.1 PORT=*\n>XFORWARD HELO=c.test\n>" UP_MAIL_A ">" UP_RCPT_B
-                ">RSET\n>XFORWARD ADDR=127.0.0.1 PORT=*\n>XFORWARD HELO=c.test\n>" UP_MAIL_A,
+    .up_order = ">XFORWARD ADDR=127.0.0.1 PROTO=*\n>XFORWARD HELO=c.test\n>" UP_MAIL_A ">" UP_RCPT_B
+                ">RSET\n>XFORWARD ADDR=127.0.0.1 PROTO=*\n>XFORWARD HELO=c.test\n>" UP_MAIL_A,
 };
 
 static const struct fu_rule rules_7bit_upstream[] = {
@@ -2167,13 +2167,13 @@ static void test_upstream_reuse(void **state)
     int open = 0;
     assert_int_equal(count_session_conns(h, &open), 1);
     assert_int_equal(open, 1);
-    check_order(h, ">XFORWARD ADDR=127.0.0.1 PORT=*\n>XFORWARD HELO=c.test\n"
+    check_order(h, ">XFORWARD ADDR=127.0.0.1 PROTO=*\n>XFORWARD HELO=c.test\n"
                    ">MAIL FROM:<a@x.test>\n>RCPT TO:<b@x.test>\n>DATA\n"
                    ">RSET\n"
-                   ">XFORWARD ADDR=127.0.0.1 PORT=*\n>XFORWARD HELO=d.test\n"
+                   ">XFORWARD ADDR=127.0.0.1 PROTO=*\n>XFORWARD HELO=d.test\n"
                    ">MAIL FROM:<a@x.test>\n>RCPT TO:<c@x.test>\n"
                    ">RSET\n"
-                   ">XFORWARD ADDR=127.0.0.1 PORT=*\n>XFORWARD HELO=e.test\n"
+                   ">XFORWARD ADDR=127.0.0.1 PROTO=*\n>XFORWARD HELO=e.test\n"
                    ">MAIL FROM:<a@x.test>\n>RCPT TO:<b@x.test>\n");
     /* Idle past reuse_idle_timeout: closed by sluice (politely). */
     run_for(h, 900);
@@ -2293,7 +2293,7 @@ static void test_upstream_reuse_after_abort(void **state)
     int open = 0;
     assert_int_equal(count_session_conns(h, &open), 1);
     check_order(h, ">MAIL FROM:<a@x.test>\n>RCPT TO:<b@x.test>\n>RSET\n"
-                   ">XFORWARD ADDR=127.0.0.1 PORT=*\n>XFORWARD HELO=d.test\n"
+                   ">XFORWARD ADDR=127.0.0.1 PROTO=*\n>XFORWARD HELO=d.test\n"
                    ">MAIL FROM:<a@x.test>\n>RCPT TO:<c@x.test>\n>DATA\n");
     h_stop(h);
 }
