@@ -118,8 +118,8 @@ struct up {
     size_t server_idx;
     char server[300];
     unsigned caps;
-    unsigned own_caps;      /* from sluice's own EHLO, before any XCLIENT */
-    unsigned xclient_attrs; /* ESMTP_XA_* the last EHLO's XCLIENT lists */
+    unsigned own_caps;       /* from sluice's own EHLO, before any XCLIENT */
+    unsigned xclient_attrs;  /* ESMTP_XA_* the last EHLO's XCLIENT lists */
     unsigned xforward_attrs; /* ... and its XFORWARD */
     unsigned long long size_limit;
     bool tls_done;
