@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "buf.h"
 #include "conn.h"
@@ -135,6 +136,10 @@ struct up {
     int depth;             /* loop entry points on the stack (see the top) */
     bool dead;             /* up_free() called */
     bool parked;           /* idle in the reuse pool: its end is no error */
+    /* The last reply the MTA gave left no transaction open: the final
+     * reply to a message, a 250 to RSET, or the handshake. With nothing in
+     * flight, the connection can serve the next client without an RSET. */
+    bool tx_closed;
     uint64_t born;         /* loop ms at up_new() */
     enum up_err fail_err;  /* why FAILED */
     char fail_why[256];
@@ -578,6 +583,29 @@ static bool up__reply_ends_session(enum up_cmd_kind k, int code)
     return code == 421 && k != UP_K_GREETING && k != UP_K_EHLO && k != UP_K_STARTTLS;
 }
 
+/* After this reply, is no transaction open on the MTA? The reply to the
+ * end of a message ends its transaction whatever its code (RFC 5321
+ * §4.1.1.4, RFC 3030 for BDAT LAST), as a 250 to RSET does; a greeting,
+ * EHLO or XCLIENT starts a session afresh. Anything else (MAIL, RCPT,
+ * XFORWARD, NOOP ...) may leave one open. */
+static bool up__closes_tx(const struct up_cmd *c, int code)
+{
+    switch (c->kind) {
+    case UP_K_DOT:
+    case UP_K_BDAT:
+    case UP_K_GREETING:
+    case UP_K_EHLO:
+    case UP_K_XCLIENT:
+        return true;
+    case UP_K_RESET:
+        return code == 250;
+    case UP_K_USER:
+        return code == 250 && c->len == 4 && !strncasecmp(c->line, "RSET", 4);
+    default:
+        return false;
+    }
+}
+
 static void up__on_reply(struct up *u)
 {
     struct up_cmd *c = u->inflight.head;
@@ -603,6 +631,7 @@ static void up__on_reply(struct up *u)
         return;
     }
     fifo_pop(&u->inflight);
+    u->tx_closed = up__closes_tx(c, r->code);
     if (cmd_is_callers(c) && c->kind != UP_K_RESET) {
         stats_upstream_reply(r->code); /* what clients' commands got */
         /* The MTA counts errors per connection until mail is delivered
@@ -1275,6 +1304,11 @@ bool up_detach(struct up *u)
     u->segs = NULL;
     u->nsegs = 0;
     return true;
+}
+
+bool up_settled(const struct up *u)
+{
+    return up__live(u) && u->tx_closed && !u->waiting.head && !u->inflight.head;
 }
 
 void up_park(struct up *u, bool parked)

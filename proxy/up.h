@@ -166,6 +166,10 @@ void up_free(struct up *u);
  * a pool, so that the MTA ending it is no error. up_rebind(): a new owner
  * (its XFORWARD, when used, goes before each of its transactions). */
 bool up_detach(struct up *u);
+/* Nothing is in flight or queued and the MTA's last reply left no
+ * transaction open (the final reply to a message, a 250 to RSET, the
+ * handshake): a detached connection can be parked without an RSET. */
+bool up_settled(const struct up *u);
 void up_park(struct up *u, bool parked);
 void up_rebind(struct up *u, const char *log_sid);
 uint64_t up_age_ms(const struct up *u); /* since up_new() */

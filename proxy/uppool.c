@@ -5,9 +5,10 @@
  *
  * An entry is on one of two lists: `reset` while its RSET is answered
  * (the RSET callback moves it to `idle` or closes it), `idle` while it
- * waits. The RSET callback is the up's own (called from the up's read
- * path, never from inside a uppool_* call), and closing the up cancels it,
- * so an entry never outlives its up.
+ * waits. A connection whose last message was answered and that has
+ * nothing in flight (up_settled) goes to `idle` at once, without RSET. The RSET callback is the
+ * up's own (called from the up's read path, never from inside a uppool_* call), and closing the up
+ * cancels it, so an entry never outlives its up.
  */
 #include "uppool.h"
 
@@ -177,6 +178,16 @@ struct up *uppool_take(struct uppool *p, const struct cfg *cfg, const char *log_
     return NULL;
 }
 
+static void uppool__idle_add(struct uppool *p, struct uppool_ent *e)
+{
+    up_park(e->u, true);
+    e->since = uv_now(p->loop);
+    uppool__push(&p->idle, e);
+    p->nidle++;
+    uppool__gauge(p);
+    uppool__arm(p);
+}
+
 static void uppool__rset_cb(void *ud, const struct up_result *r)
 {
     struct uppool_ent *e = ud;
@@ -189,12 +200,7 @@ static void uppool__rset_cb(void *ud, const struct up_result *r)
         free(e);
         return;
     }
-    up_park(e->u, true);
-    e->since = uv_now(p->loop);
-    uppool__push(&p->idle, e);
-    p->nidle++;
-    uppool__gauge(p);
-    uppool__arm(p);
+    uppool__idle_add(p, e);
 }
 
 void uppool_put(struct uppool *p, struct up *u)
@@ -207,6 +213,16 @@ void uppool_put(struct uppool *p, struct up *u)
     struct uppool_ent *e = xcalloc(1, sizeof *e);
     e->pool = p;
     e->u = u;
+    if (up_settled(u)) {
+        /* The last owner's message was answered and nothing followed: the
+         * MTA has already ended that transaction (and with it XFORWARD's
+         * attributes), so an RSET would only cost both sides a round trip
+         * per message. Its other use, proof of life, would be stale by the
+         * time the next client comes anyway: a connection the MTA closes
+         * while idle is dropped when it ends or when it is taken. */
+        uppool__idle_add(p, e);
+        return;
+    }
     uppool__push(&p->reset, e);
     p->nreset++;
     /* Ends whatever the last owner left open, and proves the connection

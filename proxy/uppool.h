@@ -5,8 +5,10 @@
  * Mail reaches an MX one connection per message, and without reuse every
  * client connection costs sluice and the MTA a TCP connection, a greeting,
  * an EHLO (and STARTTLS) and a QUIT. When a session is done with its
- * upstream connection it gives it here instead of closing it: RSET is sent,
- * and on 250 the connection waits, idle, for the next session, which
+ * upstream connection it gives it here instead of closing it. If its last
+ * message was answered and nothing followed (up_settled), the MTA has
+ * already ended that transaction and it waits at once; otherwise RSET is
+ * sent first, and on 250 it waits. Idle, it serves the next session, which
  * identifies its own client with XCLIENT (up_rebind, up_identify) or
  * XFORWARD before its MAIL. [upstream] reuse_max_idle bounds what waits,
  * reuse_idle_timeout how long (well under the MTA's own idle timeout, which

@@ -2167,19 +2167,23 @@ static void test_upstream_reuse(void **state)
     int open = 0;
     assert_int_equal(count_session_conns(h, &open), 1);
     assert_int_equal(open, 1);
+    /* Each message's final reply ended its transaction at the MTA: the
+     * next client's XFORWARD follows it directly, with no RSET between. */
     check_order(h, ">XFORWARD ADDR=127.0.0.1 PROTO=*\n>XFORWARD HELO=c.test\n"
-                   ">MAIL FROM:<a@x.test>\n>RCPT TO:<b@x.test>\n>DATA\n"
-                   ">RSET\n"
+                   ">MAIL FROM:<a@x.test>\n>RCPT TO:<b@x.test>\n>DATA\n>.\n"
+                   "<250 2.0.0 Ok: queued as FAKE\n"
                    ">XFORWARD ADDR=127.0.0.1 PROTO=*\n>XFORWARD HELO=d.test\n"
-                   ">MAIL FROM:<a@x.test>\n>RCPT TO:<c@x.test>\n"
-                   ">RSET\n"
+                   ">MAIL FROM:<a@x.test>\n>RCPT TO:<c@x.test>\n>DATA\n>.\n"
+                   "<250 2.0.0 Ok: queued as FAKE\n"
                    ">XFORWARD ADDR=127.0.0.1 PROTO=*\n>XFORWARD HELO=e.test\n"
                    ">MAIL FROM:<a@x.test>\n>RCPT TO:<b@x.test>\n");
+    assert_null(strstr(h->fu.events.ptr, ">RSET"));
     /* Idle past reuse_idle_timeout: closed by sluice (politely). */
     run_for(h, 900);
     count_session_conns(h, &open);
     assert_int_equal(open, 0);
-    check_order(h, ">RSET\n>RSET\n>QUIT\n");
+    check_order(h, ">.\n<250 2.0.0 Ok: queued as FAKE\n>QUIT\n");
+    assert_null(strstr(h->fu.events.ptr, ">RSET"));
     wait_idle(h);
     h_stop(h);
 }
@@ -2299,11 +2303,15 @@ static void test_upstream_reuse_after_abort(void **state)
 }
 
 /* The MTA ends connections while they wait in the pool: one right after
- * the pool's RSET was answered (its idle timeout), one by refusing the
- * RSET (421). Neither is ever given to a client: the next session opens a
- * new connection, and every message goes through. */
+ * the final reply to its message (its idle timeout), one with a 421 of its
+ * own after that reply, one by refusing the RSET that follows an aborted
+ * transaction (421). None is ever given to a client again: the next session
+ * opens a new connection, and every message goes through; the last
+ * connection serves the next client too. */
 static const struct fu_rule rules_close_idle[] = {
-    {"RSET", "250 2.0.0 Ok", FU_REPLY_CLOSE, 0, true},
+    {".", "250 2.0.0 Ok: queued as ONE", FU_REPLY_CLOSE, 0, true},
+    {".", "250 2.0.0 Ok: queued as TWO\n421 4.4.2 fake.test Error: timeout exceeded",
+     FU_REPLY_CLOSE, 0, true},
     {"RSET", "421 4.4.2 fake.test Error: timeout exceeded", FU_REPLY_CLOSE, 0, true},
     {NULL, NULL, 0, 0, false},
 };
@@ -2315,16 +2323,30 @@ static void test_upstream_reuse_mta_closes_idle(void **state)
     struct opts o = {.rules = rules_close_idle, .reuse = true};
     h_start(h, &o);
     struct cli *c = &h->cli[0];
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 2; i++) {
         one_client(
             h, c, "EHLO c.test\r\n" MAIL_A RCPT_B "DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n",
             "250-sluice.test|250 2.1.0|250 2.1.5|354 |250 2.0.0|221", true);
         run_for(h, 100); /* the close reaches sluice while the connection is idle */
     }
+    /* An envelope without a message: the pool's RSET ends it, and is
+     * refused. */
+    one_client(h, c, "EHLO c.test\r\n" MAIL_A RCPT_B "QUIT\r\n",
+               "250-sluice.test|250 2.1.0|250 2.1.5|221", true);
+    run_for(h, 100);
+    for (int i = 0; i < 2; i++) {
+        one_client(
+            h, c, "EHLO c.test\r\n" MAIL_A RCPT_B "DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n",
+            "250-sluice.test|250 2.1.0|250 2.1.5|354 |250 2.0.0|221", true);
+        run_for(h, 100);
+    }
     int open = 0;
-    /* two connections ended by the MTA, the third one is reused later */
-    assert_int_equal(count_session_conns(h, &open), 3);
+    /* three connections ended by the MTA, the fourth one served two clients */
+    assert_int_equal(count_session_conns(h, &open), 4);
     assert_int_equal(open, 1);
+    check_order(h, ">.\n<250 2.0.0 Ok: queued as ONE\n#close\n"
+                   ">.\n<250 2.0.0 Ok: queued as TWO\n#close\n"
+                   ">RCPT TO:<b@x.test>\n>RSET\n<421 4.4.2*\n");
     h_stop(h);
 }
 
