@@ -140,8 +140,8 @@ struct up {
      * reply to a message, a 250 to RSET, or the handshake. With nothing in
      * flight, the connection can serve the next client without an RSET. */
     bool tx_closed;
-    uint64_t born;         /* loop ms at up_new() */
-    enum up_err fail_err;  /* why FAILED */
+    uint64_t born;        /* loop ms at up_new() */
+    enum up_err fail_err; /* why FAILED */
     char fail_why[256];
 
     up_cb open_cb; /* pending open result */
@@ -583,20 +583,20 @@ static bool up__reply_ends_session(enum up_cmd_kind k, int code)
     return code == 421 && k != UP_K_GREETING && k != UP_K_EHLO && k != UP_K_STARTTLS;
 }
 
-/* After this reply, is no transaction open on the MTA? The reply to the
- * end of a message ends its transaction whatever its code (RFC 5321
- * §4.1.1.4, RFC 3030 for BDAT LAST), as a 250 to RSET does; a greeting,
- * EHLO or XCLIENT starts a session afresh. Anything else (MAIL, RCPT,
- * XFORWARD, NOOP ...) may leave one open. */
+/* After this reply, is no transaction open on the MTA? A positive reply
+ * to the end of a message ends its transaction (RFC 5321 §4.1.1.4), as a
+ * 250 to RSET does; an accepted greeting, EHLO or XCLIENT starts a session
+ * afresh. Anything else (MAIL, RCPT, XFORWARD, NOOP, refusals) may leave
+ * one open. */
 static bool up__closes_tx(const struct up_cmd *c, int code)
 {
     switch (c->kind) {
     case UP_K_DOT:
-    case UP_K_BDAT:
+    case UP_K_BDAT: /* a refused BDAT LAST may leave it open (RFC 3030) */
     case UP_K_GREETING:
     case UP_K_EHLO:
     case UP_K_XCLIENT:
-        return true;
+        return code < 400;
     case UP_K_RESET:
         return code == 250;
     case UP_K_USER:

@@ -2302,6 +2302,52 @@ static void test_upstream_reuse_after_abort(void **state)
     h_stop(h);
 }
 
+/* A session that leaves while its MAIL is still unanswered: the session
+ * has nothing to reset (its MAIL was never accepted), so the pool's own
+ * RSET must end that transaction before the next client's XFORWARD and
+ * MAIL (the fake MTA answers a nested MAIL with 503). */
+static const struct fu_rule rules_slow_second_mail[] = {
+    {"EHLO",
+     "250-fake.test\n250-PIPELINING\n250-XFORWARD NAME ADDR PROTO HELO\n"
+     "250 ENHANCEDSTATUSCODES",
+     FU_REPLY, 0, false},
+    {"MAIL", "250 2.1.0 Ok", FU_REPLY, 0, true},
+    {"MAIL", "250 2.1.0 Ok", FU_REPLY, 300, true},
+    {NULL, NULL, 0, 0, false},
+};
+
+static void test_upstream_pool_resets_unanswered_mail(void **state)
+{
+    (void)state;
+    struct h *h = g_h;
+    struct opts o = {.rules = rules_slow_second_mail, .reuse = true};
+    h_start(h, &o);
+    struct cli *c = &h->cli[0];
+    one_client(h, c,
+               "EHLO c.test\r\n" MAIL_A RCPT_B "DATA\r\nSubject: 1\r\n\r\none\r\n.\r\nQUIT\r\n",
+               "250-sluice.test Hello c.test|250 2.1.0|250 2.1.5|354 |250 2.0.0|221", true);
+    open_client(h, c);
+    const char *two = "EHLO d.test\r\n" MAIL_A;
+    cli_send(c, two, strlen(two));
+    wait_replies(h, c, 2); /* the greeting and the EHLO reply; MAIL's is late */
+    cli_close(c);
+    if (!run_until(h, p_no_sessions, NULL, WAIT_MS))
+        fail_msg("the session did not end");
+    run_for(h, 500); /* the late 250 and the pool's RSET */
+    one_client(h, c,
+               "EHLO e.test\r\n" MAIL_A RCPT_C "DATA\r\nSubject: 3\r\n\r\nthree\r\n.\r\nQUIT\r\n",
+               "250-sluice.test Hello e.test|250 2.1.0|250 2.1.5|354 |250 2.0.0|221", true);
+    int open = 0;
+    assert_int_equal(count_session_conns(h, &open), 1);
+    check_order(h, ">XFORWARD HELO=d.test\n>MAIL FROM:<a@x.test>\n>RSET\n"
+                   ">XFORWARD ADDR=127.0.0.1 PROTO=*\n>XFORWARD HELO=e.test\n"
+                   ">MAIL FROM:<a@x.test>\n>RCPT TO:<c@x.test>\n>DATA\n");
+    const char *first = strstr(h->fu.events.ptr, ">RSET");
+    assert_non_null(first);
+    assert_null(strstr(first + 1, ">RSET")); /* the pool's, the only one */
+    h_stop(h);
+}
+
 /* The MTA ends connections while they wait in the pool: one right after
  * the final reply to its message (its idle timeout), one with a 421 of its
  * own after that reply, one by refusing the RSET that follows an aborted
@@ -2329,8 +2375,7 @@ static void test_upstream_reuse_mta_closes_idle(void **state)
             "250-sluice.test|250 2.1.0|250 2.1.5|354 |250 2.0.0|221", true);
         run_for(h, 100); /* the close reaches sluice while the connection is idle */
     }
-    /* An envelope without a message: the pool's RSET ends it, and is
-     * refused. */
+    /* An envelope without a message: the RSET that ends it is refused. */
     one_client(h, c, "EHLO c.test\r\n" MAIL_A RCPT_B "QUIT\r\n",
                "250-sluice.test|250 2.1.0|250 2.1.5|221", true);
     run_for(h, 100);
@@ -2498,6 +2543,7 @@ int main(void)
         TEST(test_upstream_new_helo_new_connection),
         TEST(test_upstream_no_reuse_with_errors),
         TEST(test_upstream_reuse_after_abort),
+        TEST(test_upstream_pool_resets_unanswered_mail),
         TEST(test_upstream_reuse_mta_closes_idle),
         TEST(test_sigterm_lets_transactions_finish),
     };
