@@ -136,9 +136,9 @@ struct up {
     int depth;             /* loop entry points on the stack (see the top) */
     bool dead;             /* up_free() called */
     bool parked;           /* idle in the reuse pool: its end is no error */
-    /* The last reply the MTA gave left no transaction open: the final
-     * reply to a message, a 250 to RSET, or the handshake. With nothing in
-     * flight, the connection can serve the next client without an RSET. */
+    /* The last reply the MTA gave left no transaction open (up__closes_tx).
+     * With nothing in flight, the connection can serve the next client
+     * without an RSET. */
     bool tx_closed;
     uint64_t born;        /* loop ms at up_new() */
     enum up_err fail_err; /* why FAILED */

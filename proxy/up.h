@@ -167,8 +167,8 @@ void up_free(struct up *u);
  * (its XFORWARD, when used, goes before each of its transactions). */
 bool up_detach(struct up *u);
 /* Nothing is in flight or queued and the MTA's last reply left no
- * transaction open (the final reply to a message, a 250 to RSET, the
- * handshake): a detached connection can be parked without an RSET. */
+ * transaction open (a positive final reply to a message, a 250 to RSET,
+ * the handshake): a detached connection can be parked without an RSET. */
 bool up_settled(const struct up *u);
 void up_park(struct up *u, bool parked);
 void up_rebind(struct up *u, const char *log_sid);

@@ -6,9 +6,10 @@
  * An entry is on one of two lists: `reset` while its RSET is answered
  * (the RSET callback moves it to `idle` or closes it), `idle` while it
  * waits. A connection whose last message was answered and that has
- * nothing in flight (up_settled) goes to `idle` at once, without RSET. The RSET callback is the
- * up's own (called from the up's read path, never from inside a uppool_* call), and closing the up
- * cancels it, so an entry never outlives its up.
+ * nothing in flight (up_settled) goes to `idle` at once, without RSET.
+ * The RSET callback is the up's own (called from the up's read path, never
+ * from inside a uppool_* call), and closing the up cancels it, so an entry
+ * never outlives its up.
  */
 #include "uppool.h"
 

@@ -2138,11 +2138,11 @@ static void one_client(struct h *h, struct cli *c, const char *send, const char 
  * connection (RSET, then XFORWARD about their own client before each
  * transaction), not a new one; the idle connection is closed after
  * reuse_idle_timeout. */
+#define FU_EHLO_XFORWARD                                                                           \
+    "250-fake.test\n250-PIPELINING\n250-XFORWARD NAME ADDR PROTO HELO\n250 ENHANCEDSTATUSCODES"
+
 static const struct fu_rule rules_xforward_only[] = {
-    {"EHLO",
-     "250-fake.test\n250-PIPELINING\n250-XFORWARD NAME ADDR PROTO HELO\n"
-     "250 ENHANCEDSTATUSCODES",
-     FU_REPLY, 0, false},
+    {"EHLO", FU_EHLO_XFORWARD, FU_REPLY, 0, false},
     {NULL, NULL, 0, 0, false},
 };
 
@@ -2307,10 +2307,7 @@ static void test_upstream_reuse_after_abort(void **state)
  * RSET must end that transaction before the next client's XFORWARD and
  * MAIL (the fake MTA answers a nested MAIL with 503). */
 static const struct fu_rule rules_slow_second_mail[] = {
-    {"EHLO",
-     "250-fake.test\n250-PIPELINING\n250-XFORWARD NAME ADDR PROTO HELO\n"
-     "250 ENHANCEDSTATUSCODES",
-     FU_REPLY, 0, false},
+    {"EHLO", FU_EHLO_XFORWARD, FU_REPLY, 0, false},
     {"MAIL", "250 2.1.0 Ok", FU_REPLY, 0, true},
     {"MAIL", "250 2.1.0 Ok", FU_REPLY, 300, true},
     {NULL, NULL, 0, 0, false},
