@@ -18,7 +18,8 @@
  * looks their key records up (the key cache, else api->dns_query on the
  * host's resolver, all at once, nothing blocking), and only when every
  * answer is in hands the message to a libuv pool thread for the CPU part
- * (libopendkim, RSA), which edits the message and calls api->complete().
+ * (libopendkim, RSA), which edits the message; the loop thread then calls
+ * api->complete() from the work's after-callback.
  * Sign mode goes to the pool thread straight away. So no pool thread ever
  * waits for the network, and a message with hundreds of signatures costs
  * max_signatures lookups at most; the rest get one dkim=policy result.
@@ -26,7 +27,8 @@
  * afterwards and shared by those threads; the only mutable shared piece,
  * the key cache, has its own lock. A job (struct dkp_job) belongs to the
  * hook call that made it: the loop thread while keys are looked up, then
- * the pool thread, which completes the ctx; the loop frees it after.
+ * the pool thread, then the loop again, which completes the ctx and frees
+ * the job.
  *
  * Keys: one typed key table for both modes (api->config_load, the daemon's
  * grammar); a key of the other mode is reported as such.
@@ -798,6 +800,7 @@ struct dkp_job {
     char *recs[DKP_VERIFY_MAX_SIGS]; /* owned; keys[i].rec points here */
     struct dkp_keyref ref[DKP_VERIFY_MAX_SIGS];
     size_t nkeys;
+    int verdict; /* the pool thread's, for the loop to hand on */
 };
 
 static void dkp__job_free(struct dkp_job *j)
@@ -812,10 +815,8 @@ static void dkp__work_cb(uv_work_t *w)
 {
     struct dkp_job *j = w->data;
     struct dkp_inst *d = j->d;
-    int verdict = d->mode == DKP_MODE_VERIFY ? dkp__verify_with_keys(j->ctx, d, j->keys, j->nkeys)
-                                             : dkp__on_data_sign(j->ctx, d);
-    /* After this neither the ctx nor the instance may be touched. */
-    sluice_api->complete(j->ctx, verdict);
+    j->verdict = d->mode == DKP_MODE_VERIFY ? dkp__verify_with_keys(j->ctx, d, j->keys, j->nkeys)
+                                            : dkp__on_data_sign(j->ctx, d);
 }
 
 /* The pool threads DKIM's jobs hold, for every instance (loop thread only;
@@ -843,7 +844,13 @@ static unsigned dkp__auto_threads(void)
 static void dkp__after_work_cb(uv_work_t *w, int status)
 {
     (void)status; /* never cancelled: uv_cancel is not used */
-    dkp__job_free(w->data);
+    struct dkp_job *j = w->data;
+    /* Completed here, on the loop thread, rather than at the end of the
+     * work: libuv wakes the loop for this callback anyway, and a
+     * complete() from the pool thread would wake it a second time. After
+     * this neither the ctx nor the instance may be touched. */
+    sluice_api->complete(j->ctx, j->verdict);
+    dkp__job_free(j);
     dkp__running--;
     struct dkp_job *next = dkp__waiting;
     if (next && dkp__running < next->max_threads) {
