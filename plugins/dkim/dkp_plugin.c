@@ -845,11 +845,8 @@ static void dkp__after_work_cb(uv_work_t *w, int status)
 {
     (void)status; /* never cancelled: uv_cancel is not used */
     struct dkp_job *j = w->data;
-    /* Completed here, on the loop thread, rather than at the end of the
-     * work: libuv wakes the loop for this callback anyway, and a
-     * complete() from the pool thread would wake it a second time. After
-     * this neither the ctx nor the instance may be touched. */
-    sluice_api->complete(j->ctx, j->verdict);
+    sluice_ctx *ctx = j->ctx;
+    int verdict = j->verdict;
     dkp__job_free(j);
     dkp__running--;
     struct dkp_job *next = dkp__waiting;
@@ -859,6 +856,12 @@ static void dkp__after_work_cb(uv_work_t *w, int status)
             dkp__waiting_tail = NULL;
         dkp__job_start(next);
     }
+    /* Completed here, on the loop thread, rather than at the end of the
+     * work: libuv wakes the loop for this callback anyway, and a
+     * complete() from the pool thread would wake it a second time. Last,
+     * with the thread given back: the host may run the chain on from
+     * inside it, DKIM's next instance included. */
+    sluice_api->complete(ctx, verdict);
 }
 
 static void dkp__job_start(struct dkp_job *j)
