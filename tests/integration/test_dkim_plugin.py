@@ -241,6 +241,41 @@ def test_signing_burst_waits_for_its_threads(keys, fake, sluice_factory):
     assert waits is not None and waits >= 1, m
 
 
+def test_verify_then_sign_burst_on_one_thread_each(keys, fake, sluice_factory):
+    """Signed mail through two pooled DKIM instances, one thread each:
+    verify's answer reaches the host from DKIM's own after-work callback,
+    and the host starts sign's job from inside it. Twelve clients at once:
+    every message passes verification once and is signed once, in order of
+    the chain (the new signature above the A-R field it covers)."""
+    import concurrent.futures
+    table = write_table(keys, ["example.com ed ed.pem ed25519-sha256"], "table-vs")
+    signed = dkimpy_sign(keys, "rsa")
+    stats_port = harness.free_port()
+    sections = {"chain": {"plugins": "dkimv, dkims"},
+                "plugin dkimv": verify_conf(keys.keys_file(), max_threads="1"),
+                "plugin dkims": sign_conf(table, max_threads="1")}
+    s = sluice_factory(fake.port, extra_sections=sections, env=LSAN_ENV,
+                       stats={"listen": "127.0.0.1:%d" % stats_port})
+
+    def one(i):
+        return harness.smtp_send(s.port, mail_from="ann@example.com",
+                                 rcpts=["bob%d@example.net" % i], msg=signed)
+    with concurrent.futures.ThreadPoolExecutor(12) as ex:
+        assert list(ex.map(one, range(12))) == [{}] * 12
+    got = fake.wait_messages(12)
+    assert len(got) == 12
+    for m in got:
+        res = ar_results(m.data)
+        assert len(res) == 1 and res[0].startswith(AUTHSERV + "; dkim=pass "), res
+        sigs = headers(m.data, "DKIM-Signature")
+        assert len(sigs) == 2 and "s=ed" in sigs[0] and "s=rsa" in sigs[1], sigs
+        assert m.data.startswith(b"DKIM-Signature: "), m.data[:200]
+        assert dkim.DKIM(m.data).verify(dnsfunc=keys.dnsfunc)
+    m = plugkit.metrics(stats_port)
+    assert plugkit.metric_value(m, "sluice_plugin_dkims_thread_waits_total") >= 1, m
+    assert plugkit.metric_value(m, "sluice_plugin_dkimv_thread_waits_total") >= 1, m
+
+
 def test_sign_after_verify_chain_and_roundtrip(keys, fake, sluice_factory):
     """verify first, sign last: the signature covers the edited message
     (with the new Authentication-Results) and sluice's own verifier passes
