@@ -27,8 +27,8 @@
  * afterwards and shared by those threads; the only mutable shared piece,
  * the key cache, has its own lock. A job (struct dkp_job) belongs to the
  * hook call that made it: the loop thread while keys are looked up, then
- * the pool thread, then the loop again, which completes the ctx and frees
- * the job.
+ * the pool thread, then the loop again, which frees it and then completes
+ * the ctx.
  *
  * Keys: one typed key table for both modes (api->config_load, the daemon's
  * grammar); a key of the other mode is reported as such.
@@ -849,8 +849,12 @@ static void dkp__after_work_cb(uv_work_t *w, int status)
     int verdict = j->verdict;
     dkp__job_free(j);
     dkp__running--;
-    struct dkp_job *next = dkp__waiting;
-    if (next && dkp__running < next->max_threads) {
+    /* A loop, not one start: a job that cannot be queued is answered at
+     * once and must not leave the ones behind it waiting for a completion
+     * that never comes; and a job of an instance allowed more threads may
+     * go on behind one that was not. */
+    struct dkp_job *next;
+    while ((next = dkp__waiting) != NULL && dkp__running < next->max_threads) {
         dkp__waiting = next->next_waiting;
         if (!dkp__waiting)
             dkp__waiting_tail = NULL;
@@ -999,8 +1003,9 @@ static int dkp__on_data(sluice_ctx *ctx)
     if (d->mode == DKP_MODE_VERIFY && !d->have_keyfile)
         dkp__verify_start(ctx, j);
     /* Nothing to wait for (sign mode, key file, every key cached): to the
-     * pool now. Its complete() reaches the host through the loop, so only
-     * after this hook has returned. */
+     * pool now. Its complete() comes from the work's after-callback, so
+     * after this hook has returned; only a job that cannot be queued is
+     * answered from inside it (the host allows for that). */
     if (j->pending == 0)
         dkp__job_run(j);
     return SLUICE_ASYNC;
