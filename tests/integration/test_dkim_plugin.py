@@ -128,12 +128,14 @@ LSAN_ENV = {
 }
 
 
-def start(sluice_factory, fake, instances):
-    """sluice with the given {name: section} plugin instances, in order."""
+def start(sluice_factory, fake, instances, stats_port=None):
+    """sluice with the given {name: section} plugin instances, in order
+    (and /metrics on stats_port if given)."""
     sections = {"chain": {"plugins": ", ".join(instances)}}
     for name, conf in instances.items():
         sections["plugin " + name] = conf
-    return sluice_factory(fake.port, extra_sections=sections, env=LSAN_ENV)
+    stats = {"listen": "127.0.0.1:%d" % stats_port} if stats_port else None
+    return sluice_factory(fake.port, extra_sections=sections, env=LSAN_ENV, stats=stats)
 
 
 def send(s, fake, msg, n, mail_from="ann@example.com"):
@@ -142,6 +144,20 @@ def send(s, fake, msg, n, mail_from="ann@example.com"):
     got = fake.wait_messages(n)
     assert len(got) >= n, "upstream got %d messages" % len(got)
     return got[n - 1].data
+
+
+def burst(s, fake, msg, n=12):
+    """n clients at once, one message each; what the upstream got."""
+    import concurrent.futures
+
+    def one(i):
+        return harness.smtp_send(s.port, mail_from="ann@example.com",
+                                 rcpts=["bob%d@example.net" % i], msg=msg)
+    with concurrent.futures.ThreadPoolExecutor(n) as ex:
+        assert list(ex.map(one, range(n))) == [{}] * n
+    got = fake.wait_messages(n)
+    assert len(got) == n
+    return got
 
 
 def headers(data, name):
@@ -215,23 +231,10 @@ def test_signing_burst_waits_for_its_threads(keys, fake, sluice_factory):
     """max_threads = 1: DKIM's jobs take one pool thread at a time and the
     rest wait in order (the pool serves every blocking plugin). Twelve
     clients at once: every message is signed, none is refused."""
-    import concurrent.futures
     table = write_table(keys, ["example.com rsa rsa.pem"], "table-burst")
-    conf = sign_conf(table)
-    conf["max_threads"] = "1"
     stats_port = harness.free_port()
-    sections = {"chain": {"plugins": "dkims"}, "plugin dkims": conf}
-    s = sluice_factory(fake.port, extra_sections=sections, env=LSAN_ENV,
-                       stats={"listen": "127.0.0.1:%d" % stats_port})
-
-    def one(i):
-        return harness.smtp_send(s.port, mail_from="ann@example.com",
-                                 rcpts=["bob%d@example.net" % i], msg=MSG)
-    with concurrent.futures.ThreadPoolExecutor(12) as ex:
-        assert list(ex.map(one, range(12))) == [{}] * 12
-    got = fake.wait_messages(12)
-    assert len(got) == 12
-    for m in got:
+    s = start(sluice_factory, fake, {"dkims": sign_conf(table, max_threads="1")}, stats_port)
+    for m in burst(s, fake, MSG):
         sig = headers(m.data, "DKIM-Signature")
         assert len(sig) == 1, m.data[:300]
         assert dkim.DKIM(m.data).verify(dnsfunc=keys.dnsfunc)
@@ -247,26 +250,15 @@ def test_verify_then_sign_burst_on_one_thread_each(keys, fake, sluice_factory):
     and the host starts sign's job from inside it. Twelve clients at once:
     every message passes verification once and is signed once, in order of
     the chain (the new signature above the A-R field it covers)."""
-    import concurrent.futures
     # RSA signing: the dearest job, so that jobs overlap and wait
     table = write_table(keys, ["example.com rsa rsa.pem"], "table-vs")
     signed = dkimpy_sign(keys, "rsa")
     original = headers(signed, "DKIM-Signature")
     stats_port = harness.free_port()
-    sections = {"chain": {"plugins": "dkimv, dkims"},
-                "plugin dkimv": verify_conf(keys.keys_file(), max_threads="1"),
-                "plugin dkims": sign_conf(table, max_threads="1")}
-    s = sluice_factory(fake.port, extra_sections=sections, env=LSAN_ENV,
-                       stats={"listen": "127.0.0.1:%d" % stats_port})
-
-    def one(i):
-        return harness.smtp_send(s.port, mail_from="ann@example.com",
-                                 rcpts=["bob%d@example.net" % i], msg=signed)
-    with concurrent.futures.ThreadPoolExecutor(12) as ex:
-        assert list(ex.map(one, range(12))) == [{}] * 12
-    got = fake.wait_messages(12)
-    assert len(got) == 12
-    for m in got:
+    s = start(sluice_factory, fake,
+              {"dkimv": verify_conf(keys.keys_file(), max_threads="1"),
+               "dkims": sign_conf(table, max_threads="1")}, stats_port)
+    for m in burst(s, fake, signed):
         res = ar_results(m.data)
         assert len(res) == 1 and res[0].startswith(AUTHSERV + "; dkim=pass "), res
         sigs = headers(m.data, "DKIM-Signature")
