@@ -188,6 +188,7 @@ static void *worker(void *arg)
 
 int main(int argc, char **argv)
 {
+    /* clang-format off */
     static const struct option opts[] = {
         {"rules", required_argument, NULL, 'r'},
         {"extra", required_argument, NULL, 'e'},
@@ -198,9 +199,11 @@ int main(int argc, char **argv)
         {"corpus", required_argument, NULL, 'c'},
         {"count", required_argument, NULL, 'n'},
         {"no-prefilter", no_argument, NULL, 'P'},
+        {"no-plain-shortcut", no_argument, NULL, 'G'},
         {"time-limit", required_argument, NULL, 'T'},
         {NULL, 0, NULL, 0},
     };
+    /* clang-format on */
     unsigned time_limit = 0;
     const char *style = "mixed", *corpus_file = NULL;
     unsigned long count = 0;
@@ -228,6 +231,9 @@ int main(int argc, char **argv)
         case 'P':
             no_prefilter = 1;
             break;
+        case 'G':
+            spam_msg_set_plain_shortcut(0);
+            break;
         case 'T':
             time_limit = (unsigned)strtoul(optarg, NULL, 10);
             break;
@@ -237,6 +243,7 @@ int main(int argc, char **argv)
                 "usage: spam_bench --rules FILE [--extra N] [--threads T] [--seconds S] [--size "
                 "B]\n"
                 "       [--style mixed|smtp-source] [--corpus FILE] [--count N] [--no-prefilter]\n"
+                "       [--no-plain-shortcut]\n"
                 "       [--time-limit MS]\n");
             return 2;
         }

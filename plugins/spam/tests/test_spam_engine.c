@@ -21,6 +21,9 @@
 #include "spam_rules.h"
 #include "pstr.h"
 #include "spam_uri.h"
+#include "same_view.h"
+
+#include <gmime/gmime.h>
 
 static void test_html_text_and_hidden(void **state)
 {
@@ -399,6 +402,120 @@ static void test_eval_catastrophic_regex_bounded(void **state)
     catastrophic(1);
 }
 
+/* ---- the plain text shortcut ------------------------------------------- */
+
+/*
+ * Messages at the edges of what spam_msg_parse reads without GMime: each
+ * is read with the shortcut on and off, and must give the same view
+ * either way; `plain` says whether the shortcut may take it.
+ */
+static void test_msg_plain_shortcut_same_as_gmime(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *msg;
+        size_t len; /* 0: strlen */
+        int plain;
+        const char *parts;
+    } cases[] = {
+        /* smtp-source's mail: no MIME fields at all */
+        {"From: <a@example.org>\r\nTo: <b@example.net>\r\nSubject: x\r\n\r\nLa de da "
+         "http://u.example/p\r\n.dot\r\n",
+         0, 1, "text/plain 7bit inline"},
+        {"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nhi "
+         "there\r\n",
+         0, 1, "text/plain 8bit inline"},
+        {"Content-Type: TEXT/Plain ; CharSet=\"US-ASCII\"; format=flowed; delsp=yes\r\n\r\nhi\r\n",
+         0, 1, NULL},
+        {"content-transfer-encoding: 7BIT\r\ncontent-type: text/plain;\r\n "
+         "charset=utf-8\r\n\r\nfolded\r\n",
+         0, 1, NULL},
+        {"Content-Transfer-Encoding: Binary\r\n\r\nbin\r\n", 0, 1, "text/plain binary inline"},
+        /* 8-bit text: as is when no charset is named, GMime's when one is */
+        {"Subject: x\r\n\r\nGr\xc3\xbc\xc3\x9f"
+         "e \xff\xfe\r\n",
+         0, 1, NULL},
+        {"Content-Type: text/plain; charset=utf-8\r\n\r\nGr\xc3\xbc\xc3\x9f"
+         "e\r\n",
+         0, 0, NULL},
+        {"Content-Type: text/plain; charset=us-ascii\r\n\r\nbad \xff\r\n", 0, 0, NULL},
+        {"Content-Type: text/plain; charset=iso-8859-1\r\n\r\nhi\r\n", 0, 0, NULL},
+        {"Content-Type: text/plain; charset=iso-8859-1\r\n\r\ncaf\xe9\r\n", 0, 0, NULL},
+        {"Content-Type: text/plain; name=\"a.txt\"\r\n\r\nhi\r\n", 0, 0, NULL},
+        {"Content-Type: text/plain (comment)\r\n\r\nhi\r\n", 0, 0, NULL},
+        {"Content-Type: text/plain; charset=utf-8; charset=iso-8859-1\r\n\r\nhi\r\n", 0, 0, NULL},
+        {"Content-Type: text/plain\r\nContent-Type: text/html\r\n\r\n<b>hi</b>\r\n", 0, 0, NULL},
+        {"Content-Type: text/html\r\n\r\n<p>hi <a "
+         "href=\"http://a.example/\">http://b.example/</a></p>\r\n",
+         0, 0, NULL},
+        {"Content-Disposition: attachment; filename=a.txt\r\n\r\nhi\r\n", 0, 0, NULL},
+        {"Content-Transfer-Encoding: quoted-printable\r\n\r\nGr=FC=DFe\r\n", 0, 0, NULL},
+        {"Content-Transfer-Encoding: base64\r\n\r\naGVsbG8=\r\n", 0, 0, NULL},
+        {"Content-Transfer-Encoding: 7bit\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8=\r\n",
+         0, 0, NULL},
+        /* header sections GMime might split otherwise */
+        {"From sender@example.org Mon Dec  7 10:00:00 2026\r\nSubject: x\r\n\r\nhi\r\n", 0, 0,
+         NULL},
+        {" folded first\r\nSubject: x\r\n\r\nhi\r\n", 0, 0, NULL},
+        {"Subject: x\r\n \t\r\nTo: y\r\n\r\nhi\r\n", 0, 0, NULL},
+        {"Subject: x\r\nnot a header\r\nTo: y\r\n\r\nhi\r\n", 0, 0, NULL},
+        {"Subject : x\r\n\r\nhi\r\n", 0, 0, NULL},
+        {"Bad Name: x\r\n\r\nhi\r\n", 0, 0, NULL},
+        {"Subject: a\rb\r\n\r\nhi\r\n", 0, 0, NULL},
+        {"Subject: x\r\nTo: y\r\n", 0, 0, NULL},
+        {"Subject: x\r\n\r\nnul\0byte\r\n", 27, 0, NULL},
+        /* line ends and ends of the body */
+        {"Subject: x\n\nlf only\nsecond\n", 0, 1, NULL},
+        {"Subject: x\r\n\r\nno newline at the end", 0, 1, NULL},
+        {"Subject: x\r\n\r\n", 0, 1, NULL},
+        {"Subject: x\r\n\r\n\r\n\r\n", 0, 1, NULL},
+        {"Subject: =?UTF-8?B?Q2Fmw6k=?=\r\nX-A: caf\xc3\xa9 =?bogus\r\n\r\nhi\r\n", 0, 1, NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t len = cases[i].len ? cases[i].len : strlen(cases[i].msg);
+        for (size_t max_scan = 8; max_scan <= 65536; max_scan *= 8192) {
+            struct spam_msg *m = spam_msg_parse(cases[i].msg, len, NULL, max_scan);
+            spam_msg_set_plain_shortcut(0);
+            struct spam_msg *g = spam_msg_parse(cases[i].msg, len, NULL, max_scan);
+            spam_msg_set_plain_shortcut(1);
+            if (m->plain != cases[i].plain)
+                fail_msg("case %zu: plain %d, want %d", i, m->plain, cases[i].plain);
+            assert_int_equal(g->plain, 0);
+            same_view(m, g);
+            if (cases[i].parts)
+                assert_string_equal(pstr_cstr(&m->parts), cases[i].parts);
+            spam_msg_free(g);
+            spam_msg_free(m);
+        }
+    }
+}
+
+/* Header values decoded without GMime are the ones GMime decodes. */
+static void test_msg_decode_header_same_as_gmime(void **state)
+{
+    (void)state;
+    static const char *const values[] = {
+        "",
+        "plain words",
+        "  two  blanks\tand a tab ",
+        "a=b ?= =? x",
+        "=?UTF-8?Q?Caf=C3=A9?= bar",
+        "foo=?UTF-8?B?Q2Fmw6k=?=",
+        "caf\xc3\xa9",
+        "latin \xe9t\xe9",
+        "=?",
+        "x =?bogus",
+        "=?UTF-8?B?YQ==?= =?UTF-8?B?Yg==?=",
+    };
+    for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+        char *ours = spam_msg_decode_header(values[i]);
+        char *g = g_mime_utils_header_decode_text(NULL, values[i]);
+        assert_string_equal(ours, g ? g : values[i]);
+        g_free(g);
+        free(ours);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -406,6 +523,8 @@ int main(void)
         cmocka_unit_test(test_html_links_and_uris),
         cmocka_unit_test(test_uri_extract_and_hosts),
         cmocka_unit_test(test_msg_fields),
+        cmocka_unit_test(test_msg_plain_shortcut_same_as_gmime),
+        cmocka_unit_test(test_msg_decode_header_same_as_gmime),
         cmocka_unit_test(test_eval_meta_and_ops),
         cmocka_unit_test(test_eval_gtube_and_invalid_utf8),
         cmocka_unit_test(test_eval_catastrophic_regex_bounded),
