@@ -12,6 +12,7 @@
 #include "spam_msg.h"
 #include "spam_html.h"
 #include "spam_uri.h"
+#include "spam_utf8.h"
 
 #include <ctype.h>
 #include <pthread.h>
@@ -295,15 +296,17 @@ static int spam_msg__is(const char *p, size_t n, const char *word)
     return strlen(word) == n && strncasecmp(p, word, n) == 0;
 }
 
+/* The charsets spam_msg__plain_body knows GMime converts to nothing new. */
+enum spam_msg__cs { SPAM_MSG_CS_NONE, SPAM_MSG_CS_ASCII, SPAM_MSG_CS_UTF8 };
+
 /*
- * A Content-Type value that GMime reads as text/plain whose text it hands
- * over unconverted when the body is ASCII: "text/plain", then only the
- * parameters charset (us-ascii or utf-8), format and delsp, unquoted or
- * quoted without escapes, no comments. *charset tells whether one was
- * given. Anything else (a name= parameter, say, which GMime takes as the
+ * A Content-Type value that GMime reads as text/plain: "text/plain", then
+ * only the parameters charset (us-ascii or utf-8), format and delsp,
+ * unquoted or quoted without escapes, no comments. *cs is the charset
+ * named. Anything else (a name= parameter, say, which GMime takes as the
  * part's file name) is left to GMime.
  */
-static int spam_msg__plain_type(const char *v, int *charset)
+static int spam_msg__plain_type(const char *v, enum spam_msg__cs *cs)
 {
     if (strchr(v, '(') || strchr(v, '\\'))
         return 0;
@@ -314,6 +317,7 @@ static int spam_msg__plain_type(const char *v, int *charset)
     if (!spam_msg__is(t, n, "text/plain"))
         return 0;
     int seen_charset = 0, seen_format = 0, seen_delsp = 0;
+    *cs = SPAM_MSG_CS_NONE;
     while (semi) {
         const char *p = semi + 1;
         semi = strchr(p, ';');
@@ -330,8 +334,13 @@ static int spam_msg__plain_type(const char *v, int *charset)
         if (vn == 0 || memchr(val, '"', vn))
             return 0;
         if (spam_msg__is(k, kn, "charset")) {
-            if (seen_charset++ ||
-                !(spam_msg__is(val, vn, "us-ascii") || spam_msg__is(val, vn, "utf-8")))
+            if (seen_charset++)
+                return 0;
+            if (spam_msg__is(val, vn, "us-ascii"))
+                *cs = SPAM_MSG_CS_ASCII;
+            else if (spam_msg__is(val, vn, "utf-8"))
+                *cs = SPAM_MSG_CS_UTF8;
+            else
                 return 0;
         } else if (spam_msg__is(k, kn, "format")) {
             if (seen_format++)
@@ -343,7 +352,6 @@ static int spam_msg__plain_type(const char *v, int *charset)
             return 0;
         }
     }
-    *charset = seen_charset;
     return 1;
 }
 
@@ -354,20 +362,24 @@ static int spam_msg__plain_type(const char *v, int *charset)
  * section GMime splits as we do (spam_msg__headers), at most one
  * Content-Type and it plain text (spam_msg__plain_type), at most one
  * Content-Transfer-Encoding and it one that decodes nothing, no
- * Content-Disposition, and a body without NUL bytes that is ASCII when a
- * charset is named (else GMime would convert it). *enc is what MIME:parts
- * shows for the encoding. tests/test_spam_corpus.c holds every corpus
- * message to the same view with and without this shortcut.
+ * Content-Disposition, and a body without NUL bytes that the charset's
+ * conversion to UTF-8 leaves as it is: any bytes without a charset (GMime
+ * converts nothing then), ASCII for us-ascii, valid UTF-8 for utf-8 (an
+ * invalid byte, GMime drops). *enc is what MIME:parts shows for the
+ * encoding. The unit tests hold every corpus message and the edge cases,
+ * and tests/fuzz/fuzz_spam_msg.c any input, to the same view with and
+ * without this shortcut.
  */
 static int spam_msg__plain_body(const struct spam_msg *m, const char *body, size_t blen,
                                 const char **enc)
 {
-    int ntype = 0, nenc = 0, charset = 0;
+    int ntype = 0, nenc = 0;
+    enum spam_msg__cs cs = SPAM_MSG_CS_NONE;
     *enc = "7bit";
     for (size_t i = 0; i < m->nhdrs; i++) {
         const struct spam_msg_header *h = &m->hdrs[i];
         if (strcasecmp(h->name, "Content-Type") == 0) {
-            if (ntype++ || !spam_msg__plain_type(h->raw, &charset))
+            if (ntype++ || !spam_msg__plain_type(h->raw, &cs))
                 return 0;
         } else if (strcasecmp(h->name, "Content-Transfer-Encoding") == 0) {
             if (nenc++)
@@ -386,11 +398,19 @@ static int spam_msg__plain_body(const struct spam_msg *m, const char *body, size
     }
     if (memchr(body, '\0', blen))
         return 0;
-    if (charset)
+    const unsigned char *b = (const unsigned char *)body;
+    switch (cs) {
+    case SPAM_MSG_CS_NONE:
+        return 1;
+    case SPAM_MSG_CS_ASCII:
         for (size_t i = 0; i < blen; i++)
-            if ((unsigned char)body[i] >= 0x80)
+            if (b[i] >= 0x80)
                 return 0;
-    return 1;
+        return 1;
+    case SPAM_MSG_CS_UTF8:
+        return spam_utf8_valid_prefix(b, blen) == blen;
+    }
+    return 0;
 }
 
 static char *spam_msg__dup(const char *s)

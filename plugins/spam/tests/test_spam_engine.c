@@ -435,9 +435,15 @@ static void test_msg_plain_shortcut_same_as_gmime(void **state)
         {"Subject: x\r\n\r\nGr\xc3\xbc\xc3\x9f"
          "e \xff\xfe\r\n",
          0, 1, NULL},
+        /* utf-8: valid UTF-8 as is (a BOM and a noncharacter included),
+         * anything else is GMime's (it drops what iconv refuses) */
         {"Content-Type: text/plain; charset=utf-8\r\n\r\nGr\xc3\xbc\xc3\x9f"
-         "e\r\n",
-         0, 0, NULL},
+         "e \xef\xbb\xbf \xef\xbf\xbe \xf0\x9f\x98\x80\r\n",
+         0, 1, NULL},
+        {"Content-Type: text/plain; charset=utf-8\r\n\r\nbad \xc3\r\n", 0, 0, NULL},
+        {"Content-Type: text/plain; charset=utf-8\r\n\r\nsurrogate \xed\xa0\x80\r\n", 0, 0, NULL},
+        {"Content-Type: text/plain; charset=utf-8\r\n\r\noverlong \xc0\xaf\r\n", 0, 0, NULL},
+        {"Content-Type: text/plain; charset=utf-8\r\n\r\ncut at the end \xe2\x82", 0, 0, NULL},
         {"Content-Type: text/plain; charset=us-ascii\r\n\r\nbad \xff\r\n", 0, 0, NULL},
         {"Content-Type: text/plain; charset=iso-8859-1\r\n\r\nhi\r\n", 0, 0, NULL},
         {"Content-Type: text/plain; charset=iso-8859-1\r\n\r\ncaf\xe9\r\n", 0, 0, NULL},
