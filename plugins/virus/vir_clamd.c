@@ -203,6 +203,14 @@ void vir_clamd_exchange(int fd, const void *data, size_t len, uint64_t deadline_
         fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 
     enum vir__send st = vir__send_all(fd, "zINSTREAM", 10, deadline_ms);
+    if (st == VIR__SENT) {
+        /* Its own chunk: clamd scans the stream as one file. */
+        unsigned char hdr[4];
+        vir_clamd_chunk_header(sizeof VIR_MAIL_MARK - 1, hdr);
+        st = vir__send_all(fd, hdr, 4, deadline_ms);
+        if (st == VIR__SENT)
+            st = vir__send_all(fd, VIR_MAIL_MARK, sizeof VIR_MAIL_MARK - 1, deadline_ms);
+    }
     const unsigned char *p = data;
     size_t off = 0;
     while (st == VIR__SENT && off < len) {

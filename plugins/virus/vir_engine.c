@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -443,8 +444,20 @@ void vir_engine_scan(struct vir_engine *e, const void *data, size_t len, struct 
     struct vir__sink saved = vir__tls_sink;
     vir__tls_sink = (struct vir__sink){e->o.log, e->o.log_ud};
 
-    cl_fmap_t *map = cl_fmap_open_memory(data, len);
+    /* The mark and the message in one buffer: libclamav's file types
+     * look at the first bytes (VIR_MAIL_MARK), and a memory map of a copy
+     * costs less than one it fills through a read callback. */
+    size_t mlen = sizeof VIR_MAIL_MARK - 1;
+    char *marked = len <= SIZE_MAX - mlen ? malloc(mlen + len) : NULL;
+    if (!marked) {
+        vir_result_error(out, VIR_ERR_SCAN, "out of memory for a %zu-byte message", len);
+        goto done;
+    }
+    memcpy(marked, VIR_MAIL_MARK, mlen);
+    memcpy(marked + mlen, data, len);
+    cl_fmap_t *map = cl_fmap_open_memory(marked, mlen + len);
     if (!map) {
+        free(marked);
         vir_result_error(out, VIR_ERR_SCAN, "cl_fmap_open_memory failed");
         goto done;
     }
@@ -457,6 +470,7 @@ void vir_engine_scan(struct vir_engine *e, const void *data, size_t len, struct 
     unsigned long scanned = 0;
     cl_error_t rc = cl_scanmap_callback(map, "message", &virname, &scanned, l->cl, &opts, NULL);
     cl_fmap_close(map);
+    free(marked);
     switch (rc) {
     case CL_CLEAN:
         vir_result_set(out, VIR_CLEAN, NULL, 0);

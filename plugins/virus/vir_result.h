@@ -43,6 +43,16 @@ void vir_result_set(struct vir_result *r, enum vir_kind k, const char *name, siz
 void vir_result_error(struct vir_result *r, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/*
+ * Put before every message a scanner (libclamav or clamd) sees. ClamAV
+ * takes a message for mail, and decodes its uuencoded, BinHex and MIME
+ * parts, only when it begins with a field it knows (From:, Received:,
+ * Subject: ...); a message that begins with another field (one the client
+ * chose, or the Authentication-Results dkim_verify puts on top) was
+ * scanned as plain text, and a uuencoded virus in it went through.
+ */
+#define VIR_MAIL_MARK "Received: by sluice (virus scan)\r\n"
+
 /* Error codes (vir_result.name for VIR_ERROR). */
 #define VIR_ERR_NOT_READY "not-ready" /* no engine / no signatures loaded */
 #define VIR_ERR_SCAN "scan-failed"    /* libclamav or clamd reported an error */

@@ -16,7 +16,7 @@ import pytest
 
 import harness
 import plugkit
-from test_virus_libclamav import eicar, header, make_db, mail, start_virus, zipped
+from test_virus_libclamav import eicar, header, make_db, mail, start_virus, uu_mail, zipped
 
 CLAMD = "/usr/sbin/clamd"
 
@@ -99,6 +99,14 @@ def test_eicar_over_unix_socket(clamd, fake, sluice_factory):
     with open("/usr/share/clamav-testfiles/clam.tar.gz", "rb") as f:
         d = plugkit.send(s.port, body=mail([("clam.tar.gz", f.read())]))
     assert d["eod"].code == 554 and "ClamAV-Test-File" in d["eod"].text, d["eod"]
+    assert fake.messages == []
+
+
+def test_uuencoded_virus_whatever_the_first_field(clamd, fake, sluice_factory):
+    # clamd, like libclamav, takes a stream for mail by its first bytes.
+    s = start_virus(sluice_factory, fake, {"backend": "clamd", "clamd": "unix:" + clamd.sock})
+    d = plugkit.send(s.port, body=uu_mail(b"Foo: bar\r\n"))
+    assert d["eod"].code == 554 and "Test.EICAR.NDB" in d["eod"].text, d["eod"]
     assert fake.messages == []
 
 

@@ -12,6 +12,7 @@ test_virus_clamd.py.
 """
 
 import base64
+import binascii
 import io
 import os
 import re
@@ -77,6 +78,17 @@ def mail(attachments=(), text=b"Hello, see the attachment.\r\n", subject=b"test"
     return b"\r\n".join(out)
 
 
+def uu_mail(first=b"", data=None, name=b"eicar.com"):
+    """A mail without MIME fields, `data` (EICAR) uuencoded in its body, the
+    header lines `first` (CRLF-ended) on top of its own."""
+    data = eicar() if data is None else data
+    uu = [b"begin 644 " + name]
+    uu += [binascii.b2a_uu(data[i:i + 45]).rstrip(b"\n") for i in range(0, len(data), 45)]
+    uu += [b"`", b"end", b""]
+    return (first + b"From: sender@example.com\r\nTo: rcpt@example.net\r\nSubject: uu\r\n"
+            b"Message-ID: <uu-test@example.com>\r\n\r\nSee below.\r\n\r\n" + b"\r\n".join(uu))
+
+
 def zipped(name, data):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
@@ -138,6 +150,34 @@ def test_eicar_attachment_rejected_with_signature_name(db, fake, sluice_factory)
     # The clean one after it on another connection passes.
     d = plugkit.send(s.port, body=mail([("notes.txt", b"nothing to see\r\n")]))
     assert d["eod"].code == 250, d
+
+
+@pytest.mark.parametrize("first", [b"", b"X-Mailer: anything\r\n", b"Foo: bar\r\n"])
+def test_uuencoded_virus_whatever_the_first_field(db, fake, sluice_factory, first):
+    # libclamav decodes uuencoded parts only in what it takes for mail, by
+    # the first bytes; a client chose a first field it does not know, and
+    # the virus went through as text.
+    s = start_virus(sluice_factory, fake, {"database": db})
+    d = plugkit.send(s.port, body=uu_mail(first))
+    assert d["eod"].code == 554 and "Test.EICAR.NDB" in d["eod"].text, d["eod"]
+    assert fake.messages == []
+
+
+def test_uuencoded_virus_behind_dkim_verify(db, fake, sluice_factory):
+    # The recommended chain: dkim_verify puts its Authentication-Results
+    # field on top before virus scans the message.
+    sections = {"chain": {"plugins": "dkim_verify, virus"},
+                "plugin dkim_verify": {"path": "dkim", "mode": "verify",
+                                       "authserv_id": "sluice.test"},
+                "plugin virus": {"path": "virus", "database": db}}
+    s = sluice_factory(fake.port, extra_sections=sections, env=LSAN_ENV)
+    d = plugkit.send(s.port, body=uu_mail())
+    assert d["eod"].code == 554 and "Test.EICAR.NDB" in d["eod"].text, d["eod"]
+    clean = uu_mail(data=b"nothing to see here\r\n" * 20, name=b"notes.txt")
+    assert plugkit.send(s.port, body=clean)["eod"].code == 250
+    got = fake.wait_messages(1)
+    assert header(got[0].data, "Authentication-Results") == ["sluice.test; dkim=none"]
+    assert got[0].data.endswith(clean[clean.find(b"\r\n\r\n"):])
 
 
 def test_eicar_in_zip_in_mail(db, fake, sluice_factory):

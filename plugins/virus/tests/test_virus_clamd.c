@@ -228,6 +228,8 @@ static void test_exchange_clean_and_found(void **state)
         {300000, "stream: OK", VIR_CLEAN, 5},
         {0, "stream: OK", VIR_CLEAN, 0},
     };
+    /* The stream is VIR_MAIL_MARK in a chunk of its own, then the message. */
+    size_t mlen = sizeof VIR_MAIL_MARK - 1;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         unsigned char *msg = pattern(cases[i].len ? cases[i].len : 1);
         struct fake f = {.mode = FAKE_ANSWER, .reply = cases[i].reply};
@@ -235,10 +237,11 @@ static void test_exchange_clean_and_found(void **state)
         run_fake(&f, msg, cases[i].len, 5000, &r);
         assert_memory_equal(f.cmd, "zINSTREAM", 10);
         assert_true(f.framing_ok);
-        assert_int_equal(f.len, cases[i].len);
-        assert_int_equal(f.chunks, cases[i].chunks);
+        assert_int_equal(f.len, mlen + cases[i].len);
+        assert_int_equal(f.chunks, 1 + cases[i].chunks);
+        assert_memory_equal(f.data, VIR_MAIL_MARK, mlen);
         if (cases[i].len)
-            assert_memory_equal(f.data, msg, cases[i].len);
+            assert_memory_equal(f.data + mlen, msg, cases[i].len);
         if (r.kind != cases[i].kind)
             fail_msg("case %zu: got %s (%s), want %s", i, vir_result_kind_name(r.kind), r.detail,
                      vir_result_kind_name(cases[i].kind));

@@ -335,6 +335,78 @@ static void test_detects_memory_tmpdir(void **state)
     assert_int_equal(lstat(t.path, &st), -1);
 }
 
+/* uuencode: "begin 644 NAME", lines of 45 bytes, "`", "end" (CRLF). */
+static char *uuencode(const unsigned char *in, size_t n, const char *name)
+{
+    char *out = malloc(n * 2 + 256);
+    size_t o = (size_t)sprintf(out, "begin 644 %s\r\n", name);
+    for (size_t i = 0; i < n; i += 45) {
+        size_t l = n - i < 45 ? n - i : 45;
+        out[o++] = (char)(' ' + l);
+        for (size_t k = 0; k < l; k += 3) {
+            unsigned char b[3] = {in[i + k], k + 1 < l ? in[i + k + 1] : 0,
+                                  k + 2 < l ? in[i + k + 2] : 0};
+            unsigned v[4] = {b[0] >> 2, (b[0] & 3) << 4 | b[1] >> 4, (b[1] & 15) << 2 | b[2] >> 6,
+                             b[2] & 63};
+            for (int j = 0; j < 4; j++)
+                out[o++] = v[j] ? (char)(' ' + v[j]) : '`';
+        }
+        out[o++] = '\r';
+        out[o++] = '\n';
+    }
+    o += (size_t)sprintf(out + o, "`\r\nend\r\n");
+    out[o] = '\0';
+    return out;
+}
+
+/*
+ * libclamav takes a message for mail by its first bytes. A message that
+ * begins with a field it does not know (one a client chose, or the
+ * Authentication-Results dkim_verify puts on top) was scanned as plain
+ * text: a uuencoded virus in a mail without MIME fields went through.
+ * Whatever the first field, every one of these is found.
+ */
+static void test_detects_whatever_the_first_field(void **state)
+{
+    (void)state;
+    struct vir_engine_opts o = opts(g_db);
+    struct vir_engine *e = vir_engine_new(&o);
+    assert_non_null(e);
+    char *uu = uuencode((const unsigned char *)g_eicar, strlen(g_eicar), "eicar.com");
+    char *att = mail_with((const unsigned char *)g_eicar, strlen(g_eicar), "eicar.com");
+    static const char *const first[] = {
+        "",
+        "Authentication-Results: mx.example.org; dkim=none\r\n",
+        "DKIM-Signature: v=1; a=rsa-sha256; d=example.org; s=s; bh=x; b=y\r\n",
+        "X-Mailer: something\r\n",
+        "Foo: bar\r\n",
+        "Authentication-Results: mx.example.org; dkim=none\r\n"
+        "Received: from a by b; Mon, 7 Dec 2026 10:00:00 +0000\r\n",
+    };
+    for (size_t i = 0; i < sizeof first / sizeof first[0]; i++) {
+        size_t sz = strlen(first[i]) + strlen(uu) + strlen(att) + 256;
+        char *m = malloc(sz);
+        snprintf(
+            m, sz,
+            "%sFrom: a@example.com\r\nTo: b@example.net\r\nSubject: uu\r\n\r\nSee below.\r\n\r\n%s",
+            first[i], uu);
+        struct vir_result r;
+        vir_engine_scan(e, m, strlen(m), &r);
+        if (r.kind != VIR_VIRUS || strncmp(r.name, "Test.EICAR.NDB", 14) != 0)
+            fail_msg("uuencoded, first field \"%.30s\": got %s \"%s\" (%s)", first[i],
+                     vir_result_kind_name(r.kind), r.name, r.detail);
+        snprintf(m, sz, "%s%s", first[i], att);
+        vir_engine_scan(e, m, strlen(m), &r);
+        if (r.kind != VIR_VIRUS || strncmp(r.name, "Test.EICAR.NDB", 14) != 0)
+            fail_msg("base64 attachment, first field \"%.30s\": got %s \"%s\" (%s)", first[i],
+                     vir_result_kind_name(r.kind), r.name, r.detail);
+        free(m);
+    }
+    free(uu);
+    free(att);
+    vir_engine_free(e);
+}
+
 /* Mail > zip > EICAR with max_recursion 1: a limit, not a silent clean. */
 static void test_recursion_limit(void **state)
 {
@@ -477,6 +549,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_detects),
         cmocka_unit_test(test_detects_memory_tmpdir),
+        cmocka_unit_test(test_detects_whatever_the_first_field),
         cmocka_unit_test(test_recursion_limit),
         cmocka_unit_test(test_not_ready),
         cmocka_unit_test(test_reload_while_scanning),
