@@ -302,14 +302,20 @@ enum spam_msg__cs { SPAM_MSG_CS_NONE, SPAM_MSG_CS_ASCII, SPAM_MSG_CS_UTF8 };
 /*
  * A Content-Type value that GMime reads as text/plain: "text/plain", then
  * only the parameters charset (us-ascii or utf-8), format and delsp,
- * unquoted or quoted without escapes, no comments. *cs is the charset
- * named. Anything else (a name= parameter, say, which GMime takes as the
- * part's file name) is left to GMime.
+ * unquoted or quoted without escapes, no comments, no encoded words,
+ * ASCII only. *cs is the charset named. Anything else (a name= parameter, say, which GMime takes as
+ * the part's file name) is left to GMime.
  */
 static int spam_msg__plain_type(const char *v, enum spam_msg__cs *cs)
 {
-    if (strchr(v, '(') || strchr(v, '\\'))
+    /* GMime decodes RFC 2047 words (and 8-bit text) in the whole value
+     * before it reads the parameters: "=?us-ascii?q?=3B_charset=3Dutf-7?="
+     * would become a charset of its own. */
+    if (strchr(v, '(') || strchr(v, '\\') || strstr(v, "=?"))
         return 0;
+    for (const char *p = v; *p; p++)
+        if ((unsigned char)*p >= 0x80)
+            return 0;
     const char *semi = strchr(v, ';');
     size_t n = semi ? (size_t)(semi - v) : strlen(v);
     const char *t = v;

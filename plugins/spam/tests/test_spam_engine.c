@@ -449,6 +449,15 @@ static void test_msg_plain_shortcut_same_as_gmime(void **state)
         {"Content-Type: text/plain; charset=iso-8859-1\r\n\r\ncaf\xe9\r\n", 0, 0, NULL},
         {"Content-Type: text/plain; name=\"a.txt\"\r\n\r\nhi\r\n", 0, 0, NULL},
         {"Content-Type: text/plain (comment)\r\n\r\nhi\r\n", 0, 0, NULL},
+        /* GMime decodes encoded words in the value before its parameters
+         * (from a review): a charset and a file name in disguise */
+        {"Content-Type: text/plain; format=flowed =?us-ascii?q?=3B_charset=3Dutf-7?=\r\n\r\n"
+         "+AFY-iagra\r\n",
+         0, 0, NULL},
+        {"Content-Type: text/plain; format=flowed =?us-ascii?q?=3B_name=3Dinvoice.exe?=\r\n\r\n"
+         "hi\r\n",
+         0, 0, NULL},
+        {"Content-Type: text/plain; format=fl\xc3\xb6wed\r\n\r\nhi\r\n", 0, 0, NULL},
         {"Content-Type: text/plain; charset=utf-8; charset=iso-8859-1\r\n\r\nhi\r\n", 0, 0, NULL},
         {"Content-Type: text/plain\r\nContent-Type: text/html\r\n\r\n<b>hi</b>\r\n", 0, 0, NULL},
         {"Content-Type: text/html\r\n\r\n<p>hi <a "
