@@ -219,8 +219,11 @@ static struct vir__loaded *vir__load(struct vir_engine *e)
         vir__log(e, 3, "cl_engine_new failed");
         goto out;
     }
-    VIR__SET(e, cl, CL_ENGINE_MAX_SCANSIZE, e->o.max_scan_size, "max_scan_size");
-    VIR__SET(e, cl, CL_ENGINE_MAX_FILESIZE, e->o.max_file_size, "max_file_size");
+    /* libclamav counts VIR_MAIL_MARK as part of the message. */
+    VIR__SET(e, cl, CL_ENGINE_MAX_SCANSIZE, e->o.max_scan_size + (sizeof VIR_MAIL_MARK - 1),
+             "max_scan_size");
+    VIR__SET(e, cl, CL_ENGINE_MAX_FILESIZE, e->o.max_file_size + (sizeof VIR_MAIL_MARK - 1),
+             "max_file_size");
     VIR__SET(e, cl, CL_ENGINE_MAX_RECURSION, e->o.max_recursion, "max_recursion");
     VIR__SET(e, cl, CL_ENGINE_MAX_FILES, e->o.max_files, "max_files");
     VIR__SET(e, cl, CL_ENGINE_MAX_SCANTIME, e->o.max_scan_time_ms, "max_scan_time");

@@ -407,6 +407,30 @@ static void test_detects_whatever_the_first_field(void **state)
     vir_engine_free(e);
 }
 
+/* A message of exactly max_file_size bytes is scanned: the Received: line
+ * in front does not count (from a review; libclamav refused the file as
+ * over the limit, a "virus" without a name). max_scan_size is no such
+ * bound: libclamav counts what it extracts too. */
+static void test_limits_exclude_the_mark(void **state)
+{
+    (void)state;
+    char m[2048];
+    int n = snprintf(m, sizeof m, "From: a@example.com\r\nSubject: limit\r\n\r\n");
+    for (; n < (int)sizeof m - 1; n++)
+        m[n] = n % 80 ? 'x' : '\n';
+    m[n] = '\0';
+    struct vir_engine_opts o = opts(g_db);
+    o.max_file_size = (uint64_t)n;
+    struct vir_engine *e = vir_engine_new(&o);
+    assert_non_null(e);
+    struct vir_result r;
+    vir_engine_scan(e, m, (size_t)n, &r);
+    if (r.kind != VIR_CLEAN)
+        fail_msg("%d bytes with max_file_size %d: got %s \"%s\"", n, n,
+                 vir_result_kind_name(r.kind), r.name);
+    vir_engine_free(e);
+}
+
 /* Mail > zip > EICAR with max_recursion 1: a limit, not a silent clean. */
 static void test_recursion_limit(void **state)
 {
@@ -550,6 +574,7 @@ int main(void)
         cmocka_unit_test(test_detects),
         cmocka_unit_test(test_detects_memory_tmpdir),
         cmocka_unit_test(test_detects_whatever_the_first_field),
+        cmocka_unit_test(test_limits_exclude_the_mark),
         cmocka_unit_test(test_recursion_limit),
         cmocka_unit_test(test_not_ready),
         cmocka_unit_test(test_reload_while_scanning),
