@@ -444,6 +444,13 @@ void vir_engine_scan(struct vir_engine *e, const void *data, size_t len, struct 
         vir__loaded_unref(l);
         return;
     }
+    /* libclamav answers a file over its max_file_size with CL_VIRUS but no
+     * name, before it has a context to name the heuristic in. */
+    if (len > e->o.max_file_size) {
+        vir_result_set(out, VIR_LIMIT, "MaxFileSize", 11);
+        vir__loaded_unref(l);
+        return;
+    }
     struct vir__sink saved = vir__tls_sink;
     vir__tls_sink = (struct vir__sink){e->o.log, e->o.log_ud};
 

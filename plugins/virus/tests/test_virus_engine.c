@@ -429,6 +429,14 @@ static void test_limits_exclude_the_mark(void **state)
         fail_msg("%d bytes with max_file_size %d: got %s \"%s\"", n, n,
                  vir_result_kind_name(r.kind), r.name);
     vir_engine_free(e);
+    /* One byte more: a limit by name, not an unnamed virus. */
+    o.max_file_size = (uint64_t)n - 1;
+    e = vir_engine_new(&o);
+    assert_non_null(e);
+    vir_engine_scan(e, m, (size_t)n, &r);
+    assert_int_equal(r.kind, VIR_LIMIT);
+    assert_string_equal(r.name, "MaxFileSize");
+    vir_engine_free(e);
 }
 
 /* Mail > zip > EICAR with max_recursion 1: a limit, not a silent clean. */
