@@ -412,6 +412,7 @@ static void test_eval_catastrophic_regex_bounded(void **state)
 static void test_msg_plain_shortcut_same_as_gmime(void **state)
 {
     (void)state;
+    static const char nul_msg[] = "Subject: x\r\n\r\nnul\0byte\r\n";
     static const struct {
         const char *msg;
         size_t len; /* 0: strlen */
@@ -478,7 +479,7 @@ static void test_msg_plain_shortcut_same_as_gmime(void **state)
         {"Bad Name: x\r\n\r\nhi\r\n", 0, 0, NULL},
         {"Subject: a\rb\r\n\r\nhi\r\n", 0, 0, NULL},
         {"Subject: x\r\nTo: y\r\n", 0, 0, NULL},
-        {"Subject: x\r\n\r\nnul\0byte\r\n", 27, 0, NULL},
+        {nul_msg, sizeof nul_msg - 1, 0, NULL},
         /* line ends and ends of the body */
         {"Subject: x\n\nlf only\nsecond\n", 0, 1, NULL},
         {"Subject: x\r\n\r\nno newline at the end", 0, 1, NULL},
