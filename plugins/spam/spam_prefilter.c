@@ -118,17 +118,22 @@ static size_t spam_prefilter__escape_len(const char *p)
     return 2;
 }
 
-/* Whether p starts a quantifier {m}, {m,} or {m,n}; its length in *len. */
-static int spam_prefilter__quant(const char *p, size_t *len, unsigned long *min)
+/*
+ * Whether p starts a quantifier {m}, {m,} or {m,n}; its length in *len,
+ * and its largest finite bound (m for {m} and {m,}, n for {m,n}) in *bound.
+ */
+static int spam_prefilter__quant(const char *p, size_t *len, unsigned long *min,
+                                 unsigned long *bound)
 {
     const char *q = p + 1;
     if (*q < '0' || *q > '9')
         return 0;
     *min = strtoul(q, (char **)&q, 10);
+    *bound = *min;
     if (*q == ',') {
         q++;
-        while (*q >= '0' && *q <= '9')
-            q++;
+        if (*q >= '0' && *q <= '9')
+            *bound = strtoul(q, (char **)&q, 10);
     }
     if (*q != '}')
         return 0;
@@ -142,13 +147,20 @@ static int spam_prefilter__quant(const char *p, size_t *len, unsigned long *min)
  * Counted repeats x{m,n} become x+ (or x* for m == 0), which every string
  * matching x{m,n} matches too: the bounded repeats mail rules love
  * ("[^.\n]{0,120}?") are what makes Hyperscan's compile slow and its
- * databases large. \pL and \pN become "ASCII letters (digits) or any
+ * databases large. A repeat whose bounds are all small (up to
+ * SPAM_PREFILTER_EXACT_REPEAT: "{6,}", "{0,2}") stays as written: it costs
+ * Hyperscan little, and loosening it can make the filter pass nearly
+ * every message ("(?:\pL[ .*_-]){6,}\pL", seven spaced letters, would
+ * become "two words"), and PCRE2 then runs the rule on all of them.
+ * \pL and \pN become "ASCII letters (digits) or any
  * non-ASCII character", a superset that is a few byte ranges in UTF-8
  * instead of hundreds. Character classes, escapes, \Q..\E and comments
  * are copied as they are, and so is whatever a looser part would make
  * match less: negated classes, negative lookarounds, conditions, atomic
  * groups and possessive repeats.
  */
+#define SPAM_PREFILTER_EXACT_REPEAT 8
+
 static void spam_prefilter__loosen(const char *p, int extended, char *out)
 {
     char *o = out;
@@ -234,8 +246,9 @@ static void spam_prefilter__loosen(const char *p, int extended, char *out)
             continue;
         }
         size_t qn;
-        unsigned long min;
-        if (*p == '{' && spam_prefilter__quant(p, &qn, &min) && verbatim < 0 && p[qn] != '+') {
+        unsigned long min, bound;
+        if (*p == '{' && spam_prefilter__quant(p, &qn, &min, &bound) && verbatim < 0 &&
+            p[qn] != '+' && bound > SPAM_PREFILTER_EXACT_REPEAT) {
             *o++ = min == 0 ? '*' : '+';
             p += qn;
             continue;
