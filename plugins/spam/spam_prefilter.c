@@ -28,6 +28,7 @@
 #include "spam_prefilter.h"
 #include "spam_utf8.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -52,17 +53,36 @@ static const enum spam_rule_type spam_prefilter__types[] = {SPAM_RULE_BODY, SPAM
                                                             SPAM_RULE_FULL, SPAM_RULE_URI};
 #define SPAM_PREFILTER_NTYPES (sizeof(spam_prefilter__types) / sizeof(spam_prefilter__types[0]))
 
+/*
+ * Hyperscan finds a literal in most rules ("\\bclick\\s+here") and runs
+ * the rest of the rule only where the literal is. A rule without one
+ * ("(?:\\pL[ .*_-]){6,}\\pL") needs an automaton over every byte; alone it
+ * is a small fast one, but Hyperscan merges all such rules of a database
+ * into one large automaton, and two of the shipped rules together made
+ * the body scan of a 64 KiB message 2.4 times as slow. So each rule
+ * without a literal gets a database of its own (up to
+ * SPAM_PREFILTER_MAX_SOLO per type; the scan of one stops at its first
+ * match), and the others share one.
+ */
+#define SPAM_PREFILTER_MAX_SOLO 16
+
+/* Where a rule is: in the shared database, always run, in its own. */
+enum { SPAM_PREFILTER__SHARED, SPAM_PREFILTER__ALWAYS, SPAM_PREFILTER__OWN };
+
 struct spam_prefilter__db {
-    hs_database_t *db; /* owned; NULL: no rule of the type compiled */
-    size_t *always;    /* owned; rule indices Hyperscan refused */
+    hs_database_t *db;    /* owned; NULL: no rule of the type in it */
+    hs_database_t **solo; /* owned; one rule each */
+    size_t *solo_rule;    /* owned; the rule of solo[i] */
+    size_t nsolo;
+    size_t *always; /* owned; rule indices Hyperscan refused */
     size_t nalways;
-    size_t nfiltered;
+    size_t nfiltered; /* rules in db and solo */
 };
 
 struct spam_prefilter {
     unsigned long gen; /* tells scratches which prefilter they were sized for */
     size_t nrules;
-    unsigned char *always; /* owned; per rule */
+    unsigned char *where; /* owned; per rule: SPAM_PREFILTER__SHARED, __ALWAYS or __OWN */
     struct spam_prefilter__db db[SPAM_RULE_TYPE_COUNT];
     hs_scratch_t *proto; /* owned; fits every database, cloned for new scratches */
     int isolated;        /* compiled by a child process */
@@ -281,6 +301,198 @@ static char *spam_prefilter__expr(const struct spam_rule *r, int loosen)
     return e;
 }
 
+/* ---- does a pattern have a literal? ---------------------------------------
+ * A conservative reading of the pattern Hyperscan gets: "yes" only when
+ * every match must contain a literal of two or more bytes (a
+ * group counts when it is not optional and each of its alternatives has
+ * such a literal). Classes, escapes such as \d or \pL, and optional atoms
+ * end a run; assertions (^ $ \b, lookarounds, comments) are skipped. A
+ * wrong "no" costs a scan, never a match.
+ */
+
+/* p at '[': just past the class's ']' (or the end). */
+static const char *spam_prefilter__skip_class(const char *p)
+{
+    p++;
+    if (*p == '^')
+        p++;
+    if (*p == ']')
+        p++;
+    while (*p && *p != ']') {
+        if (p[0] == '[' && p[1] == ':') {
+            const char *e = strstr(p + 2, ":]");
+            if (e) {
+                p = e + 2;
+                continue;
+            }
+        }
+        p += *p == '\\' ? spam_prefilter__escape_len(p) : 1;
+    }
+    return *p ? p + 1 : p;
+}
+
+/* p at '(': just past the matching ')' (or the end). */
+static const char *spam_prefilter__skip_group(const char *p)
+{
+    int depth = 0;
+    while (*p) {
+        if (*p == '\\') {
+            p += spam_prefilter__escape_len(p);
+            continue;
+        }
+        if (*p == '[') {
+            p = spam_prefilter__skip_class(p);
+            continue;
+        }
+        if (*p == '(')
+            depth++;
+        else if (*p == ')' && --depth == 0)
+            return p + 1;
+        p++;
+    }
+    return p;
+}
+
+static int spam_prefilter__alt_literal(const char **pp);
+
+/* One alternative, up to '|', ')' or the end. */
+static int spam_prefilter__seq_literal(const char **pp)
+{
+    const char *p = *pp;
+    int found = 0;
+    size_t run = 0; /* required literal characters in a row */
+    while (*p && *p != '|' && *p != ')') {
+        size_t lit = 0; /* bytes of a literal character (UTF-8) */
+        int sub = 0, zero = 0;
+        if (p[0] == '\\' && p[1] == 'Q') {
+            const char *e = strstr(p + 2, "\\E");
+            size_t n = e ? (size_t)(e - p) - 2 : strlen(p + 2);
+            p = e ? e + 2 : p + strlen(p);
+            /* Quoted text counts when no quantifier follows (that would
+             * be on its last character only: rare enough to give up). */
+            if (n >= 2 && (!*p || !strchr("?*+{", *p)))
+                found = 1;
+        } else if (*p == '\\') {
+            if (p[1] && strchr("bBAzZG", p[1]))
+                zero = 1;
+            else if (p[1] && !((unsigned char)p[1] & 0x80) && !isalnum((unsigned char)p[1]))
+                lit = 1; /* \. \$ \/ ... */
+            else if (p[1] == 'x' && p[2] == '{') {
+                /* A non-ASCII character is a literal of its UTF-8 bytes. */
+                unsigned long c = strtoul(p + 3, NULL, 16);
+                lit = c < 0x80 ? 0 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
+            }
+            size_t n = spam_prefilter__escape_len(p);
+            /* \xHH, back references and octal: their digits go with them. */
+            if (p[1] == 'x' && p[2] != '{')
+                while (n < 4 && isxdigit((unsigned char)p[n]))
+                    n++;
+            else if (p[1] >= '0' && p[1] <= '9')
+                while (n < 5 && p[n] >= '0' && p[n] <= '9')
+                    n++;
+            p += n;
+        } else if (*p == '[') {
+            p = spam_prefilter__skip_class(p);
+        } else if (*p == '(') {
+            if (p[1] == '?' && (p[2] == '#' || p[2] == '=' || p[2] == '!' ||
+                                (p[2] == '<' && (p[3] == '=' || p[3] == '!')))) {
+                p = spam_prefilter__skip_group(p);
+                zero = 1;
+            } else if (p[1] == '*') {
+                p = spam_prefilter__skip_group(p);
+                zero = 1;
+            } else {
+                p++;
+                if (*p == '?') {
+                    p++;
+                    if (*p == '<' || *p == '\'' || (*p == 'P' && p[1] == '<')) {
+                        const char *e = strchr(p, *p == '\'' ? '\'' : '>');
+                        if (*p == '\'' && e == p)
+                            e = strchr(p + 1, '\'');
+                        p = e ? e + 1 : p + strlen(p);
+                    } else {
+                        while (*p && (isalpha((unsigned char)*p) || *p == '-' || *p == '^'))
+                            p++;
+                        if (*p == ')') { /* (?i): an option setting */
+                            p++;
+                            continue;
+                        }
+                        if (*p == ':' || *p == '|' || *p == '>')
+                            p++;
+                    }
+                }
+                sub = spam_prefilter__alt_literal(&p);
+                if (*p == ')')
+                    p++;
+            }
+        } else if (*p == '^' || *p == '$') {
+            p++;
+            zero = 1;
+        } else if (*p == '.' || *p == '*' || *p == '+' || *p == '?' || *p == '{') {
+            p++; /* any character, or a quantifier with nothing before it */
+        } else {
+            lit = 1;
+            p++;
+            while (((unsigned char)*p & 0xc0) == 0x80) { /* the rest of a UTF-8 character */
+                lit++;
+                p++;
+            }
+        }
+        int quant = 1;
+        unsigned long min = 1, bound;
+        size_t qn;
+        if (*p == '?' || *p == '*')
+            min = 0, p++;
+        else if (*p == '+')
+            p++;
+        else if (*p == '{' && spam_prefilter__quant(p, &qn, &min, &bound))
+            p += qn;
+        else
+            quant = 0;
+        if (quant && (*p == '?' || *p == '+'))
+            p++;
+        if (zero)
+            continue;
+        if (lit && min > 0) {
+            run += lit;
+            if (run >= 2)
+                found = 1;
+            if (quant)
+                run = 0;
+            continue;
+        }
+        run = 0;
+        if (sub && min > 0)
+            found = 1;
+    }
+    *pp = p;
+    return found;
+}
+
+/* Alternatives up to ')' or the end: whether each one has a literal. */
+static int spam_prefilter__alt_literal(const char **pp)
+{
+    int all = 1;
+    for (;;) {
+        all &= spam_prefilter__seq_literal(pp);
+        if (**pp != '|')
+            return all;
+        (*pp)++;
+    }
+}
+
+/* Whether Hyperscan can find the rule by a literal (see above). /x
+ * patterns count as having one: their blanks are not literals. */
+static int spam_prefilter__has_literal(const char *expr, uint32_t opts)
+{
+    if ((opts & PCRE2_EXTENDED) || strstr(expr, "(?x") || strstr(expr, "(?-x"))
+        return 1;
+    const char *p = expr;
+    int yes = spam_prefilter__alt_literal(&p);
+    /* An unmatched ')' ends the parse early: then we cannot tell. */
+    return *p ? 1 : yes;
+}
+
 /* Compile the rules of type t; refused ones go to the always list. */
 static int spam_prefilter__build_type(struct spam_prefilter *pf, const struct spam_ruleset *rs,
                                       enum spam_rule_type t)
@@ -325,7 +537,39 @@ static int spam_prefilter__build_type(struct spam_prefilter *pf, const struct sp
             continue;
         }
         d->always[d->nalways++] = i;
-        pf->always[i] = 1;
+        pf->where[i] = SPAM_PREFILTER__ALWAYS;
+    }
+    /* Rules without a literal to their own databases (URIs are short:
+     * there one scan of each is dearer than the merged automaton). */
+    if (t != SPAM_RULE_URI && k > 1) {
+        d->solo = calloc(SPAM_PREFILTER_MAX_SOLO, sizeof(*d->solo));
+        d->solo_rule = calloc(SPAM_PREFILTER_MAX_SOLO, sizeof(*d->solo_rule));
+    }
+    /* Out of memory: all in the shared database. */
+    for (size_t j = 0; d->solo && d->solo_rule && j < k && d->nsolo < SPAM_PREFILTER_MAX_SOLO;) {
+        if (spam_prefilter__has_literal(exprs[j], rs->rules[ids[j]].opts)) {
+            j++;
+            continue;
+        }
+        hs_compile_error_t *err = NULL;
+        hs_database_t *db = NULL;
+        if (hs_compile_multi((const char *const *)&exprs[j], &flags[j], &ids[j], 1, HS_MODE_BLOCK,
+                             NULL, &db, &err) == HS_SUCCESS) {
+            d->solo_rule[d->nsolo] = ids[j];
+            d->solo[d->nsolo++] = db;
+            d->nfiltered++;
+            pf->where[ids[j]] = SPAM_PREFILTER__OWN;
+        } else {
+            d->always[d->nalways++] = ids[j];
+            pf->where[ids[j]] = SPAM_PREFILTER__ALWAYS;
+        }
+        if (err)
+            hs_free_compile_error(err);
+        free(exprs[j]);
+        memmove(&exprs[j], &exprs[j + 1], (k - j - 1) * sizeof(*exprs));
+        memmove(&flags[j], &flags[j + 1], (k - j - 1) * sizeof(*flags));
+        memmove(&ids[j], &ids[j + 1], (k - j - 1) * sizeof(*ids));
+        k--;
     }
     while (k > 0) {
         hs_compile_error_t *err = NULL;
@@ -340,21 +584,21 @@ static int spam_prefilter__build_type(struct spam_prefilter *pf, const struct sp
             /* Not one pattern's fault (too large, out of memory): all run. */
             for (size_t j = 0; j < k; j++) {
                 d->always[d->nalways++] = ids[j];
-                pf->always[ids[j]] = 1;
+                pf->where[ids[j]] = SPAM_PREFILTER__ALWAYS;
                 free(exprs[j]);
             }
             k = 0;
             break;
         }
         d->always[d->nalways++] = ids[bad];
-        pf->always[ids[bad]] = 1;
+        pf->where[ids[bad]] = SPAM_PREFILTER__ALWAYS;
         free(exprs[bad]);
         memmove(&exprs[bad], &exprs[bad + 1], (k - (size_t)bad - 1) * sizeof(*exprs));
         memmove(&flags[bad], &flags[bad + 1], (k - (size_t)bad - 1) * sizeof(*flags));
         memmove(&ids[bad], &ids[bad + 1], (k - (size_t)bad - 1) * sizeof(*ids));
         k--;
     }
-    d->nfiltered = k;
+    d->nfiltered += k;
     for (size_t j = 0; j < k; j++)
         free(exprs[j]);
     rc = 0;
@@ -365,7 +609,7 @@ out:
     return rc;
 }
 
-/* Compile every filtered type here (pf->always sized for rs). */
+/* Compile every filtered type here (pf->where sized for rs). */
 static int spam_prefilter__build_all(struct spam_prefilter *pf, const struct spam_ruleset *rs)
 {
     for (size_t k = 0; k < SPAM_PREFILTER_NTYPES; k++)
@@ -387,15 +631,17 @@ static int spam_prefilter__build_all(struct spam_prefilter *pf, const struct spa
  * rules run without a prefilter (PCRE2 on every rule: the same hits,
  * slower) and the reason is logged.
  *
- * Stream, per type of spam_prefilter__types in order: three uint64 (number
- * of always-run rules, number of filtered rules, database bytes), the
- * always-run rule indices (uint64 each), the serialized database; then
- * the magic again.
+ * Stream, per type of spam_prefilter__types in order: four uint64 (number
+ * of always-run rules, number of filtered rules, number of one-rule
+ * databases, bytes of the shared database), the always-run rule indices
+ * (uint64 each), the serialized shared database, then per one-rule
+ * database its rule index and bytes (uint64 each) and itself; then the
+ * magic again.
  */
 /* Under systemd's WatchdogSec (30 s in contrib/systemd): a reload runs on
  * the loop thread. Our shipped rules compile in about a second. */
 #define SPAM_PREFILTER_CHILD_MS 20000
-#define SPAM_PREFILTER_MAGIC 0x53504631u /* "SPF1" */
+#define SPAM_PREFILTER_MAGIC 0x53504632u /* "SPF2" */
 #define SPAM_PREFILTER_STREAM_MAX ((size_t)1 << 30)
 
 static enum spam_prefilter_mode spam_prefilter__mode = SPAM_PREFILTER_CHILD;
@@ -425,8 +671,8 @@ static void spam_prefilter__child(int fd, const struct spam_ruleset *rs)
 {
     struct spam_prefilter pf = {.nrules = rs->nrules};
     uint32_t magic = SPAM_PREFILTER_MAGIC;
-    pf.always = calloc(rs->nrules + 1, 1);
-    if (spam_prefilter__mode == SPAM_PREFILTER_CHILD_FAILS || !pf.always ||
+    pf.where = calloc(rs->nrules + 1, 1);
+    if (spam_prefilter__mode == SPAM_PREFILTER_CHILD_FAILS || !pf.where ||
         spam_prefilter__build_all(&pf, rs) < 0 ||
         spam_prefilter__write_all(fd, &magic, sizeof magic) < 0)
         _exit(1);
@@ -436,7 +682,7 @@ static void spam_prefilter__child(int fd, const struct spam_ruleset *rs)
         size_t len = 0;
         if (d->db && hs_serialize_database(d->db, &bytes, &len) != HS_SUCCESS)
             _exit(1);
-        uint64_t hdr[3] = {d->nalways, d->nfiltered, len};
+        uint64_t hdr[4] = {d->nalways, d->nfiltered, d->nsolo, len};
         if (spam_prefilter__write_all(fd, hdr, sizeof hdr) < 0)
             _exit(1);
         for (size_t i = 0; i < d->nalways; i++) {
@@ -446,6 +692,16 @@ static void spam_prefilter__child(int fd, const struct spam_ruleset *rs)
         }
         if (len && spam_prefilter__write_all(fd, bytes, len) < 0)
             _exit(1);
+        for (size_t i = 0; i < d->nsolo; i++) {
+            char *one = NULL;
+            size_t n1 = 0;
+            if (hs_serialize_database(d->solo[i], &one, &n1) != HS_SUCCESS)
+                _exit(1);
+            uint64_t v[2] = {d->solo_rule[i], n1};
+            if (spam_prefilter__write_all(fd, v, sizeof v) < 0 ||
+                spam_prefilter__write_all(fd, one, n1) < 0)
+                _exit(1);
+        }
     }
     if (spam_prefilter__write_all(fd, &magic, sizeof magic) < 0)
         _exit(1);
@@ -499,7 +755,7 @@ static int spam_prefilter__read_all(int fd, char **out, size_t *outlen)
     return -1;
 }
 
-/* The child's stream into pf (pf->always sized for rs). 0, or -1 with pf
+/* The child's stream into pf (pf->where sized for rs). 0, or -1 with pf
  * partly filled (the caller clears it). */
 static int spam_prefilter__parse(struct spam_prefilter *pf, const struct spam_ruleset *rs,
                                  const char *p, size_t n)
@@ -515,7 +771,7 @@ static int spam_prefilter__parse(struct spam_prefilter *pf, const struct spam_ru
     for (size_t k = 0; k < SPAM_PREFILTER_NTYPES; k++) {
         enum spam_rule_type t = spam_prefilter__types[k];
         struct spam_prefilter__db *d = &pf->db[t];
-        uint64_t hdr[3];
+        uint64_t hdr[4];
         if (n < sizeof hdr)
             return -1;
         memcpy(hdr, p, sizeof hdr);
@@ -523,7 +779,7 @@ static int spam_prefilter__parse(struct spam_prefilter *pf, const struct spam_ru
         n -= sizeof hdr;
         /* Every rule of the type either filtered or always run. */
         if (hdr[0] > rs->count[t] || hdr[1] != rs->count[t] - hdr[0] ||
-            n / sizeof(uint64_t) < hdr[0])
+            hdr[2] > SPAM_PREFILTER_MAX_SOLO || hdr[2] > hdr[1] || n / sizeof(uint64_t) < hdr[0])
             return -1;
         d->nfiltered = (size_t)hdr[1];
         d->always = calloc((size_t)hdr[0] + 1, sizeof *d->always);
@@ -534,21 +790,44 @@ static int spam_prefilter__parse(struct spam_prefilter *pf, const struct spam_ru
             memcpy(&v, p, sizeof v);
             p += sizeof v;
             n -= sizeof v;
-            if (v >= pf->nrules || rs->rules[v].type != t || pf->always[v])
+            if (v >= pf->nrules || rs->rules[v].type != t || pf->where[v])
                 return -1;
             d->always[d->nalways++] = (size_t)v;
-            pf->always[v] = 1;
+            pf->where[v] = SPAM_PREFILTER__ALWAYS;
         }
-        if (hdr[2] > n)
+        if (hdr[3] > n)
             return -1;
-        if (hdr[2] && hs_deserialize_database(p, (size_t)hdr[2], &d->db) != HS_SUCCESS) {
+        if (hdr[3] && hs_deserialize_database(p, (size_t)hdr[3], &d->db) != HS_SUCCESS) {
             d->db = NULL;
             return -1;
         }
-        if (!d->db && d->nfiltered)
+        if (!d->db && d->nfiltered > hdr[2])
             return -1;
-        p += hdr[2];
-        n -= (size_t)hdr[2];
+        p += hdr[3];
+        n -= (size_t)hdr[3];
+        if (hdr[2]) {
+            d->solo = calloc((size_t)hdr[2], sizeof(*d->solo));
+            d->solo_rule = calloc((size_t)hdr[2], sizeof(*d->solo_rule));
+            if (!d->solo || !d->solo_rule)
+                return -1;
+        }
+        for (uint64_t i = 0; i < hdr[2]; i++) {
+            uint64_t v[2]; /* rule, bytes */
+            if (n < sizeof v)
+                return -1;
+            memcpy(v, p, sizeof v);
+            p += sizeof v;
+            n -= sizeof v;
+            if (v[0] >= pf->nrules || rs->rules[v[0]].type != t || pf->where[v[0]] || v[1] == 0 ||
+                v[1] > n ||
+                hs_deserialize_database(p, (size_t)v[1], &d->solo[d->nsolo]) != HS_SUCCESS)
+                return -1;
+            d->solo_rule[d->nsolo++] = (size_t)v[0];
+            pf->where[v[0]] = SPAM_PREFILTER__OWN;
+            uint64_t len = v[1];
+            p += len;
+            n -= (size_t)len;
+        }
     }
     if (n != sizeof magic || memcmp(p, &(uint32_t){SPAM_PREFILTER_MAGIC}, sizeof magic) != 0)
         return -1;
@@ -629,6 +908,18 @@ static int spam_prefilter__from_child(struct spam_prefilter *pf, const struct sp
     return why ? -1 : 0;
 }
 
+/* Grow *scratch to fit every database of type t. */
+static int spam_prefilter__fit(const struct spam_prefilter *pf, size_t t, hs_scratch_t **scratch)
+{
+    const struct spam_prefilter__db *d = &pf->db[t];
+    if (d->db && hs_alloc_scratch(d->db, scratch) != HS_SUCCESS)
+        return -1;
+    for (size_t i = 0; i < d->nsolo; i++)
+        if (hs_alloc_scratch(d->solo[i], scratch) != HS_SUCCESS)
+            return -1;
+    return 0;
+}
+
 struct spam_prefilter *spam_prefilter_new(const struct spam_ruleset *rs, char *why, size_t whylen)
 {
     if (whylen)
@@ -648,8 +939,8 @@ struct spam_prefilter *spam_prefilter_new(const struct spam_ruleset *rs, char *w
         return NULL;
     pf->gen = atomic_fetch_add(&spam_prefilter__gen, 1);
     pf->nrules = rs->nrules;
-    pf->always = calloc(rs->nrules + 1, 1);
-    if (!pf->always)
+    pf->where = calloc(rs->nrules + 1, 1);
+    if (!pf->where)
         goto fail;
     int rc = spam_prefilter__mode == SPAM_PREFILTER_IN_PROCESS
                  ? 1
@@ -662,7 +953,7 @@ struct spam_prefilter *spam_prefilter_new(const struct spam_ruleset *rs, char *w
     size_t filtered = 0;
     for (size_t k = 0; k < SPAM_PREFILTER_NTYPES; k++) {
         enum spam_rule_type t = spam_prefilter__types[k];
-        if (pf->db[t].db && hs_alloc_scratch(pf->db[t].db, &pf->proto) != HS_SUCCESS)
+        if (spam_prefilter__fit(pf, t, &pf->proto) < 0)
             goto fail;
         filtered += pf->db[t].nfiltered;
     }
@@ -681,11 +972,15 @@ void spam_prefilter_free(struct spam_prefilter *pf)
     for (size_t t = 0; t < SPAM_RULE_TYPE_COUNT; t++) {
         if (pf->db[t].db)
             hs_free_database(pf->db[t].db);
+        for (size_t i = 0; i < pf->db[t].nsolo; i++)
+            hs_free_database(pf->db[t].solo[i]);
+        free(pf->db[t].solo);
+        free(pf->db[t].solo_rule);
         free(pf->db[t].always);
     }
     if (pf->proto)
         hs_free_scratch(pf->proto);
-    free(pf->always);
+    free(pf->where);
     free(pf);
 }
 
@@ -696,7 +991,12 @@ int spam_prefilter_isolated(const struct spam_prefilter *pf)
 
 int spam_prefilter_always(const struct spam_prefilter *pf, size_t i)
 {
-    return pf && i < pf->nrules && pf->always[i];
+    return pf && i < pf->nrules && pf->where[i] == SPAM_PREFILTER__ALWAYS;
+}
+
+int spam_prefilter_own_database(const struct spam_prefilter *pf, size_t i)
+{
+    return pf && i < pf->nrules && pf->where[i] == SPAM_PREFILTER__OWN;
 }
 
 void spam_prefilter_counts(const struct spam_prefilter *pf, size_t *filtered, size_t *always)
@@ -757,6 +1057,14 @@ static int spam_prefilter__on_match(unsigned int id, unsigned long long from, un
     return 0;
 }
 
+/* A one-rule database: its first match is all there is to know. */
+static int spam_prefilter__on_first(unsigned int id, unsigned long long from, unsigned long long to,
+                                    unsigned int flags, void *ctx)
+{
+    spam_prefilter__on_match(id, from, to, flags, ctx);
+    return 1;
+}
+
 static int spam_prefilter__scratch(const struct spam_prefilter *pf,
                                    struct spam_prefilter_scratch **sp)
 {
@@ -777,7 +1085,7 @@ static int spam_prefilter__scratch(const struct spam_prefilter *pf,
     } else {
         /* Another rule set since: grow the scratch to fit it too. */
         for (size_t t = 0; t < SPAM_RULE_TYPE_COUNT; t++)
-            if (pf->db[t].db && hs_alloc_scratch(pf->db[t].db, &s->hs) != HS_SUCCESS)
+            if (spam_prefilter__fit(pf, t, &s->hs) < 0)
                 return -1;
     }
     s->gen = pf->gen;
@@ -787,18 +1095,24 @@ static int spam_prefilter__scratch(const struct spam_prefilter *pf,
 int spam_prefilter_scan(const struct spam_prefilter *pf, struct spam_prefilter_scratch **sp,
                         enum spam_rule_type t, const char *text, size_t len, unsigned char *cand)
 {
-    if (!pf || (unsigned)t >= SPAM_RULE_TYPE_COUNT || !pf->db[t].db || len == 0 ||
-        len > 0xffffffffu)
+    if (!pf || (unsigned)t >= SPAM_RULE_TYPE_COUNT || (!pf->db[t].db && !pf->db[t].nsolo) ||
+        len == 0 || len > 0xffffffffu)
         return -1;
     if (spam_prefilter__scratch(pf, sp) < 0)
         return -1;
     const char *v = spam_prefilter__valid(*sp, text, len);
     if (!v)
         return -1;
-    if (hs_scan(pf->db[t].db, v, (unsigned)len, 0, (*sp)->hs, spam_prefilter__on_match, cand) !=
-        HS_SUCCESS)
-        return -1;
     const struct spam_prefilter__db *d = &pf->db[t];
+    if (d->db && hs_scan(d->db, v, (unsigned)len, 0, (*sp)->hs, spam_prefilter__on_match, cand) !=
+                     HS_SUCCESS)
+        return -1;
+    for (size_t i = 0; i < d->nsolo; i++) {
+        hs_error_t rc =
+            hs_scan(d->solo[i], v, (unsigned)len, 0, (*sp)->hs, spam_prefilter__on_first, cand);
+        if (rc != HS_SUCCESS && rc != HS_SCAN_TERMINATED)
+            return -1;
+    }
     for (size_t k = 0; k < d->nalways; k++)
         cand[d->always[k]] = 1;
     return 0;
@@ -840,6 +1154,13 @@ int spam_prefilter_always(const struct spam_prefilter *pf, size_t i)
     (void)pf;
     (void)i;
     return 1;
+}
+
+int spam_prefilter_own_database(const struct spam_prefilter *pf, size_t i)
+{
+    (void)pf;
+    (void)i;
+    return 0;
 }
 
 void spam_prefilter_counts(const struct spam_prefilter *pf, size_t *filtered, size_t *always)

@@ -57,6 +57,8 @@ void spam_prefilter_free(struct spam_prefilter *pf);
 
 /* Rule i is run by PCRE2 whatever the scan says (Hyperscan refused it). */
 int spam_prefilter_always(const struct spam_prefilter *pf, size_t i);
+/* Rule i has a Hyperscan database of its own (it has no literal). */
+int spam_prefilter_own_database(const struct spam_prefilter *pf, size_t i);
 /* Rules in the databases and rules always run (for logs and tests). */
 void spam_prefilter_counts(const struct spam_prefilter *pf, size_t *filtered, size_t *always);
 

@@ -544,6 +544,78 @@ static void test_prefilter_small_repeats_stay_exact(void **state)
 #endif
 }
 
+/*
+ * Which rules get a database of their own: those with no literal of two
+ * bytes that every match contains, of a type with more than one
+ * rule, URIs excepted. Where each rule went changes speed only; the hits
+ * stay those of PCRE2 alone.
+ */
+static void test_prefilter_rules_without_literal_own_database(void **state)
+{
+    (void)state;
+#ifndef SPAM_HAVE_HYPERSCAN
+    skip();
+#else
+    static const struct {
+        const char *rule;
+        int own;
+    } cases[] = {
+        {"body A /\\bclick\\s+here\\b/i", 0},
+        {"body B /(?:\\pL[ .*_-]){6,}\\pL/", 1},
+        {"body C /\\S/", 1},
+        {"body D /^[ \\t]*>/m", 1},
+        {"body E /(?<![A-Za-z0-9])(?:bc1[a-z0-9]{25,59}|[13][a-km-zA-HJ-NP-Z1-9]{25,34})/", 1},
+        {"body F /(?:buy|sell)\\s+now/", 0},
+        {"body G /(?i)free\\s+money/", 0},
+        {"body H /x(?:yz)+/", 0},
+        {"body I /(?:ab)?c/", 1},
+        {"body J /\\$\\s?\\$/", 1},
+        {"body K /\\Qa+b\\E/", 0},
+        {"body L /(?<name>ab|cd)e/", 0},
+        {"body M /a b c # no literal in x mode is read/x", 0},
+        {"body N /(?=ab)\\w+/", 1},
+        {"body O /ab?c?/", 1},
+        {"body P /ab+c/", 0},
+        {"body Q /[ab]{2}cd/", 0},
+        {"rawbody R /\\d{3}-\\d{4}/", 1},
+        {"rawbody R2 /unsubscribe/", 0},
+        {"rawbody R3 /(?:\\x{200B}|\\x{FEFF}|&zwj;)/", 0},
+        {"rawbody R4 /\xc3\xbc|\\x41\\x42/", 1},
+        {"uri S /[0-9]+/", 0},
+        {"uri T /\\.example\\./", 0},
+    };
+    char text[2048] = "";
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        strcat(text, cases[i].rule);
+        strcat(text, "\n");
+    }
+    struct spam_ruleset *rs = load_text(text);
+    assert_non_null(rs->pf);
+    assert_int_equal(rs->nrules, sizeof(cases) / sizeof(cases[0]));
+    for (size_t i = 0; i < rs->nrules; i++) {
+        int own = spam_prefilter_own_database(rs->pf, i);
+        if (own != cases[i].own)
+            fprintf(stderr, "%s: own database %d, want %d\n", cases[i].rule, own, cases[i].own);
+        assert_int_equal(own, cases[i].own);
+        assert_false(spam_prefilter_always(rs->pf, i));
+    }
+    /* Candidates from the own databases, a shared one, and both. */
+    struct spam_prefilter_scratch *sp = NULL;
+    unsigned char cand[32];
+    memset(cand, 0, sizeof cand);
+    static const char body[] = "> click here: 22 x";
+    assert_int_equal(spam_prefilter_scan(rs->pf, &sp, SPAM_RULE_BODY, body, strlen(body), cand), 0);
+    static const unsigned char want[] = {1, 0, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0};
+    for (size_t i = 0; i < sizeof want; i++) {
+        if (cand[i] != want[i])
+            fprintf(stderr, "%s: candidate %d, want %d\n", cases[i].rule, cand[i], want[i]);
+        assert_int_equal(cand[i], want[i]);
+    }
+    spam_prefilter_scratch_free(sp);
+    spam_ruleset_unref(rs);
+#endif
+}
+
 static int count_fds(void)
 {
     DIR *d = opendir("/proc/self/fd");
@@ -601,9 +673,15 @@ static void test_prefilter_compiled_by_a_child(void **state)
         spam_prefilter_counts(rs[k]->pf, &f, &a);
         assert_int_equal(f, f0);
         assert_int_equal(a, a0);
-        for (size_t i = 0; i < rs[0]->nrules; i++)
+        size_t own = 0;
+        for (size_t i = 0; i < rs[0]->nrules; i++) {
             assert_int_equal(spam_prefilter_always(rs[k]->pf, i),
                              spam_prefilter_always(rs[0]->pf, i));
+            assert_int_equal(spam_prefilter_own_database(rs[k]->pf, i),
+                             spam_prefilter_own_database(rs[0]->pf, i));
+            own += (size_t)spam_prefilter_own_database(rs[0]->pf, i);
+        }
+        assert_true(own > 0);
     }
 
     struct spam_eval_limits lim = SPAM_EVAL_LIMITS_DEFAULT;
@@ -641,6 +719,7 @@ int main(void)
         cmocka_unit_test(test_prefilter_refused_rule_still_fires),
         cmocka_unit_test(test_prefilter_loosening_keeps_superset),
         cmocka_unit_test(test_prefilter_small_repeats_stay_exact),
+        cmocka_unit_test(test_prefilter_rules_without_literal_own_database),
         cmocka_unit_test(test_prefilter_same_hits_and_scores),
         cmocka_unit_test(test_prefilter_compiled_by_a_child),
     };
