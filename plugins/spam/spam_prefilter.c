@@ -162,13 +162,33 @@ static int spam_prefilter__quant(const char *p, size_t *len, unsigned long *min,
 }
 
 /*
+ * p at "[:" inside a class: the end of the POSIX class it starts ("[:alpha:]"),
+ * or NULL when it starts none. As PCRE2 reads it: a "]" (other than "\\]")
+ * or another "[:" before the ":]" means the "[" was a member, and the
+ * class may end at that "]".
+ */
+static const char *spam_prefilter__posix_end(const char *p)
+{
+    for (const char *q = p + 2; *q; q++) {
+        if (q[0] == '\\' && (q[1] == ']' || q[1] == '\\'))
+            q++;
+        else if ((q[0] == '[' && q[1] == ':') || q[0] == ']')
+            return NULL;
+        else if (q[0] == ':' && q[1] == ']')
+            return q + 2;
+    }
+    return NULL;
+}
+
+/*
  * A looser pattern for the prefilter: one that matches wherever the rule's
  * matches, and that Hyperscan compiles in milliseconds instead of seconds.
  * Counted repeats x{m,n} become x+ (or x* for m == 0), which every string
  * matching x{m,n} matches too: the bounded repeats mail rules love
  * ("[^.\n]{0,120}?") are what makes Hyperscan's compile slow and its
  * databases large. A repeat whose bounds are all small (up to
- * SPAM_PREFILTER_EXACT_REPEAT: "{6,}", "{0,2}") stays as written: it costs
+ * SPAM_PREFILTER_EXACT_REPEAT: "{6,}", "{0,2}"; not "{0}", which Hyperscan
+ * refuses) stays as written: it costs
  * Hyperscan little, and loosening it can make the filter pass nearly
  * every message ("(?:\pL[ .*_-]){6,}\pL", seven spaced letters, would
  * become "two words"), and PCRE2 then runs the rule on all of them.
@@ -215,9 +235,9 @@ static void spam_prefilter__loosen(const char *p, int extended, char *out)
         }
         if (in_class) {
             if (p[0] == '[' && p[1] == ':') {
-                const char *e = strstr(p + 2, ":]");
+                const char *e = spam_prefilter__posix_end(p);
                 if (e) {
-                    size_t n = (size_t)(e - p) + 2;
+                    size_t n = (size_t)(e - p);
                     memcpy(o, p, n);
                     o += n;
                     p += n;
@@ -268,7 +288,7 @@ static void spam_prefilter__loosen(const char *p, int extended, char *out)
         size_t qn;
         unsigned long min, bound;
         if (*p == '{' && spam_prefilter__quant(p, &qn, &min, &bound) && verbatim < 0 &&
-            p[qn] != '+' && bound > SPAM_PREFILTER_EXACT_REPEAT) {
+            p[qn] != '+' && (bound > SPAM_PREFILTER_EXACT_REPEAT || bound == 0)) {
             *o++ = min == 0 ? '*' : '+';
             p += qn;
             continue;
@@ -320,9 +340,9 @@ static const char *spam_prefilter__skip_class(const char *p)
         p++;
     while (*p && *p != ']') {
         if (p[0] == '[' && p[1] == ':') {
-            const char *e = strstr(p + 2, ":]");
+            const char *e = spam_prefilter__posix_end(p);
             if (e) {
-                p = e + 2;
+                p = e;
                 continue;
             }
         }
@@ -383,8 +403,11 @@ static int spam_prefilter__seq_literal(const char **pp)
                 lit = c < 0x80 ? 0 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
             }
             size_t n = spam_prefilter__escape_len(p);
-            /* \xHH, back references and octal: their digits go with them. */
-            if (p[1] == 'x' && p[2] != '{')
+            /* \xHH, back references and octal: their digits go with them;
+             * \pS: the property letter. */
+            if ((p[1] == 'p' || p[1] == 'P') && p[2] != '{' && p[2])
+                n = 3;
+            else if (p[1] == 'x' && p[2] != '{')
                 while (n < 4 && isxdigit((unsigned char)p[n]))
                     n++;
             else if (p[1] >= '0' && p[1] <= '9')
@@ -394,13 +417,21 @@ static int spam_prefilter__seq_literal(const char **pp)
         } else if (*p == '[') {
             p = spam_prefilter__skip_class(p);
         } else if (*p == '(') {
+            /* A condition, back reference or subroutine call: what it
+             * matches is not read here. */
+            int opaque = p[1] == '?' && (p[2] == '(' || p[2] == '&' || p[2] == 'R' || p[2] == '+' ||
+                                         isdigit((unsigned char)p[2]) ||
+                                         (p[2] == '-' && isdigit((unsigned char)p[3])) ||
+                                         (p[2] == 'P' && (p[3] == '=' || p[3] == '>')));
             if (p[1] == '?' && (p[2] == '#' || p[2] == '=' || p[2] == '!' ||
                                 (p[2] == '<' && (p[3] == '=' || p[3] == '!')))) {
                 p = spam_prefilter__skip_group(p);
                 zero = 1;
-            } else if (p[1] == '*') {
+            } else if (p[1] == '*') { /* a verb */
                 p = spam_prefilter__skip_group(p);
                 zero = 1;
+            } else if (opaque) {
+                p = spam_prefilter__skip_group(p);
             } else {
                 p++;
                 if (*p == '?') {
@@ -451,8 +482,12 @@ static int spam_prefilter__seq_literal(const char **pp)
             quant = 0;
         if (quant && (*p == '?' || *p == '+'))
             p++;
-        if (zero)
+        if (zero) {
+            /* "a(?#c)?b" is "a?b": a quantifier there is on what came before. */
+            if (quant)
+                run = 0;
             continue;
+        }
         if (lit && min > 0) {
             run += lit;
             if (run >= 2)
@@ -485,8 +520,17 @@ static int spam_prefilter__alt_literal(const char **pp)
  * patterns count as having one: their blanks are not literals. */
 static int spam_prefilter__has_literal(const char *expr, uint32_t opts)
 {
-    if ((opts & PCRE2_EXTENDED) || strstr(expr, "(?x") || strstr(expr, "(?-x"))
+    if (opts & PCRE2_EXTENDED)
         return 1;
+    /* An inline x anywhere ("(?x)", "(?ix:", "(?-x)"): the same. */
+    for (const char *q = strstr(expr, "(?"); q; q = strstr(q + 2, "(?")) {
+        const char *o = q + 2;
+        while (isalpha((unsigned char)*o) || *o == '-' || *o == '^') {
+            if (*o == 'x')
+                return 1;
+            o++;
+        }
+    }
     const char *p = expr;
     int yes = spam_prefilter__alt_literal(&p);
     /* An unmatched ')' ends the parse early: then we cannot tell. */
@@ -636,7 +680,10 @@ static int spam_prefilter__build_all(struct spam_prefilter *pf, const struct spa
  * databases, bytes of the shared database), the always-run rule indices
  * (uint64 each), the serialized shared database, then per one-rule
  * database its rule index and bytes (uint64 each) and itself; then the
- * magic again.
+ * magic again. The child is our own fork: the parent's checks catch a
+ * torn or garbled stream, not a forged one (a rule index swapped for
+ * another of the same type would pass; Hyperscan cannot list the rule ids
+ * a database reports).
  */
 /* Under systemd's WatchdogSec (30 s in contrib/systemd): a reload runs on
  * the loop thread. Our shipped rules compile in about a second. */
