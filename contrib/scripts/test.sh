@@ -109,7 +109,7 @@ if [ "${SKIP_TSAN:-0}" != 1 ]; then
   echo "test.sh: ThreadSanitizer section took $(( $(date +%s) - t )) s"
 fi
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then
-  # 23 drivers x FUZZ_SECONDS, one per core at a time (about 3 minutes on
+  # 25 drivers x FUZZ_SECONDS, one per core at a time (about 3 minutes on
   # two cores with the default), plus the clang build of sluice_core and
   # the engines.
   step "configure build-fuzz (clang, libFuzzer + ASan + UBSan)"
