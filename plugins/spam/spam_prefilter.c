@@ -188,11 +188,10 @@ static const char *spam_prefilter__posix_end(const char *p)
  * ("[^.\n]{0,120}?") are what makes Hyperscan's compile slow and its
  * databases large. A repeat whose bounds are all small (up to
  * SPAM_PREFILTER_EXACT_REPEAT: "{6,}", "{0,2}"; not "{0}", which Hyperscan
- * refuses) stays as written: it costs
- * Hyperscan little, and loosening it can make the filter pass nearly
- * every message ("(?:\pL[ .*_-]){6,}\pL", seven spaced letters, would
- * become "two words"), and PCRE2 then runs the rule on all of them.
- * \pL and \pN become "ASCII letters (digits) or any
+ * refuses) stays as written: it costs Hyperscan little, and loosening it
+ * can make the filter pass nearly every message ("(?:\pL[ .*_-]){6,}\pL",
+ * seven spaced letters, would become "two words"), and PCRE2 then runs
+ * the rule on all of them. \pL and \pN become "ASCII letters (digits) or any
  * non-ASCII character", a superset that is a few byte ranges in UTF-8
  * instead of hundreds. Character classes, escapes, \Q..\E and comments
  * are copied as they are, and so is whatever a looser part would make
@@ -380,7 +379,7 @@ static int spam_prefilter__seq_literal(const char **pp)
 {
     const char *p = *pp;
     int found = 0;
-    size_t run = 0; /* required literal characters in a row */
+    size_t run = 0; /* required literal bytes in a row */
     while (*p && *p != '|' && *p != ')') {
         size_t lit = 0; /* bytes of a literal character (UTF-8) */
         int sub = 0, zero = 0;
@@ -537,6 +536,16 @@ static int spam_prefilter__has_literal(const char *expr, uint32_t opts)
     return *p ? 1 : yes;
 }
 
+/* Take expression j (freed) out of the k of the compile lists. */
+static void spam_prefilter__drop(char **exprs, unsigned *flags, unsigned *ids, size_t *k, size_t j)
+{
+    free(exprs[j]);
+    memmove(&exprs[j], &exprs[j + 1], (*k - j - 1) * sizeof(*exprs));
+    memmove(&flags[j], &flags[j + 1], (*k - j - 1) * sizeof(*flags));
+    memmove(&ids[j], &ids[j + 1], (*k - j - 1) * sizeof(*ids));
+    (*k)--;
+}
+
 /* Compile the rules of type t; refused ones go to the always list. */
 static int spam_prefilter__build_type(struct spam_prefilter *pf, const struct spam_ruleset *rs,
                                       enum spam_rule_type t)
@@ -609,11 +618,7 @@ static int spam_prefilter__build_type(struct spam_prefilter *pf, const struct sp
         }
         if (err)
             hs_free_compile_error(err);
-        free(exprs[j]);
-        memmove(&exprs[j], &exprs[j + 1], (k - j - 1) * sizeof(*exprs));
-        memmove(&flags[j], &flags[j + 1], (k - j - 1) * sizeof(*flags));
-        memmove(&ids[j], &ids[j + 1], (k - j - 1) * sizeof(*ids));
-        k--;
+        spam_prefilter__drop(exprs, flags, ids, &k, j);
     }
     while (k > 0) {
         hs_compile_error_t *err = NULL;
@@ -636,11 +641,7 @@ static int spam_prefilter__build_type(struct spam_prefilter *pf, const struct sp
         }
         d->always[d->nalways++] = ids[bad];
         pf->where[ids[bad]] = SPAM_PREFILTER__ALWAYS;
-        free(exprs[bad]);
-        memmove(&exprs[bad], &exprs[bad + 1], (k - (size_t)bad - 1) * sizeof(*exprs));
-        memmove(&flags[bad], &flags[bad + 1], (k - (size_t)bad - 1) * sizeof(*flags));
-        memmove(&ids[bad], &ids[bad + 1], (k - (size_t)bad - 1) * sizeof(*ids));
-        k--;
+        spam_prefilter__drop(exprs, flags, ids, &k, (size_t)bad);
     }
     d->nfiltered += k;
     for (size_t j = 0; j < k; j++)
