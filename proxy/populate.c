@@ -1,16 +1,13 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * populate: MAP_POPULATE for small private anonymous maps; see populate.h.
+ * populate: MAP_POPULATE for libclamav's small anonymous maps; see
+ * populate.h.
  */
-/* We define both mmap and mmap64, with the types libc gives them; with
- * 64-bit file offsets asked for (some pkg-config flags do), the headers
- * would rename our mmap to mmap64. */
-#undef _FILE_OFFSET_BITS
-
 #include "populate.h"
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <link.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -35,19 +32,28 @@ bool populate_caller_wanted(const char *path)
            (base[sizeof lib - 1] == '\0' || base[sizeof lib - 1] == '.');
 }
 
-/* The object the call at `ret` (a return address) comes from. Asked only
- * for requests populate_wanted() takes, a few per message. */
-static bool populate__from_wanted_caller(const void *ret)
+/* The object the call at `ret` (a return address) comes from. libclamav
+ * maps while holding its own global mutex: glibc's _dl_find_object takes
+ * no lock, where dladdr waits for any dlopen in progress (a plugin's
+ * reload, an iconv or NSS module). */
+static bool populate__from_wanted_caller(void *ret)
 {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 35))
+    struct dl_find_object obj;
+    return _dl_find_object(ret, &obj) == 0 && obj.dlfo_link_map &&
+           populate_caller_wanted(obj.dlfo_link_map->l_name);
+#else
     Dl_info info;
     return dladdr(ret, &info) != 0 && populate_caller_wanted(info.dli_fname);
+#endif
 }
 
-/* The next definitions after ours (libc's), looked up on first use: a
- * library constructor may map memory before main() runs. Two threads may
- * both look one up; they find the same function. */
-typedef void *(*populate__mmap_fn)(void *, size_t, int, int, int, off_t);
-typedef void *(*populate__mmap64_fn)(void *, size_t, int, int, int, off64_t);
+/* The next definitions after ours (libc's, or a preloaded tool's): looked
+ * up before main() runs, and on first use by whoever maps memory before
+ * that (another library's constructor). Two threads may both look one up;
+ * they find the same function. */
+typedef void *(*populate__mmap_fn)(void *, size_t, int, int, int, __off_t);
+typedef void *(*populate__mmap64_fn)(void *, size_t, int, int, int, __off64_t);
 static _Atomic(void *) populate__mmap_next, populate__mmap64_next;
 
 static void *populate__next(_Atomic(void *) *slot, const char *name)
@@ -60,10 +66,16 @@ static void *populate__next(_Atomic(void *) *slot, const char *name)
     return sym;
 }
 
+__attribute__((constructor)) static void populate__init(void)
+{
+    (void)populate__next(&populate__mmap_next, "mmap");
+    (void)populate__next(&populate__mmap64_next, "mmap64");
+}
+
 /* The function to call for `name` and the flags to call it with; NULL
  * (errno set) if there is none, which cannot happen in a dynamically
  * linked daemon. */
-static void *populate__prepare(_Atomic(void *) *slot, const char *name, const void *ret, size_t len,
+static void *populate__prepare(_Atomic(void *) *slot, const char *name, void *ret, size_t len,
                                int prot, int *flags, int fd)
 {
     void *sym = populate__next(slot, name);
@@ -74,11 +86,18 @@ static void *populate__prepare(_Atomic(void *) *slot, const char *name, const vo
     return sym;
 }
 
-/* The definitions shared libraries find (exported by the link options in
- * proxy/CMakeLists.txt). Debian's libclamav calls mmap64. The casts are
- * POSIX's way from dlsym's object pointer to a function pointer. */
-__attribute__((visibility("default"))) void *mmap(void *addr, size_t len, int prot, int flags,
-                                                  int fd, off_t off)
+/* The definitions shared libraries find. The assembler names keep them
+ * mmap and mmap64 whatever <sys/mman.h> makes of those names (with 64-bit
+ * file offsets asked for, its mmap is mmap64). Never inlined: the return
+ * address must be the library's. The casts are POSIX's way from dlsym's
+ * object pointer to a function pointer. */
+__attribute__((visibility("default"), noinline)) void *
+populate__mmap(void *addr, size_t len, int prot, int flags, int fd, __off_t off) __asm__("mmap");
+__attribute__((visibility("default"), noinline)) void *
+populate__mmap64(void *addr, size_t len, int prot, int flags, int fd,
+                 __off64_t off) __asm__("mmap64");
+
+void *populate__mmap(void *addr, size_t len, int prot, int flags, int fd, __off_t off)
 {
     populate__mmap_fn fn;
     void *sym = populate__prepare(&populate__mmap_next, "mmap", __builtin_return_address(0), len,
@@ -89,8 +108,7 @@ __attribute__((visibility("default"))) void *mmap(void *addr, size_t len, int pr
     return fn(addr, len, prot, flags, fd, off);
 }
 
-__attribute__((visibility("default"))) void *mmap64(void *addr, size_t len, int prot, int flags,
-                                                    int fd, off64_t off)
+void *populate__mmap64(void *addr, size_t len, int prot, int flags, int fd, __off64_t off)
 {
     populate__mmap64_fn fn;
     void *sym = populate__prepare(&populate__mmap64_next, "mmap64", __builtin_return_address(0),

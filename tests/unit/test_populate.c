@@ -2,8 +2,6 @@
 /* populate: which maps are populated, and that a shared library's maps
  * really go through the daemon's mmap (the way libclamav's do): those of a
  * library named as libclamav is are populated, another's are not. */
-#undef _FILE_OFFSET_BITS
-
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +10,7 @@
 #include <cmocka.h>
 
 #include <dlfcn.h>
+#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,10 +137,8 @@ static void check_library_map(helper_fn fn, bool populated)
     assert_int_equal(munmap(p, len), 0);
 
     /* A file map is the file's, as before. */
-    char path[] = "/tmp/test_populate.XXXXXX";
-    int fd = mkstemp(path);
+    int fd = memfd_create("test_populate", MFD_CLOEXEC);
     assert_true(fd >= 0);
-    unlink(path);
     assert_int_equal(write(fd, "hello", 5), 5);
     p = fn(5, PROT_READ, MAP_PRIVATE, fd);
     assert_true(p != MAP_FAILED);
@@ -150,8 +147,10 @@ static void check_library_map(helper_fn fn, bool populated)
     close(fd);
 
     /* A failure is the caller's to see, errno included. */
-    p = fn(64 * 1024, RW, MAP_PRIVATE, 12345);
+    errno = 0;
+    p = fn(64 * 1024, RW, MAP_PRIVATE, -1);
     assert_true(p == MAP_FAILED);
+    assert_int_equal(errno, EBADF);
 }
 
 static void test_library_mmap64(void **state)
