@@ -189,6 +189,22 @@ def test_eicar_in_zip_in_mail(db, fake, sluice_factory):
     assert fake.messages == []
 
 
+@pytest.mark.parametrize("pad", [60 * 1024, 1024 * 1024 - 4096, 1536 * 1024])
+def test_eicar_behind_large_parts(db, fake, sluice_factory, pad):
+    # The daemon populates libclamav's maps of extracted files up to 1 MiB
+    # at once (proxy/populate.h) and leaves larger ones as libclamav asks:
+    # files on both sides of that bound are still read and scanned whole.
+    s = start_virus(sluice_factory, fake, {"database": db})
+    blob = os.urandom(pad)
+    tail = zipped("pad.bin", os.urandom(pad) + eicar())
+    d = plugkit.send(s.port, body=mail([("blob.bin", blob), ("x.zip", tail)]))
+    assert d["eod"].code == 554 and "Test.EICAR.NDB" in d["eod"].text, d["eod"]
+    clean = mail([("blob.bin", blob)])
+    assert plugkit.send(s.port, body=clean)["eod"].code == 250
+    got = fake.wait_messages(1)
+    assert got[0].data.endswith(clean[clean.find(b"\r\n\r\n"):])
+
+
 def _statfs_is_tmpfs(path):
     # os.statvfs has no f_type; /proc/self/mountinfo tells the file system
     # type of the longest mount point above path.
