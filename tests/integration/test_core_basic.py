@@ -5,6 +5,9 @@ address forms, the per-transaction log line, and the CLI."""
 
 import re
 import smtplib
+import socket
+import threading
+import time
 
 import pytest
 
@@ -152,6 +155,55 @@ def fake_messages_none(up, wait=0.5):
     import time
     time.sleep(wait)
     return up.all_messages == []
+
+
+# ---- the end of a session --------------------------------------------------
+def _read_to_eof(sock, timeout=15.0):
+    """Everything the server sends until its orderly close. A reset raises
+    (ConnectionResetError) and so fails the test: replies could be lost."""
+    sock.settimeout(timeout)
+    chunks = []
+    while True:
+        b = sock.recv(65536)
+        if not b:
+            return b"".join(chunks)
+        chunks.append(b)
+
+
+@pytest.mark.parametrize("noops,slow_reader", [(0, False), (3, False), (20000, True)])
+def test_quit_every_reply_then_orderly_close(fake_factory, sluice_factory, noops, slow_reader):
+    """After QUIT the client reads every reply, 221 last, then the server's
+    FIN, never a reset: for a plain session, and for a client with a small
+    window that sends 20,000 NOOPs before it starts reading (280 kB of
+    replies for sluice to hold back and send before it closes)."""
+    fake = fake_factory()
+    sl = sluice_factory(fake.port, server={"junk_command_limit": "100000"})
+    for _ in range(1 if slow_reader else 20):
+        s = socket.socket()
+        sender = None
+        try:
+            if slow_reader:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", sl.port))
+            script = b"EHLO client.test\r\n" + b"NOOP\r\n" * noops + b"QUIT\r\n"
+            # A thread sends while this one reads (late): one thread doing
+            # both would stall once sluice stops reading to let its replies
+            # drain.
+            sender = threading.Thread(target=s.sendall, args=(script,), daemon=True)
+            sender.start()
+            if slow_reader:
+                time.sleep(0.5)
+            lines = _read_to_eof(s).split(b"\r\n")
+            sender.join(10)
+            assert not sender.is_alive()
+        finally:
+            s.close()
+        assert lines[-1] == b"", lines[-3:]
+        finals = [ln for ln in lines if ln[:4] in (b"220 ", b"250 ", b"221 ")]
+        assert finals[0].startswith(b"220 "), finals[:2]
+        assert finals[1].startswith(b"250 "), finals[:2]  # EHLO's last line
+        assert finals[2:-1] == [b"250 2.0.0 Ok"] * noops, (len(finals), finals[-3:])
+        assert finals[-1].startswith(b"221 2.0.0"), finals[-2:]
 
 
 # ---- sequence, unknown, syntax -------------------------------------------
