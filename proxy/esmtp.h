@@ -80,10 +80,14 @@ void esmtp_ehlo_name(char *out, size_t n, const char *helo, const char *addr);
 /* "XCLIENT ADDR=.. PORT=.. NAME=.. PROTO=.. [HELO=..]" (HELO once known),
  * with only the attributes w->attrs lists (all when 0). */
 void esmtp_xclient_line(buf_t *b, const struct esmtp_client *w);
-/* The two XFORWARD lines, "XFORWARD ADDR=.. PORT=.. PROTO=.. NAME=.." and
- * "XFORWARD HELO=..": two commands keep each under 512 octets. Only the
- * attributes w->attrs lists (all when 0); a line left without any stays
- * empty (len 0) and is not sent. */
+/* A command line's text without its CRLF (RFC 5321 4.5.3.1.4: 512 octets
+ * with it). */
+#define ESMTP_LINE_MAX 510
+/* The XFORWARD lines: "XFORWARD ADDR=.. PORT=.. PROTO=.. NAME=.. HELO=.."
+ * when that fits in ESMTP_LINE_MAX (helo_line then stays empty), else
+ * "XFORWARD ADDR=.. PORT=.. PROTO=.. NAME=.." and "XFORWARD HELO=..", each
+ * within it. Only the attributes w->attrs lists (all when 0); a line left
+ * without any stays empty (len 0) and is not sent. */
 void esmtp_xforward_lines(buf_t *addr_line, buf_t *helo_line, const struct esmtp_client *w);
 
 #endif

@@ -274,11 +274,13 @@ static bool sess_cmd__upstream_ready(struct sess *s)
     if (!s->identified) {
         struct up_client_info ci;
         sess_client_info(s, &ci);
-        if (up_identify_needed(s->up, &ci)) {
+        if (!up_identify_with_next(s->up, &ci) && up_identify_needed(s->up, &ci)) {
             up_identify(s->up, &ci, sess_cmd__up_ident_cb, s);
             return false;
         }
-        s->identified = true; /* nothing to tell: MAIL goes out at once */
+        /* Nothing to tell, or XFORWARD in one group with it: MAIL goes
+         * out at once. */
+        s->identified = true;
     }
     return true;
 }

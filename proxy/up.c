@@ -1106,8 +1106,8 @@ static void up__queue_ident(struct up *u, const struct up_client_info *ci, bool 
         esmtp_xclient_line(&a, &w);
         fifo_push(&u->waiting, cmd_new(UP_K_XCLIENT, a.ptr, up__xclient_cb, u));
     } else {
-        /* The second line's reply answers the identify, unless the MAIL
-         * goes in the same group. */
+        /* One line, or two for long names; the last one's reply answers
+         * the identify, unless the MAIL goes in the same group. */
         w.attrs = u->xforward_attrs;
         esmtp_xforward_lines(&a, &b, &w);
         /* up__ident_needed made sure one of them has something to say. */
@@ -1172,6 +1172,15 @@ static enum up__ident up__ident_needed(const struct up *u, const struct up_clien
 bool up_identify_needed(const struct up *u, const struct up_client_info *ci)
 {
     return up__live(u) && up__ident_needed(u, ci) != UP__IDENT_NONE;
+}
+
+bool up_identify_with_next(struct up *u, const struct up_client_info *ci)
+{
+    if (!up__live(u) || u->ident_cb || !(u->caps & UP_CAP_PIPELINING) ||
+        up__ident_needed(u, ci) != UP__IDENT_XFORWARD)
+        return false;
+    up__queue_ident(u, ci, false, true);
+    return true;
 }
 
 void up_identify(struct up *u, const struct up_client_info *ci, up_cb cb, void *ud)

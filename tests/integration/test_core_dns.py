@@ -72,6 +72,53 @@ def test_forward_confirmed_name_reaches_upstream(fake_factory, sluice_factory):
         dns.close()
 
 
+def _long_name(tag, n=250):
+    """A valid host name of n octets: labels of up to 63."""
+    labels, left = [], n
+    while left > 0:
+        size = min(63, left)
+        labels.append((tag + "x" * 63)[:size])
+        left -= size + 1
+    name = ".".join(labels)
+    return name[:n].rstrip(".")
+
+
+def test_xforward_long_names_take_two_lines(fake_factory, sluice_factory):
+    """XFORWARD goes as one command while it fits a command line (510
+    octets before the CRLF). A confirmed reverse name and a HELO of 250
+    octets each do not fit together: the HELO goes in an XFORWARD of its
+    own, both right ahead of the MAIL, and the MTA learns every attribute.
+    The same name with a short HELO fits one line."""
+    name = _long_name("n")
+    long_helo = _long_name("h")
+    assert len(name) > 240 and len(long_helo) > 240
+    dns = DNSStub({("PTR", "3.0.0.127.in-addr.arpa"): name, ("A", name): "127.0.0.3"})
+    try:
+        up = fake_factory(xforward=True)
+        sl, _ = _sluice(sluice_factory, up.port, dns)
+        for helo in (long_helo, "short.example"):
+            with Client(sl.port, source="127.0.0.3") as c:
+                c.greeting()
+                c.ehlo(helo)
+                assert transaction(c).code == 250
+        assert len(up.wait_messages(2)) == 2
+        cmds = [ln for s in up.tx_sessions for ln in s.command_strs()]
+        mails = [i for i, ln in enumerate(cmds) if ln.startswith("MAIL")]
+        assert len(mails) == 2, cmds
+        first, second = mails
+        assert cmds[first - 2].startswith("XFORWARD ADDR=127.0.0.3 "), cmds
+        assert cmds[first - 2].endswith(" NAME=" + name), cmds
+        assert cmds[first - 1] == "XFORWARD HELO=" + long_helo, cmds
+        assert len(cmds[first - 2]) <= 510 and len(cmds[first - 1]) <= 510
+        assert cmds[second - 1].startswith("XFORWARD ADDR=127.0.0.3 "), cmds
+        assert cmds[second - 1].endswith(" NAME=%s HELO=short.example" % name), cmds
+        assert not cmds[second - 2].startswith("XFORWARD"), cmds
+        for s in up.tx_sessions:
+            assert s.xforward.get("NAME") == name, s.command_strs()
+    finally:
+        dns.close()
+
+
 def test_reverse_name_does_not_pass_to_the_next_client(fake_factory, sluice_factory):
     """An upstream that offers XCLIENT again keeps a connection for the next
     client; like Postfix it takes a real NAME as the reverse name too and

@@ -113,34 +113,34 @@ static void test_xclient_and_xforward_lines(void **state)
     } cases[] = {
         {{"192.0.2.1", 40000, "mx.example", "mx.example", true, NULL, false, 0},
          "XCLIENT ADDR=192.0.2.1 PORT=40000 NAME=mx.example PROTO=ESMTP HELO=mx.example",
-         "XFORWARD ADDR=192.0.2.1 PORT=40000 PROTO=ESMTP NAME=mx.example",
-         "XFORWARD HELO=mx.example"},
+         "XFORWARD ADDR=192.0.2.1 PORT=40000 PROTO=ESMTP NAME=mx.example HELO=mx.example",
+         ""},
         {{"2001:db8::1", 25, "", "", false, "", false, 0},
          "XCLIENT ADDR=IPV6:2001:db8::1 PORT=25 NAME=[UNAVAILABLE] PROTO=SMTP",
-         "XFORWARD ADDR=IPV6:2001:db8::1 PORT=25 PROTO=SMTP NAME=[UNAVAILABLE]",
-         "XFORWARD HELO=[UNAVAILABLE]"},
+         "XFORWARD ADDR=IPV6:2001:db8::1 PORT=25 PROTO=SMTP NAME=[UNAVAILABLE] HELO=[UNAVAILABLE]",
+         ""},
         {{"192.0.2.2", 1, NULL, "bad helo=1", true, NULL, false, 0},
          "XCLIENT ADDR=192.0.2.2 PORT=1 NAME=[UNAVAILABLE] PROTO=ESMTP HELO=bad+20helo+3D1",
-         "XFORWARD ADDR=192.0.2.2 PORT=1 PROTO=ESMTP NAME=[UNAVAILABLE]",
-         "XFORWARD HELO=bad+20helo+3D1"},
+         "XFORWARD ADDR=192.0.2.2 PORT=1 PROTO=ESMTP NAME=[UNAVAILABLE] HELO=bad+20helo+3D1",
+         ""},
         /* the AUTH login goes with XCLIENT only (XFORWARD has no such
          * attribute), xtext-encoded */
         {{"192.0.2.3", 2, "c.example", "c.example", true, "ann+x=y@example.com", false, 0},
          "XCLIENT ADDR=192.0.2.3 PORT=2 NAME=c.example PROTO=ESMTP HELO=c.example "
          "LOGIN=ann+2Bx+3Dy@example.com",
-         "XFORWARD ADDR=192.0.2.3 PORT=2 PROTO=ESMTP NAME=c.example",
-         "XFORWARD HELO=c.example"},
+         "XFORWARD ADDR=192.0.2.3 PORT=2 PROTO=ESMTP NAME=c.example HELO=c.example",
+         ""},
         /* a reused connection: nothing of the last client (its login)
          * may stick, so absent HELO and LOGIN are cleared explicitly */
         {{"192.0.2.4", 3, "d.example", "", true, NULL, true, 0},
          "XCLIENT ADDR=192.0.2.4 PORT=3 NAME=d.example PROTO=ESMTP HELO=[UNAVAILABLE] "
          "LOGIN=[UNAVAILABLE]",
-         "XFORWARD ADDR=192.0.2.4 PORT=3 PROTO=ESMTP NAME=d.example",
-         "XFORWARD HELO=[UNAVAILABLE]"},
+         "XFORWARD ADDR=192.0.2.4 PORT=3 PROTO=ESMTP NAME=d.example HELO=[UNAVAILABLE]",
+         ""},
         {{"192.0.2.5", 4, "e.example", "e.example", true, "bob", true, 0},
          "XCLIENT ADDR=192.0.2.5 PORT=4 NAME=e.example PROTO=ESMTP HELO=e.example LOGIN=bob",
-         "XFORWARD ADDR=192.0.2.5 PORT=4 PROTO=ESMTP NAME=e.example",
-         "XFORWARD HELO=e.example"},
+         "XFORWARD ADDR=192.0.2.5 PORT=4 PROTO=ESMTP NAME=e.example HELO=e.example",
+         ""},
         /* a reused connection on an MTA that lists REVERSE_NAME (Postfix
          * keeps the last client's on NAME=[UNAVAILABLE]) but not LOGIN (it
          * would refuse the attribute, and was never told one) */
@@ -149,8 +149,8 @@ static void test_xclient_and_xforward_lines(void **state)
               ESMTP_XA_REVERSE_NAME},
          "XCLIENT ADDR=192.0.2.6 PORT=5 NAME=[UNAVAILABLE] PROTO=ESMTP "
          "REVERSE_NAME=[UNAVAILABLE] HELO=f.example",
-         "XFORWARD ADDR=192.0.2.6 PORT=5 PROTO=ESMTP NAME=[UNAVAILABLE]",
-         "XFORWARD HELO=f.example"},
+         "XFORWARD ADDR=192.0.2.6 PORT=5 PROTO=ESMTP NAME=[UNAVAILABLE] HELO=f.example",
+         ""},
         {{"192.0.2.7", 6, "g.example", "", true, NULL, true,
           ESMTP_XA_NAME | ESMTP_XA_ADDR | ESMTP_XA_REVERSE_NAME | ESMTP_XA_LOGIN},
          "XCLIENT ADDR=192.0.2.7 NAME=g.example REVERSE_NAME=g.example LOGIN=[UNAVAILABLE]",
@@ -160,14 +160,14 @@ static void test_xclient_and_xforward_lines(void **state)
         {{"192.0.2.8", 7, "h.example", "h.example", true, "ann", false,
           ESMTP_XA_NAME | ESMTP_XA_HELO},
          "XCLIENT NAME=h.example HELO=h.example",
-         "XFORWARD NAME=h.example",
-         "XFORWARD HELO=h.example"},
+         "XFORWARD NAME=h.example HELO=h.example",
+         ""},
         /* smtp-sink's XFORWARD offer: NAME ADDR PROTO HELO, no PORT */
         {{"192.0.2.9", 8, "i.example", "i.example", true, NULL, false,
           ESMTP_XA_NAME | ESMTP_XA_ADDR | ESMTP_XA_PROTO | ESMTP_XA_HELO},
          "XCLIENT ADDR=192.0.2.9 NAME=i.example PROTO=ESMTP HELO=i.example",
-         "XFORWARD ADDR=192.0.2.9 PROTO=ESMTP NAME=i.example",
-         "XFORWARD HELO=i.example"},
+         "XFORWARD ADDR=192.0.2.9 PROTO=ESMTP NAME=i.example HELO=i.example",
+         ""},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         buf_t x = BUF_INIT, a = BUF_INIT, h = BUF_INIT;
@@ -180,6 +180,57 @@ static void test_xclient_and_xforward_lines(void **state)
         buf_free(&a);
         buf_free(&h);
     }
+}
+
+/* One XFORWARD command while it fits in a command line (510 octets before
+ * the CRLF), two beyond: a long HELO (xtext may triple it) goes alone. */
+static void test_xforward_one_line_while_it_fits(void **state)
+{
+    (void)state;
+    /* "XFORWARD ADDR=192.0.2.1 PORT=25 PROTO=ESMTP NAME=" is 49 octets,
+     * " HELO=" 6: NAME and HELO share the other 455. */
+    static const size_t fixed = 49 + 6;
+    char name[300], helo[300];
+    for (size_t helo_len = 1; helo_len <= 260; helo_len++) {
+        size_t name_len = ESMTP_LINE_MAX + 1 - fixed - helo_len; /* one over */
+        if (name_len >= sizeof name)
+            continue;
+        for (int fits = 0; fits <= 1; fits++) {
+            size_t nl = name_len - (size_t)fits;
+            memset(name, 'n', nl);
+            name[nl] = 0;
+            memset(helo, 'h', helo_len);
+            helo[helo_len] = 0;
+            struct esmtp_client w = {"192.0.2.1", 25, name, helo, true, NULL, false, 0};
+            buf_t a = BUF_INIT, h = BUF_INIT;
+            esmtp_xforward_lines(&a, &h, &w);
+            if (fits) {
+                assert_int_equal(a.len, ESMTP_LINE_MAX);
+                assert_int_equal(h.len, 0);
+                /* ... ending in " HELO=hhh..." */
+                assert_memory_equal(a.ptr + a.len - helo_len - 6, " HELO=", 6);
+                assert_memory_equal(a.ptr + a.len - helo_len, helo, helo_len);
+            } else {
+                assert_int_equal(a.len, ESMTP_LINE_MAX + 1 - 6 - helo_len);
+                assert_null(strstr(a.ptr, "HELO="));
+                assert_int_equal(h.len, 14 + helo_len);
+                assert_int_equal(strncmp(h.ptr, "XFORWARD HELO=", 14), 0);
+            }
+            buf_free(&a);
+            buf_free(&h);
+        }
+    }
+    /* xtext counts: a HELO of 200 octets that each take "+XX" (600) never
+     * shares a line, nor fits one with ADDR. */
+    memset(helo, '=', 200);
+    helo[200] = 0;
+    struct esmtp_client w = {"192.0.2.1", 25, "mx.example", helo, true, NULL, false, 0};
+    buf_t a = BUF_INIT, h = BUF_INIT;
+    esmtp_xforward_lines(&a, &h, &w);
+    assert_string_equal(a.ptr, "XFORWARD ADDR=192.0.2.1 PORT=25 PROTO=ESMTP NAME=mx.example");
+    assert_int_equal(h.len, 14 + 600);
+    buf_free(&a);
+    buf_free(&h);
 }
 
 static void test_xclient_attrs(void **state)
@@ -211,6 +262,7 @@ int main(void)
         cmocka_unit_test(test_xtext),
         cmocka_unit_test(test_ehlo_name),
         cmocka_unit_test(test_xclient_and_xforward_lines),
+        cmocka_unit_test(test_xforward_one_line_while_it_fits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

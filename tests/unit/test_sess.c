@@ -1699,8 +1699,10 @@ static const struct dialogue d_xforward = {
     .o = {.rules = rules_xforward},
     .steps = {EHLO_OK, SEND(MAIL_A RCPT_B "RSET\r\n", "250 2.1.0|250 2.1.5|250 2.0.0"),
               SEND(MAIL_A, "250 2.1.0")},
-    .up_order = ">XFORWARD ADDR=127.0.0.1 PROTO=*\n>XFORWARD HELO=c.test\n>" UP_MAIL_A ">" UP_RCPT_B
-                ">RSET\n>XFORWARD ADDR=127.0.0.1 PROTO=*\n>XFORWARD HELO=c.test\n>" UP_MAIL_A,
+    .up_order =
+        ">XFORWARD ADDR=127.0.0.1 PROTO=*\n NAME=[UNAVAILABLE] HELO=c.test\n>" UP_MAIL_A
+        ">" UP_RCPT_B
+        ">RSET\n>XFORWARD ADDR=127.0.0.1 PROTO=*\n NAME=[UNAVAILABLE] HELO=c.test\n>" UP_MAIL_A,
 };
 
 static const struct fu_rule rules_7bit_upstream[] = {
@@ -2169,13 +2171,13 @@ static void test_upstream_reuse(void **state)
     assert_int_equal(open, 1);
     /* Each message's final reply ended its transaction at the MTA: the
      * next client's XFORWARD follows it directly, with no RSET between. */
-    check_order(h, ">XFORWARD ADDR=127.0.0.1 PROTO=*\n>XFORWARD HELO=c.test\n"
+    check_order(h, ">XFORWARD ADDR=127.0.0.1 PROTO=*\n NAME=[UNAVAILABLE] HELO=c.test\n"
                    ">MAIL FROM:<a@x.test>\n>RCPT TO:<b@x.test>\n>DATA\n>.\n"
                    "<250 2.0.0 Ok: queued as FAKE\n"
-                   ">XFORWARD ADDR=127.0.0.1 PROTO=*\n>XFORWARD HELO=d.test\n"
+                   ">XFORWARD ADDR=127.0.0.1 PROTO=*\n NAME=[UNAVAILABLE] HELO=d.test\n"
                    ">MAIL FROM:<a@x.test>\n>RCPT TO:<c@x.test>\n>DATA\n>.\n"
                    "<250 2.0.0 Ok: queued as FAKE\n"
-                   ">XFORWARD ADDR=127.0.0.1 PROTO=*\n>XFORWARD HELO=e.test\n"
+                   ">XFORWARD ADDR=127.0.0.1 PROTO=*\n NAME=[UNAVAILABLE] HELO=e.test\n"
                    ">MAIL FROM:<a@x.test>\n>RCPT TO:<b@x.test>\n");
     assert_null(strstr(h->fu.events.ptr, ">RSET"));
     /* Idle past reuse_idle_timeout: closed by sluice (politely). */
@@ -2297,7 +2299,7 @@ static void test_upstream_reuse_after_abort(void **state)
     int open = 0;
     assert_int_equal(count_session_conns(h, &open), 1);
     check_order(h, ">MAIL FROM:<a@x.test>\n>RCPT TO:<b@x.test>\n>RSET\n"
-                   ">XFORWARD ADDR=127.0.0.1 PROTO=*\n>XFORWARD HELO=d.test\n"
+                   ">XFORWARD ADDR=127.0.0.1 PROTO=*\n NAME=[UNAVAILABLE] HELO=d.test\n"
                    ">MAIL FROM:<a@x.test>\n>RCPT TO:<c@x.test>\n>DATA\n");
     h_stop(h);
 }
@@ -2336,8 +2338,8 @@ static void test_upstream_pool_resets_unanswered_mail(void **state)
                "250-sluice.test Hello e.test|250 2.1.0|250 2.1.5|354 |250 2.0.0|221", true);
     int open = 0;
     assert_int_equal(count_session_conns(h, &open), 1);
-    check_order(h, ">XFORWARD HELO=d.test\n>MAIL FROM:<a@x.test>\n>RSET\n"
-                   ">XFORWARD ADDR=127.0.0.1 PROTO=*\n>XFORWARD HELO=e.test\n"
+    check_order(h, " NAME=[UNAVAILABLE] HELO=d.test\n>MAIL FROM:<a@x.test>\n>RSET\n"
+                   ">XFORWARD ADDR=127.0.0.1 PROTO=*\n NAME=[UNAVAILABLE] HELO=e.test\n"
                    ">MAIL FROM:<a@x.test>\n>RCPT TO:<c@x.test>\n>DATA\n");
     const char *first = strstr(h->fu.events.ptr, ">RSET");
     assert_non_null(first);

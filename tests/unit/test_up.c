@@ -949,17 +949,16 @@ static void test_xclient_refused(void **state)
     up_free(u);
 }
 
-/* XFORWARD in two lines, only the attributes the MTA lists (no PORT here).
+/* XFORWARD in one line, only the attributes the MTA lists (no PORT here).
  * With PIPELINING the identify is answered at once, from the loop, and the
- * lines are held until the next command, which follows them unanswered. */
+ * line is held until the next command, which follows it unanswered. */
 static void test_xforward(void **state)
 {
     (void)state;
     static const struct step script[] = {
         GREET,
         EHLO_XCLIENT,
-        {"XFORWARD ADDR=", "250 2.0.0 Ok\r\n", 3, false},
-        {"XFORWARD HELO=", "250 2.0.0 Ok then\r\n", 0, false},
+        {"XFORWARD ADDR=", "250 2.0.0 Ok\r\n", 2, false},
         {"MAIL FROM:", "250 2.1.0 Ok\r\n", 0, false},
         END,
     };
@@ -972,17 +971,66 @@ static void test_xforward(void **state)
     RUN_UNTIL(ident.calls > 0);
     assert_from_loop(&ident, 1);
     assert_int_equal(ident.code, 250);
-    assert_false(wire_has_line("XFORWARD HELO=a+20b")); /* held */
+    assert_null(strstr(srv.wire.ptr, "XFORWARD")); /* held */
     CALL(up_command(u, "MAIL FROM:<a@example.org>", rec_cb, &mail));
     RUN_UNTIL(mail.calls > 0);
     assert_int_equal(mail.code, 250);
-    assert_true(wire_has_line("XFORWARD ADDR=192.0.2.9 PROTO=ESMTP NAME=[UNAVAILABLE]"));
-    assert_true(wire_has_line("XFORWARD HELO=a+20b"));
+    assert_true(wire_has_line("XFORWARD ADDR=192.0.2.9 PROTO=ESMTP NAME=[UNAVAILABLE] HELO=a+20b"));
     assert_int_equal(srv.errors, 0);
     up_free(u);
 }
 
-/* Without PIPELINING the second line's reply answers the identify; a
+/* up_identify_with_next: the same line, queued in the call with no answer
+ * to wait for (no loop turn), out in one group with the next command. */
+static void test_xforward_with_next(void **state)
+{
+    (void)state;
+    static const struct step script[] = {
+        GREET,
+        EHLO_XCLIENT,
+        {"XFORWARD ADDR=", "250 2.0.0 Ok\r\n", 2, false},
+        {"MAIL FROM:", "250 2.1.0 Ok\r\n", 0, false},
+        END,
+    };
+    cfg->xclient = false;
+    struct up_client_info ci = {
+        .addr = "192.0.2.9", .port = 587, .name = "", .helo = "h", .esmtp = true};
+    struct rec open = {0}, mail = {0};
+    struct up *u = open_up(script, &open);
+    assert_true(up_identify_with_next(u, &ci));
+    run_for(50);
+    assert_null(strstr(srv.wire.ptr, "XFORWARD")); /* held */
+    CALL(up_command(u, "MAIL FROM:<a@example.org>", rec_cb, &mail));
+    RUN_UNTIL(mail.calls > 0);
+    assert_int_equal(mail.code, 250);
+    assert_true(wire_has_line("XFORWARD ADDR=192.0.2.9 PROTO=ESMTP NAME=[UNAVAILABLE] HELO=h"));
+    assert_int_equal(srv.errors, 0);
+    up_free(u);
+}
+
+/* Where XFORWARD would need a round trip of its own (no PIPELINING),
+ * up_identify_with_next queues nothing and says so: up_identify() it is. */
+static void test_xforward_with_next_refuses(void **state)
+{
+    (void)state;
+    static const struct step script[] = {
+        GREET,
+        {"EHLO " HELO_NAME, "250-fake.test\r\n250 XFORWARD NAME ADDR PORT PROTO HELO\r\n", 0,
+         false},
+        END,
+    };
+    struct up_client_info ci = {.addr = "192.0.2.9", .port = 587, .helo = "h", .esmtp = true};
+    struct rec open = {0};
+    cfg->xclient = false;
+    struct up *u = open_up(script, &open);
+    assert_false(up_identify_with_next(u, &ci));
+    assert_true(up_identify_needed(u, &ci));
+    run_for(50);
+    assert_null(strstr(srv.wire.ptr, "XFORWARD"));
+    up_free(u);
+}
+
+/* Without PIPELINING the (last) line's reply answers the identify; a
  * refusal of it is sluice's problem, not the client's: 250, logged. */
 static void test_xforward_without_pipelining(void **state)
 {
@@ -991,8 +1039,7 @@ static void test_xforward_without_pipelining(void **state)
         GREET,
         {"EHLO " HELO_NAME, "250-fake.test\r\n250 XFORWARD NAME ADDR PORT PROTO HELO\r\n", 0,
          false},
-        {"XFORWARD ADDR=", "250 2.0.0 Ok\r\n", 0, true},
-        {"XFORWARD HELO=", "550 5.7.0 not authorised\r\n", 0, true},
+        {"XFORWARD ADDR=", "550 5.7.0 not authorised\r\n", 0, true},
         END,
     };
     cfg->xclient = false;
@@ -1004,7 +1051,8 @@ static void test_xforward_without_pipelining(void **state)
     assert_from_loop(&ident, 1);
     assert_int_equal(ident.err, UP_OK);
     assert_int_equal(ident.code, 250);
-    assert_true(wire_has_line("XFORWARD ADDR=192.0.2.9 PORT=587 PROTO=ESMTP NAME=[UNAVAILABLE]"));
+    assert_true(
+        wire_has_line("XFORWARD ADDR=192.0.2.9 PORT=587 PROTO=ESMTP NAME=[UNAVAILABLE] HELO=h"));
     assert_true(up_ready(u));
     up_free(u);
 }
@@ -1276,6 +1324,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_free_inside_callback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_xclient, setup, teardown),
         cmocka_unit_test_setup_teardown(test_xclient_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_xforward_with_next, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_xforward_with_next_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_xforward, setup, teardown),
         cmocka_unit_test_setup_teardown(test_xforward_without_pipelining, setup, teardown),
         cmocka_unit_test_setup_teardown(test_identify_without_extensions, setup, teardown),
