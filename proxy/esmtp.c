@@ -119,6 +119,25 @@ static const char *esmtp__name(const struct esmtp_client *w)
     return w->name && w->name[0] ? w->name : "[UNAVAILABLE]";
 }
 
+static size_t esmtp__xtext_len(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        n += ch < 33 || ch > 126 || ch == '+' || ch == '=' ? 3 : 1;
+    }
+    return n;
+}
+
+/* A name or HELO as an attribute value. Postfix refuses a whole XCLIENT or
+ * XFORWARD command (501, "attribute value too long") when one value as sent
+ * is over 255 octets, and a refused XFORWARD stops it on the connection:
+ * such a value (a HELO of 86 '=' is one) goes as [UNAVAILABLE] instead. */
+static void esmtp__value(buf_t *b, const char *v)
+{
+    esmtp_xtext(b, esmtp__xtext_len(v) <= ESMTP_VALUE_MAX ? v : "[UNAVAILABLE]");
+}
+
 void esmtp_xclient_line(buf_t *b, const struct esmtp_client *w)
 {
     /* Only what the MTA lists (Postfix answers 501 to any other name). */
@@ -132,7 +151,7 @@ void esmtp_xclient_line(buf_t *b, const struct esmtp_client *w)
         buf_printf(b, " PORT=%d", w->port);
     if (ESMTP__LISTED(ESMTP_XA_NAME)) {
         buf_puts(b, " NAME=");
-        esmtp_xtext(b, esmtp__name(w));
+        esmtp__value(b, esmtp__name(w));
     }
     if (ESMTP__LISTED(ESMTP_XA_PROTO))
         buf_printf(b, " PROTO=%s", w->esmtp ? "ESMTP" : "SMTP");
@@ -140,12 +159,12 @@ void esmtp_xclient_line(buf_t *b, const struct esmtp_client *w)
         /* What Postfix sets itself from a real NAME; on [UNAVAILABLE] it
          * would keep the last client's. */
         buf_puts(b, " REVERSE_NAME=");
-        esmtp_xtext(b, esmtp__name(w));
+        esmtp__value(b, esmtp__name(w));
     }
     if (ESMTP__LISTED(ESMTP_XA_HELO)) {
         if (w->helo && w->helo[0]) {
             buf_puts(b, " HELO=");
-            esmtp_xtext(b, w->helo);
+            esmtp__value(b, w->helo);
         } else if (w->reset) {
             buf_puts(b, " HELO=[UNAVAILABLE]");
         }
@@ -184,11 +203,11 @@ void esmtp_xforward_lines(buf_t *addr_line, buf_t *helo_line, const struct esmtp
     }
     if (ESMTP__LISTED(ESMTP_XA_NAME)) {
         buf_printf(addr_line, "%sNAME=", sep);
-        esmtp_xtext(addr_line, esmtp__name(w));
+        esmtp__value(addr_line, esmtp__name(w));
     }
     if (ESMTP__LISTED(ESMTP_XA_HELO)) {
         buf_puts(helo_line, "XFORWARD HELO=");
-        esmtp_xtext(helo_line, w->helo && w->helo[0] ? w->helo : "[UNAVAILABLE]");
+        esmtp__value(helo_line, w->helo && w->helo[0] ? w->helo : "[UNAVAILABLE]");
     }
 #undef ESMTP__LISTED
     /* One command when both fit in one line: the MTA parses and answers

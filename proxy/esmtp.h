@@ -83,6 +83,9 @@ void esmtp_xclient_line(buf_t *b, const struct esmtp_client *w);
 /* A command line's text without its CRLF (RFC 5321 4.5.3.1.4: 512 octets
  * with it). */
 #define ESMTP_LINE_MAX 510
+/* The longest XCLIENT / XFORWARD attribute value Postfix takes, as sent
+ * (xtext-encoded); a name or HELO beyond it goes as [UNAVAILABLE]. */
+#define ESMTP_VALUE_MAX 255
 /* The XFORWARD lines: "XFORWARD ADDR=.. PORT=.. PROTO=.. NAME=.. HELO=.."
  * when that fits in ESMTP_LINE_MAX (helo_line then stays empty), else
  * "XFORWARD ADDR=.. PORT=.. PROTO=.. NAME=.." and "XFORWARD HELO=..", each

@@ -274,12 +274,12 @@ static bool sess_cmd__upstream_ready(struct sess *s)
     if (!s->identified) {
         struct up_client_info ci;
         sess_client_info(s, &ci);
-        if (!up_identify_with_next(s->up, &ci) && up_identify_needed(s->up, &ci)) {
+        /* XFORWARD that can go in one group with the MAIL is queued by
+         * sess_cmd__mail_send, once the MAIL passed its last checks. */
+        if (!up_identify_rides_next(s->up, &ci) && up_identify_needed(s->up, &ci)) {
             up_identify(s->up, &ci, sess_cmd__up_ident_cb, s);
             return false;
         }
-        /* Nothing to tell, or XFORWARD in one group with it: MAIL goes
-         * out at once. */
         s->identified = true;
     }
     return true;
@@ -467,6 +467,9 @@ static void sess_cmd__mail_send(struct sess *s)
     struct sess_slot *sl = sess_reply_slot(s);
     sess_set_state(s, S_MAIL);
     s->log.action = "sending MAIL to upstream";
+    struct up_client_info ci;
+    sess_client_info(s, &ci);
+    up_identify_with_next(s->up, &ci); /* XFORWARD ahead of it, where it rides along */
     up_command(s->up, line.ptr, sess_cmd__mail_reply_cb, sl);
     buf_free(&line);
 }

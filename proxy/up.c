@@ -1174,10 +1174,15 @@ bool up_identify_needed(const struct up *u, const struct up_client_info *ci)
     return up__live(u) && up__ident_needed(u, ci) != UP__IDENT_NONE;
 }
 
+bool up_identify_rides_next(const struct up *u, const struct up_client_info *ci)
+{
+    return up__live(u) && !u->ident_cb && (u->caps & UP_CAP_PIPELINING) &&
+           up__ident_needed(u, ci) == UP__IDENT_XFORWARD;
+}
+
 bool up_identify_with_next(struct up *u, const struct up_client_info *ci)
 {
-    if (!up__live(u) || u->ident_cb || !(u->caps & UP_CAP_PIPELINING) ||
-        up__ident_needed(u, ci) != UP__IDENT_XFORWARD)
+    if (!up_identify_rides_next(u, ci))
         return false;
     up__queue_ident(u, ci, false, true);
     return true;
@@ -1201,13 +1206,12 @@ void up_identify(struct up *u, const struct up_client_info *ci, up_cb cb, void *
     }
     if (how == UP__IDENT_XCLIENT) {
         up__queue_ident(u, ci, true, false);
-    } else if (how == UP__IDENT_XFORWARD && (u->caps & UP_CAP_PIPELINING)) {
+    } else if (up_identify_with_next(u, ci)) {
         /* XFORWARD is per transaction: with PIPELINING its lines go in one
          * group with the MAIL the caller sends next (as Postfix's own SMTP
          * client sends them), instead of a round trip of their own before
          * every MAIL. The MAIL's reply decides; a refused XFORWARD is
          * logged (up__xforward_cb). */
-        up__queue_ident(u, ci, false, true);
         up__post_cb(u, cb, ud, UP_OK, NULL, &ok_reply);
         return;
     } else if (how == UP__IDENT_XFORWARD) {

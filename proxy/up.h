@@ -129,11 +129,15 @@ bool up_identify_needed(const struct up *u, const struct up_client_info *ci);
  * client now needs a new connection (up_identify() would fail). */
 bool up_identity_stale(const struct up *u, const struct up_client_info *ci);
 void up_identify(struct up *u, const struct up_client_info *ci, up_cb cb, void *ud);
-/* XFORWARD with PIPELINING has nothing to wait for: its lines go out in
- * one group with the caller's next command, whose reply decides (a
- * refused XFORWARD is logged here). Queues them and returns true then;
- * false (nothing queued) when up_identify() is needed or nothing is. It
- * saves the loop turn up_identify()'s answer takes, per transaction. */
+/* XFORWARD with PIPELINING has nothing to wait for: its lines can go out
+ * in one group with the caller's next command, whose reply decides (a
+ * refused XFORWARD is logged here). up_identify_rides_next says whether
+ * that is the case; up_identify_with_next then queues them (true), else
+ * queues nothing (false: up_identify() is needed, or nothing is). Call it
+ * right before that command, so that lines never wait behind a command the
+ * caller does not send; it saves the loop turn up_identify()'s answer
+ * takes, per transaction. Not while an up_identify() is pending. */
+bool up_identify_rides_next(const struct up *u, const struct up_client_info *ci);
 bool up_identify_with_next(struct up *u, const struct up_client_info *ci);
 /* After a RSET of the caller's (an envelope replayed): XFORWARD is per
  * transaction and the RSET cleared it, so its lines are queued again, to

@@ -64,6 +64,16 @@ static void check_line(const buf_t *b, const char *verb)
         FUZZ_CHECK(b->ptr[i] != '\r' && b->ptr[i] != '\n' && b->ptr[i] != '\0');
 }
 
+/* Every attribute value within what Postfix takes (ESMTP_VALUE_MAX). */
+static void check_values(const buf_t *b)
+{
+    for (const char *t = b->len ? b->ptr : ""; (t = strchr(t, '=')) != NULL;) {
+        size_t v = strcspn(t + 1, " ");
+        FUZZ_CHECK(v <= ESMTP_VALUE_MAX);
+        t += 1 + v;
+    }
+}
+
 static void check_caps(const char *in, size_t len)
 {
     static const char *const kws[] = {
@@ -135,6 +145,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_line(&a, "XCLIENT ADDR=");
     esmtp_xforward_lines(&b, &c, &w);
     check_line(&b, "XFORWARD ADDR=");
+    check_values(&b);
+    check_values(&c);
     if (c.len) {
         /* Two commands only when one would not fit. */
         check_line(&c, "XFORWARD HELO=");

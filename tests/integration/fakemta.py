@@ -371,6 +371,11 @@ class FakeMTA:
                     self._send(io, sess, None, "550 5.7.0 Error: insufficient authorization")
                     continue
                 told = parse_attrs(arg)
+                if any(len(v) > 255 for v in told.values()):
+                    # Like Postfix: the whole command, for one value over 255
+                    # octets as sent.
+                    self._send(io, sess, None, "501 5.5.4 Error: attribute value too long")
+                    continue
                 # Like Postfix: a real NAME is also the reverse name; on
                 # NAME=[UNAVAILABLE] the last reverse name stays.
                 name = told.get("NAME", "")
@@ -384,7 +389,13 @@ class FakeMTA:
                     sess.xclient_told += 1
                 mail_from, rcpts = None, []
             elif verb == "XFORWARD":
-                sess.xforward.update(parse_attrs(arg))
+                told = parse_attrs(arg)
+                if any(len(v) > 255 for v in told.values()):
+                    # Like Postfix: nothing of a command with one value over
+                    # 255 octets as sent is taken.
+                    self._send(io, sess, None, "501 5.5.4 Error: attribute value too long")
+                    continue
+                sess.xforward.update(told)
                 self._send(io, sess, self._fault("XFORWARD", sess, arg), "250 2.0.0 Ok")
             elif verb == "MAIL":
                 sess.xclient_at_mail.append(dict(sess.xclient))

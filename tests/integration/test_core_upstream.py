@@ -421,6 +421,26 @@ def test_xforward_refused_without_pipelining(fake_factory, sluice_factory):
     assert sl.wait_log(r"refused XFORWARD: 550", 5), sl.output()
 
 
+def test_xforward_long_encoded_helo(fake_factory, sluice_factory):
+    """A HELO that is over 255 octets once xtext-encoded ('=' takes three)
+    would make Postfix refuse the whole XFORWARD (501, "attribute value too
+    long"): it goes as [UNAVAILABLE], the MTA still learns the client's
+    address, and XFORWARD stays on for the next client on the connection."""
+    up = fake_factory(xforward=True)
+    stats = harness.free_port()
+    sl = sluice_factory(up.port, stats={"listen": "127.0.0.1:%d" % stats})
+    _two_clients(sl, up, helos=("h" + "=" * 100, "next.test"))
+    txs = up.tx_sessions
+    assert len(txs) == 1, [t.command_strs() for t in txs]
+    cmds = txs[0].command_strs()
+    xf = [ln for ln in cmds if ln.upper().startswith("XFORWARD")]
+    assert len(xf) == 2, cmds
+    assert "ADDR=127.0.0.2" in xf[0] and "HELO=[UNAVAILABLE]" in xf[0], cmds
+    assert "ADDR=127.0.0.3" in xf[1] and "HELO=next.test" in xf[1], cmds
+    assert txs[0].xforward.get("ADDR") == "127.0.0.3"
+    assert not [ln for ln in sl.lines if "refused XFORWARD" in ln], sl.output()
+
+
 def test_xforward_without_xclient(fake_factory, sluice_factory):
     up = fake_factory(xforward=True)
     sl = sluice_factory(up.port)

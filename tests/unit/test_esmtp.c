@@ -11,6 +11,8 @@
 
 #include "esmtp.h"
 
+#include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 /* Parse a whole reply text with the real reply parser. */
@@ -183,18 +185,16 @@ static void test_xclient_and_xforward_lines(void **state)
 }
 
 /* One XFORWARD command while it fits in a command line (510 octets before
- * the CRLF), two beyond: a long HELO (xtext may triple it) goes alone. */
+ * the CRLF), two beyond. */
 static void test_xforward_one_line_while_it_fits(void **state)
 {
     (void)state;
     /* "XFORWARD ADDR=192.0.2.1 PORT=25 PROTO=ESMTP NAME=" is 49 octets,
-     * " HELO=" 6: NAME and HELO share the other 455. */
+     * " HELO=" 6: NAME and HELO share the other 455 (each at most 255). */
     static const size_t fixed = 49 + 6;
     char name[300], helo[300];
-    for (size_t helo_len = 1; helo_len <= 260; helo_len++) {
+    for (size_t helo_len = 201; helo_len <= ESMTP_VALUE_MAX; helo_len++) {
         size_t name_len = ESMTP_LINE_MAX + 1 - fixed - helo_len; /* one over */
-        if (name_len >= sizeof name)
-            continue;
         for (int fits = 0; fits <= 1; fits++) {
             size_t nl = name_len - (size_t)fits;
             memset(name, 'n', nl);
@@ -220,17 +220,50 @@ static void test_xforward_one_line_while_it_fits(void **state)
             buf_free(&h);
         }
     }
-    /* xtext counts: a HELO of 200 octets that each take "+XX" (600) never
-     * shares a line, nor fits one with ADDR. */
-    memset(helo, '=', 200);
-    helo[200] = 0;
-    struct esmtp_client w = {"192.0.2.1", 25, "mx.example", helo, true, NULL, false, 0};
-    buf_t a = BUF_INIT, h = BUF_INIT;
-    esmtp_xforward_lines(&a, &h, &w);
-    assert_string_equal(a.ptr, "XFORWARD ADDR=192.0.2.1 PORT=25 PROTO=ESMTP NAME=mx.example");
-    assert_int_equal(h.len, 14 + 600);
-    buf_free(&a);
-    buf_free(&h);
+}
+
+/* Postfix refuses a whole XCLIENT or XFORWARD with one value over 255
+ * octets as sent: a name or HELO that long once xtext-encoded goes as
+ * [UNAVAILABLE]; 255 octets still go as they are. */
+static void test_values_over_255_octets_unavailable(void **state)
+{
+    (void)state;
+    char helo[300], name[300];
+    for (size_t n = 84; n <= 86; n++) { /* 252, 255, 258 octets encoded */
+        memset(helo, '=', n);
+        helo[n] = 0;
+        memset(name, 'n', 253);
+        snprintf(name + 253, 4, "%s", n == 86 ? "xyz" : (n == 85 ? "xy" : "x"));
+        struct esmtp_client w = {"192.0.2.1", 25, name, helo, true, NULL, false, 0};
+        buf_t x = BUF_INIT, a = BUF_INIT, h = BUF_INIT;
+        esmtp_xclient_line(&x, &w);
+        esmtp_xforward_lines(&a, &h, &w);
+        const char *helo_sent = h.len ? h.ptr : a.ptr;
+        bool over = n == 86;
+        assert_true(over == (strstr(x.ptr, " HELO=[UNAVAILABLE]") != NULL));
+        assert_true(over == (strstr(x.ptr, " NAME=[UNAVAILABLE]") != NULL));
+        assert_true(over == (strstr(helo_sent, "HELO=[UNAVAILABLE]") != NULL));
+        assert_true(over == (strstr(a.ptr, " NAME=[UNAVAILABLE]") != NULL));
+        if (!over) {
+            assert_non_null(strstr(x.ptr, " HELO=+3D"));
+            assert_non_null(strstr(helo_sent, "HELO=+3D"));
+        }
+        /* No value over 255 octets, no line over 510. */
+        buf_t *lines[3] = {&x, &a, &h};
+        for (size_t i = 0; i < 3; i++) {
+            const char *p = lines[i]->ptr ? lines[i]->ptr : "";
+            if (i > 0)
+                assert_true(lines[i]->len <= ESMTP_LINE_MAX);
+            for (const char *t = p; (t = strchr(t, '=')) != NULL;) {
+                size_t v = strcspn(t + 1, " ");
+                assert_true(v <= ESMTP_VALUE_MAX);
+                t += 1 + v;
+            }
+        }
+        buf_free(&x);
+        buf_free(&a);
+        buf_free(&h);
+    }
 }
 
 static void test_xclient_attrs(void **state)
@@ -263,6 +296,7 @@ int main(void)
         cmocka_unit_test(test_ehlo_name),
         cmocka_unit_test(test_xclient_and_xforward_lines),
         cmocka_unit_test(test_xforward_one_line_while_it_fits),
+        cmocka_unit_test(test_values_over_255_octets_unavailable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

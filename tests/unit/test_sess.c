@@ -2304,6 +2304,49 @@ static void test_upstream_reuse_after_abort(void **state)
     h_stop(h);
 }
 
+/* A MAIL sluice refuses itself once the upstream is open (over the
+ * upstream's own SIZE) sends nothing ahead of it: no XFORWARD is left
+ * waiting for a command that never goes, so the next MAIL has exactly one
+ * in front, and the next client on the connection none of this one's. */
+static const struct fu_rule rules_xforward_size[] = {
+    {"EHLO",
+     "250-fake.test\n250-PIPELINING\n250-SIZE 1000\n250-XFORWARD NAME ADDR PROTO HELO\n"
+     "250 ENHANCEDSTATUSCODES",
+     FU_REPLY, 0, false},
+    {NULL, NULL, 0, 0, false},
+};
+
+static void test_xforward_not_left_behind_a_refused_mail(void **state)
+{
+    (void)state;
+    struct h *h = g_h;
+    struct opts o = {.rules = rules_xforward_size, .reuse = true};
+    h_start(h, &o);
+    struct cli *c = &h->cli[0];
+    one_client(h, c, "EHLO c.test\r\nMAIL FROM:<a@x.test> SIZE=5000\r\n" MAIL_A "QUIT\r\n",
+               "250-sluice.test Hello c.test|552 5.3.4|250 2.1.0|221", true);
+    one_client(h, c, "EHLO d.test\r\nMAIL FROM:<a@x.test> SIZE=5000\r\nQUIT\r\n",
+               "250-sluice.test Hello d.test|552 5.3.4|221", true);
+    one_client(h, c, "EHLO e.test\r\n" MAIL_A "QUIT\r\n",
+               "250-sluice.test Hello e.test|250 2.1.0|221", true);
+    int open = 0;
+    assert_int_equal(count_session_conns(h, &open), 1);
+    const char *ev = h->fu.events.ptr;
+    size_t n = 0;
+    for (const char *p = ev; (p = strstr(p, ">XFORWARD")) != NULL; p++)
+        n++;
+    if (n != 2) {
+        h_dump(h, NULL);
+        fail_msg("%zu XFORWARD lines upstream, want 2 (one per MAIL sent)", n);
+    }
+    assert_null(strstr(ev, "HELO=d.test"));
+    check_order(h, ">XFORWARD ADDR=127.0.0.1 PROTO=*\n NAME=[UNAVAILABLE] HELO=c.test\n"
+                   ">MAIL FROM:<a@x.test>\n"
+                   ">XFORWARD ADDR=127.0.0.1 PROTO=*\n NAME=[UNAVAILABLE] HELO=e.test\n"
+                   ">MAIL FROM:<a@x.test>\n");
+    h_stop(h);
+}
+
 /* A session that leaves while its MAIL is still unanswered: the session
  * has nothing to reset (its MAIL was never accepted), so the pool's own
  * RSET must end that transaction before the next client's XFORWARD and
@@ -2543,6 +2586,7 @@ int main(void)
         TEST(test_upstream_no_reuse_with_errors),
         TEST(test_upstream_reuse_after_abort),
         TEST(test_upstream_pool_resets_unanswered_mail),
+        TEST(test_xforward_not_left_behind_a_refused_mail),
         TEST(test_upstream_reuse_mta_closes_idle),
         TEST(test_sigterm_lets_transactions_finish),
     };
